@@ -1,0 +1,32 @@
+/* io/fileio.h — the one small layer all slicepipe file I/O goes through.
+ *
+ * Every function returns 0 or a sysexits status with a message naming the
+ * path. Tests can make the Nth write or fsync fail, or force short reads,
+ * through the environment (see README "Fault injection"):
+ *   SLICEPIPE_FAULT_WRITE=N[:ENOSPC|EIO]   the Nth sp_io_write_full fails
+ *   SLICEPIPE_FAULT_FSYNC=N[:ENOSPC|EIO]   the Nth sp_io_fsync fails
+ *   SLICEPIPE_SHORT_READS=1                preads return at most 7 bytes a call
+ */
+#ifndef SP_FILEIO_H
+#define SP_FILEIO_H
+
+#include <stdint.h>
+
+/* Opens for reading. Missing file: 66. Not a regular file: 65. */
+int sp_io_open_read(const char *path, int *fd_out, int64_t *size_out);
+/* Reads exactly n bytes at off (resuming short reads). Hitting EOF early: 65
+ * ("truncated"). Other errors: 74. */
+int sp_io_pread_full(int fd, void *buf, int64_t n, int64_t off, const char *path);
+/* Writes exactly n bytes at the current position. Errors: 74. */
+int sp_io_write_full(int fd, const void *buf, int64_t n, const char *path);
+/* fsync; a failure is final (never retried): 74. */
+int sp_io_fsync(int fd, const char *path);
+/* fsync of the directory containing path (or path itself if a directory). */
+int sp_io_fsync_dir(const char *dir);
+/* Reads a whole small file into a NUL-terminated malloc'd buffer. Larger than
+ * max_bytes: 65. */
+int sp_io_read_small(const char *path, int64_t max_bytes, char **buf_out, int64_t *len_out);
+/* Writes a whole file atomically: tmp in the same dir, fsync, rename, fsync dir. */
+int sp_io_write_atomic(const char *path, const void *buf, int64_t n);
+
+#endif
