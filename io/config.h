@@ -32,8 +32,18 @@ typedef struct sp_config {
     char *raw_json;             /* the file's text, for copying into outputs */
 } sp_config;
 
-/* Parses DIR/config.json. Unknown rope_scaling type, missing or absurd fields,
- * head_dim * n_heads inconsistent, etc.: 65 naming the file and the field. */
+/* Parses DIR/config.json (missing: 66). Required: hidden_size (<= 65536),
+ * intermediate_size (<= 1e6), num_hidden_layers (<= SP_MAX_LAYERS),
+ * num_attention_heads (<= 1024), vocab_size (<= 4e6). Defaults:
+ * num_key_value_heads = n_heads (must divide it), head_dim = hidden_size /
+ * n_heads (must divide when absent; always even), rms_norm_eps 1e-6,
+ * rope_theta 10000, tie_word_embeddings false, torch_dtype (or "dtype")
+ * float32; null counts as absent. model_type, if present, must be "llama";
+ * rope_scaling must be null, "default" or "llama3" (with factor,
+ * low_freq_factor < high_freq_factor, original_max_position_embeddings).
+ * Duplicate keys, wrong types, non-integral or out-of-range values, an
+ * inconsistent "slicepipe" block: 65 "<dir>/config.json: field 'x': reason".
+ * On failure *cfg is zeroed. */
 int sp_config_load(const char *dir, sp_config *cfg);
 void sp_config_free(sp_config *cfg);
 

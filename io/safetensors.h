@@ -52,7 +52,8 @@ int sp_st_fd(const sp_st_file *f);
 int sp_st_read_raw(const sp_st_file *f, const sp_st_tensor *t, void *dst);
 /* Reads and converts to float32 (F32/F16/BF16/F64 only; other dtypes: 65).
  * dst holds t->numel floats. A NaN or Inf is refused with 65 naming the
- * tensor and the element index. `scratch` may be NULL (then it allocates). */
+ * tensor and the element index (an F64 value outside float32 range too).
+ * Allocates nothing; safe to call from several threads on one file. */
 int sp_st_read_f32(const sp_st_file *f, const sp_st_tensor *t, float *dst);
 
 /* ---- a model directory: one file or an index of shards ---- */
