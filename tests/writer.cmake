@@ -1,0 +1,17 @@
+# tests/writer.cmake — output writers: sharded safetensors (io/st_writer) and the
+# human-readable report (pipeline/report).
+
+add_executable(test_st_writer ${CMAKE_SOURCE_DIR}/tests/test_st_writer.c)
+target_link_libraries(test_st_writer PRIVATE slicepipe_core)
+add_test(NAME st_writer COMMAND test_st_writer)
+
+# slicing.json: parsed back with cJSON, EVR arithmetic checked independently.
+add_executable(test_report ${CMAKE_SOURCE_DIR}/tests/test_report.c)
+target_link_libraries(test_report PRIVATE slicepipe_core)
+add_test(NAME report_json COMMAND test_report ${CMAKE_BINARY_DIR}/test_out/report_json)
+
+# report.html rendered by headless chromium; skipped (77) where it is not installed.
+add_test(NAME report_html
+         COMMAND sh ${CMAKE_SOURCE_DIR}/tests/test_report.sh $<TARGET_FILE:test_report>
+                 ${CMAKE_BINARY_DIR}/test_out/report_html)
+set_tests_properties(report_html PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 ENVIRONMENT "SP_PYTHON=${SP_PYTHON}")
