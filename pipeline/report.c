@@ -23,7 +23,7 @@ typedef struct sbuf {
 } sbuf;
 
 static void sb_put(sbuf *b, const char *s, int64_t n) {
-    if (b->oom) return;
+    if (b->oom || n < 0) return;
     if (b->len + n + 1 > b->cap) {
         int64_t cap = b->cap ? b->cap : 4096;
         while (cap < b->len + n + 1) {

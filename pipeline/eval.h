@@ -1,0 +1,34 @@
+/* pipeline/eval.h — perplexity over non-overlapping windows, layer by layer:
+ * every window passes through layer l before layer l+1's weights are read, so
+ * one layer's weights are in memory at a time. (DESIGN.md §1, Evaluation.) */
+#ifndef SP_EVAL_H
+#define SP_EVAL_H
+
+#include <stdint.h>
+
+#include "model.h"
+#include "tokens.h"
+
+typedef struct sp_eval_opts {
+    int64_t seqlen;          /* T >= 2 */
+    int64_t windows;         /* 0 = all full windows in the stream */
+    const char *dump_logits; /* NULL, or a .npy path for float32 (windows*T, vocab) */
+    int progress;            /* per-layer progress on stderr */
+} sp_eval_opts;
+
+typedef struct sp_eval_result {
+    double nll;              /* mean NLL in nats per predicted token */
+    double ppl;              /* exp(nll) */
+    int64_t tokens;          /* predicted tokens: windows * (T - 1) */
+    int64_t windows;
+    double seconds;
+    double tokens_per_s;     /* windows*T / seconds */
+    int64_t peak_rss_bytes;
+} sp_eval_result;
+
+int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_eval_result *r);
+
+/* Writes a float32 2-D .npy (rows, cols). */
+int sp_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols);
+
+#endif

@@ -1,0 +1,76 @@
+/* pipeline/model.h — a Llama-family model directory (dense HF, or a slicepipe
+ * sliced output), opened and validated up front, then read one layer at a time.
+ *
+ * Tensor names follow HF Llama; sliced outputs add
+ *   model.layers.N.attn_shortcut_Q  (d_in, d_mid)
+ *   model.layers.N.mlp_shortcut_Q   (d_mid, d_out)
+ * and have no norm weights (the norms are fused and weightless) and an untied
+ * lm_head (vocab, d_out of the last layer).
+ */
+#ifndef SP_MODEL_H
+#define SP_MODEL_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "forward.h"
+#include "safetensors.h"
+
+typedef struct sp_model {
+    char *dir;
+    sp_config cfg;
+    sp_ckpt *ckpt;
+    sp_dims dims;
+    int64_t d_embed;   /* embedding width: D, or the sliced width */
+    int64_t d_final;   /* width entering the head */
+    int has_lm_head;   /* lm_head.weight present (untied) */
+    int64_t n_params;  /* elements over all tensors */
+    int64_t n_bytes;   /* bytes of tensor data over all shards */
+} sp_model;
+
+/* Opens DIR: config.json + checkpoint, and checks every expected tensor's
+ * presence, shape and dtype against the config before anything is allocated.
+ * Returns 0 / 65 / 66 / 74 with a message naming file, tensor and reason. */
+int sp_model_open(const char *dir, sp_model *m);
+void sp_model_close(sp_model *m);
+
+/* Layer l's widths. */
+void sp_model_widths(const sp_model *m, int64_t l, int64_t *d_in, int64_t *d_mid, int64_t *d_out);
+
+/* float32 buffers for one layer at the model's full width D; `w` views them. */
+typedef struct sp_layer_buf {
+    float *attn_norm; /* (D) */
+    float *wq;        /* (n_heads*head_dim, D) */
+    float *wk, *wv;   /* (n_kv_heads*head_dim, D) */
+    float *wo;        /* (D, n_heads*head_dim) */
+    float *attn_sc;   /* (D, D) */
+    float *mlp_norm;  /* (D) */
+    float *w_gate, *w_up; /* (ffn, D) */
+    float *w_down;    /* (D, ffn) */
+    float *mlp_sc;    /* (D, D) */
+    sp_layer_w w;
+} sp_layer_buf;
+
+int sp_layer_buf_init(const sp_model *m, sp_layer_buf *b);
+void sp_layer_buf_free(sp_layer_buf *b);
+int64_t sp_layer_buf_bytes(const sp_model *m);
+
+/* Reads layer l into b (converted to float32; NaN/Inf refused with 65). */
+int sp_model_load_layer(const sp_model *m, int64_t l, sp_layer_buf *b);
+
+/* Reads the embedding (vocab, d_embed) into emb. */
+int sp_model_load_embed(const sp_model *m, float *emb);
+/* Reads the head (vocab, d_final) — lm_head, or the tied embedding — into
+ * w_head, and the final norm γ (d_final) into norm, or sets *has_norm = 0 when
+ * the model is sliced (weightless final norm). */
+int sp_model_load_head(const sp_model *m, float *w_head, float *norm, int *has_norm);
+
+/* Sets the BLAS thread count: `requested` if > 0; otherwise all cores, except
+ * for narrow models (D < 512) where OpenBLAS threading costs more than it saves
+ * on such small matrices, so 1. Returns the count set. */
+int sp_model_set_threads(const sp_model *m, int64_t requested);
+
+/* Tensor names: writes "model.layers.<l>.<suffix>" into buf. */
+const char *sp_layer_tensor_name(char *buf, int64_t l, const char *suffix);
+
+#endif

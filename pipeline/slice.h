@@ -1,0 +1,22 @@
+/* pipeline/slice.h — SliceGPT, DESIGN.md §1, layer at a time:
+ * `slicepipe run manifest.toml`. */
+#ifndef SP_SLICE_H
+#define SP_SLICE_H
+
+#include <stdint.h>
+
+#include "manifest.h"
+
+typedef struct sp_run_opts {
+    int dry_run;   /* print the plan and stop */
+    int quiet;     /* no progress on stderr */
+} sp_run_opts;
+
+/* Runs the whole job described by the manifest. Returns 0 or a sysexits status
+ * with a message (sp_errmsg). */
+int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o);
+
+/* d = floor((1-s)·D), then d -= d mod round_to. */
+int64_t sp_slice_width(int64_t D, double sparsity, int64_t round_to);
+
+#endif

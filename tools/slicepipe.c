@@ -1,0 +1,277 @@
+/* tools/slicepipe.c — the `slicepipe` command: argument parsing and reporting
+ * only; the work lives in io/, linalg/ and pipeline/. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "error.h"
+#include "eval.h"
+#include "manifest.h"
+#include "model.h"
+#include "safetensors.h"
+#include "slice.h"
+#include "sp_version.h"
+#include "tokens.h"
+
+static int die(int rc) {
+    if (rc) fprintf(stderr, "slicepipe: %s\n", sp_errmsg());
+    return rc;
+}
+
+static void usage_main(FILE *f) {
+    fprintf(f,
+            "usage: slicepipe <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  run MANIFEST.toml     rotate and slice a model as the manifest says (SliceGPT)\n"
+            "  eval MODEL_DIR        perplexity of a dense or sliced model over a token file\n"
+            "  inspect PATH          validate a model directory or one .safetensors file\n"
+            "\n"
+            "  slicepipe <command> --help    options of one command\n"
+            "  slicepipe --version\n"
+            "\n"
+            "exit codes: 0 ok, 64 usage, 65 bad data, 66 missing input, 70 internal,\n"
+            "            73 cannot create output, 74 I/O error, 75 locked\n");
+}
+
+static int parse_i64(const char *s, const char *what, int64_t min, int64_t *out) {
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || v < min) return sp_fail(SP_EX_USAGE, "%s: expected an integer >= %lld, got '%s'", what, (long long)min, s);
+    *out = v;
+    return 0;
+}
+
+/* ---- inspect ---- */
+
+static void usage_inspect(FILE *f) {
+    fprintf(f,
+            "usage: slicepipe inspect PATH\n"
+            "\n"
+            "PATH is a model directory (config.json + model.safetensors or shards with\n"
+            "model.safetensors.index.json) or a single .safetensors file. Every header is\n"
+            "validated strictly, every tensor is read and checked for NaN/Inf, and shapes\n"
+            "are checked against config.json. Prints the architecture, tensor count,\n"
+            "dtypes and bytes.\n");
+}
+
+static int check_finite(const sp_st_file *f, int64_t *count, int64_t dtype_bytes[16]) {
+    float *buf = NULL;
+    int64_t cap = 0;
+    int rc = 0;
+    for (int i = 0; i < sp_st_count(f) && !rc; i++) {
+        const sp_st_tensor *t = sp_st_at(f, i);
+        (*count)++;
+        dtype_bytes[t->dtype] += t->nbytes;
+        if (!sp_dtype_is_float(t->dtype) && t->dtype != SP_DTYPE_F64) continue;
+        if (t->numel > cap) {
+            free(buf);
+            cap = t->numel;
+            rc = sp_alloc((void **)&buf, cap, 4, t->name);
+            if (rc) break;
+        }
+        rc = sp_st_read_f32(f, t, buf);
+    }
+    free(buf);
+    return rc;
+}
+
+static void print_dtypes(const int64_t dtype_bytes[16]) {
+    for (int d = 0; d < 16; d++)
+        if (dtype_bytes[d]) printf("  %-5s %lld bytes\n", sp_dtype_st_name((sp_dtype)d), (long long)dtype_bytes[d]);
+}
+
+static int cmd_inspect(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+        usage_inspect(stdout);
+        return 0;
+    }
+    if (argc != 2) {
+        usage_inspect(stderr);
+        return SP_EX_USAGE;
+    }
+    const char *path = argv[1];
+    struct stat st;
+    if (stat(path, &st) != 0) return sp_fail(SP_EX_NOINPUT, "%s: no such file or directory", path);
+    int64_t count = 0, dtype_bytes[16] = {0};
+    if (!S_ISDIR(st.st_mode)) {
+        sp_st_file *f;
+        SP_TRY(sp_st_open(path, &f));
+        int rc = check_finite(f, &count, dtype_bytes);
+        if (!rc) {
+            printf("file: %s\nheader: %lld bytes\ntensors: %lld\n", path, (long long)sp_st_header_len(f), (long long)count);
+            print_dtypes(dtype_bytes);
+            printf("validation: ok (header strict, offsets contiguous, no NaN/Inf)\n");
+        }
+        sp_st_free(f);
+        return rc;
+    }
+    sp_model m;
+    SP_TRY(sp_model_open(path, &m));
+    int rc = 0;
+    for (int i = 0; i < sp_ckpt_shard_count(m.ckpt) && !rc; i++) rc = check_finite(sp_ckpt_shard(m.ckpt, i), &count, dtype_bytes);
+    if (!rc) {
+        const sp_config *c = &m.cfg;
+        printf("model: %s\n", path);
+        printf("architecture: llama, %lld layers, hidden %lld, ffn %lld, heads %lld / kv %lld, head_dim %lld, vocab %lld\n",
+               (long long)c->n_layers, (long long)c->hidden_size, (long long)c->intermediate_size, (long long)c->n_heads,
+               (long long)c->n_kv_heads, (long long)c->head_dim, (long long)c->vocab_size);
+        printf("rope: theta %g%s; rms_norm_eps %g; head: %s\n", c->rope_theta, c->rope_llama3 ? ", llama3 scaling" : "",
+               c->rms_norm_eps, m.has_lm_head ? "lm_head (untied)" : "tied to embedding");
+        if (c->sliced) {
+            printf("sliced by slicepipe: sparsity %g, embedding width %lld\n", c->sparsity, (long long)c->d_embed);
+            for (int64_t l = 0; l < c->n_layers; l++)
+                printf("  layer %lld: d_in %lld, d_mid %lld, d_out %lld\n", (long long)l, (long long)c->d_in[l],
+                       (long long)c->d_mid[l], (long long)c->d_out[l]);
+        }
+        printf("shards: %d\ntensors: %lld\nparameters: %lld\n", sp_ckpt_shard_count(m.ckpt), (long long)count,
+               (long long)m.n_params);
+        print_dtypes(dtype_bytes);
+        printf("validation: ok (headers strict, index consistent, shapes match config.json, no NaN/Inf)\n");
+    }
+    sp_model_close(&m);
+    return rc;
+}
+
+/* ---- eval ---- */
+
+static void usage_eval(FILE *f) {
+    fprintf(f,
+            "usage: slicepipe eval MODEL_DIR --tokens FILE.npy --seqlen T [options]\n"
+            "\n"
+            "Perplexity over non-overlapping windows of T tokens; each window predicts its\n"
+            "tokens 1..T-1. Works on dense HF Llama checkpoints and on slicepipe outputs,\n"
+            "layer by layer (one layer's weights in memory at a time).\n"
+            "\n"
+            "  --tokens FILE     .npy token stream (int32, uint16, uint32 or int64)\n"
+            "  --seqlen T        window length (>= 2)\n"
+            "  --windows N       evaluate only the first N windows (default: all)\n"
+            "  --threads N       BLAS threads (default 0: all cores; 1 when hidden size < 512)\n"
+            "  --json            print the figures as one JSON object on stdout\n"
+            "  --dump-logits F   write float32 logits (windows*T, vocab) to F (.npy)\n"
+            "  --quiet           no per-layer progress on stderr\n");
+}
+
+static int cmd_eval(int argc, char **argv) {
+    static const struct option opts[] = {{"tokens", required_argument, 0, 't'},  {"seqlen", required_argument, 0, 's'},
+                                         {"windows", required_argument, 0, 'w'}, {"json", no_argument, 0, 'j'},
+                                         {"dump-logits", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'n'},
+                                         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *tokens = NULL;
+    int json = 0, quiet = 0;
+    int64_t threads = 0;
+    sp_eval_opts eo = {.progress = 1};
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 't': tokens = optarg; break;
+        case 's': SP_TRY(parse_i64(optarg, "--seqlen", 2, &eo.seqlen)); break;
+        case 'w': SP_TRY(parse_i64(optarg, "--windows", 0, &eo.windows)); break;
+        case 'n': SP_TRY(parse_i64(optarg, "--threads", 0, &threads)); break;
+        case 'j': json = 1; break;
+        case 'q': quiet = 1; break;
+        case 'd': eo.dump_logits = optarg; break;
+        case 'h': usage_eval(stdout); return 0;
+        default: usage_eval(stderr); return SP_EX_USAGE;
+        }
+    }
+    if (optind != argc - 1 || !tokens || !eo.seqlen) {
+        usage_eval(stderr);
+        return sp_fail(SP_EX_USAGE, "eval needs MODEL_DIR, --tokens and --seqlen");
+    }
+    eo.progress = !quiet;
+    sp_model m;
+    SP_TRY(sp_model_open(argv[optind], &m));
+    sp_model_set_threads(&m, threads);
+    sp_tokens tk;
+    int rc = sp_tokens_load(tokens, m.cfg.vocab_size, 0, &tk);
+    if (rc) {
+        sp_model_close(&m);
+        return rc;
+    }
+    sp_eval_result r;
+    rc = sp_eval(&m, &tk, &eo, &r);
+    if (!rc) {
+        if (json)
+            printf("{\"model\": \"%s\", \"nll\": %.9f, \"ppl\": %.6f, \"tokens\": %lld, \"windows\": %lld, \"seqlen\": %lld, "
+                   "\"seconds\": %.3f, \"tokens_per_s\": %.1f, \"peak_rss_bytes\": %lld}\n",
+                   argv[optind], r.nll, r.ppl, (long long)r.tokens, (long long)r.windows, (long long)eo.seqlen, r.seconds,
+                   r.tokens_per_s, (long long)r.peak_rss_bytes);
+        else
+            printf("model:        %s\nwindows:      %lld x %lld tokens (%lld predicted)\nnll:          %.6f nats/token\n"
+                   "perplexity:   %.4f\nthroughput:   %.0f tokens/s (%.2f s)\npeak RSS:     %.1f MiB\n",
+                   argv[optind], (long long)r.windows, (long long)eo.seqlen, (long long)r.tokens, r.nll, r.ppl,
+                   r.tokens_per_s, r.seconds, (double)r.peak_rss_bytes / (1 << 20));
+    }
+    sp_tokens_free(&tk);
+    sp_model_close(&m);
+    return rc;
+}
+
+/* ---- run ---- */
+
+static void usage_run(FILE *f) {
+    fprintf(f,
+            "usage: slicepipe run MANIFEST.toml [--dry-run] [--quiet]\n"
+            "\n"
+            "Rotates every weight matrix into the PCA basis of the model's own calibration\n"
+            "activations and deletes the least-variance directions (SliceGPT). The manifest\n"
+            "schema is in the README. Writes an HF-style directory: config.json (with a\n"
+            "\"slicepipe\" block), safetensors shards + index, tokenizer files, slicing.json\n"
+            "and report.html.\n"
+            "\n"
+            "  --dry-run   validate the manifest and inputs, print the plan, do nothing\n"
+            "  --quiet     no progress on stderr\n");
+}
+
+static int cmd_run(int argc, char **argv) {
+    static const struct option opts[] = {{"dry-run", no_argument, 0, 'n'}, {"quiet", no_argument, 0, 'q'},
+                                         {"help", no_argument, 0, 'h'},    {0, 0, 0, 0}};
+    sp_run_opts ro = {0};
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'n': ro.dry_run = 1; break;
+        case 'q': ro.quiet = 1; break;
+        case 'h': usage_run(stdout); return 0;
+        default: usage_run(stderr); return SP_EX_USAGE;
+        }
+    }
+    if (optind != argc - 1) {
+        usage_run(stderr);
+        return sp_fail(SP_EX_USAGE, "run needs exactly one MANIFEST.toml");
+    }
+    sp_manifest mf;
+    SP_TRY(sp_manifest_load(argv[optind], &mf));
+    int rc = sp_slice_run(&mf, &ro);
+    sp_manifest_free(&mf);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage_main(stderr);
+        return SP_EX_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("slicepipe %s\n", SP_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "help") || !strcmp(cmd, "-h")) {
+        usage_main(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "inspect")) return die(cmd_inspect(argc - 1, argv + 1));
+    if (!strcmp(cmd, "eval")) return die(cmd_eval(argc - 1, argv + 1));
+    if (!strcmp(cmd, "run")) return die(cmd_run(argc - 1, argv + 1));
+    fprintf(stderr, "slicepipe: unknown command '%s'\n", cmd);
+    usage_main(stderr);
+    return SP_EX_USAGE;
+}
