@@ -306,6 +306,7 @@ static int write_config(job *j, const char *fp) {
     cJSON_DeleteItemFromObject(c, "tie_word_embeddings");
     cJSON_AddBoolToObject(c, "tie_word_embeddings", 0);
     cJSON_DeleteItemFromObject(c, "torch_dtype");
+    cJSON_DeleteItemFromObject(c, "dtype"); /* newer transformers spelling; must not contradict */
     cJSON_AddStringToObject(c, "torch_dtype", dtype_torch(j->out_dtype));
     cJSON_DeleteItemFromObject(c, "slicepipe");
     cJSON *s = cJSON_AddObjectToObject(c, "slicepipe");
