@@ -1,0 +1,184 @@
+#!/usr/bin/python3
+"""test_run_cli.py — `slicepipe run` end to end through the command line.
+
+usage: test_run_cli.py SLICEPIPE WORKDIR SHARED_DIR GROUP
+
+GROUP "reference": the shared models against ../shared/data/REFERENCE.md, an
+  independent float64 implementation (calibration: the first 64 windows of 256
+  tokens of calib.tok512.npy; evaluation: all 424 windows of eval.tok512.npy):
+    stories260k 0.0  -> the dense NLL 1.76572 within 1e-5 (invariance)
+    stories260k 0.125, 0.25, 0.5 -> 2.21614, 3.15845, 4.83322 within 1e-4
+    llama2xs 0.25, BF16 output -> 2.62052 within 2e-3
+  Exits 77 (skip) when SHARED_DIR is absent.
+GROUP "local": needs nothing outside the repository:
+    - invariance on a random GQA model with an untied head: sparsity 0.0 gives
+      logits equal to the dense model's within 1e-4 relative;
+    - determinism: two runs give byte-identical model files and identical
+      slicing.json apart from timings;
+    - sharding: a small shard_bytes gives several shards + an index whose
+      evaluation equals the single-file output's, and config.json's slicepipe
+      block holds the widths d = floor((1-s)·D) rounded down to round_to;
+    - manifest errors at the command line: exit 64 with the line number and
+      nothing created; a missing model: 66.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
+import llama_ref  # noqa: E402
+
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def run(args, **kw):
+    return subprocess.run(args, capture_output=True, text=True, **kw)
+
+
+def write_manifest(path, model, calib, seqlen, nsamples, sparsity, out, extra=""):
+    with open(path, "w") as f:
+        f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{calib}"\nseqlen = {seqlen}\n'
+                f'nsamples = {nsamples}\n[slicing]\nsparsity = {sparsity}\nround_to = 8\n'
+                f'[output]\npath = "{out}"\n{extra}')
+
+
+def slice_and_eval(sp, work, name, model, calib, seqlen, nsamples, sparsity, evaltok, eseq, extra=""):
+    man = os.path.join(work, name + ".toml")
+    out = os.path.join(work, name)
+    shutil.rmtree(out, ignore_errors=True)
+    write_manifest(man, model, calib, seqlen, nsamples, sparsity, out, extra)
+    r = run([sp, "run", man, "--quiet"])
+    if r.returncode != 0:
+        check(False, f"{name}: slicepipe run exit {r.returncode}: {r.stderr.strip()}")
+        return None, out
+    e = run([sp, "eval", out, "--tokens", evaltok, "--seqlen", str(eseq), "--json", "--quiet"])
+    if e.returncode != 0:
+        check(False, f"{name}: slicepipe eval exit {e.returncode}: {e.stderr.strip()}")
+        return None, out
+    return json.loads(e.stdout)["nll"], out
+
+
+def group_reference(sp, work, shared):
+    if not os.path.isdir(shared):
+        print(f"SKIP: {shared} absent; the REFERENCE.md parity needs ../shared")
+        sys.exit(77)
+    data = os.path.join(shared, "data", "tinystories")
+    calib, evaltok = os.path.join(data, "calib.tok512.npy"), os.path.join(data, "eval.tok512.npy")
+    cases = [("stories260k", 0.0, 1.76572, 1e-5, ""),
+             ("stories260k", 0.125, 2.21614, 1e-4, ""),
+             ("stories260k", 0.25, 3.15845, 1e-4, ""),
+             ("stories260k", 0.5, 4.83322, 1e-4, ""),
+             ("llama2xs", 0.25, 2.62052, 2e-3, 'dtype = "bf16"\n')]
+    for model, s, ref, tol, extra in cases:
+        nll, _ = slice_and_eval(sp, work, f"{model}-{s}", os.path.join(shared, "models", model), calib, 256, 64, s,
+                                evaltok, 256, extra)
+        if nll is not None:
+            check(abs(nll - ref) <= tol, f"{model} sparsity {s}: nll {nll:.6f} vs REFERENCE.md {ref} "
+                                         f"(|diff| {abs(nll - ref):.2e} <= {tol:g})")
+
+
+def files_of(d):
+    return sorted(f for f in os.listdir(d) if not f.endswith(".tmp"))
+
+
+def group_local(sp, work):
+    model = os.path.join(work, "rand")
+    llama_ref.write_random_model(model, seed=7, D=64, L=3, heads=8, kv=4, head_dim=8, ffn=96, vocab=101,
+                                 tied=False)
+    calib, evaltok = os.path.join(work, "calib.npy"), os.path.join(work, "eval.npy")
+    llama_ref.write_tokens(calib, 1, 16 * 64, 101)
+    llama_ref.write_tokens(evaltok, 2, 8 * 64, 101)
+
+    # Invariance: logits of the rotated, unsliced model equal the dense ones.
+    _, out0 = slice_and_eval(sp, work, "inv", model, calib, 64, 16, 0.0, evaltok, 64, 'dtype = "f32"\n')
+    la, lb = os.path.join(work, "dense.npy"), os.path.join(work, "inv.npy")
+    ra = run([sp, "eval", model, "--tokens", evaltok, "--seqlen", "64", "--quiet", "--dump-logits", la])
+    rb = run([sp, "eval", out0, "--tokens", evaltok, "--seqlen", "64", "--quiet", "--dump-logits", lb])
+    check(ra.returncode == 0 and rb.returncode == 0, "eval with --dump-logits on dense and rotated models")
+    if ra.returncode == 0 and rb.returncode == 0:
+        a, b = np.load(la).astype(np.float64), np.load(lb).astype(np.float64)
+        rel = np.max(np.abs(a - b)) / np.max(np.abs(a))
+        check(a.shape == b.shape and rel <= 1e-4, f"sparsity 0.0 logits equal dense within 1e-4 relative ({rel:.2e})")
+        # A wrong rotation would not be invariant: the test can fail.
+        check(np.max(np.abs(a)) > 1.0, "logits are non-trivial")
+
+    # Determinism.
+    _, o1 = slice_and_eval(sp, work, "det1", model, calib, 64, 16, 0.25, evaltok, 64)
+    _, o2 = slice_and_eval(sp, work, "det2", model, calib, 64, 16, 0.25, evaltok, 64)
+    same = files_of(o1) == files_of(o2)
+    for f in files_of(o1):
+        if f in ("slicing.json", "report.html") or not same:
+            continue
+        with open(os.path.join(o1, f), "rb") as x, open(os.path.join(o2, f), "rb") as y:
+            a, b = x.read(), y.read()
+        if f == "config.json":
+            a, b = a.replace(b"det1", b"detX"), b.replace(b"det2", b"detX")
+        same = same and a == b
+    j1, j2 = json.load(open(os.path.join(o1, "slicing.json"))), json.load(open(os.path.join(o2, "slicing.json")))
+    for j in (j1, j2):
+        j.pop("timing", None), j.pop("peak_rss_bytes", None), j.pop("model", None)
+    check(same and j1 == j2, "two runs give byte-identical model files and slicing.json")
+
+    # Sharding, widths in config.json.
+    nll1, _ = slice_and_eval(sp, work, "one", model, calib, 64, 16, 0.3, evaltok, 64)
+    nlls, osh = slice_and_eval(sp, work, "sharded", model, calib, 64, 16, 0.3, evaltok, 64, 'shard_bytes = "40KB"\n')
+    shards = [f for f in files_of(osh) if f.endswith(".safetensors")]
+    check(len(shards) >= 3 and "model.safetensors.index.json" in files_of(osh),
+          f"shard_bytes 40KB gives several shards and an index ({len(shards)} shards)")
+    check(nll1 is not None and nll1 == nlls, f"sharded output evaluates identically ({nll1} vs {nlls})")
+    cfg = json.load(open(os.path.join(osh, "config.json")))
+    d = int(np.floor(0.7 * 64)) // 8 * 8  # 44 -> 40
+    widths = [(L["d_in"], L["d_mid"], L["d_out"]) for L in cfg["slicepipe"]["layers"]]
+    check(widths == [(d, d, d), (d, d, d), (d, d, 64)] and cfg["slicepipe"]["d_embed"] == d
+          and cfg["tie_word_embeddings"] is False, f"config.json widths {widths} (d={d}, last d_out=D)")
+
+    # Manifest errors at the command line.
+    bad = os.path.join(work, "bad.toml")
+    newout = os.path.join(work, "never")
+    write_manifest(bad, model, calib, 64, 16, 0.25, newout, "colour = 3\n")
+    r = run([sp, "run", bad])
+    check(r.returncode == 64 and "bad.toml:12" in r.stderr and "colour" in r.stderr and not os.path.exists(newout),
+          f"unknown key: exit 64 with file:line, nothing created ({r.returncode}: {r.stderr.strip()})")
+    write_manifest(bad, model, calib, 64, 16, 1.0, newout)
+    r = run([sp, "run", bad])
+    check(r.returncode == 64 and "sparsity" in r.stderr, f"sparsity 1.0: exit 64 ({r.returncode})")
+    write_manifest(bad, model, calib, 64, 16, 0.25, model)
+    r = run([sp, "run", bad])
+    check(r.returncode == 64, f"output == model: exit 64 ({r.returncode}: {r.stderr.strip()})")
+    write_manifest(bad, os.path.join(work, "nomodel"), calib, 64, 16, 0.25, newout)
+    r = run([sp, "run", bad])
+    check(r.returncode == 66 and "nomodel" in r.stderr and not os.path.exists(newout),
+          f"missing model: exit 66 naming it ({r.returncode}: {r.stderr.strip()})")
+    write_manifest(bad, model, calib, 64, 1000, 0.25, newout)
+    r = run([sp, "run", bad])
+    check(r.returncode == 65 and "calib.npy" in r.stderr and not os.path.exists(newout),
+          f"too few calibration tokens: exit 65 naming the file ({r.returncode}: {r.stderr.strip()})")
+    write_manifest(bad, model, calib, 64, 16, 0.25, newout, '[resources]\nmemory = "1MB"\n')
+    r = run([sp, "run", bad])
+    check(r.returncode == 64 and "memory" in r.stderr and not os.path.exists(newout),
+          f"memory plan over budget: exit 64 saying what to change ({r.returncode}: {r.stderr.strip()})")
+
+
+def main():
+    sp, work, shared, group = sys.argv[1:5]
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    if group == "reference":
+        group_reference(sp, os.path.abspath(work), shared)
+    else:
+        group_local(sp, os.path.abspath(work))
+    print(f"{len(failures)} failed" if failures else "all checks passed")
+    sys.exit(1 if failures else 0)
+
+
+main()
