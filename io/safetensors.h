@@ -10,7 +10,12 @@
  * Validation follows RELIABILITY.md "Untrusted checkpoints" to the letter; every
  * rejection is SP_EX_DATAERR (65) with a message naming the file, the tensor
  * and the reason. Data is never assumed to be aligned: tensor bytes are read
- * with pread into caller buffers.
+ * with pread into caller buffers. Beyond the letter: the JSON must be strict
+ * RFC 8259 (no leading zeros, raw control characters, "\u0000" or lone
+ * surrogate escapes); an entry has exactly the three fields; keys are unique
+ * at every level; shape and offset numbers are integers in [0, 2^53), judged
+ * by value (2.0 is 2); at most SP_ST_MAX_DIMS dims. The full rule list is at
+ * the top of safetensors.c.
  */
 #ifndef SP_SAFETENSORS_H
 #define SP_SAFETENSORS_H
