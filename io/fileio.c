@@ -98,6 +98,27 @@ int sp_io_write_full(int fd, const void *buf, int64_t n, const char *path) {
     return 0;
 }
 
+int sp_io_pwrite_full(int fd, const void *buf, int64_t n, int64_t off, const char *path) {
+    fault_init();
+    g_write_calls++;
+    if (g_fault_write_n && g_write_calls == g_fault_write_n) {
+        errno = g_fault_write_errno;
+        return sp_fail_errno(SP_EX_IOERR, "%s: write (injected fault)", path);
+    }
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, (size_t)n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return sp_fail_errno(SP_EX_IOERR, "%s: write at offset %lld", path, (long long)off);
+        }
+        p += w;
+        n -= w;
+        off += w;
+    }
+    return 0;
+}
+
 int sp_io_fsync(int fd, const char *path) {
     fault_init();
     g_fsync_calls++;

@@ -19,6 +19,8 @@ int sp_io_open_read(const char *path, int *fd_out, int64_t *size_out);
 int sp_io_pread_full(int fd, void *buf, int64_t n, int64_t off, const char *path);
 /* Writes exactly n bytes at the current position. Errors: 74. */
 int sp_io_write_full(int fd, const void *buf, int64_t n, const char *path);
+/* Writes exactly n bytes at offset off (counts as a write for fault injection). */
+int sp_io_pwrite_full(int fd, const void *buf, int64_t n, int64_t off, const char *path);
 /* fsync; a failure is final (never retried): 74. */
 int sp_io_fsync(int fd, const char *path);
 /* fsync of the directory containing path (or path itself if a directory). */

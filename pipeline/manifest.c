@@ -293,6 +293,7 @@ typedef enum key_kind {
     KIND_SIZE,    /* size string or positive integer, bytes */
     KIND_DTYPE,   /* "f32" | "f16" | "bf16" */
     KIND_BACKEND, /* "auto" | "cpu" | "cuda" */
+    KIND_SPILL_DTYPE, /* "f32" | "bf16" */
 } key_kind;
 
 typedef enum table_id { T_MODEL, T_CALIB, T_SLICING, T_OUTPUT, T_RESOURCES, T_EVAL, T_COUNT } table_id;
@@ -322,6 +323,7 @@ static const key_def k_keys[] = {
     {T_RESOURCES, "threads", KIND_INT, 0, 4096, 0, F(threads)},
     {T_RESOURCES, "spill_dir", KIND_PATH, 0, 0, 0, F(spill_dir)},
     {T_RESOURCES, "backend", KIND_BACKEND, 0, 0, 0, F(backend)},
+    {T_RESOURCES, "spill_dtype", KIND_SPILL_DTYPE, 0, 0, 0, F(spill_dtype)},
     {T_EVAL, "tokens", KIND_PATH, 0, 0, 1, F(eval_tokens)},
     {T_EVAL, "seqlen", KIND_INT, 2, 1 << 20, 0, F(eval_seqlen)},
     {T_EVAL, "windows", KIND_INT, 0, INT64_MAX, 0, F(eval_windows)},
@@ -511,6 +513,15 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
         *(sp_dtype *)field = t;
         return 0;
     }
+    case KIND_SPILL_DTYPE: {
+        if (v->type != VAL_STRING)
+            return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
+        sp_dtype t = strcmp(v->s, "f32") == 0 ? SP_DTYPE_F32 : strcmp(v->s, "bf16") == 0 ? SP_DTYPE_BF16 : SP_DTYPE_INVALID;
+        if (t == SP_DTYPE_INVALID)
+            return pfail(p, "[%s] %s: unknown spill dtype '%.32s' (f32 or bf16)", tname, kd->key, v->s);
+        *(sp_dtype *)field = t;
+        return 0;
+    }
     case KIND_BACKEND: {
         if (v->type != VAL_STRING)
             return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
@@ -651,6 +662,7 @@ static int load(load_state *st, const char *path) {
     m->sparsity = 0.25;
     m->round_to = 8;
     m->output_dtype = SP_DTYPE_INVALID;
+    m->spill_dtype = SP_DTYPE_F32;
     m->shard_bytes = 4000000000LL;
     m->memory_bytes = 16000000000LL;
 

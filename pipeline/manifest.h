@@ -12,7 +12,8 @@
  *                  shard_bytes = "4GB"               size string or int; default 4GB
  *   [resources]    memory = "16GB"                   size string or int; default 16GB
  *                  threads = 0                       int in [0, 4096]; 0 = all cores
- *                  spill_dir = "..."                 optional
+ *                  spill_dir = "..."                 optional; default <output>/.slicepipe
+ *                  spill_dtype = "f32"               "f32"|"bf16"
  *                  backend = "auto"                  "auto"|"cpu"|"cuda"
  *   [eval]         tokens = "..."                    optional table; tokens required if present
  *                  seqlen = 2048                     int in [2, 2^20]; default: calibration seqlen
@@ -42,7 +43,8 @@ typedef struct sp_manifest {
     int64_t shard_bytes;    /* default 4e9 */
     int64_t memory_bytes;   /* default 16e9 */
     int64_t threads;        /* default 0 */
-    char *spill_dir;        /* NULL = default */
+    char *spill_dir;        /* NULL = default: <output>/.slicepipe */
+    sp_dtype spill_dtype;   /* F32 (default) or BF16 */
     char *backend;          /* "auto" default */
     int has_eval;
     char *eval_tokens;

@@ -19,8 +19,14 @@
  *
  * Rotations are computed in float64 from the float32 weights and stored in the
  * output dtype; the forward passes that produce the next signals use float32
- * copies of the same float64 results. The calibration activations live in RAM
- * here (2·N·D float32).
+ * copies of the same float64 results.
+ *
+ * The calibration activations never need to fit in RAM: they stream through
+ * two spill files (io/spill.h) in chunks of whole windows. File A holds X, the
+ * attention pass reads A and writes M to B; the MLP pass reads B and writes Y
+ * over A, which becomes the next layer's X. Second moments are accumulated one
+ * window at a time, so the bits of the result do not depend on the chunk size
+ * (that is, on [resources] memory).
  */
 #include "slice.h"
 
@@ -44,6 +50,7 @@
 #include "pca.h"
 #include "report.h"
 #include "sp_version.h"
+#include "spill.h"
 #include "st_writer.h"
 #include "tokens.h"
 
@@ -65,8 +72,11 @@ typedef struct job {
     int64_t *d_in, *d_mid, *d_out; /* (L) */
     sp_stw *w;
     /* working memory, sized once */
-    float *X;          /* (N, D) layer input; then Y */
-    float *M;          /* (N, D) attention-block output */
+    int64_t chunk_w;   /* windows per spill chunk */
+    sp_spill *sa, *sb; /* (N, D) spills: A holds X then Y; B holds M */
+    char *spill_a, *spill_b;
+    float *cin;        /* (chunk_w·T, D) a chunk read from a spill */
+    float *cout;       /* (chunk_w·T, D) a chunk to write */
     float *tmp;        /* (T, D) a window rotated */
     double *Q, *Qm, *Qn; /* (D, D) each */
     float *Qf;         /* (D, D) float32 copy of the leading columns in use */
@@ -155,11 +165,12 @@ static void progress(job *j, int64_t l, const char *phase) {
     int tty = isatty(2);
     if (!tty && strcmp(phase, "done") != 0) return;
     double el = sp_now() - j->t_start;
-    double frac = (double)l / (double)j->L;
+    int done = strcmp(phase, "done") == 0;
+    double frac = (double)(l + done) / (double)j->L;
     double eta = frac > 0 ? el * (1 - frac) / frac : 0;
-    double tps = el > 0 && l > 0 ? (double)j->N * (double)l / el : 0;
+    double tps = el > 0 && l + done > 0 ? (double)j->N * (double)(l + done) / el : 0;
     fprintf(stderr, "%sslicepipe: layer %lld/%lld %-9s | %.0f calib tok/s | elapsed %.1fs | ETA %.1fs   %s", tty ? "\r" : "",
-            (long long)(l + 1 > j->L ? j->L : l + 1), (long long)j->L, phase, tps, el, eta, tty ? "" : "\n");
+            (long long)l + 1, (long long)j->L, phase, tps, el, eta, tty ? "" : "\n");
 }
 
 static char *names(char *buf, int64_t l, const char *suffix) { return (char *)sp_layer_tensor_name(buf, l, suffix); }
@@ -216,10 +227,15 @@ static int slice_layer(job *j, int64_t l) {
                          .attn_shortcut = j->fsa};
     q_f32(j, j->Q, di);
     sp_cov_reset(&j->cov);
-    for (int64_t k = 0; k < W; k++) {
-        apply_qf(j, j->X + k * T * D, T, di, j->tmp);
-        sp_fwd_attn(&j->m.dims, &j->lw, j->tmp, T, j->M + k * T * D, j->scr);
-        SP_TRY(sp_cov_add(&j->cov, j->M + k * T * D, T, D));
+    for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
+        int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
+        SP_TRY(sp_spill_read(j->sa, k0 * T, nw * T, D, j->cin));
+        for (int64_t k = 0; k < nw; k++) {
+            apply_qf(j, j->cin + k * T * D, T, di, j->tmp);
+            sp_fwd_attn(&j->m.dims, &j->lw, j->tmp, T, j->cout + k * T * D, j->scr);
+            SP_TRY(sp_cov_add(&j->cov, j->cout + k * T * D, T, D));
+        }
+        SP_TRY(sp_spill_write(j->sb, k0 * T, nw * T, D, j->cout));
     }
     progress(j, l, "PCA");
     SP_TRY(pca(j, j->Qm, 1 + 2 * (int)l, "attention-output", l));
@@ -248,10 +264,15 @@ static int slice_layer(job *j, int64_t l) {
                          .mlp_shortcut = j->fsm};
     q_f32(j, j->Qm, dm);
     sp_cov_reset(&j->cov);
-    for (int64_t k = 0; k < W; k++) {
-        apply_qf(j, j->M + k * T * D, T, dm, j->tmp);
-        sp_fwd_mlp(&j->m.dims, &j->lw, j->tmp, T, j->X + k * T * D, j->scr);
-        SP_TRY(sp_cov_add(&j->cov, j->X + k * T * D, T, D));
+    for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
+        int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
+        SP_TRY(sp_spill_read(j->sb, k0 * T, nw * T, D, j->cin));
+        for (int64_t k = 0; k < nw; k++) {
+            apply_qf(j, j->cin + k * T * D, T, dm, j->tmp);
+            sp_fwd_mlp(&j->m.dims, &j->lw, j->tmp, T, j->cout + k * T * D, j->scr);
+            SP_TRY(sp_cov_add(&j->cov, j->cout + k * T * D, T, D));
+        }
+        SP_TRY(sp_spill_write(j->sa, k0 * T, nw * T, D, j->cout));
     }
     progress(j, l, "PCA");
     SP_TRY(pca(j, j->Qn, 2 + 2 * (int)l, "MLP-output", l));
@@ -266,7 +287,7 @@ static int slice_layer(job *j, int64_t l) {
     double *t = j->Q;
     j->Q = j->Qn;
     j->Qn = t;
-    progress(j, l + 1, "done");
+    progress(j, l, "done");
     return 0;
 }
 
@@ -364,6 +385,22 @@ static int prepare_output(const char *out) {
     return 0;
 }
 
+/* The spill folder: [resources] spill_dir, or <output>/.slicepipe. */
+static int prepare_spill(job *j) {
+    char dir[4096];
+    if (j->mf->spill_dir) snprintf(dir, sizeof dir, "%s", j->mf->spill_dir);
+    else snprintf(dir, sizeof dir, "%s/.slicepipe", j->mf->output_path);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the spill folder", dir);
+    if (access(dir, W_OK | X_OK) != 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: spill folder is not writable", dir);
+    size_t n = strlen(dir) + 32;
+    j->spill_a = malloc(n);
+    j->spill_b = malloc(n);
+    if (!j->spill_a || !j->spill_b) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    snprintf(j->spill_a, n, "%s/spill-a.act", dir);
+    snprintf(j->spill_b, n, "%s/spill-b.act", dir);
+    return 0;
+}
+
 static int alloc_job(job *j) {
     const int64_t D = j->D, cap = max3(j->F, j->hq, D) > ROW_BLOCK ? max3(j->F, j->hq, D) : ROW_BLOCK;
     struct {
@@ -371,8 +408,8 @@ static int alloc_job(job *j) {
         int64_t n, sz;
         const char *what;
     } a[] = {
-        {(void **)&j->X, j->N * D, 4, "calibration activations"},
-        {(void **)&j->M, j->N * D, 4, "calibration activations"},
+        {(void **)&j->cin, j->chunk_w * j->T * D, 4, "activation chunk"},
+        {(void **)&j->cout, j->chunk_w * j->T * D, 4, "activation chunk"},
         {(void **)&j->tmp, j->T * D, 4, "window buffer"},
         {(void **)&j->Q, D * D, 8, "Q"},
         {(void **)&j->Qm, D * D, 8, "Q"},
@@ -395,11 +432,22 @@ static int alloc_job(job *j) {
     for (size_t i = 0; i < sizeof a / sizeof a[0]; i++) SP_TRY(sp_alloc(a[i].p, a[i].n, a[i].sz, a[i].what));
     SP_TRY(sp_layer_buf_init(&j->m, &j->lb));
     SP_TRY(sp_cov_init(&j->cov, D, 256));
+    SP_TRY(sp_spill_open(&j->sa, j->spill_a, j->N, D, j->mf->spill_dtype, j->chunk_w * j->T));
+    SP_TRY(sp_spill_open(&j->sb, j->spill_b, j->N, D, j->mf->spill_dtype, j->chunk_w * j->T));
     return sp_fwd_scratch_init(&j->m.dims, j->T, D, &j->scr);
 }
 
 static void free_job(job *j) {
-    void *p[] = {j->X,   j->M,  j->tmp, j->Q,  j->Qm, j->Qn, j->Qf, j->evals, j->dbuf, j->dout, j->obuf, j->big,
+    sp_spill_free(j->sa, 1);
+    sp_spill_free(j->sb, 1);
+    if (j->spill_a && !j->mf->spill_dir) { /* the default folder goes when empty */
+        char *slash = strrchr(j->spill_a, '/');
+        if (slash) {
+            *slash = 0;
+            rmdir(j->spill_a);
+        }
+    }
+    void *p[] = {j->cin, j->cout, j->spill_a, j->spill_b, j->tmp, j->Q,  j->Qm, j->Qn, j->Qf, j->evals, j->dbuf, j->dout, j->obuf, j->big,
                  j->norm, j->fq, j->fk,  j->fv, j->fo, j->fg, j->fu, j->fd,    j->fsa,  j->fsm,  j->d_in, j->d_mid,
                  j->d_out};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
@@ -413,7 +461,7 @@ static void free_job(job *j) {
 
 static int64_t plan_bytes(const job *j) {
     const int64_t D = j->D, cap = max3(j->F, j->hq, D) > ROW_BLOCK ? max3(j->F, j->hq, D) : ROW_BLOCK;
-    return 2 * j->N * D * 4 + j->T * D * 4 + 3 * D * D * 8 + 3 * D * D * 4 + 3 * cap * D * 8 + j->V * D * 4 +
+    return 2 * j->chunk_w * j->T * D * 4 + 2 * j->chunk_w * j->T * D * sp_dtype_size(j->mf->spill_dtype) + j->T * D * 4 + 3 * D * D * 8 + 3 * D * D * 4 + 3 * cap * D * 8 + j->V * D * 4 +
            (j->hq + 2 * j->hkv + 2 * j->F) * D * 4 + sp_layer_buf_bytes(&j->m) + D * D * 8 + 256 * D * 8 +
            j->T * j->T * 4 * 2 + j->T * (j->hq + 2 * j->hkv + 2 * j->F + D) * 4;
 }
@@ -485,7 +533,18 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         sp_tokens_free(&et);
         if (rc) goto out;
     }
+    /* Chunks of whole windows: as many as half the memory left after the fixed
+     * buffers allows, at most 256 MiB of chunk buffers, at least one window. */
+    const int64_t W = j->N / j->T;
+    const int64_t per_window = j->T * j->D * (2 * 4 + 2 * (int64_t)sp_dtype_size(mf->spill_dtype));
+    j->chunk_w = 0;
+    int64_t avail = (mf->memory_bytes - plan_bytes(j)) / 2;
+    if (avail > ((int64_t)256 << 20)) avail = (int64_t)256 << 20;
+    j->chunk_w = avail / per_window;
+    if (j->chunk_w > W) j->chunk_w = W;
+    if (j->chunk_w < 1) j->chunk_w = 1;
     int64_t plan = plan_bytes(j);
+    int64_t spill_bytes = 2 * j->N * j->D * sp_dtype_size(mf->spill_dtype);
     int64_t out_bytes = j->V * j->d + j->V * j->D;
     for (int64_t l = 0; l < j->L; l++)
         out_bytes += (j->hq + 2 * j->hkv) * j->d_in[l] + j->d_mid[l] * j->hq + j->d_in[l] * j->d_mid[l] +
@@ -495,10 +554,12 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         fprintf(o->dry_run ? stdout : stderr,
                 "plan: %s -> %s\n  D %lld -> d %lld (sparsity %g, round_to %lld), %lld layers, output %s\n"
                 "  calibration %lld windows x %lld tokens = %lld tokens\n"
-                "  memory plan %.1f MiB (limit %.1f MiB), output ~%.1f MiB\n",
+                "  memory plan %.1f MiB (limit %.1f MiB): activation chunks of %lld windows\n"
+                "  disk: spill %.1f MiB (%s), output ~%.1f MiB\n",
                 mf->model_path, mf->output_path, (long long)j->D, (long long)j->d, mf->sparsity, (long long)mf->round_to,
                 (long long)j->L, sp_dtype_st_name(j->out_dtype), (long long)mf->calib_nsamples, (long long)j->T,
-                (long long)j->N, plan / 1048576.0, mf->memory_bytes / 1048576.0, out_bytes / 1048576.0);
+                (long long)j->N, plan / 1048576.0, mf->memory_bytes / 1048576.0, (long long)j->chunk_w,
+                spill_bytes / 1048576.0, mf->spill_dtype == SP_DTYPE_BF16 ? "bf16" : "f32", out_bytes / 1048576.0);
     }
     if (plan > mf->memory_bytes) {
         rc = sp_fail(SP_EX_USAGE,
@@ -509,6 +570,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     }
     if (o->dry_run) goto out;
     rc = prepare_output(mf->output_path);
+    if (!rc) rc = prepare_spill(j);
     if (rc) goto out;
 
     rc = alloc_job(j);
@@ -522,10 +584,14 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     progress(j, 0, "embed");
     rc = sp_model_load_embed(&j->m, j->big);
     if (rc) goto out;
-    for (int64_t i = 0; i < j->N; i++)
-        memcpy(j->X + i * j->D, j->big + (int64_t)j->calib.ids[i] * j->D, (size_t)j->D * 4);
     sp_cov_reset(&j->cov);
-    rc = sp_cov_add(&j->cov, j->X, j->N, j->D);
+    for (int64_t k0 = 0; k0 < j->N / j->T && !rc; k0 += j->chunk_w) {
+        int64_t nw = j->N / j->T - k0 < j->chunk_w ? j->N / j->T - k0 : j->chunk_w;
+        for (int64_t i = 0; i < nw * j->T; i++)
+            memcpy(j->cout + i * j->D, j->big + (int64_t)j->calib.ids[k0 * j->T + i] * j->D, (size_t)j->D * 4);
+        for (int64_t k = 0; k < nw && !rc; k++) rc = sp_cov_add(&j->cov, j->cout + k * j->T * j->D, j->T, j->D);
+        if (!rc) rc = sp_spill_write(j->sa, k0 * j->T, nw * j->T, j->D, j->cout);
+    }
     if (!rc) rc = pca(j, j->Q, 0, "embedding", -1);
     if (!rc) rc = rot_right_emit(j, "model.embed_tokens.weight", j->big, j->V, NULL, j->Q, j->d_in[0]);
     if (rc) goto out;

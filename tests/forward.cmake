@@ -17,4 +17,4 @@ set_tests_properties(forward_parity PROPERTIES TIMEOUT 300)
 add_test(NAME forward_shared
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_forward_parity.py shared
                  $<TARGET_FILE:slicepipe> ${SP_SHARED_DIR})
-set_tests_properties(forward_shared PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600)
+set_tests_properties(forward_shared PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600 LABELS "numpy")

@@ -10,4 +10,4 @@ set_tests_properties(slice_parity PROPERTIES TIMEOUT 900 LABELS "slice;reference
 # stories260k 0.25 and llama2xs 0.25 BF16). Skips (77) without the shared dir.
 add_test(NAME slice_reference_numpy
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/ref/check_reference.py ${SP_SHARED_DIR} --fast)
-set_tests_properties(slice_reference_numpy PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600 LABELS "slice;reference")
+set_tests_properties(slice_reference_numpy PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600 LABELS "slice;reference;numpy")

@@ -129,6 +129,28 @@ def group_local(sp, work):
         j.pop("timing", None), j.pop("peak_rss_bytes", None), j.pop("model", None)
     check(same and j1 == j2, "two runs give byte-identical model files and slicing.json")
 
+    # Out of core: a memory budget that forces one-window spill chunks gives the
+    # same bytes as a run whose chunks hold every window; the spill is removed.
+    _, o3 = slice_and_eval(sp, work, "det3", model, calib, 64, 16, 0.25, evaltok, 64, '[resources]\nmemory = "2MB"\n')
+    dry = run([sp, "run", os.path.join(work, "det3.toml"), "--dry-run"])
+    import re
+    mm = re.search(r"chunks of (\d+) windows", dry.stdout)
+    check(dry.returncode == 0 and mm and int(mm.group(1)) <= 4,
+          f"a 2MB budget splits the 16 windows into several spill chunks: {mm.group(0) if mm else dry.stdout}")
+    same = True
+    for f in files_of(o1):
+        if f.endswith(".safetensors"):
+            same = same and open(os.path.join(o1, f), "rb").read() == open(os.path.join(o3, f), "rb").read()
+    check(same and files_of(o1) == files_of(o3), "small spill chunks give byte-identical output to all-window chunks")
+    check(not os.path.exists(os.path.join(o3, ".slicepipe")), "spill files and their default folder are removed")
+
+    # bf16 spill: runs, and moves the NLL only a little (the figure is printed).
+    nb, _ = slice_and_eval(sp, work, "bf16spill", model, calib, 64, 16, 0.25, evaltok, 64,
+                           '[resources]\nspill_dtype = "bf16"\n')
+    n32, _ = slice_and_eval(sp, work, "f32spill", model, calib, 64, 16, 0.25, evaltok, 64)
+    check(nb is not None and n32 is not None and 0 < abs(nb - n32) < 2e-2,
+          f"bf16 spill NLL {nb} vs f32 spill {n32} (cost {abs(nb - n32) if nb and n32 else float('nan'):.2e} nats)")
+
     # Sharding, widths in config.json.
     nll1, _ = slice_and_eval(sp, work, "one", model, calib, 64, 16, 0.3, evaltok, 64)
     nlls, osh = slice_and_eval(sp, work, "sharded", model, calib, 64, 16, 0.3, evaltok, 64, 'shard_bytes = "40KB"\n')

@@ -1,0 +1,88 @@
+#include "spill.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "fileio.h"
+
+struct sp_spill {
+    char *path;
+    int fd;
+    int64_t rows, D, max_rows;
+    sp_dtype dtype;
+    int esize;
+    void *buf; /* (max_rows, D) in dtype */
+    int64_t written, read;
+};
+
+sp_dtype sp_spill_dtype_parse(const char *s) {
+    if (!strcmp(s, "f32")) return SP_DTYPE_F32;
+    if (!strcmp(s, "bf16")) return SP_DTYPE_BF16;
+    return SP_DTYPE_INVALID;
+}
+
+int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_dtype dtype, int64_t max_rows) {
+    *out = NULL;
+    SP_ASSERT(dtype == SP_DTYPE_F32 || dtype == SP_DTYPE_BF16);
+    sp_spill *s = calloc(1, sizeof *s);
+    if (!s) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    s->fd = -1;
+    s->rows = rows, s->D = D, s->max_rows = max_rows, s->dtype = dtype, s->esize = sp_dtype_size(dtype);
+    s->path = strdup(path);
+    int rc = s->path ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
+    if (!rc) rc = sp_alloc(&s->buf, max_rows, D * s->esize, "spill buffer");
+    if (!rc) {
+        s->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (s->fd < 0) rc = sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create spill file", path);
+    }
+    if (rc) {
+        sp_spill_free(s, 0);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void sp_spill_free(sp_spill *s, int remove_file) {
+    if (!s) return;
+    if (s->fd >= 0) close(s->fd);
+    if (remove_file && s->path) unlink(s->path);
+    free(s->path);
+    free(s->buf);
+    free(s);
+}
+
+int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const float *src) {
+    SP_ASSERT(row0 >= 0 && n >= 0 && n <= s->max_rows && row0 + n <= s->rows && width <= s->D);
+    unsigned char *b = s->buf;
+    for (int64_t r = 0; r < n; r++) {
+        sp_convert_from_f32(s->dtype, src + r * s->D, width, b + r * s->D * s->esize);
+        if (width < s->D) memset(b + (r * s->D + width) * s->esize, 0, (size_t)((s->D - width) * s->esize));
+    }
+    int64_t bytes = n * s->D * s->esize;
+    SP_TRY(sp_io_pwrite_full(s->fd, s->buf, bytes, row0 * s->D * s->esize, s->path));
+    s->written += bytes;
+    return 0;
+}
+
+int sp_spill_read(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *dst) {
+    SP_ASSERT(row0 >= 0 && n >= 0 && n <= s->max_rows && row0 + n <= s->rows && width <= s->D);
+    int64_t bytes = n * s->D * s->esize;
+    SP_TRY(sp_io_pread_full(s->fd, s->buf, bytes, row0 * s->D * s->esize, s->path));
+    s->read += bytes;
+    const unsigned char *b = s->buf;
+    for (int64_t r = 0; r < n; r++) {
+        int64_t bad = sp_convert_to_f32(s->dtype, b + r * s->D * s->esize, width, dst + r * s->D);
+        if (bad >= 0)
+            return sp_fail(SP_EX_DATAERR, "%s: non-finite activation (NaN or Inf) at token %lld, component %lld", s->path,
+                           (long long)(row0 + r), (long long)bad);
+    }
+    return 0;
+}
+
+int64_t sp_spill_bytes(const sp_spill *s) { return s->rows * s->D * s->esize; }
+int64_t sp_spill_bytes_written(const sp_spill *s) { return s->written; }
+int64_t sp_spill_bytes_read(const sp_spill *s) { return s->read; }

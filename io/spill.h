@@ -1,0 +1,36 @@
+/* io/spill.h — activation spill files (DESIGN.md §2, compute).
+ *
+ * A spill holds `rows` calibration (or evaluation) token activations, one row
+ * per token, each in a fixed slot of D elements (a sliced width d <= D uses the
+ * first d), stored as float32 or bfloat16. Reads and writes move whole windows,
+ * since attention needs a whole window. The file is created (truncated) by
+ * sp_spill_open and removed by sp_spill_free(..., remove = 1).
+ *
+ * Memory: one conversion buffer of max_rows × D elements, allocated at open.
+ */
+#ifndef SP_SPILL_H
+#define SP_SPILL_H
+
+#include <stdint.h>
+
+#include "dtype.h"
+
+typedef struct sp_spill sp_spill;
+
+/* dtype: SP_DTYPE_F32 or SP_DTYPE_BF16. Returns 0, 73 (cannot create), 70. */
+int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_dtype dtype, int64_t max_rows);
+void sp_spill_free(sp_spill *s, int remove_file);
+
+/* Rows [row0, row0+n) of width `width` (<= D) from/to src/dst laid out with
+ * row stride D floats. n <= max_rows. Returns 0, 74 (I/O), 65 (truncated). */
+int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const float *src);
+int sp_spill_read(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *dst);
+
+int64_t sp_spill_bytes(const sp_spill *s);           /* file size when full */
+int64_t sp_spill_bytes_written(const sp_spill *s);   /* traffic counters */
+int64_t sp_spill_bytes_read(const sp_spill *s);
+
+/* "f32" -> F32, "bf16" -> BF16; INVALID otherwise. */
+sp_dtype sp_spill_dtype_parse(const char *s);
+
+#endif
