@@ -59,7 +59,7 @@ int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const fl
     SP_ASSERT(row0 >= 0 && n >= 0 && n <= s->max_rows && row0 + n <= s->rows && width <= s->D);
     unsigned char *b = s->buf;
     for (int64_t r = 0; r < n; r++) {
-        sp_convert_from_f32(s->dtype, src + r * s->D, width, b + r * s->D * s->esize);
+        sp_convert_from_f32(s->dtype, src + r * width, width, b + r * s->D * s->esize);
         if (width < s->D) memset(b + (r * s->D + width) * s->esize, 0, (size_t)((s->D - width) * s->esize));
     }
     int64_t bytes = n * s->D * s->esize;
@@ -75,7 +75,7 @@ int sp_spill_read(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *ds
     s->read += bytes;
     const unsigned char *b = s->buf;
     for (int64_t r = 0; r < n; r++) {
-        int64_t bad = sp_convert_to_f32(s->dtype, b + r * s->D * s->esize, width, dst + r * s->D);
+        int64_t bad = sp_convert_to_f32(s->dtype, b + r * s->D * s->esize, width, dst + r * width);
         if (bad >= 0)
             return sp_fail(SP_EX_DATAERR, "%s: non-finite activation (NaN or Inf) at token %lld, component %lld", s->path,
                            (long long)(row0 + r), (long long)bad);

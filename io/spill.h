@@ -21,8 +21,8 @@ typedef struct sp_spill sp_spill;
 int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_dtype dtype, int64_t max_rows);
 void sp_spill_free(sp_spill *s, int remove_file);
 
-/* Rows [row0, row0+n) of width `width` (<= D) from/to src/dst laid out with
- * row stride D floats. n <= max_rows. Returns 0, 74 (I/O), 65 (truncated). */
+/* Rows [row0, row0+n) of width `width` (<= D) from/to src/dst, packed (row
+ * stride `width` floats). n <= max_rows. Returns 0, 74 (I/O), 65 (truncated). */
 int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const float *src);
 int sp_spill_read(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *dst);
 

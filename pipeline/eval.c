@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "spill.h"
 
 int sp_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols) {
     char hdr[128];
@@ -49,31 +50,46 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
         return sp_fail(SP_EX_DATAERR, "the token stream (%lld tokens) is shorter than one window of %lld",
                        (long long)toks->n, (long long)T);
     int64_t N = W * T, D = c->hidden_size, V = c->vocab_size;
+    int64_t budget = o->chunk_bytes > 0 ? o->chunk_bytes : (int64_t)64 << 20;
+    int64_t cw = budget / (T * D * 4 * 3); /* chunk in, chunk out, spill buffer */
+    if (cw < 1) cw = 1;
+    if (cw > W) cw = W;
     double t0 = sp_now();
 
-    /* Activations of every window (N, D), twice: layer input and output. */
-    float *x = NULL, *y = NULL, *big = NULL, *norm = NULL, *logits = NULL;
+    /* Chunks hold nw windows of T rows packed at the current width; h holds
+     * one window's attention-block output (T, d_mid). */
+    float *cin = NULL, *cout = NULL, *h = NULL, *big = NULL, *norm = NULL, *logits = NULL;
+    sp_spill *sa = NULL, *sb = NULL;
     sp_fwd_scratch *scr = NULL;
     sp_layer_buf lb = {0};
-    int rc = sp_alloc((void **)&x, N, D * 4, "activations");
-    if (!rc) rc = sp_alloc((void **)&y, N, D * 4, "activations");
-    /* Embedding or head (V, D) — whichever is loaded; one at a time. */
+    char pa[4096], pb[4096];
+    const char *dir = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(pa, sizeof pa, "%s/slicepipe-eval-%d-a.act", dir, (int)getpid());
+    snprintf(pb, sizeof pb, "%s/slicepipe-eval-%d-b.act", dir, (int)getpid());
+    int rc = sp_alloc((void **)&cin, cw * T, D * 4, "activation chunk");
+    if (!rc) rc = sp_alloc((void **)&cout, cw * T, D * 4, "activation chunk");
+    if (!rc) rc = sp_alloc((void **)&h, T, D * 4, "window buffer");
+    /* Embedding or head (V, d) — whichever is loaded; one at a time. */
     if (!rc) rc = sp_alloc((void **)&big, V, D * 4, "embedding/head");
     if (!rc) rc = sp_alloc((void **)&norm, D, 4, "final norm");
     if (!rc && o->dump_logits) rc = sp_alloc((void **)&logits, N, V * 4, "logits dump");
     if (!rc) rc = sp_fwd_scratch_init(dims, T, D, &scr);
     if (!rc) rc = sp_layer_buf_init(m, &lb);
+    if (!rc) rc = sp_spill_open(&sa, pa, N, D, SP_DTYPE_F32, cw * T);
+    if (!rc) rc = sp_spill_open(&sb, pb, N, D, SP_DTYPE_F32, cw * T);
     if (rc) goto out;
 
-    /* Embedding: gather rows. */
+    /* Embedding: gather rows into spill A. */
     rc = sp_model_load_embed(m, big);
     if (rc) goto out;
     int64_t width = m->d_embed;
-    /* Each window has a fixed slot of T·D floats: widths change between layers
-     * (a sliced layer can be wider out than in), so rows are packed per window
-     * at the current width but windows never overlap. */
-    for (int64_t i = 0; i < N; i++)
-        memcpy(x + (i / T) * T * D + (i % T) * width, big + (int64_t)toks->ids[i] * width, (size_t)width * 4);
+    for (int64_t k0 = 0; k0 < W && !rc; k0 += cw) {
+        int64_t nw = W - k0 < cw ? W - k0 : cw;
+        for (int64_t i = 0; i < nw * T; i++)
+            memcpy(cout + i * width, big + (int64_t)toks->ids[k0 * T + i] * width, (size_t)width * 4);
+        rc = sp_spill_write(sa, k0 * T, nw * T, width, cout);
+    }
+    if (rc) goto out;
 
     for (int64_t l = 0; l < c->n_layers; l++) {
         double tl = sp_now();
@@ -81,10 +97,20 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
         if (rc) goto out;
         const sp_layer_w *w = &lb.w;
         SP_ASSERT(w->d_in == width);
-        for (int64_t k = 0; k < W; k++) {
-            sp_fwd_attn(dims, w, x + k * T * D, T, y + k * T * D, scr);
-            sp_fwd_mlp(dims, w, y + k * T * D, T, x + k * T * D, scr);
+        for (int64_t k0 = 0; k0 < W && !rc; k0 += cw) {
+            int64_t nw = W - k0 < cw ? W - k0 : cw;
+            rc = sp_spill_read(sa, k0 * T, nw * T, width, cin);
+            if (rc) break;
+            for (int64_t k = 0; k < nw; k++) {
+                sp_fwd_attn(dims, w, cin + k * T * w->d_in, T, h, scr);
+                sp_fwd_mlp(dims, w, h, T, cout + k * T * w->d_out, scr);
+            }
+            rc = sp_spill_write(sb, k0 * T, nw * T, w->d_out, cout);
         }
+        if (rc) goto out;
+        sp_spill *t = sa;
+        sa = sb;
+        sb = t;
         width = w->d_out;
         if (o->progress)
             fprintf(stderr, "eval: layer %lld/%lld done (%.2fs, %.0f tok/s)\n", (long long)l + 1, (long long)c->n_layers,
@@ -95,9 +121,14 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     rc = sp_model_load_head(m, big, norm, &has_norm);
     if (rc) goto out;
     double sum = 0;
-    for (int64_t k = 0; k < W; k++)
-        sum += sp_fwd_head_nll(dims, has_norm ? norm : NULL, big, width, x + k * T * D, toks->ids + k * T, T,
-                               logits ? logits + k * T * V : NULL, scr);
+    for (int64_t k0 = 0; k0 < W && !rc; k0 += cw) {
+        int64_t nw = W - k0 < cw ? W - k0 : cw;
+        rc = sp_spill_read(sa, k0 * T, nw * T, width, cin);
+        for (int64_t k = 0; k < nw && !rc; k++)
+            sum += sp_fwd_head_nll(dims, has_norm ? norm : NULL, big, width, cin + k * T * width, toks->ids + (k0 + k) * T, T,
+                                   logits ? logits + (k0 + k) * T * V : NULL, scr);
+    }
+    if (rc) goto out;
     if (o->dump_logits) {
         rc = sp_npy_write_f32(o->dump_logits, logits, N, V);
         if (rc) goto out;
@@ -111,10 +142,13 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     r->peak_rss_bytes = sp_peak_rss_bytes();
     if (!isfinite(r->nll)) rc = sp_fail(SP_EX_DATAERR, "%s: evaluation produced a non-finite NLL", m->dir);
 out:
+    sp_spill_free(sa, 1);
+    sp_spill_free(sb, 1);
     sp_layer_buf_free(&lb);
     sp_fwd_scratch_free(scr);
-    free(x);
-    free(y);
+    free(cin);
+    free(cout);
+    free(h);
     free(big);
     free(norm);
     free(logits);

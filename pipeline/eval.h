@@ -1,6 +1,8 @@
 /* pipeline/eval.h — perplexity over non-overlapping windows, layer by layer:
  * every window passes through layer l before layer l+1's weights are read, so
- * one layer's weights are in memory at a time. (DESIGN.md §1, Evaluation.) */
+ * one layer's weights are in memory at a time. (DESIGN.md §1, Evaluation.)
+ * The activations stream through two float32 spill files in chunks of whole
+ * windows, so memory does not grow with the number of windows. */
 #ifndef SP_EVAL_H
 #define SP_EVAL_H
 
@@ -14,6 +16,8 @@ typedef struct sp_eval_opts {
     int64_t windows;         /* 0 = all full windows in the stream */
     const char *dump_logits; /* NULL, or a .npy path for float32 (windows*T, vocab) */
     int progress;            /* per-layer progress on stderr */
+    const char *spill_dir;   /* NULL: $TMPDIR or /tmp */
+    int64_t chunk_bytes;     /* activation chunk budget; 0: 64 MiB */
 } sp_eval_opts;
 
 typedef struct sp_eval_result {

@@ -144,6 +144,12 @@ def group_local(sp, work):
     check(same and files_of(o1) == files_of(o3), "small spill chunks give byte-identical output to all-window chunks")
     check(not os.path.exists(os.path.join(o3, ".slicepipe")), "spill files and their default folder are removed")
 
+    # eval streams too: tiny chunks give the identical NLL.
+    e1 = run([sp, "eval", o3, "--tokens", evaltok, "--seqlen", "64", "--json", "--quiet"])
+    e2 = run([sp, "eval", o3, "--tokens", evaltok, "--seqlen", "64", "--json", "--quiet", "--memory", "20KB"])
+    check(e1.returncode == 0 and e2.returncode == 0 and json.loads(e1.stdout)["nll"] == json.loads(e2.stdout)["nll"],
+          "eval with 1-window chunks (--memory 20KB) gives the identical NLL")
+
     # bf16 spill: runs, and moves the NLL only a little (the figure is printed).
     nb, _ = slice_and_eval(sp, work, "bf16spill", model, calib, 64, 16, 0.25, evaltok, 64,
                            '[resources]\nspill_dtype = "bf16"\n')
