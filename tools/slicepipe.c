@@ -14,6 +14,7 @@
 #include "safetensors.h"
 #include "slice.h"
 #include "sp_version.h"
+#include "synth.h"
 #include "tokens.h"
 
 static int die(int rc) {
@@ -29,6 +30,7 @@ static void usage_main(FILE *f) {
             "  run MANIFEST.toml     rotate and slice a model as the manifest says (SliceGPT)\n"
             "  eval MODEL_DIR        perplexity of a dense or sliced model over a token file\n"
             "  inspect PATH          validate a model directory or one .safetensors file\n"
+            "  synth OUT_DIR         write a deterministic synthetic Llama checkpoint + calib.npy\n"
             "\n"
             "  slicepipe <command> --help    options of one command\n"
             "  slicepipe --version\n"
@@ -152,6 +154,9 @@ static void usage_eval(FILE *f) {
             "  --threads N       BLAS threads (default 0: all cores; 1 when hidden size < 512)\n"
             "  --json            print the figures as one JSON object on stdout\n"
             "  --dump-logits F   write float32 logits (windows*T, vocab) to F (.npy)\n"
+            "  --memory SIZE     budget for activation chunks (default 64MB); activations\n"
+            "                    stream through two spill files, so any number of windows fits\n"
+            "  --spill-dir DIR   folder for the spill files (default $TMPDIR or /tmp)\n"
             "  --quiet           no per-layer progress on stderr\n");
 }
 
@@ -160,6 +165,7 @@ static int cmd_eval(int argc, char **argv) {
                                          {"windows", required_argument, 0, 'w'}, {"json", no_argument, 0, 'j'},
                                          {"dump-logits", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'n'},
                                          {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
+                                         {"memory", required_argument, 0, 'm'},  {"spill-dir", required_argument, 0, 'S'},
                                          {0, 0, 0, 0}};
     const char *tokens = NULL;
     int json = 0, quiet = 0;
@@ -176,6 +182,11 @@ static int cmd_eval(int argc, char **argv) {
         case 'j': json = 1; break;
         case 'q': quiet = 1; break;
         case 'd': eo.dump_logits = optarg; break;
+        case 'm':
+            if (sp_parse_size(optarg, &eo.chunk_bytes) != 0 || eo.chunk_bytes <= 0)
+                return sp_fail(SP_EX_USAGE, "--memory: expected a size such as 512MB, got '%s'", optarg);
+            break;
+        case 'S': eo.spill_dir = optarg; break;
         case 'h': usage_eval(stdout); return 0;
         default: usage_eval(stderr); return SP_EX_USAGE;
         }
@@ -254,6 +265,86 @@ static int cmd_run(int argc, char **argv) {
     return rc;
 }
 
+/* ---- synth ---- */
+
+static void usage_synth(FILE *f) {
+    fprintf(f,
+            "usage: slicepipe synth OUT_DIR [options]\n"
+            "\n"
+            "Writes a deterministic synthetic Llama checkpoint (config.json, safetensors\n"
+            "shards + index) and OUT_DIR/calib.npy, a matching int32 token stream. Weights\n"
+            "are N(0,1)/sqrt(fan_in) (norms 1 + 0.05 N(0,1)), a pure function of the seed,\n"
+            "streamed in 4 MiB chunks: memory stays flat for any model size.\n"
+            "\n"
+            "  --hidden D       hidden size (default 256)\n"
+            "  --layers L       layers (default 4)\n"
+            "  --ffn F          intermediate size (default 704)\n"
+            "  --heads H        attention heads (default 8)\n"
+            "  --kv-heads K     key/value heads, divides H (default H)\n"
+            "  --head-dim N     even (default D/H)\n"
+            "  --vocab V        vocabulary size, >= 3 (default 1024)\n"
+            "  --max-pos N      max_position_embeddings (default 4096)\n"
+            "  --dtype T        f32 | f16 | bf16 (default bf16)\n"
+            "  --shards N       split into about N shards (default 1)\n"
+            "  --seed S         (default 0)\n"
+            "  --tokens N       calibration tokens in calib.npy (default 32768; BOS=1 every 512)\n"
+            "  --tied           tie the head to the embedding (no lm_head tensor)\n"
+            "  --quiet          no progress on stderr\n");
+}
+
+static int cmd_synth(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"hidden", required_argument, 0, 'D'}, {"layers", required_argument, 0, 'L'},   {"ffn", required_argument, 0, 'F'},
+        {"heads", required_argument, 0, 'H'},  {"kv-heads", required_argument, 0, 'K'}, {"head-dim", required_argument, 0, 'd'},
+        {"vocab", required_argument, 0, 'V'},  {"max-pos", required_argument, 0, 'P'},  {"dtype", required_argument, 0, 't'},
+        {"shards", required_argument, 0, 'S'}, {"seed", required_argument, 0, 's'},     {"tokens", required_argument, 0, 'n'},
+        {"tied", no_argument, 0, 'T'},         {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    sp_synth_opts so;
+    sp_synth_defaults(&so);
+    int64_t kv = 0, seed = 0;
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'D': SP_TRY(parse_i64(optarg, "--hidden", 1, &so.hidden)); break;
+        case 'L': SP_TRY(parse_i64(optarg, "--layers", 1, &so.layers)); break;
+        case 'F': SP_TRY(parse_i64(optarg, "--ffn", 1, &so.ffn)); break;
+        case 'H': SP_TRY(parse_i64(optarg, "--heads", 1, &so.heads)); break;
+        case 'K': SP_TRY(parse_i64(optarg, "--kv-heads", 1, &kv)); break;
+        case 'd': SP_TRY(parse_i64(optarg, "--head-dim", 1, &so.head_dim)); break;
+        case 'V': SP_TRY(parse_i64(optarg, "--vocab", 1, &so.vocab)); break;
+        case 'P': SP_TRY(parse_i64(optarg, "--max-pos", 1, &so.max_pos)); break;
+        case 'S': SP_TRY(parse_i64(optarg, "--shards", 1, &so.shards)); break;
+        case 's': SP_TRY(parse_i64(optarg, "--seed", 0, &seed)); break;
+        case 'n': SP_TRY(parse_i64(optarg, "--tokens", 1, &so.tokens)); break;
+        case 'T': so.tied = 1; break;
+        case 'q': so.progress = 0; break;
+        case 't':
+            so.dtype = !strcmp(optarg, "f32")    ? SP_DTYPE_F32
+                       : !strcmp(optarg, "f16")  ? SP_DTYPE_F16
+                       : !strcmp(optarg, "bf16") ? SP_DTYPE_BF16
+                                                 : SP_DTYPE_INVALID;
+            if (so.dtype == SP_DTYPE_INVALID) return sp_fail(SP_EX_USAGE, "--dtype: expected f32, f16 or bf16, got '%s'", optarg);
+            break;
+        case 'h': usage_synth(stdout); return 0;
+        default: usage_synth(stderr); return sp_fail(SP_EX_USAGE, "synth: bad command line (see above)");
+        }
+    }
+    if (optind != argc - 1) {
+        usage_synth(stderr);
+        return sp_fail(SP_EX_USAGE, "synth needs exactly one OUT_DIR");
+    }
+    so.kv_heads = kv ? kv : so.heads;
+    so.seed = (uint64_t)seed;
+    sp_synth_result r;
+    SP_TRY(sp_synth_write(argv[optind], &so, &r));
+    printf("model:       %s\nparameters:  %lld\nbytes:       %lld (%s)\nshards:      %d\ncalib.npy:   %lld tokens\n"
+           "time:        %.2f s (%.1f MB/s), peak RSS %.1f MiB\n",
+           argv[optind], (long long)r.params, (long long)r.tensor_bytes, sp_dtype_st_name(so.dtype), r.shards, (long long)r.tokens, r.seconds, r.mb_per_s, (double)r.peak_rss_bytes / (1 << 20));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage_main(stderr);
@@ -271,6 +362,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return die(cmd_inspect(argc - 1, argv + 1));
     if (!strcmp(cmd, "eval")) return die(cmd_eval(argc - 1, argv + 1));
     if (!strcmp(cmd, "run")) return die(cmd_run(argc - 1, argv + 1));
+    if (!strcmp(cmd, "synth")) return die(cmd_synth(argc - 1, argv + 1));
     fprintf(stderr, "slicepipe: unknown command '%s'\n", cmd);
     usage_main(stderr);
     return SP_EX_USAGE;
