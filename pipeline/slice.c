@@ -22,9 +22,11 @@
  * copies of the same float64 results.
  *
  * The calibration activations never need to fit in RAM: they stream through
- * two spill files (io/spill.h) in chunks of whole windows. File A holds X, the
- * attention pass reads A and writes M to B; the MLP pass reads B and writes Y
- * over A, which becomes the next layer's X. Second moments are accumulated one
+ * two spill files (io/spill.h) in chunks of whole windows. File A holds X; the
+ * attention pass reads A and writes M to B; the MLP pass reads each chunk of B
+ * and writes Y over it in place; then B is the next layer's X and A is free.
+ * A is never modified while a layer runs, so a crash mid-layer can always
+ * restart that layer from its intact input. Second moments are accumulated one
  * window at a time, so the bits of the result do not depend on the chunk size
  * (that is, on [resources] memory).
  */
@@ -272,8 +274,11 @@ static int slice_layer(job *j, int64_t l) {
             sp_fwd_mlp(&j->m.dims, &j->lw, j->tmp, T, j->cout + k * T * D, j->scr);
             SP_TRY(sp_cov_add(&j->cov, j->cout + k * T * D, T, D));
         }
-        SP_TRY(sp_spill_write(j->sa, k0 * T, nw * T, D, j->cout));
+        SP_TRY(sp_spill_write(j->sb, k0 * T, nw * T, D, j->cout)); /* Y over M, in place */
     }
+    sp_spill *sw = j->sa; /* B now holds the next layer's input */
+    j->sa = j->sb;
+    j->sb = sw;
     progress(j, l, "PCA");
     SP_TRY(pca(j, j->Qn, 2 + 2 * (int)l, "MLP-output", l));
 
