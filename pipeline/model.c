@@ -148,7 +148,8 @@ void sp_model_close(sp_model *m) {
 int64_t sp_layer_buf_bytes(const sp_model *m) {
     const sp_dims *d = &m->dims;
     int64_t hq = d->n_heads * d->head_dim, hkv = d->n_kv_heads * d->head_dim;
-    return 4 * (2 * d->D + hq * d->D + 2 * hkv * d->D + d->D * hq + 2 * d->D * d->D + 3 * d->ffn * d->D);
+    int64_t sc = m->cfg.sliced ? 2 * d->D * d->D : 0; /* shortcuts: sliced models only */
+    return 4 * (2 * d->D + hq * d->D + 2 * hkv * d->D + d->D * hq + sc + 3 * d->ffn * d->D);
 }
 
 void sp_layer_buf_free(sp_layer_buf *b) {
@@ -165,12 +166,13 @@ int sp_layer_buf_init(const sp_model *m, sp_layer_buf *b) {
     memset(b, 0, sizeof *b);
     const sp_dims *d = &m->dims;
     int64_t D = d->D, hq = d->n_heads * d->head_dim, hkv = d->n_kv_heads * d->head_dim;
+    int64_t sc = m->cfg.sliced ? D * D : 0; /* shortcuts: sliced models only */
     struct {
         float **p;
         int64_t n;
     } a[] = {{&b->attn_norm, D},  {&b->wq, hq * D},         {&b->wk, hkv * D},        {&b->wv, hkv * D},
-             {&b->wo, D * hq},    {&b->attn_sc, D * D},     {&b->mlp_norm, D},        {&b->w_gate, d->ffn * D},
-             {&b->w_up, d->ffn * D}, {&b->w_down, D * d->ffn}, {&b->mlp_sc, D * D}};
+             {&b->wo, D * hq},    {&b->attn_sc, sc},     {&b->mlp_norm, D},        {&b->w_gate, d->ffn * D},
+             {&b->w_up, d->ffn * D}, {&b->w_down, D * d->ffn}, {&b->mlp_sc, sc}};
     for (size_t i = 0; i < sizeof a / sizeof a[0]; i++) {
         int rc = sp_alloc((void **)a[i].p, a[i].n, sizeof(float), "layer weights");
         if (rc) {

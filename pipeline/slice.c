@@ -1,46 +1,21 @@
-/* pipeline/slice.c — SliceGPT exactly as DESIGN.md §1, one layer at a time.
+/* pipeline/slice.c — `slicepipe run`: the supervisor.
  *
- * Notation (DESIGN.md): N calibration tokens, D the original width, Q a D×D
- * orthogonal matrix whose COLUMNS are eigenvectors sorted by descending
- * eigenvalue (row-major storage: Q[i*D + j] = component i of vector j).
- *
- *   X₀ = Emb[tokens]; Q = PCA(X₀); Emb ← Emb·Q[:, :d]
- *   per layer, input basis Q, width d_in, inputs X (N×D, unrotated):
- *     W_{q,k,v} ← (W·diag γ_in)·Q[:, :d_in];  S_attn⁰ = Q[:, :d_in]ᵀ
- *     M  = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ      (Xr = X·Q[:, :d_in]; W_o unsliced)
- *     Qm = PCA(M)
- *     S_attn ← S_attn⁰·Qm[:, :d_mid];  W_o ← (Qmᵀ·W_o)[:d_mid, :]
- *     W_{gate,up} ← (W·diag γ_post)·Qm[:, :d_mid];  S_mlp⁰ = Qm[:, :d_mid]ᵀ
- *     Y  = Mr·S_mlp⁰ + MLP(RMSN(Mr))              (Mr = M·Qm[:, :d_mid])
- *     Qn = PCA(Y)
- *     S_mlp ← S_mlp⁰·Qn[:, :d_out];  W_down ← (Qnᵀ·W_down)[:d_out, :]
- *     X ← Y; Q ← Qn                               (d_out = D in the last layer)
- *   W_head ← (W_head·diag γ_final)·Q
- *
- * Rotations are computed in float64 from the float32 weights and stored in the
- * output dtype; the forward passes that produce the next signals use float32
- * copies of the same float64 results.
- *
- * The calibration activations never need to fit in RAM: they stream through
- * two spill files (io/spill.h) in chunks of whole windows. File A holds X; the
- * attention pass reads A and writes M to B; the MLP pass reads each chunk of B
- * and writes Y over it in place; then B is the next layer's X and A is free.
- * A is never modified while a layer runs, so a crash mid-layer can always
- * restart that layer from its intact input. Second moments are accumulated one
- * window at a time, so the bits of the result do not depend on the chunk size
- * (that is, on [resources] memory).
+ * It validates every input and the manifest's promises before any work,
+ * plans the widths, the memory and the output layout, then runs the three
+ * stage processes (stages.c; the math is in compute.c), and finally writes
+ * config.json, copies the tokenizer, evaluates (if [eval]) and writes the
+ * report. Nothing is written before validation has passed.
  */
 #include "slice.h"
 
 #include <cJSON.h>
-#include <cblas.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -48,134 +23,19 @@
 #include "error.h"
 #include "eval.h"
 #include "fileio.h"
-#include "model.h"
-#include "pca.h"
+#include "job.h"
 #include "report.h"
 #include "sp_version.h"
-#include "spill.h"
-#include "st_writer.h"
-#include "tokens.h"
 
-#define ROW_BLOCK 512 /* rows of a big matrix rotated at a time (embedding, head) */
+#define SLOT_PAYLOAD_MAX ((int64_t)1 << 20) /* ring slots carry at most 1 MiB */
+#define STAGE_BYTES_MAX ((int64_t)8 << 20)  /* reader staging buffer */
+#define OB_ELEMS_MAX ((int64_t)1 << 20)     /* output conversion block */
 
 int64_t sp_slice_width(int64_t D, double sparsity, int64_t round_to) {
     int64_t d = (int64_t)floor((1.0 - sparsity) * (double)D);
     d -= d % round_to;
     return d;
 }
-
-typedef struct job {
-    const sp_manifest *mf;
-    const sp_run_opts *o;
-    sp_model m;
-    sp_tokens calib;
-    sp_dtype out_dtype;
-    int64_t N, T, D, L, V, F, hq, hkv, d;
-    int64_t *d_in, *d_mid, *d_out; /* (L) */
-    sp_stw *w;
-    /* working memory, sized once */
-    int64_t chunk_w;   /* windows per spill chunk */
-    sp_spill *sa, *sb; /* (N, D) spills: A holds X then Y; B holds M */
-    char *spill_a, *spill_b;
-    float *cin;        /* (chunk_w·T, D) a chunk read from a spill */
-    float *cout;       /* (chunk_w·T, D) a chunk to write */
-    float *tmp;        /* (T, D) a window rotated */
-    double *Q, *Qm, *Qn; /* (D, D) each */
-    float *Qf;         /* (D, D) float32 copy of the leading columns in use */
-    double *evals;     /* ((1 + 2L), D) eigenvalues of every PCA, descending */
-    double *dbuf;      /* (max(F, hq, D, ROW_BLOCK), D) float64 scratch */
-    double *dout;      /* (max(F, hq, D, ROW_BLOCK), D) float64 results */
-    void *obuf;        /* same count, in the output dtype */
-    float *big;        /* (V, D) embedding or head, float32 */
-    float *norm;       /* (D) */
-    sp_layer_buf lb;   /* the layer as read */
-    sp_layer_w lw;     /* the layer used for the forward passes */
-    float *fq, *fk, *fv, *fo, *fg, *fu, *fd, *fsa, *fsm; /* float32 rotated weights */
-    sp_cov cov;
-    sp_fwd_scratch *scr;
-    double t_start;
-} job;
-
-static int64_t max3(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
-
-/* Writes `n` float64 values to tensor `name` in the output dtype. */
-static int emit(job *j, const char *name, const double *v, int64_t n) {
-    sp_convert_from_f64(j->out_dtype, v, n, j->obuf);
-    return sp_stw_write(j->w, name, j->obuf, n * sp_dtype_size(j->out_dtype));
-}
-
-static void to_f32(const double *v, int64_t n, float *out) {
-    for (int64_t i = 0; i < n; i++) out[i] = (float)v[i];
-}
-
-/* out (rows, k) = (W·diag γ)·Q[:, :k], W (rows, D) float32, γ (D) or NULL.
- * rows <= the scratch capacity. */
-static void rot_right(job *j, const float *W, int64_t rows, const float *gamma, const double *Q, int64_t k, double *out) {
-    const int64_t D = j->D;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < D; c++) j->dbuf[r * D + c] = (double)W[r * D + c] * (gamma ? (double)gamma[c] : 1.0);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)k, (int)D, 1.0, j->dbuf, (int)D, Q, (int)D, 0.0,
-                out, (int)k);
-}
-
-/* out (k, cols) = Q[:, :k]ᵀ·W, W (D, cols) float32. */
-static void rot_left(job *j, const double *Q, int64_t k, const float *W, int64_t cols, double *out) {
-    const int64_t D = j->D;
-    for (int64_t i = 0; i < D * cols; i++) j->dbuf[i] = (double)W[i];
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)cols, (int)D, 1.0, Q, (int)D, j->dbuf, (int)cols, 0.0,
-                out, (int)cols);
-}
-
-/* Rotates a big (rows, D) float32 matrix block by block and streams it out. */
-static int rot_right_emit(job *j, const char *name, const float *W, int64_t rows, const float *gamma, const double *Q,
-                          int64_t k) {
-    for (int64_t r0 = 0; r0 < rows; r0 += ROW_BLOCK) {
-        int64_t nr = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
-        rot_right(j, W + r0 * j->D, nr, gamma, Q, k, j->dout);
-        SP_TRY(emit(j, name, j->dout, nr * k));
-    }
-    return 0;
-}
-
-/* Qf (D, k) = float32 of Q[:, :k]. */
-static void q_f32(job *j, const double *Q, int64_t k) {
-    for (int64_t r = 0; r < j->D; r++)
-        for (int64_t c = 0; c < k; c++) j->Qf[r * k + c] = (float)Q[r * j->D + c];
-}
-
-/* dst (rows, k) = src (rows, D) · Qf (D, k). */
-static void apply_qf(job *j, const float *src, int64_t rows, int64_t k, float *dst) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)k, (int)j->D, 1.0f, src, (int)j->D, j->Qf, (int)k,
-                0.0f, dst, (int)k);
-}
-
-static int pca(job *j, double *Q, int which, const char *what, int64_t layer) {
-    int rc = sp_pca(&j->cov, Q, j->evals + (int64_t)which * j->D);
-    if (rc) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", sp_errmsg());
-        if (layer >= 0) return sp_fail(rc, "layer %lld, %s PCA: %s", (long long)layer, what, msg);
-        return sp_fail(rc, "%s PCA: %s", what, msg);
-    }
-    return 0;
-}
-
-/* Progress on stderr: on a terminal one line rewritten per phase; otherwise
- * (logs, CI) one line per finished layer. */
-static void progress(job *j, int64_t l, const char *phase) {
-    if (j->o->quiet) return;
-    int tty = isatty(2);
-    if (!tty && strcmp(phase, "done") != 0) return;
-    double el = sp_now() - j->t_start;
-    int done = strcmp(phase, "done") == 0;
-    double frac = (double)(l + done) / (double)j->L;
-    double eta = frac > 0 ? el * (1 - frac) / frac : 0;
-    double tps = el > 0 && l + done > 0 ? (double)j->N * (double)(l + done) / el : 0;
-    fprintf(stderr, "%sslicepipe: layer %lld/%lld %-9s | %.0f calib tok/s | elapsed %.1fs | ETA %.1fs   %s", tty ? "\r" : "",
-            (long long)l + 1, (long long)j->L, phase, tps, el, eta, tty ? "" : "\n");
-}
-
-static char *names(char *buf, int64_t l, const char *suffix) { return (char *)sp_layer_tensor_name(buf, l, suffix); }
 
 static int declare(job *j) {
     char nm[256];
@@ -194,106 +54,11 @@ static int declare(job *j) {
                  {"mlp_shortcut_Q", dm, dout}};
         for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
             s[0] = t[i].a, s[1] = t[i].b;
-            SP_TRY(sp_stw_add(j->w, names(nm, l, t[i].suf), j->out_dtype, 2, s));
+            SP_TRY(sp_stw_add(j->w, (char *)sp_layer_tensor_name(nm, l, t[i].suf), j->out_dtype, 2, s));
         }
     }
     s[0] = j->V, s[1] = j->d_out[j->L - 1];
     return sp_stw_add(j->w, "lm_head.weight", j->out_dtype, 2, s);
-}
-
-static int slice_layer(job *j, int64_t l) {
-    char nm[256];
-    const int64_t D = j->D, T = j->T, N = j->N, W = N / T;
-    const int64_t di = j->d_in[l], dm = j->d_mid[l], dout = j->d_out[l];
-    progress(j, l, "read");
-    SP_TRY(sp_model_load_layer(&j->m, l, &j->lb));
-    const sp_layer_w *in = &j->lb.w;
-
-    /* 2.1 readers of the attention block: fuse γ_in, rotate by Q[:, :d_in]. */
-    rot_right(j, in->wq, j->hq, in->attn_norm, j->Q, di, j->dout);
-    SP_TRY(emit(j, names(nm, l, "self_attn.q_proj.weight"), j->dout, j->hq * di));
-    to_f32(j->dout, j->hq * di, j->fq);
-    rot_right(j, in->wk, j->hkv, in->attn_norm, j->Q, di, j->dout);
-    SP_TRY(emit(j, names(nm, l, "self_attn.k_proj.weight"), j->dout, j->hkv * di));
-    to_f32(j->dout, j->hkv * di, j->fk);
-    rot_right(j, in->wv, j->hkv, in->attn_norm, j->Q, di, j->dout);
-    SP_TRY(emit(j, names(nm, l, "self_attn.v_proj.weight"), j->dout, j->hkv * di));
-    to_f32(j->dout, j->hkv * di, j->fv);
-    /* S_attn⁰ = Q[:, :d_in]ᵀ (d_in, D) */
-    for (int64_t r = 0; r < di; r++)
-        for (int64_t c = 0; c < D; c++) j->fsa[r * D + c] = (float)j->Q[c * D + r];
-
-    /* 2.2 M = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ over every window; H_M. */
-    progress(j, l, "attention");
-    j->lw = (sp_layer_w){.d_in = di, .d_mid = D, .d_out = D, .wq = j->fq, .wk = j->fk, .wv = j->fv, .wo = in->wo,
-                         .attn_shortcut = j->fsa};
-    q_f32(j, j->Q, di);
-    sp_cov_reset(&j->cov);
-    for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
-        int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
-        SP_TRY(sp_spill_read(j->sa, k0 * T, nw * T, D, j->cin));
-        for (int64_t k = 0; k < nw; k++) {
-            apply_qf(j, j->cin + k * T * D, T, di, j->tmp);
-            sp_fwd_attn(&j->m.dims, &j->lw, j->tmp, T, j->cout + k * T * D, j->scr);
-            SP_TRY(sp_cov_add(&j->cov, j->cout + k * T * D, T, D));
-        }
-        SP_TRY(sp_spill_write(j->sb, k0 * T, nw * T, D, j->cout));
-    }
-    progress(j, l, "PCA");
-    SP_TRY(pca(j, j->Qm, 1 + 2 * (int)l, "attention-output", l));
-
-    /* 2.3 o_proj, the attention shortcut, gate and up. */
-    progress(j, l, "write");
-    rot_left(j, j->Qm, dm, in->wo, j->hq, j->dout);
-    SP_TRY(emit(j, names(nm, l, "self_attn.o_proj.weight"), j->dout, dm * j->hq));
-    /* S_attn = Q[:, :d_in]ᵀ·Qm[:, :d_mid] (d_in, d_mid) */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)di, (int)dm, (int)D, 1.0, j->Q, (int)D, j->Qm, (int)D, 0.0,
-                j->dout, (int)dm);
-    SP_TRY(emit(j, names(nm, l, "attn_shortcut_Q"), j->dout, di * dm));
-    rot_right(j, in->w_gate, j->F, in->mlp_norm, j->Qm, dm, j->dout);
-    SP_TRY(emit(j, names(nm, l, "mlp.gate_proj.weight"), j->dout, j->F * dm));
-    to_f32(j->dout, j->F * dm, j->fg);
-    rot_right(j, in->w_up, j->F, in->mlp_norm, j->Qm, dm, j->dout);
-    SP_TRY(emit(j, names(nm, l, "mlp.up_proj.weight"), j->dout, j->F * dm));
-    to_f32(j->dout, j->F * dm, j->fu);
-    /* S_mlp⁰ = Qm[:, :d_mid]ᵀ (d_mid, D) */
-    for (int64_t r = 0; r < dm; r++)
-        for (int64_t c = 0; c < D; c++) j->fsm[r * D + c] = (float)j->Qm[c * D + r];
-
-    /* 2.4 Y = Mr·S_mlp⁰ + MLP(RMSN(Mr)), Mr = M·Qm[:, :d_mid]; Y replaces X. */
-    progress(j, l, "MLP");
-    j->lw = (sp_layer_w){.d_in = dm, .d_mid = dm, .d_out = D, .w_gate = j->fg, .w_up = j->fu, .w_down = in->w_down,
-                         .mlp_shortcut = j->fsm};
-    q_f32(j, j->Qm, dm);
-    sp_cov_reset(&j->cov);
-    for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
-        int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
-        SP_TRY(sp_spill_read(j->sb, k0 * T, nw * T, D, j->cin));
-        for (int64_t k = 0; k < nw; k++) {
-            apply_qf(j, j->cin + k * T * D, T, dm, j->tmp);
-            sp_fwd_mlp(&j->m.dims, &j->lw, j->tmp, T, j->cout + k * T * D, j->scr);
-            SP_TRY(sp_cov_add(&j->cov, j->cout + k * T * D, T, D));
-        }
-        SP_TRY(sp_spill_write(j->sb, k0 * T, nw * T, D, j->cout)); /* Y over M, in place */
-    }
-    sp_spill *sw = j->sa; /* B now holds the next layer's input */
-    j->sa = j->sb;
-    j->sb = sw;
-    progress(j, l, "PCA");
-    SP_TRY(pca(j, j->Qn, 2 + 2 * (int)l, "MLP-output", l));
-
-    /* 2.5 down_proj and the MLP shortcut; the next layer's basis is Qn. */
-    progress(j, l, "write");
-    rot_left(j, j->Qn, dout, in->w_down, j->F, j->dout);
-    SP_TRY(emit(j, names(nm, l, "mlp.down_proj.weight"), j->dout, dout * j->F));
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)dm, (int)dout, (int)D, 1.0, j->Qm, (int)D, j->Qn, (int)D, 0.0,
-                j->dout, (int)dout);
-    SP_TRY(emit(j, names(nm, l, "mlp_shortcut_Q"), j->dout, dm * dout));
-    double *t = j->Q;
-    j->Q = j->Qn;
-    j->Qn = t;
-    progress(j, l, "done");
-    return 0;
 }
 
 /* XXH3-128 over every shard's name, size and header bytes: the input fingerprint. */
@@ -391,6 +156,7 @@ static int prepare_output(const char *out) {
 }
 
 /* The spill folder: [resources] spill_dir, or <output>/.slicepipe. */
+/* The spill folder: [resources] spill_dir, or <output>/.slicepipe. */
 static int prepare_spill(job *j) {
     char dir[4096];
     if (j->mf->spill_dir) snprintf(dir, sizeof dir, "%s", j->mf->spill_dir);
@@ -406,69 +172,52 @@ static int prepare_spill(job *j) {
     return 0;
 }
 
-static int alloc_job(job *j) {
-    const int64_t D = j->D, cap = max3(j->F, j->hq, D) > ROW_BLOCK ? max3(j->F, j->hq, D) : ROW_BLOCK;
-    struct {
-        void **p;
-        int64_t n, sz;
-        const char *what;
-    } a[] = {
-        {(void **)&j->cin, j->chunk_w * j->T * D, 4, "activation chunk"},
-        {(void **)&j->cout, j->chunk_w * j->T * D, 4, "activation chunk"},
-        {(void **)&j->tmp, j->T * D, 4, "window buffer"},
-        {(void **)&j->Q, D * D, 8, "Q"},
-        {(void **)&j->Qm, D * D, 8, "Q"},
-        {(void **)&j->Qn, D * D, 8, "Q"},
-        {(void **)&j->Qf, D * D, 4, "Q"},
-        {(void **)&j->evals, (1 + 2 * j->L) * D, 8, "eigenvalues"},
-        {(void **)&j->dbuf, cap * D, 8, "rotation scratch"},
-        {(void **)&j->dout, cap * D, 8, "rotation scratch"},
-        {(void **)&j->obuf, cap * D, 8, "output buffer"},
-        {(void **)&j->big, j->V * D, 4, "embedding/head"},
-        {(void **)&j->norm, D, 4, "norm"},
-        {(void **)&j->fq, j->hq * D, 4, "rotated weights"},
-        {(void **)&j->fk, j->hkv * D, 4, "rotated weights"},
-        {(void **)&j->fv, j->hkv * D, 4, "rotated weights"},
-        {(void **)&j->fg, j->F * D, 4, "rotated weights"},
-        {(void **)&j->fu, j->F * D, 4, "rotated weights"},
-        {(void **)&j->fsa, D * D, 4, "shortcut"},
-        {(void **)&j->fsm, D * D, 4, "shortcut"},
-    };
-    for (size_t i = 0; i < sizeof a / sizeof a[0]; i++) SP_TRY(sp_alloc(a[i].p, a[i].n, a[i].sz, a[i].what));
-    SP_TRY(sp_layer_buf_init(&j->m, &j->lb));
-    SP_TRY(sp_cov_init(&j->cov, D, 256));
-    SP_TRY(sp_spill_open(&j->sa, j->spill_a, j->N, D, j->mf->spill_dtype, j->chunk_w * j->T));
-    SP_TRY(sp_spill_open(&j->sb, j->spill_b, j->N, D, j->mf->spill_dtype, j->chunk_w * j->T));
-    return sp_fwd_scratch_init(&j->m.dims, j->T, D, &j->scr);
-}
-
-static void free_job(job *j) {
-    sp_spill_free(j->sa, 1);
-    sp_spill_free(j->sb, 1);
-    if (j->spill_a && !j->mf->spill_dir) { /* the default folder goes when empty */
-        char *slash = strrchr(j->spill_a, '/');
-        if (slash) {
-            *slash = 0;
-            rmdir(j->spill_a);
-        }
+/* The read plan, in the order compute consumes it (job.h). */
+static int plan_reads(job *j) {
+    static const char *sufs[9] = {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                  "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+                                  "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
+    j->n_reads = 4 + 9 * (int)j->L;
+    j->reads = calloc((size_t)j->n_reads, sizeof *j->reads);
+    char **names = calloc((size_t)j->n_reads, sizeof *names);
+    if (!j->reads || !names) {
+        free(names);
+        return sp_fail(SP_EX_SOFTWARE, "out of memory");
     }
-    void *p[] = {j->cin, j->cout, j->spill_a, j->spill_b, j->tmp, j->Q,  j->Qm, j->Qn, j->Qf, j->evals, j->dbuf, j->dout, j->obuf, j->big,
-                 j->norm, j->fq, j->fk,  j->fv, j->fo, j->fg, j->fu, j->fd,    j->fsa,  j->fsm,  j->d_in, j->d_mid,
-                 j->d_out};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
-    sp_layer_buf_free(&j->lb);
-    sp_cov_free(&j->cov);
-    sp_fwd_scratch_free(j->scr);
-    sp_stw_free(j->w);
-    sp_tokens_free(&j->calib);
-    sp_model_close(&j->m);
+    int k = 0;
+    names[k++] = strdup("model.embed_tokens.weight");
+    names[k++] = strdup("model.embed_tokens.weight");
+    char nm[256];
+    for (int64_t l = 0; l < j->L; l++)
+        for (int i = 0; i < 9; i++) names[k++] = strdup(sp_layer_tensor_name(nm, l, sufs[i]));
+    names[k++] = strdup("model.norm.weight");
+    names[k++] = strdup(j->m.has_lm_head ? "lm_head.weight" : "model.embed_tokens.weight");
+    int rc = 0;
+    for (int i = 0; i < j->n_reads && !rc; i++) {
+        if (!names[i]) rc = sp_fail(SP_EX_SOFTWARE, "out of memory");
+        else if (!(j->reads[i].t = sp_ckpt_find(j->m.ckpt, names[i], &j->reads[i].file)))
+            rc = sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is missing", j->mf->model_path, names[i]);
+        else j->reads[i].name = j->reads[i].t->name;
+    }
+    for (int i = 0; i < j->n_reads; i++) free(names[i]);
+    free(names);
+    return rc;
 }
 
-static int64_t plan_bytes(const job *j) {
-    const int64_t D = j->D, cap = max3(j->F, j->hq, D) > ROW_BLOCK ? max3(j->F, j->hq, D) : ROW_BLOCK;
-    return 2 * j->chunk_w * j->T * D * 4 + 2 * j->chunk_w * j->T * D * sp_dtype_size(j->mf->spill_dtype) + j->T * D * 4 + 3 * D * D * 8 + 3 * D * D * 4 + 3 * cap * D * 8 + j->V * D * 4 +
-           (j->hq + 2 * j->hkv + 2 * j->F) * D * 4 + sp_layer_buf_bytes(&j->m) + D * D * 8 + 256 * D * 8 +
-           j->T * j->T * 4 * 2 + j->T * (j->hq + 2 * j->hkv + 2 * j->F + D) * 4;
+/* The largest layer's bytes as stored: what one layer of prefetch needs. */
+static int64_t layer_raw_bytes(const job *j) {
+    int64_t best = 0;
+    for (int64_t l = 0; l < j->L; l++) {
+        int64_t b = 0;
+        for (int i = 0; i < 9; i++) b += j->reads[2 + 9 * l + i].t->nbytes;
+        if (b > best) best = b;
+    }
+    return best;
+}
+
+static int64_t plan_total(const job *j) {
+    return sp_compute_plan_bytes(j) + sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) +
+           sp_ring_bytes(j->out_slots, j->ring_slot_bytes) + j->stage_bytes + j->shared_bytes;
 }
 
 static int run_eval(const char *dir, const sp_manifest *mf, int quiet, sp_eval_result *r) {
@@ -485,13 +234,48 @@ static int run_eval(const char *dir, const sp_manifest *mf, int quiet, sp_eval_r
     return rc;
 }
 
+static void free_job(job *j) {
+    sp_ring_free(j->wring);
+    sp_ring_free(j->oring);
+    if (j->sh) munmap(j->sh, (size_t)j->shared_bytes);
+    if (j->spill_a && !j->mf->spill_dir) { /* the default spill folder goes when empty */
+        unlink(j->spill_a);
+        unlink(j->spill_b);
+        char *slash = strrchr(j->spill_a, '/');
+        if (slash) {
+            *slash = 0;
+            rmdir(j->spill_a);
+        }
+    }
+    free(j->spill_a);
+    free(j->spill_b);
+    free(j->reads);
+    free(j->d_in);
+    free(j->d_mid);
+    free(j->d_out);
+    sp_stw_free(j->w);
+    sp_tokens_free(&j->calib);
+    sp_model_close(&j->m);
+}
+
+static void print_stages(const job *j, FILE *f) {
+    double wall = sp_now() - j->t_start;
+    for (int s = 0; s < SP_STAGE_COUNT; s++) {
+        const sp_stage_stat *st = &j->sh->st[s];
+        double busy = (double)st->busy_ns / 1e9, wait = (double)st->wait_ns / 1e9;
+        double io = (double)(st->bytes_read + st->bytes_written);
+        fprintf(f, "  %-8s busy %6.2fs (%3.0f%%) wait %6.2fs | read %8.1f MB written %8.1f MB | %.2f GB/s busy | peak RSS %.1f MiB\n",
+                sp_stage_names[s], busy, 100.0 * busy / (wall > 0 ? wall : 1), wait, (double)st->bytes_read / 1e6,
+                (double)st->bytes_written / 1e6, busy > 0 ? io / busy / 1e9 : 0.0, (double)st->peak_rss / 1048576.0);
+    }
+}
+
 int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     job jb = {.mf = mf, .o = o}, *j = &jb;
     int rc;
     j->t_start = sp_now();
     rc = sp_model_open(mf->model_path, &j->m);
     if (rc) return rc;
-    sp_model_set_threads(&j->m, mf->threads);
     const sp_config *c = &j->m.cfg;
     if (c->sliced) {
         rc = sp_fail(SP_EX_DATAERR, "%s: this model was already sliced by slicepipe; slice the original instead",
@@ -538,17 +322,37 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         sp_tokens_free(&et);
         if (rc) goto out;
     }
-    /* Chunks of whole windows: as many as half the memory left after the fixed
-     * buffers allows, at most 256 MiB of chunk buffers, at least one window. */
+    rc = plan_reads(j);
+    if (rc) goto out;
+
+    /* The memory plan: rings (one layer of prefetch, at most 1/8 of the
+     * budget), the compute stage's buffers, and spill chunks sized from what
+     * is left. */
+    j->shared_bytes = (int64_t)sizeof(sp_shared) + (1 + 2 * j->L) * j->D * 8;
+    /* Buffers no larger than the largest tensor needs, up to their caps. */
+    int64_t tmax = 0;
+    for (int i = 0; i < j->n_reads; i++)
+        if (j->reads[i].t->nbytes > tmax) tmax = j->reads[i].t->nbytes;
+    int64_t payload = (tmax + 63) / 64 * 64;
+    if (payload > SLOT_PAYLOAD_MAX) payload = SLOT_PAYLOAD_MAX;
+    if (payload < 4096) payload = 4096;
+    j->ring_slot_bytes = payload + 64;
+    j->stage_bytes = (tmax + 7) / 8 * 8 < STAGE_BYTES_MAX ? (tmax + 7) / 8 * 8 : STAGE_BYTES_MAX;
+    j->ob_elems = j->V * j->D < OB_ELEMS_MAX ? j->V * j->D : OB_ELEMS_MAX;
+    j->ring_slots = layer_raw_bytes(j) / payload + 2;
+    if (j->ring_slots * j->ring_slot_bytes > mf->memory_bytes / 8)
+        j->ring_slots = mf->memory_bytes / 8 / j->ring_slot_bytes;
+    if (j->ring_slots < 4) j->ring_slots = 4;
+    j->out_slots = 4;
     const int64_t W = j->N / j->T;
-    const int64_t per_window = j->T * j->D * (2 * 4 + 2 * (int64_t)sp_dtype_size(mf->spill_dtype));
+    const int64_t per_window = j->T * j->D * 2 * (4 + (int64_t)sp_dtype_size(mf->spill_dtype));
     j->chunk_w = 0;
-    int64_t avail = (mf->memory_bytes - plan_bytes(j)) / 2;
+    int64_t avail = (mf->memory_bytes - plan_total(j)) / 2;
     if (avail > ((int64_t)256 << 20)) avail = (int64_t)256 << 20;
     j->chunk_w = avail / per_window;
     if (j->chunk_w > W) j->chunk_w = W;
     if (j->chunk_w < 1) j->chunk_w = 1;
-    int64_t plan = plan_bytes(j);
+    int64_t plan = plan_total(j);
     int64_t spill_bytes = 2 * j->N * j->D * sp_dtype_size(mf->spill_dtype);
     int64_t out_bytes = j->V * j->d + j->V * j->D;
     for (int64_t l = 0; l < j->L; l++)
@@ -556,21 +360,28 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
                      2 * j->F * j->d_mid[l] + j->d_out[l] * j->F + j->d_mid[l] * j->d_out[l];
     out_bytes *= sp_dtype_size(j->out_dtype);
     if (o->dry_run || !o->quiet) {
-        fprintf(o->dry_run ? stdout : stderr,
+        FILE *f = o->dry_run ? stdout : stderr;
+        fprintf(f,
                 "plan: %s -> %s\n  D %lld -> d %lld (sparsity %g, round_to %lld), %lld layers, output %s\n"
                 "  calibration %lld windows x %lld tokens = %lld tokens\n"
-                "  memory plan %.1f MiB (limit %.1f MiB): activation chunks of %lld windows\n"
+                "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows,\n"
+                "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB), reader staging %.1f MiB\n"
                 "  disk: spill %.1f MiB (%s), output ~%.1f MiB\n",
                 mf->model_path, mf->output_path, (long long)j->D, (long long)j->d, mf->sparsity, (long long)mf->round_to,
                 (long long)j->L, sp_dtype_st_name(j->out_dtype), (long long)mf->calib_nsamples, (long long)j->T,
-                (long long)j->N, plan / 1048576.0, mf->memory_bytes / 1048576.0, (long long)j->chunk_w,
-                spill_bytes / 1048576.0, mf->spill_dtype == SP_DTYPE_BF16 ? "bf16" : "f32", out_bytes / 1048576.0);
+                (long long)j->N, plan / 1048576.0, mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0,
+                (long long)j->chunk_w,
+                (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) /
+                    1048576.0,
+                (long long)j->ring_slots, (long long)j->out_slots, j->ring_slot_bytes / 1024.0, j->stage_bytes / 1048576.0,
+                spill_bytes / 1048576.0,
+                mf->spill_dtype == SP_DTYPE_BF16 ? "bf16" : "f32", out_bytes / 1048576.0);
     }
     if (plan > mf->memory_bytes) {
         rc = sp_fail(SP_EX_USAGE,
-                     "%s: the memory plan needs %.1f MiB but [resources] memory allows %.1f MiB; raise memory, or lower "
-                     "[calibration] nsamples or seqlen",
-                     mf->path, plan / 1048576.0, mf->memory_bytes / 1048576.0);
+                     "%s: the memory plan needs %.1f MiB but [resources] memory allows %.1f MiB; raise memory to at least "
+                     "%.0f MiB, or lower [calibration] seqlen",
+                     mf->path, plan / 1048576.0, mf->memory_bytes / 1048576.0, plan / 1048576.0 + 1);
         goto out;
     }
     if (o->dry_run) goto out;
@@ -578,41 +389,23 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (!rc) rc = prepare_spill(j);
     if (rc) goto out;
 
-    rc = alloc_job(j);
-    if (rc) goto out;
-    rc = sp_stw_init(&j->w, mf->output_path, mf->shard_bytes);
+    /* Shared state for the stages. */
+    j->sh = mmap(NULL, (size_t)j->shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (j->sh == MAP_FAILED) {
+        j->sh = NULL;
+        rc = sp_fail_errno(SP_EX_SOFTWARE, "mmap of the stage statistics");
+        goto out;
+    }
+    j->evals = (double *)(j->sh + 1);
+    rc = sp_ring_init(&j->wring, j->ring_slots, j->ring_slot_bytes);
+    if (!rc) rc = sp_ring_init(&j->oring, j->out_slots, j->ring_slot_bytes);
+    if (!rc) rc = sp_stw_init(&j->w, mf->output_path, mf->shard_bytes);
     if (!rc) rc = declare(j);
     if (!rc) rc = sp_stw_plan(j->w);
     if (rc) goto out;
 
-    /* 1. X₀ = Emb[tokens]; Q = PCA(X₀); Emb ← Emb·Q[:, :d]. */
-    progress(j, 0, "embed");
-    rc = sp_model_load_embed(&j->m, j->big);
+    rc = sp_stages_run(j);
     if (rc) goto out;
-    sp_cov_reset(&j->cov);
-    for (int64_t k0 = 0; k0 < j->N / j->T && !rc; k0 += j->chunk_w) {
-        int64_t nw = j->N / j->T - k0 < j->chunk_w ? j->N / j->T - k0 : j->chunk_w;
-        for (int64_t i = 0; i < nw * j->T; i++)
-            memcpy(j->cout + i * j->D, j->big + (int64_t)j->calib.ids[k0 * j->T + i] * j->D, (size_t)j->D * 4);
-        for (int64_t k = 0; k < nw && !rc; k++) rc = sp_cov_add(&j->cov, j->cout + k * j->T * j->D, j->T, j->D);
-        if (!rc) rc = sp_spill_write(j->sa, k0 * j->T, nw * j->T, j->D, j->cout);
-    }
-    if (!rc) rc = pca(j, j->Q, 0, "embedding", -1);
-    if (!rc) rc = rot_right_emit(j, "model.embed_tokens.weight", j->big, j->V, NULL, j->Q, j->d_in[0]);
-    if (rc) goto out;
-
-    /* 2. Layer by layer. */
-    for (int64_t l = 0; l < j->L && !rc; l++) rc = slice_layer(j, l);
-    if (rc) goto out;
-
-    /* 3. W_head ← (W_head·diag γ_final)·Q. */
-    progress(j, j->L - 1, "head");
-    int has_norm;
-    rc = sp_model_load_head(&j->m, j->big, j->norm, &has_norm);
-    if (!rc) rc = rot_right_emit(j, "lm_head.weight", j->big, j->V, has_norm ? j->norm : NULL, j->Q, j->d_out[j->L - 1]);
-    if (!rc) rc = sp_stw_finish(j->w);
-    if (rc) goto out;
-    if (!o->quiet && isatty(2)) fputc('\n', stderr);
 
     char fp[33];
     rc = fingerprint(&j->m, fp);
@@ -620,6 +413,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (!rc) rc = copy_side_files(j);
     if (rc) goto out;
     double t_slice = sp_now() - j->t_start;
+    if (!o->quiet) print_stages(j, stderr);
 
     sp_eval_result dense = {.nll = NAN, .ppl = NAN}, sliced = {.nll = NAN, .ppl = NAN};
     if (mf->has_eval) {
@@ -632,16 +426,18 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (rc) goto out;
     int64_t params_after = outm.n_params, bytes_after = outm.n_bytes;
     sp_model_close(&outm);
-
+    int64_t rss = 0;
+    for (int s = 0; s < SP_STAGE_COUNT; s++) rss += j->sh->st[s].peak_rss;
+    rss += sp_peak_rss_bytes();
     rc = sp_report_write_run(j->mf, &j->m, j->d_in, j->d_mid, j->d_out, j->evals, &dense, &sliced, t_slice, params_after,
-                             bytes_after, sp_peak_rss_bytes());
+                             bytes_after, rss);
     if (rc) goto out;
     printf("sliced %s -> %s\n", mf->model_path, mf->output_path);
     printf("  width       %lld -> %lld (sparsity %g)\n", (long long)j->D, (long long)j->d, mf->sparsity);
     printf("  parameters  %lld -> %lld (%.1f%%)\n", (long long)j->m.n_params, (long long)params_after,
            100.0 * (double)params_after / (double)j->m.n_params);
     printf("  bytes       %lld -> %lld\n", (long long)j->m.n_bytes, (long long)bytes_after);
-    printf("  time        %.2f s, peak RSS %.1f MiB\n", t_slice, sp_peak_rss_bytes() / 1048576.0);
+    printf("  time        %.2f s; peak RSS, all processes: %.1f MiB\n", t_slice, rss / 1048576.0);
     if (mf->has_eval)
         printf("  perplexity  dense %.4f (nll %.6f) -> sliced %.4f (nll %.6f)\n", dense.ppl, dense.nll, sliced.ppl,
                sliced.nll);

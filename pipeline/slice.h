@@ -10,6 +10,7 @@
 typedef struct sp_run_opts {
     int dry_run;   /* print the plan and stop */
     int quiet;     /* no progress on stderr */
+    int io_pread;  /* --io=pread: never use io_uring */
 } sp_run_opts;
 
 /* Runs the whole job described by the manifest. Returns 0 or a sysexits status

@@ -1,0 +1,451 @@
+/* pipeline/compute.c — the compute stage: SliceGPT exactly as DESIGN.md §1.
+ *
+ * Notation (DESIGN.md): N calibration tokens, D the original width, Q a D×D
+ * orthogonal matrix whose COLUMNS are eigenvectors sorted by descending
+ * eigenvalue (row-major storage: Q[i*D + j] = component i of vector j).
+ *
+ *   X₀ = Emb[tokens]; Q = PCA(X₀); Emb ← Emb·Q[:, :d]
+ *   per layer, input basis Q, width d_in, inputs X (N×D, unrotated):
+ *     W_{q,k,v} ← (W·diag γ_in)·Q[:, :d_in];  S_attn⁰ = Q[:, :d_in]ᵀ
+ *     M  = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ      (Xr = X·Q[:, :d_in]; W_o unsliced)
+ *     Qm = PCA(M)
+ *     S_attn ← S_attn⁰·Qm[:, :d_mid];  W_o ← (Qmᵀ·W_o)[:d_mid, :]
+ *     W_{gate,up} ← (W·diag γ_post)·Qm[:, :d_mid];  S_mlp⁰ = Qm[:, :d_mid]ᵀ
+ *     Y  = Mr·S_mlp⁰ + MLP(RMSN(Mr))              (Mr = M·Qm[:, :d_mid])
+ *     Qn = PCA(Y)
+ *     S_mlp ← S_mlp⁰·Qn[:, :d_out];  W_down ← (Qnᵀ·W_down)[:d_out, :]
+ *     X ← Y; Q ← Qn                               (d_out = D in the last layer)
+ *   W_head ← (W_head·diag γ_final)·Q
+ *
+ * Weights arrive from the reader through the weights ring and are converted
+ * to float32 chunk by chunk (NaN/Inf refused, naming the tensor). Rotations
+ * are computed in float64, in blocks of columns or rows, and their float32
+ * results replace the weights in place; those float32 values are what the
+ * forward passes use and what is converted to the output dtype and sent to
+ * the writer. The embedding and the head are never held whole: they stream
+ * through in row blocks (the embedding twice: to gather the calibration rows,
+ * then to rotate it).
+ *
+ * The calibration activations stream through two spill files in chunks of
+ * whole windows. File A holds X; the attention pass reads A and writes M to
+ * B; the MLP pass reads each chunk of B and writes Y over it in place; then B
+ * is the next layer's X and A is free. A is never modified while a layer runs.
+ * Second moments are accumulated one window at a time, so the result's bits do
+ * not depend on the chunk size, that is on [resources] memory.
+ */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "forward.h"
+#include "job.h"
+
+#define BLK 256   /* rows or columns rotated at a time */
+#define EB 256    /* embedding/head rows streamed at a time */
+
+typedef struct cstate {
+    job *j;
+    sp_stage_stat *st;
+    /* weights ring cursor */
+    int have;
+    sp_ring_chunk ch;
+    int64_t ch_pos;   /* bytes of the current chunk consumed */
+    int next_read;    /* plan index expected next */
+    int64_t cur_done; /* bytes of that plan item consumed */
+    int out_idx;      /* output tensor being emitted (declaration order) */
+    /* working memory, sized once */
+    sp_layer_buf lb;  /* this layer's weights, then their rotations, float32 */
+    float *cin, *cout; /* (chunk_w·T, D) spill chunks */
+    float *tmp;       /* (T, D) one window rotated */
+    float *eb;        /* (EB, D) embedding/head rows */
+    float *norm;      /* (D) final norm γ */
+    float *fs;        /* (D, D) a shortcut, float32 */
+    float *Qf;        /* (D, D) float32 copy of Q[:, :k] */
+    double *Q, *Qm, *Qn; /* (D, D) */
+    double *dbuf, *dout; /* (BLK, D) float64 rotation scratch */
+    void *obuf;       /* (ob_elems) output dtype */
+    int64_t *pos;     /* (N) calibration positions sorted by token id */
+    int64_t *id_start; /* (V + 1) */
+    sp_cov cov;
+    sp_fwd_scratch *scr;
+    sp_spill *sa, *sb;
+} cstate;
+
+static int64_t now_ns(void) { return (int64_t)(sp_now() * 1e9); }
+
+static void phase(cstate *c, int64_t layer, enum sp_phase p) {
+    atomic_store(&c->st->layer, layer);
+    atomic_store(&c->st->phase, (int32_t)p);
+}
+
+/* Consumes the next n elements of plan item idx into dst (float32). */
+static int pull(cstate *c, int idx, float *dst, int64_t n) {
+    job *j = c->j;
+    SP_ASSERT(idx == c->next_read && idx < j->n_reads);
+    const sp_read_item *it = &j->reads[idx];
+    const int es = sp_dtype_size(it->t->dtype);
+    while (n > 0) {
+        if (!c->have) {
+            int64_t t0 = now_ns();
+            int rc = sp_ring_acquire_read(j->wring, &c->ch, 0);
+            atomic_fetch_add(&c->st->wait_ns, now_ns() - t0);
+            if (rc == SP_RING_EOF) return sp_fail(SP_EX_SOFTWARE, "weights ring: the reader ended before '%s'", it->name);
+            if (rc) return rc;
+            if (c->ch.msg.id != (uint64_t)idx || c->ch.len % es != 0)
+                return sp_fail(SP_EX_SOFTWARE, "weights ring: protocol error (message %llu of %lld bytes, expected '%s')",
+                               (unsigned long long)c->ch.msg.id, (long long)c->ch.len, it->name);
+            c->have = 1;
+            c->ch_pos = 0;
+        }
+        int64_t take = (c->ch.len - c->ch_pos) / es;
+        if (take > n) take = n;
+        int64_t bad = sp_convert_to_f32(it->t->dtype, (const unsigned char *)c->ch.data + c->ch_pos, take, dst);
+        if (bad >= 0)
+            return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': non-finite value (NaN or Inf) at element %lld",
+                           sp_st_path(it->file), it->name, (long long)(c->cur_done / es + bad));
+        dst += take;
+        n -= take;
+        c->ch_pos += take * es;
+        c->cur_done += take * es;
+        if (c->ch_pos == c->ch.len) {
+            sp_ring_release_read(j->wring);
+            c->have = 0;
+        }
+    }
+    if (c->cur_done == it->t->nbytes) {
+        c->next_read++;
+        c->cur_done = 0;
+    }
+    return 0;
+}
+
+static int pull_whole(cstate *c, int idx, float *dst) { return pull(c, idx, dst, c->j->reads[idx].t->numel); }
+
+/* Sends n float32 values of the current output tensor, in the output dtype. */
+static int emit(cstate *c, const float *src, int64_t n) {
+    job *j = c->j;
+    const int es = sp_dtype_size(j->out_dtype);
+    while (n > 0) {
+        int64_t m = n < j->ob_elems ? n : j->ob_elems;
+        sp_convert_from_f32(j->out_dtype, src, m, c->obuf);
+        sp_ring_msg msg = {.type = SP_MSG_TENSOR, .id = (uint64_t)c->out_idx, .total_bytes = m * es};
+        int64_t t0 = now_ns();
+        int rc = sp_ring_push(j->oring, &msg, c->obuf, m * es, 0);
+        atomic_fetch_add(&c->st->wait_ns, now_ns() - t0);
+        if (rc) return rc;
+        src += m;
+        n -= m;
+    }
+    return 0;
+}
+
+static void emit_end(cstate *c) { c->out_idx++; }
+
+static int emit_all(cstate *c, const float *src, int64_t n) {
+    SP_TRY(emit(c, src, n));
+    emit_end(c);
+    return 0;
+}
+
+/* In place: W (rows, D) float32 ← (W·diag γ)·Q[:, :k] as (rows, k) float32,
+ * computed in float64 BLK rows at a time. Row block r0 is read before its
+ * results are stored at [r0·k, r1·k), which never reaches an unread row. */
+static void rot_rows(cstate *c, float *W, int64_t rows, const float *gamma, const double *Q, int64_t k) {
+    const int64_t D = c->j->D;
+    for (int64_t r0 = 0; r0 < rows; r0 += BLK) {
+        int64_t nr = rows - r0 < BLK ? rows - r0 : BLK;
+        for (int64_t r = 0; r < nr; r++)
+            for (int64_t i = 0; i < D; i++)
+                c->dbuf[r * D + i] = (double)W[(r0 + r) * D + i] * (gamma ? (double)gamma[i] : 1.0);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)k, (int)D, 1.0, c->dbuf, (int)D, Q, (int)D,
+                    0.0, c->dout, (int)k);
+        for (int64_t i = 0; i < nr * k; i++) W[r0 * k + i] = (float)c->dout[i];
+    }
+}
+
+/* In place: W (D, cols) float32 ← Q[:, :k]ᵀ·W as (k, cols) float32 (row
+ * stride cols), computed in float64 BLK columns at a time: a column block is
+ * read whole before its results are stored into the same columns. */
+static void rot_cols(cstate *c, const double *Q, int64_t k, float *W, int64_t cols) {
+    const int64_t D = c->j->D;
+    for (int64_t c0 = 0; c0 < cols; c0 += BLK) {
+        int64_t nc = cols - c0 < BLK ? cols - c0 : BLK;
+        for (int64_t r = 0; r < D; r++)
+            for (int64_t i = 0; i < nc; i++) c->dbuf[r * nc + i] = (double)W[r * cols + c0 + i];
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)nc, (int)D, 1.0, Q, (int)D, c->dbuf, (int)nc,
+                    0.0, c->dout, (int)nc);
+        for (int64_t r = 0; r < k; r++)
+            for (int64_t i = 0; i < nc; i++) W[r * cols + c0 + i] = (float)c->dout[r * nc + i];
+    }
+}
+
+/* fs (a, b) float32 = A[:, :a]ᵀ·B[:, :b], with scratch (a, b) float64. */
+static void shortcut(cstate *c, const double *A, int64_t a, const double *B, int64_t b, double *scratch) {
+    const int64_t D = c->j->D;
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)a, (int)b, (int)D, 1.0, A, (int)D, B, (int)D, 0.0, scratch,
+                (int)b);
+    for (int64_t i = 0; i < a * b; i++) c->fs[i] = (float)scratch[i];
+}
+
+/* fs (k, D) = Q[:, :k]ᵀ in float32; Qf (D, k) = Q[:, :k] in float32. */
+static void basis_f32(cstate *c, const double *Q, int64_t k) {
+    const int64_t D = c->j->D;
+    for (int64_t r = 0; r < D; r++)
+        for (int64_t i = 0; i < k; i++) {
+            c->Qf[r * k + i] = (float)Q[r * D + i];
+            c->fs[i * D + r] = (float)Q[r * D + i];
+        }
+}
+
+/* dst (rows, k) = src (rows, D) · Qf (D, k). */
+static void apply_qf(cstate *c, const float *src, int64_t rows, int64_t k, float *dst) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)k, (int)c->j->D, 1.0f, src, (int)c->j->D, c->Qf,
+                (int)k, 0.0f, dst, (int)k);
+}
+
+static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer) {
+    int rc = sp_pca(&c->cov, Q, c->j->evals + (int64_t)which * c->j->D);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        if (layer >= 0) return sp_fail(rc, "layer %lld, %s PCA: %s", (long long)layer, what, msg);
+        return sp_fail(rc, "%s PCA: %s", what, msg);
+    }
+    return 0;
+}
+
+/* One pass over the calibration windows: in (spill) → f → out (spill) with
+ * the second moment of the outputs. `in_place` writes back into the input. */
+typedef void (*window_fn)(cstate *c, const float *x, float *y);
+
+static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f) {
+    job *j = c->j;
+    const int64_t T = j->T, D = j->D, W = j->N / j->T;
+    sp_cov_reset(&c->cov);
+    for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
+        int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
+        SP_TRY(sp_spill_read(in, k0 * T, nw * T, D, c->cin));
+        for (int64_t k = 0; k < nw; k++) {
+            f(c, c->cin + k * T * D, c->cout + k * T * D);
+            SP_TRY(sp_cov_add(&c->cov, c->cout + k * T * D, T, D));
+        }
+        SP_TRY(sp_spill_write(out, k0 * T, nw * T, D, c->cout));
+    }
+    return 0;
+}
+
+static sp_layer_w g_lw; /* the layer as the passes run it (one compute stage per process) */
+
+static void attn_window(cstate *c, const float *x, float *y) {
+    apply_qf(c, x, c->j->T, g_lw.d_in, c->tmp);
+    sp_fwd_attn(&c->j->m.dims, &g_lw, c->tmp, c->j->T, y, c->scr);
+}
+
+static void mlp_window(cstate *c, const float *x, float *y) {
+    apply_qf(c, x, c->j->T, g_lw.d_in, c->tmp);
+    sp_fwd_mlp(&c->j->m.dims, &g_lw, c->tmp, c->j->T, y, c->scr);
+}
+
+static int slice_layer(cstate *c, int64_t l, int base) {
+    job *j = c->j;
+    const int64_t D = j->D, hq = j->hq, hkv = j->hkv, F = j->F;
+    const int64_t di = j->d_in[l], dm = j->d_mid[l], dout = j->d_out[l];
+    sp_layer_buf *b = &c->lb;
+    phase(c, l, SP_PHASE_READ);
+    SP_TRY(pull_whole(c, base + 0, b->attn_norm));
+    SP_TRY(pull_whole(c, base + 1, b->wq));
+    SP_TRY(pull_whole(c, base + 2, b->wk));
+    SP_TRY(pull_whole(c, base + 3, b->wv));
+    SP_TRY(pull_whole(c, base + 4, b->wo));
+    SP_TRY(pull_whole(c, base + 5, b->mlp_norm));
+    SP_TRY(pull_whole(c, base + 6, b->w_gate));
+    SP_TRY(pull_whole(c, base + 7, b->w_up));
+    SP_TRY(pull_whole(c, base + 8, b->w_down));
+
+    /* 2.1 readers of the attention block: fuse γ_in, rotate by Q[:, :d_in]. */
+    phase(c, l, SP_PHASE_WRITE);
+    rot_rows(c, b->wq, hq, b->attn_norm, c->Q, di);
+    SP_TRY(emit_all(c, b->wq, hq * di));
+    rot_rows(c, b->wk, hkv, b->attn_norm, c->Q, di);
+    SP_TRY(emit_all(c, b->wk, hkv * di));
+    rot_rows(c, b->wv, hkv, b->attn_norm, c->Q, di);
+    SP_TRY(emit_all(c, b->wv, hkv * di));
+
+    /* 2.2 M = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ over every window: A → B. */
+    phase(c, l, SP_PHASE_ATTN);
+    basis_f32(c, c->Q, di); /* Qf = Q[:, :d_in], fs = S_attn⁰ */
+    g_lw = (sp_layer_w){.d_in = di, .d_mid = D, .d_out = D, .wq = b->wq, .wk = b->wk, .wv = b->wv, .wo = b->wo,
+                        .attn_shortcut = c->fs};
+    SP_TRY(pass(c, c->sa, c->sb, attn_window));
+    phase(c, l, SP_PHASE_PCA);
+    SP_TRY(pca(c, c->Qm, 1 + 2 * (int)l, "attention-output", l));
+
+    /* 2.3 o_proj, the attention shortcut, gate and up. */
+    phase(c, l, SP_PHASE_WRITE);
+    rot_cols(c, c->Qm, dm, b->wo, hq);
+    SP_TRY(emit_all(c, b->wo, dm * hq));
+    shortcut(c, c->Q, di, c->Qm, dm, c->Qn); /* Qn is free: scratch */
+    SP_TRY(emit_all(c, c->fs, di * dm));
+    rot_rows(c, b->w_gate, F, b->mlp_norm, c->Qm, dm);
+    SP_TRY(emit_all(c, b->w_gate, F * dm));
+    rot_rows(c, b->w_up, F, b->mlp_norm, c->Qm, dm);
+    SP_TRY(emit_all(c, b->w_up, F * dm));
+
+    /* 2.4 Y = Mr·S_mlp⁰ + MLP(RMSN(Mr)), Mr = M·Qm[:, :d_mid]: B → B in place. */
+    phase(c, l, SP_PHASE_MLP);
+    basis_f32(c, c->Qm, dm); /* Qf = Qm[:, :d_mid], fs = S_mlp⁰ */
+    g_lw = (sp_layer_w){.d_in = dm, .d_mid = dm, .d_out = D, .w_gate = b->w_gate, .w_up = b->w_up, .w_down = b->w_down,
+                        .mlp_shortcut = c->fs};
+    SP_TRY(pass(c, c->sb, c->sb, mlp_window));
+    phase(c, l, SP_PHASE_PCA);
+    SP_TRY(pca(c, c->Qn, 2 + 2 * (int)l, "MLP-output", l));
+
+    /* 2.5 down_proj and the MLP shortcut; the next layer's basis is Qn. */
+    phase(c, l, SP_PHASE_WRITE);
+    rot_cols(c, c->Qn, dout, b->w_down, F);
+    SP_TRY(emit_all(c, b->w_down, dout * F));
+    shortcut(c, c->Qm, dm, c->Qn, dout, c->Q); /* the old basis is free: scratch */
+    SP_TRY(emit_all(c, c->fs, dm * dout));
+    double *t = c->Q;
+    c->Q = c->Qn;
+    c->Qn = t;
+    sp_spill *s = c->sa;
+    c->sa = c->sb;
+    c->sb = s;
+    return 0;
+}
+
+/* 1. X₀ = Emb[tokens] into spill A, Q = PCA(X₀), Emb ← Emb·Q[:, :d]. */
+static int slice_embed(cstate *c) {
+    job *j = c->j;
+    const int64_t D = j->D, V = j->V, T = j->T, W = j->N / T, d0 = j->d_in[0];
+    phase(c, 0, SP_PHASE_EMBED);
+    /* Counting sort of calibration positions by token id. */
+    memset(c->id_start, 0, (size_t)(V + 1) * sizeof(int64_t));
+    for (int64_t i = 0; i < j->N; i++) c->id_start[j->calib.ids[i] + 1]++;
+    for (int64_t v = 0; v < V; v++) c->id_start[v + 1] += c->id_start[v];
+    for (int64_t i = 0; i < j->N; i++) c->pos[c->id_start[j->calib.ids[i]]++] = i;
+    for (int64_t v = V; v > 0; v--) c->id_start[v] = c->id_start[v - 1];
+    c->id_start[0] = 0;
+    for (int64_t r0 = 0; r0 < V; r0 += EB) {
+        int64_t nr = V - r0 < EB ? V - r0 : EB;
+        SP_TRY(pull(c, 0, c->eb, nr * D));
+        for (int64_t v = r0; v < r0 + nr; v++)
+            for (int64_t p = c->id_start[v]; p < c->id_start[v + 1]; p++)
+                SP_TRY(sp_spill_write(c->sa, c->pos[p], 1, D, c->eb + (v - r0) * D));
+    }
+    sp_cov_reset(&c->cov);
+    for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
+        int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
+        SP_TRY(sp_spill_read(c->sa, k0 * T, nw * T, D, c->cin));
+        for (int64_t k = 0; k < nw; k++) SP_TRY(sp_cov_add(&c->cov, c->cin + k * T * D, T, D));
+    }
+    SP_TRY(pca(c, c->Q, 0, "embedding", -1));
+    for (int64_t r0 = 0; r0 < V; r0 += EB) {
+        int64_t nr = V - r0 < EB ? V - r0 : EB;
+        SP_TRY(pull(c, 1, c->eb, nr * D));
+        rot_rows(c, c->eb, nr, NULL, c->Q, d0);
+        SP_TRY(emit(c, c->eb, nr * d0));
+    }
+    emit_end(c);
+    return 0;
+}
+
+/* 3. W_head ← (W_head·diag γ_final)·Q. */
+static int slice_head(cstate *c) {
+    job *j = c->j;
+    const int64_t D = j->D, V = j->V, dl = j->d_out[j->L - 1];
+    const int base = 2 + 9 * (int)j->L;
+    phase(c, j->L - 1, SP_PHASE_HEAD);
+    SP_TRY(pull_whole(c, base, c->norm));
+    for (int64_t r0 = 0; r0 < V; r0 += EB) {
+        int64_t nr = V - r0 < EB ? V - r0 : EB;
+        SP_TRY(pull(c, base + 1, c->eb, nr * D));
+        rot_rows(c, c->eb, nr, c->norm, c->Q, dl);
+        SP_TRY(emit(c, c->eb, nr * dl));
+    }
+    emit_end(c);
+    return 0;
+}
+
+int64_t sp_compute_plan_bytes(const job *j) {
+    const int64_t D = j->D, T = j->T;
+    int64_t spill_es = sp_dtype_size(j->mf->spill_dtype);
+    return sp_layer_buf_bytes(&j->m)                        /* one layer, float32 */
+           + 2 * j->chunk_w * T * D * (4 + spill_es)         /* chunks + spill conversion buffers */
+           + T * D * 4 + EB * D * 4 + D * 4                  /* window, row block, norm */
+           + 2 * D * D * 4 + 3 * D * D * 8                   /* fs, Qf; Q, Qm, Qn */
+           + 2 * BLK * D * 8 + j->ob_elems * 4               /* rotation scratch, output conversion */
+           + j->N * 8 + (j->V + 1) * 8                       /* positions by token id */
+           + D * D * 8 + 256 * D * 8                         /* second moment + staging */
+           + (2 * D * D + 6 * D + 1) * 8 + (5 * D + 3) * 4   /* dsyevd workspace (LAPACKE) */
+           + T * (j->hq + 2 * j->hkv + 2 * j->F + 2 * D) * 4 /* forward scratch (upper bound) */
+           + 2 * 128 * T * 4;                                /* attention score blocks */
+}
+
+static int alloc_state(cstate *c) {
+    job *j = c->j;
+    const int64_t D = j->D, T = j->T;
+    struct {
+        void **p;
+        int64_t n, sz;
+        const char *what;
+    } a[] = {
+        {(void **)&c->cin, j->chunk_w * T * D, 4, "activation chunk"},
+        {(void **)&c->cout, j->chunk_w * T * D, 4, "activation chunk"},
+        {(void **)&c->tmp, T * D, 4, "window buffer"},
+        {(void **)&c->eb, EB * D, 4, "embedding rows"},
+        {(void **)&c->norm, D, 4, "norm"},
+        {(void **)&c->fs, D * D, 4, "shortcut"},
+        {(void **)&c->Qf, D * D, 4, "basis"},
+        {(void **)&c->Q, D * D, 8, "basis"},
+        {(void **)&c->Qm, D * D, 8, "basis"},
+        {(void **)&c->Qn, D * D, 8, "basis"},
+        {(void **)&c->dbuf, BLK * D, 8, "rotation scratch"},
+        {(void **)&c->dout, BLK * D, 8, "rotation scratch"},
+        {(void **)&c->obuf, j->ob_elems, 4, "output conversion"},
+        {(void **)&c->pos, j->N, 8, "token positions"},
+        {(void **)&c->id_start, j->V + 1, 8, "token positions"},
+    };
+    for (size_t i = 0; i < sizeof a / sizeof a[0]; i++) SP_TRY(sp_alloc(a[i].p, a[i].n, a[i].sz, a[i].what));
+    SP_TRY(sp_layer_buf_init(&j->m, &c->lb));
+    SP_TRY(sp_cov_init(&c->cov, D, 256));
+    SP_TRY(sp_spill_open(&c->sa, j->spill_a, j->N, D, j->mf->spill_dtype, j->chunk_w * T));
+    SP_TRY(sp_spill_open(&c->sb, j->spill_b, j->N, D, j->mf->spill_dtype, j->chunk_w * T));
+    return sp_fwd_scratch_init(&j->m.dims, T, D, &c->scr);
+}
+
+static void free_state(cstate *c) {
+    void *p[] = {c->cin, c->cout, c->tmp, c->eb, c->norm, c->fs, c->Qf, c->Q, c->Qm, c->Qn, c->dbuf, c->dout, c->obuf,
+                 c->pos, c->id_start};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+    sp_layer_buf_free(&c->lb);
+    sp_cov_free(&c->cov);
+    sp_fwd_scratch_free(c->scr);
+    if (c->sa) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sa);
+    if (c->sb) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sb);
+    if (c->sa) c->j->sh->st[SP_STAGE_COMPUTE].bytes_read += sp_spill_bytes_read(c->sa);
+    if (c->sb) c->j->sh->st[SP_STAGE_COMPUTE].bytes_read += sp_spill_bytes_read(c->sb);
+    sp_spill_free(c->sa, 1);
+    sp_spill_free(c->sb, 1);
+}
+
+int sp_stage_compute(job *j) {
+    cstate cs = {.j = j, .st = &j->sh->st[SP_STAGE_COMPUTE]}, *c = &cs;
+    sp_ring_attach(j->wring, SP_RING_ROLE_CONSUMER);
+    sp_ring_attach(j->oring, SP_RING_ROLE_PRODUCER);
+    sp_model_set_threads(&j->m, j->mf->threads);
+    int rc = alloc_state(c);
+    if (!rc) rc = slice_embed(c);
+    for (int64_t l = 0; l < j->L && !rc; l++) rc = slice_layer(c, l, 2 + 9 * (int)l);
+    if (!rc) rc = slice_head(c);
+    if (!rc) {
+        phase(c, j->L - 1, SP_PHASE_DONE);
+        sp_ring_close_write(j->oring);
+        sp_ring_close_read(j->wring);
+    }
+    free_state(c);
+    return rc;
+}

@@ -1,0 +1,96 @@
+/* pipeline/job.h — internal: the state of one `slicepipe run`, shared by the
+ * supervisor (slice.c) and, through fork(), by the three stage processes
+ * (stages.c: reader and writer; compute.c: the SliceGPT math).
+ *
+ *   reader ──weights ring──► compute ──output ring──► writer
+ *
+ * The read plan lists, in the exact order compute consumes them, every input
+ * tensor: the embedding twice (once to gather the calibration rows, once to
+ * rotate it), each layer's nine tensors, the final norm and the head (the
+ * embedding a third time when the head is tied). The reader streams them as
+ * messages whose id is the plan index; compute checks every id.
+ */
+#ifndef SP_JOB_H
+#define SP_JOB_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "manifest.h"
+#include "model.h"
+#include "pca.h"
+#include "ring.h"
+#include "slice.h"
+#include "spill.h"
+#include "st_writer.h"
+#include "tokens.h"
+
+enum { SP_STAGE_READER, SP_STAGE_COMPUTE, SP_STAGE_WRITER, SP_STAGE_COUNT };
+extern const char *const sp_stage_names[SP_STAGE_COUNT];
+
+enum { SP_MSG_TENSOR = 1 };
+
+/* One stage's counters, in a MAP_SHARED page written by the stage and read by
+ * the supervisor. */
+typedef struct sp_stage_stat {
+    _Atomic int64_t busy_ns, wait_ns;     /* time working / blocked on a ring */
+    _Atomic int64_t bytes_read, bytes_written; /* file traffic (incl. spill) */
+    _Atomic int64_t peak_rss;             /* bytes, at exit */
+    _Atomic int64_t layer;                /* compute: the layer in progress */
+    _Atomic int32_t phase;                /* compute: enum sp_phase */
+    _Atomic int32_t done;                 /* 1 once the stage finished */
+    int32_t rc;                           /* exit status */
+    char err[1024];                       /* the message when rc != 0 */
+} sp_stage_stat;
+
+enum sp_phase { SP_PHASE_START, SP_PHASE_EMBED, SP_PHASE_READ, SP_PHASE_ATTN, SP_PHASE_PCA, SP_PHASE_MLP,
+                SP_PHASE_WRITE, SP_PHASE_HEAD, SP_PHASE_DONE };
+
+typedef struct sp_shared {
+    sp_stage_stat st[SP_STAGE_COUNT];
+    /* ((1 + 2L), D) eigenvalues follow, written by compute */
+} sp_shared;
+
+typedef struct sp_read_item {
+    const char *name;
+    const sp_st_file *file;
+    const sp_st_tensor *t;
+} sp_read_item;
+
+typedef struct job {
+    const sp_manifest *mf;
+    const sp_run_opts *o;
+    sp_model m;
+    sp_tokens calib;
+    sp_dtype out_dtype;
+    int64_t N, T, D, L, V, F, hq, hkv, d;
+    int64_t *d_in, *d_mid, *d_out; /* (L) */
+    int64_t chunk_w;               /* windows per spill chunk */
+    char *spill_a, *spill_b;       /* spill file paths */
+    /* the plan */
+    sp_read_item *reads;           /* (n_reads) in consumption order */
+    int n_reads;
+    int64_t ring_slots, ring_slot_bytes, out_slots;
+    int64_t stage_bytes;           /* reader staging buffer */
+    int64_t ob_elems;              /* compute's output-dtype conversion block */
+    sp_stw *w;                     /* planned before fork; used by the writer */
+    sp_ring *wring, *oring;        /* weights ring, output ring */
+    sp_shared *sh;                 /* MAP_SHARED stats */
+    double *evals;                 /* ((1 + 2L), D) in the shared map */
+    int64_t shared_bytes;
+    double t_start;
+} job;
+
+/* Stage entry points; each returns a status (0 or sysexits) with sp_errmsg. */
+int sp_stage_reader(job *j);
+int sp_stage_compute(job *j);
+int sp_stage_writer(job *j);
+
+/* Bytes of memory the compute stage allocates for this job. */
+int64_t sp_compute_plan_bytes(const job *j);
+
+/* Forks the three stages, watches them (pidfd), prints progress, stops the
+ * others when one fails. Returns 0 or the failing stage's status. */
+int sp_stages_run(job *j);
+
+#endif
