@@ -215,9 +215,16 @@ static int64_t layer_raw_bytes(const job *j) {
     return best;
 }
 
+#define PROCESS_BASE_BYTES ((int64_t)6 << 20) /* code, libraries, stacks: measured 2–7 MiB a process */
+
+/* What the summed peak RSS of the four processes will be: the compute stage's
+ * buffers, the reader's staging buffer, each ring twice (its pages are
+ * resident in both processes that map it), the stats page and a baseline per
+ * process. */
 static int64_t plan_total(const job *j) {
-    return sp_compute_plan_bytes(j) + sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) +
-           sp_ring_bytes(j->out_slots, j->ring_slot_bytes) + j->stage_bytes + j->shared_bytes;
+    return sp_compute_plan_bytes(j) + 2 * sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) +
+           2 * sp_ring_bytes(j->out_slots, j->ring_slot_bytes) + j->stage_bytes + 2 * j->shared_bytes +
+           (SP_STAGE_COUNT + 1) * PROCESS_BASE_BYTES;
 }
 
 static int run_eval(const char *dir, const sp_manifest *mf, int quiet, sp_eval_result *r) {
@@ -256,6 +263,42 @@ static void free_job(job *j) {
     sp_stw_free(j->w);
     sp_tokens_free(&j->calib);
     sp_model_close(&j->m);
+}
+
+/* Adds the per-stage accounting to slicing.json (written by the report). */
+static int add_stage_stats(const job *j, int64_t supervisor_rss, double wall_pipeline) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/slicing.json", j->mf->output_path);
+    char *txt;
+    SP_TRY(sp_io_read_small(path, (int64_t)1 << 30, &txt, NULL));
+    cJSON *root = cJSON_Parse(txt);
+    free(txt);
+    if (!root) return sp_fail(SP_EX_SOFTWARE, "%s: cannot re-read", path);
+    cJSON *stages = cJSON_AddObjectToObject(root, "stages");
+    int64_t sum = supervisor_rss;
+    for (int s = 0; s < SP_STAGE_COUNT; s++) {
+        const sp_stage_stat *st = &j->sh->st[s];
+        cJSON *o = cJSON_AddObjectToObject(stages, sp_stage_names[s]);
+        double busy = (double)st->busy_ns / 1e9;
+        cJSON_AddNumberToObject(o, "busy_seconds", busy);
+        cJSON_AddNumberToObject(o, "wait_seconds", (double)st->wait_ns / 1e9);
+        cJSON_AddNumberToObject(o, "bytes_read", (double)st->bytes_read);
+        cJSON_AddNumberToObject(o, "bytes_written", (double)st->bytes_written);
+        cJSON_AddNumberToObject(o, "gb_per_s_busy", busy > 0 ? (double)(st->bytes_read + st->bytes_written) / busy / 1e9 : 0);
+        cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)st->peak_rss);
+        sum += st->peak_rss;
+    }
+    cJSON *sup = cJSON_AddObjectToObject(stages, "supervisor");
+    cJSON_AddNumberToObject(sup, "peak_rss_bytes", (double)supervisor_rss);
+    cJSON_AddNumberToObject(stages, "peak_rss_sum_bytes", (double)sum);
+    cJSON_AddNumberToObject(stages, "wall_seconds", wall_pipeline);
+    cJSON_AddNumberToObject(stages, "memory_plan_bytes", (double)plan_total(j));
+    char *out = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!out) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    int rc = sp_io_write_atomic(path, out, (int64_t)strlen(out));
+    free(out);
+    return rc;
 }
 
 static void print_stages(const job *j, FILE *f) {
@@ -339,9 +382,13 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     j->ring_slot_bytes = payload + 64;
     j->stage_bytes = (tmax + 7) / 8 * 8 < STAGE_BYTES_MAX ? (tmax + 7) / 8 * 8 : STAGE_BYTES_MAX;
     j->ob_elems = j->V * j->D < OB_ELEMS_MAX ? j->V * j->D : OB_ELEMS_MAX;
+    /* One layer of prefetch, at most 1/16 of the budget: compute dominates, so
+     * a deeper ring buys nothing, and its pages count in two processes' RSS. */
     j->ring_slots = layer_raw_bytes(j) / payload + 2;
-    if (j->ring_slots * j->ring_slot_bytes > mf->memory_bytes / 8)
-        j->ring_slots = mf->memory_bytes / 8 / j->ring_slot_bytes;
+    if (j->ring_slots * j->ring_slot_bytes > mf->memory_bytes / 16)
+        j->ring_slots = mf->memory_bytes / 16 / j->ring_slot_bytes;
+    if (j->stage_bytes > mf->memory_bytes / 64) j->stage_bytes = (mf->memory_bytes / 64 + 7) / 8 * 8;
+    if (j->stage_bytes < 4096) j->stage_bytes = 4096;
     if (j->ring_slots < 4) j->ring_slots = 4;
     j->out_slots = 4;
     const int64_t W = j->N / j->T;
@@ -365,7 +412,8 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
                 "plan: %s -> %s\n  D %lld -> d %lld (sparsity %g, round_to %lld), %lld layers, output %s\n"
                 "  calibration %lld windows x %lld tokens = %lld tokens\n"
                 "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows,\n"
-                "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB), reader staging %.1f MiB\n"
+                "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
+                "    them), reader staging %.1f MiB, 4 processes' baseline %.0f MiB\n"
                 "  disk: spill %.1f MiB (%s), output ~%.1f MiB\n",
                 mf->model_path, mf->output_path, (long long)j->D, (long long)j->d, mf->sparsity, (long long)mf->round_to,
                 (long long)j->L, sp_dtype_st_name(j->out_dtype), (long long)mf->calib_nsamples, (long long)j->T,
@@ -374,6 +422,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
                 (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) /
                     1048576.0,
                 (long long)j->ring_slots, (long long)j->out_slots, j->ring_slot_bytes / 1024.0, j->stage_bytes / 1048576.0,
+                (SP_STAGE_COUNT + 1) * PROCESS_BASE_BYTES / 1048576.0,
                 spill_bytes / 1048576.0,
                 mf->spill_dtype == SP_DTYPE_BF16 ? "bf16" : "f32", out_bytes / 1048576.0);
     }
@@ -413,7 +462,13 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (!rc) rc = copy_side_files(j);
     if (rc) goto out;
     double t_slice = sp_now() - j->t_start;
-    if (!o->quiet) print_stages(j, stderr);
+    int64_t sup_rss = sp_peak_rss_bytes(); /* before the evaluation, which is not part of the pipeline */
+    if (!o->quiet) {
+        print_stages(j, stderr);
+        fprintf(stderr, "  supervisor peak RSS %.1f MiB; all processes %.1f MiB of the %.1f MiB plan\n", sup_rss / 1048576.0,
+                (sup_rss + j->sh->st[0].peak_rss + j->sh->st[1].peak_rss + j->sh->st[2].peak_rss) / 1048576.0,
+                plan_total(j) / 1048576.0);
+    }
 
     sp_eval_result dense = {.nll = NAN, .ppl = NAN}, sliced = {.nll = NAN, .ppl = NAN};
     if (mf->has_eval) {
@@ -426,18 +481,18 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (rc) goto out;
     int64_t params_after = outm.n_params, bytes_after = outm.n_bytes;
     sp_model_close(&outm);
-    int64_t rss = 0;
+    int64_t rss = sup_rss;
     for (int s = 0; s < SP_STAGE_COUNT; s++) rss += j->sh->st[s].peak_rss;
-    rss += sp_peak_rss_bytes();
     rc = sp_report_write_run(j->mf, &j->m, j->d_in, j->d_mid, j->d_out, j->evals, &dense, &sliced, t_slice, params_after,
                              bytes_after, rss);
+    if (!rc) rc = add_stage_stats(j, sup_rss, t_slice);
     if (rc) goto out;
     printf("sliced %s -> %s\n", mf->model_path, mf->output_path);
     printf("  width       %lld -> %lld (sparsity %g)\n", (long long)j->D, (long long)j->d, mf->sparsity);
     printf("  parameters  %lld -> %lld (%.1f%%)\n", (long long)j->m.n_params, (long long)params_after,
            100.0 * (double)params_after / (double)j->m.n_params);
     printf("  bytes       %lld -> %lld\n", (long long)j->m.n_bytes, (long long)bytes_after);
-    printf("  time        %.2f s; peak RSS, all processes: %.1f MiB\n", t_slice, rss / 1048576.0);
+    printf("  time        %.2f s; peak RSS of the pipeline, all processes: %.1f MiB\n", t_slice, rss / 1048576.0);
     if (mf->has_eval)
         printf("  perplexity  dense %.4f (nll %.6f) -> sliced %.4f (nll %.6f)\n", dense.ppl, dense.nll, sliced.ppl,
                sliced.nll);

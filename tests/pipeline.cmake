@@ -1,0 +1,6 @@
+# The stage processes of `slicepipe run` (tests/test_pipeline.py): a budget
+# smaller than the checkpoint, pread/short reads, killed stages and supervisor.
+add_test(NAME pipeline_processes
+         COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_pipeline.py $<TARGET_FILE:slicepipe>
+                 ${CMAKE_BINARY_DIR}/test_out/pipeline)
+set_tests_properties(pipeline_processes PROPERTIES TIMEOUT 600 LABELS "pipeline")

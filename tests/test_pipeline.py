@@ -1,0 +1,164 @@
+#!/usr/bin/python3
+"""test_pipeline.py — the stage processes of `slicepipe run`, for real.
+
+usage: test_pipeline.py SLICEPIPE WORKDIR
+
+- A synthetic model whose checkpoint (~178 MB) is larger than the memory
+  budget (100 MB) is sliced within the budget: the tool's own summed peak RSS
+  and /proc sampling of every process of the run (VmHWM) both stay under it.
+- --io=pread and forced short reads give byte-identical output.
+- A stage killed with SIGKILL: the supervisor notices, stops the others and
+  exits non-zero within seconds naming the stage; no process is left.
+- The supervisor killed with SIGKILL: the stages exit too (no orphans).
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(d))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def hwm(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def manifest(work, name, nsamples, memory, extra=""):
+    path = os.path.join(work, name + ".toml")
+    with open(path, "w") as f:
+        f.write(f'[model]\npath = "model"\n[calibration]\ntokens = "model/calib.npy"\nseqlen = 128\n'
+                f'nsamples = {nsamples}\n[slicing]\nsparsity = 0.25\n[output]\npath = "{name}"\n'
+                f'[resources]\nmemory = "{memory}"\n{extra}')
+    return path
+
+
+def shard_bytes(d):
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d)) if f.endswith(".safetensors")}
+
+
+def main():
+    sp, work = sys.argv[1], os.path.abspath(sys.argv[2])
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    r = subprocess.run([sp, "synth", os.path.join(work, "model"), "--hidden", "512", "--layers", "4", "--ffn", "1408",
+                        "--heads", "8", "--kv-heads", "4", "--vocab", "32000", "--dtype", "f32", "--tokens", "16384",
+                        "--quiet"], capture_output=True, text=True)
+    check(r.returncode == 0, f"synth ({r.stderr.strip()})")
+    ckpt = sum(os.path.getsize(os.path.join(work, "model", f)) for f in os.listdir(os.path.join(work, "model"))
+               if f.endswith(".safetensors"))
+    budget = 100_000_000
+    check(ckpt > budget, f"checkpoint {ckpt / 1e6:.0f} MB is larger than the {budget / 1e6:.0f} MB budget")
+
+    # Under budget, with /proc sampling of every process of the run.
+    p = subprocess.Popen([sp, "run", manifest(work, "a", 32, "100MB"), "--quiet"], stderr=subprocess.PIPE, text=True)
+    peak = {}
+    while p.poll() is None:
+        for pid in [p.pid] + children(p.pid):
+            peak[pid] = max(peak.get(pid, 0), hwm(pid))
+        time.sleep(0.02)
+    err = p.stderr.read()
+    check(p.returncode == 0, f"run under a 100 MB budget exits 0 ({err.strip()[-300:]})")
+    if p.returncode == 0:
+        st = json.load(open(os.path.join(work, "a", "slicing.json")))["stages"]
+        tool = st["peak_rss_sum_bytes"]
+        check(tool <= budget, f"tool-reported summed peak RSS {tool / 1e6:.1f} MB <= 100 MB "
+                              f"(plan {st['memory_plan_bytes'] / 1e6:.1f} MB)")
+        sampled = sum(peak.values())
+        check(len(peak) >= 4 and sampled <= budget,
+              f"/proc-sampled summed VmHWM of {len(peak)} processes {sampled / 1e6:.1f} MB <= 100 MB")
+        check(st["compute"]["busy_seconds"] > 0 and st["reader"]["bytes_read"] >= ckpt * 0.9,
+              f"accounting: reader read {st['reader']['bytes_read'] / 1e6:.0f} MB, compute busy "
+              f"{st['compute']['busy_seconds']:.2f}s")
+
+    # pread and short reads give the same bytes.
+    base = shard_bytes(os.path.join(work, "a"))
+    r = subprocess.run([sp, "run", manifest(work, "b", 32, "100MB"), "--quiet", "--io=pread"], capture_output=True,
+                       text=True)
+    check(r.returncode == 0 and shard_bytes(os.path.join(work, "b")) == base, "--io=pread output byte-identical")
+    env = dict(os.environ, SLICEPIPE_SHORT_READS="1")
+    r = subprocess.run([sp, "run", manifest(work, "c", 4, "100MB"), "--quiet"], capture_output=True, text=True, env=env)
+    r2 = subprocess.run([sp, "run", manifest(work, "c2", 4, "100MB"), "--quiet"], capture_output=True, text=True)
+    check(r.returncode == 0 and r2.returncode == 0
+          and shard_bytes(os.path.join(work, "c")) == shard_bytes(os.path.join(work, "c2")),
+          "forced short reads: output byte-identical")
+
+    # A stage killed.
+    for victim in (1, 0):  # compute, then reader (by fork order)
+        p = subprocess.Popen([sp, "run", manifest(work, f"k{victim}", 128, "100MB"), "--quiet"],
+                             stderr=subprocess.PIPE, text=True)
+        kids = []
+        t_end = time.time() + 20
+        while len(kids) < 3 and time.time() < t_end and p.poll() is None:
+            kids = sorted(children(p.pid))
+            time.sleep(0.01)
+        if len(kids) < 3:
+            check(False, f"stages did not start ({len(kids)})")
+            p.kill()
+            continue
+        time.sleep(0.3)
+        os.kill(kids[victim], signal.SIGKILL)
+        t0 = time.time()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        dt = time.time() - t0
+        err = p.stderr.read()
+        name = ["reader", "compute", "writer"][victim]
+        left = [k for k in kids if hwm(k) > 0]  # zombies and reaped processes have no VmHWM
+        check(p.returncode not in (0, None) and dt < 5 and name in err and "signal 9" in err and not left,
+              f"{name} killed: supervisor exits {p.returncode} in {dt:.2f}s naming it ({err.strip()[-160:]})")
+
+    # The supervisor killed.
+    p = subprocess.Popen([sp, "run", manifest(work, "s", 128, "100MB"), "--quiet"], stderr=subprocess.DEVNULL)
+    kids = []
+    t_end = time.time() + 20
+    while len(kids) < 3 and time.time() < t_end:
+        kids = children(p.pid)
+        time.sleep(0.01)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    t0 = time.time()
+    while time.time() - t0 < 5 and any(os.path.exists(f"/proc/{k}") and hwm(k) > 0 for k in kids):
+        time.sleep(0.05)
+    alive = [k for k in kids if os.path.exists(f"/proc/{k}") and hwm(k) > 0]
+    check(len(kids) == 3 and not alive, f"supervisor killed: its {len(kids)} stages are gone within "
+                                        f"{time.time() - t0:.2f}s (left: {alive})")
+
+    print(f"{len(failures)} failed" if failures else "all checks passed")
+    sys.exit(1 if failures else 0)
+
+
+main()
