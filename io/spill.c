@@ -1,12 +1,16 @@
 #include "spill.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "error.h"
 #include "fileio.h"
+
+#include <sys/stat.h>
+#include <xxhash.h>
 
 struct sp_spill {
     char *path;
@@ -16,7 +20,51 @@ struct sp_spill {
     int esize;
     void *buf; /* (max_rows, D) in dtype */
     int64_t written, read;
+    XXH3_state_t *xs; /* non-NULL while hashing */
 };
+
+static void hex128(XXH128_hash_t h, char hex[33]) {
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, h);
+    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", c.digest[i]);
+}
+
+void sp_spill_hash_begin(sp_spill *s) {
+    if (!s->xs) s->xs = XXH3_createState();
+    SP_ASSERT(s->xs);
+    XXH3_128bits_reset(s->xs);
+}
+
+void sp_spill_hash_end(sp_spill *s, char hex[33]) {
+    SP_ASSERT(s->xs);
+    hex128(XXH3_128bits_digest(s->xs), hex);
+    XXH3_freeState(s->xs);
+    s->xs = NULL;
+}
+
+int sp_spill_sync(sp_spill *s) { return sp_io_fsync(s->fd, s->path); }
+const char *sp_spill_path(const sp_spill *s) { return s->path; }
+
+int sp_spill_hash_file(const char *path, char hex[33]) {
+    int fd;
+    int64_t size;
+    SP_TRY(sp_io_open_read(path, &fd, &size));
+    enum { CH = 4 << 20 };
+    char *buf = malloc(CH);
+    XXH3_state_t *xs = XXH3_createState();
+    int rc = buf && xs ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
+    if (!rc) XXH3_128bits_reset(xs);
+    for (int64_t off = 0; off < size && !rc; off += CH) {
+        int64_t n = size - off < CH ? size - off : CH;
+        rc = sp_io_pread_full(fd, buf, n, off, path);
+        if (!rc) XXH3_128bits_update(xs, buf, (size_t)n);
+    }
+    if (!rc) hex128(XXH3_128bits_digest(xs), hex);
+    XXH3_freeState(xs);
+    free(buf);
+    close(fd);
+    return rc;
+}
 
 sp_dtype sp_spill_dtype_parse(const char *s) {
     if (!strcmp(s, "f32")) return SP_DTYPE_F32;
@@ -24,7 +72,7 @@ sp_dtype sp_spill_dtype_parse(const char *s) {
     return SP_DTYPE_INVALID;
 }
 
-int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_dtype dtype, int64_t max_rows) {
+int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_dtype dtype, int64_t max_rows, int keep) {
     *out = NULL;
     SP_ASSERT(dtype == SP_DTYPE_F32 || dtype == SP_DTYPE_BF16);
     sp_spill *s = calloc(1, sizeof *s);
@@ -35,8 +83,12 @@ int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_
     int rc = s->path ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
     if (!rc) rc = sp_alloc(&s->buf, max_rows, D * s->esize, "spill buffer");
     if (!rc) {
-        s->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (s->fd < 0) rc = sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create spill file", path);
+        s->fd = open(path, keep ? O_RDWR | O_CLOEXEC : O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (s->fd < 0 && keep) rc = sp_fail_errno(SP_EX_NOINPUT, "%s: cannot reopen spill file", path);
+        else if (s->fd < 0) rc = sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create spill file", path);
+        struct stat st;
+        if (!rc && keep && (fstat(s->fd, &st) != 0 || (int64_t)st.st_size != rows * D * s->esize))
+            rc = sp_fail(SP_EX_DATAERR, "%s: spill file has the wrong size for a resume", path);
     }
     if (rc) {
         sp_spill_free(s, 0);
@@ -52,6 +104,7 @@ void sp_spill_free(sp_spill *s, int remove_file) {
     if (remove_file && s->path) unlink(s->path);
     free(s->path);
     free(s->buf);
+    if (s->xs) XXH3_freeState(s->xs);
     free(s);
 }
 
@@ -64,6 +117,7 @@ int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const fl
     }
     int64_t bytes = n * s->D * s->esize;
     SP_TRY(sp_io_pwrite_full(s->fd, s->buf, bytes, row0 * s->D * s->esize, s->path));
+    if (s->xs) XXH3_128bits_update(s->xs, s->buf, (size_t)bytes);
     s->written += bytes;
     return 0;
 }

@@ -17,8 +17,20 @@
 
 typedef struct sp_spill sp_spill;
 
-/* dtype: SP_DTYPE_F32 or SP_DTYPE_BF16. Returns 0, 73 (cannot create), 70. */
-int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_dtype dtype, int64_t max_rows);
+/* dtype: SP_DTYPE_F32 or SP_DTYPE_BF16. keep != 0 opens an existing spill
+ * without truncating it (resume); it must then be exactly full-sized (65
+ * otherwise). Returns 0, 73 (cannot create), 66, 65, 70. */
+int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_dtype dtype, int64_t max_rows, int keep);
+
+/* Hashing: between begin and end, every write feeds XXH3-128 with the file
+ * bytes it writes, in call order; a caller whose writes cover the file once,
+ * in order, gets the hash of the file. end writes 32 hex digits + NUL. */
+void sp_spill_hash_begin(sp_spill *s);
+void sp_spill_hash_end(sp_spill *s, char hex[33]);
+/* XXH3-128 of a whole spill file, read in bounded chunks. */
+int sp_spill_hash_file(const char *path, char hex[33]);
+int sp_spill_sync(sp_spill *s);
+const char *sp_spill_path(const sp_spill *s);
 void sp_spill_free(sp_spill *s, int remove_file);
 
 /* Rows [row0, row0+n) of width `width` (<= D) from/to src/dst, packed (row

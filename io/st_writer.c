@@ -436,6 +436,83 @@ int sp_stw_write(sp_stw *w, const char *name, const void *data, int64_t nbytes) 
     return 0;
 }
 
+int sp_stw_sync(sp_stw *w) {
+    SP_TRY(stw_check_alive(w));
+    if (w->fd < 0) return 0;
+    int rc = sp_io_fsync(w->fd, w->s[w->open_shard].tmp_path);
+    return rc ? stw_fail(w, rc) : 0;
+}
+
+int64_t sp_stw_tensor_file_offset(const sp_stw *w, int i) {
+    SP_ASSERT(w->planned && i >= 0 && i < w->nt);
+    return 8 + w->s[w->t[i].shard].header_n + w->t[i].begin;
+}
+
+const char *sp_stw_tensor_path_now(const sp_stw *w, int i) {
+    SP_ASSERT(w->planned && i >= 0 && i < w->nt);
+    const stw_shard *s = &w->s[w->t[i].shard];
+    return s->durable || access(s->path, F_OK) == 0 ? s->path : s->tmp_path;
+}
+
+int64_t sp_stw_tensor_bytes(const sp_stw *w, int i) {
+    SP_ASSERT(i >= 0 && i < w->nt);
+    return w->t[i].nbytes;
+}
+
+/* Reopens shard k's .tmp for writing (no truncation) as the open shard. */
+static int reopen_tmp(sp_stw *w, int k) {
+    stw_shard *s = &w->s[k];
+    /* A shard renamed after the last journaled boundary holds tensors the
+     * journal does not vouch for: it goes back to being a .tmp. */
+    if (access(s->tmp_path, F_OK) != 0 && access(s->path, F_OK) == 0) {
+        if (rename(s->path, s->tmp_path) != 0) return sp_fail_errno(SP_EX_IOERR, "%s: rename back to .tmp", s->path);
+        SP_TRY(sp_io_fsync_dir(w->out_dir));
+    }
+    int fd = open(s->tmp_path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return sp_fail(SP_EX_NOINPUT, "%s: missing, but the journal says it holds finished tensors", s->tmp_path);
+        return sp_fail_errno(SP_EX_IOERR, "%s: cannot reopen", s->tmp_path);
+    }
+    w->fd = fd;
+    w->open_shard = k;
+    return 0;
+}
+
+int sp_stw_resume(sp_stw *w, int n_done, const char *const *hashes) {
+    SP_TRY(stw_check_alive(w));
+    if (!w->planned || w->cur != 0 || w->fd >= 0 || n_done < 0 || n_done > w->nt)
+        return sp_fail(SP_EX_SOFTWARE, "safetensors writer: resume at %d of %d in the wrong state", n_done, w->nt);
+    for (int i = 0; i < n_done; i++) {
+        stw_tensor *t = &w->t[i];
+        t->done = t->nbytes;
+        t->complete = 1;
+        memcpy(t->hash, hashes[i], SP_STW_HASH_HEX);
+        t->hash[SP_STW_HASH_HEX] = 0;
+    }
+    w->cur = n_done;
+    int rc = 0;
+    for (int k = 0; k < w->ns && !rc; k++) {
+        stw_shard *s = &w->s[k];
+        if (s->last <= n_done && s->last > s->first) {
+            if (access(s->path, F_OK) == 0 && access(s->tmp_path, F_OK) != 0) {
+                s->durable = 1;
+                free(s->header);
+                s->header = NULL;
+            } else {
+                rc = reopen_tmp(w, k);
+                if (!rc) rc = finalize_shard(w, k);
+            }
+        } else if (s->first < n_done && n_done < s->last) {
+            rc = reopen_tmp(w, k);
+            off_t end = (off_t)(8 + s->header_n + w->t[n_done].begin);
+            if (!rc && ftruncate(w->fd, end) != 0) rc = sp_fail_errno(SP_EX_IOERR, "%s: truncate", s->tmp_path);
+            if (!rc && lseek(w->fd, end, SEEK_SET) != end) rc = sp_fail_errno(SP_EX_IOERR, "%s: seek", s->tmp_path);
+        }
+    }
+    if (!rc) rc = skip_empty(w);
+    return rc ? stw_fail(w, rc) : 0;
+}
+
 static int write_index(sp_stw *w) {
     char *path = path_join(w->out_dir, "model.safetensors.index.json", "");
     if (!path) return sp_fail(SP_EX_SOFTWARE, "out of memory (safetensors writer)");

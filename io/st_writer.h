@@ -87,6 +87,27 @@ int sp_stw_write(sp_stw *w, const char *name, const void *data, int64_t nbytes);
  * Returns 0, 73, 74, 70. */
 int sp_stw_finish(sp_stw *w);
 
+/* ---- resume (RELIABILITY.md "Crash safety"; used with the journal) ---- */
+
+/* fsync of the shard in progress (its .tmp), if one is open: makes every
+ * byte written so far durable before the caller journals it. 0 or 74. */
+int sp_stw_sync(sp_stw *w);
+
+/* After sp_stw_plan, before any write: tensors [0, n_done) are already on
+ * disk with the given hashes (32 hex digits each), as a journal says and the
+ * caller has verified. Shards all of whose tensors are done are finalized if
+ * they are still ".tmp" (header patched, fsync, rename) or taken as durable if
+ * their final file exists; the shard in progress is reopened and truncated
+ * just after tensor n_done - 1, so writing continues at tensor n_done.
+ * Returns 0, 66 (a .tmp it needs is missing), 74, 70. */
+int sp_stw_resume(sp_stw *w, int n_done, const char *const *hashes);
+
+/* Absolute offset of tensor i's bytes in its shard file, and the path where
+ * they are now: the final name once the shard is durable, else its .tmp. */
+int64_t sp_stw_tensor_file_offset(const sp_stw *w, int i);
+const char *sp_stw_tensor_path_now(const sp_stw *w, int i);
+int64_t sp_stw_tensor_bytes(const sp_stw *w, int i);
+
 /* ---- queries (valid after sp_stw_plan) ---- */
 int sp_stw_shard_count(const sp_stw *w);
 const char *sp_stw_shard_name(const sp_stw *w, int shard); /* file name, no dir */

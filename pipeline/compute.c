@@ -32,13 +32,28 @@
  * is the next layer's X and A is free. A is never modified while a layer runs.
  * Second moments are accumulated one window at a time, so the result's bits do
  * not depend on the chunk size, that is on [resources] memory.
+ *
+ * Layer boundaries (crash safety, see stages.c for the journal side): after
+ * the embedding and after every layer, compute makes its state durable — the
+ * basis Q into one of two alternating basis files (the one the last journal
+ * record names is never touched), the next layer's input spill fsynced — and
+ * sends a BOUNDARY message with their hashes and the boundary's eigenvalues
+ * down the output ring, behind the layer's tensors. A resumed run starts
+ * after the last boundary the writer journaled.
  */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 #include "error.h"
+#include "faults.h"
+#include "fileio.h"
 #include "forward.h"
 #include "job.h"
 
@@ -74,6 +89,12 @@ typedef struct cstate {
 } cstate;
 
 static int64_t now_ns(void) { return (int64_t)(sp_now() * 1e9); }
+
+static void hex128(XXH128_hash_t h, char hex[33]) {
+    XXH128_canonical_t cn;
+    XXH128_canonicalFromHash(&cn, h);
+    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", cn.digest[i]);
+}
 
 static void phase(cstate *c, int64_t layer, enum sp_phase p) {
     atomic_store(&c->st->layer, layer);
@@ -248,6 +269,57 @@ static void mlp_window(cstate *c, const float *x, float *y) {
     sp_fwd_mlp(&c->j->m.dims, &g_lw, c->tmp, c->j->T, y, c->scr);
 }
 
+/* Waits until the writer has journaled boundary `layer`. Compute calls it
+ * before it overwrites a spill or basis file that the boundary before that
+ * one names: from then on the journal no longer points at it. (The files
+ * alternate, so without this wait a writer two boundaries behind would leave
+ * the last journaled boundary naming a file compute is rewriting.) */
+static int wait_journaled(cstate *c, int64_t layer) {
+    int64_t t0 = now_ns();
+    while (atomic_load(&c->j->sh->journaled_layer) < layer) {
+        if (getppid() == 1) return sp_fail(SP_EX_SOFTWARE, "the supervisor is gone");
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_fetch_add(&c->st->wait_ns, now_ns() - t0);
+    return 0;
+}
+
+/* Makes the state after `layer` durable and tells the writer (see the top). */
+static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
+    job *j = c->j;
+    const int64_t D = j->D;
+    int bi = (int)((layer + 1) & 1);
+    const char *bp = j->basis_path[bi];
+    int fd = open(bp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", bp);
+    int rc = sp_io_write_full(fd, c->Q, D * D * 8, bp);
+    if (!rc) rc = sp_io_fsync(fd, bp);
+    close(fd);
+    SP_TRY(rc);
+    SP_TRY(sp_spill_sync(c->sa));
+    /* -1: the embedding (one PCA); 0..L-1: a layer (two); L: the head (none). */
+    int64_t rows = layer < 0 ? 1 : layer < j->L ? 2 : 0, first = layer < 0 ? 0 : 1 + 2 * layer;
+    sp_rec_layer rec = {.layer = layer, .basis_idx = bi, .n_eval_rows = rows};
+    const char *sp = strrchr(sp_spill_path(c->sa), '/');
+    snprintf(rec.spill, sizeof rec.spill, "%s", sp ? sp + 1 : sp_spill_path(c->sa));
+    memcpy(rec.spill_hash, spill_hash, 33);
+    hex128(XXH3_128bits(c->Q, (size_t)(D * D * 8)), rec.basis_hash);
+    /* The message: the record, then the eigenvalues (reuses the rotation scratch). */
+    unsigned char *msgbuf = (unsigned char *)c->dbuf;
+    int64_t len = (int64_t)sizeof rec + rows * D * 8;
+    SP_ASSERT(len <= BLK * D * 8);
+    memcpy(msgbuf, &rec, sizeof rec);
+    if (rows) memcpy(msgbuf + sizeof rec, j->evals + first * D, (size_t)(rows * D * 8));
+    sp_ring_msg msg = {.type = SP_MSG_BOUNDARY, .id = (uint64_t)(layer + 1), .total_bytes = len};
+    int64_t t0 = now_ns();
+    rc = sp_ring_push(j->oring, &msg, msgbuf, len, 0);
+    atomic_fetch_add(&c->st->wait_ns, now_ns() - t0);
+    SP_TRY(rc);
+    sp_fault_commit_point("compute");
+    return 0;
+}
+
 static int slice_layer(cstate *c, int64_t l, int base) {
     job *j = c->j;
     const int64_t D = j->D, hq = j->hq, hkv = j->hkv, F = j->F;
@@ -273,7 +345,9 @@ static int slice_layer(cstate *c, int64_t l, int base) {
     rot_rows(c, b->wv, hkv, b->attn_norm, c->Q, di);
     SP_TRY(emit_all(c, b->wv, hkv * di));
 
-    /* 2.2 M = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ over every window: A → B. */
+    /* 2.2 M = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ over every window: A → B.
+     * B is the file boundary l - 2 named: boundary l - 1 must be journaled. */
+    SP_TRY(wait_journaled(c, l - 1));
     phase(c, l, SP_PHASE_ATTN);
     basis_f32(c, c->Q, di); /* Qf = Q[:, :d_in], fs = S_attn⁰ */
     g_lw = (sp_layer_w){.d_in = di, .d_mid = D, .d_out = D, .wq = b->wq, .wk = b->wk, .wv = b->wv, .wo = b->wo,
@@ -298,7 +372,10 @@ static int slice_layer(cstate *c, int64_t l, int base) {
     basis_f32(c, c->Qm, dm); /* Qf = Qm[:, :d_mid], fs = S_mlp⁰ */
     g_lw = (sp_layer_w){.d_in = dm, .d_mid = dm, .d_out = D, .w_gate = b->w_gate, .w_up = b->w_up, .w_down = b->w_down,
                         .mlp_shortcut = c->fs};
+    char spill_hash[33];
+    sp_spill_hash_begin(c->sb); /* the MLP pass writes all of B, in order */
     SP_TRY(pass(c, c->sb, c->sb, mlp_window));
+    sp_spill_hash_end(c->sb, spill_hash);
     phase(c, l, SP_PHASE_PCA);
     SP_TRY(pca(c, c->Qn, 2 + 2 * (int)l, "MLP-output", l));
 
@@ -314,7 +391,7 @@ static int slice_layer(cstate *c, int64_t l, int base) {
     sp_spill *s = c->sa;
     c->sa = c->sb;
     c->sb = s;
-    return 0;
+    return boundary(c, l, spill_hash);
 }
 
 /* 1. X₀ = Emb[tokens] into spill A, Q = PCA(X₀), Emb ← Emb·Q[:, :d]. */
@@ -350,7 +427,10 @@ static int slice_embed(cstate *c) {
         SP_TRY(emit(c, c->eb, nr * d0));
     }
     emit_end(c);
-    return 0;
+    char spill_hash[33];
+    SP_TRY(sp_spill_sync(c->sa));
+    SP_TRY(sp_spill_hash_file(sp_spill_path(c->sa), spill_hash)); /* the gather wrote A out of order */
+    return boundary(c, -1, spill_hash);
 }
 
 /* 3. W_head ← (W_head·diag γ_final)·Q. */
@@ -367,7 +447,9 @@ static int slice_head(cstate *c) {
         SP_TRY(emit(c, c->eb, nr * dl));
     }
     emit_end(c);
-    return 0;
+    SP_TRY(wait_journaled(c, j->L - 1)); /* its basis file is the one boundary L - 2 named */
+    static const char no_spill[33] = {0};
+    return boundary(c, j->L, no_spill); /* the head is journaled too */
 }
 
 int64_t sp_compute_plan_bytes(const job *j) {
@@ -412,8 +494,22 @@ static int alloc_state(cstate *c) {
     for (size_t i = 0; i < sizeof a / sizeof a[0]; i++) SP_TRY(sp_alloc(a[i].p, a[i].n, a[i].sz, a[i].what));
     SP_TRY(sp_layer_buf_init(&j->m, &c->lb));
     SP_TRY(sp_cov_init(&c->cov, D, 256));
-    SP_TRY(sp_spill_open(&c->sa, j->spill_a, j->N, D, j->mf->spill_dtype, j->chunk_w * T));
-    SP_TRY(sp_spill_open(&c->sb, j->spill_b, j->N, D, j->mf->spill_dtype, j->chunk_w * T));
+    if (j->resume_layer >= -1) { /* the input of the next layer is kept, the other is scratch */
+        const char *other = strcmp(j->resume_spill, j->spill_a) == 0 ? j->spill_b : j->spill_a;
+        SP_TRY(sp_spill_open(&c->sa, j->resume_spill, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 1));
+        SP_TRY(sp_spill_open(&c->sb, other, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+        const char *bp = j->basis_path[(j->resume_layer + 1) & 1];
+        int fd;
+        int64_t size;
+        SP_TRY(sp_io_open_read(bp, &fd, &size));
+        int rc = size == D * D * 8 ? sp_io_pread_full(fd, c->Q, D * D * 8, 0, bp)
+                                   : sp_fail(SP_EX_DATAERR, "%s: wrong size for a basis file", bp);
+        close(fd);
+        SP_TRY(rc);
+    } else {
+        SP_TRY(sp_spill_open(&c->sa, j->spill_a, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+        SP_TRY(sp_spill_open(&c->sb, j->spill_b, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+    }
     return sp_fwd_scratch_init(&j->m.dims, T, D, &c->scr);
 }
 
@@ -428,18 +524,19 @@ static void free_state(cstate *c) {
     if (c->sb) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sb);
     if (c->sa) c->j->sh->st[SP_STAGE_COMPUTE].bytes_read += sp_spill_bytes_read(c->sa);
     if (c->sb) c->j->sh->st[SP_STAGE_COMPUTE].bytes_read += sp_spill_bytes_read(c->sb);
-    sp_spill_free(c->sa, 1);
-    sp_spill_free(c->sb, 1);
+    sp_spill_free(c->sa, 0); /* kept for a resume; the supervisor removes them when done */
+    sp_spill_free(c->sb, 0);
 }
 
 int sp_stage_compute(job *j) {
-    cstate cs = {.j = j, .st = &j->sh->st[SP_STAGE_COMPUTE]}, *c = &cs;
+    cstate cs = {.j = j, .st = &j->sh->st[SP_STAGE_COMPUTE], .next_read = j->read_start, .out_idx = j->out_start}, *c = &cs;
     sp_ring_attach(j->wring, SP_RING_ROLE_CONSUMER);
     sp_ring_attach(j->oring, SP_RING_ROLE_PRODUCER);
-    sp_model_set_threads(&j->m, j->mf->threads);
+    sp_model_set_threads(&j->m, j->threads);
     int rc = alloc_state(c);
-    if (!rc) rc = slice_embed(c);
-    for (int64_t l = 0; l < j->L && !rc; l++) rc = slice_layer(c, l, 2 + 9 * (int)l);
+    if (!rc && j->resume_layer < -1) rc = slice_embed(c);
+    for (int64_t l = j->resume_layer < -1 ? 0 : j->resume_layer + 1; l < j->L && !rc; l++)
+        rc = slice_layer(c, l, 2 + 9 * (int)l);
     if (!rc) rc = slice_head(c);
     if (!rc) {
         phase(c, j->L - 1, SP_PHASE_DONE);

@@ -75,8 +75,8 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     if (!rc && o->dump_logits) rc = sp_alloc((void **)&logits, N, V * 4, "logits dump");
     if (!rc) rc = sp_fwd_scratch_init(dims, T, D, &scr);
     if (!rc) rc = sp_layer_buf_init(m, &lb);
-    if (!rc) rc = sp_spill_open(&sa, pa, N, D, SP_DTYPE_F32, cw * T);
-    if (!rc) rc = sp_spill_open(&sb, pb, N, D, SP_DTYPE_F32, cw * T);
+    if (!rc) rc = sp_spill_open(&sa, pa, N, D, SP_DTYPE_F32, cw * T, 0);
+    if (!rc) rc = sp_spill_open(&sb, pb, N, D, SP_DTYPE_F32, cw * T, 0);
     if (rc) goto out;
 
     /* Embedding: gather rows into spill A. */

@@ -28,7 +28,40 @@
 enum { SP_STAGE_READER, SP_STAGE_COMPUTE, SP_STAGE_WRITER, SP_STAGE_COUNT };
 extern const char *const sp_stage_names[SP_STAGE_COUNT];
 
-enum { SP_MSG_TENSOR = 1 };
+enum { SP_MSG_TENSOR = 1, SP_MSG_BOUNDARY = 2 };
+
+/* Journal record types (io/journal.h payloads). A run appends PARAMS once,
+ * then at each layer boundary (the embedding is boundary -1) one TENSOR per
+ * output tensor finished since the last boundary and a LAYER record, and DONE
+ * at the very end. Payloads are these structs, native byte order. */
+enum { SP_REC_PARAMS = 1, SP_REC_TENSOR = 2, SP_REC_LAYER = 3, SP_REC_DONE = 4 };
+
+typedef struct sp_rec_params {
+    int64_t threads;   /* BLAS threads of the first run: reused on resume */
+    int64_t n_layers, n_tensors, hidden;
+} sp_rec_params;
+
+typedef struct sp_rec_tensor {
+    int64_t index;     /* declaration order */
+    int64_t shard;
+    int64_t offset;    /* absolute, in the shard file */
+    int64_t length;
+    char hash[33];     /* XXH3-128, hex */
+    char pad[7];
+} sp_rec_tensor;
+
+/* Also the payload of SP_MSG_BOUNDARY (compute → writer), followed by
+ * n_eval_rows × hidden float64 eigenvalues (the PCAs of this boundary). */
+typedef struct sp_rec_layer {
+    int64_t layer;         /* -1: the embedding */
+    int64_t n_tensors_done; /* output tensors durable at this boundary (writer fills it) */
+    int64_t basis_idx;     /* which basis file holds Q after this boundary */
+    int64_t n_eval_rows;
+    char spill[32];        /* file name (in the spill folder) of the next layer's input */
+    char spill_hash[33];
+    char basis_hash[33];
+    char pad[6];
+} sp_rec_layer;
 
 /* One stage's counters, in a MAP_SHARED page written by the stage and read by
  * the supervisor. */
@@ -48,6 +81,7 @@ enum sp_phase { SP_PHASE_START, SP_PHASE_EMBED, SP_PHASE_READ, SP_PHASE_ATTN, SP
 
 typedef struct sp_shared {
     sp_stage_stat st[SP_STAGE_COUNT];
+    _Atomic int64_t journaled_layer; /* the last boundary the writer journaled (-1: embedding; -2: none) */
     /* ((1 + 2L), D) eigenvalues follow, written by compute */
 } sp_shared;
 
@@ -79,6 +113,16 @@ typedef struct job {
     double *evals;                 /* ((1 + 2L), D) in the shared map */
     int64_t shared_bytes;
     double t_start;
+    int64_t threads;               /* resolved BLAS threads (journaled, reused) */
+    /* crash safety */
+    char *job_dir;                 /* <output>/.slicepipe */
+    char *basis_path[2];           /* alternating basis files */
+    struct sp_journal *jr;         /* used by the writer stage after fork */
+    struct sp_lock *lock;          /* held for the whole run */
+    int64_t resume_layer;          /* last durable boundary, -2 if none */
+    char *resume_spill;            /* the spill holding its next input */
+    int read_start, out_start;     /* plan / output indices to start from */
+    int tensors_journaled;         /* writer: TENSOR records so far */
 } job;
 
 /* Stage entry points; each returns a status (0 or sysexits) with sp_errmsg. */

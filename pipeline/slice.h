@@ -11,11 +11,15 @@ typedef struct sp_run_opts {
     int dry_run;   /* print the plan and stop */
     int quiet;     /* no progress on stderr */
     int io_pread;  /* --io=pread: never use io_uring */
+    int restart;   /* --restart: discard the job directory's journal and start fresh */
 } sp_run_opts;
 
 /* Runs the whole job described by the manifest. Returns 0 or a sysexits status
  * with a message (sp_errmsg). */
 int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o);
+
+/* `slicepipe status OUT_DIR`: prints how far the job in OUT_DIR got. */
+int sp_job_status(const char *out_dir);
 
 /* d = floor((1-s)·D), then d -= d mod round_to. */
 int64_t sp_slice_width(int64_t D, double sparsity, int64_t round_to);

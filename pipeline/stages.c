@@ -17,6 +17,16 @@
  *   returns the failing stage's status and message (from the stats page).
  * - Stages report through the stats page only; they never print errors
  *   themselves, so the user sees exactly one message.
+ *
+ * The journal (io/journal.h) is appended to by the writer stage only, at each
+ * layer boundary (compute.c), in the order RELIABILITY.md requires: the
+ * tensors' bytes were written to their shard, the shard is fsynced (finished
+ * shards were already renamed and their folder fsynced), then one TENSOR
+ * record per tensor finished since the last boundary, then the LAYER record;
+ * each append is fsynced. A crash anywhere leaves a journal that claims only
+ * durable bytes. Commit points for fault injection (io/faults.h): reader after
+ * each layer's tensors are sent, compute after each boundary is sent, writer
+ * after each boundary is journaled.
  */
 #include <errno.h>
 #include <poll.h>
@@ -29,8 +39,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include "error.h"
+#include "faults.h"
 #include "job.h"
+#include "journal.h"
 #include "uring_reader.h"
 
 const char *const sp_stage_names[SP_STAGE_COUNT] = {"reader", "compute", "writer"};
@@ -46,8 +60,13 @@ int sp_stage_reader(job *j) {
     unsigned char *buf = NULL;
     int rc = sp_rd_init(&rd, mode, 0, 0);
     if (!rc) rc = sp_alloc((void **)&buf, j->stage_bytes, 1, "reader staging buffer");
-    for (int i = 0; i < j->n_reads && !rc; i++) {
+    for (int i = j->read_start; i < j->n_reads && !rc; i++) {
         const sp_read_item *it = &j->reads[i];
+        struct stat st0;
+        if (fstat(sp_st_fd(it->file), &st0) != 0) {
+            rc = sp_fail_errno(SP_EX_IOERR, "%s: fstat", sp_st_path(it->file));
+            break;
+        }
         for (int64_t off = 0; off < it->t->nbytes && !rc; off += j->stage_bytes) {
             int64_t len = it->t->nbytes - off < j->stage_bytes ? it->t->nbytes - off : j->stage_bytes;
             sp_rd_req req = {.fd = sp_st_fd(it->file), .offset = it->t->file_offset + off, .len = len, .dst = buf,
@@ -60,6 +79,14 @@ int sp_stage_reader(job *j) {
             rc = sp_ring_push(j->wring, &msg, buf, len, 0);
             atomic_fetch_add(&st->wait_ns, now_ns() - t0);
         }
+        /* A checkpoint that changes under us is refused, never mixed. */
+        struct stat st1;
+        if (!rc && (fstat(sp_st_fd(it->file), &st1) != 0 || st1.st_size != st0.st_size ||
+                    st1.st_size != sp_st_file_size(it->file) || st1.st_mtim.tv_sec != st0.st_mtim.tv_sec ||
+                    st1.st_mtim.tv_nsec != st0.st_mtim.tv_nsec))
+            rc = sp_fail(SP_EX_DATAERR, "%s: the checkpoint file changed while it was being read (size or mtime); "
+                                        "the run stops rather than mix versions", sp_st_path(it->file));
+        if (!rc && (i == 1 || (i >= 2 && (i - 2) % 9 == 8) || i == j->n_reads - 1)) sp_fault_commit_point("reader");
     }
     if (!rc) sp_ring_close_write(j->wring);
     free(buf);
@@ -67,11 +94,39 @@ int sp_stage_reader(job *j) {
     return rc;
 }
 
+/* Journals a boundary (see the top): the shard in progress fsynced, then the
+ * TENSOR records, then the LAYER record with the eigenvalues. */
+static int journal_boundary(job *j, unsigned char *msg, int64_t len) {
+    sp_rec_layer rec;
+    if (len < (int64_t)sizeof rec) return sp_fail(SP_EX_SOFTWARE, "output ring: short boundary message");
+    memcpy(&rec, msg, sizeof rec);
+    SP_TRY(sp_stw_sync(j->w));
+    int n = j->tensors_journaled;
+    while (n < sp_stw_tensor_count(j->w) && sp_stw_tensor_hash(j->w, n)) {
+        sp_rec_tensor t = {.index = n,
+                           .shard = sp_stw_tensor_shard(j->w, n),
+                           .offset = sp_stw_tensor_file_offset(j->w, n),
+                           .length = sp_stw_tensor_bytes(j->w, n)};
+        memcpy(t.hash, sp_stw_tensor_hash(j->w, n), 33);
+        SP_TRY(sp_journal_append(j->jr, SP_REC_TENSOR, &t, sizeof t));
+        n++;
+    }
+    j->tensors_journaled = n;
+    rec.n_tensors_done = n;
+    memcpy(msg, &rec, sizeof rec);
+    SP_TRY(sp_journal_append(j->jr, SP_REC_LAYER, msg, (uint32_t)len));
+    atomic_store(&j->sh->journaled_layer, rec.layer);
+    sp_fault_commit_point("writer");
+    return 0;
+}
+
 int sp_stage_writer(job *j) {
     sp_stage_stat *st = &j->sh->st[SP_STAGE_WRITER];
     sp_ring_attach(j->oring, SP_RING_ROLE_CONSUMER);
-    int rc = 0;
-    for (;;) {
+    int64_t bcap = (int64_t)sizeof(sp_rec_layer) + 2 * j->D * 8;
+    unsigned char *bmsg;
+    int rc = sp_alloc((void **)&bmsg, bcap, 1, "boundary message");
+    while (!rc) {
         sp_ring_chunk ch;
         int64_t t0 = now_ns();
         rc = sp_ring_acquire_read(j->oring, &ch, 0);
@@ -81,6 +136,18 @@ int sp_stage_writer(job *j) {
             break;
         }
         if (rc) break;
+        if (ch.msg.type == SP_MSG_BOUNDARY) {
+            if (ch.msg.total_bytes > bcap || ch.chunk_off + ch.len > ch.msg.total_bytes) {
+                rc = sp_fail(SP_EX_SOFTWARE, "output ring: protocol error (boundary of %lld bytes)", (long long)ch.msg.total_bytes);
+                break;
+            }
+            memcpy(bmsg + ch.chunk_off, ch.data, (size_t)ch.len);
+            int last = ch.chunk_off + ch.len == ch.msg.total_bytes;
+            int64_t total = ch.msg.total_bytes;
+            sp_ring_release_read(j->oring);
+            if (last) rc = journal_boundary(j, bmsg, total);
+            continue;
+        }
         if (ch.msg.id >= (uint64_t)sp_stw_tensor_count(j->w)) {
             rc = sp_fail(SP_EX_SOFTWARE, "output ring: protocol error (tensor %llu)", (unsigned long long)ch.msg.id);
             break;
@@ -91,6 +158,7 @@ int sp_stage_writer(job *j) {
         if (rc) break;
     }
     if (rc) sp_ring_close_read(j->oring);
+    free(bmsg);
     return rc;
 }
 
@@ -160,6 +228,7 @@ int sp_stages_run(job *j) {
     sp_ring_set_pid(j->oring, SP_RING_ROLE_PRODUCER, pid[SP_STAGE_COMPUTE]);
     sp_ring_set_pid(j->oring, SP_RING_ROLE_CONSUMER, pid[SP_STAGE_WRITER]);
 
+    int status[SP_STAGE_COUNT] = {0}, reaped[SP_STAGE_COUNT] = {0};
     while (alive > 0 && !rc) {
         struct pollfd p[SP_STAGE_COUNT];
         int np = 0, map[SP_STAGE_COUNT];
@@ -173,37 +242,67 @@ int sp_stages_run(job *j) {
         }
         for (int i = 0; i < np && n > 0; i++) {
             if (!(p[i].revents & POLLIN)) continue;
-            int s = map[i], status;
-            if (waitpid(pid[s], &status, 0) < 0) continue;
+            int s = map[i];
+            if (waitpid(pid[s], &status[s], 0) < 0) continue;
+            reaped[s] = 1;
             close(pfd[s]);
             pfd[s] = -1;
             pid[s] = 0;
             alive--;
-            if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
-            failed = s;
-            sp_stage_stat *st = &j->sh->st[s];
-            if (WIFEXITED(status))
-                rc = st->err[0] ? sp_fail(WEXITSTATUS(status), "%s", st->err)
-                                : sp_fail(WEXITSTATUS(status), "the %s stage failed (exit %d) without a message",
-                                          sp_stage_names[s], WEXITSTATUS(status));
-            else
-                rc = sp_fail(SP_EX_SOFTWARE, "the %s stage was killed by signal %d (%s)", sp_stage_names[s],
-                             WTERMSIG(status), strsignal(WTERMSIG(status)));
-            break;
+            if (!(WIFEXITED(status[s]) && WEXITSTATUS(status[s]) == 0)) failed = s;
         }
+        if (failed >= 0) rc = SP_EX_SOFTWARE;
     }
     if (rc) {
-        /* Stop the others: abort the rings so blocked peers return, then kill. */
+        /* Stop the others: abort the rings so blocked peers return, and give
+         * them a moment to exit on their own, so the root cause's status is
+         * collected (a stage's pidfd becomes readable only once its whole
+         * thread group is gone, a little after its peers may see it dead);
+         * then kill what is left. */
         sp_ring_abort(j->wring, SP_RING_ROLE_PRODUCER);
         sp_ring_abort(j->wring, SP_RING_ROLE_CONSUMER);
         sp_ring_abort(j->oring, SP_RING_ROLE_PRODUCER);
         sp_ring_abort(j->oring, SP_RING_ROLE_CONSUMER);
+        double t_end = sp_now() + 2.0;
+        while (alive > 0 && sp_now() < t_end) {
+            struct pollfd p[SP_STAGE_COUNT];
+            int np = 0, map[SP_STAGE_COUNT];
+            for (int s = 0; s < SP_STAGE_COUNT; s++)
+                if (pfd[s] >= 0) p[np] = (struct pollfd){.fd = pfd[s], .events = POLLIN}, map[np++] = s;
+            if (poll(p, (nfds_t)np, 100) <= 0) continue;
+            for (int i = 0; i < np; i++) {
+                int s = map[i];
+                if (!(p[i].revents & POLLIN) || waitpid(pid[s], &status[s], 0) < 0) continue;
+                reaped[s] = 1;
+                close(pfd[s]);
+                pfd[s] = -1;
+                pid[s] = 0;
+                alive--;
+            }
+        }
         for (int s = 0; s < SP_STAGE_COUNT; s++)
             if (pid[s] > 0) kill(pid[s], SIGKILL);
     }
     for (int s = 0; s < SP_STAGE_COUNT; s++) {
         if (pid[s] > 0) waitpid(pid[s], NULL, 0);
         if (pfd[s] >= 0) close(pfd[s]);
+    }
+    if (rc && failed >= 0) {
+        /* The root cause: a stage that failed on its own (bad data, I/O) wins
+         * over one that only saw its peer die (70) or was killed. */
+        for (int s = 0; s < SP_STAGE_COUNT; s++)
+            if (reaped[s] && WIFEXITED(status[s]) && WEXITSTATUS(status[s]) != 0 &&
+                WEXITSTATUS(status[s]) != SP_EX_SOFTWARE && (failed < 0 || !WIFEXITED(status[failed]) ||
+                                                            WEXITSTATUS(status[failed]) == SP_EX_SOFTWARE))
+                failed = s;
+        sp_stage_stat *st = &j->sh->st[failed];
+        if (WIFEXITED(status[failed]))
+            rc = st->err[0] ? sp_fail(WEXITSTATUS(status[failed]), "%s", st->err)
+                            : sp_fail(WEXITSTATUS(status[failed]), "the %s stage failed (exit %d) without a message",
+                                      sp_stage_names[failed], WEXITSTATUS(status[failed]));
+        else
+            rc = sp_fail(SP_EX_SOFTWARE, "the %s stage was killed by signal %d (%s)", sp_stage_names[failed],
+                         WTERMSIG(status[failed]), strsignal(WTERMSIG(status[failed])));
     }
     (void)failed;
     if (!rc) progress(j, 1);

@@ -31,6 +31,7 @@ static void usage_main(FILE *f) {
             "  run MANIFEST.toml     rotate and slice a model as the manifest says (SliceGPT)\n"
             "  eval MODEL_DIR        perplexity of a dense or sliced model over a token file\n"
             "  inspect PATH          validate a model directory or one .safetensors file\n"
+            "  status OUTPUT_DIR     how far a job got (complete, running, interrupted)\n"
             "  synth OUT_DIR         write a deterministic synthetic Llama checkpoint + calib.npy\n"
             "  verify MODEL_DIR      re-hash every tensor against the XXH3-128 its shard recorded\n"
             "\n"
@@ -230,7 +231,7 @@ static int cmd_eval(int argc, char **argv) {
 
 static void usage_run(FILE *f) {
     fprintf(f,
-            "usage: slicepipe run MANIFEST.toml [--dry-run] [--quiet] [--io=auto|pread]\n"
+            "usage: slicepipe run MANIFEST.toml [--dry-run] [--quiet] [--io=auto|pread] [--restart]\n"
             "\n"
             "Rotates every weight matrix into the PCA basis of the model's own calibration\n"
             "activations and deletes the least-variance directions (SliceGPT). The manifest\n"
@@ -241,6 +242,11 @@ static void usage_run(FILE *f) {
             "  --dry-run   validate the manifest and inputs, print the plan, do nothing\n"
             "  --quiet     no progress on stderr\n"
             "  --io=pread  read the checkpoint with pread instead of io_uring (same bytes)\n"
+            "  --restart   discard the job's journal and partial output and start fresh\n"
+            "\n"
+            "Rerunning the same command resumes an interrupted job from its last complete\n"
+            "layer (the journal is in OUTPUT/.slicepipe); the result is bit-identical to an\n"
+            "uninterrupted run. A changed manifest, input or tool version is refused.\n"
             "\n"
             "The run is three processes (reader, compute, writer) joined by shared-memory\n"
             "rings; activations stream through spill files; memory stays within the plan.\n");
@@ -249,7 +255,7 @@ static void usage_run(FILE *f) {
 static int cmd_run(int argc, char **argv) {
     static const struct option opts[] = {{"dry-run", no_argument, 0, 'n'}, {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},    {"io", required_argument, 0, 'i'},
-                                         {0, 0, 0, 0}};
+                                         {"restart", no_argument, 0, 'r'},  {0, 0, 0, 0}};
     sp_run_opts ro = {0};
     optind = 1;
     int ch;
@@ -257,6 +263,7 @@ static int cmd_run(int argc, char **argv) {
         switch (ch) {
         case 'n': ro.dry_run = 1; break;
         case 'q': ro.quiet = 1; break;
+        case 'r': ro.restart = 1; break;
         case 'i':
             if (!strcmp(optarg, "pread")) ro.io_pread = 1;
             else if (strcmp(optarg, "auto") != 0) return sp_fail(SP_EX_USAGE, "--io: expected auto or pread, got '%s'", optarg);
@@ -387,6 +394,19 @@ static int cmd_verify(int argc, char **argv) {
     return 0;
 }
 
+static int cmd_status(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--help") == 0) {
+        printf("usage: slicepipe status OUTPUT_DIR\n\nShows how far the job writing OUTPUT_DIR got: complete, running (and by\n"
+               "which process) or interrupted, layers and tensors durable, its run identity.\n");
+        return 0;
+    }
+    if (argc != 2) {
+        fprintf(stderr, "usage: slicepipe status OUTPUT_DIR\n");
+        return SP_EX_USAGE;
+    }
+    return sp_job_status(argv[1]);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage_main(stderr);
@@ -404,6 +424,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return die(cmd_inspect(argc - 1, argv + 1));
     if (!strcmp(cmd, "eval")) return die(cmd_eval(argc - 1, argv + 1));
     if (!strcmp(cmd, "run")) return die(cmd_run(argc - 1, argv + 1));
+    if (!strcmp(cmd, "status")) return die(cmd_status(argc - 1, argv + 1));
     if (!strcmp(cmd, "synth")) return die(cmd_synth(argc - 1, argv + 1));
     if (!strcmp(cmd, "verify")) return die(cmd_verify(argc - 1, argv + 1));
     fprintf(stderr, "slicepipe: unknown command '%s'\n", cmd);
