@@ -173,12 +173,27 @@ static int copy_side_files(job *j) {
     return 0;
 }
 
+/* mkdir -p: creates out and any missing parents. */
+static int mkdirs(const char *out) {
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", out) >= (int)sizeof p) return sp_fail(SP_EX_CANTCREAT, "%s: path too long", out);
+    for (char *c = p + 1; *c; c++) {
+        if (*c != '/') continue;
+        *c = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the output directory (at %s)", out, p);
+        *c = '/';
+    }
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the output directory", out);
+    return 0;
+}
+
 static int prepare_output(const char *out) {
     struct stat st;
     if (stat(out, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) return sp_fail(SP_EX_CANTCREAT, "%s: output path exists and is not a directory", out);
-    } else if (mkdir(out, 0755) != 0) {
-        return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the output directory", out);
+    } else {
+        SP_TRY(mkdirs(out));
     }
     if (access(out, W_OK | X_OK) != 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: output directory is not writable", out);
     return 0;
