@@ -7,4 +7,4 @@ set_tests_properties(run_local PROPERTIES TIMEOUT 600 LABELS "slice")
 add_test(NAME run_reference
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_run_cli.py $<TARGET_FILE:slicepipe>
                  ${CMAKE_BINARY_DIR}/test_out/run_reference ${SP_SHARED_DIR} reference)
-set_tests_properties(run_reference PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 900 LABELS "slice")
+set_tests_properties(run_reference PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 900 LABELS "slice;long")

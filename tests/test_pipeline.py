@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """test_pipeline.py — the stage processes of `slicepipe run`, for real.
 
-usage: test_pipeline.py SLICEPIPE WORKDIR
+usage: test_pipeline.py SLICEPIPE WORKDIR [--sanitized]
+
+With --sanitized (an ASan/UBSan build) the RSS figures are printed but not
+held to the budget: shadow memory and the allocator's quarantine inflate them.
 
 - A synthetic model whose checkpoint (~178 MB) is larger than the memory
   budget (100 MB) is sliced within the budget: the tool's own summed peak RSS
@@ -69,6 +72,7 @@ def shard_bytes(d):
 
 def main():
     sp, work = sys.argv[1], os.path.abspath(sys.argv[2])
+    sanitized = "--sanitized" in sys.argv[3:]
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     r = subprocess.run([sp, "synth", os.path.join(work, "model"), "--hidden", "512", "--layers", "4", "--ffn", "1408",
@@ -92,10 +96,10 @@ def main():
     if p.returncode == 0:
         st = json.load(open(os.path.join(work, "a", "slicing.json")))["stages"]
         tool = st["peak_rss_sum_bytes"]
-        check(tool <= budget, f"tool-reported summed peak RSS {tool / 1e6:.1f} MB <= 100 MB "
+        check(tool <= budget or sanitized, f"{'(sanitized build, not held to the budget) ' if sanitized else ''}tool-reported summed peak RSS {tool / 1e6:.1f} MB <= 100 MB "
                               f"(plan {st['memory_plan_bytes'] / 1e6:.1f} MB)")
         sampled = sum(peak.values())
-        check(len(peak) >= 4 and sampled <= budget,
+        check(len(peak) >= 4 and (sampled <= budget or sanitized),
               f"/proc-sampled summed VmHWM of {len(peak)} processes {sampled / 1e6:.1f} MB <= 100 MB")
         check(st["compute"]["busy_seconds"] > 0 and st["reader"]["bytes_read"] >= ckpt * 0.9,
               f"accounting: reader read {st['reader']['bytes_read'] / 1e6:.0f} MB, compute busy "
