@@ -611,6 +611,9 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     job jb = {.mf = mf, .o = o}, *j = &jb;
     int rc;
     j->t_start = sp_now();
+    if (mf->backend && strcmp(mf->backend, "cuda") == 0)
+        return sp_fail(SP_EX_USAGE, "%s: [resources] backend = \"cuda\": this slicepipe has no CUDA backend yet (see "
+                                    "gpu/README.md); use \"auto\" or \"cpu\"", mf->path);
     rc = sp_model_open(mf->model_path, &j->m);
     if (rc) return rc;
     const sp_config *c = &j->m.cfg;

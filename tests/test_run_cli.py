@@ -192,6 +192,10 @@ def group_local(sp, work):
     r = run([sp, "run", bad])
     check(r.returncode == 65 and "calib.npy" in r.stderr and not os.path.exists(newout),
           f"too few calibration tokens: exit 65 naming the file ({r.returncode}: {r.stderr.strip()})")
+    write_manifest(bad, model, calib, 64, 16, 0.25, newout, '[resources]\nbackend = "cuda"\n')
+    r = run([sp, "run", bad])
+    check(r.returncode == 64 and "CUDA" in r.stderr and not os.path.exists(newout),
+          f"backend cuda without a CUDA backend: exit 64 ({r.stderr.strip()})")
     write_manifest(bad, model, calib, 64, 16, 0.25, newout, '[resources]\nmemory = "1MB"\n')
     r = run([sp, "run", bad])
     check(r.returncode == 64 and "memory" in r.stderr and not os.path.exists(newout),
