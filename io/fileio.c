@@ -2,6 +2,8 @@
 
 #include "error.h"
 
+#include <xxhash.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -178,4 +180,35 @@ int sp_io_write_atomic(const char *path, const void *buf, int64_t n) {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
     return sp_io_fsync_dir(dirname(dir));
+}
+
+void sp_hex128(uint64_t high64, uint64_t low64, char hex[33]) {
+    snprintf(hex, 33, "%016llx%016llx", (unsigned long long)high64, (unsigned long long)low64);
+}
+
+int sp_io_xxh128_range(const char *path, int64_t off, int64_t len, char hex[33]) {
+    int fd;
+    int64_t size;
+    SP_TRY(sp_io_open_read(path, &fd, &size));
+    if (len < 0) len = size - off;
+    enum { CH = 4 << 20 };
+    char *buf = malloc(CH);
+    XXH3_state_t *xs = XXH3_createState();
+    int rc = buf && xs ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
+    if (!rc && (off < 0 || len < 0 || off + len > size))
+        rc = sp_fail(SP_EX_DATAERR, "%s: %lld bytes, shorter than the %lld expected", path, (long long)size, (long long)(off + len));
+    if (!rc) XXH3_128bits_reset(xs);
+    for (int64_t p = 0; p < len && !rc; p += CH) {
+        int64_t n = len - p < CH ? len - p : CH;
+        rc = sp_io_pread_full(fd, buf, n, off + p, path);
+        if (!rc) XXH3_128bits_update(xs, buf, (size_t)n);
+    }
+    if (!rc) {
+        XXH128_hash_t h = XXH3_128bits_digest(xs);
+        sp_hex128(h.high64, h.low64, hex);
+    }
+    XXH3_freeState(xs);
+    free(buf);
+    close(fd);
+    return rc;
 }

@@ -31,4 +31,11 @@ int sp_io_read_small(const char *path, int64_t max_bytes, char **buf_out, int64_
 /* Writes a whole file atomically: tmp in the same dir, fsync, rename, fsync dir. */
 int sp_io_write_atomic(const char *path, const void *buf, int64_t n);
 
+/* XXH3-128 of len bytes at off in path (len < 0: to the end of the file),
+ * read in bounded chunks; 32 lowercase hex digits, high half first (the
+ * canonical form), + NUL. A file shorter than off + len: 65. */
+int sp_io_xxh128_range(const char *path, int64_t off, int64_t len, char hex[33]);
+/* The canonical hex form of an XXH3-128 given as its two halves. */
+void sp_hex128(uint64_t high64, uint64_t low64, char hex[33]);
+
 #endif

@@ -23,12 +23,6 @@ struct sp_spill {
     XXH3_state_t *xs; /* non-NULL while hashing */
 };
 
-static void hex128(XXH128_hash_t h, char hex[33]) {
-    XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, h);
-    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", c.digest[i]);
-}
-
 void sp_spill_hash_begin(sp_spill *s) {
     if (!s->xs) s->xs = XXH3_createState();
     SP_ASSERT(s->xs);
@@ -37,7 +31,8 @@ void sp_spill_hash_begin(sp_spill *s) {
 
 void sp_spill_hash_end(sp_spill *s, char hex[33]) {
     SP_ASSERT(s->xs);
-    hex128(XXH3_128bits_digest(s->xs), hex);
+    XXH128_hash_t h = XXH3_128bits_digest(s->xs);
+    sp_hex128(h.high64, h.low64, hex);
     XXH3_freeState(s->xs);
     s->xs = NULL;
 }
@@ -45,32 +40,7 @@ void sp_spill_hash_end(sp_spill *s, char hex[33]) {
 int sp_spill_sync(sp_spill *s) { return sp_io_fsync(s->fd, s->path); }
 const char *sp_spill_path(const sp_spill *s) { return s->path; }
 
-int sp_spill_hash_file(const char *path, char hex[33]) {
-    int fd;
-    int64_t size;
-    SP_TRY(sp_io_open_read(path, &fd, &size));
-    enum { CH = 4 << 20 };
-    char *buf = malloc(CH);
-    XXH3_state_t *xs = XXH3_createState();
-    int rc = buf && xs ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
-    if (!rc) XXH3_128bits_reset(xs);
-    for (int64_t off = 0; off < size && !rc; off += CH) {
-        int64_t n = size - off < CH ? size - off : CH;
-        rc = sp_io_pread_full(fd, buf, n, off, path);
-        if (!rc) XXH3_128bits_update(xs, buf, (size_t)n);
-    }
-    if (!rc) hex128(XXH3_128bits_digest(xs), hex);
-    XXH3_freeState(xs);
-    free(buf);
-    close(fd);
-    return rc;
-}
-
-sp_dtype sp_spill_dtype_parse(const char *s) {
-    if (!strcmp(s, "f32")) return SP_DTYPE_F32;
-    if (!strcmp(s, "bf16")) return SP_DTYPE_BF16;
-    return SP_DTYPE_INVALID;
-}
+int sp_spill_hash_file(const char *path, char hex[33]) { return sp_io_xxh128_range(path, 0, -1, hex); }
 
 int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_dtype dtype, int64_t max_rows, int keep) {
     *out = NULL;

@@ -90,11 +90,6 @@ typedef struct cstate {
 
 static int64_t now_ns(void) { return (int64_t)(sp_now() * 1e9); }
 
-static void hex128(XXH128_hash_t h, char hex[33]) {
-    XXH128_canonical_t cn;
-    XXH128_canonicalFromHash(&cn, h);
-    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", cn.digest[i]);
-}
 
 static void phase(cstate *c, int64_t layer, enum sp_phase p) {
     atomic_store(&c->st->layer, layer);
@@ -304,7 +299,8 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     const char *sp = strrchr(sp_spill_path(c->sa), '/');
     snprintf(rec.spill, sizeof rec.spill, "%s", sp ? sp + 1 : sp_spill_path(c->sa));
     memcpy(rec.spill_hash, spill_hash, 33);
-    hex128(XXH3_128bits(c->Q, (size_t)(D * D * 8)), rec.basis_hash);
+    XXH128_hash_t bh = XXH3_128bits(c->Q, (size_t)(D * D * 8));
+    sp_hex128(bh.high64, bh.low64, rec.basis_hash);
     /* The message: the record, then the eigenvalues (reuses the rotation scratch). */
     unsigned char *msgbuf = (unsigned char *)c->dbuf;
     int64_t len = (int64_t)sizeof rec + rows * D * 8;

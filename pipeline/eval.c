@@ -12,22 +12,11 @@
 #include "spill.h"
 
 int sp_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols) {
-    char hdr[128];
-    int n = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (%lld, %lld), }",
-                     (long long)rows, (long long)cols);
-    int total = 10 + n + 1;
-    int pad = (64 - total % 64) % 64;
     char head[256];
-    memcpy(head, "\x93NUMPY\x01\x00", 8);
-    uint16_t hl = (uint16_t)(n + pad + 1);
-    head[8] = (char)(hl & 0xff);
-    head[9] = (char)(hl >> 8);
-    memcpy(head + 10, hdr, (size_t)n);
-    memset(head + 10 + n, ' ', (size_t)pad);
-    head[10 + n + pad] = '\n';
+    int hl = sp_npy_header(head, "<f4", rows, cols);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", path);
-    int rc = sp_io_write_full(fd, head, 10 + n + pad + 1, path);
+    int rc = sp_io_write_full(fd, head, hl, path);
     if (!rc) rc = sp_io_write_full(fd, data, rows * cols * 4, path);
     close(fd);
     return rc;

@@ -351,11 +351,6 @@ static char *joinp(const char *a, const char *b) {
     return p;
 }
 
-static void hex128(XXH128_hash_t h, char hex[33]) {
-    XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, h);
-    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", c.digest[i]);
-}
 
 /* The manifest's meaning: every setting that changes the output's bits, and
  * the calibration token values themselves. */
@@ -373,31 +368,9 @@ static void manifest_identity(const job *j, char hex[33]) {
     XXH3_128bits_reset(st);
     XXH3_128bits_update(st, txt, strlen(txt));
     XXH3_128bits_update(st, j->calib.ids, (size_t)j->N * sizeof(int32_t));
-    hex128(XXH3_128bits_digest(st), hex);
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    sp_hex128(h.high64, h.low64, hex);
     XXH3_freeState(st);
-}
-
-/* XXH3-128 of len bytes at off in path. */
-static int hash_range(const char *path, int64_t off, int64_t len, char hex[33]) {
-    int fd;
-    int64_t size;
-    SP_TRY(sp_io_open_read(path, &fd, &size));
-    enum { CH = 4 << 20 };
-    char *buf = malloc(CH);
-    XXH3_state_t *xs = XXH3_createState();
-    int rc = buf && xs ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
-    if (!rc && off + len > size) rc = sp_fail(SP_EX_DATAERR, "%s: shorter than the journal says", path);
-    if (!rc) XXH3_128bits_reset(xs);
-    for (int64_t p = 0; p < len && !rc; p += CH) {
-        int64_t n = len - p < CH ? len - p : CH;
-        rc = sp_io_pread_full(fd, buf, n, off + p, path);
-        if (!rc) XXH3_128bits_update(xs, buf, (size_t)n);
-    }
-    if (!rc) hex128(XXH3_128bits_digest(xs), hex);
-    XXH3_freeState(xs);
-    free(buf);
-    close(fd);
-    return rc;
 }
 
 static int damaged(const job *j, const char *what) {
@@ -516,7 +489,7 @@ static int open_job(job *j, int *complete) {
         if (n_done != expect) rc = damaged(j, "the tensor count of the last layer record");
         for (int i = 0; i < n_done && !rc; i++) {
             char hex[33];
-            rc = hash_range(sp_stw_tensor_path_now(j->w, i), sp_stw_tensor_file_offset(j->w, i), sp_stw_tensor_bytes(j->w, i),
+            rc = sp_io_xxh128_range(sp_stw_tensor_path_now(j->w, i), sp_stw_tensor_file_offset(j->w, i), sp_stw_tensor_bytes(j->w, i),
                             hex);
             if (!rc && strcmp(hex, hashes[i]) != 0) {
                 char what[512];
@@ -538,7 +511,7 @@ static int open_job(job *j, int *complete) {
             if (!rc) {
                 const char *bp = j->basis_path[l.basis_idx & 1];
                 struct stat st;
-                rc = stat(bp, &st) == 0 && st.st_size == j->D * j->D * 8 ? hash_range(bp, 0, j->D * j->D * 8, hex)
+                rc = stat(bp, &st) == 0 && st.st_size == j->D * j->D * 8 ? sp_io_xxh128_range(bp, 0, j->D * j->D * 8, hex)
                                                                          : damaged(j, bp);
                 if (!rc && strcmp(hex, l.basis_hash)) rc = damaged(j, bp);
             }

@@ -1,6 +1,7 @@
 /* pipeline/synth.c — synthetic Llama checkpoints (see synth.h for the
  * tensors, scales, token stream and memory bound). */
 #include "synth.h"
+#include "tokens.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -338,19 +339,11 @@ static int write_tokens(const char *dir, const sp_synth_opts *o, int32_t *buf) {
     snprintf(path, sizeof path, "%s/calib.npy", dir);
     if (snprintf(tmp, sizeof tmp, "%s/calib.npy.tmp", dir) >= (int)sizeof tmp)
         return sp_fail(SP_EX_USAGE, "%s: output path too long", dir);
-    char hdr[128], head[192];
-    int n = snprintf(hdr, sizeof hdr, "{'descr': '<i4', 'fortran_order': False, 'shape': (%lld,), }", (long long)o->tokens);
-    int pad = (64 - (10 + n + 1) % 64) % 64;
-    memcpy(head, "\x93NUMPY\x01\x00", 8);
-    uint16_t hl = (uint16_t)(n + pad + 1);
-    head[8] = (char)(hl & 0xff);
-    head[9] = (char)(hl >> 8);
-    memcpy(head + 10, hdr, (size_t)n);
-    memset(head + 10 + n, ' ', (size_t)pad);
-    head[10 + n + pad] = '\n';
+    char head[256];
+    int hl = sp_npy_header(head, "<i4", o->tokens, -1);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", tmp);
-    int rc = sp_io_write_full(fd, head, 10 + n + pad + 1, tmp);
+    int rc = sp_io_write_full(fd, head, hl, tmp);
     token_gen g;
     token_gen_init(&g, o->seed, o->vocab);
     for (int64_t s = 0; s < o->tokens && !rc; s += o->chunk_elems) {

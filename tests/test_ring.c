@@ -24,16 +24,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-static int g_fail;
-#define CHECK(c, ...)                                                   \
-    do {                                                                \
-        if (!(c)) {                                                     \
-            g_fail++;                                                   \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c); \
-            fprintf(stderr, __VA_ARGS__);                               \
-            fprintf(stderr, "\n");                                      \
-        }                                                               \
-    } while (0)
+#include "test_util.h"
 
 /* In a child: report and exit non-zero. */
 #define CHILD_CHECK(c, ...)                                                          \

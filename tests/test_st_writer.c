@@ -19,16 +19,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-static int g_fail;
-#define CHECK(c, ...)                                                   \
-    do {                                                                \
-        if (!(c)) {                                                     \
-            g_fail++;                                                   \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c); \
-            fprintf(stderr, __VA_ARGS__);                               \
-            fprintf(stderr, "\n");                                      \
-        }                                                               \
-    } while (0)
+#include "test_util.h"
 
 /* ---- the tensor set: mixed dtypes, a scalar, empty tensors ---- */
 typedef struct tdesc {
