@@ -171,6 +171,37 @@ def group_local(sp, work):
     check(widths == [(d, d, d), (d, d, d), (d, d, 64)] and cfg["slicepipe"]["d_embed"] == d
           and cfg["tie_word_embeddings"] is False, f"config.json widths {widths} (d={d}, last d_out=D)")
 
+    # A checkpoint that contradicts its config.json is refused before anything
+    # is allocated, naming the file, the tensor and the reason.
+    def with_config(name, **changes):
+        d = os.path.join(work, name)
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(model, d)
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        cfg.update(changes)
+        json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+        return run([sp, "inspect", d])
+    r = with_config("cfg-width", intermediate_size=97)
+    check(r.returncode == 65 and "mlp.gate_proj.weight" in r.stderr and "contradicts config.json" in r.stderr,
+          f"shape contradicting config.json: exit 65 naming the tensor ({r.stderr.strip()})")
+    r = with_config("cfg-dtype", torch_dtype="bfloat16")
+    check(r.returncode == 65 and "dtype F32 contradicts" in r.stderr and "model.safetensors" in r.stderr,
+          f"dtype contradicting config.json: exit 65 ({r.stderr.strip()})")
+    r = with_config("cfg-layers", num_hidden_layers=4)
+    check(r.returncode == 65 and "model.layers.3." in r.stderr and "missing" in r.stderr,
+          f"a layer config.json implies but the checkpoint lacks: exit 65 ({r.stderr.strip()})")
+    r = with_config("cfg-absurd", hidden_size=10**9)
+    check(r.returncode == 65 and "hidden_size" in r.stderr, f"absurd hidden_size: exit 65 ({r.stderr.strip()})")
+    r = with_config("cfg-untied", tie_word_embeddings=False)
+    check(r.returncode == 0, f"an untied head that exists: ok ({r.stderr.strip()})")
+    tied = os.path.join(work, "rand-tied")
+    llama_ref.write_random_model(tied, seed=8, D=64, L=1, heads=8, kv=4, head_dim=8, ffn=96, vocab=101, tied=True)
+    cfg = json.load(open(os.path.join(tied, "config.json")))
+    cfg["tie_word_embeddings"] = False
+    json.dump(cfg, open(os.path.join(tied, "config.json"), "w"))
+    r = run([sp, "inspect", tied])
+    check(r.returncode == 65 and "lm_head.weight" in r.stderr, f"untied config without lm_head: exit 65 ({r.stderr.strip()})")
+
     # Manifest errors at the command line.
     bad = os.path.join(work, "bad.toml")
     newout = os.path.join(work, "never")
