@@ -238,7 +238,7 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     if group == "reference":
-        group_reference(sp, os.path.abspath(work), shared)
+        group_reference(sp, os.path.abspath(work), os.path.abspath(shared))
     else:
         group_local(sp, os.path.abspath(work))
     print(f"{len(failures)} failed" if failures else "all checks passed")
