@@ -67,12 +67,23 @@ int sp_eigh_desc(const double *H, int64_t D, double damp_frac, double *Q, double
     }
     double *w;
     SP_TRY(sp_alloc((void **)&w, D, sizeof(double), "eigenvalues"));
-    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)D, Q, (lapack_int)D, w);
+    /* The row-major upper triangle is the column-major lower triangle of the
+     * same memory: calling dsyevd column-major avoids the D×D transposed copy
+     * LAPACKE makes for row-major input (512 MiB at D = 8192). The eigenvectors
+     * come back as column-major columns, that is as rows here. */
+    lapack_int info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)D, Q, (lapack_int)D, w);
     if (info != 0) {
         free(w);
         return sp_fail(SP_EX_DATAERR, "eigendecomposition failed (LAPACKE_dsyevd info=%d)", (int)info);
     }
-    /* Ascending -> descending: reverse the column order in place, row by row. */
+    /* Rows → columns (in-place transpose), then ascending → descending by
+     * reversing the column order, row by row. */
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j = i + 1; j < D; j++) {
+            double t = Q[i * D + j];
+            Q[i * D + j] = Q[j * D + i];
+            Q[j * D + i] = t;
+        }
     for (int64_t i = 0; i < D; i++) {
         double *row = Q + i * D;
         for (int64_t a = 0, b = D - 1; a < b; a++, b--) {

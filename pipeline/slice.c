@@ -652,11 +652,11 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     j->ring_slot_bytes = payload + 64;
     j->stage_bytes = (tmax + 7) / 8 * 8 < STAGE_BYTES_MAX ? (tmax + 7) / 8 * 8 : STAGE_BYTES_MAX;
     j->ob_elems = j->V * j->D < OB_ELEMS_MAX ? j->V * j->D : OB_ELEMS_MAX;
-    /* One layer of prefetch, at most 1/16 of the budget: compute dominates, so
+    /* One layer of prefetch, at most 1/32 of the budget: compute dominates, so
      * a deeper ring buys nothing, and its pages count in two processes' RSS. */
     j->ring_slots = layer_raw_bytes(j) / payload + 2;
-    if (j->ring_slots * j->ring_slot_bytes > mf->memory_bytes / 16)
-        j->ring_slots = mf->memory_bytes / 16 / j->ring_slot_bytes;
+    if (j->ring_slots * j->ring_slot_bytes > mf->memory_bytes / 32)
+        j->ring_slots = mf->memory_bytes / 32 / j->ring_slot_bytes;
     if (j->stage_bytes > mf->memory_bytes / 64) j->stage_bytes = (mf->memory_bytes / 64 + 7) / 8 * 8;
     if (j->stage_bytes < 4096) j->stage_bytes = 4096;
     if (j->ring_slots < 4) j->ring_slots = 4;
