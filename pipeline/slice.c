@@ -803,7 +803,9 @@ int sp_job_status(const char *out_dir) {
     char *buf = NULL;
     int64_t n = 0;
     if (!rc) rc = sp_io_read_small(jp, (int64_t)1 << 30, &buf, &n);
-    char tmp[] = "/tmp/slicepipe-status-XXXXXX";
+    char tmp[4096];
+    const char *td = getenv("TMPDIR");
+    snprintf(tmp, sizeof tmp, "%s/slicepipe-status-XXXXXX", td && *td ? td : "/tmp");
     int fd = rc ? -1 : mkstemp(tmp);
     if (!rc && fd < 0) rc = sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", tmp);
     if (!rc) rc = sp_io_write_full(fd, buf, n, tmp);
