@@ -80,7 +80,9 @@ int sp_io_pread_full(int fd, void *buf, int64_t n, int64_t off, const char *path
     return 0;
 }
 
-int sp_io_write_full(int fd, const void *buf, int64_t n, const char *path) {
+/* Writes exactly n bytes, at off (off >= 0, pwrite) or at the file position
+ * (off < 0, write). Every call counts for SLICEPIPE_FAULT_WRITE. */
+static int write_all(int fd, const void *buf, int64_t n, int64_t off, const char *path) {
     fault_init();
     g_write_calls++;
     if (g_fault_write_n && g_write_calls == g_fault_write_n) {
@@ -89,36 +91,22 @@ int sp_io_write_full(int fd, const void *buf, int64_t n, const char *path) {
     }
     const char *p = buf;
     while (n > 0) {
-        ssize_t w = write(fd, p, (size_t)n);
+        ssize_t w = off < 0 ? write(fd, p, (size_t)n) : pwrite(fd, p, (size_t)n, (off_t)off);
         if (w < 0) {
             if (errno == EINTR || errno == EAGAIN) continue;
             return sp_fail_errno(SP_EX_IOERR, "%s: write", path);
         }
         p += w;
         n -= w;
+        if (off >= 0) off += w;
     }
     return 0;
 }
 
+int sp_io_write_full(int fd, const void *buf, int64_t n, const char *path) { return write_all(fd, buf, n, -1, path); }
+
 int sp_io_pwrite_full(int fd, const void *buf, int64_t n, int64_t off, const char *path) {
-    fault_init();
-    g_write_calls++;
-    if (g_fault_write_n && g_write_calls == g_fault_write_n) {
-        errno = g_fault_write_errno;
-        return sp_fail_errno(SP_EX_IOERR, "%s: write (injected fault)", path);
-    }
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, (size_t)n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR || errno == EAGAIN) continue;
-            return sp_fail_errno(SP_EX_IOERR, "%s: write at offset %lld", path, (long long)off);
-        }
-        p += w;
-        n -= w;
-        off += w;
-    }
-    return 0;
+    return write_all(fd, buf, n, off, path);
 }
 
 int sp_io_fsync(int fd, const char *path) {
