@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
 #include <unistd.h>
 
 struct sp_lock {
@@ -54,10 +55,20 @@ int sp_lock_acquire(const char *lock_path, sp_lock **out) {
     int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the job lock file", lock_path);
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0, .l_pid = 0};
-    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+    /* A holder that is already gone (its PID no longer exists) is a job whose
+     * processes are still being torn down after a crash — its forked children
+     * share the lock's open file description until they have exited. Give them
+     * up to 5 s before calling the job busy. */
+    for (int tries = 0; fcntl(fd, F_OFD_SETLK, &fl) != 0; tries++) {
         int e = errno;
+        long holder = (e == EAGAIN || e == EACCES) ? holder_pid(fd) : 0;
+        if (holder > 0 && kill((pid_t)holder, 0) != 0 && errno == ESRCH && tries < 100) {
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
         if (e == EAGAIN || e == EACCES) {
-            long pid = holder_pid(fd);
+            long pid = holder;
             close(fd);
             if (pid)
                 return sp_fail(SP_EX_TEMPFAIL, "job directory %s is in use by process %ld (lock %s)", dir, pid, lock_path);
