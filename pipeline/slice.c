@@ -568,6 +568,14 @@ static void clean_job(job *j) {
     unlink(j->basis_path[1]);
 }
 
+/* A path for display: canonical when it exists, as given otherwise. */
+static const char *shown(const char *path, char buf[4096]) {
+    char *r = realpath(path, NULL);
+    snprintf(buf, 4096, "%s", r ? r : path);
+    free(r);
+    return buf;
+}
+
 static void print_stages(const job *j, FILE *f) {
     double wall = sp_now() - j->t_start;
     for (int s = 0; s < SP_STAGE_COUNT; s++) {
@@ -678,6 +686,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     out_bytes *= sp_dtype_size(j->out_dtype);
     if (o->dry_run || !o->quiet) {
         FILE *f = o->dry_run ? stdout : stderr;
+        char b1[4096];
         fprintf(f,
                 "plan: %s -> %s\n  D %lld -> d %lld (sparsity %g, round_to %lld), %lld layers, output %s\n"
                 "  calibration %lld windows x %lld tokens = %lld tokens\n"
@@ -685,8 +694,8 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
                 "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
                 "    them), reader staging %.1f MiB, 4 processes' baseline %.0f MiB\n"
                 "  disk: spill %.1f MiB (%s), output ~%.1f MiB\n",
-                mf->model_path, mf->output_path, (long long)j->D, (long long)j->d, mf->sparsity, (long long)mf->round_to,
-                (long long)j->L, sp_dtype_st_name(j->out_dtype), (long long)mf->calib_nsamples, (long long)j->T,
+                shown(mf->model_path, b1), mf->output_path, (long long)j->D, (long long)j->d, mf->sparsity,
+                (long long)mf->round_to, (long long)j->L, sp_dtype_st_name(j->out_dtype), (long long)mf->calib_nsamples, (long long)j->T,
                 (long long)j->N, plan / 1048576.0, mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0,
                 (long long)j->chunk_w,
                 (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) /
@@ -777,7 +786,8 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (!rc) rc = journal_done(j);
     if (rc) goto out;
     clean_job(j);
-    printf("sliced %s -> %s\n", mf->model_path, mf->output_path);
+    char b1[4096], b2[4096];
+    printf("sliced %s -> %s\n", shown(mf->model_path, b1), shown(mf->output_path, b2));
     printf("  width       %lld -> %lld (sparsity %g)\n", (long long)j->D, (long long)j->d, mf->sparsity);
     printf("  parameters  %lld -> %lld (%.1f%%)\n", (long long)j->m.n_params, (long long)params_after,
            100.0 * (double)params_after / (double)j->m.n_params);
@@ -786,7 +796,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (mf->has_eval)
         printf("  perplexity  dense %.4f (nll %.6f) -> sliced %.4f (nll %.6f)\n", dense.ppl, dense.nll, sliced.ppl,
                sliced.nll);
-    printf("  report      %s/report.html\n", mf->output_path);
+    printf("  report      %s/report.html\n", shown(mf->output_path, b2));
 out:
     free_job(j);
     return rc;
