@@ -233,7 +233,7 @@ parse() {
         printf -v "P_${st}_gbs" %s "$gb"
     done
     P_tool_time=$(awk '/^  time / { print $2 }' "$f.out")
-    P_tool_rss=$(awk '/peak RSS, all processes/ { print $(NF-1) }' "$f.out")
+    P_tool_rss=$(awk '/all processes: / { print $(NF-1) }' "$f.out")
     # the sampler: per-process peak VmHWM; per-tick sums of VmRSS and Pss
     read -r P_nproc P_sum_hwm P_max_sum_rss P_max_sum_pss P_max_shm P_ticks P_roles < <(awk -v root="$(awk '{print $2; exit}' "$f.samples")" '
         { t = $1; pid = $2; ppid[pid] = $3; if ($4 > hwm[pid]) hwm[pid] = $4
