@@ -304,7 +304,6 @@ int sp_stages_run(job *j) {
             rc = sp_fail(SP_EX_SOFTWARE, "the %s stage was killed by signal %d (%s)", sp_stage_names[failed],
                          WTERMSIG(status[failed]), strsignal(WTERMSIG(status[failed])));
     }
-    (void)failed;
     if (!rc) progress(j, 1);
     if (!j->o->quiet && isatty(2)) fputc('\n', stderr);
     return rc;
