@@ -236,7 +236,7 @@ static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer)
  * the second moment of the outputs. `in_place` writes back into the input. */
 typedef void (*window_fn)(cstate *c, const float *x, float *y);
 
-static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f) {
+static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t layer, const char *what) {
     job *j = c->j;
     const int64_t T = j->T, D = j->D, W = j->N / j->T;
     sp_cov_reset(&c->cov);
@@ -245,7 +245,13 @@ static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f) {
         SP_TRY(sp_spill_read(in, k0 * T, nw * T, D, c->cin));
         for (int64_t k = 0; k < nw; k++) {
             f(c, c->cin + k * T * D, c->cout + k * T * D);
-            SP_TRY(sp_cov_add(&c->cov, c->cout + k * T * D, T, D));
+            int rc = sp_cov_add(&c->cov, c->cout + k * T * D, T, D);
+            if (rc) { /* NaN/Inf: this layer is not committed; the message says where */
+                char msg[1024];
+                snprintf(msg, sizeof msg, "%s", sp_errmsg());
+                return sp_fail(rc, "%s: layer %lld, %s output, calibration window %lld: %s; the layer was not committed",
+                               j->mf->model_path, (long long)layer, what, (long long)(k0 + k), msg);
+            }
         }
         SP_TRY(sp_spill_write(out, k0 * T, nw * T, D, c->cout));
     }
@@ -348,7 +354,7 @@ static int slice_layer(cstate *c, int64_t l, int base) {
     basis_f32(c, c->Q, di); /* Qf = Q[:, :d_in], fs = S_attn⁰ */
     g_lw = (sp_layer_w){.d_in = di, .d_mid = D, .d_out = D, .wq = b->wq, .wk = b->wk, .wv = b->wv, .wo = b->wo,
                         .attn_shortcut = c->fs};
-    SP_TRY(pass(c, c->sa, c->sb, attn_window));
+    SP_TRY(pass(c, c->sa, c->sb, attn_window, l, "attention-block"));
     phase(c, l, SP_PHASE_PCA);
     SP_TRY(pca(c, c->Qm, 1 + 2 * (int)l, "attention-output", l));
 
@@ -370,7 +376,7 @@ static int slice_layer(cstate *c, int64_t l, int base) {
                         .mlp_shortcut = c->fs};
     char spill_hash[33];
     sp_spill_hash_begin(c->sb); /* the MLP pass writes all of B, in order */
-    SP_TRY(pass(c, c->sb, c->sb, mlp_window));
+    SP_TRY(pass(c, c->sb, c->sb, mlp_window, l, "MLP-block"));
     sp_spill_hash_end(c->sb, spill_hash);
     phase(c, l, SP_PHASE_PCA);
     SP_TRY(pca(c, c->Qn, 2 + 2 * (int)l, "MLP-output", l));

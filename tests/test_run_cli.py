@@ -202,6 +202,23 @@ def group_local(sp, work):
     r = run([sp, "inspect", tied])
     check(r.returncode == 65 and "lm_head.weight" in r.stderr, f"untied config without lm_head: exit 65 ({r.stderr.strip()})")
 
+    # Activations that overflow to Inf: exit 65 naming the layer; that layer is
+    # not committed (the journal stops at the one before).
+    over = os.path.join(work, "overflow")
+    llama_ref.write_random_model(over, seed=3, D=64, L=3, heads=8, kv=4, head_dim=8, ffn=96, vocab=101, tied=False)
+    t = llama_ref.read_safetensors(os.path.join(over, "model.safetensors"))
+    w = t["model.layers.1.mlp.down_proj.weight"]
+    t["model.layers.1.mlp.down_proj.weight"] = np.sign(w) * 3e38
+    llama_ref.write_safetensors(os.path.join(over, "model.safetensors"),
+                                {k: ("F32", v.astype(np.float32)) for k, v in t.items()})
+    man_o = os.path.join(work, "overflow.toml")
+    write_manifest(man_o, over, calib, 64, 16, 0.25, os.path.join(work, "overflow-out"))
+    r = run([sp, "run", man_o, "--quiet"])
+    st = run([sp, "status", os.path.join(work, "overflow-out")])
+    check(r.returncode == 65 and "layer 1, MLP-block output" in r.stderr and "non-finite" in r.stderr
+          and "1 of 3 done" in st.stdout, f"Inf activations: exit 65 naming the layer, not committed "
+                                          f"({r.stderr.strip()}; {st.stdout.splitlines()[2:3]})")
+
     # Manifest errors at the command line.
     bad = os.path.join(work, "bad.toml")
     newout = os.path.join(work, "never")
