@@ -341,14 +341,8 @@ static int open_shard(sp_stw *w, int k) {
 }
 
 static void hash_hex(XXH3_state_t *xs, char out[SP_STW_HASH_HEX + 1]) {
-    static const char hex[] = "0123456789abcdef";
-    XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
-    for (int i = 0; i < 16; i++) {
-        out[2 * i] = hex[c.digest[i] >> 4];
-        out[2 * i + 1] = hex[c.digest[i] & 15];
-    }
-    out[SP_STW_HASH_HEX] = 0;
+    XXH128_hash_t h = XXH3_128bits_digest(xs);
+    sp_hex128(h.high64, h.low64, out);
 }
 
 static int finalize_shard(sp_stw *w, int k) {

@@ -6,20 +6,19 @@
  * shard, the shard's __metadata__ must hold "xxh3_128:<tensor name>" — 32
  * lowercase hex digits, the canonical (big-endian) XXH3-128 of the tensor's
  * bytes, as io/st_writer.h writes it — and the tensor's bytes, read in
- * SP_VERIFY_CHUNK_BYTES chunks, must hash to it. Needs no journal: a copied
+ * bounded chunks (sp_io_xxh128_range), must hash to it. Needs no journal: a copied
  * or moved output verifies the same.
  *
  * Errors (first one wins): a missing, torn or malformed shard or index: the
  * reader's 65/66/74; no hash recorded for a tensor, or a malformed one: 65;
  * a mismatch: 65 naming the file, the tensor and both hashes.
- * Memory: one chunk buffer, whatever the model size.
+ * Memory: one 4 MiB chunk buffer at a time, whatever the model size.
  */
 #ifndef SP_VERIFY_H
 #define SP_VERIFY_H
 
 #include <stdint.h>
 
-#define SP_VERIFY_CHUNK_BYTES (4LL << 20)
 
 typedef struct sp_verify_result {
     int shards;
