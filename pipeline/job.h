@@ -23,6 +23,7 @@
 #include "slice.h"
 #include "spill.h"
 #include "st_writer.h"
+#include "journal.h"
 #include "tokens.h"
 
 enum { SP_STAGE_READER, SP_STAGE_COMPUTE, SP_STAGE_WRITER, SP_STAGE_COUNT };
@@ -96,6 +97,7 @@ typedef struct job {
     const sp_run_opts *o;
     sp_model m;
     sp_tokens calib;
+    sp_tokens eval_toks;           /* [eval] tokens, loaded once (n == 0 without [eval]) */
     sp_dtype out_dtype;
     int64_t N, T, D, L, V, F, hq, hkv, d;
     int64_t *d_in, *d_mid, *d_out; /* (L) */
@@ -119,6 +121,7 @@ typedef struct job {
     char *basis_path[2];           /* alternating basis files */
     struct sp_journal *jr;         /* used by the writer stage after fork */
     struct sp_lock *lock;          /* held for the whole run */
+    sp_run_identity id;            /* computed once: manifest meaning, input fingerprint, version */
     int64_t resume_layer;          /* last durable boundary, -2 if none */
     char *resume_spill;            /* the spill holding its next input */
     int read_start, out_start;     /* plan / output indices to start from */

@@ -271,18 +271,9 @@ static int64_t plan_total(const job *j) {
            (SP_STAGE_COUNT + 1) * PROCESS_BASE_BYTES;
 }
 
-static int run_eval(const char *dir, const sp_manifest *mf, int quiet, sp_eval_result *r) {
-    sp_model m;
-    SP_TRY(sp_model_open(dir, &m));
-    sp_tokens tk;
-    int rc = sp_tokens_load(mf->eval_tokens, m.cfg.vocab_size, 0, &tk);
-    if (!rc) {
-        sp_eval_opts eo = {.seqlen = mf->eval_seqlen, .windows = mf->eval_windows, .progress = !quiet};
-        rc = sp_eval(&m, &tk, &eo, r);
-        sp_tokens_free(&tk);
-    }
-    sp_model_close(&m);
-    return rc;
+static int run_eval(const job *j, const sp_model *m, sp_eval_result *r) {
+    sp_eval_opts eo = {.seqlen = j->mf->eval_seqlen, .windows = j->mf->eval_windows, .progress = !j->o->quiet};
+    return sp_eval(m, &j->eval_toks, &eo, r);
 }
 
 static void free_job(job *j) {
@@ -303,6 +294,7 @@ static void free_job(job *j) {
     free(j->d_out);
     sp_stw_free(j->w);
     sp_tokens_free(&j->calib);
+    sp_tokens_free(&j->eval_toks);
     sp_model_close(&j->m);
 }
 
@@ -420,13 +412,8 @@ static int open_job(job *j, int *complete) {
         return rc;
     }
     if (j->o->restart) remove_job(j);
-    sp_run_identity id;
-    memset(&id, 0, sizeof id);
-    manifest_identity(j, id.manifest);
-    rc = fingerprint(&j->m, id.input);
-    snprintf(id.version, sizeof id.version, "%s", SP_VERSION);
     int64_t dropped = 0;
-    if (!rc) rc = sp_journal_open(jp, &id, &j->jr, &dropped);
+    rc = sp_journal_open(jp, &j->id, &j->jr, &dropped);
     free(jp);
     SP_TRY(rc);
     if (dropped > 0 && !j->o->quiet)
@@ -542,17 +529,12 @@ static int open_job(job *j, int *complete) {
 /* After the stages: the journal handle the writer used is stale in this
  * process; reopen it to append DONE. */
 static int journal_done(job *j) {
-    sp_run_identity id;
-    memset(&id, 0, sizeof id);
-    manifest_identity(j, id.manifest);
-    SP_TRY(fingerprint(&j->m, id.input));
-    snprintf(id.version, sizeof id.version, "%s", SP_VERSION);
     sp_journal_free(j->jr);
     j->jr = NULL;
     char *jp = joinp(j->job_dir, "journal");
     if (!jp) return sp_fail(SP_EX_SOFTWARE, "out of memory");
     int64_t dropped;
-    int rc = sp_journal_open(jp, &id, &j->jr, &dropped);
+    int rc = sp_journal_open(jp, &j->id, &j->jr, &dropped);
     free(jp);
     if (!rc) rc = sp_journal_append(j->jr, SP_REC_DONE, "done", 4);
     if (!rc) sp_fault_commit_point("supervisor");
@@ -633,15 +615,14 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         goto out;
     }
     if (mf->has_eval) {
-        sp_tokens et;
-        rc = sp_tokens_load(mf->eval_tokens, j->V, 0, &et);
+        rc = sp_tokens_load(mf->eval_tokens, j->V, 0, &j->eval_toks);
         if (rc) goto out;
         int64_t need = mf->eval_seqlen * (mf->eval_windows > 0 ? mf->eval_windows : 1);
-        if (et.n < need)
+        if (j->eval_toks.n < need) {
             rc = sp_fail(SP_EX_DATAERR, "%s: %lld tokens, fewer than the %lld [eval] needs", mf->eval_tokens,
-                         (long long)et.n, (long long)need);
-        sp_tokens_free(&et);
-        if (rc) goto out;
+                         (long long)j->eval_toks.n, (long long)need);
+            goto out;
+        }
     }
     rc = plan_reads(j);
     if (rc) goto out;
@@ -745,6 +726,10 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (!rc) rc = declare(j);
     if (!rc) rc = sp_stw_plan(j->w);
     if (rc) goto out;
+    manifest_identity(j, j->id.manifest);
+    rc = fingerprint(&j->m, j->id.input);
+    snprintf(j->id.version, sizeof j->id.version, "%s", SP_VERSION);
+    if (rc) goto out;
     int complete;
     rc = open_job(j, &complete);
     if (rc || complete) goto out;
@@ -753,9 +738,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     else rc = sp_stw_finish(j->w); /* everything is journaled: only the index may be missing */
     if (rc) goto out;
 
-    char fp[33];
-    rc = fingerprint(&j->m, fp);
-    if (!rc) rc = write_config(j, fp);
+    rc = write_config(j, j->id.input);
     if (!rc) rc = copy_side_files(j);
     if (rc) goto out;
     double t_slice = sp_now() - j->t_start;
@@ -767,17 +750,18 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
                 plan_total(j) / 1048576.0);
     }
 
+    /* The output is opened (and validated) once: for its counts and its evaluation. */
     sp_eval_result dense = {.nll = NAN, .ppl = NAN}, sliced = {.nll = NAN, .ppl = NAN};
-    if (mf->has_eval) {
-        rc = run_eval(mf->model_path, mf, o->quiet, &dense);
-        if (!rc) rc = run_eval(mf->output_path, mf, o->quiet, &sliced);
-        if (rc) goto out;
-    }
     sp_model outm;
     rc = sp_model_open(mf->output_path, &outm);
     if (rc) goto out;
     int64_t params_after = outm.n_params, bytes_after = outm.n_bytes;
+    if (mf->has_eval) {
+        rc = run_eval(j, &j->m, &dense);
+        if (!rc) rc = run_eval(j, &outm, &sliced);
+    }
     sp_model_close(&outm);
+    if (rc) goto out;
     int64_t rss = sup_rss;
     for (int s = 0; s < SP_STAGE_COUNT; s++) rss += j->sh->st[s].peak_rss;
     rc = sp_report_write_run(j->mf, &j->m, j->d_in, j->d_mid, j->d_out, j->evals, &dense, &sliced, t_slice, params_after,
