@@ -72,6 +72,7 @@ typedef struct cstate {
     int out_idx;      /* output tensor being emitted (declaration order) */
     /* working memory, sized once */
     sp_layer_buf lb;  /* this layer's weights, then their rotations, float32 */
+    sp_layer_w lw;    /* the layer as the current pass runs it (views into lb, fs) */
     float *cin, *cout; /* (chunk_w·T, D) spill chunks */
     float *tmp;       /* (T, D) one window rotated */
     float *eb;        /* (EB, D) embedding/head rows */
@@ -258,16 +259,14 @@ static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t lay
     return 0;
 }
 
-static sp_layer_w g_lw; /* the layer as the passes run it (one compute stage per process) */
-
 static void attn_window(cstate *c, const float *x, float *y) {
-    apply_qf(c, x, c->j->T, g_lw.d_in, c->tmp);
-    sp_fwd_attn(&c->j->m.dims, &g_lw, c->tmp, c->j->T, y, c->scr);
+    apply_qf(c, x, c->j->T, c->lw.d_in, c->tmp);
+    sp_fwd_attn(&c->j->m.dims, &c->lw, c->tmp, c->j->T, y, c->scr);
 }
 
 static void mlp_window(cstate *c, const float *x, float *y) {
-    apply_qf(c, x, c->j->T, g_lw.d_in, c->tmp);
-    sp_fwd_mlp(&c->j->m.dims, &g_lw, c->tmp, c->j->T, y, c->scr);
+    apply_qf(c, x, c->j->T, c->lw.d_in, c->tmp);
+    sp_fwd_mlp(&c->j->m.dims, &c->lw, c->tmp, c->j->T, y, c->scr);
 }
 
 /* Waits until the writer has journaled boundary `layer`. Compute calls it
@@ -352,7 +351,7 @@ static int slice_layer(cstate *c, int64_t l, int base) {
     SP_TRY(wait_journaled(c, l - 1));
     phase(c, l, SP_PHASE_ATTN);
     basis_f32(c, c->Q, di); /* Qf = Q[:, :d_in], fs = S_attn⁰ */
-    g_lw = (sp_layer_w){.d_in = di, .d_mid = D, .d_out = D, .wq = b->wq, .wk = b->wk, .wv = b->wv, .wo = b->wo,
+    c->lw = (sp_layer_w){.d_in = di, .d_mid = D, .d_out = D, .wq = b->wq, .wk = b->wk, .wv = b->wv, .wo = b->wo,
                         .attn_shortcut = c->fs};
     SP_TRY(pass(c, c->sa, c->sb, attn_window, l, "attention-block"));
     phase(c, l, SP_PHASE_PCA);
@@ -372,7 +371,7 @@ static int slice_layer(cstate *c, int64_t l, int base) {
     /* 2.4 Y = Mr·S_mlp⁰ + MLP(RMSN(Mr)), Mr = M·Qm[:, :d_mid]: B → B in place. */
     phase(c, l, SP_PHASE_MLP);
     basis_f32(c, c->Qm, dm); /* Qf = Qm[:, :d_mid], fs = S_mlp⁰ */
-    g_lw = (sp_layer_w){.d_in = dm, .d_mid = dm, .d_out = D, .w_gate = b->w_gate, .w_up = b->w_up, .w_down = b->w_down,
+    c->lw = (sp_layer_w){.d_in = dm, .d_mid = dm, .d_out = D, .w_gate = b->w_gate, .w_up = b->w_up, .w_down = b->w_down,
                         .mlp_shortcut = c->fs};
     char spill_hash[33];
     sp_spill_hash_begin(c->sb); /* the MLP pass writes all of B, in order */
