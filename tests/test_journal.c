@@ -592,18 +592,6 @@ static void test_commit_kill(void) {
     }
 }
 
-static void mkdir_p(const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *q = tmp + 1; *q; q++)
-        if (*q == '/') {
-            *q = 0;
-            mkdir(tmp, 0755);
-            *q = '/';
-        }
-    mkdir(tmp, 0755);
-}
-
 int main(int argc, char **argv) {
     make_payloads();
     g_gold = malloc(1 << 16);

@@ -62,18 +62,6 @@ static void kill_wait(pid_t pid) {
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "child %ld killed by SIGKILL", (long)pid);
 }
 
-static void mkdir_p(const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *q = tmp + 1; *q; q++)
-        if (*q == '/') {
-            *q = 0;
-            mkdir(tmp, 0755);
-            *q = '/';
-        }
-    mkdir(tmp, 0755);
-}
-
 int main(int argc, char **argv) {
     char dir[4096], lockp[4200];
     if (argc >= 2) {

@@ -17,21 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int g_failures;
-#define CHECK(c)                                                                    \
-    do {                                                                            \
-        if (!(c)) {                                                                 \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);   \
-            g_failures++;                                                           \
-        }                                                                           \
-    } while (0)
-#define CHECK_MSG(needle)                                                                           \
-    do {                                                                                            \
-        if (!strstr(sp_errmsg(), (needle))) {                                                       \
-            fprintf(stderr, "%s:%d: message '%s' lacks '%s'\n", __FILE__, __LINE__, sp_errmsg(), needle); \
-            g_failures++;                                                                           \
-        }                                                                                           \
-    } while (0)
+#include "test_util.h"
 
 /* ---------------- driver ---------------- */
 
@@ -298,7 +284,7 @@ static void expect_header(const char *hdr, int want_rc, const char *needle, int 
     if (rc != want_rc || (needle && !strstr(sp_errmsg(), needle)) || (rc && !strstr(sp_errmsg(), p))) {
         fprintf(stderr, "%s:%d: header %s: rc %d (want %d), message '%s' (want '%s')\n", __FILE__, line, hdr, rc,
                 want_rc, sp_errmsg(), needle ? needle : "");
-        g_failures++;
+        g_fail++;
     }
     CHECK(rc == 0 ? f != NULL : f == NULL);
     sp_st_free(f);
@@ -445,8 +431,8 @@ int main(int argc, char **argv) {
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", g_dir);
-    if (g_failures) {
-        fprintf(stderr, "%d check(s) failed\n", g_failures);
+    if (g_fail) {
+        fprintf(stderr, "%d check(s) failed\n", g_fail);
         return 1;
     }
     printf("safetensors unit tests passed\n");

@@ -35,21 +35,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 
-static int g_failures;
-#define CHECK(c)                                                                  \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-            g_failures++;                                                         \
-        }                                                                         \
-    } while (0)
-#define CHECK_MSG(needle)                                                                                  \
-    do {                                                                                                   \
-        if (!strstr(sp_errmsg(), (needle))) {                                                              \
-            fprintf(stderr, "%s:%d: message '%s' lacks '%s'\n", __FILE__, __LINE__, sp_errmsg(), (needle)); \
-            g_failures++;                                                                                  \
-        }                                                                                                  \
-    } while (0)
+#include "test_util.h"
 
 static uint64_t g_seed = 0x5EED1234ABCDULL;
 static uint64_t rnd(void) { /* splitmix64 */
@@ -75,18 +61,6 @@ static int64_t g_arena_len;
 static void die(const char *what) {
     fprintf(stderr, "test_uring_reader: %s: %s\n", what, sp_errmsg()[0] ? sp_errmsg() : strerror(errno));
     exit(1);
-}
-
-static void mkdir_p(const char *dir) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s", dir);
-    for (char *s = p + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            mkdir(p, 0755);
-            *s = '/';
-        }
-    mkdir(p, 0755);
 }
 
 static void make_file(const char *dir) {
@@ -183,14 +157,14 @@ static int read_and_compare(sp_rd *r, const char *name) {
     int rc = sp_rd_read_batch(r, g_reqs, g_n);
     if (rc) {
         fprintf(stderr, "%s: read_batch -> %d: %s\n", name, rc, sp_errmsg());
-        g_failures++;
+        g_fail++;
         return -1;
     }
     if (memcmp(g_arena, g_expected, (size_t)g_arena_len) != 0) {
         int64_t i = 0;
         while (g_arena[i] == g_expected[i]) i++;
         fprintf(stderr, "%s: arena differs from read() first at byte %lld\n", name, (long long)i);
-        g_failures++;
+        g_fail++;
         return -1;
     }
     return 0;
@@ -218,7 +192,7 @@ static sp_rd_stats run_case(const char *name, int mode, int want_mode, int qd, i
     free(old_short);
     if (rc) {
         fprintf(stderr, "%s: sp_rd_init -> %d: %s\n", name, rc, sp_errmsg());
-        g_failures++;
+        g_fail++;
         return st;
     }
     CHECK(sp_rd_mode(r) == want_mode);
@@ -299,7 +273,7 @@ static void test_refused(int err) {
         run_case(name, SP_RD_AUTO, SP_RD_PREAD, 8, 65536, NULL, NULL, NULL);
         fflush(stdout);
         fflush(stderr);
-        _exit(g_failures ? 1 : 0);
+        _exit(g_fail ? 1 : 0);
     }
     int status;
     if (waitpid(pid, &status, 0) != pid) die("waitpid");
@@ -318,7 +292,7 @@ static void test_errors(int mode, const char *env_short) {
     free(old_short);
     if (rc) {
         fprintf(stderr, "errors/%s: init -> %d: %s\n", mname, rc, sp_errmsg());
-        g_failures++;
+        g_fail++;
         return;
     }
     enum { N = 40, BAD = 25 };
@@ -478,8 +452,8 @@ int main(int argc, char **argv) {
     free(g_reqs);
     free(g_arena);
     free(g_expected);
-    if (g_failures) {
-        fprintf(stderr, "test_uring_reader: %d failures\n", g_failures);
+    if (g_fail) {
+        fprintf(stderr, "test_uring_reader: %d failures\n", g_fail);
         return 1;
     }
     printf("test_uring_reader: all passed\n");
