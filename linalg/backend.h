@@ -1,0 +1,190 @@
+/* linalg/backend.h — the backend table: the one seam below the pipeline
+ * (DESIGN.md §5, after ggml-backend's ggml_backend_i).
+ *
+ * Everything numeric that the pipeline does goes through one of these
+ * functions. The table is op-level, not Llama-shaped: a layer's forward pass
+ * is composed from these ops above the seam (pipeline/layer.c), driven by the
+ * architecture table (pipeline/arch.h). Nothing under pipeline/ includes
+ * cblas, lapacke or a CUDA header.
+ *
+ * Memory. Every pointer an op takes is *backend memory*: allocated with
+ * sp_bk->alloc and moved with to_dev / to_host. On the CPU backend backend
+ * memory is host memory (host_shared = 1), alloc is malloc and the copies are
+ * no-ops when source and destination are the same pointer. On a GPU backend
+ * it is device memory. sp_bk_buf (below) pairs a host view with a backend
+ * view so callers write the same code for both.
+ *
+ * Conventions (HF, DESIGN.md §1): row-major, a linear layer has W[out, in] and
+ * computes y = x·Wᵀ; rows of X are tokens. Shapes are given in comments as
+ * (rows, cols). Ops are synchronous from the caller's point of view: when an
+ * op returns, its outputs may be read by the next op (a GPU backend orders
+ * them on one stream; to_host waits for them).
+ *
+ * Bits. Every op is deterministic for fixed inputs, thread count and backend
+ * settings. `identity` describes everything about a backend instance that can
+ * change the bits of a result (name, library, kernel, threads); the run
+ * identity hashes it, so a resume on another backend or another kernel is
+ * refused instead of silently mixing results.
+ *
+ * Errors. Ops on our own invariants SP_ASSERT. Ops that can meet bad data
+ * (non-finite activations, a failed eigensolver) return a sysexits status
+ * with sp_fail's message.
+ */
+#ifndef SP_BACKEND_H
+#define SP_BACKEND_H
+
+#include <stdint.h>
+
+/* Normalization over rows, always dividing by the ORIGINAL width D. */
+enum sp_bk_norm {
+    SP_BK_NORM_RMS,   /* x / sqrt(Σx²/D + eps) · γ                                */
+    SP_BK_NORM_LAYER, /* (x − mean) / sqrt(Σ(x − mean)²/D + eps) · γ + β (d == D) */
+};
+
+/* Elementwise activations. The *_GLU kinds combine gate and up:
+ * gate ← act(gate) ⊙ up. The plain kinds act on gate alone (up ignored). */
+enum sp_bk_act {
+    SP_BK_ACT_SILU_GLU,      /* silu(g)·u                          (Llama, Mistral, Qwen, Phi-3) */
+    SP_BK_ACT_GELU_TANH_GLU, /* gelu_tanh(g)·u                     (Gemma) */
+    SP_BK_ACT_GELU_GLU,      /* gelu_erf(g)·u */
+    SP_BK_ACT_RELU,          /* max(g, 0)                          (OPT) */
+    SP_BK_ACT_GELU_TANH,     /* gelu_tanh(g), "gelu_new"           (Phi-2) */
+};
+
+/* RoPE layout of the rotated dimensions inside a head. */
+enum sp_bk_rope {
+    SP_BK_ROPE_HALF,       /* HF rotate-half: pairs (i, i + rot/2) */
+    SP_BK_ROPE_INTERLEAVE, /* pairs (2i, 2i + 1) (GGUF / Meta order) */
+};
+
+/* What plan_bytes is asked about: the backend's own workspaces for a job of
+ * these sizes. The caller's buffers (activations, weights) are not included:
+ * they are sized by their own modules and allocated with alloc. */
+typedef struct sp_bk_plan_in {
+    int64_t D;          /* width of the second moments and the eigensolver */
+    int64_t cov_rows;   /* rows staged per second-moment update */
+    int64_t rot_block;  /* rows or columns per float64 rotation block */
+    int64_t T;          /* window length (attention) */
+    int64_t n_heads;    /* query heads (attention score workspace) */
+} sp_bk_plan_in;
+
+typedef struct sp_bk_plan {
+    int64_t host_bytes;   /* host memory the backend allocates for itself */
+    int64_t device_bytes; /* device memory (0 on the CPU backend) */
+} sp_bk_plan;
+
+typedef struct sp_bk_ws sp_bk_ws; /* a backend's workspace: opaque, sized once from sp_bk_plan_in */
+
+typedef struct sp_bk {
+    const char *name;   /* "cpu", "cuda" */
+    int host_shared;    /* 1: backend memory is host memory (to_dev/to_host may alias) */
+
+    /* ---- lifecycle, threads, identity ---- */
+    /* Sets the thread count: n if > 0, else the backend's default for width D
+     * (CPU: all cores, 1 for D < 512). Returns the count in effect. */
+    int (*set_threads)(int64_t n, int64_t D);
+    /* Writes a NUL-terminated description of every setting that can change
+     * bits (e.g. "cpu openblas-0.3.21 kernel=Haswell threads=2") into buf. */
+    void (*identity)(char *buf, int64_t n);
+    /* Workspace sized once for plan `in` (estimate-then-init: plan_bytes of
+     * the same `in` is exactly what ws_init allocates). */
+    sp_bk_plan (*plan_bytes)(const sp_bk_plan_in *in);
+    int (*ws_init)(const sp_bk_plan_in *in, sp_bk_ws **out);
+    void (*ws_free)(sp_bk_ws *ws);
+
+    /* ---- buffers ---- */
+    int (*alloc)(void **p, int64_t bytes, const char *what); /* 0 or 70 with a message */
+    void (*free)(void *p);                                   /* accepts NULL */
+    void (*to_dev)(void *dst, const void *src_host, int64_t bytes);
+    void (*to_host)(void *dst_host, const void *src, int64_t bytes);
+    void (*zero)(void *p, int64_t bytes);
+
+    /* ---- float32 ---- */
+    /* C (m, n) = alpha·op(A)·op(B) + beta·C. op(A) is (m, k): A is (m, k) with
+     * row stride lda, or (k, m) transposed when ta. Likewise B (k, n) / tb. */
+    void (*sgemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+    /* y (rows, n) += x (rows, n), both packed. */
+    void (*add)(float *y, const float *x, int64_t rows, int64_t n);
+    /* y (rows, n) += b (n) on every row. */
+    void (*add_bias)(float *y, const float *b, int64_t rows, int64_t n);
+    /* In place over rows of x (rows, d), d <= D, dividing by D: see sp_bk_norm.
+     * gamma (d) or NULL (weightless), beta (d) or NULL. */
+    void (*norm)(enum sp_bk_norm kind, const float *gamma, const float *beta, int64_t d, int64_t D, double eps, float *x,
+                 int64_t rows);
+    /* RoPE in place on x (T, ld), heads of hd at columns h·hd, h < nh: the
+     * first `rot` (even, <= hd) dimensions of each head rotate by position
+     * t (row t); cos/sin (T, rot/2) are the tables for positions 0..T-1. */
+    void (*rope)(enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int64_t nh, int64_t hd, int64_t rot,
+                 const float *cos_t, const float *sin_t);
+    /* Causal GQA attention: ctx (T, nh·hd) = softmax(scale·q·kᵀ + mask)·v per
+     * query head h, reading kv head h / (nh/nkv). q (T, nh·hd), k and v
+     * (T, nkv·hd). Query i sees key j iff 0 <= i − j < window (window <= 0:
+     * no window, all j <= i). Uses the workspace's score buffer. */
+    void (*attention)(sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh, int64_t nkv,
+                      int64_t hd, float scale, int64_t window, float *ctx);
+    /* gate (n) ← act(gate) [⊙ up]; see sp_bk_act. */
+    void (*act)(enum sp_bk_act kind, float *gate, const float *up, int64_t n);
+    /* Σ over rows t < T − 1 of −log softmax(logits[t])[targets[t + 1]], in
+     * float64; logits (T, V). targets are host memory, already validated. */
+    double (*nll)(const float *logits, int64_t T, int64_t V, const int32_t *targets);
+
+    /* ---- float64: second moments, eigh, rotations ---- */
+    /* H (D, D) float64, upper triangle: H += Xᵀ·X for X (rows, D) float32 with
+     * row stride ld, widened to float64 in blocks of cov_rows through the
+     * workspace. Returns 0, or 65 if X holds a NaN/Inf (the message names the
+     * row and component; row0 is added to the row for the message). */
+    int (*cov_add)(sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld, int64_t row0);
+    /* Q (D, D): eigenvectors of H + δI as COLUMNS (Q[i·D + j] = component i of
+     * vector j), δ = damp·mean(diag H), sorted by descending eigenvalue, each
+     * vector's sign set so its largest-|·| component (the first on ties) is
+     * positive; evals (D) descending. H (upper triangle) is left unchanged.
+     * Returns 0, 65 (non-finite H, zero mean diagonal, solver failure). */
+    int (*eigh)(sp_bk_ws *ws, const double *H, int64_t D, double damp, double *Q, double *evals);
+    /* Row rotation, in place: W (rows, D) float32 ← (W·diag γ)·Q[:, :k] as
+     * (rows, k) packed float32, computed in float64 rot_block rows at a time.
+     * Q (D, D) float64 row-major; gamma (D) or NULL. */
+    void (*rot_rows)(sp_bk_ws *ws, float *W, int64_t rows, int64_t D, const float *gamma, const double *Q, int64_t k);
+    /* Column rotation, in place: W (D, cols) float32 ← Q[:, :k]ᵀ·W as (k, cols)
+     * float32 with row stride cols, in float64 rot_block columns at a time. */
+    void (*rot_cols)(sp_bk_ws *ws, const double *Q, int64_t D, int64_t k, float *W, int64_t cols);
+    /* C (a, b) float32 = (A[:, :a]ᵀ·B[:, :b]) computed in float64, A and B
+     * (D, D) float64; scratch (a, b) float64. */
+    void (*basis_product)(const double *A, int64_t a, const double *B, int64_t b, int64_t D, double *scratch, float *C);
+    /* Qf (D, k) float32 = Q[:, :k]; Qt (k, D) float32 = Q[:, :k]ᵀ (either may be NULL). */
+    void (*basis_f32)(const double *Q, int64_t D, int64_t k, float *Qf, float *Qt);
+} sp_bk;
+
+/* The compiled backends. sp_bk_cpu is always present (linalg/cpu.c). With
+ * SLICEPIPE_HAVE_CUDA, gpu/ provides sp_bk_cuda and sp_bk_cuda_usable, which
+ * returns 1 when a device can be used, else 0 with the reason in why. */
+extern const sp_bk sp_bk_cpu;
+#ifdef SLICEPIPE_HAVE_CUDA
+extern const sp_bk sp_bk_cuda;
+int sp_bk_cuda_usable(char *why, int64_t n);
+#endif
+
+/* Resolves a [resources] backend string: "auto" (or NULL) → the best present
+ * backend (a CUDA device if one is usable, else cpu); "cpu"; "cuda" (64 when
+ * no CUDA backend is compiled in or no device is usable, with the reason).
+ * Anything else: 64.
+ * Returns 0 or a status with a message. */
+int sp_bk_resolve(const char *requested, const sp_bk **out);
+
+/* A host view paired with a backend view of the same bytes. On a
+ * host_shared backend dev == host. */
+typedef struct sp_bk_buf {
+    void *host;
+    void *dev;
+    int64_t bytes;
+} sp_bk_buf;
+
+/* Bytes sp_bk_buf_init allocates (host plus, unless host_shared, device). */
+int64_t sp_bk_buf_bytes(const sp_bk *bk, int64_t bytes, int64_t *device_bytes);
+int sp_bk_buf_init(const sp_bk *bk, sp_bk_buf *b, int64_t bytes, const char *what);
+void sp_bk_buf_free(const sp_bk *bk, sp_bk_buf *b);
+/* Copies [off, off + n) bytes host → backend / backend → host (no-ops when shared). */
+void sp_bk_buf_to_dev(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n);
+void sp_bk_buf_to_host(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n);
+
+#endif
