@@ -40,6 +40,9 @@ enum sp_bk_norm {
     SP_BK_NORM_RMS,   /* x / sqrt(Σx²/D + eps) · γ                                */
     SP_BK_NORM_LAYER, /* (x − mean) / sqrt(Σ(x − mean)²/D + eps) · γ + β (d == D) */
 };
+/* Precision (CPU; a GPU backend matches it to rounding): the sums are float64,
+ * inv = (float)(1/sqrt(ss/D + eps)), then in float32 RMS r·inv·γ and LayerNorm
+ * (float)(r − mean)·inv·γ + β. β is NULL for RMS. */
 
 /* Elementwise activations. The *_GLU kinds combine gate and up:
  * gate ← act(gate) ⊙ up. The plain kinds act on gate alone (up ignored). */
@@ -87,7 +90,11 @@ typedef struct sp_bk {
      * bits (e.g. "cpu openblas-0.3.21 kernel=Haswell threads=2") into buf. */
     void (*identity)(char *buf, int64_t n);
     /* Workspace sized once for plan `in` (estimate-then-init: plan_bytes of
-     * the same `in` is exactly what ws_init allocates). */
+     * the same `in` is exactly what ws_init allocates). A field may be 0 when
+     * its ops are not used (e.g. cov_rows for evaluation only). Sizes that
+     * overflow, or that the backend cannot serve, plan INT64_MAX host bytes
+     * (so the memory plan refuses them) and make ws_init fail with a message.
+     * Ops then accept any D <= in->D, T <= in->T. */
     sp_bk_plan (*plan_bytes)(const sp_bk_plan_in *in);
     int (*ws_init)(const sp_bk_plan_in *in, sp_bk_ws **out);
     void (*ws_free)(sp_bk_ws *ws);
@@ -125,9 +132,14 @@ typedef struct sp_bk {
                       int64_t hd, float scale, int64_t window, float *ctx);
     /* gate (n) ← act(gate) [⊙ up]; see sp_bk_act. */
     void (*act)(enum sp_bk_act kind, float *gate, const float *up, int64_t n);
-    /* Σ over rows t < T − 1 of −log softmax(logits[t])[targets[t + 1]], in
-     * float64; logits (T, V). targets are host memory, already validated. */
-    double (*nll)(const float *logits, int64_t T, int64_t V, const int32_t *targets);
+    /* acc + Σ over rows t < T − 1 of −log softmax(logits[t])[targets[t + 1]],
+     * added to acc in float64 one row at a time, in row order; logits (T, V),
+     * whose row T − 1 is never read. targets are host memory, already
+     * validated. Scoring a window of Tw tokens in row chunks gives the same
+     * bits as one call when each call gets the previous result as acc: chunk
+     * [r0, r0 + nr) is nll(lg, p + 1, V, tokens + r0, acc) with
+     * p = min(nr, Tw − 1 − r0) predicting rows. */
+    double (*nll)(const float *logits, int64_t T, int64_t V, const int32_t *targets, double acc);
 
     /* ---- float64: second moments, eigh, rotations ---- */
     /* H (D, D) float64, upper triangle: H += Xᵀ·X for X (rows, D) float32 with

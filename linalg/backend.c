@@ -1,0 +1,89 @@
+/* linalg/backend.c — choosing a backend, and the sp_bk_buf pairs of a host
+ * view and a backend view (contract: backend.h). */
+#include "backend.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+int sp_bk_resolve(const char *requested, const sp_bk **out) {
+    *out = NULL;
+    if (!requested || strcmp(requested, "auto") == 0) {
+#ifdef SLICEPIPE_HAVE_CUDA
+        char why[256] = "";
+        if (sp_bk_cuda_usable(why, (int64_t)sizeof why)) {
+            *out = &sp_bk_cuda;
+            return 0;
+        }
+#endif
+        *out = &sp_bk_cpu;
+        return 0;
+    }
+    if (strcmp(requested, "cpu") == 0) {
+        *out = &sp_bk_cpu;
+        return 0;
+    }
+    if (strcmp(requested, "cuda") == 0) {
+#ifdef SLICEPIPE_HAVE_CUDA
+        char why[256] = "";
+        if (sp_bk_cuda_usable(why, (int64_t)sizeof why)) {
+            *out = &sp_bk_cuda;
+            return 0;
+        }
+        return sp_fail(SP_EX_USAGE, "backend \"cuda\": no usable CUDA device (%s); use backend = \"cpu\" or \"auto\"",
+                       why[0] ? why : "no reason given");
+#else
+        return sp_fail(SP_EX_USAGE,
+                       "backend \"cuda\": this slicepipe was built without the CUDA backend (configure with "
+                       "-DSLICEPIPE_CUDA=ON where the CUDA toolkit is installed); use backend = \"cpu\" or \"auto\"");
+#endif
+    }
+    return sp_fail(SP_EX_USAGE, "unknown backend '%.32s' (auto, cpu or cuda)", requested);
+}
+
+int64_t sp_bk_buf_bytes(const sp_bk *bk, int64_t bytes, int64_t *device_bytes) {
+    if (device_bytes) *device_bytes = bk->host_shared ? 0 : bytes;
+    return bytes;
+}
+
+int sp_bk_buf_init(const sp_bk *bk, sp_bk_buf *b, int64_t bytes, const char *what) {
+    memset(b, 0, sizeof *b);
+    if (bytes < 0) return sp_fail(SP_EX_SOFTWARE, "buffer for %s: negative size %lld", what, (long long)bytes);
+    if (bk->host_shared) {
+        SP_TRY(bk->alloc(&b->host, bytes, what));
+        b->dev = b->host;
+    } else {
+        SP_TRY(sp_alloc(&b->host, bytes, 1, what));
+        int rc = bk->alloc(&b->dev, bytes, what);
+        if (rc) {
+            free(b->host);
+            b->host = NULL;
+            return rc;
+        }
+    }
+    b->bytes = bytes;
+    return 0;
+}
+
+void sp_bk_buf_free(const sp_bk *bk, sp_bk_buf *b) {
+    if (!b) return;
+    if (bk->host_shared) {
+        bk->free(b->host);
+    } else {
+        free(b->host);
+        bk->free(b->dev);
+    }
+    b->host = b->dev = NULL;
+    b->bytes = 0;
+}
+
+void sp_bk_buf_to_dev(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n) {
+    SP_ASSERT(off >= 0 && n >= 0 && off <= b->bytes && n <= b->bytes - off);
+    if (!bk->host_shared && n > 0) bk->to_dev((char *)b->dev + off, (const char *)b->host + off, n);
+}
+
+void sp_bk_buf_to_host(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n) {
+    SP_ASSERT(off >= 0 && n >= 0 && off <= b->bytes && n <= b->bytes - off);
+    if (!bk->host_shared && n > 0) bk->to_host((char *)b->host + off, (const char *)b->dev + off, n);
+}

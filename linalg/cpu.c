@@ -1,0 +1,524 @@
+/* linalg/cpu.c — the CPU backend: every op of linalg/backend.h on OpenBLAS
+ * (cblas) and LAPACKE. Backend memory is host memory (host_shared = 1).
+ *
+ * Bits. The pipeline was ported onto these ops from linalg/forward.c,
+ * linalg/pca.c and the rotation helpers of pipeline/compute.c, and its output
+ * files must not change: each op performs the same floating-point operations,
+ * in the same order and through the same BLAS/LAPACK calls, as the code it
+ * replaces (noted per op below). The new cases (a window, partial rotary,
+ * interleaved RoPE, LayerNorm, the GELU and ReLU activations) reduce to the
+ * old code when they are off.
+ *
+ * Workspace. One allocation, laid out by ws_layout_of, which plan_bytes also
+ * uses, so the plan is exactly what ws_init allocates:
+ *     struct sp_bk_ws
+ *     stage   (cov_rows, D) float64   second-moment staging
+ *     work    (lwork) float64         dsyevd workspace (its own optimal size)
+ *     iwork   (liwork) lapack_int
+ *     w       (D) float64             ascending eigenvalues from dsyevd
+ *     rot_in  (rot_block, D) float64  rotation block, widened
+ *     rot_out (rot_block, D) float64  rotation block, rotated
+ *     att     (min(T, QBLOCK), T) float32  attention scores of one block
+ * No op allocates.
+ */
+#include "backend.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+
+#define CPU_QBLOCK 128 /* query rows per attention block (forward.c's SP_FWD_QBLOCK) */
+#define CPU_ALIGN 64   /* bytes: each workspace region starts on a cache line */
+/* dsyevd's lwork = 1 + 6D + 2D² must fit a 32-bit lapack_int. */
+#define CPU_D_MAX_LP32 32000
+
+struct sp_bk_ws {
+    int64_t D, cov_rows, rot_block, T;
+    double *stage;            /* (cov_rows, D) */
+    double *work;             /* (lwork) */
+    lapack_int *iwork;        /* (liwork) */
+    double *w;                /* (D) */
+    double *rot_in, *rot_out; /* (rot_block, D) each */
+    float *att;               /* (min(T, QBLOCK), T) */
+    lapack_int lwork, liwork; /* capacities of work and iwork */
+};
+
+typedef struct ws_layout {
+    int64_t off_stage, off_work, off_iwork, off_w, off_rot_in, off_rot_out, off_att;
+    int64_t total; /* bytes, struct included */
+    lapack_int lwork, liwork;
+} ws_layout;
+
+static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* dsyevd's optimal workspace for order D, by the same query LAPACKE_dsyevd
+ * makes (so the solver runs with the lwork it always ran with: dsytrd's
+ * blocking depends on it). 0 or -1 when the query fails. */
+static int dsyevd_sizes(int64_t D, lapack_int *lwork, lapack_int *liwork) {
+    *lwork = *liwork = 0;
+    if (D <= 0) return 0;
+    double a = 0, w = 0, work_query = 0;
+    lapack_int iwork_query = 0;
+    lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)D, &a, (lapack_int)D, &w, &work_query,
+                                          -1, &iwork_query, -1);
+    if (info != 0 || work_query < 1 || iwork_query < 1) return -1;
+    *lwork = (lapack_int)work_query; /* LAPACKE_dsyevd's own conversion */
+    *liwork = iwork_query;
+    return 0;
+}
+
+/* 0, 64 (D too large for the solver) or 70 (overflow), without a message. */
+static int ws_layout_of(const sp_bk_plan_in *in, ws_layout *L) {
+    memset(L, 0, sizeof *L);
+    SP_ASSERT(in->D >= 0 && in->cov_rows >= 0 && in->rot_block >= 0 && in->T >= 0 && in->n_heads >= 0);
+    if (sizeof(lapack_int) < 8 && in->D > CPU_D_MAX_LP32) return SP_EX_USAGE;
+    if (dsyevd_sizes(in->D, &L->lwork, &L->liwork)) return SP_EX_SOFTWARE;
+    const struct {
+        int64_t *off;
+        int64_t a, b, elem;
+    } r[] = {
+        {&L->off_stage, in->cov_rows, in->D, 8},
+        {&L->off_work, L->lwork, 1, 8},
+        {&L->off_iwork, L->liwork, 1, (int64_t)sizeof(lapack_int)},
+        {&L->off_w, in->D, 1, 8},
+        {&L->off_rot_in, in->rot_block, in->D, 8},
+        {&L->off_rot_out, in->rot_block, in->D, 8},
+        {&L->off_att, min_i64(in->T, CPU_QBLOCK), in->T, 4},
+    };
+    int64_t pos = ((int64_t)sizeof(struct sp_bk_ws) + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
+        int64_t n, end;
+        if (sp_mul_i64(r[i].a, r[i].b, &n) || sp_mul_i64(n, r[i].elem, &n) || sp_add_i64(pos, n, &end) ||
+            sp_add_i64(end, CPU_ALIGN - 1, &end))
+            return SP_EX_SOFTWARE;
+        *r[i].off = pos;
+        pos = end / CPU_ALIGN * CPU_ALIGN;
+    }
+    L->total = pos;
+    return 0;
+}
+
+static sp_bk_plan cpu_plan_bytes(const sp_bk_plan_in *in) {
+    ws_layout L;
+    sp_bk_plan p = {.host_bytes = 0, .device_bytes = 0};
+    p.host_bytes = ws_layout_of(in, &L) ? INT64_MAX : L.total;
+    return p;
+}
+
+static int cpu_ws_init(const sp_bk_plan_in *in, sp_bk_ws **out) {
+    *out = NULL;
+    ws_layout L;
+    int rc = ws_layout_of(in, &L);
+    if (rc == SP_EX_USAGE)
+        return sp_fail(rc, "cpu backend: hidden width %lld is too large for the eigensolver's 32-bit workspace "
+                       "(at most %d)", (long long)in->D, CPU_D_MAX_LP32);
+    if (rc) return sp_fail(rc, "cpu backend: workspace size overflows (D %lld, cov_rows %lld, rot_block %lld, T %lld)",
+                           (long long)in->D, (long long)in->cov_rows, (long long)in->rot_block, (long long)in->T);
+    char *base;
+    SP_TRY(sp_alloc((void **)&base, L.total, 1, "cpu backend workspace"));
+    sp_bk_ws *ws = (sp_bk_ws *)base;
+    memset(ws, 0, sizeof *ws);
+    ws->D = in->D;
+    ws->cov_rows = in->cov_rows;
+    ws->rot_block = in->rot_block;
+    ws->T = in->T;
+    ws->stage = (double *)(base + L.off_stage);
+    ws->work = (double *)(base + L.off_work);
+    ws->iwork = (lapack_int *)(base + L.off_iwork);
+    ws->w = (double *)(base + L.off_w);
+    ws->rot_in = (double *)(base + L.off_rot_in);
+    ws->rot_out = (double *)(base + L.off_rot_out);
+    ws->att = (float *)(base + L.off_att);
+    ws->lwork = L.lwork;
+    ws->liwork = L.liwork;
+    *out = ws;
+    return 0;
+}
+
+static void cpu_ws_free(sp_bk_ws *ws) { free(ws); /* the struct heads its one allocation */ }
+
+/* ---- lifecycle, threads, identity ---- */
+
+/* sp_model_set_threads' rule: n if > 0, else 1 below D 512, else all cores. */
+static int cpu_set_threads(int64_t n, int64_t D) {
+    int t = n > 0 ? (int)min_i64(n, 1 << 20) : D < 512 ? 1 : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (t < 1) t = 1;
+    openblas_set_num_threads(t);
+    return t;
+}
+
+static void cpu_identity(char *buf, int64_t n) {
+    if (n <= 0) return;
+    char cfg[256];
+    snprintf(cfg, sizeof cfg, "%s", openblas_get_config());
+    for (size_t len = strlen(cfg); len > 0 && cfg[len - 1] == ' '; len--) cfg[len - 1] = 0;
+    snprintf(buf, (size_t)n, "cpu openblas %s kernel=%s threads=%d", cfg, openblas_get_corename(),
+             openblas_get_num_threads());
+}
+
+/* ---- buffers: host memory ---- */
+
+static int cpu_alloc(void **p, int64_t bytes, const char *what) { return sp_alloc(p, bytes, 1, what); }
+static void cpu_free(void *p) { free(p); }
+static void cpu_copy(void *dst, const void *src, int64_t bytes) {
+    SP_ASSERT(bytes >= 0);
+    if (dst != src && bytes > 0) memcpy(dst, src, (size_t)bytes);
+}
+static void cpu_zero(void *p, int64_t bytes) {
+    SP_ASSERT(bytes >= 0);
+    if (bytes > 0) memset(p, 0, (size_t)bytes);
+}
+
+/* ---- float32 ---- */
+
+static int fits_int(int64_t v) { return v >= 0 && v <= 0x7fffffff; }
+
+static void cpu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    SP_ASSERT(fits_int(m) && fits_int(n) && fits_int(k) && fits_int(lda) && fits_int(ldb) && fits_int(ldc));
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n,
+                (blasint)k, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+/* forward.c's add_shortcut without S. */
+static void cpu_add(float *y, const float *x, int64_t rows, int64_t n) {
+    for (int64_t i = 0; i < rows * n; i++) y[i] += x[i];
+}
+
+static void cpu_add_bias(float *y, const float *b, int64_t rows, int64_t n) {
+    for (int64_t t = 0; t < rows; t++)
+        for (int64_t j = 0; j < n; j++) y[t * n + j] += b[j];
+}
+
+/* RMS: sp_rmsn's loop exactly. */
+static void cpu_norm(enum sp_bk_norm kind, const float *gamma, const float *beta, int64_t d, int64_t D, double eps,
+                     float *x, int64_t rows) {
+    SP_ASSERT(d >= 1 && D >= 1 && d <= D);
+    if (kind == SP_BK_NORM_RMS) {
+        SP_ASSERT(!beta);
+        for (int64_t t = 0; t < rows; t++) {
+            float *r = x + t * d;
+            double ss = 0.0;
+            for (int64_t j = 0; j < d; j++) ss += (double)r[j] * (double)r[j];
+            float inv = (float)(1.0 / sqrt(ss / (double)D + eps));
+            if (gamma)
+                for (int64_t j = 0; j < d; j++) r[j] = r[j] * inv * gamma[j];
+            else
+                for (int64_t j = 0; j < d; j++) r[j] *= inv;
+        }
+        return;
+    }
+    SP_ASSERT(kind == SP_BK_NORM_LAYER && d == D);
+    for (int64_t t = 0; t < rows; t++) {
+        float *r = x + t * d;
+        double s = 0.0;
+        for (int64_t j = 0; j < d; j++) s += (double)r[j];
+        double mean = s / (double)D, ss = 0.0;
+        for (int64_t j = 0; j < d; j++) {
+            double c = (double)r[j] - mean;
+            ss += c * c;
+        }
+        float inv = (float)(1.0 / sqrt(ss / (double)D + eps));
+        for (int64_t j = 0; j < d; j++) {
+            float y = (float)((double)r[j] - mean) * inv;
+            if (gamma) y = y * gamma[j];
+            if (beta) y = y + beta[j];
+            r[j] = y;
+        }
+    }
+}
+
+/* HALF with rot == hd and ld == nh·hd is forward.c's rope_apply exactly. */
+static void cpu_rope(enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int64_t nh, int64_t hd, int64_t rot,
+                     const float *cos_t, const float *sin_t) {
+    SP_ASSERT(T >= 0 && nh >= 0 && hd >= 1 && rot >= 0 && rot % 2 == 0 && rot <= hd && nh * hd <= ld);
+    const int64_t half = rot / 2;
+    for (int64_t t = 0; t < T; t++) {
+        const float *c = cos_t + t * half, *sn = sin_t + t * half;
+        for (int64_t h = 0; h < nh; h++) {
+            float *p = x + t * ld + h * hd;
+            if (kind == SP_BK_ROPE_HALF) {
+                for (int64_t i = 0; i < half; i++) {
+                    float a = p[i], b = p[i + half];
+                    p[i] = a * c[i] - b * sn[i];        /* q1·cos − q2·sin */
+                    p[i + half] = b * c[i] + a * sn[i]; /* q2·cos + q1·sin */
+                }
+            } else {
+                SP_ASSERT(kind == SP_BK_ROPE_INTERLEAVE);
+                for (int64_t i = 0; i < half; i++) {
+                    float a = p[2 * i], b = p[2 * i + 1];
+                    p[2 * i] = a * c[i] - b * sn[i];
+                    p[2 * i + 1] = b * c[i] + a * sn[i];
+                }
+            }
+        }
+    }
+}
+
+/* sp_fwd_attn's attention loop exactly when window <= 0 (or >= T): per query
+ * head, per block of CPU_QBLOCK query rows [r0, r1). A block needs keys
+ * k0 = max(0, r0 − window + 1) .. r1 − 1 only; row i sees [first, last]. */
+static void cpu_attention(sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh,
+                          int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
+    SP_ASSERT(T >= 1 && T <= ws->T && nh >= 1 && nkv >= 1 && nh % nkv == 0 && hd >= 1);
+    const int64_t qw = nh * hd, kw = nkv * hd, group = nh / nkv;
+    for (int64_t hq = 0; hq < nh; hq++) {
+        int64_t g = hq / group; /* GQA: query head hq reads kv head hq / (nh/nkv) */
+        const float *qh = q + hq * hd, *kh = k + g * hd, *vh = v + g * hd;
+        for (int64_t r0 = 0; r0 < T; r0 += CPU_QBLOCK) {
+            int64_t r1 = min_i64(T, r0 + CPU_QBLOCK), nr = r1 - r0;
+            int64_t k0 = window > 0 && r0 - window + 1 > 0 ? r0 - window + 1 : 0, nk = r1 - k0;
+            float *att = ws->att; /* (nr, nk), ld nk */
+            cpu_sgemm(0, 1, nr, nk, hd, scale, qh + r0 * qw, qw, kh + k0 * kw, kw, 0.0f, att, nk);
+            for (int64_t i = 0; i < nr; i++) {
+                float *row = att + i * nk;
+                int64_t last = r0 + i - k0; /* causal: keys k0 + first .. k0 + last */
+                int64_t first = window > 0 && r0 + i - window + 1 > k0 ? r0 + i - window + 1 - k0 : 0;
+                float m = row[first];
+                for (int64_t j = first + 1; j <= last; j++) m = row[j] > m ? row[j] : m;
+                float sum = 0.0f;
+                for (int64_t j = first; j <= last; j++) {
+                    /* below -87, expf underflows (slow errno path in glibc) to
+                     * under FLT_MIN: a zero weight is exact to float precision */
+                    float z = row[j] - m;
+                    row[j] = z < -87.0f ? 0.0f : expf(z);
+                    sum += row[j];
+                }
+                float inv = 1.0f / sum;
+                for (int64_t j = first; j <= last; j++) row[j] *= inv;
+                for (int64_t j = 0; j < first; j++) row[j] = 0.0f;
+                for (int64_t j = last + 1; j < nk; j++) row[j] = 0.0f;
+            }
+            cpu_sgemm(0, 0, nr, hd, nk, 1.0f, att, nk, vh + k0 * kw, kw, 0.0f, ctx + r0 * qw + hq * hd, qw);
+        }
+    }
+}
+
+/* SILU_GLU: sp_fwd_mlp's loop exactly. */
+static void cpu_act(enum sp_bk_act kind, float *gate, const float *up, int64_t n) {
+    switch (kind) {
+    case SP_BK_ACT_SILU_GLU:
+        for (int64_t i = 0; i < n; i++) {
+            /* silu(g) · u; for g < -80 silu(g) is below 1e-33 and expf(-g)
+             * would overflow through glibc's slow errno path: clamp it */
+            float g = gate[i];
+            gate[i] = g / (1.0f + expf(g < -80.0f ? 80.0f : -g)) * up[i];
+        }
+        return;
+    case SP_BK_ACT_GELU_TANH_GLU:
+    case SP_BK_ACT_GELU_TANH:
+        for (int64_t i = 0; i < n; i++) {
+            /* 0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))) */
+            float g = gate[i];
+            float y = 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+            gate[i] = kind == SP_BK_ACT_GELU_TANH_GLU ? y * up[i] : y;
+        }
+        return;
+    case SP_BK_ACT_GELU_GLU:
+        for (int64_t i = 0; i < n; i++) {
+            float g = gate[i]; /* 0.5·g·(1 + erf(g/√2)) */
+            gate[i] = 0.5f * g * (1.0f + erff(g * 0.70710678118654752f)) * up[i];
+        }
+        return;
+    case SP_BK_ACT_RELU:
+        for (int64_t i = 0; i < n; i++) gate[i] = gate[i] > 0.0f ? gate[i] : 0.0f;
+        return;
+    }
+    SP_ASSERT(!"unknown activation");
+}
+
+/* sp_fwd_head_nll's per-row loop exactly. */
+static double cpu_nll(const float *logits, int64_t T, int64_t V, const int32_t *targets, double acc) {
+    SP_ASSERT(V >= 1);
+    double nll = acc;
+    for (int64_t t = 0; t < T - 1; t++) {
+        const float *row = logits + t * V;
+        int32_t target = targets[t + 1];
+        SP_ASSERT(target >= 0 && target < V); /* callers validate token ids on load */
+        float m = row[0];
+        for (int64_t j = 1; j < V; j++) m = row[j] > m ? row[j] : m;
+        double se = 0.0;
+        for (int64_t j = 0; j < V; j++) se += exp((double)row[j] - (double)m);
+        nll += (double)m + log(se) - (double)row[target];
+    }
+    return nll;
+}
+
+/* ---- float64 ---- */
+
+/* sp_cov_add exactly (chunk_rows = cov_rows). */
+static int cpu_cov_add(sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld, int64_t row0) {
+    SP_ASSERT(D >= 1 && D <= ws->D && ws->cov_rows >= 1 && ld >= D && rows >= 0);
+    for (int64_t r0 = 0; r0 < rows; r0 += ws->cov_rows) {
+        int64_t nr = min_i64(rows - r0, ws->cov_rows);
+        for (int64_t i = 0; i < nr; i++) {
+            const float *src = X + (r0 + i) * ld;
+            double *dst = ws->stage + i * D; /* (nr, D) */
+            for (int64_t j = 0; j < D; j++) {
+                if (!isfinite(src[j]))
+                    return sp_fail(SP_EX_DATAERR, "non-finite activation (NaN or Inf) at token %lld, component %lld",
+                                   (long long)(row0 + r0 + i), (long long)j);
+                dst[j] = (double)src[j];
+            }
+        }
+        /* H (upper) += stageᵀ·stage */
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)D, (int)nr, 1.0, ws->stage, (int)D, 1.0, H, (int)D);
+    }
+    return 0;
+}
+
+/* sp_eigh_desc exactly, with dsyevd's workspace from ws (LAPACKE_dsyevd
+ * queries the same sizes and calls the same _work function). */
+static int cpu_eigh(sp_bk_ws *ws, const double *H, int64_t D, double damp, double *Q, double *evals) {
+    SP_ASSERT(D >= 1 && D <= ws->D);
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j = i; j < D; j++)
+            if (!isfinite(H[i * D + j]))
+                return sp_fail(SP_EX_DATAERR, "second moment holds a non-finite value (at %lld, %lld)", (long long)i,
+                               (long long)j);
+    double tr = 0;
+    for (int64_t i = 0; i < D; i++) tr += H[i * D + i];
+    double mean_diag = tr / (double)D;
+    if (!isfinite(mean_diag)) return sp_fail(SP_EX_DATAERR, "second moment holds a non-finite value");
+    if (mean_diag == 0) return sp_fail(SP_EX_DATAERR, "second moment has a zero mean diagonal (all activations are zero)");
+    double delta = damp * mean_diag;
+    /* Q <- upper triangle of H (+ δ on the diagonal); dsyevd overwrites it with eigenvectors. */
+    for (int64_t i = 0; i < D; i++) {
+        for (int64_t j = 0; j < D; j++) Q[i * D + j] = j >= i ? H[i * D + j] : 0.0;
+        Q[i * D + i] += delta;
+    }
+    lapack_int lwork, liwork;
+    if (dsyevd_sizes(D, &lwork, &liwork))
+        return sp_fail(SP_EX_SOFTWARE, "eigendecomposition: dsyevd workspace query failed (D %lld)", (long long)D);
+    SP_ASSERT(lwork <= ws->lwork && liwork <= ws->liwork);
+    /* The row-major upper triangle is the column-major lower triangle of the
+     * same memory: column-major dsyevd needs no D×D transposed copy. The
+     * eigenvectors come back as column-major columns, that is as rows here. */
+    lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)D, Q, (lapack_int)D, ws->w, ws->work,
+                                          lwork, ws->iwork, liwork);
+    if (info != 0)
+        return sp_fail(SP_EX_DATAERR, "eigendecomposition failed (LAPACKE_dsyevd info=%d)", (int)info);
+    /* Rows → columns (in-place transpose), then ascending → descending by
+     * reversing the column order, row by row. */
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j = i + 1; j < D; j++) {
+            double t = Q[i * D + j];
+            Q[i * D + j] = Q[j * D + i];
+            Q[j * D + i] = t;
+        }
+    for (int64_t i = 0; i < D; i++) {
+        double *row = Q + i * D;
+        for (int64_t a = 0, b = D - 1; a < b; a++, b--) {
+            double t = row[a];
+            row[a] = row[b];
+            row[b] = t;
+        }
+    }
+    for (int64_t j = 0; j < D; j++) evals[j] = ws->w[D - 1 - j];
+    /* Canonical sign: the largest-magnitude component of each column (the
+     * first on ties) is positive. */
+    for (int64_t j = 0; j < D; j++) {
+        int64_t arg = 0;
+        double best = -1;
+        for (int64_t i = 0; i < D; i++) {
+            double a = fabs(Q[i * D + j]);
+            if (a > best) {
+                best = a;
+                arg = i;
+            }
+        }
+        if (Q[arg * D + j] < 0)
+            for (int64_t i = 0; i < D; i++) Q[i * D + j] = -Q[i * D + j];
+    }
+    return 0;
+}
+
+/* compute.c's rot_rows exactly (BLK = rot_block). Row block r0 is read
+ * before its results are stored at [r0·k, r1·k), which never reaches an
+ * unread row. */
+static void cpu_rot_rows(sp_bk_ws *ws, float *W, int64_t rows, int64_t D, const float *gamma, const double *Q,
+                         int64_t k) {
+    SP_ASSERT(D >= 1 && D <= ws->D && k >= 1 && k <= D && rows >= 0 && ws->rot_block >= 1);
+    const int64_t BLK = ws->rot_block;
+    double *dbuf = ws->rot_in, *dout = ws->rot_out; /* (nr, D), (nr, k) */
+    for (int64_t r0 = 0; r0 < rows; r0 += BLK) {
+        int64_t nr = rows - r0 < BLK ? rows - r0 : BLK;
+        for (int64_t r = 0; r < nr; r++)
+            for (int64_t i = 0; i < D; i++)
+                dbuf[r * D + i] = (double)W[(r0 + r) * D + i] * (gamma ? (double)gamma[i] : 1.0);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)k, (int)D, 1.0, dbuf, (int)D, Q, (int)D,
+                    0.0, dout, (int)k);
+        for (int64_t i = 0; i < nr * k; i++) W[r0 * k + i] = (float)dout[i];
+    }
+}
+
+/* compute.c's rot_cols exactly: a column block is read whole before its
+ * results are stored into the same columns. */
+static void cpu_rot_cols(sp_bk_ws *ws, const double *Q, int64_t D, int64_t k, float *W, int64_t cols) {
+    SP_ASSERT(D >= 1 && D <= ws->D && k >= 1 && k <= D && cols >= 0 && ws->rot_block >= 1);
+    const int64_t BLK = ws->rot_block;
+    double *dbuf = ws->rot_in, *dout = ws->rot_out; /* (D, nc), (k, nc) */
+    for (int64_t c0 = 0; c0 < cols; c0 += BLK) {
+        int64_t nc = cols - c0 < BLK ? cols - c0 : BLK;
+        for (int64_t r = 0; r < D; r++)
+            for (int64_t i = 0; i < nc; i++) dbuf[r * nc + i] = (double)W[r * cols + c0 + i];
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)nc, (int)D, 1.0, Q, (int)D, dbuf, (int)nc, 0.0,
+                    dout, (int)nc);
+        for (int64_t r = 0; r < k; r++)
+            for (int64_t i = 0; i < nc; i++) W[r * cols + c0 + i] = (float)dout[r * nc + i];
+    }
+}
+
+/* compute.c's shortcut exactly. */
+static void cpu_basis_product(const double *A, int64_t a, const double *B, int64_t b, int64_t D, double *scratch,
+                              float *C) {
+    SP_ASSERT(a >= 1 && a <= D && b >= 1 && b <= D);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)a, (int)b, (int)D, 1.0, A, (int)D, B, (int)D, 0.0, scratch,
+                (int)b);
+    for (int64_t i = 0; i < a * b; i++) C[i] = (float)scratch[i];
+}
+
+/* compute.c's basis_f32 (Qt is its fs). */
+static void cpu_basis_f32(const double *Q, int64_t D, int64_t k, float *Qf, float *Qt) {
+    SP_ASSERT(k >= 0 && k <= D);
+    for (int64_t r = 0; r < D; r++)
+        for (int64_t i = 0; i < k; i++) {
+            if (Qf) Qf[r * k + i] = (float)Q[r * D + i];
+            if (Qt) Qt[i * D + r] = (float)Q[r * D + i];
+        }
+}
+
+const sp_bk sp_bk_cpu = {
+    .name = "cpu",
+    .host_shared = 1,
+    .set_threads = cpu_set_threads,
+    .identity = cpu_identity,
+    .plan_bytes = cpu_plan_bytes,
+    .ws_init = cpu_ws_init,
+    .ws_free = cpu_ws_free,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .to_dev = cpu_copy,
+    .to_host = cpu_copy,
+    .zero = cpu_zero,
+    .sgemm = cpu_sgemm,
+    .add = cpu_add,
+    .add_bias = cpu_add_bias,
+    .norm = cpu_norm,
+    .rope = cpu_rope,
+    .attention = cpu_attention,
+    .act = cpu_act,
+    .nll = cpu_nll,
+    .cov_add = cpu_cov_add,
+    .eigh = cpu_eigh,
+    .rot_rows = cpu_rot_rows,
+    .rot_cols = cpu_rot_cols,
+    .basis_product = cpu_basis_product,
+    .basis_f32 = cpu_basis_f32,
+};
