@@ -28,6 +28,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "utf8.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -58,41 +59,8 @@ struct sp_st_file {
 };
 
 /* ------------------------------------------------------------------ */
-/* UTF-8 and strict JSON validation                                    */
+/* strict JSON validation (UTF-8: utf8.h)                             */
 /* ------------------------------------------------------------------ */
-
-/* Returns the offset of the first byte that is not part of valid UTF-8, or -1. */
-static int64_t utf8_invalid_at(const unsigned char *s, int64_t n) {
-    int64_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        int len;
-        unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            if (c == 0xE0) lo = 0xA0; /* overlong */
-            if (c == 0xED) hi = 0x9F; /* surrogates U+D800..DFFF */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            if (c == 0xF0) lo = 0x90; /* overlong */
-            if (c == 0xF4) hi = 0x8F; /* > U+10FFFF */
-        } else {
-            return i; /* 0x80..0xC1 (continuation or overlong lead), 0xF5..0xFF */
-        }
-        if (n - i < len) return i;
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (int k = 2; k < len; k++)
-            if ((s[i + k] & 0xC0) != 0x80) return i;
-        i += len;
-    }
-    return -1;
-}
 
 typedef struct jv {
     const unsigned char *p, *beg, *end;
@@ -237,7 +205,7 @@ static int jv_value(jv *v, int depth) {
  * `ws_around`, JSON whitespace may surround it). On failure records a message
  * "<path>: <what> ..." and returns 65. */
 static int validate_json(const char *path, const char *what, const char *buf, int64_t n, int ws_around) {
-    int64_t bad = utf8_invalid_at((const unsigned char *)buf, n);
+    int64_t bad = sp_utf8_invalid_at(buf, n);
     if (bad >= 0)
         return sp_fail(SP_EX_DATAERR, "%s: %s is not valid UTF-8 (bad byte 0x%02x at byte %lld)", path, what,
                        (unsigned char)buf[bad], (long long)bad);

@@ -38,6 +38,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -590,32 +591,6 @@ static int parse_line(load_state *st, const char *s, const char *e) {
     return rc;
 }
 
-/* Strict UTF-8 (no overlongs, no surrogates, <= U+10FFFF). Returns the
- * offset of the first bad byte, or -1. */
-static int64_t utf8_bad_at(const unsigned char *s, int64_t n) {
-    int64_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        int len;
-        uint32_t cp;
-        if (c < 0x80) { i++; continue; }
-        if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-        else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-        else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-        else return i;
-        if (n - i < len) return i;
-        for (int k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return i;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return i;
-        i += len;
-    }
-    return -1;
-}
-
 static int line_of(const char *buf, int64_t off) {
     int line = 1;
     for (int64_t i = 0; i < off; i++) line += buf[i] == '\n';
@@ -684,7 +659,7 @@ static int load(load_state *st, const char *path) {
     free(dcopy);
 
     if (!rc) {
-        int64_t bad = utf8_bad_at((const unsigned char *)buf, len);
+        int64_t bad = sp_utf8_invalid_at(buf, len);
         const char *nul = memchr(buf, 0, (size_t)len);
         if (nul && (bad < 0 || nul - buf < bad)) bad = nul - buf;
         if (bad >= 0) {

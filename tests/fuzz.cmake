@@ -20,7 +20,8 @@ if(SLICEPIPE_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
   if(NOT SLICEPIPE_SANITIZE)
     list(APPEND SP_FUZZ_FLAGS -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
   endif()
-  set(SP_FUZZ_COMMON ${CMAKE_SOURCE_DIR}/io/fileio.c ${CMAKE_SOURCE_DIR}/io/error.c ${CMAKE_SOURCE_DIR}/io/dtype.c)
+  set(SP_FUZZ_COMMON ${CMAKE_SOURCE_DIR}/io/fileio.c ${CMAKE_SOURCE_DIR}/io/error.c ${CMAKE_SOURCE_DIR}/io/dtype.c
+                     ${CMAKE_SOURCE_DIR}/io/utf8.c)
 
   function(sp_fuzz_target name parser_source)
     add_executable(${name} ${CMAKE_SOURCE_DIR}/tests/fuzz/${name}.c ${parser_source} ${SP_FUZZ_COMMON})

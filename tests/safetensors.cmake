@@ -36,7 +36,8 @@ if(SLICEPIPE_FUZZ)
   # coverage instrumentation covers them (slicepipe_core is built without it).
   add_executable(fuzz_safetensors ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_safetensors.c
                  ${CMAKE_SOURCE_DIR}/io/safetensors.c ${CMAKE_SOURCE_DIR}/io/fileio.c
-                 ${CMAKE_SOURCE_DIR}/io/dtype.c ${CMAKE_SOURCE_DIR}/io/error.c)
+                 ${CMAKE_SOURCE_DIR}/io/dtype.c ${CMAKE_SOURCE_DIR}/io/error.c
+                 ${CMAKE_SOURCE_DIR}/io/utf8.c)
   target_include_directories(fuzz_safetensors PRIVATE ${CMAKE_SOURCE_DIR}/io)
   target_compile_options(fuzz_safetensors PRIVATE -fsanitize=fuzzer)
   target_link_options(fuzz_safetensors PRIVATE -fsanitize=fuzzer)

@@ -9,6 +9,7 @@
  */
 #include "error.h"
 #include "safetensors.h"
+#include "utf8.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -293,6 +294,40 @@ static void expect_header(const char *hdr, int want_rc, const char *needle, int 
 #define GOOD(h) expect_header(h, 0, NULL, __LINE__)
 #define BAD(h, needle) expect_header(h, SP_EX_DATAERR, needle, __LINE__)
 
+/* io/utf8: the offset is that of the first bad sequence's lead byte (the
+ * manifest turns it into a line number, safetensors into a byte offset). */
+static void test_utf8_offsets(void) {
+    static const struct {
+        const char *s;
+        int64_t bad;
+    } cases[] = {
+        {"", -1},
+        {"plain ascii", -1},
+        {"\xc2\x80 \xdf\xbf \xe0\xa0\x80 \xed\x9f\xbf \xee\x80\x80 \xf0\x90\x80\x80 \xf4\x8f\xbf\xbf", -1}, /* edges */
+        {"ab\x80", 2},                 /* lone continuation */
+        {"a\xc0\xaf", 1},              /* overlong 2-byte lead */
+        {"a\xc1\xbf", 1},
+        {"xy\xe0\x9f\xbf", 2},         /* 3-byte overlong */
+        {"\xed\xa0\x80", 0},           /* surrogate U+D800 */
+        {"ok\xed\xbf\xbf", 2},         /* surrogate U+DFFF */
+        {"\xf0\x8f\xbf\xbf", 0},       /* 4-byte overlong */
+        {"z\xf4\x90\x80\x80", 1},      /* U+110000 */
+        {"\xf5\x80\x80\x80", 0},
+        {"\xff", 0},
+        {"\xc3\xa9\xe2\x82", 2},       /* valid é, then a truncated 3-byte sequence */
+        {"\xe2\x82\x41", 0},           /* bad third byte: the lead's offset */
+        {"\xf0\x9f\x98\x80\xf0\x9f\x98", 4},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int64_t got = sp_utf8_invalid_at(cases[i].s, (int64_t)strlen(cases[i].s));
+        CHECK(got == cases[i].bad, "case %zu: got %lld, want %lld", i, (long long)got, (long long)cases[i].bad);
+    }
+    /* NUL is valid UTF-8; n, not the terminator, bounds the scan. */
+    CHECK(sp_utf8_invalid_at("a\0b", 3) == -1);
+    CHECK(sp_utf8_invalid_at("ab\xc3\xa9", 3) == 2);
+    CHECK(sp_utf8_invalid_at(NULL, 0) == -1);
+}
+
 static void test_header_strictness(void) {
     GOOD("{}");
     GOOD(W("[1],\"data_offsets\":[0,4]"));
@@ -424,6 +459,7 @@ int main(int argc, char **argv) {
         perror("mkdtemp");
         return 1;
     }
+    test_utf8_offsets();
     test_mixed_unaligned();
     test_nonfinite_index();
     test_header_strictness();
