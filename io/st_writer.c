@@ -18,6 +18,7 @@
 #include "error.h"
 #include "fileio.h"
 #include "safetensors.h" /* SP_ST_MAX_DIMS, SP_ST_HEADER_MAX: what readers accept */
+#include "strbuf.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -87,36 +88,6 @@ static int stw_check_alive(sp_stw *w) {
     if (w->failed)
         return sp_fail(w->failed, "%s", w->failmsg ? w->failmsg : "safetensors writer stopped after an earlier error");
     return 0;
-}
-
-typedef struct sbuf {
-    char *p;
-    int64_t len, cap;
-} sbuf;
-
-static int sb_put(sbuf *b, const char *s, int64_t n) {
-    if (b->len + n + 1 > b->cap) {
-        int64_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) {
-            if (sp_mul_i64(cap, 2, &cap)) return sp_fail(SP_EX_SOFTWARE, "safetensors header: size overflows");
-        }
-        char *p = realloc(b->p, (size_t)cap);
-        if (!p) return sp_fail(SP_EX_SOFTWARE, "out of memory building a safetensors header (%lld bytes)", (long long)cap);
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, (size_t)n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return 0;
-}
-
-static int sb_str(sbuf *b, const char *s) { return sb_put(b, s, (int64_t)strlen(s)); }
-
-static int sb_i64(sbuf *b, int64_t v) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);
-    return sb_put(b, tmp, n);
 }
 
 static int name_ok(const char *name) {
@@ -219,50 +190,36 @@ int sp_stw_add(sp_stw *w, const char *name, sp_dtype dtype, int ndim, const int6
 /* ---------------- plan ---------------- */
 
 static int build_header(sp_stw *w, stw_shard *s) {
-    sbuf b = {0};
-    int rc = sb_put(&b, "\0\0\0\0\0\0\0\0", 8);
-    if (!rc) rc = sb_str(&b, "{\"__metadata__\":{\"format\":\"pt\"");
-    for (int i = s->first; i < s->last && !rc; i++) {
+    sp_sb b = {0};
+    sp_sb_put(&b, "\0\0\0\0\0\0\0\0", 8);
+    sp_sb_str(&b, "{\"__metadata__\":{\"format\":\"pt\"");
+    for (int i = s->first; i < s->last; i++) {
         stw_tensor *t = &w->t[i];
-        rc = sb_str(&b, ",\"xxh3_128:");
-        if (!rc) rc = sb_str(&b, t->name);
-        if (!rc) rc = sb_str(&b, "\":\"");
+        sp_sb_printf(&b, ",\"xxh3_128:%s\":\"", t->name);
         t->hash_off = b.len;
-        if (!rc) rc = sb_str(&b, "00000000000000000000000000000000\"");
+        sp_sb_str(&b, "00000000000000000000000000000000\"");
     }
-    if (!rc) rc = sb_str(&b, "}");
-    for (int i = s->first; i < s->last && !rc; i++) {
+    sp_sb_str(&b, "}");
+    for (int i = s->first; i < s->last; i++) {
         stw_tensor *t = &w->t[i];
-        rc = sb_str(&b, ",\"");
-        if (!rc) rc = sb_str(&b, t->name);
-        if (!rc) rc = sb_str(&b, "\":{\"dtype\":\"");
-        if (!rc) rc = sb_str(&b, sp_dtype_st_name(t->dtype));
-        if (!rc) rc = sb_str(&b, "\",\"shape\":[");
-        for (int d = 0; d < t->ndim && !rc; d++) {
-            if (d) rc = sb_str(&b, ",");
-            if (!rc) rc = sb_i64(&b, t->shape[d]);
-        }
-        if (!rc) rc = sb_str(&b, "],\"data_offsets\":[");
-        if (!rc) rc = sb_i64(&b, t->begin);
-        if (!rc) rc = sb_str(&b, ",");
-        if (!rc) rc = sb_i64(&b, t->begin + t->nbytes);
-        if (!rc) rc = sb_str(&b, "]}");
+        sp_sb_printf(&b, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name, sp_dtype_st_name(t->dtype));
+        for (int d = 0; d < t->ndim; d++) sp_sb_printf(&b, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+        sp_sb_printf(&b, "],\"data_offsets\":[%lld,%lld]}", (long long)t->begin, (long long)(t->begin + t->nbytes));
     }
-    if (!rc) rc = sb_str(&b, "}");
-    while (!rc && (b.len - 8) % 8 != 0) rc = sb_str(&b, " ");
-    if (rc) {
-        free(b.p);
-        return rc;
-    }
-    s->header_n = b.len - 8;
+    sp_sb_str(&b, "}");
+    while (!b.oom && (b.len - 8) % 8 != 0) sp_sb_str(&b, " ");
+    char *hdr;
+    int64_t len;
+    SP_TRY(sp_sb_take(&b, &hdr, &len, "a safetensors header"));
+    s->header_n = len - 8;
     if (s->header_n > SP_ST_HEADER_MAX) {
-        free(b.p);
+        free(hdr);
         return sp_fail(SP_EX_SOFTWARE, "%s: header would be %lld bytes, over the %lld that safetensors readers accept", s->name,
                        (long long)s->header_n, (long long)SP_ST_HEADER_MAX);
     }
     uint64_t n = (uint64_t)s->header_n;
-    for (int k = 0; k < 8; k++) b.p[k] = (char)(unsigned char)(n >> (8 * k));
-    s->header = b.p;
+    for (int k = 0; k < 8; k++) hdr[k] = (char)(unsigned char)(n >> (8 * k));
+    s->header = hdr;
     return 0;
 }
 

@@ -6,97 +6,29 @@
 #include "fileio.h"
 #include "manifest.h"
 #include "model.h"
+#include "strbuf.h"
 
 #include <cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---------------- growable text buffer ---------------- */
-
-typedef struct sbuf {
-    char *p;
-    int64_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, int64_t n) {
-    if (b->oom || n < 0) return;
-    if (b->len + n + 1 > b->cap) {
-        int64_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1) {
-            if (sp_mul_i64(cap, 2, &cap)) {
-                b->oom = 1;
-                return;
-            }
-        }
-        char *p = realloc(b->p, (size_t)cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, (size_t)n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, (int64_t)strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = 1;
-        return;
-    }
-    if (n < (int)sizeof tmp) {
-        sb_put(b, tmp, n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_put(b, big, n);
-    free(big);
-}
+/* ---------------- text (io/strbuf.h) ---------------- */
 
 /* Text from files (model name, stage names) is escaped for HTML text and
  * attribute values alike. */
-static void sb_html(sbuf *b, const char *s) {
+static void sb_html(sp_sb *b, const char *s) {
     for (; s && *s; s++) {
         switch (*s) {
-        case '&': sb_str(b, "&amp;"); break;
-        case '<': sb_str(b, "&lt;"); break;
-        case '>': sb_str(b, "&gt;"); break;
-        case '"': sb_str(b, "&quot;"); break;
-        case '\'': sb_str(b, "&#39;"); break;
-        default: sb_put(b, s, 1);
+        case '&': sp_sb_str(b, "&amp;"); break;
+        case '<': sp_sb_str(b, "&lt;"); break;
+        case '>': sp_sb_str(b, "&gt;"); break;
+        case '"': sp_sb_str(b, "&quot;"); break;
+        case '\'': sp_sb_str(b, "&#39;"); break;
+        default: sp_sb_put(b, s, 1);
         }
     }
-}
-
-static int sb_take(sbuf *b, char **text_out, int64_t *len_out, const char *what) {
-    if (b->oom || !b->p) {
-        free(b->p);
-        return sp_fail(SP_EX_SOFTWARE, "out of memory building %s", what);
-    }
-    *text_out = b->p;
-    if (len_out) *len_out = b->len;
-    return 0;
 }
 
 /* ---------------- numbers ---------------- */
@@ -208,15 +140,16 @@ static cJSON *pca_json(const sp_report_pca *p, int64_t D) {
     return o;
 }
 
-/* Prints `item` (then deletes it) into b; sets oom on failure. */
-static void sb_json(sbuf *b, cJSON *item) {
-    char *s = item ? cJSON_PrintUnformatted(item) : NULL;
+/* Prints `item` into b if `ok` (the item was built completely), and deletes
+ * it in any case; a NULL item, !ok or a failed print marks b failed. */
+static void sb_json(sp_sb *b, cJSON *item, int ok) {
+    char *s = item && ok ? cJSON_PrintUnformatted(item) : NULL;
     cJSON_Delete(item);
     if (!s) {
         b->oom = 1;
         return;
     }
-    sb_str(b, s);
+    sp_sb_str(b, s);
     free(s);
 }
 
@@ -224,7 +157,7 @@ int sp_report_json(const sp_report *r, char **text_out, int64_t *len_out) {
     *text_out = NULL;
     SP_TRY(check_report(r));
     int64_t D = r->hidden_size;
-    sbuf b = {0};
+    sp_sb b = {0};
     /* One line per section and per layer; cJSON builds one layer at a time so
      * memory stays O(D), not O(L*D). */
     cJSON *head = cJSON_CreateObject();
@@ -236,12 +169,12 @@ int sp_report_json(const sp_report *r, char **text_out, int64_t *len_out) {
     char *hs = ok ? cJSON_PrintUnformatted(head) : NULL;
     cJSON_Delete(head);
     if (!hs) return sp_fail(SP_EX_SOFTWARE, "out of memory building slicing.json");
-    sb_put(&b, hs, (int64_t)strlen(hs) - 1); /* without the closing brace */
+    sp_sb_put(&b, hs, (int64_t)strlen(hs) - 1); /* without the closing brace */
     free(hs);
 
-    sb_str(&b, ",\n\"embed\":");
-    sb_json(&b, pca_json(&r->embed, D));
-    sb_str(&b, ",\n\"layers\":[");
+    sp_sb_str(&b, ",\n\"embed\":");
+    sb_json(&b, pca_json(&r->embed, D), 1);
+    sp_sb_str(&b, ",\n\"layers\":[");
     for (int64_t l = 0; l < r->n_layers && !b.oom; l++) {
         const sp_report_layer *L = &r->layers[l];
         cJSON *o = cJSON_CreateObject();
@@ -250,14 +183,10 @@ int sp_report_json(const sp_report *r, char **text_out, int64_t *len_out) {
         lok = lok && jadd(o, "d_out", jint(L->d_out, 0));
         lok = lok && jadd(o, "attn", pca_json(&L->attn, D));
         lok = lok && jadd(o, "mlp", pca_json(&L->mlp, D));
-        if (!lok) {
-            cJSON_Delete(o);
-            o = NULL;
-        }
-        sb_str(&b, l ? ",\n" : "\n");
-        sb_json(&b, o);
+        sp_sb_str(&b, l ? ",\n" : "\n");
+        sb_json(&b, o, lok);
     }
-    sb_str(&b, "],\n\"eval\":");
+    sp_sb_str(&b, "],\n\"eval\":");
     cJSON *ev = cJSON_CreateObject();
     ok = jadd(ev, "nll_dense", jnum(r->nll_dense));
     ok = ok && jadd(ev, "ppl_dense", jnum(exp(r->nll_dense)));
@@ -265,41 +194,25 @@ int sp_report_json(const sp_report *r, char **text_out, int64_t *len_out) {
     ok = ok && jadd(ev, "ppl_sliced", jnum(exp(r->nll_sliced)));
     ok = ok && jadd(ev, "tokens", r->eval_tokens > 0 ? jint(r->eval_tokens, 0) : cJSON_CreateNull());
     ok = ok && jadd(ev, "seqlen", r->eval_seqlen > 0 ? jint(r->eval_seqlen, 0) : cJSON_CreateNull());
-    if (!ok) {
-        cJSON_Delete(ev);
-        ev = NULL;
-    }
-    sb_json(&b, ev);
-    sb_str(&b, ",\n\"timing\":");
+    sb_json(&b, ev, ok);
+    sp_sb_str(&b, ",\n\"timing\":");
     cJSON *tm = cJSON_CreateObject();
     ok = tm != NULL;
     for (int i = 0; ok && i < r->n_timings; i++)
         ok = jadd(tm, r->timings[i].name ? r->timings[i].name : "", jnum(r->timings[i].seconds));
-    if (!ok) {
-        cJSON_Delete(tm);
-        tm = NULL;
-    }
-    sb_json(&b, tm);
-    sb_str(&b, ",\n\"params\":");
+    sb_json(&b, tm, ok);
+    sp_sb_str(&b, ",\n\"params\":");
     cJSON *pm = cJSON_CreateObject();
     ok = jadd(pm, "before", jint(r->params_before, 1)) && jadd(pm, "after", jint(r->params_after, 1));
-    if (!ok) {
-        cJSON_Delete(pm);
-        pm = NULL;
-    }
-    sb_json(&b, pm);
-    sb_str(&b, ",\n\"bytes\":");
+    sb_json(&b, pm, ok);
+    sp_sb_str(&b, ",\n\"bytes\":");
     cJSON *by = cJSON_CreateObject();
     ok = jadd(by, "before", jint(r->bytes_before, 1)) && jadd(by, "after", jint(r->bytes_after, 1));
-    if (!ok) {
-        cJSON_Delete(by);
-        by = NULL;
-    }
-    sb_json(&b, by);
-    sb_str(&b, ",\n\"peak_rss_bytes\":");
-    sb_json(&b, r->peak_rss_bytes > 0 ? jint(r->peak_rss_bytes, 0) : cJSON_CreateNull());
-    sb_str(&b, "}\n");
-    return sb_take(&b, text_out, len_out, "slicing.json");
+    sb_json(&b, by, ok);
+    sp_sb_str(&b, ",\n\"peak_rss_bytes\":");
+    sb_json(&b, r->peak_rss_bytes > 0 ? jint(r->peak_rss_bytes, 0) : cJSON_CreateNull(), 1);
+    sp_sb_str(&b, "}\n");
+    return sp_sb_take(&b, text_out, len_out, "slicing.json");
 }
 
 /* ---------------- report.html ---------------- */
@@ -330,41 +243,41 @@ static double nice_step(double range, int target) {
     return (m < 1.5 ? 1 : m < 3 ? 2 : m < 7 ? 5 : 10) * mag;
 }
 
-static void svg_open(sbuf *b, const char *id, const char *label) {
-    sb_printf(b, "<svg id=\"%s\" class=\"plot\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" role=\"img\" aria-label=\"",
+static void svg_open(sp_sb *b, const char *id, const char *label) {
+    sp_sb_printf(b, "<svg id=\"%s\" class=\"plot\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" role=\"img\" aria-label=\"",
               id, SVG_W, SVG_H, SVG_W, SVG_H);
     sb_html(b, label);
-    sb_str(b, "\">\n");
+    sp_sb_str(b, "\">\n");
 }
 
 /* Axes box, grid and tick labels. x ticks are integers when int_x. */
-static void svg_axes(sbuf *b, const frame *f, const char *xlabel, const char *ylabel, int int_x) {
-    sb_printf(b, "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>\n", f->left, f->top, f->w, f->h);
+static void svg_axes(sp_sb *b, const frame *f, const char *xlabel, const char *ylabel, int int_x) {
+    sp_sb_printf(b, "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>\n", f->left, f->top, f->w, f->h);
     double xs = nice_step(f->xmax - f->xmin, 8);
     if (int_x && xs < 1) xs = 1;
     for (double x = ceil(f->xmin / xs) * xs; x <= f->xmax + 1e-9 * xs; x += xs) {
         double px = fx(f, x);
-        sb_printf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", px, f->top, px, f->top + f->h);
-        sb_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", px, f->top + f->h + 16, x);
+        sp_sb_printf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", px, f->top, px, f->top + f->h);
+        sp_sb_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", px, f->top + f->h + 16, x);
     }
     if (f->logy) {
         for (double e = ceil(f->ymin - 1e-9); e <= f->ymax + 1e-9; e += 1) {
             double py = f->top + f->h - (e - f->ymin) / (f->ymax - f->ymin) * f->h;
-            sb_printf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", f->left, py, f->left + f->w, py);
-            sb_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">1e%d</text>\n", f->left - 6, py + 4, (int)e);
+            sp_sb_printf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", f->left, py, f->left + f->w, py);
+            sp_sb_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">1e%d</text>\n", f->left - 6, py + 4, (int)e);
         }
     } else {
         double ys = nice_step(f->ymax - f->ymin, 6);
         for (double y = ceil(f->ymin / ys) * ys; y <= f->ymax + 1e-9 * ys; y += ys) {
             double py = fy(f, y);
-            sb_printf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", f->left, py, f->left + f->w, py);
-            sb_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", f->left - 6, py + 4,
+            sp_sb_printf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", f->left, py, f->left + f->w, py);
+            sp_sb_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", f->left - 6, py + 4,
                       fabs(y) < 1e-12 * ys ? 0.0 : y);
         }
     }
-    sb_printf(b, "<text class=\"axis\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", f->left + f->w / 2,
+    sp_sb_printf(b, "<text class=\"axis\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", f->left + f->w / 2,
               f->top + f->h + 36, xlabel);
-    sb_printf(b, "<text class=\"axis\" transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\">%s</text>\n",
+    sp_sb_printf(b, "<text class=\"axis\" transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\">%s</text>\n",
               f->top + f->h / 2, ylabel);
 }
 
@@ -375,7 +288,7 @@ static void fmt_evr(char buf[32], double v) {
         snprintf(buf, 32, "&#8212;");
 }
 
-static void plot_evr(sbuf *b, const sp_report *r) {
+static void plot_evr(sp_sb *b, const sp_report *r) {
     int64_t L = r->n_layers, D = r->hidden_size;
     double lo = INFINITY;
     double e_embed = sp_report_evr(r->embed.eigenvalues, D, r->embed.width);
@@ -388,7 +301,7 @@ static void plot_evr(sbuf *b, const sp_report *r) {
     }
     svg_open(b, "evr-chart", "explained variance ratio per layer");
     if (!isfinite(lo)) {
-        sb_str(b, "<text class=\"empty\" x=\"380\" y=\"180\" text-anchor=\"middle\">no PCA spectra recorded</text>\n</svg>\n");
+        sp_sb_str(b, "<text class=\"empty\" x=\"380\" y=\"180\" text-anchor=\"middle\">no PCA spectra recorded</text>\n</svg>\n");
         return;
     }
     frame f = {70, 20, SVG_W - 70 - 150, SVG_H - 20 - 50, 0, (double)(L > 1 ? L - 1 : 1), 0, 1, 0};
@@ -399,40 +312,40 @@ static void plot_evr(sbuf *b, const sp_report *r) {
     svg_axes(b, &f, "layer", "EVR at kept width", 1);
     if (isfinite(e_embed)) {
         double py = fy(&f, e_embed);
-        sb_printf(b, "<line class=\"embed\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"><title>embedding EVR %.4f</title></line>\n",
+        sp_sb_printf(b, "<line class=\"embed\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"><title>embedding EVR %.4f</title></line>\n",
                   f.left, py, f.left + f.w, py, e_embed);
     }
     static const char *kinds[2] = {"attn", "mlp"};
     for (int k = 0; k < 2; k++) {
-        sb_printf(b, "<polyline class=\"series %s\" points=\"", kinds[k]);
+        sp_sb_printf(b, "<polyline class=\"series %s\" points=\"", kinds[k]);
         for (int64_t l = 0; l < L; l++) {
             const sp_report_pca *p = k ? &r->layers[l].mlp : &r->layers[l].attn;
             double v = sp_report_evr(p->eigenvalues, D, p->width);
-            if (isfinite(v)) sb_printf(b, "%.1f,%.1f ", fx(&f, (double)l), fy(&f, v));
+            if (isfinite(v)) sp_sb_printf(b, "%.1f,%.1f ", fx(&f, (double)l), fy(&f, v));
         }
-        sb_str(b, "\"/>\n");
+        sp_sb_str(b, "\"/>\n");
         for (int64_t l = 0; l < L && L <= 200; l++) {
             const sp_report_pca *p = k ? &r->layers[l].mlp : &r->layers[l].attn;
             double v = sp_report_evr(p->eigenvalues, D, p->width);
             if (isfinite(v))
-                sb_printf(b, "<circle class=\"pt %s\" cx=\"%.1f\" cy=\"%.1f\" r=\"3\"><title>layer %lld %s: width %lld, EVR %.5f</title></circle>\n",
+                sp_sb_printf(b, "<circle class=\"pt %s\" cx=\"%.1f\" cy=\"%.1f\" r=\"3\"><title>layer %lld %s: width %lld, EVR %.5f</title></circle>\n",
                           kinds[k], fx(&f, (double)l), fy(&f, v), (long long)l, kinds[k], (long long)p->width, v);
         }
     }
     double lx = f.left + f.w + 16;
-    sb_printf(b, "<line class=\"series attn\" x1=\"%.1f\" y1=\"40\" x2=\"%.1f\" y2=\"40\"/><text class=\"legend\" x=\"%.1f\" y=\"44\">attn (M)</text>\n",
+    sp_sb_printf(b, "<line class=\"series attn\" x1=\"%.1f\" y1=\"40\" x2=\"%.1f\" y2=\"40\"/><text class=\"legend\" x=\"%.1f\" y=\"44\">attn (M)</text>\n",
               lx, lx + 24, lx + 30);
-    sb_printf(b, "<line class=\"series mlp\" x1=\"%.1f\" y1=\"62\" x2=\"%.1f\" y2=\"62\"/><text class=\"legend\" x=\"%.1f\" y=\"66\">mlp (Y)</text>\n",
+    sp_sb_printf(b, "<line class=\"series mlp\" x1=\"%.1f\" y1=\"62\" x2=\"%.1f\" y2=\"62\"/><text class=\"legend\" x=\"%.1f\" y=\"66\">mlp (Y)</text>\n",
               lx, lx + 24, lx + 30);
-    sb_printf(b, "<line class=\"embed\" x1=\"%.1f\" y1=\"84\" x2=\"%.1f\" y2=\"84\"/><text class=\"legend\" x=\"%.1f\" y=\"88\">embedding</text>\n",
+    sp_sb_printf(b, "<line class=\"embed\" x1=\"%.1f\" y1=\"84\" x2=\"%.1f\" y2=\"84\"/><text class=\"legend\" x=\"%.1f\" y=\"88\">embedding</text>\n",
               lx, lx + 24, lx + 30);
-    sb_str(b, "</svg>\n");
+    sp_sb_str(b, "</svg>\n");
 }
 
 /* Eigenvalue spectra of one family (attn, with the embedding, or mlp): log y,
  * one polyline per PCA (at most 256 points each), a dashed vertical line at
  * every distinct kept width. */
-static void plot_spectra(sbuf *b, const sp_report *r, int mlp) {
+static void plot_spectra(sp_sb *b, const sp_report *r, int mlp) {
     int64_t L = r->n_layers, D = r->hidden_size;
     int64_t npca = L + (mlp ? 0 : 1);
     double ymax = -INFINITY, ymin_pos = INFINITY;
@@ -448,7 +361,7 @@ static void plot_spectra(sbuf *b, const sp_report *r, int mlp) {
     const char *id = mlp ? "spectra-mlp" : "spectra-attn";
     svg_open(b, id, mlp ? "eigenvalue spectra of the MLP-output PCAs" : "eigenvalue spectra of the embedding and attention-output PCAs");
     if (!(ymax > 0)) {
-        sb_str(b, "<text class=\"empty\" x=\"380\" y=\"180\" text-anchor=\"middle\">no PCA spectra recorded</text>\n</svg>\n");
+        sp_sb_str(b, "<text class=\"empty\" x=\"380\" y=\"180\" text-anchor=\"middle\">no PCA spectra recorded</text>\n</svg>\n");
         return;
     }
     if (ymin_pos < ymax * 1e-12) ymin_pos = ymax * 1e-12;
@@ -475,15 +388,15 @@ static void plot_spectra(sbuf *b, const sp_report *r, int mlp) {
     }
     for (int k = 0; k < nw; k++) {
         double px = fx(&f, (double)widths[k]);
-        sb_printf(b, "<line class=\"kept\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"><title>kept width %lld</title></line>\n", px,
+        sp_sb_printf(b, "<line class=\"kept\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"><title>kept width %lld</title></line>\n", px,
                   f.top, px, f.top + f.h, (long long)widths[k]);
         if (nw <= 4) {
             int right = px + 60 > f.left + f.w; /* keep the label inside the frame */
-            sb_printf(b, "<text class=\"kept-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\">d=%lld</text>\n", right ? px - 4 : px + 4,
+            sp_sb_printf(b, "<text class=\"kept-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\">d=%lld</text>\n", right ? px - 4 : px + 4,
                       f.top + 14 + 14 * k, right ? "end" : "start", (long long)widths[k]);
         }
     }
-    if (many) sb_printf(b, "<text class=\"kept-label\" x=\"%.1f\" y=\"%.1f\">(first 16 widths shown)</text>\n", f.left + 8, f.top + f.h - 8);
+    if (many) sp_sb_printf(b, "<text class=\"kept-label\" x=\"%.1f\" y=\"%.1f\">(first 16 widths shown)</text>\n", f.left + 8, f.top + f.h - 8);
 
     int64_t npts = D < 256 ? D : 256;
     for (int64_t j = 0; j < npca; j++) {
@@ -491,72 +404,72 @@ static void plot_spectra(sbuf *b, const sp_report *r, int mlp) {
         if (!p->eigenvalues) continue;
         int64_t layer = mlp ? j : j - 1;
         if (layer < 0)
-            sb_str(b, "<polyline class=\"spec\" stroke=\"#111\" stroke-width=\"2\" points=\"");
+            sp_sb_str(b, "<polyline class=\"spec\" stroke=\"#111\" stroke-width=\"2\" points=\"");
         else
-            sb_printf(b, "<polyline class=\"spec\" stroke=\"hsl(%.0f,70%%,45%%)\" points=\"", L > 1 ? 240.0 - 240.0 * (double)layer / (double)(L - 1) : 240.0);
+            sp_sb_printf(b, "<polyline class=\"spec\" stroke=\"hsl(%.0f,70%%,45%%)\" points=\"", L > 1 ? 240.0 - 240.0 * (double)layer / (double)(L - 1) : 240.0);
         for (int64_t k = 0; k < npts; k++) {
             int64_t i = npts > 1 ? (int64_t)llround((double)k * (double)(D - 1) / (double)(npts - 1)) : 0;
             double v = p->eigenvalues[i];
             if (!isfinite(v)) continue;
             if (v < ymin_pos) v = ymin_pos;
-            sb_printf(b, "%.1f,%.1f ", fx(&f, (double)(i + 1)), fy(&f, v));
+            sp_sb_printf(b, "%.1f,%.1f ", fx(&f, (double)(i + 1)), fy(&f, v));
         }
         char evr[32];
         fmt_evr(evr, sp_report_evr(p->eigenvalues, D, p->width));
         if (layer < 0)
-            sb_printf(b, "\"><title>embedding: width %lld, EVR %s</title></polyline>\n", (long long)p->width, evr);
+            sp_sb_printf(b, "\"><title>embedding: width %lld, EVR %s</title></polyline>\n", (long long)p->width, evr);
         else
-            sb_printf(b, "\"><title>layer %lld %s: width %lld, EVR %s</title></polyline>\n", (long long)layer, mlp ? "mlp" : "attn",
+            sp_sb_printf(b, "\"><title>layer %lld %s: width %lld, EVR %s</title></polyline>\n", (long long)layer, mlp ? "mlp" : "attn",
                       (long long)p->width, evr);
     }
     /* Legend: colour runs from the first layer (blue) to the last (red). */
     double lx = f.left + f.w + 16;
-    sb_str(b, "<defs><linearGradient id=\"");
-    sb_str(b, id);
-    sb_str(b, "-grad\" x1=\"0\" x2=\"0\" y1=\"0\" y2=\"1\"><stop offset=\"0\" stop-color=\"hsl(240,70%,45%)\"/>"
+    sp_sb_str(b, "<defs><linearGradient id=\"");
+    sp_sb_str(b, id);
+    sp_sb_str(b, "-grad\" x1=\"0\" x2=\"0\" y1=\"0\" y2=\"1\"><stop offset=\"0\" stop-color=\"hsl(240,70%,45%)\"/>"
               "<stop offset=\"0.5\" stop-color=\"hsl(120,70%,45%)\"/><stop offset=\"1\" stop-color=\"hsl(0,70%,45%)\"/></linearGradient></defs>\n");
-    sb_printf(b, "<rect x=\"%.1f\" y=\"40\" width=\"14\" height=\"120\" fill=\"url(#%s-grad)\"/>\n", lx, id);
-    sb_printf(b, "<text class=\"legend\" x=\"%.1f\" y=\"50\">layer 0</text><text class=\"legend\" x=\"%.1f\" y=\"160\">layer %lld</text>\n",
+    sp_sb_printf(b, "<rect x=\"%.1f\" y=\"40\" width=\"14\" height=\"120\" fill=\"url(#%s-grad)\"/>\n", lx, id);
+    sp_sb_printf(b, "<text class=\"legend\" x=\"%.1f\" y=\"50\">layer 0</text><text class=\"legend\" x=\"%.1f\" y=\"160\">layer %lld</text>\n",
               lx + 20, lx + 20, (long long)(L > 0 ? L - 1 : 0));
     if (!mlp)
-        sb_printf(b, "<line x1=\"%.1f\" y1=\"186\" x2=\"%.1f\" y2=\"186\" stroke=\"#111\" stroke-width=\"2\"/><text class=\"legend\" x=\"%.1f\" y=\"190\">embedding</text>\n",
+        sp_sb_printf(b, "<line x1=\"%.1f\" y1=\"186\" x2=\"%.1f\" y2=\"186\" stroke=\"#111\" stroke-width=\"2\"/><text class=\"legend\" x=\"%.1f\" y=\"190\">embedding</text>\n",
                   lx, lx + 14, lx + 20);
-    sb_printf(b, "<line class=\"kept\" x1=\"%.1f\" y1=\"206\" x2=\"%.1f\" y2=\"226\"/><text class=\"legend\" x=\"%.1f\" y=\"220\">kept width</text>\n",
+    sp_sb_printf(b, "<line class=\"kept\" x1=\"%.1f\" y1=\"206\" x2=\"%.1f\" y2=\"226\"/><text class=\"legend\" x=\"%.1f\" y=\"220\">kept width</text>\n",
               lx + 7, lx + 7, lx + 20);
-    sb_str(b, "</svg>\n");
+    sp_sb_str(b, "</svg>\n");
 }
 
-static void plot_ppl(sbuf *b, const sp_report *r) {
+static void plot_ppl(sp_sb *b, const sp_report *r) {
     double v[2] = {exp(r->nll_dense), exp(r->nll_sliced)};
     static const char *names[2] = {"dense", "sliced"};
     double top = 0;
     for (int k = 0; k < 2; k++)
         if (isfinite(v[k]) && v[k] > top) top = v[k];
-    sb_printf(b, "<svg id=\"ppl-chart\" class=\"plot\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 360 260\" width=\"360\" height=\"260\" role=\"img\" aria-label=\"perplexity, dense and sliced\">\n");
+    sp_sb_printf(b, "<svg id=\"ppl-chart\" class=\"plot\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 360 260\" width=\"360\" height=\"260\" role=\"img\" aria-label=\"perplexity, dense and sliced\">\n");
     if (!(top > 0)) {
-        sb_str(b, "<text class=\"empty\" x=\"180\" y=\"130\" text-anchor=\"middle\">perplexity not measured</text>\n</svg>\n");
+        sp_sb_str(b, "<text class=\"empty\" x=\"180\" y=\"130\" text-anchor=\"middle\">perplexity not measured</text>\n</svg>\n");
         return;
     }
     frame f = {60, 20, 280, 200, 0, 2, 0, top * 1.15, 0};
     double ys = nice_step(f.ymax, 5);
     for (double y = 0; y <= f.ymax + 1e-9 * ys; y += ys) {
         double py = fy(&f, y);
-        sb_printf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/><text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
+        sp_sb_printf(b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/><text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
                   f.left, py, f.left + f.w, py, f.left - 6, py + 4, y);
     }
     for (int k = 0; k < 2; k++) {
         double cx = fx(&f, k + 0.5);
         if (isfinite(v[k])) {
             double py = fy(&f, v[k]);
-            sb_printf(b, "<rect class=\"bar %s\" x=\"%.1f\" y=\"%.1f\" width=\"80\" height=\"%.1f\"><title>%s perplexity %.4f</title></rect>\n",
+            sp_sb_printf(b, "<rect class=\"bar %s\" x=\"%.1f\" y=\"%.1f\" width=\"80\" height=\"%.1f\"><title>%s perplexity %.4f</title></rect>\n",
                       names[k], cx - 40, py, f.top + f.h - py, names[k], v[k]);
-            sb_printf(b, "<text class=\"value\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.3f</text>\n", cx, py - 6, v[k]);
+            sp_sb_printf(b, "<text class=\"value\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.3f</text>\n", cx, py - 6, v[k]);
         } else {
-            sb_printf(b, "<text class=\"value\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">not measured</text>\n", cx, f.top + f.h - 8);
+            sp_sb_printf(b, "<text class=\"value\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">not measured</text>\n", cx, f.top + f.h - 8);
         }
-        sb_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", cx, f.top + f.h + 18, names[k]);
+        sp_sb_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", cx, f.top + f.h + 18, names[k]);
     }
-    sb_printf(b, "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>\n</svg>\n", f.left, f.top, f.w, f.h);
+    sp_sb_printf(b, "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>\n</svg>\n", f.left, f.top, f.w, f.h);
 }
 
 static void fmt_count(char buf[64], int64_t v, const char *unit) {
@@ -577,13 +490,13 @@ static void fmt_count(char buf[64], int64_t v, const char *unit) {
         snprintf(buf, 64, "%.2f%s%s", x, sfx[k], unit);
 }
 
-static void row_before_after(sbuf *b, const char *what, int64_t before, int64_t after, const char *unit) {
+static void row_before_after(sp_sb *b, const char *what, int64_t before, int64_t after, const char *unit) {
     char x[64], y[64];
     fmt_count(x, before, unit);
     fmt_count(y, after, unit);
-    sb_printf(b, "<tr><th>%s</th><td>%s &#8594; %s", what, x, y);
-    if (before > 0 && after >= 0) sb_printf(b, " (%.1f%% kept)", 100.0 * (double)after / (double)before);
-    sb_str(b, "</td></tr>\n");
+    sp_sb_printf(b, "<tr><th>%s</th><td>%s &#8594; %s", what, x, y);
+    if (before > 0 && after >= 0) sp_sb_printf(b, " (%.1f%% kept)", 100.0 * (double)after / (double)before);
+    sp_sb_str(b, "</td></tr>\n");
 }
 
 static const char k_css[] =
@@ -609,78 +522,78 @@ int sp_report_html(const sp_report *r, char **text_out, int64_t *len_out) {
     *text_out = NULL;
     SP_TRY(check_report(r));
     int64_t D = r->hidden_size, L = r->n_layers;
-    sbuf b = {0};
-    sb_str(&b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>slicepipe report: ");
+    sp_sb b = {0};
+    sp_sb_str(&b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>slicepipe report: ");
     sb_html(&b, r->model_name);
-    sb_str(&b, "</title>\n<style>\n");
-    sb_str(&b, k_css);
-    sb_str(&b, "</style>\n</head>\n<body>\n<h1>slicepipe report</h1>\n<p class=\"sub\" id=\"model-name\">");
+    sp_sb_str(&b, "</title>\n<style>\n");
+    sp_sb_str(&b, k_css);
+    sp_sb_str(&b, "</style>\n</head>\n<body>\n<h1>slicepipe report</h1>\n<p class=\"sub\" id=\"model-name\">");
     sb_html(&b, r->model_name);
-    sb_printf(&b, " &#8212; SliceGPT at sparsity %.4g</p>\n", r->sparsity);
+    sp_sb_printf(&b, " &#8212; SliceGPT at sparsity %.4g</p>\n", r->sparsity);
 
-    sb_str(&b, "<h2>Summary</h2>\n<table class=\"kv\" id=\"summary\">\n");
-    sb_printf(&b, "<tr><th>hidden size (D)</th><td>%lld</td></tr>\n<tr><th>layers</th><td>%lld</td></tr>\n", (long long)D, (long long)L);
-    sb_printf(&b, "<tr><th>sparsity</th><td>%.6g</td></tr>\n<tr><th>round widths to</th><td>%lld</td></tr>\n", r->sparsity,
+    sp_sb_str(&b, "<h2>Summary</h2>\n<table class=\"kv\" id=\"summary\">\n");
+    sp_sb_printf(&b, "<tr><th>hidden size (D)</th><td>%lld</td></tr>\n<tr><th>layers</th><td>%lld</td></tr>\n", (long long)D, (long long)L);
+    sp_sb_printf(&b, "<tr><th>sparsity</th><td>%.6g</td></tr>\n<tr><th>round widths to</th><td>%lld</td></tr>\n", r->sparsity,
               (long long)r->round_to);
     row_before_after(&b, "parameters", r->params_before, r->params_after, "");
     row_before_after(&b, "tensor bytes", r->bytes_before, r->bytes_after, "B");
     if (r->peak_rss_bytes > 0) {
         char x[64];
         fmt_count(x, r->peak_rss_bytes, "B");
-        sb_printf(&b, "<tr><th>peak memory (RSS)</th><td>%s</td></tr>\n", x);
+        sp_sb_printf(&b, "<tr><th>peak memory (RSS)</th><td>%s</td></tr>\n", x);
     }
-    sb_str(&b, "</table>\n");
+    sp_sb_str(&b, "</table>\n");
 
-    sb_str(&b, "<h2>Perplexity</h2>\n<div class=\"grid2\">\n");
+    sp_sb_str(&b, "<h2>Perplexity</h2>\n<div class=\"grid2\">\n");
     plot_ppl(&b, r);
-    sb_str(&b, "<table class=\"kv\" id=\"ppl\">\n<tr><th></th><th>mean NLL (nats)</th><th>perplexity</th></tr>\n");
+    sp_sb_str(&b, "<table class=\"kv\" id=\"ppl\">\n<tr><th></th><th>mean NLL (nats)</th><th>perplexity</th></tr>\n");
     double nll[2] = {r->nll_dense, r->nll_sliced};
     static const char *names[2] = {"dense", "sliced"};
     for (int k = 0; k < 2; k++) {
         if (isfinite(nll[k]))
-            sb_printf(&b, "<tr><th>%s</th><td>%.6f</td><td>%.4f</td></tr>\n", names[k], nll[k], exp(nll[k]));
+            sp_sb_printf(&b, "<tr><th>%s</th><td>%.6f</td><td>%.4f</td></tr>\n", names[k], nll[k], exp(nll[k]));
         else
-            sb_printf(&b, "<tr><th>%s</th><td colspan=\"2\">not measured</td></tr>\n", names[k]);
+            sp_sb_printf(&b, "<tr><th>%s</th><td colspan=\"2\">not measured</td></tr>\n", names[k]);
     }
-    if (r->eval_tokens > 0) sb_printf(&b, "<tr><th>tokens</th><td colspan=\"2\">%lld</td></tr>\n", (long long)r->eval_tokens);
-    if (r->eval_seqlen > 0) sb_printf(&b, "<tr><th>window</th><td colspan=\"2\">%lld</td></tr>\n", (long long)r->eval_seqlen);
-    sb_str(&b, "</table>\n</div>\n");
+    if (r->eval_tokens > 0) sp_sb_printf(&b, "<tr><th>tokens</th><td colspan=\"2\">%lld</td></tr>\n", (long long)r->eval_tokens);
+    if (r->eval_seqlen > 0) sp_sb_printf(&b, "<tr><th>window</th><td colspan=\"2\">%lld</td></tr>\n", (long long)r->eval_seqlen);
+    sp_sb_str(&b, "</table>\n</div>\n");
 
-    sb_str(&b, "<h2>Explained variance at the kept width</h2>\n");
+    sp_sb_str(&b, "<h2>Explained variance at the kept width</h2>\n");
     plot_evr(&b, r);
-    sb_str(&b, "<h2>Eigenvalue spectra</h2>\n<p>Embedding and attention-output PCAs (M):</p>\n");
+    sp_sb_str(&b, "<h2>Eigenvalue spectra</h2>\n<p>Embedding and attention-output PCAs (M):</p>\n");
     plot_spectra(&b, r, 0);
-    sb_str(&b, "<p>MLP-output PCAs (Y):</p>\n");
+    sp_sb_str(&b, "<p>MLP-output PCAs (Y):</p>\n");
     plot_spectra(&b, r, 1);
 
-    sb_str(&b, "<h2>Widths per layer</h2>\n<table id=\"widths\">\n<thead><tr><th>layer</th><th>d_in</th><th>d_mid</th><th>d_out</th>"
+    sp_sb_str(&b, "<h2>Widths per layer</h2>\n<table id=\"widths\">\n<thead><tr><th>layer</th><th>d_in</th><th>d_mid</th><th>d_out</th>"
                "<th>EVR attn</th><th>EVR mlp</th></tr></thead>\n<tbody>\n");
     char e1[32], e2[32];
     fmt_evr(e1, sp_report_evr(r->embed.eigenvalues, D, r->embed.width));
-    sb_printf(&b, "<tr class=\"embed-row\"><th>embedding</th><td colspan=\"3\">%lld</td><td>%s</td><td></td></tr>\n",
+    sp_sb_printf(&b, "<tr class=\"embed-row\"><th>embedding</th><td colspan=\"3\">%lld</td><td>%s</td><td></td></tr>\n",
               (long long)r->embed.width, e1);
     for (int64_t l = 0; l < L; l++) {
         const sp_report_layer *y = &r->layers[l];
         fmt_evr(e1, sp_report_evr(y->attn.eigenvalues, D, y->attn.width));
         fmt_evr(e2, sp_report_evr(y->mlp.eigenvalues, D, y->mlp.width));
-        sb_printf(&b, "<tr class=\"layer-row\"><th>%lld</th><td>%lld</td><td>%lld</td><td>%lld</td><td>%s</td><td>%s</td></tr>\n",
+        sp_sb_printf(&b, "<tr class=\"layer-row\"><th>%lld</th><td>%lld</td><td>%lld</td><td>%lld</td><td>%s</td><td>%s</td></tr>\n",
                   (long long)l, (long long)y->d_in, (long long)y->d_mid, (long long)y->d_out, e1, e2);
     }
-    sb_str(&b, "</tbody>\n</table>\n");
+    sp_sb_str(&b, "</tbody>\n</table>\n");
 
     if (r->n_timings > 0) {
-        sb_str(&b, "<h2>Timings</h2>\n<table class=\"kv\" id=\"timings\">\n");
+        sp_sb_str(&b, "<h2>Timings</h2>\n<table class=\"kv\" id=\"timings\">\n");
         double total = 0;
         for (int i = 0; i < r->n_timings; i++) {
-            sb_str(&b, "<tr><th>");
+            sp_sb_str(&b, "<tr><th>");
             sb_html(&b, r->timings[i].name);
-            sb_printf(&b, "</th><td>%.2f s</td></tr>\n", r->timings[i].seconds);
+            sp_sb_printf(&b, "</th><td>%.2f s</td></tr>\n", r->timings[i].seconds);
             if (isfinite(r->timings[i].seconds)) total += r->timings[i].seconds;
         }
-        sb_printf(&b, "<tr><th>total</th><td>%.2f s</td></tr>\n</table>\n", total);
+        sp_sb_printf(&b, "<tr><th>total</th><td>%.2f s</td></tr>\n</table>\n", total);
     }
-    sb_str(&b, "<p class=\"sub\">Generated by slicepipe. EVR = sum of the kept eigenvalues / sum of all of them.</p>\n</body>\n</html>\n");
-    return sb_take(&b, text_out, len_out, "report.html");
+    sp_sb_str(&b, "<p class=\"sub\">Generated by slicepipe. EVR = sum of the kept eigenvalues / sum of all of them.</p>\n</body>\n</html>\n");
+    return sp_sb_take(&b, text_out, len_out, "report.html");
 }
 
 int sp_report_write(const sp_report *r, const char *out_dir) {
