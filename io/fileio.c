@@ -170,6 +170,22 @@ int sp_io_write_atomic(const char *path, const void *buf, int64_t n) {
     return sp_io_fsync_dir(dirname(dir));
 }
 
+int sp_path_join(const char *dir, const char *name, char **out) {
+    *out = NULL;
+    size_t na = strlen(dir), nb = strlen(name);
+    size_t sep = na > 0 && dir[na - 1] != '/';
+    size_t n;
+    if (__builtin_add_overflow(na, sep, &n) || __builtin_add_overflow(n, nb, &n) || __builtin_add_overflow(n, 1, &n))
+        return sp_fail(SP_EX_SOFTWARE, "joining the path '%.200s' + '%.200s': the length overflows", dir, name);
+    char *r = malloc(n);
+    if (!r) return sp_fail(SP_EX_SOFTWARE, "out of memory joining the path '%.200s' + '%.200s'", dir, name);
+    memcpy(r, dir, na);
+    if (sep) r[na] = '/';
+    memcpy(r + na + sep, name, nb + 1);
+    *out = r;
+    return 0;
+}
+
 void sp_hex128(uint64_t high64, uint64_t low64, char hex[33]) {
     snprintf(hex, 33, "%016llx%016llx", (unsigned long long)high64, (unsigned long long)low64);
 }

@@ -31,6 +31,13 @@ int sp_io_read_small(const char *path, int64_t max_bytes, char **buf_out, int64_
 /* Writes a whole file atomically: tmp in the same dir, fsync, rename, fsync dir. */
 int sp_io_write_atomic(const char *path, const void *buf, int64_t n);
 
+/* *out = dir + "/" + name, malloc'd (the caller frees it). No '/' is added
+ * when dir is empty or already ends in one, so "/" + "x" is "/x". name may
+ * hold further components ("sub/file"). Returns 0, or 70 (SP_EX_SOFTWARE:
+ * the length overflows, or out of memory) with a message naming dir and name;
+ * *out is NULL then. */
+int sp_path_join(const char *dir, const char *name, char **out);
+
 /* XXH3-128 of len bytes at off in path (len < 0: to the end of the file),
  * read in bounded chunks; 32 lowercase hex digits, high half first (the
  * canonical form), + NUL. A file shorter than off + len: 65. */

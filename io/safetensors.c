@@ -678,16 +678,6 @@ static const ckpt_entry *find_entry(const ckpt_entry *e, int n, const char *name
     return NULL;
 }
 
-static char *join_path(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
-    if (!p) return NULL;
-    memcpy(p, dir, a);
-    p[a] = '/';
-    memcpy(p + a + 1, name, b + 1);
-    return p;
-}
-
 /* Non-zero if the relative path has a ".." component. */
 static int has_dotdot(const char *s) {
     const char *p = s;
@@ -830,11 +820,8 @@ static int open_indexed(sp_ckpt *c, const char *index_path, const char *rdir) {
                 tname = items[i].name;
                 break;
             }
-        char *p = join_path(dir, names[s]), *rp = NULL;
-        if (!p) {
-            rc = sp_fail(SP_EX_SOFTWARE, "out of memory");
-            goto out;
-        }
+        char *p, *rp = NULL;
+        if ((rc = sp_path_join(dir, names[s], &p))) goto out;
         int r = resolve_inside(rdir, p, &rp);
         int e = errno;
         free(p);
@@ -872,11 +859,8 @@ static int open_indexed(sp_ckpt *c, const char *index_path, const char *rdir) {
     /* open every distinct shard once */
     if ((rc = sp_calloc((void **)&c->shards, nnames, sizeof *c->shards, "shards"))) goto out;
     for (int s = 0; s < nnames; s++) {
-        char *p = join_path(dir, names[s]);
-        if (!p) {
-            rc = sp_fail(SP_EX_SOFTWARE, "out of memory");
-            goto out;
-        }
+        char *p;
+        if ((rc = sp_path_join(dir, names[s], &p))) goto out;
         rc = sp_st_open(p, &c->shards[s]);
         free(p);
         if (rc) goto out;
@@ -920,14 +904,11 @@ int sp_ckpt_open(const char *dir, sp_ckpt **out) {
     sp_ckpt *c = calloc(1, sizeof *c);
     if (!c) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", dir);
     c->dir = xstrdup(dir);
-    char *index_path = join_path(dir, "model.safetensors.index.json");
-    char *single = join_path(dir, "model.safetensors");
-    char *rdir = NULL, *rp = NULL;
-    int rc = 0;
-    if (!c->dir || !index_path || !single) {
-        rc = sp_fail(SP_EX_SOFTWARE, "%s: out of memory", dir);
-        goto out;
-    }
+    char *index_path = NULL, *single = NULL, *rdir = NULL, *rp = NULL;
+    int rc = c->dir ? 0 : sp_fail(SP_EX_SOFTWARE, "%s: out of memory", dir);
+    if (!rc) rc = sp_path_join(dir, "model.safetensors.index.json", &index_path);
+    if (!rc) rc = sp_path_join(dir, "model.safetensors", &single);
+    if (rc) goto out;
     struct stat st;
     if (stat(dir, &st) != 0) {
         rc = sp_fail_errno(SP_EX_NOINPUT, "%s: cannot open model directory", dir);

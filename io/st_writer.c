@@ -97,12 +97,6 @@ static int name_ok(const char *name) {
     return 1;
 }
 
-static char *path_join(const char *dir, const char *name, const char *suffix) {
-    char *p = NULL;
-    if (asprintf(&p, "%s/%s%s", dir, name, suffix) < 0) return NULL;
-    return p;
-}
-
 /* ---------------- lifecycle ---------------- */
 
 int sp_stw_init(sp_stw **out, const char *out_dir, int64_t shard_bytes_max) {
@@ -268,16 +262,17 @@ int sp_stw_plan(sp_stw *w) {
             s->last = w->nt;
         }
         for (int i = s->first; i < s->last; i++) s->data_bytes += w->t[i].nbytes;
-        char nm[64];
+        char nm[64], tmp[72];
         if (ns == 1)
             snprintf(nm, sizeof nm, "model.safetensors");
         else
             snprintf(nm, sizeof nm, "model-%05d-of-%05d.safetensors", k + 1, ns);
+        snprintf(tmp, sizeof tmp, "%s.tmp", nm);
         s->name = strdup(nm);
-        s->path = path_join(w->out_dir, nm, "");
-        s->tmp_path = path_join(w->out_dir, nm, ".tmp");
-        if (!s->name || !s->path || !s->tmp_path) return stw_fail(w, sp_fail(SP_EX_SOFTWARE, "out of memory (safetensors writer)"));
-        rc = build_header(w, s);
+        if (!s->name) return stw_fail(w, sp_fail(SP_EX_SOFTWARE, "out of memory (safetensors writer)"));
+        rc = sp_path_join(w->out_dir, nm, &s->path);
+        if (!rc) rc = sp_path_join(w->out_dir, tmp, &s->tmp_path);
+        if (!rc) rc = build_header(w, s);
         if (rc) return stw_fail(w, rc);
     }
     w->planned = 1;
@@ -465,8 +460,8 @@ int sp_stw_resume(sp_stw *w, int n_done, const char *const *hashes) {
 }
 
 static int write_index(sp_stw *w) {
-    char *path = path_join(w->out_dir, "model.safetensors.index.json", "");
-    if (!path) return sp_fail(SP_EX_SOFTWARE, "out of memory (safetensors writer)");
+    char *path;
+    SP_TRY(sp_path_join(w->out_dir, "model.safetensors.index.json", &path));
     int rc = 0;
     if (w->ns == 1) {
         /* A stale index from an earlier multi-shard output would shadow

@@ -356,18 +356,6 @@ static char *str_dup(const char *s) {
     return d;
 }
 
-/* "a" + "/" + "b" (no separator if a ends in '/'). */
-static char *path_join(const char *a, const char *b) {
-    size_t na = strlen(a), nb = strlen(b);
-    int sep = na > 0 && a[na - 1] != '/';
-    char *r = malloc(na + sep + nb + 1);
-    if (!r) return NULL;
-    memcpy(r, a, na);
-    if (sep) r[na] = '/';
-    memcpy(r + na + sep, b, nb + 1);
-    return r;
-}
-
 /* Canonical absolute form of an absolute path that may not exist yet:
  * realpath where it exists, else the canonical parent + the last component
  * (a missing component cannot be a symlink, so "." and ".." after it are
@@ -398,7 +386,7 @@ static char *canon_path(const char *abs) {
             ls[ls == cparent ? 1 : 0] = 0;
             out = cparent, cparent = NULL;
         } else {
-            out = path_join(cparent, base);
+            sp_path_join(cparent, base, &out); /* out stays NULL on failure */
         }
     }
     free(cparent);
@@ -461,8 +449,9 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
         if (v->type != VAL_STRING)
             return pfail(p, "[%s] %s: expected a string (a path), got %s", tname, kd->key, val_type_name(v->type));
         if (!v->s[0]) return pfail(p, "[%s] %s: the path is empty", tname, kd->key);
-        char *r = v->s[0] == '/' ? str_dup(v->s) : path_join(st->dir, v->s);
-        if (!r) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", p->path);
+        char *r = NULL;
+        if (v->s[0] != '/') SP_TRY(sp_path_join(st->dir, v->s, &r));
+        else if (!(r = str_dup(v->s))) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", p->path);
         *(char **)field = r;
         return 0;
     }

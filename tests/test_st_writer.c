@@ -5,8 +5,10 @@
  * Usage: test_st_writer [scratch_dir]   (default: a fresh mkdtemp under /tmp)
  *        test_st_writer --write-set DIR  (internal: one faulted child run) */
 #include "error.h"
+#include "fileio.h"
 #include "safetensors.h"
 #include "st_writer.h"
+#include "strbuf.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -421,6 +423,63 @@ static void test_faults(const char *root, const char *var) {
     printf("%s: %d fault points, each exit 74 with only complete shards under final names\n", var, faults);
 }
 
+/* ---- the writer's building blocks: io/strbuf.h and sp_path_join ---- */
+static void test_strbuf(void) {
+    sp_sb b = {0};
+    char *text = NULL;
+    int64_t len = -1;
+    CHECK(sp_sb_take(&b, &text, &len, "nothing") == 0 && text && len == 0 && text[0] == 0);
+    free(text);
+    /* Crosses the first capacity many times; bytes and NULs kept exactly. */
+    char want[20000];
+    int64_t n = 0;
+    for (int i = 0; i < 1000; i++) {
+        sp_sb_printf(&b, "%d,", i);
+        n += snprintf(want + n, sizeof want - (size_t)n, "%d,", i);
+    }
+    sp_sb_put(&b, "x\0y", 3);
+    memcpy(want + n, "x\0y", 3);
+    n += 3;
+    char big[3000]; /* longer than sp_sb_printf's stack buffer */
+    memset(big, 'q', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    sp_sb_printf(&b, "<%s>", big);
+    n += snprintf(want + n, sizeof want - (size_t)n, "<%s>", big);
+    sp_sb_str(&b, "end");
+    n += snprintf(want + n, sizeof want - (size_t)n, "end");
+    CHECK(b.len == n && !b.oom, "len %lld, want %lld", (long long)b.len, (long long)n);
+    CHECK(sp_sb_take(&b, &text, &len, "text") == 0 && len == n && memcmp(text, want, (size_t)n) == 0 && text[n] == 0);
+    free(text);
+    CHECK(b.p == NULL && b.len == 0, "take leaves the buffer empty");
+    /* A failed append is sticky: later appends are dropped, take reports it. */
+    sp_sb_str(&b, "kept");
+    sp_sb_put(&b, "z", INT64_MAX); /* the length overflows; nothing is read */
+    CHECK(b.oom);
+    sp_sb_str(&b, "dropped");
+    CHECK(b.len == 4);
+    text = (char *)"untouched";
+    CHECK(sp_sb_take(&b, &text, &len, "a test header") == SP_EX_SOFTWARE && text == NULL);
+    CHECK_MSG("out of memory building a test header");
+    CHECK(b.p == NULL && !b.oom, "take frees a failed buffer");
+    sp_sb_str(&b, "again");
+    sp_sb_free(&b);
+    CHECK(b.p == NULL && b.len == 0);
+    sp_sb_free(NULL);
+}
+
+static void test_path_join(void) {
+    static const char *const cases[][3] = {
+        {"a", "b", "a/b"},       {"a/", "b", "a/b"},         {"/", "x", "/x"},
+        {"", "x", "x"},          {"/d/e", "sub/f", "/d/e/sub/f"}, {"d", ".tmp", "d/.tmp"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *p = (char *)"unset";
+        CHECK(sp_path_join(cases[i][0], cases[i][1], &p) == 0 && p && strcmp(p, cases[i][2]) == 0, "case %zu: '%s'", i,
+              p ? p : "(null)");
+        free(p);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--write-set") == 0) {
         /* Child of test_faults: the four-shard write under injected faults. */
@@ -444,6 +503,8 @@ int main(int argc, char **argv) {
     }
     chmod(root, 0755);
     make_data();
+    test_strbuf();
+    test_path_join();
     test_roundtrip(root);
     test_empty_plan(root);
     test_misuse(root);
