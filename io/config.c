@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include "arch.h"
 #include "error.h"
 #include "fileio.h"
 
@@ -194,8 +195,7 @@ static int parse_slicepipe(const char *path, const cJSON *root, sp_config *cfg) 
 static int parse_fields(const char *path, const cJSON *root, sp_config *cfg) {
     const char *mt;
     SP_TRY(get_str(path, root, "model_type", &mt));
-    if (mt && strcmp(mt, "llama") != 0)
-        return sp_fail(SP_EX_DATAERR, "%s: field 'model_type': '%.32s' is not supported (only 'llama')", path, mt);
+    SP_TRY(sp_arch_find(mt, path, &cfg->arch)); /* the architecture table decides which families exist */
     SP_TRY(get_int(path, "", root, "hidden_size", 1, 0, 1, HIDDEN_MAX, &cfg->hidden_size));
     SP_TRY(get_int(path, "", root, "intermediate_size", 1, 0, 1, INTERMEDIATE_MAX, &cfg->intermediate_size));
     SP_TRY(get_int(path, "", root, "num_hidden_layers", 1, 0, 1, SP_MAX_LAYERS, &cfg->n_layers));

@@ -9,7 +9,10 @@
 
 #define SP_MAX_LAYERS 1024
 
+struct sp_arch;
+
 typedef struct sp_config {
+    const struct sp_arch *arch; /* the family's table (pipeline/arch.h), from model_type */
     int64_t hidden_size;        /* D, the original width */
     int64_t intermediate_size;
     int64_t n_layers;
@@ -38,7 +41,8 @@ typedef struct sp_config {
  * num_key_value_heads = n_heads (must divide it), head_dim = hidden_size /
  * n_heads (must divide when absent; always even), rms_norm_eps 1e-6,
  * rope_theta 10000, tie_word_embeddings false, torch_dtype (or "dtype")
- * float32; null counts as absent. model_type, if present, must be "llama";
+ * float32; null counts as absent. model_type (absent: llama) must name a
+ * family of the architecture table (pipeline/arch.h);
  * rope_scaling must be null, "default" or "llama3" (with factor,
  * low_freq_factor < high_freq_factor, original_max_position_embeddings).
  * Duplicate keys, wrong types, non-integral or out-of-range values, an

@@ -299,7 +299,7 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     SP_TRY(rc);
     SP_TRY(sp_spill_sync(c->sa));
     /* -1: the embedding (one PCA); 0..L-1: a layer (two); L: the head (none). */
-    int64_t rows = layer < 0 ? 1 : layer < j->L ? 2 : 0, first = layer < 0 ? 0 : 1 + 2 * layer;
+    int64_t rows = layer < 0 ? 1 : layer < j->L ? j->n_pca : 0, first = layer < 0 ? 0 : 1 + j->n_pca * layer;
     sp_rec_layer rec = {.layer = layer, .basis_idx = bi, .n_eval_rows = rows};
     const char *sp = strrchr(sp_spill_path(c->sa), '/');
     snprintf(rec.spill, sizeof rec.spill, "%s", sp ? sp + 1 : sp_spill_path(c->sa));
@@ -321,71 +321,97 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     return 0;
 }
 
-static int slice_layer(cstate *c, int64_t l, int base) {
+/* The layer's bases and widths by residual position: IN is Q (d_in), MID
+ * Qm (d_mid), OUT Qn (d_out). */
+typedef struct layer_ctx {
+    double *basis[SP_POS_COUNT];
+    int64_t width[SP_POS_COUNT];
+} layer_ctx;
+
+/* Emits the outputs of `phase` (arch.h: 0 once the input basis is known,
+ * 1 + k after the layer's PCA k), each rotated in place by its basis. */
+static int emit_phase(cstate *c, const layer_ctx *x, int phase) {
     job *j = c->j;
-    const int64_t D = j->D, hq = j->hq, hkv = j->hkv, F = j->F;
-    const int64_t di = j->d_in[l], dm = j->d_mid[l], dout = j->d_out[l];
+    const sp_arch *a = j->m.arch;
+    const sp_config *cfg = &j->m.cfg;
     sp_layer_buf *b = &c->lb;
+    for (int k = 0; k < j->n_outs; k++) {
+        const sp_arch_out *o = &j->outs[k];
+        if (o->phase != phase) continue;
+        int64_t shape[2];
+        int nd;
+        if (o->kind == SP_OUT_SHORTCUT) {
+            /* scratch: the basis of the third position, free at this point */
+            enum sp_arch_pos third = SP_POS_IN + SP_POS_MID + SP_POS_OUT - o->from - o->pos;
+            shortcut(c, x->basis[o->from], x->width[o->from], x->basis[o->pos], x->width[o->pos], x->basis[third]);
+            SP_TRY(emit_all(c, c->fs, x->width[o->from] * x->width[o->pos]));
+            continue;
+        }
+        float *W = b->t[o->t];
+        sp_arch_in_shape(a, cfg, o->t, shape, &nd);
+        const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1], k_pos = x->width[o->pos];
+        switch (o->kind) {
+        case SP_OUT_READER: {
+            int norm = sp_arch_norm_of(a, o->pos);
+            rot_rows(c, W, rows, norm >= 0 ? b->t[norm] : NULL, x->basis[o->pos], k_pos);
+            SP_TRY(emit_all(c, W, rows * k_pos));
+            break;
+        }
+        case SP_OUT_WRITER:
+        case SP_OUT_BIAS_ROT:
+            rot_cols(c, x->basis[o->pos], k_pos, W, cols);
+            SP_TRY(emit_all(c, W, k_pos * cols));
+            break;
+        case SP_OUT_COPY: SP_TRY(emit_all(c, W, rows * cols)); break;
+        case SP_OUT_SHORTCUT: SP_ASSERT(0);
+        }
+    }
+    return 0;
+}
+
+static int slice_layer(cstate *c, int64_t l) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const int64_t D = j->D;
+    sp_layer_buf *b = &c->lb;
+    layer_ctx x = {.basis = {c->Q, c->Qm, c->Qn}};
+    sp_plan_layer_widths(j, l, x.width);
     phase(c, l, SP_PHASE_READ);
-    SP_TRY(pull_whole(c, base + 0, b->attn_norm));
-    SP_TRY(pull_whole(c, base + 1, b->wq));
-    SP_TRY(pull_whole(c, base + 2, b->wk));
-    SP_TRY(pull_whole(c, base + 3, b->wv));
-    SP_TRY(pull_whole(c, base + 4, b->wo));
-    SP_TRY(pull_whole(c, base + 5, b->mlp_norm));
-    SP_TRY(pull_whole(c, base + 6, b->w_gate));
-    SP_TRY(pull_whole(c, base + 7, b->w_up));
-    SP_TRY(pull_whole(c, base + 8, b->w_down));
+    for (int t = 0; t < a->n_layer; t++) SP_TRY(pull_whole(c, j->layer_read0[l] + t, b->t[t]));
 
-    /* 2.1 readers of the attention block: fuse γ_in, rotate by Q[:, :d_in]. */
+    /* 2.1 readers of the layer input: fuse γ, rotate by Q[:, :d_in]. */
     phase(c, l, SP_PHASE_WRITE);
-    rot_rows(c, b->wq, hq, b->attn_norm, c->Q, di);
-    SP_TRY(emit_all(c, b->wq, hq * di));
-    rot_rows(c, b->wk, hkv, b->attn_norm, c->Q, di);
-    SP_TRY(emit_all(c, b->wk, hkv * di));
-    rot_rows(c, b->wv, hkv, b->attn_norm, c->Q, di);
-    SP_TRY(emit_all(c, b->wv, hkv * di));
+    SP_TRY(emit_phase(c, &x, 0));
 
-    /* 2.2 M = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ over every window: A → B.
-     * B is the file boundary l - 2 named: boundary l - 1 must be journaled. */
+    /* B is the file boundary l - 2 named: boundary l - 1 must be journaled. */
     SP_TRY(wait_journaled(c, l - 1));
-    phase(c, l, SP_PHASE_ATTN);
-    basis_f32(c, c->Q, di); /* Qf = Q[:, :d_in], fs = S_attn⁰ */
-    c->lw = (sp_layer_w){.d_in = di, .d_mid = D, .d_out = D, .wq = b->wq, .wk = b->wk, .wv = b->wv, .wo = b->wo,
-                        .attn_shortcut = c->fs};
-    SP_TRY(pass(c, c->sa, c->sb, attn_window, l, "attention-block"));
-    phase(c, l, SP_PHASE_PCA);
-    SP_TRY(pca(c, c->Qm, 1 + 2 * (int)l, "attention-output", l));
-
-    /* 2.3 o_proj, the attention shortcut, gate and up. */
-    phase(c, l, SP_PHASE_WRITE);
-    rot_cols(c, c->Qm, dm, b->wo, hq);
-    SP_TRY(emit_all(c, b->wo, dm * hq));
-    shortcut(c, c->Q, di, c->Qm, dm, c->Qn); /* Qn is free: scratch */
-    SP_TRY(emit_all(c, c->fs, di * dm));
-    rot_rows(c, b->w_gate, F, b->mlp_norm, c->Qm, dm);
-    SP_TRY(emit_all(c, b->w_gate, F * dm));
-    rot_rows(c, b->w_up, F, b->mlp_norm, c->Qm, dm);
-    SP_TRY(emit_all(c, b->w_up, F * dm));
-
-    /* 2.4 Y = Mr·S_mlp⁰ + MLP(RMSN(Mr)), Mr = M·Qm[:, :d_mid]: B → B in place. */
-    phase(c, l, SP_PHASE_MLP);
-    basis_f32(c, c->Qm, dm); /* Qf = Qm[:, :d_mid], fs = S_mlp⁰ */
-    c->lw = (sp_layer_w){.d_in = dm, .d_mid = dm, .d_out = D, .w_gate = b->w_gate, .w_up = b->w_up, .w_down = b->w_down,
-                        .mlp_shortcut = c->fs};
+    enum sp_arch_pos pcas[2];
+    const int np = sp_arch_pca_positions(a, pcas);
+    enum sp_arch_pos from = SP_POS_IN;
     char spill_hash[33];
-    sp_spill_hash_begin(c->sb); /* the MLP pass writes all of B, in order */
-    SP_TRY(pass(c, c->sb, c->sb, mlp_window, l, "MLP-block"));
-    sp_spill_hash_end(c->sb, spill_hash);
-    phase(c, l, SP_PHASE_PCA);
-    SP_TRY(pca(c, c->Qn, 2 + 2 * (int)l, "MLP-output", l));
-
-    /* 2.5 down_proj and the MLP shortcut; the next layer's basis is Qn. */
-    phase(c, l, SP_PHASE_WRITE);
-    rot_cols(c, c->Qn, dout, b->w_down, F);
-    SP_TRY(emit_all(c, b->w_down, dout * F));
-    shortcut(c, c->Qm, dm, c->Qn, dout, c->Q); /* the old basis is free: scratch */
-    SP_TRY(emit_all(c, c->fs, dm * dout));
+    for (int k = 0; k < np; k++) {
+        const enum sp_arch_pos to = pcas[k];
+        const int last = k == np - 1, attn = to == SP_POS_MID;
+        /* 2.2 M = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ: A → B, W_o unsliced; or
+         * 2.4 Y = Mr·S_mlp⁰ + MLP(RMSN(Mr)), Mr = M·Qm[:, :d_mid]: B → B in place. */
+        phase(c, l, attn ? SP_PHASE_ATTN : SP_PHASE_MLP);
+        basis_f32(c, x.basis[from], x.width[from]); /* Qf = Q_from[:, :d_from], fs = S⁰ = its transpose */
+        sp_layer_buf_view(&j->m, b, x.width[from], attn ? D : x.width[from], D, 0, 0);
+        c->lw = b->w;
+        if (attn) c->lw.attn_shortcut = c->fs;
+        else c->lw.mlp_shortcut = c->fs;
+        if (last) sp_spill_hash_begin(c->sb); /* the last pass writes all of B, in order */
+        SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, attn ? attn_window : mlp_window, l,
+                    attn ? "attention-block" : "MLP-block"));
+        if (last) sp_spill_hash_end(c->sb, spill_hash);
+        phase(c, l, SP_PHASE_PCA);
+        SP_TRY(pca(c, x.basis[to], 1 + np * (int)l + k, attn ? "attention-output" : "MLP-output", l));
+        /* 2.3 / 2.5 the writers into `to`, the shortcut into it, its readers. */
+        phase(c, l, SP_PHASE_WRITE);
+        SP_TRY(emit_phase(c, &x, 1 + k));
+        from = to;
+    }
+    /* The next layer's basis is Qn, its input B. */
     double *t = c->Q;
     c->Q = c->Qn;
     c->Qn = t;
@@ -438,7 +464,7 @@ static int slice_embed(cstate *c) {
 static int slice_head(cstate *c) {
     job *j = c->j;
     const int64_t D = j->D, V = j->V, dl = j->d_out[j->L - 1];
-    const int base = 2 + 9 * (int)j->L;
+    const int base = j->layer_read0[j->L]; /* the final norm, then the head */
     phase(c, j->L - 1, SP_PHASE_HEAD);
     SP_TRY(pull_whole(c, base, c->norm));
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
@@ -533,11 +559,11 @@ int sp_stage_compute(job *j) {
     cstate cs = {.j = j, .st = &j->sh->st[SP_STAGE_COMPUTE], .next_read = j->read_start, .out_idx = j->out_start}, *c = &cs;
     sp_ring_attach(j->wring, SP_RING_ROLE_CONSUMER);
     sp_ring_attach(j->oring, SP_RING_ROLE_PRODUCER);
-    sp_model_set_threads(&j->m, j->threads);
+    j->bk->set_threads(j->threads, j->D);
     int rc = alloc_state(c);
     if (!rc && j->resume_layer < -1) rc = slice_embed(c);
     for (int64_t l = j->resume_layer < -1 ? 0 : j->resume_layer + 1; l < j->L && !rc; l++)
-        rc = slice_layer(c, l, 2 + 9 * (int)l);
+        rc = slice_layer(c, l);
     if (!rc) rc = slice_head(c);
     if (!rc) {
         phase(c, j->L - 1, SP_PHASE_DONE);

@@ -4,11 +4,15 @@
  *
  *   reader ──weights ring──► compute ──output ring──► writer
  *
- * The read plan lists, in the exact order compute consumes them, every input
- * tensor: the embedding twice (once to gather the calibration rows, once to
- * rotate it), each layer's nine tensors, the final norm and the head (the
- * embedding a third time when the head is tied). The reader streams them as
- * messages whose id is the plan index; compute checks every id.
+ * The read plan (plan.c) lists, in the exact order compute consumes them,
+ * every input tensor: the embedding twice, each layer's tensors in the
+ * architecture table's order, the final norm and the head. The reader streams
+ * them as messages whose id is the plan index; compute checks every id.
+ *
+ * Files: slice.c (the supervisor's run), plan.c (widths, reads, memory),
+ * output.c (output folder, declaration, config.json, side files), resume.c
+ * (identity, journal replay, status), stages.c (reader, writer, watching),
+ * compute.c (the SliceGPT math).
  */
 #ifndef SP_JOB_H
 #define SP_JOB_H
@@ -25,6 +29,9 @@
 #include "st_writer.h"
 #include "journal.h"
 #include "tokens.h"
+#include "backend.h"
+#include "arch.h"
+#include <stdio.h>
 
 enum { SP_STAGE_READER, SP_STAGE_COMPUTE, SP_STAGE_WRITER, SP_STAGE_COUNT };
 extern const char *const sp_stage_names[SP_STAGE_COUNT];
@@ -83,19 +90,25 @@ enum sp_phase { SP_PHASE_START, SP_PHASE_EMBED, SP_PHASE_READ, SP_PHASE_ATTN, SP
 typedef struct sp_shared {
     sp_stage_stat st[SP_STAGE_COUNT];
     _Atomic int64_t journaled_layer; /* the last boundary the writer journaled (-1: embedding; -2: none) */
-    /* ((1 + 2L), D) eigenvalues follow, written by compute */
+    /* ((1 + n_pca·L), D) eigenvalues follow, written by compute */
 } sp_shared;
 
 typedef struct sp_read_item {
     const char *name;
     const sp_st_file *file;
     const sp_st_tensor *t;
+    int commit; /* the reader's commit point follows this item (embedding, each layer, head) */
 } sp_read_item;
 
 typedef struct job {
     const sp_manifest *mf;
     const sp_run_opts *o;
     sp_model m;
+    const sp_bk *bk;               /* the resolved backend */
+    char bk_identity[256];         /* everything about it that can change bits (run identity) */
+    sp_arch_out outs[SP_ARCH_LAYER_MAX]; /* (n_outs) one layer's output tensors, in emission order */
+    int n_outs;
+    int n_pca;                     /* PCAs per layer: 2, or 1 for a parallel block */
     sp_tokens calib;
     sp_tokens eval_toks;           /* [eval] tokens, loaded once (n == 0 without [eval]) */
     sp_dtype out_dtype;
@@ -106,13 +119,15 @@ typedef struct job {
     /* the plan */
     sp_read_item *reads;           /* (n_reads) in consumption order */
     int n_reads;
+    int *layer_read0;              /* (L + 1) plan index of layer l's first tensor; [L]: the final norm */
+    int *layer_out0;               /* (L + 1) output index of layer l's first tensor; [L]: the head */
     int64_t ring_slots, ring_slot_bytes, out_slots;
     int64_t stage_bytes;           /* reader staging buffer */
     int64_t ob_elems;              /* compute's output-dtype conversion block */
     sp_stw *w;                     /* planned before fork; used by the writer */
     sp_ring *wring, *oring;        /* weights ring, output ring */
     sp_shared *sh;                 /* MAP_SHARED stats */
-    double *evals;                 /* ((1 + 2L), D) in the shared map */
+    double *evals;                 /* ((1 + n_pca·L), D) in the shared map */
     int64_t shared_bytes;
     double t_start;
     int64_t threads;               /* resolved BLAS threads (journaled, reused) */
@@ -135,6 +150,30 @@ int sp_stage_writer(job *j);
 
 /* Bytes of memory the compute stage allocates for this job. */
 int64_t sp_compute_plan_bytes(const job *j);
+
+/* plan.c */
+int sp_plan_widths(job *j);
+void sp_plan_layer_widths(const job *j, int64_t l, int64_t w[SP_POS_COUNT]);
+int sp_plan_reads(job *j);
+int sp_plan_memory(job *j);           /* rings, staging, chunk size: after reads and the declaration */
+int64_t sp_plan_total(const job *j);  /* what the summed peak RSS of the four processes will be */
+int64_t sp_plan_process_base_bytes(void);
+void sp_plan_print(const job *j, FILE *f);
+
+/* output.c */
+int sp_output_prepare(const char *out); /* mkdir -p and writable, or 73 */
+int sp_output_declare(job *j);          /* every output tensor, into j->w */
+int sp_output_config(job *j, const char *fingerprint);
+int sp_output_side_files(job *j);
+const char *sp_path_shown(const char *path, char buf[4096]); /* canonical when it exists */
+
+/* resume.c */
+char *sp_job_join(const char *a, const char *b); /* "a/b", malloc'd, or NULL */
+int sp_resume_fingerprint(const sp_model *m, char hex[33]);
+void sp_resume_manifest_identity(const job *j, char hex[33]);
+int sp_resume_open(job *j, int *complete); /* lock, journal, replay, verification */
+int sp_resume_done(job *j);                /* DONE appended */
+void sp_resume_clean(job *j);              /* the finished job's scratch removed */
 
 /* Forks the three stages, watches them (pidfd), prints progress, stops the
  * others when one fails. Returns 0 or the failing stage's status. */

@@ -8,11 +8,6 @@
 
 #include "error.h"
 
-const char *sp_layer_tensor_name(char *buf, int64_t l, const char *suffix) {
-    snprintf(buf, 256, "model.layers.%lld.%s", (long long)l, suffix);
-    return buf;
-}
-
 void sp_model_widths(const sp_model *m, int64_t l, int64_t *d_in, int64_t *d_mid, int64_t *d_out) {
     if (m->cfg.sliced) {
         *d_in = m->cfg.d_in[l];
@@ -52,31 +47,36 @@ static int expect(const sp_model *m, const char *name, int ndim, int64_t s0, int
     return 0;
 }
 
+/* The widths of layer l's positions. */
+static void widths_at(const sp_model *m, int64_t l, int64_t w[SP_POS_COUNT]) {
+    sp_model_widths(m, l, &w[SP_POS_IN], &w[SP_POS_MID], &w[SP_POS_OUT]);
+}
+
 static int validate(sp_model *m) {
     const sp_config *c = &m->cfg;
+    const sp_arch *a = m->arch;
     char nm[256];
-    int64_t params = 0, D = c->hidden_size, hq = c->n_heads * c->head_dim, hkv = c->n_kv_heads * c->head_dim;
-    SP_TRY(expect(m, "model.embed_tokens.weight", 2, c->vocab_size, m->d_embed, &params));
+    int64_t params = 0, shape[2], w[SP_POS_COUNT];
+    int nd;
+    sp_arch_out outs[SP_ARCH_LAYER_MAX];
+    const int n_out = sp_arch_layer_outputs(a, outs);
+    SP_TRY(expect(m, a->embed, 2, c->vocab_size, m->d_embed, &params));
     for (int64_t l = 0; l < c->n_layers; l++) {
-        int64_t di, dm, dout;
-        sp_model_widths(m, l, &di, &dm, &dout);
         if (!c->sliced) {
-            SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "input_layernorm.weight"), 1, D, 0, &params));
-            SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "post_attention_layernorm.weight"), 1, D, 0, &params));
-        } else {
-            SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "attn_shortcut_Q"), 2, di, dm, &params));
-            SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "mlp_shortcut_Q"), 2, dm, dout, &params));
+            for (int t = 0; t < a->n_layer; t++) {
+                sp_arch_in_shape(a, c, t, shape, &nd);
+                SP_TRY(expect(m, sp_arch_layer_name(a, nm, l, a->layer[t].suffix), nd, shape[0], shape[1], &params));
+            }
+            continue;
         }
-        SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "self_attn.q_proj.weight"), 2, hq, di, &params));
-        SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "self_attn.k_proj.weight"), 2, hkv, di, &params));
-        SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "self_attn.v_proj.weight"), 2, hkv, di, &params));
-        SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "self_attn.o_proj.weight"), 2, dm, hq, &params));
-        SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "mlp.gate_proj.weight"), 2, c->intermediate_size, dm, &params));
-        SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "mlp.up_proj.weight"), 2, c->intermediate_size, dm, &params));
-        SP_TRY(expect(m, sp_layer_tensor_name(nm, l, "mlp.down_proj.weight"), 2, dout, c->intermediate_size, &params));
+        widths_at(m, l, w);
+        for (int k = 0; k < n_out; k++) {
+            sp_arch_out_tensor(a, c, &outs[k], l, w, nm, shape, &nd);
+            SP_TRY(expect(m, nm, nd, shape[0], shape[1], &params));
+        }
     }
-    if (!c->sliced) SP_TRY(expect(m, "model.norm.weight", 1, D, 0, &params));
-    if (m->has_lm_head) SP_TRY(expect(m, "lm_head.weight", 2, c->vocab_size, m->d_final, &params));
+    if (!c->sliced) SP_TRY(expect(m, a->final_norm, 1, c->hidden_size, 0, &params));
+    if (m->has_lm_head) SP_TRY(expect(m, a->head, 2, c->vocab_size, m->d_final, &params));
     m->n_params = params;
     return 0;
 }
@@ -91,6 +91,7 @@ int sp_model_open(const char *dir, sp_model *m) {
         return rc;
     }
     const sp_config *c = &m->cfg;
+    m->arch = c->arch;
     rc = sp_ckpt_open(dir, &m->ckpt);
     if (rc) {
         sp_model_close(m);
@@ -113,17 +114,17 @@ int sp_model_open(const char *dir, sp_model *m) {
     };
     m->d_embed = c->sliced ? c->d_embed : c->hidden_size;
     m->d_final = c->sliced ? c->d_out[c->n_layers - 1] : c->hidden_size;
-    m->has_lm_head = sp_ckpt_find(m->ckpt, "lm_head.weight", NULL) != NULL;
+    m->has_lm_head = sp_ckpt_find(m->ckpt, m->arch->head, NULL) != NULL;
     if (c->sliced && !m->has_lm_head) {
+        rc = sp_fail(SP_EX_DATAERR, "%s: sliced model has no %s (its head is never tied)", dir, m->arch->head);
         sp_model_close(m);
-        return sp_fail(SP_EX_DATAERR, "%s: sliced model has no lm_head.weight (its head is never tied)", dir);
+        return rc;
     }
-    if (!c->sliced && c->tie_word_embeddings && m->has_lm_head) {
-        /* Allowed by HF; the separate tensor wins, as in transformers. */
-    }
+    /* tied with an lm_head tensor too: allowed by HF; the separate tensor wins, as in transformers. */
     if (!c->sliced && !c->tie_word_embeddings && !m->has_lm_head) {
+        rc = sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is missing and tie_word_embeddings is false", dir, m->arch->head);
         sp_model_close(m);
-        return sp_fail(SP_EX_DATAERR, "%s: tensor 'lm_head.weight' is missing and tie_word_embeddings is false", dir);
+        return rc;
     }
     rc = validate(m);
     if (rc) {
@@ -146,41 +147,55 @@ void sp_model_close(sp_model *m) {
 }
 
 int64_t sp_layer_buf_bytes(const sp_model *m) {
-    const sp_dims *d = &m->dims;
-    int64_t hq = d->n_heads * d->head_dim, hkv = d->n_kv_heads * d->head_dim;
-    int64_t sc = m->cfg.sliced ? 2 * d->D * d->D : 0; /* shortcuts: sliced models only */
-    return 4 * (2 * d->D + hq * d->D + 2 * hkv * d->D + d->D * hq + sc + 3 * d->ffn * d->D);
+    const sp_arch *a = m->arch;
+    int64_t D = m->cfg.hidden_size, n = m->cfg.sliced ? 2 * D * D : 0; /* shortcuts: sliced models only */
+    for (int t = 0; t < a->n_layer; t++) {
+        int64_t shape[2];
+        int nd;
+        sp_arch_in_shape(a, &m->cfg, t, shape, &nd);
+        n += nd == 1 ? shape[0] : shape[0] * shape[1];
+    }
+    return 4 * n;
 }
 
 void sp_layer_buf_free(sp_layer_buf *b) {
     if (!b) return;
-    float **p[] = {&b->attn_norm, &b->wq, &b->wk, &b->wv, &b->wo, &b->attn_sc,
-                   &b->mlp_norm, &b->w_gate, &b->w_up, &b->w_down, &b->mlp_sc};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
-        free(*p[i]);
-        *p[i] = NULL;
-    }
+    for (int i = 0; i < SP_ARCH_LAYER_MAX; i++) free(b->t[i]);
+    for (int i = 0; i < SP_POS_COUNT; i++) free(b->sc[i]);
+    memset(b, 0, sizeof *b);
 }
 
 int sp_layer_buf_init(const sp_model *m, sp_layer_buf *b) {
     memset(b, 0, sizeof *b);
-    const sp_dims *d = &m->dims;
-    int64_t D = d->D, hq = d->n_heads * d->head_dim, hkv = d->n_kv_heads * d->head_dim;
-    int64_t sc = m->cfg.sliced ? D * D : 0; /* shortcuts: sliced models only */
-    struct {
-        float **p;
-        int64_t n;
-    } a[] = {{&b->attn_norm, D},  {&b->wq, hq * D},         {&b->wk, hkv * D},        {&b->wv, hkv * D},
-             {&b->wo, D * hq},    {&b->attn_sc, sc},     {&b->mlp_norm, D},        {&b->w_gate, d->ffn * D},
-             {&b->w_up, d->ffn * D}, {&b->w_down, D * d->ffn}, {&b->mlp_sc, sc}};
-    for (size_t i = 0; i < sizeof a / sizeof a[0]; i++) {
-        int rc = sp_alloc((void **)a[i].p, a[i].n, sizeof(float), "layer weights");
-        if (rc) {
-            sp_layer_buf_free(b);
-            return rc;
-        }
+    const sp_arch *a = m->arch;
+    const int64_t D = m->cfg.hidden_size;
+    int rc = 0;
+    for (int t = 0; t < a->n_layer && !rc; t++) {
+        int64_t shape[2];
+        int nd;
+        sp_arch_in_shape(a, &m->cfg, t, shape, &nd);
+        rc = sp_alloc((void **)&b->t[t], shape[0], (nd == 1 ? 1 : shape[1]) * (int64_t)sizeof(float), "layer weights");
     }
-    return 0;
+    if (m->cfg.sliced)
+        for (int p = SP_POS_MID; p < SP_POS_COUNT && !rc; p++)
+            if (a->shortcut[p]) rc = sp_alloc((void **)&b->sc[p], D * D, sizeof(float), "shortcut");
+    if (rc) sp_layer_buf_free(b);
+    return rc;
+}
+
+void sp_layer_buf_view(const sp_model *m, sp_layer_buf *b, int64_t d_in, int64_t d_mid, int64_t d_out, int norms,
+                       int shortcuts) {
+    const sp_arch *a = m->arch;
+    const float *slot[SP_SLOT_COUNT] = {0};
+    for (int t = 0; t < a->n_layer; t++)
+        if (a->layer[t].role != SP_ROLE_NORM || norms) slot[a->layer[t].slot] = b->t[t];
+    /* The forward pass's named weights (linalg/forward.h) by slot. */
+    b->w = (sp_layer_w){.d_in = d_in, .d_mid = d_mid, .d_out = d_out,
+                        .attn_norm = slot[SP_SLOT_ATTN_NORM], .wq = slot[SP_SLOT_Q], .wk = slot[SP_SLOT_K],
+                        .wv = slot[SP_SLOT_V], .wo = slot[SP_SLOT_O], .mlp_norm = slot[SP_SLOT_MLP_NORM],
+                        .w_gate = slot[SP_SLOT_GATE], .w_up = slot[SP_SLOT_UP], .w_down = slot[SP_SLOT_DOWN],
+                        .attn_shortcut = shortcuts ? b->sc[SP_POS_MID] : NULL,
+                        .mlp_shortcut = shortcuts ? b->sc[SP_POS_OUT] : NULL};
 }
 
 static int rd(const sp_model *m, const char *name, int ndim, int64_t s0, int64_t s1, float *dst) {
@@ -190,51 +205,37 @@ static int rd(const sp_model *m, const char *name, int ndim, int64_t s0, int64_t
 
 int sp_model_load_layer(const sp_model *m, int64_t l, sp_layer_buf *b) {
     const sp_config *c = &m->cfg;
+    const sp_arch *a = m->arch;
     char nm[256];
-    int64_t di, dm, dout, hq = c->n_heads * c->head_dim, hkv = c->n_kv_heads * c->head_dim, F = c->intermediate_size;
-    sp_model_widths(m, l, &di, &dm, &dout);
-    sp_layer_w *w = &b->w;
-    memset(w, 0, sizeof *w);
-    w->d_in = di;
-    w->d_mid = dm;
-    w->d_out = dout;
+    int64_t w[SP_POS_COUNT], shape[2];
+    int nd;
+    widths_at(m, l, w);
     if (c->sliced) {
-        SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "attn_shortcut_Q"), 2, di, dm, b->attn_sc));
-        SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "mlp_shortcut_Q"), 2, dm, dout, b->mlp_sc));
-        w->attn_shortcut = b->attn_sc;
-        w->mlp_shortcut = b->mlp_sc;
+        sp_arch_out outs[SP_ARCH_LAYER_MAX];
+        const int n_out = sp_arch_layer_outputs(a, outs);
+        for (int k = 0; k < n_out; k++) {
+            sp_arch_out_tensor(a, c, &outs[k], l, w, nm, shape, &nd);
+            SP_TRY(rd(m, nm, nd, shape[0], shape[1], outs[k].kind == SP_OUT_SHORTCUT ? b->sc[outs[k].pos] : b->t[outs[k].t]));
+        }
     } else {
-        SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "input_layernorm.weight"), 1, di, 0, b->attn_norm));
-        SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "post_attention_layernorm.weight"), 1, dm, 0, b->mlp_norm));
-        w->attn_norm = b->attn_norm;
-        w->mlp_norm = b->mlp_norm;
+        for (int t = 0; t < a->n_layer; t++) {
+            sp_arch_in_shape(a, c, t, shape, &nd);
+            SP_TRY(rd(m, sp_arch_layer_name(a, nm, l, a->layer[t].suffix), nd, shape[0], shape[1], b->t[t]));
+        }
     }
-    SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "self_attn.q_proj.weight"), 2, hq, di, b->wq));
-    SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "self_attn.k_proj.weight"), 2, hkv, di, b->wk));
-    SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "self_attn.v_proj.weight"), 2, hkv, di, b->wv));
-    SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "self_attn.o_proj.weight"), 2, dm, hq, b->wo));
-    SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "mlp.gate_proj.weight"), 2, F, dm, b->w_gate));
-    SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "mlp.up_proj.weight"), 2, F, dm, b->w_up));
-    SP_TRY(rd(m, sp_layer_tensor_name(nm, l, "mlp.down_proj.weight"), 2, dout, F, b->w_down));
-    w->wq = b->wq;
-    w->wk = b->wk;
-    w->wv = b->wv;
-    w->wo = b->wo;
-    w->w_gate = b->w_gate;
-    w->w_up = b->w_up;
-    w->w_down = b->w_down;
+    sp_layer_buf_view(m, b, w[SP_POS_IN], w[SP_POS_MID], w[SP_POS_OUT], !c->sliced, c->sliced);
     return 0;
 }
 
 int sp_model_load_embed(const sp_model *m, float *emb) {
-    return rd(m, "model.embed_tokens.weight", 2, m->cfg.vocab_size, m->d_embed, emb);
+    return rd(m, m->arch->embed, 2, m->cfg.vocab_size, m->d_embed, emb);
 }
 
 int sp_model_load_head(const sp_model *m, float *w_head, float *norm, int *has_norm) {
-    const char *hn = m->has_lm_head ? "lm_head.weight" : "model.embed_tokens.weight";
+    const char *hn = m->has_lm_head ? m->arch->head : m->arch->embed;
     SP_TRY(rd(m, hn, 2, m->cfg.vocab_size, m->d_final, w_head));
     *has_norm = !m->cfg.sliced;
-    if (*has_norm) SP_TRY(rd(m, "model.norm.weight", 1, m->d_final, 0, norm));
+    if (*has_norm) SP_TRY(rd(m, m->arch->final_norm, 1, m->d_final, 0, norm));
     return 0;
 }
 

@@ -1,17 +1,18 @@
-/* pipeline/model.h — a Llama-family model directory (dense HF, or a slicepipe
- * sliced output), opened and validated up front, then read one layer at a time.
+/* pipeline/model.h — a model directory (dense HF, or a slicepipe sliced
+ * output) of any family in the architecture table, opened and validated up
+ * front, then read one layer at a time.
  *
- * Tensor names follow HF Llama; sliced outputs add
- *   model.layers.N.attn_shortcut_Q  (d_in, d_mid)
- *   model.layers.N.mlp_shortcut_Q   (d_mid, d_out)
- * and have no norm weights (the norms are fused and weightless) and an untied
- * lm_head (vocab, d_out of the last layer).
+ * Tensor names and shapes come from the family's table (arch.h): a dense
+ * model has the table's tensors; a sliced one has the outputs of
+ * sp_arch_layer_outputs (shortcuts added, no norm weights: the norms are
+ * fused and weightless) and an untied head (vocab, d_out of the last layer).
  */
 #ifndef SP_MODEL_H
 #define SP_MODEL_H
 
 #include <stdint.h>
 
+#include "arch.h"
 #include "config.h"
 #include "forward.h"
 #include "safetensors.h"
@@ -19,6 +20,7 @@
 typedef struct sp_model {
     char *dir;
     sp_config cfg;
+    const sp_arch *arch; /* cfg.arch: the family's tensor table */
     sp_ckpt *ckpt;
     sp_dims dims;
     int64_t d_embed;   /* embedding width: D, or the sliced width */
@@ -37,23 +39,23 @@ void sp_model_close(sp_model *m);
 /* Layer l's widths. */
 void sp_model_widths(const sp_model *m, int64_t l, int64_t *d_in, int64_t *d_mid, int64_t *d_out);
 
-/* float32 buffers for one layer at the model's full width D; `w` views them. */
+/* float32 buffers for one layer at the model's full width D, one per tensor
+ * of the architecture table, and (sliced models) one per shortcut; `w` views
+ * them as the forward pass runs the layer. */
 typedef struct sp_layer_buf {
-    float *attn_norm; /* (D) */
-    float *wq;        /* (n_heads*head_dim, D) */
-    float *wk, *wv;   /* (n_kv_heads*head_dim, D) */
-    float *wo;        /* (D, n_heads*head_dim) */
-    float *attn_sc;   /* (D, D) */
-    float *mlp_norm;  /* (D) */
-    float *w_gate, *w_up; /* (ffn, D) */
-    float *w_down;    /* (D, ffn) */
-    float *mlp_sc;    /* (D, D) */
+    float *t[SP_ARCH_LAYER_MAX];  /* table tensor i: its dense shape (rows, cols) at width D */
+    float *sc[SP_POS_COUNT];      /* shortcut into MID / OUT: (D, D); sliced models only */
     sp_layer_w w;
 } sp_layer_buf;
 
 int sp_layer_buf_init(const sp_model *m, sp_layer_buf *b);
 void sp_layer_buf_free(sp_layer_buf *b);
 int64_t sp_layer_buf_bytes(const sp_model *m);
+
+/* Points w at b's buffers for a layer of widths d_in/d_mid/d_out: slots from
+ * the table; norms only when `norms` (dense), shortcuts only when `shortcuts`. */
+void sp_layer_buf_view(const sp_model *m, sp_layer_buf *b, int64_t d_in, int64_t d_mid, int64_t d_out, int norms,
+                       int shortcuts);
 
 /* Reads layer l into b (converted to float32; NaN/Inf refused with 65). */
 int sp_model_load_layer(const sp_model *m, int64_t l, sp_layer_buf *b);
@@ -70,7 +72,5 @@ int sp_model_load_head(const sp_model *m, float *w_head, float *norm, int *has_n
  * on such small matrices, so 1. Returns the count set. */
 int sp_model_set_threads(const sp_model *m, int64_t requested);
 
-/* Tensor names: writes "model.layers.<l>.<suffix>" into buf. */
-const char *sp_layer_tensor_name(char *buf, int64_t l, const char *suffix);
 
 #endif

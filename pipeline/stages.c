@@ -86,7 +86,7 @@ int sp_stage_reader(job *j) {
                     st1.st_mtim.tv_nsec != st0.st_mtim.tv_nsec))
             rc = sp_fail(SP_EX_DATAERR, "%s: the checkpoint file changed while it was being read (size or mtime); "
                                         "the run stops rather than mix versions", sp_st_path(it->file));
-        if (!rc && (i == 1 || (i >= 2 && (i - 2) % 9 == 8) || i == j->n_reads - 1)) sp_fault_commit_point("reader");
+        if (!rc && it->commit) sp_fault_commit_point("reader");
     }
     if (!rc) sp_ring_close_write(j->wring);
     free(buf);

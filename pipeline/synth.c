@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "arch.h"
 #include "error.h"
 #include "fileio.h"
 #include "st_writer.h"
@@ -111,46 +112,55 @@ typedef struct tensor_spec {
     double scale, offset; /* value = offset + scale·N(0,1) */
 } tensor_spec;
 
-static int64_t spec_count(const sp_synth_opts *o) { return 1 + 9 * o->layers + 1 + (o->tied ? 0 : 1); }
+/* The family's table (synth writes Llama; issue: --arch). */
+static const sp_arch *synth_arch(void) {
+    const sp_arch *a = NULL;
+    int rc = sp_arch_find("llama", "synth", &a);
+    SP_ASSERT(rc == 0 && a);
+    return a;
+}
 
-/* Fills spec i of the table (declaration order). */
+/* The sizes the table's dimensions stand for. */
+static sp_config synth_dims(const sp_synth_opts *o) {
+    return (sp_config){.hidden_size = o->hidden, .intermediate_size = o->ffn, .n_layers = o->layers, .n_heads = o->heads,
+                       .n_kv_heads = o->kv_heads, .head_dim = o->head_dim, .vocab_size = o->vocab};
+}
+
+static int64_t spec_count(const sp_synth_opts *o) {
+    return 1 + synth_arch()->n_layer * o->layers + 1 + (o->tied ? 0 : 1);
+}
+
+static void spec_fill(tensor_spec *t, int ndim, int64_t rows, int64_t cols, enum sp_arch_init init) {
+    t->ndim = ndim;
+    t->shape[0] = rows;
+    t->shape[1] = ndim == 1 ? 0 : cols;
+    if (init == SP_INIT_NORM) t->scale = 0.05, t->offset = 1.0;
+    else t->scale = 1.0 / sqrt((double)(ndim == 1 ? rows : cols));
+}
+
+/* Fills spec i of the table (declaration order): the embedding, each layer's
+ * tensors in the architecture table's order, the final norm, the head. */
 static void spec_at(const sp_synth_opts *o, int64_t i, tensor_spec *t) {
-    const int64_t D = o->hidden, F = o->ffn, V = o->vocab, hq = o->heads * o->head_dim, hk = o->kv_heads * o->head_dim;
-    const double rD = 1.0 / sqrt((double)D);
+    const sp_arch *a = synth_arch();
+    const sp_config dims = synth_dims(o);
+    const int64_t D = o->hidden, V = o->vocab, last = 1 + a->n_layer * o->layers;
     memset(t, 0, sizeof *t);
-    t->ndim = 2;
     if (i == 0) {
-        snprintf(t->name, sizeof t->name, "model.embed_tokens.weight");
-        t->shape[0] = V, t->shape[1] = D, t->scale = rD;
-        return;
-    }
-    int64_t last = 1 + 9 * o->layers;
-    if (i == last || i == last + 1) {
-        int norm = i == last;
-        snprintf(t->name, sizeof t->name, norm ? "model.norm.weight" : "lm_head.weight");
-        if (norm)
-            t->ndim = 1, t->shape[0] = D, t->scale = 0.05, t->offset = 1.0;
-        else
-            t->shape[0] = V, t->shape[1] = D, t->scale = rD;
-        return;
-    }
-    static const char *suffix[9] = {"input_layernorm.weight",   "self_attn.q_proj.weight",
-                                    "self_attn.k_proj.weight",  "self_attn.v_proj.weight",
-                                    "self_attn.o_proj.weight",  "post_attention_layernorm.weight",
-                                    "mlp.gate_proj.weight",     "mlp.up_proj.weight",
-                                    "mlp.down_proj.weight"};
-    int64_t l = (i - 1) / 9, k = (i - 1) % 9;
-    snprintf(t->name, sizeof t->name, "model.layers.%lld.%s", (long long)l, suffix[k]);
-    switch (k) {
-    case 0:
-    case 5: t->ndim = 1, t->shape[0] = D, t->scale = 0.05, t->offset = 1.0; break;
-    case 1: t->shape[0] = hq, t->shape[1] = D, t->scale = rD; break;
-    case 2:
-    case 3: t->shape[0] = hk, t->shape[1] = D, t->scale = rD; break;
-    case 4: t->shape[0] = D, t->shape[1] = hq, t->scale = 1.0 / sqrt((double)hq); break;
-    case 6:
-    case 7: t->shape[0] = F, t->shape[1] = D, t->scale = rD; break;
-    default: t->shape[0] = D, t->shape[1] = F, t->scale = 1.0 / sqrt((double)F); break;
+        snprintf(t->name, sizeof t->name, "%s", a->embed);
+        spec_fill(t, 2, V, D, SP_INIT_FANIN);
+    } else if (i == last) {
+        snprintf(t->name, sizeof t->name, "%s", a->final_norm);
+        spec_fill(t, 1, D, 0, SP_INIT_NORM);
+    } else if (i == last + 1) {
+        snprintf(t->name, sizeof t->name, "%s", a->head);
+        spec_fill(t, 2, V, D, SP_INIT_FANIN);
+    } else {
+        int64_t l = (i - 1) / a->n_layer, k = (i - 1) % a->n_layer, shape[2];
+        int nd;
+        char nm[256];
+        sp_arch_in_shape(a, &dims, (int)k, shape, &nd);
+        snprintf(t->name, sizeof t->name, "%s", sp_arch_layer_name(a, nm, l, a->layer[k].suffix));
+        spec_fill(t, nd, shape[0], shape[1], a->layer[k].init);
     }
 }
 
@@ -207,8 +217,8 @@ static int write_config(const char *dir, const sp_synth_opts *o) {
         return sp_fail(SP_EX_USAGE, "%s: output path too long", dir);
     int n = snprintf(txt, sizeof txt,
                      "{\n"
-                     "  \"architectures\": [\n    \"LlamaForCausalLM\"\n  ],\n"
-                     "  \"model_type\": \"llama\",\n"
+                     "  \"architectures\": [\n    \"%s\"\n  ],\n"
+                     "  \"model_type\": \"%s\",\n"
                      "  \"hidden_size\": %lld,\n"
                      "  \"intermediate_size\": %lld,\n"
                      "  \"num_hidden_layers\": %lld,\n"
@@ -225,7 +235,8 @@ static int write_config(const char *dir, const sp_synth_opts *o) {
                      "  \"eos_token_id\": 2,\n"
                      "  \"torch_dtype\": \"%s\"\n"
                      "}\n",
-                     (long long)o->hidden, (long long)o->ffn, (long long)o->layers, (long long)o->heads,
+                     synth_arch()->hf_class, synth_arch()->model_type, (long long)o->hidden, (long long)o->ffn,
+                     (long long)o->layers, (long long)o->heads,
                      (long long)o->kv_heads, (long long)o->head_dim, (long long)o->vocab, (long long)o->max_pos,
                      o->tied ? "true" : "false", torch_dtype(o->dtype));
     SP_ASSERT(n > 0 && n < (int)sizeof txt);

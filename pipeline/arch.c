@@ -1,0 +1,127 @@
+/* pipeline/arch.c — what every family's table shares: lookup, shapes, names
+ * and the order of a sliced layer's outputs (arch.h). Names no tensor. */
+#include "arch.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+
+extern const sp_arch sp_arch_llama;
+
+static const sp_arch *const families[] = {&sp_arch_llama};
+
+int sp_arch_find(const char *model_type, const char *config_path, const sp_arch **out) {
+    const char *mt = model_type ? model_type : "llama";
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+        if (strcmp(families[i]->model_type, mt) == 0) {
+            *out = families[i];
+            return 0;
+        }
+    char known[256] = "";
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+        n += (size_t)snprintf(known + n, sizeof known - n, "%s'%s'", i ? ", " : "", families[i]->model_type);
+    *out = NULL;
+    return sp_fail(SP_EX_DATAERR, "%s: field 'model_type': '%.32s' is not supported (supported: %s)", config_path, mt, known);
+}
+
+int64_t sp_arch_dim(const sp_config *cfg, enum sp_arch_dim dim) {
+    switch (dim) {
+    case SP_DIM_NONE: return 0;
+    case SP_DIM_D: return cfg->hidden_size;
+    case SP_DIM_Q: return cfg->n_heads * cfg->head_dim;
+    case SP_DIM_KV: return cfg->n_kv_heads * cfg->head_dim;
+    case SP_DIM_F: return cfg->intermediate_size;
+    case SP_DIM_HD: return cfg->head_dim;
+    }
+    SP_ASSERT(0);
+    return 0;
+}
+
+const char *sp_arch_layer_name(const sp_arch *a, char buf[256], int64_t l, const char *suffix) {
+    int n = snprintf(buf, 256, a->layer_prefix, (long long)l);
+    SP_ASSERT(n > 0 && n < 256);
+    snprintf(buf + n, (size_t)(256 - n), "%s", suffix);
+    return buf;
+}
+
+int sp_arch_norm_of(const sp_arch *a, enum sp_arch_pos pos) {
+    for (int i = 0; i < a->n_layer; i++)
+        if (a->layer[i].role == SP_ROLE_NORM && a->layer[i].pos == pos) return i;
+    return -1;
+}
+
+int sp_arch_pca_positions(const sp_arch *a, enum sp_arch_pos pos[2]) {
+    if (a->parallel) {
+        pos[0] = SP_POS_OUT;
+        return 1;
+    }
+    pos[0] = SP_POS_MID;
+    pos[1] = SP_POS_OUT;
+    return 2;
+}
+
+/* Appends tensors of `role` at `pos`, each followed by its biases. */
+static int add_role(const sp_arch *a, enum sp_arch_role role, enum sp_arch_pos pos, int phase, sp_arch_out *out, int n) {
+    for (int i = 0; i < a->n_layer; i++) {
+        if (a->layer[i].role != role || a->layer[i].pos != pos) continue;
+        SP_ASSERT(n < SP_ARCH_LAYER_MAX);
+        out[n++] = (sp_arch_out){.kind = role == SP_ROLE_READER ? SP_OUT_READER : SP_OUT_WRITER, .t = i, .pos = pos,
+                                 .phase = phase};
+        for (int b = 0; b < a->n_layer; b++)
+            if (a->layer[b].role == SP_ROLE_BIAS && a->layer[b].of == i) {
+                SP_ASSERT(n < SP_ARCH_LAYER_MAX);
+                out[n++] = (sp_arch_out){.kind = role == SP_ROLE_READER ? SP_OUT_COPY : SP_OUT_BIAS_ROT, .t = b,
+                                         .pos = pos, .phase = phase};
+            }
+    }
+    return n;
+}
+
+int sp_arch_layer_outputs(const sp_arch *a, sp_arch_out out[SP_ARCH_LAYER_MAX]) {
+    enum sp_arch_pos p[2];
+    int np = sp_arch_pca_positions(a, p), n = add_role(a, SP_ROLE_READER, SP_POS_IN, 0, out, 0);
+    enum sp_arch_pos prev = SP_POS_IN;
+    for (int k = 0; k < np; k++) {
+        n = add_role(a, SP_ROLE_WRITER, p[k], 1 + k, out, n);
+        SP_ASSERT(n < SP_ARCH_LAYER_MAX && a->shortcut[p[k]]);
+        out[n++] = (sp_arch_out){.kind = SP_OUT_SHORTCUT, .t = -1, .pos = p[k], .from = prev, .phase = 1 + k};
+        n = add_role(a, SP_ROLE_READER, p[k], 1 + k, out, n);
+        prev = p[k];
+    }
+    for (int i = 0; i < a->n_layer; i++)
+        if (a->layer[i].role == SP_ROLE_HEAD) {
+            SP_ASSERT(n < SP_ARCH_LAYER_MAX);
+            out[n++] = (sp_arch_out){.kind = SP_OUT_COPY, .t = i, .pos = SP_POS_IN, .phase = np};
+        }
+    return n;
+}
+
+static int64_t dim_at(const sp_config *cfg, enum sp_arch_dim d, int64_t width) {
+    return d == SP_DIM_D ? width : sp_arch_dim(cfg, d);
+}
+
+void sp_arch_in_shape(const sp_arch *a, const sp_config *cfg, int t, int64_t shape[2], int *ndim) {
+    const sp_arch_tensor *x = &a->layer[t];
+    shape[0] = sp_arch_dim(cfg, x->rows);
+    shape[1] = sp_arch_dim(cfg, x->cols);
+    *ndim = x->cols == SP_DIM_NONE ? 1 : 2;
+}
+
+void sp_arch_out_tensor(const sp_arch *a, const sp_config *cfg, const sp_arch_out *o, int64_t l, const int64_t width[SP_POS_COUNT],
+                        char name[256], int64_t shape[2], int *ndim) {
+    if (o->kind == SP_OUT_SHORTCUT) {
+        sp_arch_layer_name(a, name, l, a->shortcut[o->pos]);
+        shape[0] = width[o->from];
+        shape[1] = width[o->pos];
+        *ndim = 2;
+        return;
+    }
+    const sp_arch_tensor *x = &a->layer[o->t];
+    sp_arch_layer_name(a, name, l, x->suffix);
+    int64_t w = o->kind == SP_OUT_COPY ? cfg->hidden_size : width[o->pos];
+    shape[0] = dim_at(cfg, x->rows, w);
+    shape[1] = dim_at(cfg, x->cols, w);
+    *ndim = x->cols == SP_DIM_NONE ? 1 : 2;
+}

@@ -1,0 +1,144 @@
+/* pipeline/arch.h — the architecture table: the one seam above the pipeline
+ * (DESIGN.md §5, after llama.cpp's per-architecture tensor tables).
+ *
+ * A family is one `sp_arch` (pipeline/arch_<family>.c). It lists every tensor
+ * of a layer with its HF name, its shape in config.json's terms and its role
+ * in SliceGPT, and it says where the PCAs fall, the norm kind, the positional
+ * kind, the activation and the embedding and head rules. Everything that
+ * names a tensor or counts tensors per layer iterates this table: the read
+ * plan, the output declaration, model loading and validation, synth, the
+ * commit points, resume and the memory plan. No other file names a tensor.
+ *
+ * Residual positions of a layer (DESIGN.md §1): IN is the layer's input
+ * (basis Q, width d_in), MID the stream after the attention block (Qm, d_mid),
+ * OUT the layer's output (Qn, d_out). A parallel block (Phi-2) has no MID:
+ * attention and MLP both read IN and write OUT, and there is one PCA a layer.
+ *
+ * Roles:
+ *   NORM    γ of the norm in front of position `pos`'s readers; fused into
+ *           their columns, absent from a sliced model.
+ *   READER  reads position `pos` (after its norm): columns rotated by that
+ *           position's basis and sliced to its width.
+ *   WRITER  writes into position `pos`: rows rotated by its basis (Qᵀ·W) and
+ *           sliced.
+ *   BIAS    bias of tensor `of`: a reader's bias is untouched, a writer's
+ *           rotates with it.
+ *   HEAD    lives in head space (per-head norms): untouched.
+ *
+ * Output tensors of a sliced layer follow one order (sp_arch_layer_outputs),
+ * which is also the order the compute stage emits them:
+ *   readers of IN (their biases after each);
+ *   then for MID, then OUT (or only OUT for a parallel block): the writers into
+ *   it (with biases), the shortcut into it, the readers of it (with biases);
+ *   head-space tensors last.
+ */
+#ifndef SP_ARCH_H
+#define SP_ARCH_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+
+enum sp_arch_pos { SP_POS_IN, SP_POS_MID, SP_POS_OUT, SP_POS_COUNT };
+
+enum sp_arch_role { SP_ROLE_NORM, SP_ROLE_READER, SP_ROLE_WRITER, SP_ROLE_BIAS, SP_ROLE_HEAD };
+
+/* A size in config.json's terms. */
+enum sp_arch_dim {
+    SP_DIM_NONE, /* a 1-D tensor's missing second dimension */
+    SP_DIM_D,    /* hidden_size (a residual width: sliced to the position's width) */
+    SP_DIM_Q,    /* n_heads · head_dim */
+    SP_DIM_KV,   /* n_kv_heads · head_dim */
+    SP_DIM_F,    /* intermediate_size */
+    SP_DIM_HD,   /* head_dim */
+};
+
+/* Where the layer forward (pipeline/layer.c) finds a tensor. */
+enum sp_arch_slot {
+    SP_SLOT_ATTN_NORM, SP_SLOT_Q, SP_SLOT_K, SP_SLOT_V, SP_SLOT_O,
+    SP_SLOT_MLP_NORM, SP_SLOT_GATE, SP_SLOT_UP, SP_SLOT_DOWN,
+    SP_SLOT_COUNT
+};
+
+/* How synth fills a tensor: value = offset + scale·N(0,1). */
+enum sp_arch_init {
+    SP_INIT_NORM,  /* 1 + 0.05·N(0,1) */
+    SP_INIT_FANIN, /* N(0,1)/sqrt(cols) */
+};
+
+typedef struct sp_arch_tensor {
+    const char *suffix;      /* HF name after the layer prefix, e.g. "self_attn.q_proj.weight" */
+    enum sp_arch_slot slot;
+    enum sp_arch_role role;
+    enum sp_arch_pos pos;    /* NORM/READER: position read; WRITER: position written */
+    int of;                  /* BIAS: index (in this table) of its weight; else -1 */
+    enum sp_arch_dim rows, cols; /* 1-D: cols == SP_DIM_NONE */
+    enum sp_arch_init init;
+} sp_arch_tensor;
+
+#define SP_ARCH_LAYER_MAX 24 /* tensors of one layer, inputs or outputs */
+
+typedef struct sp_arch {
+    const char *model_type;      /* config.json "model_type" */
+    const char *hf_class;        /* "LlamaForCausalLM" */
+    const char *layer_prefix;    /* printf pattern of one %lld: "model.layers.%lld." */
+    const sp_arch_tensor *layer; /* (n_layer) every input tensor of a layer, in read order */
+    int n_layer;
+    const char *embed;           /* token embedding (V, D) */
+    const char *final_norm;      /* γ of the norm before the head (D) */
+    const char *head;            /* (V, D); when absent and tied, the embedding is read */
+    const char *shortcut[SP_POS_COUNT]; /* output-only suffix of the shortcut into MID / OUT */
+    int parallel;                /* 1: one PCA a layer (no MID) */
+    enum sp_bk_norm norm;
+    enum sp_bk_act act;
+    enum sp_bk_rope rope;
+} sp_arch;
+
+/* The table for config.json's model_type (absent: llama), or 65 naming the
+ * file and the type. */
+int sp_arch_find(const char *model_type, const char *config_path, const sp_arch **out);
+
+/* The size `dim` stands for in cfg (D for SP_DIM_D: callers slice it). */
+int64_t sp_arch_dim(const sp_config *cfg, enum sp_arch_dim dim);
+
+/* "model.layers.<l>.<suffix>" into buf (256 bytes). */
+const char *sp_arch_layer_name(const sp_arch *a, char buf[256], int64_t l, const char *suffix);
+
+/* Index of the NORM tensor in front of position pos, or -1. */
+int sp_arch_norm_of(const sp_arch *a, enum sp_arch_pos pos);
+
+/* The positions a layer's PCAs fall on, in order: {MID, OUT}, or {OUT} for a
+ * parallel block. Returns the count. */
+int sp_arch_pca_positions(const sp_arch *a, enum sp_arch_pos pos[2]);
+
+/* One output tensor of a sliced layer. */
+enum sp_arch_out_kind {
+    SP_OUT_READER,   /* (W·diag γ)·Q_pos[:, :d_pos] */
+    SP_OUT_WRITER,   /* (Q_posᵀ·W)[:d_pos, :] */
+    SP_OUT_COPY,     /* unchanged (a reader's bias, a head-space tensor) */
+    SP_OUT_BIAS_ROT, /* (Q_posᵀ·b)[:d_pos] (a writer's bias) */
+    SP_OUT_SHORTCUT, /* Q_prev[:, :d_prev]ᵀ·Q_pos[:, :d_pos] */
+};
+
+typedef struct sp_arch_out {
+    enum sp_arch_out_kind kind;
+    int t;                 /* input tensor index (-1 for a shortcut) */
+    enum sp_arch_pos pos;  /* the basis it is rotated by */
+    enum sp_arch_pos from; /* SHORTCUT: the position it maps from */
+    int phase;             /* 0: after the input basis is known; 1 + k: after PCA k of the layer */
+} sp_arch_out;
+
+/* The output tensors of one sliced layer, in emission order (see the top).
+ * Returns the count (<= SP_ARCH_LAYER_MAX). */
+int sp_arch_layer_outputs(const sp_arch *a, sp_arch_out out[SP_ARCH_LAYER_MAX]);
+
+/* Name and shape (rows, cols; cols 0 for 1-D) of output o of layer l, with
+ * the layer's widths. */
+void sp_arch_out_tensor(const sp_arch *a, const sp_config *cfg, const sp_arch_out *o, int64_t l, const int64_t width[SP_POS_COUNT],
+                        char name[256], int64_t shape[2], int *ndim);
+
+/* Shape of input tensor t of a dense layer (every position at width D). */
+void sp_arch_in_shape(const sp_arch *a, const sp_config *cfg, int t, int64_t shape[2], int *ndim);
+
+#endif
