@@ -150,25 +150,3 @@ void sp_convert_from_f32(sp_dtype t, const float *src, int64_t n, void *dst) {
         }
     }
 }
-
-void sp_convert_from_f64(sp_dtype t, const double *src, int64_t n, void *dst) {
-    unsigned char *d = dst;
-    for (int64_t i = 0; i < n; i++) {
-        float f = (float)src[i];
-        switch (t) {
-        case SP_DTYPE_F64: memcpy(d + 8 * i, &src[i], 8); break;
-        case SP_DTYPE_F32: memcpy(d + 4 * i, &f, 4); break;
-        case SP_DTYPE_F16: {
-            uint16_t h = sp_f32_to_f16(f);
-            memcpy(d + 2 * i, &h, 2);
-            break;
-        }
-        case SP_DTYPE_BF16: {
-            uint16_t h = sp_f32_to_bf16(f);
-            memcpy(d + 2 * i, &h, 2);
-            break;
-        }
-        default: break;
-        }
-    }
-}

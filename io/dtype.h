@@ -38,9 +38,7 @@ uint16_t sp_f32_to_bf16(float f);  /* round to nearest even; NaN stays NaN */
  * non-finite value, or -1 if all are finite. */
 int64_t sp_convert_to_f32(sp_dtype t, const void *src, int64_t n, float *dst);
 
-/* Converts n float32 (or float64 for the _f64 variant) to dtype t (F32, F16,
- * BF16) into dst (any alignment). */
+/* Converts n float32 to dtype t (F32, F16, BF16) into dst (any alignment). */
 void sp_convert_from_f32(sp_dtype t, const float *src, int64_t n, void *dst);
-void sp_convert_from_f64(sp_dtype t, const double *src, int64_t n, void *dst);
 
 #endif

@@ -441,7 +441,6 @@ const sp_jrec *sp_journal_at(const sp_journal *j, int i) {
     return &j->rec[i];
 }
 
-const char *sp_journal_path(const sp_journal *j) { return j->path; }
 int64_t sp_journal_size_bytes(const sp_journal *j) { return j->size_bytes; }
 
 void sp_journal_free(sp_journal *j) {

@@ -70,7 +70,6 @@ int sp_journal_append(sp_journal *j, uint32_t type, const void *payload, uint32_
  * until the next append; its payload until sp_journal_free. */
 int sp_journal_count(const sp_journal *j);
 const sp_jrec *sp_journal_at(const sp_journal *j, int i); /* 0 <= i < count */
-const char *sp_journal_path(const sp_journal *j);
 int64_t sp_journal_size_bytes(const sp_journal *j); /* the file's length */
 
 void sp_journal_free(sp_journal *j); /* accepts NULL; closes the fd */

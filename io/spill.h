@@ -42,7 +42,4 @@ int64_t sp_spill_bytes(const sp_spill *s);           /* file size when full */
 int64_t sp_spill_bytes_written(const sp_spill *s);   /* traffic counters */
 int64_t sp_spill_bytes_read(const sp_spill *s);
 
-/* "f32" -> F32, "bf16" -> BF16; INVALID otherwise. */
-sp_dtype sp_spill_dtype_parse(const char *s);
-
 #endif

@@ -533,11 +533,6 @@ const char *sp_stw_shard_name(const sp_stw *w, int shard) {
     return w->s[shard].name;
 }
 
-int64_t sp_stw_shard_data_bytes(const sp_stw *w, int shard) {
-    SP_ASSERT(shard >= 0 && shard < w->ns);
-    return w->s[shard].data_bytes;
-}
-
 int sp_stw_shard_durable(const sp_stw *w, int shard) {
     SP_ASSERT(shard >= 0 && shard < w->ns);
     return w->s[shard].durable;
@@ -569,5 +564,3 @@ const char *sp_stw_tensor_hash(const sp_stw *w, int i) {
     SP_ASSERT(i >= 0 && i < w->nt);
     return w->t[i].complete ? w->t[i].hash : NULL;
 }
-
-int64_t sp_stw_total_bytes(const sp_stw *w) { return w->total_bytes; }

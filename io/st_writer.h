@@ -111,7 +111,6 @@ int64_t sp_stw_tensor_bytes(const sp_stw *w, int i);
 /* ---- queries (valid after sp_stw_plan) ---- */
 int sp_stw_shard_count(const sp_stw *w);
 const char *sp_stw_shard_name(const sp_stw *w, int shard); /* file name, no dir */
-int64_t sp_stw_shard_data_bytes(const sp_stw *w, int shard);
 int sp_stw_shard_durable(const sp_stw *w, int shard); /* renamed + dir fsynced */
 int sp_stw_tensor_count(const sp_stw *w);
 const char *sp_stw_tensor_name(const sp_stw *w, int i); /* declaration order */
@@ -120,7 +119,5 @@ int sp_stw_tensor_shard(const sp_stw *w, int i);
 /* XXH3-128 hex (32 digits + NUL) of tensor i once all its bytes were written;
  * NULL before that. */
 const char *sp_stw_tensor_hash(const sp_stw *w, int i);
-/* Sum of all tensors' bytes (the index's total_size). */
-int64_t sp_stw_total_bytes(const sp_stw *w);
 
 #endif

@@ -365,7 +365,6 @@ void sp_ring_free(sp_ring *r) {
 }
 
 int sp_ring_fd(const sp_ring *r) { return r->fd; }
-int64_t sp_ring_payload_bytes_max(const sp_ring *r) { return r->slot_bytes - SP_RING_SLOT_HDR_BYTES; }
 
 void sp_ring_counters(const sp_ring *r, uint64_t *head, uint64_t *tail) {
     *head = atomic_load_explicit(&r->sh->prod.counter, memory_order_acquire);

@@ -80,8 +80,6 @@ void sp_ring_free(sp_ring *r);
 
 /* The memfd (owned by the ring; e.g. to pass to another process). */
 int sp_ring_fd(const sp_ring *r);
-/* Payload bytes per slot: slot_bytes - 64. */
-int64_t sp_ring_payload_bytes_max(const sp_ring *r);
 /* Snapshot of the shared counters (for progress reports and tests). */
 void sp_ring_counters(const sp_ring *r, uint64_t *head, uint64_t *tail);
 
