@@ -392,6 +392,22 @@ void sp_ring_set_pid(sp_ring *r, enum sp_ring_role role, pid_t pid) {
 }
 
 /* Stores a side state (I5: after that side's counter stores) and wakes both. */
+/* The waiter's half of the sleep protocol (see the top of the file), one
+ * step: first announce (me->waiting = 1, fence) and return 0 so the caller
+ * re-checks its condition; once announced, wait_step. On an error the
+ * announcement is withdrawn. 0: re-check the condition. */
+static int announce_or_wait(sp_ring *r, sp_ring_side *me, _Atomic uint32_t *word, uint32_t w, double deadline,
+                            enum sp_ring_role peer_role, const char *what) {
+    if (!atomic_load_explicit(&me->waiting, memory_order_relaxed)) {
+        atomic_store_explicit(&me->waiting, 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_seq_cst);
+        return 0;
+    }
+    int rc = wait_step(r, word, w, deadline, peer_role, what);
+    if (rc) atomic_store_explicit(&me->waiting, 0, memory_order_relaxed);
+    return rc;
+}
+
 static void set_state(sp_ring *r, enum sp_ring_role role, uint32_t state) {
     sp_ring_side *s = side_of(r, role);
     sp_ring_side *o = side_of(r, role == SP_RING_ROLE_PRODUCER ? SP_RING_ROLE_CONSUMER : SP_RING_ROLE_PRODUCER);
@@ -434,16 +450,7 @@ static int prod_wait(sp_ring *r, double deadline) {
             return 0;
         }
         /* Full. Announce that we sleep, then re-check before sleeping. */
-        if (!atomic_load_explicit(&p->waiting, memory_order_relaxed)) {
-            atomic_store_explicit(&p->waiting, 1, memory_order_relaxed);
-            atomic_thread_fence(memory_order_seq_cst);
-            continue;
-        }
-        rc = wait_step(r, &c->seq, w, deadline, SP_RING_ROLE_CONSUMER, "a free slot");
-        if (rc) {
-            atomic_store_explicit(&p->waiting, 0, memory_order_relaxed);
-            return rc;
-        }
+        SP_TRY(announce_or_wait(r, p, &c->seq, w, deadline, SP_RING_ROLE_CONSUMER, "a free slot"));
     }
 }
 
@@ -555,16 +562,7 @@ static int cons_wait(sp_ring *r, double deadline) {
             atomic_store_explicit(&c->waiting, 0, memory_order_relaxed);
             return rc < 0 ? 0 : rc;
         }
-        if (!atomic_load_explicit(&c->waiting, memory_order_relaxed)) {
-            atomic_store_explicit(&c->waiting, 1, memory_order_relaxed);
-            atomic_thread_fence(memory_order_seq_cst);
-            continue;
-        }
-        rc = wait_step(r, &p->seq, w, deadline, SP_RING_ROLE_PRODUCER, "data");
-        if (rc) {
-            atomic_store_explicit(&c->waiting, 0, memory_order_relaxed);
-            return rc;
-        }
+        SP_TRY(announce_or_wait(r, c, &p->seq, w, deadline, SP_RING_ROLE_PRODUCER, "data"));
     }
 }
 
