@@ -5,4 +5,4 @@
 add_executable(test_ring ${CMAKE_SOURCE_DIR}/tests/test_ring.c)
 target_link_libraries(test_ring PRIVATE slicepipe_core)
 add_test(NAME ring COMMAND test_ring)
-set_tests_properties(ring PROPERTIES TIMEOUT 60 LABELS "pipeline")
+set_tests_properties(ring PROPERTIES TIMEOUT 60 LABELS "pipeline;unit")

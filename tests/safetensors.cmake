@@ -25,7 +25,8 @@ add_test(NAME st_corpus
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_st_corpus.py
                  --inspect $<TARGET_FILE:slicepipe> --dump $<TARGET_FILE:test_safetensors>
                  --models ${SP_SHARED_DIR}/models)
-set_tests_properties(st_unit st_unit_short_reads st_corpus_driver st_corpus PROPERTIES LABELS "safetensors;cpu")
+set_tests_properties(st_unit st_unit_short_reads PROPERTIES LABELS "safetensors;cpu;unit")
+set_tests_properties(st_corpus_driver st_corpus PROPERTIES LABELS "safetensors;cpu")
 
 option(SLICEPIPE_FUZZ "Build the libFuzzer targets (clang only)" OFF)
 if(SLICEPIPE_FUZZ)

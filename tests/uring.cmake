@@ -13,5 +13,5 @@ target_link_libraries(test_uring_reader PRIVATE slicepipe_core)
 add_test(NAME uring_reader COMMAND test_uring_reader ${CMAKE_BINARY_DIR}/test_out/uring_reader)
 add_test(NAME uring_reader_short_reads
          COMMAND test_uring_reader ${CMAKE_BINARY_DIR}/test_out/uring_reader_short)
-set_tests_properties(uring_reader uring_reader_short_reads PROPERTIES LABELS "io" TIMEOUT 120)
+set_tests_properties(uring_reader uring_reader_short_reads PROPERTIES LABELS "io;unit" TIMEOUT 120)
 set_tests_properties(uring_reader_short_reads PROPERTIES ENVIRONMENT "SLICEPIPE_SHORT_READS=1")
