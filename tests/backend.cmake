@@ -1,0 +1,22 @@
+# tests/backend.cmake — the backend table (linalg/backend.h): every op of every
+# compiled backend against float64 C references (test_backend_ops), and the
+# PCA and rotations on the CPU backend (test_pca).
+
+add_executable(test_backend_ops ${CMAKE_SOURCE_DIR}/tests/test_backend_ops.c)
+target_link_libraries(test_backend_ops PRIVATE slicepipe_core)
+add_test(NAME backend_ops_cpu COMMAND test_backend_ops cpu)
+set_tests_properties(backend_ops_cpu PROPERTIES LABELS "backend;unit" TIMEOUT 120)
+
+# The CUDA backend's parity run, only where it is compiled in (the gpu/ build
+# defines the slicepipe_cuda target and SLICEPIPE_HAVE_CUDA, which must reach
+# test_backend_ops.c through slicepipe_core's compile definitions). Exit 77
+# (no usable device) is a skip.
+if(TARGET slicepipe_cuda OR SLICEPIPE_HAVE_CUDA)
+  add_test(NAME backend_ops_cuda COMMAND test_backend_ops cuda)
+  set_tests_properties(backend_ops_cuda PROPERTIES LABELS "backend;gpu" SKIP_RETURN_CODE 77 TIMEOUT 300)
+endif()
+
+add_executable(test_pca ${CMAKE_SOURCE_DIR}/tests/test_pca.c)
+target_link_libraries(test_pca PRIVATE slicepipe_core)
+add_test(NAME pca COMMAND test_pca)
+set_tests_properties(pca PROPERTIES LABELS "backend;unit" TIMEOUT 60)

@@ -1,0 +1,862 @@
+/* tests/test_backend_ops.c — every op of the backend table (linalg/backend.h)
+ * against a plain float64 C reference written here from the published
+ * definitions (DESIGN.md §1, backend.h), as ggml's test-backend-ops.
+ *
+ *   test_backend_ops cpu | cuda
+ *
+ * Exits 0 when every check passes, 1 on a failure, 77 when the named backend
+ * is not compiled in or has no usable device, 64 on a bad command line.
+ * All op inputs live in backend memory (alloc, to_dev, to_host), so the same
+ * code tests a host and a device backend. Tolerances are atol + rtol·|ref|.
+ * Eigenvectors are compared as projectors and reconstructions, never raw;
+ * descending order and the sign rule are checked explicitly.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "error.h"
+#include "test_util.h"
+
+static const sp_bk *bk;
+
+/* ---- random numbers (xorshift64*, fixed seed) ---- */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static double urand(void) { /* [0, 1) */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (double)((rng_state * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+static float frand(float s) { return (float)((2.0 * urand() - 1.0) * s); }
+
+static void *xmalloc(int64_t bytes) {
+    void *p = malloc(bytes > 0 ? (size_t)bytes : 1);
+    if (!p) {
+        fprintf(stderr, "test: out of memory\n");
+        exit(70);
+    }
+    return p;
+}
+static float *frand_vec(int64_t n, float s) {
+    float *p = xmalloc(n * 4);
+    for (int64_t i = 0; i < n; i++) p[i] = frand(s);
+    return p;
+}
+
+/* ---- backend memory ---- */
+static void *dalloc(int64_t bytes) {
+    void *p;
+    if (bk->alloc(&p, bytes > 0 ? bytes : 1, "test buffer")) {
+        fprintf(stderr, "test: %s\n", sp_errmsg());
+        exit(70);
+    }
+    return p;
+}
+static void *dfrom(const void *h, int64_t bytes) {
+    void *p = dalloc(bytes);
+    bk->to_dev(p, h, bytes);
+    return p;
+}
+static void hfrom(void *h, const void *d, int64_t bytes) { bk->to_host(h, d, bytes); }
+
+/* ---- comparisons ---- */
+/* Counts elements outside atol + rtol·|ref| and reports the worst. */
+static void cmp_f32(const char *what, const float *got, const double *ref, int64_t n, double atol, double rtol) {
+    int64_t bad = 0, worst = -1;
+    double worst_ex = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double err = fabs((double)got[i] - ref[i]), tol = atol + rtol * fabs(ref[i]);
+        if (!(err <= tol)) {
+            bad++;
+            if (worst < 0 || err - tol > worst_ex) worst_ex = err - tol, worst = i;
+        }
+    }
+    CHECK(bad == 0, "%s: %lld of %lld outside tolerance; worst [%lld] got %.9g ref %.9g", what, (long long)bad,
+          (long long)n, (long long)worst, worst >= 0 ? (double)got[worst] : 0.0, worst >= 0 ? ref[worst] : 0.0);
+}
+static void cmp_f64(const char *what, const double *got, const double *ref, int64_t n, double atol, double rtol) {
+    int64_t bad = 0, worst = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double err = fabs(got[i] - ref[i]), tol = atol + rtol * fabs(ref[i]);
+        if (!(err <= tol) && bad++ == 0) worst = i;
+    }
+    CHECK(bad == 0, "%s: %lld of %lld outside tolerance; first [%lld] got %.17g ref %.17g", what, (long long)bad,
+          (long long)n, (long long)worst, worst >= 0 ? got[worst] : 0.0, worst >= 0 ? ref[worst] : 0.0);
+}
+
+static sp_bk_ws *ws_make(int64_t D, int64_t cov_rows, int64_t rot_block, int64_t T, int64_t nh) {
+    sp_bk_plan_in in = {.D = D, .cov_rows = cov_rows, .rot_block = rot_block, .T = T, .n_heads = nh};
+    sp_bk_ws *ws = NULL;
+    int rc = bk->ws_init(&in, &ws);
+    CHECK(rc == 0 && ws, "ws_init(D %lld, cov_rows %lld, rot_block %lld, T %lld): %d %s", (long long)D,
+          (long long)cov_rows, (long long)rot_block, (long long)T, rc, sp_errmsg());
+    if (!ws) exit(1);
+    return ws;
+}
+
+/* ================= float32 ops ================= */
+
+static void test_sgemm(void) {
+    static const struct {
+        int ta, tb;
+        int64_t m, n, k;
+        float alpha, beta;
+        int64_t pad;
+    } cs[] = {
+        {0, 0, 1, 1, 1, 1.0f, 0.0f, 0},   {0, 1, 7, 5, 3, 1.0f, 0.0f, 0},   {1, 0, 13, 9, 17, 0.5f, 1.0f, 3},
+        {1, 1, 33, 31, 29, -1.25f, 0.5f, 5}, {0, 1, 130, 67, 64, 0.125f, 0.0f, 2}, {0, 0, 64, 300, 45, 1.0f, 1.0f, 7},
+        {1, 1, 5, 128, 257, 2.0f, 0.0f, 1},
+    };
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        int ta = cs[c].ta, tb = cs[c].tb;
+        int64_t m = cs[c].m, n = cs[c].n, k = cs[c].k, pad = cs[c].pad;
+        int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+        int64_t lda = ac + pad, ldb = bc + pad, ldc = n + pad;
+        float *A = frand_vec(ar * lda, 1), *B = frand_vec(br * ldb, 1), *C = frand_vec(m * ldc, 1);
+        if (cs[c].beta == 0.0f) /* beta 0 must overwrite without reading C */
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++) C[i * ldc + j] = NAN;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = n; j < ldc; j++) C[i * ldc + j] = 7.0f; /* padding: never written */
+        double *ref = xmalloc(m * n * 8);
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double s = 0;
+                for (int64_t l = 0; l < k; l++)
+                    s += (double)(ta ? A[l * lda + i] : A[i * lda + l]) * (double)(tb ? B[j * ldb + l] : B[l * ldb + j]);
+                ref[i * n + j] = cs[c].alpha * s + (cs[c].beta != 0.0f ? cs[c].beta * (double)C[i * ldc + j] : 0.0);
+            }
+        float *dA = dfrom(A, ar * lda * 4), *dB = dfrom(B, br * ldb * 4), *dC = dfrom(C, m * ldc * 4);
+        bk->sgemm(ta, tb, m, n, k, cs[c].alpha, dA, lda, dB, ldb, cs[c].beta, dC, ldc);
+        float *got = xmalloc(m * ldc * 4), *packed = xmalloc(m * n * 4);
+        hfrom(got, dC, m * ldc * 4);
+        int pad_ok = 1;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < ldc; j++) {
+                if (j < n) packed[i * n + j] = got[i * ldc + j];
+                else if (got[i * ldc + j] != 7.0f) pad_ok = 0;
+            }
+        char what[96];
+        snprintf(what, sizeof what, "sgemm ta %d tb %d (%lld, %lld, %lld) beta %g", ta, tb, (long long)m, (long long)n,
+                 (long long)k, (double)cs[c].beta);
+        cmp_f32(what, packed, ref, m * n, 1e-5 * sqrt((double)k), 1e-5);
+        CHECK(pad_ok, "%s: wrote past n into the row padding", what);
+        bk->free(dA), bk->free(dB), bk->free(dC);
+        free(A), free(B), free(C), free(ref), free(got), free(packed);
+    }
+}
+
+static void test_add(void) {
+    const int64_t rows = 7, n = 13;
+    float *y = frand_vec(rows * n, 2), *x = frand_vec(rows * n, 2), *b = frand_vec(n, 2), *got = xmalloc(rows * n * 4);
+    double *ref = xmalloc(rows * n * 8);
+    float *dy = dfrom(y, rows * n * 4), *dx = dfrom(x, rows * n * 4), *db = dfrom(b, n * 4);
+    bk->add(dy, dx, rows, n);
+    hfrom(got, dy, rows * n * 4);
+    for (int64_t i = 0; i < rows * n; i++) ref[i] = (double)y[i] + (double)x[i];
+    cmp_f32("add", got, ref, rows * n, 0, 1e-7);
+    bk->add_bias(dy, db, rows, n);
+    hfrom(got, dy, rows * n * 4);
+    for (int64_t i = 0; i < rows * n; i++) ref[i] += (double)b[i % n];
+    cmp_f32("add_bias", got, ref, rows * n, 1e-6, 1e-6);
+    bk->free(dy), bk->free(dx), bk->free(db);
+    free(y), free(x), free(b), free(got), free(ref);
+}
+
+static void test_norm(void) {
+    static const struct {
+        enum sp_bk_norm kind;
+        int64_t d, D;
+        int gamma, beta;
+        float offset;
+    } cs[] = {
+        {SP_BK_NORM_RMS, 16, 16, 1, 0, 0},    {SP_BK_NORM_RMS, 37, 37, 0, 0, 0},   {SP_BK_NORM_RMS, 29, 40, 1, 0, 0.5f},
+        {SP_BK_NORM_RMS, 1, 8, 0, 0, 0},      {SP_BK_NORM_LAYER, 33, 33, 1, 1, 3}, {SP_BK_NORM_LAYER, 64, 64, 0, 0, -2},
+        {SP_BK_NORM_LAYER, 17, 17, 1, 0, 10}, {SP_BK_NORM_LAYER, 8, 8, 0, 1, 0},
+    };
+    const int64_t rows = 9;
+    const double eps = 1e-5;
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        int64_t d = cs[c].d, D = cs[c].D;
+        float *x = frand_vec(rows * d, 2), *g = frand_vec(d, 1.5f), *b = frand_vec(d, 1), *got = xmalloc(rows * d * 4);
+        for (int64_t i = 0; i < rows * d; i++) x[i] += cs[c].offset;
+        double *ref = xmalloc(rows * d * 8);
+        for (int64_t t = 0; t < rows; t++) {
+            const float *r = x + t * d;
+            double mean = 0, ss = 0;
+            if (cs[c].kind == SP_BK_NORM_LAYER) {
+                for (int64_t j = 0; j < d; j++) mean += r[j];
+                mean /= (double)D;
+            }
+            for (int64_t j = 0; j < d; j++) ss += ((double)r[j] - mean) * ((double)r[j] - mean);
+            double inv = 1.0 / sqrt(ss / (double)D + eps);
+            for (int64_t j = 0; j < d; j++)
+                ref[t * d + j] = ((double)r[j] - mean) * inv * (cs[c].gamma ? (double)g[j] : 1.0) +
+                                 (cs[c].beta ? (double)b[j] : 0.0);
+        }
+        float *dx = dfrom(x, rows * d * 4), *dg = dfrom(g, d * 4), *db = dfrom(b, d * 4);
+        bk->norm(cs[c].kind, cs[c].gamma ? dg : NULL, cs[c].beta ? db : NULL, d, D, eps, dx, rows);
+        hfrom(got, dx, rows * d * 4);
+        char what[80];
+        snprintf(what, sizeof what, "norm %s d %lld D %lld gamma %d beta %d", cs[c].kind == SP_BK_NORM_RMS ? "rms" : "layer",
+                 (long long)d, (long long)D, cs[c].gamma, cs[c].beta);
+        cmp_f32(what, got, ref, rows * d, 2e-6, 2e-6);
+        bk->free(dx), bk->free(dg), bk->free(db);
+        free(x), free(g), free(b), free(got), free(ref);
+    }
+}
+
+static void test_rope(void) {
+    static const struct {
+        enum sp_bk_rope kind;
+        int64_t T, nh, hd, rot, pad;
+    } cs[] = {
+        {SP_BK_ROPE_HALF, 5, 3, 8, 8, 0},       {SP_BK_ROPE_HALF, 130, 4, 16, 16, 5}, {SP_BK_ROPE_HALF, 9, 2, 20, 8, 3},
+        {SP_BK_ROPE_HALF, 7, 1, 10, 4, 0},      {SP_BK_ROPE_INTERLEAVE, 6, 3, 8, 8, 1},
+        {SP_BK_ROPE_INTERLEAVE, 11, 2, 12, 6, 4}, {SP_BK_ROPE_HALF, 4, 2, 6, 0, 2},
+    };
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        int64_t T = cs[c].T, nh = cs[c].nh, hd = cs[c].hd, rot = cs[c].rot, half = rot / 2, ld = nh * hd + cs[c].pad;
+        float *x = frand_vec(T * ld, 2), *ct = xmalloc((T * half + 1) * 4), *st = xmalloc((T * half + 1) * 4);
+        for (int64_t i = 0; i < half; i++) {
+            double f = pow(10000.0, -(double)(2 * i) / (double)rot);
+            for (int64_t t = 0; t < T; t++) {
+                ct[t * half + i] = (float)cos((double)t * f);
+                st[t * half + i] = (float)sin((double)t * f);
+            }
+        }
+        double *ref = xmalloc(T * ld * 8);
+        for (int64_t i = 0; i < T * ld; i++) ref[i] = x[i];
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t h = 0; h < nh; h++)
+                for (int64_t i = 0; i < half; i++) {
+                    int64_t ia = cs[c].kind == SP_BK_ROPE_HALF ? i : 2 * i, ib = cs[c].kind == SP_BK_ROPE_HALF ? i + half : 2 * i + 1;
+                    double a = x[t * ld + h * hd + ia], b = x[t * ld + h * hd + ib];
+                    double co = ct[t * half + i], si = st[t * half + i];
+                    ref[t * ld + h * hd + ia] = a * co - b * si;
+                    ref[t * ld + h * hd + ib] = b * co + a * si;
+                }
+        float *dx = dfrom(x, T * ld * 4), *dc = dfrom(ct, (T * half + 1) * 4), *ds = dfrom(st, (T * half + 1) * 4);
+        float *got = xmalloc(T * ld * 4);
+        bk->rope(cs[c].kind, dx, T, ld, nh, hd, rot, dc, ds);
+        hfrom(got, dx, T * ld * 4);
+        char what[80];
+        snprintf(what, sizeof what, "rope %s T %lld nh %lld hd %lld rot %lld ld %lld",
+                 cs[c].kind == SP_BK_ROPE_HALF ? "half" : "interleave", (long long)T, (long long)nh, (long long)hd,
+                 (long long)rot, (long long)ld);
+        cmp_f32(what, got, ref, T * ld, 1e-6, 1e-6);
+        /* dimensions past rot, and the row padding, are left exactly as they were */
+        int64_t moved = 0;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t j = 0; j < ld; j++) {
+                int64_t h = j / hd, jj = j % hd;
+                if ((h >= nh || jj >= rot) && got[t * ld + j] != x[t * ld + j]) moved++;
+            }
+        CHECK(moved == 0, "%s: %lld unrotated values changed", what, (long long)moved);
+        bk->free(dx), bk->free(dc), bk->free(ds);
+        free(x), free(ct), free(st), free(ref), free(got);
+    }
+}
+
+/* float64 reference attention: ctx (T, nh·hd). */
+static void ref_attention(const float *q, const float *k, const float *v, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
+                          double scale, int64_t window, double *ctx) {
+    double *s = xmalloc(T * 8);
+    for (int64_t h = 0; h < nh; h++) {
+        int64_t g = h / (nh / nkv);
+        for (int64_t i = 0; i < T; i++) {
+            int64_t j0 = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
+            double m = -INFINITY, sum = 0;
+            for (int64_t j = j0; j <= i; j++) {
+                double dot = 0;
+                for (int64_t e = 0; e < hd; e++) dot += (double)q[i * nh * hd + h * hd + e] * (double)k[j * nkv * hd + g * hd + e];
+                s[j] = scale * dot;
+                m = s[j] > m ? s[j] : m;
+            }
+            for (int64_t j = j0; j <= i; j++) sum += (s[j] = exp(s[j] - m));
+            for (int64_t e = 0; e < hd; e++) {
+                double acc = 0;
+                for (int64_t j = j0; j <= i; j++) acc += s[j] / sum * (double)v[j * nkv * hd + g * hd + e];
+                ctx[i * nh * hd + h * hd + e] = acc;
+            }
+        }
+    }
+    free(s);
+}
+
+static void test_attention(void) {
+    static const struct {
+        int64_t T, nh, nkv, hd, window;
+        float qs;
+    } cs[] = {
+        {1, 2, 2, 8, 0, 1},    {7, 4, 4, 8, 0, 1},     {128, 4, 2, 16, 0, 1},  {130, 4, 2, 16, 0, 2},
+        {300, 3, 1, 8, 0, 1},  {300, 4, 2, 8, 1, 1},   {300, 4, 4, 8, 5, 3},   {260, 6, 2, 12, 129, 1},
+        {200, 2, 1, 16, 128, 1}, {131, 4, 1, 8, 1000, 1}, {64, 2, 2, 5, 16, 6}, {257, 8, 2, 4, 200, 1},
+    };
+    const int64_t Tmax = 300;
+    sp_bk_ws *ws = ws_make(8, 4, 4, Tmax, 8);
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        int64_t T = cs[c].T, nh = cs[c].nh, nkv = cs[c].nkv, hd = cs[c].hd, qw = nh * hd, kw = nkv * hd;
+        float *q = frand_vec(T * qw, cs[c].qs), *k = frand_vec(T * kw, cs[c].qs), *v = frand_vec(T * kw, 1);
+        double *ref = xmalloc(T * qw * 8);
+        float scale = (float)(1.0 / sqrt((double)hd)), *got = xmalloc(T * qw * 4);
+        ref_attention(q, k, v, T, nh, nkv, hd, (double)scale, cs[c].window, ref);
+        float *dq = dfrom(q, T * qw * 4), *dk = dfrom(k, T * kw * 4), *dv = dfrom(v, T * kw * 4), *dctx = dalloc(T * qw * 4);
+        bk->attention(ws, dq, dk, dv, T, nh, nkv, hd, scale, cs[c].window, dctx);
+        hfrom(got, dctx, T * qw * 4);
+        char what[96];
+        snprintf(what, sizeof what, "attention T %lld heads %lld/%lld hd %lld window %lld", (long long)T, (long long)nh,
+                 (long long)nkv, (long long)hd, (long long)cs[c].window);
+        cmp_f32(what, got, ref, T * qw, 2e-6, 2e-5);
+        if (cs[c].window >= T && bk == &sp_bk_cpu) { /* a window covering every key is the plain causal op, bit for bit */
+            float *plain = xmalloc(T * qw * 4);
+            bk->attention(ws, dq, dk, dv, T, nh, nkv, hd, scale, 0, dctx);
+            hfrom(plain, dctx, T * qw * 4);
+            CHECK(memcmp(plain, got, (size_t)(T * qw) * 4) == 0, "%s: differs from window 0", what);
+            free(plain);
+        }
+        bk->free(dq), bk->free(dk), bk->free(dv), bk->free(dctx);
+        free(q), free(k), free(v), free(ref), free(got);
+    }
+    bk->ws_free(ws);
+}
+
+static double gelu_tanh_ref(double g) { return 0.5 * g * (1.0 + tanh(sqrt(2.0 / M_PI) * (g + 0.044715 * g * g * g))); }
+
+static void test_act(void) {
+    const int64_t n = 1003;
+    float *g = frand_vec(n, 10), *u = frand_vec(n, 3), *got = xmalloc(n * 4);
+    static const float extremes[] = {0.0f, -0.0f, -100.0f, -85.0f, -80.5f, -79.5f, 85.0f, 100.0f, 1e-6f, -1e-6f, 30.0f, -30.0f};
+    for (size_t i = 0; i < sizeof extremes / sizeof extremes[0]; i++) g[i] = extremes[i];
+    double *ref = xmalloc(n * 8);
+    static const enum sp_bk_act kinds[] = {SP_BK_ACT_SILU_GLU, SP_BK_ACT_GELU_TANH_GLU, SP_BK_ACT_GELU_GLU, SP_BK_ACT_RELU,
+                                           SP_BK_ACT_GELU_TANH};
+    static const char *names[] = {"silu_glu", "gelu_tanh_glu", "gelu_glu", "relu", "gelu_tanh"};
+    for (int kk = 0; kk < 5; kk++) {
+        for (int64_t i = 0; i < n; i++) {
+            double x = g[i], y = u[i];
+            switch (kinds[kk]) {
+            case SP_BK_ACT_SILU_GLU: ref[i] = x / (1.0 + exp(-x)) * y; break;
+            case SP_BK_ACT_GELU_TANH_GLU: ref[i] = gelu_tanh_ref(x) * y; break;
+            case SP_BK_ACT_GELU_GLU: ref[i] = 0.5 * x * (1.0 + erf(x / sqrt(2.0))) * y; break;
+            case SP_BK_ACT_RELU: ref[i] = x > 0 ? x : 0; break;
+            case SP_BK_ACT_GELU_TANH: ref[i] = gelu_tanh_ref(x); break;
+            }
+        }
+        float *dg = dfrom(g, n * 4), *du = dfrom(u, n * 4);
+        bk->act(kinds[kk], dg, du, n);
+        hfrom(got, dg, n * 4);
+        char what[64];
+        snprintf(what, sizeof what, "act %s", names[kk]);
+        cmp_f32(what, got, ref, n, 1e-6, 2e-6);
+        bk->free(dg), bk->free(du);
+    }
+    free(g), free(u), free(got), free(ref);
+}
+
+static void test_nll(void) {
+    static const struct {
+        int64_t T, V;
+    } cs[] = {{1, 7}, {2, 1}, {2, 5}, {65, 333}, {130, 97}, {64, 2}};
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        int64_t T = cs[c].T, V = cs[c].V;
+        float *lg = frand_vec(T * V, 8);
+        int32_t *tok = xmalloc(T * 4);
+        for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)(urand() * (double)V);
+        double ref = 0;
+        for (int64_t t = 0; t + 1 < T; t++) {
+            double m = -INFINITY, se = 0;
+            for (int64_t j = 0; j < V; j++) m = lg[t * V + j] > m ? lg[t * V + j] : m;
+            for (int64_t j = 0; j < V; j++) se += exp((double)lg[t * V + j] - m);
+            ref += m + log(se) - (double)lg[t * V + tok[t + 1]];
+        }
+        /* the last row is never read: poison it */
+        for (int64_t j = 0; j < V; j++) lg[(T - 1) * V + j] = NAN;
+        float *dl = dfrom(lg, T * V * 4);
+        double got = bk->nll(dl, T, V, tok, 0.0), got_acc = bk->nll(dl, T, V, tok, 3.5);
+        char what[64];
+        snprintf(what, sizeof what, "nll T %lld V %lld", (long long)T, (long long)V);
+        cmp_f64(what, &got, &ref, 1, 1e-9 * (double)T, 1e-9);
+        double ref_acc = ref + 3.5;
+        cmp_f64("nll with acc", &got_acc, &ref_acc, 1, 1e-9 * (double)T, 1e-9);
+        /* chunked scoring with the running sum gives the same bits */
+        for (int64_t nr = 1; nr <= 64; nr *= 4) {
+            double acc = 0.0;
+            for (int64_t r0 = 0; r0 < T; r0 += nr) {
+                int64_t rows = T - r0 < nr ? T - r0 : nr, p = rows < T - 1 - r0 ? rows : T - 1 - r0;
+                acc = bk->nll(dl + r0 * V, p + 1, V, tok + r0, acc);
+            }
+            CHECK(memcmp(&acc, &got, 8) == 0, "%s: chunks of %lld give %.17g, one call %.17g", what, (long long)nr, acc,
+                  got);
+        }
+        bk->free(dl);
+        free(lg), free(tok);
+    }
+}
+
+/* ================= float64 ops ================= */
+
+static void test_cov(void) {
+    static const struct {
+        int64_t D, cov_rows, pad;
+        int64_t rows[3];
+    } cs[] = {{1, 1, 0, {3, 0, 1}}, {5, 4, 3, {10, 1, 7}}, {37, 256, 1, {300, 13, 256}}, {64, 7, 0, {50, 49, 0}}};
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        int64_t D = cs[c].D, ld = D + cs[c].pad;
+        sp_bk_ws *ws = ws_make(D, cs[c].cov_rows, 1, 0, 0);
+        double *H0 = xmalloc(D * D * 8), *ref = xmalloc(D * D * 8), *got = xmalloc(D * D * 8);
+        for (int64_t i = 0; i < D * D; i++) H0[i] = ref[i] = 2.0 * urand() - 1.0; /* += onto existing values */
+        double *dH = dfrom(H0, D * D * 8);
+        int64_t row0 = 0;
+        for (int call = 0; call < 3; call++) {
+            int64_t rows = cs[c].rows[call];
+            float *X = frand_vec(rows * ld + 1, 2);
+            for (int64_t t = 0; t < rows; t++) X[t * ld] += 1.5f; /* uncentered: a mean survives */
+            for (int64_t i = 0; i < D; i++)
+                for (int64_t j = i; j < D; j++)
+                    for (int64_t t = 0; t < rows; t++) ref[i * D + j] += (double)X[t * ld + i] * (double)X[t * ld + j];
+            float *dX = dfrom(X, (rows * ld + 1) * 4);
+            int rc = bk->cov_add(ws, dH, D, dX, rows, ld, row0);
+            CHECK(rc == 0, "cov_add D %lld: %d %s", (long long)D, rc, sp_errmsg());
+            row0 += rows;
+            bk->free(dX);
+            free(X);
+        }
+        hfrom(got, dH, D * D * 8);
+        double *gu = xmalloc(D * D * 8), *ru = xmalloc(D * D * 8);
+        int64_t nu = 0;
+        for (int64_t i = 0; i < D; i++)
+            for (int64_t j = i; j < D; j++) gu[nu] = got[i * D + j], ru[nu++] = ref[i * D + j];
+        char what[64];
+        snprintf(what, sizeof what, "cov_add D %lld cov_rows %lld (upper)", (long long)D, (long long)cs[c].cov_rows);
+        cmp_f64(what, gu, ru, nu, 1e-12, 1e-13);
+        bk->free(dH), bk->ws_free(ws);
+        free(H0), free(ref), free(got), free(gu), free(ru);
+    }
+    /* a non-finite activation: 65, naming row0 + row and the component */
+    const int64_t D = 6, rows = 20;
+    sp_bk_ws *ws = ws_make(D, 8, 1, 0, 0);
+    float bad[] = {NAN, INFINITY, -INFINITY};
+    for (int b = 0; b < 3; b++) {
+        float *X = frand_vec(rows * D, 1);
+        X[13 * D + 4] = bad[b];
+        double *dH = dalloc(D * D * 8);
+        bk->zero(dH, D * D * 8);
+        float *dX = dfrom(X, rows * D * 4);
+        sp_err_clear();
+        int rc = bk->cov_add(ws, dH, D, dX, rows, D, 1000);
+        CHECK(rc == 65, "cov_add with %g: rc %d", (double)bad[b], rc);
+        CHECK_MSG("token 1013");
+        CHECK_MSG("component 4");
+        bk->free(dH), bk->free(dX);
+        free(X);
+    }
+    bk->ws_free(ws);
+}
+
+/* V (D, D) orthogonal: Gram–Schmidt (twice) of a random matrix, columns. */
+static void random_orthogonal(double *V, int64_t D) {
+    for (int64_t i = 0; i < D * D; i++) V[i] = 2.0 * urand() - 1.0;
+    for (int64_t j = 0; j < D; j++)
+        for (int pass = 0; pass < 2; pass++) {
+            for (int64_t p = 0; p < j; p++) {
+                double dot = 0;
+                for (int64_t i = 0; i < D; i++) dot += V[i * D + j] * V[i * D + p];
+                for (int64_t i = 0; i < D; i++) V[i * D + j] -= dot * V[i * D + p];
+            }
+            double nrm = 0;
+            for (int64_t i = 0; i < D; i++) nrm += V[i * D + j] * V[i * D + j];
+            nrm = sqrt(nrm);
+            for (int64_t i = 0; i < D; i++) V[i * D + j] /= nrm;
+        }
+}
+
+/* Checks the sign rule on every column of Q: its largest-|.| component, the
+ * first one on exact ties, is positive. Returns the number of exact ties. */
+static int64_t check_signs(const char *what, const double *Q, int64_t D) {
+    int64_t bad = 0, ties = 0;
+    for (int64_t j = 0; j < D; j++) {
+        int64_t arg = 0;
+        for (int64_t i = 1; i < D; i++)
+            if (fabs(Q[i * D + j]) > fabs(Q[arg * D + j])) arg = i;
+        for (int64_t i = arg + 1; i < D; i++)
+            if (fabs(Q[i * D + j]) == fabs(Q[arg * D + j])) ties++;
+        if (!(Q[arg * D + j] > 0)) bad++;
+    }
+    CHECK(bad == 0, "%s: %lld columns break the sign rule", what, (long long)bad);
+    return ties;
+}
+
+/* H = V·diag(lam)·Vᵀ; eigh must return lam + δ descending, δ = damp·mean(lam),
+ * an orthogonal Q reconstructing H + δI, and (distinct lam) the projectors of V. */
+static void eigh_case(sp_bk_ws *ws, int64_t D, const double *lam, const double *V, double damp, int poison_lower) {
+    double *H = xmalloc(D * D * 8), *Hc = xmalloc(D * D * 8);
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j = 0; j < D; j++) {
+            double s = 0;
+            for (int64_t p = 0; p < D; p++) s += V[i * D + p] * lam[p] * V[j * D + p];
+            H[i * D + j] = j < i && poison_lower ? NAN : s; /* only the upper triangle is read */
+        }
+    memcpy(Hc, H, (size_t)(D * D) * 8);
+    double mean = 0, lmax = 0;
+    for (int64_t p = 0; p < D; p++) mean += lam[p], lmax = fmax(lmax, fabs(lam[p]));
+    mean /= (double)D;
+    double delta = damp * mean;
+    int64_t *ord = xmalloc(D * 8); /* indices of lam, descending */
+    for (int64_t p = 0; p < D; p++) ord[p] = p;
+    for (int64_t a = 0; a < D; a++)
+        for (int64_t b = a + 1; b < D; b++)
+            if (lam[ord[b]] > lam[ord[a]]) {
+                int64_t t = ord[a];
+                ord[a] = ord[b], ord[b] = t;
+            }
+    double *ev_ref = xmalloc(D * 8), *Q = xmalloc(D * D * 8), *ev = xmalloc(D * 8), *Hafter = xmalloc(D * D * 8);
+    for (int64_t p = 0; p < D; p++) ev_ref[p] = lam[ord[p]] + delta;
+    double *dH = dfrom(H, D * D * 8), *dQ = dalloc(D * D * 8), *dev = dalloc(D * 8);
+    int rc = bk->eigh(ws, dH, D, damp, dQ, dev);
+    char what[96];
+    snprintf(what, sizeof what, "eigh D %lld damp %g%s", (long long)D, damp, poison_lower ? " (NaN below the diagonal)" : "");
+    CHECK(rc == 0, "%s: rc %d %s", what, rc, sp_errmsg());
+    hfrom(Q, dQ, D * D * 8);
+    hfrom(ev, dev, D * 8);
+    hfrom(Hafter, dH, D * D * 8);
+    CHECK(memcmp(Hafter, Hc, (size_t)(D * D) * 8) == 0, "%s: H was modified", what);
+    double atol = 1e-11 * lmax * (double)D;
+    cmp_f64(what, ev, ev_ref, D, atol, 1e-12);
+    for (int64_t p = 0; p + 1 < D; p++) CHECK(ev[p] >= ev[p + 1], "%s: eigenvalues not descending at %lld", what, (long long)p);
+    /* orthogonality QᵀQ = I, reconstruction Q·diag(ev)·Qᵀ = H + δI */
+    double *G = xmalloc(D * D * 8), *R = xmalloc(D * D * 8), *Gr = xmalloc(D * D * 8), *Rr = xmalloc(D * D * 8);
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j = 0; j < D; j++) {
+            double g = 0, r = 0;
+            for (int64_t p = 0; p < D; p++) {
+                g += Q[p * D + i] * Q[p * D + j];
+                r += Q[i * D + p] * ev[p] * Q[j * D + p];
+            }
+            G[i * D + j] = g, Gr[i * D + j] = i == j;
+            R[i * D + j] = r;
+            Rr[i * D + j] = (j >= i ? Hc[i * D + j] : Hc[j * D + i]) + (i == j ? delta : 0);
+        }
+    cmp_f64("eigh: QᵀQ = I", G, Gr, D * D, 1e-12 * (double)D, 0);
+    cmp_f64("eigh: Q·diag(evals)·Qᵀ = H + δI", R, Rr, D * D, atol, 1e-12);
+    /* projectors of each eigenvector against the known basis (distinct spectrum) */
+    double *P = xmalloc(D * D * 8), *Pr = xmalloc(D * D * 8);
+    for (int64_t p = 0; p < D; p++) {
+        for (int64_t i = 0; i < D; i++)
+            for (int64_t j = 0; j < D; j++) {
+                P[i * D + j] = Q[i * D + p] * Q[j * D + p];
+                Pr[i * D + j] = V[i * D + ord[p]] * V[j * D + ord[p]];
+            }
+        char pw[160];
+        snprintf(pw, sizeof pw, "%s: projector of eigenvector %lld", what, (long long)p);
+        cmp_f64(pw, P, Pr, D * D, 1e-9, 0);
+    }
+    check_signs(what, Q, D);
+    bk->free(dH), bk->free(dQ), bk->free(dev);
+    free(H), free(Hc), free(ord), free(ev_ref), free(Q), free(ev), free(Hafter), free(G), free(R), free(Gr), free(Rr), free(P),
+        free(Pr);
+}
+
+static void test_eigh(void) {
+    const int64_t Dmax = 100;
+    sp_bk_ws *ws = ws_make(Dmax, 1, 1, 0, 0);
+    static const int64_t Ds[] = {1, 2, 6, 33, 100};
+    for (size_t c = 0; c < sizeof Ds / sizeof Ds[0]; c++) {
+        int64_t D = Ds[c];
+        double *V = xmalloc(D * D * 8), *lam = xmalloc(D * 8);
+        random_orthogonal(V, D);
+        for (int64_t p = 0; p < D; p++) lam[p] = 0.5 + 0.75 * (double)((p * 7) % D) + (p == 0 ? 40.0 : 0.0); /* distinct */
+        eigh_case(ws, D, lam, V, 0.01, c % 2 == 1);
+        if (D == 33) eigh_case(ws, D, lam, V, 0.0, 0);
+        free(V), free(lam);
+    }
+    /* a diagonal H: Q is a permutation matrix, and every 1 is +1 by the sign rule */
+    {
+        const int64_t D = 5;
+        double H[25] = {0}, Q[25], ev[5];
+        double diag[5] = {3, -0.5, 7, 1, 2}; /* descending: 7 3 2 1 -0.5 */
+        int64_t where[5] = {2, 0, 4, 3, 1};
+        for (int64_t i = 0; i < D; i++) H[i * D + i] = diag[i];
+        double *dH = dfrom(H, sizeof H), *dQ = dalloc(sizeof Q), *dev = dalloc(sizeof ev);
+        int rc = bk->eigh(ws, dH, D, 0.0, dQ, dev);
+        hfrom(Q, dQ, sizeof Q), hfrom(ev, dev, sizeof ev);
+        CHECK(rc == 0, "eigh diagonal: rc %d", rc);
+        double Qr[25] = {0};
+        for (int64_t j = 0; j < D; j++) Qr[where[j] * D + j] = 1.0;
+        cmp_f64("eigh diagonal: Q is the signed permutation", Q, Qr, 25, 1e-14, 0);
+        bk->free(dH), bk->free(dQ), bk->free(dev);
+    }
+    /* exact ties of |component|: the first one is made positive */
+    {
+        static const double Hs[2][4] = {{2, 1, 1, 2}, {3, -1, -1, 3}};
+        for (int c = 0; c < 2; c++) {
+            double Q[4], ev[2];
+            double *dH = dfrom(Hs[c], 32), *dQ = dalloc(32), *dev = dalloc(16);
+            int rc = bk->eigh(ws, dH, 2, 0.0, dQ, dev);
+            hfrom(Q, dQ, 32), hfrom(ev, dev, 16);
+            CHECK(rc == 0, "eigh 2x2: rc %d", rc);
+            int64_t ties = check_signs("eigh 2x2 ties", Q, 2);
+            if (bk == &sp_bk_cpu) CHECK(ties == 2, "eigh 2x2 case %d: expected exact ties (got %lld)", c, (long long)ties);
+            for (int j = 0; j < 2; j++) CHECK(Q[j] > 0, "eigh 2x2 case %d: column %d starts negative on a tie", c, j);
+            bk->free(dH), bk->free(dQ), bk->free(dev);
+        }
+    }
+    /* bad second moments: 65 */
+    {
+        const int64_t D = 4;
+        double H[16] = {0}, Q[16], ev[4];
+        static const struct {
+            int64_t i, j;
+            double v;
+            const char *needle;
+        } bad[] = {{0, 0, 0.0, "zero mean diagonal"}, {1, 1, NAN, "non-finite"}, {0, 3, INFINITY, "non-finite"},
+                   {2, 3, NAN, "non-finite"}};
+        for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+            memset(H, 0, sizeof H);
+            if (b > 0)
+                for (int64_t i = 0; i < D; i++) H[i * D + i] = 1.0;
+            H[bad[b].i * D + bad[b].j] = bad[b].v;
+            double *dH = dfrom(H, sizeof H), *dQ = dalloc(sizeof Q), *dev = dalloc(sizeof ev);
+            sp_err_clear();
+            int rc = bk->eigh(ws, dH, D, 0.01, dQ, dev);
+            CHECK(rc == 65, "eigh bad case %zu: rc %d", b, rc);
+            CHECK_MSG(bad[b].needle);
+            bk->free(dH), bk->free(dQ), bk->free(dev);
+        }
+    }
+    bk->ws_free(ws);
+}
+
+static void test_rot(void) {
+    static const struct {
+        int64_t D, rows, k, blk;
+        int gamma;
+    } cs[] = {{5, 1, 5, 1, 1}, {5, 10, 3, 4, 0}, {37, 23, 37, 256, 1}, {37, 23, 30, 4, 1}, {64, 300, 1, 256, 0},
+              {16, 9, 16, 2, 0}};
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        int64_t D = cs[c].D, rows = cs[c].rows, k = cs[c].k;
+        sp_bk_ws *ws = ws_make(D, 1, cs[c].blk, 0, 0);
+        double *Q = xmalloc(D * D * 8);
+        for (int64_t i = 0; i < D * D; i++) Q[i] = 2.0 * urand() - 1.0; /* any matrix: the ops do not assume orthogonality */
+        float *g = frand_vec(D, 2), *W = frand_vec(rows * D, 1), *got = xmalloc(rows * D * 4);
+        double *ref = xmalloc(rows * D * 8);
+        double *dQ = dfrom(Q, D * D * 8);
+        float *dg = dfrom(g, D * 4), *dW = dfrom(W, rows * D * 4);
+        /* rot_rows: (W·diag γ)·Q[:, :k] as (rows, k) packed */
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < k; j++) {
+                double s = 0;
+                for (int64_t i = 0; i < D; i++) s += (double)W[r * D + i] * (cs[c].gamma ? (double)g[i] : 1.0) * Q[i * D + j];
+                ref[r * k + j] = s;
+            }
+        bk->rot_rows(ws, dW, rows, D, cs[c].gamma ? dg : NULL, dQ, k);
+        hfrom(got, dW, rows * k * 4);
+        char what[96];
+        snprintf(what, sizeof what, "rot_rows D %lld rows %lld k %lld block %lld gamma %d", (long long)D, (long long)rows,
+                 (long long)k, (long long)cs[c].blk, cs[c].gamma);
+        cmp_f32(what, got, ref, rows * k, 1e-6 * sqrt((double)D), 1e-6);
+        /* rot_cols: W (D, cols) ← Q[:, :k]ᵀ·W as (k, cols), row stride cols */
+        int64_t cols = rows;
+        float *Wc = frand_vec(D * cols, 1), *gotc = xmalloc(D * cols * 4);
+        double *refc = xmalloc(k * cols * 8);
+        for (int64_t r = 0; r < k; r++)
+            for (int64_t j = 0; j < cols; j++) {
+                double s = 0;
+                for (int64_t i = 0; i < D; i++) s += Q[i * D + r] * (double)Wc[i * cols + j];
+                refc[r * cols + j] = s;
+            }
+        float *dWc = dfrom(Wc, D * cols * 4);
+        bk->rot_cols(ws, dQ, D, k, dWc, cols);
+        hfrom(gotc, dWc, D * cols * 4);
+        snprintf(what, sizeof what, "rot_cols D %lld cols %lld k %lld block %lld", (long long)D, (long long)cols, (long long)k,
+                 (long long)cs[c].blk);
+        cmp_f32(what, gotc, refc, k * cols, 1e-6 * sqrt((double)D), 1e-6);
+        bk->free(dQ), bk->free(dg), bk->free(dW), bk->free(dWc), bk->ws_free(ws);
+        free(Q), free(g), free(W), free(got), free(ref), free(Wc), free(gotc), free(refc);
+    }
+}
+
+static void test_basis(void) {
+    const int64_t D = 23;
+    double *A = xmalloc(D * D * 8), *B = xmalloc(D * D * 8);
+    for (int64_t i = 0; i < D * D; i++) A[i] = 2.0 * urand() - 1.0, B[i] = 2.0 * urand() - 1.0;
+    double *dA = dfrom(A, D * D * 8), *dB = dfrom(B, D * D * 8), *dS = dalloc(D * D * 8);
+    float *dC = dalloc(D * D * 4), *C = xmalloc(D * D * 4);
+    double *ref = xmalloc(D * D * 8);
+    static const int64_t ab[][2] = {{23, 23}, {20, 17}, {1, 23}, {23, 1}};
+    for (size_t c = 0; c < 4; c++) {
+        int64_t a = ab[c][0], b = ab[c][1];
+        for (int64_t i = 0; i < a; i++)
+            for (int64_t j = 0; j < b; j++) {
+                double s = 0;
+                for (int64_t p = 0; p < D; p++) s += A[p * D + i] * B[p * D + j];
+                ref[i * b + j] = s;
+            }
+        bk->basis_product(dA, a, dB, b, D, dS, dC);
+        hfrom(C, dC, a * b * 4);
+        char what[64];
+        snprintf(what, sizeof what, "basis_product a %lld b %lld", (long long)a, (long long)b);
+        cmp_f32(what, C, ref, a * b, 1e-6, 1e-6);
+    }
+    /* basis_f32: exact float32 roundings of Q[:, :k] and its transpose */
+    for (int64_t k = 1; k <= D; k += 11) {
+        float *dQf = dalloc(D * k * 4), *dQt = dalloc(k * D * 4), *Qf = xmalloc(D * k * 4), *Qt = xmalloc(k * D * 4);
+        bk->basis_f32(dA, D, k, dQf, dQt);
+        hfrom(Qf, dQf, D * k * 4), hfrom(Qt, dQt, k * D * 4);
+        int64_t bad = 0;
+        for (int64_t r = 0; r < D; r++)
+            for (int64_t i = 0; i < k; i++) bad += Qf[r * k + i] != (float)A[r * D + i] || Qt[i * D + r] != (float)A[r * D + i];
+        CHECK(bad == 0, "basis_f32 k %lld: %lld values differ", (long long)k, (long long)bad);
+        bk->basis_f32(dA, D, k, NULL, dQt); /* either output may be NULL */
+        bk->basis_f32(dA, D, k, dQf, NULL);
+        hfrom(Qf, dQf, D * k * 4);
+        CHECK(Qf[D * k - 1] == (float)A[(D - 1) * D + k - 1], "basis_f32 with Qt NULL");
+        bk->free(dQf), bk->free(dQt);
+        free(Qf), free(Qt);
+    }
+    bk->free(dA), bk->free(dB), bk->free(dS), bk->free(dC);
+    free(A), free(B), free(C), free(ref);
+}
+
+/* ================= buffers, threads, identity, plan, resolve ================= */
+
+static void test_misc(void) {
+    /* alloc, copies, zero */
+    const int64_t n = 1000;
+    unsigned char *h = xmalloc(n), *back = xmalloc(n);
+    for (int64_t i = 0; i < n; i++) h[i] = (unsigned char)(i * 7 + 3);
+    void *d = dfrom(h, n);
+    hfrom(back, d, n);
+    CHECK(memcmp(h, back, (size_t)n) == 0, "to_dev/to_host round trip");
+    bk->zero((char *)d + 100, 50);
+    hfrom(back, d, n);
+    int zero_ok = 1;
+    for (int64_t i = 0; i < n; i++) zero_ok &= back[i] == (i >= 100 && i < 150 ? 0 : h[i]);
+    CHECK(zero_ok, "zero cleared exactly its range");
+    bk->free(d);
+    bk->free(NULL);
+    /* sp_bk_buf */
+    sp_bk_buf b;
+    int64_t dev_bytes = -1, host_bytes = sp_bk_buf_bytes(bk, n, &dev_bytes);
+    CHECK(host_bytes == n && dev_bytes == (bk->host_shared ? 0 : n), "buf_bytes %lld/%lld", (long long)host_bytes,
+          (long long)dev_bytes);
+    CHECK(sp_bk_buf_init(bk, &b, n, "test buf") == 0 && b.bytes == n, "buf_init");
+    CHECK(!bk->host_shared || b.dev == b.host, "a shared backend's buffer has one view");
+    memcpy(b.host, h, (size_t)n);
+    sp_bk_buf_to_dev(bk, &b, 0, n);
+    memset(b.host, 0, (size_t)n);
+    if (!bk->host_shared) {
+        sp_bk_buf_to_host(bk, &b, 10, 20); /* a partial copy back */
+        CHECK(memcmp((char *)b.host + 10, h + 10, 20) == 0 && ((char *)b.host)[9] == 0 && ((char *)b.host)[30] == 0,
+              "buf_to_host copies exactly [off, off + n)");
+    }
+    sp_bk_buf_free(bk, &b);
+    CHECK(b.host == NULL && b.dev == NULL, "buf_free clears the views");
+    sp_bk_buf_free(bk, &b); /* twice is harmless */
+    free(h), free(back);
+
+    /* threads and identity */
+    char id[512];
+    CHECK(bk->set_threads(3, 64) == 3, "set_threads(3)");
+    bk->identity(id, sizeof id);
+    CHECK(strncmp(id, bk->name, strlen(bk->name)) == 0 && strstr(id, "threads=3"), "identity '%s'", id);
+    char small[8];
+    bk->identity(small, sizeof small);
+    CHECK(strlen(small) < sizeof small, "identity truncates to its buffer");
+    if (bk == &sp_bk_cpu) {
+        CHECK(bk->set_threads(0, 256) == 1, "cpu default below D 512 is 1 thread");
+        CHECK(bk->set_threads(0, 4096) >= 1, "cpu default at D 4096");
+        CHECK(strstr(id, "openblas") && strstr(id, "kernel="), "cpu identity '%s'", id);
+    }
+    bk->set_threads(2, 0);
+
+    /* plan_bytes: at least the documented buffers, growing with D; absurd sizes refused */
+    sp_bk_plan_in in = {.D = 64, .cov_rows = 256, .rot_block = 256, .T = 300, .n_heads = 8};
+    sp_bk_plan p = bk->plan_bytes(&in);
+    int64_t need = (256 * 64 + 2 * 64 * 64 + 2 * 256 * 64) * 8 + 128 * 300 * 4;
+    CHECK(p.host_bytes + p.device_bytes >= need && p.host_bytes >= 0 && p.device_bytes >= 0, "plan %lld+%lld < %lld",
+          (long long)p.host_bytes, (long long)p.device_bytes, (long long)need);
+    sp_bk_plan_in in2 = in;
+    in2.D = 128;
+    sp_bk_plan p2 = bk->plan_bytes(&in2);
+    CHECK(p2.host_bytes + p2.device_bytes > p.host_bytes + p.device_bytes, "plan grows with D");
+    sp_bk_plan_in huge = {.D = (int64_t)1 << 40, .cov_rows = 256, .rot_block = 256, .T = 2048, .n_heads = 32};
+    sp_bk_plan ph = bk->plan_bytes(&huge);
+    CHECK(ph.host_bytes == INT64_MAX || ph.device_bytes == INT64_MAX, "absurd plan %lld/%lld", (long long)ph.host_bytes,
+          (long long)ph.device_bytes);
+    sp_bk_ws *ws = NULL;
+    CHECK(bk->ws_init(&huge, &ws) != 0 && ws == NULL, "ws_init refuses absurd sizes");
+    sp_bk_plan_in zero = {0};
+    CHECK(bk->ws_init(&zero, &ws) == 0 && ws, "ws_init of an empty plan");
+    bk->ws_free(ws);
+    bk->ws_free(NULL);
+
+    /* resolve */
+    const sp_bk *r = NULL;
+    CHECK(sp_bk_resolve("cpu", &r) == 0 && r == &sp_bk_cpu, "resolve cpu");
+    CHECK(sp_bk_resolve(NULL, &r) == 0 && r, "resolve NULL");
+    CHECK(sp_bk_resolve("auto", &r) == 0 && r, "resolve auto");
+    CHECK(sp_bk_resolve("gpu", &r) == 64 && r == NULL, "resolve gpu");
+    CHECK_MSG("unknown backend 'gpu'");
+#ifdef SLICEPIPE_HAVE_CUDA
+    char why[256];
+    int usable = sp_bk_cuda_usable(why, sizeof why);
+    int rc = sp_bk_resolve("cuda", &r);
+    CHECK(usable ? rc == 0 && r == &sp_bk_cuda : rc == 64, "resolve cuda (usable %d): %d", usable, rc);
+    CHECK(sp_bk_resolve("auto", &r) == 0 && r == (usable ? &sp_bk_cuda : &sp_bk_cpu), "auto prefers a usable cuda");
+#else
+    CHECK(sp_bk_resolve("cuda", &r) == 64 && r == NULL, "resolve cuda without the CUDA backend");
+    CHECK_MSG("built without the CUDA backend");
+    CHECK(sp_bk_resolve("auto", &r) == 0 && r == &sp_bk_cpu, "auto is cpu without the CUDA backend");
+#endif
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_backend_ops cpu|cuda\n");
+        return 64;
+    }
+    if (strcmp(argv[1], "cpu") == 0) {
+        bk = &sp_bk_cpu;
+    } else if (strcmp(argv[1], "cuda") == 0) {
+#ifdef SLICEPIPE_HAVE_CUDA
+        char why[256] = "";
+        if (!sp_bk_cuda_usable(why, sizeof why)) {
+            fprintf(stderr, "test_backend_ops: SKIP: no usable CUDA device (%s)\n", why);
+            return 77;
+        }
+        bk = &sp_bk_cuda;
+#else
+        fprintf(stderr, "test_backend_ops: SKIP: this build has no CUDA backend\n");
+        return 77;
+#endif
+    } else {
+        fprintf(stderr, "test_backend_ops: unknown backend '%s' (cpu or cuda)\n", argv[1]);
+        return 64;
+    }
+    bk->set_threads(2, 0);
+    test_sgemm();
+    test_add();
+    test_norm();
+    test_rope();
+    test_attention();
+    test_act();
+    test_nll();
+    test_cov();
+    test_eigh();
+    test_rot();
+    test_basis();
+    test_misc();
+    char id[512];
+    bk->identity(id, sizeof id);
+    if (g_fail) {
+        fprintf(stderr, "test_backend_ops %s: %d check(s) failed [%s]\n", bk->name, g_fail, id);
+        return 1;
+    }
+    printf("test_backend_ops %s: all ops match the float64 references [%s]\n", bk->name, id);
+    return 0;
+}
