@@ -18,6 +18,8 @@
 #include "tokens.h"
 #include "verify.h"
 
+int sp_cmd_tokenize(int argc, char **argv);
+
 static int die(int rc) {
     if (rc) fprintf(stderr, "slicepipe: %s\n", sp_errmsg());
     return rc;
@@ -33,6 +35,7 @@ static void usage_main(FILE *f) {
             "  inspect PATH          validate a model directory or one .safetensors file\n"
             "  status OUTPUT_DIR     how far a job got (complete, running, interrupted)\n"
             "  synth OUT_DIR         write a deterministic synthetic Llama checkpoint + calib.npy\n"
+            "  tokenize MODEL_DIR FILE -o OUT.npy   text documents to an int32 .npy token stream\n"
             "  verify MODEL_DIR      re-hash every tensor against the XXH3-128 its shard recorded\n"
             "\n"
             "  slicepipe <command> --help    options of one command\n"
@@ -427,6 +430,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "status")) return die(cmd_status(argc - 1, argv + 1));
     if (!strcmp(cmd, "synth")) return die(cmd_synth(argc - 1, argv + 1));
     if (!strcmp(cmd, "verify")) return die(cmd_verify(argc - 1, argv + 1));
+    if (!strcmp(cmd, "tokenize")) return die(sp_cmd_tokenize(argc - 1, argv + 1)); /* tools/cmd_tokenize.c */
     fprintf(stderr, "slicepipe: unknown command '%s'\n", cmd);
     usage_main(stderr);
     return SP_EX_USAGE;
