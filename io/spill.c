@@ -51,7 +51,7 @@ int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_
     s->rows = rows, s->D = D, s->max_rows = max_rows, s->dtype = dtype, s->esize = sp_dtype_size(dtype);
     s->path = strdup(path);
     int rc = s->path ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
-    if (!rc) rc = sp_alloc(&s->buf, max_rows, D * s->esize, "spill buffer");
+    if (!rc) rc = sp_alloc(&s->buf, sp_spill_mem_bytes(D, max_rows, dtype), 1, "spill buffer");
     if (!rc) {
         s->fd = open(path, keep ? O_RDWR | O_CLOEXEC : O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (s->fd < 0 && keep) rc = sp_fail_errno(SP_EX_NOINPUT, "%s: cannot reopen spill file", path);
@@ -107,6 +107,6 @@ int sp_spill_read(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *ds
     return 0;
 }
 
-int64_t sp_spill_bytes(const sp_spill *s) { return s->rows * s->D * s->esize; }
+int64_t sp_spill_mem_bytes(int64_t D, int64_t max_rows, sp_dtype dtype) { return max_rows * D * sp_dtype_size(dtype); }
 int64_t sp_spill_bytes_written(const sp_spill *s) { return s->written; }
 int64_t sp_spill_bytes_read(const sp_spill *s) { return s->read; }

@@ -6,7 +6,8 @@
  * since attention needs a whole window. The file is created (truncated) by
  * sp_spill_open and removed by sp_spill_free(..., remove = 1).
  *
- * Memory: one conversion buffer of max_rows × D elements, allocated at open.
+ * Memory: one conversion buffer of max_rows × D elements, allocated at open
+ * (sp_spill_mem_bytes).
  */
 #ifndef SP_SPILL_H
 #define SP_SPILL_H
@@ -38,7 +39,8 @@ void sp_spill_free(sp_spill *s, int remove_file);
 int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const float *src);
 int sp_spill_read(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *dst);
 
-int64_t sp_spill_bytes(const sp_spill *s);           /* file size when full */
+/* Bytes sp_spill_open allocates: one conversion buffer of max_rows × D. */
+int64_t sp_spill_mem_bytes(int64_t D, int64_t max_rows, sp_dtype dtype);
 int64_t sp_spill_bytes_written(const sp_spill *s);   /* traffic counters */
 int64_t sp_spill_bytes_read(const sp_spill *s);
 

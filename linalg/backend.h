@@ -104,6 +104,7 @@ typedef struct sp_bk {
     void (*free)(void *p);                                   /* accepts NULL */
     void (*to_dev)(void *dst, const void *src_host, int64_t bytes);
     void (*to_host)(void *dst_host, const void *src, int64_t bytes);
+    void (*copy)(void *dst, const void *src, int64_t bytes); /* backend memory to backend memory */
     void (*zero)(void *p, int64_t bytes);
 
     /* ---- float32 ---- */

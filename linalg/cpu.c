@@ -506,6 +506,7 @@ const sp_bk sp_bk_cpu = {
     .free = cpu_free,
     .to_dev = cpu_copy,
     .to_host = cpu_copy,
+    .copy = cpu_copy,
     .zero = cpu_zero,
     .sgemm = cpu_sgemm,
     .add = cpu_add,

@@ -41,7 +41,7 @@
  * down the output ring, behind the layer's tensors. A resumed run starts
  * after the last boundary the writer journaled.
  */
-#include <cblas.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,11 +54,11 @@
 #include "error.h"
 #include "faults.h"
 #include "fileio.h"
-#include "forward.h"
 #include "job.h"
 
 #define BLK 256   /* rows or columns rotated at a time */
 #define EB 256    /* embedding/head rows streamed at a time */
+#define COV_ROWS 256 /* rows widened to float64 per second-moment update */
 
 typedef struct cstate {
     job *j;
@@ -73,6 +73,7 @@ typedef struct cstate {
     /* working memory, sized once */
     sp_layer_buf lb;  /* this layer's weights, then their rotations, float32 */
     sp_layer_w lw;    /* the layer as the current pass runs it (views into lb, fs) */
+    const sp_bk *bk;  /* the backend: every numeric op */
     float *cin, *cout; /* (chunk_w·T, D) spill chunks */
     float *tmp;       /* (T, D) one window rotated */
     float *eb;        /* (EB, D) embedding/head rows */
@@ -80,14 +81,18 @@ typedef struct cstate {
     float *fs;        /* (D, D) a shortcut, float32 */
     float *Qf;        /* (D, D) float32 copy of Q[:, :k] */
     double *Q, *Qm, *Qn; /* (D, D) */
-    double *dbuf, *dout; /* (BLK, D) float64 rotation scratch */
+    double *H;        /* (D, D) the second moment being accumulated */
+    int64_t h_rows;   /* tokens accumulated into H */
+    unsigned char *msg; /* (boundary_bytes) a BOUNDARY message: record + eigenvalues */
     void *obuf;       /* (ob_elems) output dtype */
     int64_t *pos;     /* (N) calibration positions sorted by token id */
     int64_t *id_start; /* (V + 1) */
-    sp_cov cov;
-    sp_fwd_scratch *scr;
+    sp_bk_ws *ws;     /* the backend's workspace: second moments, eigh, rotations */
+    sp_layer_scratch *scr;
     sp_spill *sa, *sb;
 } cstate;
+
+static int64_t boundary_bytes(const job *j) { return (int64_t)sizeof(sp_rec_layer) + j->n_pca * j->D * 8; }
 
 static int64_t now_ns(void) { return (int64_t)(sp_now() * 1e9); }
 
@@ -166,64 +171,46 @@ static int emit_all(cstate *c, const float *src, int64_t n) {
     return 0;
 }
 
-/* In place: W (rows, D) float32 ← (W·diag γ)·Q[:, :k] as (rows, k) float32,
- * computed in float64 BLK rows at a time. Row block r0 is read before its
- * results are stored at [r0·k, r1·k), which never reaches an unread row. */
+/* In place: W (rows, D) float32 ← (W·diag γ)·Q[:, :k] as (rows, k), in float64. */
 static void rot_rows(cstate *c, float *W, int64_t rows, const float *gamma, const double *Q, int64_t k) {
-    const int64_t D = c->j->D;
-    for (int64_t r0 = 0; r0 < rows; r0 += BLK) {
-        int64_t nr = rows - r0 < BLK ? rows - r0 : BLK;
-        for (int64_t r = 0; r < nr; r++)
-            for (int64_t i = 0; i < D; i++)
-                c->dbuf[r * D + i] = (double)W[(r0 + r) * D + i] * (gamma ? (double)gamma[i] : 1.0);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)k, (int)D, 1.0, c->dbuf, (int)D, Q, (int)D,
-                    0.0, c->dout, (int)k);
-        for (int64_t i = 0; i < nr * k; i++) W[r0 * k + i] = (float)c->dout[i];
-    }
+    c->bk->rot_rows(c->ws, W, rows, c->j->D, gamma, Q, k);
 }
 
-/* In place: W (D, cols) float32 ← Q[:, :k]ᵀ·W as (k, cols) float32 (row
- * stride cols), computed in float64 BLK columns at a time: a column block is
- * read whole before its results are stored into the same columns. */
+/* In place: W (D, cols) float32 ← Q[:, :k]ᵀ·W as (k, cols), in float64. */
 static void rot_cols(cstate *c, const double *Q, int64_t k, float *W, int64_t cols) {
-    const int64_t D = c->j->D;
-    for (int64_t c0 = 0; c0 < cols; c0 += BLK) {
-        int64_t nc = cols - c0 < BLK ? cols - c0 : BLK;
-        for (int64_t r = 0; r < D; r++)
-            for (int64_t i = 0; i < nc; i++) c->dbuf[r * nc + i] = (double)W[r * cols + c0 + i];
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)nc, (int)D, 1.0, Q, (int)D, c->dbuf, (int)nc,
-                    0.0, c->dout, (int)nc);
-        for (int64_t r = 0; r < k; r++)
-            for (int64_t i = 0; i < nc; i++) W[r * cols + c0 + i] = (float)c->dout[r * nc + i];
-    }
+    c->bk->rot_cols(c->ws, Q, c->j->D, k, W, cols);
 }
 
 /* fs (a, b) float32 = A[:, :a]ᵀ·B[:, :b], with scratch (a, b) float64. */
 static void shortcut(cstate *c, const double *A, int64_t a, const double *B, int64_t b, double *scratch) {
-    const int64_t D = c->j->D;
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)a, (int)b, (int)D, 1.0, A, (int)D, B, (int)D, 0.0, scratch,
-                (int)b);
-    for (int64_t i = 0; i < a * b; i++) c->fs[i] = (float)scratch[i];
+    c->bk->basis_product(A, a, B, b, c->j->D, scratch, c->fs);
 }
 
 /* fs (k, D) = Q[:, :k]ᵀ in float32; Qf (D, k) = Q[:, :k] in float32. */
-static void basis_f32(cstate *c, const double *Q, int64_t k) {
-    const int64_t D = c->j->D;
-    for (int64_t r = 0; r < D; r++)
-        for (int64_t i = 0; i < k; i++) {
-            c->Qf[r * k + i] = (float)Q[r * D + i];
-            c->fs[i * D + r] = (float)Q[r * D + i];
-        }
-}
+static void basis_f32(cstate *c, const double *Q, int64_t k) { c->bk->basis_f32(Q, c->j->D, k, c->Qf, c->fs); }
 
 /* dst (rows, k) = src (rows, D) · Qf (D, k). */
 static void apply_qf(cstate *c, const float *src, int64_t rows, int64_t k, float *dst) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)k, (int)c->j->D, 1.0f, src, (int)c->j->D, c->Qf,
-                (int)k, 0.0f, dst, (int)k);
+    const int64_t D = c->j->D;
+    c->bk->sgemm(0, 0, rows, k, D, 1.0f, src, D, c->Qf, k, 0.0f, dst, k);
+}
+
+static void cov_reset(cstate *c) {
+    c->bk->zero(c->H, c->j->D * c->j->D * 8);
+    c->h_rows = 0;
+}
+
+/* H += Xᵀ·X for one window X (T, D). */
+static int cov_add(cstate *c, const float *X) {
+    const int64_t T = c->j->T, D = c->j->D;
+    SP_TRY(c->bk->cov_add(c->ws, c->H, D, X, T, D, c->h_rows));
+    c->h_rows += T;
+    return 0;
 }
 
 static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer) {
-    int rc = sp_pca(&c->cov, Q, c->j->evals + (int64_t)which * c->j->D);
+    int rc = c->h_rows == 0 ? sp_fail(SP_EX_DATAERR, "PCA over zero calibration tokens")
+                            : c->bk->eigh(c->ws, c->H, c->j->D, 0.01, Q, c->j->evals + (int64_t)which * c->j->D);
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
@@ -240,13 +227,13 @@ typedef void (*window_fn)(cstate *c, const float *x, float *y);
 static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t layer, const char *what) {
     job *j = c->j;
     const int64_t T = j->T, D = j->D, W = j->N / j->T;
-    sp_cov_reset(&c->cov);
+    cov_reset(c);
     for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
         int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
         SP_TRY(sp_spill_read(in, k0 * T, nw * T, D, c->cin));
         for (int64_t k = 0; k < nw; k++) {
             f(c, c->cin + k * T * D, c->cout + k * T * D);
-            int rc = sp_cov_add(&c->cov, c->cout + k * T * D, T, D);
+            int rc = cov_add(c, c->cout + k * T * D);
             if (rc) { /* NaN/Inf: this layer is not committed; the message says where */
                 char msg[1024];
                 snprintf(msg, sizeof msg, "%s", sp_errmsg());
@@ -261,12 +248,12 @@ static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t lay
 
 static void attn_window(cstate *c, const float *x, float *y) {
     apply_qf(c, x, c->j->T, c->lw.d_in, c->tmp);
-    sp_fwd_attn(&c->j->m.dims, &c->lw, c->tmp, c->j->T, y, c->scr);
+    sp_layer_attn(c->scr, &c->lw, c->tmp, c->j->T, y);
 }
 
 static void mlp_window(cstate *c, const float *x, float *y) {
     apply_qf(c, x, c->j->T, c->lw.d_in, c->tmp);
-    sp_fwd_mlp(&c->j->m.dims, &c->lw, c->tmp, c->j->T, y, c->scr);
+    sp_layer_mlp(c->scr, &c->lw, c->tmp, c->j->T, y);
 }
 
 /* Waits until the writer has journaled boundary `layer`. Compute calls it
@@ -306,10 +293,10 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     memcpy(rec.spill_hash, spill_hash, 33);
     XXH128_hash_t bh = XXH3_128bits(c->Q, (size_t)(D * D * 8));
     sp_hex128(bh.high64, bh.low64, rec.basis_hash);
-    /* The message: the record, then the eigenvalues (reuses the rotation scratch). */
-    unsigned char *msgbuf = (unsigned char *)c->dbuf;
+    /* The message: the record, then the eigenvalues. */
+    unsigned char *msgbuf = c->msg;
     int64_t len = (int64_t)sizeof rec + rows * D * 8;
-    SP_ASSERT(len <= BLK * D * 8);
+    SP_ASSERT(len <= boundary_bytes(j));
     memcpy(msgbuf, &rec, sizeof rec);
     if (rows) memcpy(msgbuf + sizeof rec, j->evals + first * D, (size_t)(rows * D * 8));
     sp_ring_msg msg = {.type = SP_MSG_BOUNDARY, .id = (uint64_t)(layer + 1), .total_bytes = len};
@@ -398,8 +385,7 @@ static int slice_layer(cstate *c, int64_t l) {
         basis_f32(c, x.basis[from], x.width[from]); /* Qf = Q_from[:, :d_from], fs = S⁰ = its transpose */
         sp_layer_buf_view(&j->m, b, x.width[from], attn ? D : x.width[from], D, 0, 0);
         c->lw = b->w;
-        if (attn) c->lw.attn_shortcut = c->fs;
-        else c->lw.mlp_shortcut = c->fs;
+        c->lw.shortcut[attn ? SP_POS_MID : SP_POS_OUT] = c->fs;
         if (last) sp_spill_hash_begin(c->sb); /* the last pass writes all of B, in order */
         SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, attn ? attn_window : mlp_window, l,
                     attn ? "attention-block" : "MLP-block"));
@@ -440,11 +426,11 @@ static int slice_embed(cstate *c) {
             for (int64_t p = c->id_start[v]; p < c->id_start[v + 1]; p++)
                 SP_TRY(sp_spill_write(c->sa, c->pos[p], 1, D, c->eb + (v - r0) * D));
     }
-    sp_cov_reset(&c->cov);
+    cov_reset(c);
     for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
         int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
         SP_TRY(sp_spill_read(c->sa, k0 * T, nw * T, D, c->cin));
-        for (int64_t k = 0; k < nw; k++) SP_TRY(sp_cov_add(&c->cov, c->cin + k * T * D, T, D));
+        for (int64_t k = 0; k < nw; k++) SP_TRY(cov_add(c, c->cin + k * T * D));
     }
     SP_TRY(pca(c, c->Q, 0, "embedding", -1));
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
@@ -479,48 +465,59 @@ static int slice_head(cstate *c) {
     return boundary(c, j->L, no_spill); /* the head is journaled too */
 }
 
+static sp_bk_plan_in ws_plan(const job *j) {
+    return (sp_bk_plan_in){.D = j->D, .cov_rows = COV_ROWS, .rot_block = BLK, .T = 0, .n_heads = 0};
+}
+
+/* The compute stage's own buffers: one list for the plan and the allocation. */
+typedef struct buf_spec {
+    size_t off;   /* of the pointer in cstate */
+    int64_t n, sz;
+    const char *what;
+} buf_spec;
+
+#define BUF(field, count, size, what) {offsetof(cstate, field), (count), (size), (what)}
+
+#define N_BUFS 15
+
+static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
+    const int64_t D = j->D, T = j->T, cwT = j->chunk_w * T;
+    const buf_spec b[] = {
+        BUF(cin, cwT * D, 4, "activation chunk"),   BUF(cout, cwT * D, 4, "activation chunk"),
+        BUF(tmp, T * D, 4, "window buffer"),        BUF(eb, EB * D, 4, "embedding rows"),
+        BUF(norm, D, 4, "norm"),                    BUF(fs, D * D, 4, "shortcut"),
+        BUF(Qf, D * D, 4, "basis"),                 BUF(Q, D * D, 8, "basis"),
+        BUF(Qm, D * D, 8, "basis"),                 BUF(Qn, D * D, 8, "basis"),
+        BUF(H, D * D, 8, "second moment"),          BUF(msg, boundary_bytes(j), 1, "boundary message"),
+        BUF(obuf, j->ob_elems, 4, "output conversion"), BUF(pos, j->N, 8, "token positions"),
+        BUF(id_start, j->V + 1, 8, "token positions"),
+    };
+    _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
+    memcpy(out, b, sizeof b);
+    return N_BUFS;
+}
+
 int64_t sp_compute_plan_bytes(const job *j) {
-    const int64_t D = j->D, T = j->T;
-    int64_t spill_es = sp_dtype_size(j->mf->spill_dtype);
-    return sp_layer_buf_bytes(&j->m)                        /* one layer, float32 */
-           + 2 * j->chunk_w * T * D * (4 + spill_es)         /* chunks + spill conversion buffers */
-           + T * D * 4 + EB * D * 4 + D * 4                  /* window, row block, norm */
-           + 2 * D * D * 4 + 3 * D * D * 8                   /* fs, Qf; Q, Qm, Qn */
-           + 2 * BLK * D * 8 + j->ob_elems * 4               /* rotation scratch, output conversion */
-           + j->N * 8 + (j->V + 1) * 8                       /* positions by token id */
-           + D * D * 8 + 256 * D * 8                         /* second moment + staging */
-           + (2 * D * D + 6 * D + 1) * 8 + (5 * D + 3) * 4   /* dsyevd workspace (LAPACKE) */
-           + T * (j->hq + 2 * j->hkv + 2 * j->F + 2 * D) * 4 /* forward scratch (upper bound) */
-           + 2 * 128 * T * 4;                                /* attention score blocks */
+    buf_spec b[N_BUFS];
+    int n = buf_specs(j, b);
+    int64_t total = 0, dev;
+    for (int i = 0; i < n; i++) total += b[i].n * b[i].sz;
+    sp_bk_plan_in in = ws_plan(j);
+    return total + sp_layer_buf_bytes(&j->m)                              /* one layer, float32 */
+           + 2 * sp_spill_mem_bytes(j->D, j->chunk_w * j->T, j->mf->spill_dtype) /* the spills' conversion buffers */
+           + j->bk->plan_bytes(&in).host_bytes                            /* second moments, eigh, rotations */
+           + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->T, j->D, &dev); /* the forward pass */
 }
 
 static int alloc_state(cstate *c) {
     job *j = c->j;
     const int64_t D = j->D, T = j->T;
-    struct {
-        void **p;
-        int64_t n, sz;
-        const char *what;
-    } a[] = {
-        {(void **)&c->cin, j->chunk_w * T * D, 4, "activation chunk"},
-        {(void **)&c->cout, j->chunk_w * T * D, 4, "activation chunk"},
-        {(void **)&c->tmp, T * D, 4, "window buffer"},
-        {(void **)&c->eb, EB * D, 4, "embedding rows"},
-        {(void **)&c->norm, D, 4, "norm"},
-        {(void **)&c->fs, D * D, 4, "shortcut"},
-        {(void **)&c->Qf, D * D, 4, "basis"},
-        {(void **)&c->Q, D * D, 8, "basis"},
-        {(void **)&c->Qm, D * D, 8, "basis"},
-        {(void **)&c->Qn, D * D, 8, "basis"},
-        {(void **)&c->dbuf, BLK * D, 8, "rotation scratch"},
-        {(void **)&c->dout, BLK * D, 8, "rotation scratch"},
-        {(void **)&c->obuf, j->ob_elems, 4, "output conversion"},
-        {(void **)&c->pos, j->N, 8, "token positions"},
-        {(void **)&c->id_start, j->V + 1, 8, "token positions"},
-    };
-    for (size_t i = 0; i < sizeof a / sizeof a[0]; i++) SP_TRY(sp_alloc(a[i].p, a[i].n, a[i].sz, a[i].what));
+    buf_spec a[N_BUFS];
+    const int n = buf_specs(j, a);
+    for (int i = 0; i < n; i++) SP_TRY(sp_alloc((void **)((char *)c + a[i].off), a[i].n, a[i].sz, a[i].what));
     SP_TRY(sp_layer_buf_init(&j->m, &c->lb));
-    SP_TRY(sp_cov_init(&c->cov, D, 256));
+    sp_bk_plan_in in = ws_plan(j);
+    SP_TRY(c->bk->ws_init(&in, &c->ws));
     if (j->resume_layer >= -1) { /* the input of the next layer is kept, the other is scratch */
         const char *other = strcmp(j->resume_spill, j->spill_a) == 0 ? j->spill_b : j->spill_a;
         SP_TRY(sp_spill_open(&c->sa, j->resume_spill, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 1));
@@ -537,16 +534,16 @@ static int alloc_state(cstate *c) {
         SP_TRY(sp_spill_open(&c->sa, j->spill_a, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 0));
         SP_TRY(sp_spill_open(&c->sb, j->spill_b, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 0));
     }
-    return sp_fwd_scratch_init(&j->m.dims, T, D, &c->scr);
+    return sp_layer_scratch_init(c->bk, j->m.arch, &j->m.dims, T, D, &c->scr);
 }
 
 static void free_state(cstate *c) {
-    void *p[] = {c->cin, c->cout, c->tmp, c->eb, c->norm, c->fs, c->Qf, c->Q, c->Qm, c->Qn, c->dbuf, c->dout, c->obuf,
-                 c->pos, c->id_start};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+    buf_spec a[N_BUFS];
+    const int n = buf_specs(c->j, a);
+    for (int i = 0; i < n; i++) free(*(void **)((char *)c + a[i].off));
     sp_layer_buf_free(&c->lb);
-    sp_cov_free(&c->cov);
-    sp_fwd_scratch_free(c->scr);
+    if (c->ws) c->bk->ws_free(c->ws);
+    sp_layer_scratch_free(c->scr);
     if (c->sa) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sa);
     if (c->sb) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sb);
     if (c->sa) c->j->sh->st[SP_STAGE_COMPUTE].bytes_read += sp_spill_bytes_read(c->sa);
@@ -556,7 +553,8 @@ static void free_state(cstate *c) {
 }
 
 int sp_stage_compute(job *j) {
-    cstate cs = {.j = j, .st = &j->sh->st[SP_STAGE_COMPUTE], .next_read = j->read_start, .out_idx = j->out_start}, *c = &cs;
+    cstate cs = {.j = j, .st = &j->sh->st[SP_STAGE_COMPUTE], .bk = j->bk, .next_read = j->read_start,
+                 .out_idx = j->out_start}, *c = &cs;
     sp_ring_attach(j->wring, SP_RING_ROLE_CONSUMER);
     sp_ring_attach(j->oring, SP_RING_ROLE_PRODUCER);
     j->bk->set_threads(j->threads, j->D);

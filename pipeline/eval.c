@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "backend.h"
 #include "spill.h"
 
 int sp_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols) {
@@ -26,6 +27,8 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     memset(r, 0, sizeof *r);
     const sp_config *c = &m->cfg;
     const sp_dims *dims = &m->dims;
+    const sp_bk *bk = o->bk ? o->bk : &sp_bk_cpu;
+    if (!bk->host_shared) return sp_fail(SP_EX_USAGE, "evaluation runs on a backend whose memory is host memory (cpu)");
     int64_t T = o->seqlen;
     if (T < 2) return sp_fail(SP_EX_USAGE, "--seqlen must be at least 2 (got %lld)", (long long)T);
     int64_t W = toks->n / T;
@@ -49,7 +52,7 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
      * one window's attention-block output (T, d_mid). */
     float *cin = NULL, *cout = NULL, *h = NULL, *big = NULL, *norm = NULL, *logits = NULL;
     sp_spill *sa = NULL, *sb = NULL;
-    sp_fwd_scratch *scr = NULL;
+    sp_layer_scratch *scr = NULL;
     sp_layer_buf lb = {0};
     char pa[4096], pb[4096];
     const char *dir = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -62,7 +65,7 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     if (!rc) rc = sp_alloc((void **)&big, V, D * 4, "embedding/head");
     if (!rc) rc = sp_alloc((void **)&norm, D, 4, "final norm");
     if (!rc && o->dump_logits) rc = sp_alloc((void **)&logits, N, V * 4, "logits dump");
-    if (!rc) rc = sp_fwd_scratch_init(dims, T, D, &scr);
+    if (!rc) rc = sp_layer_scratch_init(bk, m->arch, dims, T, D, &scr);
     if (!rc) rc = sp_layer_buf_init(m, &lb);
     if (!rc) rc = sp_spill_open(&sa, pa, N, D, SP_DTYPE_F32, cw * T, 0);
     if (!rc) rc = sp_spill_open(&sb, pb, N, D, SP_DTYPE_F32, cw * T, 0);
@@ -91,8 +94,8 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
             rc = sp_spill_read(sa, k0 * T, nw * T, width, cin);
             if (rc) break;
             for (int64_t k = 0; k < nw; k++) {
-                sp_fwd_attn(dims, w, cin + k * T * w->d_in, T, h, scr);
-                sp_fwd_mlp(dims, w, h, T, cout + k * T * w->d_out, scr);
+                sp_layer_attn(scr, w, cin + k * T * w->d_in, T, h);
+                sp_layer_mlp(scr, w, h, T, cout + k * T * w->d_out);
             }
             rc = sp_spill_write(sb, k0 * T, nw * T, w->d_out, cout);
         }
@@ -114,8 +117,8 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
         int64_t nw = W - k0 < cw ? W - k0 : cw;
         rc = sp_spill_read(sa, k0 * T, nw * T, width, cin);
         for (int64_t k = 0; k < nw && !rc; k++)
-            sum += sp_fwd_head_nll(dims, has_norm ? norm : NULL, big, width, cin + k * T * width, toks->ids + (k0 + k) * T, T,
-                                   logits ? logits + (k0 + k) * T * V : NULL, scr);
+            sum += sp_layer_head_nll(scr, has_norm ? norm : NULL, big, width, cin + k * T * width, toks->ids + (k0 + k) * T, T,
+                                   logits ? logits + (k0 + k) * T * V : NULL);
     }
     if (rc) goto out;
     if (o->dump_logits) {
@@ -134,7 +137,7 @@ out:
     sp_spill_free(sa, 1);
     sp_spill_free(sb, 1);
     sp_layer_buf_free(&lb);
-    sp_fwd_scratch_free(scr);
+    sp_layer_scratch_free(scr);
     free(cin);
     free(cout);
     free(h);

@@ -18,6 +18,7 @@ typedef struct sp_eval_opts {
     int progress;            /* per-layer progress on stderr */
     const char *spill_dir;   /* NULL: $TMPDIR or /tmp */
     int64_t chunk_bytes;     /* activation chunk budget; 0: 64 MiB */
+    const struct sp_bk *bk;  /* the backend (host_shared); NULL: the CPU */
 } sp_eval_opts;
 
 typedef struct sp_eval_result {

@@ -22,7 +22,6 @@
 
 #include "manifest.h"
 #include "model.h"
-#include "pca.h"
 #include "ring.h"
 #include "slice.h"
 #include "spill.h"

@@ -1,6 +1,5 @@
 #include "model.h"
 
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,13 +188,9 @@ void sp_layer_buf_view(const sp_model *m, sp_layer_buf *b, int64_t d_in, int64_t
     const float *slot[SP_SLOT_COUNT] = {0};
     for (int t = 0; t < a->n_layer; t++)
         if (a->layer[t].role != SP_ROLE_NORM || norms) slot[a->layer[t].slot] = b->t[t];
-    /* The forward pass's named weights (linalg/forward.h) by slot. */
-    b->w = (sp_layer_w){.d_in = d_in, .d_mid = d_mid, .d_out = d_out,
-                        .attn_norm = slot[SP_SLOT_ATTN_NORM], .wq = slot[SP_SLOT_Q], .wk = slot[SP_SLOT_K],
-                        .wv = slot[SP_SLOT_V], .wo = slot[SP_SLOT_O], .mlp_norm = slot[SP_SLOT_MLP_NORM],
-                        .w_gate = slot[SP_SLOT_GATE], .w_up = slot[SP_SLOT_UP], .w_down = slot[SP_SLOT_DOWN],
-                        .attn_shortcut = shortcuts ? b->sc[SP_POS_MID] : NULL,
-                        .mlp_shortcut = shortcuts ? b->sc[SP_POS_OUT] : NULL};
+    b->w = (sp_layer_w){.d_in = d_in, .d_mid = d_mid, .d_out = d_out};
+    memcpy(b->w.slot, slot, sizeof slot);
+    for (int p = 0; p < SP_POS_COUNT && shortcuts; p++) b->w.shortcut[p] = b->sc[p];
 }
 
 static int rd(const sp_model *m, const char *name, int ndim, int64_t s0, int64_t s1, float *dst) {
@@ -237,11 +232,4 @@ int sp_model_load_head(const sp_model *m, float *w_head, float *norm, int *has_n
     *has_norm = !m->cfg.sliced;
     if (*has_norm) SP_TRY(rd(m, m->arch->final_norm, 1, m->d_final, 0, norm));
     return 0;
-}
-
-int sp_model_set_threads(const sp_model *m, int64_t requested) {
-    int n = requested > 0 ? (int)requested : m->cfg.hidden_size < 512 ? 1 : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) n = 1;
-    openblas_set_num_threads(n);
-    return n;
 }

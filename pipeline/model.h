@@ -14,7 +14,7 @@
 
 #include "arch.h"
 #include "config.h"
-#include "forward.h"
+#include "layer.h"
 #include "safetensors.h"
 
 typedef struct sp_model {
@@ -66,11 +66,5 @@ int sp_model_load_embed(const sp_model *m, float *emb);
  * w_head, and the final norm γ (d_final) into norm, or sets *has_norm = 0 when
  * the model is sliced (weightless final norm). */
 int sp_model_load_head(const sp_model *m, float *w_head, float *norm, int *has_norm);
-
-/* Sets the BLAS thread count: `requested` if > 0; otherwise all cores, except
- * for narrow models (D < 512) where OpenBLAS threading costs more than it saves
- * on such small matrices, so 1. Returns the count set. */
-int sp_model_set_threads(const sp_model *m, int64_t requested);
-
 
 #endif

@@ -1,4 +1,5 @@
-/* tests/test_forward.c — unit tests of linalg/forward.c.
+/* tests/test_forward.c — unit tests of the layer forward (pipeline/layer.c
+ * over the CPU backend).
  *
  * Hand-computed spot checks pin each convention (RMSN over the original D,
  * rotate-half RoPE and its frequencies, 1/sqrt(head_dim), the causal mask, the
@@ -12,7 +13,8 @@
 #include <string.h>
 
 #include "error.h"
-#include "forward.h"
+#include "backend.h"
+#include "layer.h"
 
 static int g_fail, g_checks;
 
@@ -41,9 +43,15 @@ static sp_dims dims_make(int64_t D, int64_t nh, int64_t nkv, int64_t hd, int64_t
     return d;
 }
 
-static sp_fwd_scratch *scratch(const sp_dims *d, int64_t T, int64_t w) {
-    sp_fwd_scratch *s = NULL;
-    if (sp_fwd_scratch_init(d, T, w, &s)) {
+static const sp_arch *llama(void) {
+    const sp_arch *a = NULL;
+    if (sp_arch_find("llama", "test", &a)) exit(1);
+    return a;
+}
+
+static sp_layer_scratch *scratch(const sp_dims *d, int64_t T, int64_t w) {
+    sp_layer_scratch *s = NULL;
+    if (sp_layer_scratch_init(&sp_bk_cpu, llama(), d, T, w, &s)) {
         fprintf(stderr, "scratch init: %s\n", sp_errmsg());
         exit(1);
     }
@@ -55,14 +63,14 @@ static void test_rmsn(void) {
     /* d = 2 < D = 8: divide by sum(x²)/8 = 25/8, not by 25/2. */
     float x[4] = {3, 4, 0, 2};
     float g[2] = {2.0f, 0.5f};
-    sp_rmsn(g, 2, 8, 0.0, x, 2);
+    sp_bk_cpu.norm(SP_BK_NORM_RMS, g, NULL, 2, 8, 0.0, x, 2);
     double r0 = sqrt(25.0 / 8.0), r1 = sqrt(4.0 / 8.0);
     CHECK_NEAR(x[0], 3 / r0 * 2.0, 1e-6, "rmsn row0[0] over D");
     CHECK_NEAR(x[1], 4 / r0 * 0.5, 1e-6, "rmsn row0[1] over D");
     CHECK_NEAR(x[2], 0.0, 0, "rmsn row1[0]");
     CHECK_NEAR(x[3], 2 / r1 * 0.5, 1e-6, "rmsn row1[1] (per-row scale)");
     float y[3] = {1, 1, 1};
-    sp_rmsn(NULL, 3, 3, 1.0, y, 1); /* eps inside the sqrt: 1/sqrt(1+1) */
+    sp_bk_cpu.norm(SP_BK_NORM_RMS, NULL, NULL, 3, 3, 1.0, y, 1); /* eps inside the sqrt: 1/sqrt(1+1) */
     CHECK_NEAR(y[0], 1 / sqrt(2.0), 1e-6, "rmsn eps");
 }
 
@@ -76,13 +84,13 @@ static double attn_p0(int a, int b, const sp_dims *dm) {
     sp_layer_w w;
     memset(&w, 0, sizeof w);
     w.d_in = w.d_mid = w.d_out = 4;
-    w.wq = w.wk = w.wv = w.wo = I4;
+    w.slot[SP_SLOT_Q] = w.slot[SP_SLOT_K] = w.slot[SP_SLOT_V] = w.slot[SP_SLOT_O] = I4;
     float x[8] = {0}, h[8];
     x[a] = 1;
     x[4 + b] = 1;
-    sp_fwd_scratch *s = scratch(dm, 2, 4);
-    sp_fwd_attn(dm, &w, x, 2, h, s);
-    sp_fwd_scratch_free(s);
+    sp_layer_scratch *s = scratch(dm, 2, 4);
+    sp_layer_attn(s, &w, x, 2, h);
+    sp_layer_scratch_free(s);
     CHECK_NEAR(h[a], 3.0, 1e-6, "row 0 attends only to itself"); /* x0 + 2 e_a */
     return h[4 + a] / 2.0;
 }
@@ -124,15 +132,15 @@ static void test_gqa(void) {
     memset(&w, 0, sizeof w);
     w.d_in = 4;
     w.d_mid = w.d_out = 8;
-    w.wq = zq;
-    w.wk = zk;
-    w.wv = I4;
-    w.wo = I8;
-    w.attn_shortcut = S;
+    w.slot[SP_SLOT_Q] = zq;
+    w.slot[SP_SLOT_K] = zk;
+    w.slot[SP_SLOT_V] = I4;
+    w.slot[SP_SLOT_O] = I8;
+    w.shortcut[SP_POS_MID] = S;
     float x[4] = {1, 2, 3, 4}, h[8];
-    sp_fwd_scratch *s = scratch(&dm, 1, 8);
-    sp_fwd_attn(&dm, &w, x, 1, h, s);
-    sp_fwd_scratch_free(s);
+    sp_layer_scratch *s = scratch(&dm, 1, 8);
+    sp_layer_attn(s, &w, x, 1, h);
+    sp_layer_scratch_free(s);
     double r = 1 / sqrt(30.0 / 4.0); /* RMSN over D = 4 */
     double want[8] = {1, 2, 1, 2, 3, 4, 3, 4};  /* kv head h / 2; a wrong h % 2 gives 1 2 3 4 1 2 3 4 */
     for (int i = 0; i < 8; i++) CHECK_NEAR(h[i], want[i] * r, 1e-6, "gqa head mapping");
@@ -148,15 +156,15 @@ static void test_mlp(void) {
     memset(&w, 0, sizeof w);
     w.d_mid = 2;
     w.d_out = 3;
-    w.mlp_norm = g;
-    w.w_gate = wg;
-    w.w_up = wu;
-    w.w_down = wd;
-    w.mlp_shortcut = S;
+    w.slot[SP_SLOT_MLP_NORM] = g;
+    w.slot[SP_SLOT_GATE] = wg;
+    w.slot[SP_SLOT_UP] = wu;
+    w.slot[SP_SLOT_DOWN] = wd;
+    w.shortcut[SP_POS_OUT] = S;
     float h[2] = {1, 2}, y[3];
-    sp_fwd_scratch *s = scratch(&dm, 1, 4);
-    sp_fwd_mlp(&dm, &w, h, 1, y, s);
-    sp_fwd_scratch_free(s);
+    sp_layer_scratch *s = scratch(&dm, 1, 4);
+    sp_layer_mlp(s, &w, h, 1, y);
+    sp_layer_scratch_free(s);
     double r = 1 / sqrt(5.0 / 4.0), n0 = 1 * r * 1.5, n1 = 2 * r * 0.5;
     double a0 = n0, a1 = -n1, u0 = 2 * n0 + n1, u1 = n1;
     double m0 = a0 / (1 + exp(-a0)) * u0, m1 = a1 / (1 + exp(-a1)) * u1;
@@ -170,10 +178,10 @@ static void test_head(void) {
     sp_dims dm = dims_make(2, 1, 1, 2, 1, 3, 0.0);
     float W[6] = {1, 0, 0, 1, 1, 1}, x[6] = {1, 1, 2, 0, -1, 3}, lg[9];
     int32_t tok[3] = {0, 2, 1};
-    sp_fwd_scratch *s = scratch(&dm, 3, 2);
-    double nll = sp_fwd_head_nll(&dm, NULL, W, 2, x, tok, 3, lg, s);
-    double nll2 = sp_fwd_head_nll(&dm, NULL, W, 2, x, tok, 3, NULL, s);
-    sp_fwd_scratch_free(s);
+    sp_layer_scratch *s = scratch(&dm, 3, 2);
+    double nll = sp_layer_head_nll(s, NULL, W, 2, x, tok, 3, lg);
+    double nll2 = sp_layer_head_nll(s, NULL, W, 2, x, tok, 3, NULL);
+    sp_layer_scratch_free(s);
     /* row 0: xn = [1,1], logits [1,1,2], target 2; row 1: xn = [sqrt2, 0], logits [√2,0,√2], target 1. */
     double r2 = sqrt(2.0);
     double want = (log(2 * exp(1.0) + exp(2.0)) - 2) + (log(2 * exp(r2) + 1) - 0);
@@ -214,18 +222,18 @@ static void ref_layer(const sp_dims *dm, const sp_layer_w *w, const float *xf, i
            *ctx = calloc((size_t)(T * nh * hd), 8), *p = calloc((size_t)T, 8), *hn = calloc((size_t)dmid, 8),
            *a = calloc((size_t)F, 8);
     for (int64_t i = 0; i < T * di; i++) x[i] = xf[i];
-    for (int64_t t = 0; t < T; t++) ref_rmsn(x + t * di, w->attn_norm, di, dm->D, dm->eps, xn + t * di);
+    for (int64_t t = 0; t < T; t++) ref_rmsn(x + t * di, w->slot[SP_SLOT_ATTN_NORM], di, dm->D, dm->eps, xn + t * di);
     for (int64_t t = 0; t < T; t++) {
         for (int64_t o = 0; o < nh * hd; o++) {
             double sq = 0;
-            for (int64_t j = 0; j < di; j++) sq += xn[t * di + j] * w->wq[o * di + j];
+            for (int64_t j = 0; j < di; j++) sq += xn[t * di + j] * w->slot[SP_SLOT_Q][o * di + j];
             q[t * nh * hd + o] = sq;
         }
         for (int64_t o = 0; o < nkv * hd; o++) {
             double sk = 0, sv = 0;
             for (int64_t j = 0; j < di; j++) {
-                sk += xn[t * di + j] * w->wk[o * di + j];
-                sv += xn[t * di + j] * w->wv[o * di + j];
+                sk += xn[t * di + j] * w->slot[SP_SLOT_K][o * di + j];
+                sv += xn[t * di + j] * w->slot[SP_SLOT_V][o * di + j];
             }
             k[t * nkv * hd + o] = sk;
             v[t * nkv * hd + o] = sv;
@@ -265,27 +273,27 @@ static void ref_layer(const sp_dims *dm, const sp_layer_w *w, const float *xf, i
     for (int64_t t = 0; t < T; t++) {
         for (int64_t o = 0; o < dmid; o++) {
             double acc = 0;
-            for (int64_t j = 0; j < nh * hd; j++) acc += ctx[t * nh * hd + j] * w->wo[o * nh * hd + j];
-            if (w->attn_shortcut)
-                for (int64_t j = 0; j < di; j++) acc += x[t * di + j] * w->attn_shortcut[j * dmid + o];
+            for (int64_t j = 0; j < nh * hd; j++) acc += ctx[t * nh * hd + j] * w->slot[SP_SLOT_O][o * nh * hd + j];
+            if (w->shortcut[SP_POS_MID])
+                for (int64_t j = 0; j < di; j++) acc += x[t * di + j] * w->shortcut[SP_POS_MID][j * dmid + o];
             else
                 acc += x[t * di + o];
             h[t * dmid + o] = acc;
         }
-        ref_rmsn(h + t * dmid, w->mlp_norm, dmid, dm->D, dm->eps, hn);
+        ref_rmsn(h + t * dmid, w->slot[SP_SLOT_MLP_NORM], dmid, dm->D, dm->eps, hn);
         for (int64_t f = 0; f < F; f++) {
             double g = 0, u = 0;
             for (int64_t j = 0; j < dmid; j++) {
-                g += hn[j] * w->w_gate[f * dmid + j];
-                u += hn[j] * w->w_up[f * dmid + j];
+                g += hn[j] * w->slot[SP_SLOT_GATE][f * dmid + j];
+                u += hn[j] * w->slot[SP_SLOT_UP][f * dmid + j];
             }
             a[f] = g / (1 + exp(-g)) * u;
         }
         for (int64_t o = 0; o < dout; o++) {
             double acc = 0;
-            for (int64_t f = 0; f < F; f++) acc += a[f] * w->w_down[o * F + f];
-            if (w->mlp_shortcut)
-                for (int64_t j = 0; j < dmid; j++) acc += h[t * dmid + j] * w->mlp_shortcut[j * dout + o];
+            for (int64_t f = 0; f < F; f++) acc += a[f] * w->slot[SP_SLOT_DOWN][o * F + f];
+            if (w->shortcut[SP_POS_OUT])
+                for (int64_t j = 0; j < dmid; j++) acc += h[t * dmid + j] * w->shortcut[SP_POS_OUT][j * dout + o];
             else
                 acc += h[t * dmid + o];
             y[t * dout + o] = acc;
@@ -301,22 +309,22 @@ static void test_random_layer(int64_t T, int sliced) {
     sp_layer_w w;
     memset(&w, 0, sizeof w);
     w.d_in = di, w.d_mid = dmid, w.d_out = dout;
-    w.attn_norm = sliced ? NULL : rnd(di, 1);
-    w.wq = rnd(nh * hd * di, 0.5);
-    w.wk = rnd(nkv * hd * di, 0.5);
-    w.wv = rnd(nkv * hd * di, 0.5);
-    w.wo = rnd(dmid * nh * hd, 0.3);
-    w.attn_shortcut = sliced ? rnd(di * dmid, 0.3) : NULL;
-    w.mlp_norm = sliced ? NULL : rnd(dmid, 1);
-    w.w_gate = rnd(F * dmid, 0.4);
-    w.w_up = rnd(F * dmid, 0.4);
-    w.w_down = rnd(dout * F, 0.3);
-    w.mlp_shortcut = sliced ? rnd(dmid * dout, 0.3) : NULL;
+    w.slot[SP_SLOT_ATTN_NORM] = sliced ? NULL : rnd(di, 1);
+    w.slot[SP_SLOT_Q] = rnd(nh * hd * di, 0.5);
+    w.slot[SP_SLOT_K] = rnd(nkv * hd * di, 0.5);
+    w.slot[SP_SLOT_V] = rnd(nkv * hd * di, 0.5);
+    w.slot[SP_SLOT_O] = rnd(dmid * nh * hd, 0.3);
+    w.shortcut[SP_POS_MID] = sliced ? rnd(di * dmid, 0.3) : NULL;
+    w.slot[SP_SLOT_MLP_NORM] = sliced ? NULL : rnd(dmid, 1);
+    w.slot[SP_SLOT_GATE] = rnd(F * dmid, 0.4);
+    w.slot[SP_SLOT_UP] = rnd(F * dmid, 0.4);
+    w.slot[SP_SLOT_DOWN] = rnd(dout * F, 0.3);
+    w.shortcut[SP_POS_OUT] = sliced ? rnd(dmid * dout, 0.3) : NULL;
     float *x = rnd(T * di, 1.0), *h = malloc((size_t)(T * dmid) * 4), *y = malloc((size_t)(T * dout) * 4);
     double *hr = malloc((size_t)(T * dmid) * 8), *yr = malloc((size_t)(T * dout) * 8);
-    sp_fwd_scratch *s = scratch(&dm, T, D);
-    sp_fwd_attn(&dm, &w, x, T, h, s);
-    sp_fwd_mlp(&dm, &w, h, T, y, s);
+    sp_layer_scratch *s = scratch(&dm, T, D);
+    sp_layer_attn(s, &w, x, T, h);
+    sp_layer_mlp(s, &w, h, T, y);
     ref_layer(&dm, &w, x, T, hr, yr);
     double eh = 0, ey = 0;
     for (int64_t i = 0; i < T * dmid; i++) eh = fmax(eh, fabs(h[i] - hr[i]) / (1 + fabs(hr[i])));
@@ -330,7 +338,7 @@ static void test_random_layer(int64_t T, int sliced) {
     /* causal: changing the last token's input changes only the last row */
     float *h2 = malloc((size_t)(T * dmid) * 4);
     for (int64_t j = 0; j < di; j++) x[(T - 1) * di + j] += 0.5f;
-    sp_fwd_attn(&dm, &w, x, T, h2, s);
+    sp_layer_attn(s, &w, x, T, h2);
     double before = 0, last = 0;
     for (int64_t i = 0; i < (T - 1) * dmid; i++) before = fmax(before, fabs(h2[i] - h[i]));
     for (int64_t i = (T - 1) * dmid; i < T * dmid; i++) last = fmax(last, fabs(h2[i] - h[i]));
@@ -340,10 +348,10 @@ static void test_random_layer(int64_t T, int sliced) {
         fprintf(stderr, "FAIL causal: last row did not change (%g)\n", last);
         g_fail++;
     }
-    sp_fwd_scratch_free(s);
-    free((void *)w.attn_norm), free((void *)w.wq), free((void *)w.wk), free((void *)w.wv), free((void *)w.wo);
-    free((void *)w.attn_shortcut), free((void *)w.mlp_norm), free((void *)w.w_gate), free((void *)w.w_up);
-    free((void *)w.w_down), free((void *)w.mlp_shortcut);
+    sp_layer_scratch_free(s);
+    free((void *)w.slot[SP_SLOT_ATTN_NORM]), free((void *)w.slot[SP_SLOT_Q]), free((void *)w.slot[SP_SLOT_K]), free((void *)w.slot[SP_SLOT_V]), free((void *)w.slot[SP_SLOT_O]);
+    free((void *)w.shortcut[SP_POS_MID]), free((void *)w.slot[SP_SLOT_MLP_NORM]), free((void *)w.slot[SP_SLOT_GATE]), free((void *)w.slot[SP_SLOT_UP]);
+    free((void *)w.slot[SP_SLOT_DOWN]), free((void *)w.shortcut[SP_POS_OUT]);
     free(x), free(h), free(h2), free(y), free(hr), free(yr);
 }
 
@@ -354,9 +362,9 @@ static void test_random_head(void) {
     float *W = rnd(V * d, 1), *x = rnd(T * d, 1), *g = rnd(d, 1), *lg = malloc((size_t)(T * V) * 4);
     int32_t *tok = malloc((size_t)T * 4);
     for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)((t * 7 + 3) % V);
-    sp_fwd_scratch *s = scratch(&dm, T, D);
-    double nll = sp_fwd_head_nll(&dm, g, W, d, x, tok, T, lg, s);
-    sp_fwd_scratch_free(s);
+    sp_layer_scratch *s = scratch(&dm, T, D);
+    double nll = sp_layer_head_nll(s, g, W, d, x, tok, T, lg);
+    sp_layer_scratch_free(s);
     double want = 0, elog = 0, z[64], xn[64], xd[64];
     for (int64_t t = 0; t < T; t++) {
         for (int64_t j = 0; j < d; j++) xd[j] = x[t * d + j];
@@ -378,12 +386,12 @@ static void test_random_head(void) {
 
 static void test_bad_dims(void) {
     sp_dims dm = dims_make(8, 3, 2, 4, 4, 4, 1e-5); /* 3 heads over 2 kv heads */
-    sp_fwd_scratch *s = NULL;
-    int rc = sp_fwd_scratch_init(&dm, 4, 8, &s);
+    sp_layer_scratch *s = NULL;
+    int rc = sp_layer_scratch_init(&sp_bk_cpu, llama(), &dm, 4, 8, &s);
     CHECK_NEAR(rc, SP_EX_DATAERR, 0, "scratch refuses n_heads % n_kv_heads != 0");
     CHECK_NEAR(s == NULL, 1, 0, "no scratch on failure");
     dm = dims_make(8, 2, 2, 4, 4, 4, 1e-5);
-    rc = sp_fwd_scratch_init(&dm, INT64_MAX / 2, 8, &s);
+    rc = sp_layer_scratch_init(&sp_bk_cpu, llama(), &dm, INT64_MAX / 2, 8, &s);
     CHECK_NEAR(rc != 0, 1, 0, "scratch refuses an overflowing T");
 }
 

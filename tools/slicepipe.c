@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backend.h"
 #include "error.h"
 #include "eval.h"
 #include "manifest.h"
@@ -204,7 +205,7 @@ static int cmd_eval(int argc, char **argv) {
     eo.progress = !quiet;
     sp_model m;
     SP_TRY(sp_model_open(argv[optind], &m));
-    sp_model_set_threads(&m, threads);
+    sp_bk_cpu.set_threads(threads, m.cfg.hidden_size);
     sp_tokens tk;
     int rc = sp_tokens_load(tokens, m.cfg.vocab_size, 0, &tk);
     if (rc) {

@@ -1,0 +1,66 @@
+/* pipeline/layer.h — one transformer layer's forward pass and the head,
+ * composed from the backend table's ops (linalg/backend.h) as the
+ * architecture table says (arch.h: norm kind, activation, RoPE layout). The
+ * same code runs dense and sliced layers, over one window of T tokens (RoPE
+ * positions 0..T-1).
+ *
+ * A sliced layer (DESIGN.md §1):
+ *     h = x·S_attn + Attn(N(x))          x: (T, d_in), h: (T, d_mid)
+ *     y = h·S_mlp  + MLP(N(h))           y: (T, d_out)
+ * A dense layer has S = NULL (identity, d_in == d_mid == d_out == D) and norm
+ * weights γ. The norm N always divides by the ORIGINAL width D. All matrices
+ * are row-major, HF layout W[out, in], y = x·Wᵀ. Every pointer is backend
+ * memory (backend.h).
+ */
+#ifndef SP_LAYER_H
+#define SP_LAYER_H
+
+#include <stdint.h>
+
+#include "arch.h"
+#include "backend.h"
+
+typedef struct sp_dims {
+    int64_t D;         /* original hidden width: the norm's denominator */
+    int64_t n_heads, n_kv_heads, head_dim;
+    int64_t ffn;       /* intermediate size */
+    int64_t vocab;
+    double eps;
+    double rope_theta;
+    int rope_llama3;   /* Llama-3.1 frequency scaling, see sp_config */
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int64_t rope_original_max_pos;
+} sp_dims;
+
+/* The weights of one layer as a pass runs it. */
+typedef struct sp_layer_w {
+    int64_t d_in, d_mid, d_out;
+    const float *slot[SP_SLOT_COUNT];    /* by arch slot, shapes as the table's at these widths;
+                                          * a norm NULL: weightless (fused) */
+    const float *shortcut[SP_POS_COUNT]; /* [MID] (d_in, d_mid), [OUT] (d_mid, d_out); NULL: identity */
+} sp_layer_w;
+
+typedef struct sp_layer_scratch sp_layer_scratch; /* opaque; sized once, reused */
+
+/* Bytes sp_layer_scratch_init allocates (host, and backend memory in
+ * *device_bytes) for windows of up to T tokens and widths up to width_max
+ * (>= D for the PCA passes, where d_mid == D). */
+int64_t sp_layer_scratch_bytes(const sp_bk *bk, const sp_dims *dims, int64_t T, int64_t width_max, int64_t *device_bytes);
+int sp_layer_scratch_init(const sp_bk *bk, const sp_arch *arch, const sp_dims *dims, int64_t T, int64_t width_max,
+                          sp_layer_scratch **out);
+void sp_layer_scratch_free(sp_layer_scratch *s);
+
+/* h (T, d_mid) = x·S_attn + Attn(N(x))·Woᵀ, x (T, d_in). h must not alias x. */
+void sp_layer_attn(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h);
+/* y (T, d_out) = h·S_mlp + MLP(N(h)); the gated MLP of the table's
+ * activation. y must not alias h. */
+void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *y);
+
+/* N(x)·γ then logits = ·W_headᵀ; returns acc plus the SUM (float64) of the
+ * NLL of tokens[1..T-1] predicted at positions 0..T-2 (log-softmax). x (T, d),
+ * norm (d) or NULL, w_head (vocab, d), tokens host memory. If logits_out !=
+ * NULL (backend memory), writes all T rows of logits (T, vocab) there. */
+double sp_layer_head_nll(sp_layer_scratch *s, const float *norm, const float *w_head, int64_t d, const float *x,
+                         const int32_t *tokens, int64_t T, float *logits_out);
+
+#endif
