@@ -87,7 +87,9 @@ typedef struct sp_bk {
      * (CPU: all cores, 1 for D < 512). Returns the count in effect. */
     int (*set_threads)(int64_t n, int64_t D);
     /* Writes a NUL-terminated description of every setting that can change
-     * bits (e.g. "cpu openblas-0.3.21 kernel=Haswell threads=2") into buf. */
+     * bits (e.g. "cpu openblas 0.3.21 ... kernel=Haswell") into buf. The
+     * thread count is not in it: the pipeline journals the count of the
+     * first run and sets it again on every resume. */
     void (*identity)(char *buf, int64_t n);
     /* Workspace sized once for plan `in` (estimate-then-init: plan_bytes of
      * the same `in` is exactly what ws_init allocates). A field may be 0 when

@@ -158,8 +158,7 @@ static void cpu_identity(char *buf, int64_t n) {
     char cfg[256];
     snprintf(cfg, sizeof cfg, "%s", openblas_get_config());
     for (size_t len = strlen(cfg); len > 0 && cfg[len - 1] == ' '; len--) cfg[len - 1] = 0;
-    snprintf(buf, (size_t)n, "cpu openblas %s kernel=%s threads=%d", cfg, openblas_get_corename(),
-             openblas_get_num_threads());
+    snprintf(buf, (size_t)n, "cpu openblas %s kernel=%s", cfg, openblas_get_corename());
 }
 
 /* ---- buffers: host memory ---- */
