@@ -1,5 +1,5 @@
 """tests/test_forward_parity.py — `slicepipe eval` against the float64 numpy
-reference (tests/ref/llama_ref.py).
+reference (tests/ref/model_ref.py).
 
     test_forward_parity.py synthetic SLICEPIPE WORKDIR
         random models written by the reference: GQA F32 tied, untied, BF16 in
@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
-import llama_ref as ref  # noqa: E402
+import model_ref as ref  # noqa: E402
 
 FAILS = []
 

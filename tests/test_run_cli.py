@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
-import llama_ref  # noqa: E402
+import model_ref  # noqa: E402
 
 failures = []
 
@@ -93,11 +93,11 @@ def files_of(d):
 
 def group_local(sp, work):
     model = os.path.join(work, "rand")
-    llama_ref.write_random_model(model, seed=7, D=64, L=3, heads=8, kv=4, head_dim=8, ffn=96, vocab=101,
+    model_ref.write_random_model(model, seed=7, D=64, L=3, heads=8, kv=4, head_dim=8, ffn=96, vocab=101,
                                  tied=False)
     calib, evaltok = os.path.join(work, "calib.npy"), os.path.join(work, "eval.npy")
-    llama_ref.write_tokens(calib, 1, 16 * 64, 101)
-    llama_ref.write_tokens(evaltok, 2, 8 * 64, 101)
+    model_ref.write_tokens(calib, 1, 16 * 64, 101)
+    model_ref.write_tokens(evaltok, 2, 8 * 64, 101)
 
     # Invariance: logits of the rotated, unsliced model equal the dense ones.
     _, out0 = slice_and_eval(sp, work, "inv", model, calib, 64, 16, 0.0, evaltok, 64, 'dtype = "f32"\n')
@@ -195,7 +195,7 @@ def group_local(sp, work):
     r = with_config("cfg-untied", tie_word_embeddings=False)
     check(r.returncode == 0, f"an untied head that exists: ok ({r.stderr.strip()})")
     tied = os.path.join(work, "rand-tied")
-    llama_ref.write_random_model(tied, seed=8, D=64, L=1, heads=8, kv=4, head_dim=8, ffn=96, vocab=101, tied=True)
+    model_ref.write_random_model(tied, seed=8, D=64, L=1, heads=8, kv=4, head_dim=8, ffn=96, vocab=101, tied=True)
     cfg = json.load(open(os.path.join(tied, "config.json")))
     cfg["tie_word_embeddings"] = False
     json.dump(cfg, open(os.path.join(tied, "config.json"), "w"))
@@ -205,11 +205,11 @@ def group_local(sp, work):
     # Activations that overflow to Inf: exit 65 naming the layer; that layer is
     # not committed (the journal stops at the one before).
     over = os.path.join(work, "overflow")
-    llama_ref.write_random_model(over, seed=3, D=64, L=3, heads=8, kv=4, head_dim=8, ffn=96, vocab=101, tied=False)
-    t = llama_ref.read_safetensors(os.path.join(over, "model.safetensors"))
+    model_ref.write_random_model(over, seed=3, D=64, L=3, heads=8, kv=4, head_dim=8, ffn=96, vocab=101, tied=False)
+    t = model_ref.read_safetensors(os.path.join(over, "model.safetensors"))
     w = t["model.layers.1.mlp.down_proj.weight"]
     t["model.layers.1.mlp.down_proj.weight"] = np.sign(w) * 3e38
-    llama_ref.write_safetensors(os.path.join(over, "model.safetensors"),
+    model_ref.write_safetensors(os.path.join(over, "model.safetensors"),
                                 {k: ("F32", v.astype(np.float32)) for k, v in t.items()})
     man_o = os.path.join(work, "overflow.toml")
     write_manifest(man_o, over, calib, 64, 16, 0.25, os.path.join(work, "overflow-out"))

@@ -22,7 +22,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
-import llama_ref  # noqa: E402
+import model_ref  # noqa: E402
 
 failures = []
 
@@ -134,9 +134,9 @@ def main():
     os.makedirs(work)
     work = os.path.abspath(work)
     model = os.path.join(work, "rand")
-    llama_ref.write_random_model(model, seed=11, D=64, L=2, heads=4, kv=2, head_dim=16, ffn=96, vocab=23000, tied=False)
+    model_ref.write_random_model(model, seed=11, D=64, L=2, heads=4, kv=2, head_dim=16, ffn=96, vocab=23000, tied=False)
     calib = os.path.join(work, "calib.npy")
-    llama_ref.write_tokens(calib, 3, 8 * 32, 23000)
+    model_ref.write_tokens(calib, 3, 8 * 32, 23000)
 
     one = slice_model(sp, work, "one", model, calib)
     sharded = slice_model(sp, work, "sharded", model, calib, 'shard_bytes = "64KB"\n')

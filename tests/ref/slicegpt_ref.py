@@ -1,26 +1,81 @@
 #!/usr/bin/python3
-"""slicegpt_ref.py — an independent float64 numpy reference of DESIGN.md §1.
+"""tests/ref/slicegpt_ref.py — an independent float64 numpy reference of
+SliceGPT (DESIGN.md §1) for every family of tests/ref/model_ref.py, on top of
+its forward passes.
 
-Self-contained (numpy only): a safetensors reader/writer (F32/F16/BF16/F64),
-a float64 Llama forward pass (RMSNorm, rotate-half RoPE, GQA, SwiGLU,
-tied/untied head) and SliceGPT with the exact conventions of DESIGN.md §1:
+API:
+    slice_model(config_or_cfg, W, calib_win, sparsity, round_to=8,
+                act_dtype=np.float64, batch=16, embed_scale_dtype=None) -> result
+        W: dense HF tensors {name: float64}; calib_win (n, T) token windows
+        (positions restart at 0 in each). act_dtype=np.float32 runs the layer
+        math (not the PCA, not the rotations) in float32, to mimic an fp32
+        implementation. result is a dict:
+          tensors     {HF name: float64 ndarray}: the sliced model, keyed by HF
+                      tensor name, in the format model_ref's forward reads (see
+                      "Output tensors" below). A C-vs-numpy test compares by name.
+          eigenvalues {"embed": w, "layers": [{"attn": w, "mlp": w}]} (sequential)
+                      or [{"block": w}] (parallel); those of H + δI, descending.
+          bases       same layout, the full D×D Q (columns = eigenvectors).
+          widths      {"embed": d, "layers": [[d_in, d_mid, d_out]]} (sequential)
+                      or [[d_in, d_out]] (parallel).
+          d, family, parallel
+          signals     (signals=True) [X₀·Q[:, :d], then each layer's output Y·Qn[:, :d_out]]
+                      on the calibration windows: what the sliced model computes there.
+    slice_llama(cfg, W, calib_win, sparsity, round_to=8, act_dtype=np.float64, batch=16)
+        the same (kept for the Llama tests).
+    fuse(arch, W, embed_scale_dtype=None) -> {HF name: float64}: the fused model
+        before any rotation (norm weights folded into the readers, β into their
+        biases, means baked, head untied, Gemma's sqrt(D) baked); model_ref's
+        forward runs it as a sliced model (weightless RMSN) and it computes the
+        dense function exactly.
+    pca(X (..., D)) -> (eigenvalues of H+δI descending, Q with canonical signs)
+    slice_width(D, sparsity, round_to=8) -> d = floor((1-s)·D) - (.. mod round_to)
+    write_sliced(out_dir, config, result, dtype="F32")
+        config.json (the input config, tie_word_embeddings false, torch_dtype,
+        a "slicegpt_ref" block with the widths) + model.safetensors (names sorted).
+    Cfg(config), dense_model(cfg, W), sliced_model(cfg, T), model_nll(cfg, model, win, batch=16)
+        the generic model wrapper and mean NLL over windows (any family).
+    Re-exported from model_ref: read_safetensors, write_safetensors, load_model_dir,
+    load_tokens, windows, round_to_dtype, round_tensors, f32_to_bf16_bits,
+    bf16_bits_to_f32, rmsn, arch_of, Unsupported.
 
-  * RMSNorm fusion: q,k,v columns · input γ; gate,up · post-attn γ; head · final γ;
-    the head is untied from the embedding. RMSN(x) = x / sqrt(sum(x²)/D + eps)
-    with D the ORIGINAL width, forever.
-  * PCA: H = Σ xᵀx (uncentered) in float64 over every calibration token,
-    δ = 0.01·mean(diag H) added to the diagonal, eigh, descending order, each
-    eigenvector's sign chosen so that its largest-|.| component is positive.
-  * widths: d = floor((1−s)·D), d −= d mod round_to, uniform; the last layer's
-    d_out = D (the head is not sliced).
-  * calibration: the first nsamples consecutive, non-overlapping windows of
-    seqlen tokens; RoPE positions restart at 0 in each window.
-  * layer by layer (steps 1, 2.1–2.5, 3), the attention runs once per layer
-    (Mr = M·Qm[:, :d_mid]).
+The algorithm (DESIGN.md §1), for every family:
+  * PCA: H = Σ xᵀx (uncentered) in float64, δ = 0.01·mean(diag H) on the diagonal,
+    eigh, descending, each eigenvector's largest-|.| component positive.
+  * RMSNorm families: γ into the readers' columns (q,k,v or qkv by the input norm,
+    gate,up or gate_up by the post-attention norm, the head by the final norm);
+    Gemma's scale is 1+w and sqrt(hidden_size) (embed_scale_dtype, see model_ref)
+    is baked into the embedding rows. q_norm/k_norm (head space) are untouched.
+  * LayerNorm families (opt, phi): γ into the readers' columns and β into their
+    biases (b += W·β; the head gains lm_head.bias if it had none); the embedding
+    and positional tables centred (each row minus its mean); every writer
+    (o/out_proj/dense, fc2/down) centred (W minus its mean over output rows,
+    b minus mean(b)); then every LayerNorm is the weightless RMSN over D.
+  * the head is untied (lm_head.weight always present in the output).
+  * X₀ = Emb[tokens] (+ Pos[positions + 2] for OPT: one PCA of the sum), Q = PCA(X₀),
+    Emb ← Emb·Q[:, :d], Pos ← Pos·Q[:, :d].
+  * sequential layer, input basis Q (width d_in), inputs X (N×D, unrotated):
+      readers of the attention W ← W·Q[:, :d_in]; S_attn = Q[:, :d_in]ᵀ;
+      M = Xr·S_attn + Attn(RMSN(Xr)) (writer unsliced); Qm = PCA(M);
+      S_attn ← S_attn·Qm[:, :d_mid]; W_o ← (Qmᵀ·W_o)[:d_mid]; b_o ← (Qmᵀ·b_o)[:d_mid];
+      MLP readers W ← W·Qm[:, :d_mid]; S_mlp = Qm[:, :d_mid]ᵀ;
+      Y = Mr·S_mlp + MLP(RMSN(Mr)); Qn = PCA(Y); S_mlp ← S_mlp·Qn[:, :d_out];
+      W_down ← (Qnᵀ·W_down)[:d_out], b_down likewise.
+  * parallel layer (phi): readers q,k,v,fc1 W ← W·Q[:, :d_in]; S = Q[:, :d_in]ᵀ;
+      Y = Xr·S + Attn(RMSN(Xr)) + MLP(RMSN(Xr)); Qn = PCA(Y); S ← S·Qn[:, :d_out];
+      writers dense and fc2 W ← (Qnᵀ·W)[:d_out], b ← (Qnᵀ·b)[:d_out].
+  * readers' biases never change with a rotation; the last layer has d_out = D;
+    the head W ← W·Q (lm_head.bias untouched by the rotation).
+  * widths: d = floor((1−s)·D), d −= d mod round_to, uniform.
 
-Reported eigenvalues are those of the decomposed matrix H + δI, descending.
-
-HF conventions: W[out, in], y = x·Wᵀ. Rows of X are tokens.
+Output tensors (result["tensors"]), with <layer> = "model.layers.N"
+("model.decoder.layers.N" for OPT):
+  the embedding (vocab, d) [and OPT's embed_positions (max_pos+2, d)];
+  per layer the readers (rows, d_in or d_mid) with their biases, the writers
+  (d_mid or d_out, cols) with their rotated biases, q_norm/k_norm unchanged,
+  <layer>.attn_shortcut_Q (d_in, d_mid) and <layer>.mlp_shortcut_Q (d_mid, d_out),
+  or for a parallel block <layer>.shortcut_Q (d_in, d_out);
+  lm_head.weight (vocab, D) [and lm_head.bias (vocab)]; no norm weights.
 
 CLI:
   slicegpt_ref.py MODEL_DIR --calib calib.npy --nsamples 64 --seqlen 256
@@ -31,263 +86,58 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 
 import numpy as np
 
-# ----------------------------------------------------------------------------
-# safetensors
-# ----------------------------------------------------------------------------
-
-_ST_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "F64": np.dtype("<f8"),
-              "BF16": np.dtype("<u2"), "I32": np.dtype("<i4"), "I64": np.dtype("<i8")}
-
-
-def bf16_bits_to_f32(u16):
-    return (np.asarray(u16, dtype=np.uint32) << 16).view(np.float32)
-
-
-def f32_to_bf16_bits(a):
-    """Round-to-nearest-even float32 -> bfloat16 bits (uint16). NaN stays NaN."""
-    a = np.ascontiguousarray(np.asarray(a, dtype=np.float32))
-    u = a.view(np.uint32).astype(np.uint64)
-    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-    out = rounded.astype(np.uint16)
-    nan = np.isnan(a)
-    if nan.any():
-        out[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)
-    return out
-
-
-def round_to_dtype(a, dtype):
-    """Value of `a` (float64) after storing it in `dtype`, returned as float64."""
-    dtype = dtype.lower()
-    if dtype in ("f64", "float64", "none"):
-        return np.asarray(a, dtype=np.float64)
-    if dtype in ("f32", "float32"):
-        return np.asarray(a, dtype=np.float32).astype(np.float64)
-    if dtype in ("f16", "float16"):
-        return np.asarray(a, dtype=np.float16).astype(np.float64)
-    if dtype in ("bf16", "bfloat16"):
-        return bf16_bits_to_f32(f32_to_bf16_bits(a)).astype(np.float64)
-    raise ValueError("unknown dtype %r" % dtype)
-
-
-def read_safetensors(path):
-    """Returns {name: float64 ndarray} (integer tensors keep their type)."""
-    with open(path, "rb") as f:
-        buf = f.read()
-    (n,) = struct.unpack("<Q", buf[:8])
-    header = json.loads(buf[8:8 + n].decode("utf-8"))
-    base = 8 + n
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dt = _ST_DTYPES[info["dtype"]]
-        b, e = info["data_offsets"]
-        shape = tuple(info["shape"])
-        raw = np.frombuffer(buf, dtype=dt, count=(e - b) // dt.itemsize, offset=base + b)
-        if info["dtype"] == "BF16":
-            arr = bf16_bits_to_f32(raw).astype(np.float64)
-        elif info["dtype"] in ("I32", "I64"):
-            arr = raw.copy()
-        else:
-            arr = raw.astype(np.float64)
-        out[name] = arr.reshape(shape)
-    return out
-
-
-def write_safetensors(path, tensors, dtype="F32", metadata=None):
-    """Writes {name: array} with every tensor stored as `dtype` (F32/F16/BF16/F64)."""
-    dtype = dtype.upper()
-    header = {}
-    blobs = []
-    off = 0
-    for name in sorted(tensors):
-        a = np.asarray(tensors[name])
-        if dtype == "BF16":
-            data = f32_to_bf16_bits(a).astype("<u2").tobytes()
-        elif dtype in ("F32", "F16", "F64"):
-            data = np.ascontiguousarray(a, dtype=_ST_DTYPES[dtype]).tobytes()
-        else:
-            raise ValueError(dtype)
-        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(data)]}
-        blobs.append(data)
-        off += len(data)
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hjson += b" " * ((-len(hjson)) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hjson)))
-        f.write(hjson)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
-
-def load_model_dir(model_dir):
-    """Returns (config dict, {name: float64 array}); single file or index + shards."""
-    with open(os.path.join(model_dir, "config.json")) as f:
-        config = json.load(f)
-    idx = os.path.join(model_dir, "model.safetensors.index.json")
-    tensors = {}
-    if os.path.exists(idx):
-        with open(idx) as f:
-            wm = json.load(f)["weight_map"]
-        for shard in sorted(set(wm.values())):
-            tensors.update(read_safetensors(os.path.join(model_dir, shard)))
-    else:
-        tensors = read_safetensors(os.path.join(model_dir, "model.safetensors"))
-    return config, tensors
-
-
-def load_tokens(path):
-    a = np.load(path)
-    return np.asarray(a).reshape(-1).astype(np.int64)
-
-
-def windows(tokens, seqlen, n=None):
-    """The first n (default: all) non-overlapping consecutive windows, (n, seqlen)."""
-    avail = len(tokens) // seqlen
-    if n is None:
-        n = avail
-    if n > avail:
-        raise ValueError("need %d windows of %d tokens, stream has %d tokens" % (n, seqlen, len(tokens)))
-    return tokens[: n * seqlen].reshape(n, seqlen)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import model_ref as mr  # noqa: E402
+from model_ref import (Unsupported, arch_of, bf16_bits_to_f32, f32_to_bf16_bits, load_model_dir,  # noqa: E402,F401
+                       load_tokens, read_safetensors, rmsn, round_tensors, round_to_dtype, windows,
+                       write_safetensors)
 
 
 # ----------------------------------------------------------------------------
-# Llama forward (float64 by default)
+# generic model wrapper (any family)
 # ----------------------------------------------------------------------------
 
 class Cfg:
+    """config.json, parsed by model_ref.Arch; the old Llama field names kept."""
+
     def __init__(self, config):
-        self.D = int(config["hidden_size"])
-        self.L = int(config["num_hidden_layers"])
-        self.H = int(config["num_attention_heads"])
-        self.KV = int(config.get("num_key_value_heads", self.H))
-        self.hd = int(config.get("head_dim", self.D // self.H))
-        self.F = int(config["intermediate_size"])
-        self.vocab = int(config["vocab_size"])
-        self.eps = float(config.get("rms_norm_eps", 1e-6))
+        self.config = config
+        self.arch = mr.Arch(config)
+        a = self.arch
+        self.D, self.L, self.H, self.KV, self.hd, self.F = a.D, a.L, a.H, a.KV, a.hd, a.F
+        self.vocab, self.eps, self.tied = a.vocab, a.eps, a.tied
         self.theta = float(config.get("rope_theta", 10000.0))
-        self.tied = bool(config.get("tie_word_embeddings", False))
-        rs = config.get("rope_scaling")
-        if rs and rs.get("rope_type", rs.get("type")) not in (None, "default"):
-            raise NotImplementedError("rope_scaling %r not supported by the reference" % rs)
 
 
-def rmsn(x, D, eps, gamma=None):
-    """x / sqrt(sum(x²)/D + eps) (· γ); D is the ORIGINAL width."""
-    ms = np.sum(x * x, axis=-1, keepdims=True) / D
-    y = x / np.sqrt(ms + eps)
-    if gamma is not None:
-        y = y * gamma
-    return y
-
-
-def rope_tables(T, hd, theta, dtype=np.float64):
-    inv = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
-    fr = np.outer(np.arange(T, dtype=np.float64), inv)
-    emb = np.concatenate([fr, fr], axis=-1)
-    return np.cos(emb).astype(dtype), np.sin(emb).astype(dtype)
-
-
-def _rope(x, cos, sin):
-    # x (B, h, T, hd), HF rotate-half
-    half = x.shape[-1] // 2
-    rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos + rot * sin
-
-
-def attention(xn, wq, wk, wv, wo, cfg, cos, sin):
-    """xn (B, T, d) already normalized; returns (B, T, rows(wo))."""
-    B, T, _ = xn.shape
-    H, KV, hd = cfg.H, cfg.KV, cfg.hd
-    q = (xn @ wq.T).reshape(B, T, H, hd).transpose(0, 2, 1, 3)
-    k = (xn @ wk.T).reshape(B, T, KV, hd).transpose(0, 2, 1, 3)
-    v = (xn @ wv.T).reshape(B, T, KV, hd).transpose(0, 2, 1, 3)
-    q = _rope(q, cos, sin)
-    k = _rope(k, cos, sin)
-    rep = H // KV
-    if rep > 1:  # HF repeat_kv: head h reads kv head h // rep
-        k = np.repeat(k, rep, axis=1)
-        v = np.repeat(v, rep, axis=1)
-    s = (q @ k.transpose(0, 1, 3, 2)) / math.sqrt(hd)
-    mask = np.triu(np.ones((T, T), dtype=bool), 1)
-    s = np.where(mask, -np.inf, s)
-    s = s - s.max(axis=-1, keepdims=True)
-    p = np.exp(s)
-    p /= p.sum(axis=-1, keepdims=True)
-    o = (p @ v).transpose(0, 2, 1, 3).reshape(B, T, H * hd)
-    return o @ wo.T
-
-
-def mlp(xn, wg, wu, wd):
-    g = xn @ wg.T
-    u = xn @ wu.T
-    return ((g / (1.0 + np.exp(-g))) * u) @ wd.T
-
-
-def nll_sum(logits, tok):
-    """Sum of NLL of tok[:, 1:] predicted at positions 0..T-2. logits (B, T, V)."""
-    lg = logits[:, :-1, :]
-    m = lg.max(axis=-1, keepdims=True)
-    lse = np.log(np.exp(lg - m).sum(axis=-1)) + m[..., 0]
-    tgt = np.take_along_axis(lg, tok[:, 1:, None], axis=-1)[..., 0]
-    return float(np.sum(lse - tgt))
+def _cfg(c):
+    if isinstance(c, Cfg):
+        return c
+    if isinstance(c, mr.Arch):
+        return Cfg(c.config)
+    return Cfg(c)
 
 
 def dense_model(cfg, W):
-    """Dense HF weights -> the generic layered model (norm γ, no shortcuts)."""
-    emb = W["model.embed_tokens.weight"]
-    head = W["lm_head.weight"] if "lm_head.weight" in W else emb
-    layers = []
-    for l in range(cfg.L):
-        p = "model.layers.%d." % l
-        layers.append(dict(
-            in_norm=W[p + "input_layernorm.weight"], post_norm=W[p + "post_attention_layernorm.weight"],
-            wq=W[p + "self_attn.q_proj.weight"], wk=W[p + "self_attn.k_proj.weight"],
-            wv=W[p + "self_attn.v_proj.weight"], wo=W[p + "self_attn.o_proj.weight"],
-            wg=W[p + "mlp.gate_proj.weight"], wu=W[p + "mlp.up_proj.weight"], wd=W[p + "mlp.down_proj.weight"],
-            S_attn=None, S_mlp=None))
-    return dict(emb=emb, layers=layers, final_norm=W["model.norm.weight"], head=head)
+    cfg = _cfg(cfg)
+    return {"config": cfg.config, "arch": cfg.arch, "tensors": W}
 
 
 def sliced_model(cfg, T):
-    """Sliced HF-named tensors -> the generic layered model (no γ, shortcuts)."""
-    layers = []
-    for l in range(cfg.L):
-        p = "model.layers.%d." % l
-        layers.append(dict(
-            in_norm=None, post_norm=None,
-            wq=T[p + "self_attn.q_proj.weight"], wk=T[p + "self_attn.k_proj.weight"],
-            wv=T[p + "self_attn.v_proj.weight"], wo=T[p + "self_attn.o_proj.weight"],
-            wg=T[p + "mlp.gate_proj.weight"], wu=T[p + "mlp.up_proj.weight"], wd=T[p + "mlp.down_proj.weight"],
-            S_attn=T[p + "attn_shortcut_Q"], S_mlp=T[p + "mlp_shortcut_Q"]))
-    return dict(emb=T["model.embed_tokens.weight"], layers=layers, final_norm=None, head=T["lm_head.weight"])
+    cfg = _cfg(cfg)
+    return {"config": cfg.config, "arch": cfg.arch, "tensors": T}
 
 
 def model_nll(cfg, model, win, batch=16):
-    """Mean NLL over the windows win (n, T) of the generic layered model:
-       h = x·S_attn + Attn(RMSN(x)·γ);  y = h·S_mlp + MLP(RMSN(h)·γ)."""
+    """Mean NLL of the windows win (n, T) (each predicts its tokens 1..T-1)."""
     n, T = win.shape
-    cos, sin = rope_tables(T, cfg.hd, cfg.theta)
     total = 0.0
     for b0 in range(0, n, batch):
         tok = win[b0:b0 + batch]
-        x = model["emb"][tok]
-        for ly in model["layers"]:
-            a = attention(rmsn(x, cfg.D, cfg.eps, ly["in_norm"]), ly["wq"], ly["wk"], ly["wv"], ly["wo"], cfg, cos, sin)
-            h = (x if ly["S_attn"] is None else x @ ly["S_attn"]) + a
-            m = mlp(rmsn(h, cfg.D, cfg.eps, ly["post_norm"]), ly["wg"], ly["wu"], ly["wd"])
-            x = (h if ly["S_mlp"] is None else h @ ly["S_mlp"]) + m
-        logits = rmsn(x, cfg.D, cfg.eps, model["final_norm"]) @ model["head"].T
-        total += nll_sum(logits, tok)
+        total += mr.nll_sum(mr.forward_logits(model, tok), tok)
     return total / (n * (T - 1))
 
 
@@ -319,114 +169,210 @@ def pca(X):
     return w, V * sgn
 
 
-def slice_llama(cfg, W, calib_win, sparsity, round_to=8, act_dtype=np.float64, batch=16):
-    """SliceGPT on dense HF weights W (float64) with calibration windows (n, T).
+def _norm_readers(arch):
+    """[(norm prefix, [reader prefixes])] for every norm; "lm_head" is the head."""
+    out = []
+    for lay in arch.layers:
+        if arch.parallel:
+            out.append((lay["in_norm"], lay["attn_readers"] + lay["mlp_readers"]))
+        else:
+            out.append((lay["in_norm"], lay["attn_readers"]))
+            out.append((lay["post_norm"], lay["mlp_readers"]))
+    out.append((arch.final_norm, ["lm_head"]))
+    return out
 
-    act_dtype=np.float32 runs the layer math (not the PCA, not the rotations) in
-    float32, to mimic an fp32 implementation.
-    Returns dict(tensors={HF name: float64}, eigenvalues={"embed": w,
-    "layers": [{"attn": w, "mlp": w}]}, bases=same layout with the full Q,
-    widths={"embed": d, "layers": [[d_in, d_mid, d_out]]}, d=d)."""
-    D, L = cfg.D, cfg.L
+
+def fuse(arch, W, embed_scale_dtype=None):
+    """The dense model W with its norms folded away (see the module doc)."""
+    F = {k: np.asarray(v, dtype=np.float64) for k, v in W.items()}
+    if arch.tied or "lm_head.weight" not in W:
+        if not arch.tied:
+            raise ValueError("%s: untied config without lm_head.weight" % arch.family)
+        F["lm_head.weight"] = F[arch.embed].copy()
+    ln = arch.norm == "ln"
+    for nname, readers in _norm_readers(arch):
+        w = F.pop(nname + ".weight")
+        beta = F.pop(nname + ".bias", None)
+        gamma = 1.0 + w if arch.norm == "rms1p" else w
+        for r in readers:
+            W0 = F[r + ".weight"]
+            if ln and beta is not None:
+                b = F.get(r + ".bias")
+                F[r + ".bias"] = (b if b is not None else 0.0) + W0 @ beta
+            F[r + ".weight"] = W0 * gamma[None, :]
+    if arch.family == "gemma":
+        F[arch.embed] = F[arch.embed] * mr.embed_scale(arch, embed_scale_dtype)
+    if ln:
+        F[arch.embed] = F[arch.embed] - F[arch.embed].mean(axis=1, keepdims=True)
+        if arch.pos is not None:
+            F[arch.pos] = F[arch.pos] - F[arch.pos].mean(axis=1, keepdims=True)
+        for lay in arch.layers:
+            for wr in (lay["attn_writer"], lay["mlp_writer"]):
+                F[wr + ".weight"] = F[wr + ".weight"] - F[wr + ".weight"].mean(axis=0, keepdims=True)
+                if wr + ".bias" in F:
+                    F[wr + ".bias"] = F[wr + ".bias"] - F[wr + ".bias"].mean()
+    return F
+
+
+def _rot_cols(F, out, names, Qd):
+    """Readers: W ← W·Qd; biases copied unchanged."""
+    for r in names:
+        out[r + ".weight"] = F[r + ".weight"] @ Qd
+        if r + ".bias" in F:
+            out[r + ".bias"] = F[r + ".bias"]
+
+
+def _rot_rows(F, out, name, Q, d):
+    """Writers: W ← (Qᵀ·W)[:d], b ← (Qᵀ·b)[:d]."""
+    out[name + ".weight"] = (Q.T @ F[name + ".weight"])[:d, :]
+    if name + ".bias" in F:
+        out[name + ".bias"] = (Q.T @ F[name + ".bias"])[:d]
+
+
+def _cast(t, names, ad):
+    return {k: v.astype(ad) for k, v in t.items()} if ad != np.float64 else t
+
+
+def slice_model(config, W, calib_win, sparsity, round_to=8, act_dtype=np.float64, batch=16,
+                embed_scale_dtype=None, signals=False):
+    """SliceGPT on dense HF weights W (float64); see the module doc. With
+    signals=True the result also holds "signals": [X₀·Q[:, :d]] + [Y_l·Qn[:, :d_out]
+    per layer], the calibration activations of the sliced model as it is built."""
+    cfg = _cfg(config)
+    arch = cfg.arch
+    D, L = arch.D, arch.L
     d = slice_width(D, sparsity, round_to)
+    calib_win = np.asarray(calib_win, dtype=np.int64)
     n, T = calib_win.shape
     ad = act_dtype
-    cos, sin = rope_tables(T, cfg.hd, cfg.theta, ad)
+    F = fuse(arch, W, embed_scale_dtype)
 
-    # Norm fusion into the readers' columns; untie the head.
-    emb = W["model.embed_tokens.weight"].astype(np.float64)
-    head = (W["lm_head.weight"] if "lm_head.weight" in W else emb) * W["model.norm.weight"][None, :]
     out = {}
     eig = {"layers": []}
     bases = {"layers": []}
     widths = {"layers": []}
 
-    # Step 1
-    X = emb[calib_win]  # (n, T, D), unrotated
+    # Step 1: the embedding (and OPT's positions, added to it).
+    X = mr.embed(arch, F, calib_win, sliced=True)  # (n, T, D), unrotated
     if ad != np.float64:
         X = X.astype(ad)
     w0, Q = pca(X)
     eig["embed"], bases["embed"], widths["embed"] = w0, Q, d
-    out["model.embed_tokens.weight"] = emb @ Q[:, :d]
+    out[arch.embed] = F[arch.embed] @ Q[:, :d]
+    if arch.pos is not None:
+        out[arch.pos] = F[arch.pos] @ Q[:, :d]
     d_in = d
+    sig = [X @ Q[:, :d]] if signals else None
 
     for l in range(L):
-        p = "model.layers.%d." % l
-        g_in = W[p + "input_layernorm.weight"][None, :]
-        g_post = W[p + "post_attention_layernorm.weight"][None, :]
-        wq = W[p + "self_attn.q_proj.weight"] * g_in
-        wk = W[p + "self_attn.k_proj.weight"] * g_in
-        wv = W[p + "self_attn.v_proj.weight"] * g_in
-        wo = W[p + "self_attn.o_proj.weight"]
-        wg = W[p + "mlp.gate_proj.weight"] * g_post
-        wu = W[p + "mlp.up_proj.weight"] * g_post
-        wd = W[p + "mlp.down_proj.weight"]
+        lay = arch.layers[l]
         d_mid = d
         d_out = D if l == L - 1 else d
-
-        # 2.1
         Qi = Q[:, :d_in]
-        S_attn = Qi.T  # (d_in, D)
-        wq, wk, wv = wq @ Qi, wk @ Qi, wv @ Qi
-        # 2.2: M = Xr·S_attn + Attn(RMSN(Xr))·W_oᵀ, W_o unsliced
-        M = np.empty((n, T, D), dtype=ad)
-        wqa, wka, wva, woa, Sa = (t.astype(ad) for t in (wq, wk, wv, wo, S_attn))
-        Qia = Qi.astype(ad)
-        for b0 in range(0, n, batch):
-            xr = X[b0:b0 + batch] @ Qia
-            M[b0:b0 + batch] = xr @ Sa + attention(rmsn(xr, D, cfg.eps), wqa, wka, wva, woa, cfg, cos, sin)
-        # 2.3
-        wm, Qm = pca(M)
-        Qmd = Qm[:, :d_mid]
-        S_attn = S_attn @ Qmd  # (d_in, d_mid)
-        wo = (Qm.T @ wo)[:d_mid, :]
-        S_mlp = Qmd.T  # (d_mid, D)
-        wg, wu = wg @ Qmd, wu @ Qmd
-        # 2.4: Y = Mr·S_mlp + MLP(RMSN(Mr)), W_down unsliced
-        Y = np.empty((n, T, D), dtype=ad)
-        wga, wua, wda, Sm = (t.astype(ad) for t in (wg, wu, wd, S_mlp))
-        Qmda = Qmd.astype(ad)
-        for b0 in range(0, n, batch):
-            mr = M[b0:b0 + batch] @ Qmda
-            Y[b0:b0 + batch] = mr @ Sm + mlp(rmsn(mr, D, cfg.eps), wga, wua, wda)
-        # 2.5
-        wn, Qn = pca(Y)
-        S_mlp = S_mlp @ Qn[:, :d_out]  # (d_mid, d_out)
-        wd = (Qn.T @ wd)[:d_out, :]
+        cur = {}  # this layer's working tensors
+        for k in ("q_norm", "k_norm"):
+            if lay[k]:
+                for s in (".weight", ".bias"):
+                    if lay[k] + s in F:
+                        out[lay[k] + s] = cur[lay[k] + s] = F[lay[k] + s]
+        S = Qi.T  # (d_in, D)
+        Qia, Sa = Qi.astype(ad), S.astype(ad)
 
-        out[p + "self_attn.q_proj.weight"] = wq
-        out[p + "self_attn.k_proj.weight"] = wk
-        out[p + "self_attn.v_proj.weight"] = wv
-        out[p + "self_attn.o_proj.weight"] = wo
-        out[p + "attn_shortcut_Q"] = S_attn
-        out[p + "mlp.gate_proj.weight"] = wg
-        out[p + "mlp.up_proj.weight"] = wu
-        out[p + "mlp.down_proj.weight"] = wd
-        out[p + "mlp_shortcut_Q"] = S_mlp
-        eig["layers"].append({"attn": wm, "mlp": wn})
-        bases["layers"].append({"attn": Qm, "mlp": Qn})
-        widths["layers"].append([d_in, d_mid, d_out])
-
+        if arch.parallel:
+            _rot_cols(F, cur, lay["attn_readers"] + lay["mlp_readers"], Qi)
+            for wr in (lay["attn_writer"], lay["mlp_writer"]):
+                for s in (".weight", ".bias"):
+                    if wr + s in F:
+                        cur[wr + s] = F[wr + s]
+            ca = _cast(cur, None, ad)
+            Y = np.empty((n, T, D), dtype=ad)
+            for b0 in range(0, n, batch):
+                xr = X[b0:b0 + batch] @ Qia
+                xn = rmsn(xr, D, arch.eps)
+                Y[b0:b0 + batch] = xr @ Sa + mr.attn(arch, ca, lay, xn, l) + mr.mlp(arch, ca, lay, xn)
+            wn, Qn = pca(Y)
+            S = S @ Qn[:, :d_out]  # (d_in, d_out)
+            _rot_rows(F, cur, lay["attn_writer"], Qn, d_out)
+            _rot_rows(F, cur, lay["mlp_writer"], Qn, d_out)
+            cur[lay["shortcut"]] = S
+            eig["layers"].append({"block": wn})
+            bases["layers"].append({"block": Qn})
+            widths["layers"].append([d_in, d_out])
+        else:
+            # 2.1 attention readers in the input basis; 2.2 M with W_o unsliced
+            _rot_cols(F, cur, lay["attn_readers"], Qi)
+            wo = lay["attn_writer"]
+            for s in (".weight", ".bias"):
+                if wo + s in F:
+                    cur[wo + s] = F[wo + s]
+            ca = _cast(cur, None, ad)
+            M = np.empty((n, T, D), dtype=ad)
+            for b0 in range(0, n, batch):
+                xr = X[b0:b0 + batch] @ Qia
+                M[b0:b0 + batch] = xr @ Sa + mr.attn(arch, ca, lay, rmsn(xr, D, arch.eps), l)
+            # 2.3
+            wm, Qm = pca(M)
+            Qmd = Qm[:, :d_mid]
+            S_attn = S @ Qmd  # (d_in, d_mid)
+            _rot_rows(F, cur, wo, Qm, d_mid)
+            S_mlp = Qmd.T  # (d_mid, D)
+            _rot_cols(F, cur, lay["mlp_readers"], Qmd)
+            wd = lay["mlp_writer"]
+            for s in (".weight", ".bias"):
+                if wd + s in F:
+                    cur[wd + s] = F[wd + s]
+            # 2.4 Y = Mr·S_mlp + MLP(RMSN(Mr)), W_down unsliced
+            ca = _cast(cur, None, ad)
+            Qmda, Sma = Qmd.astype(ad), S_mlp.astype(ad)
+            Y = np.empty((n, T, D), dtype=ad)
+            for b0 in range(0, n, batch):
+                mrot = M[b0:b0 + batch] @ Qmda
+                Y[b0:b0 + batch] = mrot @ Sma + mr.mlp(arch, ca, lay, rmsn(mrot, D, arch.eps))
+            # 2.5
+            wn, Qn = pca(Y)
+            S_mlp = S_mlp @ Qn[:, :d_out]  # (d_mid, d_out)
+            _rot_rows(F, cur, wd, Qn, d_out)
+            cur[lay["attn_shortcut"]] = S_attn
+            cur[lay["mlp_shortcut"]] = S_mlp
+            eig["layers"].append({"attn": wm, "mlp": wn})
+            bases["layers"].append({"attn": Qm, "mlp": Qn})
+            widths["layers"].append([d_in, d_mid, d_out])
+        out.update(cur)
         X, Q, d_in = Y, Qn, d_out
+        if signals:
+            sig.append(Y @ Qn[:, :d_out])
 
-    # Step 3
-    out["lm_head.weight"] = head @ Q
-    return dict(tensors=out, eigenvalues=eig, bases=bases, widths=widths, d=d)
+    # Step 3: the head, in the last basis (d_out = D).
+    out["lm_head.weight"] = F["lm_head.weight"] @ Q
+    if "lm_head.bias" in F:
+        out["lm_head.bias"] = F["lm_head.bias"]
+    res = dict(tensors=out, eigenvalues=eig, bases=bases, widths=widths, d=d, family=arch.family,
+               parallel=arch.parallel)
+    if signals:
+        res["signals"] = sig
+    return res
 
 
-def round_tensors(tensors, dtype):
-    return {k: round_to_dtype(v, dtype) for k, v in tensors.items()}
+def slice_llama(cfg, W, calib_win, sparsity, round_to=8, act_dtype=np.float64, batch=16):
+    return slice_model(cfg, W, calib_win, sparsity, round_to, act_dtype, batch)
 
 
 def write_sliced(out_dir, config, result, dtype="F32"):
     os.makedirs(out_dir, exist_ok=True)
     cfg = dict(config)
     cfg["tie_word_embeddings"] = False
-    cfg["torch_dtype"] = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}[dtype.upper()]
+    dt = mr._st_dtype(dtype)
+    cfg["torch_dtype"] = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}[dt]
     cfg["slicegpt_ref"] = {"widths": result["widths"]}
-    write_safetensors(os.path.join(out_dir, "model.safetensors"), result["tensors"], dtype)
+    T = result["tensors"]
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), {k: T[k] for k in sorted(T)}, dt)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
+
+
+def _eig_json(e):
+    return {"embed": e["embed"].tolist(),
+            "layers": [{k: v.tolist() for k, v in x.items()} for x in e["layers"]]}
 
 
 def main(argv=None):
@@ -445,22 +391,25 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     config, W = load_model_dir(a.model_dir)
-    cfg = Cfg(config)
+    try:
+        cfg = Cfg(config)
+    except Unsupported as e:
+        print("slicegpt_ref: %s: %s" % (a.model_dir, e), file=sys.stderr)
+        return 65
     calib = windows(load_tokens(a.calib), a.seqlen, a.nsamples)
-    res = slice_llama(cfg, W, calib, a.sparsity, a.round_to)
+    res = slice_model(cfg, W, calib, a.sparsity, a.round_to)
     tens = res["tensors"]
     if a.round:
         tens = round_tensors(tens, a.round)
-    rep = {"sparsity": a.sparsity, "d": res["d"], "widths": res["widths"], "round": a.round}
+    rep = {"family": res["family"], "sparsity": a.sparsity, "d": res["d"], "widths": res["widths"],
+           "round": a.round}
     if a.eval_tokens:
         ev = windows(load_tokens(a.eval_tokens), a.eval_seqlen or a.seqlen)
         rep["eval_windows"] = int(ev.shape[0])
         rep["dense_nll"] = model_nll(cfg, dense_model(cfg, W), ev)
         rep["sliced_nll"] = model_nll(cfg, sliced_model(cfg, tens), ev)
     if a.eigenvalues:
-        rep["eigenvalues"] = {"embed": res["eigenvalues"]["embed"].tolist(),
-                              "layers": [{"attn": e["attn"].tolist(), "mlp": e["mlp"].tolist()}
-                                         for e in res["eigenvalues"]["layers"]]}
+        rep["eigenvalues"] = _eig_json(res["eigenvalues"])
     if a.out:
         write_sliced(a.out, config, dict(res, tensors=tens), "BF16" if (a.round or "").lower() == "bf16" else "F32")
     json.dump(rep, sys.stdout, indent=None)
