@@ -75,7 +75,7 @@ static int validate(sp_model *m) {
         }
     }
     if (!c->sliced) SP_TRY(expect(m, a->final_norm, 1, c->hidden_size, 0, &params));
-    if (m->has_lm_head) SP_TRY(expect(m, a->head, 2, c->vocab_size, m->d_final, &params));
+    if (m->has_head) SP_TRY(expect(m, a->head, 2, c->vocab_size, m->d_final, &params));
     m->n_params = params;
     return 0;
 }
@@ -113,14 +113,14 @@ int sp_model_open(const char *dir, sp_model *m) {
     };
     m->d_embed = c->sliced ? c->d_embed : c->hidden_size;
     m->d_final = c->sliced ? c->d_out[c->n_layers - 1] : c->hidden_size;
-    m->has_lm_head = sp_ckpt_find(m->ckpt, m->arch->head, NULL) != NULL;
-    if (c->sliced && !m->has_lm_head) {
+    m->has_head = sp_ckpt_find(m->ckpt, m->arch->head, NULL) != NULL;
+    if (c->sliced && !m->has_head) {
         rc = sp_fail(SP_EX_DATAERR, "%s: sliced model has no %s (its head is never tied)", dir, m->arch->head);
         sp_model_close(m);
         return rc;
     }
-    /* tied with an lm_head tensor too: allowed by HF; the separate tensor wins, as in transformers. */
-    if (!c->sliced && !c->tie_word_embeddings && !m->has_lm_head) {
+    /* tied with a head tensor too: allowed by HF; the separate tensor wins, as in transformers. */
+    if (!c->sliced && !c->tie_word_embeddings && !m->has_head) {
         rc = sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is missing and tie_word_embeddings is false", dir, m->arch->head);
         sp_model_close(m);
         return rc;
@@ -227,7 +227,7 @@ int sp_model_load_embed(const sp_model *m, float *emb) {
 }
 
 int sp_model_load_head(const sp_model *m, float *w_head, float *norm, int *has_norm) {
-    const char *hn = m->has_lm_head ? m->arch->head : m->arch->embed;
+    const char *hn = m->has_head ? m->arch->head : m->arch->embed;
     SP_TRY(rd(m, hn, 2, m->cfg.vocab_size, m->d_final, w_head));
     *has_norm = !m->cfg.sliced;
     if (*has_norm) SP_TRY(rd(m, m->arch->final_norm, 1, m->d_final, 0, norm));

@@ -25,7 +25,7 @@ typedef struct sp_model {
     sp_dims dims;
     int64_t d_embed;   /* embedding width: D, or the sliced width */
     int64_t d_final;   /* width entering the head */
-    int has_lm_head;   /* lm_head.weight present (untied) */
+    int has_head;      /* the family's head tensor is present (untied) */
     int64_t n_params;  /* elements over all tensors */
     int64_t n_bytes;   /* bytes of tensor data over all shards */
 } sp_model;
@@ -62,7 +62,7 @@ int sp_model_load_layer(const sp_model *m, int64_t l, sp_layer_buf *b);
 
 /* Reads the embedding (vocab, d_embed) into emb. */
 int sp_model_load_embed(const sp_model *m, float *emb);
-/* Reads the head (vocab, d_final) — lm_head, or the tied embedding — into
+/* Reads the head (vocab, d_final) — its own tensor, or the tied embedding — into
  * w_head, and the final norm γ (d_final) into norm, or sets *has_norm = 0 when
  * the model is sliced (weightless final norm). */
 int sp_model_load_head(const sp_model *m, float *w_head, float *norm, int *has_norm);

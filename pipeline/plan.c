@@ -80,7 +80,7 @@ int sp_plan_reads(job *j) {
     }
     j->layer_read0[j->L] = j->n_reads;
     SP_TRY(add_read(j, a->final_norm, 0));
-    SP_TRY(add_read(j, j->m.has_lm_head ? a->head : a->embed, 1));
+    SP_TRY(add_read(j, j->m.has_head ? a->head : a->embed, 1));
     SP_ASSERT(j->n_reads == n);
     return 0;
 }

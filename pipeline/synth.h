@@ -11,20 +11,12 @@
  *                         `shards` files (+ index when more than one).
  *   calib.npy             1-D int32 token stream, `tokens` ids in [0, vocab).
  *
- * Tensors, in declaration (= write) order, HF names, shapes (rows, cols):
- *   model.embed_tokens.weight                  (V, D)       N(0,1)/sqrt(D)
- *   per layer l, model.layers.l.:
- *     input_layernorm.weight                   (D)          1 + 0.05·N(0,1)
- *     self_attn.q_proj.weight                  (H·hd, D)    N(0,1)/sqrt(D)
- *     self_attn.k_proj.weight                  (K·hd, D)    N(0,1)/sqrt(D)
- *     self_attn.v_proj.weight                  (K·hd, D)    N(0,1)/sqrt(D)
- *     self_attn.o_proj.weight                  (D, H·hd)    N(0,1)/sqrt(H·hd)
- *     post_attention_layernorm.weight          (D)          1 + 0.05·N(0,1)
- *     mlp.gate_proj.weight                     (F, D)       N(0,1)/sqrt(D)
- *     mlp.up_proj.weight                       (F, D)       N(0,1)/sqrt(D)
- *     mlp.down_proj.weight                     (D, F)       N(0,1)/sqrt(F)
- *   model.norm.weight                          (D)          1 + 0.05·N(0,1)
- *   lm_head.weight (absent when tied)          (V, D)       N(0,1)/sqrt(D)
+ * Tensors, in declaration (= write) order, with the family's HF names and
+ * shapes from the architecture table (arch.h): the embedding (V, D), each
+ * layer's tensors in the table's order, the final norm (D), and the head
+ * (V, D; absent when tied). Values: norms 1 + 0.05·N(0,1) (SP_INIT_NORM),
+ * every matrix N(0,1)/sqrt(cols) (SP_INIT_FANIN), the embedding and head
+ * N(0,1)/sqrt(D).
  * Every projection has std 1/sqrt(fan_in), so a unit-RMS input gives unit-RMS
  * outputs; the embedding shares the head's scale so that tying changes
  * nothing about the logits' scale (std ~1).

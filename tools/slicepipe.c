@@ -125,11 +125,11 @@ static int cmd_inspect(int argc, char **argv) {
     if (!rc) {
         const sp_config *c = &m.cfg;
         printf("model: %s\n", path);
-        printf("architecture: llama, %lld layers, hidden %lld, ffn %lld, heads %lld / kv %lld, head_dim %lld, vocab %lld\n",
-               (long long)c->n_layers, (long long)c->hidden_size, (long long)c->intermediate_size, (long long)c->n_heads,
+        printf("architecture: %s, %lld layers, hidden %lld, ffn %lld, heads %lld / kv %lld, head_dim %lld, vocab %lld\n",
+               m.arch->model_type, (long long)c->n_layers, (long long)c->hidden_size, (long long)c->intermediate_size, (long long)c->n_heads,
                (long long)c->n_kv_heads, (long long)c->head_dim, (long long)c->vocab_size);
         printf("rope: theta %g%s; rms_norm_eps %g; head: %s\n", c->rope_theta, c->rope_llama3 ? ", llama3 scaling" : "",
-               c->rms_norm_eps, m.has_lm_head ? "lm_head (untied)" : "tied to embedding");
+               c->rms_norm_eps, m.has_head ? "untied" : "tied to the embedding");
         if (c->sliced) {
             printf("sliced by slicepipe: sparsity %g, embedding width %lld\n", c->sparsity, (long long)c->d_embed);
             for (int64_t l = 0; l < c->n_layers; l++)
@@ -310,7 +310,7 @@ static void usage_synth(FILE *f) {
             "  --shards N       split into about N shards (default 1)\n"
             "  --seed S         (default 0)\n"
             "  --tokens N       calibration tokens in calib.npy (default 32768; BOS=1 every 512)\n"
-            "  --tied           tie the head to the embedding (no lm_head tensor)\n"
+            "  --tied           tie the head to the embedding (no head tensor)\n"
             "  --quiet          no progress on stderr\n");
 }
 
