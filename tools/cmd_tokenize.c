@@ -9,7 +9,6 @@
 #include "tokenizer.h"
 #include "tokens.h"
 
-#include <cjson/cJSON.h>
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -40,8 +39,9 @@ static void usage_tokenize(FILE *f) {
             "  -o, --output OUT.npy   the token file (written atomically)\n"
             "  --no-special           no BOS/EOS around documents\n"
             "  --max-doc-bytes N      refuse documents longer than N bytes (default 256MiB)\n"
-            "  --decoded F.jsonl      also write each document's ids decoded back to text\n"
-            "                         (special tokens skipped), one {\"text\": ...} per line\n"
+            "  --decoded F.jsonl      also write each document's ids decoded back to text, one\n"
+            "                         {\"text\": ...} per line (special tokens skipped, but\n"
+            "                         kept with --no-special)\n"
             "  --quiet                no progress line\n");
 }
 
@@ -49,15 +49,18 @@ static int write_ids(int fd, const sp_tok_ids *b, const char *path) {
     return sp_io_write_full(fd, b->ids, b->n * (int64_t)sizeof(int32_t), path);
 }
 
+/* One {"text": ...} line; escaped here (not with cJSON) so that a NUL in the
+ * decoded text survives. */
 static int write_decoded(FILE *f, const char *path, const char *s, int64_t n) {
-    cJSON *o = cJSON_CreateObject();
-    char *txt = NULL;
-    if (o && cJSON_AddStringToObject(o, "text", s)) txt = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    (void)n;
-    if (!txt) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
-    int bad = fputs(txt, f) < 0 || fputc('\n', f) < 0;
-    free(txt);
+    int bad = fputs("{\"text\": \"", f) < 0;
+    for (int64_t i = 0; i < n && !bad; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') bad = fprintf(f, "\\%c", c) < 0;
+        else if (c == '\n') bad = fputs("\\n", f) < 0;
+        else if (c < 0x20 || c == 0x7f) bad = fprintf(f, "\\u%04x", c) < 0;
+        else bad = fputc(c, f) < 0;
+    }
+    if (!bad) bad = fputs("\"}\n", f) < 0;
     if (bad) return sp_fail_errno(SP_EX_IOERR, "%s: write", path);
     return 0;
 }
@@ -117,7 +120,7 @@ static int run(sp_tok *tok, const char *in, const char *out, const char *decoded
         total += buf.n - before;
         if (df) {
             txt.n = 0;
-            rc = sp_tok_decode(tok, buf.ids + before, buf.n - before, 1, &txt);
+            rc = sp_tok_decode(tok, buf.ids + before, buf.n - before, special, &txt);
             if (!rc) rc = write_decoded(df, decoded, txt.s ? txt.s : "", txt.n);
         }
         if (!rc && buf.n >= FLUSH_IDS) {

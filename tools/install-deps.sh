@@ -2,11 +2,17 @@
 # Installs the Debian packages slicepipe needs to build and test, if missing.
 # Usage: tools/install-deps.sh [--test]   (--test adds what the test suite uses)
 set -eu
-pkgs="cmake make gcc pkg-config liburing-dev libopenblas-dev liblapacke-dev libxxhash-dev libcjson-dev"
+pkgs="cmake make gcc g++ pkg-config liburing-dev libopenblas-dev liblapacke-dev libxxhash-dev libcjson-dev"
+# tokenizers: PCRE2 regexes, utf8proc normalization, zlib (.gz text), libsentencepiece (tokenizer.model)
+pkgs="$pkgs libpcre2-dev libutf8proc-dev zlib1g-dev libsentencepiece-dev"
 if [ "${1:-}" = "--test" ]; then
     # python3-numpy: the independent numpy references under tests/;
-    # chromium: renders report.html headless in tests/test_report.sh.
-    pkgs="$pkgs python3 python3-numpy chromium"
+    # chromium: renders report.html headless in tests/test_report.sh;
+    # python3-sentencepiece: the tokenizer.model reference (Node's npm, when
+    # present, installs HF's
+    # tokenizers into the build folder for tests/tokenizer.cmake; not listed,
+    # since nodejs from other sources ships its own npm).
+    pkgs="$pkgs python3 python3-numpy chromium python3-sentencepiece"
 fi
 missing=""
 for p in $pkgs; do
