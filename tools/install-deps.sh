@@ -8,10 +8,9 @@ pkgs="$pkgs libpcre2-dev libutf8proc-dev zlib1g-dev libsentencepiece-dev"
 if [ "${1:-}" = "--test" ]; then
     # python3-numpy: the independent numpy references under tests/;
     # chromium: renders report.html headless in tests/test_report.sh;
-    # python3-sentencepiece: the tokenizer.model reference (Node's npm, when
-    # present, installs HF's
-    # tokenizers into the build folder for tests/tokenizer.cmake; not listed,
-    # since nodejs from other sources ships its own npm).
+    # python3-sentencepiece: the tokenizer.model reference. npm is not listed:
+    # tests/tokenizer.cmake uses Node's npm when present (nodejs from other
+    # sources ships its own) to install HF's tokenizers into the build folder.
     pkgs="$pkgs python3 python3-numpy chromium python3-sentencepiece"
 fi
 missing=""
