@@ -51,6 +51,7 @@
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
@@ -71,6 +72,71 @@ extern "C" {
 #define SP_CUDA_SCORE_CAP ((int64_t)1 << 30)   /* attention score buffer target: heads × T × T floats */
 #define SP_CUDA_PROBE_TIMEOUT_MS 120000        /* a probe child that answers later than this is killed */
 #define SP_CUDA_MIN_CC_MAJOR 8                 /* oldest architecture compiled (CMAKE_CUDA_ARCHITECTURES) */
+
+/* ------------------------------------------------------------------------ */
+/* cuBLAS and cuSOLVER, loaded on first use                                  */
+
+/* Linking libcublas/libcusolver would load them (and their ~270 MiB of RSS
+ * after relocation) into every slicepipe process, CPU runs and the three
+ * stages included, and the memory plan counts RSS. So they are dlopen'ed by
+ * the process that creates a context (or the probe child), and the runtime
+ * is linked statically (cudart_static loads the driver only at first use).
+ * The library folder of the toolkit built against is tried first. */
+#ifndef SP_CUDA_LIBDIR
+#define SP_CUDA_LIBDIR "/usr/local/cuda/lib64"
+#endif
+#define SP_CUDA_FNS(X)                                                                                      \
+    X(blas, cublasCreate_v2) X(blas, cublasSetStream_v2) X(blas, cublasSetMathMode)                          \
+    X(blas, cublasSetPointerMode_v2) X(blas, cublasGetStatusString) X(blas, cublasGetProperty)               \
+    X(blas, cublasSgemm_v2_64) X(blas, cublasSgemmStridedBatched_64) X(blas, cublasDgemm_v2_64)              \
+    X(blas, cublasDsyrk_v2_64) X(solver, cusolverDnCreate) X(solver, cusolverDnSetStream)                   \
+    X(solver, cusolverDnCreateParams) X(solver, cusolverDnXsyevd_bufferSize) X(solver, cusolverDnXsyevd)    \
+    X(solver, cusolverGetProperty)
+#define SP_DECL(lib, fn) static decltype(&::fn) p_##fn;
+SP_CUDA_FNS(SP_DECL)
+#undef SP_DECL
+static int g_libs_loaded;
+
+static void *lib_open(const char *const *names, char *why, size_t n) {
+    char path[512], errs[256] = "";
+    for (int i = 0; names[i]; i++) {
+        for (int dir = 0; dir < 2; dir++) {
+            if (dir == 0)
+                snprintf(path, sizeof path, "%s/%s", SP_CUDA_LIBDIR, names[i]);
+            else
+                snprintf(path, sizeof path, "%s", names[i]);
+            void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+            if (h) return h;
+            const char *e = dlerror();
+            if (!errs[0] && e) snprintf(errs, sizeof errs, "%s", e);
+        }
+    }
+    snprintf(why, n, "cannot load %s: %s", names[0], errs[0] ? errs : "not found");
+    return NULL;
+}
+
+/* 0, or -1 with the reason in why. */
+static int libs_load(char *why, size_t n) {
+    if (g_libs_loaded) return 0;
+    static const char *const blas_names[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so", NULL};
+    static const char *const solver_names[] = {"libcusolver.so.12", "libcusolver.so.11", "libcusolver.so", NULL};
+    void *blas = lib_open(blas_names, why, n);
+    if (!blas) return -1;
+    void *solver = lib_open(solver_names, why, n);
+    if (!solver) return -1;
+#define SP_LOAD(lib, fn)                                                          \
+    p_##fn = (decltype(&::fn))dlsym(lib, #fn);                                    \
+    if (!p_##fn) {                                                                \
+        snprintf(why, n, "symbol %s missing from the CUDA libraries", #fn);      \
+        return -1;                                                                \
+    }
+    SP_CUDA_FNS(SP_LOAD)
+#undef SP_LOAD
+    g_libs_loaded = 1;
+    return 0;
+}
+
+static const char *blas_str(cublasStatus_t s) { return p_cublasGetStatusString ? p_cublasGetStatusString(s) : "cuBLAS error"; }
 
 /* ------------------------------------------------------------------------ */
 /* errors                                                                     */
@@ -105,7 +171,7 @@ static const char *solver_str(cusolverStatus_t s) {
 #define BL_DIE(op, call)                                                      \
     do {                                                                      \
         cublasStatus_t s_ = (call);                                           \
-        if (s_ != CUBLAS_STATUS_SUCCESS) cu_fatal(op, #call, cublasGetStatusString(s_)); \
+        if (s_ != CUBLAS_STATUS_SUCCESS) cu_fatal(op, #call, blas_str(s_)); \
     } while (0)
 #define LAUNCHED(op) CU_DIE(op, cudaGetLastError())
 
@@ -120,7 +186,7 @@ static const char *solver_str(cusolverStatus_t s) {
     do {                                                                                              \
         cublasStatus_t s_ = (call);                                                                   \
         if (s_ != CUBLAS_STATUS_SUCCESS)                                                              \
-            return sp_fail(SP_EX_SOFTWARE, "cuda backend: %s: %s failed: %s", op, #call, cublasGetStatusString(s_)); \
+            return sp_fail(SP_EX_SOFTWARE, "cuda backend: %s: %s failed: %s", op, #call, blas_str(s_)); \
     } while (0)
 #define SO_RET(op, call)                                                                              \
     do {                                                                                              \
@@ -181,7 +247,7 @@ static int g_syevd_n;
 static int syevd_query(cusolverDnHandle_t sol, cusolverDnParams_t sp, int64_t D, void *dummy, int64_t *dev,
                        int64_t *host) {
     size_t d = 0, h = 0;
-    cusolverStatus_t s = cusolverDnXsyevd_bufferSize(sol, sp, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, D,
+    cusolverStatus_t s = p_cusolverDnXsyevd_bufferSize(sol, sp, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, D,
                                                      CUDA_R_64F, dummy, D, CUDA_R_64F, dummy, CUDA_R_64F, &d, &h);
     if (s != CUSOLVER_STATUS_SUCCESS) return -1;
     *dev = (int64_t)d;
@@ -194,12 +260,12 @@ __global__ void k_probe(int *x) { *x = 12345; }
 static void info_versions(cu_info *r) {
     cudaDriverGetVersion(&r->driver);
     cudaRuntimeGetVersion(&r->runtime);
-    cublasGetProperty(MAJOR_VERSION, &r->blas_v[0]);
-    cublasGetProperty(MINOR_VERSION, &r->blas_v[1]);
-    cublasGetProperty(PATCH_LEVEL, &r->blas_v[2]);
-    cusolverGetProperty(MAJOR_VERSION, &r->solver_v[0]);
-    cusolverGetProperty(MINOR_VERSION, &r->solver_v[1]);
-    cusolverGetProperty(PATCH_LEVEL, &r->solver_v[2]);
+    p_cublasGetProperty(MAJOR_VERSION, &r->blas_v[0]);
+    p_cublasGetProperty(MINOR_VERSION, &r->blas_v[1]);
+    p_cublasGetProperty(PATCH_LEVEL, &r->blas_v[2]);
+    p_cusolverGetProperty(MAJOR_VERSION, &r->solver_v[0]);
+    p_cusolverGetProperty(MINOR_VERSION, &r->solver_v[1]);
+    p_cusolverGetProperty(PATCH_LEVEL, &r->solver_v[2]);
 }
 
 /* Runs in the probe child: fills r. */
@@ -247,13 +313,14 @@ static void probe_child(cu_info *r, int64_t D) {
     cudaMemGetInfo(&fr, &tot);
     r->mem_free = (int64_t)fr;
     r->mem_total = (int64_t)tot;
+    if (libs_load(r->why, sizeof r->why)) return;
     info_versions(r);
     r->ok = 1;
     if (D > 0) {
         cusolverDnHandle_t sol;
         cusolverDnParams_t sp;
         r->syevd_D = D;
-        if (cusolverDnCreate(&sol) == CUSOLVER_STATUS_SUCCESS && cusolverDnCreateParams(&sp) == CUSOLVER_STATUS_SUCCESS)
+        if (p_cusolverDnCreate(&sol) == CUSOLVER_STATUS_SUCCESS && p_cusolverDnCreateParams(&sp) == CUSOLVER_STATUS_SUCCESS)
             r->syevd_ok = syevd_query(sol, sp, D, d, &r->syevd_dev, &r->syevd_host) == 0;
     }
 }
@@ -358,20 +425,22 @@ static int ctx_init(void) {
     cudaDeviceProp p;
     CU_RET("init", cudaGetDeviceProperties(&p, 0));
     CU_RET("init", cudaSetDevice(0));
+    char why[384];
+    if (libs_load(why, sizeof why)) return sp_fail(SP_EX_SOFTWARE, "cuda backend: %s", why);
     snprintf(r->name, sizeof r->name, "%.127s", p.name);
     r->cc_major = p.major;
     r->cc_minor = p.minor;
     r->sms = p.multiProcessorCount;
     info_versions(r);
     CU_RET("init", cudaStreamCreateWithFlags(&cx.st, cudaStreamNonBlocking));
-    BL_RET("init", cublasCreate(&cx.blas));
-    BL_RET("init", cublasSetStream(cx.blas, cx.st));
+    BL_RET("init", p_cublasCreate_v2(&cx.blas));
+    BL_RET("init", p_cublasSetStream_v2(cx.blas, cx.st));
     cx.tf32 = env_flag("SLICEPIPE_CUDA_TF32", 0);
-    BL_RET("init", cublasSetMathMode(cx.blas, cx.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-    BL_RET("init", cublasSetPointerMode(cx.blas, CUBLAS_POINTER_MODE_HOST));
-    SO_RET("init", cusolverDnCreate(&cx.sol));
-    SO_RET("init", cusolverDnSetStream(cx.sol, cx.st));
-    SO_RET("init", cusolverDnCreateParams(&cx.sp));
+    BL_RET("init", p_cublasSetMathMode(cx.blas, cx.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    BL_RET("init", p_cublasSetPointerMode_v2(cx.blas, CUBLAS_POINTER_MODE_HOST));
+    SO_RET("init", p_cusolverDnCreate(&cx.sol));
+    SO_RET("init", p_cusolverDnSetStream(cx.sol, cx.st));
+    SO_RET("init", p_cusolverDnCreateParams(&cx.sp));
     CU_RET("init", cudaMalloc((void **)&cx.d_bad, sizeof *cx.d_bad));
     CU_RET("init", cudaMalloc((void **)&cx.d_tr, sizeof *cx.d_tr));
     CU_RET("init", cudaMalloc((void **)&cx.d_info, sizeof *cx.d_info));
@@ -1048,14 +1117,14 @@ static void cu_zero(void *p, int64_t bytes) {
  * Cᵀ = op(B)ᵀ·op(A)ᵀ: the operands swap, the transposes stay. */
 static void sgemm_rm(const char *op, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    BL_DIE(op, cublasSgemm_64(cx.blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, B,
+    BL_DIE(op, p_cublasSgemm_v2_64(cx.blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, B,
                               ldb, A, lda, &beta, C, ldc));
 }
 
 static void sgemm_rm_batched(const char *op, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                              const float *A, int64_t lda, int64_t sA, const float *B, int64_t ldb, int64_t sB,
                              float beta, float *C, int64_t ldc, int64_t sC, int64_t batch) {
-    BL_DIE(op, cublasSgemmStridedBatched_64(cx.blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n,
+    BL_DIE(op, p_cublasSgemmStridedBatched_64(cx.blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n,
                                             m, k, &alpha, B, ldb, sB, A, lda, sA, &beta, C, ldc, sC, batch));
 }
 
@@ -1214,7 +1283,7 @@ static int cu_cov_add(sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_
         k_widen_rows<<<grid_for(nr * D), SP_CU_THREADS, 0, cx.st>>>(X + r0 * ld, ld, nr, D, ws->xd);
         CU_RET("cov_add", cudaGetLastError());
         /* column-major: H_lower (D, D) += Xd (D, nr) · Xdᵀ, i.e. row-major upper += XᵀX */
-        BL_RET("cov_add", cublasDsyrk_64(cx.blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, D, nr, &one, ws->xd, D, &one, H, D));
+        BL_RET("cov_add", p_cublasDsyrk_v2_64(cx.blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, D, nr, &one, ws->xd, D, &one, H, D));
     }
     return 0;
 }
@@ -1249,7 +1318,7 @@ static int cu_eigh(sp_bk_ws *ws, const double *H, int64_t D, double damp, double
                        (long long)ws->sol_dev_bytes, (long long)ws->sol_host_bytes);
     k_damped_copy<<<grid_for(DD), SP_CU_THREADS, 0, cx.st>>>(H, D, delta, ws->A);
     CU_RET("eigh", cudaGetLastError());
-    SO_RET("eigh", cusolverDnXsyevd(cx.sol, cx.sp, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, D, CUDA_R_64F, ws->A, D,
+    SO_RET("eigh", p_cusolverDnXsyevd(cx.sol, cx.sp, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, D, CUDA_R_64F, ws->A, D,
                                     CUDA_R_64F, ws->w, CUDA_R_64F, ws->sol_dev, (size_t)need_dev, ws->sol_host,
                                     (size_t)need_host, cx.d_info));
     int info = 0;
@@ -1277,7 +1346,7 @@ static void cu_rot_rows(sp_bk_ws *ws, float *W, int64_t rows, int64_t D, const f
         k_widen_scaled<<<grid_for(nr * D), SP_CU_THREADS, 0, cx.st>>>(W + r0 * D, nr, D, gamma, ws->rw);
         LAUNCHED("rot_rows");
         /* column-major Od (k, nr) = Q[:, :k]ᵀ (k, D; Q's memory, ld D) · Wd (D, nr) */
-        BL_DIE("rot_rows", cublasDgemm_64(cx.blas, CUBLAS_OP_N, CUBLAS_OP_N, k, nr, D, &one, Q, D, ws->rw, D, &zero,
+        BL_DIE("rot_rows", p_cublasDgemm_v2_64(cx.blas, CUBLAS_OP_N, CUBLAS_OP_N, k, nr, D, &one, Q, D, ws->rw, D, &zero,
                                           ws->ro, k));
         k_narrow<<<grid_for(nr * k), SP_CU_THREADS, 0, cx.st>>>(ws->ro, nr, k, W + r0 * k, k);
         LAUNCHED("rot_rows");
@@ -1295,7 +1364,7 @@ static void cu_rot_cols(sp_bk_ws *ws, const double *Q, int64_t D, int64_t k, flo
         k_widen_cols<<<grid_for(D * nc), SP_CU_THREADS, 0, cx.st>>>(W, D, cols, c0, nc, ws->rw);
         LAUNCHED("rot_cols");
         /* column-major Od (nc, k) = Wd (nc, D) · Q[:, :k] (op T of Q's memory's (k, D)) */
-        BL_DIE("rot_cols", cublasDgemm_64(cx.blas, CUBLAS_OP_N, CUBLAS_OP_T, nc, k, D, &one, ws->rw, nc, Q, D, &zero,
+        BL_DIE("rot_cols", p_cublasDgemm_v2_64(cx.blas, CUBLAS_OP_N, CUBLAS_OP_T, nc, k, D, &one, ws->rw, nc, Q, D, &zero,
                                           ws->ro, nc));
         k_narrow<<<grid_for(k * nc), SP_CU_THREADS, 0, cx.st>>>(ws->ro, k, nc, W + c0, cols);
         LAUNCHED("rot_cols");
@@ -1310,7 +1379,7 @@ static void cu_basis_product(const double *A, int64_t a, const double *B, int64_
     const double one = 1.0, zero = 0.0;
     /* column-major scratch (b, a) = B[:, :b]ᵀ · A[:, :a], i.e. row-major (a, b) = A[:, :a]ᵀ·B[:, :b] */
     BL_DIE("basis_product",
-           cublasDgemm_64(cx.blas, CUBLAS_OP_N, CUBLAS_OP_T, b, a, D, &one, B, D, A, D, &zero, scratch, b));
+           p_cublasDgemm_v2_64(cx.blas, CUBLAS_OP_N, CUBLAS_OP_T, b, a, D, &one, B, D, A, D, &zero, scratch, b));
     k_narrow<<<grid_for(a * b), SP_CU_THREADS, 0, cx.st>>>(scratch, a, b, C, b);
     LAUNCHED("basis_product");
 }

@@ -8,7 +8,8 @@
 #
 # The objects go into slicepipe_core (an OBJECT library folded into it, so
 # the archive has no cycle: the .cu code calls sp_fail from io/error.c), which
-# then links cuBLAS, cuSOLVER and the CUDA runtime and carries the PUBLIC
+# then links the static CUDA runtime (cuBLAS and cuSOLVER are loaded at run
+# time by the process that uses a device) and carries the PUBLIC
 # definition SLICEPIPE_HAVE_CUDA. Nothing outside gpu/ includes a CUDA header.
 #
 # Flags: the directory's C flags (-Wall ..., -fsanitize=...) are not given to
@@ -69,7 +70,10 @@ if(SLICEPIPE_HAVE_CUDA)
   # slicepipe_core was created before CUDA was enabled: give it the architectures.
   set_property(TARGET slicepipe_core PROPERTY CUDA_ARCHITECTURES ${CMAKE_CUDA_ARCHITECTURES})
   target_compile_definitions(slicepipe_core PUBLIC SLICEPIPE_HAVE_CUDA)
-  target_link_libraries(slicepipe_core PUBLIC CUDA::cublas CUDA::cusolver CUDA::cudart stdc++)
+  # cuBLAS and cuSOLVER are dlopen'ed by the process that uses the device
+  # (backend_cuda.cu says why); the runtime is linked statically.
+  target_compile_definitions(slicepipe_cuda PRIVATE SP_CUDA_LIBDIR="${CUDAToolkit_LIBRARY_DIR}")
+  target_link_libraries(slicepipe_core PUBLIC CUDA::cudart_static ${CMAKE_DL_LIBS} stdc++)
 else()
   message(STATUS "slicepipe: CUDA backend OFF (SLICEPIPE_CUDA=${SLICEPIPE_CUDA})")
 endif()
