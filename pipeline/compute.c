@@ -96,6 +96,16 @@ static int64_t boundary_bytes(const job *j) { return (int64_t)sizeof(sp_rec_laye
 
 static int64_t now_ns(void) { return (int64_t)(sp_now() * 1e9); }
 
+const char *const sp_prof_names[SP_PROF_COUNT] = {"forward", "second_moments", "eigh", "rotations", "spill_io", "waits"};
+
+/* Adds the time since *t0 to phase p and restarts the clock. */
+static void prof(cstate *c, enum sp_prof p, int64_t *t0) {
+    int64_t t = now_ns();
+    atomic_fetch_add(&c->st->prof_ns[p], t - *t0);
+    if (p == SP_PROF_WAIT) atomic_fetch_add(&c->st->wait_ns, t - *t0);
+    *t0 = t;
+}
+
 
 static void phase(cstate *c, int64_t layer, enum sp_phase p) {
     atomic_store(&c->st->layer, layer);
@@ -112,7 +122,7 @@ static int pull(cstate *c, int idx, float *dst, int64_t n) {
         if (!c->have) {
             int64_t t0 = now_ns();
             int rc = sp_ring_acquire_read(j->wring, &c->ch, 0);
-            atomic_fetch_add(&c->st->wait_ns, now_ns() - t0);
+            prof(c, SP_PROF_WAIT, &t0);
             if (rc == SP_RING_EOF) return sp_fail(SP_EX_SOFTWARE, "weights ring: the reader ended before '%s'", it->name);
             if (rc) return rc;
             if (c->ch.msg.id != (uint64_t)idx || c->ch.len % es != 0)
@@ -155,7 +165,7 @@ static int emit(cstate *c, const float *src, int64_t n) {
         sp_ring_msg msg = {.type = SP_MSG_TENSOR, .id = (uint64_t)c->out_idx, .total_bytes = m * es};
         int64_t t0 = now_ns();
         int rc = sp_ring_push(j->oring, &msg, c->obuf, m * es, 0);
-        atomic_fetch_add(&c->st->wait_ns, now_ns() - t0);
+        prof(c, SP_PROF_WAIT, &t0);
         if (rc) return rc;
         src += m;
         n -= m;
@@ -173,21 +183,31 @@ static int emit_all(cstate *c, const float *src, int64_t n) {
 
 /* In place: W (rows, D) float32 ← (W·diag γ)·Q[:, :k] as (rows, k), in float64. */
 static void rot_rows(cstate *c, float *W, int64_t rows, const float *gamma, const double *Q, int64_t k) {
+    int64_t t0 = now_ns();
     c->bk->rot_rows(c->ws, W, rows, c->j->D, gamma, Q, k);
+    prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* In place: W (D, cols) float32 ← Q[:, :k]ᵀ·W as (k, cols), in float64. */
 static void rot_cols(cstate *c, const double *Q, int64_t k, float *W, int64_t cols) {
+    int64_t t0 = now_ns();
     c->bk->rot_cols(c->ws, Q, c->j->D, k, W, cols);
+    prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* fs (a, b) float32 = A[:, :a]ᵀ·B[:, :b], with scratch (a, b) float64. */
 static void shortcut(cstate *c, const double *A, int64_t a, const double *B, int64_t b, double *scratch) {
+    int64_t t0 = now_ns();
     c->bk->basis_product(A, a, B, b, c->j->D, scratch, c->fs);
+    prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* fs (k, D) = Q[:, :k]ᵀ in float32; Qf (D, k) = Q[:, :k] in float32. */
-static void basis_f32(cstate *c, const double *Q, int64_t k) { c->bk->basis_f32(Q, c->j->D, k, c->Qf, c->fs); }
+static void basis_f32(cstate *c, const double *Q, int64_t k) {
+    int64_t t0 = now_ns();
+    c->bk->basis_f32(Q, c->j->D, k, c->Qf, c->fs);
+    prof(c, SP_PROF_ROTATE, &t0);
+}
 
 /* dst (rows, k) = src (rows, D) · Qf (D, k). */
 static void apply_qf(cstate *c, const float *src, int64_t rows, int64_t k, float *dst) {
@@ -203,14 +223,19 @@ static void cov_reset(cstate *c) {
 /* H += Xᵀ·X for one window X (T, D). */
 static int cov_add(cstate *c, const float *X) {
     const int64_t T = c->j->T, D = c->j->D;
-    SP_TRY(c->bk->cov_add(c->ws, c->H, D, X, T, D, c->h_rows));
+    int64_t t0 = now_ns();
+    int rc = c->bk->cov_add(c->ws, c->H, D, X, T, D, c->h_rows);
+    prof(c, SP_PROF_COV, &t0);
+    SP_TRY(rc);
     c->h_rows += T;
     return 0;
 }
 
 static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer) {
+    int64_t t0 = now_ns();
     int rc = c->h_rows == 0 ? sp_fail(SP_EX_DATAERR, "PCA over zero calibration tokens")
                             : c->bk->eigh(c->ws, c->H, c->j->D, 0.01, Q, c->j->evals + (int64_t)which * c->j->D);
+    prof(c, SP_PROF_EIGH, &t0);
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
@@ -230,9 +255,13 @@ static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t lay
     cov_reset(c);
     for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
         int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
+        int64_t t0 = now_ns();
         SP_TRY(sp_spill_read(in, k0 * T, nw * T, D, c->cin));
+        prof(c, SP_PROF_SPILL, &t0);
         for (int64_t k = 0; k < nw; k++) {
+            t0 = now_ns();
             f(c, c->cin + k * T * D, c->cout + k * T * D);
+            prof(c, SP_PROF_FORWARD, &t0);
             int rc = cov_add(c, c->cout + k * T * D);
             if (rc) { /* NaN/Inf: this layer is not committed; the message says where */
                 char msg[1024];
@@ -241,7 +270,9 @@ static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t lay
                                j->mf->model_path, (long long)layer, what, (long long)(k0 + k), msg);
             }
         }
+        t0 = now_ns();
         SP_TRY(sp_spill_write(out, k0 * T, nw * T, D, c->cout));
+        prof(c, SP_PROF_SPILL, &t0);
     }
     return 0;
 }
@@ -268,7 +299,7 @@ static int wait_journaled(cstate *c, int64_t layer) {
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
-    atomic_fetch_add(&c->st->wait_ns, now_ns() - t0);
+    prof(c, SP_PROF_WAIT, &t0);
     return 0;
 }
 
@@ -278,6 +309,7 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     const int64_t D = j->D;
     int bi = (int)((layer + 1) & 1);
     const char *bp = j->basis_path[bi];
+    int64_t t0 = now_ns();
     int fd = open(bp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", bp);
     int rc = sp_io_write_full(fd, c->Q, D * D * 8, bp);
@@ -285,6 +317,7 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     close(fd);
     SP_TRY(rc);
     SP_TRY(sp_spill_sync(c->sa));
+    prof(c, SP_PROF_SPILL, &t0); /* the boundary's durability: basis and spill fsynced */
     /* -1: the embedding (one PCA); 0..L-1: a layer (two); L: the head (none). */
     int64_t rows = layer < 0 ? 1 : layer < j->L ? j->n_pca : 0, first = layer < 0 ? 0 : 1 + j->n_pca * layer;
     sp_rec_layer rec = {.layer = layer, .basis_idx = bi, .n_eval_rows = rows};
@@ -300,9 +333,9 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     memcpy(msgbuf, &rec, sizeof rec);
     if (rows) memcpy(msgbuf + sizeof rec, j->evals + first * D, (size_t)(rows * D * 8));
     sp_ring_msg msg = {.type = SP_MSG_BOUNDARY, .id = (uint64_t)(layer + 1), .total_bytes = len};
-    int64_t t0 = now_ns();
+    t0 = now_ns();
     rc = sp_ring_push(j->oring, &msg, msgbuf, len, 0);
-    atomic_fetch_add(&c->st->wait_ns, now_ns() - t0);
+    prof(c, SP_PROF_WAIT, &t0);
     SP_TRY(rc);
     sp_fault_commit_point("compute");
     return 0;
@@ -422,14 +455,18 @@ static int slice_embed(cstate *c) {
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
         SP_TRY(pull(c, 0, c->eb, nr * D));
+        int64_t t0 = now_ns();
         for (int64_t v = r0; v < r0 + nr; v++)
             for (int64_t p = c->id_start[v]; p < c->id_start[v + 1]; p++)
                 SP_TRY(sp_spill_write(c->sa, c->pos[p], 1, D, c->eb + (v - r0) * D));
+        prof(c, SP_PROF_SPILL, &t0);
     }
     cov_reset(c);
     for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
         int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
+        int64_t t0 = now_ns();
         SP_TRY(sp_spill_read(c->sa, k0 * T, nw * T, D, c->cin));
+        prof(c, SP_PROF_SPILL, &t0);
         for (int64_t k = 0; k < nw; k++) SP_TRY(cov_add(c, c->cin + k * T * D));
     }
     SP_TRY(pca(c, c->Q, 0, "embedding", -1));
@@ -441,8 +478,10 @@ static int slice_embed(cstate *c) {
     }
     emit_end(c);
     char spill_hash[33];
+    int64_t t0 = now_ns();
     SP_TRY(sp_spill_sync(c->sa));
     SP_TRY(sp_spill_hash_file(sp_spill_path(c->sa), spill_hash)); /* the gather wrote A out of order */
+    prof(c, SP_PROF_SPILL, &t0);
     return boundary(c, -1, spill_hash);
 }
 

@@ -70,6 +70,10 @@ typedef struct sp_rec_layer {
     char pad[6];
 } sp_rec_layer;
 
+/* Where the compute stage's time goes (run summary, slicing.json, bench/). */
+enum sp_prof { SP_PROF_FORWARD, SP_PROF_COV, SP_PROF_EIGH, SP_PROF_ROTATE, SP_PROF_SPILL, SP_PROF_WAIT, SP_PROF_COUNT };
+extern const char *const sp_prof_names[SP_PROF_COUNT];
+
 /* One stage's counters, in a MAP_SHARED page written by the stage and read by
  * the supervisor. */
 typedef struct sp_stage_stat {
@@ -79,6 +83,7 @@ typedef struct sp_stage_stat {
     _Atomic int64_t layer;                /* compute: the layer in progress */
     _Atomic int32_t phase;                /* compute: enum sp_phase */
     _Atomic int32_t done;                 /* 1 once the stage finished */
+    _Atomic int64_t prof_ns[SP_PROF_COUNT]; /* compute: time per phase (wait: rings and the journal) */
     int32_t rc;                           /* exit status */
     char err[1024];                       /* the message when rc != 0 */
 } sp_stage_stat;

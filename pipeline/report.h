@@ -14,7 +14,11 @@
  *               "mlp":{"width":d_out,"evr":..,"eigenvalues":[..]}}, ...],
  *    "eval":{"nll_dense","ppl_dense","nll_sliced","ppl_sliced","tokens","seqlen"},
  *    "timing":{"<stage>":seconds, ...},
- *    "params":{"before","after"}, "bytes":{"before","after"}, "peak_rss_bytes":n}
+ *    "params":{"before","after"}, "bytes":{"before","after"}, "peak_rss_bytes":n,
+ *    "stages":{"<stage>":{"busy_seconds","wait_seconds","bytes_read","bytes_written",
+ *              "gb_per_s_busy","peak_rss_bytes"}, ..., "supervisor":{"peak_rss_bytes"},
+ *              "peak_rss_sum_bytes", "wall_seconds", "memory_plan_bytes",
+ *              "compute_phases":{"<phase>":seconds, ...}}}   (stages only with n_stages > 0)
  * EVR ("explained variance ratio") at width d = sum of the top d eigenvalues
  * / sum of all of them (sp_report_evr); it is computed here, not supplied.
  */
@@ -39,6 +43,13 @@ typedef struct sp_report_timing {
     double seconds;
 } sp_report_timing;
 
+/* One process of the pipeline, as its stats page recorded it. */
+typedef struct sp_report_stage {
+    const char *name;              /* "reader", "compute", "writer" */
+    double busy_seconds, wait_seconds;
+    int64_t bytes_read, bytes_written, peak_rss_bytes;
+} sp_report_stage;
+
 typedef struct sp_report {
     const char *model_name;        /* free text (escaped on output); NULL = "" */
     int64_t hidden_size;           /* D >= 1 */
@@ -55,6 +66,13 @@ typedef struct sp_report {
     int64_t params_before, params_after; /* element counts; -1 = unknown */
     int64_t bytes_before, bytes_after;   /* tensor data bytes; -1 = unknown */
     int64_t peak_rss_bytes;              /* of the slicing process; <= 0 = unknown */
+    const sp_report_stage *stages;       /* (n_stages) the stage processes; 0: no "stages" */
+    int n_stages;
+    int64_t supervisor_rss_bytes;        /* with stages: the supervisor's peak RSS */
+    double pipeline_seconds;             /* with stages: wall time of the pipeline */
+    int64_t memory_plan_bytes;           /* with stages: the plan summed RSS is held to */
+    const sp_report_timing *phases;      /* (n_phases) where the compute stage's time went */
+    int n_phases;
 } sp_report;
 
 /* sum(eig[0..d)) / sum(eig[0..n)), with compensated summation. NAN if eig is
@@ -74,13 +92,15 @@ int sp_report_write(const sp_report *r, const char *out_dir);
  * it into mf->output_path. evals is ((1 + 2L), D) eigenvalues, descending per
  * row: the embedding PCA, then per layer l the attention-output PCA (row
  * 1 + 2l) and the MLP-output PCA (row 2 + 2l). d_in/d_mid/d_out are (L).
- * dense/sliced may be NULL or hold NAN when not measured. */
+ * dense/sliced may be NULL or hold NAN when not measured. pipeline, when not
+ * NULL, supplies the stage statistics and the compute phases (its stages,
+ * supervisor_rss_bytes, pipeline_seconds, memory_plan_bytes and phases). */
 struct sp_manifest;
 struct sp_model;
 struct sp_eval_result;
 int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, const int64_t *d_in, const int64_t *d_mid,
                         const int64_t *d_out, const double *evals, const struct sp_eval_result *dense,
                         const struct sp_eval_result *sliced, double slice_seconds, int64_t params_after, int64_t bytes_after,
-                        int64_t peak_rss_bytes);
+                        int64_t peak_rss_bytes, const sp_report *pipeline);
 
 #endif

@@ -72,40 +72,25 @@ static void free_job(job *j) {
     sp_model_close(&j->m);
 }
 
-/* Adds the per-stage accounting to slicing.json (written by the report). */
-static int add_stage_stats(const job *j, int64_t supervisor_rss, double wall_pipeline) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/slicing.json", j->mf->output_path);
-    char *txt;
-    SP_TRY(sp_io_read_small(path, (int64_t)1 << 30, &txt, NULL));
-    cJSON *root = cJSON_Parse(txt);
-    free(txt);
-    if (!root) return sp_fail(SP_EX_SOFTWARE, "%s: cannot re-read", path);
-    cJSON *stages = cJSON_AddObjectToObject(root, "stages");
-    int64_t sum = supervisor_rss;
+/* Writes slicing.json and report.html, with the stages' statistics and the
+ * compute stage's phases. */
+static int write_report(const job *j, const sp_eval_result *dense, const sp_eval_result *sliced, double t_slice,
+                        int64_t params_after, int64_t bytes_after, int64_t sup_rss) {
+    sp_report_stage st[SP_STAGE_COUNT];
+    sp_report_timing ph[SP_PROF_COUNT];
+    int64_t rss = sup_rss;
     for (int s = 0; s < SP_STAGE_COUNT; s++) {
-        const sp_stage_stat *st = &j->sh->st[s];
-        cJSON *o = cJSON_AddObjectToObject(stages, sp_stage_names[s]);
-        double busy = (double)st->busy_ns / 1e9;
-        cJSON_AddNumberToObject(o, "busy_seconds", busy);
-        cJSON_AddNumberToObject(o, "wait_seconds", (double)st->wait_ns / 1e9);
-        cJSON_AddNumberToObject(o, "bytes_read", (double)st->bytes_read);
-        cJSON_AddNumberToObject(o, "bytes_written", (double)st->bytes_written);
-        cJSON_AddNumberToObject(o, "gb_per_s_busy", busy > 0 ? (double)(st->bytes_read + st->bytes_written) / busy / 1e9 : 0);
-        cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)st->peak_rss);
-        sum += st->peak_rss;
+        const sp_stage_stat *x = &j->sh->st[s];
+        st[s] = (sp_report_stage){sp_stage_names[s], (double)x->busy_ns / 1e9, (double)x->wait_ns / 1e9, x->bytes_read,
+                                  x->bytes_written, x->peak_rss};
+        rss += x->peak_rss;
     }
-    cJSON *sup = cJSON_AddObjectToObject(stages, "supervisor");
-    cJSON_AddNumberToObject(sup, "peak_rss_bytes", (double)supervisor_rss);
-    cJSON_AddNumberToObject(stages, "peak_rss_sum_bytes", (double)sum);
-    cJSON_AddNumberToObject(stages, "wall_seconds", wall_pipeline);
-    cJSON_AddNumberToObject(stages, "memory_plan_bytes", (double)sp_plan_total(j));
-    char *out = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!out) return sp_fail(SP_EX_SOFTWARE, "out of memory");
-    int rc = sp_io_write_atomic(path, out, (int64_t)strlen(out));
-    free(out);
-    return rc;
+    for (int p = 0; p < SP_PROF_COUNT; p++)
+        ph[p] = (sp_report_timing){sp_prof_names[p], (double)j->sh->st[SP_STAGE_COMPUTE].prof_ns[p] / 1e9};
+    sp_report pipe = {.stages = st, .n_stages = SP_STAGE_COUNT, .supervisor_rss_bytes = sup_rss, .pipeline_seconds = t_slice,
+                      .memory_plan_bytes = sp_plan_total(j), .phases = ph, .n_phases = SP_PROF_COUNT};
+    return sp_report_write_run(j->mf, &j->m, j->d_in, j->d_mid, j->d_out, j->evals, dense, sliced, t_slice, params_after,
+                               bytes_after, rss, &pipe);
 }
 
 static void print_stages(const job *j, FILE *f) {
@@ -118,6 +103,13 @@ static void print_stages(const job *j, FILE *f) {
                 sp_stage_names[s], busy, 100.0 * busy / (wall > 0 ? wall : 1), wait, (double)st->bytes_read / 1e6,
                 (double)st->bytes_written / 1e6, busy > 0 ? io / busy / 1e9 : 0.0, (double)st->peak_rss / 1048576.0);
     }
+    const sp_stage_stat *c = &j->sh->st[SP_STAGE_COMPUTE];
+    double total = 0;
+    for (int p = 0; p < SP_PROF_COUNT; p++) total += (double)c->prof_ns[p] / 1e9;
+    fprintf(f, "  compute phases:");
+    for (int p = 0; p < SP_PROF_COUNT; p++)
+        fprintf(f, " %s %.2fs (%.0f%%)%s", sp_prof_names[p], (double)c->prof_ns[p] / 1e9,
+                total > 0 ? 100.0 * (double)c->prof_ns[p] / 1e9 / total : 0.0, p + 1 < SP_PROF_COUNT ? "," : "\n");
 }
 
 int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
@@ -252,12 +244,10 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     }
     sp_model_close(&outm);
     if (rc) goto out;
+    rc = write_report(j, &dense, &sliced, t_slice, params_after, bytes_after, sup_rss);
+    if (!rc) rc = sp_resume_done(j);
     int64_t rss = sup_rss;
     for (int s = 0; s < SP_STAGE_COUNT; s++) rss += j->sh->st[s].peak_rss;
-    rc = sp_report_write_run(j->mf, &j->m, j->d_in, j->d_mid, j->d_out, j->evals, &dense, &sliced, t_slice, params_after,
-                             bytes_after, rss);
-    if (!rc) rc = add_stage_stats(j, sup_rss, t_slice);
-    if (!rc) rc = sp_resume_done(j);
     if (rc) goto out;
     sp_resume_clean(j);
     char b1[4096], b2[4096];

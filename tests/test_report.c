@@ -291,7 +291,11 @@ static void test_write_run(const char *dir) {
     }
     sp_eval_result dense = {.nll = 2.0, .ppl = exp(2.0), .tokens = 500, .seconds = 3.5};
     sp_eval_result sliced = {.nll = NAN, .ppl = NAN};
-    int rc = sp_report_write_run(&mf, &m, d_in, d_mid, d_out, &g_eig[0][0], &dense, &sliced, 7.25, 750, 3000, 123456789);
+    sp_report_stage stg[2] = {{"reader", 1.5, 2.5, 100, 0, 1000}, {"compute", 4.0, 0.5, 10, 20, 3000}};
+    sp_report_timing ph[2] = {{"forward", 3.0}, {"eigh", 0.75}};
+    sp_report pipe = {.stages = stg, .n_stages = 2, .supervisor_rss_bytes = 500, .pipeline_seconds = 6.0,
+                      .memory_plan_bytes = 9000, .phases = ph, .n_phases = 2};
+    int rc = sp_report_write_run(&mf, &m, d_in, d_mid, d_out, &g_eig[0][0], &dense, &sliced, 7.25, 750, 3000, 123456789, &pipe);
     CHECK(rc == 0, "write_run: %d %s", rc, sp_errmsg());
     snprintf(cmd, sizeof cmd, "%s/slicing.json", out);
     char *text = slurp(cmd);
@@ -312,6 +316,13 @@ static void test_write_run(const char *dir) {
               "run eval");
         CHECK(num(get(j, "params"), "after") == 750 && num(get(j, "bytes"), "before") == 4000 && num(j, "peak_rss_bytes") == 123456789,
               "run sizes");
+        const cJSON *st = get(j, "stages");
+        CHECK(num(get(st, "reader"), "busy_seconds") == 1.5 && num(get(st, "compute"), "bytes_written") == 20 &&
+                  fabs(num(get(st, "compute"), "gb_per_s_busy") - 30 / 4.0 / 1e9) < 1e-20 &&
+                  num(get(st, "supervisor"), "peak_rss_bytes") == 500 && num(st, "peak_rss_sum_bytes") == 4500 &&
+                  num(st, "wall_seconds") == 6.0 && num(st, "memory_plan_bytes") == 9000 &&
+                  num(get(st, "compute_phases"), "forward") == 3.0 && num(get(st, "compute_phases"), "eigh") == 0.75,
+              "run stages and phases");
     }
     cJSON_Delete(j);
     free(text);

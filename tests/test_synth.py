@@ -130,7 +130,7 @@ def main():
     check(r.returncode == 0, f"inspect exits 0 (got {r.returncode}: {r.stderr.strip()})")
     check("architecture: llama, 2 layers, hidden 64, ffn 128, heads 4 / kv 2, head_dim 16, vocab 300" in r.stdout,
           "inspect reports the architecture asked for")
-    check("lm_head (untied)" in r.stdout and "BF16" in r.stdout, "inspect: untied head, BF16")
+    check("head: lm_head.weight" in r.stdout and "BF16" in r.stdout, "inspect: untied head, BF16")
     idx = json.load(open(os.path.join(a, "model.safetensors.index.json")))
     shards = set(idx["weight_map"].values())
     check(len(shards) >= 2, f"index lists >= 2 shards ({len(shards)})")
@@ -157,7 +157,7 @@ def main():
     check(set(mt) == set(ma) - {"lm_head.weight"} and all(mt[n][2] == ma[n][2] for n in mt),
           "--tied: every other tensor byte-identical to the untied model's")
     ri = run([sp, "inspect", t])
-    check(ri.returncode == 0 and "tied to embedding" in ri.stdout and "shards: 1" in ri.stdout,
+    check(ri.returncode == 0 and "tied to the embedding" in ri.stdout and "shards: 1" in ri.stdout,
           "--tied: inspect ok, tied head, one shard (no --shards)")
     f = synth("f", "--dtype", "f32")
     mf = load_model(f)

@@ -129,7 +129,7 @@ static int cmd_inspect(int argc, char **argv) {
                m.arch->model_type, (long long)c->n_layers, (long long)c->hidden_size, (long long)c->intermediate_size, (long long)c->n_heads,
                (long long)c->n_kv_heads, (long long)c->head_dim, (long long)c->vocab_size);
         printf("rope: theta %g%s; rms_norm_eps %g; head: %s\n", c->rope_theta, c->rope_llama3 ? ", llama3 scaling" : "",
-               c->rms_norm_eps, m.has_head ? "untied" : "tied to the embedding");
+               c->rms_norm_eps, m.has_head ? m.arch->head : "tied to the embedding");
         if (c->sliced) {
             printf("sliced by slicepipe: sparsity %g, embedding width %lld\n", c->sparsity, (long long)c->d_embed);
             for (int64_t l = 0; l < c->n_layers; l++)
