@@ -3,6 +3,8 @@
 # Usage: tools/install-deps.sh [--test]   (--test adds what the test suite uses)
 set -eu
 pkgs="cmake make gcc g++ pkg-config liburing-dev libopenblas-dev liblapacke-dev libxxhash-dev libcjson-dev"
+# The CUDA backend (gpu/, SLICEPIPE_CUDA=AUTO) uses the CUDA Toolkit where it is already
+# installed (/usr/local/cuda); it is never installed from here.
 # tokenizers: PCRE2 regexes, utf8proc normalization, zlib (.gz text), libsentencepiece (tokenizer.model)
 pkgs="$pkgs libpcre2-dev libutf8proc-dev zlib1g-dev libsentencepiece-dev"
 if [ "${1:-}" = "--test" ]; then

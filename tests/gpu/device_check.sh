@@ -89,13 +89,15 @@ echo "slicepipe device check $(date -u +%FT%TZ), commit $(git rev-parse --short 
 } >>"$OUT/env.txt" 2>&1
 
 # ---- 1. build ----
-deps_ok() { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists liburing libxxhash libcjson openblas lapacke; }
+# The pkg-config modules CMakeLists.txt asks for (keep in step with it and with stage_device_inputs.sh).
+SP_PC_MODULES="liburing libxxhash libcjson openblas lapacke libpcre2-8 libutf8proc zlib sentencepiece"
+deps_ok() { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists $SP_PC_MODULES; }
 if ! deps_ok; then
     . tests/gpu/debs_env.sh
     if sp_debs_env >>"$OUT/build.log" 2>&1 && deps_ok; then
         rec deps ok "unpacked ${SP_DEBS:-.device-debs} under $SP_DEPS_PREFIX"
     else
-        rec deps FAIL "pkg-config does not find liburing libxxhash libcjson openblas lapacke, and no usable .device-debs"
+        rec deps FAIL "pkg-config does not find all of $SP_PC_MODULES, and no usable .device-debs"
     fi
 else
     rec deps ok "system packages"

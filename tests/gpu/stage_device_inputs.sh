@@ -5,7 +5,7 @@
 # registry, so this puts what the check needs into two git-ignored folders of
 # the checkout, to be named in the device call's carry:
 #
-#   .device-debs/    the Debian packages of the build dependencies (about 14 MB;
+#   .device-debs/    the Debian packages of the build dependencies (about 16 MB;
 #                    device_check.sh unpacks them under /tmp only if pkg-config
 #                    does not find the libraries there)
 #   .device-shared/  stories260k and the two TinyStories token files of
@@ -23,7 +23,9 @@ done
 (cd .device-debs && apt-get download \
     liburing-dev liburing2 libxxhash-dev libxxhash0 libcjson-dev libcjson1 \
     libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread libopenblas0 \
-    liblapacke liblapacke-dev libgfortran5 pkgconf pkgconf-bin libpkgconf3)
+    liblapacke liblapacke-dev libgfortran5 pkgconf pkgconf-bin libpkgconf3 \
+    libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2 \
+    zlib1g-dev libsentencepiece-dev libsentencepiece0)
 for f in config.json model.safetensors tokenizer.bin; do
     cp "$shared/models/stories260k/$f" .device-shared/models/stories260k/
 done
