@@ -215,7 +215,7 @@ EOF
     kill "$SMI_PID" 2>/dev/null
     last=$(grep -a "slicepipe: layer" "$OUT/run7b.log" | tail -1 | tr -d '\r')
     rec run_7b_time info "${RT} s wall for $NS x $SEQ tokens; last progress: ${last:-none}"
-    grep -aiE "stage|busy|profile|calib tok/s|parameters|elapsed|took|seconds" "$OUT/run7b.log" | tail -12 | sed 's/^/    /' >>"$SUM"
+    grep -aiE "stage|phase|forward|second moment|eigh|rotation|spill|busy|calib tok/s|parameters|elapsed|took|seconds" "$OUT/run7b.log" | tail -24 | sed 's/^/    /' >>"$SUM"
     "$SP" status "$WORK/llama7b-sliced" >>"$OUT/run7b.log" 2>&1
 else
     rec synth_7b FAIL "see synth.log"
