@@ -96,6 +96,11 @@ HF semantics implemented (transformers' modeling_<family>.py):
   * Phi: y = x + Attn(LN(x)) + MLP(LN(x)); dense = output projection; biases,
     lm_head.bias; optional per-head q/k LayerNorm (qk_layernorm).
   * tied heads use the embedding (unscaled), whatever lm_head.weight the file holds.
+Everything runs in float64. HF's own "float64" run of the hf-tiny fixtures keeps
+float32 stages (its RMSNorm upcasts to float32, its eager softmax runs in
+float32), so this forward agrees with those logits to ~1e-7 relative, and
+exactly (1e-16) where HF has no such stage (position 0 of OPT and Phi);
+tests/test_family_ref.py checks both.
 
 Only numpy and the standard library.
 """

@@ -5,7 +5,7 @@ its forward passes.
 
 API:
     slice_model(config_or_cfg, W, calib_win, sparsity, round_to=8,
-                act_dtype=np.float64, batch=16, embed_scale_dtype=None) -> result
+                act_dtype=np.float64, batch=16, embed_scale_dtype=None, signals=False) -> result
         W: dense HF tensors {name: float64}; calib_win (n, T) token windows
         (positions restart at 0 in each). act_dtype=np.float32 runs the layer
         math (not the PCA, not the rotations) in float32, to mimic an fp32
