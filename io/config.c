@@ -1,4 +1,6 @@
-/* io/config.c — config.json of the HF Llama family, parsed with cJSON.
+/* io/config.c — config.json of every family in the architecture table
+ * (pipeline/arch.h), parsed with cJSON. The common keys are read here, the
+ * family's own key names come from its table, and its hook reads the rest.
  *
  * The file is untrusted: every field is type-checked (integers must be JSON
  * numbers with an integral value, not booleans or strings), range-checked
@@ -138,10 +140,12 @@ static int parse_rope_scaling(const char *path, const cJSON *root, sp_config *cf
         return sp_fail(SP_EX_DATAERR, "%s: field 'rope_scaling.type': contradicts rope_type", path);
     const char *type = ty->valuestring;
     if (strcmp(type, "default") == 0) return 0; /* HF's spelling of "no scaling" */
-    if (strcmp(type, "llama3") != 0)
-        return sp_fail(SP_EX_DATAERR, "%s: field '%s': unsupported rope_scaling type '%.32s' (only 'llama3')", path,
-                       tname, type);
     const char *px = "rope_scaling.";
+    if (strcmp(type, "linear") == 0) /* positions divided by factor: inv_freq / factor */
+        return get_num(path, px, rs, "factor", 1, 0, 0, 1, 1e6, &cfg->rope_linear);
+    if (strcmp(type, "llama3") != 0)
+        return sp_fail(SP_EX_DATAERR, "%s: field '%s': unsupported rope_scaling type '%.32s' (supported: 'linear', "
+                                      "'llama3')", path, tname, type);
     SP_TRY(get_num(path, px, rs, "factor", 1, 0, 0, 1, 1e6, &cfg->rope_factor));
     SP_TRY(get_num(path, px, rs, "low_freq_factor", 1, 0, 0, 1, 1e6, &cfg->rope_low_freq_factor));
     SP_TRY(get_num(path, px, rs, "high_freq_factor", 1, 0, 0, 1, 1e6, &cfg->rope_high_freq_factor));
@@ -192,12 +196,59 @@ static int parse_slicepipe(const char *path, const cJSON *root, sp_config *cfg) 
     return 0;
 }
 
+/* Keys that mean a mixture of experts, which slicepipe does not slice. */
+static int refuse_moe(const char *path, const cJSON *root) {
+    static const char *keys[] = {"num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const cJSON *it;
+        SP_TRY(opt_field(path, "", root, keys[i], &it));
+        if (it && !(cJSON_IsNumber(it) && it->valuedouble == 0))
+            return sp_fail(SP_EX_DATAERR, "%s: field '%s': mixture-of-experts models are not supported (SliceGPT "
+                                          "slices dense models)", path, keys[i]);
+    }
+    return 0;
+}
+
+static int parse_act(const char *path, const cJSON *root, const sp_arch *a, sp_config *cfg) {
+    const char *v;
+    SP_TRY(get_str(path, root, a->act_key, &v));
+    if (!v) v = a->act_default;
+    for (int i = 0; a->act_names[i]; i++)
+        if (strcmp(a->act_names[i], v) == 0) {
+            cfg->act = (int)a->acts[i];
+            return 0;
+        }
+    char known[256] = "";
+    size_t n = 0;
+    for (int i = 0; a->act_names[i] && n < sizeof known; i++)
+        n += (size_t)snprintf(known + n, sizeof known - n, "%s'%s'", i ? ", " : "", a->act_names[i]);
+    return sp_fail(SP_EX_DATAERR, "%s: field '%s': '%.32s' is not supported for %s (supported: %s)", path, a->act_key, v,
+                   a->model_type, known);
+}
+
+static int parse_window(const char *path, const cJSON *root, const sp_arch *a, sp_config *cfg) {
+    const cJSON *use, *sw;
+    SP_TRY(opt_field(path, "", root, "use_sliding_window", &use));
+    SP_TRY(opt_field(path, "", root, "sliding_window", &sw));
+    if (use && !cJSON_IsBool(use)) return sp_fail(SP_EX_DATAERR, "%s: field 'use_sliding_window': must be true or false", path);
+    if (use && cJSON_IsFalse(use)) return 0; /* Qwen2: the window is off, whatever sliding_window says */
+    if (!sw) return 0;
+    if (!a->window_key)
+        return sp_fail(SP_EX_DATAERR, "%s: field 'sliding_window': %s has no sliding-window attention in slicepipe",
+                       path, a->model_type);
+    if (use) /* use_sliding_window true: Qwen2's per-layer windows (max_window_layers) */
+        return sp_fail(SP_EX_DATAERR, "%s: field 'use_sliding_window': true is not supported (per-layer windows)", path);
+    return get_int(path, "", root, "sliding_window", 0, 0, 1, INT32_MAX, &cfg->sliding_window);
+}
+
 static int parse_fields(const char *path, const cJSON *root, sp_config *cfg) {
     const char *mt;
     SP_TRY(get_str(path, root, "model_type", &mt));
-    SP_TRY(sp_arch_find(mt, path, &cfg->arch)); /* the architecture table decides which families exist */
+    SP_TRY(sp_arch_find(mt, path, &cfg->family)); /* the architecture table decides which families exist */
+    const sp_arch *a = cfg->family;
+    SP_TRY(refuse_moe(path, root));
     SP_TRY(get_int(path, "", root, "hidden_size", 1, 0, 1, HIDDEN_MAX, &cfg->hidden_size));
-    SP_TRY(get_int(path, "", root, "intermediate_size", 1, 0, 1, INTERMEDIATE_MAX, &cfg->intermediate_size));
+    SP_TRY(get_int(path, "", root, a->ffn_key, 1, 0, 1, INTERMEDIATE_MAX, &cfg->intermediate_size));
     SP_TRY(get_int(path, "", root, "num_hidden_layers", 1, 0, 1, SP_MAX_LAYERS, &cfg->n_layers));
     SP_TRY(get_int(path, "", root, "num_attention_heads", 1, 0, 1, HEADS_MAX, &cfg->n_heads));
     SP_TRY(get_int(path, "", root, "num_key_value_heads", 0, cfg->n_heads, 1, HEADS_MAX, &cfg->n_kv_heads));
@@ -211,21 +262,69 @@ static int parse_fields(const char *path, const cJSON *root, sp_config *cfg) {
                        "%s: field 'head_dim': absent, and num_attention_heads %lld does not divide hidden_size %lld",
                        path, (long long)cfg->n_heads, (long long)cfg->hidden_size);
     SP_TRY(get_int(path, "", root, "head_dim", 0, cfg->hidden_size / cfg->n_heads, 1, HEAD_DIM_MAX, &cfg->head_dim));
-    if (cfg->head_dim % 2 != 0)
+    if (cfg->head_dim % 2 != 0 && !a->pos_embed)
         return sp_fail(SP_EX_DATAERR, "%s: field 'head_dim': %lld must be even (RoPE rotates halves)", path,
                        (long long)cfg->head_dim);
     SP_TRY(get_int(path, "", root, "vocab_size", 1, 0, 1, VOCAB_MAX, &cfg->vocab_size));
-    SP_TRY(get_num(path, "", root, "rms_norm_eps", 0, 1e-6, 0.0, 1, 1.0, &cfg->rms_norm_eps));
+    if (a->eps_key) SP_TRY(get_num(path, "", root, a->eps_key, 0, a->eps_default, 0.0, 1, 1.0, &cfg->rms_norm_eps));
+    else cfg->rms_norm_eps = a->eps_default;
     SP_TRY(get_num(path, "", root, "rope_theta", 0, 10000.0, 0.0, 1, 1e12, &cfg->rope_theta));
+    SP_TRY(get_int(path, "", root, "max_position_embeddings", 0, 0, 1, INT32_MAX, &cfg->max_pos));
     const cJSON *tie;
     SP_TRY(opt_field(path, "", root, "tie_word_embeddings", &tie));
     if (tie && !cJSON_IsBool(tie))
         return sp_fail(SP_EX_DATAERR, "%s: field 'tie_word_embeddings': must be true or false", path);
-    cfg->tie_word_embeddings = tie && cJSON_IsTrue(tie);
+    cfg->tie_word_embeddings = tie ? cJSON_IsTrue(tie) : a->tie_default;
+    SP_TRY(sp_cfg_bool(path, root, "attention_bias", 0, &cfg->attention_bias));
+    SP_TRY(sp_cfg_bool(path, root, "mlp_bias", 0, &cfg->mlp_bias));
+    SP_TRY(parse_act(path, root, a, cfg));
+    SP_TRY(parse_window(path, root, a, cfg));
+    cfg->rot_dim = cfg->head_dim;
+    if (a->partial_rotary) {
+        double f;
+        SP_TRY(get_num(path, "", root, "partial_rotary_factor", 0, 1.0, 0.0, 1, 1.0, &f));
+        cfg->rot_dim = (int64_t)((double)cfg->head_dim * f); /* HF: int(head_dim * partial_rotary_factor) */
+        if (cfg->rot_dim < 2 || cfg->rot_dim % 2)
+            return sp_fail(SP_EX_DATAERR, "%s: field 'partial_rotary_factor': %g gives %lld rotary dimensions of head_dim "
+                                          "%lld (must be even and at least 2)", path, f, (long long)cfg->rot_dim,
+                           (long long)cfg->head_dim);
+    } else {
+        const cJSON *prf;
+        SP_TRY(opt_field(path, "", root, "partial_rotary_factor", &prf));
+        if (prf && !(cJSON_IsNumber(prf) && prf->valuedouble == 1.0))
+            return sp_fail(SP_EX_DATAERR, "%s: field 'partial_rotary_factor': %s rotates whole heads in slicepipe", path,
+                           a->model_type);
+    }
     SP_TRY(parse_dtype(path, root, cfg));
     SP_TRY(parse_rope_scaling(path, root, cfg));
-    return parse_slicepipe(path, root, cfg);
+    if (a->config) SP_TRY(a->config(path, root, cfg));
+    SP_TRY(parse_slicepipe(path, root, cfg));
+    return sp_arch_instance(a, cfg, &cfg->arch);
 }
+
+int sp_cfg_int(const char *path, const cJSON *obj, const char *name, int required, int64_t def, int64_t lo, int64_t hi,
+               int64_t *out) {
+    return get_int(path, "", obj, name, required, def, lo, hi, out);
+}
+
+int sp_cfg_num(const char *path, const cJSON *obj, const char *name, int required, double def, double lo, int lo_open,
+               double hi, double *out) {
+    return get_num(path, "", obj, name, required, def, lo, lo_open, hi, out);
+}
+
+int sp_cfg_bool(const char *path, const cJSON *obj, const char *name, int def, int *out) {
+    const cJSON *it;
+    SP_TRY(opt_field(path, "", obj, name, &it));
+    if (!it) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsBool(it)) return sp_fail(SP_EX_DATAERR, "%s: field '%s': must be true or false", path, name);
+    *out = cJSON_IsTrue(it);
+    return 0;
+}
+
+int sp_cfg_str(const char *path, const cJSON *obj, const char *name, const char **out) { return get_str(path, obj, name, out); }
 
 static int parse(const char *path, const char *text, int64_t len, sp_config *cfg) {
     if ((int64_t)strlen(text) != len) return sp_fail(SP_EX_DATAERR, "%s: NUL byte in the JSON text", path);
@@ -269,5 +368,6 @@ void sp_config_free(sp_config *cfg) {
     free(cfg->d_mid);
     free(cfg->d_out);
     free(cfg->raw_json);
+    sp_arch_free(cfg->arch);
     memset(cfg, 0, sizeof *cfg);
 }

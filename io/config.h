@@ -10,15 +10,23 @@
 #define SP_MAX_LAYERS 1024
 
 struct sp_arch;
+struct cJSON;
 
 typedef struct sp_config {
-    const struct sp_arch *arch; /* the family's table (pipeline/arch.h), from model_type */
+    const struct sp_arch *family; /* the family's table (pipeline/arch.h), from model_type */
+    struct sp_arch *arch;         /* this model's instance of it (optional tensors resolved); owned */
     int64_t hidden_size;        /* D, the original width */
     int64_t intermediate_size;
     int64_t n_layers;
     int64_t n_heads, n_kv_heads, head_dim;
     int64_t vocab_size;
-    double rms_norm_eps;
+    double rms_norm_eps;        /* the norm's eps (rms_norm_eps, layer_norm_eps or the family's default) */
+    int act;                    /* enum sp_bk_act the MLP runs (from hidden_act or its family's key) */
+    int64_t sliding_window;     /* 0: none; else query i sees key j iff 0 <= i - j < window */
+    int64_t rot_dim;            /* RoPE dimensions per head (partial_rotary_factor · head_dim; else head_dim) */
+    int attention_bias, mlp_bias; /* the Llama-style bias switches */
+    int64_t max_pos;            /* max_position_embeddings (0: absent) */
+    double rope_linear;         /* rope_scaling "linear": positions divided by this factor; 0: none */
     double rope_theta;
     int tie_word_embeddings;
     sp_dtype torch_dtype;       /* F32, F16 or BF16 */
@@ -50,5 +58,16 @@ typedef struct sp_config {
  * On failure *cfg is zeroed. */
 int sp_config_load(const char *dir, sp_config *cfg);
 void sp_config_free(sp_config *cfg);
+
+/* For the families' own keys (pipeline/arch_*.c): as config.c reads every
+ * field. get_int: an integral number in [lo, hi] (def when absent and not
+ * required); get_num: finite, in [lo, hi] (lo excluded when lo_open);
+ * get_bool: true/false (def when absent or null); get_str: NULL when absent. */
+int sp_cfg_int(const char *path, const struct cJSON *obj, const char *name, int required, int64_t def, int64_t lo, int64_t hi,
+               int64_t *out);
+int sp_cfg_num(const char *path, const struct cJSON *obj, const char *name, int required, double def, double lo, int lo_open,
+               double hi, double *out);
+int sp_cfg_bool(const char *path, const struct cJSON *obj, const char *name, int def, int *out);
+int sp_cfg_str(const char *path, const struct cJSON *obj, const char *name, const char **out);
 
 #endif

@@ -3,13 +3,16 @@
 #include "arch.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 
-extern const sp_arch sp_arch_llama;
+extern const sp_arch sp_arch_llama, sp_arch_mistral, sp_arch_qwen2, sp_arch_qwen3, sp_arch_phi3, sp_arch_gemma, sp_arch_opt,
+    sp_arch_phi;
 
-static const sp_arch *const families[] = {&sp_arch_llama};
+static const sp_arch *const families[] = {&sp_arch_llama, &sp_arch_mistral, &sp_arch_qwen2, &sp_arch_qwen3,
+                                          &sp_arch_phi3,  &sp_arch_gemma,   &sp_arch_opt,   &sp_arch_phi};
 
 int sp_arch_find(const char *model_type, const char *config_path, const sp_arch **out) {
     const char *mt = model_type ? model_type : "llama";
@@ -26,6 +29,65 @@ int sp_arch_find(const char *model_type, const char *config_path, const sp_arch 
     return sp_fail(SP_EX_DATAERR, "%s: field 'model_type': '%.32s' is not supported (supported: %s)", config_path, mt, known);
 }
 
+/* The instance: the family struct, then its filtered table, in one block. */
+typedef struct arch_inst {
+    sp_arch a;
+    sp_arch_tensor t[SP_ARCH_LAYER_MAX];
+} arch_inst;
+
+static int cond_met(const sp_arch_tensor *t, const sp_config *cfg) {
+    switch (t->cond) {
+    case SP_COND_ALWAYS: return 1;
+    case SP_COND_ATTN_BIAS: return cfg->attention_bias;
+    case SP_COND_MLP_BIAS: return cfg->mlp_bias;
+    }
+    return 0;
+}
+
+int sp_arch_instance(const sp_arch *family, const sp_config *cfg, sp_arch **out) {
+    *out = NULL;
+    arch_inst *x = calloc(1, sizeof *x);
+    if (!x) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    x->a = *family;
+    int map[SP_ARCH_LAYER_MAX], n = 0;
+    SP_ASSERT(family->n_layer <= SP_ARCH_LAYER_MAX);
+    for (int i = 0; i < family->n_layer; i++) {
+        map[i] = -1;
+        if (!cond_met(&family->layer[i], cfg)) continue;
+        map[i] = n;
+        x->t[n++] = family->layer[i];
+    }
+    for (int i = 0; i < n; i++)
+        if (x->t[i].of >= 0) {
+            SP_ASSERT(map[x->t[i].of] >= 0); /* a bias is never present without its weight */
+            x->t[i].of = map[x->t[i].of];
+        }
+    x->a.layer = x->t;
+    x->a.n_layer = n;
+    *out = &x->a;
+    return 0;
+}
+
+void sp_arch_free(sp_arch *a) { free(a); /* the instance heads its block */ }
+
+int sp_arch_slot_index(const sp_arch *a, enum sp_arch_slot slot) {
+    for (int i = 0; i < a->n_layer; i++)
+        if (a->layer[i].slot == slot) return i;
+    return -1;
+}
+
+int sp_arch_norm_bias_of(const sp_arch *a, enum sp_arch_pos pos) {
+    for (int i = 0; i < a->n_layer; i++)
+        if (a->layer[i].role == SP_ROLE_NORM_BIAS && a->layer[i].pos == pos) return i;
+    return -1;
+}
+
+int sp_arch_bias_of(const sp_arch *a, int t) {
+    for (int i = 0; i < a->n_layer; i++)
+        if (a->layer[i].role == SP_ROLE_BIAS && a->layer[i].of == t) return i;
+    return -1;
+}
+
 int64_t sp_arch_dim(const sp_config *cfg, enum sp_arch_dim dim) {
     switch (dim) {
     case SP_DIM_NONE: return 0;
@@ -34,6 +96,8 @@ int64_t sp_arch_dim(const sp_config *cfg, enum sp_arch_dim dim) {
     case SP_DIM_KV: return cfg->n_kv_heads * cfg->head_dim;
     case SP_DIM_F: return cfg->intermediate_size;
     case SP_DIM_HD: return cfg->head_dim;
+    case SP_DIM_QKV: return (cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
+    case SP_DIM_F2: return 2 * cfg->intermediate_size;
     }
     SP_ASSERT(0);
     return 0;

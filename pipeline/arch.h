@@ -17,6 +17,8 @@
  * Roles:
  *   NORM    γ of the norm in front of position `pos`'s readers; fused into
  *           their columns, absent from a sliced model.
+ *   NORM_BIAS  β of that norm (LayerNorm): fused into the readers' biases
+ *           (b += W·β), absent from a sliced model.
  *   READER  reads position `pos` (after its norm): columns rotated by that
  *           position's basis and sliced to its width.
  *   WRITER  writes into position `pos`: rows rotated by its basis (Qᵀ·W) and
@@ -40,9 +42,11 @@
 #include "backend.h"
 #include "config.h"
 
+struct cJSON;
+
 enum sp_arch_pos { SP_POS_IN, SP_POS_MID, SP_POS_OUT, SP_POS_COUNT };
 
-enum sp_arch_role { SP_ROLE_NORM, SP_ROLE_READER, SP_ROLE_WRITER, SP_ROLE_BIAS, SP_ROLE_HEAD };
+enum sp_arch_role { SP_ROLE_NORM, SP_ROLE_NORM_BIAS, SP_ROLE_READER, SP_ROLE_WRITER, SP_ROLE_BIAS, SP_ROLE_HEAD };
 
 /* A size in config.json's terms. */
 enum sp_arch_dim {
@@ -52,19 +56,35 @@ enum sp_arch_dim {
     SP_DIM_KV,   /* n_kv_heads · head_dim */
     SP_DIM_F,    /* intermediate_size */
     SP_DIM_HD,   /* head_dim */
+    SP_DIM_QKV,  /* (n_heads + 2·n_kv_heads) · head_dim: a fused q;k;v */
+    SP_DIM_F2,   /* 2 · intermediate_size: a fused gate;up */
 };
 
 /* Where the layer forward (pipeline/layer.c) finds a tensor. */
 enum sp_arch_slot {
-    SP_SLOT_ATTN_NORM, SP_SLOT_Q, SP_SLOT_K, SP_SLOT_V, SP_SLOT_O,
-    SP_SLOT_MLP_NORM, SP_SLOT_GATE, SP_SLOT_UP, SP_SLOT_DOWN,
+    SP_SLOT_ATTN_NORM, SP_SLOT_ATTN_NORM_B,
+    SP_SLOT_Q, SP_SLOT_K, SP_SLOT_V, SP_SLOT_QKV, SP_SLOT_Q_B, SP_SLOT_K_B, SP_SLOT_V_B,
+    SP_SLOT_Q_NORM, SP_SLOT_K_NORM,  /* per-head RMSNorm γ (head_dim) */
+    SP_SLOT_O, SP_SLOT_O_B,
+    SP_SLOT_MLP_NORM, SP_SLOT_MLP_NORM_B,
+    SP_SLOT_GATE, SP_SLOT_UP, SP_SLOT_GATE_UP, SP_SLOT_GATE_B, SP_SLOT_UP_B, /* non-gated MLPs: fc1 is GATE */
+    SP_SLOT_DOWN, SP_SLOT_DOWN_B,
     SP_SLOT_COUNT
+};
+
+/* When a table tensor exists (config.json decides). */
+enum sp_arch_cond {
+    SP_COND_ALWAYS,
+    SP_COND_ATTN_BIAS, /* attention_bias: true (Llama, Mistral) */
+    SP_COND_MLP_BIAS,  /* mlp_bias: true (Llama) */
 };
 
 /* How synth fills a tensor: value = offset + scale·N(0,1). */
 enum sp_arch_init {
     SP_INIT_NORM,  /* 1 + 0.05·N(0,1) */
     SP_INIT_FANIN, /* N(0,1)/sqrt(cols) */
+    SP_INIT_BIAS,  /* 0.02·N(0,1) */
+    SP_INIT_NORM0, /* 0.05·N(0,1): a (1 + w) norm's w (Gemma) */
 };
 
 typedef struct sp_arch_tensor {
@@ -75,6 +95,7 @@ typedef struct sp_arch_tensor {
     int of;                  /* BIAS: index (in this table) of its weight; else -1 */
     enum sp_arch_dim rows, cols; /* 1-D: cols == SP_DIM_NONE */
     enum sp_arch_init init;
+    enum sp_arch_cond cond;
 } sp_arch_tensor;
 
 #define SP_ARCH_LAYER_MAX 24 /* tensors of one layer, inputs or outputs */
@@ -89,15 +110,42 @@ typedef struct sp_arch {
     const char *final_norm;      /* γ of the norm before the head (D) */
     const char *head;            /* (V, D); when absent and tied, the embedding is read */
     const char *shortcut[SP_POS_COUNT]; /* output-only suffix of the shortcut into MID / OUT */
+    const char *final_norm_bias; /* β of the final LayerNorm, or NULL */
+    const char *head_bias;       /* the head's own bias (Phi-2 lm_head.bias), or NULL */
+    const char *pos_embed;       /* learned positions (OPT), or NULL */
+    int pos_offset;              /* row of position 0 in pos_embed (OPT: 2) */
     int parallel;                /* 1: one PCA a layer (no MID) */
     enum sp_bk_norm norm;
-    enum sp_bk_act act;
+    int norm_plus_one;           /* the norm scales by (1 + w) (Gemma) */
+    int embed_scale_sqrt_d;      /* embeddings × sqrt(hidden_size), rounded to the model dtype (Gemma) */
     enum sp_bk_rope rope;
+    /* config.json keys */
+    const char *ffn_key;         /* "intermediate_size" (OPT: "ffn_dim") */
+    const char *eps_key;         /* "rms_norm_eps", "layer_norm_eps", or NULL (eps_default) */
+    double eps_default;
+    const char *act_key;         /* "hidden_act" (OPT: "activation_function") */
+    const char *const *act_names;/* accepted values of act_key, NULL-terminated; acts[i] is what each runs */
+    const enum sp_bk_act *acts;
+    const char *act_default;
+    int tie_default;             /* tie_word_embeddings when config.json omits it (HF's class default) */
+    int window_key;              /* reads "sliding_window" (and "use_sliding_window") */
+    int partial_rotary;          /* reads "partial_rotary_factor" */
+    /* Family-specific keys and refusals, after the common ones; NULL: none. */
+    int (*config)(const char *path, const struct cJSON *root, struct sp_config *cfg);
 } sp_arch;
 
-/* The table for config.json's model_type (absent: llama), or 65 naming the
- * file and the type. */
+/* The family's table for config.json's model_type (absent: llama), or 65
+ * naming the file and the type. */
 int sp_arch_find(const char *model_type, const char *config_path, const sp_arch **out);
+
+/* The table one model uses: the family's, less the tensors whose condition
+ * cfg does not meet (e.g. attention_bias false), with `of` indices remapped.
+ * Allocated; freed with sp_arch_free. */
+int sp_arch_instance(const sp_arch *family, const sp_config *cfg, sp_arch **out);
+void sp_arch_free(sp_arch *a);
+
+/* Index of the tensor in `slot`, or -1. */
+int sp_arch_slot_index(const sp_arch *a, enum sp_arch_slot slot);
 
 /* The size `dim` stands for in cfg (D for SP_DIM_D: callers slice it). */
 int64_t sp_arch_dim(const sp_config *cfg, enum sp_arch_dim dim);
@@ -105,8 +153,11 @@ int64_t sp_arch_dim(const sp_config *cfg, enum sp_arch_dim dim);
 /* "model.layers.<l>.<suffix>" into buf (256 bytes). */
 const char *sp_arch_layer_name(const sp_arch *a, char buf[256], int64_t l, const char *suffix);
 
-/* Index of the NORM tensor in front of position pos, or -1. */
+/* Index of the NORM (or NORM_BIAS) tensor in front of position pos, or -1. */
 int sp_arch_norm_of(const sp_arch *a, enum sp_arch_pos pos);
+int sp_arch_norm_bias_of(const sp_arch *a, enum sp_arch_pos pos);
+/* Index of the BIAS of tensor t, or -1. */
+int sp_arch_bias_of(const sp_arch *a, int t);
 
 /* The positions a layer's PCAs fall on, in order: {MID, OUT}, or {OUT} for a
  * parallel block. Returns the count. */

@@ -42,6 +42,9 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
         return sp_fail(SP_EX_DATAERR, "the token stream (%lld tokens) is shorter than one window of %lld",
                        (long long)toks->n, (long long)T);
     int64_t N = W * T, D = c->hidden_size, V = c->vocab_size;
+    if (m->n_pos && T + m->arch->pos_offset > m->n_pos)
+        return sp_fail(SP_EX_USAGE, "--seqlen %lld exceeds the model's %lld learned positions (max_position_embeddings)",
+                       (long long)T, (long long)(m->n_pos - m->arch->pos_offset));
     int64_t budget = o->chunk_bytes > 0 ? o->chunk_bytes : (int64_t)64 << 20;
     int64_t cw = budget / (T * D * 4 * 3); /* chunk in, chunk out, spill buffer */
     if (cw < 1) cw = 1;
@@ -50,7 +53,8 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
 
     /* Chunks hold nw windows of T rows packed at the current width; h holds
      * one window's attention-block output (T, d_mid). */
-    float *cin = NULL, *cout = NULL, *h = NULL, *big = NULL, *norm = NULL, *logits = NULL;
+    float *cin = NULL, *cout = NULL, *h = NULL, *big = NULL, *norm = NULL, *norm_b = NULL, *hb = NULL, *pos = NULL,
+          *logits = NULL;
     sp_spill *sa = NULL, *sb = NULL;
     sp_layer_scratch *scr = NULL;
     sp_layer_buf lb = {0};
@@ -64,6 +68,9 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     /* Embedding or head (V, d) — whichever is loaded; one at a time. */
     if (!rc) rc = sp_alloc((void **)&big, V, D * 4, "embedding/head");
     if (!rc) rc = sp_alloc((void **)&norm, D, 4, "final norm");
+    if (!rc) rc = sp_alloc((void **)&norm_b, D, 4, "final norm");
+    if (!rc) rc = sp_alloc((void **)&hb, V, 4, "head bias");
+    if (!rc && m->n_pos) rc = sp_alloc((void **)&pos, m->n_pos, D * 4, "position table");
     if (!rc && o->dump_logits) rc = sp_alloc((void **)&logits, N, V * 4, "logits dump");
     if (!rc) rc = sp_layer_scratch_init(bk, m->arch, dims, T, D, &scr);
     if (!rc) rc = sp_layer_buf_init(m, &lb);
@@ -71,14 +78,23 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     if (!rc) rc = sp_spill_open(&sb, pb, N, D, SP_DTYPE_F32, cw * T, 0);
     if (rc) goto out;
 
-    /* Embedding: gather rows into spill A. */
-    rc = sp_model_load_embed(m, big);
+    /* Embedding: gather rows into spill A (× the family's scale, + learned positions). */
+    rc = sp_model_load_embed(m, big, pos);
     if (rc) goto out;
     int64_t width = m->d_embed;
+    const float scale = c->sliced ? 1.0f : sp_model_embed_scale(m);
     for (int64_t k0 = 0; k0 < W && !rc; k0 += cw) {
         int64_t nw = W - k0 < cw ? W - k0 : cw;
-        for (int64_t i = 0; i < nw * T; i++)
-            memcpy(cout + i * width, big + (int64_t)toks->ids[k0 * T + i] * width, (size_t)width * 4);
+        for (int64_t i = 0; i < nw * T; i++) {
+            float *dst = cout + i * width;
+            memcpy(dst, big + (int64_t)toks->ids[k0 * T + i] * width, (size_t)width * 4);
+            if (scale != 1.0f)
+                for (int64_t e = 0; e < width; e++) dst[e] *= scale;
+            if (pos) {
+                const float *p = pos + (i % T + m->arch->pos_offset) * width;
+                for (int64_t e = 0; e < width; e++) dst[e] += p[e];
+            }
+        }
         rc = sp_spill_write(sa, k0 * T, nw * T, width, cout);
     }
     if (rc) goto out;
@@ -93,10 +109,7 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
             int64_t nw = W - k0 < cw ? W - k0 : cw;
             rc = sp_spill_read(sa, k0 * T, nw * T, width, cin);
             if (rc) break;
-            for (int64_t k = 0; k < nw; k++) {
-                sp_layer_attn(scr, w, cin + k * T * w->d_in, T, h);
-                sp_layer_mlp(scr, w, h, T, cout + k * T * w->d_out);
-            }
+            for (int64_t k = 0; k < nw; k++) sp_layer_block(scr, w, cin + k * T * w->d_in, T, h, cout + k * T * w->d_out);
             rc = sp_spill_write(sb, k0 * T, nw * T, w->d_out, cout);
         }
         if (rc) goto out;
@@ -109,16 +122,17 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
                     sp_now() - tl, (double)N / (sp_now() - tl + 1e-9));
     }
 
-    int has_norm;
-    rc = sp_model_load_head(m, big, norm, &has_norm);
+    sp_head hd = {.w = big, .b = hb, .norm = norm, .norm_b = norm_b};
+    rc = sp_model_load_head(m, &hd);
     if (rc) goto out;
     double sum = 0;
     for (int64_t k0 = 0; k0 < W && !rc; k0 += cw) {
         int64_t nw = W - k0 < cw ? W - k0 : cw;
         rc = sp_spill_read(sa, k0 * T, nw * T, width, cin);
         for (int64_t k = 0; k < nw && !rc; k++)
-            sum += sp_layer_head_nll(scr, has_norm ? norm : NULL, big, width, cin + k * T * width, toks->ids + (k0 + k) * T, T,
-                                   logits ? logits + (k0 + k) * T * V : NULL);
+            sum += sp_layer_head_nll(scr, hd.kind, hd.has_norm ? norm : NULL, hd.has_norm_b ? norm_b : NULL, big,
+                                     hd.has_b ? hb : NULL, width, cin + k * T * width, toks->ids + (k0 + k) * T, T,
+                                     logits ? logits + (k0 + k) * T * V : NULL);
     }
     if (rc) goto out;
     if (o->dump_logits) {
@@ -143,6 +157,9 @@ out:
     free(h);
     free(big);
     free(norm);
+    free(norm_b);
+    free(hb);
+    free(pos);
     free(logits);
     return rc;
 }

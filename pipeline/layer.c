@@ -43,7 +43,7 @@ static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 enum { B_COS, B_SIN, B_XN, B_Q, B_K, B_V, B_CTX, B_GATE, B_UP, B_LOGITS, B_COUNT };
 
 static void buffer_shapes(const sp_dims *d, int64_t T, int64_t width_max, int64_t rows[B_COUNT], int64_t cols[B_COUNT]) {
-    const int64_t qw = d->n_heads * d->head_dim, kw = d->n_kv_heads * d->head_dim, half = d->head_dim / 2;
+    const int64_t qw = d->n_heads * d->head_dim, kw = d->n_kv_heads * d->head_dim, half = d->rot_dim / 2;
     const int64_t r[B_COUNT] = {T, T, T, T, T, T, T, min_i64(T, MLP_ROWS), min_i64(T, MLP_ROWS), min_i64(T, HEAD_ROWS)};
     const int64_t c[B_COUNT] = {half, half, width_max, qw, kw, kw, qw, d->ffn, d->ffn, d->vocab};
     memcpy(rows, r, sizeof r);
@@ -55,8 +55,9 @@ static sp_bk_plan_in ws_plan(const sp_dims *d, int64_t T) {
 }
 
 static int dims_ok(const sp_dims *d, int64_t T, int64_t width_max) {
-    return T >= 1 && width_max >= 1 && d->D >= 1 && d->n_heads >= 1 && d->n_kv_heads >= 1 && d->head_dim >= 2 &&
-           d->head_dim % 2 == 0 && d->n_heads % d->n_kv_heads == 0 && d->ffn >= 1 && d->vocab >= 1;
+    return T >= 1 && width_max >= 1 && d->D >= 1 && d->n_heads >= 1 && d->n_kv_heads >= 1 && d->head_dim >= 1 &&
+           d->rot_dim >= 0 && d->rot_dim % 2 == 0 && d->rot_dim <= d->head_dim && d->n_heads % d->n_kv_heads == 0 &&
+           d->ffn >= 1 && d->vocab >= 1;
 }
 
 int64_t sp_layer_scratch_bytes(const sp_bk *bk, const sp_dims *dims, int64_t T, int64_t width_max, int64_t *device_bytes) {
@@ -71,7 +72,7 @@ int64_t sp_layer_scratch_bytes(const sp_bk *bk, const sp_dims *dims, int64_t T, 
     sp_bk_plan p = bk->plan_bytes(&in);
     if (bk->host_shared) host = n;
     else dev = n;
-    host += 2 * T * (dims->head_dim / 2) * 4; /* the RoPE tables' host copies, during init */
+    host += 2 * T * (dims->rot_dim / 2) * 4; /* the RoPE tables' host copies, during init */
     *device_bytes = dev + p.device_bytes;
     return host + p.host_bytes;
 }
@@ -84,11 +85,12 @@ void sp_layer_scratch_free(sp_layer_scratch *s) {
     free(s);
 }
 
-/* inv_freq[i] = theta^(-2i/hd), with HF's "llama3" rope_scaling
- * (_compute_llama3_parameters) applied when dims->rope_llama3. */
+/* inv_freq[i] = theta^(-2i/rot) over the rotary dimensions, with HF's
+ * "linear" (÷ factor) or "llama3" rope_scaling (_compute_llama3_parameters). */
 static double rope_inv_freq(const sp_dims *dims, int64_t i) {
-    double hd = (double)dims->head_dim;
-    double f = pow(dims->rope_theta, -(double)(2 * i) / hd);
+    double rot = (double)dims->rot_dim;
+    double f = pow(dims->rope_theta, -(double)(2 * i) / rot);
+    if (dims->rope_linear > 0) return f / dims->rope_linear;
     if (!dims->rope_llama3) return f;
     double factor = dims->rope_factor, lo = dims->rope_low_freq_factor, hi = dims->rope_high_freq_factor;
     double old_ctx = (double)dims->rope_original_max_pos;
@@ -132,7 +134,7 @@ int sp_layer_scratch_init(const sp_bk *bk, const sp_arch *arch, const sp_dims *d
     int rc = bk->ws_init(&in, &s->ws);
     for (int i = 0; i < B_COUNT && !rc; i++) rc = bk->alloc((void **)p[i], rows[i] * cols[i] * 4, what[i]);
     /* The RoPE tables, computed on the host and uploaded once. */
-    const int64_t half = dims->head_dim / 2;
+    const int64_t half = dims->rot_dim / 2;
     float *tc = NULL, *ts = NULL;
     if (!rc) rc = sp_alloc((void **)&tc, T * half, 4, "RoPE tables");
     if (!rc) rc = sp_alloc((void **)&ts, T * half, 4, "RoPE tables");
@@ -173,61 +175,122 @@ static void add_shortcut(const sp_bk *bk, const float *x, int64_t rows, int64_t 
     }
 }
 
-/* xn (T, d) = N(x)·γ over the original width. */
-static void normed(sp_layer_scratch *s, const float *gamma, const float *x, int64_t T, int64_t d) {
+/* xn (T, d) = N(x)·γ (+ β) over the original width. */
+static void normed(sp_layer_scratch *s, enum sp_bk_norm kind, const float *gamma, const float *beta, const float *x, int64_t T,
+                   int64_t d) {
     s->bk->copy(s->xn, x, T * d * 4);
-    s->bk->norm(s->arch->norm, gamma, NULL, d, s->dims.D, s->dims.eps, s->xn, T);
+    s->bk->norm(kind, gamma, beta, d, s->dims.D, s->dims.eps, s->xn, T);
+}
+
+/* y (rows, n) = x·Wᵀ (+ b). */
+static void linear_b(const sp_bk *bk, const float *x, int64_t rows, int64_t k, const float *w, const float *b, int64_t n,
+                     float *y) {
+    linear(bk, x, rows, k, w, n, 0.0f, y);
+    if (b) bk->add_bias(y, b, rows, n);
+}
+
+/* ctx (T, nh·hd): the attention of xn (T, d_in), before the output projection. */
+static void attention_ctx(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t d_in) {
+    const sp_bk *bk = s->bk;
+    const sp_dims *dims = &s->dims;
+    int64_t nh = dims->n_heads, nkv = dims->n_kv_heads, hd = dims->head_dim, qw = nh * hd, kw = nkv * hd;
+    const float *wq = w->slot[SP_SLOT_Q], *wk = w->slot[SP_SLOT_K], *wv = w->slot[SP_SLOT_V];
+    if (w->slot[SP_SLOT_QKV]) { /* fused rows q; k; v */
+        wq = w->slot[SP_SLOT_QKV];
+        wk = wq + qw * d_in;
+        wv = wk + kw * d_in;
+    }
+    linear_b(bk, s->xn, T, d_in, wq, w->slot[SP_SLOT_Q_B], qw, s->q); /* (T, nh·hd) */
+    linear_b(bk, s->xn, T, d_in, wk, w->slot[SP_SLOT_K_B], kw, s->k); /* (T, nkv·hd) */
+    linear_b(bk, s->xn, T, d_in, wv, w->slot[SP_SLOT_V_B], kw, s->v); /* (T, nkv·hd) */
+    if (w->slot[SP_SLOT_Q_NORM]) /* per-head RMSNorm: rows of head_dim */
+        bk->norm(SP_BK_NORM_RMS, w->slot[SP_SLOT_Q_NORM], NULL, hd, hd, dims->eps, s->q, T * nh);
+    if (w->slot[SP_SLOT_K_NORM]) bk->norm(SP_BK_NORM_RMS, w->slot[SP_SLOT_K_NORM], NULL, hd, hd, dims->eps, s->k, T * nkv);
+    if (!s->arch->pos_embed) {
+        bk->rope(s->arch->rope, s->q, T, qw, nh, hd, dims->rot_dim, s->rope_cos, s->rope_sin);
+        bk->rope(s->arch->rope, s->k, T, kw, nkv, hd, dims->rot_dim, s->rope_cos, s->rope_sin);
+    }
+    bk->attention(s->ws, s->q, s->k, s->v, T, nh, nkv, hd, (float)(1.0 / sqrt((double)hd)), dims->window, s->ctx);
 }
 
 void sp_layer_attn(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h) {
     const sp_bk *bk = s->bk;
-    const sp_dims *dims = &s->dims;
-    int64_t d_in = w->d_in, d_mid = w->d_mid;
-    int64_t nh = dims->n_heads, nkv = dims->n_kv_heads, hd = dims->head_dim, qw = nh * hd, kw = nkv * hd;
+    int64_t d_in = w->d_in, d_mid = w->d_mid, qw = s->dims.n_heads * s->dims.head_dim;
     SP_ASSERT(T >= 1 && T <= s->T_max && d_in >= 1 && d_in <= s->width_max && d_mid >= 1);
     SP_ASSERT(w->shortcut[SP_POS_MID] || d_in == d_mid);
     SP_ASSERT((const float *)h != x);
 
-    normed(s, w->slot[SP_SLOT_ATTN_NORM], x, T, d_in);
-    linear(bk, s->xn, T, d_in, w->slot[SP_SLOT_Q], qw, 0.0f, s->q); /* (T, nh·hd) */
-    linear(bk, s->xn, T, d_in, w->slot[SP_SLOT_K], kw, 0.0f, s->k); /* (T, nkv·hd) */
-    linear(bk, s->xn, T, d_in, w->slot[SP_SLOT_V], kw, 0.0f, s->v); /* (T, nkv·hd) */
-    bk->rope(s->arch->rope, s->q, T, qw, nh, hd, hd, s->rope_cos, s->rope_sin);
-    bk->rope(s->arch->rope, s->k, T, kw, nkv, hd, hd, s->rope_cos, s->rope_sin);
-    bk->attention(s->ws, s->q, s->k, s->v, T, nh, nkv, hd, (float)(1.0 / sqrt((double)hd)), 0, s->ctx);
-    linear(bk, s->ctx, T, qw, w->slot[SP_SLOT_O], d_mid, 0.0f, h); /* (T, d_mid) */
+    normed(s, w->norm, w->slot[SP_SLOT_ATTN_NORM], w->slot[SP_SLOT_ATTN_NORM_B], x, T, d_in);
+    attention_ctx(s, w, T, d_in);
+    linear_b(bk, s->ctx, T, qw, w->slot[SP_SLOT_O], w->slot[SP_SLOT_O_B], d_mid, h); /* (T, d_mid) */
     add_shortcut(bk, x, T, d_in, w->shortcut[SP_POS_MID], d_mid, h);
 }
 
-void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *y) {
+/* y (T, d_out) (+)= MLP(xn), xn (T, d) already normalized; beta 1 accumulates. */
+static void mlp_xn(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t d, int64_t d_out, float beta, float *y) {
     const sp_bk *bk = s->bk;
-    int64_t d_mid = w->d_mid, d_out = w->d_out, ffn = s->dims.ffn;
+    const int64_t ffn = s->dims.ffn;
+    const float *wg = w->slot[SP_SLOT_GATE], *wu = w->slot[SP_SLOT_UP];
+    if (w->slot[SP_SLOT_GATE_UP]) { /* fused rows gate; up */
+        wg = w->slot[SP_SLOT_GATE_UP];
+        wu = wg + ffn * d;
+    }
+    for (int64_t r0 = 0; r0 < T; r0 += MLP_ROWS) {
+        int64_t nr = min_i64(T - r0, MLP_ROWS);
+        linear_b(bk, s->xn + r0 * d, nr, d, wg, w->slot[SP_SLOT_GATE_B], ffn, s->gate);
+        if (wu) linear_b(bk, s->xn + r0 * d, nr, d, wu, w->slot[SP_SLOT_UP_B], ffn, s->up);
+        bk->act(s->dims.act, s->gate, wu ? s->up : NULL, nr * ffn);
+        linear(bk, s->gate, nr, ffn, w->slot[SP_SLOT_DOWN], d_out, beta, y + r0 * d_out); /* (nr, d_out) */
+    }
+    if (w->slot[SP_SLOT_DOWN_B]) bk->add_bias(y, w->slot[SP_SLOT_DOWN_B], T, d_out);
+}
+
+void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *y) {
+    int64_t d_mid = w->d_mid, d_out = w->d_out;
     SP_ASSERT(T >= 1 && T <= s->T_max && d_mid >= 1 && d_mid <= s->width_max && d_out >= 1);
     SP_ASSERT(w->shortcut[SP_POS_OUT] || d_mid == d_out);
     SP_ASSERT((const float *)y != h);
 
-    normed(s, w->slot[SP_SLOT_MLP_NORM], h, T, d_mid);
-    for (int64_t r0 = 0; r0 < T; r0 += MLP_ROWS) {
-        int64_t nr = min_i64(T - r0, MLP_ROWS);
-        linear(bk, s->xn + r0 * d_mid, nr, d_mid, w->slot[SP_SLOT_GATE], ffn, 0.0f, s->gate);
-        linear(bk, s->xn + r0 * d_mid, nr, d_mid, w->slot[SP_SLOT_UP], ffn, 0.0f, s->up);
-        bk->act(s->arch->act, s->gate, s->up, nr * ffn);
-        linear(bk, s->gate, nr, ffn, w->slot[SP_SLOT_DOWN], d_out, 0.0f, y + r0 * d_out); /* (nr, d_out) */
-    }
-    add_shortcut(bk, h, T, d_mid, w->shortcut[SP_POS_OUT], d_out, y);
+    normed(s, w->norm, w->slot[SP_SLOT_MLP_NORM], w->slot[SP_SLOT_MLP_NORM_B], h, T, d_mid);
+    mlp_xn(s, w, T, d_mid, d_out, 0.0f, y);
+    add_shortcut(s->bk, h, T, d_mid, w->shortcut[SP_POS_OUT], d_out, y);
 }
 
-double sp_layer_head_nll(sp_layer_scratch *s, const float *norm, const float *w_head, int64_t d, const float *x,
-                         const int32_t *tokens, int64_t T, float *logits_out) {
+void sp_layer_parallel(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *y) {
+    const sp_bk *bk = s->bk;
+    int64_t d_in = w->d_in, d_out = w->d_out, qw = s->dims.n_heads * s->dims.head_dim;
+    SP_ASSERT(T >= 1 && T <= s->T_max && d_in >= 1 && d_in <= s->width_max && d_out >= 1);
+    SP_ASSERT(w->shortcut[SP_POS_OUT] || d_in == d_out);
+    SP_ASSERT((const float *)y != x);
+
+    normed(s, w->norm, w->slot[SP_SLOT_ATTN_NORM], w->slot[SP_SLOT_ATTN_NORM_B], x, T, d_in);
+    attention_ctx(s, w, T, d_in);
+    linear_b(bk, s->ctx, T, qw, w->slot[SP_SLOT_O], w->slot[SP_SLOT_O_B], d_out, y); /* (T, d_out) */
+    mlp_xn(s, w, T, d_in, d_out, 1.0f, y);
+    add_shortcut(bk, x, T, d_in, w->shortcut[SP_POS_OUT], d_out, y);
+}
+
+void sp_layer_block(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h, float *y) {
+    if (s->arch->parallel) {
+        sp_layer_parallel(s, w, x, T, y);
+        return;
+    }
+    sp_layer_attn(s, w, x, T, h);
+    sp_layer_mlp(s, w, h, T, y);
+}
+
+double sp_layer_head_nll(sp_layer_scratch *s, enum sp_bk_norm kind, const float *norm, const float *norm_b,
+                         const float *w_head, const float *b_head, int64_t d, const float *x, const int32_t *tokens, int64_t T,
+                         float *logits_out) {
     const sp_bk *bk = s->bk;
     const int64_t V = s->dims.vocab;
     SP_ASSERT(T >= 1 && T <= s->T_max && d >= 1 && d <= s->width_max);
-    normed(s, norm, x, T, d);
+    normed(s, kind, norm, norm_b, x, T, d);
     double nll = 0.0;
     for (int64_t r0 = 0; r0 < T; r0 += HEAD_ROWS) {
         int64_t nr = min_i64(T - r0, HEAD_ROWS), p = min_i64(nr, T - 1 - r0); /* rows that predict a token */
         float *lg = logits_out ? logits_out + r0 * V : s->logits;       /* (nr, V) */
-        linear(bk, s->xn + r0 * d, nr, d, w_head, V, 0.0f, lg);
+        linear_b(bk, s->xn + r0 * d, nr, d, w_head, b_head, V, lg);
         if (p > 0) nll = bk->nll(lg, p + 1, V, tokens + r0, nll);
     }
     return nll;

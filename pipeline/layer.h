@@ -30,11 +30,16 @@ typedef struct sp_dims {
     int rope_llama3;   /* Llama-3.1 frequency scaling, see sp_config */
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int64_t rope_original_max_pos;
+    double rope_linear;  /* "linear" rope_scaling factor; 0: none */
+    int64_t rot_dim;     /* rotary dimensions per head (<= head_dim, even) */
+    int64_t window;      /* sliding window; 0: none */
+    enum sp_bk_act act;  /* what the MLP runs */
 } sp_dims;
 
 /* The weights of one layer as a pass runs it. */
 typedef struct sp_layer_w {
-    int64_t d_in, d_mid, d_out;
+    int64_t d_in, d_mid, d_out;       /* a parallel block has no d_mid (== d_out) */
+    enum sp_bk_norm norm;             /* the family's (dense), or RMS (fused and sliced: weightless over D) */
     const float *slot[SP_SLOT_COUNT];    /* by arch slot, shapes as the table's at these widths;
                                           * a norm NULL: weightless (fused) */
     const float *shortcut[SP_POS_COUNT]; /* [MID] (d_in, d_mid), [OUT] (d_mid, d_out); NULL: identity */
@@ -50,17 +55,29 @@ int sp_layer_scratch_init(const sp_bk *bk, const sp_arch *arch, const sp_dims *d
                           sp_layer_scratch **out);
 void sp_layer_scratch_free(sp_layer_scratch *s);
 
-/* h (T, d_mid) = x·S_attn + Attn(N(x))·Woᵀ, x (T, d_in). h must not alias x. */
+/* h (T, d_mid) = x·S_attn + Attn(N(x))·Woᵀ + b_o, x (T, d_in). h must not alias x.
+ * Attention: q, k, v (fused or not, with their biases), per-head q/k norms,
+ * RoPE on the first rot_dim dimensions of each head (none with learned
+ * positions), causal GQA with the optional window. */
 void sp_layer_attn(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h);
-/* y (T, d_out) = h·S_mlp + MLP(N(h)); the gated MLP of the table's
- * activation. y must not alias h. */
+/* y (T, d_out) = h·S_mlp + MLP(N(h)): gated (act(x·Wgᵀ + b_g) ⊙ (x·Wuᵀ + b_u),
+ * gate;up fused or not) or plain (act(x·W1ᵀ + b_1)), then ·Wdᵀ + b_d. y must
+ * not alias h. */
 void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *y);
+/* A parallel block (Phi-2): y (T, d_out) = x·S + Attn(N(x)) + MLP(N(x)), both
+ * on the same normalized input; the shortcut is shortcut[OUT] (d_in, d_out). */
+void sp_layer_parallel(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *y);
+/* The whole block for this family: attention then MLP through h (T, d_mid),
+ * or the parallel block. */
+void sp_layer_block(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h, float *y);
 
-/* N(x)·γ then logits = ·W_headᵀ; returns acc plus the SUM (float64) of the
+/* N(x)·γ (+ β) then logits = ·W_headᵀ (+ b_head); returns the SUM (float64) of the
  * NLL of tokens[1..T-1] predicted at positions 0..T-2 (log-softmax). x (T, d),
  * norm (d) or NULL, w_head (vocab, d), tokens host memory. If logits_out !=
- * NULL (backend memory), writes all T rows of logits (T, vocab) there. */
-double sp_layer_head_nll(sp_layer_scratch *s, const float *norm, const float *w_head, int64_t d, const float *x,
-                         const int32_t *tokens, int64_t T, float *logits_out);
+ * NULL (backend memory), writes all T rows of logits (T, vocab) there.
+ * norm_b, b_head may be NULL. */
+double sp_layer_head_nll(sp_layer_scratch *s, enum sp_bk_norm kind, const float *norm, const float *norm_b,
+                         const float *w_head, const float *b_head, int64_t d, const float *x, const int32_t *tokens, int64_t T,
+                         float *logits_out);
 
 #endif

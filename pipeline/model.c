@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +75,11 @@ static int validate(sp_model *m) {
             SP_TRY(expect(m, nm, nd, shape[0], shape[1], &params));
         }
     }
+    if (a->pos_embed) SP_TRY(expect(m, a->pos_embed, 2, m->n_pos, m->d_embed, &params));
     if (!c->sliced) SP_TRY(expect(m, a->final_norm, 1, c->hidden_size, 0, &params));
+    if (!c->sliced && a->final_norm_bias) SP_TRY(expect(m, a->final_norm_bias, 1, c->hidden_size, 0, &params));
     if (m->has_head) SP_TRY(expect(m, a->head, 2, c->vocab_size, m->d_final, &params));
+    if (m->has_head_bias) SP_TRY(expect(m, a->head_bias, 1, c->vocab_size, 0, &params));
     m->n_params = params;
     return 0;
 }
@@ -110,10 +114,16 @@ int sp_model_open(const char *dir, sp_model *m) {
         .rope_low_freq_factor = c->rope_low_freq_factor,
         .rope_high_freq_factor = c->rope_high_freq_factor,
         .rope_original_max_pos = c->rope_original_max_pos,
+        .rope_linear = c->rope_linear,
+        .rot_dim = c->rot_dim,
+        .window = c->sliding_window,
+        .act = (enum sp_bk_act)c->act,
     };
     m->d_embed = c->sliced ? c->d_embed : c->hidden_size;
     m->d_final = c->sliced ? c->d_out[c->n_layers - 1] : c->hidden_size;
     m->has_head = sp_ckpt_find(m->ckpt, m->arch->head, NULL) != NULL;
+    m->has_head_bias = m->arch->head_bias && sp_ckpt_find(m->ckpt, m->arch->head_bias, NULL) != NULL;
+    m->n_pos = m->arch->pos_embed ? c->max_pos + m->arch->pos_offset : 0;
     if (c->sliced && !m->has_head) {
         rc = sp_fail(SP_EX_DATAERR, "%s: sliced model has no %s (its head is never tied)", dir, m->arch->head);
         sp_model_close(m);
@@ -187,8 +197,9 @@ void sp_layer_buf_view(const sp_model *m, sp_layer_buf *b, int64_t d_in, int64_t
     const sp_arch *a = m->arch;
     const float *slot[SP_SLOT_COUNT] = {0};
     for (int t = 0; t < a->n_layer; t++)
-        if (a->layer[t].role != SP_ROLE_NORM || norms) slot[a->layer[t].slot] = b->t[t];
-    b->w = (sp_layer_w){.d_in = d_in, .d_mid = d_mid, .d_out = d_out};
+        if ((a->layer[t].role != SP_ROLE_NORM && a->layer[t].role != SP_ROLE_NORM_BIAS) || norms)
+            slot[a->layer[t].slot] = b->t[t];
+    b->w = (sp_layer_w){.d_in = d_in, .d_mid = d_mid, .d_out = d_out, .norm = norms ? a->norm : SP_BK_NORM_RMS};
     memcpy(b->w.slot, slot, sizeof slot);
     for (int p = 0; p < SP_POS_COUNT && shortcuts; p++) b->w.shortcut[p] = b->sc[p];
 }
@@ -216,20 +227,49 @@ int sp_model_load_layer(const sp_model *m, int64_t l, sp_layer_buf *b) {
         for (int t = 0; t < a->n_layer; t++) {
             sp_arch_in_shape(a, c, t, shape, &nd);
             SP_TRY(rd(m, sp_arch_layer_name(a, nm, l, a->layer[t].suffix), nd, shape[0], shape[1], b->t[t]));
+            if (a->layer[t].role == SP_ROLE_NORM) sp_model_norm_weight(m, b->t[t], shape[0]);
         }
     }
     sp_layer_buf_view(m, b, w[SP_POS_IN], w[SP_POS_MID], w[SP_POS_OUT], !c->sliced, c->sliced);
     return 0;
 }
 
-int sp_model_load_embed(const sp_model *m, float *emb) {
-    return rd(m, m->arch->embed, 2, m->cfg.vocab_size, m->d_embed, emb);
+void sp_model_norm_weight(const sp_model *m, float *g, int64_t n) {
+    if (!m->arch->norm_plus_one) return;
+    for (int64_t i = 0; i < n; i++) g[i] = 1.0f + g[i];
 }
 
-int sp_model_load_head(const sp_model *m, float *w_head, float *norm, int *has_norm) {
-    const char *hn = m->has_head ? m->arch->head : m->arch->embed;
-    SP_TRY(rd(m, hn, 2, m->cfg.vocab_size, m->d_final, w_head));
-    *has_norm = !m->cfg.sliced;
-    if (*has_norm) SP_TRY(rd(m, m->arch->final_norm, 1, m->d_final, 0, norm));
+float sp_model_embed_scale(const sp_model *m) {
+    if (!m->arch->embed_scale_sqrt_d) return 1.0f;
+    /* HF: torch.tensor(hidden_size ** 0.5, dtype=the model dtype) */
+    float s = (float)sqrt((double)m->cfg.hidden_size), r;
+    unsigned char buf[4];
+    sp_dtype dt = m->cfg.torch_dtype;
+    if (dt == SP_DTYPE_F32) return s;
+    sp_convert_from_f32(dt, &s, 1, buf);
+    sp_convert_to_f32(dt, buf, 1, &r);
+    return r;
+}
+
+int sp_model_load_embed(const sp_model *m, float *emb, float *pos) {
+    SP_TRY(rd(m, m->arch->embed, 2, m->cfg.vocab_size, m->d_embed, emb));
+    if (m->arch->pos_embed) SP_TRY(rd(m, m->arch->pos_embed, 2, m->n_pos, m->d_embed, pos));
+    return 0;
+}
+
+int sp_model_load_head(const sp_model *m, sp_head *h) {
+    const sp_arch *a = m->arch;
+    const char *hn = m->has_head ? a->head : a->embed;
+    SP_TRY(rd(m, hn, 2, m->cfg.vocab_size, m->d_final, h->w));
+    h->kind = m->cfg.sliced ? SP_BK_NORM_RMS : a->norm;
+    h->has_norm = !m->cfg.sliced;
+    h->has_norm_b = !m->cfg.sliced && a->final_norm_bias;
+    h->has_b = m->has_head_bias;
+    if (h->has_norm) {
+        SP_TRY(rd(m, a->final_norm, 1, m->d_final, 0, h->norm));
+        sp_model_norm_weight(m, h->norm, m->d_final);
+    }
+    if (h->has_norm_b) SP_TRY(rd(m, a->final_norm_bias, 1, m->d_final, 0, h->norm_b));
+    if (h->has_b) SP_TRY(rd(m, a->head_bias, 1, m->cfg.vocab_size, 0, h->b));
     return 0;
 }

@@ -26,6 +26,8 @@ typedef struct sp_model {
     int64_t d_embed;   /* embedding width: D, or the sliced width */
     int64_t d_final;   /* width entering the head */
     int has_head;      /* the family's head tensor is present (untied) */
+    int has_head_bias; /* the head has its own bias tensor (Phi-2; sliced LayerNorm models) */
+    int64_t n_pos;     /* rows of the learned position table (OPT: max_pos + 2), or 0 */
     int64_t n_params;  /* elements over all tensors */
     int64_t n_bytes;   /* bytes of tensor data over all shards */
 } sp_model;
@@ -60,11 +62,28 @@ void sp_layer_buf_view(const sp_model *m, sp_layer_buf *b, int64_t d_in, int64_t
 /* Reads layer l into b (converted to float32; NaN/Inf refused with 65). */
 int sp_model_load_layer(const sp_model *m, int64_t l, sp_layer_buf *b);
 
-/* Reads the embedding (vocab, d_embed) into emb. */
-int sp_model_load_embed(const sp_model *m, float *emb);
-/* Reads the head (vocab, d_final) — its own tensor, or the tied embedding — into
- * w_head, and the final norm γ (d_final) into norm, or sets *has_norm = 0 when
- * the model is sliced (weightless final norm). */
-int sp_model_load_head(const sp_model *m, float *w_head, float *norm, int *has_norm);
+/* Reads the embedding (vocab, d_embed) into emb, and the learned positions
+ * (n_pos, d_embed) into pos when the family has them. Rows are as stored:
+ * the caller applies sp_model_embed_scale (dense Gemma). */
+int sp_model_load_embed(const sp_model *m, float *emb, float *pos);
+
+/* What a dense model multiplies its embeddings by: sqrt(hidden_size) rounded
+ * to the model dtype for Gemma (HF's normalizer), else 1. A sliced model has
+ * it baked into its embedding rows: callers use 1 for it. */
+float sp_model_embed_scale(const sp_model *m);
+
+/* A norm weight as the forward uses it: 1 + w for the (1 + w) families
+ * (Gemma), w otherwise. In place, n values. */
+void sp_model_norm_weight(const sp_model *m, float *g, int64_t n);
+
+/* The head: w (vocab, d_final) — its own tensor or the tied embedding — and,
+ * when present, its bias (vocab) and the final norm's γ and β (d_final);
+ * sliced models have a weightless final RMSN. The caller sizes the buffers. */
+typedef struct sp_head {
+    float *w, *b, *norm, *norm_b;
+    int has_b, has_norm, has_norm_b;
+    enum sp_bk_norm kind;
+} sp_head;
+int sp_model_load_head(const sp_model *m, sp_head *h);
 
 #endif

@@ -130,6 +130,12 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
                      mf->model_path);
         goto out;
     }
+    if (j->m.arch->norm != SP_BK_NORM_RMS || j->m.arch->parallel || j->m.arch->norm_plus_one ||
+        j->m.arch->embed_scale_sqrt_d || j->m.arch->pos_embed) {
+        rc = sp_fail(SP_EX_DATAERR, "%s: slicing %s models is not implemented yet (eval, inspect and synth support it)",
+                     mf->model_path, j->m.arch->model_type);
+        goto out;
+    }
     j->D = c->hidden_size, j->L = c->n_layers, j->V = c->vocab_size, j->F = c->intermediate_size;
     j->hq = c->n_heads * c->head_dim, j->hkv = c->n_kv_heads * c->head_dim;
     j->T = mf->calib_seqlen;

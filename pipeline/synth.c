@@ -1,4 +1,4 @@
-/* pipeline/synth.c — synthetic Llama checkpoints (see synth.h for the
+/* pipeline/synth.c — synthetic checkpoints of every family (see synth.h for the
  * tensors, scales, token stream and memory bound). */
 #include "synth.h"
 #include "tokens.h"
@@ -91,6 +91,7 @@ void sp_synth_defaults(sp_synth_opts *o) {
     o->kv_heads = 8;
     o->vocab = 1024;
     o->max_pos = 4096;
+    o->rotary = 1.0;
     o->dtype = SP_DTYPE_BF16;
     o->shards = 1;
     o->tokens = 64 * SP_SYNTH_BOS_EVERY;
@@ -112,55 +113,82 @@ typedef struct tensor_spec {
     double scale, offset; /* value = offset + scale·N(0,1) */
 } tensor_spec;
 
-/* The family's table (synth writes Llama; issue: --arch). */
-static const sp_arch *synth_arch(void) {
-    const sp_arch *a = NULL;
-    int rc = sp_arch_find("llama", "synth", &a);
-    SP_ASSERT(rc == 0 && a);
-    return a;
-}
-
-/* The sizes the table's dimensions stand for. */
+/* The sizes the table's dimensions stand for, and the switches its tensors'
+ * conditions read (synth writes no optional biases). */
 static sp_config synth_dims(const sp_synth_opts *o) {
     return (sp_config){.hidden_size = o->hidden, .intermediate_size = o->ffn, .n_layers = o->layers, .n_heads = o->heads,
-                       .n_kv_heads = o->kv_heads, .head_dim = o->head_dim, .vocab_size = o->vocab};
+                       .n_kv_heads = o->kv_heads, .head_dim = o->head_dim, .vocab_size = o->vocab, .max_pos = o->max_pos};
 }
 
-static int64_t spec_count(const sp_synth_opts *o) {
-    return 1 + synth_arch()->n_layer * o->layers + 1 + (o->tied ? 0 : 1);
+/* The model's table: the family's, instanced for synth's config. */
+typedef struct synth_arch {
+    sp_arch *a;
+    sp_config dims;
+    int64_t n_pos;  /* rows of the learned position table, or 0 */
+    int head_bias;  /* the family's head has its own bias tensor */
+} synth_arch;
+
+static int synth_arch_init(const sp_synth_opts *o, synth_arch *x) {
+    memset(x, 0, sizeof *x);
+    const sp_arch *fam;
+    int rc = sp_arch_find(o->arch ? o->arch : "llama", "--arch", &fam);
+    if (rc) return sp_fail(SP_EX_USAGE, "--arch '%s' is not a supported family", o->arch);
+    x->dims = synth_dims(o);
+    SP_TRY(sp_arch_instance(fam, &x->dims, &x->a));
+    x->n_pos = fam->pos_embed ? o->max_pos + fam->pos_offset : 0;
+    x->head_bias = fam->head_bias && !fam->pos_embed; /* Phi-2's lm_head.bias; OPT's head has none */
+    return 0;
 }
 
-static void spec_fill(tensor_spec *t, int ndim, int64_t rows, int64_t cols, enum sp_arch_init init) {
+/* The checkpoint's tensors in declaration order: the embedding, [the
+ * positions], each layer's tensors in the table's order, the final norm
+ * [and its β], [the head], [the head's bias]. */
+static int64_t spec_count(const sp_synth_opts *o, const synth_arch *x) {
+    return 1 + (x->n_pos > 0) + x->a->n_layer * o->layers + 1 + (x->a->final_norm_bias != NULL) + (o->tied ? 0 : 1) +
+           x->head_bias;
+}
+
+static void spec_fill(tensor_spec *t, const char *name, int ndim, int64_t rows, int64_t cols, enum sp_arch_init init) {
+    snprintf(t->name, sizeof t->name, "%s", name);
     t->ndim = ndim;
     t->shape[0] = rows;
     t->shape[1] = ndim == 1 ? 0 : cols;
-    if (init == SP_INIT_NORM) t->scale = 0.05, t->offset = 1.0;
-    else t->scale = 1.0 / sqrt((double)(ndim == 1 ? rows : cols));
+    switch (init) {
+    case SP_INIT_NORM: t->scale = 0.05, t->offset = 1.0; break;
+    case SP_INIT_NORM0: t->scale = 0.05, t->offset = 0.0; break;
+    case SP_INIT_BIAS: t->scale = 0.02, t->offset = 0.0; break;
+    case SP_INIT_FANIN: t->scale = 1.0 / sqrt((double)(ndim == 1 ? rows : cols)), t->offset = 0.0; break;
+    }
 }
 
-/* Fills spec i of the table (declaration order): the embedding, each layer's
- * tensors in the architecture table's order, the final norm, the head. */
-static void spec_at(const sp_synth_opts *o, int64_t i, tensor_spec *t) {
-    const sp_arch *a = synth_arch();
-    const sp_config dims = synth_dims(o);
-    const int64_t D = o->hidden, V = o->vocab, last = 1 + a->n_layer * o->layers;
+/* Fills spec i (declaration order, see spec_count). */
+static void spec_at(const sp_synth_opts *o, const synth_arch *x, int64_t i, tensor_spec *t) {
+    const sp_arch *a = x->a;
+    const int64_t D = o->hidden, V = o->vocab, first = 1 + (x->n_pos > 0), last = first + a->n_layer * o->layers;
+    const enum sp_arch_init norm_init = a->norm_plus_one ? SP_INIT_NORM0 : SP_INIT_NORM;
     memset(t, 0, sizeof *t);
     if (i == 0) {
-        snprintf(t->name, sizeof t->name, "%s", a->embed);
-        spec_fill(t, 2, V, D, SP_INIT_FANIN);
-    } else if (i == last) {
-        snprintf(t->name, sizeof t->name, "%s", a->final_norm);
-        spec_fill(t, 1, D, 0, SP_INIT_NORM);
-    } else if (i == last + 1) {
-        snprintf(t->name, sizeof t->name, "%s", a->head);
-        spec_fill(t, 2, V, D, SP_INIT_FANIN);
-    } else {
-        int64_t l = (i - 1) / a->n_layer, k = (i - 1) % a->n_layer, shape[2];
+        spec_fill(t, a->embed, 2, V, D, SP_INIT_FANIN);
+    } else if (i < first) {
+        spec_fill(t, a->pos_embed, 2, x->n_pos, D, SP_INIT_FANIN);
+    } else if (i < last) {
+        int64_t l = (i - first) / a->n_layer, k = (i - first) % a->n_layer, shape[2];
         int nd;
         char nm[256];
-        sp_arch_in_shape(a, &dims, (int)k, shape, &nd);
-        snprintf(t->name, sizeof t->name, "%s", sp_arch_layer_name(a, nm, l, a->layer[k].suffix));
-        spec_fill(t, nd, shape[0], shape[1], a->layer[k].init);
+        sp_arch_in_shape(a, &x->dims, (int)k, shape, &nd);
+        spec_fill(t, sp_arch_layer_name(a, nm, l, a->layer[k].suffix), nd, shape[0], shape[1], a->layer[k].init);
+    } else {
+        const char *tail[4];
+        int nt = 0;
+        tail[nt++] = a->final_norm;
+        if (a->final_norm_bias) tail[nt++] = a->final_norm_bias;
+        if (!o->tied) tail[nt++] = a->head;
+        if (x->head_bias) tail[nt++] = a->head_bias;
+        const char *name = tail[i - last];
+        if (name == a->final_norm) spec_fill(t, name, 1, D, 0, norm_init);
+        else if (name == a->final_norm_bias) spec_fill(t, name, 1, D, 0, SP_INIT_BIAS);
+        else if (name == a->head) spec_fill(t, name, 2, V, D, SP_INIT_FANIN);
+        else spec_fill(t, name, 1, V, 0, SP_INIT_BIAS);
     }
 }
 
@@ -196,13 +224,21 @@ int sp_synth_check(sp_synth_opts *o) {
      * the bounds keep below 2^62 too; check it anyway. */
     int64_t total = 0, n;
     tensor_spec t;
-    for (int64_t i = 0; i < spec_count(o); i++) {
-        spec_at(o, i, &t);
+    synth_arch x;
+    SP_TRY(synth_arch_init(o, &x));
+    int rc = 0;
+    if (x.a->partial_rotary && (o->rotary <= 0 || o->rotary > 1 || (int64_t)((double)o->head_dim * o->rotary) % 2 ||
+                                (int64_t)((double)o->head_dim * o->rotary) < 2))
+        rc = sp_fail(SP_EX_USAGE, "--partial-rotary %g must give an even number (>= 2) of the %lld head dimensions",
+                     o->rotary, (long long)o->head_dim);
+    for (int64_t i = 0; i < spec_count(o, &x) && !rc; i++) {
+        spec_at(o, &x, i, &t);
         if (sp_mul_i64(t.shape[0], t.ndim == 1 ? 1 : t.shape[1], &n) || sp_mul_i64(n, sp_dtype_size(o->dtype), &n) ||
             sp_add_i64(total, n, &total))
-            return sp_fail(SP_EX_USAGE, "the model's size overflows 64 bits (tensor %s)", t.name);
+            rc = sp_fail(SP_EX_USAGE, "the model's size overflows 64 bits (tensor %s)", t.name);
     }
-    return 0;
+    sp_arch_free(x.a);
+    return rc;
 }
 
 /* ---- output ---- */
@@ -211,34 +247,46 @@ static const char *torch_dtype(sp_dtype t) {
     return t == SP_DTYPE_BF16 ? "bfloat16" : t == SP_DTYPE_F16 ? "float16" : "float32";
 }
 
-static int write_config(const char *dir, const sp_synth_opts *o) {
-    char path[4096], txt[2048];
+static int write_config(const char *dir, const sp_synth_opts *o, const synth_arch *x) {
+    const sp_arch *a = x->a;
+    char path[4096], txt[4096], eps[64] = "", extra[512] = "";
     if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
         return sp_fail(SP_EX_USAGE, "%s: output path too long", dir);
+    if (a->eps_key) snprintf(eps, sizeof eps, "  \"%s\": 1e-05,\n", a->eps_key);
+    int e = 0;
+    if (a->window_key && o->window > 0)
+        e += snprintf(extra + e, sizeof extra - (size_t)e, "  \"sliding_window\": %lld,\n", (long long)o->window);
+    if (a->partial_rotary) e += snprintf(extra + e, sizeof extra - (size_t)e, "  \"partial_rotary_factor\": %.17g,\n", o->rotary);
+    if (a->pos_embed) /* OPT: the keys of a pre-LayerNorm model without project_in/out */
+        e += snprintf(extra + e, sizeof extra - (size_t)e,
+                      "  \"word_embed_proj_dim\": %lld,\n  \"do_layer_norm_before\": true,\n  \"enable_bias\": true,\n",
+                      (long long)o->hidden);
+    SP_ASSERT(e >= 0 && e < (int)sizeof extra);
     int n = snprintf(txt, sizeof txt,
                      "{\n"
                      "  \"architectures\": [\n    \"%s\"\n  ],\n"
                      "  \"model_type\": \"%s\",\n"
                      "  \"hidden_size\": %lld,\n"
-                     "  \"intermediate_size\": %lld,\n"
+                     "  \"%s\": %lld,\n"
                      "  \"num_hidden_layers\": %lld,\n"
                      "  \"num_attention_heads\": %lld,\n"
                      "  \"num_key_value_heads\": %lld,\n"
                      "  \"head_dim\": %lld,\n"
                      "  \"vocab_size\": %lld,\n"
                      "  \"max_position_embeddings\": %lld,\n"
-                     "  \"rms_norm_eps\": 1e-05,\n"
+                     "%s"
                      "  \"rope_theta\": 10000.0,\n"
                      "  \"tie_word_embeddings\": %s,\n"
-                     "  \"hidden_act\": \"silu\",\n"
+                     "  \"%s\": \"%s\",\n"
+                     "%s"
                      "  \"bos_token_id\": 1,\n"
                      "  \"eos_token_id\": 2,\n"
                      "  \"torch_dtype\": \"%s\"\n"
                      "}\n",
-                     synth_arch()->hf_class, synth_arch()->model_type, (long long)o->hidden, (long long)o->ffn,
-                     (long long)o->layers, (long long)o->heads,
-                     (long long)o->kv_heads, (long long)o->head_dim, (long long)o->vocab, (long long)o->max_pos,
-                     o->tied ? "true" : "false", torch_dtype(o->dtype));
+                     a->hf_class, a->model_type, (long long)o->hidden, a->ffn_key, (long long)o->ffn, (long long)o->layers,
+                     (long long)o->heads, (long long)o->kv_heads, (long long)o->head_dim, (long long)o->vocab,
+                     (long long)o->max_pos, eps, o->tied ? "true" : "false", a->act_key, a->act_default, extra,
+                     torch_dtype(o->dtype));
     SP_ASSERT(n > 0 && n < (int)sizeof txt);
     return sp_io_write_atomic(path, txt, n);
 }
@@ -272,12 +320,13 @@ static void progress(progress_state *p, int64_t done, int final) {
 }
 
 /* Streams every tensor to the writer, one chunk at a time. */
-static int write_tensors(sp_stw *w, const sp_synth_opts *o, float *fbuf, void *obuf, progress_state *ps) {
+static int write_tensors(sp_stw *w, const sp_synth_opts *o, const synth_arch *x, float *fbuf, void *obuf,
+                         progress_state *ps) {
     const int esz = sp_dtype_size(o->dtype);
     int64_t done = 0;
     tensor_spec t;
-    for (int64_t i = 0; i < spec_count(o); i++) {
-        spec_at(o, i, &t);
+    for (int64_t i = 0; i < spec_count(o, x); i++) {
+        spec_at(o, x, i, &t);
         uint64_t key = stream_key(o->seed, (uint64_t)i);
         int64_t n = spec_numel(&t);
         for (int64_t s = 0; s < n; s += o->chunk_elems) {
@@ -381,27 +430,29 @@ int sp_synth_write(const char *out_dir, const sp_synth_opts *opts, sp_synth_resu
     float *fbuf = NULL;
     void *obuf = NULL;
     sp_stw *w = NULL;
+    synth_arch x;
+    SP_TRY(synth_arch_init(&o, &x));
     int rc = sp_alloc((void **)&fbuf, o.chunk_elems, 4, "synth chunk");
     if (!rc) rc = sp_alloc(&obuf, o.chunk_elems, esz, "synth chunk");
     if (!rc) rc = prepare_dir(out_dir);
-    if (!rc) rc = write_config(out_dir, &o);
+    if (!rc) rc = write_config(out_dir, &o, &x);
 
     int64_t total = 0, params = 0;
     tensor_spec t;
-    for (int64_t i = 0; i < spec_count(&o); i++) {
-        spec_at(&o, i, &t);
+    for (int64_t i = 0; i < spec_count(&o, &x); i++) {
+        spec_at(&o, &x, i, &t);
         params += spec_numel(&t);
     }
     total = params * esz; /* no overflow: sp_synth_check */
     int64_t shard_max = (total + o.shards - 1) / o.shards;
     if (!rc) rc = sp_stw_init(&w, out_dir, shard_max > 0 ? shard_max : 1);
-    for (int64_t i = 0; i < spec_count(&o) && !rc; i++) {
-        spec_at(&o, i, &t);
+    for (int64_t i = 0; i < spec_count(&o, &x) && !rc; i++) {
+        spec_at(&o, &x, i, &t);
         rc = sp_stw_add(w, t.name, o.dtype, t.ndim, t.shape);
     }
     if (!rc) rc = sp_stw_plan(w);
     progress_state ps = {.on = o.progress, .tty = isatty(2), .t0 = t0, .last = t0, .total = total};
-    if (!rc) rc = write_tensors(w, &o, fbuf, obuf, &ps);
+    if (!rc) rc = write_tensors(w, &o, &x, fbuf, obuf, &ps);
     if (!rc) rc = sp_stw_finish(w);
     if (!rc && ps.on && sp_now() - t0 >= 1.0) progress(&ps, total, 1);
     if (!rc) rc = write_tokens(out_dir, &o, (int32_t *)fbuf);
@@ -416,6 +467,7 @@ int sp_synth_write(const char *out_dir, const sp_synth_opts *opts, sp_synth_resu
         r->peak_rss_bytes = sp_peak_rss_bytes();
     }
     sp_stw_free(w);
+    sp_arch_free(x.a);
     free(fbuf);
     free(obuf);
     return rc;

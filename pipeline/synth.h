@@ -1,4 +1,4 @@
-/* pipeline/synth.h — deterministic synthetic Llama checkpoints of any size:
+/* pipeline/synth.h — deterministic synthetic checkpoints of any family and size:
  * `slicepipe synth OUT_DIR`. For benchmarks and tests of the pipeline on
  * shapes we have no real weights for (a 7B-shaped model on a small machine).
  *
@@ -62,6 +62,9 @@ typedef struct sp_synth_opts {
     int tied;            /* tie_word_embeddings: no lm_head tensor */
     int64_t chunk_elems; /* elements per generated chunk; 0 = 1 Mi (4 MiB of f32) */
     int progress;        /* bytes written and MB/s on stderr, about once a second */
+    const char *arch;    /* the family's model_type (arch.h); NULL: llama */
+    int64_t window;      /* sliding_window written for families that have one; 0: none */
+    double rotary;       /* partial_rotary_factor for families that have one; default 1 */
 } sp_synth_opts;
 
 /* Fills the defaults: D 256, L 4, F 704, H 8, K 8, hd 0, V 1024, max_pos

@@ -40,6 +40,8 @@ static sp_dims dims_make(int64_t D, int64_t nh, int64_t nkv, int64_t hd, int64_t
     d.vocab = vocab;
     d.eps = eps;
     d.rope_theta = 10000.0;
+    d.rot_dim = hd;
+    d.act = SP_BK_ACT_SILU_GLU;
     return d;
 }
 
@@ -179,8 +181,8 @@ static void test_head(void) {
     float W[6] = {1, 0, 0, 1, 1, 1}, x[6] = {1, 1, 2, 0, -1, 3}, lg[9];
     int32_t tok[3] = {0, 2, 1};
     sp_layer_scratch *s = scratch(&dm, 3, 2);
-    double nll = sp_layer_head_nll(s, NULL, W, 2, x, tok, 3, lg);
-    double nll2 = sp_layer_head_nll(s, NULL, W, 2, x, tok, 3, NULL);
+    double nll = sp_layer_head_nll(s, SP_BK_NORM_RMS, NULL, NULL, W, NULL, 2, x, tok, 3, lg);
+    double nll2 = sp_layer_head_nll(s, SP_BK_NORM_RMS, NULL, NULL, W, NULL, 2, x, tok, 3, NULL);
     sp_layer_scratch_free(s);
     /* row 0: xn = [1,1], logits [1,1,2], target 2; row 1: xn = [sqrt2, 0], logits [√2,0,√2], target 1. */
     double r2 = sqrt(2.0);
@@ -363,7 +365,7 @@ static void test_random_head(void) {
     int32_t *tok = malloc((size_t)T * 4);
     for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)((t * 7 + 3) % V);
     sp_layer_scratch *s = scratch(&dm, T, D);
-    double nll = sp_layer_head_nll(s, g, W, d, x, tok, T, lg);
+    double nll = sp_layer_head_nll(s, SP_BK_NORM_RMS, g, NULL, W, NULL, d, x, tok, T, lg);
     sp_layer_scratch_free(s);
     double want = 0, elog = 0, z[64], xn[64], xd[64];
     for (int64_t t = 0; t < T; t++) {

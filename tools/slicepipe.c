@@ -35,7 +35,7 @@ static void usage_main(FILE *f) {
             "  eval MODEL_DIR        perplexity of a dense or sliced model over a token file\n"
             "  inspect PATH          validate a model directory or one .safetensors file\n"
             "  status OUTPUT_DIR     how far a job got (complete, running, interrupted)\n"
-            "  synth OUT_DIR         write a deterministic synthetic Llama checkpoint + calib.npy\n"
+            "  synth OUT_DIR         write a deterministic synthetic checkpoint (any family) + calib.npy\n"
             "  tokenize MODEL_DIR FILE -o OUT.npy   text documents to an int32 .npy token stream\n"
             "  verify MODEL_DIR      re-hash every tensor against the XXH3-128 its shard recorded\n"
             "\n"
@@ -293,11 +293,16 @@ static void usage_synth(FILE *f) {
     fprintf(f,
             "usage: slicepipe synth OUT_DIR [options]\n"
             "\n"
-            "Writes a deterministic synthetic Llama checkpoint (config.json, safetensors\n"
-            "shards + index) and OUT_DIR/calib.npy, a matching int32 token stream. Weights\n"
-            "are N(0,1)/sqrt(fan_in) (norms 1 + 0.05 N(0,1)), a pure function of the seed,\n"
-            "streamed in 4 MiB chunks: memory stays flat for any model size.\n"
+            "Writes a deterministic synthetic checkpoint in a family's real HF layout\n"
+            "(config.json, safetensors shards + index) and OUT_DIR/calib.npy, a matching\n"
+            "int32 token stream. Weights are N(0,1)/sqrt(fan_in) (norms 1 + 0.05 N(0,1),\n"
+            "biases 0.02 N(0,1)), a pure function of the seed, streamed in 4 MiB chunks:\n"
+            "memory stays flat for any model size.\n"
             "\n"
+            "  --arch FAMILY    llama | mistral | qwen2 | qwen3 | phi3 | gemma | opt | phi\n"
+            "                   (default llama)\n"
+            "  --window N       sliding_window (mistral, qwen2, qwen3, phi3; default none)\n"
+            "  --partial-rotary F  partial_rotary_factor (phi3, phi; default 1)\n"
             "  --hidden D       hidden size (default 256)\n"
             "  --layers L       layers (default 4)\n"
             "  --ffn F          intermediate size (default 704)\n"
@@ -321,6 +326,7 @@ static int cmd_synth(int argc, char **argv) {
         {"vocab", required_argument, 0, 'V'},  {"max-pos", required_argument, 0, 'P'},  {"dtype", required_argument, 0, 't'},
         {"shards", required_argument, 0, 'S'}, {"seed", required_argument, 0, 's'},     {"tokens", required_argument, 0, 'n'},
         {"tied", no_argument, 0, 'T'},         {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
+        {"arch", required_argument, 0, 'A'},   {"window", required_argument, 0, 'W'},   {"partial-rotary", required_argument, 0, 'R'},
         {0, 0, 0, 0}};
     sp_synth_opts so;
     sp_synth_defaults(&so);
@@ -342,6 +348,15 @@ static int cmd_synth(int argc, char **argv) {
         case 'n': SP_TRY(parse_i64(optarg, "--tokens", 1, &so.tokens)); break;
         case 'T': so.tied = 1; break;
         case 'q': so.progress = 0; break;
+        case 'A': so.arch = optarg; break;
+        case 'W': SP_TRY(parse_i64(optarg, "--window", 1, &so.window)); break;
+        case 'R': {
+            char *end;
+            so.rotary = strtod(optarg, &end);
+            if (end == optarg || *end || !(so.rotary > 0 && so.rotary <= 1))
+                return sp_fail(SP_EX_USAGE, "--partial-rotary '%s': expected a number in (0, 1]", optarg);
+            break;
+        }
         case 't':
             so.dtype = !strcmp(optarg, "f32")    ? SP_DTYPE_F32
                        : !strcmp(optarg, "f16")  ? SP_DTYPE_F16

@@ -1,0 +1,72 @@
+/* pipeline/arch_qwen.c — Qwen2 / Qwen2.5 (HF Qwen2ForCausalLM: q/k/v biases
+ * always, often a tied head) and Qwen3 (Qwen3ForCausalLM: per-head RMSNorm
+ * q_norm/k_norm on queries and keys before RoPE, biases only with
+ * attention_bias). A reader's bias is untouched by a rotation of its input;
+ * the per-head norms live in head space and are untouched too. */
+#include "arch.h"
+
+#define R SP_ROLE_READER
+#define W SP_ROLE_WRITER
+#define B SP_ROLE_BIAS
+#define N SP_ROLE_NORM
+#define H SP_ROLE_HEAD
+#define A SP_COND_ALWAYS
+
+static const sp_arch_tensor qwen2_layer[] = {
+    {"input_layernorm.weight",          SP_SLOT_ATTN_NORM, N, SP_POS_IN,  -1, SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
+    {"self_attn.q_proj.weight",         SP_SLOT_Q,         R, SP_POS_IN,  -1, SP_DIM_Q,  SP_DIM_D,    SP_INIT_FANIN, A},
+    {"self_attn.q_proj.bias",           SP_SLOT_Q_B,       B, SP_POS_IN,   1, SP_DIM_Q,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"self_attn.k_proj.weight",         SP_SLOT_K,         R, SP_POS_IN,  -1, SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
+    {"self_attn.k_proj.bias",           SP_SLOT_K_B,       B, SP_POS_IN,   3, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"self_attn.v_proj.weight",         SP_SLOT_V,         R, SP_POS_IN,  -1, SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
+    {"self_attn.v_proj.bias",           SP_SLOT_V_B,       B, SP_POS_IN,   5, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"self_attn.o_proj.weight",         SP_SLOT_O,         W, SP_POS_MID, -1, SP_DIM_D,  SP_DIM_Q,    SP_INIT_FANIN, A},
+    {"post_attention_layernorm.weight", SP_SLOT_MLP_NORM,  N, SP_POS_MID, -1, SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
+    {"mlp.gate_proj.weight",            SP_SLOT_GATE,      R, SP_POS_MID, -1, SP_DIM_F,  SP_DIM_D,    SP_INIT_FANIN, A},
+    {"mlp.up_proj.weight",              SP_SLOT_UP,        R, SP_POS_MID, -1, SP_DIM_F,  SP_DIM_D,    SP_INIT_FANIN, A},
+    {"mlp.down_proj.weight",            SP_SLOT_DOWN,      W, SP_POS_OUT, -1, SP_DIM_D,  SP_DIM_F,    SP_INIT_FANIN, A},
+};
+
+static const sp_arch_tensor qwen3_layer[] = {
+    {"input_layernorm.weight",          SP_SLOT_ATTN_NORM, N, SP_POS_IN,  -1, SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
+    {"self_attn.q_proj.weight",         SP_SLOT_Q,         R, SP_POS_IN,  -1, SP_DIM_Q,  SP_DIM_D,    SP_INIT_FANIN, A},
+    {"self_attn.q_proj.bias",           SP_SLOT_Q_B,       B, SP_POS_IN,   1, SP_DIM_Q,  SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_ATTN_BIAS},
+    {"self_attn.k_proj.weight",         SP_SLOT_K,         R, SP_POS_IN,  -1, SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
+    {"self_attn.k_proj.bias",           SP_SLOT_K_B,       B, SP_POS_IN,   3, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_ATTN_BIAS},
+    {"self_attn.v_proj.weight",         SP_SLOT_V,         R, SP_POS_IN,  -1, SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
+    {"self_attn.v_proj.bias",           SP_SLOT_V_B,       B, SP_POS_IN,   5, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_ATTN_BIAS},
+    {"self_attn.q_norm.weight",         SP_SLOT_Q_NORM,    H, SP_POS_IN,  -1, SP_DIM_HD, SP_DIM_NONE, SP_INIT_NORM,  A},
+    {"self_attn.k_norm.weight",         SP_SLOT_K_NORM,    H, SP_POS_IN,  -1, SP_DIM_HD, SP_DIM_NONE, SP_INIT_NORM,  A},
+    {"self_attn.o_proj.weight",         SP_SLOT_O,         W, SP_POS_MID, -1, SP_DIM_D,  SP_DIM_Q,    SP_INIT_FANIN, A},
+    {"post_attention_layernorm.weight", SP_SLOT_MLP_NORM,  N, SP_POS_MID, -1, SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
+    {"mlp.gate_proj.weight",            SP_SLOT_GATE,      R, SP_POS_MID, -1, SP_DIM_F,  SP_DIM_D,    SP_INIT_FANIN, A},
+    {"mlp.up_proj.weight",              SP_SLOT_UP,        R, SP_POS_MID, -1, SP_DIM_F,  SP_DIM_D,    SP_INIT_FANIN, A},
+    {"mlp.down_proj.weight",            SP_SLOT_DOWN,      W, SP_POS_OUT, -1, SP_DIM_D,  SP_DIM_F,    SP_INIT_FANIN, A},
+};
+
+extern const enum sp_bk_act sp_arch_silu_acts[];
+static const char *const silu_names[] = {"silu", NULL};
+
+#define QWEN_COMMON                                                                                   \
+    .layer_prefix = "model.layers.%lld.", .embed = "model.embed_tokens.weight",                       \
+    .final_norm = "model.norm.weight", .head = "lm_head.weight",                                      \
+    .shortcut = {[SP_POS_MID] = "attn_shortcut_Q", [SP_POS_OUT] = "mlp_shortcut_Q"},                  \
+    .norm = SP_BK_NORM_RMS, .rope = SP_BK_ROPE_HALF, .ffn_key = "intermediate_size",                  \
+    .eps_key = "rms_norm_eps", .eps_default = 1e-6, .act_key = "hidden_act", .act_names = silu_names, \
+    .acts = sp_arch_silu_acts, .act_default = "silu", .window_key = 1
+
+const sp_arch sp_arch_qwen2 = {
+    .model_type = "qwen2",
+    .hf_class = "Qwen2ForCausalLM",
+    .layer = qwen2_layer,
+    .n_layer = (int)(sizeof qwen2_layer / sizeof qwen2_layer[0]),
+    QWEN_COMMON,
+};
+
+const sp_arch sp_arch_qwen3 = {
+    .model_type = "qwen3",
+    .hf_class = "Qwen3ForCausalLM",
+    .layer = qwen3_layer,
+    .n_layer = (int)(sizeof qwen3_layer / sizeof qwen3_layer[0]),
+    QWEN_COMMON,
+};
