@@ -149,15 +149,17 @@ static int strmap_set(strmap *m, const char *s, int64_t n, int32_t val) {
         return 0;
     }
     if ((m->n + 1) * 2 > m->cap) SP_TRY(strmap_rehash(m, m->cap ? m->cap * 2 : 1024));
-    SP_TRY(vec_reserve((void **)&m->key_off, &m->ecap, m->n + 1, sizeof(int64_t)));
-    int64_t c2 = m->ecap - 1; /* the three arrays share ecap */
-    (void)c2;
-    int32_t *kl = realloc(m->key_len, (size_t)m->ecap * 4), *kv;
-    if (!kl) return sp_fail(SP_EX_SOFTWARE, "tokenizer.json: out of memory");
-    m->key_len = kl;
-    kv = realloc(m->val, (size_t)m->ecap * 4);
-    if (!kv) return sp_fail(SP_EX_SOFTWARE, "tokenizer.json: out of memory");
-    m->val = kv;
+    if (m->n == m->ecap) { /* the three entry arrays share ecap */
+        int64_t nc = m->ecap ? m->ecap * 2 : 1024;
+        int64_t *ko = realloc(m->key_off, (size_t)nc * sizeof *ko);
+        if (ko) m->key_off = ko;
+        int32_t *kl = ko ? realloc(m->key_len, (size_t)nc * 4) : NULL;
+        if (kl) m->key_len = kl;
+        int32_t *kv = kl ? realloc(m->val, (size_t)nc * 4) : NULL;
+        if (!kv) return sp_fail(SP_EX_SOFTWARE, "tokenizer.json: out of memory");
+        m->val = kv;
+        m->ecap = nc;
+    }
     m->key_off[m->n] = m->pool.n;
     SP_TRY(sbuf_add(&m->pool, s, n));
     m->key_len[m->n] = (int32_t)n;
