@@ -72,6 +72,7 @@ const sp_arch sp_arch_opt = {
     .final_norm = "model.decoder.final_layer_norm.weight",
     .final_norm_bias = "model.decoder.final_layer_norm.bias",
     .head = "lm_head.weight",
+    .head_bias = "lm_head.bias", /* absent from OPT; the sliced head carries the final LayerNorm's β */
     .pos_embed = "model.decoder.embed_positions.weight",
     .pos_offset = 2,
     .shortcut = {[SP_POS_MID] = "attn_shortcut_Q", [SP_POS_OUT] = "mlp_shortcut_Q"},

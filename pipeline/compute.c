@@ -78,6 +78,9 @@ typedef struct cstate {
     float *tmp;       /* (T, D) one window rotated */
     float *eb;        /* (EB, D) embedding/head rows */
     float *norm;      /* (D) final norm γ */
+    float *norm_b;    /* (D) final norm β (LayerNorm families) */
+    float *hb;        /* (V) the sliced head's bias */
+    float *posb;      /* (T, D) learned positions 0..T-1, centred (OPT); else unused */
     float *fs;        /* (D, D) a shortcut, float32 */
     float *Qf;        /* (D, D) float32 copy of Q[:, :k] */
     double *Q, *Qm, *Qn; /* (D, D) */
@@ -287,6 +290,11 @@ static void mlp_window(cstate *c, const float *x, float *y) {
     sp_layer_mlp(c->scr, &c->lw, c->tmp, c->j->T, y);
 }
 
+static void block_window(cstate *c, const float *x, float *y) { /* a parallel block */
+    apply_qf(c, x, c->j->T, c->lw.d_in, c->tmp);
+    sp_layer_parallel(c->scr, &c->lw, c->tmp, c->j->T, y);
+}
+
 /* Waits until the writer has journaled boundary `layer`. Compute calls it
  * before it overwrites a spill or basis file that the boundary before that
  * one names: from then on the journal no longer points at it. (The files
@@ -339,6 +347,72 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     SP_TRY(rc);
     sp_fault_commit_point("compute");
     return 0;
+}
+
+/* Each row of X (rows, n) minus its mean (LayerNorm families: an embedding
+ * table's rows, DESIGN.md §1), in float64. */
+static void centre_rows(float *X, int64_t rows, int64_t n) {
+    for (int64_t r = 0; r < rows; r++) {
+        float *x = X + r * n;
+        double m = 0;
+        for (int64_t i = 0; i < n; i++) m += x[i];
+        m /= (double)n;
+        for (int64_t i = 0; i < n; i++) x[i] = (float)((double)x[i] - m);
+    }
+}
+
+/* b (rows) += W (rows, n) · β (n), in float64: a LayerNorm's β through a reader. */
+static void fold_beta(const float *W, int64_t rows, int64_t n, const float *beta, float *b) {
+    for (int64_t r = 0; r < rows; r++) {
+        double acc = 0;
+        for (int64_t i = 0; i < n; i++) acc += (double)W[r * n + i] * (double)beta[i];
+        b[r] = (float)((double)b[r] + acc);
+    }
+}
+
+/* The fusion that precedes the rotations of a layer (DESIGN.md §1), in place
+ * on its tensors as read: (1 + w) norms become γ; for LayerNorm families each
+ * reader's bias takes W·β of its norm, and each writer's output is centred
+ * (its columns' means over the output rows subtracted, and mean(b) from b),
+ * so that LayerNorm becomes RMSN over D. */
+static void prepare_layer(cstate *c) {
+    const job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const sp_config *cfg = &j->m.cfg;
+    float *const *t = c->lb.t;
+    for (int i = 0; i < a->n_layer; i++) {
+        int64_t shape[2];
+        int nd;
+        sp_arch_in_shape(a, cfg, i, shape, &nd);
+        const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1];
+        const sp_arch_tensor *x = &a->layer[i];
+        if (x->role == SP_ROLE_NORM) sp_model_norm_weight(&j->m, t[i], rows);
+        if (a->norm != SP_BK_NORM_LAYER) continue;
+        int b = sp_arch_bias_of(a, i);
+        if (x->role == SP_ROLE_READER) {
+            int beta = sp_arch_norm_bias_of(a, x->pos);
+            SP_ASSERT(b >= 0 || beta < 0); /* the tables give every LayerNorm reader a bias */
+            if (beta >= 0) fold_beta(t[i], rows, cols, t[beta], t[b]);
+        } else if (x->role == SP_ROLE_WRITER) {
+            for (int64_t col = 0; col < cols; col++) {
+                double m = 0;
+                for (int64_t r = 0; r < rows; r++) m += t[i][r * cols + col];
+                m /= (double)rows;
+                for (int64_t r = 0; r < rows; r++) t[i][r * cols + col] = (float)((double)t[i][r * cols + col] - m);
+            }
+            if (b >= 0) centre_rows(t[b], 1, rows);
+        }
+    }
+}
+
+/* An embedding table's rows as the residual stream receives them: × Gemma's
+ * sqrt(D), centred for LayerNorm families. */
+static void embed_rows(cstate *c, float *X, int64_t rows) {
+    const job *j = c->j;
+    const float s = sp_model_embed_scale(&j->m);
+    if (s != 1.0f)
+        for (int64_t i = 0; i < rows * j->D; i++) X[i] *= s;
+    if (j->m.arch->norm == SP_BK_NORM_LAYER) centre_rows(X, rows, j->D);
 }
 
 /* The layer's bases and widths by residual position: IN is Q (d_in), MID
@@ -398,6 +472,7 @@ static int slice_layer(cstate *c, int64_t l) {
     sp_plan_layer_widths(j, l, x.width);
     phase(c, l, SP_PHASE_READ);
     for (int t = 0; t < a->n_layer; t++) SP_TRY(pull_whole(c, j->layer_read0[l] + t, b->t[t]));
+    prepare_layer(c);
 
     /* 2.1 readers of the layer input: fuse γ, rotate by Q[:, :d_in]. */
     phase(c, l, SP_PHASE_WRITE);
@@ -411,20 +486,20 @@ static int slice_layer(cstate *c, int64_t l) {
     char spill_hash[33];
     for (int k = 0; k < np; k++) {
         const enum sp_arch_pos to = pcas[k];
-        const int last = k == np - 1, attn = to == SP_POS_MID;
+        const int last = k == np - 1, attn = to == SP_POS_MID, par = a->parallel;
         /* 2.2 M = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ: A → B, W_o unsliced; or
          * 2.4 Y = Mr·S_mlp⁰ + MLP(RMSN(Mr)), Mr = M·Qm[:, :d_mid]: B → B in place. */
-        phase(c, l, attn ? SP_PHASE_ATTN : SP_PHASE_MLP);
+        phase(c, l, attn || par ? SP_PHASE_ATTN : SP_PHASE_MLP);
         basis_f32(c, x.basis[from], x.width[from]); /* Qf = Q_from[:, :d_from], fs = S⁰ = its transpose */
         sp_layer_buf_view(&j->m, b, x.width[from], attn ? D : x.width[from], D, 0, 0);
         c->lw = b->w;
-        c->lw.shortcut[attn ? SP_POS_MID : SP_POS_OUT] = c->fs;
+        c->lw.shortcut[to] = c->fs;
         if (last) sp_spill_hash_begin(c->sb); /* the last pass writes all of B, in order */
-        SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, attn ? attn_window : mlp_window, l,
-                    attn ? "attention-block" : "MLP-block"));
+        SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, par ? block_window : attn ? attn_window : mlp_window, l,
+                    par ? "block" : attn ? "attention-block" : "MLP-block"));
         if (last) sp_spill_hash_end(c->sb, spill_hash);
         phase(c, l, SP_PHASE_PCA);
-        SP_TRY(pca(c, x.basis[to], 1 + np * (int)l + k, attn ? "attention-output" : "MLP-output", l));
+        SP_TRY(pca(c, x.basis[to], 1 + np * (int)l + k, par ? "block-output" : attn ? "attention-output" : "MLP-output", l));
         /* 2.3 / 2.5 the writers into `to`, the shortcut into it, its readers. */
         phase(c, l, SP_PHASE_WRITE);
         SP_TRY(emit_phase(c, &x, 1 + k));
@@ -440,10 +515,14 @@ static int slice_layer(cstate *c, int64_t l) {
     return boundary(c, l, spill_hash);
 }
 
-/* 1. X₀ = Emb[tokens] into spill A, Q = PCA(X₀), Emb ← Emb·Q[:, :d]. */
+/* 1. X₀ = Emb[tokens] (+ Pos[p + offset]) into spill A, Q = PCA(X₀),
+ * Emb ← Emb·Q[:, :d] (and Pos ← Pos·Q[:, :d]). The tables' rows are as the
+ * residual stream receives them (embed_rows: Gemma's scale, LayerNorm
+ * centring). */
 static int slice_embed(cstate *c) {
     job *j = c->j;
-    const int64_t D = j->D, V = j->V, T = j->T, W = j->N / T, d0 = j->d_in[0];
+    const int64_t D = j->D, V = j->V, T = j->T, W = j->N / T, d0 = j->d_in[0], P = j->m.n_pos;
+    const int rp = P ? 1 : 0; /* reads: embedding, [positions], embedding, [positions] (plan.c) */
     phase(c, 0, SP_PHASE_EMBED);
     /* Counting sort of calibration positions by token id. */
     memset(c->id_start, 0, (size_t)(V + 1) * sizeof(int64_t));
@@ -455,11 +534,22 @@ static int slice_embed(cstate *c) {
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
         SP_TRY(pull(c, 0, c->eb, nr * D));
+        embed_rows(c, c->eb, nr);
         int64_t t0 = now_ns();
         for (int64_t v = r0; v < r0 + nr; v++)
             for (int64_t p = c->id_start[v]; p < c->id_start[v + 1]; p++)
                 SP_TRY(sp_spill_write(c->sa, c->pos[p], 1, D, c->eb + (v - r0) * D));
         prof(c, SP_PROF_SPILL, &t0);
+    }
+    if (P) { /* the rows of positions 0..T-1, then added to every window */
+        const int64_t off = j->m.arch->pos_offset;
+        for (int64_t r0 = 0; r0 < P; r0 += EB) {
+            int64_t nr = P - r0 < EB ? P - r0 : EB;
+            SP_TRY(pull(c, 1, c->eb, nr * D));
+            embed_rows(c, c->eb, nr);
+            for (int64_t r = r0; r < r0 + nr; r++)
+                if (r >= off && r < off + T) memcpy(c->posb + (r - off) * D, c->eb + (r - r0) * D, (size_t)D * 4);
+        }
     }
     cov_reset(c);
     for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
@@ -467,16 +557,31 @@ static int slice_embed(cstate *c) {
         int64_t t0 = now_ns();
         SP_TRY(sp_spill_read(c->sa, k0 * T, nw * T, D, c->cin));
         prof(c, SP_PROF_SPILL, &t0);
+        if (P) {
+            for (int64_t i = 0; i < nw * T * D; i++) c->cin[i] += c->posb[i % (T * D)];
+            t0 = now_ns();
+            SP_TRY(sp_spill_write(c->sa, k0 * T, nw * T, D, c->cin));
+            prof(c, SP_PROF_SPILL, &t0);
+        }
         for (int64_t k = 0; k < nw; k++) SP_TRY(cov_add(c, c->cin + k * T * D));
     }
     SP_TRY(pca(c, c->Q, 0, "embedding", -1));
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
-        SP_TRY(pull(c, 1, c->eb, nr * D));
+        SP_TRY(pull(c, 1 + rp, c->eb, nr * D));
+        embed_rows(c, c->eb, nr);
         rot_rows(c, c->eb, nr, NULL, c->Q, d0);
         SP_TRY(emit(c, c->eb, nr * d0));
     }
     emit_end(c);
+    for (int64_t r0 = 0; r0 < P; r0 += EB) {
+        int64_t nr = P - r0 < EB ? P - r0 : EB;
+        SP_TRY(pull(c, 3, c->eb, nr * D));
+        embed_rows(c, c->eb, nr);
+        rot_rows(c, c->eb, nr, NULL, c->Q, d0);
+        SP_TRY(emit(c, c->eb, nr * d0));
+    }
+    if (P) emit_end(c);
     char spill_hash[33];
     int64_t t0 = now_ns();
     SP_TRY(sp_spill_sync(c->sa));
@@ -485,20 +590,28 @@ static int slice_embed(cstate *c) {
     return boundary(c, -1, spill_hash);
 }
 
-/* 3. W_head ← (W_head·diag γ_final)·Q. */
+/* 3. W_head ← (W_head·diag γ_final)·Q, and its bias: the head's own plus
+ * W_head·β_final for LayerNorm families. */
 static int slice_head(cstate *c) {
     job *j = c->j;
+    const sp_arch *a = j->m.arch;
     const int64_t D = j->D, V = j->V, dl = j->d_out[j->L - 1];
-    const int base = j->layer_read0[j->L]; /* the final norm, then the head */
+    int r = j->layer_read0[j->L]; /* the final norm [β] [the head's bias], then the head */
     phase(c, j->L - 1, SP_PHASE_HEAD);
-    SP_TRY(pull_whole(c, base, c->norm));
+    SP_TRY(pull_whole(c, r++, c->norm));
+    sp_model_norm_weight(&j->m, c->norm, D);
+    if (a->final_norm_bias) SP_TRY(pull_whole(c, r++, c->norm_b));
+    memset(c->hb, 0, (size_t)V * 4);
+    if (j->m.has_head_bias) SP_TRY(pull_whole(c, r++, c->hb));
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
-        SP_TRY(pull(c, base + 1, c->eb, nr * D));
+        SP_TRY(pull(c, r, c->eb, nr * D));
+        if (a->final_norm_bias) fold_beta(c->eb, nr, D, c->norm_b, c->hb + r0);
         rot_rows(c, c->eb, nr, c->norm, c->Q, dl);
         SP_TRY(emit(c, c->eb, nr * dl));
     }
     emit_end(c);
+    if (sp_output_head_bias(j)) SP_TRY(emit_all(c, c->hb, V));
     SP_TRY(wait_journaled(c, j->L - 1)); /* its basis file is the one boundary L - 2 named */
     static const char no_spill[33] = {0};
     return boundary(c, j->L, no_spill); /* the head is journaled too */
@@ -517,7 +630,7 @@ typedef struct buf_spec {
 
 #define BUF(field, count, size, what) {offsetof(cstate, field), (count), (size), (what)}
 
-#define N_BUFS 15
+#define N_BUFS 18
 
 static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
     const int64_t D = j->D, T = j->T, cwT = j->chunk_w * T;
@@ -530,6 +643,8 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         BUF(H, D * D, 8, "second moment"),          BUF(msg, boundary_bytes(j), 1, "boundary message"),
         BUF(obuf, j->ob_elems, 4, "output conversion"), BUF(pos, j->N, 8, "token positions"),
         BUF(id_start, j->V + 1, 8, "token positions"),
+        BUF(norm_b, D, 4, "norm"),                  BUF(hb, j->V, 4, "head bias"),
+        BUF(posb, j->m.n_pos ? T * D : 1, 4, "learned positions"),
     };
     _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
     memcpy(out, b, sizeof b);

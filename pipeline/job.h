@@ -167,6 +167,7 @@ void sp_plan_print(const job *j, FILE *f);
 /* output.c */
 int sp_output_prepare(const char *out); /* mkdir -p and writable, or 73 */
 int sp_output_declare(job *j);          /* every output tensor, into j->w */
+int sp_output_head_bias(const job *j);  /* the sliced head has a bias tensor */
 int sp_output_config(job *j, const char *fingerprint);
 int sp_output_side_files(job *j);
 const char *sp_path_shown(const char *path, char buf[4096]); /* canonical when it exists */

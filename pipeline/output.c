@@ -25,6 +25,10 @@ int sp_output_declare(job *j) {
     if (!j->layer_out0) return sp_fail(SP_EX_SOFTWARE, "out of memory");
     s[0] = j->V, s[1] = j->d_in[0];
     SP_TRY(sp_stw_add(j->w, a->embed, j->out_dtype, 2, s));
+    if (a->pos_embed) {
+        s[0] = j->m.n_pos;
+        SP_TRY(sp_stw_add(j->w, a->pos_embed, j->out_dtype, 2, s));
+    }
     for (int64_t l = 0; l < j->L; l++) {
         j->layer_out0[l] = sp_stw_tensor_count(j->w);
         sp_plan_layer_widths(j, l, w);
@@ -35,7 +39,16 @@ int sp_output_declare(job *j) {
     }
     j->layer_out0[j->L] = sp_stw_tensor_count(j->w);
     s[0] = j->V, s[1] = j->d_out[j->L - 1];
-    return sp_stw_add(j->w, a->head, j->out_dtype, 2, s);
+    SP_TRY(sp_stw_add(j->w, a->head, j->out_dtype, 2, s));
+    if (!sp_output_head_bias(j)) return 0;
+    s[0] = j->V; /* the head's own bias, plus the final LayerNorm's β through the head */
+    return sp_stw_add(j->w, a->head_bias, j->out_dtype, 1, s);
+}
+
+int sp_output_head_bias(const job *j) {
+    const sp_arch *a = j->m.arch;
+    SP_ASSERT(!a->final_norm_bias || a->head_bias);
+    return j->m.has_head_bias || a->final_norm_bias != NULL;
 }
 
 static const char *dtype_torch(sp_dtype t) {

@@ -33,6 +33,10 @@ int64_t sp_slice_width(int64_t D, double sparsity, int64_t round_to) {
 
 int sp_plan_widths(job *j) {
     const sp_manifest *mf = j->mf;
+    if (j->m.n_pos && j->T + j->m.arch->pos_offset > j->m.n_pos)
+        return sp_fail(SP_EX_USAGE, "%s: [calibration] seqlen %lld exceeds the model's %lld learned positions "
+                                    "(max_position_embeddings)", mf->path, (long long)j->T,
+                       (long long)(j->m.n_pos - j->m.arch->pos_offset));
     j->d = sp_slice_width(j->D, mf->sparsity, mf->round_to);
     if (j->d < 1)
         return sp_fail(SP_EX_USAGE, "%s: sparsity %g with round_to %lld leaves no width of D=%lld", mf->path, mf->sparsity,
@@ -65,13 +69,17 @@ static int add_read(job *j, const char *name, int commit) {
 
 int sp_plan_reads(job *j) {
     const sp_arch *a = j->m.arch;
-    const int n = 4 + a->n_layer * (int)j->L;
+    const int n = 8 + a->n_layer * (int)j->L;
     j->reads = calloc((size_t)n, sizeof *j->reads);
     j->layer_read0 = calloc((size_t)j->L + 1, sizeof *j->layer_read0);
     if (!j->reads || !j->layer_read0) return sp_fail(SP_EX_SOFTWARE, "out of memory");
     j->n_reads = 0;
+    /* The tables are read to be gathered, then again to be rotated; learned
+     * positions (OPT) follow the embedding each time. */
     SP_TRY(add_read(j, a->embed, 0));
-    SP_TRY(add_read(j, a->embed, 1));
+    if (a->pos_embed) SP_TRY(add_read(j, a->pos_embed, 0));
+    SP_TRY(add_read(j, a->embed, !a->pos_embed));
+    if (a->pos_embed) SP_TRY(add_read(j, a->pos_embed, 1));
     char nm[256];
     for (int64_t l = 0; l < j->L; l++) {
         j->layer_read0[l] = j->n_reads;
@@ -80,8 +88,10 @@ int sp_plan_reads(job *j) {
     }
     j->layer_read0[j->L] = j->n_reads;
     SP_TRY(add_read(j, a->final_norm, 0));
+    if (a->final_norm_bias) SP_TRY(add_read(j, a->final_norm_bias, 0));
+    if (j->m.has_head_bias) SP_TRY(add_read(j, a->head_bias, 0));
     SP_TRY(add_read(j, j->m.has_head ? a->head : a->embed, 1));
-    SP_ASSERT(j->n_reads == n);
+    SP_ASSERT(j->n_reads <= n);
     return 0;
 }
 

@@ -661,7 +661,7 @@ int sp_report_write(const sp_report *r, const char *out_dir) {
 int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, const int64_t *d_in, const int64_t *d_mid,
                         const int64_t *d_out, const double *evals, const struct sp_eval_result *dense,
                         const struct sp_eval_result *sliced, double slice_seconds, int64_t params_after, int64_t bytes_after,
-                        int64_t peak_rss_bytes, const sp_report *pipeline) {
+                        int64_t peak_rss_bytes, const sp_report *pipeline, int n_pca) {
     int64_t D = m->cfg.hidden_size, L = m->cfg.n_layers;
     sp_report_layer *layers = NULL;
     SP_TRY(sp_calloc((void **)&layers, L, sizeof *layers, "report layers"));
@@ -670,9 +670,9 @@ int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, 
         layers[l].d_mid = d_mid[l];
         layers[l].d_out = d_out[l];
         layers[l].attn.width = d_mid[l];
-        layers[l].attn.eigenvalues = evals ? evals + (1 + 2 * l) * D : NULL;
+        layers[l].attn.eigenvalues = evals && n_pca == 2 ? evals + (1 + 2 * l) * D : NULL; /* parallel: none */
         layers[l].mlp.width = d_out[l];
-        layers[l].mlp.eigenvalues = evals ? evals + (2 + 2 * l) * D : NULL;
+        layers[l].mlp.eigenvalues = evals ? evals + (n_pca + n_pca * l) * D : NULL;
     }
     /* The model's name: the last component of its directory. */
     const char *name = mf->model_path ? mf->model_path : "";

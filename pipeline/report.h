@@ -94,13 +94,15 @@ int sp_report_write(const sp_report *r, const char *out_dir);
  * 1 + 2l) and the MLP-output PCA (row 2 + 2l). d_in/d_mid/d_out are (L).
  * dense/sliced may be NULL or hold NAN when not measured. pipeline, when not
  * NULL, supplies the stage statistics and the compute phases (its stages,
- * supervisor_rss_bytes, pipeline_seconds, memory_plan_bytes and phases). */
+ * supervisor_rss_bytes, pipeline_seconds, memory_plan_bytes and phases).
+ * n_pca: PCAs per layer, 2 (rows as above) or 1 (a parallel block: row
+ * 1 + l is the layer output's PCA, reported as "mlp"; "attn" has none). */
 struct sp_manifest;
 struct sp_model;
 struct sp_eval_result;
 int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, const int64_t *d_in, const int64_t *d_mid,
                         const int64_t *d_out, const double *evals, const struct sp_eval_result *dense,
                         const struct sp_eval_result *sliced, double slice_seconds, int64_t params_after, int64_t bytes_after,
-                        int64_t peak_rss_bytes, const sp_report *pipeline);
+                        int64_t peak_rss_bytes, const sp_report *pipeline, int n_pca);
 
 #endif

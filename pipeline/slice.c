@@ -90,7 +90,7 @@ static int write_report(const job *j, const sp_eval_result *dense, const sp_eval
     sp_report pipe = {.stages = st, .n_stages = SP_STAGE_COUNT, .supervisor_rss_bytes = sup_rss, .pipeline_seconds = t_slice,
                       .memory_plan_bytes = sp_plan_total(j), .phases = ph, .n_phases = SP_PROF_COUNT};
     return sp_report_write_run(j->mf, &j->m, j->d_in, j->d_mid, j->d_out, j->evals, dense, sliced, t_slice, params_after,
-                               bytes_after, rss, &pipe);
+                               bytes_after, rss, &pipe, j->n_pca);
 }
 
 static void print_stages(const job *j, FILE *f) {
@@ -128,12 +128,6 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (c->sliced) {
         rc = sp_fail(SP_EX_DATAERR, "%s: this model was already sliced by slicepipe; slice the original instead",
                      mf->model_path);
-        goto out;
-    }
-    if (j->m.arch->norm != SP_BK_NORM_RMS || j->m.arch->parallel || j->m.arch->norm_plus_one ||
-        j->m.arch->embed_scale_sqrt_d || j->m.arch->pos_embed) {
-        rc = sp_fail(SP_EX_DATAERR, "%s: slicing %s models is not implemented yet (eval, inspect and synth support it)",
-                     mf->model_path, j->m.arch->model_type);
         goto out;
     }
     j->D = c->hidden_size, j->L = c->n_layers, j->V = c->vocab_size, j->F = c->intermediate_size;

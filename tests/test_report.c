@@ -295,7 +295,7 @@ static void test_write_run(const char *dir) {
     sp_report_timing ph[2] = {{"forward", 3.0}, {"eigh", 0.75}};
     sp_report pipe = {.stages = stg, .n_stages = 2, .supervisor_rss_bytes = 500, .pipeline_seconds = 6.0,
                       .memory_plan_bytes = 9000, .phases = ph, .n_phases = 2};
-    int rc = sp_report_write_run(&mf, &m, d_in, d_mid, d_out, &g_eig[0][0], &dense, &sliced, 7.25, 750, 3000, 123456789, &pipe);
+    int rc = sp_report_write_run(&mf, &m, d_in, d_mid, d_out, &g_eig[0][0], &dense, &sliced, 7.25, 750, 3000, 123456789, &pipe, 2);
     CHECK(rc == 0, "write_run: %d %s", rc, sp_errmsg());
     snprintf(cmd, sizeof cmd, "%s/slicing.json", out);
     char *text = slurp(cmd);
