@@ -295,6 +295,7 @@ typedef enum key_kind {
     KIND_DTYPE,   /* "f32" | "f16" | "bf16" */
     KIND_BACKEND, /* "auto" | "cpu" | "cuda" */
     KIND_SPILL_DTYPE, /* "f32" | "bf16" */
+    KIND_SAMPLING,    /* "first" | "random" */
 } key_kind;
 
 typedef enum table_id { T_MODEL, T_CALIB, T_SLICING, T_OUTPUT, T_RESOURCES, T_EVAL, T_COUNT } table_id;
@@ -312,9 +313,13 @@ typedef struct key_def {
 #define F(x) offsetof(sp_manifest, x)
 static const key_def k_keys[] = {
     {T_MODEL, "path", KIND_PATH, 0, 0, 1, F(model_path)},
-    {T_CALIB, "tokens", KIND_PATH, 0, 0, 1, F(calib_tokens)},
+    /* tokens / text: exactly one of the two, checked by check_source */
+    {T_CALIB, "tokens", KIND_PATH, 0, 0, 0, F(calib_tokens)},
+    {T_CALIB, "text", KIND_PATH, 0, 0, 0, F(calib_text)},
     {T_CALIB, "seqlen", KIND_INT, 2, 1 << 20, 0, F(calib_seqlen)},
     {T_CALIB, "nsamples", KIND_INT, 1, 1 << 24, 0, F(calib_nsamples)},
+    {T_CALIB, "sampling", KIND_SAMPLING, 0, 0, 0, F(calib_sampling)},
+    {T_CALIB, "seed", KIND_INT, 0, INT64_MAX, 0, F(calib_seed)},
     {T_SLICING, "sparsity", KIND_FRAC, 0, 0, 0, F(sparsity)},
     {T_SLICING, "round_to", KIND_INT, 1, 65536, 0, F(round_to)},
     {T_OUTPUT, "path", KIND_PATH, 0, 0, 1, F(output_path)},
@@ -325,7 +330,8 @@ static const key_def k_keys[] = {
     {T_RESOURCES, "spill_dir", KIND_PATH, 0, 0, 0, F(spill_dir)},
     {T_RESOURCES, "backend", KIND_BACKEND, 0, 0, 0, F(backend)},
     {T_RESOURCES, "spill_dtype", KIND_SPILL_DTYPE, 0, 0, 0, F(spill_dtype)},
-    {T_EVAL, "tokens", KIND_PATH, 0, 0, 1, F(eval_tokens)},
+    {T_EVAL, "tokens", KIND_PATH, 0, 0, 0, F(eval_tokens)},
+    {T_EVAL, "text", KIND_PATH, 0, 0, 0, F(eval_text)},
     {T_EVAL, "seqlen", KIND_INT, 2, 1 << 20, 0, F(eval_seqlen)},
     {T_EVAL, "windows", KIND_INT, 0, INT64_MAX, 0, F(eval_windows)},
 };
@@ -512,6 +518,16 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
         *(sp_dtype *)field = t;
         return 0;
     }
+    case KIND_SAMPLING: {
+        if (v->type != VAL_STRING)
+            return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
+        sp_calib_sampling t;
+        if (strcmp(v->s, "first") == 0) t = SP_CALIB_SAMPLING_FIRST;
+        else if (strcmp(v->s, "random") == 0) t = SP_CALIB_SAMPLING_RANDOM;
+        else return pfail(p, "[%s] %s: unknown sampling '%.32s' (first or random)", tname, kd->key, v->s);
+        *(sp_calib_sampling *)field = t;
+        return 0;
+    }
     case KIND_BACKEND: {
         if (v->type != VAL_STRING)
             return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
@@ -599,6 +615,25 @@ static int check_required(load_state *st) {
     return 0;
 }
 
+/* [calibration] (always) and [eval] (when present) take their windows from
+ * exactly one of `tokens` and `text`; random sampling needs text. */
+static int check_source(load_state *st, table_id t) {
+    sp_manifest *m = st->m;
+    int lt = st->key_line[key_index(t, "tokens")], lx = st->key_line[key_index(t, "text")];
+    if (!lt && !lx)
+        return sp_fail(SP_EX_USAGE, "%s:%d: missing required key [%s] tokens or text (a .npy token file, or a "
+                                    ".txt/.jsonl text file)",
+                       m->path, st->table_line[t], k_tables[t]);
+    if (lt && lx)
+        return sp_fail(SP_EX_USAGE, "%s:%d: [%s] tokens (line %d) and text (line %d) are mutually exclusive; give one",
+                       m->path, lt > lx ? lt : lx, k_tables[t], lt, lx);
+    if (t == T_CALIB && lt && m->calib_sampling == SP_CALIB_SAMPLING_RANDOM)
+        return sp_fail(SP_EX_USAGE, "%s:%d: [calibration] sampling = \"random\" needs text = FILE (a token file is "
+                                    "read from its start)",
+                       m->path, st->key_line[key_index(T_CALIB, "sampling")]);
+    return 0;
+}
+
 static int check_output_not_model(load_state *st) {
     sp_manifest *m = st->m;
     int line = st->key_line[key_index(T_OUTPUT, "path")];
@@ -669,7 +704,9 @@ static int load(load_state *st, const char *path) {
     if (rc) return rc;
 
     SP_TRY(check_required(st));
+    SP_TRY(check_source(st, T_CALIB));
     m->has_eval = st->table_line[T_EVAL] != 0;
+    if (m->has_eval) SP_TRY(check_source(st, T_EVAL));
     if (m->has_eval && !st->key_line[key_index(T_EVAL, "seqlen")]) m->eval_seqlen = m->calib_seqlen;
     return check_output_not_model(st);
 }
@@ -692,9 +729,11 @@ void sp_manifest_free(sp_manifest *m) {
     free(m->path);
     free(m->model_path);
     free(m->calib_tokens);
+    free(m->calib_text);
     free(m->output_path);
     free(m->spill_dir);
     free(m->backend);
     free(m->eval_tokens);
+    free(m->eval_text);
     memset(m, 0, sizeof *m);
 }

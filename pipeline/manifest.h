@@ -2,9 +2,13 @@
  *
  * Schema (README "Manifest"):
  *   [model]        path = "..."                      (required) HF model dir
- *   [calibration]  tokens = "..."                    (required) .npy
+ *   [calibration]  tokens = "..."                    .npy token stream, or
+ *                  text = "..."                      .txt/.jsonl(.gz) documents (pipeline/calib.h);
+ *                                                    exactly one of tokens and text
  *                  seqlen = 2048                     int in [2, 2^20]
  *                  nsamples = 128                    int in [1, 2^24]
+ *                  sampling = "first"                "first"|"random" (random needs text)
+ *                  seed = 0                          int in [0, 2^63-1]; for "random"
  *   [slicing]      sparsity = 0.25                   float in [0,1)
  *                  round_to = 8                      int in [1, 65536]
  *   [output]       path = "..."                      (required) != model path
@@ -15,12 +19,14 @@
  *                  spill_dir = "..."                 optional; default <output>/.slicepipe
  *                  spill_dtype = "f32"               "f32"|"bf16"
  *                  backend = "auto"                  "auto"|"cpu"|"cuda"
- *   [eval]         tokens = "..."                    optional table; tokens required if present
+ *   [eval]         tokens = "..."                    optional table; if present, exactly one
+ *                  text = "..."                      of tokens and text
  *                  seqlen = 2048                     int in [2, 2^20]; default: calibration seqlen
  *                  windows = 0                       int >= 0; 0 = all
  * Relative paths are resolved against the manifest's own folder.
  * Any error (syntax, unknown table or key, wrong type, out of range, missing
- * required key, duplicate key, output path == model path) returns SP_EX_USAGE
+ * required key, duplicate key, tokens and text both given, sampling =
+ * "random" with tokens, output path == model path) returns SP_EX_USAGE
  * (64) with a message "<manifest>:<line>: <reason>".
  */
 #ifndef SP_MANIFEST_H
@@ -30,10 +36,19 @@
 
 #include "dtype.h"
 
+/* How calibration windows are cut from [calibration] text (pipeline/calib.h). */
+typedef enum sp_calib_sampling {
+    SP_CALIB_SAMPLING_FIRST = 0,  /* the first nsamples non-overlapping windows */
+    SP_CALIB_SAMPLING_RANDOM = 1, /* nsamples window starts drawn from seed */
+} sp_calib_sampling;
+
 typedef struct sp_manifest {
     char *path;             /* the manifest file itself */
     char *model_path;       /* absolute or manifest-relative, resolved */
-    char *calib_tokens;
+    char *calib_tokens;     /* exactly one of calib_tokens and calib_text is set */
+    char *calib_text;
+    sp_calib_sampling calib_sampling; /* default FIRST */
+    int64_t calib_seed;     /* default 0 */
     int64_t calib_seqlen;   /* default 2048 */
     int64_t calib_nsamples; /* default 128 */
     double sparsity;        /* default 0.25 */
@@ -47,7 +62,8 @@ typedef struct sp_manifest {
     sp_dtype spill_dtype;   /* F32 (default) or BF16 */
     char *backend;          /* "auto" default */
     int has_eval;
-    char *eval_tokens;
+    char *eval_tokens;      /* with has_eval, exactly one of eval_tokens and eval_text */
+    char *eval_text;
     int64_t eval_seqlen;    /* default calib_seqlen */
     int64_t eval_windows;   /* 0 = all */
 } sp_manifest;

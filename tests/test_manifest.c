@@ -38,6 +38,9 @@ static const char *put(const char *text) {
 
 #define HEAD "[model]\npath = \"models/m\"\n[calibration]\ntokens = \"calib.npy\"\n[output]\npath = \"out\"\n"
 /* HEAD is lines 1..6; a case that appends starts at line 7. */
+/* TEXT_HEAD: [calibration] from text, open for more calibration keys at line 5. */
+#define TEXT_HEAD "[model]\npath = \"models/m\"\n[calibration]\ntext = \"wiki.txt\"\n"
+#define TEXT_TAIL "[output]\npath = \"out\"\n"
 
 typedef struct bad_case {
     const char *text;
@@ -93,6 +96,28 @@ static const bad_case k_bad[] = {
     {"[model]\npath = \"m\"\n[calibration]\nseqlen = 8\ntokens = \"t\"\n[output]\ndtype = \"f16\"\n", 6,
      "missing required key [output] path"},
     {HEAD "# eval\n[eval]\nseqlen = 8\n", 8, "missing required key [eval] tokens"},
+    /* text inputs: exactly one of tokens and text; sampling and seed */
+    {"[model]\npath = \"m\"\n[calibration]\nseqlen = 8\n[output]\npath = \"o\"\n", 3,
+     "missing required key [calibration] tokens or text"},
+    {HEAD "[eval]\nwindows = 2\n", 7, "missing required key [eval] tokens or text"},
+    {TEXT_HEAD "tokens = \"c.npy\"\n" TEXT_TAIL, 5, "[calibration] tokens (line 5) and text (line 4) are mutually exclusive"},
+    {"[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\nseqlen = 8\ntext = \"c.txt\"\n[output]\npath = \"o\"\n", 6,
+     "tokens (line 4) and text (line 6) are mutually exclusive"},
+    {TEXT_HEAD TEXT_TAIL "[eval]\ntext = \"e.txt\"\ntokens = \"e.npy\"\n", 9, "[eval] tokens (line 9) and text (line 8)"},
+    {TEXT_HEAD "sampling = \"shuffle\"\n" TEXT_TAIL, 5, "[calibration] sampling: unknown sampling 'shuffle' (first or random)"},
+    {TEXT_HEAD "sampling = \"Random\"\n" TEXT_TAIL, 5, "unknown sampling 'Random'"},
+    {TEXT_HEAD "sampling = 1\n" TEXT_TAIL, 5, "sampling: expected a string, got an integer"},
+    {TEXT_HEAD "seed = -1\n" TEXT_TAIL, 5, "seed = -1 is out of range"},
+    {TEXT_HEAD "seed = 1.5\n" TEXT_TAIL, 5, "seed: expected an integer, got a float"},
+    {TEXT_HEAD "seed = \"7\"\n" TEXT_TAIL, 5, "seed: expected an integer, got a string"},
+    {TEXT_HEAD "sampling = \"first\"\nsampling = \"random\"\n" TEXT_TAIL, 6, "duplicate key 'sampling'"},
+    {"[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\nsampling = \"random\"\n[output]\npath = \"o\"\n", 5,
+     "sampling = \"random\" needs text = FILE"},
+    {"[model]\npath = \"m\"\n[calibration]\ntext = \"\"\n[output]\npath = \"o\"\n", 4, "[calibration] text: the path is empty"},
+    {"[model]\npath = \"m\"\n[calibration]\ntext = 3\n[output]\npath = \"o\"\n", 4, "text: expected a string (a path)"},
+    {HEAD "[eval]\ntext = \"e.txt\"\nsampling = \"random\"\n", 9, "unknown key 'sampling' in [eval]"},
+    {HEAD "[eval]\ntext = \"e.txt\"\nseed = 3\n", 9, "unknown key 'seed' in [eval]"},
+    {HEAD "[slicing]\ntext = \"x.txt\"\n", 8, "unknown key 'text' in [slicing]"},
     /* output == model */
     {"[model]\npath = \"models/m\"\n[calibration]\ntokens = \"t\"\n[output]\npath = \"models/m\"\n", 6, "is the model path"},
     {"[model]\npath = \"models/m\"\n[calibration]\ntokens = \"t\"\n[output]\npath = \"models/m/\"\n", 6, "is the model path"},
@@ -271,6 +296,39 @@ static void test_full(void) {
     }
 }
 
+/* [calibration] and [eval] from text: paths resolved, sampling and seed kept. */
+static void test_text(void) {
+    sp_manifest m;
+    const char *path = put(TEXT_HEAD "sampling = \"random\"\nseed = 9223372036854775807\nnsamples = 4\n" TEXT_TAIL
+                           "[eval]\ntext = \"data/wiki.test.jsonl.gz\"\nwindows = 3\n");
+    int rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0, "text manifest: rc %d '%s'", rc, sp_errmsg());
+    if (!rc) {
+        CHECK(m.calib_tokens == NULL && streq(m.calib_text, cat(g_dir, "/wiki.txt")), "calib_text %s", m.calib_text);
+        CHECK(m.calib_sampling == SP_CALIB_SAMPLING_RANDOM, "sampling %d", (int)m.calib_sampling);
+        CHECK(m.calib_seed == INT64_MAX, "seed %lld", (long long)m.calib_seed);
+        CHECK(m.calib_nsamples == 4, "nsamples %lld", (long long)m.calib_nsamples);
+        CHECK(m.has_eval && m.eval_tokens == NULL && streq(m.eval_text, cat(g_dir, "/data/wiki.test.jsonl.gz")),
+              "eval_text %s", m.eval_text);
+        CHECK(m.eval_windows == 3 && m.eval_seqlen == 2048, "eval %lld %lld", (long long)m.eval_windows,
+              (long long)m.eval_seqlen);
+        sp_manifest_free(&m);
+        CHECK(m.calib_text == NULL && m.eval_text == NULL, "free clears the text paths");
+    }
+    /* "first" spelled out, an explicit seed 0, and text with a token [eval] */
+    path = put(TEXT_HEAD "sampling = \"first\"\nseed = 0\n" TEXT_TAIL "[eval]\ntokens = \"/abs/e.npy\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.calib_sampling == SP_CALIB_SAMPLING_FIRST && m.calib_seed == 0 && streq(m.eval_tokens, "/abs/e.npy") &&
+              m.eval_text == NULL,
+          "first: rc %d '%s'", rc, sp_errmsg());
+    sp_manifest_free(&m);
+    /* a random seed may come with tokens only if sampling stays "first" */
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\nseed = 5\n[output]\npath = \"o\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.calib_seed == 5 && m.calib_text == NULL, "tokens + seed: rc %d '%s'", rc, sp_errmsg());
+    sp_manifest_free(&m);
+}
+
 static void test_defaults(void) {
     sp_manifest m;
     const char *path = put(HEAD);
@@ -285,6 +343,8 @@ static void test_defaults(void) {
           (long long)m.shard_bytes, (long long)m.memory_bytes);
     CHECK(m.threads == 0 && m.spill_dir == NULL && streq(m.backend, "auto"), "resources defaults");
     CHECK(m.has_eval == 0 && m.eval_tokens == NULL && m.eval_seqlen == 0 && m.eval_windows == 0, "no eval");
+    CHECK(m.calib_text == NULL && m.eval_text == NULL && m.calib_sampling == SP_CALIB_SAMPLING_FIRST && m.calib_seed == 0,
+          "text defaults");
     sp_manifest_free(&m);
 
     /* [eval] seqlen defaults to the calibration seqlen */
@@ -412,6 +472,7 @@ int main(void) {
     test_bad_cases();
     test_nul_and_missing();
     test_full();
+    test_text();
     test_defaults();
     test_relative();
     test_long_lines();
