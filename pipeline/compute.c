@@ -55,6 +55,7 @@
 #include "faults.h"
 #include "fileio.h"
 #include "job.h"
+#include "stream.h"
 
 #define BLK 256   /* rows or columns rotated at a time */
 #define EB 256    /* embedding/head rows streamed at a time */
@@ -252,32 +253,37 @@ static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer)
  * the second moment of the outputs. `in_place` writes back into the input. */
 typedef void (*window_fn)(cstate *c, const float *x, float *y);
 
-static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t layer, const char *what) {
-    job *j = c->j;
-    const int64_t T = j->T, D = j->D, W = j->N / j->T;
-    cov_reset(c);
-    for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
-        int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
-        int64_t t0 = now_ns();
-        SP_TRY(sp_spill_read(in, k0 * T, nw * T, D, c->cin));
-        prof(c, SP_PROF_SPILL, &t0);
-        for (int64_t k = 0; k < nw; k++) {
-            t0 = now_ns();
-            f(c, c->cin + k * T * D, c->cout + k * T * D);
-            prof(c, SP_PROF_FORWARD, &t0);
-            int rc = cov_add(c, c->cout + k * T * D);
-            if (rc) { /* NaN/Inf: this layer is not committed; the message says where */
-                char msg[1024];
-                snprintf(msg, sizeof msg, "%s", sp_errmsg());
-                return sp_fail(rc, "%s: layer %lld, %s output, calibration window %lld: %s; the layer was not committed",
-                               j->mf->model_path, (long long)layer, what, (long long)(k0 + k), msg);
-            }
-        }
-        t0 = now_ns();
-        SP_TRY(sp_spill_write(out, k0 * T, nw * T, D, c->cout));
-        prof(c, SP_PROF_SPILL, &t0);
+typedef struct pass_ctx {
+    cstate *c;
+    window_fn f;
+    int64_t layer;
+    const char *what;
+} pass_ctx;
+
+static int pass_window(void *ctx, int64_t w, const float *x, float *y) {
+    pass_ctx *p = ctx;
+    cstate *c = p->c;
+    int64_t t0 = now_ns();
+    p->f(c, x, y);
+    prof(c, SP_PROF_FORWARD, &t0);
+    int rc = cov_add(c, y);
+    if (rc) { /* NaN/Inf: this layer is not committed; the message says where */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        return sp_fail(rc, "%s: layer %lld, %s output, calibration window %lld: %s; the layer was not committed",
+                       c->j->mf->model_path, (long long)p->layer, p->what, (long long)w, msg);
     }
     return 0;
+}
+
+static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t layer, const char *what) {
+    job *j = c->j;
+    pass_ctx p = {c, f, layer, what};
+    cov_reset(c);
+    int64_t io = 0;
+    int rc = sp_stream_windows(in, j->D, out, j->D, j->N / j->T, j->T, j->chunk_w, c->cin, c->cout, pass_window, &p, &io);
+    atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
+    return rc;
 }
 
 static void attn_window(cstate *c, const float *x, float *y) {
@@ -515,6 +521,15 @@ static int slice_layer(cstate *c, int64_t l) {
     return boundary(c, l, spill_hash);
 }
 
+/* One window of X₀ (T, D), in place: + the learned positions, then into H. */
+static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
+    cstate *c = ctx;
+    (void)w, (void)in;
+    if (c->j->m.n_pos)
+        for (int64_t i = 0; i < c->j->T * c->j->D; i++) x[i] += c->posb[i];
+    return cov_add(c, x);
+}
+
 /* 1. X₀ = Emb[tokens] (+ Pos[p + offset]) into spill A, Q = PCA(X₀),
  * Emb ← Emb·Q[:, :d] (and Pos ← Pos·Q[:, :d]). The tables' rows are as the
  * residual stream receives them (embed_rows: Gemma's scale, LayerNorm
@@ -552,19 +567,9 @@ static int slice_embed(cstate *c) {
         }
     }
     cov_reset(c);
-    for (int64_t k0 = 0; k0 < W; k0 += j->chunk_w) {
-        int64_t nw = W - k0 < j->chunk_w ? W - k0 : j->chunk_w;
-        int64_t t0 = now_ns();
-        SP_TRY(sp_spill_read(c->sa, k0 * T, nw * T, D, c->cin));
-        prof(c, SP_PROF_SPILL, &t0);
-        if (P) {
-            for (int64_t i = 0; i < nw * T * D; i++) c->cin[i] += c->posb[i % (T * D)];
-            t0 = now_ns();
-            SP_TRY(sp_spill_write(c->sa, k0 * T, nw * T, D, c->cin));
-            prof(c, SP_PROF_SPILL, &t0);
-        }
-        for (int64_t k = 0; k < nw; k++) SP_TRY(cov_add(c, c->cin + k * T * D));
-    }
+    int64_t io = 0;
+    SP_TRY(sp_stream_windows(c->sa, D, P ? c->sa : NULL, D, W, T, j->chunk_w, c->cin, c->cin, embed_window, c, &io));
+    atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
     SP_TRY(pca(c, c->Q, 0, "embedding", -1));
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;

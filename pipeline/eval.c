@@ -11,6 +11,7 @@
 #include "fileio.h"
 #include "backend.h"
 #include "spill.h"
+#include "stream.h"
 
 int sp_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols) {
     char head[256];
@@ -21,6 +22,41 @@ int sp_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t 
     if (!rc) rc = sp_io_write_full(fd, data, rows * cols * 4, path);
     close(fd);
     return rc;
+}
+
+/* One window through a layer (sp_stream_fn). */
+typedef struct layer_ctx {
+    sp_layer_scratch *scr;
+    const sp_layer_w *w;
+    float *h; /* (T, d_mid) */
+    int64_t T;
+} layer_ctx;
+
+static int layer_window(void *ctx, int64_t k, const float *x, float *y) {
+    layer_ctx *c = ctx;
+    (void)k;
+    sp_layer_block(c->scr, c->w, x, c->T, c->h, y);
+    return 0;
+}
+
+/* One window through the head: its NLL summed in window order. */
+typedef struct head_ctx {
+    sp_layer_scratch *scr;
+    const sp_head *hd;
+    int64_t width, T, V;
+    const int32_t *ids;
+    float *logits; /* (W·T, V) or NULL */
+    double sum;
+} head_ctx;
+
+static int head_window(void *ctx, int64_t k, const float *x, float *y) {
+    head_ctx *c = ctx;
+    const sp_head *hd = c->hd;
+    (void)y;
+    c->sum += sp_layer_head_nll(c->scr, hd->kind, hd->has_norm ? hd->norm : NULL, hd->has_norm_b ? hd->norm_b : NULL, hd->w,
+                                hd->has_b ? hd->b : NULL, c->width, x, c->ids + k * c->T, c->T,
+                                c->logits ? c->logits + k * c->T * c->V : NULL);
+    return 0;
 }
 
 int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_eval_result *r) {
@@ -105,13 +141,8 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
         if (rc) goto out;
         const sp_layer_w *w = &lb.w;
         SP_ASSERT(w->d_in == width);
-        for (int64_t k0 = 0; k0 < W && !rc; k0 += cw) {
-            int64_t nw = W - k0 < cw ? W - k0 : cw;
-            rc = sp_spill_read(sa, k0 * T, nw * T, width, cin);
-            if (rc) break;
-            for (int64_t k = 0; k < nw; k++) sp_layer_block(scr, w, cin + k * T * w->d_in, T, h, cout + k * T * w->d_out);
-            rc = sp_spill_write(sb, k0 * T, nw * T, w->d_out, cout);
-        }
+        layer_ctx lc = {scr, w, h, T};
+        rc = sp_stream_windows(sa, width, sb, w->d_out, W, T, cw, cin, cout, layer_window, &lc, NULL);
         if (rc) goto out;
         sp_spill *t = sa;
         sa = sb;
@@ -125,15 +156,9 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     sp_head hd = {.w = big, .b = hb, .norm = norm, .norm_b = norm_b};
     rc = sp_model_load_head(m, &hd);
     if (rc) goto out;
-    double sum = 0;
-    for (int64_t k0 = 0; k0 < W && !rc; k0 += cw) {
-        int64_t nw = W - k0 < cw ? W - k0 : cw;
-        rc = sp_spill_read(sa, k0 * T, nw * T, width, cin);
-        for (int64_t k = 0; k < nw && !rc; k++)
-            sum += sp_layer_head_nll(scr, hd.kind, hd.has_norm ? norm : NULL, hd.has_norm_b ? norm_b : NULL, big,
-                                     hd.has_b ? hb : NULL, width, cin + k * T * width, toks->ids + (k0 + k) * T, T,
-                                     logits ? logits + (k0 + k) * T * V : NULL);
-    }
+    head_ctx hc = {scr, &hd, width, T, V, toks->ids, logits, 0.0};
+    rc = sp_stream_windows(sa, width, NULL, width, W, T, cw, cin, cout, head_window, &hc, NULL);
+    double sum = hc.sum;
     if (rc) goto out;
     if (o->dump_logits) {
         rc = sp_npy_write_f32(o->dump_logits, logits, N, V);

@@ -18,11 +18,20 @@ void sp_model_widths(const sp_model *m, int64_t l, int64_t *d_in, int64_t *d_mid
     }
 }
 
+/* The tensors validate() found, to tell the ones nothing consumes. */
+typedef struct consumed {
+    const sp_st_tensor **t;
+    int64_t n, cap;
+} consumed;
+
+static consumed *g_consumed; /* set during validate() only */
+
 /* Checks that tensor `name` exists with the given shape and a float dtype that
  * agrees with config.json. */
 static int expect(const sp_model *m, const char *name, int ndim, int64_t s0, int64_t s1, int64_t *params) {
     const sp_st_file *f;
     const sp_st_tensor *t = sp_ckpt_find(m->ckpt, name, &f);
+    if (t && g_consumed && g_consumed->n < g_consumed->cap) g_consumed->t[g_consumed->n++] = t;
     if (!t) return sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is missing (config.json implies it)", m->dir, name);
     int64_t want[2] = {s0, s1};
     int ok = t->ndim == ndim;
@@ -52,7 +61,52 @@ static void widths_at(const sp_model *m, int64_t l, int64_t w[SP_POS_COUNT]) {
     sp_model_widths(m, l, &w[SP_POS_IN], &w[SP_POS_MID], &w[SP_POS_OUT]);
 }
 
+static int cmp_ptr(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t) * (const void *const *)a, y = (uintptr_t) * (const void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Buffers HF keeps in some checkpoints that are derived from config.json and
+ * recomputed: never weights. */
+static int derived_buffer(const char *name) {
+    size_t n = strlen(name), k = strlen("rotary_emb.inv_freq");
+    return n >= k && strcmp(name + n - k, "rotary_emb.inv_freq") == 0;
+}
+
+/* Every tensor of the checkpoint is one the architecture table consumes: a
+ * tensor slicepipe would drop (an unknown projection, a bias the config does
+ * not announce) is refused, never ignored. */
+static int refuse_unconsumed(const sp_model *m, consumed *c) {
+    qsort(c->t, (size_t)c->n, sizeof *c->t, cmp_ptr);
+    for (int i = 0; i < sp_ckpt_shard_count(m->ckpt); i++) {
+        const sp_st_file *f = sp_ckpt_shard(m->ckpt, i);
+        for (int k = 0; k < sp_st_count(f); k++) {
+            const sp_st_tensor *t = sp_st_at(f, k);
+            if (bsearch(&t, c->t, (size_t)c->n, sizeof *c->t, cmp_ptr) || derived_buffer(t->name)) continue;
+            return sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is not part of a %s model as config.json describes it "
+                                          "(the architecture table does not consume it; refusing rather than "
+                                          "dropping it)", sp_st_path(f), t->name, m->arch->model_type);
+        }
+    }
+    return 0;
+}
+
+static int validate_all(sp_model *m);
+
 static int validate(sp_model *m) {
+    consumed c = {0};
+    c.cap = sp_ckpt_tensor_count(m->ckpt);
+    int rc = sp_alloc((void **)&c.t, c.cap > 0 ? c.cap : 1, (int64_t)sizeof *c.t, "tensor list");
+    if (rc) return rc;
+    g_consumed = &c;
+    rc = validate_all(m);
+    g_consumed = NULL;
+    if (!rc) rc = refuse_unconsumed(m, &c);
+    free(c.t);
+    return rc;
+}
+
+static int validate_all(sp_model *m) {
     const sp_config *c = &m->cfg;
     const sp_arch *a = m->arch;
     char nm[256];
