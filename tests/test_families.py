@@ -167,6 +167,33 @@ def test_synth(sp, work):
               f"{fam}: killed (exit {k.returncode}) and resumed (exit {r.returncode}): shards byte-identical")
 
 
+def test_table_rules(sp, work):
+    """The table consumes every tensor: attention_bias biases are used, an
+    unknown tensor is refused, never dropped."""
+    base = os.path.join(work, "llama")
+    cfg, W = mr.load_model_dir(base)
+    toks = mr.load_tokens(os.path.join(base, "calib.npy"))
+    rng = np.random.default_rng(3)
+    b = os.path.join(work, "llama-bias")
+    os.makedirs(b, exist_ok=True)
+    W2 = dict(W)
+    for l in range(cfg["num_hidden_layers"]):
+        for p in ["q_proj", "k_proj", "v_proj", "o_proj"]:
+            w = W[f"model.layers.{l}.self_attn.{p}.weight"]
+            W2[f"model.layers.{l}.self_attn.{p}.bias"] = 0.1 * rng.standard_normal(w.shape[0])
+    mr.write_safetensors(os.path.join(b, "model.safetensors"), W2)
+    json.dump(dict(cfg, attention_bias=True), open(os.path.join(b, "config.json"), "w"))
+    r = run([sp, "eval", b, "--tokens", os.path.join(base, "calib.npy"), "--seqlen", "32", "--windows", "6", "--quiet",
+             "--json"])
+    got = json.loads(r.stdout)["nll"] if r.returncode == 0 else float("nan")
+    want = mr.forward_nll(b, toks, 32, windows=6)
+    check(abs(got - want) < 1e-5, f"attention_bias: the biases are used (NLL {got:.7f} vs numpy {want:.7f})")
+    json.dump(dict(cfg, attention_bias=False), open(os.path.join(b, "config.json"), "w"))
+    r = run([sp, "inspect", b])
+    check(r.returncode == 65 and "self_attn.q_proj.bias" in r.stderr and "does not consume" in r.stderr,
+          f"biases without attention_bias: refused, naming the tensor ({r.stderr.strip()[:140]})")
+
+
 def main():
     mode, sp, work = sys.argv[1], sys.argv[2], sys.argv[3]
     os.makedirs(work, exist_ok=True)
@@ -174,6 +201,7 @@ def main():
         test_hf(sp, work, sys.argv[4])
     else:
         test_synth(sp, work)
+        test_table_rules(sp, work)
     print(f"{'PASS' if not fails else 'FAIL'}: {fails} failure(s)")
     sys.exit(1 if fails else 0)
 
