@@ -93,9 +93,13 @@ void sp_resume_manifest_identity(const job *j, char hex[33]) {
     snprintf(txt, sizeof txt,
              "slicepipe-manifest-1\nmodel=%s\ncalib=%s\nseqlen=%lld\nnsamples=%lld\nsparsity=%.17g\nround_to=%lld\n"
              "dtype=%s\nshard_bytes=%lld\nspill_dtype=%s\nbackend=%s\n",
-             mf->model_path, mf->calib_tokens, (long long)mf->calib_seqlen, (long long)mf->calib_nsamples, mf->sparsity,
+             mf->model_path, mf->calib_tokens ? mf->calib_tokens : "", (long long)mf->calib_seqlen,
+             (long long)mf->calib_nsamples, mf->sparsity,
              (long long)mf->round_to, sp_dtype_st_name(j->out_dtype), (long long)mf->shard_bytes,
              sp_dtype_st_name(mf->spill_dtype), j->bk_identity);
+    if (mf->calib_text) /* the text's windows: its ids are hashed below, which covers the text and the tokenizer */
+        snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "calib_text=%s\nsampling=%s\nseed=%lld\n", mf->calib_text,
+                 mf->calib_sampling == SP_CALIB_SAMPLING_RANDOM ? "random" : "first", (long long)mf->calib_seed);
     XXH3_state_t *st = XXH3_createState();
     SP_ASSERT(st);
     XXH3_128bits_reset(st);

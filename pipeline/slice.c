@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "calib.h"
 #include "error.h"
 #include "eval.h"
 #include "fileio.h"
@@ -145,7 +146,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (rc) goto out;
 
     /* Validate every input before any work. */
-    rc = sp_tokens_load(mf->calib_tokens, j->V, 0, &j->calib);
+    rc = sp_calib_load(mf, j->V, !o->quiet, &j->calib); /* tokens, or text (pipeline/calib.h) */
     if (rc) goto out;
     if (j->calib.n < j->N) {
         rc = sp_fail(SP_EX_DATAERR, "%s: %lld tokens, but nsamples %lld x seqlen %lld needs %lld", mf->calib_tokens,
@@ -153,7 +154,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         goto out;
     }
     if (mf->has_eval) {
-        rc = sp_tokens_load(mf->eval_tokens, j->V, 0, &j->eval_toks);
+        rc = sp_calib_load_eval(mf, j->V, !o->quiet, &j->eval_toks);
         if (rc) goto out;
         int64_t need = mf->eval_seqlen * (mf->eval_windows > 0 ? mf->eval_windows : 1);
         if (j->eval_toks.n < need) {
