@@ -122,4 +122,46 @@ int sp_tok_llama2c_open(sp_tok *t, const char *path, const char *dir, const char
  * A missing file is not an error; a corrupt one is 65. */
 int sp_tok_read_config(const char *dir, int *add_bos, int *add_eos, char bos[128], char eos[128]);
 
+
+/* ---- the vocabulary, for exporters (GGUF) ---------------------------------
+ * Every id's piece, score and type, the merges and the special ids, read
+ * again from the tokenizer's file (sp_tok_path) so the format modules stay
+ * untouched. Piece types are GGUF's (llama.cpp's llama_token_type). */
+typedef enum sp_tok_piece_type {
+    SP_TOK_PIECE_NORMAL = 1,
+    SP_TOK_PIECE_UNKNOWN = 2,
+    SP_TOK_PIECE_CONTROL = 3,
+    SP_TOK_PIECE_USER_DEFINED = 4,
+    SP_TOK_PIECE_UNUSED = 5,
+    SP_TOK_PIECE_BYTE = 6,
+} sp_tok_piece_type;
+
+typedef enum sp_tok_style {
+    SP_TOK_STYLE_SPM = 0, /* SentencePiece-style: U+2581 for spaces, score-ordered merges, <0xNN> bytes */
+    SP_TOK_STYLE_BPE = 1, /* GPT-2 byte-level BPE: pieces in GPT-2's byte alphabet, ranked merges */
+} sp_tok_style;
+
+typedef struct sp_tok_vocab {
+    sp_tok_style style;
+    int64_t n;           /* ids 0..n-1 */
+    char **piece;        /* (n) UTF-8 bytes, NUL-terminated; an id with no piece gets "[PADn]" */
+    float *score;        /* (n) */
+    int32_t *type;       /* (n) sp_tok_piece_type */
+    int64_t n_merges;
+    char **merges;       /* (n_merges) "left right", BPE style only */
+    int32_t unk_id, bos_id, eos_id, pad_id; /* -1: none */
+    int add_bos, add_eos;
+    int add_space_prefix; /* SPM style: a U+2581 is put before the text */
+    char pre[32];         /* BPE style: the pre-tokenizer regex family: "gpt2", "llama-bpe", "qwen2" */
+} sp_tok_vocab;
+
+/* Fills v (zeroed first). tokenizer.bin: spaces become U+2581, ids 0/1/2
+ * unk/control, <0xNN> bytes. tokenizer.model: the ModelProto's pieces, types
+ * and trainer ids (unigram models: 65). tokenizer.json BPE: byte-level
+ * (ByteLevel pre-tokenizer or decoder) is BPE style with its merges; else SPM
+ * style with score -rank of the merge that makes the piece. 65 naming the
+ * file for anything it cannot express. */
+int sp_tok_vocab_load(const sp_tok *t, sp_tok_vocab *v);
+void sp_tok_vocab_free(sp_tok_vocab *v);
+
 #endif
