@@ -155,9 +155,9 @@ static int by_start(const void *a, const void *b) {
 
 static int too_few(const reader *r, const sp_calib_opts *o, int64_t have, int64_t windows, int64_t need) {
     return sp_fail(SP_EX_DATAERR,
-                   "%s: %s text has %lld tokens (%lld documents, %s), but %lld windows x %lld tokens need %lld; give "
+                   "%s: %s has %lld tokens (%lld documents, %s), but %lld windows x %lld tokens need %lld; give "
                    "more text or lower the window count or length",
-                   r->path, o->what ? o->what : "the", (long long)have, (long long)r->docs, sp_tok_path(r->tok),
+                   r->path, o->what ? o->what : "the text", (long long)have, (long long)r->docs, sp_tok_path(r->tok),
                    (long long)windows, (long long)o->seqlen, (long long)need);
 }
 
@@ -204,7 +204,7 @@ int sp_calib_text_windows(const char *text_path, const char *tok_dir, const sp_c
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
-        return sp_fail(rc, "%s: %s text needs the model's tokenizer: %s", text_path, o->what ? o->what : "the", msg);
+        return sp_fail(rc, "%s: %s needs the model's tokenizer: %s", text_path, o->what ? o->what : "the text", msg);
     }
     if (tok_hash) memcpy(tok_hash, sp_tok_hash(r.tok), 33);
     double t0 = sp_now();
@@ -234,7 +234,7 @@ int sp_calib_text_windows(const char *text_path, const char *tok_dir, const sp_c
         if (!rc) out->n = need;
     }
     if (!rc && o->progress)
-        fprintf(stderr, "%s text %s: %lld windows x %lld tokens (%s) from %lld documents, %lld tokens read, %s %s, %.2f s\n",
+        fprintf(stderr, "%s %s: %lld windows x %lld tokens (%s) from %lld documents, %lld tokens read; %s (%s); %.2f s\n",
                 o->what ? o->what : "text", text_path, (long long)windows, (long long)o->seqlen,
                 o->sampling == SP_CALIB_SAMPLING_RANDOM ? "random" : "first", (long long)r.docs, (long long)total,
                 sp_tok_path(r.tok), sp_tok_kind_name(r.tok), sp_now() - t0);
@@ -254,7 +254,7 @@ int sp_calib_load(const sp_manifest *mf, int64_t vocab, int progress, sp_tokens 
                        .sampling = mf->calib_sampling,
                        .seed = (uint64_t)mf->calib_seed,
                        .vocab = vocab,
-                       .what = "[calibration]",
+                       .what = "[calibration] text",
                        .progress = progress};
     return sp_calib_text_windows(mf->calib_text, mf->model_path, &o, out, NULL);
 }
@@ -266,7 +266,7 @@ int sp_calib_load_eval(const sp_manifest *mf, int64_t vocab, int progress, sp_to
                        .nsamples = mf->eval_windows,
                        .sampling = SP_CALIB_SAMPLING_FIRST,
                        .vocab = vocab,
-                       .what = "[eval]",
+                       .what = "[eval] text",
                        .progress = progress};
     return sp_calib_text_windows(mf->eval_text, mf->model_path, &o, out, NULL);
 }

@@ -54,7 +54,7 @@ typedef struct sp_calib_opts {
     sp_calib_sampling sampling;
     uint64_t seed;              /* for SP_CALIB_SAMPLING_RANDOM */
     int64_t vocab;              /* ids must be < vocab; <= 0: unchecked */
-    const char *what;           /* for messages: "[calibration]", "[eval]", "--text" */
+    const char *what;           /* for messages: "[calibration] text", "[eval] text", "--text" */
     int progress;               /* one summary line on stderr */
 } sp_calib_opts;
 

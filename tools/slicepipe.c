@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "backend.h"
+#include "calib.h"
 #include "error.h"
 #include "eval.h"
 #include "manifest.h"
@@ -149,13 +150,17 @@ static int cmd_inspect(int argc, char **argv) {
 
 static void usage_eval(FILE *f) {
     fprintf(f,
-            "usage: slicepipe eval MODEL_DIR --tokens FILE.npy --seqlen T [options]\n"
+            "usage: slicepipe eval MODEL_DIR (--tokens FILE.npy | --text FILE) --seqlen T [options]\n"
             "\n"
             "Perplexity over non-overlapping windows of T tokens; each window predicts its\n"
             "tokens 1..T-1. Works on dense HF Llama checkpoints and on slicepipe outputs,\n"
             "layer by layer (one layer's weights in memory at a time).\n"
             "\n"
             "  --tokens FILE     .npy token stream (int32, uint16, uint32 or int64)\n"
+            "  --text FILE       or text: .txt (documents separated by blank lines) or .jsonl\n"
+            "                    (a \"text\" field per line), either gzip-compressed; tokenized\n"
+            "                    with MODEL_DIR's tokenizer, each document with its BOS/EOS\n"
+            "                    rule, concatenated, and cut into windows from the start\n"
             "  --seqlen T        window length (>= 2)\n"
             "  --windows N       evaluate only the first N windows (default: all)\n"
             "  --threads N       BLAS threads (default 0: all cores; 1 when hidden size < 512)\n"
@@ -169,12 +174,13 @@ static void usage_eval(FILE *f) {
 
 static int cmd_eval(int argc, char **argv) {
     static const struct option opts[] = {{"tokens", required_argument, 0, 't'},  {"seqlen", required_argument, 0, 's'},
+                                         {"text", required_argument, 0, 'x'},
                                          {"windows", required_argument, 0, 'w'}, {"json", no_argument, 0, 'j'},
                                          {"dump-logits", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'n'},
                                          {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
                                          {"memory", required_argument, 0, 'm'},  {"spill-dir", required_argument, 0, 'S'},
                                          {0, 0, 0, 0}};
-    const char *tokens = NULL;
+    const char *tokens = NULL, *text = NULL;
     int json = 0, quiet = 0;
     int64_t threads = 0;
     sp_eval_opts eo = {.progress = 1};
@@ -183,6 +189,7 @@ static int cmd_eval(int argc, char **argv) {
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
         case 't': tokens = optarg; break;
+        case 'x': text = optarg; break;
         case 's': SP_TRY(parse_i64(optarg, "--seqlen", 2, &eo.seqlen)); break;
         case 'w': SP_TRY(parse_i64(optarg, "--windows", 0, &eo.windows)); break;
         case 'n': SP_TRY(parse_i64(optarg, "--threads", 0, &threads)); break;
@@ -198,16 +205,19 @@ static int cmd_eval(int argc, char **argv) {
         default: usage_eval(stderr); return SP_EX_USAGE;
         }
     }
-    if (optind != argc - 1 || !tokens || !eo.seqlen) {
+    if (optind != argc - 1 || !tokens == !text || !eo.seqlen) {
         usage_eval(stderr);
-        return sp_fail(SP_EX_USAGE, "eval needs MODEL_DIR, --tokens and --seqlen");
+        return sp_fail(SP_EX_USAGE, "eval needs MODEL_DIR, one of --tokens and --text, and --seqlen");
     }
     eo.progress = !quiet;
     sp_model m;
     SP_TRY(sp_model_open(argv[optind], &m));
     sp_bk_cpu.set_threads(threads, m.cfg.hidden_size);
     sp_tokens tk;
-    int rc = sp_tokens_load(tokens, m.cfg.vocab_size, 0, &tk);
+    sp_calib_opts co = {.seqlen = eo.seqlen, .nsamples = eo.windows, .vocab = m.cfg.vocab_size, .what = "--text",
+                        .progress = !quiet};
+    int rc = text ? sp_calib_text_windows(text, argv[optind], &co, &tk, NULL)
+                  : sp_tokens_load(tokens, m.cfg.vocab_size, 0, &tk);
     if (rc) {
         sp_model_close(&m);
         return rc;
