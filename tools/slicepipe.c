@@ -21,6 +21,7 @@
 #include "verify.h"
 
 int sp_cmd_tokenize(int argc, char **argv);
+int sp_cmd_export(int argc, char **argv);
 
 static int die(int rc) {
     if (rc) fprintf(stderr, "slicepipe: %s\n", sp_errmsg());
@@ -34,6 +35,7 @@ static void usage_main(FILE *f) {
             "commands:\n"
             "  run MANIFEST.toml     rotate and slice a model as the manifest says (SliceGPT)\n"
             "  eval MODEL_DIR        perplexity of a dense or sliced model over a token file\n"
+            "  export MODEL_DIR --gguf OUT.gguf   a dense model as one GGUF file for llama.cpp\n"
             "  inspect PATH          validate a model directory or one .safetensors file\n"
             "  status OUTPUT_DIR     how far a job got (complete, running, interrupted)\n"
             "  synth OUT_DIR         write a deterministic synthetic checkpoint (any family) + calib.npy\n"
@@ -457,6 +459,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "synth")) return die(cmd_synth(argc - 1, argv + 1));
     if (!strcmp(cmd, "verify")) return die(cmd_verify(argc - 1, argv + 1));
     if (!strcmp(cmd, "tokenize")) return die(sp_cmd_tokenize(argc - 1, argv + 1)); /* tools/cmd_tokenize.c */
+    if (!strcmp(cmd, "export")) return die(sp_cmd_export(argc - 1, argv + 1));     /* tools/cmd_export.c */
     fprintf(stderr, "slicepipe: unknown command '%s'\n", cmd);
     usage_main(stderr);
     return SP_EX_USAGE;

@@ -1,0 +1,472 @@
+/* pipeline/export.c — a dense model folder to GGUF (see export.h).
+ *
+ * Tensor mapping, per slot of the architecture table (llama.cpp's names):
+ *   attn_norm / ffn_norm (.weight, .bias), attn_q/k/v, attn_qkv (fused),
+ *   attn_q_norm / attn_k_norm (per-head), attn_output, ffn_gate, ffn_up
+ *   (fused gate;up for Phi-3, fc1 for Phi-2), ffn_down; token_embd,
+ *   output_norm, output (absent when tied, except Phi-2, which llama.cpp
+ *   gives no tied form: the embedding is written again as output).
+ * llama.cpp's tensors are ne = {in, out}, the bytes of HF's W[out, in].
+ *
+ * The q/k permutation (llama and mistral only; llama.cpp runs them with
+ * interleaved RoPE, GGML_ROPE_TYPE_NORM, rotating pairs (2i, 2i+1), while HF
+ * rotates (i, i + hd/2)): within each head of hd rows, output row 2i + j is
+ * input row j·hd/2 + i (i < hd/2, j ∈ {0, 1}). k uses the KV head count.
+ * This is the inverse of the permutation HF's own conversion script applies
+ * to Meta's checkpoints, so it restores Meta's original row order. Every
+ * other family runs NEOX (rotate-half) RoPE in llama.cpp: rows unchanged.
+ *
+ * Gemma: llama.cpp multiplies norm outputs by w, so (1 + w) is stored, and it
+ * scales embeddings by sqrt(n_embd) itself (in float32; HF rounds the factor
+ * to the model dtype, which is the same number for float32 models).
+ */
+#include "export.h"
+
+#include "arch.h"
+#include "config.h"
+#include "dtype.h"
+#include "error.h"
+#include "fileio.h"
+#include "model.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK_BYTES ((int64_t)4 << 20)
+
+typedef enum xarch { X_LLAMA, X_QWEN2, X_QWEN3, X_PHI3, X_GEMMA, X_PHI2 } xarch;
+
+static const char *const xarch_name[] = {"llama", "qwen2", "qwen3", "phi3", "gemma", "phi2"};
+
+typedef struct xitem {
+    char gname[96];   /* GGUF name */
+    char src[256];    /* HF tensor; "" for a generated one (rope_freqs) */
+    int ndim;         /* 1 or 2 */
+    int64_t rows, cols; /* HF shape (1-D: rows = n, cols = 1) */
+    int64_t perm_hd;  /* > 0: permute rows per head of this many rows */
+    int plus_one;     /* Gemma norm: store 1 + w */
+    int rope_freqs;   /* llama3 rope factors, generated */
+    sp_gguf_ttype type;
+} xitem;
+
+typedef struct xctx {
+    sp_model m;
+    int model_open;
+    const char *dir;
+    xarch xa;
+    xitem *it;
+    int64_t n_it, cap_it;
+    float *fbuf, *pbuf; /* (chunk rows × cols) */
+    void *raw;
+    int64_t buf_floats;
+} xctx;
+
+static int add_item(xctx *x, const xitem *in) {
+    if (x->n_it == x->cap_it) {
+        int64_t cap = x->cap_it ? 2 * x->cap_it : 64;
+        xitem *p = realloc(x->it, (size_t)cap * sizeof *p);
+        if (!p) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+        x->it = p;
+        x->cap_it = cap;
+    }
+    x->it[x->n_it++] = *in;
+    return 0;
+}
+
+/* The GGUF name of a layer slot, or NULL when llama.cpp has no place for it. */
+static const char *slot_name(const sp_arch *a, enum sp_arch_slot s) {
+    int gated = sp_arch_slot_index(a, SP_SLOT_UP) >= 0 || sp_arch_slot_index(a, SP_SLOT_GATE_UP) >= 0;
+    switch (s) {
+    case SP_SLOT_ATTN_NORM: return "attn_norm.weight";
+    case SP_SLOT_ATTN_NORM_B: return "attn_norm.bias";
+    case SP_SLOT_Q: return "attn_q.weight";
+    case SP_SLOT_K: return "attn_k.weight";
+    case SP_SLOT_V: return "attn_v.weight";
+    case SP_SLOT_QKV: return "attn_qkv.weight";
+    case SP_SLOT_Q_B: return "attn_q.bias";
+    case SP_SLOT_K_B: return "attn_k.bias";
+    case SP_SLOT_V_B: return "attn_v.bias";
+    case SP_SLOT_Q_NORM: return "attn_q_norm.weight";
+    case SP_SLOT_K_NORM: return "attn_k_norm.weight";
+    case SP_SLOT_O: return "attn_output.weight";
+    case SP_SLOT_O_B: return "attn_output.bias";
+    case SP_SLOT_MLP_NORM: return "ffn_norm.weight";
+    case SP_SLOT_MLP_NORM_B: return "ffn_norm.bias";
+    case SP_SLOT_GATE: return gated ? "ffn_gate.weight" : "ffn_up.weight";
+    case SP_SLOT_UP: return "ffn_up.weight";
+    case SP_SLOT_GATE_UP: return "ffn_up.weight";
+    case SP_SLOT_GATE_B: return gated ? "ffn_gate.bias" : "ffn_up.bias";
+    case SP_SLOT_UP_B: return "ffn_up.bias";
+    case SP_SLOT_DOWN: return "ffn_down.weight";
+    case SP_SLOT_DOWN_B: return "ffn_down.bias";
+    case SP_SLOT_COUNT: break;
+    }
+    return NULL;
+}
+
+static sp_gguf_ttype type_for(const sp_export_opts *o, int ndim, int64_t cols, int64_t *fallback) {
+    if (ndim == 1) return SP_GGUF_T_F32;
+    if (o->type == SP_GGUF_T_Q8_0 && cols % SP_GGUF_QK8_0) {
+        (*fallback)++;
+        return SP_GGUF_T_F16;
+    }
+    return o->type;
+}
+
+static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
+    const sp_model *m = &x->m;
+    const sp_config *c = &m->cfg;
+    const sp_arch *a = m->arch;
+    xitem e;
+    int64_t V = c->vocab_size, D = c->hidden_size;
+
+    memset(&e, 0, sizeof e);
+    snprintf(e.gname, sizeof e.gname, "token_embd.weight");
+    snprintf(e.src, sizeof e.src, "%s", a->embed);
+    e.ndim = 2, e.rows = V, e.cols = D;
+    e.type = type_for(o, 2, D, &st->n_fallback_f16);
+    SP_TRY(add_item(x, &e));
+    if (c->rope_llama3) {
+        memset(&e, 0, sizeof e);
+        snprintf(e.gname, sizeof e.gname, "rope_freqs.weight");
+        e.ndim = 1, e.rows = c->rot_dim / 2, e.cols = 1, e.rope_freqs = 1, e.type = SP_GGUF_T_F32;
+        SP_TRY(add_item(x, &e));
+    }
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        for (int t = 0; t < a->n_layer; t++) {
+            const sp_arch_tensor *at = &a->layer[t];
+            const char *g = slot_name(a, at->slot);
+            if (!g) return sp_fail(SP_EX_SOFTWARE, "%s: tensor slot %d has no GGUF name", x->dir, (int)at->slot);
+            memset(&e, 0, sizeof e);
+            snprintf(e.gname, sizeof e.gname, "blk.%lld.%s", (long long)l, g);
+            char nb[256];
+            snprintf(e.src, sizeof e.src, "%s", sp_arch_layer_name(a, nb, l, at->suffix));
+            int64_t shape[2];
+            sp_arch_in_shape(a, c, t, shape, &e.ndim);
+            e.rows = shape[0];
+            e.cols = e.ndim == 2 ? shape[1] : 1;
+            if (x->xa == X_LLAMA && (at->slot == SP_SLOT_Q || at->slot == SP_SLOT_K || at->slot == SP_SLOT_Q_B || at->slot == SP_SLOT_K_B))
+                e.perm_hd = c->head_dim;
+            if (a->norm_plus_one && at->role == SP_ROLE_NORM) e.plus_one = 1;
+            e.type = type_for(o, e.ndim, e.cols, &st->n_fallback_f16);
+            SP_TRY(add_item(x, &e));
+        }
+    }
+    memset(&e, 0, sizeof e);
+    snprintf(e.gname, sizeof e.gname, "output_norm.weight");
+    snprintf(e.src, sizeof e.src, "%s", a->final_norm);
+    e.ndim = 1, e.rows = D, e.cols = 1, e.plus_one = a->norm_plus_one, e.type = SP_GGUF_T_F32;
+    SP_TRY(add_item(x, &e));
+    if (a->final_norm_bias) {
+        memset(&e, 0, sizeof e);
+        snprintf(e.gname, sizeof e.gname, "output_norm.bias");
+        snprintf(e.src, sizeof e.src, "%s", a->final_norm_bias);
+        e.ndim = 1, e.rows = D, e.cols = 1, e.type = SP_GGUF_T_F32;
+        SP_TRY(add_item(x, &e));
+    }
+    /* Gemma: tied in llama.cpp, whatever the file holds (HF ties it too) */
+    int head = m->has_head && !(x->xa == X_GEMMA && c->tie_word_embeddings);
+    if (head || x->xa == X_PHI2) {
+        memset(&e, 0, sizeof e);
+        snprintf(e.gname, sizeof e.gname, "output.weight");
+        snprintf(e.src, sizeof e.src, "%s", head ? a->head : a->embed);
+        e.ndim = 2, e.rows = V, e.cols = D;
+        e.type = type_for(o, 2, D, &st->n_fallback_f16);
+        SP_TRY(add_item(x, &e));
+    }
+    if (m->has_head_bias) {
+        memset(&e, 0, sizeof e);
+        snprintf(e.gname, sizeof e.gname, "output.bias");
+        snprintf(e.src, sizeof e.src, "%s", a->head_bias);
+        e.ndim = 1, e.rows = V, e.cols = 1, e.type = SP_GGUF_T_F32;
+        SP_TRY(add_item(x, &e));
+    } else if (x->xa == X_PHI2) {
+        return sp_fail(SP_EX_DATAERR, "%s: Phi-2 without lm_head.bias: llama.cpp's phi2 requires output.bias", x->dir);
+    }
+    return 0;
+}
+
+/* ---- metadata ------------------------------------------------------------ */
+
+static int kv_arch(sp_gguf_w *w, xctx *x, const char *key, char buf[128]) {
+    (void)w;
+    snprintf(buf, 128, "%s.%s", xarch_name[x->xa], key);
+    return 0;
+}
+
+#define K(name) (kv_arch(w, x, name, kb), kb)
+
+static int write_hparams(sp_gguf_w *w, xctx *x, const sp_export_opts *o) {
+    const sp_config *c = &x->m.cfg;
+    char kb[128];
+    const char *slash = strrchr(x->dir, '/');
+    const char *name = slash && slash[1] ? slash + 1 : x->dir;
+    uint32_t file_type = o->type == SP_GGUF_T_F32 ? 0 : o->type == SP_GGUF_T_F16 ? 1 : o->type == SP_GGUF_T_Q8_0 ? 7 : 32;
+    SP_TRY(sp_gguf_kv_str(w, "general.architecture", xarch_name[x->xa], -1));
+    SP_TRY(sp_gguf_kv_str(w, "general.name", name, -1));
+    SP_TRY(sp_gguf_kv_u32(w, "general.alignment", SP_GGUF_DEFAULT_ALIGNMENT));
+    SP_TRY(sp_gguf_kv_u32(w, "general.file_type", file_type));
+    if (o->type == SP_GGUF_T_Q8_0) SP_TRY(sp_gguf_kv_u32(w, "general.quantization_version", 2));
+    SP_TRY(sp_gguf_kv_u32(w, K("context_length"), (uint32_t)(c->max_pos > 0 ? c->max_pos : 2048)));
+    SP_TRY(sp_gguf_kv_u32(w, K("embedding_length"), (uint32_t)c->hidden_size));
+    SP_TRY(sp_gguf_kv_u32(w, K("block_count"), (uint32_t)c->n_layers));
+    SP_TRY(sp_gguf_kv_u32(w, K("feed_forward_length"), (uint32_t)c->intermediate_size));
+    SP_TRY(sp_gguf_kv_u32(w, K("attention.head_count"), (uint32_t)c->n_heads));
+    SP_TRY(sp_gguf_kv_u32(w, K("attention.head_count_kv"), (uint32_t)c->n_kv_heads));
+    SP_TRY(sp_gguf_kv_u32(w, K("attention.key_length"), (uint32_t)c->head_dim));
+    SP_TRY(sp_gguf_kv_u32(w, K("attention.value_length"), (uint32_t)c->head_dim));
+    SP_TRY(sp_gguf_kv_u32(w, K("rope.dimension_count"), (uint32_t)c->rot_dim));
+    SP_TRY(sp_gguf_kv_f32(w, K("rope.freq_base"), (float)c->rope_theta));
+    if (c->rope_linear > 0) {
+        SP_TRY(sp_gguf_kv_str(w, K("rope.scaling.type"), "linear", -1));
+        SP_TRY(sp_gguf_kv_f32(w, K("rope.scaling.factor"), (float)c->rope_linear));
+    }
+    if (x->m.arch->norm == SP_BK_NORM_LAYER) SP_TRY(sp_gguf_kv_f32(w, K("attention.layernorm_epsilon"), (float)c->rms_norm_eps));
+    else SP_TRY(sp_gguf_kv_f32(w, K("attention.layer_norm_rms_epsilon"), (float)c->rms_norm_eps));
+    if (c->sliding_window > 0) {
+        if (x->xa == X_PHI3) SP_TRY(sp_gguf_kv_u32(w, K("attention.sliding_window"), (uint32_t)c->sliding_window));
+        fprintf(stderr,
+                "slicepipe export: warning: %s/config.json: sliding_window %lld: llama.cpp's %s runs full causal attention, so "
+                "contexts longer than %lld tokens will differ from HF\n",
+                x->dir, (long long)c->sliding_window, xarch_name[x->xa], (long long)c->sliding_window);
+    }
+    return 0;
+}
+
+static int write_vocab(sp_gguf_w *w, xctx *x, sp_export_stats *st) {
+    const sp_config *c = &x->m.cfg;
+    int64_t V = c->vocab_size;
+    sp_tok *tok = NULL;
+    sp_tok_vocab v;
+    memset(&v, 0, sizeof v);
+    int rc = sp_tok_open(x->dir, &tok);
+    int minimal = rc == SP_EX_NOINPUT;
+    if (rc && !minimal) return rc;
+    sp_err_clear();
+    if (!minimal) {
+        rc = sp_tok_vocab_load(tok, &v);
+        if (!rc && v.n > V)
+            rc = sp_fail(SP_EX_DATAERR, "%s: %lld tokens, more than config.json's vocab_size %lld", sp_tok_path(tok), (long long)v.n,
+                         (long long)V);
+        if (rc) goto out;
+        snprintf(st->tokenizer, sizeof st->tokenizer, "%s (%s)", sp_tok_kind_name(tok),
+                 v.style == SP_TOK_STYLE_BPE ? "gpt2" : "llama");
+    } else {
+        /* llama.cpp loads no model without a vocabulary: an SPM one of
+         * placeholder pieces, with <unk> <s> </s> at 0 1 2 */
+        snprintf(st->tokenizer, sizeof st->tokenizer, "none (minimal placeholder vocabulary)");
+        v.style = SP_TOK_STYLE_SPM;
+        v.unk_id = 0, v.bos_id = V > 1 ? 1 : -1, v.eos_id = V > 2 ? 2 : -1, v.pad_id = -1;
+        v.add_space_prefix = 1;
+    }
+    SP_TRY(sp_gguf_kv_str(w, "tokenizer.ggml.model", v.style == SP_TOK_STYLE_BPE ? "gpt2" : "llama", -1));
+    SP_TRY(sp_gguf_kv_str(w, "tokenizer.ggml.pre", v.style == SP_TOK_STYLE_BPE ? v.pre : "default", -1));
+    if ((rc = sp_gguf_kv_arr_str_begin(w, "tokenizer.ggml.tokens", V))) goto out;
+    for (int64_t i = 0; i < V; i++) {
+        char b[40];
+        if (i < v.n) {
+            rc = sp_gguf_kv_arr_str(w, v.piece[i], -1);
+        } else {
+            static const char *const fixed[] = {"<unk>", "<s>", "</s>"};
+            int n = minimal && i < 3 ? snprintf(b, sizeof b, "%s", fixed[i]) : snprintf(b, sizeof b, "[PAD%lld]", (long long)i);
+            rc = sp_gguf_kv_arr_str(w, b, n);
+        }
+        if (rc) goto out;
+    }
+    float *scores = NULL;
+    int32_t *types = NULL;
+    if ((rc = sp_calloc((void **)&scores, V, sizeof *scores, "token scores")) ||
+        (rc = sp_calloc((void **)&types, V, sizeof *types, "token types"))) {
+        free(scores);
+        goto out;
+    }
+    for (int64_t i = 0; i < V; i++) {
+        scores[i] = i < v.n ? v.score[i] : 0.0f;
+        types[i] = i < v.n ? v.type[i] : minimal ? (i == 0 ? SP_TOK_PIECE_UNKNOWN : i < 3 ? SP_TOK_PIECE_CONTROL : SP_TOK_PIECE_NORMAL)
+                                       : SP_TOK_PIECE_UNUSED;
+    }
+    rc = sp_gguf_kv_arr(w, "tokenizer.ggml.scores", SP_GGUF_V_F32, scores, V);
+    if (!rc) rc = sp_gguf_kv_arr(w, "tokenizer.ggml.token_type", SP_GGUF_V_I32, types, V);
+    free(scores);
+    free(types);
+    if (rc) goto out;
+    if (v.style == SP_TOK_STYLE_BPE) {
+        if ((rc = sp_gguf_kv_arr_str_begin(w, "tokenizer.ggml.merges", v.n_merges))) goto out;
+        for (int64_t i = 0; i < v.n_merges; i++)
+            if ((rc = sp_gguf_kv_arr_str(w, v.merges[i], -1))) goto out;
+    }
+    if (v.bos_id >= 0 && (rc = sp_gguf_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v.bos_id))) goto out;
+    if (v.eos_id >= 0 && (rc = sp_gguf_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)v.eos_id))) goto out;
+    if (v.unk_id >= 0 && (rc = sp_gguf_kv_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)v.unk_id))) goto out;
+    if (v.pad_id >= 0 && (rc = sp_gguf_kv_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)v.pad_id))) goto out;
+    if ((rc = sp_gguf_kv_bool(w, "tokenizer.ggml.add_bos_token", v.add_bos))) goto out;
+    if ((rc = sp_gguf_kv_bool(w, "tokenizer.ggml.add_eos_token", v.add_eos))) goto out;
+    if (v.style == SP_TOK_STYLE_SPM && (rc = sp_gguf_kv_bool(w, "tokenizer.ggml.add_space_prefix", v.add_space_prefix))) goto out;
+out:
+    sp_tok_vocab_free(&v);
+    sp_tok_free(tok);
+    return rc;
+}
+
+/* ---- tensor data ---------------------------------------------------------- */
+
+/* Rows [r0, r0 + n) of it (HF view rows × cols) as float32 into dst. */
+static int read_rows(xctx *x, const xitem *it, int64_t r0, int64_t n, float *dst) {
+    const sp_st_file *f;
+    const sp_st_tensor *t = sp_ckpt_find(x->m.ckpt, it->src, &f);
+    if (!t) return sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is missing", x->dir, it->src);
+    if (t->numel != it->rows * it->cols)
+        return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': %lld elements, expected %lld", sp_st_path(f), it->src, (long long)t->numel,
+                       (long long)(it->rows * it->cols));
+    int es = sp_dtype_size(t->dtype);
+    int64_t cnt = n * it->cols;
+    SP_TRY(sp_io_pread_full(sp_st_fd(f), x->raw, cnt * es, t->file_offset + r0 * it->cols * es, sp_st_path(f)));
+    int64_t bad = sp_convert_to_f32(t->dtype, x->raw, cnt, dst);
+    if (bad >= 0)
+        return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': non-finite value at element %lld", sp_st_path(f), it->src,
+                       (long long)(r0 * it->cols + bad));
+    return 0;
+}
+
+/* Within each head of hd rows: out row 2i + j = in row j·hd/2 + i. */
+static void permute_heads(const float *in, float *out, int64_t rows, int64_t cols, int64_t hd) {
+    int64_t half = hd / 2;
+    for (int64_t h = 0; h < rows / hd; h++)
+        for (int64_t i = 0; i < half; i++)
+            for (int64_t j = 0; j < 2; j++)
+                memcpy(out + (h * hd + 2 * i + j) * cols, in + (h * hd + j * half + i) * cols, (size_t)cols * sizeof(float));
+}
+
+static void llama3_factors(const sp_config *c, float *f, int64_t n) {
+    double lo_wl = c->rope_original_max_pos / c->rope_low_freq_factor;
+    double hi_wl = c->rope_original_max_pos / c->rope_high_freq_factor;
+    for (int64_t i = 0; i < n; i++) {
+        double freq = 1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->rot_dim);
+        double wl = 2.0 * M_PI / freq;
+        if (wl < hi_wl) f[i] = 1.0f;
+        else if (wl > lo_wl) f[i] = (float)c->rope_factor;
+        else {
+            double s = (c->rope_original_max_pos / wl - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
+            f[i] = (float)(1.0 / ((1.0 - s) / c->rope_factor + s));
+        }
+    }
+}
+
+static int64_t chunk_rows(const xitem *it) {
+    if (it->ndim == 1) return it->rows;
+    int64_t unit = it->perm_hd > 0 ? it->perm_hd : 1;
+    int64_t k = CHUNK_BYTES / ((int64_t)sizeof(float) * it->cols) / unit * unit;
+    if (k < unit) k = unit;
+    if (k > it->rows) k = it->rows;
+    return k;
+}
+
+static int write_item(sp_gguf_w *w, xctx *x, const xitem *it) {
+    if (it->rope_freqs) {
+        llama3_factors(&x->m.cfg, x->fbuf, it->rows);
+        return sp_gguf_rows(w, x->fbuf, 1);
+    }
+    int64_t k = chunk_rows(it);
+    for (int64_t r = 0; r < it->rows; r += k) {
+        int64_t n = it->rows - r < k ? it->rows - r : k;
+        float *src = x->fbuf;
+        SP_TRY(read_rows(x, it, r, n, src));
+        if (it->perm_hd > 0) {
+            if (n % it->perm_hd)
+                return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': %lld rows are not whole heads of %lld", x->dir, it->src, (long long)it->rows,
+                               (long long)it->perm_hd);
+            permute_heads(src, x->pbuf, n, it->cols, it->perm_hd);
+            src = x->pbuf;
+        }
+        if (it->plus_one)
+            for (int64_t i = 0; i < n * it->cols; i++) src[i] += 1.0f;
+        /* 1-D: one GGUF row of n values */
+        SP_TRY(sp_gguf_rows(w, src, it->ndim == 1 ? 1 : n));
+    }
+    return 0;
+}
+
+static int map_family(xctx *x) {
+    const char *mt = x->m.cfg.family->model_type;
+    const char *path = x->dir;
+    if (!strcmp(mt, "llama") || !strcmp(mt, "mistral")) x->xa = X_LLAMA;
+    else if (!strcmp(mt, "qwen2")) x->xa = X_QWEN2;
+    else if (!strcmp(mt, "qwen3")) x->xa = X_QWEN3;
+    else if (!strcmp(mt, "phi3")) x->xa = X_PHI3;
+    else if (!strcmp(mt, "gemma")) x->xa = X_GEMMA;
+    else if (!strcmp(mt, "phi")) x->xa = X_PHI2;
+    else
+        return sp_fail(SP_EX_DATAERR, "%s/config.json: model_type '%s' has no llama.cpp architecture; GGUF export supports llama, "
+                       "mistral, qwen2, qwen3, phi3, gemma and phi", path, mt);
+    const sp_config *c = &x->m.cfg;
+    if (x->xa == X_GEMMA && x->m.has_head && !c->tie_word_embeddings)
+        return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': llama.cpp's gemma always ties the head to the embedding", path, x->m.arch->head);
+    if (x->xa == X_PHI3 && c->n_heads * c->head_dim != c->hidden_size)
+        return sp_fail(SP_EX_DATAERR, "%s/config.json: phi3 with n_heads·head_dim %lld != hidden_size %lld: llama.cpp's phi3 needs them equal",
+                       path, (long long)(c->n_heads * c->head_dim), (long long)c->hidden_size);
+    if (x->xa == X_LLAMA && c->rot_dim != c->head_dim)
+        return sp_fail(SP_EX_DATAERR, "%s/config.json: partial rotary on a llama-family model is not supported by llama.cpp's llama", path);
+    return 0;
+}
+
+int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_opts *opts, sp_export_stats *st) {
+    xctx x;
+    sp_gguf_w *w = NULL;
+    double t0 = sp_now();
+    int rc;
+    memset(&x, 0, sizeof x);
+    memset(st, 0, sizeof *st);
+    x.dir = model_dir;
+    if ((rc = sp_model_open(model_dir, &x.m))) return rc;
+    x.model_open = 1;
+    if (x.m.cfg.sliced) {
+        rc = sp_fail(SP_EX_DATAERR, "%s: a per-layer sliced model (shortcut matrices) is no stock architecture, and llama.cpp cannot "
+                     "run it; slice with [slicing] basis = \"global\" for a GGUF-exportable model", model_dir);
+        goto out;
+    }
+    if ((rc = map_family(&x))) goto out;
+    snprintf(st->arch, sizeof st->arch, "%s", xarch_name[x.xa]);
+    if ((rc = plan_items(&x, opts, st))) goto out;
+
+    int64_t need = 1;
+    for (int64_t i = 0; i < x.n_it; i++) {
+        int64_t f = chunk_rows(&x.it[i]) * x.it[i].cols;
+        if (f > need) need = f;
+    }
+    x.buf_floats = need;
+    if ((rc = sp_alloc((void **)&x.fbuf, need, sizeof(float), "export row buffer"))) goto out;
+    if ((rc = sp_alloc((void **)&x.pbuf, need, sizeof(float), "export row buffer"))) goto out;
+    if ((rc = sp_alloc(&x.raw, need, sizeof(float), "export read buffer"))) goto out;
+    st->peak_chunk_bytes = 3 * need * (int64_t)sizeof(float);
+
+    if ((rc = sp_gguf_init(out_path, &w))) goto out;
+    if ((rc = write_hparams(w, &x, opts))) goto out;
+    if ((rc = write_vocab(w, &x, st))) goto out;
+    for (int64_t i = 0; i < x.n_it; i++) {
+        const xitem *it = &x.it[i];
+        int64_t ne[2] = {it->ndim == 2 ? it->cols : it->rows, it->rows};
+        if ((rc = sp_gguf_tensor(w, it->gname, it->ndim, ne, it->type))) goto out;
+    }
+    if ((rc = sp_gguf_begin(w))) goto out;
+    for (int64_t i = 0; i < x.n_it; i++) {
+        if ((rc = write_item(w, &x, &x.it[i]))) goto out;
+        if (!opts->quiet) fprintf(stderr, "\rslicepipe export: %lld/%lld tensors", (long long)(i + 1), (long long)x.n_it);
+    }
+    if (!opts->quiet) fprintf(stderr, "\n");
+    st->file_bytes = sp_gguf_file_bytes(w);
+    if ((rc = sp_gguf_finish(w, st->xxh128))) goto out;
+    st->n_tensors = x.n_it;
+    st->seconds = sp_now() - t0;
+out:
+    sp_gguf_free(w);
+    free(x.fbuf);
+    free(x.pbuf);
+    free(x.raw);
+    free(x.it);
+    if (x.model_open) sp_model_close(&x.m);
+    return rc;
+}

@@ -1,0 +1,44 @@
+/* pipeline/export.h — a dense model folder (HF layout, any family of the
+ * architecture table llama.cpp also has) to one GGUF file for llama.cpp.
+ *
+ * Family → llama.cpp architecture: llama and mistral → "llama" (q/k rows
+ * permuted from HF's rotate-half order back to llama.cpp's interleaved
+ * pairs, as llama.cpp's convert_hf_to_gguf.py does); qwen2, qwen3, phi3,
+ * gemma → the same names; phi (Phi-2) → "phi2". OPT has no llama.cpp
+ * architecture: 65. A per-layer sliced output (shortcut matrices) is no stock
+ * architecture either: 65, with the hint to slice with one global basis.
+ *
+ * Streaming: tensors are read from the safetensors shards a chunk of rows
+ * at a time (about 4 MiB, at least one attention head's rows) and written
+ * through io/gguf.c, so memory never holds a whole tensor. The file is
+ * written as OUT.tmp, fsynced and renamed; its XXH3-128 is reported.
+ */
+#ifndef SP_EXPORT_H
+#define SP_EXPORT_H
+
+#include <stdint.h>
+
+#include "gguf.h"
+
+typedef struct sp_export_opts {
+    sp_gguf_ttype type; /* 2-D weights; 1-D tensors (norms, biases) are always F32.
+                           Q8_0 falls back to F16 for rows not a multiple of 32 */
+    int quiet;
+} sp_export_opts;
+
+typedef struct sp_export_stats {
+    char arch[32];         /* llama.cpp architecture written */
+    char tokenizer[64];    /* "tokenizer.bin (llama)", "none (minimal)" ... */
+    int64_t n_tensors;
+    int64_t n_fallback_f16; /* Q8_0 tensors stored as F16 (row length) */
+    int64_t file_bytes;
+    int64_t peak_chunk_bytes; /* the row buffer */
+    char xxh128[33];
+    double seconds;
+} sp_export_stats;
+
+/* Exports model_dir to out_path. 0, or 64/65/66/73/74 with one message
+ * naming the file, the tensor and the reason. */
+int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_opts *opts, sp_export_stats *st);
+
+#endif

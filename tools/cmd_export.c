@@ -1,0 +1,64 @@
+/* tools/cmd_export.c — `slicepipe export MODEL_DIR --gguf OUT.gguf [--type T]`:
+ * a dense model folder (or a global-basis sliced one, which is a stock
+ * model) to one GGUF file llama.cpp loads (pipeline/export.h). */
+#include "error.h"
+#include "export.h"
+#include "gguf.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+int sp_cmd_export(int argc, char **argv); /* called by tools/slicepipe.c */
+
+static void usage_export(FILE *f) {
+    fprintf(f,
+            "usage: slicepipe export MODEL_DIR --gguf OUT.gguf [--type f32|f16|bf16|q8_0] [--quiet]\n"
+            "\n"
+            "Writes MODEL_DIR (config.json + safetensors, any family llama.cpp has: llama,\n"
+            "mistral, qwen2, qwen3, phi3, gemma, phi) as one GGUF v3 file for llama.cpp,\n"
+            "with its tokenizer (tokenizer.json, tokenizer.model or tokenizer.bin) when\n"
+            "the folder has one. Streams a chunk of rows at a time; the file is written\n"
+            "to OUT.gguf.tmp, fsynced and renamed, and its XXH3-128 is printed.\n"
+            "\n"
+            "  --gguf OUT.gguf   the output file\n"
+            "  --type T          2-D weights as f32 (default), f16, bf16 or q8_0; norms and\n"
+            "                    biases stay f32; q8_0 rows not a multiple of 32 are f16\n"
+            "  --quiet           no progress line\n");
+}
+
+int sp_cmd_export(int argc, char **argv) {
+    static const struct option lo[] = {
+        {"gguf", required_argument, 0, 'g'}, {"type", required_argument, 0, 't'},
+        {"quiet", no_argument, 0, 'q'},      {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *out = NULL;
+    sp_export_opts o = {.type = SP_GGUF_T_F32};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'g': out = optarg; break;
+        case 't': {
+            int t = sp_gguf_ttype_parse(optarg);
+            if (t < 0) return sp_fail(SP_EX_USAGE, "export: --type '%s': expected f32, f16, bf16 or q8_0", optarg);
+            o.type = (sp_gguf_ttype)t;
+            break;
+        }
+        case 'q': o.quiet = 1; break;
+        case 'h': usage_export(stdout); return 0;
+        default: usage_export(stderr); return sp_fail(SP_EX_USAGE, "export: bad option");
+        }
+    }
+    if (optind != argc - 1 || !out) {
+        usage_export(stderr);
+        return sp_fail(SP_EX_USAGE, "export: expected MODEL_DIR and --gguf OUT.gguf");
+    }
+    sp_export_stats st;
+    SP_TRY(sp_export_gguf(argv[optind], out, &o, &st));
+    printf("%s: %s, %lld tensors (%s", out, st.arch, (long long)st.n_tensors, sp_gguf_ttype_name(o.type));
+    if (st.n_fallback_f16) printf(", %lld as f16: rows not a multiple of 32", (long long)st.n_fallback_f16);
+    printf("), tokenizer %s, %lld bytes, xxh3-128 %s, %.2f s\n", st.tokenizer, (long long)st.file_bytes, st.xxh128, st.seconds);
+    return 0;
+}
