@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Fault injection: parsed once from the environment. */
@@ -39,11 +41,20 @@ static void fault_init(void) {
     g_short_reads = s && *s && strcmp(s, "0") != 0;
 }
 
-int sp_io_open_read(const char *path, int *fd_out, int64_t *size_out) {
+/* The one open: O_NONBLOCK so that a FIFO or a device cannot block open()
+ * itself, then fstat, refuse anything but a regular file, then clear the
+ * flag. `flags` are the caller's (O_RDONLY, O_RDWR|O_CREAT|O_EXCL, ...). */
+static int open_regular(const char *path, int flags, int mode, int *fd_out, int64_t *size_out) {
     *fd_out = -1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, flags | O_NONBLOCK | O_CLOEXEC, mode);
     if (fd < 0) {
-        if (errno == ENOENT) return sp_fail(SP_EX_NOINPUT, "%s: no such file", path);
+        int e = errno;
+        if (e == ENOENT && !(flags & O_CREAT)) return sp_fail(SP_EX_NOINPUT, "%s: no such file", path);
+        if (e == ELOOP && (flags & O_NOFOLLOW))
+            return sp_fail(SP_EX_CANTCREAT, "%s: is a symbolic link; refused (slicepipe never writes through a link)", path);
+        if (e == EEXIST) return sp_fail(SP_EX_CANTCREAT, "%s: exists and could not be replaced (another user's file?)", path);
+        errno = e;
+        if (flags & (O_CREAT | O_WRONLY | O_RDWR)) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot open for writing", path);
         return sp_fail_errno(SP_EX_NOINPUT, "%s: cannot open", path);
     }
     struct stat st;
@@ -54,11 +65,51 @@ int sp_io_open_read(const char *path, int *fd_out, int64_t *size_out) {
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return sp_fail(SP_EX_DATAERR, "%s: not a regular file", path);
+        return sp_fail(SP_EX_DATAERR, "%s: not a regular file (%s)", path,
+                       S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory"
+                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : S_ISSOCK(st.st_mode) ? "a socket" : "special");
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int rc = sp_fail_errno(SP_EX_IOERR, "%s: fcntl", path);
+        close(fd);
+        return rc;
     }
     *fd_out = fd;
     if (size_out) *size_out = (int64_t)st.st_size;
     return 0;
+}
+
+int sp_io_open_read(const char *path, int *fd_out, int64_t *size_out) {
+    return open_regular(path, O_RDONLY, 0, fd_out, size_out);
+}
+
+int sp_io_open_own(const char *path, int flags, int *fd_out, int64_t *size_out) {
+    return open_regular(path, flags | O_NOFOLLOW, 0644, fd_out, size_out);
+}
+
+int sp_io_create(const char *path, int mode, int *fd_out) {
+    *fd_out = -1;
+    /* A stale file of ours, or a planted link: the name goes, never its target. */
+    if (unlink(path) != 0 && errno != ENOENT && errno != EPERM && errno != EACCES && errno != EISDIR)
+        return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot remove the stale file", path);
+    return open_regular(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, mode, fd_out, NULL);
+}
+
+void sp_io_random_hex(char *out, int n_hex) {
+    unsigned char b[32];
+    int nb = (n_hex + 1) / 2;
+    SP_ASSERT(nb <= (int)sizeof b);
+    ssize_t got = getrandom(b, (size_t)nb, 0);
+    if (got != nb) { /* no entropy source: time and PID still make names unlikely to be guessed in advance */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t x = XXH3_64bits_withSeed(&ts, sizeof ts, (uint64_t)getpid());
+        for (int i = 0; i < nb; i++) b[i] = (unsigned char)(x >> (8 * (i % 8))) ^ (unsigned char)i;
+    }
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 0; i < n_hex; i++) out[i] = hx[(b[i / 2] >> (i % 2 ? 0 : 4)) & 15];
+    out[n_hex] = 0;
 }
 
 int sp_io_pread_full(int fd, void *buf, int64_t n, int64_t off, const char *path) {
@@ -152,22 +203,53 @@ int sp_io_read_small(const char *path, int64_t max_bytes, char **buf_out, int64_
     return 0;
 }
 
-int sp_io_write_atomic(const char *path, const void *buf, int64_t n) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return sp_fail(SP_EX_CANTCREAT, "%s: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", tmp);
-    int rc = sp_io_write_full(fd, buf, n, tmp);
-    if (!rc) rc = sp_io_fsync(fd, tmp);
-    close(fd);
-    if (!rc && rename(tmp, path) != 0) rc = sp_fail_errno(SP_EX_IOERR, "%s: rename", path);
+int sp_io_atomic_begin(const char *path, int unique, int *fd_out, char **tmp_out) {
+    *fd_out = -1;
+    *tmp_out = NULL;
+    char suffix[40] = ".tmp";
+    if (unique) {
+        char hex[17];
+        sp_io_random_hex(hex, 16);
+        snprintf(suffix, sizeof suffix, ".%s.tmp", hex);
+    }
+    char *tmp = NULL;
+    SP_TRY(sp_path_join("", path, &tmp));
+    size_t n = strlen(tmp) + strlen(suffix) + 1;
+    char *t2 = realloc(tmp, n);
+    if (!t2) {
+        free(tmp);
+        return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    }
+    strcat(t2, suffix);
+    int rc = unique ? open_regular(t2, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0644, fd_out, NULL)
+                    : sp_io_create(t2, 0644, fd_out);
     if (rc) {
-        unlink(tmp);
+        free(t2);
         return rc;
     }
+    *tmp_out = t2;
+    return 0;
+}
+
+int sp_io_atomic_commit(int fd, char *tmp, const char *path, int ok) {
+    int rc = ok ? sp_io_fsync(fd, tmp) : SP_EX_IOERR;
+    if (close(fd) != 0 && !rc) rc = sp_fail_errno(SP_EX_IOERR, "%s: close", tmp);
+    if (!rc && rename(tmp, path) != 0) rc = sp_fail_errno(SP_EX_IOERR, "%s: rename to %s", tmp, path);
+    if (rc) unlink(tmp);
+    free(tmp);
+    if (rc) return rc;
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return sp_fail(SP_EX_CANTCREAT, "%s: path too long", path);
     return sp_io_fsync_dir(dirname(dir));
+}
+
+int sp_io_write_atomic(const char *path, const void *buf, int64_t n) {
+    int fd;
+    char *tmp;
+    SP_TRY(sp_io_atomic_begin(path, 0, &fd, &tmp));
+    int rc = sp_io_write_full(fd, buf, n, tmp);
+    int rc2 = sp_io_atomic_commit(fd, tmp, path, rc == 0);
+    return rc ? rc : rc2;
 }
 
 int sp_path_join(const char *dir, const char *name, char **out) {

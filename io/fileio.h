@@ -12,8 +12,32 @@
 
 #include <stdint.h>
 
-/* Opens for reading. Missing file: 66. Not a regular file: 65. */
+/* Every open of this layer uses O_NONBLOCK (a FIFO or device can never block
+ * open itself), fstats, refuses anything but a regular file (65, saying what
+ * it is), then clears O_NONBLOCK; every fd is O_CLOEXEC.
+ *
+ * Opens for reading (links followed: a model folder may be made of them).
+ * Missing file: 66. Not a regular file: 65. */
 int sp_io_open_read(const char *path, int *fd_out, int64_t *size_out);
+/* Opens a file slicepipe owns (the journal, the lock, a spill or a .tmp being
+ * resumed) with `flags` (O_RDWR, O_APPEND, O_CREAT...) plus O_NOFOLLOW: a
+ * symbolic link there is refused (73), never written through. Missing: 66. */
+int sp_io_open_own(const char *path, int flags, int *fd_out, int64_t *size_out);
+/* Creates path afresh for writing (O_RDWR): a stale file or planted link of
+ * that name is unlinked first (the name, never its target), then the file is
+ * made with O_CREAT|O_EXCL|O_NOFOLLOW. A name that cannot be removed (another
+ * user's file in a sticky folder): 73. */
+int sp_io_create(const char *path, int mode, int *fd_out);
+/* n_hex lowercase hex digits from getrandom (n_hex <= 64), + NUL. */
+void sp_io_random_hex(char *out, int n_hex);
+/* A whole file made atomically: begin creates the temporary beside path
+ * ("<path>.tmp" through sp_io_create, or with unique != 0 an unpredictable
+ * "<path>.<16 hex>.tmp" made with O_EXCL|O_NOFOLLOW, for folders slicepipe
+ * does not own); the caller writes to *fd_out; commit (ok != 0) fsyncs,
+ * closes, renames onto path and fsyncs the folder, or (ok == 0, or on any
+ * failure) removes the temporary. commit frees tmp and closes fd. */
+int sp_io_atomic_begin(const char *path, int unique, int *fd_out, char **tmp_out);
+int sp_io_atomic_commit(int fd, char *tmp, const char *path, int ok);
 /* Reads exactly n bytes at off (resuming short reads). Hitting EOF early: 65
  * ("truncated"). Other errors: 74. */
 int sp_io_pread_full(int fd, void *buf, int64_t n, int64_t off, const char *path);
@@ -28,7 +52,7 @@ int sp_io_fsync_dir(const char *dir);
 /* Reads a whole small file into a NUL-terminated malloc'd buffer. Larger than
  * max_bytes: 65. */
 int sp_io_read_small(const char *path, int64_t max_bytes, char **buf_out, int64_t *len_out);
-/* Writes a whole file atomically: tmp in the same dir, fsync, rename, fsync dir. */
+/* Writes a whole file atomically (sp_io_atomic_begin/commit with "<path>.tmp"). */
 int sp_io_write_atomic(const char *path, const void *buf, int64_t n);
 
 /* *out = dir + "/" + name, malloc'd (the caller frees it). No '/' is added

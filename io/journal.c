@@ -351,21 +351,20 @@ static int write_header(sp_journal *j, const sp_run_identity *id) {
     return 0;
 }
 
-static int journal_open(const char *path, const sp_run_identity *id, sp_journal *j, int64_t *dropped) {
+static int journal_open(const char *path, const sp_run_identity *id, sp_journal *j, int64_t *dropped, int ro) {
     j->fd = -1;
     j->path = strdup(path);
     if (!j->path) return sp_fail(SP_EX_SOFTWARE, "journal %s: out of memory", path);
     if (!id_strings_ok(id)) return sp_fail(SP_EX_SOFTWARE, "journal %s: run identity string not NUL-terminated", path);
-    /* O_APPEND: every write lands at the end, also after a truncation. */
-    j->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (j->fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "journal %s: cannot open or create", path);
-    struct stat st;
-    if (fstat(j->fd, &st) != 0) return sp_fail_errno(SP_EX_IOERR, "journal %s: fstat", path);
-    if (!S_ISREG(st.st_mode)) return sp_fail(SP_EX_DATAERR, "journal %s: not a regular file", path);
-    if (st.st_size > SP_JOURNAL_FILE_MAX)
+    /* O_APPEND: every write lands at the end, also after a truncation. Never
+     * through a link, never blocking on a FIFO (sp_io_open_own). */
+    int64_t size = 0;
+    SP_TRY(sp_io_open_own(path, ro ? O_RDONLY : O_RDWR | O_CREAT | O_APPEND, &j->fd, &size));
+    if (size > SP_JOURNAL_FILE_MAX)
         return sp_fail(SP_EX_DATAERR, "journal %s: %lld bytes, more than the %lld a journal may hold", path,
-                       (long long)st.st_size, (long long)SP_JOURNAL_FILE_MAX);
-    j->size_bytes = (int64_t)st.st_size;
+                       (long long)size, (long long)SP_JOURNAL_FILE_MAX);
+    j->size_bytes = size;
+    if (ro && j->size_bytes == 0) return sp_fail(SP_EX_NOINPUT, "journal %s: empty (no header yet)", path);
     if (j->size_bytes == 0) {
         SP_TRY(sp_run_identity_id(id, j->run_id));
         return write_header(j, id);
@@ -374,6 +373,11 @@ static int journal_open(const char *path, const sp_run_identity *id, sp_journal 
     SP_TRY(sp_io_pread_full(j->fd, j->image, j->size_bytes, 0, path));
     int64_t good_end = 0;
     SP_TRY(replay(j, id, &good_end));
+    if (good_end < j->size_bytes && ro) { /* read-only: report the torn tail, leave it */
+        if (dropped) *dropped = j->size_bytes - good_end;
+        j->dead = SP_EX_SOFTWARE;
+        return 0;
+    }
     if (good_end < j->size_bytes) { /* R3: drop the torn tail */
         /* fileio.h has no truncate; ftruncate + its fsync are the one exception. */
         if (ftruncate(j->fd, (off_t)good_end) != 0)
@@ -395,11 +399,26 @@ int sp_journal_open(const char *path, const sp_run_identity *id, sp_journal **ou
     if (dropped_bytes) *dropped_bytes = 0;
     sp_journal *j = calloc(1, sizeof *j);
     if (!j) return sp_fail(SP_EX_SOFTWARE, "journal %s: out of memory", path);
-    int rc = journal_open(path, id, j, dropped_bytes);
+    int rc = journal_open(path, id, j, dropped_bytes, 0);
     if (rc) {
         sp_journal_free(j);
         return rc;
     }
+    *out = j;
+    return 0;
+}
+
+int sp_journal_open_ro(const char *path, const sp_run_identity *id, sp_journal **out, int64_t *dropped_bytes) {
+    *out = NULL;
+    if (dropped_bytes) *dropped_bytes = 0;
+    sp_journal *j = calloc(1, sizeof *j);
+    if (!j) return sp_fail(SP_EX_SOFTWARE, "journal %s: out of memory", path);
+    int rc = journal_open(path, id, j, dropped_bytes, 1);
+    if (rc) {
+        sp_journal_free(j);
+        return rc;
+    }
+    if (!j->dead) j->dead = SP_EX_SOFTWARE; /* never appended to */
     *out = j;
     return 0;
 }

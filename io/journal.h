@@ -59,6 +59,10 @@ typedef struct sp_journal sp_journal; /* opaque; owns an fd */
  * identity parts differ and how to restart); 73 (cannot create); 74 (I/O);
  * 70 (a bad identity from the caller). On error nothing is modified. */
 int sp_journal_open(const char *path, const sp_run_identity *id, sp_journal **out, int64_t *dropped_bytes);
+/* The same replay, read-only (for `slicepipe status`): nothing is created,
+ * truncated or written; a torn tail is reported in *dropped_bytes and left in
+ * place. Missing or empty: 66. Appending to the object is refused (70). */
+int sp_journal_open_ro(const char *path, const sp_run_identity *id, sp_journal **out, int64_t *dropped_bytes);
 
 /* Appends one record (type >= SP_JREC_USER_MIN, len <= SP_JOURNAL_PAYLOAD_MAX)
  * with one write and an fsync. Returns 0 once it is durable. A failed write or

@@ -1,11 +1,15 @@
 /* io/lock.c — the job directory lock; semantics in lock.h.
  *
- * Protocol: open(O_RDWR|O_CREAT) ──► F_OFD_SETLK(F_WRLCK, whole file)
+ * Protocol: open(O_RDWR|O_CREAT|O_NOFOLLOW, through sp_io_open_own: a planted
+ * link or FIFO is refused) ──► F_OFD_SETLK(F_WRLCK, whole file)
  *   ├─ granted ──► ftruncate(0), pwrite("<pid>\n") ──► held
  *   └─ EAGAIN/EACCES ──► read the holder's PID (retrying briefly: the holder
  *      may sit between its lock and its write) ──► close ──► 75
  * The PID write needs no fsync: after a crash the lock is gone anyway, and a
  * stale PID is only ever used to word a message.
+ *
+ * sp_lock_probe (for `slicepipe status`) opens the file read-only and asks
+ * F_OFD_GETLK: it never creates, locks or writes anything.
  */
 #include "lock.h"
 
@@ -52,8 +56,8 @@ int sp_lock_acquire(const char *lock_path, sp_lock **out) {
     *out = NULL;
     char dir[4096];
     dir_of(lock_path, dir, sizeof dir);
-    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the job lock file", lock_path);
+    int fd;
+    SP_TRY(sp_io_open_own(lock_path, O_RDWR | O_CREAT, &fd, NULL));
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0, .l_pid = 0};
     /* A holder that is already gone (its PID no longer exists) is a job whose
      * processes are still being torn down after a crash — its forked children
@@ -98,4 +102,24 @@ void sp_lock_free(sp_lock *l) {
     if (!l) return;
     close(l->fd);
     free(l);
+}
+
+int sp_lock_probe(const char *lock_path, long *holder) {
+    *holder = 0;
+    int fd;
+    int rc = sp_io_open_own(lock_path, O_RDONLY, &fd, NULL);
+    if (rc == SP_EX_NOINPUT) return 0; /* no lock file: nobody holds it */
+    SP_TRY(rc);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0, .l_pid = 0};
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0) {
+        rc = sp_fail_errno(SP_EX_IOERR, "%s: cannot query the lock", lock_path);
+        close(fd);
+        return rc;
+    }
+    if (fl.l_type != F_UNLCK) {
+        *holder = holder_pid(fd);
+        rc = *holder ? sp_fail(SP_EX_TEMPFAIL, "held by process %ld", *holder) : sp_fail(SP_EX_TEMPFAIL, "held by another process");
+    }
+    close(fd);
+    return rc;
 }

@@ -22,7 +22,8 @@
  * Errors: held by another open description: 75 (SP_EX_TEMPFAIL) "job
  * directory <dir> is in use by process <pid>" (the PID from the file; "by
  * another process" if it was not written yet). The lock file cannot be
- * created: 73. fcntl/write failures: 74.
+ * created, or is a symbolic link: 73. Not a regular file (a FIFO): 65.
+ * fcntl/write failures: 74.
  */
 #ifndef SP_LOCK_H
 #define SP_LOCK_H
@@ -30,6 +31,10 @@
 typedef struct sp_lock sp_lock; /* opaque; owns an fd */
 
 int sp_lock_acquire(const char *lock_path, sp_lock **out);
-void sp_lock_free(sp_lock *l); /* releases the lock (for this process's descriptor); accepts NULL */
+void sp_lock_free(sp_lock *l);
+/* Read-only: 0 if nobody holds the lock (or there is no lock file), 75 with
+ * *holder = the PID from the file (0 if unreadable) if someone does. Never
+ * creates, locks or writes. */
+int sp_lock_probe(const char *lock_path, long *holder); /* releases the lock (for this process's descriptor); accepts NULL */
 
 #endif

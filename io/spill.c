@@ -52,13 +52,15 @@ int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_
     s->path = strdup(path);
     int rc = s->path ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
     if (!rc) rc = sp_alloc(&s->buf, sp_spill_mem_bytes(D, max_rows, dtype), 1, "spill buffer");
-    if (!rc) {
-        s->fd = open(path, keep ? O_RDWR | O_CLOEXEC : O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (s->fd < 0 && keep) rc = sp_fail_errno(SP_EX_NOINPUT, "%s: cannot reopen spill file", path);
-        else if (s->fd < 0) rc = sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create spill file", path);
-        struct stat st;
-        if (!rc && keep && (fstat(s->fd, &st) != 0 || (int64_t)st.st_size != rows * D * s->esize))
-            rc = sp_fail(SP_EX_DATAERR, "%s: spill file has the wrong size for a resume", path);
+    int64_t want = 0;
+    if (!rc && (sp_mul_i64(rows, D, &want) || sp_mul_i64(want, s->esize, &want)))
+        rc = sp_fail(SP_EX_USAGE, "%s: a spill of %lld rows x %lld overflows", path, (long long)rows, (long long)D);
+    if (!rc && keep) {
+        int64_t size = 0;
+        rc = sp_io_open_own(path, O_RDWR, &s->fd, &size);
+        if (!rc && size != want) rc = sp_fail(SP_EX_DATAERR, "%s: spill file has the wrong size for a resume", path);
+    } else if (!rc) {
+        rc = sp_io_create(path, 0600, &s->fd); /* exclusive, never through a link */
     }
     if (rc) {
         sp_spill_free(s, 0);

@@ -3,8 +3,12 @@
  * A spill holds `rows` calibration (or evaluation) token activations, one row
  * per token, each in a fixed slot of D elements (a sliced width d <= D uses the
  * first d), stored as float32 or bfloat16. Reads and writes move whole windows,
- * since attention needs a whole window. The file is created (truncated) by
- * sp_spill_open and removed by sp_spill_free(..., remove = 1).
+ * since attention needs a whole window. The file is created afresh by
+ * sp_spill_open (sp_io_create: a stale file or link of that name is unlinked,
+ * then O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600) and removed by
+ * sp_spill_free(..., remove = 1). Names are the caller's: a run names its
+ * spills after its job (pipeline/slice.c), eval after random bytes, so two
+ * jobs sharing a spill folder never share a file.
  *
  * Memory: one conversion buffer of max_rows × D elements, allocated at open
  * (sp_spill_mem_bytes).

@@ -284,8 +284,8 @@ int sp_stw_plan(sp_stw *w) {
 static int open_shard(sp_stw *w, int k) {
     SP_ASSERT(w->fd < 0 && k >= 0 && k < w->ns && !w->s[k].durable);
     stw_shard *s = &w->s[k];
-    int fd = open(s->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", s->tmp_path);
+    int fd;
+    SP_TRY(sp_io_create(s->tmp_path, 0644, &fd)); /* exclusive: a planted link is removed, never followed */
     w->fd = fd;
     w->open_shard = k;
     /* Header with placeholder hashes; N and the data offsets are final. */
@@ -414,11 +414,11 @@ static int reopen_tmp(sp_stw *w, int k) {
         if (rename(s->path, s->tmp_path) != 0) return sp_fail_errno(SP_EX_IOERR, "%s: rename back to .tmp", s->path);
         SP_TRY(sp_io_fsync_dir(w->out_dir));
     }
-    int fd = open(s->tmp_path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) return sp_fail(SP_EX_NOINPUT, "%s: missing, but the journal says it holds finished tensors", s->tmp_path);
-        return sp_fail_errno(SP_EX_IOERR, "%s: cannot reopen", s->tmp_path);
-    }
+    int fd;
+    int rc = sp_io_open_own(s->tmp_path, O_WRONLY, &fd, NULL);
+    if (rc == SP_EX_NOINPUT)
+        return sp_fail(SP_EX_NOINPUT, "%s: missing, but the journal says it holds finished tensors", s->tmp_path);
+    SP_TRY(rc);
     w->fd = fd;
     w->open_shard = k;
     return 0;
