@@ -81,8 +81,11 @@
  * Liveness. A wait sleeps at most RING_TICK_MS at a time and, at most once a
  * tick, checks the peer: its pid (recorded by attach, or earlier by the
  * supervisor with set_pid) gone (kill(pid, 0) == ESRCH) or a zombie
- * (/proc/<pid>/stat state Z/X: its parent may not have reaped it yet). Then
- * the wait returns 70 "ring: peer process <pid> died". A pid of 0 (peer not
+ * (/proc/<pid>/stat state Z/X: its parent may not have reaped it yet). The
+ * first time the peer is seen dead the wait re-checks its condition once (the
+ * peer may have published or closed between the last look and its exit; dead,
+ * it changes nothing more); if the condition still does not hold, the wait
+ * returns 70 "ring: peer process <pid> died". A pid of 0 (peer not
  * attached yet) cannot be checked; the supervisor calls sp_ring_abort then.
  */
 #include "ring.h"
@@ -144,6 +147,7 @@ struct sp_ring {
     void *pop_buf;               /* consumer: sp_ring_pop_into in progress */
     int timeout_ms;              /* of the current call, for messages */
     double next_live_check;      /* sp_now() of the next liveness check */
+    int peer_dead_seen;          /* the peer was found dead once: the condition is re-checked before failing */
 };
 
 /* ---- small helpers ---- */
@@ -230,9 +234,19 @@ static int wait_step(sp_ring *r, _Atomic uint32_t *word, uint32_t w, double dead
     if (now >= r->next_live_check) {
         r->next_live_check = now + 1e-3 * RING_TICK_MS;
         int pid = atomic_load_explicit(&side_of(r, peer_role)->pid, memory_order_relaxed);
-        if (pid > 0 && pid_dead((pid_t)pid))
+        if (pid > 0 && pid_dead((pid_t)pid)) {
+            /* The peer may have published its last data or closed its side
+             * after the caller last looked and before it exited: a dead peer
+             * changes nothing more, so one more look at the condition decides
+             * (without it a clean exit races with a false "died"). */
+            if (!r->peer_dead_seen) {
+                r->peer_dead_seen = 1;
+                r->next_live_check = 0;
+                return 0;
+            }
             return sp_fail(SP_EX_SOFTWARE, "ring: peer process %d died (%s side, while waiting for %s)", pid,
                            role_name(peer_role), what);
+        }
     }
     if (now >= deadline) {
         if (r->timeout_ms < 0) return sp_fail(SP_EX_TEMPFAIL, "ring: no %s ready", what);
