@@ -2,6 +2,7 @@
  * view and a backend view (contract: backend.h). */
 #include "backend.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,43 @@ static int cuda_usable(char *why, int64_t n) {
 }
 #endif
 
+/* The CPU backend with memory that is NOT host-shared: backend buffers are
+ * separate allocations, filled with NaN, reached only through to_dev /
+ * to_host / copy. It computes exactly what the CPU backend computes, so a
+ * pipeline run on it must give byte-identical output; a missing upload or
+ * download shows as NaN or as different bytes. A test backend, selected with
+ * SLICEPIPE_STAGED_BACKEND=1 in place of the CPU, for testing the data
+ * movement a GPU backend needs on a machine without a GPU. */
+static int staged_alloc(void **p, int64_t bytes, const char *what) {
+    SP_TRY(sp_alloc(p, bytes > 0 ? bytes : 1, 1, what));
+    float *f = *p;
+    for (int64_t i = 0; i < bytes / 4; i++) f[i] = NAN;
+    return 0;
+}
+
+static void staged_identity(char *buf, int64_t n) {
+    char inner[240];
+    sp_bk_cpu.identity(inner, sizeof inner);
+    snprintf(buf, (size_t)n, "cpu-staged (%s)", inner);
+}
+
+static const sp_bk *staged_cpu(void) {
+    static sp_bk staged;
+    if (!staged.name) {
+        staged = sp_bk_cpu;
+        staged.host_shared = 0;
+        staged.alloc = staged_alloc;
+        staged.identity = staged_identity;
+        staged.name = "cpu-staged";
+    }
+    return &staged;
+}
+
+static const sp_bk *cpu_or_staged(void) {
+    const char *e = getenv("SLICEPIPE_STAGED_BACKEND");
+    return e && strcmp(e, "1") == 0 ? staged_cpu() : &sp_bk_cpu;
+}
+
 int sp_bk_resolve(const char *requested, const sp_bk **out) {
     *out = NULL;
     if (!requested || strcmp(requested, "auto") == 0) {
@@ -34,11 +72,11 @@ int sp_bk_resolve(const char *requested, const sp_bk **out) {
             return 0;
         }
 #endif
-        *out = &sp_bk_cpu;
+        *out = cpu_or_staged();
         return 0;
     }
     if (strcmp(requested, "cpu") == 0) {
-        *out = &sp_bk_cpu;
+        *out = cpu_or_staged();
         return 0;
     }
     if (strcmp(requested, "cuda") == 0) {

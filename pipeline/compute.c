@@ -82,10 +82,19 @@ typedef struct cstate {
     float *norm_b;    /* (D) final norm β (LayerNorm families) */
     float *hb;        /* (V) the sliced head's bias */
     float *posb;      /* (T, D) learned positions 0..T-1, centred (OPT); else unused */
-    float *fs;        /* (D, D) a shortcut, float32 */
+    float *fs;        /* (D, D) a shortcut, float32, host */
+    /* Backend memory (linalg/backend.h). On a host-shared backend (the CPU)
+     * the mirrors below alias their host buffers and nothing is copied. */
     float *Qf;        /* (D, D) float32 copy of Q[:, :k] */
-    double *Q, *Qm, *Qn; /* (D, D) */
+    double *Q, *Qm, *Qn; /* (D, D) the bases */
     double *H;        /* (D, D) the second moment being accumulated */
+    double *evd;      /* (D) eigenvalues of one PCA */
+    double *Qh;       /* (D, D) host copy of Q for the basis file */
+    float *xw, *yw;   /* (T, D) one window in, one window out */
+    float *ebd;       /* (EB, D) mirror of eb */
+    float *fsd;       /* (D, D) mirror of fs */
+    float *normd;     /* (D) mirror of norm */
+    float *wd[SP_ARCH_LAYER_MAX]; /* mirrors of lb.t: the layer's tensors */
     int64_t h_rows;   /* tokens accumulated into H */
     unsigned char *msg; /* (boundary_bytes) a BOUNDARY message: record + eigenvalues */
     void *obuf;       /* (ob_elems) output dtype */
@@ -114,6 +123,22 @@ static void prof(cstate *c, enum sp_prof p, int64_t *t0) {
 static void phase(cstate *c, int64_t layer, enum sp_phase p) {
     atomic_store(&c->st->layer, layer);
     atomic_store(&c->st->phase, (int32_t)p);
+}
+
+/* Host rows as backend memory: the rows themselves on a host-shared backend,
+ * else copied into the mirror dev. */
+static const float *to_bk(cstate *c, float *dev, const float *host, int64_t n) {
+    if (c->bk->host_shared) return host;
+    c->bk->to_dev(dev, host, n * 4);
+    return dev;
+}
+
+/* Where an op writes rows that the host then needs: host itself when shared. */
+static float *bk_out(cstate *c, float *dev, float *host) { return c->bk->host_shared ? host : dev; }
+
+/* Rows an op wrote at bk_out(dev, host) back on the host. */
+static void from_bk(cstate *c, float *host, const float *dev, int64_t n) {
+    if (!c->bk->host_shared) c->bk->to_host(host, dev, n * 4);
 }
 
 /* Consumes the next n elements of plan item idx into dst (float32). */
@@ -160,12 +185,40 @@ static int pull(cstate *c, int idx, float *dst, int64_t n) {
 static int pull_whole(cstate *c, int idx, float *dst) { return pull(c, idx, dst, c->j->reads[idx].t->numel); }
 
 /* Sends n float32 values of the current output tensor, in the output dtype. */
+/* Sends n float32 of the current output tensor, converted to the output
+ * dtype. Every converted chunk is checked: a value that is not finite in the
+ * output dtype (F16 overflows past 65504; NaN/Inf from the math) is refused
+ * (65) naming the tensor, never written. */
 static int emit(cstate *c, const float *src, int64_t n) {
     job *j = c->j;
     const int es = sp_dtype_size(j->out_dtype);
-    while (n > 0) {
+    for (int64_t done = 0; n > 0;) {
         int64_t m = n < j->ob_elems ? n : j->ob_elems;
         sp_convert_from_f32(j->out_dtype, src, m, c->obuf);
+        for (int64_t i = 0; i < m; i++) {
+            int bad;
+            if (es == 4) {
+                float f;
+                memcpy(&f, (const char *)c->obuf + 4 * i, 4);
+                bad = !__builtin_isfinite(f);
+            } else {
+                uint16_t h;
+                memcpy(&h, (const char *)c->obuf + 2 * i, 2);
+                bad = j->out_dtype == SP_DTYPE_F16 ? (h & 0x7c00) == 0x7c00 : (h & 0x7f80) == 0x7f80;
+            }
+            if (!bad) continue;
+            const char *nm = sp_stw_tensor_name(j->w, c->out_idx);
+            if (__builtin_isfinite(src[i]))
+                return sp_fail(SP_EX_DATAERR,
+                               "output tensor '%s': element %lld is %g, which %s cannot hold (it becomes Inf); choose "
+                               "[output] dtype = \"%s\" in %s",
+                               nm, (long long)(done + i), (double)src[i], sp_dtype_st_name(j->out_dtype),
+                               j->out_dtype == SP_DTYPE_F16 ? "bf16\" (same range as f32) or \"f32" : "f32", j->mf->path);
+            return sp_fail(SP_EX_DATAERR,
+                           "output tensor '%s': element %lld is not finite (%g) before conversion to %s; the input or "
+                           "its calibration activations overflow float32: no output dtype can hold it",
+                           nm, (long long)(done + i), (double)src[i], sp_dtype_st_name(j->out_dtype));
+        }
         sp_ring_msg msg = {.type = SP_MSG_TENSOR, .id = (uint64_t)c->out_idx, .total_bytes = m * es};
         int64_t t0 = now_ns();
         int rc = sp_ring_push(j->oring, &msg, c->obuf, m * es, 0);
@@ -173,6 +226,7 @@ static int emit(cstate *c, const float *src, int64_t n) {
         if (rc) return rc;
         src += m;
         n -= m;
+        done += m;
     }
     return 0;
 }
@@ -202,14 +256,15 @@ static void rot_cols(cstate *c, const double *Q, int64_t k, float *W, int64_t co
 /* fs (a, b) float32 = A[:, :a]ᵀ·B[:, :b], with scratch (a, b) float64. */
 static void shortcut(cstate *c, const double *A, int64_t a, const double *B, int64_t b, double *scratch) {
     int64_t t0 = now_ns();
-    c->bk->basis_product(A, a, B, b, c->j->D, scratch, c->fs);
+    c->bk->basis_product(A, a, B, b, c->j->D, scratch, c->fsd);
+    from_bk(c, c->fs, c->fsd, a * b);
     prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* fs (k, D) = Q[:, :k]ᵀ in float32; Qf (D, k) = Q[:, :k] in float32. */
 static void basis_f32(cstate *c, const double *Q, int64_t k) {
     int64_t t0 = now_ns();
-    c->bk->basis_f32(Q, c->j->D, k, c->Qf, c->fs);
+    c->bk->basis_f32(Q, c->j->D, k, c->Qf, c->fsd);
     prof(c, SP_PROF_ROTATE, &t0);
 }
 
@@ -237,8 +292,11 @@ static int cov_add(cstate *c, const float *X) {
 
 static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer) {
     int64_t t0 = now_ns();
+    const int64_t D = c->j->D;
+    double *ev = c->j->evals + (int64_t)which * D; /* host: the shared stats map */
     int rc = c->h_rows == 0 ? sp_fail(SP_EX_DATAERR, "PCA over zero calibration tokens")
-                            : c->bk->eigh(c->ws, c->H, c->j->D, 0.01, Q, c->j->evals + (int64_t)which * c->j->D);
+                            : c->bk->eigh(c->ws, c->H, D, 0.01, Q, c->bk->host_shared ? ev : c->evd);
+    if (!rc && !c->bk->host_shared) c->bk->to_host(ev, c->evd, D * 8);
     prof(c, SP_PROF_EIGH, &t0);
     if (rc) {
         char msg[1024];
@@ -263,10 +321,13 @@ typedef struct pass_ctx {
 static int pass_window(void *ctx, int64_t w, const float *x, float *y) {
     pass_ctx *p = ctx;
     cstate *c = p->c;
+    const int64_t n = c->j->T * c->j->D;
     int64_t t0 = now_ns();
-    p->f(c, x, y);
+    float *yd = bk_out(c, c->yw, y);
+    p->f(c, to_bk(c, c->xw, x, n), yd);
     prof(c, SP_PROF_FORWARD, &t0);
-    int rc = cov_add(c, y);
+    int rc = cov_add(c, yd);
+    from_bk(c, y, yd, n);
     if (rc) { /* NaN/Inf: this layer is not committed; the message says where */
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
@@ -326,7 +387,12 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     int64_t t0 = now_ns();
     int fd = open(bp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", bp);
-    int rc = sp_io_write_full(fd, c->Q, D * D * 8, bp);
+    const double *qh = c->Q;
+    if (!c->bk->host_shared) {
+        c->bk->to_host(c->Qh, c->Q, D * D * 8);
+        qh = c->Qh;
+    }
+    int rc = sp_io_write_full(fd, qh, D * D * 8, bp);
     if (!rc) rc = sp_io_fsync(fd, bp);
     close(fd);
     SP_TRY(rc);
@@ -338,7 +404,7 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     const char *sp = strrchr(sp_spill_path(c->sa), '/');
     snprintf(rec.spill, sizeof rec.spill, "%s", sp ? sp + 1 : sp_spill_path(c->sa));
     memcpy(rec.spill_hash, spill_hash, 33);
-    XXH128_hash_t bh = XXH3_128bits(c->Q, (size_t)(D * D * 8));
+    XXH128_hash_t bh = XXH3_128bits(qh, (size_t)(D * D * 8));
     sp_hex128(bh.high64, bh.low64, rec.basis_hash);
     /* The message: the record, then the eigenvalues. */
     unsigned char *msgbuf = c->msg;
@@ -447,19 +513,21 @@ static int emit_phase(cstate *c, const layer_ctx *x, int phase) {
             SP_TRY(emit_all(c, c->fs, x->width[o->from] * x->width[o->pos]));
             continue;
         }
-        float *W = b->t[o->t];
+        float *W = b->t[o->t], *Wd = c->wd[o->t]; /* host, and its backend mirror */
         sp_arch_in_shape(a, cfg, o->t, shape, &nd);
         const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1], k_pos = x->width[o->pos];
         switch (o->kind) {
         case SP_OUT_READER: {
             int norm = sp_arch_norm_of(a, o->pos);
-            rot_rows(c, W, rows, norm >= 0 ? b->t[norm] : NULL, x->basis[o->pos], k_pos);
+            rot_rows(c, Wd, rows, norm >= 0 ? c->wd[norm] : NULL, x->basis[o->pos], k_pos);
+            from_bk(c, W, Wd, rows * k_pos);
             SP_TRY(emit_all(c, W, rows * k_pos));
             break;
         }
         case SP_OUT_WRITER:
         case SP_OUT_BIAS_ROT:
-            rot_cols(c, x->basis[o->pos], k_pos, W, cols);
+            rot_cols(c, x->basis[o->pos], k_pos, Wd, cols);
+            from_bk(c, W, Wd, k_pos * cols);
             SP_TRY(emit_all(c, W, k_pos * cols));
             break;
         case SP_OUT_COPY: SP_TRY(emit_all(c, W, rows * cols)); break;
@@ -479,6 +547,13 @@ static int slice_layer(cstate *c, int64_t l) {
     phase(c, l, SP_PHASE_READ);
     for (int t = 0; t < a->n_layer; t++) SP_TRY(pull_whole(c, j->layer_read0[l] + t, b->t[t]));
     prepare_layer(c);
+    if (!c->bk->host_shared) /* the layer's tensors into backend memory */
+        for (int t = 0; t < a->n_layer; t++) {
+            int64_t shape[2];
+            int nd;
+            sp_arch_in_shape(a, &j->m.cfg, t, shape, &nd);
+            c->bk->to_dev(c->wd[t], b->t[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4);
+        }
 
     /* 2.1 readers of the layer input: fuse γ, rotate by Q[:, :d_in]. */
     phase(c, l, SP_PHASE_WRITE);
@@ -499,7 +574,13 @@ static int slice_layer(cstate *c, int64_t l) {
         basis_f32(c, x.basis[from], x.width[from]); /* Qf = Q_from[:, :d_from], fs = S⁰ = its transpose */
         sp_layer_buf_view(&j->m, b, x.width[from], attn ? D : x.width[from], D, 0, 0);
         c->lw = b->w;
-        c->lw.shortcut[to] = c->fs;
+        for (int sl = 0; sl < SP_SLOT_COUNT; sl++) /* the view in backend memory */
+            for (int t = 0; t < a->n_layer && c->lw.slot[sl]; t++)
+                if (c->lw.slot[sl] == b->t[t]) {
+                    c->lw.slot[sl] = c->wd[t];
+                    break;
+                }
+        c->lw.shortcut[to] = c->fsd;
         if (last) sp_spill_hash_begin(c->sb); /* the last pass writes all of B, in order */
         SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, par ? block_window : attn ? attn_window : mlp_window, l,
                     par ? "block" : attn ? "attention-block" : "MLP-block"));
@@ -525,9 +606,10 @@ static int slice_layer(cstate *c, int64_t l) {
 static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
     cstate *c = ctx;
     (void)w, (void)in;
+    const int64_t n = c->j->T * c->j->D;
     if (c->j->m.n_pos)
-        for (int64_t i = 0; i < c->j->T * c->j->D; i++) x[i] += c->posb[i];
-    return cov_add(c, x);
+        for (int64_t i = 0; i < n; i++) x[i] += c->posb[i];
+    return cov_add(c, to_bk(c, c->xw, x, n));
 }
 
 /* 1. X₀ = Emb[tokens] (+ Pos[p + offset]) into spill A, Q = PCA(X₀),
@@ -575,7 +657,9 @@ static int slice_embed(cstate *c) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
         SP_TRY(pull(c, 1 + rp, c->eb, nr * D));
         embed_rows(c, c->eb, nr);
-        rot_rows(c, c->eb, nr, NULL, c->Q, d0);
+        float *e = (float *)to_bk(c, c->ebd, c->eb, nr * D);
+        rot_rows(c, e, nr, NULL, c->Q, d0);
+        from_bk(c, c->eb, e, nr * d0);
         SP_TRY(emit(c, c->eb, nr * d0));
     }
     emit_end(c);
@@ -583,7 +667,9 @@ static int slice_embed(cstate *c) {
         int64_t nr = P - r0 < EB ? P - r0 : EB;
         SP_TRY(pull(c, 3, c->eb, nr * D));
         embed_rows(c, c->eb, nr);
-        rot_rows(c, c->eb, nr, NULL, c->Q, d0);
+        float *e = (float *)to_bk(c, c->ebd, c->eb, nr * D);
+        rot_rows(c, e, nr, NULL, c->Q, d0);
+        from_bk(c, c->eb, e, nr * d0);
         SP_TRY(emit(c, c->eb, nr * d0));
     }
     if (P) emit_end(c);
@@ -605,6 +691,7 @@ static int slice_head(cstate *c) {
     phase(c, j->L - 1, SP_PHASE_HEAD);
     SP_TRY(pull_whole(c, r++, c->norm));
     sp_model_norm_weight(&j->m, c->norm, D);
+    const float *gamma = to_bk(c, c->normd, c->norm, D);
     if (a->final_norm_bias) SP_TRY(pull_whole(c, r++, c->norm_b));
     memset(c->hb, 0, (size_t)V * 4);
     if (j->m.has_head_bias) SP_TRY(pull_whole(c, r++, c->hb));
@@ -612,7 +699,9 @@ static int slice_head(cstate *c) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
         SP_TRY(pull(c, r, c->eb, nr * D));
         if (a->final_norm_bias) fold_beta(c->eb, nr, D, c->norm_b, c->hb + r0);
-        rot_rows(c, c->eb, nr, c->norm, c->Q, dl);
+        float *e = (float *)to_bk(c, c->ebd, c->eb, nr * D);
+        rot_rows(c, e, nr, gamma, c->Q, dl);
+        from_bk(c, c->eb, e, nr * dl);
         SP_TRY(emit(c, c->eb, nr * dl));
     }
     emit_end(c);
@@ -631,25 +720,34 @@ typedef struct buf_spec {
     size_t off;   /* of the pointer in cstate */
     int64_t n, sz;
     const char *what;
+    int kind;     /* BUF_HOST, BUF_BK (backend memory), BUF_MIRROR (backend memory unless host-shared) */
 } buf_spec;
 
-#define BUF(field, count, size, what) {offsetof(cstate, field), (count), (size), (what)}
+enum { BUF_HOST, BUF_BK, BUF_MIRROR };
 
-#define N_BUFS 18
+#define BUF(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_HOST}
+#define BK(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_BK}
+#define MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_MIRROR}
+
+#define N_BUFS 25
 
 static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
     const int64_t D = j->D, T = j->T, cwT = j->chunk_w * T;
     const buf_spec b[] = {
         BUF(cin, cwT * D, 4, "activation chunk"),   BUF(cout, cwT * D, 4, "activation chunk"),
-        BUF(tmp, T * D, 4, "window buffer"),        BUF(eb, EB * D, 4, "embedding rows"),
+        BK(tmp, T * D, 4, "window buffer"),         BUF(eb, EB * D, 4, "embedding rows"),
         BUF(norm, D, 4, "norm"),                    BUF(fs, D * D, 4, "shortcut"),
-        BUF(Qf, D * D, 4, "basis"),                 BUF(Q, D * D, 8, "basis"),
-        BUF(Qm, D * D, 8, "basis"),                 BUF(Qn, D * D, 8, "basis"),
-        BUF(H, D * D, 8, "second moment"),          BUF(msg, boundary_bytes(j), 1, "boundary message"),
+        BK(Qf, D * D, 4, "basis"),                  BK(Q, D * D, 8, "basis"),
+        BK(Qm, D * D, 8, "basis"),                  BK(Qn, D * D, 8, "basis"),
+        BK(H, D * D, 8, "second moment"),           BUF(msg, boundary_bytes(j), 1, "boundary message"),
         BUF(obuf, j->ob_elems, 4, "output conversion"), BUF(pos, j->N, 8, "token positions"),
         BUF(id_start, j->V + 1, 8, "token positions"),
         BUF(norm_b, D, 4, "norm"),                  BUF(hb, j->V, 4, "head bias"),
         BUF(posb, j->m.n_pos ? T * D : 1, 4, "learned positions"),
+        MIRROR(evd, D, 8, "eigenvalues"),           MIRROR(Qh, D * D, 8, "basis"),
+        MIRROR(xw, T * D, 4, "window buffer"),      MIRROR(yw, T * D, 4, "window buffer"),
+        MIRROR(ebd, EB * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
+        MIRROR(normd, D, 4, "norm"),
     };
     _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
     memcpy(out, b, sizeof b);
@@ -660,7 +758,8 @@ int64_t sp_compute_plan_bytes(const job *j) {
     buf_spec b[N_BUFS];
     int n = buf_specs(j, b);
     int64_t total = 0, dev;
-    for (int i = 0; i < n; i++) total += b[i].n * b[i].sz;
+    for (int i = 0; i < n; i++)
+        if (b[i].kind == BUF_HOST || j->bk->host_shared) total += b[i].kind == BUF_MIRROR ? 0 : b[i].n * b[i].sz;
     sp_bk_plan_in in = ws_plan(j);
     return total + sp_layer_buf_bytes(&j->m)                              /* one layer, float32 */
            + 2 * sp_spill_mem_bytes(j->D, j->chunk_w * j->T, j->mf->spill_dtype) /* the spills' conversion buffers */
@@ -673,8 +772,24 @@ static int alloc_state(cstate *c) {
     const int64_t D = j->D, T = j->T;
     buf_spec a[N_BUFS];
     const int n = buf_specs(j, a);
-    for (int i = 0; i < n; i++) SP_TRY(sp_alloc((void **)((char *)c + a[i].off), a[i].n, a[i].sz, a[i].what));
+    const int shared = c->bk->host_shared;
+    for (int i = 0; i < n; i++) {
+        void **p = (void **)((char *)c + a[i].off);
+        if (a[i].kind == BUF_HOST) SP_TRY(sp_alloc(p, a[i].n, a[i].sz, a[i].what));
+        else if (a[i].kind == BUF_BK || !shared) SP_TRY(c->bk->alloc(p, a[i].n * a[i].sz, a[i].what));
+    }
     SP_TRY(sp_layer_buf_init(&j->m, &c->lb));
+    if (shared) { /* the mirrors are their host buffers */
+        c->ebd = c->eb, c->fsd = c->fs, c->normd = c->norm;
+        for (int t = 0; t < SP_ARCH_LAYER_MAX; t++) c->wd[t] = c->lb.t[t];
+    } else {
+        for (int t = 0; t < j->m.arch->n_layer; t++) {
+            int64_t shape[2];
+            int nd;
+            sp_arch_in_shape(j->m.arch, &j->m.cfg, t, shape, &nd);
+            SP_TRY(c->bk->alloc((void **)&c->wd[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4, "layer weights"));
+        }
+    }
     sp_bk_plan_in in = ws_plan(j);
     SP_TRY(c->bk->ws_init(&in, &c->ws));
     if (j->resume_layer >= -1) { /* the input of the next layer is kept, the other is scratch */
@@ -685,8 +800,10 @@ static int alloc_state(cstate *c) {
         int fd;
         int64_t size;
         SP_TRY(sp_io_open_read(bp, &fd, &size));
-        int rc = size == D * D * 8 ? sp_io_pread_full(fd, c->Q, D * D * 8, 0, bp)
+        double *qh = c->bk->host_shared ? c->Q : c->Qh;
+        int rc = size == D * D * 8 ? sp_io_pread_full(fd, qh, D * D * 8, 0, bp)
                                    : sp_fail(SP_EX_DATAERR, "%s: wrong size for a basis file", bp);
+        if (!rc && !c->bk->host_shared) c->bk->to_dev(c->Q, qh, D * D * 8);
         close(fd);
         SP_TRY(rc);
     } else {
@@ -699,7 +816,13 @@ static int alloc_state(cstate *c) {
 static void free_state(cstate *c) {
     buf_spec a[N_BUFS];
     const int n = buf_specs(c->j, a);
-    for (int i = 0; i < n; i++) free(*(void **)((char *)c + a[i].off));
+    const int shared = c->bk->host_shared;
+    for (int i = 0; i < n; i++) {
+        void *p = *(void **)((char *)c + a[i].off);
+        if (a[i].kind == BUF_HOST) free(p);
+        else if (a[i].kind == BUF_BK || !shared) c->bk->free(p);
+    }
+    for (int t = 0; t < SP_ARCH_LAYER_MAX && !shared; t++) c->bk->free(c->wd[t]);
     sp_layer_buf_free(&c->lb);
     if (c->ws) c->bk->ws_free(c->ws);
     sp_layer_scratch_free(c->scr);

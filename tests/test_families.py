@@ -156,8 +156,22 @@ def test_synth(sp, work):
         r = run([sp, "verify", out])
         check(r.returncode == 0, f"{fam}: verify ({r.stderr.strip()[-160:]})")
 
-        # Killed at the writer's second commit point (after the first layer), then resumed.
         good = shards(out)
+        # The same job on the staged CPU backend (backend memory not host-shared: every upload and
+        # download a GPU backend needs) gives the same bytes; a resume across backends is refused.
+        out3 = out + "-staged"
+        shutil.rmtree(out3, ignore_errors=True)
+        man3 = manifest(os.path.join(work, fam + "-st.toml"), d, os.path.join(d, "calib.npy"), T, n, 0.25, out3)
+        r = run([sp, "run", man3, "--quiet"], {"SLICEPIPE_STAGED_BACKEND": "1"})
+        check(r.returncode == 0 and shards(out3) == good,
+              f"{fam}: staged backend memory gives byte-identical shards ({r.stderr.strip()[-160:]})")
+        if fam == "llama":
+            shutil.rmtree(out3, ignore_errors=True)
+            k = run([sp, "run", man3, "--quiet"], {"SLICEPIPE_STAGED_BACKEND": "1", "SLICEPIPE_KILL_AT": "writer:2"})
+            r = run([sp, "run", man3, "--quiet"])
+            check(k.returncode != 0 and r.returncode == 65 and "journal" in r.stderr.lower(),
+                  f"{fam}: a resume on another backend is refused ({r.returncode}: {r.stderr.strip()[-160:]})")
+        # Killed at the writer's second commit point (after the first layer), then resumed.
         out2 = out + "-resume"
         shutil.rmtree(out2, ignore_errors=True)
         man2 = manifest(os.path.join(work, fam + "-r.toml"), d, os.path.join(d, "calib.npy"), T, n, 0.25, out2)
