@@ -16,12 +16,65 @@
 int sp_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols) {
     char head[256];
     int hl = sp_npy_header(head, "<f4", rows, cols);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", path);
-    int rc = sp_io_write_full(fd, head, hl, path);
-    if (!rc) rc = sp_io_write_full(fd, data, rows * cols * 4, path);
-    close(fd);
-    return rc;
+    int64_t n;
+    if (sp_mul_i64(rows, cols, &n) || sp_mul_i64(n, 4, &n))
+        return sp_fail(SP_EX_USAGE, "%s: %lld x %lld float32 overflows", path, (long long)rows, (long long)cols);
+    /* An unpredictable temporary beside it, renamed only once complete: a
+     * file cut short (ENOSPC) never has the final name. */
+    int fd;
+    char *tmp;
+    SP_TRY(sp_io_atomic_begin(path, 1, &fd, &tmp));
+    int rc = sp_io_write_full(fd, head, hl, tmp);
+    if (!rc) rc = sp_io_write_full(fd, data, n, tmp);
+    int rc2 = sp_io_atomic_commit(fd, tmp, path, rc == 0);
+    return rc ? rc : rc2;
+}
+
+/* The windows an evaluation takes, every size checked for overflow. */
+static int eval_shape(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o, int64_t *W_out, int64_t *N_out) {
+    int64_t T = o->seqlen;
+    if (T < 2) return sp_fail(SP_EX_USAGE, "--seqlen must be at least 2 (got %lld)", (long long)T);
+    int64_t W = n_tokens / T;
+    if (o->windows > 0) {
+        if (o->windows > W)
+            return sp_fail(SP_EX_USAGE, "asked for %lld windows of %lld tokens but the token file has only %lld",
+                           (long long)o->windows, (long long)T, (long long)W);
+        W = o->windows;
+    }
+    if (W < 1)
+        return sp_fail(SP_EX_DATAERR, "the token stream (%lld tokens) is shorter than one window of %lld",
+                       (long long)n_tokens, (long long)T);
+    if (m->n_pos && T + m->arch->pos_offset > m->n_pos)
+        return sp_fail(SP_EX_USAGE, "--seqlen %lld exceeds the model's %lld learned positions (max_position_embeddings)",
+                       (long long)T, (long long)(m->n_pos - m->arch->pos_offset));
+    int64_t N, x;
+    const int64_t D = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    if (sp_mul_i64(W, T, &N) || sp_mul_i64(T, D, &x) || sp_mul_i64(x, 16, &x) || sp_mul_i64(N, D, &x) ||
+        sp_mul_i64(x, 4, &x) || (o->dump_logits && (sp_mul_i64(N, V, &x) || sp_mul_i64(x, 4, &x))))
+        return sp_fail(SP_EX_USAGE, "%lld windows x seqlen %lld (hidden %lld, vocab %lld) overflows: lower the seqlen or "
+                                    "the windows", (long long)W, (long long)T, (long long)D, (long long)V);
+    *W_out = W;
+    *N_out = N;
+    return 0;
+}
+
+int64_t sp_eval_fixed_bytes(const sp_model *m, int64_t T, int64_t N, int dump) {
+    const sp_config *c = &m->cfg;
+    const int64_t D = c->hidden_size, V = c->vocab_size;
+    int64_t dev;
+    return T * D * 4 + V * D * 4 + 2 * D * 4 + V * 4 + m->n_pos * D * 4 + (dump ? N * V * 4 : 0) +
+           sp_layer_scratch_bytes(&sp_bk_cpu, &m->dims, T, D, &dev) + sp_layer_buf_bytes(m);
+}
+
+int64_t sp_eval_window_bytes(const sp_model *m, int64_t T) { return T * m->cfg.hidden_size * 4 * 4; }
+
+int sp_eval_check(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o) {
+    int64_t W = 0, N = 0;
+    SP_TRY(eval_shape(m, n_tokens, o, &W, &N));
+    if (!m->n_pos && m->cfg.max_pos > 0 && o->seqlen > m->cfg.max_pos && o->progress >= 0)
+        fprintf(stderr, "slicepipe: warning: seqlen %lld is longer than the model's max_position_embeddings %lld; RoPE "
+                        "positions past it were never trained\n", (long long)o->seqlen, (long long)m->cfg.max_pos);
+    return 0;
 }
 
 /* One window through a layer (sp_stream_fn). */
@@ -65,22 +118,9 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     const sp_dims *dims = &m->dims;
     const sp_bk *bk = o->bk ? o->bk : &sp_bk_cpu;
     if (!bk->host_shared) return sp_fail(SP_EX_USAGE, "evaluation runs on a backend whose memory is host memory (cpu)");
-    int64_t T = o->seqlen;
-    if (T < 2) return sp_fail(SP_EX_USAGE, "--seqlen must be at least 2 (got %lld)", (long long)T);
-    int64_t W = toks->n / T;
-    if (o->windows > 0) {
-        if (o->windows > W)
-            return sp_fail(SP_EX_USAGE, "asked for %lld windows of %lld tokens but the token file has only %lld",
-                           (long long)o->windows, (long long)T, (long long)W);
-        W = o->windows;
-    }
-    if (W < 1)
-        return sp_fail(SP_EX_DATAERR, "the token stream (%lld tokens) is shorter than one window of %lld",
-                       (long long)toks->n, (long long)T);
-    int64_t N = W * T, D = c->hidden_size, V = c->vocab_size;
-    if (m->n_pos && T + m->arch->pos_offset > m->n_pos)
-        return sp_fail(SP_EX_USAGE, "--seqlen %lld exceeds the model's %lld learned positions (max_position_embeddings)",
-                       (long long)T, (long long)(m->n_pos - m->arch->pos_offset));
+    int64_t T = o->seqlen, W = 0, N = 0;
+    SP_TRY(eval_shape(m, toks->n, o, &W, &N));
+    const int64_t D = c->hidden_size, V = c->vocab_size;
     int64_t budget = o->chunk_bytes > 0 ? o->chunk_bytes : (int64_t)64 << 20;
     int64_t cw = budget / (T * D * 4 * 3); /* chunk in, chunk out, spill buffer */
     if (cw < 1) cw = 1;
@@ -94,10 +134,13 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     sp_spill *sa = NULL, *sb = NULL;
     sp_layer_scratch *scr = NULL;
     sp_layer_buf lb = {0};
-    char pa[4096], pb[4096];
+    char pa[4096], pb[4096], rnd[17];
     const char *dir = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(pa, sizeof pa, "%s/slicepipe-eval-%d-a.act", dir, (int)getpid());
-    snprintf(pb, sizeof pb, "%s/slicepipe-eval-%d-b.act", dir, (int)getpid());
+    /* Unpredictable names, created exclusively (io/spill.h): a link planted
+     * in a shared $TMPDIR is never followed. */
+    sp_io_random_hex(rnd, 16);
+    snprintf(pa, sizeof pa, "%s/slicepipe-eval-%s-a.act", dir, rnd);
+    snprintf(pb, sizeof pb, "%s/slicepipe-eval-%s-b.act", dir, rnd);
     int rc = sp_alloc((void **)&cin, cw * T, D * 4, "activation chunk");
     if (!rc) rc = sp_alloc((void **)&cout, cw * T, D * 4, "activation chunk");
     if (!rc) rc = sp_alloc((void **)&h, T, D * 4, "window buffer");

@@ -33,7 +33,19 @@ typedef struct sp_eval_result {
 
 int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_eval_result *r);
 
-/* Writes a float32 2-D .npy (rows, cols). */
+/* Everything sp_eval refuses before work (windows, seqlen against learned
+ * positions, sizes that overflow), checked up front (a run checks its [eval]
+ * before slicing); warns when a RoPE model's seqlen exceeds
+ * max_position_embeddings (o->progress < 0: silent). */
+int sp_eval_check(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o);
+/* The evaluation's memory: fixed buffers (one layer, the embedding or head,
+ * scratch, logits if dumped) plus window_bytes per window of a chunk (the
+ * chunk_bytes budget buys chunk_bytes / (T·D·12) windows). */
+int64_t sp_eval_fixed_bytes(const sp_model *m, int64_t T, int64_t N, int dump);
+int64_t sp_eval_window_bytes(const sp_model *m, int64_t T);
+
+/* Writes a float32 2-D .npy (rows, cols) through an unpredictable temporary
+ * beside it, fsynced and renamed. */
 int sp_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols);
 
 #endif

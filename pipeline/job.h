@@ -37,11 +37,28 @@ extern const char *const sp_stage_names[SP_STAGE_COUNT];
 
 enum { SP_MSG_TENSOR = 1, SP_MSG_BOUNDARY = 2 };
 
-/* Journal record types (io/journal.h payloads). A run appends PARAMS once,
- * then at each layer boundary (the embedding is boundary -1) one TENSOR per
- * output tensor finished since the last boundary and a LAYER record, and DONE
- * at the very end. Payloads are these structs, native byte order. */
-enum { SP_REC_PARAMS = 1, SP_REC_TENSOR = 2, SP_REC_LAYER = 3, SP_REC_DONE = 4 };
+/* Journal record types (io/journal.h payloads). A run appends PARAMS and
+ * STAT once, then at each layer boundary (the embedding is boundary -1) one
+ * INPUT for the input tensors consumed since the last boundary, one TENSOR
+ * per output tensor finished since then and a LAYER record, and DONE at the
+ * very end. Payloads are these structs, native byte order. */
+enum { SP_REC_PARAMS = 1, SP_REC_TENSOR = 2, SP_REC_LAYER = 3, SP_REC_DONE = 4, SP_REC_INPUT = 5, SP_REC_STAT = 6 };
+
+/* INPUT: the XXH3-128 (canonical bytes) of read-plan items [first, first +
+ * count), as the reader read them; followed by count × 16 bytes. A resume
+ * re-hashes every item it relies on (already consumed, or read again) and
+ * refuses (65) one that differs: the output never mixes two versions. */
+typedef struct sp_rec_input {
+    int64_t first, count;
+} sp_rec_input;
+
+/* STAT: one per input file (the shards, in checkpoint order), as the first
+ * run saw them; a resume refuses (65) a file whose size, inode or change
+ * time (ctime: any write or utime sets it) differs, also for the tensors it
+ * has not read yet. */
+typedef struct sp_rec_stat_file {
+    int64_t size, dev, ino, ctime_ns, mtime_ns;
+} sp_rec_stat_file;
 
 typedef struct sp_rec_params {
     int64_t threads;   /* BLAS threads of the first run: reused on resume */
@@ -145,7 +162,21 @@ typedef struct job {
     char *resume_spill;            /* the spill holding its next input */
     int read_start, out_start;     /* plan / output indices to start from */
     int tensors_journaled;         /* writer: TENSOR records so far */
+    /* input identity (see SP_REC_INPUT) */
+    unsigned char (*in_hash)[16];  /* (n_reads) shared map: the reader's hash of each item */
+    unsigned char (*in_expect)[16]; /* (n_reads) the journaled hashes of the first run */
+    int in_known;                  /* items [0, in_known) of in_expect are journaled */
+    int inputs_journaled;          /* writer: items covered by INPUT records so far */
+    int64_t eval_chunk_bytes;      /* [eval]: the activation chunk budget that fits [resources] memory */
 } job;
+
+/* The supervisor's SIGINT/SIGTERM (slice.c installs the handler): while the
+ * stages run (sp_stages_in_progress), the handler only records the signal and
+ * sp_stages_run stops the stages and returns 75 (the job is resumable);
+ * elsewhere it prints one line and exits 75 at once (every step before and
+ * after the stages is crash-safe). */
+#include <signal.h>
+extern volatile sig_atomic_t sp_stages_stop_signal, sp_stages_in_progress;
 
 /* Stage entry points; each returns a status (0 or sysexits) with sp_errmsg. */
 int sp_stage_reader(job *j);
@@ -170,6 +201,18 @@ int sp_output_declare(job *j);          /* every output tensor, into j->w */
 int sp_output_head_bias(const job *j);  /* the sliced head has a bias tensor */
 int sp_output_config(job *j, const char *fingerprint);
 int sp_output_side_files(job *j);
+/* Before any work: the output is not, does not contain and is not inside
+ * the folder of any input file (by device and inode: links and bind mounts
+ * included), 64; an existing non-empty output that is not a slicepipe job,
+ * 73; config.json and the side files lie inside the model folder, are
+ * regular files and small enough (65). */
+int sp_output_check(job *j);
+/* A finished job rerun: config.json and the side files rewritten if missing
+ * or different; *restored counts them. */
+int sp_output_restore(job *j, int *restored);
+/* 1 if name is one slicepipe's writer makes in an output folder (a shard,
+ * the index, or one of them + ".tmp"): the only files --restart removes. */
+int sp_output_is_ours(const char *name);
 const char *sp_path_shown(const char *path, char buf[4096]); /* canonical when it exists */
 
 /* resume.c */

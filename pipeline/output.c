@@ -1,9 +1,14 @@
 /* pipeline/output.c — the output folder of a `slicepipe run`: its creation,
  * the declaration of every output tensor (from the architecture table, in
  * the order compute emits them), config.json with the slicepipe block, and
- * the side files (tokenizer, generation config) copied beside it. */
+ * the side files (tokenizer, generation config) copied beside it, and the
+ * checks made before any work: the output neither is nor overlaps the
+ * input's folders (by device and inode), a non-empty output is a slicepipe
+ * job, and config.json and the side files lie inside the model folder. */
 #include <cJSON.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +60,8 @@ static const char *dtype_torch(sp_dtype t) {
     return t == SP_DTYPE_BF16 ? "bfloat16" : t == SP_DTYPE_F16 ? "float16" : "float32";
 }
 
-int sp_output_config(job *j, const char *fp) {
+/* config.json's text: the input config with the slicepipe block. */
+static int config_text(job *j, const char *fp, char **out, int64_t *n) {
     cJSON *c = cJSON_Parse(j->m.cfg.raw_json);
     if (!c) return sp_fail(SP_EX_SOFTWARE, "config.json re-parse failed");
     cJSON_DeleteItemFromObject(c, "tie_word_embeddings");
@@ -81,31 +87,250 @@ int sp_output_config(job *j, const char *fp) {
     char *txt = cJSON_Print(c);
     cJSON_Delete(c);
     if (!txt) return sp_fail(SP_EX_SOFTWARE, "out of memory printing config.json");
+    *out = txt;
+    *n = (int64_t)strlen(txt);
+    return 0;
+}
+
+int sp_output_config(job *j, const char *fp) {
+    char *txt;
+    int64_t n;
+    SP_TRY(config_text(j, fp, &txt, &n));
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", j->mf->output_path);
-    int rc = sp_io_write_atomic(path, txt, (int64_t)strlen(txt));
+    int rc = sp_io_write_atomic(path, txt, n);
     free(txt);
     return rc;
 }
 
-/* Copies the tokenizer and generation files that sit beside the checkpoint. */
+static const char *const side_files[] = {"tokenizer.bin",         "tokenizer.json",          "tokenizer.model",
+                                         "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                                         "LICENSE"};
+enum { N_SIDE = sizeof side_files / sizeof side_files[0] };
+#define SIDE_BYTES_MAX ((int64_t)1 << 30)
+
+/* Copies the tokenizer and generation files that sit beside the checkpoint
+ * (each already checked by sp_output_check). */
 int sp_output_side_files(job *j) {
-    static const char *files[] = {"tokenizer.bin",           "tokenizer.json",   "tokenizer.model",
-                                  "tokenizer_config.json",   "special_tokens_map.json", "generation_config.json",
-                                  "LICENSE"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    for (int i = 0; i < N_SIDE; i++) {
         char src[4096], dst[4096];
-        snprintf(src, sizeof src, "%s/%s", j->mf->model_path, files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", j->mf->output_path, files[i]);
-        if (access(src, F_OK) != 0) continue;
+        snprintf(src, sizeof src, "%s/%s", j->mf->model_path, side_files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", j->mf->output_path, side_files[i]);
+        struct stat st;
+        if (lstat(src, &st) != 0) continue;
         char *buf;
         int64_t n;
-        SP_TRY(sp_io_read_small(src, (int64_t)1 << 30, &buf, &n));
+        SP_TRY(sp_io_read_small(src, SIDE_BYTES_MAX, &buf, &n));
         int rc = sp_io_write_atomic(dst, buf, n);
         free(buf);
         SP_TRY(rc);
     }
     return 0;
+}
+
+/* 1 if the file at path has exactly these n bytes. */
+static int same_bytes(const char *path, const char *want, int64_t n) {
+    char *have;
+    int64_t hn;
+    if (sp_io_read_small(path, n + 1, &have, &hn)) {
+        sp_err_clear();
+        return 0;
+    }
+    int same = hn == n && memcmp(have, want, (size_t)n) == 0;
+    free(have);
+    return same;
+}
+
+int sp_output_restore(job *j, int *restored) {
+    *restored = 0;
+    char *cfg = NULL;
+    int64_t n = 0;
+    SP_TRY(config_text(j, j->id.input, &cfg, &n));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", j->mf->output_path);
+    int rc = 0;
+    if (!same_bytes(path, cfg, n)) {
+        rc = sp_io_write_atomic(path, cfg, n);
+        ++*restored;
+    }
+    free(cfg);
+    for (int i = 0; i < N_SIDE && !rc; i++) {
+        char src[4096], dst[4096];
+        snprintf(src, sizeof src, "%s/%s", j->mf->model_path, side_files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", j->mf->output_path, side_files[i]);
+        struct stat st;
+        if (lstat(src, &st) != 0) continue;
+        char *buf;
+        int64_t bn;
+        rc = sp_io_read_small(src, SIDE_BYTES_MAX, &buf, &bn);
+        if (rc) break;
+        if (!same_bytes(dst, buf, bn)) {
+            rc = sp_io_write_atomic(dst, buf, bn);
+            ++*restored;
+        }
+        free(buf);
+    }
+    return rc;
+}
+
+int sp_output_is_ours(const char *name) {
+    size_t n = strlen(name);
+    if (n > 4 && !strcmp(name + n - 4, ".tmp")) n -= 4;
+    if ((n == 17 && !strncmp(name, "model.safetensors", n)) || (n == 28 && !strncmp(name, "model.safetensors.index.json", n)))
+        return 1;
+    /* model-NNNNN-of-NNNNN.safetensors */
+    if (n != 32 || strncmp(name, "model-", 6) || strncmp(name + 11, "-of-", 4) || strncmp(name + 20, ".safetensors", 12)) return 0;
+    for (int i = 0; i < 5; i++)
+        if (name[6 + i] < '0' || name[6 + i] > '9' || name[15 + i] < '0' || name[15 + i] > '9') return 0;
+    return 1;
+}
+
+/* 1 if the directory a lies inside the directory whose (dev, ino) is b (or
+ * is it): walks a's ".." chain by directory fd, so links and bind mounts are
+ * compared by what they are, not by how they are spelled. */
+static int dir_within(const char *a, dev_t bdev, ino_t bino) {
+    int fd = open(a, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int hit = 0;
+    for (int depth = 0; fd >= 0 && depth < 4096; depth++) {
+        struct stat st, up;
+        if (fstat(fd, &st) != 0) break;
+        if (st.st_dev == bdev && st.st_ino == bino) {
+            hit = 1;
+            break;
+        }
+        int pfd = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (pfd < 0 || fstat(pfd, &up) != 0 || (up.st_dev == st.st_dev && up.st_ino == st.st_ino)) {
+            if (pfd >= 0) close(pfd);
+            break; /* the root */
+        }
+        close(fd);
+        fd = pfd;
+    }
+    if (fd >= 0) close(fd);
+    return hit;
+}
+
+/* The folder of an input file, for the containment rule. */
+static int input_folder(const char *file, char *dir, size_t cap) {
+    char *rp = realpath(file, NULL);
+    if (!rp) return 0;
+    char *sl = strrchr(rp, '/');
+    if (sl == rp) sl[1] = 0;
+    else if (sl) *sl = 0;
+    snprintf(dir, cap, "%s", rp);
+    free(rp);
+    return 1;
+}
+
+/* Checks one input folder against the output (existing: out_exists; or its
+ * deepest existing ancestor `anc`). */
+static int check_folder(const job *j, const char *what, const char *folder, int out_exists, const char *anc) {
+    struct stat fs, os;
+    if (stat(folder, &fs) != 0) return 0;
+    const char *out = j->mf->output_path;
+    int bad = 0;
+    if (out_exists) {
+        if (stat(out, &os) != 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: stat", out);
+        bad = dir_within(out, fs.st_dev, fs.st_ino) || dir_within(folder, os.st_dev, os.st_ino);
+    } else {
+        bad = dir_within(anc, fs.st_dev, fs.st_ino);
+    }
+    if (bad)
+        return sp_fail(SP_EX_USAGE,
+                       "%s: [output] path %s is, contains or lies inside the folder %s of the input's %s (compared by "
+                       "device and inode: links and bind mounts count); writing there could overwrite the input; choose "
+                       "a folder outside the model",
+                       j->mf->path, out, folder, what);
+    return 0;
+}
+
+/* A side file or config.json: inside the model folder, regular, bounded. */
+static int check_model_file(const job *j, const char *name, int64_t max_bytes, int required) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", j->mf->model_path, name);
+    struct stat st;
+    if (lstat(p, &st) != 0) return required ? sp_fail(SP_EX_NOINPUT, "%s: no such file", p) : 0;
+    char *rdir = realpath(j->mf->model_path, NULL), *rp = realpath(p, NULL);
+    int rc = 0;
+    if (!rdir) rc = sp_fail_errno(SP_EX_NOINPUT, "%s: cannot resolve", j->mf->model_path);
+    else if (!rp) rc = sp_fail_errno(SP_EX_DATAERR, "%s: cannot resolve (a dangling or looping link?)", p);
+    else {
+        size_t rl = strlen(rdir);
+        int inside = strncmp(rp, rdir, rl) == 0 && (rp[rl] == '/' || (rl == 1 && rdir[0] == '/'));
+        if (!inside)
+            rc = sp_fail(SP_EX_DATAERR, "%s: resolves to %s, outside the model directory %s (symlink escape); refused", p,
+                         rp, rdir);
+        else if (stat(p, &st) != 0) rc = sp_fail_errno(SP_EX_NOINPUT, "%s: stat", p);
+        else if (!S_ISREG(st.st_mode))
+            rc = sp_fail(SP_EX_DATAERR, "%s: not a regular file (%s); refused", p,
+                         S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory" : "special");
+        else if ((int64_t)st.st_size > max_bytes)
+            rc = sp_fail(SP_EX_DATAERR, "%s: %lld bytes, larger than the %lld allowed for a file copied beside the model", p,
+                         (long long)st.st_size, (long long)max_bytes);
+    }
+    free(rdir);
+    free(rp);
+    return rc;
+}
+
+int sp_output_check(job *j) {
+    const char *out = j->mf->output_path;
+    SP_TRY(check_model_file(j, "config.json", SIDE_BYTES_MAX, 0));
+    for (int i = 0; i < N_SIDE; i++) SP_TRY(check_model_file(j, side_files[i], SIDE_BYTES_MAX, 0));
+
+    /* The output, or its deepest existing ancestor. */
+    struct stat st;
+    int exists = lstat(out, &st) == 0;
+    if (exists && S_ISLNK(st.st_mode) && stat(out, &st) != 0)
+        return sp_fail(SP_EX_CANTCREAT, "%s: the output path is a dangling link", out);
+    char anc[4096];
+    if (snprintf(anc, sizeof anc, "%s", out) >= (int)sizeof anc) return sp_fail(SP_EX_CANTCREAT, "%s: path too long", out);
+    if (!exists) {
+        for (;;) {
+            char *sl = strrchr(anc, '/');
+            if (strcmp(sl ? sl + 1 : anc, "..") == 0)
+                return sp_fail(SP_EX_USAGE, "%s: [output] path %s: '..' after the part that exists; spell it without", j->mf->path, out);
+            if (!sl) {
+                snprintf(anc, sizeof anc, ".");
+                break;
+            }
+            if (sl == anc) {
+                anc[1] = 0;
+                break;
+            }
+            *sl = 0;
+            if (stat(anc, &st) == 0) break;
+        }
+    }
+    char folder[4096];
+    snprintf(folder, sizeof folder, "%s", j->mf->model_path);
+    SP_TRY(check_folder(j, "model", folder, exists, anc));
+    for (int i = 0; i < sp_ckpt_shard_count(j->m.ckpt); i++)
+        if (input_folder(sp_st_path(sp_ckpt_shard(j->m.ckpt, i)), folder, sizeof folder))
+            SP_TRY(check_folder(j, "shard", folder, exists, anc));
+
+    /* A folder with someone else's files is never written into. */
+    if (!exists) return 0;
+    if (!S_ISDIR(st.st_mode)) return sp_fail(SP_EX_CANTCREAT, "%s: output path exists and is not a directory", out);
+    char jd[4096];
+    snprintf(jd, sizeof jd, "%s/.slicepipe", out);
+    struct stat js;
+    int is_job = lstat(jd, &js) == 0;
+    if (is_job && !S_ISDIR(js.st_mode))
+        return sp_fail(SP_EX_CANTCREAT, "%s: is not a directory (a link or a file); refused as the job directory", jd);
+    if (is_job) return 0;
+    DIR *d = opendir(out);
+    if (!d) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot list the output directory", out);
+    struct dirent *e;
+    int rc = 0;
+    while (!rc && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            rc = sp_fail(SP_EX_CANTCREAT,
+                         "%s: the output folder is not empty and is not a slicepipe job (it holds '%s'); slicepipe "
+                         "writes only into a new or empty folder, or resumes its own job there",
+                         out, e->d_name);
+    closedir(d);
+    return rc;
 }
 
 /* mkdir -p: creates out and any missing parents. */

@@ -37,6 +37,10 @@ int sp_plan_widths(job *j) {
         return sp_fail(SP_EX_USAGE, "%s: [calibration] seqlen %lld exceeds the model's %lld learned positions "
                                     "(max_position_embeddings)", mf->path, (long long)j->T,
                        (long long)(j->m.n_pos - j->m.arch->pos_offset));
+    if (!j->m.n_pos && j->m.cfg.max_pos > 0 && j->T > j->m.cfg.max_pos)
+        fprintf(stderr, "slicepipe: warning: %s: [calibration] seqlen %lld is longer than the model's "
+                        "max_position_embeddings %lld; RoPE positions past it were never trained\n",
+                mf->path, (long long)j->T, (long long)j->m.cfg.max_pos);
     j->d = sp_slice_width(j->D, mf->sparsity, mf->round_to);
     if (j->d < 1)
         return sp_fail(SP_EX_USAGE, "%s: sparsity %g with round_to %lld leaves no width of D=%lld", mf->path, mf->sparsity,

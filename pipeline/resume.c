@@ -2,33 +2,46 @@
  * identity, opening (or resuming) a job, finishing it, --restart, and
  * `slicepipe status`.
  *
- * The job directory is <output>/.slicepipe: lock, journal, spills (by
- * default) and two basis files. Resume protocol (RELIABILITY.md "Crash safety
- * and resume"):
+ * The job directory is <output>/.slicepipe (a real directory, never a link):
+ * lock, journal, spills (by default; elsewhere with spill_dir, named after
+ * the job: spill-<XXH3-64 of the output's canonical path>-{a,b}.act) and two
+ * basis files. Resume protocol (RELIABILITY.md "Crash safety and resume"):
  *
  *   start ─► lock (75 if held) ─► journal open: identity checked (65 if the
- *   manifest's meaning, the input fingerprint, the backend or the tool
- *   version differ), torn tail dropped, mid-file corruption refused (65)
- *     ├─ DONE recorded ───────► verify every tensor by hash; nothing to do
- *     ├─ no LAYER record ─────► fresh run (PARAMS appended once)
+ *   manifest's meaning, config.json, the input fingerprint, the backend or
+ *   the tool version differ), torn tail dropped, mid-file corruption refused
+ *   (65) ─► STAT: every input file's size, inode, mtime and ctime as the first
+ *   run saw them (65 if any differs: an edit, even of a tensor not read yet)
+ *     ├─ DONE recorded ───────► every journaled tensor re-hashed in its final
+ *     │                         shard (a missing shard: 65), the index
+ *     │                         rewritten, config.json and side files restored
+ *     │                         if missing or different, slicing.json and
+ *     │                         report.html present (65 if not); nothing to do
+ *     ├─ no LAYER record ─────► fresh run (PARAMS and STAT appended once)
  *     └─ last LAYER record l ─► every journaled tensor re-hashed from its shard,
  *                               the spill and the basis re-hashed; the writer
  *                               reopens its shard after the last durable tensor;
- *                               reader and compute start at layer l + 1
+ *                               the reader first re-reads and re-hashes the
+ *                               input tensors layers ≤ l were computed from
+ *                               against the INPUT records (65 on a mismatch),
+ *                               then reader and compute start at layer l + 1
  *   stages succeed ─► config.json, tokenizer, eval, report ─► DONE appended
  *   ─► spills and basis files removed.
  *
  * States of a job directory, as a rerun sees them:
  *
- *   (none) ──run──► STARTED (PARAMS) ──boundary──► AT LAYER l ──...──► AT HEAD
- *                                                                        │
- *   COMPLETE (DONE) ◄──────────── config, side files, report ────────────┘
- *   Any state ──--restart──► (none): journal, basis files, spills and
- *   partial shards removed.
+ *   (none) ──run──► STARTED (PARAMS, STAT) ──boundary──► AT LAYER l ──...──► AT HEAD
+ *                   (each boundary: INPUT, TENSOR..., LAYER)                   │
+ *   COMPLETE (DONE) ◄──────────── config, side files, report ─────────────────┘
+ *   Any state ──SIGINT/SIGTERM──► the stages stopped, exit 75: as it was at
+ *   its last boundary (resumable).
+ *   Any state ──--restart──► (none): journal, basis files, this job's spills
+ *   and the writer's own names in the output (shards, index, their .tmp)
+ *   removed; no other file is touched.
  *
  * The run identity covers everything that sets the output's bits: the
  * manifest's meaning (paths, calibration token values, sparsity, round_to,
- * dtypes, shard size), the resolved backend and every setting of it that can
+ * dtypes, shard size, config.json's bytes), the resolved backend and every setting of it that can
  * change bits (sp_bk.identity), the input fingerprint and the tool version.
  * The BLAS thread count is journaled by the first run and reused by every
  * resume. [resources] memory is not part of it: results do not depend on the
@@ -91,7 +104,7 @@ void sp_resume_manifest_identity(const job *j, char hex[33]) {
     const sp_manifest *mf = j->mf;
     char txt[16384];
     snprintf(txt, sizeof txt,
-             "slicepipe-manifest-1\nmodel=%s\ncalib=%s\nseqlen=%lld\nnsamples=%lld\nsparsity=%.17g\nround_to=%lld\n"
+             "slicepipe-manifest-2\nmodel=%s\ncalib=%s\nseqlen=%lld\nnsamples=%lld\nsparsity=%.17g\nround_to=%lld\n"
              "dtype=%s\nshard_bytes=%lld\nspill_dtype=%s\nbackend=%s\n",
              mf->model_path, mf->calib_tokens ? mf->calib_tokens : "", (long long)mf->calib_seqlen,
              (long long)mf->calib_nsamples, mf->sparsity,
@@ -105,6 +118,9 @@ void sp_resume_manifest_identity(const job *j, char hex[33]) {
     XXH3_128bits_reset(st);
     XXH3_128bits_update(st, txt, strlen(txt));
     XXH3_128bits_update(st, j->calib.ids, (size_t)j->N * sizeof(int32_t));
+    /* config.json sets the math too (eps, rope, activation): its bytes. */
+    const char *cfg = j->m.cfg.raw_json ? j->m.cfg.raw_json : "";
+    XXH3_128bits_update(st, cfg, strlen(cfg) + 1);
     XXH128_hash_t h = XXH3_128bits_digest(st);
     sp_hex128(h.high64, h.low64, hex);
     XXH3_freeState(st);
@@ -116,7 +132,9 @@ static int damaged(const job *j, const char *what) {
                    j->job_dir, what, j->mf->path);
 }
 
-/* --restart: forget the job — journal, basis files, spills, partial shards. */
+/* --restart: forget the job — journal, basis files, this job's spills, and
+ * in the output folder only the names slicepipe's writer makes (shards, the
+ * index and their .tmp): a file slicepipe never writes is never removed. */
 static void remove_job(job *j) {
     const char *names[] = {"journal", "basis-0.f64", "basis-1.f64"};
     for (size_t i = 0; i < 3; i++) {
@@ -130,21 +148,91 @@ static void remove_job(job *j) {
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        if ((n > 4 && !strcmp(e->d_name + n - 4, ".tmp")) || (n > 12 && !strcmp(e->d_name + n - 12, ".safetensors")) ||
-            !strcmp(e->d_name, "model.safetensors.index.json")) {
-            char *p = sp_job_join(j->mf->output_path, e->d_name);
-            if (p) unlink(p);
-            free(p);
-        }
+        if (!sp_output_is_ours(e->d_name)) continue;
+        char *p = sp_job_join(j->mf->output_path, e->d_name);
+        if (p) unlink(p);
+        free(p);
     }
     closedir(d);
+}
+
+/* The input files as this run sees them (SP_REC_STAT). */
+static int input_stats(const job *j, sp_rec_stat_file **out, int *n_out) {
+    int n = sp_ckpt_shard_count(j->m.ckpt);
+    sp_rec_stat_file *a;
+    SP_TRY(sp_calloc((void **)&a, n, sizeof *a, "input file state"));
+    for (int i = 0; i < n; i++) {
+        const sp_st_file *f = sp_ckpt_shard(j->m.ckpt, i);
+        struct stat st;
+        if (fstat(sp_st_fd(f), &st) != 0) {
+            free(a);
+            return sp_fail_errno(SP_EX_IOERR, "%s: fstat", sp_st_path(f));
+        }
+        a[i] = (sp_rec_stat_file){.size = (int64_t)st.st_size, .dev = (int64_t)st.st_dev, .ino = (int64_t)st.st_ino,
+                                  .ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec,
+                                  .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec};
+    }
+    *out = a;
+    *n_out = n;
+    return 0;
+}
+
+static int input_changed(const job *j, const char *path, const char *what) {
+    return sp_fail(SP_EX_DATAERR,
+                   "%s: the input changed since this job's first run (%s); resuming would mix two versions of the "
+                   "checkpoint; run `slicepipe run %s --restart` to start again",
+                   path, what, j->mf->path);
+}
+
+/* A finished job rerun: every tensor the journal lists re-hashed in its final
+ * shard, the index rewritten, config.json and the side files restored if
+ * missing or different; a missing shard or report is refused. */
+static int verify_complete(job *j, char (*hashes)[33], const char **hp, int n_recs) {
+    const int nt = sp_stw_tensor_count(j->w);
+    if (n_recs != nt) return damaged(j, "the number of tensor records of a finished job");
+    for (int i = 0; i < nt; i++) {
+        char *p = sp_job_join(j->mf->output_path, sp_stw_shard_name(j->w, sp_stw_tensor_shard(j->w, i)));
+        if (!p) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+        char hex[33];
+        int rc = sp_io_xxh128_range(p, sp_stw_tensor_file_offset(j->w, i), sp_stw_tensor_bytes(j->w, i), hex);
+        if (rc == SP_EX_NOINPUT)
+            rc = sp_fail(SP_EX_DATAERR, "%s: the job is recorded as complete but its shard %s is missing; run "
+                                        "`slicepipe run %s --restart` to redo it", j->mf->output_path, p, j->mf->path);
+        else if (!rc && strcmp(hex, hashes[i])) {
+            char what[512];
+            snprintf(what, sizeof what, "tensor '%s' in %s", sp_stw_tensor_name(j->w, i), p);
+            rc = damaged(j, what);
+        }
+        free(p);
+        SP_TRY(rc);
+        hp[i] = hashes[i];
+    }
+    SP_TRY(sp_stw_resume(j->w, nt, hp));
+    SP_TRY(sp_stw_finish(j->w)); /* the index, rewritten identically (or restored) */
+    static const char *reports[] = {"slicing.json", "report.html"};
+    for (int i = 0; i < 2; i++) {
+        char *p = sp_job_join(j->mf->output_path, reports[i]);
+        int missing = p && access(p, F_OK) != 0;
+        free(p);
+        if (missing)
+            return sp_fail(SP_EX_DATAERR, "%s: the job is recorded as complete but %s is missing; run `slicepipe run %s "
+                                          "--restart` to redo it", j->mf->output_path, reports[i], j->mf->path);
+    }
+    int restored = 0;
+    SP_TRY(sp_output_restore(j, &restored));
+    sp_verify_result vr;
+    SP_TRY(sp_verify_model(j->mf->output_path, &vr));
+    sp_resume_clean(j); /* a run killed after DONE left its scratch */
+    if (!j->o->quiet)
+        fprintf(stderr, "slicepipe: %s is already complete; %lld tensors verified by hash%s (use --restart to redo it)\n",
+                j->mf->output_path, (long long)vr.tensors,
+                restored ? ", config.json or side files restored" : "");
+    return 0;
 }
 
 /* Opens the job: lock, journal, replay, verification. *complete is set when
  * the journal says the job is done (and it verified). */
 int sp_resume_open(job *j, int *complete) {
-    const sp_manifest *mf = j->mf;
     *complete = 0;
     j->resume_layer = -2;
     if (mkdir(j->job_dir, 0755) != 0 && errno != EEXIST)
@@ -172,7 +260,11 @@ int sp_resume_open(job *j, int *complete) {
         free(hp);
         return sp_fail(SP_EX_SOFTWARE, "out of memory");
     }
-    int have_params = 0, last = -1, done = 0, n_tensor_recs = 0;
+    int have_params = 0, have_stat = 0, last = -1, done = 0, n_tensor_recs = 0;
+    if (!rc) rc = sp_calloc((void **)&j->in_expect, j->n_reads, 16, "input hashes");
+    sp_rec_stat_file *now = NULL;
+    int n_files = 0;
+    if (!rc) rc = input_stats(j, &now, &n_files);
     for (int i = 0; i < sp_journal_count(j->jr) && !rc; i++) {
         const sp_jrec *r = sp_journal_at(j->jr, i);
         if (r->type == SP_REC_PARAMS && r->len == sizeof(sp_rec_params)) {
@@ -200,19 +292,35 @@ int sp_resume_open(job *j, int *complete) {
             }
         } else if (r->type == SP_REC_DONE) {
             done = 1;
+        } else if (r->type == SP_REC_INPUT && r->len >= sizeof(sp_rec_input)) {
+            sp_rec_input in;
+            memcpy(&in, r->payload, sizeof in);
+            if (in.first != j->in_known || in.count < 1 || in.count > j->n_reads - in.first ||
+                r->len != sizeof in + (uint64_t)in.count * 16)
+                rc = damaged(j, "an input hash record");
+            else {
+                memcpy(j->in_expect[in.first], r->payload + sizeof in, (size_t)in.count * 16);
+                j->in_known = (int)(in.first + in.count);
+                j->inputs_journaled = j->in_known;
+            }
+        } else if (r->type == SP_REC_STAT && r->len == (uint64_t)n_files * sizeof(sp_rec_stat_file)) {
+            have_stat = 1;
+            for (int f = 0; f < n_files && !rc; f++) {
+                sp_rec_stat_file was;
+                memcpy(&was, r->payload + (size_t)f * sizeof was, sizeof was);
+                const char *fp = sp_st_path(sp_ckpt_shard(j->m.ckpt, f));
+                if (was.size != now[f].size) rc = input_changed(j, fp, "its size differs");
+                else if (was.dev != now[f].dev || was.ino != now[f].ino) rc = input_changed(j, fp, "it is another file now");
+                else if (was.mtime_ns != now[f].mtime_ns || was.ctime_ns != now[f].ctime_ns)
+                    rc = input_changed(j, fp, "it was written or touched: its mtime or ctime differs");
+            }
         } else {
             rc = damaged(j, "a record of unknown type or size");
         }
     }
     if (!rc && done) {
-        sp_verify_result vr;
-        rc = sp_verify_model(mf->output_path, &vr);
-        if (!rc) {
-            *complete = 1;
-            if (!j->o->quiet)
-                fprintf(stderr, "slicepipe: %s is already complete; %lld tensors verified by hash (use --restart to redo it)\n",
-                        mf->output_path, (long long)vr.tensors);
-        }
+        rc = verify_complete(j, hashes, hp, n_tensor_recs);
+        if (!rc) *complete = 1;
     } else if (!rc && last >= 0) {
         sp_rec_layer l;
         memcpy(&l, sp_journal_at(j->jr, last)->payload, sizeof l);
@@ -233,10 +341,13 @@ int sp_resume_open(job *j, int *complete) {
         if (!rc && l.layer < j->L) {
             char hex[33];
             l.spill[sizeof l.spill - 1] = 0;
-            if (strchr(l.spill, '/') || (strcmp(l.spill, "spill-a.act") && strcmp(l.spill, "spill-b.act")))
-                rc = damaged(j, "the spill name");
+            const char *na = strrchr(j->spill_a, '/'), *nb = strrchr(j->spill_b, '/');
+            na = na ? na + 1 : j->spill_a, nb = nb ? nb + 1 : j->spill_b;
+            if (strcmp(l.spill, na) && strcmp(l.spill, nb)) rc = damaged(j, "the spill name");
+            int read_start = l.layer < j->L ? j->layer_read0[l.layer + 1] : j->n_reads;
+            if (!rc && j->in_known < read_start) rc = damaged(j, "the input hashes of the journaled layers");
             if (!rc) {
-                j->resume_spill = strcmp(l.spill, "spill-a.act") ? strdup(j->spill_b) : strdup(j->spill_a);
+                j->resume_spill = strcmp(l.spill, na) ? strdup(j->spill_b) : strdup(j->spill_a);
                 rc = j->resume_spill ? sp_spill_hash_file(j->resume_spill, hex) : sp_fail(SP_EX_SOFTWARE, "out of memory");
                 if (rc == SP_EX_NOINPUT || (!rc && strcmp(hex, l.spill_hash))) rc = damaged(j, j->resume_spill);
             }
@@ -266,6 +377,8 @@ int sp_resume_open(job *j, int *complete) {
         sp_rec_params p = {.threads = j->threads, .n_layers = j->L, .n_tensors = nt, .hidden = j->D};
         rc = sp_journal_append(j->jr, SP_REC_PARAMS, &p, sizeof p);
     }
+    if (!rc && !have_stat && !done) rc = sp_journal_append(j->jr, SP_REC_STAT, now, (uint32_t)(n_files * sizeof *now));
+    free(now);
     free(hashes);
     free(hp);
     return rc;
@@ -295,29 +408,19 @@ void sp_resume_clean(job *j) {
     unlink(j->basis_path[1]);
 }
 
-/* `slicepipe status OUT_DIR`: how far a job got. Reads a copy of the journal,
- * so it never truncates a tail that a running writer is appending to. */
+/* `slicepipe status OUT_DIR`: how far a job got. Read-only: the journal is
+ * replayed without being touched (a torn tail a running writer may be
+ * appending to is reported, never truncated) and the lock is only probed
+ * (F_OFD_GETLK), so a resume started meanwhile is never refused. */
 int sp_job_status(const char *out_dir) {
     char *jd = sp_job_join(out_dir, ".slicepipe"), *jp = jd ? sp_job_join(jd, "journal") : NULL, *lp = jd ? sp_job_join(jd, "lock") : NULL;
     int rc = jd && jp && lp ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
     sp_run_identity id;
     if (!rc) rc = sp_run_identity_read(jp, &id);
     if (rc == SP_EX_NOINPUT) rc = sp_fail(SP_EX_NOINPUT, "%s: no slicepipe job here (no %s)", out_dir, jp);
-    char *buf = NULL;
-    int64_t n = 0;
-    if (!rc) rc = sp_io_read_small(jp, (int64_t)1 << 30, &buf, &n);
-    char tmp[4096];
-    const char *td = getenv("TMPDIR");
-    snprintf(tmp, sizeof tmp, "%s/slicepipe-status-XXXXXX", td && *td ? td : "/tmp");
-    int fd = rc ? -1 : mkstemp(tmp);
-    if (!rc && fd < 0) rc = sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", tmp);
-    if (!rc) rc = sp_io_write_full(fd, buf, n, tmp);
-    if (fd >= 0) close(fd);
-    free(buf);
     sp_journal *jr = NULL;
     int64_t dropped = 0;
-    if (!rc) rc = sp_journal_open(tmp, &id, &jr, &dropped);
-    if (fd >= 0) unlink(tmp);
+    if (!rc) rc = sp_journal_open_ro(jp, &id, &jr, &dropped);
     if (!rc) {
         sp_rec_params p = {0};
         int64_t last_layer = -2, tensors = 0;
@@ -333,11 +436,10 @@ int sp_job_status(const char *out_dir) {
             }
             if (r->type == SP_REC_DONE) done = 1;
         }
-        sp_lock *lk = NULL;
-        int busy = sp_lock_acquire(lp, &lk);
+        long pid = 0;
+        int busy = sp_lock_probe(lp, &pid);
         char holder[1024];
         snprintf(holder, sizeof holder, "%s", busy ? sp_errmsg() : "");
-        sp_lock_free(lk);
         printf("job:         %s\n", out_dir);
         printf("state:       %s\n", done ? "complete" : busy == SP_EX_TEMPFAIL ? "running" : "interrupted: rerun the same "
                                                                                               "`slicepipe run` to resume");

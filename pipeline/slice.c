@@ -15,9 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "calib.h"
 #include "error.h"
@@ -28,24 +30,88 @@
 #include "report.h"
 #include "sp_version.h"
 
-/* The spill folder: [resources] spill_dir, or <output>/.slicepipe. */
+/* The spill folder: [resources] spill_dir, or <output>/.slicepipe. The
+ * spills are named after the job (a hash of the output folder's canonical
+ * path), so two jobs sharing a spill folder never touch each other's files;
+ * they are created exclusively (io/spill.h) under the job's lock. */
 static int prepare_spill(job *j) {
     char dir[4096];
     if (j->mf->spill_dir) snprintf(dir, sizeof dir, "%s", j->mf->spill_dir);
     else snprintf(dir, sizeof dir, "%s/.slicepipe", j->mf->output_path);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the spill folder", dir);
     if (access(dir, W_OK | X_OK) != 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: spill folder is not writable", dir);
-    size_t n = strlen(dir) + 32;
+    char *rp = realpath(j->mf->output_path, NULL);
+    if (!rp) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot resolve the output folder", j->mf->output_path);
+    uint64_t tag = XXH3_64bits(rp, strlen(rp));
+    free(rp);
+    size_t n = strlen(dir) + 40;
     j->spill_a = malloc(n);
     j->spill_b = malloc(n);
     if (!j->spill_a || !j->spill_b) return sp_fail(SP_EX_SOFTWARE, "out of memory");
-    snprintf(j->spill_a, n, "%s/spill-a.act", dir);
-    snprintf(j->spill_b, n, "%s/spill-b.act", dir);
+    snprintf(j->spill_a, n, "%s/spill-%016llx-a.act", dir, (unsigned long long)tag);
+    snprintf(j->spill_b, n, "%s/spill-%016llx-b.act", dir, (unsigned long long)tag);
+    return 0;
+}
+
+static void on_stop_signal(int sig) {
+    if (sp_stages_in_progress) {
+        sp_stages_stop_signal = sig;
+        return;
+    }
+    static const char m1[] = "slicepipe: stopped by SIGINT; nothing durable is lost: rerun the same command to resume\n";
+    static const char m2[] = "slicepipe: stopped by SIGTERM; nothing durable is lost: rerun the same command to resume\n";
+    ssize_t w = sig == SIGINT ? write(2, m1, sizeof m1 - 1) : write(2, m2, sizeof m2 - 1);
+    (void)w;
+    _exit(SP_EX_TEMPFAIL);
+}
+
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* The [eval] step runs in the supervisor after the stages have exited: its
+ * memory (the evaluation's buffers, the supervisor's baseline and token
+ * streams) must fit [resources] memory too. The activation chunk is sized
+ * to fit (results do not depend on it); no chunk fitting is refused (64). */
+static int plan_eval(job *j) {
+    const sp_manifest *mf = j->mf;
+    if (!mf->has_eval) return 0;
+    const int64_t T = mf->eval_seqlen, D = j->D;
+    const int64_t W = mf->eval_windows > 0 ? mf->eval_windows : j->eval_toks.n / T;
+    int64_t fixed = sp_eval_fixed_bytes(&j->m, T, W * T, 0) + 2 * D * D * 4 /* the sliced layer's shortcuts */ +
+                    sp_plan_process_base_bytes() / (SP_STAGE_COUNT + 1) + (j->calib.n + j->eval_toks.n) * 4;
+    int64_t per = sp_eval_window_bytes(&j->m, T);
+    int64_t cw = (mf->memory_bytes - fixed) / per, cw_default = ((int64_t)64 << 20) / (T * D * 12);
+    if (cw < 1)
+        return sp_fail(SP_EX_USAGE,
+                       "%s: the [eval] step needs %.1f MiB (one window of %lld tokens) but [resources] memory allows "
+                       "%.1f MiB; raise memory to at least %.0f MiB, or lower [eval] seqlen",
+                       mf->path, (fixed + per) / 1048576.0, (long long)T, mf->memory_bytes / 1048576.0,
+                       (fixed + per) / 1048576.0 + 1);
+    if (cw > cw_default) cw = cw_default;
+    if (cw < 1) cw = 1;
+    j->eval_chunk_bytes = cw * T * D * 12;
     return 0;
 }
 
 static int run_eval(const job *j, const sp_model *m, sp_eval_result *r) {
-    sp_eval_opts eo = {.seqlen = j->mf->eval_seqlen, .windows = j->mf->eval_windows, .progress = !j->o->quiet};
+    /* What this process already holds (its peak so far) is not available to
+     * the chunks: sized again now, never above the plan's, at least one window. */
+    const int64_t T = j->mf->eval_seqlen, W = j->mf->eval_windows > 0 ? j->mf->eval_windows : j->eval_toks.n / T;
+    int64_t per = sp_eval_window_bytes(m, T);
+    int64_t avail = j->mf->memory_bytes - j->mf->memory_bytes / 16 /* margin */ - sp_peak_rss_bytes() -
+                    sp_eval_fixed_bytes(m, T, W * T, 0);
+    int64_t cw = avail / per;
+    int64_t cw_plan = j->eval_chunk_bytes / (T * j->D * 12);
+    if (cw > cw_plan) cw = cw_plan;
+    if (cw < 1) cw = 1;
+    sp_eval_opts eo = {.seqlen = j->mf->eval_seqlen, .windows = j->mf->eval_windows, .progress = !j->o->quiet,
+                       .chunk_bytes = cw * T * j->D * 12};
     return sp_eval(m, &j->eval_toks, &eo, r);
 }
 
@@ -53,6 +119,8 @@ static void free_job(job *j) {
     sp_ring_free(j->wring);
     sp_ring_free(j->oring);
     if (j->sh) munmap(j->sh, (size_t)j->shared_bytes);
+    if (j->in_hash) munmap(j->in_hash, (size_t)j->n_reads * 16);
+    free(j->in_expect);
     sp_journal_free(j->jr);
     sp_lock_free(j->lock);
     free(j->job_dir);
@@ -117,6 +185,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     job jb = {.mf = mf, .o = o}, *j = &jb;
     int rc;
     j->t_start = sp_now();
+    if (!o->dry_run) install_stop_handlers();
     rc = sp_bk_resolve(mf->backend, &j->bk);
     if (rc) {
         char msg[1024];
@@ -156,14 +225,30 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (mf->has_eval) {
         rc = sp_calib_load_eval(mf, j->V, !o->quiet, &j->eval_toks);
         if (rc) goto out;
-        int64_t need = mf->eval_seqlen * (mf->eval_windows > 0 ? mf->eval_windows : 1);
+        int64_t need = 0;
+        if (sp_mul_i64(mf->eval_seqlen, mf->eval_windows > 0 ? mf->eval_windows : 1, &need)) {
+            rc = sp_fail(SP_EX_USAGE, "%s: [eval] windows %lld x seqlen %lld overflows", mf->path,
+                         (long long)mf->eval_windows, (long long)mf->eval_seqlen);
+            goto out;
+        }
         if (j->eval_toks.n < need) {
             rc = sp_fail(SP_EX_DATAERR, "%s: %lld tokens, fewer than the %lld [eval] needs", mf->eval_tokens,
                          (long long)j->eval_toks.n, (long long)need);
             goto out;
         }
     }
-    rc = sp_plan_reads(j);
+    if (mf->has_eval) { /* everything the [eval] step refuses, refused now, not after the slicing */
+        sp_eval_opts eo = {.seqlen = mf->eval_seqlen, .windows = mf->eval_windows};
+        rc = sp_eval_check(&j->m, j->eval_toks.n, &eo);
+        if (rc) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", sp_errmsg());
+            rc = sp_fail(rc, "%s: [eval]: %s", mf->path, msg);
+            goto out;
+        }
+    }
+    rc = sp_output_check(j);
+    if (!rc) rc = sp_plan_reads(j);
     if (!rc) rc = sp_stw_init(&j->w, mf->output_path, mf->shard_bytes);
     if (!rc) rc = sp_output_declare(j);
     if (!rc) rc = sp_plan_memory(j);
@@ -177,6 +262,8 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
                      mf->path, plan / 1048576.0, mf->memory_bytes / 1048576.0, plan / 1048576.0 + 1);
         goto out;
     }
+    rc = plan_eval(j);
+    if (rc) goto out;
     if (o->dry_run) goto out;
     rc = sp_output_prepare(mf->output_path);
     if (rc) goto out;
@@ -187,8 +274,13 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     }
     j->basis_path[0] = sp_job_join(j->job_dir, "basis-0.f64");
     j->basis_path[1] = sp_job_join(j->job_dir, "basis-1.f64");
+    struct stat jst;
     if (mkdir(j->job_dir, 0755) != 0 && errno != EEXIST) {
         rc = sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the job directory", j->job_dir);
+        goto out;
+    }
+    if (lstat(j->job_dir, &jst) != 0 || !S_ISDIR(jst.st_mode)) {
+        rc = sp_fail(SP_EX_CANTCREAT, "%s: is not a directory (a link or a file); refused as the job directory", j->job_dir);
         goto out;
     }
     rc = prepare_spill(j);
@@ -204,6 +296,12 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         goto out;
     }
     j->evals = (double *)(j->sh + 1);
+    j->in_hash = mmap(NULL, (size_t)j->n_reads * 16, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (j->in_hash == MAP_FAILED) {
+        j->in_hash = NULL;
+        rc = sp_fail_errno(SP_EX_SOFTWARE, "mmap of the input hashes");
+        goto out;
+    }
     atomic_store(&j->sh->journaled_layer, -2);
     rc = sp_ring_init(&j->wring, j->ring_slots, j->ring_slot_bytes);
     if (!rc) rc = sp_ring_init(&j->oring, j->out_slots, j->ring_slot_bytes);
@@ -217,7 +315,12 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     rc = sp_resume_open(j, &complete);
     if (rc || complete) goto out;
 
-    if (j->resume_layer < j->L) rc = sp_stages_run(j);
+    if (j->resume_layer < j->L) {
+        sp_stages_in_progress = 1;
+        rc = sp_stages_run(j);
+        sp_stages_in_progress = 0;
+        if (!rc && sp_stages_stop_signal) on_stop_signal(sp_stages_stop_signal); /* the stages had just finished */
+    }
     else rc = sp_stw_finish(j->w); /* everything is journaled: only the index may be missing */
     if (rc) goto out;
 

@@ -27,6 +27,16 @@
  * durable bytes. Commit points for fault injection (io/faults.h): reader after
  * each layer's tensors are sent, compute after each boundary is sent, writer
  * after each boundary is journaled.
+ *
+ * Input identity: the reader hashes every input tensor as it reads it (a
+ * resume first re-reads and re-hashes what the journaled layers were computed
+ * from) into a shared table, before the tensor's last chunk is sent, and
+ * refuses one whose hash differs from the journaled one; the writer journals
+ * the hashes of the tensors a boundary consumed (SP_REC_INPUT) before its
+ * TENSOR and LAYER records.
+ *
+ * SIGINT/SIGTERM: stages ignore both; the supervisor's handler records the
+ * signal, the watch loop stops the stages as for a failed one and returns 75.
  */
 #include <errno.h>
 #include <poll.h>
@@ -40,6 +50,7 @@
 #include <unistd.h>
 
 #include <sys/stat.h>
+#include <xxhash.h>
 
 #include "error.h"
 #include "faults.h"
@@ -51,6 +62,20 @@ const char *const sp_stage_names[SP_STAGE_COUNT] = {"reader", "compute", "writer
 
 static int64_t now_ns(void) { return (int64_t)(sp_now() * 1e9); }
 
+volatile sig_atomic_t sp_stages_stop_signal, sp_stages_in_progress;
+
+/* Compares the reader's hash of plan item i with the first run's. */
+static int check_input(const job *j, int i, const unsigned char h[16]) {
+    if (i >= j->in_known || memcmp(h, j->in_expect[i], 16) == 0) return 0;
+    const sp_read_item *it = &j->reads[i];
+    char got[33], want[33];
+    for (int k = 0; k < 16; k++) snprintf(got + 2 * k, 3, "%02x", h[k]), snprintf(want + 2 * k, 3, "%02x", j->in_expect[i][k]);
+    return sp_fail(SP_EX_DATAERR,
+                   "%s: tensor '%s' changed since this job's first run (XXH3-128 %s, the journal has %s); resuming "
+                   "would mix two versions of the checkpoint; run `slicepipe run %s --restart` to start again",
+                   sp_st_path(it->file), it->name, got, want, j->mf->path);
+}
+
 int sp_stage_reader(job *j) {
     sp_stage_stat *st = &j->sh->st[SP_STAGE_READER];
     sp_ring_attach(j->wring, SP_RING_ROLE_PRODUCER);
@@ -58,15 +83,21 @@ int sp_stage_reader(job *j) {
     int mode = j->o->io_pread || (io && !strcmp(io, "pread")) ? SP_RD_PREAD : SP_RD_AUTO;
     sp_rd *rd = NULL;
     unsigned char *buf = NULL;
-    int rc = sp_rd_init(&rd, mode, 0, 0);
+    XXH3_state_t *xs = XXH3_createState();
+    int rc = xs ? sp_rd_init(&rd, mode, 0, 0) : sp_fail(SP_EX_SOFTWARE, "out of memory");
     if (!rc) rc = sp_alloc((void **)&buf, j->stage_bytes, 1, "reader staging buffer");
-    for (int i = j->read_start; i < j->n_reads && !rc; i++) {
+    /* A resume first re-reads what the journaled layers were computed from:
+     * the input must be the one the first run read (SP_REC_INPUT). Items
+     * from read_start on are hashed as they stream. */
+    for (int i = 0; i < j->n_reads && !rc; i++) {
         const sp_read_item *it = &j->reads[i];
+        const int send = i >= j->read_start;
         struct stat st0;
         if (fstat(sp_st_fd(it->file), &st0) != 0) {
             rc = sp_fail_errno(SP_EX_IOERR, "%s: fstat", sp_st_path(it->file));
             break;
         }
+        XXH3_128bits_reset(xs);
         for (int64_t off = 0; off < it->t->nbytes && !rc; off += j->stage_bytes) {
             int64_t len = it->t->nbytes - off < j->stage_bytes ? it->t->nbytes - off : j->stage_bytes;
             sp_rd_req req = {.fd = sp_st_fd(it->file), .offset = it->t->file_offset + off, .len = len, .dst = buf,
@@ -74,23 +105,39 @@ int sp_stage_reader(job *j) {
             rc = sp_rd_read_batch(rd, &req, 1);
             if (rc) break;
             atomic_fetch_add(&st->bytes_read, len);
+            XXH3_128bits_update(xs, buf, (size_t)len);
+            if (off + len == it->t->nbytes) { /* before the last chunk is sent: compute, then the writer, see it */
+                XXH128_canonical_t c;
+                XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+                memcpy(j->in_hash[i], c.digest, 16);
+                rc = check_input(j, i, c.digest);
+                if (rc) break;
+            }
+            if (!send) continue;
             sp_ring_msg msg = {.type = SP_MSG_TENSOR, .id = (uint64_t)i, .total_bytes = len};
             int64_t t0 = now_ns();
             rc = sp_ring_push(j->wring, &msg, buf, len, 0);
             atomic_fetch_add(&st->wait_ns, now_ns() - t0);
         }
+        if (!rc && it->t->nbytes == 0) {
+            XXH128_canonical_t c;
+            XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+            memcpy(j->in_hash[i], c.digest, 16);
+        }
         /* A checkpoint that changes under us is refused, never mixed. */
         struct stat st1;
         if (!rc && (fstat(sp_st_fd(it->file), &st1) != 0 || st1.st_size != st0.st_size ||
                     st1.st_size != sp_st_file_size(it->file) || st1.st_mtim.tv_sec != st0.st_mtim.tv_sec ||
-                    st1.st_mtim.tv_nsec != st0.st_mtim.tv_nsec))
-            rc = sp_fail(SP_EX_DATAERR, "%s: the checkpoint file changed while it was being read (size or mtime); "
-                                        "the run stops rather than mix versions", sp_st_path(it->file));
-        if (!rc && it->commit) sp_fault_commit_point("reader");
+                    st1.st_mtim.tv_nsec != st0.st_mtim.tv_nsec || st1.st_ctim.tv_sec != st0.st_ctim.tv_sec ||
+                    st1.st_ctim.tv_nsec != st0.st_ctim.tv_nsec))
+            rc = sp_fail(SP_EX_DATAERR, "%s: the checkpoint file changed while it was being read (size, mtime or "
+                                        "ctime); the run stops rather than mix versions", sp_st_path(it->file));
+        if (!rc && send && it->commit) sp_fault_commit_point("reader");
     }
     if (!rc) sp_ring_close_write(j->wring);
     free(buf);
     sp_rd_free(rd);
+    XXH3_freeState(xs);
     return rc;
 }
 
@@ -101,6 +148,20 @@ static int journal_boundary(job *j, unsigned char *msg, int64_t len) {
     if (len < (int64_t)sizeof rec) return sp_fail(SP_EX_SOFTWARE, "output ring: short boundary message");
     memcpy(&rec, msg, sizeof rec);
     SP_TRY(sp_stw_sync(j->w));
+    /* The input this boundary was computed from (the reader hashed it). */
+    int upto = rec.layer < 0 ? j->layer_read0[0] : rec.layer < j->L ? j->layer_read0[rec.layer + 1] : j->n_reads;
+    if (upto > j->inputs_journaled) {
+        sp_rec_input in = {.first = j->inputs_journaled, .count = upto - j->inputs_journaled};
+        int64_t ilen = (int64_t)sizeof in + in.count * 16;
+        unsigned char *ib;
+        SP_TRY(sp_alloc((void **)&ib, ilen, 1, "input hash record"));
+        memcpy(ib, &in, sizeof in);
+        memcpy(ib + sizeof in, j->in_hash[in.first], (size_t)in.count * 16);
+        int rc = sp_journal_append(j->jr, SP_REC_INPUT, ib, (uint32_t)ilen);
+        free(ib);
+        SP_TRY(rc);
+        j->inputs_journaled = upto;
+    }
     int n = j->tensors_journaled;
     while (n < sp_stw_tensor_count(j->w) && sp_stw_tensor_hash(j->w, n)) {
         sp_rec_tensor t = {.index = n,
@@ -190,7 +251,8 @@ static void progress(job *j, int force) {
 static void child_main(job *j, int stage, pid_t parent) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(SP_EX_SOFTWARE);
-    signal(SIGINT, SIG_IGN); /* the supervisor decides */
+    signal(SIGINT, SIG_IGN); /* the supervisor decides (a terminal's ^C reaches the whole group) */
+    signal(SIGTERM, SIG_IGN);
     sp_stage_stat *st = &j->sh->st[stage];
     int64_t t0 = now_ns();
     int rc = stage == SP_STAGE_READER ? sp_stage_reader(j) : stage == SP_STAGE_COMPUTE ? sp_stage_compute(j)
@@ -235,6 +297,14 @@ int sp_stages_run(job *j) {
         for (int s = 0; s < SP_STAGE_COUNT; s++)
             if (pfd[s] >= 0) p[np] = (struct pollfd){.fd = pfd[s], .events = POLLIN}, map[np++] = s;
         int n = poll(p, (nfds_t)np, 250);
+        if (sp_stages_stop_signal) {
+            int sig = sp_stages_stop_signal;
+            rc = sp_fail(SP_EX_TEMPFAIL,
+                         "stopped by %s; the stages were stopped and every journaled layer is durable: rerun "
+                         "`slicepipe run %s` to resume",
+                         sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal", j->mf->path);
+            break;
+        }
         progress(j, 0);
         if (n < 0 && errno != EINTR) {
             rc = sp_fail_errno(SP_EX_SOFTWARE, "poll on stage pidfds");

@@ -3,6 +3,7 @@
 #include "synth.h"
 #include "tokens.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -291,10 +292,43 @@ static int write_config(const char *dir, const sp_synth_opts *o, const synth_arc
     return sp_io_write_atomic(path, txt, n);
 }
 
+/* 1 if name is a file synth writes (or its .tmp). */
+static int synth_name(const char *name) {
+    size_t n = strlen(name);
+    if (n > 4 && !strcmp(name + n - 4, ".tmp")) n -= 4;
+    if ((n == 11 && !strncmp(name, "config.json", n)) || (n == 9 && !strncmp(name, "calib.npy", n)) ||
+        (n == 17 && !strncmp(name, "model.safetensors", n)) || (n == 28 && !strncmp(name, "model.safetensors.index.json", n)))
+        return 1;
+    return n == 32 && !strncmp(name, "model-", 6) && !strncmp(name + 11, "-of-", 4) && !strncmp(name + 20, ".safetensors", 12);
+}
+
+/* An existing folder is written into only when it is empty or an earlier
+ * synth output (only synth's names, calib.npy among them): a real model is
+ * never replaced (73). */
+static int check_existing(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot list the output directory", dir);
+    struct dirent *e;
+    int n = 0, calib = 0;
+    char foreign[256] = "";
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        n++;
+        if (!strcmp(e->d_name, "calib.npy")) calib = 1;
+        if (!synth_name(e->d_name) && !foreign[0]) snprintf(foreign, sizeof foreign, "%s", e->d_name);
+    }
+    closedir(d);
+    if (n == 0 || (calib && !foreign[0])) return 0;
+    return sp_fail(SP_EX_CANTCREAT, "%s: exists, is not empty and is not an earlier `slicepipe synth` output (it holds '%s'); "
+                                    "refusing to replace it: choose an empty or new folder",
+                   dir, foreign[0] ? foreign : "config.json and weights but no calib.npy");
+}
+
 static int prepare_dir(const char *dir) {
     struct stat st;
     if (stat(dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) return sp_fail(SP_EX_CANTCREAT, "%s: exists and is not a directory", dir);
+        SP_TRY(check_existing(dir));
     } else if (mkdir(dir, 0755) != 0) {
         return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the output directory", dir);
     }

@@ -1,7 +1,11 @@
 /* tools/slicepipe.c — the `slicepipe` command: argument parsing and reporting
  * only; the work lives in io/, linalg/ and pipeline/. */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +27,20 @@
 int sp_cmd_tokenize(int argc, char **argv);
 int sp_cmd_export(int argc, char **argv);
 
+/* Every failure ends with one line saying what is wrong; a status without a
+ * message (a usage path that forgot one) still gets a line naming the command. */
+static const char *g_cmd = "slicepipe";
 static int die(int rc) {
-    if (rc) fprintf(stderr, "slicepipe: %s\n", sp_errmsg());
+    if (rc && sp_errmsg()[0]) fprintf(stderr, "slicepipe: %s\n", sp_errmsg());
+    else if (rc) fprintf(stderr, "slicepipe: %s: failed (exit %d) without a message\n", g_cmd, rc);
     return rc;
+}
+
+/* getopt_long's '?' or ':' as one message (opterr is 0: getopt prints nothing). */
+static int bad_option(const char *cmd, char **argv) {
+    const char *a = optind > 0 ? argv[optind - 1] : "";
+    if (optopt && optopt != '?' && strncmp(a, "--", 2) != 0) return sp_fail(SP_EX_USAGE, "%s: unknown option '-%c' (see the usage above)", cmd, optopt);
+    return sp_fail(SP_EX_USAGE, "%s: unknown option or missing value in '%s' (see the usage above)", cmd, a);
 }
 
 static void usage_main(FILE *f) {
@@ -51,7 +66,9 @@ static void usage_main(FILE *f) {
 
 static int parse_i64(const char *s, const char *what, int64_t min, int64_t *out) {
     char *end;
+    errno = 0;
     long long v = strtoll(s, &end, 10);
+    if (errno == ERANGE) return sp_fail(SP_EX_USAGE, "%s: '%s' is out of range", what, s);
     if (!*s || *end || v < min) return sp_fail(SP_EX_USAGE, "%s: expected an integer >= %lld, got '%s'", what, (long long)min, s);
     *out = v;
     return 0;
@@ -103,7 +120,7 @@ static int cmd_inspect(int argc, char **argv) {
     }
     if (argc != 2) {
         usage_inspect(stderr);
-        return SP_EX_USAGE;
+        return sp_fail(SP_EX_USAGE, "inspect needs exactly one PATH (got %d arguments)", argc - 1);
     }
     const char *path = argv[1];
     struct stat st;
@@ -204,7 +221,7 @@ static int cmd_eval(int argc, char **argv) {
             break;
         case 'S': eo.spill_dir = optarg; break;
         case 'h': usage_eval(stdout); return 0;
-        default: usage_eval(stderr); return SP_EX_USAGE;
+        default: usage_eval(stderr); return bad_option("eval", argv);
         }
     }
     if (optind != argc - 1 || !tokens == !text || !eo.seqlen) {
@@ -285,7 +302,7 @@ static int cmd_run(int argc, char **argv) {
             else if (strcmp(optarg, "auto") != 0) return sp_fail(SP_EX_USAGE, "--io: expected auto or pread, got '%s'", optarg);
             break;
         case 'h': usage_run(stdout); return 0;
-        default: usage_run(stderr); return SP_EX_USAGE;
+        default: usage_run(stderr); return bad_option("run", argv);
         }
     }
     if (optind != argc - 1) {
@@ -377,7 +394,7 @@ static int cmd_synth(int argc, char **argv) {
             if (so.dtype == SP_DTYPE_INVALID) return sp_fail(SP_EX_USAGE, "--dtype: expected f32, f16 or bf16, got '%s'", optarg);
             break;
         case 'h': usage_synth(stdout); return 0;
-        default: usage_synth(stderr); return sp_fail(SP_EX_USAGE, "synth: bad command line (see above)");
+        default: usage_synth(stderr); return bad_option("synth", argv);
         }
     }
     if (optind != argc - 1) {
@@ -433,17 +450,36 @@ static int cmd_status(int argc, char **argv) {
     }
     if (argc != 2) {
         fprintf(stderr, "usage: slicepipe status OUTPUT_DIR\n");
-        return SP_EX_USAGE;
+        return sp_fail(SP_EX_USAGE, "status needs exactly one OUTPUT_DIR");
     }
     return sp_job_status(argv[1]);
 }
 
+/* Before anything opens a file: a closed fd among 0-2 gets /dev/null, so no
+ * later open (a ring's memfd, a shard) can become "stderr" and receive the
+ * progress line; a vanished log reader (EPIPE) must not kill a long run. */
+static void std_streams(void) {
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (n >= 0 && n != fd) { /* cannot happen (lowest free fd), but never leave it misplaced */
+            dup2(n, fd);
+            close(n);
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+}
+
 int main(int argc, char **argv) {
+    std_streams();
+    opterr = 0; /* bad options are reported once, by bad_option */
     if (argc < 2) {
         usage_main(stderr);
+        fprintf(stderr, "slicepipe: no command given\n");
         return SP_EX_USAGE;
     }
     const char *cmd = argv[1];
+    g_cmd = cmd;
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
         printf("slicepipe %s\n", SP_VERSION);
         return 0;
