@@ -225,7 +225,7 @@ static int write_hparams(sp_gguf_w *w, xctx *x, const sp_export_opts *o) {
         SP_TRY(sp_gguf_kv_str(w, K("rope.scaling.type"), "linear", -1));
         SP_TRY(sp_gguf_kv_f32(w, K("rope.scaling.factor"), (float)c->rope_linear));
     }
-    if (x->m.arch->norm == SP_BK_NORM_LAYER) SP_TRY(sp_gguf_kv_f32(w, K("attention.layernorm_epsilon"), (float)c->rms_norm_eps));
+    if (x->m.arch->norm == SP_BK_NORM_LAYER) SP_TRY(sp_gguf_kv_f32(w, K("attention.layer_norm_epsilon"), (float)c->rms_norm_eps));
     else SP_TRY(sp_gguf_kv_f32(w, K("attention.layer_norm_rms_epsilon"), (float)c->rms_norm_eps));
     if (c->sliding_window > 0) {
         if (x->xa == X_PHI3) SP_TRY(sp_gguf_kv_u32(w, K("attention.sliding_window"), (uint32_t)c->sliding_window));
@@ -256,14 +256,25 @@ static int write_vocab(sp_gguf_w *w, xctx *x, sp_export_stats *st) {
         snprintf(st->tokenizer, sizeof st->tokenizer, "%s (%s)", sp_tok_kind_name(tok),
                  v.style == SP_TOK_STYLE_BPE ? "gpt2" : "llama");
     } else {
-        /* llama.cpp loads no model without a vocabulary: an SPM one of
-         * placeholder pieces, with <unk> <s> </s> at 0 1 2 */
-        snprintf(st->tokenizer, sizeof st->tokenizer, "none (minimal placeholder vocabulary)");
+        /* llama.cpp loads no model without a vocabulary: one of placeholder
+         * pieces, with <unk> <s> </s> <0x0A> at 0 1 2 3 */
+        snprintf(st->tokenizer, sizeof st->tokenizer, "none (placeholder t5 vocabulary)");
         v.style = SP_TOK_STYLE_SPM;
         v.unk_id = 0, v.bos_id = V > 1 ? 1 : -1, v.eos_id = V > 2 ? 2 : -1, v.pad_id = -1;
         v.add_space_prefix = 1;
     }
-    SP_TRY(sp_gguf_kv_str(w, "tokenizer.ggml.model", v.style == SP_TOK_STYLE_BPE ? "gpt2" : "llama", -1));
+    /* the minimal vocabulary is a unigram (T5-style) one: llama.cpp maps any
+     * text it cannot match to <unk> there, where its SPM and BPE vocabularies
+     * abort on a byte with no piece (node-llama-cpp tokenizes at load) */
+    int has_bytes = 0;
+    for (int64_t i = 0; i < v.n; i++) has_bytes |= v.type[i] == SP_TOK_PIECE_BYTE;
+    if (!minimal && v.style == SP_TOK_STYLE_SPM && !has_bytes) {
+        /* the same abort for an SPM vocabulary without <0xNN> pieces: written
+         * as unigram, which maps an unknown character to <unk> */
+        minimal = 2;
+        snprintf(st->tokenizer + strlen(st->tokenizer), sizeof st->tokenizer - strlen(st->tokenizer), " as t5: no byte pieces");
+    }
+    SP_TRY(sp_gguf_kv_str(w, "tokenizer.ggml.model", minimal ? "t5" : v.style == SP_TOK_STYLE_BPE ? "gpt2" : "llama", -1));
     SP_TRY(sp_gguf_kv_str(w, "tokenizer.ggml.pre", v.style == SP_TOK_STYLE_BPE ? v.pre : "default", -1));
     if ((rc = sp_gguf_kv_arr_str_begin(w, "tokenizer.ggml.tokens", V))) goto out;
     for (int64_t i = 0; i < V; i++) {
@@ -271,8 +282,12 @@ static int write_vocab(sp_gguf_w *w, xctx *x, sp_export_stats *st) {
         if (i < v.n) {
             rc = sp_gguf_kv_arr_str(w, v.piece[i], -1);
         } else {
-            static const char *const fixed[] = {"<unk>", "<s>", "</s>"};
-            int n = minimal && i < 3 ? snprintf(b, sizeof b, "%s", fixed[i]) : snprintf(b, sizeof b, "[PAD%lld]", (long long)i);
+            /* llama.cpp's phi3 vocabulary looks these up by name */
+            static const char *const fixed[] = {"<unk>", "<s>", "</s>", "<0x0A>", "<|end|>", "<|endoftext|>", "<|user|>",
+                                                "<|assistant|>", "<|system|>"};
+            int n = minimal == 1 && i < 9 ? snprintf(b, sizeof b, "%s", fixed[i])
+                    : minimal == 1   ? snprintf(b, sizeof b, "[T%lld]", (long long)i)
+                                     : snprintf(b, sizeof b, "[PAD%lld]", (long long)i);
             rc = sp_gguf_kv_arr_str(w, b, n);
         }
         if (rc) goto out;
@@ -286,8 +301,12 @@ static int write_vocab(sp_gguf_w *w, xctx *x, sp_export_stats *st) {
     }
     for (int64_t i = 0; i < V; i++) {
         scores[i] = i < v.n ? v.score[i] : 0.0f;
-        types[i] = i < v.n ? v.type[i] : minimal ? (i == 0 ? SP_TOK_PIECE_UNKNOWN : i < 3 ? SP_TOK_PIECE_CONTROL : SP_TOK_PIECE_NORMAL)
-                                       : SP_TOK_PIECE_UNUSED;
+        types[i] = i < v.n     ? v.type[i]
+                   : minimal != 1 ? SP_TOK_PIECE_UNUSED
+                   : i == 0    ? SP_TOK_PIECE_UNKNOWN
+                   : i < 3     ? SP_TOK_PIECE_CONTROL
+                   : i == 3    ? SP_TOK_PIECE_BYTE /* llama.cpp's SPM vocabulary looks up the newline byte */
+                               : SP_TOK_PIECE_NORMAL;
     }
     rc = sp_gguf_kv_arr(w, "tokenizer.ggml.scores", SP_GGUF_V_F32, scores, V);
     if (!rc) rc = sp_gguf_kv_arr(w, "tokenizer.ggml.token_type", SP_GGUF_V_I32, types, V);
@@ -305,7 +324,8 @@ static int write_vocab(sp_gguf_w *w, xctx *x, sp_export_stats *st) {
     if (v.pad_id >= 0 && (rc = sp_gguf_kv_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)v.pad_id))) goto out;
     if ((rc = sp_gguf_kv_bool(w, "tokenizer.ggml.add_bos_token", v.add_bos))) goto out;
     if ((rc = sp_gguf_kv_bool(w, "tokenizer.ggml.add_eos_token", v.add_eos))) goto out;
-    if (v.style == SP_TOK_STYLE_SPM && (rc = sp_gguf_kv_bool(w, "tokenizer.ggml.add_space_prefix", v.add_space_prefix))) goto out;
+    if (v.style == SP_TOK_STYLE_SPM && minimal != 1 && (rc = sp_gguf_kv_bool(w, "tokenizer.ggml.add_space_prefix", v.add_space_prefix)))
+        goto out;
 out:
     sp_tok_vocab_free(&v);
     sp_tok_free(tok);

@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""tests/test_gguf.py — slicepipe export (GGUF) checks; every test is one mode.
+
+  unit      io/gguf.c's test file (tests/test_gguf.c wrote it) parsed by the
+            independent reader tests/gguf_read.py: every key and tensor value
+  export    exports of a shared model, the example and each hf-tiny family
+            parsed by gguf_read.py: llama.cpp's keys against config.json, every
+            tensor against the safetensors (q/k un-permuted for llama, 1 + w
+            for Gemma norms), the vocabulary against the tokenizer file; OPT,
+            opt-350m and a bad --type refused
+  npm       installs node-llama-cpp@3.21.1 (prebuilt llama.cpp) into the build
+            folder (77 when npm cannot)
+  llamacpp  llama.cpp's mean NLL on the exported GGUF equals `slicepipe eval`
+            on the source folder over the same windows (1e-4 F32, 2e-3
+            F16/BF16, 1e-2 Q8_0), and llama.cpp's tokenization of texts equals
+            `slicepipe tokenize --no-special`
+Shared data missing: 77.
+"""
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gguf_read  # noqa: E402
+
+SKIP = 77
+NLC = "node-llama-cpp@3.21.1"
+
+
+def die(msg):
+    print("FAIL: " + msg)
+    sys.exit(1)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def st_tensors(d):
+    """name -> float32 array, from d's safetensors (index or single file)."""
+    files = sorted(f for f in os.listdir(d) if f.endswith(".safetensors"))
+    out = {}
+    for f in files:
+        b = open(os.path.join(d, f), "rb").read()
+        n = struct.unpack("<Q", b[:8])[0]
+        h = json.loads(b[8:8 + n])
+        for k, v in h.items():
+            if k == "__metadata__":
+                continue
+            s, e = v["data_offsets"]
+            raw = b[8 + n + s:8 + n + e]
+            dt = v["dtype"]
+            if dt == "F32":
+                a = np.frombuffer(raw, "<f4")
+            elif dt == "F16":
+                a = np.frombuffer(raw, "<f2").astype(np.float32)
+            elif dt == "BF16":
+                a = gguf_read.bf16_to_f32(np.frombuffer(raw, "<u2"))
+            else:
+                die(f"{f}: {k}: dtype {dt}")
+            out[k] = a.reshape(v["shape"])
+    return out
+
+
+def unpermute(w, heads):
+    """llama.cpp's interleaved rows back to HF's rotate-half order."""
+    hd = w.shape[0] // heads
+    return w.reshape(heads, hd // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma": "gemma", "phi": "phi2"}
+HF2G = [("input_layernorm.weight", "attn_norm.weight"), ("input_layernorm.bias", "attn_norm.bias"),
+        ("self_attn.q_proj.weight", "attn_q.weight"), ("self_attn.k_proj.weight", "attn_k.weight"),
+        ("self_attn.v_proj.weight", "attn_v.weight"), ("self_attn.q_proj.bias", "attn_q.bias"),
+        ("self_attn.k_proj.bias", "attn_k.bias"), ("self_attn.v_proj.bias", "attn_v.bias"),
+        ("self_attn.qkv_proj.weight", "attn_qkv.weight"), ("self_attn.o_proj.weight", "attn_output.weight"),
+        ("self_attn.dense.weight", "attn_output.weight"), ("self_attn.dense.bias", "attn_output.bias"),
+        ("post_attention_layernorm.weight", "ffn_norm.weight"), ("mlp.gate_proj.weight", "ffn_gate.weight"),
+        ("mlp.up_proj.weight", "ffn_up.weight"), ("mlp.gate_up_proj.weight", "ffn_up.weight"),
+        ("mlp.down_proj.weight", "ffn_down.weight"), ("mlp.fc1.weight", "ffn_up.weight"), ("mlp.fc1.bias", "ffn_up.bias"),
+        ("mlp.fc2.weight", "ffn_down.weight"), ("mlp.fc2.bias", "ffn_down.bias"),
+        ("self_attn.q_norm.weight", "attn_q_norm.weight"), ("self_attn.k_norm.weight", "attn_k_norm.weight")]
+
+
+def check_export(a, d, gg, typ="f32"):
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    mt = cfg.get("model_type", "llama")
+    arch = ARCH[mt]
+    kv, ts, _ = gguf_read.read(gg)
+    D, L, H = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    KVH = cfg.get("num_key_value_heads", H)
+    hd = cfg.get("head_dim", D // H)
+    want = {"general.architecture": arch, f"{arch}.embedding_length": D, f"{arch}.block_count": L,
+            f"{arch}.attention.head_count": H, f"{arch}.attention.head_count_kv": KVH,
+            f"{arch}.feed_forward_length": cfg["intermediate_size"], f"{arch}.attention.key_length": hd,
+            f"{arch}.rope.dimension_count": int(hd * cfg.get("partial_rotary_factor", 1.0)),
+            f"{arch}.context_length": cfg["max_position_embeddings"]}
+    for k, v in want.items():
+        if kv.get(k) != v:
+            die(f"{gg}: {k} = {kv.get(k)!r}, expected {v!r}")
+    if abs(kv[f"{arch}.rope.freq_base"] - cfg.get("rope_theta", 10000.0)) > 1e-3:
+        die(f"{gg}: rope.freq_base {kv[f'{arch}.rope.freq_base']}")
+    epsk = f"{arch}.attention.layer_norm_epsilon" if arch == "phi2" else f"{arch}.attention.layer_norm_rms_epsilon"
+    eps = cfg.get("layer_norm_eps", cfg.get("rms_norm_eps", 1e-6))
+    if abs(kv[epsk] - eps) > 1e-9:
+        die(f"{gg}: {epsk} {kv[epsk]} vs {eps}")
+    V = cfg["vocab_size"]
+    if len(kv["tokenizer.ggml.tokens"]) != V or len(kv["tokenizer.ggml.scores"]) != V or len(kv["tokenizer.ggml.token_type"]) != V:
+        die(f"{gg}: vocabulary arrays are not {V} long")
+    src = st_tensors(d)
+    tied = "lm_head.weight" not in src or (mt == "gemma" and cfg.get("tie_word_embeddings", True))
+    pre = "model.layers.{}."
+    expect = {"token_embd.weight": src["model.embed_tokens.weight"]}
+    fn = "model.final_layernorm" if mt == "phi" else "model.norm"
+    expect["output_norm.weight"] = src[fn + ".weight"] + (1 if mt == "gemma" else 0)
+    if fn + ".bias" in src:
+        expect["output_norm.bias"] = src[fn + ".bias"]
+    if not tied:
+        expect["output.weight"] = src["lm_head.weight"]
+    elif mt == "phi":
+        expect["output.weight"] = src["model.embed_tokens.weight"]
+    if "lm_head.bias" in src:
+        expect["output.bias"] = src["lm_head.bias"]
+    for l in range(L):
+        for h, g in HF2G:
+            n = pre.format(l) + h
+            if n not in src:
+                continue
+            w = src[n]
+            if arch == "llama" and g.startswith(("attn_q.", "attn_k.")):
+                w = w  # compared after un-permuting the GGUF side below
+            if mt == "gemma" and g.endswith("norm.weight"):
+                w = w + 1
+            expect[f"blk.{l}.{g}"] = w
+    if set(expect) != set(ts):
+        die(f"{gg}: tensors {sorted(set(ts) ^ set(expect))} differ from the expected set")
+    tol = {"f32": 0.0, "f16": 1e-3, "bf16": 4e-3, "q8_0": 0.5 / 127 + 2.0 ** -11}[typ]  # half a step, plus the fp16 rounding of the scale
+    for name, w in expect.items():
+        t, ne, g = ts[name]
+        if list(g.shape) != list(w.shape):
+            die(f"{gg}: {name}: shape {list(g.shape)} vs {list(w.shape)}")
+        if arch == "llama" and (name.endswith("attn_q.weight") or name.endswith("attn_k.weight") or
+                                name.endswith("attn_q.bias") or name.endswith("attn_k.bias")):
+            g = unpermute(g, H if ".attn_q." in name else KVH)
+        if w.ndim == 1 and t != "F32":
+            die(f"{gg}: {name}: 1-D tensor stored as {t}")
+        # error against each row's largest magnitude (Q8_0's scale is per 32-block of a row)
+        w2, g2 = w.reshape(w.shape[0], -1) if w.ndim == 2 else w.reshape(1, -1), g.reshape(w.shape[0], -1) if w.ndim == 2 else g.reshape(1, -1)
+        err = float(np.max(np.max(np.abs(g2 - w2), axis=1) / (np.max(np.abs(w2), axis=1) + 1e-30))) if w.size else 0.0
+        if (typ == "f32" or w.ndim == 1) and not np.array_equal(g, w):
+            die(f"{gg}: {name}: values differ (max rel {err:.3g})")
+        if err > tol:
+            die(f"{gg}: {name}: max relative error {err:.3g} > {tol} for {typ}")
+    return kv, ts
+
+
+def export(a, d, gg, typ="f32"):
+    r = run([a.slicepipe, "export", d, "--gguf", gg, "--type", typ, "--quiet"])
+    if r.returncode:
+        die(f"export {d} --type {typ}: exit {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def mode_unit(a):
+    gg = os.path.join(a.work, "unit.gguf")
+    os.makedirs(a.work, exist_ok=True)
+    r = run([a.test_bin, gg])
+    if r.returncode:
+        die("test_gguf: " + r.stdout + r.stderr)
+    kv, ts, info = gguf_read.read(gg)
+    want = {"general.alignment": 64, "general.architecture": "llama", "t.i32": -5, "t.u64": 0x0102030405060708,
+            "t.f32": 0.25, "t.f64": -1.5, "t.bool": True, "t.arr_i32": [1, -1, 7], "t.arr_str": ["x y", "\u2581z"]}
+    if kv != want:
+        die(f"keys {kv} != {want}")
+    types = {"general.alignment": 4, "general.architecture": 8, "t.i32": 5, "t.u64": 10, "t.f32": 6, "t.f64": 12,
+             "t.bool": 7, "t.arr_i32": 9, "t.arr_str": 9}
+    if info["types"] != types:
+        die(f"value types {info['types']}")
+    q = [127, 3, -3, 0, -127] + [0] * 27
+    wt = {"a": ("F32", [[1, -2, 3.5], [0, np.float32(1e-3), -7]]), "b": ("F16", [[1, 0.5], [-65504, 3.140625]]),
+          "c": ("BF16", [1, -2]), "q": ("Q8_0", [q])}
+    for n, (t, v) in wt.items():
+        if ts[n][0] != t or not np.array_equal(ts[n][2], np.array(v, np.float32)):
+            die(f"tensor {n}: {ts[n][0]} {ts[n][2].tolist()} != {t} {v}")
+    print(r.stdout.strip())
+    print("gguf_read.py: 9 keys with their types, 4 tensors (F32, F16, BF16, Q8_0) at alignment 64: ok")
+
+
+def mode_export(a):
+    os.makedirs(a.work, exist_ok=True)
+    models = [os.path.join(a.shared, "models", "llama2xs"), os.path.join(a.root, "examples", "kjv", "model")]
+    models += [os.path.join(a.shared, "hf-tiny", "tiny_" + f) for f in ("gemma", "mistral", "phi", "phi3", "qwen2")]
+    for d in models:
+        if not os.path.isdir(d):
+            print(f"skip: {d} is missing")
+            sys.exit(SKIP)
+    for d in models:
+        for typ in (("f32", "bf16", "q8_0") if d == models[0] else ("f32",)):
+            gg = os.path.join(a.work, os.path.basename(d) + "." + typ + ".gguf")
+            export(a, d, gg, typ)
+            kv, _ = check_export(a, d, gg, typ)
+            print(f"{os.path.basename(d)} {typ}: {kv['general.architecture']}, every key and tensor as expected")
+    # the vocabulary of a tokenizer.bin and a tokenizer.model, against the files
+    kv, _, _ = gguf_read.read(os.path.join(a.work, "llama2xs.f32.gguf"))
+    b = open(os.path.join(models[0], "tokenizer.bin"), "rb").read()
+    o, pieces, scores = 4, [], []
+    while o < len(b):
+        s, n = struct.unpack("<fi", b[o:o + 8])
+        pieces.append(b[o + 8:o + 8 + n].decode("utf-8").replace(" ", "\u2581"))
+        scores.append(s)
+        o += 8 + n
+    if kv["tokenizer.ggml.tokens"] != pieces or not np.array_equal(np.float32(kv["tokenizer.ggml.scores"]), np.float32(scores)):
+        die("llama2xs: GGUF tokens/scores differ from tokenizer.bin")
+    tt = kv["tokenizer.ggml.token_type"]
+    if tt[:3] != [2, 3, 3] or tt[3:259] != [6] * 256 or set(tt[259:]) != {1}:
+        die(f"llama2xs: token types {tt[:8]}...")
+    if (kv["tokenizer.ggml.model"], kv["tokenizer.ggml.bos_token_id"], kv["tokenizer.ggml.eos_token_id"],
+            kv["tokenizer.ggml.add_bos_token"]) != ("llama", 1, 2, True):
+        die("llama2xs: tokenizer keys")
+    print("llama2xs: tokens, scores, types and special ids equal tokenizer.bin's")
+    # refusals
+    for d, code, needle in ((os.path.join(a.shared, "hf-tiny", "tiny_opt"), 65, "no llama.cpp architecture"),
+                            (os.path.join(a.shared, "hf-tiny", "tiny_opt350"), 65, "opt-350m"),
+                            (os.path.join(a.work, "no-such-model"), 66, "")):
+        gg = os.path.join(a.work, "refused.gguf")
+        r = run([a.slicepipe, "export", d, "--gguf", gg])
+        if r.returncode != code or needle not in r.stderr or os.path.exists(gg) or os.path.exists(gg + ".tmp"):
+            die(f"export {d}: exit {r.returncode} ({r.stderr.strip()}), expected {code} with '{needle}' and no file")
+    r = run([a.slicepipe, "export", models[0], "--gguf", gg, "--type", "q4_0"])
+    if r.returncode != 64:
+        die(f"--type q4_0: exit {r.returncode}")
+    r = run([a.slicepipe, "export", models[0], "--gguf", "/nonexistent-dir/x.gguf"])
+    if r.returncode != 73:
+        die(f"unwritable output: exit {r.returncode}")
+    print("refused: opt (65), opt-350m (65), a missing folder (66), --type q4_0 (64), an unwritable output (73)")
+
+
+def mode_npm(a):
+    os.makedirs(a.npm, exist_ok=True)
+    if os.path.exists(os.path.join(a.npm, "node_modules", "node-llama-cpp", "package.json")):
+        print("node-llama-cpp already installed")
+        return
+    if not run(["sh", "-c", "command -v npm"]).stdout.strip():
+        print("skip: npm is not installed")
+        sys.exit(SKIP)
+    if not os.path.exists(os.path.join(a.npm, "package.json")):
+        open(os.path.join(a.npm, "package.json"), "w").write('{"name": "slicepipe-gguf-test", "private": true}\n')
+    r = run(["npm", "i", "-E", "--no-audit", "--no-fund", NLC], cwd=a.npm, timeout=840)
+    if r.returncode:
+        print(f"skip: npm could not install {NLC}: {r.stderr.strip()[-400:]}")
+        sys.exit(SKIP)
+    print(f"installed {NLC}")
+
+
+def llama(a, gg, toks=None, seqlen=0, windows=0, texts=None):
+    # an ES module resolves packages from its own folder: run a copy there
+    script = os.path.join(a.npm, "test_gguf_llamacpp.mjs")
+    open(script, "w").write(open(os.path.join(a.root, "tests", "test_gguf_llamacpp.mjs")).read())
+    cmd = ["node", script, "--gguf", gg]
+    if toks is not None:
+        tj = gg + ".tokens.json"
+        json.dump([int(t) for t in toks[:seqlen * windows]], open(tj, "w"))
+        cmd += ["--tokens", tj, "--seqlen", str(seqlen), "--windows", str(windows)]
+    if texts:
+        xj = gg + ".texts.json"
+        json.dump(texts, open(xj, "w"))
+        cmd += ["--texts", xj]
+    r = run(cmd, cwd=a.npm, timeout=300)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+    if r.returncode or not lines:
+        die(f"llama.cpp on {gg}: exit {r.returncode}: {r.stderr.strip()[-600:]}")
+    return json.loads(lines[-1])
+
+
+def sp_eval(a, d, tokfile, seqlen, windows):
+    r = run([a.slicepipe, "eval", d, "--tokens", tokfile, "--seqlen", str(seqlen), "--windows", str(windows),
+             "--json", "--quiet", "--threads", "2"])
+    if r.returncode:
+        die(f"slicepipe eval {d}: {r.stderr.strip()}")
+    return json.loads(r.stdout.strip().splitlines()[-1])["nll"]
+
+
+def sp_tokenize(a, d, text, i):
+    src = os.path.join(a.work, f"text{i}.jsonl")
+    out = os.path.join(a.work, f"text{i}.npy")
+    open(src, "w").write(json.dumps({"text": text}) + "\n")
+    r = run([a.slicepipe, "tokenize", d, src, "-o", out, "--no-special", "--quiet"])
+    if r.returncode:
+        die(f"slicepipe tokenize {d}: {r.stderr.strip()}")
+    return [int(x) for x in np.load(out)]
+
+
+def mode_llamacpp(a):
+    if not os.path.exists(os.path.join(a.npm, "node_modules", "node-llama-cpp", "package.json")):
+        print("skip: node-llama-cpp is not installed (the gguf.npm test installs it)")
+        sys.exit(SKIP)
+    ts = os.path.join(a.shared, "data", "tinystories")
+    if not os.path.isdir(ts):
+        print("skip: shared data missing")
+        sys.exit(SKIP)
+    os.makedirs(a.work, exist_ok=True)
+    stories = [s.strip() for s in open(os.path.join(ts, "eval.txt"), encoding="utf-8").read().split("\n\n") if s.strip()]
+    texts = stories[:3] + ["Once upon a time, Lily said: \"Hi!\"\nThe end."]
+    tok = {
+        "stories260k": os.path.join(ts, "eval.tok512.npy"), "llama2xs": os.path.join(ts, "eval.tok512.npy"),
+        "babyllama105": os.path.join(ts, "holdout.tok105.npy"), "aidreams260k": os.path.join(ts, "holdout.dreams512.npy"),
+    }
+    cases = []  # (label, dir, tokens, seqlen, windows, types, texts?)
+    for m, tf in tok.items():
+        types = ("f32", "f16", "bf16", "q8_0") if m == "stories260k" else ("f32", "bf16") if m == "llama2xs" else ("f32",)
+        cases.append((m, os.path.join(a.shared, "models", m), tf, 256, 3, types, True))
+    kjv = os.path.join(a.root, "examples", "kjv")
+    cases.append(("kjv", os.path.join(kjv, "model"), os.path.join(kjv, "eval.npy"), 256, 3, ("f32",), True))
+    for f in ("gemma", "mistral", "phi", "phi3", "qwen2"):
+        d = os.path.join(a.shared, "hf-tiny", "tiny_" + f)
+        ref = json.load(open(os.path.join(d, "reference_logits.json")))
+        seq = np.array([t for s in ref["sequences"] for t in s], np.int32)
+        tf = os.path.join(a.work, f"tiny_{f}.npy")
+        np.save(tf, seq)
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        # llama.cpp runs Mistral as llama and Phi-3 with its SWA disabled:
+        # windows no longer than the sliding window compare like for like
+        T = cfg.get("sliding_window") or len(ref["sequences"][0])
+        cases.append(("tiny_" + f, d, tf, T, len(seq) // T, ("f32",), False))
+    tol = {"f32": 1e-4, "f16": 2e-3, "bf16": 2e-3, "q8_0": 1e-2}
+    worst = 0.0
+    for label, d, tf, T, W, types, do_tok in cases:
+        ref = sp_eval(a, d, tf, T, W)
+        toks = np.load(tf)
+        for typ in types:
+            gg = os.path.join(a.work, f"{label}.{typ}.gguf")
+            export(a, d, gg, typ)
+            use = texts if (do_tok and typ == "f32") else None
+            if use:
+                # llama.cpp's SPM tokenizer aborts on a byte with no piece when
+                # the vocabulary has no <0xNN> tokens (babyllama105): such
+                # texts cannot be compared, only those within the vocabulary
+                kv, _, _ = gguf_read.read(gg)
+                if 6 not in kv["tokenizer.ggml.token_type"]:
+                    chars = {p.replace("\u2581", " ") for p in kv["tokenizer.ggml.tokens"] if len(p) == 1}
+                    use = [t for t in texts if set(t) <= chars]
+                    print(f"{label:13s} no byte fallback: {len(use)} of {len(texts)} texts lie within the vocabulary")
+            res = llama(a, gg, toks, T, W, use or None)
+            if res["windows"] != W or res["vocab_in_distribution"] != json.load(open(os.path.join(d, "config.json")))["vocab_size"]:
+                die(f"{label} {typ}: llama.cpp evaluated {res['windows']} windows over {res['vocab_in_distribution']} tokens")
+            dn = res["nll"] - ref
+            print(f"{label:13s} {typ:5s} T={T:3d} windows={W:2d}  slicepipe {ref:.7f}  llama.cpp {res['nll']:.7f}  dNLL {dn:+.2e}")
+            if abs(dn) > tol[typ]:
+                die(f"{label} {typ}: |dNLL| {abs(dn):.3g} > {tol[typ]}")
+            if typ == "f32":
+                worst = max(worst, abs(dn))
+            if do_tok and typ == "f32":
+                for i, t in enumerate(use or []):
+                    mine = sp_tokenize(a, d, t, i)
+                    if res["tokenized"][i] != mine:
+                        k = next((j for j, (x, y) in enumerate(zip(mine, res["tokenized"][i])) if x != y), min(len(mine), len(res["tokenized"][i])))
+                        die(f"{label}: text {i}: llama.cpp's ids differ from slicepipe's at {k}: "
+                            f"{res['tokenized'][i][k:k + 6]} vs {mine[k:k + 6]}")
+                if use:
+                    print(f"{label:13s} tokenizer: llama.cpp's ids equal slicepipe's on {len(use)} texts")
+                elif texts:
+                    die(f"{label}: no text to compare tokenizers on")
+    print(f"worst F32 |dNLL| {worst:.2e}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["unit", "export", "npm", "llamacpp"])
+    p.add_argument("--slicepipe")
+    p.add_argument("--test-bin")
+    p.add_argument("--shared")
+    p.add_argument("--root")
+    p.add_argument("--npm")
+    p.add_argument("--work")
+    a = p.parse_args()
+    if a.mode != "unit" and a.mode != "npm" and not os.path.isdir(os.path.join(a.shared, "models")):
+        print(f"skip: {a.shared} is missing")
+        sys.exit(SKIP)
+    {"unit": mode_unit, "export": mode_export, "npm": mode_npm, "llamacpp": mode_llamacpp}[a.mode](a)
+
+
+if __name__ == "__main__":
+    main()
