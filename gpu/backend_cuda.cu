@@ -1012,9 +1012,16 @@ static void cu_identity(char *buf, int64_t n) {
         return;
     }
     int tf32 = cx.ready ? cx.tf32 : env_flag("SLICEPIPE_CUDA_TF32", 0);
-    snprintf(buf, (size_t)n, "cuda %s cc%d.%d sms=%d cublas-%d.%d.%d cusolver-%d.%d.%d driver-%d.%d math=%s threads=%d", r->name,
+    /* No thread count: the pipeline journals it and every resume reuses it. */
+    snprintf(buf, (size_t)n, "cuda %s cc%d.%d sms=%d cublas-%d.%d.%d cusolver-%d.%d.%d driver-%d.%d math=%s", r->name,
              r->cc_major, r->cc_minor, r->sms, r->blas_v[0], r->blas_v[1], r->blas_v[2], r->solver_v[0], r->solver_v[1],
-             r->solver_v[2], r->driver / 1000, (r->driver % 1000) / 10, tf32 ? "tf32" : "fp32", g_threads);
+             r->solver_v[2], r->driver / 1000, (r->driver % 1000) / 10, tf32 ? "tf32" : "fp32");
+}
+
+/* Free device memory as the probe (or the live context) saw it. */
+static int64_t cu_device_bytes_free(void) {
+    const cu_info *r = device_info();
+    return r->ok ? r->mem_free : 0;
 }
 
 static int cu_alloc(void **p, int64_t bytes, const char *what) {
@@ -1400,6 +1407,7 @@ extern "C" const sp_bk sp_bk_cuda = {
     .set_threads = cu_set_threads,
     .identity = cu_identity,
     .plan_bytes = cu_plan_bytes,
+    .device_bytes_free = cu_device_bytes_free,
     .ws_init = cu_ws_init,
     .ws_free = cu_ws_free,
     .alloc = cu_alloc,

@@ -98,6 +98,9 @@ typedef struct sp_bk {
      * (so the memory plan refuses them) and make ws_init fail with a message.
      * Ops then accept any D <= in->D, T <= in->T. */
     sp_bk_plan (*plan_bytes)(const sp_bk_plan_in *in);
+    /* Device memory free now, for the memory plan. NULL (or -1) when the
+     * backend's memory is host memory: the host plan covers it. */
+    int64_t (*device_bytes_free)(void);
     int (*ws_init)(const sp_bk_plan_in *in, sp_bk_ws **out);
     void (*ws_free)(sp_bk_ws *ws);
 

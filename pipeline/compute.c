@@ -767,6 +767,18 @@ int64_t sp_compute_plan_bytes(const job *j) {
            + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->T, j->D, &dev); /* the forward pass */
 }
 
+int64_t sp_compute_plan_device_bytes(const job *j) {
+    if (j->bk->host_shared) return 0;
+    buf_spec b[N_BUFS];
+    int n = buf_specs(j, b);
+    int64_t total = 0, dev = 0;
+    for (int i = 0; i < n; i++)
+        if (b[i].kind != BUF_HOST) total += b[i].n * b[i].sz;
+    sp_bk_plan_in in = ws_plan(j);
+    sp_layer_scratch_bytes(j->bk, &j->m.dims, j->T, j->D, &dev);
+    return total + sp_layer_buf_bytes(&j->m) /* the layer's mirrors */ + j->bk->plan_bytes(&in).device_bytes + dev;
+}
+
 static int alloc_state(cstate *c) {
     job *j = c->j;
     const int64_t D = j->D, T = j->T;

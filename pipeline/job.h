@@ -183,8 +183,10 @@ int sp_stage_reader(job *j);
 int sp_stage_compute(job *j);
 int sp_stage_writer(job *j);
 
-/* Bytes of memory the compute stage allocates for this job. */
+/* Bytes of memory the compute stage allocates for this job: host, and (for
+ * a backend whose memory is not host memory) device. */
 int64_t sp_compute_plan_bytes(const job *j);
+int64_t sp_compute_plan_device_bytes(const job *j);
 
 /* plan.c */
 int sp_plan_widths(job *j);

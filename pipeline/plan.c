@@ -147,6 +147,13 @@ int sp_plan_memory(job *j) {
     j->chunk_w = avail / per_window;
     if (j->chunk_w > W) j->chunk_w = W;
     if (j->chunk_w < 1) j->chunk_w = 1;
+    /* A backend with device memory: the device part must fit what is free. */
+    int64_t free_dev = j->bk->device_bytes_free ? j->bk->device_bytes_free() : -1;
+    int64_t need = sp_compute_plan_device_bytes(j);
+    if (free_dev >= 0 && need > free_dev)
+        return sp_fail(SP_EX_USAGE, "%s: the device memory plan needs %.1f MiB but the %s device has %.1f MiB free; lower "
+                                    "[calibration] seqlen or use backend = \"cpu\"", mf->path, need / 1048576.0,
+                       j->bk->name, free_dev / 1048576.0);
     return 0;
 }
 
@@ -163,14 +170,15 @@ void sp_plan_print(const job *j, FILE *f) {
     int64_t plan = sp_plan_total(j), spill_bytes = 2 * j->N * j->D * sp_dtype_size(mf->spill_dtype);
     fprintf(f,
             "plan: %s -> %s\n  %s, D %lld -> d %lld (sparsity %g, round_to %lld), %lld layers, output %s\n"
-            "  calibration %lld windows x %lld tokens = %lld tokens; backend %s\n"
+            "  calibration %lld windows x %lld tokens = %lld tokens; backend %s (device plan %.1f MiB)\n"
             "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows,\n"
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
             "    them), reader staging %.1f MiB, 4 processes' baseline %.0f MiB\n"
             "  disk: spill %.1f MiB (%s), output %.1f MiB\n",
             sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->D, (long long)j->d,
             mf->sparsity, (long long)mf->round_to, (long long)j->L, sp_dtype_st_name(j->out_dtype),
-            (long long)mf->calib_nsamples, (long long)j->T, (long long)j->N, j->bk->name, plan / 1048576.0,
+            (long long)mf->calib_nsamples, (long long)j->T, (long long)j->N, j->bk->name,
+            sp_compute_plan_device_bytes(j) / 1048576.0, plan / 1048576.0,
             mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w,
             (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) / 1048576.0,
             (long long)j->ring_slots, (long long)j->out_slots, j->ring_slot_bytes / 1024.0, j->stage_bytes / 1048576.0,

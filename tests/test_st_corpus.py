@@ -123,12 +123,16 @@ def load_st(path):
     return out
 
 
-def pack_raw(items):
+def pack_raw(items, misalign=False):
+    """A shard of `items`; misalign: the header is right-padded so that the data
+    region starts at an offset of 1 mod 4 (every F32 tensor unaligned)."""
     ents, data = [], b""
     for name, dt, shape, raw in items:
         ents.append(entry(name, dt, shape, [len(data), len(data) + len(raw)]))
         data += raw
-    return st_bytes(header(ents, {"format": "pt"}), data)
+    hdr = header(ents, {"format": "pt"})
+    pad = (1 - (8 + len(hdr.encode() if isinstance(hdr, str) else hdr)) % 4) % 4 if misalign else 0
+    return st_bytes(hdr, data, pad=pad)
 
 
 def build(root, rng, models_dir):
@@ -342,15 +346,16 @@ def build(root, rng, models_dir):
     two = {S1: [("a", [1, 2]), ("b", [3])], S2: [("c", [4, 5, 6])]}
     wm2 = {"a": S1, "b": S1, "c": S2}
     # Good model dirs are the real stories260k re-packed (so `slicepipe inspect`, which
-    # also checks the tensors against config.json, accepts them); in shard 2 a 1-byte
-    # U8 tensor comes first, so every F32 tensor in it is misaligned.
+    # also checks the tensors against config.json and refuses any tensor it does not
+    # consume, accepts them); shard 2's header is padded so that every F32 tensor in
+    # it is misaligned.
     if real:
         half = len(real) // 2
-        part2 = [("pad", "U8", [1], b"\x07")] + real[half:]
+        part2 = real[half:]
         wm_real = {n: S1 for n, _, _, _ in real[:half]}
         wm_real.update({n: S2 for n, _, _, _ in part2})
         d, _ = model("good_2shards", wm_real, {},
-                     setup=lambda d: (write(R(d, S1), pack_raw(real[:half])), write(R(d, S2), pack_raw(part2))))
+                     setup=lambda d: (write(R(d, S1), pack_raw(real[:half])), write(R(d, S2), pack_raw(part2, True))))
         case("good: 2-shard checkpoint (shard 2 unaligned)", d, 0,
              dumps=[(R(d, S2), part2[-1][0], np.frombuffer(part2[-1][3], "<f4").astype(np.float32)),
                     (R(d, S1), real[0][0], np.frombuffer(real[0][3], "<f4").astype(np.float32))])
@@ -360,14 +365,14 @@ def build(root, rng, models_dir):
         v[17] = np.nan
         part2_nan = part2[:3] + [(nan_name, "F32", nan_shape, v.tobytes())] + part2[4:]
         d, _ = model("nan_in_shard", wm_real, {},
-                     setup=lambda d: (write(R(d, S1), pack_raw(real[:half])), write(R(d, S2), pack_raw(part2_nan))))
+                     setup=lambda d: (write(R(d, S1), pack_raw(real[:half])), write(R(d, S2), pack_raw(part2_nan, True))))
         case("NaN in a shard", d, 65, [R(d, S2), q(nan_name), "non-finite", "element 17"])
         d, _ = model("good_single", None, {}, setup=lambda d: write(R(d, "model.safetensors"), pack_raw(real)))
         case("good: single model.safetensors", d, 0)
         wm_link = dict(wm_real)
         wm_link.update({n: "link.safetensors" for n, _, _, _ in part2})
         d, _ = model("good_symlink_inside", wm_link, {},
-                     setup=lambda d: (write(R(d, S1), pack_raw(real[:half])), write(R(d, S2), pack_raw(part2)),
+                     setup=lambda d: (write(R(d, S1), pack_raw(real[:half])), write(R(d, S2), pack_raw(part2, True)),
                                       os.symlink(S2, R(d, "link.safetensors"))))
         case("good: symlink that stays inside the model dir", d, 0)
         d, _ = model("good_subdir", {n: "sub/x.safetensors" for n, _, _, _ in real}, {},
