@@ -269,7 +269,7 @@ def t_changed(c):
         idx = json.load(open(os.path.join(mc, "model.safetensors.index.json")))["weight_map"]
         edit_tensor(os.path.join(mc, idx[pick]), pick)
         r = run(["run", m, "--quiet"])
-        check(k.returncode != 0 and r.returncode == 65 and "changed" in last(r) and "--restart" in last(r),
+        check(k.returncode != 0 and r.returncode == 65 and "changed" in last(r) and "--restart" in r.stderr,
               f"changed: a same-size edit of a tensor {which}, mtime restored: exit {r.returncode} ({last(r)})")
         r2 = run(["run", m, "--quiet"])
         check(r2.returncode == 65, f"changed: ... and a second rerun is refused too (exit {r2.returncode})")
