@@ -21,8 +21,9 @@
  * them on one stream; to_host waits for them).
  *
  * Bits. Every op is deterministic for fixed inputs, thread count and backend
- * settings. `identity` describes everything about a backend instance that can
- * change the bits of a result (name, library, kernel, threads); the run
+ * settings (the CPU backend's own loops give the same bits for any thread
+ * count; OpenBLAS's are not promised to). `identity` describes everything
+ * about a backend instance that can change the bits of a result (name, library, kernel, threads); the run
  * identity hashes it, so a resume on another backend or another kernel is
  * refused instead of silently mixing results.
  *
@@ -149,9 +150,14 @@ typedef struct sp_bk {
 
     /* ---- float64: second moments, eigh, rotations ---- */
     /* H (D, D) float64, upper triangle: H += Xᵀ·X for X (rows, D) float32 with
-     * row stride ld, widened to float64 in blocks of cov_rows through the
-     * workspace. Returns 0, or 65 if X holds a NaN/Inf (the message names the
-     * row and component; row0 is added to the row for the message). */
+     * row stride ld, in blocks of cov_rows rows. Precision: a block's XᵀX may
+     * be formed in float32 (the CPU backend does: ssyrk, then added to H in
+     * float64), error at most (cov_rows + 1)·2⁻²⁴·Σ|xᵢxⱼ| per entry and block;
+     * the sum over blocks, that is over the calibration tokens, is float64.
+     * The bits depend on how rows are grouped into calls (blocks restart at
+     * each call): callers feed whole windows. Returns 0, or 65 if X holds a
+     * NaN/Inf (the message names the first in row order, row0 added to its
+     * row; H is then unchanged from the failing block on). */
     int (*cov_add)(sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld, int64_t row0);
     /* Q (D, D): eigenvectors of H + δI as COLUMNS (Q[i·D + j] = component i of
      * vector j), δ = damp·mean(diag H), sorted by descending eigenvalue, each

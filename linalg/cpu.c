@@ -2,23 +2,30 @@
  * (cblas) and LAPACKE. Backend memory is host memory (host_shared = 1).
  *
  * Bits. The pipeline was ported onto these ops from linalg/forward.c,
- * linalg/pca.c and the rotation helpers of pipeline/compute.c, and its output
- * files must not change: each op performs the same floating-point operations,
- * in the same order and through the same BLAS/LAPACK calls, as the code it
- * replaces (noted per op below). The new cases (a window, partial rotary,
- * interleaved RoPE, LayerNorm, the GELU and ReLU activations) reduce to the
- * old code when they are off.
+ * linalg/pca.c and the rotation helpers of pipeline/compute.c: each op
+ * performs the same floating-point operations, in the same order and through
+ * the same BLAS/LAPACK calls, as the code it replaces (noted per op below),
+ * with one deliberate exception: cov_add forms each cov_rows block's XᵀX in
+ * float32 (ssyrk) and adds it to the float64 H (issue 10, "Where the time
+ * goes": half the second moments' time; the eigenvalues move by ~1e-6
+ * relative, the stories260k NLL at 0.25 by 4e-9). The new cases (a window,
+ * partial rotary, interleaved RoPE, LayerNorm, the GELU and ReLU
+ * activations) reduce to the old code when they are off. The loops between
+ * BLAS calls run on a small thread pool (below) without changing any
+ * element's arithmetic.
  *
  * Workspace. One allocation, laid out by ws_layout_of, which plan_bytes also
  * uses, so the plan is exactly what ws_init allocates:
  *     struct sp_bk_ws
- *     stage   (cov_rows, D) float64   second-moment staging
+ *     stage   (D, D) float32 when cov_rows > 0: one block's second moment
  *     work    (lwork) float64         dsyevd workspace (its own optimal size)
  *     iwork   (liwork) lapack_int
  *     w       (D) float64             ascending eigenvalues from dsyevd
  *     rot_in  (rot_block, D) float64  rotation block, widened
  *     rot_out (rot_block, D) float64  rotation block, rotated
- *     att     (min(T, QBLOCK), T) float32  attention scores of one block
+ *     att     (att_heads, min(T, QBLOCK), T) float32  attention scores of one
+ *             query block for a group of heads (att_heads_of: all heads, or
+ *             as many as fit CPU_ATT_BYTES, at least one)
  * No op allocates.
  */
 #include "backend.h"
@@ -26,6 +33,8 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,17 +44,19 @@
 
 #define CPU_QBLOCK 128 /* query rows per attention block (forward.c's SP_FWD_QBLOCK) */
 #define CPU_ALIGN 64   /* bytes: each workspace region starts on a cache line */
+#define CPU_ATT_BYTES ((int64_t)8 << 20) /* score buffer budget across a head group */
 /* dsyevd's lwork = 1 + 6D + 2D² must fit a 32-bit lapack_int. */
 #define CPU_D_MAX_LP32 32000
 
 struct sp_bk_ws {
     int64_t D, cov_rows, rot_block, T;
-    double *stage;            /* (cov_rows, D) */
+    float *stage;             /* (D, D): one cov_rows block's XᵀX, upper triangle */
     double *work;             /* (lwork) */
     lapack_int *iwork;        /* (liwork) */
     double *w;                /* (D) */
     double *rot_in, *rot_out; /* (rot_block, D) each */
-    float *att;               /* (min(T, QBLOCK), T) */
+    float *att;               /* (att_heads, min(T, QBLOCK), T) */
+    int64_t att_heads;        /* heads whose scores att holds at once */
     lapack_int lwork, liwork; /* capacities of work and iwork */
 };
 
@@ -73,6 +84,14 @@ static int dsyevd_sizes(int64_t D, lapack_int *lwork, lapack_int *liwork) {
     return 0;
 }
 
+/* Heads per attention group: the scores of every head of one query block if
+ * they fit CPU_ATT_BYTES, else as many as do, at least one. */
+static int64_t att_heads_of(const sp_bk_plan_in *in) {
+    int64_t per = min_i64(in->T, CPU_QBLOCK) * in->T * 4, h = in->n_heads > 1 ? in->n_heads : 1;
+    if (per > 0 && h * per > CPU_ATT_BYTES) h = CPU_ATT_BYTES / per > 1 ? CPU_ATT_BYTES / per : 1;
+    return h;
+}
+
 /* 0, 64 (D too large for the solver) or 70 (overflow), without a message. */
 static int ws_layout_of(const sp_bk_plan_in *in, ws_layout *L) {
     memset(L, 0, sizeof *L);
@@ -83,13 +102,13 @@ static int ws_layout_of(const sp_bk_plan_in *in, ws_layout *L) {
         int64_t *off;
         int64_t a, b, elem;
     } r[] = {
-        {&L->off_stage, in->cov_rows, in->D, 8},
+        {&L->off_stage, in->cov_rows > 0 ? in->D : 0, in->D, 4},
         {&L->off_work, L->lwork, 1, 8},
         {&L->off_iwork, L->liwork, 1, (int64_t)sizeof(lapack_int)},
         {&L->off_w, in->D, 1, 8},
         {&L->off_rot_in, in->rot_block, in->D, 8},
         {&L->off_rot_out, in->rot_block, in->D, 8},
-        {&L->off_att, min_i64(in->T, CPU_QBLOCK), in->T, 4},
+        {&L->off_att, att_heads_of(in) * min_i64(in->T, CPU_QBLOCK), in->T, 4},
     };
     int64_t pos = ((int64_t)sizeof(struct sp_bk_ws) + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
@@ -128,13 +147,14 @@ static int cpu_ws_init(const sp_bk_plan_in *in, sp_bk_ws **out) {
     ws->cov_rows = in->cov_rows;
     ws->rot_block = in->rot_block;
     ws->T = in->T;
-    ws->stage = (double *)(base + L.off_stage);
+    ws->stage = (float *)(base + L.off_stage);
     ws->work = (double *)(base + L.off_work);
     ws->iwork = (lapack_int *)(base + L.off_iwork);
     ws->w = (double *)(base + L.off_w);
     ws->rot_in = (double *)(base + L.off_rot_in);
     ws->rot_out = (double *)(base + L.off_rot_out);
     ws->att = (float *)(base + L.off_att);
+    ws->att_heads = att_heads_of(in);
     ws->lwork = L.lwork;
     ws->liwork = L.liwork;
     *out = ws;
@@ -143,6 +163,105 @@ static int cpu_ws_init(const sp_bk_plan_in *in, sp_bk_ws **out) {
 
 static void cpu_ws_free(sp_bk_ws *ws) { free(ws); /* the struct heads its one allocation */ }
 
+/* ---- the elementwise thread pool ----
+ *
+ * BLAS runs on OpenBLAS's own threads; the loops between the BLAS calls
+ * (norms, RoPE, softmax, activations, conversions) run on this pool, with the
+ * same thread count (set_threads). A loop over n independent items (rows or
+ * elements) is cut into nt contiguous parts [n·t/nt, n·(t+1)/nt); the caller
+ * runs part 0 and worker t part t. Every item is computed by the same code,
+ * in the same order inside the item, whichever part it falls in: the bits do
+ * not depend on the thread count. Reductions across items (nll, the first
+ * non-finite element) are not split.
+ *
+ * Workers sleep on a condition variable between loops (no spinning, so they
+ * never compete with OpenBLAS's threads for a core). They are started on
+ * first use, in the process that uses them: the stages are forked, and a
+ * forked child, which has none of its parent's threads, re-initializes the
+ * pool (pid check) before using it. Calls come from one thread per process.
+ */
+#define CPU_POOL_MAX 64
+
+typedef void (*par_fn)(void *ctx, int64_t i0, int64_t i1);
+
+static struct cpu_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    pid_t pid;               /* process the workers belong to */
+    int want;                /* threads to use, the caller included (set_threads) */
+    int started;             /* workers running: parts 1..started */
+    uint64_t gen;            /* dispatch counter: a worker runs each new value once */
+    uint64_t seen0[CPU_POOL_MAX];
+    int busy;                /* workers of the current dispatch not yet finished */
+    int nparts;
+    par_fn fn;
+    void *ctx;
+    int64_t n;
+} pool = {.want = 1};
+
+static void *pool_main(void *arg) {
+    const int t = (int)(intptr_t)arg;
+    pthread_mutex_lock(&pool.mu);
+    uint64_t seen = pool.seen0[t];
+    for (;;) {
+        while (pool.gen == seen) pthread_cond_wait(&pool.go, &pool.mu);
+        seen = pool.gen;
+        if (t >= pool.nparts) continue;
+        par_fn fn = pool.fn;
+        void *ctx = pool.ctx;
+        int64_t n = pool.n, np = pool.nparts;
+        pthread_mutex_unlock(&pool.mu);
+        fn(ctx, n * t / np, n * (t + 1) / np);
+        pthread_mutex_lock(&pool.mu);
+        if (--pool.busy == 0) pthread_cond_signal(&pool.done);
+    }
+    return NULL;
+}
+
+/* fn over [0, n) in parts of at least `grain` items. */
+static void par_for(int64_t n, int64_t grain, par_fn fn, void *ctx) {
+    int64_t nt = pool.want;
+    if (grain < 1) grain = 1;
+    if (n / grain < nt) nt = n / grain;
+    if (nt <= 1) {
+        if (n > 0) fn(ctx, 0, n);
+        return;
+    }
+    if (pool.pid != getpid()) { /* first use in this process (or a forked child) */
+        pthread_mutex_init(&pool.mu, NULL);
+        pthread_cond_init(&pool.go, NULL);
+        pthread_cond_init(&pool.done, NULL);
+        pool.pid = getpid();
+        pool.started = 0;
+    }
+    pthread_mutex_lock(&pool.mu);
+    while (pool.started < nt - 1) {
+        int t = pool.started + 1;
+        pool.seen0[t] = pool.gen;
+        pthread_t th;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&th, &at, pool_main, (void *)(intptr_t)t);
+        pthread_attr_destroy(&at);
+        if (rc) break; /* fewer threads: same bits, less parallel */
+        pool.started = t;
+    }
+    if (nt > pool.started + 1) nt = pool.started + 1;
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.n = n;
+    pool.nparts = (int)nt;
+    pool.busy = (int)nt - 1;
+    pool.gen++;
+    if (nt > 1) pthread_cond_broadcast(&pool.go);
+    pthread_mutex_unlock(&pool.mu);
+    fn(ctx, 0, n / nt);
+    pthread_mutex_lock(&pool.mu);
+    while (pool.busy > 0) pthread_cond_wait(&pool.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+}
+
 /* ---- lifecycle, threads, identity ---- */
 
 /* sp_model_set_threads' rule: n if > 0, else 1 below D 512, else all cores. */
@@ -150,6 +269,7 @@ static int cpu_set_threads(int64_t n, int64_t D) {
     int t = n > 0 ? (int)min_i64(n, 1 << 20) : D < 512 ? 1 : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (t < 1) t = 1;
     openblas_set_num_threads(t);
+    pool.want = t < CPU_POOL_MAX ? t : CPU_POOL_MAX;
     return t;
 }
 
@@ -185,27 +305,50 @@ static void cpu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alp
                 (blasint)k, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
 
+/* Items per part at least: below this a loop runs on the caller alone. */
+#define PAR_GRAIN 16384
+
+typedef struct ew_ctx { /* the arguments of one elementwise op */
+    float *y;
+    const float *x, *b, *gamma, *beta, *cos_t, *sin_t;
+    int64_t n, d, D, ld, nh, hd, rot;
+    double eps;
+    int kind;
+} ew_ctx;
+
+static void add_range(void *p, int64_t i0, int64_t i1) {
+    ew_ctx *c = p;
+    for (int64_t i = i0; i < i1; i++) c->y[i] += c->x[i];
+}
+
 /* forward.c's add_shortcut without S. */
 static void cpu_add(float *y, const float *x, int64_t rows, int64_t n) {
-    for (int64_t i = 0; i < rows * n; i++) y[i] += x[i];
+    ew_ctx c = {.y = y, .x = x};
+    par_for(rows * n, PAR_GRAIN, add_range, &c);
+}
+
+static void add_bias_range(void *p, int64_t t0, int64_t t1) {
+    ew_ctx *c = p;
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t j = 0; j < c->n; j++) c->y[t * c->n + j] += c->b[j];
 }
 
 static void cpu_add_bias(float *y, const float *b, int64_t rows, int64_t n) {
-    for (int64_t t = 0; t < rows; t++)
-        for (int64_t j = 0; j < n; j++) y[t * n + j] += b[j];
+    ew_ctx c = {.y = y, .b = b, .n = n};
+    par_for(rows, PAR_GRAIN / (n > 0 ? n : 1), add_bias_range, &c);
 }
 
-/* RMS: sp_rmsn's loop exactly. */
-static void cpu_norm(enum sp_bk_norm kind, const float *gamma, const float *beta, int64_t d, int64_t D, double eps,
-                     float *x, int64_t rows) {
-    SP_ASSERT(d >= 1 && D >= 1 && d <= D);
-    if (kind == SP_BK_NORM_RMS) {
-        SP_ASSERT(!beta);
-        for (int64_t t = 0; t < rows; t++) {
-            float *r = x + t * d;
+/* Rows [t0, t1) of cpu_norm. */
+static void norm_range(void *p, int64_t t0, int64_t t1) {
+    const ew_ctx *c = p;
+    const int64_t d = c->d, D = c->D;
+    const float *gamma = c->gamma, *beta = c->beta;
+    if (c->kind == SP_BK_NORM_RMS) {
+        for (int64_t t = t0; t < t1; t++) {
+            float *r = c->y + t * d;
             double ss = 0.0;
             for (int64_t j = 0; j < d; j++) ss += (double)r[j] * (double)r[j];
-            float inv = (float)(1.0 / sqrt(ss / (double)D + eps));
+            float inv = (float)(1.0 / sqrt(ss / (double)D + c->eps));
             if (gamma)
                 for (int64_t j = 0; j < d; j++) r[j] = r[j] * inv * gamma[j];
             else
@@ -213,17 +356,16 @@ static void cpu_norm(enum sp_bk_norm kind, const float *gamma, const float *beta
         }
         return;
     }
-    SP_ASSERT(kind == SP_BK_NORM_LAYER && d == D);
-    for (int64_t t = 0; t < rows; t++) {
-        float *r = x + t * d;
+    for (int64_t t = t0; t < t1; t++) {
+        float *r = c->y + t * d;
         double s = 0.0;
         for (int64_t j = 0; j < d; j++) s += (double)r[j];
         double mean = s / (double)D, ss = 0.0;
         for (int64_t j = 0; j < d; j++) {
-            double c = (double)r[j] - mean;
-            ss += c * c;
+            double e = (double)r[j] - mean;
+            ss += e * e;
         }
-        float inv = (float)(1.0 / sqrt(ss / (double)D + eps));
+        float inv = (float)(1.0 / sqrt(ss / (double)D + c->eps));
         for (int64_t j = 0; j < d; j++) {
             float y = (float)((double)r[j] - mean) * inv;
             if (gamma) y = y * gamma[j];
@@ -233,77 +375,128 @@ static void cpu_norm(enum sp_bk_norm kind, const float *gamma, const float *beta
     }
 }
 
-/* HALF with rot == hd and ld == nh·hd is forward.c's rope_apply exactly. */
+/* RMS: sp_rmsn's loop exactly, rows split over the pool. */
+static void cpu_norm(enum sp_bk_norm kind, const float *gamma, const float *beta, int64_t d, int64_t D, double eps,
+                     float *x, int64_t rows) {
+    SP_ASSERT(d >= 1 && D >= 1 && d <= D);
+    if (kind == SP_BK_NORM_RMS) SP_ASSERT(!beta);
+    else SP_ASSERT(kind == SP_BK_NORM_LAYER && d == D);
+    ew_ctx c = {.y = x, .gamma = gamma, .beta = beta, .d = d, .D = D, .eps = eps, .kind = (int)kind};
+    par_for(rows, PAR_GRAIN / d + 1, norm_range, &c);
+}
+
+static void rope_range(void *p, int64_t t0, int64_t t1) {
+    const ew_ctx *c = p;
+    const int64_t half = c->rot / 2;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *cs = c->cos_t + t * half, *sn = c->sin_t + t * half;
+        for (int64_t h = 0; h < c->nh; h++) {
+            float *q = c->y + t * c->ld + h * c->hd;
+            if (c->kind == SP_BK_ROPE_HALF) {
+                for (int64_t i = 0; i < half; i++) {
+                    float a = q[i], b = q[i + half];
+                    q[i] = a * cs[i] - b * sn[i];        /* q1·cos − q2·sin */
+                    q[i + half] = b * cs[i] + a * sn[i]; /* q2·cos + q1·sin */
+                }
+            } else {
+                for (int64_t i = 0; i < half; i++) {
+                    float a = q[2 * i], b = q[2 * i + 1];
+                    q[2 * i] = a * cs[i] - b * sn[i];
+                    q[2 * i + 1] = b * cs[i] + a * sn[i];
+                }
+            }
+        }
+    }
+}
+
+/* HALF with rot == hd and ld == nh·hd is forward.c's rope_apply exactly;
+ * rows (positions) split over the pool. */
 static void cpu_rope(enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int64_t nh, int64_t hd, int64_t rot,
                      const float *cos_t, const float *sin_t) {
     SP_ASSERT(T >= 0 && nh >= 0 && hd >= 1 && rot >= 0 && rot % 2 == 0 && rot <= hd && nh * hd <= ld);
-    const int64_t half = rot / 2;
-    for (int64_t t = 0; t < T; t++) {
-        const float *c = cos_t + t * half, *sn = sin_t + t * half;
-        for (int64_t h = 0; h < nh; h++) {
-            float *p = x + t * ld + h * hd;
-            if (kind == SP_BK_ROPE_HALF) {
-                for (int64_t i = 0; i < half; i++) {
-                    float a = p[i], b = p[i + half];
-                    p[i] = a * c[i] - b * sn[i];        /* q1·cos − q2·sin */
-                    p[i + half] = b * c[i] + a * sn[i]; /* q2·cos + q1·sin */
-                }
-            } else {
-                SP_ASSERT(kind == SP_BK_ROPE_INTERLEAVE);
-                for (int64_t i = 0; i < half; i++) {
-                    float a = p[2 * i], b = p[2 * i + 1];
-                    p[2 * i] = a * c[i] - b * sn[i];
-                    p[2 * i + 1] = b * c[i] + a * sn[i];
-                }
-            }
+    SP_ASSERT(kind == SP_BK_ROPE_HALF || kind == SP_BK_ROPE_INTERLEAVE);
+    ew_ctx c = {.y = x, .cos_t = cos_t, .sin_t = sin_t, .ld = ld, .nh = nh, .hd = hd, .rot = rot, .kind = (int)kind};
+    par_for(T, PAR_GRAIN / (nh * rot + 1) + 1, rope_range, &c);
+}
+
+/* One attention block: rows [r0, r0 + nr) of every head of a group [h0, h1),
+ * whose scores are at att + (h − h0)·nr·nk (nr, nk). */
+typedef struct att_ctx {
+    float *att;
+    int64_t r0, nr, k0, nk, window;
+} att_ctx;
+
+/* Softmax of score rows [a, b) of the group (row h·nr + i is head h0 + h,
+ * query r0 + i), masked to keys [first, last]: sp_fwd_attn's row loop. */
+static void softmax_range(void *p, int64_t a, int64_t b) {
+    const att_ctx *c = p;
+    const int64_t r0 = c->r0, k0 = c->k0, nk = c->nk, window = c->window;
+    for (int64_t x = a; x < b; x++) {
+        int64_t i = x % c->nr;
+        float *row = c->att + x * nk;
+        int64_t last = r0 + i - k0; /* causal: keys k0 + first .. k0 + last */
+        int64_t first = window > 0 && r0 + i - window + 1 > k0 ? r0 + i - window + 1 - k0 : 0;
+        float m = row[first];
+        for (int64_t j = first + 1; j <= last; j++) m = row[j] > m ? row[j] : m;
+        float sum = 0.0f;
+        for (int64_t j = first; j <= last; j++) {
+            /* below -87, expf underflows (slow errno path in glibc) to
+             * under FLT_MIN: a zero weight is exact to float precision */
+            float z = row[j] - m;
+            row[j] = z < -87.0f ? 0.0f : expf(z);
+            sum += row[j];
         }
+        float inv = 1.0f / sum;
+        for (int64_t j = first; j <= last; j++) row[j] *= inv;
+        for (int64_t j = 0; j < first; j++) row[j] = 0.0f;
+        for (int64_t j = last + 1; j < nk; j++) row[j] = 0.0f;
     }
 }
 
-/* sp_fwd_attn's attention loop exactly when window <= 0 (or >= T): per query
- * head, per block of CPU_QBLOCK query rows [r0, r1). A block needs keys
- * k0 = max(0, r0 − window + 1) .. r1 − 1 only; row i sees [first, last]. */
+/* sp_fwd_attn's attention, the same operations per query head and block of
+ * CPU_QBLOCK query rows [r0, r1): scores by one sgemm, the masked softmax of
+ * each row, the context by one sgemm. A block needs keys k0 = max(0, r0 −
+ * window + 1) .. r1 − 1 only; row i sees [first, last]. The loop runs blocks
+ * outside and heads inside, ws->att_heads heads at a time, so that the
+ * softmax of a whole group's rows is one loop over the pool. */
 static void cpu_attention(sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh,
                           int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
-    SP_ASSERT(T >= 1 && T <= ws->T && nh >= 1 && nkv >= 1 && nh % nkv == 0 && hd >= 1);
+    SP_ASSERT(T >= 1 && T <= ws->T && nh >= 1 && nkv >= 1 && nh % nkv == 0 && hd >= 1 && ws->att_heads >= 1);
     const int64_t qw = nh * hd, kw = nkv * hd, group = nh / nkv;
-    for (int64_t hq = 0; hq < nh; hq++) {
-        int64_t g = hq / group; /* GQA: query head hq reads kv head hq / (nh/nkv) */
-        const float *qh = q + hq * hd, *kh = k + g * hd, *vh = v + g * hd;
-        for (int64_t r0 = 0; r0 < T; r0 += CPU_QBLOCK) {
-            int64_t r1 = min_i64(T, r0 + CPU_QBLOCK), nr = r1 - r0;
-            int64_t k0 = window > 0 && r0 - window + 1 > 0 ? r0 - window + 1 : 0, nk = r1 - k0;
-            float *att = ws->att; /* (nr, nk), ld nk */
-            cpu_sgemm(0, 1, nr, nk, hd, scale, qh + r0 * qw, qw, kh + k0 * kw, kw, 0.0f, att, nk);
-            for (int64_t i = 0; i < nr; i++) {
-                float *row = att + i * nk;
-                int64_t last = r0 + i - k0; /* causal: keys k0 + first .. k0 + last */
-                int64_t first = window > 0 && r0 + i - window + 1 > k0 ? r0 + i - window + 1 - k0 : 0;
-                float m = row[first];
-                for (int64_t j = first + 1; j <= last; j++) m = row[j] > m ? row[j] : m;
-                float sum = 0.0f;
-                for (int64_t j = first; j <= last; j++) {
-                    /* below -87, expf underflows (slow errno path in glibc) to
-                     * under FLT_MIN: a zero weight is exact to float precision */
-                    float z = row[j] - m;
-                    row[j] = z < -87.0f ? 0.0f : expf(z);
-                    sum += row[j];
-                }
-                float inv = 1.0f / sum;
-                for (int64_t j = first; j <= last; j++) row[j] *= inv;
-                for (int64_t j = 0; j < first; j++) row[j] = 0.0f;
-                for (int64_t j = last + 1; j < nk; j++) row[j] = 0.0f;
+    for (int64_t r0 = 0; r0 < T; r0 += CPU_QBLOCK) {
+        int64_t r1 = min_i64(T, r0 + CPU_QBLOCK), nr = r1 - r0;
+        int64_t k0 = window > 0 && r0 - window + 1 > 0 ? r0 - window + 1 : 0, nk = r1 - k0;
+        for (int64_t h0 = 0; h0 < nh; h0 += ws->att_heads) {
+            int64_t h1 = min_i64(nh, h0 + ws->att_heads);
+            for (int64_t hq = h0; hq < h1; hq++) {
+                int64_t g = hq / group; /* GQA: query head hq reads kv head hq / (nh/nkv) */
+                cpu_sgemm(0, 1, nr, nk, hd, scale, q + hq * hd + r0 * qw, qw, k + g * hd + k0 * kw, kw, 0.0f,
+                          ws->att + (hq - h0) * nr * nk, nk);
             }
-            cpu_sgemm(0, 0, nr, hd, nk, 1.0f, att, nk, vh + k0 * kw, kw, 0.0f, ctx + r0 * qw + hq * hd, qw);
+            att_ctx c = {.att = ws->att, .r0 = r0, .nr = nr, .k0 = k0, .nk = nk, .window = window};
+            par_for((h1 - h0) * nr, PAR_GRAIN / nk + 1, softmax_range, &c);
+            for (int64_t hq = h0; hq < h1; hq++) {
+                int64_t g = hq / group;
+                cpu_sgemm(0, 0, nr, hd, nk, 1.0f, ws->att + (hq - h0) * nr * nk, nk, v + g * hd + k0 * kw, kw, 0.0f,
+                          ctx + r0 * qw + hq * hd, qw);
+            }
         }
     }
 }
 
-/* SILU_GLU: sp_fwd_mlp's loop exactly. */
-static void cpu_act(enum sp_bk_act kind, float *gate, const float *up, int64_t n) {
-    switch (kind) {
+typedef struct act_ctx {
+    float *gate;
+    const float *up;
+    int kind;
+} act_ctx;
+
+static void act_range(void *p, int64_t i0, int64_t i1) {
+    const act_ctx *c = p;
+    float *gate = c->gate;
+    const float *up = c->up;
+    switch (c->kind) {
     case SP_BK_ACT_SILU_GLU:
-        for (int64_t i = 0; i < n; i++) {
+        for (int64_t i = i0; i < i1; i++) {
             /* silu(g) · u; for g < -80 silu(g) is below 1e-33 and expf(-g)
              * would overflow through glibc's slow errno path: clamp it */
             float g = gate[i];
@@ -312,24 +505,31 @@ static void cpu_act(enum sp_bk_act kind, float *gate, const float *up, int64_t n
         return;
     case SP_BK_ACT_GELU_TANH_GLU:
     case SP_BK_ACT_GELU_TANH:
-        for (int64_t i = 0; i < n; i++) {
+        for (int64_t i = i0; i < i1; i++) {
             /* 0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))) */
             float g = gate[i];
             float y = 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
-            gate[i] = kind == SP_BK_ACT_GELU_TANH_GLU ? y * up[i] : y;
+            gate[i] = c->kind == SP_BK_ACT_GELU_TANH_GLU ? y * up[i] : y;
         }
         return;
     case SP_BK_ACT_GELU_GLU:
-        for (int64_t i = 0; i < n; i++) {
+        for (int64_t i = i0; i < i1; i++) {
             float g = gate[i]; /* 0.5·g·(1 + erf(g/√2)) */
             gate[i] = 0.5f * g * (1.0f + erff(g * 0.70710678118654752f)) * up[i];
         }
         return;
     case SP_BK_ACT_RELU:
-        for (int64_t i = 0; i < n; i++) gate[i] = gate[i] > 0.0f ? gate[i] : 0.0f;
+        for (int64_t i = i0; i < i1; i++) gate[i] = gate[i] > 0.0f ? gate[i] : 0.0f;
         return;
     }
-    SP_ASSERT(!"unknown activation");
+}
+
+/* SILU_GLU: sp_fwd_mlp's loop exactly; elements split over the pool. */
+static void cpu_act(enum sp_bk_act kind, float *gate, const float *up, int64_t n) {
+    SP_ASSERT(kind == SP_BK_ACT_SILU_GLU || kind == SP_BK_ACT_GELU_TANH_GLU || kind == SP_BK_ACT_GELU_GLU ||
+              kind == SP_BK_ACT_RELU || kind == SP_BK_ACT_GELU_TANH);
+    act_ctx c = {.gate = gate, .up = up, .kind = (int)kind};
+    par_for(n, PAR_GRAIN, act_range, &c);
 }
 
 /* sp_fwd_head_nll's per-row loop exactly. */
@@ -351,23 +551,69 @@ static double cpu_nll(const float *logits, int64_t T, int64_t V, const int32_t *
 
 /* ---- float64 ---- */
 
-/* sp_cov_add exactly (chunk_rows = cov_rows). */
+/* Blocks of cov_rows rows: the block's XᵀX as float32 (ssyrk, upper
+ * triangle), then added to H in float64. The float32 part is a sum of at
+ * most cov_rows products per entry; the sum over blocks, that is over every
+ * calibration token, is float64. The pipeline calls it once per window with
+ * a constant cov_rows, so the bits do not depend on the activation chunk size
+ * ([resources] memory). Against the float64 product this halves the second
+ * moments' cost (ssyrk runs at twice dsyrk's rate and needs no widened copy);
+ * its error is at most (cov_rows + 1)·2⁻²⁴ of Σ|xᵢxⱼ| per block (backend.h),
+ * far below the 0.01·mean(diag H) damping.
+ * The finiteness check scans the whole block (split over the pool) before any
+ * of it is added; when it finds something, a serial scan names the first bad
+ * element in row order, as before, and H is unchanged from the block on. */
+typedef struct cov_ctx {
+    const float *X, *P;
+    double *H;
+    int64_t D, ld;
+    atomic_int bad; /* a part saw a non-finite value */
+} cov_ctx;
+
+static void finite_range(void *p, int64_t i0, int64_t i1) {
+    cov_ctx *c = p;
+    int bad = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        const float *src = c->X + i * c->ld;
+        for (int64_t j = 0; j < c->D; j++) bad |= !isfinite(src[j]);
+    }
+    if (bad) atomic_store_explicit(&c->bad, 1, memory_order_relaxed);
+}
+
+/* H (upper) += P (upper) in float64. Item a is rows a and D−1−a, so every
+ * item holds D + 1 entries and contiguous parts are balanced. */
+static void cov_acc_range(void *p, int64_t a0, int64_t a1) {
+    const cov_ctx *c = p;
+    const int64_t D = c->D;
+    for (int64_t a = a0; a < a1; a++) {
+        for (int64_t r = a, pass = 0; pass < 2; pass++, r = D - 1 - a) {
+            if (pass == 1 && r == a) break;
+            const float *pr = c->P + r * D;
+            double *h = c->H + r * D;
+            for (int64_t j = r; j < D; j++) h[j] += (double)pr[j];
+        }
+    }
+}
+
 static int cpu_cov_add(sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld, int64_t row0) {
     SP_ASSERT(D >= 1 && D <= ws->D && ws->cov_rows >= 1 && ld >= D && rows >= 0);
+    SP_ASSERT(fits_int(D) && fits_int(ld) && fits_int(ws->cov_rows));
     for (int64_t r0 = 0; r0 < rows; r0 += ws->cov_rows) {
         int64_t nr = min_i64(rows - r0, ws->cov_rows);
-        for (int64_t i = 0; i < nr; i++) {
-            const float *src = X + (r0 + i) * ld;
-            double *dst = ws->stage + i * D; /* (nr, D) */
-            for (int64_t j = 0; j < D; j++) {
-                if (!isfinite(src[j]))
-                    return sp_fail(SP_EX_DATAERR, "non-finite activation (NaN or Inf) at token %lld, component %lld",
-                                   (long long)(row0 + r0 + i), (long long)j);
-                dst[j] = (double)src[j];
+        cov_ctx c = {.X = X + r0 * ld, .P = ws->stage, .H = H, .D = D, .ld = ld};
+        par_for(nr, PAR_GRAIN / D + 1, finite_range, &c);
+        if (atomic_load(&c.bad)) /* the message names the first non-finite element in row order */
+            for (int64_t i = 0; i < nr; i++) {
+                const float *src = X + (r0 + i) * ld;
+                for (int64_t j = 0; j < D; j++)
+                    if (!isfinite(src[j]))
+                        return sp_fail(SP_EX_DATAERR, "non-finite activation (NaN or Inf) at token %lld, component %lld",
+                                       (long long)(row0 + r0 + i), (long long)j);
             }
-        }
-        /* H (upper) += stageᵀ·stage */
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)D, (int)nr, 1.0, ws->stage, (int)D, 1.0, H, (int)D);
+        /* P (upper) = blockᵀ·block in float32, then H += P in float64 */
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)D, (blasint)nr, 1.0f, X + r0 * ld, (blasint)ld, 0.0f,
+                    ws->stage, (blasint)D);
+        par_for((D + 1) / 2, PAR_GRAIN / (D + 1) + 1, cov_acc_range, &c);
     }
     return 0;
 }
@@ -438,6 +684,42 @@ static int cpu_eigh(sp_bk_ws *ws, const double *H, int64_t D, double damp, doubl
     return 0;
 }
 
+/* The float32 ↔ float64 copies around the rotations' dgemm calls, split
+ * over the pool by rows (or elements); each value is converted alone. */
+typedef struct cvt_ctx {
+    const float *src;
+    const double *dsrc;
+    float *dst;
+    double *ddst;
+    const float *gamma;
+    int64_t n, sld, dld; /* columns per row; source and destination row strides */
+} cvt_ctx;
+
+/* ddst[r·dld + i] = src[r·sld + i]·γᵢ (γ NULL: ·1.0), i < n. */
+static void widen_range(void *p, int64_t r0, int64_t r1) {
+    const cvt_ctx *c = p;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t i = 0; i < c->n; i++)
+            c->ddst[r * c->dld + i] = (double)c->src[r * c->sld + i] * (c->gamma ? (double)c->gamma[i] : 1.0);
+}
+
+/* dst[r·dld + i] = (float)dsrc[r·sld + i], i < n. */
+static void narrow_range(void *p, int64_t r0, int64_t r1) {
+    const cvt_ctx *c = p;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t i = 0; i < c->n; i++) c->dst[r * c->dld + i] = (float)c->dsrc[r * c->sld + i];
+}
+
+static void widen(double *dst, int64_t dld, const float *src, int64_t sld, const float *gamma, int64_t rows, int64_t n) {
+    cvt_ctx c = {.src = src, .ddst = dst, .gamma = gamma, .n = n, .sld = sld, .dld = dld};
+    par_for(rows, PAR_GRAIN / (n + 1) + 1, widen_range, &c);
+}
+
+static void narrow(float *dst, int64_t dld, const double *src, int64_t sld, int64_t rows, int64_t n) {
+    cvt_ctx c = {.dsrc = src, .dst = dst, .n = n, .sld = sld, .dld = dld};
+    par_for(rows, PAR_GRAIN / (n + 1) + 1, narrow_range, &c);
+}
+
 /* compute.c's rot_rows exactly (BLK = rot_block). Row block r0 is read
  * before its results are stored at [r0·k, r1·k), which never reaches an
  * unread row. */
@@ -448,12 +730,10 @@ static void cpu_rot_rows(sp_bk_ws *ws, float *W, int64_t rows, int64_t D, const 
     double *dbuf = ws->rot_in, *dout = ws->rot_out; /* (nr, D), (nr, k) */
     for (int64_t r0 = 0; r0 < rows; r0 += BLK) {
         int64_t nr = rows - r0 < BLK ? rows - r0 : BLK;
-        for (int64_t r = 0; r < nr; r++)
-            for (int64_t i = 0; i < D; i++)
-                dbuf[r * D + i] = (double)W[(r0 + r) * D + i] * (gamma ? (double)gamma[i] : 1.0);
+        widen(dbuf, D, W + r0 * D, D, gamma, nr, D);
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)k, (int)D, 1.0, dbuf, (int)D, Q, (int)D,
                     0.0, dout, (int)k);
-        for (int64_t i = 0; i < nr * k; i++) W[r0 * k + i] = (float)dout[i];
+        narrow(W + r0 * k, k, dout, k, nr, k);
     }
 }
 
@@ -465,12 +745,10 @@ static void cpu_rot_cols(sp_bk_ws *ws, const double *Q, int64_t D, int64_t k, fl
     double *dbuf = ws->rot_in, *dout = ws->rot_out; /* (D, nc), (k, nc) */
     for (int64_t c0 = 0; c0 < cols; c0 += BLK) {
         int64_t nc = cols - c0 < BLK ? cols - c0 : BLK;
-        for (int64_t r = 0; r < D; r++)
-            for (int64_t i = 0; i < nc; i++) dbuf[r * nc + i] = (double)W[r * cols + c0 + i];
+        widen(dbuf, nc, W + c0, cols, NULL, D, nc);
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)nc, (int)D, 1.0, Q, (int)D, dbuf, (int)nc, 0.0,
                     dout, (int)nc);
-        for (int64_t r = 0; r < k; r++)
-            for (int64_t i = 0; i < nc; i++) W[r * cols + c0 + i] = (float)dout[r * nc + i];
+        narrow(W + c0, cols, dout, nc, k, nc);
     }
 }
 
@@ -480,17 +758,29 @@ static void cpu_basis_product(const double *A, int64_t a, const double *B, int64
     SP_ASSERT(a >= 1 && a <= D && b >= 1 && b <= D);
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)a, (int)b, (int)D, 1.0, A, (int)D, B, (int)D, 0.0, scratch,
                 (int)b);
-    for (int64_t i = 0; i < a * b; i++) C[i] = (float)scratch[i];
+    narrow(C, b, scratch, b, a, b);
 }
 
-/* compute.c's basis_f32 (Qt is its fs). */
+typedef struct bf_ctx {
+    const double *Q;
+    float *Qf, *Qt;
+    int64_t D, k;
+} bf_ctx;
+
+static void basis_f32_range(void *p, int64_t r0, int64_t r1) {
+    const bf_ctx *c = p;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t i = 0; i < c->k; i++) {
+            if (c->Qf) c->Qf[r * c->k + i] = (float)c->Q[r * c->D + i];
+            if (c->Qt) c->Qt[i * c->D + r] = (float)c->Q[r * c->D + i];
+        }
+}
+
+/* compute.c's basis_f32 (Qt is its fs); rows of Q split over the pool. */
 static void cpu_basis_f32(const double *Q, int64_t D, int64_t k, float *Qf, float *Qt) {
     SP_ASSERT(k >= 0 && k <= D);
-    for (int64_t r = 0; r < D; r++)
-        for (int64_t i = 0; i < k; i++) {
-            if (Qf) Qf[r * k + i] = (float)Q[r * D + i];
-            if (Qt) Qt[i * D + r] = (float)Q[r * D + i];
-        }
+    bf_ctx c = {.Q = Q, .Qf = Qf, .Qt = Qt, .D = D, .k = k};
+    par_for(D, PAR_GRAIN / (k + 1) + 1, basis_f32_range, &c);
 }
 
 const sp_bk sp_bk_cpu = {

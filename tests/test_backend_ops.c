@@ -408,8 +408,9 @@ static void test_cov(void) {
     for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
         int64_t D = cs[c].D, ld = D + cs[c].pad;
         sp_bk_ws *ws = ws_make(D, cs[c].cov_rows, 1, 0, 0);
-        double *H0 = xmalloc(D * D * 8), *ref = xmalloc(D * D * 8), *got = xmalloc(D * D * 8);
+        double *H0 = xmalloc(D * D * 8), *ref = xmalloc(D * D * 8), *got = xmalloc(D * D * 8), *mag = xmalloc(D * D * 8);
         for (int64_t i = 0; i < D * D; i++) H0[i] = ref[i] = 2.0 * urand() - 1.0; /* += onto existing values */
+        for (int64_t i = 0; i < D * D; i++) mag[i] = 0; /* Σ|xᵢxⱼ|: the scale of a float32 block's rounding */
         double *dH = dfrom(H0, D * D * 8);
         int64_t row0 = 0;
         for (int call = 0; call < 3; call++) {
@@ -418,7 +419,11 @@ static void test_cov(void) {
             for (int64_t t = 0; t < rows; t++) X[t * ld] += 1.5f; /* uncentered: a mean survives */
             for (int64_t i = 0; i < D; i++)
                 for (int64_t j = i; j < D; j++)
-                    for (int64_t t = 0; t < rows; t++) ref[i * D + j] += (double)X[t * ld + i] * (double)X[t * ld + j];
+                    for (int64_t t = 0; t < rows; t++) {
+                        double pr = (double)X[t * ld + i] * (double)X[t * ld + j];
+                        ref[i * D + j] += pr;
+                        mag[i * D + j] += fabs(pr);
+                    }
             float *dX = dfrom(X, (rows * ld + 1) * 4);
             int rc = bk->cov_add(ws, dH, D, dX, rows, ld, row0);
             CHECK(rc == 0, "cov_add D %lld: %d %s", (long long)D, rc, sp_errmsg());
@@ -427,15 +432,42 @@ static void test_cov(void) {
             free(X);
         }
         hfrom(got, dH, D * D * 8);
-        double *gu = xmalloc(D * D * 8), *ru = xmalloc(D * D * 8);
-        int64_t nu = 0;
+        /* The precision rule (backend.h): a block of at most cov_rows rows may
+         * be summed in float32, error <= (cov_rows + 1)·2⁻²⁴·Σ|xᵢxⱼ|; the sum
+         * over blocks and onto H is float64 (checked exactly below). */
+        int64_t bad = 0, worst = -1;
+        const double u32 = ldexp(1.0, -24);
         for (int64_t i = 0; i < D; i++)
-            for (int64_t j = i; j < D; j++) gu[nu] = got[i * D + j], ru[nu++] = ref[i * D + j];
-        char what[64];
-        snprintf(what, sizeof what, "cov_add D %lld cov_rows %lld (upper)", (long long)D, (long long)cs[c].cov_rows);
-        cmp_f64(what, gu, ru, nu, 1e-12, 1e-13);
+            for (int64_t j = i; j < D; j++) {
+                double err = fabs(got[i * D + j] - ref[i * D + j]);
+                double tol = 1e-12 + 1e-13 * fabs(ref[i * D + j]) + (double)(cs[c].cov_rows + 1) * u32 * mag[i * D + j];
+                if (!(err <= tol) && bad++ == 0) worst = i * D + j;
+            }
+        CHECK(bad == 0, "cov_add D %lld cov_rows %lld (upper): %lld entries outside the float32-block bound; first [%lld] "
+              "got %.17g ref %.17g", (long long)D, (long long)cs[c].cov_rows, (long long)bad, (long long)worst,
+              worst >= 0 ? got[worst] : 0.0, worst >= 0 ? ref[worst] : 0.0);
         bk->free(dH), bk->ws_free(ws);
-        free(H0), free(ref), free(got), free(gu), free(ru);
+        free(H0), free(ref), free(got), free(mag);
+    }
+    /* The accumulator is float64: 1e8 + 0.5 is not a float32, and 300 rows of
+     * ones in blocks of 4 (each block's sum exact in float32) land on it
+     * exactly; a float32 H (spacing 8 at 1e8) or a float32 total cannot. */
+    {
+        const int64_t D = 3, rows = 300;
+        sp_bk_ws *ws = ws_make(D, 4, 1, 0, 0);
+        double H0[9] = {0};
+        for (int i = 0; i < 3; i++) H0[i * 3 + i] = 1e8 + 0.5;
+        double *dH = dfrom(H0, sizeof H0);
+        float *X = xmalloc(rows * D * 4);
+        for (int64_t i = 0; i < rows * D; i++) X[i] = 1.0f;
+        float *dX = dfrom(X, rows * D * 4);
+        CHECK(bk->cov_add(ws, dH, D, dX, rows, D, 0) == 0, "cov_add of ones");
+        double got[9];
+        hfrom(got, dH, sizeof got);
+        CHECK(got[0] == 1e8 + 300.5 && got[4] == 1e8 + 300.5 && got[1] == 300.0 && got[5] == 300.0,
+              "float64 accumulation: H[0][0] %.17g (want 100000300.5), H[0][1] %.17g (want 300)", got[0], got[1]);
+        bk->free(dH), bk->free(dX), bk->ws_free(ws);
+        free(X);
     }
     /* a non-finite activation: 65, naming row0 + row and the component */
     const int64_t D = 6, rows = 20;
@@ -781,7 +813,7 @@ static void test_misc(void) {
     /* plan_bytes: at least the documented buffers, growing with D; absurd sizes refused */
     sp_bk_plan_in in = {.D = 64, .cov_rows = 256, .rot_block = 256, .T = 300, .n_heads = 8};
     sp_bk_plan p = bk->plan_bytes(&in);
-    int64_t need = (256 * 64 + 2 * 64 * 64 + 2 * 256 * 64) * 8 + 128 * 300 * 4;
+    int64_t need = 64 * 64 * 4 + (2 * 64 * 64 + 2 * 256 * 64) * 8 + 128 * 300 * 4; /* block moment, eigh, rotations, scores */
     CHECK(p.host_bytes + p.device_bytes >= need && p.host_bytes >= 0 && p.device_bytes >= 0, "plan %lld+%lld < %lld",
           (long long)p.host_bytes, (long long)p.device_bytes, (long long)need);
     sp_bk_plan_in in2 = in;
@@ -817,6 +849,61 @@ static void test_misc(void) {
     CHECK_MSG("built without the CUDA backend");
     CHECK(sp_bk_resolve("auto", &r) == 0 && r == &sp_bk_cpu, "auto is cpu without the CUDA backend");
 #endif
+}
+
+/* The CPU backend's elementwise pool: every op gives the same bits with 1,
+ * 2 or 3 threads (parts of different sizes), and attention the same bits
+ * whatever its head grouping (a workspace planned for 1 head or for all).
+ * Sizes are large enough that every op is split. */
+static void test_threads_bits(void) {
+    if (bk != &sp_bk_cpu) return;
+    const int64_t T = 300, d = 384, D = 512, nh = 8, hd = 64, qw = nh * hd, F = 1000, half = hd / 2;
+    float *x0 = frand_vec(T * d, 2), *g = frand_vec(d, 1), *qk0 = frand_vec(T * qw, 1), *cs = frand_vec(T * half, 1),
+          *sn = frand_vec(T * half, 1), *gate0 = frand_vec(T * F, 4), *up = frand_vec(T * F, 1),
+          *k = frand_vec(T * qw, 1), *v = frand_vec(T * qw, 1), *W0 = frand_vec(F * D, 1), *X = frand_vec(T * D, 1);
+    double *Q = xmalloc(D * D * 8);
+    for (int64_t i = 0; i < D * D; i++) Q[i] = 2.0 * urand() - 1.0;
+    enum { OUTS = 8 };
+    void *out[3][OUTS];
+    int64_t bytes[OUTS] = {T * d * 4, T * qw * 4, T * F * 4, T * qw * 4, T * qw * 4, F * d * 4, D * 96 * 4, D * D * 8};
+    static const int threads[3] = {1, 2, 3};
+    for (int r = 0; r < 3; r++) {
+        bk->set_threads(threads[r], 0);
+        for (int o = 0; o < OUTS; o++) out[r][o] = xmalloc(bytes[o]);
+        float *x = out[r][0], *qk = out[r][1], *gate = out[r][2];
+        memcpy(x, x0, (size_t)bytes[0]);
+        bk->norm(SP_BK_NORM_RMS, g, NULL, d, D, 1e-5, x, T);
+        memcpy(qk, qk0, (size_t)bytes[1]);
+        bk->rope(SP_BK_ROPE_HALF, qk, T, qw, nh, hd, hd, cs, sn);
+        memcpy(gate, gate0, (size_t)bytes[2]);
+        bk->act(SP_BK_ACT_SILU_GLU, gate, up, T * F);
+        sp_bk_ws *ws_all = ws_make(D, 64, 64, T, nh), *ws_one = ws_make(D, 64, 64, T, 1);
+        bk->attention(ws_all, qk, k, v, T, nh, nh / 2, hd, 0.125f, 0, out[r][3]);
+        bk->attention(ws_one, qk, k, v, T, nh, nh / 2, hd, 0.125f, 0, out[r][4]);
+        float *W = xmalloc(F * D * 4);
+        memcpy(W, W0, (size_t)(F * D * 4));
+        bk->rot_rows(ws_all, W, F, D, NULL, Q, d);
+        memcpy(out[r][5], W, (size_t)bytes[5]);
+        memcpy(W, W0, (size_t)(D * 96 * 4));
+        bk->rot_cols(ws_all, Q, D, D, W, 96);
+        memcpy(out[r][6], W, (size_t)bytes[6]);
+        double *H = out[r][7];
+        memset(H, 0, (size_t)bytes[7]);
+        CHECK(bk->cov_add(ws_all, H, D, X, T, D, 0) == 0, "cov_add");
+        free(W);
+        bk->ws_free(ws_all), bk->ws_free(ws_one);
+    }
+    static const char *names[OUTS] = {"norm", "rope", "act", "attention", "attention (1 head per group)", "rot_rows",
+                                      "rot_cols", "cov_add"};
+    for (int o = 0; o < OUTS; o++)
+        for (int r = 1; r < 3; r++)
+            CHECK(memcmp(out[0][o], out[r][o], (size_t)bytes[o]) == 0, "%s: %d threads differ from 1 thread", names[o],
+                  threads[r]);
+    CHECK(memcmp(out[0][3], out[0][4], (size_t)bytes[3]) == 0, "attention: head grouping changes the bits");
+    for (int r = 0; r < 3; r++)
+        for (int o = 0; o < OUTS; o++) free(out[r][o]);
+    free(x0), free(g), free(qk0), free(cs), free(sn), free(gate0), free(up), free(k), free(v), free(W0), free(X), free(Q);
+    bk->set_threads(2, 0);
 }
 
 int main(int argc, char **argv) {
@@ -855,6 +942,7 @@ int main(int argc, char **argv) {
     test_rot();
     test_basis();
     test_misc();
+    test_threads_bits();
     char id[512];
     bk->identity(id, sizeof id);
     if (g_fail) {
