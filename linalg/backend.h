@@ -23,9 +23,10 @@
  * Bits. Every op is deterministic for fixed inputs, thread count and backend
  * settings (the CPU backend's own loops give the same bits for any thread
  * count; OpenBLAS's are not promised to). `identity` describes everything
- * about a backend instance that can change the bits of a result (name, library, kernel, threads); the run
- * identity hashes it, so a resume on another backend or another kernel is
- * refused instead of silently mixing results.
+ * about a backend instance that can change the bits of a result (name,
+ * library, kernel, threads); the run identity hashes it, so a resume on
+ * another backend or another kernel is refused instead of silently mixing
+ * results.
  *
  * Errors. Ops on our own invariants SP_ASSERT. Ops that can meet bad data
  * (non-finite activations, a failed eigensolver) return a sysexits status
