@@ -244,6 +244,14 @@ static int parse_window(const char *path, const cJSON *root, const sp_arch *a, s
 static int parse_fields(const char *path, const cJSON *root, sp_config *cfg) {
     const char *mt;
     SP_TRY(get_str(path, root, "model_type", &mt));
+    if (mt && strcmp(mt, SP_SLICED_MODEL_TYPE) == 0) { /* a sliced output: its family is in the slicepipe block */
+        const cJSON *sb;
+        SP_TRY(opt_field(path, "", root, "slicepipe", &sb));
+        if (!sb || !cJSON_IsObject(sb))
+            return sp_fail(SP_EX_DATAERR, "%s: field 'model_type': '%s' without a slicepipe block", path, mt);
+        SP_TRY(get_str(path, sb, "base_model_type", &mt));
+        if (!mt) return sp_fail(SP_EX_DATAERR, "%s: field 'slicepipe.base_model_type': missing", path);
+    }
     SP_TRY(sp_arch_find(mt, path, &cfg->family)); /* the architecture table decides which families exist */
     const sp_arch *a = cfg->family;
     SP_TRY(refuse_moe(path, root));

@@ -9,6 +9,10 @@
 
 #define SP_MAX_LAYERS 1024
 
+/* model_type of slicepipe's per-layer sliced outputs; the family is in
+ * slicepipe.base_model_type. */
+#define SP_SLICED_MODEL_TYPE "slicepipe_sliced"
+
 struct sp_arch;
 struct cJSON;
 

@@ -69,9 +69,22 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
     cJSON_DeleteItemFromObject(c, "torch_dtype");
     cJSON_DeleteItemFromObject(c, "dtype"); /* newer transformers spelling; must not contradict */
     cJSON_AddStringToObject(c, "torch_dtype", dtype_torch(j->out_dtype));
+    /* A per-layer sliced model is not its stock architecture (shortcut
+     * matrices, weightless norms over the original width): it must not claim
+     * one, or a stock loader would take it for the dense model. The family
+     * moves into the slicepipe block; slicepipe's eval and generate load it. */
+    cJSON *arch = cJSON_DetachItemFromObject(c, "architectures");
+    cJSON_DeleteItemFromObject(c, "model_type");
+    cJSON_AddStringToObject(c, "model_type", SP_SLICED_MODEL_TYPE);
+    cJSON *archs = cJSON_AddArrayToObject(c, "architectures");
+    cJSON_AddItemToArray(archs, cJSON_CreateString("SlicepipeSlicedForCausalLM"));
     cJSON_DeleteItemFromObject(c, "slicepipe");
     cJSON *s = cJSON_AddObjectToObject(c, "slicepipe");
     cJSON_AddStringToObject(s, "version", SP_VERSION);
+    cJSON_AddStringToObject(s, "base_model_type", j->m.arch->model_type);
+    if (arch) cJSON_AddItemToObject(s, "base_architectures", arch);
+    cJSON_AddStringToObject(s, "loaded_by", "slicepipe eval, slicepipe generate (per-layer SliceGPT layout: see README)");
+    cJSON_AddStringToObject(s, "basis", "per-layer");
     cJSON_AddNumberToObject(s, "sparsity", j->mf->sparsity);
     cJSON_AddNumberToObject(s, "round_to", (double)j->mf->round_to);
     cJSON_AddNumberToObject(s, "d_embed", (double)j->d_in[0]);

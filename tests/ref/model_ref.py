@@ -368,6 +368,8 @@ class Arch:
     def __init__(self, config):
         c = config
         mt = c.get("model_type")
+        if mt == "slicepipe_sliced":  # slicepipe's per-layer output names its family here
+            mt = c.get("slicepipe", {}).get("base_model_type")
         if mt not in FAMILIES:
             raise Unsupported("model_type %r is not supported (supported: %s)" % (mt, ", ".join(FAMILIES)))
         for k in ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size"):
