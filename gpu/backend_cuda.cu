@@ -627,6 +627,29 @@ __global__ void k_softmax(float *S, int64_t T, int64_t window) {
     for (int64_t j = threadIdx.x; j < T; j += blockDim.x) row[j] = j >= lo && j <= i ? row[j] * inv : 0.0f;
 }
 
+/* The same for attention_cached, in place: S (heads, Tq, Tk), row i of head
+ * hh at S + (hh·Tq + i)·Tk is query position p = Tk − Tq + i, which keeps
+ * keys j in [lo, p] (lo = p − window + 1 with a window), the rest set to 0. */
+__global__ void k_softmax_cached(float *S, int64_t Tq, int64_t Tk, int64_t window) {
+    __shared__ float sh[SP_CU_THREADS];
+    int64_t i = blockIdx.x, hh = blockIdx.y, p = Tk - Tq + i;
+    float *row = S + (hh * Tq + i) * Tk;
+    int64_t lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+    float m = -INFINITY;
+    for (int64_t j = lo + threadIdx.x; j <= p; j += blockDim.x) m = row[j] > m ? row[j] : m;
+    m = block_max(m, sh);
+    float s = 0.0f;
+    for (int64_t j = lo + threadIdx.x; j <= p; j += blockDim.x) {
+        float z = row[j] - m;
+        float e = z < -87.0f ? 0.0f : expf(z);
+        row[j] = e;
+        s += e;
+    }
+    s = block_sum(s, sh);
+    float inv = 1.0f / s;
+    for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) row[j] = j >= lo && j <= p ? row[j] * inv : 0.0f;
+}
+
 /* Per-row NLL: out[t] = m + log Σ exp(l − m) − l[target[t]], float64, one
  * block per row t < rows; tgt holds the targets already shifted (tgt[t] is
  * the token predicted at t). */
@@ -1216,6 +1239,38 @@ static void cu_attention(sp_bk_ws *ws, const float *q, const float *k, const flo
     }
 }
 
+/* cu_attention's passes for Tq query rows (the last Tq positions of Tk)
+ * against Tk cached keys: S_h (Tq, Tk) = scale·Q_h·K_gᵀ, the offset softmax,
+ * ctx_h (Tq, hd) = P_h·V_g. The buffer holds heads_cap × in.T² floats, so a
+ * pass covers heads_cap·⌊in.T² / (Tq·Tk)⌋ heads. */
+static void cu_attention_cached(sp_bk_ws *ws, const float *q, int64_t Tq, const float *k, const float *v, int64_t Tk,
+                                int64_t nh, int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
+    SP_ASSERT(ws && Tq >= 1 && Tq <= Tk && Tk <= ws->in.T && nh >= 1 && nkv >= 1 && nh % nkv == 0 && hd >= 1);
+    SP_ASSERT(ws->heads_cap >= 1 && ws->heads_cap <= 65535);
+    ctx_need("attention_cached");
+    int64_t group = nh / nkv, qw = nh * hd, kw = nkv * hd, QK = Tq * Tk;
+    int64_t cap_T = ws->heads_cap * (ws->in.T * ws->in.T / QK); /* heads whose (Tq, Tk) scores fit */
+    int64_t rc = group < cap_T ? group : cap_T;                   /* query heads of one kv head per pass */
+    int64_t gb = rc == group ? cap_T / group : 1;                 /* kv heads per pass */
+    if (gb < 1) gb = 1;
+    for (int64_t g0 = 0; g0 < nkv; g0 += gb) {
+        int64_t ng = nkv - g0 < gb ? nkv - g0 : gb;
+        for (int64_t r0 = 0; r0 < group; r0 += rc) {
+            int64_t nr = group - r0 < rc ? group - r0 : rc;
+            /* slot of (gg, r) in the buffer: gg·nr + (r − r0), each (Tq, Tk) */
+            for (int64_t r = r0; r < r0 + nr; r++)
+                sgemm_rm_batched("attention_cached", 0, 1, Tq, Tk, hd, scale, q + (g0 * group + r) * hd, qw, group * hd,
+                                 k + g0 * hd, kw, hd, 0.0f, ws->scores + (r - r0) * QK, Tk, nr * QK, ng);
+            dim3 grid((unsigned)Tq, (unsigned)(ng * nr));
+            k_softmax_cached<<<grid, SP_CU_THREADS, 0, cx.st>>>(ws->scores, Tq, Tk, window);
+            LAUNCHED("attention_cached");
+            for (int64_t r = r0; r < r0 + nr; r++)
+                sgemm_rm_batched("attention_cached", 0, 0, Tq, hd, Tk, 1.0f, ws->scores + (r - r0) * QK, Tk, nr * QK,
+                                 v + g0 * hd, kw, hd, 0.0f, ctx + (g0 * group + r) * hd, qw, group * hd, ng);
+        }
+    }
+}
+
 static void cu_act(enum sp_bk_act kind, float *gate, const float *up, int64_t n) {
     SP_ASSERT(n >= 0);
     if (n == 0) return;
@@ -1422,6 +1477,7 @@ extern "C" const sp_bk sp_bk_cuda = {
     .norm = cu_norm,
     .rope = cu_rope,
     .attention = cu_attention,
+    .attention_cached = cu_attention_cached,
     .act = cu_act,
     .nll = cu_nll,
     .cov_add = cu_cov_add,

@@ -138,6 +138,15 @@ typedef struct sp_bk {
      * no window, all j <= i). Uses the workspace's score buffer. */
     void (*attention)(sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh, int64_t nkv,
                       int64_t hd, float scale, int64_t window, float *ctx);
+    /* The same attention for Tq new query rows against a KV cache: the rows
+     * of q (Tq, nh·hd) are the LAST Tq positions, Tk − Tq .. Tk − 1, of a
+     * sequence whose keys and values are k and v (Tk, nkv·hd), rows 0..Tk−1.
+     * Query i (position p = Tk − Tq + i) sees key j iff 0 <= p − j < window
+     * (window <= 0: all j <= p). ctx (Tq, nh·hd). 1 <= Tq <= Tk <= the
+     * workspace's T. With Tq == Tk it is `attention` (the same operations:
+     * the same bits on the CPU). */
+    void (*attention_cached)(sp_bk_ws *ws, const float *q, int64_t Tq, const float *k, const float *v, int64_t Tk,
+                             int64_t nh, int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx);
     /* gate (n) ← act(gate) [⊙ up]; see sp_bk_act. */
     void (*act)(enum sp_bk_act kind, float *gate, const float *up, int64_t n);
     /* acc + Σ over rows t < T − 1 of −log softmax(logits[t])[targets[t + 1]],

@@ -419,8 +419,9 @@ static void cpu_rope(enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int6
     par_for(T, PAR_GRAIN / (nh * rot + 1) + 1, rope_range, &c);
 }
 
-/* One attention block: rows [r0, r0 + nr) of every head of a group [h0, h1),
- * whose scores are at att + (h − h0)·nr·nk (nr, nk). */
+/* One attention block: rows [0, nr) of every head of a group [h0, h1), the
+ * query positions r0 .. r0 + nr − 1, whose scores are at att + (h − h0)·nr·nk
+ * (nr, nk), nk keys from position k0. */
 typedef struct att_ctx {
     float *att;
     int64_t r0, nr, k0, nk, window;
@@ -455,17 +456,20 @@ static void softmax_range(void *p, int64_t a, int64_t b) {
 
 /* sp_fwd_attn's attention, the same operations per query head and block of
  * CPU_QBLOCK query rows [r0, r1): scores by one sgemm, the masked softmax of
- * each row, the context by one sgemm. A block needs keys k0 = max(0, r0 −
- * window + 1) .. r1 − 1 only; row i sees [first, last]. The loop runs blocks
- * outside and heads inside, ws->att_heads heads at a time, so that the
- * softmax of a whole group's rows is one loop over the pool. */
-static void cpu_attention(sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh,
-                          int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
-    SP_ASSERT(T >= 1 && T <= ws->T && nh >= 1 && nkv >= 1 && nh % nkv == 0 && hd >= 1 && ws->att_heads >= 1);
+ * each row, the context by one sgemm. Query rows are positions p0 + r (p0 0
+ * for a window, the cached length for attention_cached); a block of
+ * positions [a0, a1) needs keys k0 = max(0, a0 − window + 1) .. a1 − 1 only;
+ * row i sees [first, last]. The loop runs blocks outside and heads inside,
+ * ws->att_heads heads at a time, so that the softmax of a whole group's rows
+ * is one loop over the pool. With p0 = 0 these are forward.c's operations. */
+static void attention_at(sp_bk_ws *ws, const float *q, int64_t nq, int64_t p0, const float *k, const float *v,
+                         int64_t nh, int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
+    SP_ASSERT(nq >= 1 && p0 >= 0 && p0 + nq <= ws->T && nh >= 1 && nkv >= 1 && nh % nkv == 0 && hd >= 1 &&
+              ws->att_heads >= 1);
     const int64_t qw = nh * hd, kw = nkv * hd, group = nh / nkv;
-    for (int64_t r0 = 0; r0 < T; r0 += CPU_QBLOCK) {
-        int64_t r1 = min_i64(T, r0 + CPU_QBLOCK), nr = r1 - r0;
-        int64_t k0 = window > 0 && r0 - window + 1 > 0 ? r0 - window + 1 : 0, nk = r1 - k0;
+    for (int64_t r0 = 0; r0 < nq; r0 += CPU_QBLOCK) {
+        int64_t r1 = min_i64(nq, r0 + CPU_QBLOCK), nr = r1 - r0, a0 = p0 + r0, a1 = p0 + r1;
+        int64_t k0 = window > 0 && a0 - window + 1 > 0 ? a0 - window + 1 : 0, nk = a1 - k0;
         for (int64_t h0 = 0; h0 < nh; h0 += ws->att_heads) {
             int64_t h1 = min_i64(nh, h0 + ws->att_heads);
             for (int64_t hq = h0; hq < h1; hq++) {
@@ -473,7 +477,7 @@ static void cpu_attention(sp_bk_ws *ws, const float *q, const float *k, const fl
                 cpu_sgemm(0, 1, nr, nk, hd, scale, q + hq * hd + r0 * qw, qw, k + g * hd + k0 * kw, kw, 0.0f,
                           ws->att + (hq - h0) * nr * nk, nk);
             }
-            att_ctx c = {.att = ws->att, .r0 = r0, .nr = nr, .k0 = k0, .nk = nk, .window = window};
+            att_ctx c = {.att = ws->att, .r0 = a0, .nr = nr, .k0 = k0, .nk = nk, .window = window};
             par_for((h1 - h0) * nr, PAR_GRAIN / nk + 1, softmax_range, &c);
             for (int64_t hq = h0; hq < h1; hq++) {
                 int64_t g = hq / group;
@@ -482,6 +486,18 @@ static void cpu_attention(sp_bk_ws *ws, const float *q, const float *k, const fl
             }
         }
     }
+}
+
+static void cpu_attention(sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh,
+                          int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
+    attention_at(ws, q, T, 0, k, v, nh, nkv, hd, scale, window, ctx);
+}
+
+/* The Tq query rows are positions Tk − Tq .. Tk − 1 (backend.h). */
+static void cpu_attention_cached(sp_bk_ws *ws, const float *q, int64_t Tq, const float *k, const float *v, int64_t Tk,
+                                 int64_t nh, int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
+    SP_ASSERT(Tq >= 1 && Tq <= Tk);
+    attention_at(ws, q, Tq, Tk - Tq, k, v, nh, nkv, hd, scale, window, ctx);
 }
 
 typedef struct act_ctx {
@@ -803,6 +819,7 @@ const sp_bk sp_bk_cpu = {
     .norm = cpu_norm,
     .rope = cpu_rope,
     .attention = cpu_attention,
+    .attention_cached = cpu_attention_cached,
     .act = cpu_act,
     .nll = cpu_nll,
     .cov_add = cpu_cov_add,

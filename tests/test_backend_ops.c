@@ -325,6 +325,77 @@ static void test_attention(void) {
     bk->ws_free(ws);
 }
 
+/* float64 reference of attention_cached: query i of Tq is position
+ * p = Tk − Tq + i and sees keys j with max(0, p − window + 1) <= j <= p. */
+static void ref_attention_cached(const float *q, int64_t Tq, const float *k, const float *v, int64_t Tk, int64_t nh,
+                                 int64_t nkv, int64_t hd, double scale, int64_t window, double *ctx) {
+    double *s = xmalloc(Tk * 8);
+    for (int64_t h = 0; h < nh; h++) {
+        int64_t g = h / (nh / nkv);
+        for (int64_t i = 0; i < Tq; i++) {
+            int64_t p = Tk - Tq + i, j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+            double m = -INFINITY, sum = 0;
+            for (int64_t j = j0; j <= p; j++) {
+                double dot = 0;
+                for (int64_t e = 0; e < hd; e++) dot += (double)q[i * nh * hd + h * hd + e] * (double)k[j * nkv * hd + g * hd + e];
+                s[j] = scale * dot;
+                m = s[j] > m ? s[j] : m;
+            }
+            for (int64_t j = j0; j <= p; j++) sum += (s[j] = exp(s[j] - m));
+            for (int64_t e = 0; e < hd; e++) {
+                double acc = 0;
+                for (int64_t j = j0; j <= p; j++) acc += s[j] / sum * (double)v[j * nkv * hd + g * hd + e];
+                ctx[i * nh * hd + h * hd + e] = acc;
+            }
+        }
+    }
+    free(s);
+}
+
+/* attention_cached (KV-cache decoding): Tq new query rows, the last Tq
+ * positions of Tk, against every cached key. Against the float64 reference;
+ * Tq == Tk is the full op bit for bit (CPU); the last rows of a full window
+ * agree with the full op within float32 rounding. */
+static void test_attention_cached(void) {
+    static const struct {
+        int64_t Tq, Tk, nh, nkv, hd, window;
+    } cs[] = {
+        {1, 1, 2, 2, 8, 0},    {1, 7, 4, 4, 8, 0},     {1, 300, 4, 2, 16, 0},  {1, 300, 4, 2, 8, 5},
+        {1, 300, 4, 4, 8, 1},  {3, 260, 6, 2, 12, 129}, {130, 300, 4, 2, 16, 0}, {129, 131, 4, 1, 8, 1000},
+        {1, 257, 8, 2, 4, 200}, {17, 17, 3, 1, 8, 0},  {200, 200, 2, 1, 16, 128}, {2, 129, 2, 2, 5, 128},
+    };
+    const int64_t Tmax = 300;
+    sp_bk_ws *ws = ws_make(8, 4, 4, Tmax, 8);
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        int64_t Tq = cs[c].Tq, Tk = cs[c].Tk, nh = cs[c].nh, nkv = cs[c].nkv, hd = cs[c].hd, qw = nh * hd, kw = nkv * hd;
+        int64_t w = cs[c].window;
+        float *qf = frand_vec(Tk * qw, 1), *k = frand_vec(Tk * kw, 1), *v = frand_vec(Tk * kw, 1);
+        const float *q = qf + (Tk - Tq) * qw; /* the last Tq rows of a full window's queries */
+        double *ref = xmalloc(Tq * qw * 8);
+        float scale = (float)(1.0 / sqrt((double)hd)), *got = xmalloc(Tq * qw * 4), *full = xmalloc(Tk * qw * 4);
+        ref_attention_cached(q, Tq, k, v, Tk, nh, nkv, hd, (double)scale, w, ref);
+        float *dq = dfrom(q, Tq * qw * 4), *dqf = dfrom(qf, Tk * qw * 4), *dk = dfrom(k, Tk * kw * 4),
+              *dv = dfrom(v, Tk * kw * 4), *dctx = dalloc(Tk * qw * 4);
+        bk->attention_cached(ws, dq, Tq, dk, dv, Tk, nh, nkv, hd, scale, w, dctx);
+        hfrom(got, dctx, Tq * qw * 4);
+        char what[128];
+        snprintf(what, sizeof what, "attention_cached Tq %lld Tk %lld heads %lld/%lld hd %lld window %lld", (long long)Tq,
+                 (long long)Tk, (long long)nh, (long long)nkv, (long long)hd, (long long)w);
+        cmp_f32(what, got, ref, Tq * qw, 2e-6, 2e-5);
+        bk->attention(ws, dqf, dk, dv, Tk, nh, nkv, hd, scale, w, dctx); /* the full window */
+        hfrom(full, dctx, Tk * qw * 4);
+        if (Tq == Tk && bk == &sp_bk_cpu)
+            CHECK(memcmp(full, got, (size_t)(Tq * qw) * 4) == 0, "%s: differs from attention (Tq == Tk)", what);
+        double *lastf = xmalloc(Tq * qw * 8);
+        for (int64_t i = 0; i < Tq * qw; i++) lastf[i] = full[(Tk - Tq) * qw + i];
+        snprintf(what + strlen(what), sizeof what - strlen(what), " vs attention's last rows");
+        cmp_f32(what, got, lastf, Tq * qw, 1e-6, 1e-5);
+        bk->free(dq), bk->free(dqf), bk->free(dk), bk->free(dv), bk->free(dctx);
+        free(qf), free(k), free(v), free(ref), free(got), free(full), free(lastf);
+    }
+    bk->ws_free(ws);
+}
+
 static double gelu_tanh_ref(double g) { return 0.5 * g * (1.0 + tanh(sqrt(2.0 / M_PI) * (g + 0.044715 * g * g * g))); }
 
 static void test_act(void) {
@@ -935,6 +1006,7 @@ int main(int argc, char **argv) {
     test_norm();
     test_rope();
     test_attention();
+    test_attention_cached();
     test_act();
     test_nll();
     test_cov();
