@@ -189,8 +189,12 @@ static void linear_b(const sp_bk *bk, const float *x, int64_t rows, int64_t k, c
     if (b) bk->add_bias(y, b, rows, n);
 }
 
-/* ctx (T, nh·hd): the attention of xn (T, d_in), before the output projection. */
-static void attention_ctx(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t d_in) {
+/* ctx (T, nh·hd): the attention of xn (T, d_in), before the output projection.
+ * kv NULL: one window, positions 0..T-1, keys and values in the scratch.
+ * Else the rows are positions pos0..pos0+T-1: their keys and values go into
+ * rows pos0.. of the cache and the queries attend to its rows 0..pos0+T-1. */
+static void attention_ctx(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t d_in, int64_t pos0,
+                          const sp_layer_kv *kv) {
     const sp_bk *bk = s->bk;
     const sp_dims *dims = &s->dims;
     int64_t nh = dims->n_heads, nkv = dims->n_kv_heads, hd = dims->head_dim, qw = nh * hd, kw = nkv * hd;
@@ -200,20 +204,28 @@ static void attention_ctx(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, i
         wk = wq + qw * d_in;
         wv = wk + kw * d_in;
     }
+    float *k = kv ? kv->k + pos0 * kw : s->k, *v = kv ? kv->v + pos0 * kw : s->v; /* (T, nkv·hd) each */
+    const int64_t half = dims->rot_dim / 2;
     linear_b(bk, s->xn, T, d_in, wq, w->slot[SP_SLOT_Q_B], qw, s->q); /* (T, nh·hd) */
-    linear_b(bk, s->xn, T, d_in, wk, w->slot[SP_SLOT_K_B], kw, s->k); /* (T, nkv·hd) */
-    linear_b(bk, s->xn, T, d_in, wv, w->slot[SP_SLOT_V_B], kw, s->v); /* (T, nkv·hd) */
+    linear_b(bk, s->xn, T, d_in, wk, w->slot[SP_SLOT_K_B], kw, k);    /* (T, nkv·hd) */
+    linear_b(bk, s->xn, T, d_in, wv, w->slot[SP_SLOT_V_B], kw, v);    /* (T, nkv·hd) */
     if (w->slot[SP_SLOT_Q_NORM]) /* per-head RMSNorm: rows of head_dim */
         bk->norm(SP_BK_NORM_RMS, w->slot[SP_SLOT_Q_NORM], NULL, hd, hd, dims->eps, s->q, T * nh);
-    if (w->slot[SP_SLOT_K_NORM]) bk->norm(SP_BK_NORM_RMS, w->slot[SP_SLOT_K_NORM], NULL, hd, hd, dims->eps, s->k, T * nkv);
-    if (!s->arch->pos_embed) {
-        bk->rope(s->arch->rope, s->q, T, qw, nh, hd, dims->rot_dim, s->rope_cos, s->rope_sin);
-        bk->rope(s->arch->rope, s->k, T, kw, nkv, hd, dims->rot_dim, s->rope_cos, s->rope_sin);
+    if (w->slot[SP_SLOT_K_NORM]) bk->norm(SP_BK_NORM_RMS, w->slot[SP_SLOT_K_NORM], NULL, hd, hd, dims->eps, k, T * nkv);
+    if (!s->arch->pos_embed) { /* the tables' rows pos0.. are positions pos0.. */
+        const float *cs = s->rope_cos + pos0 * half, *sn = s->rope_sin + pos0 * half;
+        bk->rope(s->arch->rope, s->q, T, qw, nh, hd, dims->rot_dim, cs, sn);
+        bk->rope(s->arch->rope, k, T, kw, nkv, hd, dims->rot_dim, cs, sn);
     }
-    bk->attention(s->ws, s->q, s->k, s->v, T, nh, nkv, hd, (float)(1.0 / sqrt((double)hd)), dims->window, s->ctx);
+    const float scale = (float)(1.0 / sqrt((double)hd));
+    if (kv)
+        bk->attention_cached(s->ws, s->q, T, kv->k, kv->v, pos0 + T, nh, nkv, hd, scale, dims->window, s->ctx);
+    else
+        bk->attention(s->ws, s->q, s->k, s->v, T, nh, nkv, hd, scale, dims->window, s->ctx);
 }
 
-void sp_layer_attn(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h) {
+static void attn_at(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, int64_t pos0,
+                    const sp_layer_kv *kv, float *h) {
     const sp_bk *bk = s->bk;
     int64_t d_in = w->d_in, d_mid = w->d_mid, qw = s->dims.n_heads * s->dims.head_dim;
     SP_ASSERT(T >= 1 && T <= s->T_max && d_in >= 1 && d_in <= s->width_max && d_mid >= 1);
@@ -221,9 +233,13 @@ void sp_layer_attn(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int
     SP_ASSERT((const float *)h != x);
 
     normed(s, w->norm, w->slot[SP_SLOT_ATTN_NORM], w->slot[SP_SLOT_ATTN_NORM_B], x, T, d_in);
-    attention_ctx(s, w, T, d_in);
+    attention_ctx(s, w, T, d_in, pos0, kv);
     linear_b(bk, s->ctx, T, qw, w->slot[SP_SLOT_O], w->slot[SP_SLOT_O_B], d_mid, h); /* (T, d_mid) */
     add_shortcut(bk, x, T, d_in, w->shortcut[SP_POS_MID], d_mid, h);
+}
+
+void sp_layer_attn(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h) {
+    attn_at(s, w, x, T, 0, NULL, h);
 }
 
 /* y (T, d_out) (+)= MLP(xn), xn (T, d) already normalized; beta 1 accumulates. */
@@ -256,7 +272,8 @@ void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int6
     add_shortcut(s->bk, h, T, d_mid, w->shortcut[SP_POS_OUT], d_out, y);
 }
 
-void sp_layer_parallel(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *y) {
+static void parallel_at(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, int64_t pos0,
+                        const sp_layer_kv *kv, float *y) {
     const sp_bk *bk = s->bk;
     int64_t d_in = w->d_in, d_out = w->d_out, qw = s->dims.n_heads * s->dims.head_dim;
     SP_ASSERT(T >= 1 && T <= s->T_max && d_in >= 1 && d_in <= s->width_max && d_out >= 1);
@@ -264,10 +281,14 @@ void sp_layer_parallel(sp_layer_scratch *s, const sp_layer_w *w, const float *x,
     SP_ASSERT((const float *)y != x);
 
     normed(s, w->norm, w->slot[SP_SLOT_ATTN_NORM], w->slot[SP_SLOT_ATTN_NORM_B], x, T, d_in);
-    attention_ctx(s, w, T, d_in);
+    attention_ctx(s, w, T, d_in, pos0, kv);
     linear_b(bk, s->ctx, T, qw, w->slot[SP_SLOT_O], w->slot[SP_SLOT_O_B], d_out, y); /* (T, d_out) */
     mlp_xn(s, w, T, d_in, d_out, 1.0f, y);
     add_shortcut(bk, x, T, d_in, w->shortcut[SP_POS_OUT], d_out, y);
+}
+
+void sp_layer_parallel(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *y) {
+    parallel_at(s, w, x, T, 0, NULL, y);
 }
 
 void sp_layer_block(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h, float *y) {
@@ -276,6 +297,17 @@ void sp_layer_block(sp_layer_scratch *s, const sp_layer_w *w, const float *x, in
         return;
     }
     sp_layer_attn(s, w, x, T, h);
+    sp_layer_mlp(s, w, h, T, y);
+}
+
+void sp_layer_block_kv(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, int64_t pos0,
+                       const sp_layer_kv *kv, float *h, float *y) {
+    SP_ASSERT(kv && kv->k && kv->v && pos0 >= 0 && T >= 1 && pos0 + T <= s->T_max);
+    if (s->arch->parallel) {
+        parallel_at(s, w, x, T, pos0, kv, y);
+        return;
+    }
+    attn_at(s, w, x, T, pos0, kv, h);
     sp_layer_mlp(s, w, h, T, y);
 }
 

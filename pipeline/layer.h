@@ -71,6 +71,26 @@ void sp_layer_parallel(sp_layer_scratch *s, const sp_layer_w *w, const float *x,
  * or the parallel block. */
 void sp_layer_block(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h, float *y);
 
+/* ---- incremental decoding (pipeline/generate.c) ----
+ * One layer's KV cache: k and v (T_max, n_kv_heads·head_dim) backend
+ * memory; row p holds the key (after the k-norm and RoPE) and the value of
+ * position p. */
+typedef struct sp_layer_kv {
+    float *k, *v;
+} sp_layer_kv;
+
+/* sp_layer_block for T new rows x (T, d_in) at positions pos0..pos0+T-1 of a
+ * sequence whose earlier positions' keys and values are rows 0..pos0-1 of
+ * kv: RoPE at the rows' positions (tables up to the scratch's T), the new
+ * keys and values written into rows pos0..pos0+T-1 of kv, then the T queries
+ * attend to rows 0..pos0+T-1 (causal by position, the optional window
+ * counted in positions) through the backend's attention_cached. Requires
+ * pos0 >= 0 and pos0 + T <= the scratch's T. The full-window functions above
+ * are unchanged by it; with pos0 = 0 it computes what sp_layer_block
+ * computes, up to the rounding of the attention's blocking. */
+void sp_layer_block_kv(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, int64_t pos0,
+                       const sp_layer_kv *kv, float *h, float *y);
+
 /* N(x)·γ (+ β) then logits = ·W_headᵀ (+ b_head); returns the SUM (float64) of the
  * NLL of tokens[1..T-1] predicted at positions 0..T-2 (log-softmax). x (T, d),
  * norm (d) or NULL, w_head (vocab, d), tokens host memory. If logits_out !=
