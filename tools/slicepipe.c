@@ -26,6 +26,7 @@
 
 int sp_cmd_tokenize(int argc, char **argv);
 int sp_cmd_export(int argc, char **argv);
+int sp_cmd_generate(int argc, char **argv);
 
 /* Every failure ends with one line saying what is wrong; a status without a
  * message (a usage path that forgot one) still gets a line naming the command. */
@@ -55,6 +56,7 @@ static void usage_main(FILE *f) {
             "  status OUTPUT_DIR     how far a job got (complete, running, interrupted)\n"
             "  synth OUT_DIR         write a deterministic synthetic checkpoint (any family) + calib.npy\n"
             "  tokenize MODEL_DIR FILE -o OUT.npy   text documents to an int32 .npy token stream\n"
+            "  generate MODEL_DIR --prompt TEXT     continue a prompt (KV cache), with tokens/s\n"
             "  verify MODEL_DIR      re-hash every tensor against the XXH3-128 its shard recorded\n"
             "\n"
             "  slicepipe <command> --help    options of one command\n"
@@ -496,6 +498,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "verify")) return die(cmd_verify(argc - 1, argv + 1));
     if (!strcmp(cmd, "tokenize")) return die(sp_cmd_tokenize(argc - 1, argv + 1)); /* tools/cmd_tokenize.c */
     if (!strcmp(cmd, "export")) return die(sp_cmd_export(argc - 1, argv + 1));     /* tools/cmd_export.c */
+    if (!strcmp(cmd, "generate")) return die(sp_cmd_generate(argc - 1, argv + 1)); /* tools/cmd_generate.c */
     fprintf(stderr, "slicepipe: unknown command '%s'\n", cmd);
     usage_main(stderr);
     return SP_EX_USAGE;
