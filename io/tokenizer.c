@@ -3,6 +3,7 @@
 #include "tokenizer.h"
 
 #include "error.h"
+#include "utf8.h"
 #include "fileio.h"
 
 #include <cjson/cJSON.h>
@@ -59,33 +60,8 @@ int sp_tok_text_append(sp_tok_text *b, const void *s, int64_t n) {
 }
 
 int64_t sp_utf8_valid_prefix(const char *str, int64_t n) {
-    const unsigned char *s = (const unsigned char *)str;
-    int64_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        int len;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) len = 2;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F; /* no surrogates */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else return i;
-        if (n - i < len) return i;
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (int k = 2; k < len; k++)
-            if ((s[i + k] & 0xC0) != 0x80) return i;
-        i += len;
-    }
-    return n;
+    int64_t bad = sp_utf8_invalid_at(str, n); /* the one validator (io/utf8.h) */
+    return bad < 0 ? n : bad;
 }
 
 static int file_exists(const char *p) {
