@@ -27,4 +27,17 @@
     {"mlp.down_proj.weight",             SP_SLOT_DOWN,      SP_ROLE_WRITER, SP_POS_OUT, -1, SP_DIM_D,  SP_DIM_F,    SP_INIT_FANIN, SP_COND_ALWAYS}, \
     {"mlp.down_proj.bias",               SP_SLOT_DOWN_B,    SP_ROLE_BIAS, SP_POS_OUT, 14, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_MLP_BIAS},
 
+/* The members of an sp_arch that Llama-named RMSNorm families share. */
+#define SP_ARCH_LLAMA_NAMES                                                                            \
+    .layer_prefix = "model.layers.%lld.", .embed = "model.embed_tokens.weight",                       \
+    .final_norm = "model.norm.weight", .head = "lm_head.weight",                                      \
+    .shortcut = {[SP_POS_MID] = "attn_shortcut_Q", [SP_POS_OUT] = "mlp_shortcut_Q"},                  \
+    .norm = SP_BK_NORM_RMS, .rope = SP_BK_ROPE_HALF, .ffn_key = "intermediate_size",                  \
+    .eps_key = "rms_norm_eps", .act_key = "hidden_act"
+
+/* SiLU-gated MLPs (Llama, Mistral, Qwen, Phi-3). */
+extern const char *const sp_arch_silu_names[];
+extern const enum sp_bk_act sp_arch_silu_acts[];
+#define SP_ARCH_SILU .act_names = sp_arch_silu_names, .acts = sp_arch_silu_acts, .act_default = "silu"
+
 #endif

@@ -4,7 +4,7 @@
  * (partial_rotary_factor), sliding-window attention, and a tied head with no
  * lm_head tensor. Phi-3's "longrope"/"su" scalings are refused by the
  * rope_scaling check. */
-#include "arch.h"
+#include "arch_llama_table.h"
 
 static const sp_arch_tensor phi3_layer[] = {
     {"input_layernorm.weight",          SP_SLOT_ATTN_NORM, SP_ROLE_NORM,   SP_POS_IN,  -1, SP_DIM_D,   SP_DIM_NONE, SP_INIT_NORM,  SP_COND_ALWAYS},
@@ -15,28 +15,15 @@ static const sp_arch_tensor phi3_layer[] = {
     {"mlp.down_proj.weight",            SP_SLOT_DOWN,      SP_ROLE_WRITER, SP_POS_OUT, -1, SP_DIM_D,   SP_DIM_F,    SP_INIT_FANIN, SP_COND_ALWAYS},
 };
 
-extern const enum sp_bk_act sp_arch_silu_acts[];
-static const char *const silu_names[] = {"silu", NULL};
 
 const sp_arch sp_arch_phi3 = {
     .model_type = "phi3",
     .hf_class = "Phi3ForCausalLM",
-    .layer_prefix = "model.layers.%lld.",
     .layer = phi3_layer,
     .n_layer = (int)(sizeof phi3_layer / sizeof phi3_layer[0]),
-    .embed = "model.embed_tokens.weight",
-    .final_norm = "model.norm.weight",
-    .head = "lm_head.weight",
-    .shortcut = {[SP_POS_MID] = "attn_shortcut_Q", [SP_POS_OUT] = "mlp_shortcut_Q"},
-    .norm = SP_BK_NORM_RMS,
-    .rope = SP_BK_ROPE_HALF,
-    .ffn_key = "intermediate_size",
-    .eps_key = "rms_norm_eps",
+    SP_ARCH_LLAMA_NAMES,
+    SP_ARCH_SILU,
     .eps_default = 1e-5,
-    .act_key = "hidden_act",
-    .act_names = silu_names,
-    .acts = sp_arch_silu_acts,
-    .act_default = "silu",
     .window_key = 1,
     .partial_rotary = 1,
 };

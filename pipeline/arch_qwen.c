@@ -3,7 +3,7 @@
  * q_norm/k_norm on queries and keys before RoPE, biases only with
  * attention_bias). A reader's bias is untouched by a rotation of its input;
  * the per-head norms live in head space and are untouched too. */
-#include "arch.h"
+#include "arch_llama_table.h"
 
 #define R SP_ROLE_READER
 #define W SP_ROLE_WRITER
@@ -44,16 +44,7 @@ static const sp_arch_tensor qwen3_layer[] = {
     {"mlp.down_proj.weight",            SP_SLOT_DOWN,      W, SP_POS_OUT, -1, SP_DIM_D,  SP_DIM_F,    SP_INIT_FANIN, A},
 };
 
-extern const enum sp_bk_act sp_arch_silu_acts[];
-static const char *const silu_names[] = {"silu", NULL};
-
-#define QWEN_COMMON                                                                                   \
-    .layer_prefix = "model.layers.%lld.", .embed = "model.embed_tokens.weight",                       \
-    .final_norm = "model.norm.weight", .head = "lm_head.weight",                                      \
-    .shortcut = {[SP_POS_MID] = "attn_shortcut_Q", [SP_POS_OUT] = "mlp_shortcut_Q"},                  \
-    .norm = SP_BK_NORM_RMS, .rope = SP_BK_ROPE_HALF, .ffn_key = "intermediate_size",                  \
-    .eps_key = "rms_norm_eps", .eps_default = 1e-6, .act_key = "hidden_act", .act_names = silu_names, \
-    .acts = sp_arch_silu_acts, .act_default = "silu", .window_key = 1
+#define QWEN_COMMON SP_ARCH_LLAMA_NAMES, SP_ARCH_SILU, .eps_default = 1e-6, .window_key = 1
 
 const sp_arch sp_arch_qwen2 = {
     .model_type = "qwen2",
