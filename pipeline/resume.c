@@ -86,7 +86,7 @@ int sp_resume_fingerprint(const sp_model *m, char hex[33]) {
     }
     XXH128_hash_t h = XXH3_128bits_digest(st);
     XXH3_freeState(st);
-    snprintf(hex, 33, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
+    sp_hex128(h.high64, h.low64, hex);
     return rc;
 }
 
