@@ -255,12 +255,13 @@ static int run_generate(const gen_args *a) {
         double tp = t1 - t0, tg = t2 - t1;
         fprintf(stderr,
                 "generate: prompt %lld tokens in %.3f s (%.1f tokens/s); generated %lld tokens in %.3f s "
-                "(%.1f tokens/s); stopped at %s; %s, %s, KV cache %.1f MiB\n",
+                "(%.1f tokens/s); stopped at %s; %s, %s, KV cache %.1f MiB, state %.1f MiB\n",
                 (long long)n_prompt, tp, tp > 0 ? (double)n_prompt / tp : 0.0, (long long)n_gen, tg,
                 tg > 0 ? (double)n_gen / tg : 0.0, stop_name[stop],
                 a->temperature == 0.0 ? "greedy" : "sampled",
                 sp_gen_resident(g) ? "layers resident" : "layers re-read every step",
-                (double)(2 * m.cfg.n_layers * sp_gen_max_len(g) * m.cfg.n_kv_heads * m.cfg.head_dim * 4) / (1 << 20));
+                (double)(2 * m.cfg.n_layers * sp_gen_max_len(g) * m.cfg.n_kv_heads * m.cfg.head_dim * 4) / (1 << 20),
+                (double)sp_gen_bytes(&m, &sp_bk_cpu, sp_gen_max_len(g), sp_gen_resident(g)) / (1 << 20));
     }
 out:
     free(dump);
