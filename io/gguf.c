@@ -343,9 +343,9 @@ int sp_gguf_init(const char *path, sp_gguf_w **out) {
     }
     snprintf(w->tmp, n, "%s.tmp", path);
     XXH3_128bits_reset(w->xx);
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd < 0) {
-        int rc = sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", w->tmp);
+    int crc = sp_io_create(w->tmp, 0644, &w->fd); /* never through a planted link */
+    if (crc) {
+        int rc = crc;
         free(w->tmp);
         w->tmp = NULL; /* nothing to remove */
         sp_gguf_free(w);

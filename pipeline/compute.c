@@ -385,8 +385,8 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     int bi = (int)((layer + 1) & 1);
     const char *bp = j->basis_path[bi];
     int64_t t0 = now_ns();
-    int fd = open(bp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", bp);
+    int fd;
+    SP_TRY(sp_io_create(bp, 0600, &fd)); /* never through a planted link */
     const double *qh = c->Q;
     if (!c->bk->host_shared) {
         c->bk->to_host(c->Qh, c->Q, D * D * 8);

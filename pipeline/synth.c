@@ -435,8 +435,8 @@ static int write_tokens(const char *dir, const sp_synth_opts *o, int32_t *buf) {
         return sp_fail(SP_EX_USAGE, "%s: output path too long", dir);
     char head[256];
     int hl = sp_npy_header(head, "<i4", o->tokens, -1);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", tmp);
+    int fd;
+    SP_TRY(sp_io_create(tmp, 0644, &fd)); /* never through a planted link */
     int rc = sp_io_write_full(fd, head, hl, tmp);
     token_gen g;
     token_gen_init(&g, o->seed, o->vocab);

@@ -82,10 +82,11 @@ static int run(sp_tok *tok, const char *in, const char *out, const char *decoded
         sp_textdoc_free(d);
         return sp_fail(SP_EX_CANTCREAT, "%s: path too long", out);
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
+    int fd;
+    int crc = sp_io_create(tmp, 0644, &fd); /* never through a planted link */
+    if (crc) {
         sp_textdoc_free(d);
-        return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", tmp);
+        return crc;
     }
     FILE *df = NULL;
     if (decoded && !(df = fopen(decoded, "w"))) {
