@@ -46,7 +46,8 @@ static void usage_generate(FILE *f) {
             "incrementally with a KV cache, and prints the continuation as it is generated.\n"
             "Tokens per second (prompt and generation) go to stderr at the end. Stops at the\n"
             "tokenizer's EOS (or a BOS: a new document), at --max-tokens, or at the model's\n"
-            "context length (max_position_embeddings).\n"
+            "context length (max_position_embeddings). Ids of a vocabulary padded beyond the\n"
+            "tokenizer's are never sampled.\n"
             "\n"
             "  --prompt TEXT        encoded with MODEL_DIR's tokenizer and its BOS/EOS rule\n"
             "                       (tokenizer.json, tokenizer.model or tokenizer.bin)\n"
@@ -196,7 +197,10 @@ static int run_generate(const gen_args *a) {
     const int64_t gen_max = max_len - n_prompt;
     for (int64_t i = ids.n; i < max_len && !rc; i++) rc = sp_tok_ids_push(&ids, 0); /* room, no growth later */
     ids.n = n_prompt;
-    if (!rc) rc = sp_sampler_init(&smp, V, a->temperature, a->top_k, a->seed);
+    /* A vocabulary padded beyond the tokenizer's (Phi-2: 51200 rows, 50295 ids)
+     * has rows no text decodes to: they are never sampled. */
+    const int64_t V_tok = tok && sp_tok_vocab_size(tok) < V ? sp_tok_vocab_size(tok) : V;
+    if (!rc) rc = sp_sampler_init(&smp, V_tok, a->temperature, a->top_k, a->seed);
     if (!rc && a->dump_logits) rc = sp_alloc((void **)&dump, gen_max, V * 4, "logits dump"); /* (gen_max, V) */
     /* The last generated token is never fed: the cache needs max_len - 1 rows. */
     if (!rc) rc = sp_gen_init(&m, &sp_bk_cpu, max_len > 1 ? max_len - 1 : 1, a->weights, &g);
