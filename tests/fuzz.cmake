@@ -25,14 +25,16 @@ if(SLICEPIPE_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
 
   function(sp_fuzz_target name parser_source)
     add_executable(${name} ${CMAKE_SOURCE_DIR}/tests/fuzz/${name}.c ${parser_source} ${SP_FUZZ_COMMON})
-    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/io ${CMAKE_SOURCE_DIR}/pipeline)
+    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/io ${CMAKE_SOURCE_DIR}/pipeline ${CMAKE_SOURCE_DIR}/linalg)
     target_compile_options(${name} PRIVATE ${SP_FUZZ_FLAGS})
     target_link_options(${name} PRIVATE ${SP_FUZZ_FLAGS})
     target_link_libraries(${name} PRIVATE ${ARGN} PkgConfig::XXHASH ${MATH_LIB}) # fileio.c hashes
   endfunction()
 
   sp_fuzz_target(fuzz_manifest ${CMAKE_SOURCE_DIR}/pipeline/manifest.c)
-  sp_fuzz_target(fuzz_config ${CMAKE_SOURCE_DIR}/io/config.c PkgConfig::CJSON)
+  # config.json is parsed against the architecture table (the families' keys and refusals).
+  file(GLOB SP_FUZZ_ARCH CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/pipeline/arch*.c)
+  sp_fuzz_target(fuzz_config "${CMAKE_SOURCE_DIR}/io/config.c;${SP_FUZZ_ARCH}" PkgConfig::CJSON)
   sp_fuzz_target(fuzz_tokens ${CMAKE_SOURCE_DIR}/io/tokens.c)
   sp_fuzz_target(fuzz_journal ${CMAKE_SOURCE_DIR}/io/journal.c)
 
