@@ -487,7 +487,8 @@ template <typename T> __device__ T block_sum(T v, T *sh) {
     __syncthreads();
     return r;
 }
-__device__ float block_max(float v, float *sh) {
+/* The block's maximum, by the same fixed tree (float or double). */
+template <typename T> __device__ T block_max(T v, T *sh) {
     int t = threadIdx.x;
     sh[t] = v;
     __syncthreads();
@@ -495,20 +496,7 @@ __device__ float block_max(float v, float *sh) {
         if (t < s) sh[t] = sh[t + s] > sh[t] ? sh[t + s] : sh[t];
         __syncthreads();
     }
-    float r = sh[0];
-    __syncthreads();
-    return r;
-}
-
-__device__ double block_max_d(double v, double *sh) {
-    int t = threadIdx.x;
-    sh[t] = v;
-    __syncthreads();
-    for (int s = SP_CU_THREADS / 2; s > 0; s >>= 1) {
-        if (t < s) sh[t] = sh[t + s] > sh[t] ? sh[t + s] : sh[t];
-        __syncthreads();
-    }
-    double r = sh[0];
+    T r = sh[0];
     __syncthreads();
     return r;
 }
@@ -727,7 +715,7 @@ __global__ void k_sign(const double *A, int64_t D, double *sgn) {
     int t = threadIdx.x;
     double best = 0.0;
     for (int64_t i = t; i < D; i += blockDim.x) best = fabs(v[i]) > best ? fabs(v[i]) : best;
-    best = block_max_d(best, sv);
+    best = block_max(best, sv);
     double thr = best - best * SP_SIGN_TIE;
     int64_t arg = D;
     for (int64_t i = t; i < D; i += blockDim.x)

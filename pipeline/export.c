@@ -65,6 +65,20 @@ typedef struct xctx {
     int64_t buf_floats;
 } xctx;
 
+static int add_item(xctx *x, const xitem *in);
+
+/* Adds HF tensor src as GGUF tensor gname: 1-D (rows) in F32, or 2-D (rows, cols) of type t. */
+static int add_named(xctx *x, const char *gname, const char *src, int ndim, int64_t rows, int64_t cols,
+                     sp_gguf_ttype t, int plus_one) {
+    xitem e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.gname, sizeof e.gname, "%s", gname);
+    snprintf(e.src, sizeof e.src, "%s", src);
+    e.ndim = ndim, e.rows = rows, e.cols = ndim == 1 ? 1 : cols, e.plus_one = plus_one;
+    e.type = ndim == 1 ? SP_GGUF_T_F32 : t;
+    return add_item(x, &e);
+}
+
 static int add_item(xctx *x, const xitem *in) {
     if (x->n_it == x->cap_it) {
         int64_t cap = x->cap_it ? 2 * x->cap_it : 64;
@@ -124,12 +138,7 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
     xitem e;
     int64_t V = c->vocab_size, D = c->hidden_size;
 
-    memset(&e, 0, sizeof e);
-    snprintf(e.gname, sizeof e.gname, "token_embd.weight");
-    snprintf(e.src, sizeof e.src, "%s", a->embed);
-    e.ndim = 2, e.rows = V, e.cols = D;
-    e.type = type_for(o, 2, D, &st->n_fallback_f16);
-    SP_TRY(add_item(x, &e));
+    SP_TRY(add_named(x, "token_embd.weight", a->embed, 2, V, D, type_for(o, 2, D, &st->n_fallback_f16), 0));
     if (c->rope_llama3) {
         memset(&e, 0, sizeof e);
         snprintf(e.gname, sizeof e.gname, "rope_freqs.weight");
@@ -156,35 +165,14 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
             SP_TRY(add_item(x, &e));
         }
     }
-    memset(&e, 0, sizeof e);
-    snprintf(e.gname, sizeof e.gname, "output_norm.weight");
-    snprintf(e.src, sizeof e.src, "%s", a->final_norm);
-    e.ndim = 1, e.rows = D, e.cols = 1, e.plus_one = a->norm_plus_one, e.type = SP_GGUF_T_F32;
-    SP_TRY(add_item(x, &e));
-    if (a->final_norm_bias) {
-        memset(&e, 0, sizeof e);
-        snprintf(e.gname, sizeof e.gname, "output_norm.bias");
-        snprintf(e.src, sizeof e.src, "%s", a->final_norm_bias);
-        e.ndim = 1, e.rows = D, e.cols = 1, e.type = SP_GGUF_T_F32;
-        SP_TRY(add_item(x, &e));
-    }
+    SP_TRY(add_named(x, "output_norm.weight", a->final_norm, 1, D, 1, SP_GGUF_T_F32, a->norm_plus_one));
+    if (a->final_norm_bias) SP_TRY(add_named(x, "output_norm.bias", a->final_norm_bias, 1, D, 1, SP_GGUF_T_F32, 0));
     /* Gemma: tied in llama.cpp, whatever the file holds (HF ties it too) */
     int head = m->has_head && !(x->xa == X_GEMMA && c->tie_word_embeddings);
-    if (head || x->xa == X_PHI2) {
-        memset(&e, 0, sizeof e);
-        snprintf(e.gname, sizeof e.gname, "output.weight");
-        snprintf(e.src, sizeof e.src, "%s", head ? a->head : a->embed);
-        e.ndim = 2, e.rows = V, e.cols = D;
-        e.type = type_for(o, 2, D, &st->n_fallback_f16);
-        SP_TRY(add_item(x, &e));
-    }
-    if (m->has_head_bias) {
-        memset(&e, 0, sizeof e);
-        snprintf(e.gname, sizeof e.gname, "output.bias");
-        snprintf(e.src, sizeof e.src, "%s", a->head_bias);
-        e.ndim = 1, e.rows = V, e.cols = 1, e.type = SP_GGUF_T_F32;
-        SP_TRY(add_item(x, &e));
-    } else if (x->xa == X_PHI2) {
+    if (head || x->xa == X_PHI2)
+        SP_TRY(add_named(x, "output.weight", head ? a->head : a->embed, 2, V, D, type_for(o, 2, D, &st->n_fallback_f16), 0));
+    if (m->has_head_bias) SP_TRY(add_named(x, "output.bias", a->head_bias, 1, V, 1, SP_GGUF_T_F32, 0));
+    else if (x->xa == X_PHI2) {
         return sp_fail(SP_EX_DATAERR, "%s: Phi-2 without lm_head.bias: llama.cpp's phi2 requires output.bias", x->dir);
     }
     return 0;
