@@ -77,6 +77,21 @@ int sp_eval_check(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o) {
     return 0;
 }
 
+/* One window of the embedding's output (sp_stream_fn; nothing is read). */
+typedef struct embed_ctx {
+    const sp_model *m;
+    const float *emb, *pos;
+    const int32_t *ids;
+    int64_t T;
+} embed_ctx;
+
+static int embed_window(void *ctx, int64_t k, const float *x, float *y) {
+    embed_ctx *c = ctx;
+    (void)x;
+    sp_model_embed_rows(c->m, c->emb, c->pos, c->ids + k * c->T, c->T, 0, y);
+    return 0;
+}
+
 /* One window through a layer (sp_stream_fn). */
 typedef struct layer_ctx {
     sp_layer_scratch *scr;
@@ -161,21 +176,8 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     rc = sp_model_load_embed(m, big, pos);
     if (rc) goto out;
     int64_t width = m->d_embed;
-    const float scale = c->sliced ? 1.0f : sp_model_embed_scale(m);
-    for (int64_t k0 = 0; k0 < W && !rc; k0 += cw) {
-        int64_t nw = W - k0 < cw ? W - k0 : cw;
-        for (int64_t i = 0; i < nw * T; i++) {
-            float *dst = cout + i * width;
-            memcpy(dst, big + (int64_t)toks->ids[k0 * T + i] * width, (size_t)width * 4);
-            if (scale != 1.0f)
-                for (int64_t e = 0; e < width; e++) dst[e] *= scale;
-            if (pos) {
-                const float *p = pos + (i % T + m->arch->pos_offset) * width;
-                for (int64_t e = 0; e < width; e++) dst[e] += p[e];
-            }
-        }
-        rc = sp_spill_write(sa, k0 * T, nw * T, width, cout);
-    }
+    embed_ctx ec = {m, big, pos, toks->ids, T};
+    rc = sp_stream_windows(NULL, width, sa, width, W, T, cw, cin, cout, embed_window, &ec, NULL);
     if (rc) goto out;
 
     for (int64_t l = 0; l < c->n_layers; l++) {

@@ -27,7 +27,6 @@ struct sp_gen {
     sp_layer_buf *lb;        /* (n_bufs) */
     sp_layer_scratch *scr;   /* max_len rows */
     float *buf[G_COUNT];     /* see generate.h: kv (n_layers·max_len, kw) ×2, x/y/h (max_len, D), ... */
-    float emb_scale;
     sp_head head;
 };
 
@@ -95,7 +94,6 @@ int sp_gen_init(const sp_model *m, const sp_bk *bk, int64_t max_len, int64_t wei
     g->kw = c->n_kv_heads * c->head_dim;
     g->resident = resident;
     g->n_bufs = resident ? c->n_layers : 1;
-    g->emb_scale = c->sliced ? 1.0f : sp_model_embed_scale(m);
     int64_t rows[G_COUNT], cols[G_COUNT];
     gen_shapes(m, max_len, rows, cols);
     static const char *what[G_COUNT] = {"KV cache (keys)", "KV cache (values)", "activations", "activations",
@@ -134,17 +132,8 @@ int sp_gen_feed(sp_gen *g, const int32_t *ids, int64_t n, const float **logits) 
     int64_t width = m->d_embed;
     float *x = g->buf[G_X], *y = g->buf[G_Y];
     const float *emb = g->buf[G_EMB], *pos = g->buf[G_POS];
-    for (int64_t i = 0; i < n; i++) {
-        SP_ASSERT(ids[i] >= 0 && ids[i] < c->vocab_size);
-        float *dst = x + i * width;
-        memcpy(dst, emb + (int64_t)ids[i] * width, (size_t)width * 4);
-        if (g->emb_scale != 1.0f)
-            for (int64_t e = 0; e < width; e++) dst[e] *= g->emb_scale;
-        if (pos) {
-            const float *p = pos + (g->pos + i + m->arch->pos_offset) * width;
-            for (int64_t e = 0; e < width; e++) dst[e] += p[e];
-        }
-    }
+    for (int64_t i = 0; i < n; i++) SP_ASSERT(ids[i] >= 0 && ids[i] < c->vocab_size);
+    sp_model_embed_rows(m, emb, pos, ids, n, g->pos, x);
     for (int64_t l = 0; l < c->n_layers; l++) {
         sp_layer_buf *b = &g->lb[g->resident ? l : 0];
         if (!g->resident) SP_TRY(sp_model_load_layer(m, l, b));

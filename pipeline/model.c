@@ -20,18 +20,16 @@ void sp_model_widths(const sp_model *m, int64_t l, int64_t *d_in, int64_t *d_mid
 
 /* The tensors validate() found, to tell the ones nothing consumes. */
 typedef struct consumed {
-    const sp_st_tensor **t;
+    const sp_st_tensor **t; /* (cap) the tensors found, to refuse the others */
     int64_t n, cap;
+    int64_t params;         /* their elements */
 } consumed;
-
-static consumed *g_consumed; /* set during validate() only */
 
 /* Checks that tensor `name` exists with the given shape and a float dtype that
  * agrees with config.json. */
-static int expect(const sp_model *m, const char *name, int ndim, int64_t s0, int64_t s1, int64_t *params) {
+static int expect(const sp_model *m, const char *name, int ndim, int64_t s0, int64_t s1, consumed *c) {
     const sp_st_file *f;
     const sp_st_tensor *t = sp_ckpt_find(m->ckpt, name, &f);
-    if (t && g_consumed && g_consumed->n < g_consumed->cap) g_consumed->t[g_consumed->n++] = t;
     if (!t) return sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is missing (config.json implies it)", m->dir, name);
     int64_t want[2] = {s0, s1};
     int ok = t->ndim == ndim;
@@ -52,7 +50,9 @@ static int expect(const sp_model *m, const char *name, int ndim, int64_t s0, int
     if (t->dtype != m->cfg.torch_dtype && !m->cfg.sliced)
         return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': dtype %s contradicts config.json torch_dtype (%s)",
                        sp_st_path(f), name, sp_dtype_st_name(t->dtype), sp_dtype_st_name(m->cfg.torch_dtype));
-    *params += t->numel;
+    SP_ASSERT(c->n < c->cap); /* each tensor is expected once */
+    c->t[c->n++] = t;
+    c->params += t->numel;
     return 0;
 }
 
@@ -91,50 +91,48 @@ static int refuse_unconsumed(const sp_model *m, consumed *c) {
     return 0;
 }
 
-static int validate_all(sp_model *m);
+static int validate_all(sp_model *m, consumed *cs);
 
 static int validate(sp_model *m) {
     consumed c = {0};
     c.cap = sp_ckpt_tensor_count(m->ckpt);
     int rc = sp_alloc((void **)&c.t, c.cap > 0 ? c.cap : 1, (int64_t)sizeof *c.t, "tensor list");
     if (rc) return rc;
-    g_consumed = &c;
-    rc = validate_all(m);
-    g_consumed = NULL;
+    rc = validate_all(m, &c);
     if (!rc) rc = refuse_unconsumed(m, &c);
+    if (!rc) m->n_params = c.params;
     free(c.t);
     return rc;
 }
 
-static int validate_all(sp_model *m) {
+static int validate_all(sp_model *m, consumed *cs) {
     const sp_config *c = &m->cfg;
     const sp_arch *a = m->arch;
     char nm[256];
-    int64_t params = 0, shape[2], w[SP_POS_COUNT];
+    int64_t shape[2], w[SP_POS_COUNT];
     int nd;
     sp_arch_out outs[SP_ARCH_LAYER_MAX];
     const int n_out = sp_arch_layer_outputs(a, outs);
-    SP_TRY(expect(m, a->embed, 2, c->vocab_size, m->d_embed, &params));
+    SP_TRY(expect(m, a->embed, 2, c->vocab_size, m->d_embed, cs));
     for (int64_t l = 0; l < c->n_layers; l++) {
         if (!c->sliced) {
             for (int t = 0; t < a->n_layer; t++) {
                 sp_arch_in_shape(a, c, t, shape, &nd);
-                SP_TRY(expect(m, sp_arch_layer_name(a, nm, l, a->layer[t].suffix), nd, shape[0], shape[1], &params));
+                SP_TRY(expect(m, sp_arch_layer_name(a, nm, l, a->layer[t].suffix), nd, shape[0], shape[1], cs));
             }
             continue;
         }
         widths_at(m, l, w);
         for (int k = 0; k < n_out; k++) {
             sp_arch_out_tensor(a, c, &outs[k], l, w, nm, shape, &nd);
-            SP_TRY(expect(m, nm, nd, shape[0], shape[1], &params));
+            SP_TRY(expect(m, nm, nd, shape[0], shape[1], cs));
         }
     }
-    if (a->pos_embed) SP_TRY(expect(m, a->pos_embed, 2, m->n_pos, m->d_embed, &params));
-    if (!c->sliced) SP_TRY(expect(m, a->final_norm, 1, c->hidden_size, 0, &params));
-    if (!c->sliced && a->final_norm_bias) SP_TRY(expect(m, a->final_norm_bias, 1, c->hidden_size, 0, &params));
-    if (m->has_head) SP_TRY(expect(m, a->head, 2, c->vocab_size, m->d_final, &params));
-    if (m->has_head_bias) SP_TRY(expect(m, a->head_bias, 1, c->vocab_size, 0, &params));
-    m->n_params = params;
+    if (a->pos_embed) SP_TRY(expect(m, a->pos_embed, 2, m->n_pos, m->d_embed, cs));
+    if (!c->sliced) SP_TRY(expect(m, a->final_norm, 1, c->hidden_size, 0, cs));
+    if (!c->sliced && a->final_norm_bias) SP_TRY(expect(m, a->final_norm_bias, 1, c->hidden_size, 0, cs));
+    if (m->has_head) SP_TRY(expect(m, a->head, 2, c->vocab_size, m->d_final, cs));
+    if (m->has_head_bias) SP_TRY(expect(m, a->head_bias, 1, c->vocab_size, 0, cs));
     return 0;
 }
 
@@ -246,16 +244,15 @@ int sp_layer_buf_init(const sp_model *m, sp_layer_buf *b) {
     return rc;
 }
 
-void sp_layer_buf_view(const sp_model *m, sp_layer_buf *b, int64_t d_in, int64_t d_mid, int64_t d_out, int norms,
-                       int shortcuts) {
+sp_layer_w sp_layer_view(const sp_model *m, float *const t[], float *const sc[], int64_t d_in, int64_t d_mid, int64_t d_out,
+                         int norms) {
     const sp_arch *a = m->arch;
-    const float *slot[SP_SLOT_COUNT] = {0};
-    for (int t = 0; t < a->n_layer; t++)
-        if ((a->layer[t].role != SP_ROLE_NORM && a->layer[t].role != SP_ROLE_NORM_BIAS) || norms)
-            slot[a->layer[t].slot] = b->t[t];
-    b->w = (sp_layer_w){.d_in = d_in, .d_mid = d_mid, .d_out = d_out, .norm = norms ? a->norm : SP_BK_NORM_RMS};
-    memcpy(b->w.slot, slot, sizeof slot);
-    for (int p = 0; p < SP_POS_COUNT && shortcuts; p++) b->w.shortcut[p] = b->sc[p];
+    sp_layer_w w = {.d_in = d_in, .d_mid = d_mid, .d_out = d_out, .norm = norms ? a->norm : SP_BK_NORM_RMS};
+    for (int i = 0; i < a->n_layer; i++)
+        if ((a->layer[i].role != SP_ROLE_NORM && a->layer[i].role != SP_ROLE_NORM_BIAS) || norms)
+            w.slot[a->layer[i].slot] = t[i];
+    for (int p = 0; p < SP_POS_COUNT && sc; p++) w.shortcut[p] = sc[p];
+    return w;
 }
 
 static int rd(const sp_model *m, const char *name, int ndim, int64_t s0, int64_t s1, float *dst) {
@@ -284,7 +281,7 @@ int sp_model_load_layer(const sp_model *m, int64_t l, sp_layer_buf *b) {
             if (a->layer[t].role == SP_ROLE_NORM) sp_model_norm_weight(m, b->t[t], shape[0]);
         }
     }
-    sp_layer_buf_view(m, b, w[SP_POS_IN], w[SP_POS_MID], w[SP_POS_OUT], !c->sliced, c->sliced);
+    b->w = sp_layer_view(m, b->t, c->sliced ? b->sc : NULL, w[SP_POS_IN], w[SP_POS_MID], w[SP_POS_OUT], !c->sliced);
     return 0;
 }
 
@@ -303,6 +300,21 @@ float sp_model_embed_scale(const sp_model *m) {
     sp_convert_from_f32(dt, &s, 1, buf);
     sp_convert_to_f32(dt, buf, 1, &r);
     return r;
+}
+
+void sp_model_embed_rows(const sp_model *m, const float *emb, const float *pos, const int32_t *ids, int64_t n, int64_t p0,
+                         float *dst) {
+    const int64_t width = m->d_embed;
+    const float scale = m->cfg.sliced ? 1.0f : sp_model_embed_scale(m); /* a sliced model has it baked in */
+    for (int64_t i = 0; i < n; i++, dst += width) {
+        memcpy(dst, emb + (int64_t)ids[i] * width, (size_t)width * 4);
+        if (scale != 1.0f)
+            for (int64_t e = 0; e < width; e++) dst[e] *= scale;
+        if (m->n_pos) {
+            const float *p = pos + (p0 + i + m->arch->pos_offset) * width;
+            for (int64_t e = 0; e < width; e++) dst[e] += p[e];
+        }
+    }
 }
 
 int sp_model_load_embed(const sp_model *m, float *emb, float *pos) {

@@ -54,10 +54,12 @@ int sp_layer_buf_init(const sp_model *m, sp_layer_buf *b);
 void sp_layer_buf_free(sp_layer_buf *b);
 int64_t sp_layer_buf_bytes(const sp_model *m);
 
-/* Points w at b's buffers for a layer of widths d_in/d_mid/d_out: slots from
- * the table; norms only when `norms` (dense), shortcuts only when `shortcuts`. */
-void sp_layer_buf_view(const sp_model *m, sp_layer_buf *b, int64_t d_in, int64_t d_mid, int64_t d_out, int norms,
-                       int shortcuts);
+/* A layer of widths d_in/d_mid/d_out over tensors t (one per table entry,
+ * wherever they live: b->t, or backend mirrors): slots from the table; norms
+ * only when `norms` (dense: the family's norm kind; else weightless RMS);
+ * shortcuts sc[MID]/sc[OUT] when sc != NULL. */
+sp_layer_w sp_layer_view(const sp_model *m, float *const t[], float *const sc[], int64_t d_in, int64_t d_mid, int64_t d_out,
+                         int norms);
 
 /* Reads layer l into b (converted to float32; NaN/Inf refused with 65). */
 int sp_model_load_layer(const sp_model *m, int64_t l, sp_layer_buf *b);
@@ -71,6 +73,13 @@ int sp_model_load_embed(const sp_model *m, float *emb, float *pos);
  * to the model dtype for Gemma (HF's normalizer), else 1. A sliced model has
  * it baked into its embedding rows: callers use 1 for it. */
 float sp_model_embed_scale(const sp_model *m);
+
+/* dst (n, d_embed) = the residual stream's rows for tokens ids[0..n) at
+ * positions p0..p0+n-1: the embedding rows (× sp_model_embed_scale for a dense
+ * model) plus the learned positions when the family has them. emb and pos as
+ * sp_model_load_embed filled them; ids already validated. */
+void sp_model_embed_rows(const sp_model *m, const float *emb, const float *pos, const int32_t *ids, int64_t n, int64_t p0,
+                         float *dst);
 
 /* A norm weight as the forward uses it: 1 + w for the (1 + w) families
  * (Gemma), w otherwise. In place, n values. */
