@@ -572,14 +572,7 @@ static int slice_layer(cstate *c, int64_t l) {
          * 2.4 Y = Mr·S_mlp⁰ + MLP(RMSN(Mr)), Mr = M·Qm[:, :d_mid]: B → B in place. */
         phase(c, l, attn || par ? SP_PHASE_ATTN : SP_PHASE_MLP);
         basis_f32(c, x.basis[from], x.width[from]); /* Qf = Q_from[:, :d_from], fs = S⁰ = its transpose */
-        sp_layer_buf_view(&j->m, b, x.width[from], attn ? D : x.width[from], D, 0, 0);
-        c->lw = b->w;
-        for (int sl = 0; sl < SP_SLOT_COUNT; sl++) /* the view in backend memory */
-            for (int t = 0; t < a->n_layer && c->lw.slot[sl]; t++)
-                if (c->lw.slot[sl] == b->t[t]) {
-                    c->lw.slot[sl] = c->wd[t];
-                    break;
-                }
+        c->lw = sp_layer_view(&j->m, c->wd, NULL, x.width[from], attn ? D : x.width[from], D, 0); /* backend memory */
         c->lw.shortcut[to] = c->fsd;
         if (last) sp_spill_hash_begin(c->sb); /* the last pass writes all of B, in order */
         SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, par ? block_window : attn ? attn_window : mlp_window, l,
