@@ -111,7 +111,8 @@ typedef struct sp_arch {
     const char *head;            /* (V, D); when absent and tied, the embedding is read */
     const char *shortcut[SP_POS_COUNT]; /* output-only suffix of the shortcut into MID / OUT */
     const char *final_norm_bias; /* β of the final LayerNorm, or NULL */
-    const char *head_bias;       /* the head's own bias (Phi-2 lm_head.bias), or NULL */
+    const char *head_bias;       /* the name of the head's bias (Phi-2's own; a sliced LayerNorm model's), or NULL */
+    int dense_head_bias;         /* the dense checkpoint's head has that bias (Phi-2; not OPT) */
     const char *pos_embed;       /* learned positions (OPT), or NULL */
     int pos_offset;              /* row of position 0 in pos_embed (OPT: 2) */
     int parallel;                /* 1: one PCA a layer (no MID) */

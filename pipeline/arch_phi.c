@@ -54,6 +54,7 @@ const sp_arch sp_arch_phi = {
     .final_norm_bias = "model.final_layernorm.bias",
     .head = "lm_head.weight",
     .head_bias = "lm_head.bias",
+    .dense_head_bias = 1,
     .shortcut = {[SP_POS_OUT] = "shortcut_Q"},
     .parallel = 1,
     .norm = SP_BK_NORM_LAYER,

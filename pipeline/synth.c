@@ -137,7 +137,7 @@ static int synth_arch_init(const sp_synth_opts *o, synth_arch *x) {
     x->dims = synth_dims(o);
     SP_TRY(sp_arch_instance(fam, &x->dims, &x->a));
     x->n_pos = fam->pos_embed ? o->max_pos + fam->pos_offset : 0;
-    x->head_bias = fam->head_bias && !fam->pos_embed; /* Phi-2's lm_head.bias; OPT's head has none */
+    x->head_bias = fam->dense_head_bias;
     return 0;
 }
 

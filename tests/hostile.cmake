@@ -3,11 +3,7 @@
 # damaged finished jobs, non-finite output, planted links, FIFOs, closed standard
 # streams, overflowing limits, status, --dump-logits and usage errors.
 # Under sanitizers the [eval] memory figure is printed, not held to the budget.
-set(SP_HOSTILE_SANITIZED "")
-if(SLICEPIPE_SANITIZE)
-  set(SP_HOSTILE_SANITIZED --sanitized)
-endif()
 add_test(NAME hostile_inputs
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_hostile.py $<TARGET_FILE:slicepipe>
-                 ${CMAKE_BINARY_DIR}/test_out/hostile ${SP_HOSTILE_SANITIZED})
+                 ${CMAKE_BINARY_DIR}/test_out/hostile ${SP_SANITIZED_FLAG})
 set_tests_properties(hostile_inputs PROPERTIES TIMEOUT 300 LABELS "crash;io")

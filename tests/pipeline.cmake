@@ -1,11 +1,7 @@
 # The stage processes of `slicepipe run` (tests/test_pipeline.py): a budget
 # smaller than the checkpoint, pread/short reads, killed stages and supervisor.
 # Under sanitizers the RSS figures are reported but not held to the budget.
-set(SP_PIPELINE_SANITIZED "")
-if(SLICEPIPE_SANITIZE)
-  set(SP_PIPELINE_SANITIZED --sanitized)
-endif()
 add_test(NAME pipeline_processes
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_pipeline.py $<TARGET_FILE:slicepipe>
-                 ${CMAKE_BINARY_DIR}/test_out/pipeline ${SP_PIPELINE_SANITIZED})
+                 ${CMAKE_BINARY_DIR}/test_out/pipeline ${SP_SANITIZED_FLAG})
 set_tests_properties(pipeline_processes PROPERTIES TIMEOUT 600 LABELS "pipeline")
