@@ -171,6 +171,7 @@ enum sp_arch_out_kind {
     SP_OUT_COPY,     /* unchanged (a reader's bias, a head-space tensor) */
     SP_OUT_BIAS_ROT, /* (Q_posᵀ·b)[:d_pos] (a writer's bias) */
     SP_OUT_SHORTCUT, /* Q_prev[:, :d_prev]ᵀ·Q_pos[:, :d_pos] */
+    SP_OUT_NORM,     /* global basis: the stock norm's weight at width d, sqrt(D/d) (DESIGN.md §6) */
 };
 
 typedef struct sp_arch_out {
@@ -182,8 +183,10 @@ typedef struct sp_arch_out {
 } sp_arch_out;
 
 /* The output tensors of one sliced layer, in emission order (see the top).
- * Returns the count (<= SP_ARCH_LAYER_MAX). */
-int sp_arch_layer_outputs(const sp_arch *a, sp_arch_out out[SP_ARCH_LAYER_MAX]);
+ * With `global` (one basis for the whole stream, a stock model): no
+ * shortcuts, and each norm's weight before the readers it feeds. Returns
+ * the count (<= SP_ARCH_LAYER_MAX). */
+int sp_arch_layer_outputs(const sp_arch *a, int global, sp_arch_out out[SP_ARCH_LAYER_MAX]);
 
 /* Name and shape (rows, cols; cols 0 for 1-D) of output o of layer l, with
  * the layer's widths. */

@@ -41,6 +41,7 @@
  * down the output ring, behind the layer's tensors. A resumed run starts
  * after the last boundary the writer journaled.
  */
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -487,6 +488,15 @@ static void embed_rows(cstate *c, float *X, int64_t rows) {
     if (j->m.arch->norm == SP_BK_NORM_LAYER) centre_rows(X, rows, j->D);
 }
 
+/* A stock norm's weight at width d for the global basis (DESIGN.md §6):
+ * x/sqrt(|x|²/D + eps) = sqrt(D/d) · x/sqrt(|x|²/d + eps·D/d), so the weight
+ * is sqrt(D/d) (stored as sqrt(D/d) − 1 where the family reads 1 + w). */
+static int emit_norm(cstate *c, int64_t d) {
+    double g = sqrt((double)c->j->D / (double)d) - (c->j->m.arch->norm_plus_one ? 1.0 : 0.0);
+    for (int64_t i = 0; i < d; i++) c->fs[i] = (float)g;
+    return emit_all(c, c->fs, d);
+}
+
 /* The layer's bases and widths by residual position: IN is Q (d_in), MID
  * Qm (d_mid), OUT Qn (d_out). */
 typedef struct layer_ctx {
@@ -531,6 +541,7 @@ static int emit_phase(cstate *c, const layer_ctx *x, int phase) {
             SP_TRY(emit_all(c, W, k_pos * cols));
             break;
         case SP_OUT_COPY: SP_TRY(emit_all(c, W, rows * cols)); break;
+        case SP_OUT_NORM: SP_TRY(emit_norm(c, k_pos)); break;
         case SP_OUT_SHORTCUT: SP_ASSERT(0);
         }
     }

@@ -296,6 +296,7 @@ typedef enum key_kind {
     KIND_BACKEND, /* "auto" | "cpu" | "cuda" */
     KIND_SPILL_DTYPE, /* "f32" | "bf16" */
     KIND_SAMPLING,    /* "first" | "random" */
+    KIND_ENUM,        /* one of the key's names (key_def.names); the field is an int, its index */
 } key_kind;
 
 typedef enum table_id { T_MODEL, T_CALIB, T_SLICING, T_OUTPUT, T_RESOURCES, T_EVAL, T_COUNT } table_id;
@@ -308,32 +309,41 @@ typedef struct key_def {
     int64_t lo, hi; /* KIND_INT */
     int required;   /* when its table is present (model, calibration, output are always required) */
     size_t field;   /* offset in sp_manifest */
+    const char *const *names; /* KIND_ENUM: the accepted strings, NULL-terminated, in enum order */
 } key_def;
+
+static const char *const k_basis_names[] = {"per-layer", "global", NULL};
+static const char *const k_weighting_names[] = {"trace", "raw", NULL};
+/* [output] gguf: none, or the type of the GGUF's 2-D weights (slicepipe export --type). */
+static const char *const k_gguf_names[] = {"none", "f32", "f16", "bf16", "q8_0", NULL};
 
 #define F(x) offsetof(sp_manifest, x)
 static const key_def k_keys[] = {
-    {T_MODEL, "path", KIND_PATH, 0, 0, 1, F(model_path)},
+    {T_MODEL, "path", KIND_PATH, 0, 0, 1, F(model_path), NULL},
     /* tokens / text: exactly one of the two, checked by check_source */
-    {T_CALIB, "tokens", KIND_PATH, 0, 0, 0, F(calib_tokens)},
-    {T_CALIB, "text", KIND_PATH, 0, 0, 0, F(calib_text)},
-    {T_CALIB, "seqlen", KIND_INT, 2, 1 << 20, 0, F(calib_seqlen)},
-    {T_CALIB, "nsamples", KIND_INT, 1, 1 << 24, 0, F(calib_nsamples)},
-    {T_CALIB, "sampling", KIND_SAMPLING, 0, 0, 0, F(calib_sampling)},
-    {T_CALIB, "seed", KIND_INT, 0, INT64_MAX, 0, F(calib_seed)},
-    {T_SLICING, "sparsity", KIND_FRAC, 0, 0, 0, F(sparsity)},
-    {T_SLICING, "round_to", KIND_INT, 1, 65536, 0, F(round_to)},
-    {T_OUTPUT, "path", KIND_PATH, 0, 0, 1, F(output_path)},
-    {T_OUTPUT, "dtype", KIND_DTYPE, 0, 0, 0, F(output_dtype)},
-    {T_OUTPUT, "shard_bytes", KIND_SIZE, 0, 0, 0, F(shard_bytes)},
-    {T_RESOURCES, "memory", KIND_SIZE, 0, 0, 0, F(memory_bytes)},
-    {T_RESOURCES, "threads", KIND_INT, 0, 4096, 0, F(threads)},
-    {T_RESOURCES, "spill_dir", KIND_PATH, 0, 0, 0, F(spill_dir)},
-    {T_RESOURCES, "backend", KIND_BACKEND, 0, 0, 0, F(backend)},
-    {T_RESOURCES, "spill_dtype", KIND_SPILL_DTYPE, 0, 0, 0, F(spill_dtype)},
-    {T_EVAL, "tokens", KIND_PATH, 0, 0, 0, F(eval_tokens)},
-    {T_EVAL, "text", KIND_PATH, 0, 0, 0, F(eval_text)},
-    {T_EVAL, "seqlen", KIND_INT, 2, 1 << 20, 0, F(eval_seqlen)},
-    {T_EVAL, "windows", KIND_INT, 0, INT64_MAX, 0, F(eval_windows)},
+    {T_CALIB, "tokens", KIND_PATH, 0, 0, 0, F(calib_tokens), NULL},
+    {T_CALIB, "text", KIND_PATH, 0, 0, 0, F(calib_text), NULL},
+    {T_CALIB, "seqlen", KIND_INT, 2, 1 << 20, 0, F(calib_seqlen), NULL},
+    {T_CALIB, "nsamples", KIND_INT, 1, 1 << 24, 0, F(calib_nsamples), NULL},
+    {T_CALIB, "sampling", KIND_SAMPLING, 0, 0, 0, F(calib_sampling), NULL},
+    {T_CALIB, "seed", KIND_INT, 0, INT64_MAX, 0, F(calib_seed), NULL},
+    {T_SLICING, "sparsity", KIND_FRAC, 0, 0, 0, F(sparsity), NULL},
+    {T_SLICING, "round_to", KIND_INT, 1, 65536, 0, F(round_to), NULL},
+    {T_SLICING, "basis", KIND_ENUM, 0, 0, 0, F(basis), k_basis_names},
+    {T_SLICING, "global_weighting", KIND_ENUM, 0, 0, 0, F(global_weighting), k_weighting_names},
+    {T_OUTPUT, "path", KIND_PATH, 0, 0, 1, F(output_path), NULL},
+    {T_OUTPUT, "dtype", KIND_DTYPE, 0, 0, 0, F(output_dtype), NULL},
+    {T_OUTPUT, "shard_bytes", KIND_SIZE, 0, 0, 0, F(shard_bytes), NULL},
+    {T_OUTPUT, "gguf", KIND_ENUM, 0, 0, 0, F(gguf), k_gguf_names},
+    {T_RESOURCES, "memory", KIND_SIZE, 0, 0, 0, F(memory_bytes), NULL},
+    {T_RESOURCES, "threads", KIND_INT, 0, 4096, 0, F(threads), NULL},
+    {T_RESOURCES, "spill_dir", KIND_PATH, 0, 0, 0, F(spill_dir), NULL},
+    {T_RESOURCES, "backend", KIND_BACKEND, 0, 0, 0, F(backend), NULL},
+    {T_RESOURCES, "spill_dtype", KIND_SPILL_DTYPE, 0, 0, 0, F(spill_dtype), NULL},
+    {T_EVAL, "tokens", KIND_PATH, 0, 0, 0, F(eval_tokens), NULL},
+    {T_EVAL, "text", KIND_PATH, 0, 0, 0, F(eval_text), NULL},
+    {T_EVAL, "seqlen", KIND_INT, 2, 1 << 20, 0, F(eval_seqlen), NULL},
+    {T_EVAL, "windows", KIND_INT, 0, INT64_MAX, 0, F(eval_windows), NULL},
 };
 #undef F
 #define N_KEYS (sizeof k_keys / sizeof k_keys[0])
@@ -527,6 +537,19 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
         else return pfail(p, "[%s] %s: unknown sampling '%.32s' (first or random)", tname, kd->key, v->s);
         *(sp_calib_sampling *)field = t;
         return 0;
+    }
+    case KIND_ENUM: {
+        if (v->type != VAL_STRING)
+            return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
+        char known[256] = "";
+        for (int i = 0; kd->names[i]; i++) {
+            if (strcmp(v->s, kd->names[i]) == 0) {
+                *(int *)field = i;
+                return 0;
+            }
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s\"%s\"", i ? ", " : "", kd->names[i]);
+        }
+        return pfail(p, "[%s] %s: unknown value '%.32s' (one of %s)", tname, kd->key, v->s, known);
     }
     case KIND_BACKEND: {
         if (v->type != VAL_STRING)

@@ -11,9 +11,12 @@
  *                  seed = 0                          int in [0, 2^63-1]; for "random"
  *   [slicing]      sparsity = 0.25                   float in [0,1)
  *                  round_to = 8                      int in [1, 65536]
+ *                  basis = "per-layer"               "per-layer" (SliceGPT) | "global" (one basis: a stock model)
+ *                  global_weighting = "trace"        "trace" | "raw": how basis = "global" weighs the positions
  *   [output]       path = "..."                      (required) != model path
  *                  dtype = "bf16"                    "f32"|"f16"|"bf16"; default: the model's
  *                  shard_bytes = "4GB"               size string or int; default 4GB
+ *                  gguf = "none"                     "none"|"f32"|"f16"|"bf16"|"q8_0": also write model.gguf
  *   [resources]    memory = "16GB"                   size string or int; default 16GB
  *                  threads = 0                       int in [0, 4096]; 0 = all cores
  *                  spill_dir = "..."                 optional; default <output>/.slicepipe
@@ -42,6 +45,14 @@ typedef enum sp_calib_sampling {
     SP_CALIB_SAMPLING_RANDOM = 1, /* nsamples window starts drawn from seed */
 } sp_calib_sampling;
 
+/* [slicing] basis: SliceGPT's basis per residual position, or one basis for
+ * the whole residual stream (every shortcut the identity: a stock model at
+ * width d, DESIGN.md §6). */
+typedef enum sp_basis { SP_BASIS_PER_LAYER = 0, SP_BASIS_GLOBAL = 1 } sp_basis;
+/* How basis = "global" sums the positions' second moments: each divided by
+ * its trace (every position counts alike), or raw sums. */
+typedef enum sp_global_weighting { SP_WEIGHT_TRACE = 0, SP_WEIGHT_RAW = 1 } sp_global_weighting;
+
 typedef struct sp_manifest {
     char *path;             /* the manifest file itself */
     char *model_path;       /* absolute or manifest-relative, resolved */
@@ -53,9 +64,12 @@ typedef struct sp_manifest {
     int64_t calib_nsamples; /* default 128 */
     double sparsity;        /* default 0.25 */
     int64_t round_to;       /* default 8 */
+    sp_basis basis;         /* default SP_BASIS_PER_LAYER */
+    sp_global_weighting global_weighting; /* default SP_WEIGHT_TRACE */
     char *output_path;
     sp_dtype output_dtype;  /* SP_DTYPE_INVALID = the model's dtype */
     int64_t shard_bytes;    /* default 4e9 */
+    int gguf;               /* 0: none; else 1 + the GGUF weight type's index in "f32", "f16", "bf16", "q8_0" */
     int64_t memory_bytes;   /* default 16e9 */
     int64_t threads;        /* default 0 */
     char *spill_dir;        /* NULL = default: <output>/.slicepipe */

@@ -113,6 +113,10 @@ void sp_resume_manifest_identity(const job *j, char hex[33]) {
     if (mf->calib_text) /* the text's windows: its ids are hashed below, which covers the text and the tokenizer */
         snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "calib_text=%s\nsampling=%s\nseed=%lld\n", mf->calib_text,
                  mf->calib_sampling == SP_CALIB_SAMPLING_RANDOM ? "random" : "first", (long long)mf->calib_seed);
+    if (mf->basis == SP_BASIS_GLOBAL)
+        snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "basis=global\nweighting=%s\n",
+                 mf->global_weighting == SP_WEIGHT_RAW ? "raw" : "trace");
+    if (mf->gguf) snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "gguf=%d\n", mf->gguf);
     XXH3_state_t *st = XXH3_createState();
     SP_ASSERT(st);
     XXH3_128bits_reset(st);

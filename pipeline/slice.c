@@ -203,7 +203,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     j->D = c->hidden_size, j->L = c->n_layers, j->V = c->vocab_size, j->F = c->intermediate_size;
     j->hq = c->n_heads * c->head_dim, j->hkv = c->n_kv_heads * c->head_dim;
     j->T = mf->calib_seqlen;
-    j->n_outs = sp_arch_layer_outputs(j->m.arch, j->outs);
+    j->n_outs = sp_arch_layer_outputs(j->m.arch, j->mf->basis == SP_BASIS_GLOBAL, j->outs);
     enum sp_arch_pos pcas[2];
     j->n_pca = sp_arch_pca_positions(j->m.arch, pcas);
     if (sp_mul_i64(mf->calib_nsamples, mf->calib_seqlen, &j->N)) {
