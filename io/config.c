@@ -163,6 +163,9 @@ static int parse_slicepipe(const char *path, const cJSON *root, sp_config *cfg) 
     SP_TRY(opt_field(path, "", root, "slicepipe", &sb));
     if (!sb) return 0;
     if (!cJSON_IsObject(sb)) return sp_fail(SP_EX_DATAERR, "%s: field 'slicepipe': must be an object", path);
+    /* basis = "global": a stock model at width d; the block only records how it was made. */
+    const cJSON *basis = cJSON_GetObjectItemCaseSensitive(sb, "basis");
+    if (cJSON_IsString(basis) && strcmp(basis->valuestring, "global") == 0) return 0;
     const int64_t D = cfg->hidden_size, L = cfg->n_layers;
     cfg->sliced = 1;
     SP_TRY(get_num(path, "slicepipe.", sb, "sparsity", 1, 0, 0.0, 0, 1.0, &cfg->sparsity));

@@ -89,6 +89,8 @@ typedef struct cstate {
     float *Qf;        /* (D, D) float32 copy of Q[:, :k] */
     double *Q, *Qm, *Qn; /* (D, D) the bases */
     double *H;        /* (D, D) the second moment being accumulated */
+    double *G;        /* (D, D) host, basis = "global": the sum over the residual positions */
+    char survey_hash[33]; /* basis = "global": the spill the survey left, named by every boundary after it */
     double *evd;      /* (D) eigenvalues of one PCA */
     double *Qh;       /* (D, D) host copy of Q for the basis file */
     float *xw, *yw;   /* (T, D) one window in, one window out */
@@ -308,6 +310,21 @@ static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer)
     return 0;
 }
 
+/* basis = "global": G += H / tr(H) (trace weighting: every residual
+ * position counts alike) or G += H (raw sums), in float64 on the host. */
+static void global_fold(cstate *c) {
+    const int64_t D = c->j->D;
+    const double *h = c->H;
+    if (!c->bk->host_shared) {
+        c->bk->to_host(c->Qh, c->H, D * D * 8);
+        h = c->Qh;
+    }
+    double tr = 0, w = 1.0;
+    for (int64_t i = 0; i < D; i++) tr += h[i * D + i];
+    if (c->j->mf->global_weighting == SP_WEIGHT_TRACE) w = tr > 0 ? 1.0 / tr : 0.0;
+    for (int64_t i = 0; i < D * D; i++) c->G[i] += w * h[i];
+}
+
 /* One pass over the calibration windows: in (spill) → f → out (spill) with
  * the second moment of the outputs. `in_place` writes back into the input. */
 typedef void (*window_fn)(cstate *c, const float *x, float *y);
@@ -363,6 +380,11 @@ static void block_window(cstate *c, const float *x, float *y) { /* a parallel bl
     sp_layer_parallel(c->scr, &c->lw, c->tmp, c->j->T, y);
 }
 
+/* The survey's dense layer: no rotation, the norms with their weights. */
+static void survey_attn_window(cstate *c, const float *x, float *y) { sp_layer_attn(c->scr, &c->lw, x, c->j->T, y); }
+static void survey_mlp_window(cstate *c, const float *x, float *y) { sp_layer_mlp(c->scr, &c->lw, x, c->j->T, y); }
+static void survey_block_window(cstate *c, const float *x, float *y) { sp_layer_parallel(c->scr, &c->lw, x, c->j->T, y); }
+
 /* Waits until the writer has journaled boundary `layer`. Compute calls it
  * before it overwrites a spill or basis file that the boundary before that
  * one names: from then on the journal no longer points at it. (The files
@@ -400,7 +422,8 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     SP_TRY(sp_spill_sync(c->sa));
     prof(c, SP_PROF_SPILL, &t0); /* the boundary's durability: basis and spill fsynced */
     /* -1: the embedding (one PCA); 0..L-1: a layer (two); L: the head (none). */
-    int64_t rows = layer < 0 ? 1 : layer < j->L ? j->n_pca : 0, first = layer < 0 ? 0 : 1 + j->n_pca * layer;
+    const int global = j->mf->basis == SP_BASIS_GLOBAL; /* one PCA, journaled with the embedding */
+    int64_t rows = layer < 0 ? 1 : layer < j->L && !global ? j->n_pca : 0, first = layer < 0 ? 0 : 1 + j->n_pca * layer;
     sp_rec_layer rec = {.layer = layer, .basis_idx = bi, .n_eval_rows = rows};
     const char *sp = strrchr(sp_spill_path(c->sa), '/');
     snprintf(rec.spill, sizeof rec.spill, "%s", sp ? sp + 1 : sp_spill_path(c->sa));
@@ -548,15 +571,14 @@ static int emit_phase(cstate *c, const layer_ctx *x, int phase) {
     return 0;
 }
 
-static int slice_layer(cstate *c, int64_t l) {
+/* Pulls a layer's tensors (from plan index read0 on), fuses them
+ * (prepare_layer) and puts them in backend memory. */
+static int load_layer(cstate *c, int64_t l, int read0) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
-    const int64_t D = j->D;
     sp_layer_buf *b = &c->lb;
-    layer_ctx x = {.basis = {c->Q, c->Qm, c->Qn}};
-    sp_plan_layer_widths(j, l, x.width);
     phase(c, l, SP_PHASE_READ);
-    for (int t = 0; t < a->n_layer; t++) SP_TRY(pull_whole(c, j->layer_read0[l] + t, b->t[t]));
+    for (int t = 0; t < a->n_layer; t++) SP_TRY(pull_whole(c, read0 + t, b->t[t]));
     prepare_layer(c);
     if (!c->bk->host_shared) /* the layer's tensors into backend memory */
         for (int t = 0; t < a->n_layer; t++) {
@@ -565,15 +587,31 @@ static int slice_layer(cstate *c, int64_t l) {
             sp_arch_in_shape(a, &j->m.cfg, t, shape, &nd);
             c->bk->to_dev(c->wd[t], b->t[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4);
         }
+    return 0;
+}
+
+static int slice_layer(cstate *c, int64_t l) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const int64_t D = j->D;
+    const int global = j->mf->basis == SP_BASIS_GLOBAL;
+    layer_ctx x = {.basis = {c->Q, global ? c->Q : c->Qm, global ? c->Q : c->Qn}};
+    sp_plan_layer_widths(j, l, x.width);
+    SP_TRY(load_layer(c, l, j->layer_read0[l]));
 
     /* 2.1 readers of the layer input: fuse γ, rotate by Q[:, :d_in]. */
     phase(c, l, SP_PHASE_WRITE);
     SP_TRY(emit_phase(c, &x, 0));
+    enum sp_arch_pos pcas[2];
+    const int np = sp_arch_pca_positions(a, pcas);
+    if (global) { /* one basis (the survey's): nothing to measure, every position is Q */
+        for (int k = 0; k < np; k++) SP_TRY(emit_phase(c, &x, 1 + k));
+        SP_TRY(wait_journaled(c, l - 1)); /* the basis file boundary l - 2 named */
+        return boundary(c, l, c->survey_hash);
+    }
 
     /* B is the file boundary l - 2 named: boundary l - 1 must be journaled. */
     SP_TRY(wait_journaled(c, l - 1));
-    enum sp_arch_pos pcas[2];
-    const int np = sp_arch_pca_positions(a, pcas);
     enum sp_arch_pos from = SP_POS_IN;
     char spill_hash[33];
     for (int k = 0; k < np; k++) {
@@ -606,6 +644,45 @@ static int slice_layer(cstate *c, int64_t l) {
     return boundary(c, l, spill_hash);
 }
 
+/* basis = "global" (DESIGN.md §6), between the gather of X₀ (spill A, its
+ * second moment already in G) and the rotation of the embedding: the dense
+ * model's forward pass over the calibration windows, layer by layer through
+ * the spills as slice_layer runs them, each residual position's second
+ * moment folded into G (global_fold); then Q = PCA(G). Nothing is emitted
+ * and no boundary is journaled: a run stopped here redoes the survey. */
+static int survey(cstate *c) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const int64_t D = j->D;
+    enum sp_arch_pos pcas[2];
+    const int np = sp_arch_pca_positions(a, pcas);
+    for (int64_t l = 0; l < j->L; l++) {
+        SP_TRY(load_layer(c, l, j->survey_read0[l]));
+        c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* dense: identity shortcuts, norms with γ */
+        for (int k = 0; k < np; k++) {
+            const int attn = pcas[k] == SP_POS_MID, par = a->parallel;
+            phase(c, l, attn || par ? SP_PHASE_ATTN : SP_PHASE_MLP);
+            SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb,
+                        par ? survey_block_window : attn ? survey_attn_window : survey_mlp_window, l,
+                        par ? "survey block" : attn ? "survey attention-block" : "survey MLP-block"));
+            global_fold(c);
+        }
+        sp_spill *t = c->sa;
+        c->sa = c->sb;
+        c->sb = t;
+    }
+    phase(c, j->L - 1, SP_PHASE_PCA);
+    if (c->bk->host_shared) memcpy(c->H, c->G, (size_t)(D * D * 8));
+    else c->bk->to_dev(c->H, c->G, D * D * 8);
+    c->h_rows = j->N;
+    SP_TRY(pca(c, c->Q, 0, "global", -1));
+    int64_t t0 = now_ns();
+    SP_TRY(sp_spill_sync(c->sa));
+    SP_TRY(sp_spill_hash_file(sp_spill_path(c->sa), c->survey_hash)); /* named by every boundary from now on */
+    prof(c, SP_PROF_SPILL, &t0);
+    return 0;
+}
+
 /* One window of X₀ (T, D), in place: + the learned positions, then into H. */
 static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
     cstate *c = ctx;
@@ -623,7 +700,8 @@ static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
 static int slice_embed(cstate *c) {
     job *j = c->j;
     const int64_t D = j->D, V = j->V, T = j->T, W = j->N / T, d0 = j->d_in[0], P = j->m.n_pos;
-    const int rp = P ? 1 : 0; /* reads: embedding, [positions], embedding, [positions] (plan.c) */
+    const int global = j->mf->basis == SP_BASIS_GLOBAL;
+    /* reads: embedding, [positions], [the survey's layers], embedding, [positions] (plan.c) */
     phase(c, 0, SP_PHASE_EMBED);
     /* Counting sort of calibration positions by token id. */
     memset(c->id_start, 0, (size_t)(V + 1) * sizeof(int64_t));
@@ -656,11 +734,22 @@ static int slice_embed(cstate *c) {
     int64_t io = 0;
     SP_TRY(sp_stream_windows(c->sa, D, P ? c->sa : NULL, D, W, T, j->chunk_w, c->cin, c->cin, embed_window, c, &io));
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
-    SP_TRY(pca(c, c->Q, 0, "embedding", -1));
+    if (global) {
+        global_fold(c);
+        SP_TRY(survey(c));
+        phase(c, 0, SP_PHASE_EMBED);
+    } else {
+        SP_TRY(pca(c, c->Q, 0, "embedding", -1));
+    }
+    /* A stock model at width d scales its embeddings by its own sqrt(d)
+     * (Gemma): the table carries sqrt(D) / that. */
+    const float unscale = global && j->m.arch->embed_scale_sqrt_d ? 1.0f / sp_embed_scale(d0, j->out_dtype) : 1.0f;
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
-        SP_TRY(pull(c, 1 + rp, c->eb, nr * D));
+        SP_TRY(pull(c, j->embed_read2, c->eb, nr * D));
         embed_rows(c, c->eb, nr);
+        if (unscale != 1.0f)
+            for (int64_t i = 0; i < nr * D; i++) c->eb[i] = (float)((double)c->eb[i] * unscale);
         float *e = (float *)to_bk(c, c->ebd, c->eb, nr * D);
         rot_rows(c, e, nr, NULL, c->Q, d0);
         from_bk(c, c->eb, e, nr * d0);
@@ -669,7 +758,7 @@ static int slice_embed(cstate *c) {
     emit_end(c);
     for (int64_t r0 = 0; r0 < P; r0 += EB) {
         int64_t nr = P - r0 < EB ? P - r0 : EB;
-        SP_TRY(pull(c, 3, c->eb, nr * D));
+        SP_TRY(pull(c, j->embed_read2 + 1, c->eb, nr * D));
         embed_rows(c, c->eb, nr);
         float *e = (float *)to_bk(c, c->ebd, c->eb, nr * D);
         rot_rows(c, e, nr, NULL, c->Q, d0);
@@ -677,6 +766,7 @@ static int slice_embed(cstate *c) {
         SP_TRY(emit(c, c->eb, nr * d0));
     }
     if (P) emit_end(c);
+    if (global) return boundary(c, -1, c->survey_hash);
     char spill_hash[33];
     int64_t t0 = now_ns();
     SP_TRY(sp_spill_sync(c->sa));
@@ -699,6 +789,7 @@ static int slice_head(cstate *c) {
     if (a->final_norm_bias) SP_TRY(pull_whole(c, r++, c->norm_b));
     memset(c->hb, 0, (size_t)V * 4);
     if (j->m.has_head_bias) SP_TRY(pull_whole(c, r++, c->hb));
+    if (j->mf->basis == SP_BASIS_GLOBAL) SP_TRY(emit_norm(c, dl)); /* the stock final norm */
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
         SP_TRY(pull(c, r, c->eb, nr * D));
@@ -733,7 +824,7 @@ enum { BUF_HOST, BUF_BK, BUF_MIRROR };
 #define BK(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_BK}
 #define MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_MIRROR}
 
-#define N_BUFS 25
+#define N_BUFS 26
 
 static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
     const int64_t D = j->D, T = j->T, cwT = j->chunk_w * T;
@@ -752,6 +843,7 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         MIRROR(xw, T * D, 4, "window buffer"),      MIRROR(yw, T * D, 4, "window buffer"),
         MIRROR(ebd, EB * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
         MIRROR(normd, D, 4, "norm"),
+        BUF(G, j->mf->basis == SP_BASIS_GLOBAL ? D * D : 1, 8, "global second moment"),
     };
     _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
     memcpy(out, b, sizeof b);

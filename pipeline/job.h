@@ -141,6 +141,8 @@ typedef struct job {
     sp_read_item *reads;           /* (n_reads) in consumption order */
     int n_reads;
     int *layer_read0;              /* (L + 1) plan index of layer l's first tensor; [L]: the final norm */
+    int *survey_read0;             /* (L) basis = "global": plan index of layer l's first tensor in the survey */
+    int embed_read2;               /* plan index of the embedding's second read (to be rotated) */
     int *layer_out0;               /* (L + 1) output index of layer l's first tensor; [L]: the head */
     int64_t ring_slots, ring_slot_bytes, out_slots;
     int64_t stage_bytes;           /* reader staging buffer */

@@ -290,16 +290,19 @@ void sp_model_norm_weight(const sp_model *m, float *g, int64_t n) {
     for (int64_t i = 0; i < n; i++) g[i] = 1.0f + g[i];
 }
 
-float sp_model_embed_scale(const sp_model *m) {
-    if (!m->arch->embed_scale_sqrt_d) return 1.0f;
+float sp_embed_scale(int64_t width, sp_dtype dt) {
     /* HF: torch.tensor(hidden_size ** 0.5, dtype=the model dtype) */
-    float s = (float)sqrt((double)m->cfg.hidden_size), r;
+    float s = (float)sqrt((double)width), r;
     unsigned char buf[4];
-    sp_dtype dt = m->cfg.torch_dtype;
     if (dt == SP_DTYPE_F32) return s;
     sp_convert_from_f32(dt, &s, 1, buf);
     sp_convert_to_f32(dt, buf, 1, &r);
     return r;
+}
+
+float sp_model_embed_scale(const sp_model *m) {
+    if (!m->arch->embed_scale_sqrt_d) return 1.0f;
+    return sp_embed_scale(m->cfg.hidden_size, m->cfg.torch_dtype);
 }
 
 void sp_model_embed_rows(const sp_model *m, const float *emb, const float *pos, const int32_t *ids, int64_t n, int64_t p0,

@@ -73,6 +73,9 @@ int sp_model_load_embed(const sp_model *m, float *emb, float *pos);
  * to the model dtype for Gemma (HF's normalizer), else 1. A sliced model has
  * it baked into its embedding rows: callers use 1 for it. */
 float sp_model_embed_scale(const sp_model *m);
+/* The embedding scale a family with embed_scale_sqrt_d applies at `width`:
+ * sqrt(width) rounded to dtype dt, as HF computes it. */
+float sp_embed_scale(int64_t width, sp_dtype dt);
 
 /* dst (n, d_embed) = the residual stream's rows for tokens ids[0..n) at
  * positions p0..p0+n-1: the embedding rows (× sp_model_embed_scale for a dense

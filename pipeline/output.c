@@ -43,6 +43,10 @@ int sp_output_declare(job *j) {
         }
     }
     j->layer_out0[j->L] = sp_stw_tensor_count(j->w);
+    if (j->mf->basis == SP_BASIS_GLOBAL) { /* the stock final norm's weight (compute.c emit_norm) */
+        s[0] = j->d_out[j->L - 1];
+        SP_TRY(sp_stw_add(j->w, a->final_norm, j->out_dtype, 1, s));
+    }
     s[0] = j->V, s[1] = j->d_out[j->L - 1];
     SP_TRY(sp_stw_add(j->w, a->head, j->out_dtype, 2, s));
     if (!sp_output_head_bias(j)) return 0;
@@ -69,27 +73,55 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
     cJSON_DeleteItemFromObject(c, "torch_dtype");
     cJSON_DeleteItemFromObject(c, "dtype"); /* newer transformers spelling; must not contradict */
     cJSON_AddStringToObject(c, "torch_dtype", dtype_torch(j->out_dtype));
-    /* A per-layer sliced model is not its stock architecture (shortcut
-     * matrices, weightless norms over the original width): it must not claim
-     * one, or a stock loader would take it for the dense model. The family
-     * moves into the slicepipe block; slicepipe's eval and generate load it. */
-    cJSON *arch = cJSON_DetachItemFromObject(c, "architectures");
-    cJSON_DeleteItemFromObject(c, "model_type");
-    cJSON_AddStringToObject(c, "model_type", SP_SLICED_MODEL_TYPE);
-    cJSON *archs = cJSON_AddArrayToObject(c, "architectures");
-    cJSON_AddItemToArray(archs, cJSON_CreateString("SlicepipeSlicedForCausalLM"));
-    cJSON_DeleteItemFromObject(c, "slicepipe");
-    cJSON *s = cJSON_AddObjectToObject(c, "slicepipe");
-    cJSON_AddStringToObject(s, "version", SP_VERSION);
-    cJSON_AddStringToObject(s, "base_model_type", j->m.arch->model_type);
-    if (arch) cJSON_AddItemToObject(s, "base_architectures", arch);
-    cJSON_AddStringToObject(s, "loaded_by", "slicepipe eval, slicepipe generate (per-layer SliceGPT layout: see README)");
-    cJSON_AddStringToObject(s, "basis", "per-layer");
+    const int global = j->mf->basis == SP_BASIS_GLOBAL;
+    cJSON *s;
+    if (global) {
+        /* One basis: the family's own architecture at width d (DESIGN.md §6).
+         * head_dim is written because loaders derive it from hidden_size
+         * when it is absent; the norms' weights (sqrt(D/d)) are tensors. */
+        const sp_config *cf = &j->m.cfg;
+        const double eps = cf->rms_norm_eps * (double)j->D / (double)j->d;
+        cJSON_DeleteItemFromObject(c, "hidden_size");
+        cJSON_AddNumberToObject(c, "hidden_size", (double)j->d);
+        cJSON_DeleteItemFromObject(c, "head_dim");
+        cJSON_AddNumberToObject(c, "head_dim", (double)cf->head_dim);
+        if (j->m.arch->eps_key) {
+            cJSON_DeleteItemFromObject(c, j->m.arch->eps_key);
+            cJSON_AddNumberToObject(c, j->m.arch->eps_key, eps);
+        }
+        cJSON_DeleteItemFromObject(c, "slicepipe");
+        s = cJSON_AddObjectToObject(c, "slicepipe");
+        cJSON_AddStringToObject(s, "version", SP_VERSION);
+        cJSON_AddStringToObject(s, "basis", "global");
+        cJSON_AddStringToObject(s, "global_weighting", j->mf->global_weighting == SP_WEIGHT_RAW ? "raw" : "trace");
+        cJSON_AddStringToObject(s, "loaded_by", "any loader of the stock architecture (transformers, llama.cpp via "
+                                                "slicepipe export, vLLM); slicepipe eval and generate");
+        cJSON_AddNumberToObject(s, "original_hidden_size", (double)j->D);
+        cJSON_AddNumberToObject(s, "original_eps", cf->rms_norm_eps);
+    } else {
+        /* A per-layer sliced model is not its stock architecture (shortcut
+         * matrices, weightless norms over the original width): it must not
+         * claim one, or a stock loader would take it for the dense model. The
+         * family moves into the slicepipe block; slicepipe's eval and generate
+         * load it. */
+        cJSON *arch = cJSON_DetachItemFromObject(c, "architectures");
+        cJSON_DeleteItemFromObject(c, "model_type");
+        cJSON_AddStringToObject(c, "model_type", SP_SLICED_MODEL_TYPE);
+        cJSON *archs = cJSON_AddArrayToObject(c, "architectures");
+        cJSON_AddItemToArray(archs, cJSON_CreateString("SlicepipeSlicedForCausalLM"));
+        cJSON_DeleteItemFromObject(c, "slicepipe");
+        s = cJSON_AddObjectToObject(c, "slicepipe");
+        cJSON_AddStringToObject(s, "version", SP_VERSION);
+        cJSON_AddStringToObject(s, "base_model_type", j->m.arch->model_type);
+        if (arch) cJSON_AddItemToObject(s, "base_architectures", arch);
+        cJSON_AddStringToObject(s, "loaded_by", "slicepipe eval, slicepipe generate (per-layer SliceGPT layout: see README)");
+        cJSON_AddStringToObject(s, "basis", "per-layer");
+    }
     cJSON_AddNumberToObject(s, "sparsity", j->mf->sparsity);
     cJSON_AddNumberToObject(s, "round_to", (double)j->mf->round_to);
     cJSON_AddNumberToObject(s, "d_embed", (double)j->d_in[0]);
-    cJSON *ls = cJSON_AddArrayToObject(s, "layers");
-    for (int64_t l = 0; l < j->L; l++) {
+    cJSON *ls = global ? NULL : cJSON_AddArrayToObject(s, "layers");
+    for (int64_t l = 0; l < j->L && !global; l++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "d_in", (double)j->d_in[l]);
         cJSON_AddNumberToObject(o, "d_mid", (double)j->d_mid[l]);

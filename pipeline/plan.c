@@ -4,7 +4,10 @@
  * The read plan lists, in the exact order compute consumes them, every input
  * tensor: the embedding twice (once to gather the calibration rows, once to
  * rotate it), each layer's tensors in the architecture table's order, the
- * final norm and the head (the embedding again when the head is tied).
+ * final norm and the head (the embedding again when the head is tied). With
+ * basis = "global", every layer is read once more between the two embedding
+ * reads: the survey, a dense forward pass whose residual stream gives the
+ * one basis (compute.c).
  *
  * The memory plan is the sum of what each module that allocates says it
  * will allocate (their *_bytes functions, which their inits use too): the
@@ -41,6 +44,11 @@ int sp_plan_widths(job *j) {
         fprintf(stderr, "slicepipe: warning: %s: [calibration] seqlen %lld is longer than the model's "
                         "max_position_embeddings %lld; RoPE positions past it were never trained\n",
                 mf->path, (long long)j->T, (long long)j->m.cfg.max_pos);
+    if (mf->basis == SP_BASIS_GLOBAL && j->m.arch->norm == SP_BK_NORM_LAYER)
+        return sp_fail(SP_EX_USAGE, "%s: [slicing] basis = \"global\" needs an RMSNorm family, and %s uses LayerNorm: "
+                                    "its mean over the d kept coordinates of a rotated stream is not the mean over D, so no "
+                                    "stock %s at width d computes the sliced model; use basis = \"per-layer\"",
+                       mf->path, j->m.arch->model_type, j->m.arch->model_type);
     j->d = sp_slice_width(j->D, mf->sparsity, mf->round_to);
     if (j->d < 1)
         return sp_fail(SP_EX_USAGE, "%s: sparsity %g with round_to %lld leaves no width of D=%lld", mf->path, mf->sparsity,
@@ -49,7 +57,8 @@ int sp_plan_widths(job *j) {
     SP_TRY(sp_alloc((void **)&j->d_mid, j->L, 8, "widths"));
     SP_TRY(sp_alloc((void **)&j->d_out, j->L, 8, "widths"));
     for (int64_t l = 0; l < j->L; l++) j->d_in[l] = j->d_mid[l] = j->d_out[l] = j->d;
-    j->d_out[j->L - 1] = j->D; /* the head is not sliced */
+    /* Per-layer: the head is not sliced. Global: one width for the whole stream. */
+    if (mf->basis != SP_BASIS_GLOBAL) j->d_out[j->L - 1] = j->D;
     return 0;
 }
 
@@ -73,18 +82,25 @@ static int add_read(job *j, const char *name, int commit) {
 
 int sp_plan_reads(job *j) {
     const sp_arch *a = j->m.arch;
-    const int n = 8 + a->n_layer * (int)j->L;
+    const int survey = j->mf->basis == SP_BASIS_GLOBAL;
+    const int n = 8 + a->n_layer * (int)j->L * (1 + survey);
     j->reads = calloc((size_t)n, sizeof *j->reads);
     j->layer_read0 = calloc((size_t)j->L + 1, sizeof *j->layer_read0);
-    if (!j->reads || !j->layer_read0) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    j->survey_read0 = calloc((size_t)j->L, sizeof *j->survey_read0);
+    if (!j->reads || !j->layer_read0 || !j->survey_read0) return sp_fail(SP_EX_SOFTWARE, "out of memory");
     j->n_reads = 0;
     /* The tables are read to be gathered, then again to be rotated; learned
      * positions (OPT) follow the embedding each time. */
     SP_TRY(add_read(j, a->embed, 0));
     if (a->pos_embed) SP_TRY(add_read(j, a->pos_embed, 0));
+    char nm[256];
+    for (int64_t l = 0; l < j->L && survey; l++) {
+        j->survey_read0[l] = j->n_reads;
+        for (int t = 0; t < a->n_layer; t++) SP_TRY(add_read(j, sp_arch_layer_name(a, nm, l, a->layer[t].suffix), 0));
+    }
+    j->embed_read2 = j->n_reads;
     SP_TRY(add_read(j, a->embed, !a->pos_embed));
     if (a->pos_embed) SP_TRY(add_read(j, a->pos_embed, 1));
-    char nm[256];
     for (int64_t l = 0; l < j->L; l++) {
         j->layer_read0[l] = j->n_reads;
         for (int t = 0; t < a->n_layer; t++)

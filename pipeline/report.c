@@ -670,9 +670,11 @@ int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, 
         layers[l].d_mid = d_mid[l];
         layers[l].d_out = d_out[l];
         layers[l].attn.width = d_mid[l];
-        layers[l].attn.eigenvalues = evals && n_pca == 2 ? evals + (1 + 2 * l) * D : NULL; /* parallel: none */
+        /* parallel: no attention PCA; basis = "global": one PCA, shown as the embedding's */
+        const double *ev = mf->basis == SP_BASIS_GLOBAL ? NULL : evals;
+        layers[l].attn.eigenvalues = ev && n_pca == 2 ? ev + (1 + 2 * l) * D : NULL;
         layers[l].mlp.width = d_out[l];
-        layers[l].mlp.eigenvalues = evals ? evals + (n_pca + n_pca * l) * D : NULL;
+        layers[l].mlp.eigenvalues = ev ? ev + (n_pca + n_pca * l) * D : NULL;
     }
     /* The model's name: the last component of its directory. */
     const char *name = mf->model_path ? mf->model_path : "";

@@ -131,6 +131,7 @@ static void free_job(job *j) {
     free(j->spill_b);
     free(j->reads);
     free(j->layer_read0);
+    free(j->survey_read0);
     free(j->layer_out0);
     free(j->d_in);
     free(j->d_mid);
