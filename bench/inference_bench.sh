@@ -1,0 +1,441 @@
+#!/usr/bin/env bash
+# inference_bench.sh: the paper's own claim, measured. SliceGPT says a sliced model is
+# faster because it is smaller: generation (memory-bound) should speed up with the weight
+# bytes, prompt processing (compute-bound) with the FLOPs. This measures both in llama.cpp
+# and in slicepipe's own `generate`.
+#
+#   bench/inference_bench.sh [SLICEPIPE_BIN] [WORK_DIR]
+#
+# SLICEPIPE_BIN defaults to build-ib/slicepipe, built here when missing
+# (cmake -S . -B build-ib -DCMAKE_BUILD_TYPE=Release); WORK_DIR to $BENCH_DIR or /tmp;
+# everything goes into WORK_DIR/slicepipe-inference (about 8 GB of disk with the default
+# model; the model, the slicings and the GGUFs are reused by a rerun while their inputs,
+# manifests and the slicepipe binary are unchanged).
+#
+# Variants, on a synthetic Llama (default D=2048, 16 layers, FFN 5632, 16 heads, vocab 32000,
+# BF16: 953M parameters):
+#   (a) dense:           `slicepipe export --type f16`, run by llama.cpp;
+#   (b) global 0.25:     `slicepipe run` with [slicing] basis = "global" (the stock Llama
+#                        architecture at width d, no shortcut matrices), exported f16, run by
+#                        llama.cpp. Probed first on a tiny synth model: when `run` or `export`
+#                        refuses it, (b) is reported "skipped: basis = global not available";
+#   (c) per-layer 0.25:  `slicepipe run` (the default basis: shortcut matrices, which
+#                        llama.cpp has no architecture for), run by `slicepipe generate`,
+#                        against the dense model in `slicepipe generate` as its baseline.
+# llama.cpp is node-llama-cpp@3.21.1's prebuilt CPU build (npm i -E, into the work folder,
+# as tests/test_gguf.py installs it; no download once installed), driven by
+# bench/inference_bench.mjs: $BENCH_THREADS threads, flash attention off, KV cache
+# $BENCH_KV (F32 by default, as tests/test_gguf_llamacpp.mjs; F16 is llama.cpp's default).
+#
+# Each variant is measured $BENCH_REPEATS times, the rounds alternating the variants (and
+# reversing their order every other round), and the best of the repeats is kept: the machine
+# is shared, and noise only ever slows a run down. Prompt: $BENCH_PP tokens of calib.npy (past
+# the calibration windows) as one batch; generation: $BENCH_TG greedy single-token decodes
+# after it (EOS ignored). The ratios (dense / sliced) are within one run of this script.
+#
+# Goals (printed met / not met):
+#   generation speed-up >= 0.9 x weight-byte ratio (all tensor bytes: the GGUFs' for
+#                              llama.cpp, the safetensors' for slicepipe generate);
+#   prompt speed-up     >= 0.9 x FLOP ratio (forward FLOPs per prompt token: 2 x the elements
+#                              of every matrix applied, the embedding being a lookup, plus
+#                              attention's 2 x 2 x context x heads x head_dim per layer at the
+#                              prompt's mean causal context (T+1)/2).
+#
+# Overridable:
+#   BENCH_HIDDEN BENCH_LAYERS BENCH_FFN BENCH_HEADS BENCH_KV_HEADS BENCH_VOCAB BENCH_DTYPE
+#   BENCH_SPARSITY (0.25) BENCH_CALIB_SEQLEN (128) BENCH_CALIB_NSAMPLES (8)
+#   BENCH_PP (512) BENCH_TG (128) BENCH_THREADS (2) BENCH_KV (F32 | F16) BENCH_REPEATS (3)
+#   BENCH_SP_GENERATE=0  skip (c) and its dense baseline (saves about 9 of the ~20 minutes)
+#   BENCH_RESULTS=PATH   the markdown written (default bench/INFERENCE.md, overwritten)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+bin=${1:-$repo/build-ib/slicepipe}
+[[ $bin == /* ]] || bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+base=${2:-${BENCH_DIR:-/tmp}}
+work=$base/slicepipe-inference
+
+HIDDEN=${BENCH_HIDDEN:-2048}
+LAYERS=${BENCH_LAYERS:-16}
+FFN=${BENCH_FFN:-5632}
+HEADS=${BENCH_HEADS:-16}
+KV_HEADS=${BENCH_KV_HEADS:-$HEADS}
+VOCAB=${BENCH_VOCAB:-32000}
+DTYPE=${BENCH_DTYPE:-bf16}
+SPARSITY=${BENCH_SPARSITY:-0.25}
+CSEQ=${BENCH_CALIB_SEQLEN:-128}
+CN=${BENCH_CALIB_NSAMPLES:-8}
+PP=${BENCH_PP:-512}
+TG=${BENCH_TG:-128}
+THREADS=${BENCH_THREADS:-2}
+KV=${BENCH_KV:-F32}
+REPEATS=${BENCH_REPEATS:-3}
+DO_SP=${BENCH_SP_GENERATE:-1}
+RESULTS=${BENCH_RESULTS:-$repo/bench/INFERENCE.md}
+NLC=node-llama-cpp@3.21.1
+# calibration windows, then the prompt, with room to spare
+TOKENS=$((CSEQ * CN + PP + 512))
+PY=/usr/bin/python3
+[[ -x $PY ]] || PY=python3
+
+t_start=$(date +%s)
+# the command as run, for the report: the BENCH_ overrides, the script, its arguments
+cmdline="$(env | { grep -E '^BENCH_[A-Z_]+=' || true; } | sort | tr '\n' ' ')bench/inference_bench.sh${1:+ $1}${2:+ $2}"
+die() { echo "inference_bench: $*" >&2; exit 1; }
+log() { echo "inference_bench: [$(($(date +%s) - t_start)) s] $*" >&2; }
+
+# ---------------------------------------------------------------- 0. build, node-llama-cpp
+if [[ ! -x $bin ]]; then
+    log "building $repo/build-ib"
+    cmake -S "$repo" -B "$repo/build-ib" -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build "$repo/build-ib" -j"$(nproc)" --target slicepipe >/dev/null
+fi
+[[ -x $bin ]] || die "no slicepipe binary at $bin"
+command -v node >/dev/null || die "node is not installed"
+mkdir -p "$work/npm" "$work/runs"
+if [[ ! -f $work/npm/node_modules/node-llama-cpp/package.json ]]; then
+    log "installing $NLC into $work/npm"
+    [[ -f $work/npm/package.json ]] || echo '{"name": "slicepipe-inference-bench", "private": true}' >"$work/npm/package.json"
+    (cd "$work/npm" && npm i -E --no-audit --no-fund --prefer-offline "$NLC" >/dev/null) || die "npm could not install $NLC"
+fi
+cp "$here/inference_bench.mjs" "$work/npm/inference_bench.mjs"
+bin_id="$("$bin" --version) $(md5sum <"$bin" | cut -c1-12)"
+
+# fresh NAME STAMP: true when $work/NAME exists and was made from STAMP
+fresh() { [[ -e $work/$1 && -f $work/$1.stamp && $(cat "$work/$1.stamp") == "$2" ]]; }
+stamp() { echo "$2" >"$work/$1.stamp"; }
+
+# ---------------------------------------------------------------- 1. the dense model
+synth_args=(--hidden "$HIDDEN" --layers "$LAYERS" --ffn "$FFN" --heads "$HEADS" --kv-heads "$KV_HEADS"
+    --vocab "$VOCAB" --dtype "$DTYPE" --tokens "$TOKENS")
+model_stamp="${synth_args[*]} $("$bin" --version)"
+if fresh model "$model_stamp"; then
+    log "reusing $work/model"
+else
+    rm -rf "$work/model" "$work"/*.stamp
+    log "synth: slicepipe synth model ${synth_args[*]}"
+    "$bin" synth "$work/model" "${synth_args[@]}" --quiet >&2
+    stamp model "$model_stamp"
+fi
+$PY - "$work" "$CSEQ" "$CN" "$PP" <<'PYEOF'
+import json, sys, numpy as np
+work, cseq, cn, pp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+t = np.load(f"{work}/model/calib.npy")
+p = t[cseq * cn:cseq * cn + pp].astype(np.int32)  # past the calibration windows
+assert len(p) == pp
+np.save(f"{work}/prompt.npy", p)
+json.dump([int(x) for x in p], open(f"{work}/prompt.json", "w"))
+PYEOF
+
+# export NAME DIR STAMP: DIR as NAME.f16.gguf
+export_gguf() {
+    if fresh "$1.f16.gguf" "$3"; then log "reusing $1.f16.gguf"; return; fi
+    log "export: slicepipe export $(basename "$2") --gguf $1.f16.gguf --type f16"
+    rm -f "$work/$1.f16.gguf"
+    "$bin" export "$2" --gguf "$work/$1.f16.gguf" --type f16 --quiet >&2
+    stamp "$1.f16.gguf" "$3"
+}
+export_gguf dense "$work/model" "$model_stamp $bin_id"
+
+# manifest NAME BASIS_LINE MODEL CALIB_SEQLEN CALIB_N
+manifest() {
+    cat <<EOF
+# written by bench/inference_bench.sh
+[model]
+path = "$3"
+[calibration]
+tokens = "$3/calib.npy"
+seqlen = $4
+nsamples = $5
+[slicing]
+sparsity = $SPARSITY
+$2
+[output]
+path = "$1"
+[resources]
+memory = "4GB"
+threads = $THREADS
+EOF
+}
+
+# slice NAME BASIS_LINE: slicepipe run of the bench model into $work/NAME
+slice() {
+    manifest "$1" "$2" model "$CSEQ" "$CN" >"$work/$1.toml"
+    local st="$(cat "$work/$1.toml") $model_stamp $bin_id"
+    if fresh "$1" "$st" && [[ -f $work/$1/slicing.json ]]; then log "reusing $work/$1"; return 0; fi
+    rm -rf "${work:?}/$1"
+    log "slicepipe run $1.toml (${2:-per-layer basis}; calibration $CN x $CSEQ tokens; about 2 minutes at the defaults)"
+    if ! "$bin" run "$work/$1.toml" --quiet >"$work/$1.log" 2>&1; then
+        tail -3 "$work/$1.log" >&2
+        return 1
+    fi
+    stamp "$1" "$st"
+}
+
+# ---------------------------------------------------------------- 2. the slicings
+global_note=""
+log "probing [slicing] basis = \"global\" on a tiny synth model"
+probe=$work/probe
+rm -rf "$probe" && mkdir -p "$probe"
+"$bin" synth "$probe/m" --hidden 64 --layers 2 --ffn 128 --heads 4 --vocab 256 --tokens 1024 --quiet >/dev/null 2>&1
+manifest out 'basis = "global"' m 64 4 >"$probe/m.toml"
+if "$bin" run "$probe/m.toml" --quiet >"$probe/run.log" 2>&1 &&
+    "$bin" export "$probe/out" --gguf "$probe/out.gguf" --type f16 --quiet >"$probe/export.log" 2>&1; then
+    have_global=1
+else
+    have_global=0
+    global_note=$(cat "$probe/run.log" "$probe/export.log" 2>/dev/null | grep . | tail -1 || true)
+    log "skipped: basis = global not available ($global_note)"
+fi
+if [[ $have_global == 1 ]]; then
+    if slice global 'basis = "global"'; then
+        export_gguf global "$work/global" "$(cat "$work/global.stamp")"
+    else
+        have_global=0
+        global_note="slicepipe run failed on the bench model: $(tail -1 "$work/global.log")"
+        log "skipped: basis = global not available ($global_note)"
+    fi
+fi
+if [[ $DO_SP == 1 ]]; then
+    slice perlayer '' || die "slicepipe run perlayer.toml failed (see $work/perlayer.log)"
+fi
+
+# ---------------------------------------------------------------- 3. the measurements
+variants=(llama_dense)
+[[ $have_global == 1 ]] && variants+=(llama_global)
+[[ $DO_SP == 1 ]] && variants+=(sp_dense sp_perlayer)
+rm -f "$work"/runs/*
+measure() { # VARIANT ROUND
+    local v=$1 r=$2 f=$work/runs/$1.$2
+    case $v in
+    llama_*)
+        (cd "$work/npm" && node inference_bench.mjs --gguf "$work/${v#llama_}.f16.gguf" --tokens "$work/prompt.json" \
+            --pp "$PP" --tg "$TG" --threads "$THREADS" --kv "$KV") >"$f.json" 2>"$f.err" ||
+            { cat "$f.err" >&2; die "llama.cpp on ${v#llama_}.f16.gguf failed"; }
+        ;;
+    sp_*)
+        local dir=$work/model
+        [[ $v == sp_perlayer ]] && dir=$work/perlayer
+        # --max-tokens TG+1: TG decodes (the last token sampled is never fed)
+        "$bin" generate "$dir" --prompt-tokens "$work/prompt.npy" --max-tokens $((TG + 1)) --ignore-eos \
+            --threads "$THREADS" --memory 8GB >"$f.out" 2>"$f.err" ||
+            { cat "$f.err" >&2; die "slicepipe generate $dir failed"; }
+        ;;
+    esac
+}
+describe() { # VARIANT ROUND: one progress line
+    local f=$work/runs/$1.$2
+    if [[ $1 == llama_* ]]; then
+        $PY -c 'import json,sys; j=json.load(open(sys.argv[1])); print("prompt %.1f tokens/s, generation %.2f tokens/s" % (j["pp_tps"], j["tg_tps"]))' "$f.json"
+    else
+        grep -o 'prompt .*tokens/s)' "$f.err" | head -1
+    fi
+}
+secs_per_round=$((55 + 45 * have_global + 180 * DO_SP))
+log "measuring ${variants[*]}: $REPEATS rounds (about $secs_per_round s each at the defaults)"
+loads=()
+for ((r = 1; r <= REPEATS; r++)); do
+    order=("${variants[@]}")
+    if ((r % 2 == 0)); then
+        order=()
+        for ((i = ${#variants[@]} - 1; i >= 0; i--)); do order+=("${variants[i]}"); done
+    fi
+    for v in "${order[@]}"; do
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        loads+=("$load")
+        measure "$v" "$r"
+        log "round $r/$REPEATS $v (load $load): $(describe "$v" "$r")"
+    done
+done
+# the global output in slicepipe generate, 8 tokens: does llama.cpp run the same model?
+if [[ $have_global == 1 ]]; then
+    "$bin" generate "$work/global" --prompt-tokens "$work/prompt.npy" --max-tokens 8 --ignore-eos \
+        --threads "$THREADS" --memory 8GB >"$work/runs/sp_global.check.out" 2>/dev/null || true
+fi
+
+# ---------------------------------------------------------------- 4. the table
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git -C "$repo" status --porcelain -- pipeline io tools linalg 2>/dev/null | grep -q . && echo "+changes" || true)
+$PY - "$work" "$PP" "$TG" "$REPEATS" "$have_global" "$DO_SP" "$global_note" "$SPARSITY" <<'PYEOF'
+import glob, json, os, re, struct, sys
+work, PP, TG, R = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+have_global, do_sp, global_note, sparsity = sys.argv[5] == "1", sys.argv[6] == "1", sys.argv[7], sys.argv[8]
+
+GGML_BYTES = {0: (4, 1), 1: (2, 1), 30: (2, 1), 8: (34, 32)}  # type: (bytes, per elements)
+
+def gguf_tensors(path):
+    """name -> (shape, bytes), from the header only (ggml's docs/gguf.md)."""
+    with open(path, "rb") as fh:
+        b = fh.read(64 << 20)
+    o = 0
+    def u(fmt):
+        nonlocal o
+        v = struct.unpack_from("<" + fmt, b, o); o += struct.calcsize(fmt); return v[0]
+    def skip(t):
+        nonlocal o
+        size = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+        if t in size: o += size[t]
+        elif t == 8:
+            n = u("Q"); o += n
+        elif t == 9:
+            et, n = u("I"), u("Q")
+            for _ in range(n): skip(et)
+        else: raise ValueError(f"{path}: value type {t}")
+    assert b[:4] == b"GGUF", path
+    o = 4
+    u("I"); nt = u("Q"); nkv = u("Q")
+    meta = {}
+    for _ in range(nkv):
+        n = u("Q"); k = b[o:o + n].decode(); o += n
+        t = u("I")
+        if t in (4, 5, 10) and k.endswith((".block_count", ".head_count", ".head_count_kv", ".key_length", ".embedding_length")):
+            meta[k.split(".")[-1]] = u({4: "I", 5: "i", 10: "Q"}[t])
+        else:
+            skip(t)
+    out = {}
+    for _ in range(nt):
+        n = u("Q"); name = b[o:o + n].decode(); o += n
+        nd = u("I"); ne = [u("Q") for _ in range(nd)]
+        t = u("I"); u("Q")
+        el = 1
+        for x in ne: el *= x
+        bb, per = GGML_BYTES[t]
+        out[name] = (ne[::-1], el // per * bb)
+    return out, meta
+
+ST_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
+def st_tensors(d):
+    out = {}
+    for f in sorted(glob.glob(f"{d}/*.safetensors")):
+        with open(f, "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            h = json.loads(fh.read(n))
+        for k, v in h.items():
+            if k == "__metadata__": continue
+            el = 1
+            for x in v["shape"]: el *= x
+            out[k] = (v["shape"], el * ST_BYTES[v["dtype"]])
+    return out
+
+def cost(tensors, embed_name, layers, qw, ctx_pp, ctx_tg):
+    """(tensor bytes, FLOPs per prompt token, FLOPs per generated token)"""
+    total = sum(b for _, b in tensors.values())
+    mat = sum(2 * s[0] * s[1] for n, (s, _) in tensors.items() if len(s) == 2 and n != embed_name)
+    return total, mat + layers * 4 * ctx_pp * qw, mat + layers * 4 * ctx_tg * qw
+
+cfg = json.load(open(f"{work}/model/config.json"))
+def elements(s):
+    n = 1
+    for x in s: n *= x
+    return n
+open(f"{work}/params.txt", "w").write(f"{sum(elements(s) for s, _ in st_tensors(f'{work}/model').values()):,}\n")
+L, H = cfg["num_hidden_layers"], cfg["num_attention_heads"]
+qw = H * cfg.get("head_dim", cfg["hidden_size"] // H)
+ctx_pp = (PP + 1) / 2            # mean causal context over the prompt
+ctx_tg = PP - 1 + (TG - 1) / 2   # mean context of the generation decodes (pp-1 ... pp+tg-2)
+
+rows = {}  # variant -> dict
+def add(v, label, runtime, width, bytes_, fpp, ftg, runs):
+    rows[v] = dict(label=label, runtime=runtime, width=width, bytes=bytes_, fpp=fpp, ftg=ftg,
+                   pp=[x[0] for x in runs], tg=[x[1] for x in runs])
+
+def llama_runs(v):
+    out = []
+    for r in range(1, R + 1):
+        j = json.load(open(f"{work}/runs/{v}.{r}.json"))
+        out.append((j["pp_tps"], j["tg_tps"], j))
+    return out
+
+def sp_runs(v):
+    out = []
+    for r in range(1, R + 1):
+        s = open(f"{work}/runs/{v}.{r}.err").read()
+        m = re.search(r"prompt (\d+) tokens in ([\d.]+) s .*generated (\d+) tokens in ([\d.]+) s", s)
+        n_p, t_p, n_g, t_g = int(m[1]), float(m[2]), int(m[3]), float(m[4])
+        assert n_p == PP and n_g == TG + 1, s
+        ids = open(f"{work}/runs/{v}.{r}.out").read().split()
+        out.append((n_p / t_p, (n_g - 1) / t_g, [int(x) for x in ids[:8]]))  # n_g - 1 decodes
+    return out
+
+first = {}
+for v, name in (("llama_dense", "dense"), ("llama_global", "global")):
+    if v == "llama_global" and not have_global: continue
+    ts, meta = gguf_tensors(f"{work}/{name}.f16.gguf")
+    b, fpp, ftg = cost(ts, "token_embd.weight", meta["block_count"], meta["head_count"] * meta["key_length"], ctx_pp, ctx_tg)
+    runs = llama_runs(v)
+    first[v] = runs[0][2]["first_generated"]
+    add(v, "dense" if name == "dense" else f"global basis, sparsity {sparsity}", "llama.cpp, GGUF f16",
+        meta["embedding_length"], b, fpp, ftg, runs)
+if do_sp:
+    for v, d in (("sp_dense", "model"), ("sp_perlayer", "perlayer")):
+        ts = st_tensors(f"{work}/{d}")
+        b, fpp, ftg = cost(ts, "model.embed_tokens.weight", L, qw, ctx_pp, ctx_tg)
+        c = json.load(open(f"{work}/{d}/config.json"))
+        runs = sp_runs(v)
+        first[v] = runs[0][2]
+        w = c.get("slicepipe", {}).get("d_embed", c["hidden_size"]) if d != "model" else c["hidden_size"]
+        add(v, "dense" if d == "model" else f"per-layer basis, sparsity {sparsity}",
+            "slicepipe generate, float32 (checkpoint BF16)", w, b, fpp, ftg, runs)
+
+out = []
+P = out.append
+P(f"| variant | runtime | width | tensor bytes | GFLOP / prompt token | GFLOP / generated token | prompt tokens/s (best of {R}) | generation tokens/s (best of {R}) |")
+P("|---|---|---|---|---|---|---|---|")
+for v, x in rows.items():
+    P(f"| {x['label']} | {x['runtime']} | {x['width']} | {x['bytes']:,} | {x['fpp']/1e9:.3f} | {x['ftg']/1e9:.3f} | "
+      f"**{max(x['pp']):.1f}** ({', '.join(f'{y:.1f}' for y in x['pp'])}) | **{max(x['tg']):.2f}** ({', '.join(f'{y:.2f}' for y in x['tg'])}) |")
+P("")
+P("| comparison | prompt speed-up | FLOP ratio | goal: >= 0.9 x FLOP ratio | generation speed-up | weight-byte ratio | goal: >= 0.9 x byte ratio |")
+P("|---|---|---|---|---|---|---|")
+verdicts = []
+def goal(base, sliced, label):
+    a, b = rows[base], rows[sliced]
+    spp, stg = max(b["pp"]) / max(a["pp"]), max(b["tg"]) / max(a["tg"])
+    fr, br = a["fpp"] / b["fpp"], a["bytes"] / b["bytes"]
+    mp, mg = spp >= 0.9 * fr, stg >= 0.9 * br
+    P(f"| {label} | {spp:.3f}x | {fr:.3f} | {0.9*fr:.3f}: **{'met' if mp else 'not met'}** | "
+      f"{stg:.3f}x | {br:.3f} | {0.9*br:.3f}: **{'met' if mg else 'not met'}** |")
+    verdicts.append(f"{label}: prompt {spp:.3f}x vs 0.9 x {fr:.3f} = {0.9*fr:.3f}: {'met' if mp else 'NOT met'}; "
+                    f"generation {stg:.3f}x vs 0.9 x {br:.3f} = {0.9*br:.3f}: {'met' if mg else 'NOT met'}")
+if have_global:
+    goal("llama_dense", "llama_global", "(b) global basis / dense, llama.cpp")
+else:
+    P(f"| (b) global basis / dense, llama.cpp | skipped: basis = global not available | | | | | |")
+    verdicts.append(f"(b) skipped: basis = global not available ({global_note})")
+if do_sp:
+    goal("sp_dense", "sp_perlayer", "(c) per-layer basis / dense, slicepipe generate")
+P("")
+for s in verdicts: P("- " + s)
+def agree(a, b):
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]: k += 1
+    return k
+if do_sp:
+    P(f"- Same model, two runtimes: llama.cpp's first 8 greedy tokens on dense.f16.gguf and slicepipe generate's on the "
+      f"dense checkpoint agree on the first {agree(first['llama_dense'], first['sp_dense'])} of 8.")
+chk = f"{work}/runs/sp_global.check.out"
+if have_global and os.path.exists(chk):
+    g = [int(x) for x in open(chk).read().split()[:8]]
+    P(f"- The global-basis output: llama.cpp on global.f16.gguf and slicepipe generate on the output folder agree on "
+      f"the first {agree(first['llama_global'], g)} of 8 greedy tokens.")
+body = "\n".join(out)
+print(body)
+open(f"{work}/table.md", "w").write(body + "\n")
+PYEOF
+
+cat >"$RESULTS" <<EOF
+# Inference speed of sliced models: the paper's own claim (llama.cpp and slicepipe generate)
+
+Generated by \`bench/inference_bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); $("$bin" --version), commit $commit$dirty; $NLC (llama.cpp prebuilt, CPU).
+
+- Command: \`$cmdline\` (so: \`BENCH_PP=$PP BENCH_TG=$TG BENCH_THREADS=$THREADS BENCH_KV=$KV BENCH_REPEATS=$REPEATS\`); it took $(($(date +%s) - t_start)) s.
+- Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr). Load average (1 min) before each measurement: ${loads[*]}. The machine may be shared: the ratios are measured within this one run, from the best of $REPEATS alternating repeats.
+- Model: \`slicepipe synth model ${synth_args[*]}\` ($(cat "$work/params.txt") parameters). Slicings: \`slicepipe run\` with \`sparsity = $SPARSITY\`, calibration $CN windows x $CSEQ tokens of calib.npy, threads $THREADS; (b) adds \`basis = "global"\`. GGUFs: \`slicepipe export DIR --gguf OUT.gguf --type f16\`.
+- llama.cpp (\`bench/inference_bench.mjs\`): $THREADS threads, flash attention off, KV cache $KV, batch size $PP, context $((PP + TG)); prompt = $PP tokens of calib.npy in one batch; generation = $TG greedy single-token decodes right after it (context $((PP - 1))…$((PP + TG - 2)), sampling included), timed in the same process after a 16-token warm-up.
+- slicepipe generate: \`slicepipe generate DIR --prompt-tokens prompt.npy --max-tokens $((TG + 1)) --ignore-eos --threads $THREADS --memory 8GB\` (layers resident as float32); prompt and generation times from its stderr summary, generation rate = $TG decodes / its generation seconds (its last sampled token is never fed).
+- Weight bytes: every tensor of the GGUF (llama.cpp rows) or the safetensors (slicepipe rows: BF16 on disk, float32 in memory, the same ratio). FLOPs per token: 2 x the elements of every 2-D tensor but the embedding (a lookup; per-layer slicing's shortcut matrices count, they are applied), plus attention 2 x 2 x context x heads x head_dim per layer, context $(((PP + 1) / 2)) (the prompt's mean causal context) for the prompt and $((PP - 1 + (TG - 1) / 2)) for generation.
+
+$(cat "$work/table.md")
+EOF
+log "wrote $RESULTS"
