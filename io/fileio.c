@@ -160,6 +160,11 @@ int sp_io_pwrite_full(int fd, const void *buf, int64_t n, int64_t off, const cha
     return write_all(fd, buf, n, off, path);
 }
 
+int sp_io_truncate(int fd, int64_t len, const char *path) {
+    if (ftruncate(fd, (off_t)len) != 0) return sp_fail_errno(SP_EX_IOERR, "%s: truncate to %lld bytes", path, (long long)len);
+    return 0;
+}
+
 int sp_io_fsync(int fd, const char *path) {
     fault_init();
     g_fsync_calls++;

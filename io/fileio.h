@@ -45,6 +45,9 @@ int sp_io_pread_full(int fd, void *buf, int64_t n, int64_t off, const char *path
 int sp_io_write_full(int fd, const void *buf, int64_t n, const char *path);
 /* Writes exactly n bytes at offset off (counts as a write for fault injection). */
 int sp_io_pwrite_full(int fd, const void *buf, int64_t n, int64_t off, const char *path);
+/* Cuts the file to len bytes (a torn tail dropped on resume); the caller
+ * fsyncs. Errors: 74. */
+int sp_io_truncate(int fd, int64_t len, const char *path);
 /* fsync; a failure is final (never retried): 74. */
 int sp_io_fsync(int fd, const char *path);
 /* fsync of the directory containing path (or path itself if a directory). */

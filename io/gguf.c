@@ -7,8 +7,12 @@
  *   - after begin: `cur` is the tensor being written and `cur_rows` its rows
  *     so far; bytes go through `out` (a fixed buffer) to the fd, and every
  *     byte written is fed to the XXH3-128 state, so the hash is the file's;
- *   - the file position is always data_start + (bytes of finished tensors
- *     and their padding) + cur_rows · row_bytes(cur).
+ *   - file_bytes is always data_start + (bytes of finished tensors and
+ *     their padding) + cur_rows · row_bytes(cur); the buffer's out_n bytes
+ *     are the last of them, written (pwrite) at file_bytes − out_n;
+ *   - `dry` (header_hash only): bytes are hashed and counted, never written;
+ *   - a resumable writer has no fd before begin or resume, and never
+ *     removes its tmp: the journal that describes it decides.
  */
 #include "gguf.h"
 
@@ -50,7 +54,7 @@ struct sp_gguf_w {
     gtensor *t;
     int64_t n_t, t_cap, data_bytes;
     /* writing */
-    int begun, finished;
+    int begun, finished, resumable, dry;
     int64_t cur, cur_rows, data_start, file_bytes;
     uint8_t *out;
     int64_t out_n;
@@ -295,7 +299,7 @@ int sp_gguf_tensor(sp_gguf_w *w, const char *name, int ndim, const int64_t *ne, 
 
 static int out_flush(sp_gguf_w *w) {
     if (!w->out_n) return 0;
-    SP_TRY(sp_io_write_full(w->fd, w->out, w->out_n, w->tmp));
+    if (!w->dry) SP_TRY(sp_io_pwrite_full(w->fd, w->out, w->out_n, w->file_bytes - w->out_n, w->tmp));
     w->out_n = 0;
     return 0;
 }
@@ -303,12 +307,12 @@ static int out_flush(sp_gguf_w *w) {
 static int out_put(sp_gguf_w *w, const void *p, int64_t n) {
     const uint8_t *s = p;
     if (XXH3_128bits_update(w->xx, p, (size_t)n) != XXH_OK) return sp_fail(SP_EX_SOFTWARE, "%s: XXH3 update failed", w->tmp);
-    w->file_bytes += n;
     while (n > 0) {
         int64_t k = OUT_BYTES - w->out_n;
         if (k > n) k = n;
         memcpy(w->out + w->out_n, s, (size_t)k);
         w->out_n += k;
+        w->file_bytes += k; /* the buffer's bytes end at file_bytes (out_flush) */
         s += k;
         n -= k;
         if (w->out_n == OUT_BYTES) SP_TRY(out_flush(w));
@@ -326,7 +330,7 @@ static int out_zeros(sp_gguf_w *w, int64_t n) {
     return 0;
 }
 
-int sp_gguf_init(const char *path, sp_gguf_w **out) {
+static int init_writer(const char *path, int resumable, sp_gguf_w **out) {
     *out = NULL;
     sp_gguf_w *w = calloc(1, sizeof *w);
     if (!w) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
@@ -343,6 +347,11 @@ int sp_gguf_init(const char *path, sp_gguf_w **out) {
     }
     snprintf(w->tmp, n, "%s.tmp", path);
     XXH3_128bits_reset(w->xx);
+    w->resumable = resumable;
+    if (resumable) {
+        *out = w;
+        return 0;
+    }
     int crc = sp_io_create(w->tmp, 0644, &w->fd); /* never through a planted link */
     if (crc) {
         int rc = crc;
@@ -355,10 +364,16 @@ int sp_gguf_init(const char *path, sp_gguf_w **out) {
     return 0;
 }
 
+int sp_gguf_init(const char *path, sp_gguf_w **out) { return init_writer(path, 0, out); }
+
+int sp_gguf_init_resume(const char *path, sp_gguf_w **out) { return init_writer(path, 1, out); }
+
+const char *sp_gguf_tmp_path(const sp_gguf_w *w) { return w->tmp; }
+
 void sp_gguf_free(sp_gguf_w *w) {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
-    if (w->tmp && !w->finished) unlink(w->tmp);
+    if (w->tmp && !w->finished && !w->resumable) unlink(w->tmp);
     for (int64_t i = 0; i < w->n_keys; i++) free(w->keys[i]);
     free(w->keys);
     for (int64_t i = 0; i < w->n_t; i++) free(w->t[i].name);
@@ -383,12 +398,22 @@ static int out_u64(sp_gguf_w *w, uint64_t v) {
     return out_put(w, b, 8);
 }
 
-int sp_gguf_begin(sp_gguf_w *w) {
+static int declared(const sp_gguf_w *w) {
     if (w->begun) return sp_fail(SP_EX_SOFTWARE, "%s: GGUF header written twice", w->path);
     if (w->arr_left) return sp_fail(SP_EX_SOFTWARE, "%s: unfinished GGUF string array", w->path);
+    return 0;
+}
+
+/* No declaration after this: the row buffer is sized. */
+static int start_rows(sp_gguf_w *w) {
     w->begun = 1;
     w->conv = malloc((size_t)(w->conv_cap ? w->conv_cap : 1));
     if (!w->conv) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", w->path);
+    return 0;
+}
+
+/* The header, metadata, tensor infos and padding; sets data_start. */
+static int emit_header(sp_gguf_w *w) {
     SP_TRY(out_put(w, "GGUF", 4));
     SP_TRY(out_u32(w, 3));
     SP_TRY(out_u64(w, (uint64_t)w->n_t));
@@ -409,6 +434,113 @@ int sp_gguf_begin(sp_gguf_w *w) {
     w->cur = 0;
     w->cur_rows = 0;
     if (w->n_t) SP_TRY(out_zeros(w, w->t[0].offset)); /* 0 */
+    return 0;
+}
+
+int sp_gguf_begin(sp_gguf_w *w) {
+    SP_TRY(declared(w));
+    if (w->fd < 0) SP_TRY(sp_io_create(w->tmp, 0644, &w->fd)); /* a resumable writer starting afresh */
+    SP_TRY(start_rows(w));
+    return emit_header(w);
+}
+
+int sp_gguf_header_hash(sp_gguf_w *w, char hex[33]) {
+    SP_TRY(declared(w));
+    w->dry = 1;
+    XXH3_128bits_reset(w->xx);
+    w->file_bytes = w->out_n = 0;
+    int rc = emit_header(w);
+    if (!rc) rc = out_flush(w);
+    XXH128_hash_t h = XXH3_128bits_digest(w->xx);
+    w->dry = 0;
+    XXH3_128bits_reset(w->xx);
+    w->file_bytes = w->out_n = 0;
+    SP_TRY(rc);
+    sp_hex128(h.high64, h.low64, hex);
+    return 0;
+}
+
+/* 1 if ck is a position of this writer's layout (data_start known). */
+static int ck_in_layout(const sp_gguf_w *w, const sp_gguf_ck *ck) {
+    if (ck->tensor < 0 || ck->tensor > w->n_t || ck->rows < 0 || !memchr(ck->xxh128, 0, sizeof ck->xxh128)) return 0;
+    if (ck->tensor == w->n_t) return ck->rows == 0 && ck->bytes == sp_gguf_file_bytes(w);
+    const gtensor *g = &w->t[ck->tensor];
+    return ck->rows < g->n_rows && ck->bytes == w->data_start + g->offset + ck->rows * g->row_bytes;
+}
+
+/* Hashes the tmp from its start through the checkpoints while they match;
+ * *n_good of them did, and `good` holds the hash state after the last. */
+static int rehash_prefix(sp_gguf_w *w, int64_t size, const sp_gguf_ck *ck, int n_ck, XXH3_state_t *good, int *n_good) {
+    int64_t pos = 0;
+    XXH3_128bits_reset(w->xx);
+    for (*n_good = 0; *n_good < n_ck && ck[*n_good].bytes <= size; ++*n_good) {
+        for (int64_t n; pos < ck[*n_good].bytes; pos += n) {
+            n = ck[*n_good].bytes - pos < OUT_BYTES ? ck[*n_good].bytes - pos : OUT_BYTES;
+            SP_TRY(sp_io_pread_full(w->fd, w->out, n, pos, w->tmp));
+            XXH3_128bits_update(w->xx, w->out, (size_t)n);
+        }
+        char hex[33];
+        XXH128_hash_t h = XXH3_128bits_digest(w->xx);
+        sp_hex128(h.high64, h.low64, hex);
+        if (strcmp(hex, ck[*n_good].xxh128)) break;
+        XXH3_copyState(good, w->xx);
+    }
+    return 0;
+}
+
+int sp_gguf_resume(sp_gguf_w *w, const sp_gguf_ck *ck, int n_ck, int *n_good, int64_t *dropped_bytes) {
+    *n_good = 0;
+    *dropped_bytes = 0;
+    if (!w->resumable || w->fd >= 0) return sp_fail(SP_EX_SOFTWARE, "%s: GGUF resume of a writer that is not resumable", w->path);
+    char hdr[33];
+    SP_TRY(sp_gguf_header_hash(w, hdr)); /* also sets data_start */
+    for (int i = 0; i < n_ck; i++)
+        if (!ck_in_layout(w, &ck[i]) || (i && ck[i].bytes <= ck[i - 1].bytes))
+            return sp_fail(SP_EX_DATAERR, "%s: checkpoint %d (tensor %lld, row %lld, byte %lld) is not a position of this file's layout",
+                           w->tmp, i, (long long)ck[i].tensor, (long long)ck[i].rows, (long long)ck[i].bytes);
+    int64_t size = 0;
+    int rc = SP_EX_NOINPUT;
+    if (n_ck && ck[0].bytes == w->data_start && !strcmp(ck[0].xxh128, hdr)) rc = sp_io_open_own(w->tmp, O_RDWR, &w->fd, &size);
+    if (rc == SP_EX_NOINPUT) {
+        sp_err_clear();
+        return sp_gguf_begin(w); /* nothing to continue: afresh */
+    }
+    SP_TRY(rc);
+    XXH3_state_t *good = XXH3_createState();
+    if (!good) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", w->path);
+    rc = rehash_prefix(w, size, ck, n_ck, good, n_good);
+    if (!rc && *n_good) {
+        const sp_gguf_ck *at = &ck[*n_good - 1];
+        XXH3_copyState(w->xx, good);
+        if (size > at->bytes) {
+            *dropped_bytes = size - at->bytes;
+            rc = sp_io_truncate(w->fd, at->bytes, w->tmp);
+            if (!rc) rc = sp_io_fsync(w->fd, w->tmp);
+        }
+        if (!rc) rc = start_rows(w);
+        w->file_bytes = at->bytes;
+        w->cur = at->tensor;
+        w->cur_rows = at->rows;
+    }
+    XXH3_freeState(good);
+    SP_TRY(rc);
+    if (*n_good) return 0;
+    close(w->fd); /* not even the header matches: afresh */
+    w->fd = -1;
+    XXH3_128bits_reset(w->xx);
+    return sp_gguf_begin(w);
+}
+
+int sp_gguf_sync(sp_gguf_w *w, sp_gguf_ck *ck) {
+    if (!w->begun) return sp_fail(SP_EX_SOFTWARE, "%s: GGUF sync before the header was written", w->path);
+    SP_TRY(out_flush(w));
+    SP_TRY(sp_io_fsync(w->fd, w->tmp));
+    memset(ck, 0, sizeof *ck);
+    ck->tensor = w->cur;
+    ck->rows = w->cur_rows;
+    ck->bytes = w->file_bytes;
+    XXH128_hash_t h = XXH3_128bits_digest(w->xx);
+    sp_hex128(h.high64, h.low64, ck->xxh128);
     return 0;
 }
 

@@ -29,6 +29,22 @@
  * export never leaves a file with the final name. The XXH3-128 of the whole
  * file is computed as it streams.
  *
+ * Resumable writing (pipeline/export.c journals it): a writer made by
+ * sp_gguf_init_resume touches no file until begin or resume, and never
+ * removes its tmp. sp_gguf_sync makes the bytes so far durable and returns a
+ * checkpoint: the position (tensors done, rows of the next) and the XXH3-128
+ * of the file's first `bytes` bytes. A later writer with the same
+ * declarations calls sp_gguf_resume instead of begin with the checkpoints an
+ * earlier one returned: it re-hashes the tmp up to the last of them, keeps
+ * the longest prefix whose every checkpoint still matches, cuts what follows
+ * (a torn or corrupt tail) and continues from there; or, when none matches
+ * (no tmp, another header), starts afresh as begin does:
+ *
+ *   init_resume ── kv / tensor ──┬─ begin ───────────────┐
+ *                                └─ resume(checkpoints) ─┴─▶ rows ... sync ... rows ─▶ finish
+ *
+ * The resumed file, and its hash, are those of one uninterrupted pass.
+ *
  * Quantized types: Q8_0 is ggml's block of 32 (fp16 scale d = max|x|/127,
  * then 32 int8 q = round(x/d), half away from zero, computed as x·(1/d)),
  * 34 bytes a block; a row's length must be a multiple of 32.
@@ -75,10 +91,26 @@ const char *sp_gguf_ttype_name(sp_gguf_ttype t);
  * the type's block (Q8_0: 32) or overflows. */
 int64_t sp_gguf_row_bytes(sp_gguf_ttype t, int64_t n);
 
+/* A writer's position and the hash of the bytes before it. Also the
+ * payload of export's journal records (native byte order, 64 bytes). */
+typedef struct sp_gguf_ck {
+    int64_t tensor;  /* tensors complete */
+    int64_t rows;    /* rows of tensor `tensor` written; 0 at a tensor boundary */
+    int64_t bytes;   /* file bytes: data start + that tensor's offset + rows · its row bytes */
+    char xxh128[33]; /* XXH3-128 of the file's first `bytes` bytes, hex */
+    char pad[7];
+} sp_gguf_ck;
+
 /* Opens "<path>.tmp" (truncating it). 73 if it cannot be created. */
 int sp_gguf_init(const char *path, sp_gguf_w **out);
-/* Removes the tmp file unless sp_gguf_finish succeeded. Accepts NULL. */
+/* A resumable writer: no file is touched until sp_gguf_begin (which creates
+ * the tmp afresh) or sp_gguf_resume, and sp_gguf_free keeps the tmp. */
+int sp_gguf_init_resume(const char *path, sp_gguf_w **out);
+/* Removes the tmp file unless sp_gguf_finish succeeded or the writer is
+ * resumable. Accepts NULL. */
 void sp_gguf_free(sp_gguf_w *w);
+/* "<path>.tmp", the file being written. */
+const char *sp_gguf_tmp_path(const sp_gguf_w *w);
 
 /* Metadata. Keys must be unique (70 otherwise: our bug). Strings are bytes
  * with an explicit length (n < 0: NUL-terminated). */
@@ -103,6 +135,19 @@ int sp_gguf_tensor(sp_gguf_w *w, const char *name, int ndim, const int64_t *ne, 
 
 /* Writes the header, metadata and tensor infos. No kv or tensor after it. */
 int sp_gguf_begin(sp_gguf_w *w);
+/* After the declarations, before begin or resume: the XXH3-128 of the
+ * header begin writes (everything before the tensor data), computed without
+ * writing. */
+int sp_gguf_header_hash(sp_gguf_w *w, char hex[33]);
+/* Instead of begin, on a resumable writer: ck[0..n_ck) are checkpoints an
+ * earlier writer with the same declarations returned, in increasing order.
+ * *n_good gets how many of them the tmp still matches (a prefix of the list);
+ * the writer continues after ck[*n_good - 1], the tmp cut there (*dropped_bytes
+ * gets what was cut), or, with *n_good 0, afresh as begin. A checkpoint whose
+ * position is not one this writer's layout has: 65. I/O: 74. */
+int sp_gguf_resume(sp_gguf_w *w, const sp_gguf_ck *ck, int n_ck, int *n_good, int64_t *dropped_bytes);
+/* Flushes and fsyncs what was written so far and describes it in *ck. */
+int sp_gguf_sync(sp_gguf_w *w, sp_gguf_ck *ck);
 /* Appends n_rows rows (each ne[0] float32 values) of the current tensor,
  * converted to its type. Non-finite values: 65 naming the tensor. */
 int sp_gguf_rows(sp_gguf_w *w, const float *rows, int64_t n_rows);

@@ -379,10 +379,7 @@ static int journal_open(const char *path, const sp_run_identity *id, sp_journal 
         return 0;
     }
     if (good_end < j->size_bytes) { /* R3: drop the torn tail */
-        /* fileio.h has no truncate; ftruncate + its fsync are the one exception. */
-        if (ftruncate(j->fd, (off_t)good_end) != 0)
-            return sp_fail_errno(SP_EX_IOERR, "journal %s: cannot drop the torn tail (truncate to %lld)", path,
-                                 (long long)good_end);
+        SP_TRY(sp_io_truncate(j->fd, good_end, path));
         SP_TRY(sp_io_fsync(j->fd, path));
         if (dropped) *dropped = j->size_bytes - good_end;
         j->size_bytes = good_end;
