@@ -19,10 +19,52 @@
  * Gemma: llama.cpp multiplies norm outputs by w, so (1 + w) is stored, and it
  * scales embeddings by sqrt(n_embd) itself (in float32; HF rounds the factor
  * to the model dtype, which is the same number for float32 models).
+ *
+ * ======================================================================
+ * THE EXPORT JOURNAL (resume; RELIABILITY.md "Crash safety and resume")
+ * ======================================================================
+ *
+ * Files: OUT.tmp (io/gguf.c writes it), the journal (io/journal.c; default
+ * OUT.journal, under the lock OUT.lock), and at the end OUT.
+ *
+ * Identity (the journal's header): "manifest" = XXH3-128 of the export's
+ * meaning — the weight type and the XXH3-128 of the GGUF header this export
+ * writes, so config.json, the tokenizer and every tensor's name, shape,
+ * type and offset — and "input" = XXH3-128 of the shards' fingerprint
+ * (names, sizes, headers: sp_resume_fingerprint) and of each shard's size,
+ * mtime and ctime; plus the tool version. An existing journal with another
+ * identity is refused (65), the file untouched, with the hint to restart:
+ * resuming would splice two different exports.
+ *
+ * Records after the header: CHECKPOINT, an sp_gguf_ck (position and the
+ * XXH3-128 of the file's bytes before it). Order of every step:
+ *
+ *   header written ─► tmp fsynced ─► CHECKPOINT(0 tensors) appended+fsynced ─► commit point
+ *   each tensor, and every CHECKPOINT_BYTES within a long one:
+ *       rows written ─► tmp fsynced ─► CHECKPOINT appended+fsynced ─► commit point
+ *   last tensor ─► (its CHECKPOINT: the whole file's hash) ─► rename, dir fsynced
+ *   ─► commit point ─► journal and lock removed (a caller-given journal stays)
+ *
+ * Replay: the checkpoints, where one at or before an earlier one's position
+ * supersedes it and all after it (a resume that redid them), leave an
+ * increasing list. io/gguf.c re-hashes the tmp through it and continues after
+ * the last checkpoint that matches; a tail past it (torn, or corrupt) is cut
+ * and redone. So the journal never claims a byte that was not durable, and
+ * every byte kept is re-verified. A finished file whose journal outlived the
+ * rename (a kill right after it; or the caller keeps the journal) is checked
+ * against the last checkpoint's hash and kept when it matches.
+ *
+ * A failure other than I/O (74: rerun once the disk is fixed) discards the
+ * tmp and the journal: a rerun would only fail the same way.
  */
 #include "export.h"
 
 #include "arch.h"
+#include "faults.h"
+#include "job.h"
+#include "journal.h"
+#include "lock.h"
+#include "sp_version.h"
 #include "config.h"
 #include "dtype.h"
 #include "error.h"
@@ -35,12 +77,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 #define CHUNK_BYTES ((int64_t)4 << 20)
+#define CHECKPOINT_BYTES ((int64_t)64 << 20) /* a checkpoint within a tensor after this many bytes */
+
+enum { XREC_CHECKPOINT = 1 }; /* journal record: an sp_gguf_ck */
 
 typedef enum xarch { X_LLAMA, X_QWEN2, X_QWEN3, X_PHI3, X_GEMMA, X_PHI2 } xarch;
 
 static const char *const xarch_name[] = {"llama", "qwen2", "qwen3", "phi3", "gemma", "phi2"};
+
+/* HF model_type → llama.cpp architecture. */
+static const struct {
+    const char *model_type;
+    xarch xa;
+} xarch_of[] = {{"llama", X_LLAMA}, {"mistral", X_LLAMA}, {"qwen2", X_QWEN2}, {"qwen3", X_QWEN3},
+                {"phi3", X_PHI3},   {"gemma", X_GEMMA},   {"phi", X_PHI2}};
+
+static int xarch_find(const char *model_type) {
+    for (size_t i = 0; i < sizeof xarch_of / sizeof xarch_of[0]; i++)
+        if (!strcmp(xarch_of[i].model_type, model_type)) return (int)i;
+    return -1;
+}
+
+const char *sp_export_arch_name(const char *model_type) {
+    int i = xarch_find(model_type);
+    return i < 0 ? NULL : xarch_name[xarch_of[i].xa];
+}
 
 typedef struct xitem {
     char gname[96];   /* GGUF name */
@@ -63,6 +129,14 @@ typedef struct xctx {
     float *fbuf, *pbuf; /* (chunk rows × cols) */
     void *raw;
     int64_t buf_floats;
+    /* writing */
+    const sp_export_opts *o;
+    sp_gguf_w *w;
+    sp_journal *jr;
+    int64_t since_ck, ck_bytes; /* bytes since the last checkpoint; the interval within a tensor */
+    int64_t written;            /* data bytes this run wrote */
+    double t0;
+    int last_tenth;
 } xctx;
 
 static int add_item(xctx *x, const xitem *in);
@@ -373,13 +447,28 @@ static int64_t chunk_rows(const xitem *it) {
     return k;
 }
 
-static int write_item(sp_gguf_w *w, xctx *x, const xitem *it) {
+/* Makes what was written durable, journals it, and is a commit point. */
+static int checkpoint(xctx *x) {
+    sp_gguf_ck ck;
+    SP_TRY(sp_gguf_sync(x->w, &ck));
+    SP_TRY(sp_journal_append(x->jr, XREC_CHECKPOINT, &ck, sizeof ck));
+    x->since_ck = 0;
+    sp_fault_commit_point("export");
+    return 0;
+}
+
+/* Rows [r0, rows) of it (r0 > 0: resumed within it, after a checkpoint). */
+static int write_item(sp_gguf_w *w, xctx *x, const xitem *it, int64_t r0) {
     if (it->rope_freqs) {
         llama3_factors(&x->m.cfg, x->fbuf, it->rows);
         return sp_gguf_rows(w, x->fbuf, 1);
     }
     int64_t k = chunk_rows(it);
-    for (int64_t r = 0; r < it->rows; r += k) {
+    if (r0 % (it->perm_hd > 0 ? it->perm_hd : 1))
+        return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': the journal resumes it at row %lld, inside a head", sp_gguf_tmp_path(w),
+                       it->gname, (long long)r0);
+    int64_t row_bytes = it->ndim == 1 ? 0 : sp_gguf_row_bytes(it->type, it->cols);
+    for (int64_t r = r0; r < it->rows; r += k) {
         int64_t n = it->rows - r < k ? it->rows - r : k;
         float *src = x->fbuf;
         SP_TRY(read_rows(x, it, r, n, src));
@@ -394,6 +483,9 @@ static int write_item(sp_gguf_w *w, xctx *x, const xitem *it) {
             for (int64_t i = 0; i < n * it->cols; i++) src[i] += 1.0f;
         /* 1-D: one GGUF row of n values */
         SP_TRY(sp_gguf_rows(w, src, it->ndim == 1 ? 1 : n));
+        x->since_ck += n * row_bytes;
+        x->written += n * row_bytes;
+        if (r + n < it->rows && x->since_ck >= x->ck_bytes) SP_TRY(checkpoint(x));
     }
     return 0;
 }
@@ -401,15 +493,11 @@ static int write_item(sp_gguf_w *w, xctx *x, const xitem *it) {
 static int map_family(xctx *x) {
     const char *mt = x->m.cfg.family->model_type;
     const char *path = x->dir;
-    if (!strcmp(mt, "llama") || !strcmp(mt, "mistral")) x->xa = X_LLAMA;
-    else if (!strcmp(mt, "qwen2")) x->xa = X_QWEN2;
-    else if (!strcmp(mt, "qwen3")) x->xa = X_QWEN3;
-    else if (!strcmp(mt, "phi3")) x->xa = X_PHI3;
-    else if (!strcmp(mt, "gemma")) x->xa = X_GEMMA;
-    else if (!strcmp(mt, "phi")) x->xa = X_PHI2;
-    else
+    int k = xarch_find(mt);
+    if (k < 0)
         return sp_fail(SP_EX_DATAERR, "%s/config.json: model_type '%s' has no llama.cpp architecture; GGUF export supports llama, "
                        "mistral, qwen2, qwen3, phi3, gemma and phi", path, mt);
+    x->xa = xarch_of[k].xa;
     const sp_config *c = &x->m.cfg;
     if (x->xa == X_GEMMA && x->m.has_head && !c->tie_word_embeddings)
         return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': llama.cpp's gemma always ties the head to the embedding", path, x->m.arch->head);
@@ -421,14 +509,188 @@ static int map_family(xctx *x) {
     return 0;
 }
 
+/* ---- the journal ---------------------------------------------------------- */
+
+static int64_t checkpoint_interval(void) {
+    const char *s = getenv("SLICEPIPE_EXPORT_CHECKPOINT_BYTES"); /* tests: checkpoints within small tensors */
+    char *end = NULL;
+    long long v = s && *s ? strtoll(s, &end, 10) : 0;
+    return v > 0 && end && !*end ? (int64_t)v : CHECKPOINT_BYTES;
+}
+
+/* The input: the shards' fingerprint (names, sizes, headers) and each
+ * shard's size, mtime and ctime (an edit in place changes them). */
+static int input_identity(const sp_model *m, char hex[33]) {
+    char fp[33];
+    SP_TRY(sp_resume_fingerprint(m, fp));
+    XXH3_state_t *xs = XXH3_createState();
+    if (!xs) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    XXH3_128bits_reset(xs);
+    XXH3_128bits_update(xs, fp, 32);
+    int rc = 0;
+    for (int i = 0; i < sp_ckpt_shard_count(m->ckpt) && !rc; i++) {
+        const sp_st_file *f = sp_ckpt_shard(m->ckpt, i);
+        struct stat sb;
+        if (fstat(sp_st_fd(f), &sb) != 0) rc = sp_fail_errno(SP_EX_IOERR, "%s: fstat", sp_st_path(f));
+        int64_t v[3] = {(int64_t)sb.st_size, (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec,
+                        (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec};
+        XXH3_128bits_update(xs, v, sizeof v);
+    }
+    XXH128_hash_t h = XXH3_128bits_digest(xs);
+    XXH3_freeState(xs);
+    sp_hex128(h.high64, h.low64, hex);
+    return rc;
+}
+
+/* path + suffix, malloc'd, or NULL. */
+static char *with_suffix(const char *path, const char *suffix) {
+    size_t n = strlen(path) + strlen(suffix) + 1;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s%s", path, suffix);
+    return p;
+}
+
+/* After every declaration: what the journal is bound to (see the top). */
+static int export_identity(xctx *x, sp_run_identity *id) {
+    char hdr[33], txt[128];
+    memset(id, 0, sizeof *id);
+    SP_TRY(sp_gguf_header_hash(x->w, hdr));
+    int n = snprintf(txt, sizeof txt, "slicepipe-export-1\ntype=%s\nheader=%s\n", sp_gguf_ttype_name(x->o->type), hdr);
+    XXH128_hash_t h = XXH3_128bits(txt, (size_t)n);
+    sp_hex128(h.high64, h.low64, id->manifest);
+    snprintf(id->version, sizeof id->version, "%s", SP_VERSION);
+    return input_identity(&x->m, id->input);
+}
+
+/* An existing journal of another export is refused, untouched. A torn or
+ * foreign header is left to sp_journal_open to judge. */
+static int check_identity(const char *jp, const sp_run_identity *want, const char *out, const sp_export_opts *o) {
+    sp_run_identity have;
+    int rc = sp_run_identity_read(jp, &have);
+    if (rc == SP_EX_NOINPUT || rc == SP_EX_DATAERR) {
+        sp_err_clear();
+        return 0;
+    }
+    SP_TRY(rc);
+    char why[512] = "";
+    size_t k = 0;
+    if (strcmp(have.manifest, want->manifest))
+        k += (size_t)snprintf(why + k, sizeof why - k, "%sthe export changed (--type, config.json, the tokenizer or the tensors)", k ? "; " : "");
+    if (strcmp(have.input, want->input))
+        k += (size_t)snprintf(why + k, sizeof why - k, "%sthe model's shards changed (names, sizes, headers, mtimes or ctimes)", k ? "; " : "");
+    if (strcmp(have.version, want->version))
+        k += (size_t)snprintf(why + k, sizeof why - k, "%sit was written by slicepipe %s, this is %s", k ? "; " : "", have.version,
+                              want->version);
+    if (!k) return 0;
+    return sp_fail(SP_EX_DATAERR, "%s: the journal %s of an unfinished export does not match this one: %s; refused (resuming would "
+                   "splice two exports); %s to discard it and start afresh",
+                   out, jp, why, o->restart_hint ? o->restart_hint : "rerun with --restart");
+}
+
+/* The journal's checkpoints as an increasing list: one at or before an
+ * earlier one's position supersedes it and everything after it. */
+static int replay(const sp_journal *jr, const char *jp, sp_gguf_ck **out, int *n_out) {
+    int n = sp_journal_count(jr), k = 0;
+    sp_gguf_ck *ck;
+    *out = NULL;
+    *n_out = 0;
+    SP_TRY(sp_calloc((void **)&ck, n > 0 ? n : 1, sizeof *ck, "export checkpoints"));
+    for (int i = 0; i < n; i++) {
+        const sp_jrec *r = sp_journal_at(jr, i);
+        if (r->type != XREC_CHECKPOINT || r->len != sizeof *ck) {
+            free(ck);
+            return sp_fail(SP_EX_DATAERR, "journal %s: record %llu is not an export checkpoint (not an export's journal, or damaged)", jp,
+                           (unsigned long long)r->seq);
+        }
+        sp_gguf_ck c;
+        memcpy(&c, r->payload, sizeof c);
+        while (k > 0 && (ck[k - 1].tensor > c.tensor || (ck[k - 1].tensor == c.tensor && ck[k - 1].rows >= c.rows))) k--;
+        ck[k++] = c;
+    }
+    *out = ck;
+    *n_out = k;
+    return 0;
+}
+
+/* A finished file the journal outlived: kept when it is what the last
+ * checkpoint (the whole file) says. */
+static int finished_already(const char *out, const char *tmp, const sp_gguf_ck *last, int64_t n_tensors) {
+    struct stat sb;
+    if (last->tensor != n_tensors || lstat(tmp, &sb) == 0) return 0;
+    if (lstat(out, &sb) != 0 || !S_ISREG(sb.st_mode) || (int64_t)sb.st_size != last->bytes) return 0;
+    char hex[33];
+    if (sp_io_xxh128_range(out, 0, last->bytes, hex)) {
+        sp_err_clear();
+        return 0;
+    }
+    return !strcmp(hex, last->xxh128);
+}
+
+static void progress(xctx *x, int64_t done) {
+    if (x->o->quiet) return;
+    int tty = isatty(2), tenth = (int)(10 * done / (x->n_it ? x->n_it : 1));
+    if (!tty && tenth == x->last_tenth) return; /* logs: a line per tenth */
+    x->last_tenth = tenth;
+    fprintf(stderr, "%s%s: %lld/%lld tensors | written %.1f MB | elapsed %.1fs%s", tty ? "\r" : "",
+            x->o->label ? x->o->label : "slicepipe export", (long long)done, (long long)x->n_it, (double)x->written / 1e6,
+            sp_now() - x->t0, !tty || done == x->n_it ? "\n" : "");
+}
+
+/* The journal opened (or created) and replayed; the writer positioned. */
+static int open_journal(xctx *x, const char *out_path, const char *jp, sp_gguf_ck **ck, int *n_ck) {
+    sp_run_identity id;
+    SP_TRY(export_identity(x, &id));
+    SP_TRY(check_identity(jp, &id, out_path, x->o));
+    int64_t dropped = 0;
+    SP_TRY(sp_journal_open(jp, &id, &x->jr, &dropped));
+    if (dropped && !x->o->quiet) fprintf(stderr, "%s: dropped a torn journal tail of %lld bytes\n", x->o->label ? x->o->label : "slicepipe export",
+                                         (long long)dropped);
+    return replay(x->jr, jp, ck, n_ck);
+}
+
+/* Continues the tmp after its last good checkpoint, or starts it. *t0, *r0:
+ * where the rows resume. */
+static int start_writing(xctx *x, const sp_gguf_ck *ck, int n_ck, int64_t *t0, int64_t *r0, sp_export_stats *st) {
+    const char *label = x->o->label ? x->o->label : "slicepipe export", *tmp = sp_gguf_tmp_path(x->w);
+    struct stat sb;
+    int had_tmp = lstat(tmp, &sb) == 0, n_good = 0;
+    int64_t dropped = 0;
+    SP_TRY(sp_gguf_resume(x->w, ck, n_ck, &n_good, &dropped));
+    *t0 = *r0 = 0;
+    if (!n_good) {
+        if (!x->o->quiet && had_tmp)
+            fprintf(stderr, "%s: %s %s; starting afresh\n", label, tmp, n_ck ? "does not match its journal" : "has no journal");
+        return checkpoint(x); /* the header */
+    }
+    const sp_gguf_ck *at = &ck[n_good - 1];
+    *t0 = at->tensor, *r0 = at->rows;
+    st->resumed_bytes = at->bytes;
+    if (!x->o->quiet) {
+        char more[128] = "";
+        if (n_good < n_ck) snprintf(more, sizeof more, "; the bytes after them differ from the journal and are redone");
+        else if (dropped) snprintf(more, sizeof more, "; a torn tail of %lld bytes dropped", (long long)dropped);
+        char rows[160] = "";
+        if (at->rows) snprintf(rows, sizeof rows, " and %lld rows of '%s'", (long long)at->rows, x->it[at->tensor].gname);
+        fprintf(stderr, "%s: resuming %s after %lld of %lld tensors%s: %lld bytes verified by hash%s\n", label, tmp, (long long)at->tensor,
+                (long long)x->n_it, rows, (long long)at->bytes, more);
+    }
+    return 0;
+}
+
 int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_opts *opts, sp_export_stats *st) {
     xctx x;
-    sp_gguf_w *w = NULL;
-    double t0 = sp_now();
+    sp_lock *lock = NULL;
+    char *jp = NULL, *lp = NULL;
+    sp_gguf_ck *ck = NULL;
+    int n_ck = 0, writing = 0;
     int rc;
     memset(&x, 0, sizeof x);
     memset(st, 0, sizeof *st);
     x.dir = model_dir;
+    x.o = opts;
+    x.t0 = sp_now();
+    x.ck_bytes = checkpoint_interval();
+    x.last_tenth = -1;
     if ((rc = sp_model_open(model_dir, &x.m))) return rc;
     x.model_open = 1;
     if (x.m.cfg.sliced) {
@@ -451,26 +713,58 @@ int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_
     if ((rc = sp_alloc(&x.raw, need, sizeof(float), "export read buffer"))) goto out;
     st->peak_chunk_bytes = 3 * need * (int64_t)sizeof(float);
 
-    if ((rc = sp_gguf_init(out_path, &w))) goto out;
-    if ((rc = write_hparams(w, &x, opts))) goto out;
-    if ((rc = write_vocab(w, &x, st))) goto out;
+    if ((rc = sp_gguf_init_resume(out_path, &x.w))) goto out;
+    if ((rc = write_hparams(x.w, &x, opts))) goto out;
+    if ((rc = write_vocab(x.w, &x, st))) goto out;
     for (int64_t i = 0; i < x.n_it; i++) {
         const xitem *it = &x.it[i];
         int64_t ne[2] = {it->ndim == 2 ? it->cols : it->rows, it->rows};
-        if ((rc = sp_gguf_tensor(w, it->gname, it->ndim, ne, it->type))) goto out;
+        if ((rc = sp_gguf_tensor(x.w, it->gname, it->ndim, ne, it->type))) goto out;
     }
-    if ((rc = sp_gguf_begin(w))) goto out;
-    for (int64_t i = 0; i < x.n_it; i++) {
-        if ((rc = write_item(w, &x, &x.it[i]))) goto out;
-        if (!opts->quiet) fprintf(stderr, "\rslicepipe export: %lld/%lld tensors", (long long)(i + 1), (long long)x.n_it);
-    }
-    if (!opts->quiet) fprintf(stderr, "\n");
-    st->file_bytes = sp_gguf_file_bytes(w);
-    if ((rc = sp_gguf_finish(w, st->xxh128))) goto out;
     st->n_tensors = x.n_it;
-    st->seconds = sp_now() - t0;
+
+    /* the journal, under a lock (the caller's, with its own journal path) */
+    jp = opts->journal_path ? strdup(opts->journal_path) : with_suffix(out_path, ".journal");
+    lp = opts->journal_path ? NULL : with_suffix(out_path, ".lock");
+    if (!jp || (!opts->journal_path && !lp)) rc = sp_fail(SP_EX_SOFTWARE, "out of memory");
+    if (!rc && lp) rc = sp_lock_acquire(lp, &lock);
+    if (rc) goto out;
+    if (opts->restart) {
+        unlink(jp);
+        unlink(sp_gguf_tmp_path(x.w));
+    }
+    if ((rc = open_journal(&x, out_path, jp, &ck, &n_ck))) goto out;
+    st->file_bytes = sp_gguf_file_bytes(x.w); /* the header's size is known now */
+    if (n_ck && finished_already(out_path, sp_gguf_tmp_path(x.w), &ck[n_ck - 1], x.n_it)) {
+        snprintf(st->xxh128, sizeof st->xxh128, "%s", ck[n_ck - 1].xxh128);
+        st->reused = 1;
+        if (!opts->journal_path) unlink(jp);
+        goto out;
+    }
+    int64_t t0, r0;
+    writing = 1;
+    if ((rc = start_writing(&x, ck, n_ck, &t0, &r0, st))) goto out;
+    for (int64_t i = t0; i < x.n_it; i++) {
+        if ((rc = write_item(x.w, &x, &x.it[i], i == t0 ? r0 : 0))) goto out;
+        if ((rc = checkpoint(&x))) goto out;
+        progress(&x, i + 1);
+    }
+    if ((rc = sp_gguf_finish(x.w, st->xxh128))) goto out;
+    sp_fault_commit_point("export");
+    if (!opts->journal_path) unlink(jp); /* a leftover one is checked against the file (finished_already) */
 out:
-    sp_gguf_free(w);
+    st->seconds = sp_now() - x.t0;
+    if (rc && writing && rc != SP_EX_IOERR) { /* bad data or our bug: a rerun would fail alike */
+        unlink(sp_gguf_tmp_path(x.w));
+        unlink(jp);
+    }
+    sp_journal_free(x.jr);
+    sp_gguf_free(x.w);
+    if (lock) unlink(lp);
+    sp_lock_free(lock);
+    free(jp);
+    free(lp);
+    free(ck);
     free(x.fbuf);
     free(x.pbuf);
     free(x.raw);

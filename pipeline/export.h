@@ -12,6 +12,10 @@
  * at a time (about 4 MiB, at least one attention head's rows) and written
  * through io/gguf.c, so memory never holds a whole tensor. The file is
  * written as OUT.tmp, fsynced and renamed; its XXH3-128 is reported.
+ *
+ * Resume: the tmp is journaled (after every tensor, and every 64 MiB within
+ * one), so a killed export, rerun, continues where it was and gives the same
+ * bytes. The journal's protocol is at the top of export.c.
  */
 #ifndef SP_EXPORT_H
 #define SP_EXPORT_H
@@ -24,6 +28,12 @@ typedef struct sp_export_opts {
     sp_gguf_ttype type; /* 2-D weights; 1-D tensors (norms, biases) are always F32.
                            Q8_0 falls back to F16 for rows not a multiple of 32 */
     int quiet;
+    int restart;              /* discard an earlier export's journal and tmp first */
+    const char *journal_path; /* NULL: "<out>.journal", under the lock "<out>.lock", both
+                                 removed after the rename; else this file, under a lock the
+                                 caller holds, kept (a rerun checks the file against it) */
+    const char *restart_hint; /* how to discard a refused journal; NULL: "rerun with --restart" */
+    const char *label;        /* prefix of progress lines; NULL: "slicepipe export" */
 } sp_export_opts;
 
 typedef struct sp_export_stats {
@@ -35,10 +45,19 @@ typedef struct sp_export_stats {
     int64_t peak_chunk_bytes; /* the row buffer */
     char xxh128[33];
     double seconds;
+    int64_t resumed_bytes; /* bytes of an interrupted export's tmp verified and kept */
+    int reused;            /* the finished file was there and matched its journal: nothing written */
 } sp_export_stats;
 
-/* Exports model_dir to out_path. 0, or 64/65/66/73/74 with one message
- * naming the file, the tensor and the reason. */
+/* Exports model_dir to out_path, resuming an interrupted export of the same
+ * model and options. 0, or 64/65/66/73/74 (75: another export holds the
+ * lock) with one message naming the file, the tensor and the reason. A
+ * journal of another export (model, options or tool version changed): 65,
+ * nothing touched. */
 int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_opts *opts, sp_export_stats *st);
+
+/* llama.cpp's architecture for an HF model_type, or NULL when it has none
+ * (opt). */
+const char *sp_export_arch_name(const char *model_type);
 
 #endif

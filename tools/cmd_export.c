@@ -13,7 +13,7 @@ int sp_cmd_export(int argc, char **argv); /* called by tools/slicepipe.c */
 
 static void usage_export(FILE *f) {
     fprintf(f,
-            "usage: slicepipe export MODEL_DIR --gguf OUT.gguf [--type f32|f16|bf16|q8_0] [--quiet]\n"
+            "usage: slicepipe export MODEL_DIR --gguf OUT.gguf [--type f32|f16|bf16|q8_0] [--restart] [--quiet]\n"
             "\n"
             "Writes MODEL_DIR (config.json + safetensors, any family llama.cpp has: llama,\n"
             "mistral, qwen2, qwen3, phi3, gemma, phi) as one GGUF v3 file for llama.cpp,\n"
@@ -21,16 +21,23 @@ static void usage_export(FILE *f) {
             "the folder has one. Streams a chunk of rows at a time; the file is written\n"
             "to OUT.gguf.tmp, fsynced and renamed, and its XXH3-128 is printed.\n"
             "\n"
+            "The tmp is journaled in OUT.gguf.journal (under the lock OUT.gguf.lock): a\n"
+            "killed export, rerun with the same command, resumes after the last tensor\n"
+            "that is durable, re-verified by hash, and gives the same bytes. A journal of\n"
+            "another export (changed model, options or slicepipe) is refused (65).\n"
+            "\n"
             "  --gguf OUT.gguf   the output file\n"
             "  --type T          2-D weights as f32 (default), f16, bf16 or q8_0; norms and\n"
             "                    biases stay f32; q8_0 rows not a multiple of 32 are f16\n"
+            "  --restart         discard an interrupted export's journal and tmp first\n"
             "  --quiet           no progress line\n");
 }
 
 int sp_cmd_export(int argc, char **argv) {
     static const struct option lo[] = {
         {"gguf", required_argument, 0, 'g'}, {"type", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'},      {"help", no_argument, 0, 'h'},
+        {"quiet", no_argument, 0, 'q'},      {"restart", no_argument, 0, 'r'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *out = NULL;
@@ -47,6 +54,7 @@ int sp_cmd_export(int argc, char **argv) {
             break;
         }
         case 'q': o.quiet = 1; break;
+        case 'r': o.restart = 1; break;
         case 'h': usage_export(stdout); return 0;
         default: usage_export(stderr); return sp_fail(SP_EX_USAGE, "export: bad option");
         }
@@ -59,6 +67,9 @@ int sp_cmd_export(int argc, char **argv) {
     SP_TRY(sp_export_gguf(argv[optind], out, &o, &st));
     printf("%s: %s, %lld tensors (%s", out, st.arch, (long long)st.n_tensors, sp_gguf_ttype_name(o.type));
     if (st.n_fallback_f16) printf(", %lld as f16: rows not a multiple of 32", (long long)st.n_fallback_f16);
-    printf("), tokenizer %s, %lld bytes, xxh3-128 %s, %.2f s\n", st.tokenizer, (long long)st.file_bytes, st.xxh128, st.seconds);
+    printf("), tokenizer %s, %lld bytes, xxh3-128 %s, %.2f s", st.tokenizer, (long long)st.file_bytes, st.xxh128, st.seconds);
+    if (st.reused) printf(" (already finished: verified by hash)");
+    else if (st.resumed_bytes) printf(" (resumed: %lld bytes kept)", (long long)st.resumed_bytes);
+    printf("\n");
     return 0;
 }
