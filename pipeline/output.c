@@ -221,7 +221,8 @@ int sp_output_restore(job *j, int *restored) {
 int sp_output_is_ours(const char *name) {
     size_t n = strlen(name);
     if (n > 4 && !strcmp(name + n - 4, ".tmp")) n -= 4;
-    if ((n == 17 && !strncmp(name, "model.safetensors", n)) || (n == 28 && !strncmp(name, "model.safetensors.index.json", n)))
+    if ((n == 17 && !strncmp(name, "model.safetensors", n)) || (n == 28 && !strncmp(name, "model.safetensors.index.json", n)) ||
+        (n == 10 && !strncmp(name, "model.gguf", n)))
         return 1;
     /* model-NNNNN-of-NNNNN.safetensors */
     if (n != 32 || strncmp(name, "model-", 6) || strncmp(name + 11, "-of-", 4) || strncmp(name + 20, ".safetensors", 12)) return 0;

@@ -26,7 +26,9 @@
  *                               against the INPUT records (65 on a mismatch),
  *                               then reader and compute start at layer l + 1
  *   stages succeed ─► config.json, tokenizer, eval, report ─► DONE appended
- *   ─► spills and basis files removed.
+ *   ─► spills and basis files removed ─► with [output] gguf, model.gguf
+ *   exported under its own journal (gguf.journal; export.c), which a rerun of
+ *   the complete job resumes, re-verifies or redoes.
  *
  * States of a job directory, as a rerun sees them:
  *
@@ -35,9 +37,9 @@
  *   COMPLETE (DONE) ◄──────────── config, side files, report ─────────────────┘
  *   Any state ──SIGINT/SIGTERM──► the stages stopped, exit 75: as it was at
  *   its last boundary (resumable).
- *   Any state ──--restart──► (none): journal, basis files, this job's spills
- *   and the writer's own names in the output (shards, index, their .tmp)
- *   removed; no other file is touched.
+ *   Any state ──--restart──► (none): journal, gguf.journal, basis files, this
+ *   job's spills and the writer's own names in the output (shards, index,
+ *   model.gguf, their .tmp) removed; no other file is touched.
  *
  * The run identity covers everything that sets the output's bits: the
  * manifest's meaning (paths, calibration token values, sparsity, round_to,
@@ -136,12 +138,13 @@ static int damaged(const job *j, const char *what) {
                    j->job_dir, what, j->mf->path);
 }
 
-/* --restart: forget the job — journal, basis files, this job's spills, and
- * in the output folder only the names slicepipe's writer makes (shards, the
- * index and their .tmp): a file slicepipe never writes is never removed. */
+/* --restart: forget the job — journal, basis files, the GGUF export's
+ * journal, this job's spills, and in the output folder only the names
+ * slicepipe's writer makes (shards, the index, model.gguf and their .tmp):
+ * a file slicepipe never writes is never removed. */
 static void remove_job(job *j) {
-    const char *names[] = {"journal", "basis-0.f64", "basis-1.f64"};
-    for (size_t i = 0; i < 3; i++) {
+    const char *names[] = {"journal", "basis-0.f64", "basis-1.f64", "gguf.journal"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char *p = sp_job_join(j->job_dir, names[i]);
         if (p) unlink(p);
         free(p);

@@ -5,7 +5,9 @@
  * output.c), opens or resumes the job (resume.c), runs the three stage
  * processes (stages.c; the math is in compute.c), and finally writes
  * config.json, copies the tokenizer (output.c), evaluates (if [eval]) and
- * writes the report. Nothing is written before validation has passed.
+ * writes the report; with [output] gguf, the finished job is then exported
+ * to <output>/model.gguf (export.c). Nothing is written before validation
+ * has passed.
  */
 #include "slice.h"
 
@@ -24,6 +26,7 @@
 #include "calib.h"
 #include "error.h"
 #include "eval.h"
+#include "export.h"
 #include "fileio.h"
 #include "job.h"
 #include "lock.h"
@@ -51,6 +54,39 @@ static int prepare_spill(job *j) {
     snprintf(j->spill_a, n, "%s/spill-%016llx-a.act", dir, (unsigned long long)tag);
     snprintf(j->spill_b, n, "%s/spill-%016llx-b.act", dir, (unsigned long long)tag);
     return 0;
+}
+
+/* [output] gguf's weight types, in the manifest's order (sp_manifest.gguf − 1). */
+static const sp_gguf_ttype gguf_types[] = {SP_GGUF_T_F32, SP_GGUF_T_F16, SP_GGUF_T_BF16, SP_GGUF_T_Q8_0};
+
+/* [output] gguf needs an output llama.cpp runs: refused (64) before any work. */
+static int check_gguf(const sp_manifest *mf, const sp_model *m) {
+    if (!mf->gguf) return 0;
+    SP_ASSERT(mf->gguf >= 1 && mf->gguf <= 4);
+    const char *t = sp_gguf_ttype_name(gguf_types[mf->gguf - 1]);
+    if (mf->basis == SP_BASIS_PER_LAYER)
+        return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\" needs a stock architecture, but [slicing] basis = \"per-layer\" "
+                       "adds shortcut matrices llama.cpp cannot run; use [slicing] basis = \"global\"", mf->path, t);
+    if (!sp_export_arch_name(m->cfg.family->model_type))
+        return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\": the model's family '%s' has no llama.cpp architecture; remove the "
+                       "gguf key", mf->path, t, m->cfg.family->model_type);
+    return 0;
+}
+
+/* [output] gguf: the finished output to <output>/model.gguf, journaled in
+ * the job directory (gguf.journal, kept like the job's journal) under the
+ * job's lock. A rerun resumes an interrupted export; on a complete job it
+ * re-verifies the file by hash, or writes it again when missing or changed. */
+static int write_gguf(const job *j, sp_export_stats *gs) {
+    char hint[4200];
+    snprintf(hint, sizeof hint, "run `slicepipe run %s --restart`", j->mf->path);
+    char *out = sp_job_join(j->mf->output_path, "model.gguf"), *jp = sp_job_join(j->job_dir, "gguf.journal");
+    sp_export_opts eo = {.type = gguf_types[j->mf->gguf - 1], .quiet = j->o->quiet, .journal_path = jp, .restart_hint = hint,
+                         .label = "slicepipe: gguf"};
+    int rc = out && jp ? sp_export_gguf(j->mf->output_path, out, &eo, gs) : sp_fail(SP_EX_SOFTWARE, "out of memory");
+    free(out);
+    free(jp);
+    return rc;
 }
 
 static void on_stop_signal(int sig) {
@@ -201,6 +237,8 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
                      mf->model_path);
         goto out;
     }
+    rc = check_gguf(mf, &j->m);
+    if (rc) goto out;
     j->D = c->hidden_size, j->L = c->n_layers, j->V = c->vocab_size, j->F = c->intermediate_size;
     j->hq = c->n_heads * c->head_dim, j->hkv = c->n_kv_heads * c->head_dim;
     j->T = mf->calib_seqlen;
@@ -313,7 +351,16 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     snprintf(j->id.version, sizeof j->id.version, "%s", SP_VERSION);
     if (rc) goto out;
     int complete;
+    sp_export_stats gs;
+    char b1[4096], b2[4096];
     rc = sp_resume_open(j, &complete);
+    if (!rc && complete && mf->gguf) {
+        rc = write_gguf(j, &gs);
+        if (!rc && !o->quiet)
+            fprintf(stderr, "slicepipe: %s/model.gguf %s (%s, %lld bytes, xxh3-128 %s)\n", sp_path_shown(mf->output_path, b2),
+                    gs.reused ? "verified by hash" : gs.resumed_bytes ? "finished" : "written", sp_gguf_ttype_name(gguf_types[mf->gguf - 1]),
+                    (long long)gs.file_bytes, gs.xxh128);
+    }
     if (rc || complete) goto out;
 
     if (j->resume_layer < j->L) {
@@ -355,7 +402,10 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     for (int s = 0; s < SP_STAGE_COUNT; s++) rss += j->sh->st[s].peak_rss;
     if (rc) goto out;
     sp_resume_clean(j);
-    char b1[4096], b2[4096];
+    if (mf->gguf) {
+        rc = write_gguf(j, &gs);
+        if (rc) goto out;
+    }
     printf("sliced %s -> %s\n", sp_path_shown(mf->model_path, b1), sp_path_shown(mf->output_path, b2));
     printf("  width       %lld -> %lld (sparsity %g)\n", (long long)j->D, (long long)j->d, mf->sparsity);
     printf("  parameters  %lld -> %lld (%.1f%%)\n", (long long)j->m.n_params, (long long)params_after,
@@ -366,6 +416,9 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         printf("  perplexity  dense %.4f (nll %.6f) -> sliced %.4f (nll %.6f)\n", dense.ppl, dense.nll, sliced.ppl,
                sliced.nll);
     printf("  report      %s/report.html\n", sp_path_shown(mf->output_path, b2));
+    if (mf->gguf)
+        printf("  gguf        %s/model.gguf (%s, %lld bytes, xxh3-128 %s)\n", sp_path_shown(mf->output_path, b2),
+               sp_gguf_ttype_name(gguf_types[mf->gguf - 1]), (long long)gs.file_bytes, gs.xxh128);
 out:
     free_job(j);
     return rc;
