@@ -14,11 +14,29 @@
             on the source folder over the same windows (1e-4 F32, 2e-3
             F16/BF16, 1e-2 Q8_0), and llama.cpp's tokenization of texts equals
             `slicepipe tokenize --no-special`
+  resume    the journaled export: killed at every commit point (stories260k)
+            and within tensors (a synthetic model, a checkpoint every chunk),
+            each rerun byte-identical to an uninterrupted export and really
+            resumed (the bytes it kept); a torn tmp tail, corrupt journaled
+            bytes (redone, and killed again while redoing), a torn journal
+            tail, ENOSPC (74, then resumed); a changed shard or --type refused
+            (65, nothing touched) until --restart; a held lock (75)
+  outputkey [output] gguf in `slicepipe run`: refused (64, one line naming the
+            manifest) with basis = "per-layer" and for OPT; with basis =
+            "global", model.gguf equals `slicepipe export <output>` byte for
+            byte (f32 and q8_0) and its hash is in the summary; a run killed
+            during the export resumes it; a complete job re-verifies it,
+            re-creates it when missing or changed; --restart removes it, its
+            tmp and its journal (synthetic models: no shared data needed)
 Shared data missing: 77.
 """
 import argparse
+import fcntl
+import hashlib
 import json
 import os
+import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -368,9 +386,282 @@ def mode_llamacpp(a):
     print(f"worst F32 |dNLL| {worst:.2e}")
 
 
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def run_env(cmd, env=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SLICEPIPE_")}
+    e.update(env or {})
+    return run(cmd, env=e)
+
+
+def commit_points(a, cmd, env=None):
+    r = run_env(cmd, dict(env or {}, SLICEPIPE_COUNT_COMMITS="1"))
+    m = re.search(r"^commit-points export (\d+)$", r.stderr, re.M)
+    if r.returncode or not m:
+        die(f"{' '.join(cmd)}: exit {r.returncode}, no export commit points: {r.stderr.strip()[-300:]}")
+    return int(m.group(1))
+
+
+def leftovers(gg):
+    return [p for p in (gg + ".tmp", gg + ".journal", gg + ".lock") if os.path.exists(p)]
+
+
+def mode_resume(a):
+    w = os.path.join(a.work, "resume")
+    shutil.rmtree(w, ignore_errors=True)
+    os.makedirs(w)
+    src = os.path.join(a.shared, "models", "stories260k")
+    if not os.path.isdir(src):
+        print(f"skip: {src} is missing")
+        sys.exit(SKIP)
+    model = os.path.join(w, "stories260k")  # a copy: its shard is edited below
+    shutil.copytree(src, model)
+    gg = os.path.join(w, "out.gguf")
+    cmd = [a.slicepipe, "export", model, "--gguf", gg]
+
+    def kill_at(n, env=None, args=()):
+        r = run_env(cmd + list(args) + ["--quiet"], dict(env or {}, SLICEPIPE_KILL_AT=f"export:{n}"))
+        if r.returncode != -9:
+            die(f"kill at export:{n}: exit {r.returncode}, expected SIGKILL: {r.stderr.strip()[-300:]}")
+
+    def resume(what, args=(), env=None, expect=None):
+        r = run_env(cmd + list(args), env)
+        if r.returncode or sha(gg) != ref:
+            die(f"{what}: rerun exit {r.returncode}, {'output differs' if not r.returncode else r.stderr.strip()[-400:]}")
+        if leftovers(gg):
+            die(f"{what}: {leftovers(gg)} left after the export")
+        if expect and not re.search(expect, r.stdout + r.stderr):
+            die(f"{what}: expected /{expect}/ in: {(r.stdout + r.stderr).strip()[-600:]}")
+        return r
+
+    r = run_env(cmd + ["--quiet"])
+    if r.returncode:
+        die(f"export: {r.stderr.strip()}")
+    ref = sha(gg)
+    xxh = re.search(r"xxh3-128 ([0-9a-f]{32})", r.stdout).group(1)
+    n = commit_points(a, cmd + ["--quiet"])
+    kv, ts, _ = gguf_read.read(gg)
+    if n != len(ts) + 2:
+        die(f"{n} commit points, expected {len(ts) + 2} (the header, each tensor, the rename)")
+    # 1. a kill at every commit point: the rerun keeps what was durable
+    for k in range(1, n + 1):
+        os.unlink(gg)
+        kill_at(k)  # before the last point (after the rename) only the tmp exists, never the final name
+        if os.path.exists(gg) != (k == n) or os.path.exists(gg + ".tmp") != (k < n):
+            die(f"kill at export:{k}: final file {os.path.exists(gg)}, tmp {os.path.exists(gg + '.tmp')}")
+        exp = r"already finished: verified by hash" if k == n else r"resumed: \d+ bytes kept"
+        r = resume(f"kill at export:{k}", expect=exp)
+        if xxh not in r.stdout:
+            die(f"kill at export:{k}: the printed hash is not the uninterrupted export's {xxh}")
+    print(f"stories260k: killed at each of {n} commit points; every rerun resumed (kept the journaled bytes) and is byte-identical")
+    # 2. a torn tmp tail (garbage past the last checkpoint): cut and redone
+    kill_at(10)
+    with open(gg + ".tmp", "ab") as f:
+        f.write(b"\xa5" * 3000)
+    resume("torn tmp tail", expect=r"a torn tail of 3000 bytes dropped")
+    # 3. corrupt bytes the journal claims: redone from the checkpoint before
+    #    them; killed again while redoing (later checkpoints supersede), resumed
+    kill_at(30)
+    size = os.path.getsize(gg + ".tmp")
+    with open(gg + ".tmp", "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0x10]))
+    r = run_env(cmd, {"SLICEPIPE_KILL_AT": "export:5"})
+    if r.returncode != -9 or "differ from the journal and are redone" not in r.stderr:
+        die(f"corrupt tmp: exit {r.returncode}: {r.stderr.strip()[-400:]}")
+    resume("corrupt tmp, redo killed", expect=r"resumed: \d+ bytes kept")
+    # 4. a torn journal tail
+    kill_at(20)
+    with open(gg + ".journal", "rb") as f:
+        jb = f.read()
+    with open(gg + ".journal", "ab") as f:
+        f.write(jb[-108:-58])  # the first 50 bytes of a record (44 + a 64-byte checkpoint)
+    resume("torn journal tail", expect=r"dropped a torn journal tail of 50 bytes")
+    # 5. ENOSPC: 74, the tmp kept; the rerun resumes once there is space
+    r = run_env(cmd + ["--quiet"], {"SLICEPIPE_FAULT_WRITE": "12:ENOSPC"})
+    if r.returncode != 74 or not os.path.exists(gg + ".tmp"):
+        die(f"ENOSPC: exit {r.returncode} ({r.stderr.strip()}), expected 74 and the tmp kept")
+    resume("after ENOSPC", expect=r"resumed: \d+ bytes kept")
+    print("stories260k: torn tmp tail, corrupt journaled bytes (redo killed too), torn journal tail, ENOSPC: each resumed identical")
+    # 6. another export's journal is refused, nothing touched, until --restart
+    for what, change, args, needle in (
+            ("a touched shard", lambda: os.utime(os.path.join(model, "model.safetensors")), (), "the model's shards changed"),
+            ("another --type", lambda: None, ("--type", "f16"), "the export changed")):
+        kill_at(20)
+        before = {p: sha(p) for p in (gg + ".tmp", gg + ".journal")}
+        change()
+        r = run_env(cmd + list(args) + ["--quiet"])
+        if (r.returncode != 65 or needle not in r.stderr or "--restart" not in r.stderr or
+                len(r.stderr.strip().splitlines()) != 1):
+            die(f"{what}: exit {r.returncode}: {r.stderr.strip()}; expected 65 with '{needle}' naming --restart")
+        if {p: sha(p) for p in before} != before or os.path.exists(gg + ".lock"):
+            die(f"{what}: the refused rerun changed the tmp or the journal, or left its lock")
+        r = run_env(cmd + ["--restart"])  # the shard's bytes are the same: so is the file
+        if r.returncode or leftovers(gg) or sha(gg) != ref or "resuming" in r.stderr:
+            die(f"{what}: --restart: exit {r.returncode} {r.stderr.strip()[-300:]}")
+    print("stories260k: a touched shard and another --type refused (65, journal and tmp untouched); --restart exports afresh")
+    # 7. a held lock: 75
+    kill_at(20)
+    with open(gg + ".lock", "w") as lf:  # a POSIX lock conflicts with the export's OFD lock
+        fcntl.lockf(lf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lf.write(f"{os.getpid()}\n")
+        lf.flush()
+        r = run_env(cmd + ["--quiet"])
+    if r.returncode != 75 or f"process {os.getpid()}" not in r.stderr:
+        die(f"a held lock: exit {r.returncode}: {r.stderr.strip()}; expected 75 naming process {os.getpid()}")
+    resume("after the lock was released", expect=r"resumed")
+    print("a second export of the same file while one holds its lock: 75")
+    # 8. within tensors: a synthetic model with a 16 MiB embedding (4 chunks),
+    #    a checkpoint after every chunk; f16 and q8_0
+    syn = os.path.join(w, "syn")
+    r = run([a.slicepipe, "synth", syn, "--hidden", "128", "--layers", "1", "--ffn", "256", "--heads", "4", "--vocab", "32000", "--quiet"])
+    if r.returncode:
+        die(f"synth: {r.stderr.strip()}")
+    every = {"SLICEPIPE_EXPORT_CHECKPOINT_BYTES": "1"}
+    for typ in ("f16", "q8_0"):
+        cmd = [a.slicepipe, "export", syn, "--gguf", gg, "--type", typ]
+        r = run_env(cmd + ["--quiet"])
+        check_export(a, syn, gg, typ)  # the reference itself: every tensor against the safetensors
+        ref = sha(gg)
+        n = commit_points(a, cmd + ["--quiet"], every)
+        if n <= len(gguf_read.read(gg)[1]) + 2:
+            die(f"{typ}: {n} commit points: none within the tensors")
+        mid = 0
+        for k in range(2, n + 1):
+            os.unlink(gg)
+            kill_at(k, every, ("--type", typ))
+            r = resume(f"{typ}: kill at export:{k}", env=every)
+            mid += " rows of 'token_embd.weight'" in r.stderr or " rows of 'output.weight'" in r.stderr
+        if mid < 4:
+            die(f"{typ}: only {mid} resumes within a tensor")
+        print(f"synthetic 32000x128 {typ}: killed at {n - 1} commit points, {mid} of them within a tensor; each identical")
+
+
+def run_manifest(path, model, out, basis, gguf, extra=""):
+    with open(path, "w") as f:
+        f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{model}/calib.npy"\nseqlen = 64\nnsamples = 8\n'
+                f'[slicing]\nsparsity = 0.25\nbasis = "{basis}"\n[output]\npath = "{out}"\ngguf = "{gguf}"\n'
+                f'[resources]\nmemory = "1GB"\nthreads = 1\n{extra}')
+
+
+def mode_outputkey(a):
+    w = os.path.join(a.work, "outputkey")
+    shutil.rmtree(w, ignore_errors=True)
+    os.makedirs(w)
+    sp = a.slicepipe
+    for arch in ("llama", "opt"):
+        r = run([sp, "synth", os.path.join(w, arch), "--arch", arch, "--hidden", "64", "--layers", "2", "--ffn", "128",
+                 "--heads", "4", "--vocab", "256", "--tokens", "4096", "--quiet"])
+        if r.returncode:
+            die(f"synth {arch}: {r.stderr.strip()}")
+    # refusals: before any work (no output folder), exit 64, one line naming the manifest
+    for arch, basis, needle in (("llama", "per-layer", 'use [slicing] basis = "global"'),
+                                ("opt", "per-layer", 'basis = "per-layer"'), ("opt", "global", "no llama.cpp architecture")):
+        man = os.path.join(w, f"refused-{arch}-{basis}.toml")
+        out = os.path.join(w, f"refused-{arch}-{basis}")
+        run_manifest(man, os.path.join(w, arch), out, basis, "f32")
+        r = run([sp, "run", man, "--quiet"])
+        lines = r.stderr.strip().splitlines()
+        if r.returncode != 64 or len(lines) != 1 or man not in lines[0] or needle not in lines[0] or os.path.exists(out):
+            die(f"{arch} basis = {basis} with gguf: exit {r.returncode}: {r.stderr.strip()}; expected 64, one line naming "
+                f"{man} with '{needle}', no output")
+    print('refused (64, one line naming the manifest, before any work): gguf with basis = "per-layer"; OPT with either basis')
+    # the positive part needs basis = "global" in `slicepipe run`
+    man = os.path.join(w, "global.toml")
+    out = os.path.join(w, "global-out")
+    run_manifest(man, os.path.join(w, "llama"), out, "global", "f32")
+    r = run([sp, "run", man])
+    if r.returncode and ('basis' in r.stderr and ('global' in r.stderr or 'unknown' in r.stderr)):
+        print(f"skip (positive part only): `slicepipe run` does not run [slicing] basis = \"global\" yet: {r.stderr.strip()[-300:]}")
+        return
+    if r.returncode:
+        die(f"run with basis = global and gguf = f32: exit {r.returncode}: {r.stderr.strip()[-600:]}")
+    gg = os.path.join(out, "model.gguf")
+    if not os.path.exists(gg):
+        die("no model.gguf after the run")
+    kv, ts, _ = gguf_read.read(gg)
+    if kv["general.architecture"] != "llama" or "blk.0.attn_q.weight" not in ts or kv["llama.embedding_length"] != 48:
+        die(f"model.gguf: architecture {kv['general.architecture']}, width {kv.get('llama.embedding_length')}")
+    ex = os.path.join(w, "export.gguf")
+    e = run([sp, "export", out, "--gguf", ex, "--type", "f32", "--quiet"])
+    if e.returncode or sha(ex) != sha(gg):
+        die(f"model.gguf differs from `slicepipe export {out}` (exit {e.returncode} {e.stderr.strip()})")
+    xxh = re.search(r"xxh3-128 ([0-9a-f]{32})", e.stdout).group(1)
+    m = re.search(r"^  gguf +(\S+) \(f32, (\d+) bytes, xxh3-128 ([0-9a-f]{32})\)$", r.stdout, re.M)
+    if not m or os.path.realpath(m.group(1)) != os.path.realpath(gg) or m.group(3) != xxh or int(m.group(2)) != os.path.getsize(gg):
+        die(f"the run summary does not give model.gguf's path, size and hash {xxh}: {r.stdout}")
+    if "slicepipe: gguf: " not in r.stderr:
+        die("no GGUF progress on stderr")
+    ref = sha(gg)
+    st_ref = {f: sha(os.path.join(out, f)) for f in os.listdir(out) if f.endswith(".safetensors")}
+    print(f"global, gguf = f32: model.gguf parses, equals `slicepipe export` byte for byte; the summary gives it and xxh3-128 {xxh}")
+    # killed during the export: the rerun resumes it
+    n = 0
+    while True:
+        n += 1
+        shutil.rmtree(out)
+        k = run_env([sp, "run", man, "--quiet"], {"SLICEPIPE_KILL_AT": f"export:{n}"})
+        if k.returncode == 0:
+            break
+        if k.returncode != -9:
+            die(f"kill at export:{n}: exit {k.returncode}: {k.stderr.strip()[-300:]}")
+        r = run_env([sp, "run", man])
+        if r.returncode or sha(gg) != ref or {f: sha(os.path.join(out, f)) for f in st_ref} != st_ref:
+            die(f"kill at export:{n}: rerun exit {r.returncode}: {r.stderr.strip()[-300:]}")
+        if not re.search(r"resuming .*model\.gguf\.tmp|model\.gguf verified by hash", r.stderr):
+            die(f"kill at export:{n}: the rerun did not resume the export: {r.stderr.strip()[-400:]}")
+    if n < 4:
+        die(f"only {n - 1} export commit points in the run")
+    print(f"run killed at each of {n - 1} export commit points: the rerun resumed the export, model.gguf identical")
+    # a complete job: verified; missing or changed: written again
+    r = run([sp, "run", man])
+    if r.returncode or "model.gguf verified by hash" not in r.stderr:
+        die(f"complete rerun: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+    os.unlink(gg)
+    r = run([sp, "run", man])
+    if r.returncode or sha(gg) != ref or "model.gguf written" not in r.stderr:
+        die(f"model.gguf missing: rerun exit {r.returncode}: {r.stderr.strip()[-300:]}")
+    with open(gg, "r+b") as f:
+        f.seek(os.path.getsize(gg) - 10)
+        f.write(b"\x01")
+    r = run([sp, "run", man])
+    if r.returncode or sha(gg) != ref or "model.gguf written" not in r.stderr:
+        die(f"model.gguf changed: rerun exit {r.returncode}: {r.stderr.strip()[-300:]}")
+    print("a complete job's rerun: model.gguf verified by hash; re-created when missing, rewritten when changed")
+    # --restart removes model.gguf, its tmp and its journal (the restarted run is killed at once)
+    shutil.rmtree(out)
+    run_env([sp, "run", man, "--quiet"], {"SLICEPIPE_KILL_AT": "export:5"})
+    jp = os.path.join(out, ".slicepipe", "gguf.journal")
+    if not (os.path.exists(gg + ".tmp") and os.path.exists(jp)):
+        die("a run killed during the export left no model.gguf.tmp or gguf.journal")
+    open(gg, "wb").write(b"stale")
+    k = run_env([sp, "run", man, "--restart", "--quiet"], {"SLICEPIPE_KILL_AT": "writer:1"})
+    if k.returncode != 70 or any(os.path.exists(p) for p in (gg, gg + ".tmp", jp)):
+        die(f"--restart (exit {k.returncode}) left {[p for p in (gg, gg + '.tmp', jp) if os.path.exists(p)]}")
+    r = run([sp, "run", man, "--quiet"])
+    if r.returncode or sha(gg) != ref:
+        die(f"after --restart: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+    print("--restart removes model.gguf, model.gguf.tmp and .slicepipe/gguf.journal")
+    # another type: q8_0
+    man = os.path.join(w, "global-q8.toml")
+    out = os.path.join(w, "global-q8")
+    run_manifest(man, os.path.join(w, "llama"), out, "global", "q8_0")
+    r = run([sp, "run", man, "--quiet"])
+    e = run([sp, "export", out, "--gguf", ex, "--type", "q8_0", "--quiet"])
+    if r.returncode or e.returncode or sha(ex) != sha(os.path.join(out, "model.gguf")):
+        die(f"gguf = q8_0: run exit {r.returncode} {r.stderr.strip()[-300:]}, export exit {e.returncode}, or the files differ")
+    if gguf_read.read(ex)[1]["blk.0.ffn_down.weight"][0] != "Q8_0":  # rows of 128 (rows of d = 48 fall back to F16)
+        die("gguf = q8_0: ffn_down is not Q8_0")
+    print("global, gguf = q8_0: model.gguf equals `slicepipe export --type q8_0` byte for byte")
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["unit", "export", "npm", "llamacpp"])
+    p.add_argument("mode", choices=["unit", "export", "npm", "llamacpp", "resume", "outputkey"])
     p.add_argument("--slicepipe")
     p.add_argument("--test-bin")
     p.add_argument("--shared")
@@ -378,10 +669,11 @@ def main():
     p.add_argument("--npm")
     p.add_argument("--work")
     a = p.parse_args()
-    if a.mode != "unit" and a.mode != "npm" and not os.path.isdir(os.path.join(a.shared, "models")):
+    if a.mode not in ("unit", "npm", "outputkey") and not os.path.isdir(os.path.join(a.shared, "models")):
         print(f"skip: {a.shared} is missing")
         sys.exit(SKIP)
-    {"unit": mode_unit, "export": mode_export, "npm": mode_npm, "llamacpp": mode_llamacpp}[a.mode](a)
+    {"unit": mode_unit, "export": mode_export, "npm": mode_npm, "llamacpp": mode_llamacpp, "resume": mode_resume,
+     "outputkey": mode_outputkey}[a.mode](a)
 
 
 if __name__ == "__main__":
