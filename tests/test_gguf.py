@@ -20,7 +20,8 @@
             resumed (the bytes it kept); a torn tmp tail, corrupt journaled
             bytes (redone, and killed again while redoing), a torn journal
             tail, ENOSPC (74, then resumed); a changed shard or --type refused
-            (65, nothing touched) until --restart; a held lock (75)
+            (65, nothing touched) until --restart; a held lock (75); a NaN
+            (65, nothing left)
   outputkey [output] gguf in `slicepipe run`: refused (64, one line naming the
             manifest) with basis = "per-layer" and for OPT; with basis =
             "global", model.gguf equals `slicepipe export <output>` byte for
@@ -515,6 +516,23 @@ def mode_resume(a):
         die(f"a held lock: exit {r.returncode}: {r.stderr.strip()}; expected 75 naming process {os.getpid()}")
     resume("after the lock was released", expect=r"resumed")
     print("a second export of the same file while one holds its lock: 75")
+    # bad data: 65, and nothing is left to resume (a rerun would fail alike)
+    bad = os.path.join(w, "nan-model")
+    shutil.copytree(src, bad)
+    f = os.path.join(bad, "model.safetensors")
+    b = bytearray(open(f, "rb").read())
+    hn = struct.unpack("<Q", b[:8])[0]
+    hdr = {k: v for k, v in json.loads(b[8:8 + hn]).items() if k != "__metadata__"}
+    name, t = max(hdr.items(), key=lambda kv: kv[1]["data_offsets"][0])  # the last tensor written
+    nan = {"F32": b"\x00\x00\xc0\x7f", "F16": b"\x00\x7e", "BF16": b"\xc0\x7f"}[t["dtype"]]
+    o = 8 + hn + t["data_offsets"][0]
+    b[o:o + len(nan)] = nan
+    open(f, "wb").write(b)
+    bg = os.path.join(w, "nan.gguf")
+    r = run_env([a.slicepipe, "export", bad, "--gguf", bg, "--quiet"])
+    if r.returncode != 65 or "non-finite" not in r.stderr or leftovers(bg) or os.path.exists(bg):
+        die(f"a NaN in '{name}': exit {r.returncode} ({r.stderr.strip()}), left {leftovers(bg)}; expected 65 and nothing")
+    print(f"a NaN in '{name}' (the last tensor): 65, and no tmp, journal or lock left")
     # 8. within tensors: a synthetic model with a 16 MiB embedding (4 chunks),
     #    a checkpoint after every chunk; f16 and q8_0
     syn = os.path.join(w, "syn")
