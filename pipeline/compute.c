@@ -735,6 +735,7 @@ static int slice_embed(cstate *c) {
     SP_TRY(sp_stream_windows(c->sa, D, P ? c->sa : NULL, D, W, T, j->chunk_w, c->cin, c->cin, embed_window, c, &io));
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
     if (global) {
+        memset(c->G, 0, (size_t)(D * D * 8)); /* the sum starts at X₀ */
         global_fold(c);
         SP_TRY(survey(c));
         phase(c, 0, SP_PHASE_EMBED);
