@@ -293,7 +293,7 @@ static int parse_fields(const char *path, const cJSON *root, sp_config *cfg) {
     cfg->rot_dim = cfg->head_dim;
     if (a->partial_rotary) {
         double f;
-        SP_TRY(get_num(path, "", root, "partial_rotary_factor", 0, 1.0, 0.0, 1, 1.0, &f));
+        SP_TRY(get_num(path, "", root, "partial_rotary_factor", 0, 1.0, 0.0, 1, nextafter(1.0, 2.0), &f)); /* (0, 1] */
         cfg->rot_dim = (int64_t)((double)cfg->head_dim * f); /* HF: int(head_dim * partial_rotary_factor) */
         if (cfg->rot_dim < 2 || cfg->rot_dim % 2)
             return sp_fail(SP_EX_DATAERR, "%s: field 'partial_rotary_factor': %g gives %lld rotary dimensions of head_dim "

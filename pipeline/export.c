@@ -114,6 +114,7 @@ typedef struct xitem {
     int ndim;         /* 1 or 2 */
     int64_t rows, cols; /* HF shape (1-D: rows = n, cols = 1) */
     int64_t perm_hd;  /* > 0: permute rows per head of this many rows */
+    int64_t src_row0, src_rows; /* a part of a fused tensor: its rows [src_row0, + rows) of src_rows; 0, 0: whole */
     int plus_one;     /* Gemma norm: store 1 + w */
     int rope_freqs;   /* llama3 rope factors, generated */
     sp_gguf_ttype type;
@@ -124,6 +125,7 @@ typedef struct xctx {
     int model_open;
     const char *dir;
     xarch xa;
+    int unfuse;         /* Phi-3 written as llama: fused qkv and gate;up rows become separate tensors */
     xitem *it;
     int64_t n_it, cap_it;
     float *fbuf, *pbuf; /* (chunk rows × cols) */
@@ -205,6 +207,31 @@ static sp_gguf_ttype type_for(const sp_export_opts *o, int ndim, int64_t cols, i
     return o->type;
 }
 
+/* A fused tensor as llama.cpp's llama has it: qkv as attn_q, attn_k, attn_v
+ * (q and k permuted to interleaved RoPE), gate;up as ffn_gate, ffn_up. */
+static int add_parts(xctx *x, const xitem *whole, int qkv, int64_t l) {
+    const sp_config *c = &x->m.cfg;
+    const int64_t q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, F = c->intermediate_size;
+    static const char *const qkv_names[] = {"attn_q.weight", "attn_k.weight", "attn_v.weight"};
+    static const char *const mlp_names[] = {"ffn_gate.weight", "ffn_up.weight"};
+    const int64_t rows3[] = {q, kv, kv}, rows2[] = {F, F};
+    const int n = qkv ? 3 : 2;
+    int64_t r0 = 0;
+    for (int k = 0; k < n; k++) {
+        xitem e = *whole;
+        snprintf(e.gname, sizeof e.gname, "blk.%lld.%s", (long long)l, qkv ? qkv_names[k] : mlp_names[k]);
+        e.rows = qkv ? rows3[k] : rows2[k];
+        e.src_row0 = r0, e.src_rows = whole->rows;
+        e.perm_hd = qkv && k < 2 ? c->head_dim : 0;
+        r0 += e.rows;
+        SP_TRY(add_item(x, &e));
+    }
+    if (r0 != whole->rows)
+        return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': %lld rows, not the %lld its parts need", x->dir, whole->src,
+                       (long long)whole->rows, (long long)r0);
+    return 0;
+}
+
 static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
     const sp_model *m = &x->m;
     const sp_config *c = &m->cfg;
@@ -236,6 +263,10 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
                 e.perm_hd = c->head_dim;
             if (a->norm_plus_one && at->role == SP_ROLE_NORM) e.plus_one = 1;
             e.type = type_for(o, e.ndim, e.cols, &st->n_fallback_f16);
+            if (x->unfuse && (at->slot == SP_SLOT_QKV || at->slot == SP_SLOT_GATE_UP)) {
+                SP_TRY(add_parts(x, &e, at->slot == SP_SLOT_QKV, l));
+                continue;
+            }
             SP_TRY(add_item(x, &e));
         }
     }
@@ -401,12 +432,13 @@ static int read_rows(xctx *x, const xitem *it, int64_t r0, int64_t n, float *dst
     const sp_st_file *f;
     const sp_st_tensor *t = sp_ckpt_find(x->m.ckpt, it->src, &f);
     if (!t) return sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is missing", x->dir, it->src);
-    if (t->numel != it->rows * it->cols)
+    const int64_t src_rows = it->src_rows ? it->src_rows : it->rows;
+    if (t->numel != src_rows * it->cols)
         return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': %lld elements, expected %lld", sp_st_path(f), it->src, (long long)t->numel,
-                       (long long)(it->rows * it->cols));
+                       (long long)(src_rows * it->cols));
     int es = sp_dtype_size(t->dtype);
     int64_t cnt = n * it->cols;
-    SP_TRY(sp_io_pread_full(sp_st_fd(f), x->raw, cnt * es, t->file_offset + r0 * it->cols * es, sp_st_path(f)));
+    SP_TRY(sp_io_pread_full(sp_st_fd(f), x->raw, cnt * es, t->file_offset + (it->src_row0 + r0) * it->cols * es, sp_st_path(f)));
     int64_t bad = sp_convert_to_f32(t->dtype, x->raw, cnt, dst);
     if (bad >= 0)
         return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': non-finite value at element %lld", sp_st_path(f), it->src,
@@ -501,9 +533,21 @@ static int map_family(xctx *x) {
     const sp_config *c = &x->m.cfg;
     if (x->xa == X_GEMMA && x->m.has_head && !c->tie_word_embeddings)
         return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': llama.cpp's gemma always ties the head to the embedding", path, x->m.arch->head);
-    if (x->xa == X_PHI3 && c->n_heads * c->head_dim != c->hidden_size)
-        return sp_fail(SP_EX_DATAERR, "%s/config.json: phi3 with n_heads·head_dim %lld != hidden_size %lld: llama.cpp's phi3 needs them equal",
-                       path, (long long)(c->n_heads * c->head_dim), (long long)c->hidden_size);
+    if (x->xa == X_QWEN2 && c->n_heads * c->head_dim != c->hidden_size) {
+        /* llama.cpp's qwen2 sizes attn_q as n_embd × n_embd, which a basis =
+         * "global" output (hidden_size d) is not; its llama sizes it by the
+         * heads and takes q/k/v biases. HF's Qwen2 is HF's Llama plus those
+         * biases (rotate-half RoPE both), so the llama form with q/k permuted
+         * to interleaved order computes the same model. */
+        x->xa = X_LLAMA; /* the summary names the architecture written */
+    }
+    if (x->xa == X_PHI3 && c->n_heads * c->head_dim != c->hidden_size) {
+        /* The same sizing in llama.cpp's phi3 (attn_qkv by n_embd); HF's
+         * Phi-3 is HF's Llama with q;k;v and gate;up fused, so the llama form
+         * with the parts written apart computes the same model. */
+        x->xa = X_LLAMA;
+        x->unfuse = 1;
+    }
     if (x->xa == X_LLAMA && c->rot_dim != c->head_dim)
         return sp_fail(SP_EX_DATAERR, "%s/config.json: partial rotary on a llama-family model is not supported by llama.cpp's llama", path);
     return 0;
