@@ -573,11 +573,11 @@ static int emit_phase(cstate *c, const layer_ctx *x, int phase) {
 
 /* Pulls a layer's tensors (from plan index read0 on), fuses them
  * (prepare_layer) and puts them in backend memory. */
-static int load_layer(cstate *c, int64_t l, int read0) {
+static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
     sp_layer_buf *b = &c->lb;
-    phase(c, l, SP_PHASE_READ);
+    phase(c, l, ph);
     for (int t = 0; t < a->n_layer; t++) SP_TRY(pull_whole(c, read0 + t, b->t[t]));
     prepare_layer(c);
     if (!c->bk->host_shared) /* the layer's tensors into backend memory */
@@ -597,7 +597,7 @@ static int slice_layer(cstate *c, int64_t l) {
     const int global = j->mf->basis == SP_BASIS_GLOBAL;
     layer_ctx x = {.basis = {c->Q, global ? c->Q : c->Qm, global ? c->Q : c->Qn}};
     sp_plan_layer_widths(j, l, x.width);
-    SP_TRY(load_layer(c, l, j->layer_read0[l]));
+    SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
 
     /* 2.1 readers of the layer input: fuse γ, rotate by Q[:, :d_in]. */
     phase(c, l, SP_PHASE_WRITE);
@@ -657,11 +657,10 @@ static int survey(cstate *c) {
     enum sp_arch_pos pcas[2];
     const int np = sp_arch_pca_positions(a, pcas);
     for (int64_t l = 0; l < j->L; l++) {
-        SP_TRY(load_layer(c, l, j->survey_read0[l]));
+        SP_TRY(load_layer(c, l, j->survey_read0[l], SP_PHASE_SURVEY));
         c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* dense: identity shortcuts, norms with γ */
         for (int k = 0; k < np; k++) {
             const int attn = pcas[k] == SP_POS_MID, par = a->parallel;
-            phase(c, l, attn || par ? SP_PHASE_ATTN : SP_PHASE_MLP);
             SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb,
                         par ? survey_block_window : attn ? survey_attn_window : survey_mlp_window, l,
                         par ? "survey block" : attn ? "survey attention-block" : "survey MLP-block"));
@@ -671,7 +670,7 @@ static int survey(cstate *c) {
         c->sa = c->sb;
         c->sb = t;
     }
-    phase(c, j->L - 1, SP_PHASE_PCA);
+    phase(c, j->L - 1, SP_PHASE_SURVEY);
     if (c->bk->host_shared) memcpy(c->H, c->G, (size_t)(D * D * 8));
     else c->bk->to_dev(c->H, c->G, D * D * 8);
     c->h_rows = j->N;

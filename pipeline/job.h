@@ -106,7 +106,8 @@ typedef struct sp_stage_stat {
 } sp_stage_stat;
 
 enum sp_phase { SP_PHASE_START, SP_PHASE_EMBED, SP_PHASE_READ, SP_PHASE_ATTN, SP_PHASE_PCA, SP_PHASE_MLP,
-                SP_PHASE_WRITE, SP_PHASE_HEAD, SP_PHASE_DONE };
+                SP_PHASE_WRITE, SP_PHASE_HEAD, SP_PHASE_DONE,
+                SP_PHASE_SURVEY /* basis = "global": the dense pass that measures the one basis */ };
 
 typedef struct sp_shared {
     sp_stage_stat st[SP_STAGE_COUNT];

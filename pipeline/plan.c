@@ -185,7 +185,7 @@ void sp_plan_print(const job *j, FILE *f) {
     char b1[4096];
     int64_t plan = sp_plan_total(j), spill_bytes = 2 * j->N * j->D * sp_dtype_size(mf->spill_dtype);
     fprintf(f,
-            "plan: %s -> %s\n  %s, D %lld -> d %lld (sparsity %g, round_to %lld), %lld layers, output %s\n"
+            "plan: %s -> %s\n  %s, D %lld -> d %lld (sparsity %g, round_to %lld), %lld layers, output %s\n  %s\n"
             "  calibration %lld windows x %lld tokens = %lld tokens; backend %s (device plan %.1f MiB)\n"
             "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows,\n"
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
@@ -193,6 +193,9 @@ void sp_plan_print(const job *j, FILE *f) {
             "  disk: spill %.1f MiB (%s), output %.1f MiB\n",
             sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->D, (long long)j->d,
             mf->sparsity, (long long)mf->round_to, (long long)j->L, sp_dtype_st_name(j->out_dtype),
+            mf->basis == SP_BASIS_GLOBAL ? "basis global: a survey pass (dense forward, every layer read once more) gives one "
+                                           "basis; the output is the stock architecture at width d"
+                                         : "basis per-layer (SliceGPT): shortcut matrices, read by slicepipe eval/generate",
             (long long)mf->calib_nsamples, (long long)j->T, (long long)j->N, j->bk->name,
             sp_compute_plan_device_bytes(j) / 1048576.0, plan / 1048576.0,
             mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w,

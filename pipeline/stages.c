@@ -226,8 +226,8 @@ int sp_stage_writer(job *j) {
 static int pidfd_open_(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 static const char *phase_name(int p) {
-    static const char *n[] = {"start", "embed", "read", "attention", "PCA", "MLP", "write", "head", "done"};
-    return p >= 0 && p <= SP_PHASE_DONE ? n[p] : "?";
+    static const char *n[] = {"start", "embed", "read", "attention", "PCA", "MLP", "write", "head", "done", "survey"};
+    return p >= 0 && p <= SP_PHASE_SURVEY ? n[p] : "?";
 }
 
 static void progress(job *j, int force) {
@@ -240,7 +240,12 @@ static void progress(job *j, int force) {
     if (!tty && !force && layer == last_layer) return; /* logs: one line per layer */
     last_layer = layer, last_phase = ph;
     double el = sp_now() - j->t_start;
-    double frac = ((double)layer + (ph >= SP_PHASE_HEAD ? 1.0 : 0.0)) / (double)j->L;
+    double frac = ((double)layer + (ph == SP_PHASE_HEAD || ph == SP_PHASE_DONE ? 1.0 : 0.0)) / (double)j->L;
+    if (j->mf->basis == SP_BASIS_GLOBAL) { /* the survey's forward passes are most of the work: call it 80% */
+        static int surveyed;
+        surveyed |= ph == SP_PHASE_WRITE || ph == SP_PHASE_HEAD || ph == SP_PHASE_DONE; /* the rotation pass */
+        frac = ph == SP_PHASE_SURVEY || !surveyed ? 0.8 * frac : 0.8 + 0.2 * frac;
+    }
     double eta = frac > 0 ? el * (1 - frac) / frac : 0;
     double tps = el > 0 ? (double)j->N * 2.0 * (double)layer / el : 0; /* two passes per layer */
     fprintf(stderr, "%sslicepipe: layer %d/%lld %-9s | %.0f calib tok/s | read %.0f MB | elapsed %.1fs | ETA %.0fs   %s",
