@@ -9,3 +9,9 @@ add_test(NAME global.llamacpp
                  --work ${CMAKE_BINARY_DIR}/global_work)
 set_tests_properties(global.llamacpp PROPERTIES FIXTURES_REQUIRED gguf_npm LABELS "llamacpp;gguf;global"
                      SKIP_RETURN_CODE 77 TIMEOUT 600)
+# global.resume: a global-basis job (llama2xs) killed at every commit point of
+# every stage, each rerun byte-identical (tests/test_global_resume.py).
+add_test(NAME global.resume
+         COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_global_resume.py $<TARGET_FILE:slicepipe> ${SP_SHARED_DIR}
+                 ${CMAKE_BINARY_DIR}/global_resume)
+set_tests_properties(global.resume PROPERTIES LABELS "crash;global" SKIP_RETURN_CODE 77 TIMEOUT 300)
