@@ -27,9 +27,10 @@
 # bench/inference_bench.mjs: $BENCH_THREADS threads, flash attention off, KV cache
 # $BENCH_KV (F32 by default, as tests/test_gguf_llamacpp.mjs; F16 is llama.cpp's default).
 #
-# Each variant is measured $BENCH_REPEATS times, the rounds alternating the variants (and
-# reversing their order every other round), and the best of the repeats is kept: the machine
-# is shared, and noise only ever slows a run down. Prompt: $BENCH_PP tokens of calib.npy (past
+# Each variant is measured in $BENCH_REPEATS rounds (the llama.cpp variants, cheaper and
+# noisier, in $BENCH_LLAMA_REPEATS), the rounds alternating the variants (and reversing their
+# order every other round), and the best of the repeats is kept: the machine is shared, and
+# noise only ever slows a run down. Prompt: $BENCH_PP tokens of calib.npy (past
 # the calibration windows) as one batch; generation: $BENCH_TG greedy single-token decodes
 # after it (EOS ignored). The ratios (dense / sliced) are within one run of this script.
 #
@@ -45,7 +46,10 @@
 #   BENCH_HIDDEN BENCH_LAYERS BENCH_FFN BENCH_HEADS BENCH_KV_HEADS BENCH_VOCAB BENCH_DTYPE
 #   BENCH_SPARSITY (0.25) BENCH_CALIB_SEQLEN (128) BENCH_CALIB_NSAMPLES (8)
 #   BENCH_PP (512) BENCH_TG (128) BENCH_THREADS (2) BENCH_KV (F32 | F16) BENCH_REPEATS (3)
+#   BENCH_LLAMA_REPEATS (5, at least BENCH_REPEATS)
 #   BENCH_SP_GENERATE=0  skip (c) and its dense baseline (saves about 9 of the ~20 minutes)
+#   BENCH_FLOOR=0        skip llama.cpp's per-token floor (the same depth at width 128:
+#                        informative, it explains a generation speed-up below the byte ratio)
 #   BENCH_RESULTS=PATH   the markdown written (default bench/INFERENCE.md, overwritten)
 set -euo pipefail
 
@@ -71,7 +75,10 @@ TG=${BENCH_TG:-128}
 THREADS=${BENCH_THREADS:-2}
 KV=${BENCH_KV:-F32}
 REPEATS=${BENCH_REPEATS:-3}
+LREPEATS=${BENCH_LLAMA_REPEATS:-5}
+((LREPEATS >= REPEATS)) || LREPEATS=$REPEATS
 DO_SP=${BENCH_SP_GENERATE:-1}
+DO_FLOOR=${BENCH_FLOOR:-1}
 RESULTS=${BENCH_RESULTS:-$repo/bench/INFERENCE.md}
 NLC=node-llama-cpp@3.21.1
 # calibration windows, then the prompt, with room to spare
@@ -137,6 +144,20 @@ export_gguf() {
     stamp "$1.f16.gguf" "$3"
 }
 export_gguf dense "$work/model" "$model_stamp $bin_id"
+# The floor: the same depth, heads, head_dim, vocabulary and KV cache at width 128 and FFN 256
+# (a few % of the bytes): what llama.cpp spends per token whatever the width (thread
+# barriers of every op, norms, attention over the cache, the head's row count, sampling).
+if [[ $DO_FLOOR == 1 ]]; then
+    floor_args=(--hidden 128 --layers "$LAYERS" --ffn 256 --heads "$HEADS" --kv-heads "$KV_HEADS"
+        --head-dim $((HIDDEN / HEADS)) --vocab "$VOCAB" --dtype "$DTYPE" --tokens 1024)
+    floor_stamp="${floor_args[*]} $bin_id"
+    if ! fresh floor "$floor_stamp"; then
+        rm -rf "$work/floor"
+        "$bin" synth "$work/floor" "${floor_args[@]}" --quiet >/dev/null
+        stamp floor "$floor_stamp"
+    fi
+    export_gguf floor "$work/floor" "$floor_stamp"
+fi
 
 # manifest NAME BASIS_LINE MODEL CALIB_SEQLEN CALIB_N
 manifest() {
@@ -204,6 +225,7 @@ fi
 # ---------------------------------------------------------------- 3. the measurements
 variants=(llama_dense)
 [[ $have_global == 1 ]] && variants+=(llama_global)
+[[ $DO_FLOOR == 1 ]] && variants+=(llama_floor)
 [[ $DO_SP == 1 ]] && variants+=(sp_dense sp_perlayer)
 rm -f "$work"/runs/*
 measure() { # VARIANT ROUND
@@ -232,20 +254,22 @@ describe() { # VARIANT ROUND: one progress line
         grep -o 'prompt .*tokens/s)' "$f.err" | head -1
     fi
 }
-secs_per_round=$((55 + 45 * have_global + 180 * DO_SP))
-log "measuring ${variants[*]}: $REPEATS rounds (about $secs_per_round s each at the defaults)"
+log "measuring ${variants[*]}: $LREPEATS rounds, slicepipe generate in the first $REPEATS" \
+    "(at the defaults on an idle machine about 20 s a llama.cpp run, 45 s a slicepipe generate run)"
 loads=()
-for ((r = 1; r <= REPEATS; r++)); do
-    order=("${variants[@]}")
+for ((r = 1; r <= LREPEATS; r++)); do
+    order=()
+    for v in "${variants[@]}"; do [[ $v == llama_* || $r -le $REPEATS ]] && order+=("$v"); done
     if ((r % 2 == 0)); then
-        order=()
-        for ((i = ${#variants[@]} - 1; i >= 0; i--)); do order+=("${variants[i]}"); done
+        rev=()
+        for ((i = ${#order[@]} - 1; i >= 0; i--)); do rev+=("${order[i]}"); done
+        order=("${rev[@]}")
     fi
     for v in "${order[@]}"; do
         load=$(cut -d' ' -f1 /proc/loadavg)
         loads+=("$load")
         measure "$v" "$r"
-        log "round $r/$REPEATS $v (load $load): $(describe "$v" "$r")"
+        log "round $r/$LREPEATS $v (load $load): $(describe "$v" "$r")"
     done
 done
 # the global output in slicepipe generate, 8 tokens: does llama.cpp run the same model?
@@ -257,10 +281,12 @@ fi
 # ---------------------------------------------------------------- 4. the table
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git -C "$repo" status --porcelain -- pipeline io tools linalg 2>/dev/null | grep -q . && echo "+changes" || true)
-$PY - "$work" "$PP" "$TG" "$REPEATS" "$have_global" "$DO_SP" "$global_note" "$SPARSITY" <<'PYEOF'
+$PY - "$work" "$PP" "$TG" "$REPEATS" "$have_global" "$DO_SP" "$global_note" "$SPARSITY" "$LREPEATS" "$KV" "$DO_FLOOR" <<'PYEOF'
 import glob, json, os, re, struct, sys
 work, PP, TG, R = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 have_global, do_sp, global_note, sparsity = sys.argv[5] == "1", sys.argv[6] == "1", sys.argv[7], sys.argv[8]
+LR, kv_bytes = int(sys.argv[9]), 4 if sys.argv[10].upper() == "F32" else 2
+do_floor = sys.argv[11] == "1"
 
 GGML_BYTES = {0: (4, 1), 1: (2, 1), 30: (2, 1), 8: (34, 32)}  # type: (bytes, per elements)
 
@@ -324,25 +350,34 @@ def cost(tensors, embed_name, layers, qw, ctx_pp, ctx_tg):
     mat = sum(2 * s[0] * s[1] for n, (s, _) in tensors.items() if len(s) == 2 and n != embed_name)
     return total, mat + layers * 4 * ctx_pp * qw, mat + layers * 4 * ctx_tg * qw
 
-cfg = json.load(open(f"{work}/model/config.json"))
+def read_per_token(tensors, embed_name, layers, kvw, ctx_tg, el_bytes=None):
+    """Bytes a generated token reads (informative, not the goal's ratio): every tensor but the
+    embedding (one row of it), at el_bytes per element if given (slicepipe holds float32),
+    plus the K and V cache rows at the mean generation context."""
+    w = sum((el_bytes * elements(s) if el_bytes else b) for n, (s, b) in tensors.items() if n != embed_name)
+    return w + layers * 2 * ctx_tg * kvw * kv_bytes
+
 def elements(s):
     n = 1
     for x in s: n *= x
     return n
+
+cfg = json.load(open(f"{work}/model/config.json"))
 open(f"{work}/params.txt", "w").write(f"{sum(elements(s) for s, _ in st_tensors(f'{work}/model').values()):,}\n")
 L, H = cfg["num_hidden_layers"], cfg["num_attention_heads"]
 qw = H * cfg.get("head_dim", cfg["hidden_size"] // H)
+kvw = cfg.get("num_key_value_heads", H) * cfg.get("head_dim", cfg["hidden_size"] // H)
 ctx_pp = (PP + 1) / 2            # mean causal context over the prompt
 ctx_tg = PP - 1 + (TG - 1) / 2   # mean context of the generation decodes (pp-1 ... pp+tg-2)
 
 rows = {}  # variant -> dict
-def add(v, label, runtime, width, bytes_, fpp, ftg, runs):
-    rows[v] = dict(label=label, runtime=runtime, width=width, bytes=bytes_, fpp=fpp, ftg=ftg,
+def add(v, label, runtime, width, bytes_, fpp, ftg, rd, runs):
+    rows[v] = dict(label=label, runtime=runtime, width=width, bytes=bytes_, fpp=fpp, ftg=ftg, read=rd,
                    pp=[x[0] for x in runs], tg=[x[1] for x in runs])
 
 def llama_runs(v):
     out = []
-    for r in range(1, R + 1):
+    for r in range(1, LR + 1):
         j = json.load(open(f"{work}/runs/{v}.{r}.json"))
         out.append((j["pp_tps"], j["tg_tps"], j))
     return out
@@ -359,54 +394,72 @@ def sp_runs(v):
     return out
 
 first = {}
-for v, name in (("llama_dense", "dense"), ("llama_global", "global")):
-    if v == "llama_global" and not have_global: continue
+LABEL = {"dense": "dense", "global": f"global basis, sparsity {sparsity}",
+         "floor": "floor: same depth, heads and vocabulary, width 128, FFN 256 (informative)"}
+for v, name in (("llama_dense", "dense"), ("llama_global", "global"), ("llama_floor", "floor")):
+    if (v == "llama_global" and not have_global) or (v == "llama_floor" and not do_floor): continue
     ts, meta = gguf_tensors(f"{work}/{name}.f16.gguf")
     b, fpp, ftg = cost(ts, "token_embd.weight", meta["block_count"], meta["head_count"] * meta["key_length"], ctx_pp, ctx_tg)
+    rd = read_per_token(ts, "token_embd.weight", meta["block_count"], meta["head_count_kv"] * meta["key_length"], ctx_tg)
     runs = llama_runs(v)
     first[v] = runs[0][2]["first_generated"]
-    add(v, "dense" if name == "dense" else f"global basis, sparsity {sparsity}", "llama.cpp, GGUF f16",
-        meta["embedding_length"], b, fpp, ftg, runs)
+    add(v, LABEL[name], f"llama.cpp, GGUF f16, KV {sys.argv[10]}",
+        meta["embedding_length"], b, fpp, ftg, rd, runs)
 if do_sp:
     for v, d in (("sp_dense", "model"), ("sp_perlayer", "perlayer")):
         ts = st_tensors(f"{work}/{d}")
         b, fpp, ftg = cost(ts, "model.embed_tokens.weight", L, qw, ctx_pp, ctx_tg)
+        rd = read_per_token(ts, "model.embed_tokens.weight", L, kvw, ctx_tg, 4)
         c = json.load(open(f"{work}/{d}/config.json"))
         runs = sp_runs(v)
         first[v] = runs[0][2]
         w = c.get("slicepipe", {}).get("d_embed", c["hidden_size"]) if d != "model" else c["hidden_size"]
         add(v, "dense" if d == "model" else f"per-layer basis, sparsity {sparsity}",
-            "slicepipe generate, float32 (checkpoint BF16)", w, b, fpp, ftg, runs)
+            "slicepipe generate, float32 (checkpoint BF16)", w, b, fpp, ftg, rd, runs)
 
 out = []
 P = out.append
-P(f"| variant | runtime | width | tensor bytes | GFLOP / prompt token | GFLOP / generated token | prompt tokens/s (best of {R}) | generation tokens/s (best of {R}) |")
-P("|---|---|---|---|---|---|---|---|")
+P(f"| variant | runtime | width | tensor bytes | MB read / generated token ¹ | GFLOP / prompt token | GFLOP / generated token | prompt tokens/s (best) | generation tokens/s (best) |")
+P("|---|---|---|---|---|---|---|---|---|")
 for v, x in rows.items():
-    P(f"| {x['label']} | {x['runtime']} | {x['width']} | {x['bytes']:,} | {x['fpp']/1e9:.3f} | {x['ftg']/1e9:.3f} | "
+    P(f"| {x['label']} | {x['runtime']} | {x['width']} | {x['bytes']:,} | {x['read']/1e6:,.0f} | {x['fpp']/1e9:.3f} | {x['ftg']/1e9:.3f} | "
       f"**{max(x['pp']):.1f}** ({', '.join(f'{y:.1f}' for y in x['pp'])}) | **{max(x['tg']):.2f}** ({', '.join(f'{y:.2f}' for y in x['tg'])}) |")
 P("")
-P("| comparison | prompt speed-up | FLOP ratio | goal: >= 0.9 x FLOP ratio | generation speed-up | weight-byte ratio | goal: >= 0.9 x byte ratio |")
-P("|---|---|---|---|---|---|---|")
+P("| comparison | prompt speed-up | FLOP ratio | goal: >= 0.9 x FLOP ratio | generation speed-up | weight-byte ratio | goal: >= 0.9 x byte ratio | read-per-token ratio ¹ |")
+P("|---|---|---|---|---|---|---|---|")
 verdicts = []
 def goal(base, sliced, label):
     a, b = rows[base], rows[sliced]
     spp, stg = max(b["pp"]) / max(a["pp"]), max(b["tg"]) / max(a["tg"])
-    fr, br = a["fpp"] / b["fpp"], a["bytes"] / b["bytes"]
+    fr, br, rr = a["fpp"] / b["fpp"], a["bytes"] / b["bytes"], a["read"] / b["read"]
     mp, mg = spp >= 0.9 * fr, stg >= 0.9 * br
     P(f"| {label} | {spp:.3f}x | {fr:.3f} | {0.9*fr:.3f}: **{'met' if mp else 'not met'}** | "
-      f"{stg:.3f}x | {br:.3f} | {0.9*br:.3f}: **{'met' if mg else 'not met'}** |")
+      f"{stg:.3f}x | {br:.3f} | {0.9*br:.3f}: **{'met' if mg else 'not met'}** | {rr:.3f} |")
     verdicts.append(f"{label}: prompt {spp:.3f}x vs 0.9 x {fr:.3f} = {0.9*fr:.3f}: {'met' if mp else 'NOT met'}; "
                     f"generation {stg:.3f}x vs 0.9 x {br:.3f} = {0.9*br:.3f}: {'met' if mg else 'NOT met'}")
 if have_global:
     goal("llama_dense", "llama_global", "(b) global basis / dense, llama.cpp")
+    if do_floor:
+        d, g, f = (1 / max(rows[v]["tg"]) for v in ("llama_dense", "llama_global", "llama_floor"))
+        rd, rg, rf = (rows[v]["read"] for v in ("llama_dense", "llama_global", "llama_floor"))
+        floor_line = "llama.cpp's per-token floor (the floor row) is not below both models' times: no floor-corrected figure"
+        if f < g < d:
+            floor_line = (f"llama.cpp's per-token floor (the floor row): {f*1e3:.1f} ms of dense's {d*1e3:.1f} ms and the global "
+                          f"model's {g*1e3:.1f} ms per generated token. Above the floor, the generation speed-up is "
+                          f"{(d - f) / (g - f):.3f}x for a {(rd - rf) / (rg - rf):.3f} ratio of the bytes read above the floor's.")
 else:
-    P(f"| (b) global basis / dense, llama.cpp | skipped: basis = global not available | | | | | |")
+    P(f"| (b) global basis / dense, llama.cpp | skipped: basis = global not available | | | | | | |")
     verdicts.append(f"(b) skipped: basis = global not available ({global_note})")
 if do_sp:
     goal("sp_dense", "sp_perlayer", "(c) per-layer basis / dense, slicepipe generate")
 P("")
+P(f"¹ Informative, not a goal: the bytes one generated token reads, every tensor but the embedding (one row of it) in the "
+  f"runtime's own element type, plus the K and V cache at the mean generation context {ctx_tg:g}. The KV cache has "
+  f"the same size dense and sliced (slicing keeps the heads), so it pulls the achievable generation speed-up below "
+  f"the weight-byte ratio.")
+P("")
 for s in verdicts: P("- " + s)
+if have_global and do_floor: P("- " + floor_line)
 def agree(a, b):
     k = 0
     while k < min(len(a), len(b)) and a[k] == b[k]: k += 1
@@ -429,8 +482,8 @@ cat >"$RESULTS" <<EOF
 
 Generated by \`bench/inference_bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); $("$bin" --version), commit $commit$dirty; $NLC (llama.cpp prebuilt, CPU).
 
-- Command: \`$cmdline\` (so: \`BENCH_PP=$PP BENCH_TG=$TG BENCH_THREADS=$THREADS BENCH_KV=$KV BENCH_REPEATS=$REPEATS\`); it took $(($(date +%s) - t_start)) s.
-- Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr). Load average (1 min) before each measurement: ${loads[*]}. The machine may be shared: the ratios are measured within this one run, from the best of $REPEATS alternating repeats.
+- Command: \`$cmdline\` (so: \`BENCH_PP=$PP BENCH_TG=$TG BENCH_THREADS=$THREADS BENCH_KV=$KV BENCH_REPEATS=$REPEATS BENCH_LLAMA_REPEATS=$LREPEATS\`); it took $(($(date +%s) - t_start)) s.
+- Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr). Load average (1 min) before each measurement: ${loads[*]}. The machine may be shared: the ratios are measured within this one run, from the best of $LREPEATS (llama.cpp) and $REPEATS (slicepipe generate) alternating repeats, listed in parentheses in run order.
 - Model: \`slicepipe synth model ${synth_args[*]}\` ($(cat "$work/params.txt") parameters). Slicings: \`slicepipe run\` with \`sparsity = $SPARSITY\`, calibration $CN windows x $CSEQ tokens of calib.npy, threads $THREADS; (b) adds \`basis = "global"\`. GGUFs: \`slicepipe export DIR --gguf OUT.gguf --type f16\`.
 - llama.cpp (\`bench/inference_bench.mjs\`): $THREADS threads, flash attention off, KV cache $KV, batch size $PP, context $((PP + TG)); prompt = $PP tokens of calib.npy in one batch; generation = $TG greedy single-token decodes right after it (context $((PP - 1))…$((PP + TG - 2)), sampling included), timed in the same process after a 16-token warm-up.
 - slicepipe generate: \`slicepipe generate DIR --prompt-tokens prompt.npy --max-tokens $((TG + 1)) --ignore-eos --threads $THREADS --memory 8GB\` (layers resident as float32); prompt and generation times from its stderr summary, generation rate = $TG decodes / its generation seconds (its last sampled token is never fed).
