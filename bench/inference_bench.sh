@@ -47,7 +47,8 @@
 #   BENCH_SPARSITY (0.25) BENCH_CALIB_SEQLEN (128) BENCH_CALIB_NSAMPLES (8)
 #   BENCH_PP (512) BENCH_TG (128) BENCH_THREADS (2) BENCH_KV (F32 | F16) BENCH_REPEATS (3)
 #   BENCH_LLAMA_REPEATS (5, at least BENCH_REPEATS)
-#   BENCH_SP_GENERATE=0  skip (c) and its dense baseline (saves about 9 of the ~20 minutes)
+#   BENCH_SP_GENERATE=0  skip (c) and its dense baseline (saves about 5 of the ~11 minutes that a
+#                        run takes at load ~2, the slicings included)
 #   BENCH_FLOOR=0        skip llama.cpp's per-token floor (the same depth at width 128:
 #                        informative, it explains a generation speed-up below the byte ratio)
 #   BENCH_RESULTS=PATH   the markdown written (default bench/INFERENCE.md, overwritten)
