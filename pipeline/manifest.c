@@ -38,6 +38,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "gguf.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -295,8 +296,8 @@ typedef enum key_kind {
     KIND_DTYPE,   /* "f32" | "f16" | "bf16" */
     KIND_BACKEND, /* "auto" | "cpu" | "cuda" */
     KIND_SPILL_DTYPE, /* "f32" | "bf16" */
-    KIND_SAMPLING,    /* "first" | "random" */
-    KIND_ENUM,        /* one of the key's names (key_def.names); the field is an int, its index */
+    KIND_ENUM,        /* one of the key's names (key_def.names); the field is an int (or an enum), its index */
+    KIND_GGUF,        /* "none" (-1) or a GGUF weight type as `slicepipe export --type` takes it (io/gguf.h) */
 } key_kind;
 
 typedef enum table_id { T_MODEL, T_CALIB, T_SLICING, T_OUTPUT, T_RESOURCES, T_EVAL, T_COUNT } table_id;
@@ -312,10 +313,11 @@ typedef struct key_def {
     const char *const *names; /* KIND_ENUM: the accepted strings, NULL-terminated, in enum order */
 } key_def;
 
+static const char *const k_sampling_names[] = {"first", "random", NULL}; /* sp_calib_sampling */
+_Static_assert(sizeof(sp_calib_sampling) == sizeof(int) && sizeof(sp_basis) == sizeof(int) &&
+                   sizeof(sp_global_weighting) == sizeof(int), "KIND_ENUM fields are written as int");
 static const char *const k_basis_names[] = {"per-layer", "global", NULL};
 static const char *const k_weighting_names[] = {"trace", "raw", NULL};
-/* [output] gguf: none, or the type of the GGUF's 2-D weights (slicepipe export --type). */
-static const char *const k_gguf_names[] = {"none", "f32", "f16", "bf16", "q8_0", NULL};
 
 #define F(x) offsetof(sp_manifest, x)
 static const key_def k_keys[] = {
@@ -325,7 +327,7 @@ static const key_def k_keys[] = {
     {T_CALIB, "text", KIND_PATH, 0, 0, 0, F(calib_text), NULL},
     {T_CALIB, "seqlen", KIND_INT, 2, 1 << 20, 0, F(calib_seqlen), NULL},
     {T_CALIB, "nsamples", KIND_INT, 1, 1 << 24, 0, F(calib_nsamples), NULL},
-    {T_CALIB, "sampling", KIND_SAMPLING, 0, 0, 0, F(calib_sampling), NULL},
+    {T_CALIB, "sampling", KIND_ENUM, 0, 0, 0, F(calib_sampling), k_sampling_names},
     {T_CALIB, "seed", KIND_INT, 0, INT64_MAX, 0, F(calib_seed), NULL},
     {T_SLICING, "sparsity", KIND_FRAC, 0, 0, 0, F(sparsity), NULL},
     {T_SLICING, "round_to", KIND_INT, 1, 65536, 0, F(round_to), NULL},
@@ -334,7 +336,7 @@ static const key_def k_keys[] = {
     {T_OUTPUT, "path", KIND_PATH, 0, 0, 1, F(output_path), NULL},
     {T_OUTPUT, "dtype", KIND_DTYPE, 0, 0, 0, F(output_dtype), NULL},
     {T_OUTPUT, "shard_bytes", KIND_SIZE, 0, 0, 0, F(shard_bytes), NULL},
-    {T_OUTPUT, "gguf", KIND_ENUM, 0, 0, 0, F(gguf), k_gguf_names},
+    {T_OUTPUT, "gguf", KIND_GGUF, 0, 0, 0, F(gguf_type), NULL},
     {T_RESOURCES, "memory", KIND_SIZE, 0, 0, 0, F(memory_bytes), NULL},
     {T_RESOURCES, "threads", KIND_INT, 0, 4096, 0, F(threads), NULL},
     {T_RESOURCES, "spill_dir", KIND_PATH, 0, 0, 0, F(spill_dir), NULL},
@@ -528,16 +530,6 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
         *(sp_dtype *)field = t;
         return 0;
     }
-    case KIND_SAMPLING: {
-        if (v->type != VAL_STRING)
-            return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
-        sp_calib_sampling t;
-        if (strcmp(v->s, "first") == 0) t = SP_CALIB_SAMPLING_FIRST;
-        else if (strcmp(v->s, "random") == 0) t = SP_CALIB_SAMPLING_RANDOM;
-        else return pfail(p, "[%s] %s: unknown sampling '%.32s' (first or random)", tname, kd->key, v->s);
-        *(sp_calib_sampling *)field = t;
-        return 0;
-    }
     case KIND_ENUM: {
         if (v->type != VAL_STRING)
             return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
@@ -547,9 +539,19 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
                 *(int *)field = i;
                 return 0;
             }
-            snprintf(known + strlen(known), sizeof known - strlen(known), "%s\"%s\"", i ? ", " : "", kd->names[i]);
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", !i ? "" : kd->names[i + 1] ? ", " : " or ",
+                     kd->names[i]);
         }
-        return pfail(p, "[%s] %s: unknown value '%.32s' (one of %s)", tname, kd->key, v->s, known);
+        return pfail(p, "[%s] %s: unknown %s '%.32s' (%s)", tname, kd->key, kd->key, v->s, known);
+    }
+    case KIND_GGUF: {
+        if (v->type != VAL_STRING)
+            return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
+        int t = strcmp(v->s, "none") == 0 ? -1 : sp_gguf_ttype_parse(v->s);
+        if (t < 0 && strcmp(v->s, "none"))
+            return pfail(p, "[%s] %s: unknown GGUF type '%.32s' (none, f32, f16, bf16 or q8_0)", tname, kd->key, v->s);
+        *(int *)field = t;
+        return 0;
     }
     case KIND_BACKEND: {
         if (v->type != VAL_STRING)
@@ -684,6 +686,7 @@ static int load(load_state *st, const char *path) {
     m->sparsity = 0.25;
     m->round_to = 8;
     m->output_dtype = SP_DTYPE_INVALID;
+    m->gguf_type = -1;
     m->spill_dtype = SP_DTYPE_F32;
     m->shard_bytes = 4000000000LL;
     m->memory_bytes = 16000000000LL;

@@ -69,7 +69,7 @@ typedef struct sp_manifest {
     char *output_path;
     sp_dtype output_dtype;  /* SP_DTYPE_INVALID = the model's dtype */
     int64_t shard_bytes;    /* default 4e9 */
-    int gguf;               /* 0: none; else 1 + the GGUF weight type's index in "f32", "f16", "bf16", "q8_0" */
+    int gguf_type;          /* [output] gguf: -1 none (default), else the sp_gguf_ttype of the GGUF's 2-D weights */
     int64_t memory_bytes;   /* default 16e9 */
     int64_t threads;        /* default 0 */
     char *spill_dir;        /* NULL = default: <output>/.slicepipe */

@@ -61,6 +61,7 @@
 #include "error.h"
 #include "faults.h"
 #include "fileio.h"
+#include "gguf.h"
 #include "job.h"
 #include "journal.h"
 #include "lock.h"
@@ -118,7 +119,8 @@ void sp_resume_manifest_identity(const job *j, char hex[33]) {
     if (mf->basis == SP_BASIS_GLOBAL)
         snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "basis=global\nweighting=%s\n",
                  mf->global_weighting == SP_WEIGHT_RAW ? "raw" : "trace");
-    if (mf->gguf) snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "gguf=%d\n", mf->gguf);
+    if (mf->gguf_type >= 0)
+        snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "gguf=%s\n", sp_gguf_ttype_name(mf->gguf_type));
     XXH3_state_t *st = XXH3_createState();
     SP_ASSERT(st);
     XXH3_128bits_reset(st);

@@ -56,14 +56,10 @@ static int prepare_spill(job *j) {
     return 0;
 }
 
-/* [output] gguf's weight types, in the manifest's order (sp_manifest.gguf − 1). */
-static const sp_gguf_ttype gguf_types[] = {SP_GGUF_T_F32, SP_GGUF_T_F16, SP_GGUF_T_BF16, SP_GGUF_T_Q8_0};
-
 /* [output] gguf needs an output llama.cpp runs: refused (64) before any work. */
 static int check_gguf(const sp_manifest *mf, const sp_model *m) {
-    if (!mf->gguf) return 0;
-    SP_ASSERT(mf->gguf >= 1 && mf->gguf <= 4);
-    const char *t = sp_gguf_ttype_name(gguf_types[mf->gguf - 1]);
+    if (mf->gguf_type < 0) return 0;
+    const char *t = sp_gguf_ttype_name(mf->gguf_type);
     if (mf->basis == SP_BASIS_PER_LAYER)
         return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\" needs a stock architecture, but [slicing] basis = \"per-layer\" "
                        "adds shortcut matrices llama.cpp cannot run; use [slicing] basis = \"global\"", mf->path, t);
@@ -81,12 +77,19 @@ static int write_gguf(const job *j, sp_export_stats *gs) {
     char hint[4200];
     snprintf(hint, sizeof hint, "run `slicepipe run %s --restart`", j->mf->path);
     char *out = sp_job_join(j->mf->output_path, "model.gguf"), *jp = sp_job_join(j->job_dir, "gguf.journal");
-    sp_export_opts eo = {.type = gguf_types[j->mf->gguf - 1], .quiet = j->o->quiet, .journal_path = jp, .restart_hint = hint,
+    sp_export_opts eo = {.type = j->mf->gguf_type, .quiet = j->o->quiet, .journal_path = jp, .restart_hint = hint,
                          .label = "slicepipe: gguf"};
     int rc = out && jp ? sp_export_gguf(j->mf->output_path, out, &eo, gs) : sp_fail(SP_EX_SOFTWARE, "out of memory");
     free(out);
     free(jp);
     return rc;
+}
+
+/* The summary's line for model.gguf. */
+static void print_gguf(FILE *f, const char *prefix, const sp_manifest *mf, const sp_export_stats *gs, const char *how) {
+    char b[4096];
+    fprintf(f, "%s%s/model.gguf %s(%s, %lld bytes, xxh3-128 %s)\n", prefix,
+            sp_path_shown(mf->output_path, b), how, sp_gguf_ttype_name(mf->gguf_type), (long long)gs->file_bytes, gs->xxh128);
 }
 
 static void on_stop_signal(int sig) {
@@ -354,12 +357,10 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     sp_export_stats gs;
     char b1[4096], b2[4096];
     rc = sp_resume_open(j, &complete);
-    if (!rc && complete && mf->gguf) {
+    if (!rc && complete && mf->gguf_type >= 0) {
         rc = write_gguf(j, &gs);
         if (!rc && !o->quiet)
-            fprintf(stderr, "slicepipe: %s/model.gguf %s (%s, %lld bytes, xxh3-128 %s)\n", sp_path_shown(mf->output_path, b2),
-                    gs.reused ? "verified by hash" : gs.resumed_bytes ? "finished" : "written", sp_gguf_ttype_name(gguf_types[mf->gguf - 1]),
-                    (long long)gs.file_bytes, gs.xxh128);
+            print_gguf(stderr, "slicepipe: ", mf, &gs, gs.reused ? "verified by hash " : gs.resumed_bytes ? "finished " : "written ");
     }
     if (rc || complete) goto out;
 
@@ -402,7 +403,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     for (int s = 0; s < SP_STAGE_COUNT; s++) rss += j->sh->st[s].peak_rss;
     if (rc) goto out;
     sp_resume_clean(j);
-    if (mf->gguf) {
+    if (mf->gguf_type >= 0) {
         rc = write_gguf(j, &gs);
         if (rc) goto out;
     }
@@ -416,9 +417,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         printf("  perplexity  dense %.4f (nll %.6f) -> sliced %.4f (nll %.6f)\n", dense.ppl, dense.nll, sliced.ppl,
                sliced.nll);
     printf("  report      %s/report.html\n", sp_path_shown(mf->output_path, b2));
-    if (mf->gguf)
-        printf("  gguf        %s/model.gguf (%s, %lld bytes, xxh3-128 %s)\n", sp_path_shown(mf->output_path, b2),
-               sp_gguf_ttype_name(gguf_types[mf->gguf - 1]), (long long)gs.file_bytes, gs.xxh128);
+    if (mf->gguf_type >= 0) print_gguf(stdout, "  gguf        ", mf, &gs, "");
 out:
     free_job(j);
     return rc;

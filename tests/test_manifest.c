@@ -6,6 +6,7 @@
  *
  * Usage: test_manifest   (works in a fresh mkdtemp under /tmp) */
 #include "error.h"
+#include "gguf.h"
 #include "manifest.h"
 
 #include <errno.h>
@@ -85,6 +86,13 @@ static const bad_case k_bad[] = {
     {"[model]\npath = \"m\"\n[calibration]\ntokens = \"t\"\n[output]\npath = \"o\"\ndtype = \"fp16\"\n", 7,
      "unknown dtype 'fp16'"},
     {HEAD "[resources]\nbackend = \"rocm\"\n", 8, "unknown backend 'rocm'"},
+    {HEAD "[slicing]\nbasis = \"Global\"\n", 8, "[slicing] basis: unknown basis 'Global' (per-layer or global)"},
+    {HEAD "[slicing]\nbasis = 1\n", 8, "basis: expected a string, got an integer"},
+    {HEAD "[slicing]\nglobal_weighting = \"sum\"\n", 8, "unknown global_weighting 'sum' (trace or raw)"},
+    {"[model]\npath = \"m\"\n[calibration]\ntokens = \"t\"\n[output]\npath = \"o\"\ngguf = \"q4_0\"\n", 7,
+     "[output] gguf: unknown GGUF type 'q4_0' (none, f32, f16, bf16 or q8_0)"},
+    {"[model]\npath = \"m\"\n[calibration]\ntokens = \"t\"\n[output]\npath = \"o\"\ngguf = true\n", 7,
+     "gguf: expected a string, got a boolean"},
     {HEAD "[resources]\nmemory = \"16XB\"\n", 8, "bad size '16XB'"},
     {HEAD "[resources]\nmemory = \"1.5GB\"\n", 8, "bad size"},
     {HEAD "[resources]\nmemory = \"0\"\n", 8, "size must be positive"},
@@ -321,6 +329,24 @@ static void test_text(void) {
     CHECK(rc == 0 && m.calib_sampling == SP_CALIB_SAMPLING_FIRST && m.calib_seed == 0 && streq(m.eval_tokens, "/abs/e.npy") &&
               m.eval_text == NULL,
           "first: rc %d '%s'", rc, sp_errmsg());
+    sp_manifest_free(&m);
+    /* the basis and GGUF keys: defaults, then each value */
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\n[output]\npath = \"o\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.basis == SP_BASIS_PER_LAYER && m.global_weighting == SP_WEIGHT_TRACE && m.gguf_type == -1,
+          "defaults: rc %d basis %d weighting %d gguf %d", rc, (int)m.basis, (int)m.global_weighting, m.gguf_type);
+    sp_manifest_free(&m);
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\n[slicing]\nbasis = \"global\"\n"
+               "global_weighting = \"raw\"\n[output]\npath = \"o\"\ngguf = \"q8_0\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.basis == SP_BASIS_GLOBAL && m.global_weighting == SP_WEIGHT_RAW && m.gguf_type == SP_GGUF_T_Q8_0,
+          "global raw q8_0: rc %d basis %d weighting %d gguf %d", rc, (int)m.basis, (int)m.global_weighting, m.gguf_type);
+    sp_manifest_free(&m);
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\n[slicing]\nbasis = \"per-layer\"\n"
+               "global_weighting = \"trace\"\n[output]\npath = \"o\"\ngguf = \"none\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.basis == SP_BASIS_PER_LAYER && m.global_weighting == SP_WEIGHT_TRACE && m.gguf_type == -1,
+          "explicit defaults: rc %d '%s'", rc, sp_errmsg());
     sp_manifest_free(&m);
     /* a random seed may come with tokens only if sampling stays "first" */
     path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\nseed = 5\n[output]\npath = \"o\"\n");
