@@ -91,6 +91,7 @@ typedef struct cstate {
     double *H;        /* (D, D) the second moment being accumulated */
     double *G;        /* (D, D) host, basis = "global": the sum over the residual positions */
     char survey_hash[33]; /* basis = "global": the spill the survey left, named by every boundary after it */
+    int dense_pass;   /* the survey: windows go into the dense layer unrotated */
     double *evd;      /* (D) eigenvalues of one PCA */
     double *Qh;       /* (D, D) host copy of Q for the basis file */
     float *xw, *yw;   /* (T, D) one window in, one window out */
@@ -365,25 +366,19 @@ static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t lay
     return rc;
 }
 
-static void attn_window(cstate *c, const float *x, float *y) {
+/* A window as the layer reads it: rotated into its input basis (Qf), or as
+ * it is in the survey's dense passes. */
+static const float *layer_in(cstate *c, const float *x) {
+    if (c->dense_pass) return x;
     apply_qf(c, x, c->j->T, c->lw.d_in, c->tmp);
-    sp_layer_attn(c->scr, &c->lw, c->tmp, c->j->T, y);
+    return c->tmp;
 }
 
-static void mlp_window(cstate *c, const float *x, float *y) {
-    apply_qf(c, x, c->j->T, c->lw.d_in, c->tmp);
-    sp_layer_mlp(c->scr, &c->lw, c->tmp, c->j->T, y);
-}
-
+static void attn_window(cstate *c, const float *x, float *y) { sp_layer_attn(c->scr, &c->lw, layer_in(c, x), c->j->T, y); }
+static void mlp_window(cstate *c, const float *x, float *y) { sp_layer_mlp(c->scr, &c->lw, layer_in(c, x), c->j->T, y); }
 static void block_window(cstate *c, const float *x, float *y) { /* a parallel block */
-    apply_qf(c, x, c->j->T, c->lw.d_in, c->tmp);
-    sp_layer_parallel(c->scr, &c->lw, c->tmp, c->j->T, y);
+    sp_layer_parallel(c->scr, &c->lw, layer_in(c, x), c->j->T, y);
 }
-
-/* The survey's dense layer: no rotation, the norms with their weights. */
-static void survey_attn_window(cstate *c, const float *x, float *y) { sp_layer_attn(c->scr, &c->lw, x, c->j->T, y); }
-static void survey_mlp_window(cstate *c, const float *x, float *y) { sp_layer_mlp(c->scr, &c->lw, x, c->j->T, y); }
-static void survey_block_window(cstate *c, const float *x, float *y) { sp_layer_parallel(c->scr, &c->lw, x, c->j->T, y); }
 
 /* Waits until the writer has journaled boundary `layer`. Compute calls it
  * before it overwrites a spill or basis file that the boundary before that
@@ -656,20 +651,23 @@ static int survey(cstate *c) {
     const int64_t D = j->D;
     enum sp_arch_pos pcas[2];
     const int np = sp_arch_pca_positions(a, pcas);
+    c->dense_pass = 1;
     for (int64_t l = 0; l < j->L; l++) {
         SP_TRY(load_layer(c, l, j->survey_read0[l], SP_PHASE_SURVEY));
         c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* dense: identity shortcuts, norms with γ */
         for (int k = 0; k < np; k++) {
-            const int attn = pcas[k] == SP_POS_MID, par = a->parallel;
-            SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb,
-                        par ? survey_block_window : attn ? survey_attn_window : survey_mlp_window, l,
+            const int attn = pcas[k] == SP_POS_MID, par = a->parallel, last = l == j->L - 1 && k == np - 1;
+            if (last) sp_spill_hash_begin(c->sb); /* the last pass writes all of B, in order */
+            SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, par ? block_window : attn ? attn_window : mlp_window, l,
                         par ? "survey block" : attn ? "survey attention-block" : "survey MLP-block"));
+            if (last) sp_spill_hash_end(c->sb, c->survey_hash); /* named by every boundary from now on */
             global_fold(c);
         }
         sp_spill *t = c->sa;
         c->sa = c->sb;
         c->sb = t;
     }
+    c->dense_pass = 0;
     phase(c, j->L - 1, SP_PHASE_SURVEY);
     if (c->bk->host_shared) memcpy(c->H, c->G, (size_t)(D * D * 8));
     else c->bk->to_dev(c->H, c->G, D * D * 8);
@@ -677,7 +675,6 @@ static int survey(cstate *c) {
     SP_TRY(pca(c, c->Q, 0, "global", -1));
     int64_t t0 = now_ns();
     SP_TRY(sp_spill_sync(c->sa));
-    SP_TRY(sp_spill_hash_file(sp_spill_path(c->sa), c->survey_hash)); /* named by every boundary from now on */
     prof(c, SP_PROF_SPILL, &t0);
     return 0;
 }
