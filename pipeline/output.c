@@ -120,8 +120,8 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
     cJSON_AddNumberToObject(s, "sparsity", j->mf->sparsity);
     cJSON_AddNumberToObject(s, "round_to", (double)j->mf->round_to);
     cJSON_AddNumberToObject(s, "d_embed", (double)j->d_in[0]);
-    cJSON *ls = global ? NULL : cJSON_AddArrayToObject(s, "layers");
-    for (int64_t l = 0; l < j->L && !global; l++) {
+    cJSON *ls = global ? NULL : cJSON_AddArrayToObject(s, "layers"); /* global: every width is d */
+    for (int64_t l = 0; ls && l < j->L; l++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "d_in", (double)j->d_in[l]);
         cJSON_AddNumberToObject(o, "d_mid", (double)j->d_mid[l]);

@@ -18,6 +18,7 @@ missing: 77.
 import argparse
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -89,9 +90,10 @@ def main():
     # full-rotary Phi-3 (as Phi-3-mini; the hf-tiny one rotates 3/4 of each head) and Qwen3 (q/k norms)
     for fam in ("phi3", "qwen3"):
         d = os.path.join(a.work, f"synth-{fam}")
+        shutil.rmtree(d, ignore_errors=True)
         r = tg.run([a.slicepipe, "synth", d, "--arch", fam, "--hidden", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2",
                     "--ffn", "96", "--vocab", "64", "--dtype", "f32", "--tokens", "8192", "--quiet"])
-        if r.returncode and "not an earlier synth output" not in r.stderr:
+        if r.returncode:
             tg.die(f"synth {fam}: exit {r.returncode}: {r.stderr.strip()}")
         cal = os.path.join(d, "calib.npy")
         runs.append((f"synth_{fam}", d, cal, cal, 64, 3, ("f32",), 64, 32, 8))
