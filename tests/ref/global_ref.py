@@ -122,20 +122,6 @@ def residual_moments(model, calib_win, batch=16, embed_scale_dtype=None, lift=No
     return 0.5 * (Hs + Hs.transpose(0, 2, 1))
 
 
-def eig_desc(G):
-    """eigh(G + δI), δ = 0.01·mean(diag G); descending; each column's
-    largest-|.| component positive."""
-    G = 0.5 * (G + G.T)
-    Gd = G.copy()
-    Gd[np.diag_indices_from(Gd)] += 0.01 * float(np.mean(np.diag(G)))
-    w, V = np.linalg.eigh(Gd)
-    o = np.argsort(-w, kind="stable")
-    w, V = w[o], V[:, o]
-    i = np.argmax(np.abs(V), axis=0)
-    sgn = np.where(V[i, np.arange(V.shape[1])] < 0, -1.0, 1.0)
-    return w, V * sgn
-
-
 def combine(Hs, weighting="trace"):
     if weighting not in WEIGHTINGS:
         raise ValueError("weighting %r (trace or raw)" % (weighting,))
@@ -146,7 +132,7 @@ def combine(Hs, weighting="trace"):
 
 def basis_from_moments(Hs, weighting="trace"):
     G = combine(Hs, weighting)
-    w, Q = eig_desc(G)
+    w, Q = sg.eig_desc(G)
     return w, Q, G
 
 

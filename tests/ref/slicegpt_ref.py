@@ -29,6 +29,7 @@ API:
         forward runs it as a sliced model (weightless RMSN) and it computes the
         dense function exactly.
     pca(X (..., D)) -> (eigenvalues of H+δI descending, Q with canonical signs)
+    eig_desc(H (D, D)) -> the same from a second moment
     slice_width(D, sparsity, round_to=8) -> d = floor((1-s)·D) - (.. mod round_to)
     write_sliced(out_dir, config, result, dtype="F32")
         config.json (the input config, tie_word_embeddings false, torch_dtype,
@@ -153,10 +154,9 @@ def slice_width(D, sparsity, round_to=8):
     return d
 
 
-def pca(X):
-    """X (..., D) -> (eigenvalues of H+δI descending, Q with canonical signs)."""
-    X2 = np.asarray(X, dtype=np.float64).reshape(-1, X.shape[-1])
-    H = X2.T @ X2
+def eig_desc(H):
+    """A second moment H (D, D) -> (eigenvalues of H+δI descending, δ =
+    0.01·mean(diag H); Q with each column's largest-|.| component positive)."""
     H = 0.5 * (H + H.T)
     delta = 0.01 * float(np.mean(np.diag(H)))
     H[np.diag_indices_from(H)] += delta
@@ -167,6 +167,12 @@ def pca(X):
     i = np.argmax(np.abs(V), axis=0)
     sgn = np.where(V[i, np.arange(V.shape[1])] < 0, -1.0, 1.0)
     return w, V * sgn
+
+
+def pca(X):
+    """X (..., D) -> (eigenvalues of H+δI descending, Q with canonical signs)."""
+    X2 = np.asarray(X, dtype=np.float64).reshape(-1, X.shape[-1])
+    return eig_desc(X2.T @ X2)
 
 
 def _norm_readers(arch):
