@@ -158,14 +158,12 @@ static int parse_rope_scaling(const char *path, const cJSON *root, sp_config *cf
     return 0;
 }
 
+/* A per-layer sliced output's widths (model_type slicepipe_sliced). A stock
+ * model_type with a slicepipe block (a basis = "global" output) is a dense
+ * model: the block only records how it was made. */
 static int parse_slicepipe(const char *path, const cJSON *root, sp_config *cfg) {
     const cJSON *sb;
-    SP_TRY(opt_field(path, "", root, "slicepipe", &sb));
-    if (!sb) return 0;
-    if (!cJSON_IsObject(sb)) return sp_fail(SP_EX_DATAERR, "%s: field 'slicepipe': must be an object", path);
-    /* basis = "global": a stock model at width d; the block only records how it was made. */
-    const cJSON *basis = cJSON_GetObjectItemCaseSensitive(sb, "basis");
-    if (cJSON_IsString(basis) && strcmp(basis->valuestring, "global") == 0) return 0;
+    SP_TRY(opt_field(path, "", root, "slicepipe", &sb)); /* an object: parse_fields checked */
     const int64_t D = cfg->hidden_size, L = cfg->n_layers;
     cfg->sliced = 1;
     SP_TRY(get_num(path, "slicepipe.", sb, "sparsity", 1, 0, 0.0, 0, 1.0, &cfg->sparsity));
@@ -247,7 +245,8 @@ static int parse_window(const char *path, const cJSON *root, const sp_arch *a, s
 static int parse_fields(const char *path, const cJSON *root, sp_config *cfg) {
     const char *mt;
     SP_TRY(get_str(path, root, "model_type", &mt));
-    if (mt && strcmp(mt, SP_SLICED_MODEL_TYPE) == 0) { /* a sliced output: its family is in the slicepipe block */
+    const int sliced = mt && strcmp(mt, SP_SLICED_MODEL_TYPE) == 0;
+    if (sliced) { /* a per-layer sliced output: its family is in the slicepipe block */
         const cJSON *sb;
         SP_TRY(opt_field(path, "", root, "slicepipe", &sb));
         if (!sb || !cJSON_IsObject(sb))
@@ -309,7 +308,7 @@ static int parse_fields(const char *path, const cJSON *root, sp_config *cfg) {
     SP_TRY(parse_dtype(path, root, cfg));
     SP_TRY(parse_rope_scaling(path, root, cfg));
     if (a->config) SP_TRY(a->config(path, root, cfg));
-    SP_TRY(parse_slicepipe(path, root, cfg));
+    if (sliced) SP_TRY(parse_slicepipe(path, root, cfg));
     return sp_arch_instance(a, cfg, &cfg->arch);
 }
 

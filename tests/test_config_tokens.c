@@ -13,6 +13,7 @@
  *   python3     interpreter with numpy; "" or absent skips the numpy part
  *   shared_dir  ../shared; absent or missing skips the shared-file part */
 #include "config.h"
+#include "arch.h"
 #include "error.h"
 #include "tokens.h"
 
@@ -315,12 +316,21 @@ static void test_config_rope(void) {
 }
 
 static const char *k_sliced_block =
-    "{\"sparsity\": 0.25, \"d_embed\": 56, \"layers\": [{\"d_in\": 56, \"d_mid\": 48, \"d_out\": 40},"
+    "{\"base_model_type\": \"llama\", \"sparsity\": 0.25, \"d_embed\": 56, \"layers\": [{\"d_in\": 56, \"d_mid\": 48, \"d_out\": 40},"
     " {\"d_in\": 40, \"d_mid\": 64, \"d_out\": 32}]}";
+
+/* A per-layer output's config: model_type slicepipe_sliced, the family and widths in the block. */
+static char *sliced_base(void) {
+    char *with_block = edit(k_base, "slicepipe", k_sliced_block);
+    char *b = edit(with_block, "model_type", "\"slicepipe_sliced\"");
+    free(with_block);
+    return b;
+}
 
 static void test_config_sliced(void) {
     sp_config c;
-    const char *dir = put_config(k_base, "slicepipe", k_sliced_block);
+    char *base = sliced_base();
+    const char *dir = put_config(base, "architectures", "[\"SlicepipeSlicedForCausalLM\"]");
     int rc = sp_config_load(dir, &c);
     CHECK(rc == 0, "sliced: rc %d '%s'", rc, sp_errmsg());
     if (!rc) {
@@ -329,12 +339,21 @@ static void test_config_sliced(void) {
         CHECK(c.d_in && c.d_in[0] == 56 && c.d_mid[0] == 48 && c.d_out[0] == 40, "layer 0");
         CHECK(c.d_in && c.d_in[1] == 40 && c.d_mid[1] == 64 && c.d_out[1] == 32, "layer 1");
         CHECK(c.hidden_size == 64, "hidden_size stays the original width");
+        const sp_arch *llama = NULL;
+        CHECK(sp_arch_find("llama", dir, &llama) == 0 && c.family == llama, "the family from slicepipe.base_model_type");
         sp_config_free(&c);
     }
+    /* a stock model_type with a slicepipe block (a basis = "global" output) is a dense model */
+    dir = put_config(k_base, "slicepipe", k_sliced_block);
+    rc = sp_config_load(dir, &c);
+    CHECK(rc == 0 && c.sliced == 0 && c.d_in == NULL && c.hidden_size == 64, "stock + block: rc %d sliced %d '%s'", rc, c.sliced,
+          sp_errmsg());
+    sp_config_free(&c);
     static const struct {
         const char *key, *value, *keyword;
     } cases[] = {
-        {"slicepipe", "[]", "field 'slicepipe': must be an object"},
+        {"slicepipe", "[]", "field 'model_type': 'slicepipe_sliced' without a slicepipe block"},
+        {"slicepipe.base_model_type", NULL, "field 'slicepipe.base_model_type': missing"},
         {"slicepipe.d_embed", "48", "field 'slicepipe.layers[0].d_in': 56 does not match d_embed 48"},
         {"slicepipe.d_embed", "0", "field 'slicepipe.d_embed'"},
         {"slicepipe.d_embed", "65", "field 'slicepipe.d_embed'"},
@@ -358,13 +377,12 @@ static void test_config_sliced(void) {
          "field 'slicepipe.layers[0]': must be an object"},
     };
     /* a base with the block in place, then each edit inside it */
-    char *sliced_base = edit(k_base, "slicepipe", k_sliced_block);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char what[200];
         snprintf(what, sizeof what, "%s = %s", cases[i].key, cases[i].value ? cases[i].value : "(absent)");
-        expect_config_error(put_config(sliced_base, cases[i].key, cases[i].value), cases[i].keyword, what);
+        expect_config_error(put_config(base, cases[i].key, cases[i].value), cases[i].keyword, what);
     }
-    free(sliced_base);
+    free(base);
 }
 
 static void test_config_shared(const char *shared) {

@@ -74,12 +74,12 @@ def write_sliced_model(d, seed, D, heads, kv, head_dim, ffn, vocab, d_embed, wid
         layers.append({"d_in": di, "d_mid": dm, "d_out": do})
     t["lm_head.weight"] = lin(vocab, widths[-1][2])
     cfg = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": D,
+        "architectures": ["SlicepipeSlicedForCausalLM"], "model_type": "slicepipe_sliced", "hidden_size": D,
         "intermediate_size": ffn, "num_hidden_layers": len(widths), "num_attention_heads": heads,
         "num_key_value_heads": kv, "head_dim": head_dim, "vocab_size": vocab,
         "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "tie_word_embeddings": False, "hidden_act": "silu", "torch_dtype": "float32",
-        "slicepipe": {"sparsity": 0.25, "d_embed": d_embed, "layers": layers},
+        "slicepipe": {"base_model_type": "llama", "sparsity": 0.25, "d_embed": d_embed, "layers": layers},
     }
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
