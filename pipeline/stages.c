@@ -271,6 +271,16 @@ static void child_main(job *j, int stage, pid_t parent) {
     _exit(rc == 0 ? 0 : rc > 0 && rc < 256 ? rc : SP_EX_SOFTWARE);
 }
 
+/* How much a stage's end says about what went wrong, for naming the root
+ * cause: 3 it failed on its own, 2 it was killed, 1 it only saw a peer die
+ * (SP_EX_SOFTWARE), 0 it ended well or was not collected. */
+static int stage_blame(int reaped, int status) {
+    if (!reaped) return 0;
+    if (WIFSIGNALED(status)) return 2;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) == 0) return 0;
+    return WEXITSTATUS(status) == SP_EX_SOFTWARE ? 1 : 3;
+}
+
 int sp_stages_run(job *j) {
     pid_t parent = getpid(), pid[SP_STAGE_COUNT] = {0};
     int pfd[SP_STAGE_COUNT], alive = 0, rc = 0, failed = -1;
@@ -364,12 +374,12 @@ int sp_stages_run(job *j) {
     }
     if (rc && failed >= 0) {
         /* The root cause: a stage that failed on its own (bad data, I/O) wins
-         * over one that only saw its peer die (70) or was killed. */
+         * over one that was killed, which wins over one that only saw its
+         * peer die (70). The order the pidfds became readable in says
+         * nothing: a peer can see a killed stage dead, and exit, before the
+         * killed stage's own pidfd is ready. */
         for (int s = 0; s < SP_STAGE_COUNT; s++)
-            if (reaped[s] && WIFEXITED(status[s]) && WEXITSTATUS(status[s]) != 0 &&
-                WEXITSTATUS(status[s]) != SP_EX_SOFTWARE && (failed < 0 || !WIFEXITED(status[failed]) ||
-                                                            WEXITSTATUS(status[failed]) == SP_EX_SOFTWARE))
-                failed = s;
+            if (stage_blame(reaped[s], status[s]) > stage_blame(reaped[failed], status[failed])) failed = s;
         sp_stage_stat *st = &j->sh->st[failed];
         if (WIFEXITED(status[failed]))
             rc = st->err[0] ? sp_fail(WEXITSTATUS(status[failed]), "%s", st->err)
