@@ -385,9 +385,10 @@ static void block_window(cstate *c, const float *x, float *y) { /* a parallel bl
  * one names: from then on the journal no longer points at it. (The files
  * alternate, so without this wait a writer two boundaries behind would leave
  * the last journaled boundary naming a file compute is rewriting.) */
-static int wait_journaled(cstate *c, int64_t layer) {
+static int wait_journaled(cstate *c, int64_t layer, int survey) {
     int64_t t0 = now_ns();
-    while (atomic_load(&c->j->sh->journaled_layer) < layer) {
+    _Atomic int64_t *at = survey ? &c->j->sh->journaled_survey : &c->j->sh->journaled_layer;
+    while (atomic_load(at) < layer) {
         if (getppid() == 1) return sp_fail(SP_EX_SOFTWARE, "the supervisor is gone");
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
@@ -396,17 +397,21 @@ static int wait_journaled(cstate *c, int64_t layer) {
     return 0;
 }
 
-/* Makes the state after `layer` durable and tells the writer (see the top). */
-static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
+/* Makes the state after `layer` durable and tells the writer (see the top).
+ * A survey boundary (basis = "global", after survey layer `layer`) keeps
+ * the running sum G where the others keep Q, in the basis file the
+ * previous survey boundary did not name; the last survey boundary's (1)
+ * is never the embedding boundary's (0). */
+static int boundary(cstate *c, int64_t layer, int survey, const char spill_hash[33]) {
     job *j = c->j;
     const int64_t D = j->D;
-    int bi = (int)((layer + 1) & 1);
+    int bi = survey ? (int)((j->L - layer) & 1) : (int)((layer + 1) & 1);
     const char *bp = j->basis_path[bi];
     int64_t t0 = now_ns();
     int fd;
     SP_TRY(sp_io_create(bp, 0600, &fd)); /* never through a planted link */
-    const double *qh = c->Q;
-    if (!c->bk->host_shared) {
+    const double *qh = survey ? c->G : c->Q;
+    if (!survey && !c->bk->host_shared) {
         c->bk->to_host(c->Qh, c->Q, D * D * 8);
         qh = c->Qh;
     }
@@ -418,8 +423,9 @@ static int boundary(cstate *c, int64_t layer, const char spill_hash[33]) {
     prof(c, SP_PROF_SPILL, &t0); /* the boundary's durability: basis and spill fsynced */
     /* -1: the embedding (one PCA); 0..L-1: a layer (two); L: the head (none). */
     const int global = j->mf->basis == SP_BASIS_GLOBAL; /* one PCA, journaled with the embedding */
-    int64_t rows = layer < 0 ? 1 : layer < j->L && !global ? j->n_pca : 0, first = layer < 0 ? 0 : 1 + j->n_pca * layer;
-    sp_rec_layer rec = {.layer = layer, .basis_idx = bi, .n_eval_rows = rows};
+    int64_t rows = survey ? 0 : layer < 0 ? 1 : layer < j->L && !global ? j->n_pca : 0,
+            first = layer < 0 ? 0 : 1 + j->n_pca * layer;
+    sp_rec_layer rec = {.layer = layer, .basis_idx = bi, .n_eval_rows = rows, .survey = (char)survey};
     const char *sp = strrchr(sp_spill_path(c->sa), '/');
     snprintf(rec.spill, sizeof rec.spill, "%s", sp ? sp + 1 : sp_spill_path(c->sa));
     memcpy(rec.spill_hash, spill_hash, 33);
@@ -601,12 +607,12 @@ static int slice_layer(cstate *c, int64_t l) {
     const int np = sp_arch_pca_positions(a, pcas);
     if (global) { /* one basis (the survey's): nothing to measure, every position is Q */
         for (int k = 0; k < np; k++) SP_TRY(emit_phase(c, &x, 1 + k));
-        SP_TRY(wait_journaled(c, l - 1)); /* the basis file boundary l - 2 named */
-        return boundary(c, l, c->survey_hash);
+        SP_TRY(wait_journaled(c, l - 1, 0)); /* the basis file boundary l - 2 named */
+        return boundary(c, l, 0, c->survey_hash);
     }
 
     /* B is the file boundary l - 2 named: boundary l - 1 must be journaled. */
-    SP_TRY(wait_journaled(c, l - 1));
+    SP_TRY(wait_journaled(c, l - 1, 0));
     enum sp_arch_pos from = SP_POS_IN;
     char spill_hash[33];
     for (int k = 0; k < np; k++) {
@@ -636,36 +642,40 @@ static int slice_layer(cstate *c, int64_t l) {
     sp_spill *s = c->sa;
     c->sa = c->sb;
     c->sb = s;
-    return boundary(c, l, spill_hash);
+    return boundary(c, l, 0, spill_hash);
 }
 
 /* basis = "global" (DESIGN.md §6), between the gather of X₀ (spill A, its
  * second moment already in G) and the rotation of the embedding: the dense
  * model's forward pass over the calibration windows, layer by layer through
  * the spills as slice_layer runs them, each residual position's second
- * moment folded into G (global_fold); then Q = PCA(G). Nothing is emitted
- * and no boundary is journaled: a run stopped here redoes the survey. */
-static int survey(cstate *c) {
+ * moment folded into G (global_fold); then Q = PCA(G). Nothing is emitted;
+ * each layer ends at a survey boundary (the spill and G durable), so a
+ * resume goes on at layer `from`. */
+static int survey(cstate *c, int64_t from) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
     const int64_t D = j->D;
     enum sp_arch_pos pcas[2];
     const int np = sp_arch_pca_positions(a, pcas);
     c->dense_pass = 1;
-    for (int64_t l = 0; l < j->L; l++) {
+    for (int64_t l = from; l < j->L; l++) {
         SP_TRY(load_layer(c, l, j->survey_read0[l], SP_PHASE_SURVEY));
         c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* dense: identity shortcuts, norms with γ */
+        /* B and the basis file are the ones survey boundary l - 2 named. */
+        SP_TRY(wait_journaled(c, l - 1, 1));
         for (int k = 0; k < np; k++) {
-            const int attn = pcas[k] == SP_POS_MID, par = a->parallel, last = l == j->L - 1 && k == np - 1;
+            const int attn = pcas[k] == SP_POS_MID, par = a->parallel, last = k == np - 1;
             if (last) sp_spill_hash_begin(c->sb); /* the last pass writes all of B, in order */
             SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, par ? block_window : attn ? attn_window : mlp_window, l,
                         par ? "survey block" : attn ? "survey attention-block" : "survey MLP-block"));
-            if (last) sp_spill_hash_end(c->sb, c->survey_hash); /* named by every boundary from now on */
+            if (last) sp_spill_hash_end(c->sb, c->survey_hash); /* the last layer's: named by every boundary after */
             global_fold(c);
         }
         sp_spill *t = c->sa;
         c->sa = c->sb;
         c->sb = t;
+        SP_TRY(boundary(c, l, 1, c->survey_hash));
     }
     c->dense_pass = 0;
     phase(c, j->L - 1, SP_PHASE_SURVEY);
@@ -673,10 +683,9 @@ static int survey(cstate *c) {
     else c->bk->to_dev(c->H, c->G, D * D * 8);
     c->h_rows = j->N;
     SP_TRY(pca(c, c->Q, 0, "global", -1));
-    int64_t t0 = now_ns();
-    SP_TRY(sp_spill_sync(c->sa));
-    prof(c, SP_PROF_SPILL, &t0);
-    return 0;
+    /* The embedding boundary's basis file (0) is the one survey boundary
+     * L - 2 named. */
+    return wait_journaled(c, j->L - 1, 1);
 }
 
 /* One window of X₀ (T, D), in place: + the learned positions, then into H. */
@@ -689,15 +698,12 @@ static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
     return cov_add(c, to_bk(c, c->xw, x, n));
 }
 
-/* 1. X₀ = Emb[tokens] (+ Pos[p + offset]) into spill A, Q = PCA(X₀),
- * Emb ← Emb·Q[:, :d] (and Pos ← Pos·Q[:, :d]). The tables' rows are as the
- * residual stream receives them (embed_rows: Gemma's scale, LayerNorm
- * centring). */
-static int slice_embed(cstate *c) {
+/* 1. X₀ = Emb[tokens] (+ Pos[p + offset]) into spill A, its second moment
+ * in H (basis = "global": folded into G); the tables' rows as the residual
+ * stream receives them (embed_rows: Gemma's scale, LayerNorm centring). */
+static int gather_embed(cstate *c) {
     job *j = c->j;
-    const int64_t D = j->D, V = j->V, T = j->T, W = j->N / T, d0 = j->d_in[0], P = j->m.n_pos;
-    const int global = j->mf->basis == SP_BASIS_GLOBAL;
-    /* reads: embedding, [positions], [the survey's layers], embedding, [positions] (plan.c) */
+    const int64_t D = j->D, V = j->V, T = j->T, W = j->N / T, P = j->m.n_pos;
     phase(c, 0, SP_PHASE_EMBED);
     /* Counting sort of calibration positions by token id. */
     memset(c->id_start, 0, (size_t)(V + 1) * sizeof(int64_t));
@@ -730,10 +736,23 @@ static int slice_embed(cstate *c) {
     int64_t io = 0;
     SP_TRY(sp_stream_windows(c->sa, D, P ? c->sa : NULL, D, W, T, j->chunk_w, c->cin, c->cin, embed_window, c, &io));
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
-    if (global) {
+    if (j->mf->basis == SP_BASIS_GLOBAL) {
         memset(c->G, 0, (size_t)(D * D * 8)); /* the sum starts at X₀ */
         global_fold(c);
-        SP_TRY(survey(c));
+    }
+    return 0;
+}
+
+/* Then Q = PCA(X₀) (basis = "global": the survey from layer `survey_from`
+ * on, and PCA(G)), Emb ← Emb·Q[:, :d] (and Pos ← Pos·Q[:, :d]). */
+static int slice_embed(cstate *c, int64_t survey_from) {
+    job *j = c->j;
+    const int64_t D = j->D, V = j->V, d0 = j->d_in[0], P = j->m.n_pos;
+    const int global = j->mf->basis == SP_BASIS_GLOBAL;
+    /* reads: embedding, [positions], [the survey's layers], embedding, [positions] (plan.c) */
+    if (survey_from == 0) SP_TRY(gather_embed(c));
+    if (global) {
+        SP_TRY(survey(c, survey_from));
         phase(c, 0, SP_PHASE_EMBED);
     } else {
         SP_TRY(pca(c, c->Q, 0, "embedding", -1));
@@ -763,13 +782,13 @@ static int slice_embed(cstate *c) {
         SP_TRY(emit(c, c->eb, nr * d0));
     }
     if (P) emit_end(c);
-    if (global) return boundary(c, -1, c->survey_hash);
+    if (global) return boundary(c, -1, 0, c->survey_hash);
     char spill_hash[33];
     int64_t t0 = now_ns();
     SP_TRY(sp_spill_sync(c->sa));
     SP_TRY(sp_spill_hash_file(sp_spill_path(c->sa), spill_hash)); /* the gather wrote A out of order */
     prof(c, SP_PROF_SPILL, &t0);
-    return boundary(c, -1, spill_hash);
+    return boundary(c, -1, 0, spill_hash);
 }
 
 /* 3. W_head ← (W_head·diag γ_final)·Q, and its bias: the head's own plus
@@ -798,9 +817,9 @@ static int slice_head(cstate *c) {
     }
     emit_end(c);
     if (sp_output_head_bias(j)) SP_TRY(emit_all(c, c->hb, V));
-    SP_TRY(wait_journaled(c, j->L - 1)); /* its basis file is the one boundary L - 2 named */
+    SP_TRY(wait_journaled(c, j->L - 1, 0)); /* its basis file is the one boundary L - 2 named */
     static const char no_spill[33] = {0};
-    return boundary(c, j->L, no_spill); /* the head is journaled too */
+    return boundary(c, j->L, 0, no_spill); /* the head is journaled too */
 }
 
 static sp_bk_plan_in ws_plan(const job *j) {
@@ -897,18 +916,22 @@ static int alloc_state(cstate *c) {
     }
     sp_bk_plan_in in = ws_plan(j);
     SP_TRY(c->bk->ws_init(&in, &c->ws));
-    if (j->resume_layer >= -1) { /* the input of the next layer is kept, the other is scratch */
+    /* A resume: the input of the next layer is kept, the other is scratch;
+     * the basis file holds Q, or after a survey boundary G. */
+    const int after_survey = j->resume_layer < -1 && j->resume_survey >= 0;
+    if (j->resume_layer >= -1 || after_survey) {
         const char *other = strcmp(j->resume_spill, j->spill_a) == 0 ? j->spill_b : j->spill_a;
         SP_TRY(sp_spill_open(&c->sa, j->resume_spill, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 1));
         SP_TRY(sp_spill_open(&c->sb, other, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 0));
-        const char *bp = j->basis_path[(j->resume_layer + 1) & 1];
+        memcpy(c->survey_hash, j->resume_spill_hash, 33); /* basis = "global": the survey's last spill */
+        const char *bp = j->basis_path[j->resume_basis];
         int fd;
         int64_t size;
         SP_TRY(sp_io_open_read(bp, &fd, &size));
-        double *qh = c->bk->host_shared ? c->Q : c->Qh;
+        double *qh = after_survey ? c->G : c->bk->host_shared ? c->Q : c->Qh;
         int rc = size == D * D * 8 ? sp_io_pread_full(fd, qh, D * D * 8, 0, bp)
                                    : sp_fail(SP_EX_DATAERR, "%s: wrong size for a basis file", bp);
-        if (!rc && !c->bk->host_shared) c->bk->to_dev(c->Q, qh, D * D * 8);
+        if (!rc && !after_survey && !c->bk->host_shared) c->bk->to_dev(c->Q, qh, D * D * 8);
         close(fd);
         SP_TRY(rc);
     } else {
@@ -946,7 +969,7 @@ int sp_stage_compute(job *j) {
     sp_ring_attach(j->oring, SP_RING_ROLE_PRODUCER);
     j->bk->set_threads(j->threads, j->D);
     int rc = alloc_state(c);
-    if (!rc && j->resume_layer < -1) rc = slice_embed(c);
+    if (!rc && j->resume_layer < -1) rc = slice_embed(c, j->resume_survey + 1);
     for (int64_t l = j->resume_layer < -1 ? 0 : j->resume_layer + 1; l < j->L && !rc; l++)
         rc = slice_layer(c, l);
     if (!rc) rc = slice_head(c);

@@ -75,16 +75,21 @@ typedef struct sp_rec_tensor {
 } sp_rec_tensor;
 
 /* Also the payload of SP_MSG_BOUNDARY (compute → writer), followed by
- * n_eval_rows × hidden float64 eigenvalues (the PCAs of this boundary). */
+ * n_eval_rows × hidden float64 eigenvalues (the PCAs of this boundary).
+ * basis = "global" journals a survey boundary after each layer of the
+ * survey (survey = 1): layer is the survey's layer, the basis file holds
+ * the running sum G of the second moments instead of Q, no tensor is
+ * durable yet and there are no eigenvalues. */
 typedef struct sp_rec_layer {
     int64_t layer;         /* -1: the embedding */
     int64_t n_tensors_done; /* output tensors durable at this boundary (writer fills it) */
-    int64_t basis_idx;     /* which basis file holds Q after this boundary */
+    int64_t basis_idx;     /* which basis file holds Q (a survey boundary: G) after this boundary */
     int64_t n_eval_rows;
     char spill[32];        /* file name (in the spill folder) of the next layer's input */
     char spill_hash[33];
     char basis_hash[33];
-    char pad[6];
+    char survey;           /* 1: a survey boundary */
+    char pad[5];
 } sp_rec_layer;
 
 /* Where the compute stage's time goes (run summary, slicing.json, bench/). */
@@ -112,6 +117,7 @@ enum sp_phase { SP_PHASE_START, SP_PHASE_EMBED, SP_PHASE_READ, SP_PHASE_ATTN, SP
 typedef struct sp_shared {
     sp_stage_stat st[SP_STAGE_COUNT];
     _Atomic int64_t journaled_layer; /* the last boundary the writer journaled (-1: embedding; -2: none) */
+    _Atomic int64_t journaled_survey; /* the last survey boundary journaled (-1: none) */
     /* ((1 + n_pca·L), D) eigenvalues follow, written by compute */
 } sp_shared;
 
@@ -162,7 +168,10 @@ typedef struct job {
     struct sp_lock *lock;          /* held for the whole run */
     sp_run_identity id;            /* computed once: manifest meaning, input fingerprint, version */
     int64_t resume_layer;          /* last durable boundary, -2 if none */
+    int64_t resume_survey;         /* last durable survey boundary (basis = "global"), -1 if none */
+    int resume_basis;              /* the basis file that boundary named */
     char *resume_spill;            /* the spill holding its next input */
+    char resume_spill_hash[33];    /* as the boundary recorded it */
     int read_start, out_start;     /* plan / output indices to start from */
     int tensors_journaled;         /* writer: TENSOR records so far */
     /* input identity (see SP_REC_INPUT) */
@@ -195,6 +204,7 @@ int64_t sp_compute_plan_device_bytes(const job *j);
 int sp_plan_widths(job *j);
 void sp_plan_layer_widths(const job *j, int64_t l, int64_t w[SP_POS_COUNT]);
 int sp_plan_reads(job *j);
+int sp_plan_reads_after(const job *j, int64_t layer, int survey); /* plan index after a boundary's inputs */
 int sp_plan_memory(job *j);           /* rings, staging, chunk size: after reads and the declaration */
 int64_t sp_plan_total(const job *j);  /* what the summed peak RSS of the four processes will be */
 int64_t sp_plan_process_base_bytes(void);

@@ -116,6 +116,16 @@ int sp_plan_reads(job *j) {
     return 0;
 }
 
+/* The read-plan index a boundary's inputs end at: where a resume after it
+ * starts reading, and how far its INPUT record reaches. After survey layer
+ * l (basis = "global") the next is survey layer l + 1, then the embedding's
+ * second read; after boundary `layer` (-1 the embedding, L the head) the
+ * next layer or the end. */
+int sp_plan_reads_after(const job *j, int64_t layer, int survey) {
+    if (survey) return layer + 1 < j->L ? j->survey_read0[layer + 1] : j->embed_read2;
+    return layer < j->L ? j->layer_read0[layer + 1] : j->n_reads;
+}
+
 /* The largest layer's bytes as stored: what one layer of prefetch needs. */
 static int64_t layer_raw_bytes(const job *j) {
     int64_t best = 0;

@@ -25,6 +25,9 @@
  *                               input tensors layers ≤ l were computed from
  *                               against the INPUT records (65 on a mismatch),
  *                               then reader and compute start at layer l + 1
+ *                               (a survey boundary, basis = "global": the
+ *                               spill and the running sum G re-hashed, the
+ *                               survey goes on at layer l + 1)
  *   stages succeed ─► config.json, tokenizer, eval, report ─► DONE appended
  *   ─► spills and basis files removed ─► with [output] gguf, model.gguf
  *   exported under its own journal (gguf.journal; export.c), which a rerun of
@@ -34,6 +37,8 @@
  *
  *   (none) ──run──► STARTED (PARAMS, STAT) ──boundary──► AT LAYER l ──...──► AT HEAD
  *                   (each boundary: INPUT, TENSOR..., LAYER)                   │
+ *                   basis = "global": SURVEYED l (INPUT, LAYER with survey
+ *                   = 1) for each layer first, then the embedding boundary
  *   COMPLETE (DONE) ◄──────────── config, side files, report ─────────────────┘
  *   Any state ──SIGINT/SIGTERM──► the stages stopped, exit 75: as it was at
  *   its last boundary (resumable).
@@ -244,6 +249,8 @@ static int verify_complete(job *j, char (*hashes)[33], const char **hp, int n_re
 int sp_resume_open(job *j, int *complete) {
     *complete = 0;
     j->resume_layer = -2;
+    j->resume_survey = -1;
+    j->resume_basis = 0;
     if (mkdir(j->job_dir, 0755) != 0 && errno != EEXIST)
         return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the job directory", j->job_dir);
     char *lp = sp_job_join(j->job_dir, "lock"), *jp = sp_job_join(j->job_dir, "journal");
@@ -291,8 +298,10 @@ int sp_resume_open(job *j, int *complete) {
         } else if (r->type == SP_REC_LAYER && r->len >= sizeof(sp_rec_layer)) {
             sp_rec_layer l;
             memcpy(&l, r->payload, sizeof l);
+            const int bad_survey = l.survey && (l.survey != 1 || j->mf->basis != SP_BASIS_GLOBAL || l.layer < 0 ||
+                                                l.layer >= j->L || l.n_eval_rows || l.n_tensors_done);
             if (l.layer < -1 || l.layer > j->L || l.n_eval_rows < 0 || l.n_eval_rows > j->n_pca ||
-                r->len != sizeof l + (uint32_t)(l.n_eval_rows * j->D * 8) || l.n_tensors_done > n_tensor_recs)
+                r->len != sizeof l + (uint32_t)(l.n_eval_rows * j->D * 8) || l.n_tensors_done > n_tensor_recs || bad_survey)
                 rc = damaged(j, "a layer record");
             else {
                 int64_t first = l.layer < 0 ? 0 : 1 + j->n_pca * l.layer;
@@ -334,7 +343,7 @@ int sp_resume_open(job *j, int *complete) {
         sp_rec_layer l;
         memcpy(&l, sp_journal_at(j->jr, last)->payload, sizeof l);
         int n_done = (int)l.n_tensors_done;
-        int expect = l.layer >= j->L ? nt : j->layer_out0[l.layer + 1];
+        int expect = l.survey ? 0 : l.layer >= j->L ? nt : j->layer_out0[l.layer + 1];
         if (n_done != expect) rc = damaged(j, "the tensor count of the last layer record");
         for (int i = 0; i < n_done && !rc; i++) {
             char hex[33];
@@ -353,8 +362,8 @@ int sp_resume_open(job *j, int *complete) {
             const char *na = strrchr(j->spill_a, '/'), *nb = strrchr(j->spill_b, '/');
             na = na ? na + 1 : j->spill_a, nb = nb ? nb + 1 : j->spill_b;
             if (strcmp(l.spill, na) && strcmp(l.spill, nb)) rc = damaged(j, "the spill name");
-            int read_start = l.layer < j->L ? j->layer_read0[l.layer + 1] : j->n_reads;
-            if (!rc && j->in_known < read_start) rc = damaged(j, "the input hashes of the journaled layers");
+            if (!rc && j->in_known < sp_plan_reads_after(j, l.layer, l.survey))
+                rc = damaged(j, "the input hashes of the journaled layers");
             if (!rc) {
                 j->resume_spill = strcmp(l.spill, na) ? strdup(j->spill_b) : strdup(j->spill_a);
                 rc = j->resume_spill ? sp_spill_hash_file(j->resume_spill, hex) : sp_fail(SP_EX_SOFTWARE, "out of memory");
@@ -370,15 +379,26 @@ int sp_resume_open(job *j, int *complete) {
         }
         if (!rc) rc = sp_stw_resume(j->w, n_done, hp);
         if (!rc) {
-            j->resume_layer = l.layer;
-            atomic_store(&j->sh->journaled_layer, l.layer);
-            j->read_start = l.layer < j->L ? j->layer_read0[l.layer + 1] : j->n_reads;
+            /* After a survey boundary the embedding is still to come; after
+             * any other boundary the survey (basis = "global") is done. */
+            j->resume_layer = l.survey ? -2 : l.layer;
+            j->resume_survey = l.survey ? l.layer : j->mf->basis == SP_BASIS_GLOBAL ? j->L - 1 : -1;
+            j->resume_basis = (int)(l.basis_idx & 1);
+            memcpy(j->resume_spill_hash, l.spill_hash, 33);
+            atomic_store(&j->sh->journaled_layer, j->resume_layer);
+            atomic_store(&j->sh->journaled_survey, j->resume_survey);
+            j->read_start = sp_plan_reads_after(j, l.layer, l.survey);
             j->out_start = n_done;
             j->tensors_journaled = n_done;
-            if (!j->o->quiet)
+            if (!j->o->quiet && l.survey)
+                fprintf(stderr, "slicepipe: resuming after a survey layer: the spill and the running sum of the "
+                                "second moments verified by hash\n"
+                                "slicepipe: the survey is done for layers 1-%lld of %lld\n",
+                        (long long)l.layer + 1, (long long)j->L);
+            else if (!j->o->quiet)
                 fprintf(stderr, "slicepipe: resuming after %s: %d tensors, the spill and the basis verified by hash\n",
                         l.layer < 0 ? "the embedding" : l.layer >= j->L ? "the head" : "a layer", n_done);
-            if (!j->o->quiet && l.layer >= 0 && l.layer < j->L)
+            if (!j->o->quiet && !l.survey && l.layer >= 0 && l.layer < j->L)
                 fprintf(stderr, "slicepipe: layers 1-%lld of %lld are done\n", (long long)l.layer + 1, (long long)j->L);
         }
     }
@@ -432,7 +452,7 @@ int sp_job_status(const char *out_dir) {
     if (!rc) rc = sp_journal_open_ro(jp, &id, &jr, &dropped);
     if (!rc) {
         sp_rec_params p = {0};
-        int64_t last_layer = -2, tensors = 0;
+        int64_t last_layer = -2, last_survey = -1, tensors = 0;
         int done = 0;
         for (int i = 0; i < sp_journal_count(jr); i++) {
             const sp_jrec *r = sp_journal_at(jr, i);
@@ -441,7 +461,8 @@ int sp_job_status(const char *out_dir) {
             if (r->type == SP_REC_LAYER && r->len >= sizeof(sp_rec_layer)) {
                 sp_rec_layer l;
                 memcpy(&l, r->payload, sizeof l);
-                last_layer = l.layer;
+                if (l.survey) last_survey = l.layer;
+                else last_layer = l.layer;
             }
             if (r->type == SP_REC_DONE) done = 1;
         }
@@ -456,6 +477,9 @@ int sp_job_status(const char *out_dir) {
         if (p.n_layers > 0)
             printf("layers:      %lld of %lld done%s\n", (long long)(last_layer < 0 ? 0 : last_layer >= p.n_layers ? p.n_layers : last_layer + 1),
                    (long long)p.n_layers, last_layer >= p.n_layers ? ", head done" : last_layer == -1 ? " (embedding done)" : "");
+        if (last_survey >= 0 && last_layer == -2 && p.n_layers > 0)
+            printf("survey:      %lld of %lld layers (basis = \"global\": the dense pass before the rotation)\n",
+                   (long long)last_survey + 1, (long long)p.n_layers);
         printf("tensors:     %lld of %lld durable\n", (long long)tensors, (long long)p.n_tensors);
         printf("journal:     %d records, %lld bytes%s\n", sp_journal_count(jr), (long long)sp_journal_size_bytes(jr),
                dropped ? " (a torn tail would be dropped on resume)" : "");

@@ -345,6 +345,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         goto out;
     }
     atomic_store(&j->sh->journaled_layer, -2);
+    atomic_store(&j->sh->journaled_survey, -1);
     rc = sp_ring_init(&j->wring, j->ring_slots, j->ring_slot_bytes);
     if (!rc) rc = sp_ring_init(&j->oring, j->out_slots, j->ring_slot_bytes);
     if (!rc) rc = sp_stw_plan(j->w);

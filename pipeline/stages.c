@@ -149,7 +149,7 @@ static int journal_boundary(job *j, unsigned char *msg, int64_t len) {
     memcpy(&rec, msg, sizeof rec);
     SP_TRY(sp_stw_sync(j->w));
     /* The input this boundary was computed from (the reader hashed it). */
-    int upto = rec.layer < 0 ? j->layer_read0[0] : rec.layer < j->L ? j->layer_read0[rec.layer + 1] : j->n_reads;
+    int upto = sp_plan_reads_after(j, rec.layer, rec.survey);
     if (upto > j->inputs_journaled) {
         sp_rec_input in = {.first = j->inputs_journaled, .count = upto - j->inputs_journaled};
         int64_t ilen = (int64_t)sizeof in + in.count * 16;
@@ -176,7 +176,7 @@ static int journal_boundary(job *j, unsigned char *msg, int64_t len) {
     rec.n_tensors_done = n;
     memcpy(msg, &rec, sizeof rec);
     SP_TRY(sp_journal_append(j->jr, SP_REC_LAYER, msg, (uint32_t)len));
-    atomic_store(&j->sh->journaled_layer, rec.layer);
+    atomic_store(rec.survey ? &j->sh->journaled_survey : &j->sh->journaled_layer, rec.layer);
     sp_fault_commit_point("writer");
     return 0;
 }

@@ -6,9 +6,12 @@ llama2xs (BF16, two shards) is sliced at 0.25 with one basis. Then, for each
 stage (reader, compute, writer) and each N = 1, 2, ... until the stage has
 no Nth commit point, the run is killed with SIGKILL at that point
 (SLICEPIPE_KILL_AT, io/faults.h) and rerun: the output shards and config.json
-must equal the uninterrupted run's, byte for byte. Kills during the survey
-(before the first boundary) redo it; later kills resume per layer. The rerun
-must say it resumed whenever the killed run had journaled a boundary.
+must equal the uninterrupted run's, byte for byte. Every layer of the survey
+ends at a journaled survey boundary, so a kill there resumes the survey at the
+next layer; later kills resume per layer. Only a kill before the first
+boundary starts over. Then jobs killed twice, at points in the survey and
+after it, must resume each time (the second resume relies on what the first
+one journaled) and end byte-identical too.
 
   test_global_resume.py SLICEPIPE SHARED WORK      (77 when SHARED is absent)
 """
@@ -59,7 +62,7 @@ def main():
     want = digest(out)
     if not any(n.endswith(".safetensors") for n in want):
         die("no output shard")
-    kills = resumed = 0
+    kills = resumed = survey_resumes = 0
     for stage in ("reader", "compute", "writer"):
         n = 1
         while True:
@@ -75,6 +78,8 @@ def main():
                 die(f"{stage}:{n}: the resume failed: exit {r2.returncode}: {r2.stderr.strip()[-400:]}")
             if "resuming after" in r2.stderr:
                 resumed += 1
+            if "resuming after a survey layer" in r2.stderr:
+                survey_resumes += 1
             got = digest(out)
             if got != want:
                 bad = [k for k in want if got.get(k) != want[k]]
@@ -83,9 +88,33 @@ def main():
             if n > 64:
                 die(f"{stage}: more than 64 commit points?")
         print(f"ok   {stage}: killed at each of its {n - 1} commit points, every resume byte-identical")
-    if kills < 10 or resumed < 3:
+    if kills < 10 or resumed < kills // 2:
         die(f"only {kills} kills, {resumed} of them resumed after a boundary: the kill points are not being reached")
-    print(f"ok   {kills} kills, {resumed} resumed after a journaled boundary (the others redid the survey)")
+    print(f"ok   {kills} kills, {resumed} resumed after a journaled boundary (the others started over)")
+    if survey_resumes < 2:
+        die(f"only {survey_resumes} resumes went on with the survey: its boundaries are not being journaled")
+    print(f"ok   {survey_resumes} of them went on with the survey after a survey boundary")
+
+    # Killed twice: the second run resumes from the first one's boundaries and
+    # is killed again; the third must still resume and end identical.
+    # llama2xs has 5 layers: compute's commit points 1-5 are the survey's, 6
+    # the embedding, 7-11 the layers, 12 the head.
+    for first, second in (("compute:2", "compute:2"), ("compute:4", "compute:3"), ("writer:3", "compute:5"),
+                          ("compute:8", "writer:2")):
+        shutil.rmtree(out, ignore_errors=True)
+        if run(first).returncode == 0:
+            die(f"{first}: the run was not killed")
+        r = run(second)
+        if r.returncode == 0:
+            die(f"{first} then {second}: the second run was not killed")
+        r3 = subprocess.run([sp, "run", mf], capture_output=True, text=True, env=env)
+        if r3.returncode:
+            die(f"{first} then {second}: the last resume failed: exit {r3.returncode}: {r3.stderr.strip()[-400:]}")
+        if "resuming after" not in r3.stderr:
+            die(f"{first} then {second}: the last run did not resume ({r3.stderr.strip()[-300:]})")
+        if digest(out) != want:
+            die(f"{first} then {second}: the output differs from the uninterrupted run")
+    print("ok   killed twice (in the survey, across its end, and after it): every last resume byte-identical")
 
 
 if __name__ == "__main__":
