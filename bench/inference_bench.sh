@@ -14,10 +14,11 @@
 #
 # Variants, on a synthetic Llama (default D=2048, 16 layers, FFN 5632, 16 heads, vocab 32000,
 # BF16: 953M parameters):
-#   (a) dense:           `slicepipe export --type f16`, run by llama.cpp;
+#   (a) dense:           `slicepipe export --type T` for each T of $BENCH_GGUF_TYPES (f16 and
+#                        q8_0), run by llama.cpp;
 #   (b) global 0.25:     `slicepipe run` with [slicing] basis = "global" (the stock Llama
-#                        architecture at width d, no shortcut matrices), exported f16, run by
-#                        llama.cpp. Probed first on a tiny synth model: when `run` or `export`
+#                        architecture at width d, no shortcut matrices), exported as each T, run
+#                        by llama.cpp. Probed first on a tiny synth model: when `run` or `export`
 #                        refuses it, (b) is reported "skipped: basis = global not available";
 #   (c) per-layer 0.25:  `slicepipe run` (the default basis: shortcut matrices, which
 #                        llama.cpp has no architecture for), run by `slicepipe generate`,
@@ -46,11 +47,14 @@
 #   BENCH_HIDDEN BENCH_LAYERS BENCH_FFN BENCH_HEADS BENCH_KV_HEADS BENCH_VOCAB BENCH_DTYPE
 #   BENCH_SPARSITY (0.25) BENCH_CALIB_SEQLEN (128) BENCH_CALIB_NSAMPLES (8)
 #   BENCH_PP (512) BENCH_TG (128) BENCH_THREADS (2) BENCH_KV (F32 | F16) BENCH_REPEATS (3)
+#   BENCH_GGUF_TYPES ("f16 q8_0"; any of f32 f16 bf16 q8_0) the GGUF types llama.cpp runs (a) and
+#                        (b) in; the floor and the token agreement checks use the first
 #   BENCH_LLAMA_REPEATS (5, at least BENCH_REPEATS)
 #   BENCH_SP_GENERATE=0  skip (c) and its dense baseline (saves about 5 of the ~11 minutes that a
 #                        run takes at load ~2, the slicings included)
-#   BENCH_FLOOR=0        skip llama.cpp's per-token floor (the same depth at width 128:
-#                        informative, it explains a generation speed-up below the byte ratio)
+#   BENCH_FLOOR=0        skip llama.cpp's per-token floor (the same depth at width 128, in the
+#                        first GGUF type: informative, it explains a generation speed-up below
+#                        the byte ratio)
 #   BENCH_RESULTS=PATH   the markdown written (default bench/INFERENCE.md, overwritten)
 set -euo pipefail
 
@@ -75,6 +79,12 @@ PP=${BENCH_PP:-512}
 TG=${BENCH_TG:-128}
 THREADS=${BENCH_THREADS:-2}
 KV=${BENCH_KV:-F32}
+read -r -a TYPES <<<"${BENCH_GGUF_TYPES:-f16 q8_0}"
+((${#TYPES[@]} > 0)) || { echo "inference_bench: BENCH_GGUF_TYPES is empty" >&2; exit 1; }
+for t in "${TYPES[@]}"; do
+    case $t in f32 | f16 | bf16 | q8_0) ;; *) echo "inference_bench: BENCH_GGUF_TYPES: unknown type '$t'" >&2; exit 1 ;; esac
+done
+T0=${TYPES[0]}
 REPEATS=${BENCH_REPEATS:-3}
 LREPEATS=${BENCH_LLAMA_REPEATS:-5}
 ((LREPEATS >= REPEATS)) || LREPEATS=$REPEATS
@@ -136,15 +146,16 @@ np.save(f"{work}/prompt.npy", p)
 json.dump([int(x) for x in p], open(f"{work}/prompt.json", "w"))
 PYEOF
 
-# export NAME DIR STAMP: DIR as NAME.f16.gguf
+# export NAME DIR STAMP TYPE: DIR as NAME.TYPE.gguf
 export_gguf() {
-    if fresh "$1.f16.gguf" "$3"; then log "reusing $1.f16.gguf"; return; fi
-    log "export: slicepipe export $(basename "$2") --gguf $1.f16.gguf --type f16"
-    rm -f "$work/$1.f16.gguf"
-    "$bin" export "$2" --gguf "$work/$1.f16.gguf" --type f16 --quiet >&2
-    stamp "$1.f16.gguf" "$3"
+    local g=$1.$4.gguf
+    if fresh "$g" "$3"; then log "reusing $g"; return; fi
+    log "export: slicepipe export $(basename "$2") --gguf $g --type $4"
+    rm -f "$work/$g"
+    "$bin" export "$2" --gguf "$work/$g" --type "$4" --quiet >&2
+    stamp "$g" "$3"
 }
-export_gguf dense "$work/model" "$model_stamp $bin_id"
+for t in "${TYPES[@]}"; do export_gguf dense "$work/model" "$model_stamp $bin_id" "$t"; done
 # The floor: the same depth, heads, head_dim, vocabulary and KV cache at width 128 and FFN 256
 # (a few % of the bytes): what llama.cpp spends per token whatever the width (thread
 # barriers of every op, norms, attention over the cache, the head's row count, sampling).
@@ -157,7 +168,7 @@ if [[ $DO_FLOOR == 1 ]]; then
         "$bin" synth "$work/floor" "${floor_args[@]}" --quiet >/dev/null
         stamp floor "$floor_stamp"
     fi
-    export_gguf floor "$work/floor" "$floor_stamp"
+    export_gguf floor "$work/floor" "$floor_stamp" "$T0"
 fi
 
 # manifest NAME BASIS_LINE MODEL CALIB_SEQLEN CALIB_N
@@ -212,7 +223,7 @@ else
 fi
 if [[ $have_global == 1 ]]; then
     if slice global 'basis = "global"'; then
-        export_gguf global "$work/global" "$(cat "$work/global.stamp")"
+        for t in "${TYPES[@]}"; do export_gguf global "$work/global" "$(cat "$work/global.stamp")" "$t"; done
     else
         have_global=0
         global_note="slicepipe run failed on the bench model: $(tail -1 "$work/global.log")"
@@ -224,18 +235,23 @@ if [[ $DO_SP == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------- 3. the measurements
-variants=(llama_dense)
-[[ $have_global == 1 ]] && variants+=(llama_global)
-[[ $DO_FLOOR == 1 ]] && variants+=(llama_floor)
+# llama-NAME-TYPE: llama.cpp on NAME.TYPE.gguf
+variants=()
+for t in "${TYPES[@]}"; do
+    variants+=("llama-dense-$t")
+    [[ $have_global == 1 ]] && variants+=("llama-global-$t")
+done
+[[ $DO_FLOOR == 1 ]] && variants+=("llama-floor-$T0")
 [[ $DO_SP == 1 ]] && variants+=(sp_dense sp_perlayer)
 rm -f "$work"/runs/*
 measure() { # VARIANT ROUND
     local v=$1 r=$2 f=$work/runs/$1.$2
     case $v in
-    llama_*)
-        (cd "$work/npm" && node inference_bench.mjs --gguf "$work/${v#llama_}.f16.gguf" --tokens "$work/prompt.json" \
+    llama-*)
+        local g=$(cut -d- -f2 <<<"$v").$(cut -d- -f3 <<<"$v").gguf
+        (cd "$work/npm" && node inference_bench.mjs --gguf "$work/$g" --tokens "$work/prompt.json" \
             --pp "$PP" --tg "$TG" --threads "$THREADS" --kv "$KV") >"$f.json" 2>"$f.err" ||
-            { cat "$f.err" >&2; die "llama.cpp on ${v#llama_}.f16.gguf failed"; }
+            { cat "$f.err" >&2; die "llama.cpp on $g failed"; }
         ;;
     sp_*)
         local dir=$work/model
@@ -249,7 +265,7 @@ measure() { # VARIANT ROUND
 }
 describe() { # VARIANT ROUND: one progress line
     local f=$work/runs/$1.$2
-    if [[ $1 == llama_* ]]; then
+    if [[ $1 == llama-* ]]; then
         $PY -c 'import json,sys; j=json.load(open(sys.argv[1])); print("prompt %.1f tokens/s, generation %.2f tokens/s" % (j["pp_tps"], j["tg_tps"]))' "$f.json"
     else
         grep -o 'prompt .*tokens/s)' "$f.err" | head -1
@@ -260,7 +276,7 @@ log "measuring ${variants[*]}: $LREPEATS rounds, slicepipe generate in the first
 loads=()
 for ((r = 1; r <= LREPEATS; r++)); do
     order=()
-    for v in "${variants[@]}"; do [[ $v == llama_* || $r -le $REPEATS ]] && order+=("$v"); done
+    for v in "${variants[@]}"; do [[ $v == llama-* || $r -le $REPEATS ]] && order+=("$v"); done
     if ((r % 2 == 0)); then
         rev=()
         for ((i = ${#order[@]} - 1; i >= 0; i--)); do rev+=("${order[i]}"); done
@@ -282,12 +298,14 @@ fi
 # ---------------------------------------------------------------- 4. the table
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git -C "$repo" status --porcelain -- pipeline io tools linalg 2>/dev/null | grep -q . && echo "+changes" || true)
-$PY - "$work" "$PP" "$TG" "$REPEATS" "$have_global" "$DO_SP" "$global_note" "$SPARSITY" "$LREPEATS" "$KV" "$DO_FLOOR" <<'PYEOF'
+$PY - "$work" "$PP" "$TG" "$REPEATS" "$have_global" "$DO_SP" "$global_note" "$SPARSITY" "$LREPEATS" "$KV" "$DO_FLOOR" \
+    "${TYPES[*]}" <<'PYEOF'
 import glob, json, os, re, struct, sys
 work, PP, TG, R = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 have_global, do_sp, global_note, sparsity = sys.argv[5] == "1", sys.argv[6] == "1", sys.argv[7], sys.argv[8]
 LR, kv_bytes = int(sys.argv[9]), 4 if sys.argv[10].upper() == "F32" else 2
 do_floor = sys.argv[11] == "1"
+types = sys.argv[12].split()
 
 GGML_BYTES = {0: (4, 1), 1: (2, 1), 30: (2, 1), 8: (34, 32)}  # type: (bytes, per elements)
 
@@ -397,14 +415,16 @@ def sp_runs(v):
 first = {}
 LABEL = {"dense": "dense", "global": f"global basis, sparsity {sparsity}",
          "floor": "floor: same depth, heads and vocabulary, width 128, FFN 256 (informative)"}
-for v, name in (("llama_dense", "dense"), ("llama_global", "global"), ("llama_floor", "floor")):
-    if (v == "llama_global" and not have_global) or (v == "llama_floor" and not do_floor): continue
-    ts, meta = gguf_tensors(f"{work}/{name}.f16.gguf")
+llama_variants = [(n, t) for t in types for n in ("dense", "global")] + [("floor", types[0])]
+for name, t in llama_variants:
+    v = f"llama-{name}-{t}"
+    if (name == "global" and not have_global) or (name == "floor" and not do_floor): continue
+    ts, meta = gguf_tensors(f"{work}/{name}.{t}.gguf")
     b, fpp, ftg = cost(ts, "token_embd.weight", meta["block_count"], meta["head_count"] * meta["key_length"], ctx_pp, ctx_tg)
     rd = read_per_token(ts, "token_embd.weight", meta["block_count"], meta["head_count_kv"] * meta["key_length"], ctx_tg)
     runs = llama_runs(v)
     first[v] = runs[0][2]["first_generated"]
-    add(v, LABEL[name], f"llama.cpp, GGUF f16, KV {sys.argv[10]}",
+    add(v, LABEL[name], f"llama.cpp, GGUF {t}, KV {sys.argv[10]}",
         meta["embedding_length"], b, fpp, ftg, rd, runs)
 if do_sp:
     for v, d in (("sp_dense", "model"), ("sp_perlayer", "perlayer")):
@@ -438,14 +458,17 @@ def goal(base, sliced, label):
       f"{stg:.3f}x | {br:.3f} | {0.9*br:.3f}: **{'met' if mg else 'not met'}** | {rr:.3f} |")
     verdicts.append(f"{label}: prompt {spp:.3f}x vs 0.9 x {fr:.3f} = {0.9*fr:.3f}: {'met' if mp else 'NOT met'}; "
                     f"generation {stg:.3f}x vs 0.9 x {br:.3f} = {0.9*br:.3f}: {'met' if mg else 'NOT met'}")
+T0 = types[0]
 if have_global:
-    goal("llama_dense", "llama_global", "(b) global basis / dense, llama.cpp")
+    for t in types:
+        goal(f"llama-dense-{t}", f"llama-global-{t}", f"(b) global basis / dense, llama.cpp, GGUF {t}")
     if do_floor:
-        d, g, f = (1 / max(rows[v]["tg"]) for v in ("llama_dense", "llama_global", "llama_floor"))
-        rd, rg, rf = (rows[v]["read"] for v in ("llama_dense", "llama_global", "llama_floor"))
+        fl = (f"llama-dense-{T0}", f"llama-global-{T0}", f"llama-floor-{T0}")
+        d, g, f = (1 / max(rows[v]["tg"]) for v in fl)
+        rd, rg, rf = (rows[v]["read"] for v in fl)
         floor_line = "llama.cpp's per-token floor (the floor row) is not below both models' times: no floor-corrected figure"
         if f < g < d:
-            floor_line = (f"llama.cpp's per-token floor (the floor row): {f*1e3:.1f} ms of dense's {d*1e3:.1f} ms and the global "
+            floor_line = (f"llama.cpp's per-token floor (the floor row, GGUF {T0}): {f*1e3:.1f} ms of dense's {d*1e3:.1f} ms and the global "
                           f"model's {g*1e3:.1f} ms per generated token. Above the floor, the generation speed-up is "
                           f"{(d - f) / (g - f):.3f}x for a {(rd - rf) / (rg - rf):.3f} ratio of the bytes read above the floor's.")
 else:
@@ -466,13 +489,13 @@ def agree(a, b):
     while k < min(len(a), len(b)) and a[k] == b[k]: k += 1
     return k
 if do_sp:
-    P(f"- Same model, two runtimes: llama.cpp's first 8 greedy tokens on dense.f16.gguf and slicepipe generate's on the "
-      f"dense checkpoint agree on the first {agree(first['llama_dense'], first['sp_dense'])} of 8.")
+    P(f"- Same model, two runtimes: llama.cpp's first 8 greedy tokens on dense.{T0}.gguf and slicepipe generate's on the "
+      f"dense checkpoint agree on the first {agree(first[f'llama-dense-{T0}'], first['sp_dense'])} of 8.")
 chk = f"{work}/runs/sp_global.check.out"
 if have_global and os.path.exists(chk):
     g = [int(x) for x in open(chk).read().split()[:8]]
-    P(f"- The global-basis output: llama.cpp on global.f16.gguf and slicepipe generate on the output folder agree on "
-      f"the first {agree(first['llama_global'], g)} of 8 greedy tokens.")
+    P(f"- The global-basis output: llama.cpp on global.{T0}.gguf and slicepipe generate on the output folder agree on "
+      f"the first {agree(first[f'llama-global-{T0}'], g)} of 8 greedy tokens.")
 body = "\n".join(out)
 print(body)
 open(f"{work}/table.md", "w").write(body + "\n")
@@ -485,7 +508,7 @@ Generated by \`bench/inference_bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); $
 
 - Command: \`$cmdline\` (so: \`BENCH_PP=$PP BENCH_TG=$TG BENCH_THREADS=$THREADS BENCH_KV=$KV BENCH_REPEATS=$REPEATS BENCH_LLAMA_REPEATS=$LREPEATS\`); it took $(($(date +%s) - t_start)) s.
 - Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr). Load average (1 min) before each measurement: ${loads[*]}. The machine may be shared: the ratios are measured within this one run, from the best of $LREPEATS (llama.cpp) and $REPEATS (slicepipe generate) alternating repeats, listed in parentheses in run order.
-- Model: \`slicepipe synth model ${synth_args[*]}\` ($(cat "$work/params.txt") parameters). Slicings: \`slicepipe run\` with \`sparsity = $SPARSITY\`, calibration $CN windows x $CSEQ tokens of calib.npy, threads $THREADS; (b) adds \`basis = "global"\`. GGUFs: \`slicepipe export DIR --gguf OUT.gguf --type f16\`.
+- Model: \`slicepipe synth model ${synth_args[*]}\` ($(cat "$work/params.txt") parameters). Slicings: \`slicepipe run\` with \`sparsity = $SPARSITY\`, calibration $CN windows x $CSEQ tokens of calib.npy, threads $THREADS; (b) adds \`basis = "global"\`. GGUFs: \`slicepipe export DIR --gguf OUT.gguf --type T\` for T in ${TYPES[*]}.
 - llama.cpp (\`bench/inference_bench.mjs\`): $THREADS threads, flash attention off, KV cache $KV, batch size $PP, context $((PP + TG)); prompt = $PP tokens of calib.npy in one batch; generation = $TG greedy single-token decodes right after it (context $((PP - 1))…$((PP + TG - 2)), sampling included), timed in the same process after a 16-token warm-up.
 - slicepipe generate: \`slicepipe generate DIR --prompt-tokens prompt.npy --max-tokens $((TG + 1)) --ignore-eos --threads $THREADS --memory 8GB\` (layers resident as float32); prompt and generation times from its stderr summary, generation rate = $TG decodes / its generation seconds (its last sampled token is never fed).
 - Weight bytes: every tensor of the GGUF (llama.cpp rows) or the safetensors (slicepipe rows: BF16 on disk, float32 in memory, the same ratio). FLOPs per token: 2 x the elements of every 2-D tensor but the embedding (a lookup; per-layer slicing's shortcut matrices count, they are applied), plus attention 2 x 2 x context x heads x head_dim per layer, context $(((PP + 1) / 2)) (the prompt's mean causal context) for the prompt and $((PP - 1 + (TG - 1) / 2)) for generation.
