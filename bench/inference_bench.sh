@@ -99,7 +99,8 @@ PY=/usr/bin/python3
 
 t_start=$(date +%s)
 # the command as run, for the report: the BENCH_ overrides, the script, its arguments
-cmdline="$(env | { grep -E '^BENCH_[A-Z_]+=' || true; } | sort | tr '\n' ' ')bench/inference_bench.sh${1:+ $1}${2:+ $2}"
+# (the arguments as their names: the report names no machine's paths)
+cmdline="$(env | { grep -E '^BENCH_[A-Z_]+=' | grep -vE '^BENCH_(DIR|RESULTS)=' || true; } | sort | tr '\n' ' ')bench/inference_bench.sh${1:+ SLICEPIPE_BIN}${2:+ WORK_DIR}"
 die() { echo "inference_bench: $*" >&2; exit 1; }
 log() { echo "inference_bench: [$(($(date +%s) - t_start)) s] $*" >&2; }
 
