@@ -314,6 +314,21 @@ def sp_tokenize(a, d, text, i):
     return [int(x) for x in np.load(out)]
 
 
+def tiny_eval(a, fam, name):
+    """An hf-tiny fixture's reference sequences as eval tokens: (folder, tokens
+    file written into a.work as `name`, window, windows). llama.cpp runs
+    Mistral as llama and Phi-3 with its SWA disabled: windows no longer than
+    the sliding window compare like for like."""
+    d = os.path.join(a.shared, "hf-tiny", "tiny_" + fam)
+    ref = json.load(open(os.path.join(d, "reference_logits.json")))
+    seq = np.array([t for s in ref["sequences"] for t in s], np.int32)
+    tf = os.path.join(a.work, name)
+    np.save(tf, seq)
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    T = cfg.get("sliding_window") or len(ref["sequences"][0])
+    return d, tf, T, len(seq) // T
+
+
 def mode_llamacpp(a):
     if not os.path.exists(os.path.join(a.npm, "node_modules", "node-llama-cpp", "package.json")):
         print("skip: node-llama-cpp is not installed (the gguf.npm test installs it)")
@@ -336,16 +351,8 @@ def mode_llamacpp(a):
     kjv = os.path.join(a.root, "examples", "kjv")
     cases.append(("kjv", os.path.join(kjv, "model"), os.path.join(kjv, "eval.npy"), 256, 3, ("f32",), True))
     for f in ("gemma", "mistral", "phi", "phi3", "qwen2"):
-        d = os.path.join(a.shared, "hf-tiny", "tiny_" + f)
-        ref = json.load(open(os.path.join(d, "reference_logits.json")))
-        seq = np.array([t for s in ref["sequences"] for t in s], np.int32)
-        tf = os.path.join(a.work, f"tiny_{f}.npy")
-        np.save(tf, seq)
-        cfg = json.load(open(os.path.join(d, "config.json")))
-        # llama.cpp runs Mistral as llama and Phi-3 with its SWA disabled:
-        # windows no longer than the sliding window compare like for like
-        T = cfg.get("sliding_window") or len(ref["sequences"][0])
-        cases.append(("tiny_" + f, d, tf, T, len(seq) // T, ("f32",), False))
+        d, tf, T, W = tiny_eval(a, f, f"tiny_{f}.npy")
+        cases.append(("tiny_" + f, d, tf, T, W, ("f32",), False))
     tol = {"f32": 1e-4, "f16": 2e-3, "bf16": 2e-3, "q8_0": 1e-2}
     worst = 0.0
     for label, d, tf, T, W, types, do_tok in cases:

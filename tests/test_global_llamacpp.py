@@ -48,6 +48,14 @@ def slice_global(a, label, model, calib, seqlen, nsamples, round_to):
     return out
 
 
+# Global outputs no llama.cpp architecture runs, refused by export (65): label
+# -> (the reason's words, what it is). llama.cpp's phi3 sizes attention by
+# n_embd and its llama (which the export uses instead, unfused) rotates whole
+# heads only; its gemma always reads the head from the embedding, and a
+# global-basis head is untied (the final norm's γ is fused into it).
+REFUSED = {"tiny_phi3": ("partial rotary", "partial-rotary global Phi-3"),
+           "tiny_gemma": ("ties the head", "untied global Gemma")}
+
 def main():
     p = argparse.ArgumentParser()
     for k in ("--slicepipe", "--shared", "--root", "--npm", "--work"):
@@ -79,14 +87,8 @@ def main():
     runs.append(("kjv", os.path.join(kjv, "model"), os.path.join(kjv, "calib.npy"), os.path.join(kjv, "eval.npy"), 256, 3,
                  ("f32",), 256, 32, 8))
     for f in ("gemma", "qwen2", "mistral", "phi3"):
-        d = os.path.join(a.shared, "hf-tiny", "tiny_" + f)
-        ref = json.load(open(os.path.join(d, "reference_logits.json")))
-        seq = np.array([t for s in ref["sequences"] for t in s], np.int32)
-        tf = os.path.join(a.work, f"global_tiny_{f}.npy")
-        np.save(tf, seq)
-        cfg = json.load(open(os.path.join(d, "config.json")))
-        T = cfg.get("sliding_window") or len(ref["sequences"][0])  # as test_gguf.py: like for like in llama.cpp
-        runs.append(("tiny_" + f, d, tf, tf, T, len(seq) // T, ("f32",), T, len(seq) // T, 2))  # D is 8 or 16
+        d, tf, T, W = tg.tiny_eval(a, f, f"global_tiny_{f}.npy")
+        runs.append(("tiny_" + f, d, tf, tf, T, W, ("f32",), T, W, 2))  # D is 8 or 16
     # full-rotary Phi-3 (as Phi-3-mini; the hf-tiny one rotates 3/4 of each head) and Qwen3 (q/k norms)
     for fam in ("phi3", "qwen3"):
         d = os.path.join(a.work, f"synth-{fam}")
@@ -106,21 +108,12 @@ def main():
         if abs(ref - dense) < 1e-6:
             tg.die(f"{label}: the global-sliced NLL {ref:.7f} equals the dense one: nothing was sliced")
         toks = np.load(ev)
-        if label == "tiny_phi3":
-            # llama.cpp's phi3 sizes attention by n_embd and its llama (which
-            # the export uses instead, unfused) rotates whole heads only
-            r = tg.run([a.slicepipe, "export", out, "--gguf", os.path.join(a.work, "global-phi3.gguf"), "--quiet"])
-            if r.returncode != 65 or "partial rotary" not in r.stderr:
-                tg.die(f"{label}: export of the partial-rotary global Phi-3: exit {r.returncode}, {r.stderr.strip()}")
-            print(f"{label:13s} dense {dense:.7f}  global-sliced {ref:.7f}; export refused (65): partial rotary")
-            continue
-        if label == "tiny_gemma":
-            # llama.cpp's gemma always reads the head from the embedding, and a
-            # global-basis head is untied (the final norm's γ is fused into it)
-            r = tg.run([a.slicepipe, "export", out, "--gguf", os.path.join(a.work, "global-gemma.gguf"), "--quiet"])
-            if r.returncode != 65 or "ties the head" not in r.stderr:
-                tg.die(f"{label}: export of the untied global Gemma: exit {r.returncode}, {r.stderr.strip()}")
-            print(f"{label:13s} dense {dense:.7f}  global-sliced {ref:.7f}; export refused (65): llama.cpp's gemma ties the head")
+        if label in REFUSED:
+            needle, what = REFUSED[label]
+            r = tg.run([a.slicepipe, "export", out, "--gguf", os.path.join(a.work, f"global-{label}.gguf"), "--quiet"])
+            if r.returncode != 65 or needle not in r.stderr:
+                tg.die(f"{label}: export of the {what}: exit {r.returncode}, {r.stderr.strip()}")
+            print(f"{label:13s} dense {dense:.7f}  global-sliced {ref:.7f}; export refused (65): {needle}")
             continue
         dense_gg = os.path.join(a.work, f"global-{label}.dense.gguf")
         tg.export(a, d, dense_gg, "f32")
