@@ -21,12 +21,17 @@
  * them on one stream; to_host waits for them).
  *
  * Bits. Every op is deterministic for fixed inputs, thread count and backend
- * settings (the CPU backend's own loops give the same bits for any thread
- * count; OpenBLAS's are not promised to). `identity` describes everything
- * about a backend instance that can change the bits of a result (name,
- * library, kernel, threads); the run identity hashes it, so a resume on
- * another backend or another kernel is refused instead of silently mixing
- * results.
+ * settings. On the CPU backend the ops it parallelizes itself (norm, rope,
+ * act, attention, nll, basis_f32, add, add_bias) give the same bits at any
+ * thread count under every OpenBLAS kernel; the ops that run on OpenBLAS's
+ * threads (sgemm, cov_add, eigh, rot_rows, rot_cols, basis_product) do not
+ * under its Prescott, Haswell and Zen kernels, nor dsyevd under any
+ * (measured: docs/determinism.md). So the thread count is part of a run's
+ * identity: journaled by the first run and set again by every resume.
+ * `identity` describes everything else about a backend instance that can
+ * change the bits of a result (name, library, kernel); the run identity
+ * hashes it, so a resume on another backend or another kernel is refused
+ * instead of silently mixing results.
  *
  * Errors. Ops on our own invariants SP_ASSERT. Ops that can meet bad data
  * (non-finite activations, a failed eigensolver) return a sysexits status

@@ -165,14 +165,21 @@ static void cpu_ws_free(sp_bk_ws *ws) { free(ws); /* the struct heads its one al
 
 /* ---- the elementwise thread pool ----
  *
- * BLAS runs on OpenBLAS's own threads; the loops between the BLAS calls
- * (norms, RoPE, softmax, activations, conversions) run on this pool, with the
- * same thread count (set_threads). A loop over n independent items (rows or
- * elements) is cut into nt contiguous parts [n·t/nt, n·(t+1)/nt); the caller
- * runs part 0 and worker t part t. Every item is computed by the same code,
- * in the same order inside the item, whichever part it falls in: the bits do
- * not depend on the thread count. Reductions across items (nll, the first
- * non-finite element) are not split.
+ * Large BLAS calls run on OpenBLAS's own threads; the loops between them
+ * (norms, RoPE, softmax, activations, conversions) and attention's many small
+ * GEMMs run on this pool, with the same thread count (set_threads). A loop
+ * over n independent items (rows, elements or heads) is cut into nt
+ * contiguous parts [n·t/nt, n·(t+1)/nt); the caller runs part 0 and worker t
+ * part t. Every item is computed by the same code, in the same order inside
+ * the item, whichever part it falls in: the bits do not depend on the thread
+ * count. Reductions across items (nll, the first non-finite element) are not
+ * split.
+ *
+ * A BLAS call made from a pool loop (par_for_blas) runs with OpenBLAS at one
+ * thread: OpenBLAS's threaded GEMM partitions the product by its thread count
+ * and, under its Prescott, Haswell and Zen kernels, the partition changes the
+ * bits (docs/determinism.md). A single-threaded call on the same operands
+ * gives the bits of a 1-thread run, whichever worker makes it.
  *
  * Workers sleep on a condition variable between loops (no spinning, so they
  * never compete with OpenBLAS's threads for a core). They are started on
@@ -189,6 +196,7 @@ static struct cpu_pool {
     pthread_cond_t go, done;
     pid_t pid;               /* process the workers belong to */
     int want;                /* threads to use, the caller included (set_threads) */
+    int blas;                /* OpenBLAS's thread count outside pool loops (set_threads) */
     int started;             /* workers running: parts 1..started */
     uint64_t gen;            /* dispatch counter: a worker runs each new value once */
     uint64_t seen0[CPU_POOL_MAX];
@@ -197,7 +205,7 @@ static struct cpu_pool {
     par_fn fn;
     void *ctx;
     int64_t n;
-} pool = {.want = 1};
+} pool = {.want = 1, .blas = 1};
 
 static void *pool_main(void *arg) {
     const int t = (int)(intptr_t)arg;
@@ -262,6 +270,14 @@ static void par_for(int64_t n, int64_t grain, par_fn fn, void *ctx) {
     pthread_mutex_unlock(&pool.mu);
 }
 
+/* par_for for loops whose items call BLAS: OpenBLAS runs one thread for the
+ * duration (see above), and its count is restored after. */
+static void par_for_blas(int64_t n, int64_t grain, par_fn fn, void *ctx) {
+    if (pool.blas > 1) openblas_set_num_threads(1);
+    par_for(n, grain, fn, ctx);
+    if (pool.blas > 1) openblas_set_num_threads(pool.blas);
+}
+
 /* ---- lifecycle, threads, identity ---- */
 
 /* sp_model_set_threads' rule: n if > 0, else 1 below D 512, else all cores. */
@@ -269,6 +285,7 @@ static int cpu_set_threads(int64_t n, int64_t D) {
     int t = n > 0 ? (int)min_i64(n, 1 << 20) : D < 512 ? 1 : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (t < 1) t = 1;
     openblas_set_num_threads(t);
+    pool.blas = t;
     pool.want = t < CPU_POOL_MAX ? t : CPU_POOL_MAX;
     return t;
 }
@@ -419,24 +436,26 @@ static void cpu_rope(enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int6
     par_for(T, PAR_GRAIN / (nh * rot + 1) + 1, rope_range, &c);
 }
 
-/* One attention block: rows [0, nr) of every head of a group [h0, h1), the
- * query positions r0 .. r0 + nr − 1, whose scores are at att + (h − h0)·nr·nk
- * (nr, nk), nk keys from position k0. */
+/* One attention block: query rows [r0, r0 + nr) of the window (positions
+ * a0 .. a0 + nr − 1) for every head of a group [h0, h1), whose scores are at
+ * att + (h − h0)·nr·nk (nr, nk), nk keys from position k0. */
 typedef struct att_ctx {
-    float *att;
-    int64_t r0, nr, k0, nk, window;
+    const float *q, *k, *v;
+    float *att, *ctx;
+    int64_t r0, a0, nr, k0, nk, window, h0, hd, qw, kw, group;
+    float scale;
 } att_ctx;
 
 /* Softmax of score rows [a, b) of the group (row h·nr + i is head h0 + h,
- * query r0 + i), masked to keys [first, last]: sp_fwd_attn's row loop. */
-static void softmax_range(void *p, int64_t a, int64_t b) {
-    const att_ctx *c = p;
-    const int64_t r0 = c->r0, k0 = c->k0, nk = c->nk, window = c->window;
+ * query position a0 + i), masked to keys [first, last]: sp_fwd_attn's row
+ * loop. */
+static void softmax_rows(const att_ctx *c, int64_t a, int64_t b) {
+    const int64_t a0 = c->a0, k0 = c->k0, nk = c->nk, window = c->window;
     for (int64_t x = a; x < b; x++) {
         int64_t i = x % c->nr;
         float *row = c->att + x * nk;
-        int64_t last = r0 + i - k0; /* causal: keys k0 + first .. k0 + last */
-        int64_t first = window > 0 && r0 + i - window + 1 > k0 ? r0 + i - window + 1 - k0 : 0;
+        int64_t last = a0 + i - k0; /* causal: keys k0 + first .. k0 + last */
+        int64_t first = window > 0 && a0 + i - window + 1 > k0 ? a0 + i - window + 1 - k0 : 0;
         float m = row[first];
         for (int64_t j = first + 1; j <= last; j++) m = row[j] > m ? row[j] : m;
         float sum = 0.0f;
@@ -454,36 +473,49 @@ static void softmax_range(void *p, int64_t a, int64_t b) {
     }
 }
 
+/* Heads [h0 + a, h0 + b) of the block, each whole: its scores by one sgemm,
+ * the masked softmax of its rows, its context by one sgemm (a pool loop:
+ * the sgemms run single-threaded, par_for_blas). */
+static void attention_heads(void *p, int64_t a, int64_t b) {
+    const att_ctx *c = p;
+    const int64_t nr = c->nr, nk = c->nk, hd = c->hd, qw = c->qw, kw = c->kw;
+    for (int64_t h = a; h < b; h++) {
+        int64_t hq = c->h0 + h, g = hq / c->group; /* GQA: query head hq reads kv head hq / (nh/nkv) */
+        float *att = c->att + h * nr * nk;
+        cpu_sgemm(0, 1, nr, nk, hd, c->scale, c->q + hq * hd + c->r0 * qw, qw, c->k + g * hd + c->k0 * kw, kw, 0.0f,
+                  att, nk);
+        softmax_rows(c, h * nr, (h + 1) * nr);
+        cpu_sgemm(0, 0, nr, hd, nk, 1.0f, att, nk, c->v + g * hd + c->k0 * kw, kw, 0.0f, c->ctx + c->r0 * qw + hq * hd,
+                  qw);
+    }
+}
+
 /* sp_fwd_attn's attention, the same operations per query head and block of
  * CPU_QBLOCK query rows [r0, r1): scores by one sgemm, the masked softmax of
  * each row, the context by one sgemm. Query rows are positions p0 + r (p0 0
  * for a window, the cached length for attention_cached); a block of
  * positions [a0, a1) needs keys k0 = max(0, a0 − window + 1) .. a1 − 1 only;
  * row i sees [first, last]. The loop runs blocks outside and heads inside,
- * ws->att_heads heads at a time, so that the softmax of a whole group's rows
- * is one loop over the pool. With p0 = 0 these are forward.c's operations. */
+ * ws->att_heads heads at a time; the heads of a group are split over the
+ * pool, each computed whole by one thread with single-threaded sgemms, so
+ * the bits are those of one thread at any thread count and any grouping.
+ * With p0 = 0 these are forward.c's operations. */
 static void attention_at(sp_bk_ws *ws, const float *q, int64_t nq, int64_t p0, const float *k, const float *v,
                          int64_t nh, int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
     SP_ASSERT(nq >= 1 && p0 >= 0 && p0 + nq <= ws->T && nh >= 1 && nkv >= 1 && nh % nkv == 0 && hd >= 1 &&
               ws->att_heads >= 1);
-    const int64_t qw = nh * hd, kw = nkv * hd, group = nh / nkv;
+    att_ctx c = {.q = q, .k = k, .v = v, .att = ws->att, .ctx = ctx, .window = window, .hd = hd, .qw = nh * hd,
+                 .kw = nkv * hd, .group = nh / nkv, .scale = scale};
     for (int64_t r0 = 0; r0 < nq; r0 += CPU_QBLOCK) {
-        int64_t r1 = min_i64(nq, r0 + CPU_QBLOCK), nr = r1 - r0, a0 = p0 + r0, a1 = p0 + r1;
-        int64_t k0 = window > 0 && a0 - window + 1 > 0 ? a0 - window + 1 : 0, nk = a1 - k0;
+        int64_t r1 = min_i64(nq, r0 + CPU_QBLOCK), a0 = p0 + r0, a1 = p0 + r1;
+        c.r0 = r0;
+        c.a0 = a0;
+        c.nr = r1 - r0;
+        c.k0 = window > 0 && a0 - window + 1 > 0 ? a0 - window + 1 : 0;
+        c.nk = a1 - c.k0;
         for (int64_t h0 = 0; h0 < nh; h0 += ws->att_heads) {
-            int64_t h1 = min_i64(nh, h0 + ws->att_heads);
-            for (int64_t hq = h0; hq < h1; hq++) {
-                int64_t g = hq / group; /* GQA: query head hq reads kv head hq / (nh/nkv) */
-                cpu_sgemm(0, 1, nr, nk, hd, scale, q + hq * hd + r0 * qw, qw, k + g * hd + k0 * kw, kw, 0.0f,
-                          ws->att + (hq - h0) * nr * nk, nk);
-            }
-            att_ctx c = {.att = ws->att, .r0 = a0, .nr = nr, .k0 = k0, .nk = nk, .window = window};
-            par_for((h1 - h0) * nr, PAR_GRAIN / nk + 1, softmax_range, &c);
-            for (int64_t hq = h0; hq < h1; hq++) {
-                int64_t g = hq / group;
-                cpu_sgemm(0, 0, nr, hd, nk, 1.0f, ws->att + (hq - h0) * nr * nk, nk, v + g * hd + k0 * kw, kw, 0.0f,
-                          ctx + r0 * qw + hq * hd, qw);
-            }
+            c.h0 = h0;
+            par_for_blas(min_i64(nh, h0 + ws->att_heads) - h0, 1, attention_heads, &c);
         }
     }
 }

@@ -287,6 +287,10 @@ int sp_resume_open(job *j, int *complete) {
             sp_rec_params p;
             memcpy(&p, r->payload, sizeof p);
             have_params = 1;
+            if (j->mf->threads > 0 && j->mf->threads != p.threads && !j->o->quiet)
+                fprintf(stderr, "slicepipe: [resources] threads = %lld, but this job was started with %lld: it goes on "
+                        "with %lld (the BLAS thread count is part of the run identity; --restart to change it)\n",
+                        (long long)j->mf->threads, (long long)p.threads, (long long)p.threads);
             j->threads = p.threads;
         } else if (r->type == SP_REC_TENSOR && r->len == sizeof(sp_rec_tensor)) {
             sp_rec_tensor t;

@@ -20,3 +20,13 @@ add_executable(test_pca ${CMAKE_SOURCE_DIR}/tests/test_pca.c)
 target_link_libraries(test_pca PRIVATE slicepipe_core)
 add_test(NAME pca COMMAND test_pca)
 set_tests_properties(pca PROPERTIES LABELS "backend;unit" TIMEOUT 60)
+
+# Bits and the thread count under every OpenBLAS kernel this CPU can run
+# (tests/test_kernels.py, docs/determinism.md): the op tests and an end-to-end
+# slice at 1 and 2 threads, with OPENBLAS_CORETYPE unset and set to Prescott,
+# Haswell and SkylakeX; a resume that asks for another thread count keeps the
+# journaled one.
+add_test(NAME backend_kernels
+         COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_kernels.py $<TARGET_FILE:slicepipe>
+                 $<TARGET_FILE:test_backend_ops> ${CMAKE_BINARY_DIR}/test_out/kernels ${SP_SHARED_DIR})
+set_tests_properties(backend_kernels PROPERTIES TIMEOUT 900 LABELS "backend;kernels")

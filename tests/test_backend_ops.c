@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h> /* openblas_get_num_threads: the CPU backend restores it */
+
 #include "backend.h"
 #include "error.h"
 #include "test_util.h"
@@ -922,23 +924,37 @@ static void test_misc(void) {
 #endif
 }
 
-/* The CPU backend's elementwise pool: every op gives the same bits with 1,
- * 2 or 3 threads (parts of different sizes), and attention the same bits
+/* The CPU backend's bits and its thread count (docs/determinism.md).
+ *
+ * The ops whose parallelism is the backend's own pool (norm, rope, act,
+ * attention with its per-head sgemms, basis_f32) give the same bits with 1, 2
+ * or 3 threads (parts of different sizes), and attention the same bits
  * whatever its head grouping (a workspace planned for 1 head or for all).
- * Sizes are large enough that every op is split. */
+ * Sizes are large enough that every op is split.
+ *
+ * The ops that run on OpenBLAS's threads (sgemm, cov_add, rot_rows, rot_cols,
+ * eigh) may not: OpenBLAS partitions a product by its thread count, and under
+ * its Prescott, Haswell and Zen kernels that changes the bits (and dsyevd's
+ * under every kernel). For these the thread count is part of a run's identity;
+ * here they must give the same bits twice at the same count, and OpenBLAS's
+ * own count must be back after a pool loop that called it single-threaded.
+ * tests/test_kernels.py runs this under each OpenBLAS kernel the CPU can run. */
 static void test_threads_bits(void) {
     if (bk != &sp_bk_cpu) return;
-    const int64_t T = 300, d = 384, D = 512, nh = 8, hd = 64, qw = nh * hd, F = 1000, half = hd / 2;
+    const int64_t T = 300, d = 384, D = 512, nh = 8, hd = 64, qw = nh * hd, F = 1000, half = hd / 2, k = 96;
     float *x0 = frand_vec(T * d, 2), *g = frand_vec(d, 1), *qk0 = frand_vec(T * qw, 1), *cs = frand_vec(T * half, 1),
           *sn = frand_vec(T * half, 1), *gate0 = frand_vec(T * F, 4), *up = frand_vec(T * F, 1),
-          *k = frand_vec(T * qw, 1), *v = frand_vec(T * qw, 1), *W0 = frand_vec(F * D, 1), *X = frand_vec(T * D, 1);
-    double *Q = xmalloc(D * D * 8);
+          *kk = frand_vec(T * qw, 1), *v = frand_vec(T * qw, 1), *W0 = frand_vec(F * D, 1), *X = frand_vec(T * D, 1);
+    double *Q = xmalloc(D * D * 8), *Hs = xmalloc(D * D * 8);
     for (int64_t i = 0; i < D * D; i++) Q[i] = 2.0 * urand() - 1.0;
-    enum { OUTS = 8 };
-    void *out[3][OUTS];
-    int64_t bytes[OUTS] = {T * d * 4, T * qw * 4, T * F * 4, T * qw * 4, T * qw * 4, F * d * 4, D * 96 * 4, D * D * 8};
-    static const int threads[3] = {1, 2, 3};
-    for (int r = 0; r < 3; r++) {
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j2 = i; j2 < D; j2++) Hs[i * D + j2] = (i == j2 ? 4.0 : 0.0) + 0.01 * (2.0 * urand() - 1.0);
+    enum { POOL = 6, BLAS = 6, OUTS = POOL + BLAS };
+    void *out[4][OUTS]; /* [run][op]: runs at 1, 2, 3 threads, and 3 again */
+    const int64_t bytes[OUTS] = {T * d * 4,  T * qw * 4, T * F * 4, T * qw * 4, T * qw * 4, D * k * 4,
+                                 T * F * 4,  D * D * 8,  F * d * 4, D * 96 * 4, D * D * 8,  D * 8};
+    static const int threads[4] = {1, 2, 3, 3};
+    for (int r = 0; r < 4; r++) {
         bk->set_threads(threads[r], 0);
         for (int o = 0; o < OUTS; o++) out[r][o] = xmalloc(bytes[o]);
         float *x = out[r][0], *qk = out[r][1], *gate = out[r][2];
@@ -949,31 +965,41 @@ static void test_threads_bits(void) {
         memcpy(gate, gate0, (size_t)bytes[2]);
         bk->act(SP_BK_ACT_SILU_GLU, gate, up, T * F);
         sp_bk_ws *ws_all = ws_make(D, 64, 64, T, nh), *ws_one = ws_make(D, 64, 64, T, 1);
-        bk->attention(ws_all, qk, k, v, T, nh, nh / 2, hd, 0.125f, 0, out[r][3]);
-        bk->attention(ws_one, qk, k, v, T, nh, nh / 2, hd, 0.125f, 0, out[r][4]);
-        float *W = xmalloc(F * D * 4);
-        memcpy(W, W0, (size_t)(F * D * 4));
-        bk->rot_rows(ws_all, W, F, D, NULL, Q, d);
-        memcpy(out[r][5], W, (size_t)bytes[5]);
-        memcpy(W, W0, (size_t)(D * 96 * 4));
-        bk->rot_cols(ws_all, Q, D, D, W, 96);
-        memcpy(out[r][6], W, (size_t)bytes[6]);
+        bk->attention(ws_all, qk, kk, v, T, nh, nh / 2, hd, 0.125f, 0, out[r][3]);
+        bk->attention(ws_one, qk, kk, v, T, nh, nh / 2, hd, 0.125f, 0, out[r][4]);
+        CHECK(openblas_get_num_threads() == threads[r], "OpenBLAS threads after attention: %d, set %d",
+              openblas_get_num_threads(), threads[r]);
+        bk->basis_f32(Q, D, k, out[r][5], NULL);
+        /* OpenBLAS-threaded */
+        bk->sgemm(0, 1, T, F, D, 1.0f, X, D, W0, D, 0.0f, out[r][6], F);
         double *H = out[r][7];
         memset(H, 0, (size_t)bytes[7]);
         CHECK(bk->cov_add(ws_all, H, D, X, T, D, 0) == 0, "cov_add");
+        float *W = xmalloc(F * D * 4);
+        memcpy(W, W0, (size_t)(F * D * 4));
+        bk->rot_rows(ws_all, W, F, D, NULL, Q, d);
+        memcpy(out[r][8], W, (size_t)bytes[8]);
+        memcpy(W, W0, (size_t)(D * 96 * 4));
+        bk->rot_cols(ws_all, Q, D, D, W, 96);
+        memcpy(out[r][9], W, (size_t)bytes[9]);
+        CHECK(bk->eigh(ws_all, Hs, D, 0.01, out[r][10], out[r][11]) == 0, "eigh");
         free(W);
         bk->ws_free(ws_all), bk->ws_free(ws_one);
     }
-    static const char *names[OUTS] = {"norm", "rope", "act", "attention", "attention (1 head per group)", "rot_rows",
-                                      "rot_cols", "cov_add"};
-    for (int o = 0; o < OUTS; o++)
+    static const char *names[OUTS] = {"norm",      "rope", "act",     "attention", "attention (1 head per group)",
+                                      "basis_f32", "sgemm", "cov_add", "rot_rows",  "rot_cols",
+                                      "eigh (vectors)", "eigh (values)"};
+    for (int o = 0; o < POOL; o++)
         for (int r = 1; r < 3; r++)
             CHECK(memcmp(out[0][o], out[r][o], (size_t)bytes[o]) == 0, "%s: %d threads differ from 1 thread", names[o],
                   threads[r]);
+    for (int o = POOL; o < OUTS; o++)
+        CHECK(memcmp(out[2][o], out[3][o], (size_t)bytes[o]) == 0, "%s: two runs at 3 threads differ", names[o]);
     CHECK(memcmp(out[0][3], out[0][4], (size_t)bytes[3]) == 0, "attention: head grouping changes the bits");
-    for (int r = 0; r < 3; r++)
+    for (int r = 0; r < 4; r++)
         for (int o = 0; o < OUTS; o++) free(out[r][o]);
-    free(x0), free(g), free(qk0), free(cs), free(sn), free(gate0), free(up), free(k), free(v), free(W0), free(X), free(Q);
+    free(x0), free(g), free(qk0), free(cs), free(sn), free(gate0), free(up), free(kk), free(v), free(W0), free(X),
+        free(Q), free(Hs);
     bk->set_threads(2, 0);
 }
 
