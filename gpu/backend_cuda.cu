@@ -886,7 +886,7 @@ static int ws_size(const sp_bk_plan_in *in, ws_sizes *s) {
     return 0;
 }
 
-static sp_bk_plan cu_plan_bytes(const sp_bk_plan_in *in) {
+static sp_bk_plan cu_plan_bytes(const sp_bk *bk, const sp_bk_plan_in *in) {
     ws_sizes s;
     sp_bk_plan p;
     if (ws_size(in, &s)) {
@@ -898,7 +898,7 @@ static sp_bk_plan cu_plan_bytes(const sp_bk_plan_in *in) {
     return p;
 }
 
-static void cu_ws_free(sp_bk_ws *ws) {
+static void cu_ws_free(const sp_bk *bk, sp_bk_ws *ws) {
     if (!ws) return;
     if (cx.ready) {
         cudaStreamSynchronize(cx.st);
@@ -940,7 +940,7 @@ static int dev_alloc(void **p, int64_t bytes, const char *what) {
     return 0;
 }
 
-static int cu_ws_init(const sp_bk_plan_in *in, sp_bk_ws **out) {
+static int cu_ws_init(const sp_bk *bk, const sp_bk_plan_in *in, sp_bk_ws **out) {
     *out = NULL;
     SP_TRY(ctx_init());
     ws_sizes s;
@@ -996,7 +996,7 @@ static int cu_ws_init(const sp_bk_plan_in *in, sp_bk_ws **out) {
                          (long long)ws->sol_host_bytes);
     }
     if (rc) {
-        cu_ws_free(ws);
+        cu_ws_free(bk, ws);
         return rc;
     }
     cx.ws = ws; /* the newest workspace lends its pinned staging and nll scratch */
@@ -1010,12 +1010,12 @@ static int cu_ws_init(const sp_bk_plan_in *in, sp_bk_ws **out) {
 /* The count is recorded (and named by identity, as every backend's is) but
  * plays no part in device results: the kernels' geometry is fixed. */
 static int g_threads = 1;
-static int cu_set_threads(int64_t n, int64_t D) {
+static int cu_set_threads(const sp_bk *bk, int64_t n, int64_t D) {
     g_threads = n > 0 ? (int)(n < (1 << 20) ? n : 1 << 20) : 1;
     return g_threads;
 }
 
-static void cu_identity(char *buf, int64_t n) {
+static void cu_identity(const sp_bk *bk, char *buf, int64_t n) {
     if (!buf || n <= 0) return;
     const cu_info *r = device_info();
     if (!r->ok) {
@@ -1030,19 +1030,19 @@ static void cu_identity(char *buf, int64_t n) {
 }
 
 /* Free device memory as the probe (or the live context) saw it. */
-static int64_t cu_device_bytes_free(void) {
+static int64_t cu_device_bytes_free(const sp_bk *bk) {
     const cu_info *r = device_info();
     return r->ok ? r->mem_free : 0;
 }
 
-static int cu_alloc(void **p, int64_t bytes, const char *what) {
+static int cu_alloc(const sp_bk *bk, void **p, int64_t bytes, const char *what) {
     *p = NULL;
     if (bytes < 0) return sp_fail(SP_EX_SOFTWARE, "cuda backend: negative allocation for %s", what);
     SP_TRY(ctx_init());
     return dev_alloc(p, bytes > 0 ? bytes : 256, what);
 }
 
-static void cu_free(void *p) {
+static void cu_free(const sp_bk *bk, void *p) {
     if (!p || !cx.ready) return;
     CU_DIE("free", cudaStreamSynchronize(cx.st));
     CU_DIE("free", cudaFree(p));
@@ -1061,7 +1061,7 @@ static int use_staging(const void *host, int64_t bytes) {
     return cx.staging && cx.ws && cx.ws->pin && bytes >= 2 * SP_CUDA_PIN_HALF && !host_pinned(host);
 }
 
-static void cu_to_dev(void *dst, const void *src_host, int64_t bytes) {
+static void cu_to_dev(const sp_bk *bk, void *dst, const void *src_host, int64_t bytes) {
     if (bytes <= 0) return;
     ctx_need("to_dev");
     if (!use_staging(src_host, bytes)) {
@@ -1084,7 +1084,7 @@ static void cu_to_dev(void *dst, const void *src_host, int64_t bytes) {
     CU_DIE("to_dev", cudaStreamSynchronize(cx.st));
 }
 
-static void cu_to_host(void *dst_host, const void *src, int64_t bytes) {
+static void cu_to_host(const sp_bk *bk, void *dst_host, const void *src, int64_t bytes) {
     if (bytes <= 0) return;
     ctx_need("to_host");
     if (!use_staging(dst_host, bytes)) {
@@ -1115,14 +1115,14 @@ static void cu_to_host(void *dst_host, const void *src, int64_t bytes) {
 }
 
 /* Backend memory to backend memory, ordered on the stream like an op. */
-static void cu_copy(void *dst, const void *src, int64_t bytes) {
+static void cu_copy(const sp_bk *bk, void *dst, const void *src, int64_t bytes) {
     SP_ASSERT(bytes >= 0);
     if (bytes == 0 || dst == src) return;
     ctx_need("copy");
     CU_DIE("copy", cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, cx.st));
 }
 
-static void cu_zero(void *p, int64_t bytes) {
+static void cu_zero(const sp_bk *bk, void *p, int64_t bytes) {
     if (bytes <= 0) return;
     ctx_need("zero");
     CU_DIE("zero", cudaMemsetAsync(p, 0, (size_t)bytes, cx.st));
@@ -1146,7 +1146,7 @@ static void sgemm_rm_batched(const char *op, int ta, int tb, int64_t m, int64_t 
                                             m, k, &alpha, B, ldb, sB, A, lda, sA, &beta, C, ldc, sC, batch));
 }
 
-static void cu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+static void cu_sgemm(const sp_bk *bk, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     SP_ASSERT(m >= 0 && n >= 0 && k >= 0);
     if (m == 0 || n == 0) return;
@@ -1154,7 +1154,7 @@ static void cu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alph
     sgemm_rm("sgemm", ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-static void cu_add(float *y, const float *x, int64_t rows, int64_t n) {
+static void cu_add(const sp_bk *bk, float *y, const float *x, int64_t rows, int64_t n) {
     int64_t total;
     SP_ASSERT(rows >= 0 && n >= 0 && !sp_mul_i64(rows, n, &total));
     if (total == 0) return;
@@ -1163,7 +1163,7 @@ static void cu_add(float *y, const float *x, int64_t rows, int64_t n) {
     LAUNCHED("add");
 }
 
-static void cu_add_bias(float *y, const float *b, int64_t rows, int64_t n) {
+static void cu_add_bias(const sp_bk *bk, float *y, const float *b, int64_t rows, int64_t n) {
     int64_t total;
     SP_ASSERT(rows >= 0 && n >= 0 && !sp_mul_i64(rows, n, &total));
     if (total == 0) return;
@@ -1172,7 +1172,7 @@ static void cu_add_bias(float *y, const float *b, int64_t rows, int64_t n) {
     LAUNCHED("add_bias");
 }
 
-static void cu_norm(enum sp_bk_norm kind, const float *gamma, const float *beta, int64_t d, int64_t D, double eps,
+static void cu_norm(const sp_bk *bk, enum sp_bk_norm kind, const float *gamma, const float *beta, int64_t d, int64_t D, double eps,
                     float *x, int64_t rows) {
     SP_ASSERT(d >= 1 && D >= 1 && d <= D && rows >= 0);
     SP_ASSERT(kind == SP_BK_NORM_RMS ? !beta : kind == SP_BK_NORM_LAYER && d == D);
@@ -1182,7 +1182,7 @@ static void cu_norm(enum sp_bk_norm kind, const float *gamma, const float *beta,
     LAUNCHED("norm");
 }
 
-static void cu_rope(enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int64_t nh, int64_t hd, int64_t rot,
+static void cu_rope(const sp_bk *bk, enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int64_t nh, int64_t hd, int64_t rot,
                     const float *cos_t, const float *sin_t) {
     SP_ASSERT(T >= 0 && nh >= 0 && hd >= 0 && rot >= 0 && rot % 2 == 0 && rot <= hd && ld >= nh * hd);
     int64_t total = T * nh * (rot / 2);
@@ -1198,7 +1198,7 @@ static void cu_rope(enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int64
  * softmax kernel masks and normalizes, then ctx_h (T, hd) = P_h·V_g. A pass
  * covers gb kv heads × the group's query heads r in [r0, r0 + rc); strided
  * batches run over the kv heads (query head h = g·group + r). */
-static void cu_attention(sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh,
+static void cu_attention(const sp_bk *bk, sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh,
                          int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
     SP_ASSERT(ws && T >= 1 && T <= ws->in.T && nh >= 1 && nkv >= 1 && nh % nkv == 0 && hd >= 1);
     SP_ASSERT(ws->heads_cap >= 1 && ws->heads_cap <= 65535);
@@ -1231,7 +1231,7 @@ static void cu_attention(sp_bk_ws *ws, const float *q, const float *k, const flo
  * against Tk cached keys: S_h (Tq, Tk) = scale·Q_h·K_gᵀ, the offset softmax,
  * ctx_h (Tq, hd) = P_h·V_g. The buffer holds heads_cap × in.T² floats, so a
  * pass covers heads_cap·⌊in.T² / (Tq·Tk)⌋ heads. */
-static void cu_attention_cached(sp_bk_ws *ws, const float *q, int64_t Tq, const float *k, const float *v, int64_t Tk,
+static void cu_attention_cached(const sp_bk *bk, sp_bk_ws *ws, const float *q, int64_t Tq, const float *k, const float *v, int64_t Tk,
                                 int64_t nh, int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
     SP_ASSERT(ws && Tq >= 1 && Tq <= Tk && Tk <= ws->in.T && nh >= 1 && nkv >= 1 && nh % nkv == 0 && hd >= 1);
     SP_ASSERT(ws->heads_cap >= 1 && ws->heads_cap <= 65535);
@@ -1259,7 +1259,7 @@ static void cu_attention_cached(sp_bk_ws *ws, const float *q, int64_t Tq, const 
     }
 }
 
-static void cu_act(enum sp_bk_act kind, float *gate, const float *up, int64_t n) {
+static void cu_act(const sp_bk *bk, enum sp_bk_act kind, float *gate, const float *up, int64_t n) {
     SP_ASSERT(n >= 0);
     if (n == 0) return;
     ctx_need("act");
@@ -1267,7 +1267,7 @@ static void cu_act(enum sp_bk_act kind, float *gate, const float *up, int64_t n)
     LAUNCHED("act");
 }
 
-static double cu_nll(const float *logits, int64_t T, int64_t V, const int32_t *targets, double acc) {
+static double cu_nll(const sp_bk *bk, const float *logits, int64_t T, int64_t V, const int32_t *targets, double acc) {
     SP_ASSERT(T >= 0 && V >= 1);
     if (T < 2) return acc;
     ctx_need("nll");
@@ -1310,7 +1310,7 @@ static double cu_nll(const float *logits, int64_t T, int64_t V, const int32_t *t
 /* ------------------------------------------------------------------------ */
 /* float64 ops                                                               */
 
-static int cu_cov_add(sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld, int64_t row0) {
+static int cu_cov_add(const sp_bk *bk, sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld, int64_t row0) {
     SP_ASSERT(ws && D >= 1 && D <= ws->in.D && ld >= D && rows >= 0 && ws->in.cov_rows >= 1);
     if (rows == 0) return 0;
     SP_TRY(ctx_init());
@@ -1338,7 +1338,7 @@ static int cu_cov_add(sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_
     return 0;
 }
 
-static int cu_eigh(sp_bk_ws *ws, const double *H, int64_t D, double damp, double *Q, double *evals) {
+static int cu_eigh(const sp_bk *bk, sp_bk_ws *ws, const double *H, int64_t D, double damp, double *Q, double *evals) {
     SP_ASSERT(ws && D >= 1 && D <= ws->in.D);
     SP_TRY(ctx_init());
     int64_t DD = D * D;
@@ -1383,7 +1383,7 @@ static int cu_eigh(sp_bk_ws *ws, const double *H, int64_t D, double damp, double
     return 0;
 }
 
-static void cu_rot_rows(sp_bk_ws *ws, float *W, int64_t rows, int64_t D, const float *gamma, const double *Q, int64_t k) {
+static void cu_rot_rows(const sp_bk *bk, sp_bk_ws *ws, float *W, int64_t rows, int64_t D, const float *gamma, const double *Q, int64_t k) {
     SP_ASSERT(ws && D >= 1 && D <= ws->in.D && k >= 1 && k <= D && rows >= 0 && ws->in.rot_block >= 1);
     if (rows == 0) return;
     ctx_need("rot_rows");
@@ -1403,7 +1403,7 @@ static void cu_rot_rows(sp_bk_ws *ws, float *W, int64_t rows, int64_t D, const f
     }
 }
 
-static void cu_rot_cols(sp_bk_ws *ws, const double *Q, int64_t D, int64_t k, float *W, int64_t cols) {
+static void cu_rot_cols(const sp_bk *bk, sp_bk_ws *ws, const double *Q, int64_t D, int64_t k, float *W, int64_t cols) {
     SP_ASSERT(ws && D >= 1 && D <= ws->in.D && k >= 1 && k <= D && cols >= 0 && ws->in.rot_block >= 1);
     if (cols == 0) return;
     ctx_need("rot_cols");
@@ -1421,7 +1421,7 @@ static void cu_rot_cols(sp_bk_ws *ws, const double *Q, int64_t D, int64_t k, flo
     }
 }
 
-static void cu_basis_product(const double *A, int64_t a, const double *B, int64_t b, int64_t D, double *scratch,
+static void cu_basis_product(const sp_bk *bk, const double *A, int64_t a, const double *B, int64_t b, int64_t D, double *scratch,
                              float *C) {
     SP_ASSERT(a >= 0 && b >= 0 && a <= D && b <= D);
     if (a == 0 || b == 0) return;
@@ -1434,7 +1434,7 @@ static void cu_basis_product(const double *A, int64_t a, const double *B, int64_
     LAUNCHED("basis_product");
 }
 
-static void cu_basis_f32(const double *Q, int64_t D, int64_t k, float *Qf, float *Qt) {
+static void cu_basis_f32(const sp_bk *bk, const double *Q, int64_t D, int64_t k, float *Qf, float *Qt) {
     SP_ASSERT(D >= 1 && k >= 0 && k <= D);
     if (k == 0 || (!Qf && !Qt)) return;
     ctx_need("basis_f32");
@@ -1444,9 +1444,17 @@ static void cu_basis_f32(const double *Q, int64_t D, int64_t k, float *Qf, float
 
 /* ------------------------------------------------------------------------ */
 
-extern "C" const sp_bk sp_bk_cuda = {
+/* The CUDA runtime keeps one context per process and device: every
+ * instance's ctx is that one context (cx), and releasing an instance frees
+ * only its table. */
+static void cu_release(sp_bk *bk) { free(bk); }
+
+static const sp_bk cu_table = {
     .name = "cuda",
+    .precision = "fp32",
     .host_shared = 0,
+    .ctx = NULL,
+    .release = cu_release,
     .set_threads = cu_set_threads,
     .identity = cu_identity,
     .plan_bytes = cu_plan_bytes,
@@ -1475,3 +1483,15 @@ extern "C" const sp_bk sp_bk_cuda = {
     .basis_product = cu_basis_product,
     .basis_f32 = cu_basis_f32,
 };
+
+extern "C" int sp_bk_cuda_open(sp_bk **out) {
+    *out = NULL;
+    sp_bk *bk;
+    SP_TRY(sp_alloc((void **)&bk, (int64_t)sizeof *bk, 1, "cuda backend"));
+    *bk = cu_table;
+    bk->precision = env_flag("SLICEPIPE_CUDA_TF32", 0) ? "tf32" : "fp32";
+    bk->ctx = &cx;
+    *out = bk;
+    return 0;
+}
+

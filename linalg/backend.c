@@ -32,69 +32,135 @@ static int cuda_usable(char *why, int64_t n) {
  * download shows as NaN or as different bytes. A test backend, selected with
  * SLICEPIPE_STAGED_BACKEND=1 in place of the CPU, for testing the data
  * movement a GPU backend needs on a machine without a GPU. */
-static int staged_alloc(void **p, int64_t bytes, const char *what) {
+static int staged_alloc(const sp_bk *bk, void **p, int64_t bytes, const char *what) {
     SP_TRY(sp_alloc(p, bytes > 0 ? bytes : 1, 1, what));
     float *f = *p;
     for (int64_t i = 0; i < bytes / 4; i++) f[i] = NAN;
     return 0;
 }
 
-static void staged_identity(char *buf, int64_t n) {
+static void (*cpu_identity_of_staged)(const sp_bk *, char *, int64_t);
+static void staged_identity(const sp_bk *bk, char *buf, int64_t n) {
     char inner[240];
-    sp_bk_cpu.identity(inner, sizeof inner);
+    cpu_identity_of_staged(bk, inner, sizeof inner);
     snprintf(buf, (size_t)n, "cpu-staged (%s)", inner);
 }
 
-static const sp_bk *staged_cpu(void) {
-    static sp_bk staged;
-    if (!staged.name) {
-        staged = sp_bk_cpu;
-        staged.host_shared = 0;
-        staged.alloc = staged_alloc;
-        staged.identity = staged_identity;
-        staged.name = "cpu-staged";
-    }
-    return &staged;
-}
-
-static const sp_bk *cpu_or_staged(void) {
+static int cpu_or_staged_open(sp_bk **out) {
+    SP_TRY(sp_bk_cpu_open(out));
     const char *e = getenv("SLICEPIPE_STAGED_BACKEND");
-    return e && strcmp(e, "1") == 0 ? staged_cpu() : &sp_bk_cpu;
+    if (e && strcmp(e, "1") == 0) {
+        sp_bk *b = *out;
+        cpu_identity_of_staged = b->identity;
+        b->host_shared = 0;
+        b->alloc = staged_alloc;
+        b->identity = staged_identity;
+        b->name = "cpu-staged";
+    }
+    return 0;
 }
 
-int sp_bk_resolve(const char *requested, const sp_bk **out) {
+static int always_usable(char *why, int64_t n) {
+    if (n > 0) why[0] = 0;
+    return 1;
+}
+
+/* In preference order: "auto" takes the first usable one. */
+static const sp_bk_reg registry[] = {
+#ifdef SLICEPIPE_HAVE_CUDA
+    {"cuda", "NVIDIA GPUs: cuBLAS and cuSOLVER (CUDA Toolkit)", cuda_usable, sp_bk_cuda_open},
+#endif
+    {"cpu", "OpenBLAS and LAPACKE, with its own thread pool", always_usable, cpu_or_staged_open},
+};
+
+int sp_bk_reg_count(void) { return (int)(sizeof registry / sizeof registry[0]); }
+
+const sp_bk_reg *sp_bk_reg_at(int i) {
+    SP_ASSERT(i >= 0 && i < sp_bk_reg_count());
+    return &registry[i];
+}
+
+const sp_bk_reg *sp_bk_reg_find(const char *name) {
+    for (int i = 0; name && i < sp_bk_reg_count(); i++)
+        if (strcmp(registry[i].name, name) == 0) return &registry[i];
+    return NULL;
+}
+
+/* Every backend this slicepipe knows of, compiled in or not, so that a
+ * manifest naming one this build lacks gets "built without" rather than
+ * "unknown". */
+static const char *const known[] = {"cpu", "cuda"};
+
+int sp_bk_name_known(const char *name) {
+    if (name && strcmp(name, "auto") == 0) return 1;
+    for (size_t i = 0; name && i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(known[i], name) == 0) return 1;
+    return 0;
+}
+
+const char *sp_bk_reg_names(void) {
+    static char names[128];
+    if (!names[0]) { /* "auto, cpu or cuda" */
+        size_t n = sizeof known / sizeof known[0], len = 0;
+        len += (size_t)snprintf(names + len, sizeof names - len, "auto");
+        for (size_t i = 0; i < n && len < sizeof names; i++)
+            len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i + 1 == n ? " or " : ", ", known[i]);
+    }
+    return names;
+}
+
+int sp_bk_open(const char *requested, sp_bk **out) {
+    *out = NULL;
+    char why[256] = "";
+    if (!requested || strcmp(requested, "auto") == 0) {
+        for (int i = 0; i < sp_bk_reg_count(); i++)
+            if (registry[i].usable(why, (int64_t)sizeof why)) return registry[i].open(out);
+        return sp_fail(SP_EX_USAGE, "no usable backend (%s)", why);
+    }
+    const sp_bk_reg *r = sp_bk_reg_find(requested);
+    if (r) {
+        if (r->usable(why, (int64_t)sizeof why)) return r->open(out);
+        return sp_fail(SP_EX_USAGE, "backend \"%s\" (%s) is not usable here: %s; use backend = \"cpu\" or \"auto\"",
+                       r->name, r->about, why[0] ? why : "no reason given");
+    }
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(known[i], requested) == 0)
+            return sp_fail(SP_EX_USAGE,
+                           "backend \"%s\": this slicepipe was built without it (configure with "
+                           "-DSLICEPIPE_CUDA=ON where the CUDA toolkit is installed); use backend = \"cpu\" or \"auto\"",
+                           requested);
+    return sp_fail(SP_EX_USAGE, "unknown backend '%.32s' (%s)", requested, sp_bk_reg_names());
+}
+
+int sp_bk_open_host(const char *requested, const char *who, sp_bk **out) {
     *out = NULL;
     if (!requested || strcmp(requested, "auto") == 0) {
-#ifdef SLICEPIPE_HAVE_CUDA
-        char why[256] = "";
-        if (cuda_usable(why, (int64_t)sizeof why)) {
-            *out = &sp_bk_cuda;
-            return 0;
+        char why[256];
+        for (int i = 0; i < sp_bk_reg_count(); i++) {
+            if (!registry[i].usable(why, (int64_t)sizeof why)) continue;
+            sp_bk *b;
+            SP_TRY(registry[i].open(&b));
+            if (b->host_shared) {
+                *out = b;
+                return 0;
+            }
+            sp_bk_close(b);
         }
-#endif
-        *out = cpu_or_staged();
-        return 0;
+        return sp_bk_cpu_open(out); /* the CPU itself, when a test stages it */
     }
-    if (strcmp(requested, "cpu") == 0) {
-        *out = cpu_or_staged();
-        return 0;
-    }
-    if (strcmp(requested, "cuda") == 0) {
-#ifdef SLICEPIPE_HAVE_CUDA
-        char why[256] = "";
-        if (cuda_usable(why, (int64_t)sizeof why)) {
-            *out = &sp_bk_cuda;
-            return 0;
-        }
-        return sp_fail(SP_EX_USAGE, "backend \"cuda\": no usable CUDA device (%s); use backend = \"cpu\" or \"auto\"",
-                       why[0] ? why : "no reason given");
-#else
+    SP_TRY(sp_bk_open(requested, out));
+    if (!(*out)->host_shared) {
+        sp_bk_close(*out);
+        *out = NULL;
         return sp_fail(SP_EX_USAGE,
-                       "backend \"cuda\": this slicepipe was built without the CUDA backend (configure with "
-                       "-DSLICEPIPE_CUDA=ON where the CUDA toolkit is installed); use backend = \"cpu\" or \"auto\"");
-#endif
+                       "%s: backend \"%s\" keeps its buffers in device memory, which %s does not support yet; use "
+                       "--backend cpu or auto", who, requested, who);
     }
-    return sp_fail(SP_EX_USAGE, "unknown backend '%.32s' (auto, cpu or cuda)", requested);
+    return 0;
+}
+
+void sp_bk_close(sp_bk *bk) {
+    if (bk) bk->release(bk);
 }
 
 int64_t sp_bk_buf_bytes(const sp_bk *bk, int64_t bytes, int64_t *device_bytes) {
@@ -106,11 +172,11 @@ int sp_bk_buf_init(const sp_bk *bk, sp_bk_buf *b, int64_t bytes, const char *wha
     memset(b, 0, sizeof *b);
     if (bytes < 0) return sp_fail(SP_EX_SOFTWARE, "buffer for %s: negative size %lld", what, (long long)bytes);
     if (bk->host_shared) {
-        SP_TRY(bk->alloc(&b->host, bytes, what));
+        SP_TRY(bk->alloc(bk, &b->host, bytes, what));
         b->dev = b->host;
     } else {
         SP_TRY(sp_alloc(&b->host, bytes, 1, what));
-        int rc = bk->alloc(&b->dev, bytes, what);
+        int rc = bk->alloc(bk, &b->dev, bytes, what);
         if (rc) {
             free(b->host);
             b->host = NULL;
@@ -124,10 +190,10 @@ int sp_bk_buf_init(const sp_bk *bk, sp_bk_buf *b, int64_t bytes, const char *wha
 void sp_bk_buf_free(const sp_bk *bk, sp_bk_buf *b) {
     if (!b) return;
     if (bk->host_shared) {
-        bk->free(b->host);
+        bk->free(bk, b->host);
     } else {
         free(b->host);
-        bk->free(b->dev);
+        bk->free(bk, b->dev);
     }
     b->host = b->dev = NULL;
     b->bytes = 0;
@@ -135,10 +201,10 @@ void sp_bk_buf_free(const sp_bk *bk, sp_bk_buf *b) {
 
 void sp_bk_buf_to_dev(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n) {
     SP_ASSERT(off >= 0 && n >= 0 && off <= b->bytes && n <= b->bytes - off);
-    if (!bk->host_shared && n > 0) bk->to_dev((char *)b->dev + off, (const char *)b->host + off, n);
+    if (!bk->host_shared && n > 0) bk->to_dev(bk, (char *)b->dev + off, (const char *)b->host + off, n);
 }
 
 void sp_bk_buf_to_host(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n) {
     SP_ASSERT(off >= 0 && n >= 0 && off <= b->bytes && n <= b->bytes - off);
-    if (!bk->host_shared && n > 0) bk->to_host((char *)b->host + off, (const char *)b->dev + off, n);
+    if (!bk->host_shared && n > 0) bk->to_host(bk, (char *)b->host + off, (const char *)b->dev + off, n);
 }

@@ -86,62 +86,66 @@ typedef struct sp_bk_plan {
 typedef struct sp_bk_ws sp_bk_ws; /* a backend's workspace: opaque, sized once from sp_bk_plan_in */
 
 typedef struct sp_bk {
-    const char *name;   /* "cpu", "cuda" */
-    int host_shared;    /* 1: backend memory is host memory (to_dev/to_host may alias) */
+    const char *name;      /* the registry's name: "cpu", "cuda" (or a test variant) */
+    const char *precision; /* what the float32 ops compute in, named in identity: "fp32", "tf32" */
+    int host_shared;       /* 1: backend memory is host memory (to_dev/to_host may alias) */
+    void *ctx;             /* the instance's own state (the CPU's thread pool; CUDA's context) */
 
     /* ---- lifecycle, threads, identity ---- */
+    /* Frees the instance (sp_bk_close calls it): its ctx and the table. */
+    void (*release)(struct sp_bk *bk);
     /* Sets the thread count: n if > 0, else the backend's default for width D
      * (CPU: all cores, 1 for D < 512). Returns the count in effect. */
-    int (*set_threads)(int64_t n, int64_t D);
+    int (*set_threads)(const struct sp_bk *bk, int64_t n, int64_t D);
     /* Writes a NUL-terminated description of every setting that can change
      * bits (e.g. "cpu openblas 0.3.21 ... kernel=Haswell") into buf. The
      * thread count is not in it: the pipeline journals the count of the
      * first run and sets it again on every resume. */
-    void (*identity)(char *buf, int64_t n);
+    void (*identity)(const struct sp_bk *bk, char *buf, int64_t n);
     /* Workspace sized once for plan `in` (estimate-then-init: plan_bytes of
      * the same `in` is exactly what ws_init allocates). A field may be 0 when
      * its ops are not used (e.g. cov_rows for evaluation only). Sizes that
      * overflow, or that the backend cannot serve, plan INT64_MAX host bytes
      * (so the memory plan refuses them) and make ws_init fail with a message.
      * Ops then accept any D <= in->D, T <= in->T. */
-    sp_bk_plan (*plan_bytes)(const sp_bk_plan_in *in);
+    sp_bk_plan (*plan_bytes)(const struct sp_bk *bk, const sp_bk_plan_in *in);
     /* Device memory free now, for the memory plan. NULL (or -1) when the
      * backend's memory is host memory: the host plan covers it. */
-    int64_t (*device_bytes_free)(void);
-    int (*ws_init)(const sp_bk_plan_in *in, sp_bk_ws **out);
-    void (*ws_free)(sp_bk_ws *ws);
+    int64_t (*device_bytes_free)(const struct sp_bk *bk);
+    int (*ws_init)(const struct sp_bk *bk, const sp_bk_plan_in *in, sp_bk_ws **out);
+    void (*ws_free)(const struct sp_bk *bk, sp_bk_ws *ws);
 
     /* ---- buffers ---- */
-    int (*alloc)(void **p, int64_t bytes, const char *what); /* 0 or 70 with a message */
-    void (*free)(void *p);                                   /* accepts NULL */
-    void (*to_dev)(void *dst, const void *src_host, int64_t bytes);
-    void (*to_host)(void *dst_host, const void *src, int64_t bytes);
-    void (*copy)(void *dst, const void *src, int64_t bytes); /* backend memory to backend memory */
-    void (*zero)(void *p, int64_t bytes);
+    int (*alloc)(const struct sp_bk *bk, void **p, int64_t bytes, const char *what); /* 0 or 70 with a message */
+    void (*free)(const struct sp_bk *bk, void *p);                                   /* accepts NULL */
+    void (*to_dev)(const struct sp_bk *bk, void *dst, const void *src_host, int64_t bytes);
+    void (*to_host)(const struct sp_bk *bk, void *dst_host, const void *src, int64_t bytes);
+    void (*copy)(const struct sp_bk *bk, void *dst, const void *src, int64_t bytes); /* backend memory to backend memory */
+    void (*zero)(const struct sp_bk *bk, void *p, int64_t bytes);
 
     /* ---- float32 ---- */
     /* C (m, n) = alpha·op(A)·op(B) + beta·C. op(A) is (m, k): A is (m, k) with
      * row stride lda, or (k, m) transposed when ta. Likewise B (k, n) / tb. */
-    void (*sgemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+    void (*sgemm)(const struct sp_bk *bk, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
     /* y (rows, n) += x (rows, n), both packed. */
-    void (*add)(float *y, const float *x, int64_t rows, int64_t n);
+    void (*add)(const struct sp_bk *bk, float *y, const float *x, int64_t rows, int64_t n);
     /* y (rows, n) += b (n) on every row. */
-    void (*add_bias)(float *y, const float *b, int64_t rows, int64_t n);
+    void (*add_bias)(const struct sp_bk *bk, float *y, const float *b, int64_t rows, int64_t n);
     /* In place over rows of x (rows, d), d <= D, dividing by D: see sp_bk_norm.
      * gamma (d) or NULL (weightless), beta (d) or NULL. */
-    void (*norm)(enum sp_bk_norm kind, const float *gamma, const float *beta, int64_t d, int64_t D, double eps, float *x,
+    void (*norm)(const struct sp_bk *bk, enum sp_bk_norm kind, const float *gamma, const float *beta, int64_t d, int64_t D, double eps, float *x,
                  int64_t rows);
     /* RoPE in place on x (T, ld), heads of hd at columns h·hd, h < nh: the
      * first `rot` (even, <= hd) dimensions of each head rotate by position
      * t (row t); cos/sin (T, rot/2) are the tables for positions 0..T-1. */
-    void (*rope)(enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int64_t nh, int64_t hd, int64_t rot,
+    void (*rope)(const struct sp_bk *bk, enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int64_t nh, int64_t hd, int64_t rot,
                  const float *cos_t, const float *sin_t);
     /* Causal GQA attention: ctx (T, nh·hd) = softmax(scale·q·kᵀ + mask)·v per
      * query head h, reading kv head h / (nh/nkv). q (T, nh·hd), k and v
      * (T, nkv·hd). Query i sees key j iff 0 <= i − j < window (window <= 0:
      * no window, all j <= i). Uses the workspace's score buffer. */
-    void (*attention)(sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh, int64_t nkv,
+    void (*attention)(const struct sp_bk *bk, sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh, int64_t nkv,
                       int64_t hd, float scale, int64_t window, float *ctx);
     /* The same attention for Tq new query rows against a KV cache: the rows
      * of q (Tq, nh·hd) are the LAST Tq positions, Tk − Tq .. Tk − 1, of a
@@ -150,10 +154,10 @@ typedef struct sp_bk {
      * (window <= 0: all j <= p). ctx (Tq, nh·hd). 1 <= Tq <= Tk <= the
      * workspace's T. With Tq == Tk it is `attention` (the same operations:
      * the same bits on the CPU). */
-    void (*attention_cached)(sp_bk_ws *ws, const float *q, int64_t Tq, const float *k, const float *v, int64_t Tk,
+    void (*attention_cached)(const struct sp_bk *bk, sp_bk_ws *ws, const float *q, int64_t Tq, const float *k, const float *v, int64_t Tk,
                              int64_t nh, int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx);
     /* gate (n) ← act(gate) [⊙ up]; see sp_bk_act. */
-    void (*act)(enum sp_bk_act kind, float *gate, const float *up, int64_t n);
+    void (*act)(const struct sp_bk *bk, enum sp_bk_act kind, float *gate, const float *up, int64_t n);
     /* acc + Σ over rows t < T − 1 of −log softmax(logits[t])[targets[t + 1]],
      * added to acc in float64 one row at a time, in row order; logits (T, V),
      * whose row T − 1 is never read. targets are host memory, already
@@ -161,7 +165,7 @@ typedef struct sp_bk {
      * bits as one call when each call gets the previous result as acc: chunk
      * [r0, r0 + nr) is nll(lg, p + 1, V, tokens + r0, acc) with
      * p = min(nr, Tw − 1 − r0) predicting rows. */
-    double (*nll)(const float *logits, int64_t T, int64_t V, const int32_t *targets, double acc);
+    double (*nll)(const struct sp_bk *bk, const float *logits, int64_t T, int64_t V, const int32_t *targets, double acc);
 
     /* ---- float64: second moments, eigh, rotations ---- */
     /* H (D, D) float64, upper triangle: H += Xᵀ·X for X (rows, D) float32 with
@@ -173,42 +177,76 @@ typedef struct sp_bk {
      * each call): callers feed whole windows. Returns 0, or 65 if X holds a
      * NaN/Inf (the message names the first in row order, row0 added to its
      * row; H is then unchanged from the failing block on). */
-    int (*cov_add)(sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld, int64_t row0);
+    int (*cov_add)(const struct sp_bk *bk, sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld, int64_t row0);
     /* Q (D, D): eigenvectors of H + δI as COLUMNS (Q[i·D + j] = component i of
      * vector j), δ = damp·mean(diag H), sorted by descending eigenvalue, each
      * vector's sign set so its largest-|·| component (the first on ties) is
      * positive; evals (D) descending. H (upper triangle) is left unchanged.
      * Returns 0, 65 (non-finite H, zero mean diagonal, solver failure). */
-    int (*eigh)(sp_bk_ws *ws, const double *H, int64_t D, double damp, double *Q, double *evals);
+    int (*eigh)(const struct sp_bk *bk, sp_bk_ws *ws, const double *H, int64_t D, double damp, double *Q, double *evals);
     /* Row rotation, in place: W (rows, D) float32 ← (W·diag γ)·Q[:, :k] as
      * (rows, k) packed float32, computed in float64 rot_block rows at a time.
      * Q (D, D) float64 row-major; gamma (D) or NULL. */
-    void (*rot_rows)(sp_bk_ws *ws, float *W, int64_t rows, int64_t D, const float *gamma, const double *Q, int64_t k);
+    void (*rot_rows)(const struct sp_bk *bk, sp_bk_ws *ws, float *W, int64_t rows, int64_t D, const float *gamma, const double *Q, int64_t k);
     /* Column rotation, in place: W (D, cols) float32 ← Q[:, :k]ᵀ·W as (k, cols)
      * float32 with row stride cols, in float64 rot_block columns at a time. */
-    void (*rot_cols)(sp_bk_ws *ws, const double *Q, int64_t D, int64_t k, float *W, int64_t cols);
+    void (*rot_cols)(const struct sp_bk *bk, sp_bk_ws *ws, const double *Q, int64_t D, int64_t k, float *W, int64_t cols);
     /* C (a, b) float32 = (A[:, :a]ᵀ·B[:, :b]) computed in float64, A and B
      * (D, D) float64; scratch (a, b) float64. */
-    void (*basis_product)(const double *A, int64_t a, const double *B, int64_t b, int64_t D, double *scratch, float *C);
+    void (*basis_product)(const struct sp_bk *bk, const double *A, int64_t a, const double *B, int64_t b, int64_t D, double *scratch, float *C);
     /* Qf (D, k) float32 = Q[:, :k]; Qt (k, D) float32 = Q[:, :k]ᵀ (either may be NULL). */
-    void (*basis_f32)(const double *Q, int64_t D, int64_t k, float *Qf, float *Qt);
+    void (*basis_f32)(const struct sp_bk *bk, const double *Q, int64_t D, int64_t k, float *Qf, float *Qt);
 } sp_bk;
 
-/* The compiled backends. sp_bk_cpu is always present (linalg/cpu.c). With
- * SLICEPIPE_HAVE_CUDA, gpu/ provides sp_bk_cuda and sp_bk_cuda_usable, which
- * returns 1 when a device can be used, else 0 with the reason in why. */
-extern const sp_bk sp_bk_cpu;
+/* ---- the registry and instances (after ggml-backend's registry) ----
+ *
+ * Every compiled backend has one entry. Whatever needs a backend (manifest
+ * parsing, --version, resolution, the tests) iterates this table: a new
+ * backend is one entry here and its own file. `open` makes an instance: the
+ * op table with its own ctx (the CPU's thread pool and thread count; the CUDA
+ * backend's device context, which the CUDA runtime keeps per process), freed
+ * by sp_bk_close. A process may hold several instances; OpenBLAS's thread
+ * count is per process, so CPU instances set it as each op runs. */
+typedef struct sp_bk_reg {
+    const char *name;  /* as [resources] backend and --backend name it */
+    const char *about; /* one line for --version */
+    /* 1 when this machine can run it, else 0 with the reason in why. */
+    int (*usable)(char *why, int64_t n);
+    /* A new instance (0), or a sysexits status with sp_fail's message. */
+    int (*open)(sp_bk **out);
+} sp_bk_reg;
+
+int sp_bk_reg_count(void);
+const sp_bk_reg *sp_bk_reg_at(int i);
+const sp_bk_reg *sp_bk_reg_find(const char *name); /* NULL when none has that name */
+/* Every name a user may give ("auto" and every backend slicepipe has, compiled
+ * in or not: one this build lacks is refused when resolved, saying so), as
+ * "auto, cpu or cuda" for messages; sp_bk_name_known tests one. */
+const char *sp_bk_reg_names(void);
+int sp_bk_name_known(const char *name);
+
+/* The CPU backend's instance (linalg/cpu.c). Another CPU backend opens one
+ * and overrides the ops it does better (sgemm, cov_add, the rotations),
+ * keeping the thread pool and everything else. */
+int sp_bk_cpu_open(sp_bk **out);
 #ifdef SLICEPIPE_HAVE_CUDA
-extern const sp_bk sp_bk_cuda;
+int sp_bk_cuda_open(sp_bk **out);
 int sp_bk_cuda_usable(char *why, int64_t n);
 #endif
 
-/* Resolves a [resources] backend string: "auto" (or NULL) → the best present
- * backend (a CUDA device if one is usable, else cpu); "cpu"; "cuda" (64 when
- * no CUDA backend is compiled in or no device is usable, with the reason).
- * Anything else: 64.
+/* Resolves a [resources] backend or --backend string and opens it: "auto"
+ * (or NULL) → the first usable entry of the registry in preference order (a
+ * CUDA device if one is usable, else cpu); a registry name (64 when not
+ * usable, with the reason). Anything else: 64 naming the choices.
+ * SLICEPIPE_STAGED_BACKEND=1 turns cpu into cpu-staged (below).
  * Returns 0 or a status with a message. */
-int sp_bk_resolve(const char *requested, const sp_bk **out);
+int sp_bk_open(const char *requested, sp_bk **out);
+void sp_bk_close(sp_bk *bk); /* accepts NULL */
+/* sp_bk_open for a command whose buffers are host memory (`who`: "eval",
+ * "generate"): "auto" takes the first usable backend whose memory is host
+ * memory (the CPU); a named backend that keeps its memory on a device is
+ * refused (64, saying so). */
+int sp_bk_open_host(const char *requested, const char *who, sp_bk **out);
 
 /* A host view paired with a backend view of the same bytes. On a
  * host_shared backend dev == host. */

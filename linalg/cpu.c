@@ -1,5 +1,9 @@
 /* linalg/cpu.c — the CPU backend: every op of linalg/backend.h on OpenBLAS
  * (cblas) and LAPACKE. Backend memory is host memory (host_shared = 1).
+ * This file holds the instance (its thread pool), the workspace, the buffers,
+ * the elementwise ops, attention and the NLL; cpu_blas.c holds the ops that
+ * run on OpenBLAS's threads (sgemm, cov_add, eigh, the rotations), which
+ * another CPU backend overrides in the table sp_bk_cpu_open returns.
  *
  * Bits. The pipeline was ported onto these ops from linalg/forward.c,
  * linalg/pca.c and the rotation helpers of pipeline/compute.c: each op
@@ -40,6 +44,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cpu_impl.h"
 #include "error.h"
 
 #define CPU_QBLOCK 128 /* query rows per attention block (forward.c's SP_FWD_QBLOCK) */
@@ -48,30 +53,17 @@
 /* dsyevd's lwork = 1 + 6D + 2D² must fit a 32-bit lapack_int. */
 #define CPU_D_MAX_LP32 32000
 
-struct sp_bk_ws {
-    int64_t D, cov_rows, rot_block, T;
-    float *stage;             /* (D, D): one cov_rows block's XᵀX, upper triangle */
-    double *work;             /* (lwork) */
-    lapack_int *iwork;        /* (liwork) */
-    double *w;                /* (D) */
-    double *rot_in, *rot_out; /* (rot_block, D) each */
-    float *att;               /* (att_heads, min(T, QBLOCK), T) */
-    int64_t att_heads;        /* heads whose scores att holds at once */
-    lapack_int lwork, liwork; /* capacities of work and iwork */
-};
-
 typedef struct ws_layout {
     int64_t off_stage, off_work, off_iwork, off_w, off_rot_in, off_rot_out, off_att;
     int64_t total; /* bytes, struct included */
     lapack_int lwork, liwork;
 } ws_layout;
 
-static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* dsyevd's optimal workspace for order D, by the same query LAPACKE_dsyevd
  * makes (so the solver runs with the lwork it always ran with: dsytrd's
  * blocking depends on it). 0 or -1 when the query fails. */
-static int dsyevd_sizes(int64_t D, lapack_int *lwork, lapack_int *liwork) {
+int sp_cpu_dsyevd_sizes(int64_t D, lapack_int *lwork, lapack_int *liwork) {
     *lwork = *liwork = 0;
     if (D <= 0) return 0;
     double a = 0, w = 0, work_query = 0;
@@ -97,7 +89,7 @@ static int ws_layout_of(const sp_bk_plan_in *in, ws_layout *L) {
     memset(L, 0, sizeof *L);
     SP_ASSERT(in->D >= 0 && in->cov_rows >= 0 && in->rot_block >= 0 && in->T >= 0 && in->n_heads >= 0);
     if (sizeof(lapack_int) < 8 && in->D > CPU_D_MAX_LP32) return SP_EX_USAGE;
-    if (dsyevd_sizes(in->D, &L->lwork, &L->liwork)) return SP_EX_SOFTWARE;
+    if (sp_cpu_dsyevd_sizes(in->D, &L->lwork, &L->liwork)) return SP_EX_SOFTWARE;
     const struct {
         int64_t *off;
         int64_t a, b, elem;
@@ -123,14 +115,14 @@ static int ws_layout_of(const sp_bk_plan_in *in, ws_layout *L) {
     return 0;
 }
 
-static sp_bk_plan cpu_plan_bytes(const sp_bk_plan_in *in) {
+static sp_bk_plan cpu_plan_bytes(const sp_bk *bk, const sp_bk_plan_in *in) {
     ws_layout L;
     sp_bk_plan p = {.host_bytes = 0, .device_bytes = 0};
     p.host_bytes = ws_layout_of(in, &L) ? INT64_MAX : L.total;
     return p;
 }
 
-static int cpu_ws_init(const sp_bk_plan_in *in, sp_bk_ws **out) {
+static int cpu_ws_init(const sp_bk *bk, const sp_bk_plan_in *in, sp_bk_ws **out) {
     *out = NULL;
     ws_layout L;
     int rc = ws_layout_of(in, &L);
@@ -161,7 +153,7 @@ static int cpu_ws_init(const sp_bk_plan_in *in, sp_bk_ws **out) {
     return 0;
 }
 
-static void cpu_ws_free(sp_bk_ws *ws) { free(ws); /* the struct heads its one allocation */ }
+static void cpu_ws_free(const sp_bk *bk, sp_bk_ws *ws) { free(ws); /* the struct heads its one allocation */ }
 
 /* ---- the elementwise thread pool ----
  *
@@ -189,141 +181,177 @@ static void cpu_ws_free(sp_bk_ws *ws) { free(ws); /* the struct heads its one al
  */
 #define CPU_POOL_MAX 64
 
-typedef void (*par_fn)(void *ctx, int64_t i0, int64_t i1);
+typedef struct cpu_pool cpu_pool;
+typedef struct pool_worker {
+    cpu_pool *pool;
+    int t;
+    pthread_t th;
+} pool_worker;
 
-static struct cpu_pool {
+struct cpu_pool {
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    pid_t pid;               /* process the workers belong to */
+    pid_t pid;               /* process the workers belong to (0: none started) */
     int want;                /* threads to use, the caller included (set_threads) */
-    int blas;                /* OpenBLAS's thread count outside pool loops (set_threads) */
+    int blas;                /* OpenBLAS's thread count for this instance's BLAS calls (set_threads) */
     int started;             /* workers running: parts 1..started */
+    int quit;                /* set by close: workers return */
     uint64_t gen;            /* dispatch counter: a worker runs each new value once */
     uint64_t seen0[CPU_POOL_MAX];
+    pool_worker w[CPU_POOL_MAX];
     int busy;                /* workers of the current dispatch not yet finished */
     int nparts;
-    par_fn fn;
+    sp_cpu_par_fn fn;
     void *ctx;
     int64_t n;
-} pool = {.want = 1, .blas = 1};
+};
+
+/* An instance's state: its pool (sp_bk.ctx). */
+typedef struct cpu_ctx {
+    cpu_pool pool;
+} cpu_ctx;
+
+static cpu_pool *pool_of(const sp_bk *bk) { return &((cpu_ctx *)bk->ctx)->pool; }
+
+/* OpenBLAS's thread count is one per process: each BLAS-threaded op sets its
+ * instance's count before it runs (a no-op when it already is). */
+static int g_blas_now;
+static void blas_threads(int t) {
+    if (g_blas_now != t) {
+        openblas_set_num_threads(t);
+        g_blas_now = t;
+    }
+}
+
+void sp_cpu_blas_threads(const sp_bk *bk) { blas_threads(pool_of(bk)->blas); }
 
 static void *pool_main(void *arg) {
-    const int t = (int)(intptr_t)arg;
-    pthread_mutex_lock(&pool.mu);
-    uint64_t seen = pool.seen0[t];
+    const pool_worker *me = arg;
+    cpu_pool *pl = me->pool;
+    const int t = me->t;
+    pthread_mutex_lock(&pl->mu);
+    uint64_t seen = pl->seen0[t];
     for (;;) {
-        while (pool.gen == seen) pthread_cond_wait(&pool.go, &pool.mu);
-        seen = pool.gen;
-        if (t >= pool.nparts) continue;
-        par_fn fn = pool.fn;
-        void *ctx = pool.ctx;
-        int64_t n = pool.n, np = pool.nparts;
-        pthread_mutex_unlock(&pool.mu);
+        while (pl->gen == seen && !pl->quit) pthread_cond_wait(&pl->go, &pl->mu);
+        if (pl->quit) break;
+        seen = pl->gen;
+        if (t >= pl->nparts) continue;
+        sp_cpu_par_fn fn = pl->fn;
+        void *ctx = pl->ctx;
+        int64_t n = pl->n, np = pl->nparts;
+        pthread_mutex_unlock(&pl->mu);
         fn(ctx, n * t / np, n * (t + 1) / np);
-        pthread_mutex_lock(&pool.mu);
-        if (--pool.busy == 0) pthread_cond_signal(&pool.done);
+        pthread_mutex_lock(&pl->mu);
+        if (--pl->busy == 0) pthread_cond_signal(&pl->done);
     }
+    pthread_mutex_unlock(&pl->mu);
     return NULL;
 }
 
-/* fn over [0, n) in parts of at least `grain` items. */
-static void par_for(int64_t n, int64_t grain, par_fn fn, void *ctx) {
-    int64_t nt = pool.want;
+/* fn over [0, n) in parts of at least `grain` items, on bk's pool. */
+void sp_cpu_par_for(const sp_bk *bk, int64_t n, int64_t grain, sp_cpu_par_fn fn, void *ctx) {
+    cpu_pool *pl = pool_of(bk);
+    int64_t nt = pl->want;
     if (grain < 1) grain = 1;
     if (n / grain < nt) nt = n / grain;
     if (nt <= 1) {
         if (n > 0) fn(ctx, 0, n);
         return;
     }
-    if (pool.pid != getpid()) { /* first use in this process (or a forked child) */
-        pthread_mutex_init(&pool.mu, NULL);
-        pthread_cond_init(&pool.go, NULL);
-        pthread_cond_init(&pool.done, NULL);
-        pool.pid = getpid();
-        pool.started = 0;
+    if (pl->pid != getpid()) { /* first use in this process (or a forked child, which has no workers) */
+        pthread_mutex_init(&pl->mu, NULL);
+        pthread_cond_init(&pl->go, NULL);
+        pthread_cond_init(&pl->done, NULL);
+        pl->pid = getpid();
+        pl->started = 0;
+        pl->quit = 0;
     }
-    pthread_mutex_lock(&pool.mu);
-    while (pool.started < nt - 1) {
-        int t = pool.started + 1;
-        pool.seen0[t] = pool.gen;
-        pthread_t th;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        int rc = pthread_create(&th, &at, pool_main, (void *)(intptr_t)t);
-        pthread_attr_destroy(&at);
-        if (rc) break; /* fewer threads: same bits, less parallel */
-        pool.started = t;
+    pthread_mutex_lock(&pl->mu);
+    while (pl->started < nt - 1) {
+        int t = pl->started + 1;
+        pl->seen0[t] = pl->gen;
+        pl->w[t] = (pool_worker){.pool = pl, .t = t};
+        if (pthread_create(&pl->w[t].th, NULL, pool_main, &pl->w[t])) break; /* fewer threads: same bits */
+        pl->started = t;
     }
-    if (nt > pool.started + 1) nt = pool.started + 1;
-    pool.fn = fn;
-    pool.ctx = ctx;
-    pool.n = n;
-    pool.nparts = (int)nt;
-    pool.busy = (int)nt - 1;
-    pool.gen++;
-    if (nt > 1) pthread_cond_broadcast(&pool.go);
-    pthread_mutex_unlock(&pool.mu);
+    if (nt > pl->started + 1) nt = pl->started + 1;
+    pl->fn = fn;
+    pl->ctx = ctx;
+    pl->n = n;
+    pl->nparts = (int)nt;
+    pl->busy = (int)nt - 1;
+    pl->gen++;
+    if (nt > 1) pthread_cond_broadcast(&pl->go);
+    pthread_mutex_unlock(&pl->mu);
     fn(ctx, 0, n / nt);
-    pthread_mutex_lock(&pool.mu);
-    while (pool.busy > 0) pthread_cond_wait(&pool.done, &pool.mu);
-    pthread_mutex_unlock(&pool.mu);
+    pthread_mutex_lock(&pl->mu);
+    while (pl->busy > 0) pthread_cond_wait(&pl->done, &pl->mu);
+    pthread_mutex_unlock(&pl->mu);
 }
 
 /* par_for for loops whose items call BLAS: OpenBLAS runs one thread for the
- * duration (see above), and its count is restored after. */
-static void par_for_blas(int64_t n, int64_t grain, par_fn fn, void *ctx) {
-    if (pool.blas > 1) openblas_set_num_threads(1);
-    par_for(n, grain, fn, ctx);
-    if (pool.blas > 1) openblas_set_num_threads(pool.blas);
+ * duration (see above). */
+static void par_for_blas(const sp_bk *bk, int64_t n, int64_t grain, sp_cpu_par_fn fn, void *ctx) {
+    blas_threads(1);
+    sp_cpu_par_for(bk, n, grain, fn, ctx);
 }
 
 /* ---- lifecycle, threads, identity ---- */
 
 /* sp_model_set_threads' rule: n if > 0, else 1 below D 512, else all cores. */
-static int cpu_set_threads(int64_t n, int64_t D) {
+static int cpu_set_threads(const sp_bk *bk, int64_t n, int64_t D) {
     int t = n > 0 ? (int)min_i64(n, 1 << 20) : D < 512 ? 1 : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (t < 1) t = 1;
-    openblas_set_num_threads(t);
-    pool.blas = t;
-    pool.want = t < CPU_POOL_MAX ? t : CPU_POOL_MAX;
+    cpu_pool *pl = pool_of(bk);
+    blas_threads(t);
+    pl->blas = t;
+    pl->want = t < CPU_POOL_MAX ? t : CPU_POOL_MAX;
     return t;
 }
 
-static void cpu_identity(char *buf, int64_t n) {
+/* Stops and joins the pool's workers (those of this process: a forked child
+ * has none), then frees the instance. */
+static void cpu_release(sp_bk *bk) {
+    cpu_pool *pl = pool_of(bk);
+    if (pl->pid == getpid() && pl->started > 0) {
+        pthread_mutex_lock(&pl->mu);
+        pl->quit = 1;
+        pthread_cond_broadcast(&pl->go);
+        pthread_mutex_unlock(&pl->mu);
+        for (int t = 1; t <= pl->started; t++) pthread_join(pl->w[t].th, NULL);
+    }
+    if (pl->pid == getpid()) {
+        pthread_mutex_destroy(&pl->mu);
+        pthread_cond_destroy(&pl->go);
+        pthread_cond_destroy(&pl->done);
+    }
+    free(bk->ctx);
+    free(bk);
+}
+
+static void cpu_identity(const sp_bk *bk, char *buf, int64_t n) {
     if (n <= 0) return;
     char cfg[256];
     snprintf(cfg, sizeof cfg, "%s", openblas_get_config());
     for (size_t len = strlen(cfg); len > 0 && cfg[len - 1] == ' '; len--) cfg[len - 1] = 0;
-    snprintf(buf, (size_t)n, "cpu openblas %s kernel=%s", cfg, openblas_get_corename());
+    snprintf(buf, (size_t)n, "cpu openblas %s kernel=%s precision=%s", cfg, openblas_get_corename(), bk->precision);
 }
 
 /* ---- buffers: host memory ---- */
 
-static int cpu_alloc(void **p, int64_t bytes, const char *what) { return sp_alloc(p, bytes, 1, what); }
-static void cpu_free(void *p) { free(p); }
-static void cpu_copy(void *dst, const void *src, int64_t bytes) {
+static int cpu_alloc(const sp_bk *bk, void **p, int64_t bytes, const char *what) { return sp_alloc(p, bytes, 1, what); }
+static void cpu_free(const sp_bk *bk, void *p) { free(p); }
+static void cpu_copy(const sp_bk *bk, void *dst, const void *src, int64_t bytes) {
     SP_ASSERT(bytes >= 0);
     if (dst != src && bytes > 0) memcpy(dst, src, (size_t)bytes);
 }
-static void cpu_zero(void *p, int64_t bytes) {
+static void cpu_zero(const sp_bk *bk, void *p, int64_t bytes) {
     SP_ASSERT(bytes >= 0);
     if (bytes > 0) memset(p, 0, (size_t)bytes);
 }
 
 /* ---- float32 ---- */
 
-static int fits_int(int64_t v) { return v >= 0 && v <= 0x7fffffff; }
-
-static void cpu_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
-                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    SP_ASSERT(fits_int(m) && fits_int(n) && fits_int(k) && fits_int(lda) && fits_int(ldb) && fits_int(ldc));
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n,
-                (blasint)k, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
-}
-
-/* Items per part at least: below this a loop runs on the caller alone. */
-#define PAR_GRAIN 16384
 
 typedef struct ew_ctx { /* the arguments of one elementwise op */
     float *y;
@@ -339,9 +367,9 @@ static void add_range(void *p, int64_t i0, int64_t i1) {
 }
 
 /* forward.c's add_shortcut without S. */
-static void cpu_add(float *y, const float *x, int64_t rows, int64_t n) {
+static void cpu_add(const sp_bk *bk, float *y, const float *x, int64_t rows, int64_t n) {
     ew_ctx c = {.y = y, .x = x};
-    par_for(rows * n, PAR_GRAIN, add_range, &c);
+    sp_cpu_par_for(bk, rows * n, PAR_GRAIN, add_range, &c);
 }
 
 static void add_bias_range(void *p, int64_t t0, int64_t t1) {
@@ -350,9 +378,9 @@ static void add_bias_range(void *p, int64_t t0, int64_t t1) {
         for (int64_t j = 0; j < c->n; j++) c->y[t * c->n + j] += c->b[j];
 }
 
-static void cpu_add_bias(float *y, const float *b, int64_t rows, int64_t n) {
+static void cpu_add_bias(const sp_bk *bk, float *y, const float *b, int64_t rows, int64_t n) {
     ew_ctx c = {.y = y, .b = b, .n = n};
-    par_for(rows, PAR_GRAIN / (n > 0 ? n : 1), add_bias_range, &c);
+    sp_cpu_par_for(bk, rows, PAR_GRAIN / (n > 0 ? n : 1), add_bias_range, &c);
 }
 
 /* Rows [t0, t1) of cpu_norm. */
@@ -393,13 +421,13 @@ static void norm_range(void *p, int64_t t0, int64_t t1) {
 }
 
 /* RMS: sp_rmsn's loop exactly, rows split over the pool. */
-static void cpu_norm(enum sp_bk_norm kind, const float *gamma, const float *beta, int64_t d, int64_t D, double eps,
+static void cpu_norm(const sp_bk *bk, enum sp_bk_norm kind, const float *gamma, const float *beta, int64_t d, int64_t D, double eps,
                      float *x, int64_t rows) {
     SP_ASSERT(d >= 1 && D >= 1 && d <= D);
     if (kind == SP_BK_NORM_RMS) SP_ASSERT(!beta);
     else SP_ASSERT(kind == SP_BK_NORM_LAYER && d == D);
     ew_ctx c = {.y = x, .gamma = gamma, .beta = beta, .d = d, .D = D, .eps = eps, .kind = (int)kind};
-    par_for(rows, PAR_GRAIN / d + 1, norm_range, &c);
+    sp_cpu_par_for(bk, rows, PAR_GRAIN / d + 1, norm_range, &c);
 }
 
 static void rope_range(void *p, int64_t t0, int64_t t1) {
@@ -428,12 +456,12 @@ static void rope_range(void *p, int64_t t0, int64_t t1) {
 
 /* HALF with rot == hd and ld == nh·hd is forward.c's rope_apply exactly;
  * rows (positions) split over the pool. */
-static void cpu_rope(enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int64_t nh, int64_t hd, int64_t rot,
+static void cpu_rope(const sp_bk *bk, enum sp_bk_rope kind, float *x, int64_t T, int64_t ld, int64_t nh, int64_t hd, int64_t rot,
                      const float *cos_t, const float *sin_t) {
     SP_ASSERT(T >= 0 && nh >= 0 && hd >= 1 && rot >= 0 && rot % 2 == 0 && rot <= hd && nh * hd <= ld);
     SP_ASSERT(kind == SP_BK_ROPE_HALF || kind == SP_BK_ROPE_INTERLEAVE);
     ew_ctx c = {.y = x, .cos_t = cos_t, .sin_t = sin_t, .ld = ld, .nh = nh, .hd = hd, .rot = rot, .kind = (int)kind};
-    par_for(T, PAR_GRAIN / (nh * rot + 1) + 1, rope_range, &c);
+    sp_cpu_par_for(bk, T, PAR_GRAIN / (nh * rot + 1) + 1, rope_range, &c);
 }
 
 /* One attention block: query rows [r0, r0 + nr) of the window (positions
@@ -482,10 +510,10 @@ static void attention_heads(void *p, int64_t a, int64_t b) {
     for (int64_t h = a; h < b; h++) {
         int64_t hq = c->h0 + h, g = hq / c->group; /* GQA: query head hq reads kv head hq / (nh/nkv) */
         float *att = c->att + h * nr * nk;
-        cpu_sgemm(0, 1, nr, nk, hd, c->scale, c->q + hq * hd + c->r0 * qw, qw, c->k + g * hd + c->k0 * kw, kw, 0.0f,
+        sp_cpu_blas_sgemm(0, 1, nr, nk, hd, c->scale, c->q + hq * hd + c->r0 * qw, qw, c->k + g * hd + c->k0 * kw, kw, 0.0f,
                   att, nk);
         softmax_rows(c, h * nr, (h + 1) * nr);
-        cpu_sgemm(0, 0, nr, hd, nk, 1.0f, att, nk, c->v + g * hd + c->k0 * kw, kw, 0.0f, c->ctx + c->r0 * qw + hq * hd,
+        sp_cpu_blas_sgemm(0, 0, nr, hd, nk, 1.0f, att, nk, c->v + g * hd + c->k0 * kw, kw, 0.0f, c->ctx + c->r0 * qw + hq * hd,
                   qw);
     }
 }
@@ -500,7 +528,7 @@ static void attention_heads(void *p, int64_t a, int64_t b) {
  * pool, each computed whole by one thread with single-threaded sgemms, so
  * the bits are those of one thread at any thread count and any grouping.
  * With p0 = 0 these are forward.c's operations. */
-static void attention_at(sp_bk_ws *ws, const float *q, int64_t nq, int64_t p0, const float *k, const float *v,
+static void attention_at(const sp_bk *bk, sp_bk_ws *ws, const float *q, int64_t nq, int64_t p0, const float *k, const float *v,
                          int64_t nh, int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
     SP_ASSERT(nq >= 1 && p0 >= 0 && p0 + nq <= ws->T && nh >= 1 && nkv >= 1 && nh % nkv == 0 && hd >= 1 &&
               ws->att_heads >= 1);
@@ -515,21 +543,21 @@ static void attention_at(sp_bk_ws *ws, const float *q, int64_t nq, int64_t p0, c
         c.nk = a1 - c.k0;
         for (int64_t h0 = 0; h0 < nh; h0 += ws->att_heads) {
             c.h0 = h0;
-            par_for_blas(min_i64(nh, h0 + ws->att_heads) - h0, 1, attention_heads, &c);
+            par_for_blas(bk, min_i64(nh, h0 + ws->att_heads) - h0, 1, attention_heads, &c);
         }
     }
 }
 
-static void cpu_attention(sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh,
+static void cpu_attention(const sp_bk *bk, sp_bk_ws *ws, const float *q, const float *k, const float *v, int64_t T, int64_t nh,
                           int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
-    attention_at(ws, q, T, 0, k, v, nh, nkv, hd, scale, window, ctx);
+    attention_at(bk, ws, q, T, 0, k, v, nh, nkv, hd, scale, window, ctx);
 }
 
 /* The Tq query rows are positions Tk − Tq .. Tk − 1 (backend.h). */
-static void cpu_attention_cached(sp_bk_ws *ws, const float *q, int64_t Tq, const float *k, const float *v, int64_t Tk,
+static void cpu_attention_cached(const sp_bk *bk, sp_bk_ws *ws, const float *q, int64_t Tq, const float *k, const float *v, int64_t Tk,
                                  int64_t nh, int64_t nkv, int64_t hd, float scale, int64_t window, float *ctx) {
     SP_ASSERT(Tq >= 1 && Tq <= Tk);
-    attention_at(ws, q, Tq, Tk - Tq, k, v, nh, nkv, hd, scale, window, ctx);
+    attention_at(bk, ws, q, Tq, Tk - Tq, k, v, nh, nkv, hd, scale, window, ctx);
 }
 
 typedef struct act_ctx {
@@ -573,15 +601,15 @@ static void act_range(void *p, int64_t i0, int64_t i1) {
 }
 
 /* SILU_GLU: sp_fwd_mlp's loop exactly; elements split over the pool. */
-static void cpu_act(enum sp_bk_act kind, float *gate, const float *up, int64_t n) {
+static void cpu_act(const sp_bk *bk, enum sp_bk_act kind, float *gate, const float *up, int64_t n) {
     SP_ASSERT(kind == SP_BK_ACT_SILU_GLU || kind == SP_BK_ACT_GELU_TANH_GLU || kind == SP_BK_ACT_GELU_GLU ||
               kind == SP_BK_ACT_RELU || kind == SP_BK_ACT_GELU_TANH);
     act_ctx c = {.gate = gate, .up = up, .kind = (int)kind};
-    par_for(n, PAR_GRAIN, act_range, &c);
+    sp_cpu_par_for(bk, n, PAR_GRAIN, act_range, &c);
 }
 
 /* sp_fwd_head_nll's per-row loop exactly. */
-static double cpu_nll(const float *logits, int64_t T, int64_t V, const int32_t *targets, double acc) {
+static double cpu_nll(const sp_bk *bk, const float *logits, int64_t T, int64_t V, const int32_t *targets, double acc) {
     SP_ASSERT(V >= 1);
     double nll = acc;
     for (int64_t t = 0; t < T - 1; t++) {
@@ -595,218 +623,6 @@ static double cpu_nll(const float *logits, int64_t T, int64_t V, const int32_t *
         nll += (double)m + log(se) - (double)row[target];
     }
     return nll;
-}
-
-/* ---- float64 ---- */
-
-/* Blocks of cov_rows rows: the block's XᵀX as float32 (ssyrk, upper
- * triangle), then added to H in float64. The float32 part is a sum of at
- * most cov_rows products per entry; the sum over blocks, that is over every
- * calibration token, is float64. The pipeline calls it once per window with
- * a constant cov_rows, so the bits do not depend on the activation chunk size
- * ([resources] memory). Against the float64 product this halves the second
- * moments' cost (ssyrk runs at twice dsyrk's rate and needs no widened copy);
- * its error is at most (cov_rows + 1)·2⁻²⁴ of Σ|xᵢxⱼ| per block (backend.h),
- * far below the 0.01·mean(diag H) damping.
- * The finiteness check scans the whole block (split over the pool) before any
- * of it is added; when it finds something, a serial scan names the first bad
- * element in row order, as before, and H is unchanged from the block on. */
-typedef struct cov_ctx {
-    const float *X, *P;
-    double *H;
-    int64_t D, ld;
-    atomic_int bad; /* a part saw a non-finite value */
-} cov_ctx;
-
-static void finite_range(void *p, int64_t i0, int64_t i1) {
-    cov_ctx *c = p;
-    int bad = 0;
-    for (int64_t i = i0; i < i1; i++) {
-        const float *src = c->X + i * c->ld;
-        for (int64_t j = 0; j < c->D; j++) bad |= !isfinite(src[j]);
-    }
-    if (bad) atomic_store_explicit(&c->bad, 1, memory_order_relaxed);
-}
-
-/* H (upper) += P (upper) in float64. Item a is rows a and D−1−a, so every
- * item holds D + 1 entries and contiguous parts are balanced. */
-static void cov_acc_range(void *p, int64_t a0, int64_t a1) {
-    const cov_ctx *c = p;
-    const int64_t D = c->D;
-    for (int64_t a = a0; a < a1; a++) {
-        for (int64_t r = a, pass = 0; pass < 2; pass++, r = D - 1 - a) {
-            if (pass == 1 && r == a) break;
-            const float *pr = c->P + r * D;
-            double *h = c->H + r * D;
-            for (int64_t j = r; j < D; j++) h[j] += (double)pr[j];
-        }
-    }
-}
-
-static int cpu_cov_add(sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld, int64_t row0) {
-    SP_ASSERT(D >= 1 && D <= ws->D && ws->cov_rows >= 1 && ld >= D && rows >= 0);
-    SP_ASSERT(fits_int(D) && fits_int(ld) && fits_int(ws->cov_rows));
-    for (int64_t r0 = 0; r0 < rows; r0 += ws->cov_rows) {
-        int64_t nr = min_i64(rows - r0, ws->cov_rows);
-        cov_ctx c = {.X = X + r0 * ld, .P = ws->stage, .H = H, .D = D, .ld = ld};
-        par_for(nr, PAR_GRAIN / D + 1, finite_range, &c);
-        if (atomic_load(&c.bad)) /* the message names the first non-finite element in row order */
-            for (int64_t i = 0; i < nr; i++) {
-                const float *src = X + (r0 + i) * ld;
-                for (int64_t j = 0; j < D; j++)
-                    if (!isfinite(src[j]))
-                        return sp_fail(SP_EX_DATAERR, "non-finite activation (NaN or Inf) at token %lld, component %lld",
-                                       (long long)(row0 + r0 + i), (long long)j);
-            }
-        /* P (upper) = blockᵀ·block in float32, then H += P in float64 */
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)D, (blasint)nr, 1.0f, X + r0 * ld, (blasint)ld, 0.0f,
-                    ws->stage, (blasint)D);
-        par_for((D + 1) / 2, PAR_GRAIN / (D + 1) + 1, cov_acc_range, &c);
-    }
-    return 0;
-}
-
-/* sp_eigh_desc exactly, with dsyevd's workspace from ws (LAPACKE_dsyevd
- * queries the same sizes and calls the same _work function). */
-static int cpu_eigh(sp_bk_ws *ws, const double *H, int64_t D, double damp, double *Q, double *evals) {
-    SP_ASSERT(D >= 1 && D <= ws->D);
-    for (int64_t i = 0; i < D; i++)
-        for (int64_t j = i; j < D; j++)
-            if (!isfinite(H[i * D + j]))
-                return sp_fail(SP_EX_DATAERR, "second moment holds a non-finite value (at %lld, %lld)", (long long)i,
-                               (long long)j);
-    double tr = 0;
-    for (int64_t i = 0; i < D; i++) tr += H[i * D + i];
-    double mean_diag = tr / (double)D;
-    if (!isfinite(mean_diag)) return sp_fail(SP_EX_DATAERR, "second moment holds a non-finite value");
-    if (mean_diag == 0) return sp_fail(SP_EX_DATAERR, "second moment has a zero mean diagonal (all activations are zero)");
-    double delta = damp * mean_diag;
-    /* Q <- upper triangle of H (+ δ on the diagonal); dsyevd overwrites it with eigenvectors. */
-    for (int64_t i = 0; i < D; i++) {
-        for (int64_t j = 0; j < D; j++) Q[i * D + j] = j >= i ? H[i * D + j] : 0.0;
-        Q[i * D + i] += delta;
-    }
-    lapack_int lwork, liwork;
-    if (dsyevd_sizes(D, &lwork, &liwork))
-        return sp_fail(SP_EX_SOFTWARE, "eigendecomposition: dsyevd workspace query failed (D %lld)", (long long)D);
-    SP_ASSERT(lwork <= ws->lwork && liwork <= ws->liwork);
-    /* The row-major upper triangle is the column-major lower triangle of the
-     * same memory: column-major dsyevd needs no D×D transposed copy. The
-     * eigenvectors come back as column-major columns, that is as rows here. */
-    lapack_int info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)D, Q, (lapack_int)D, ws->w, ws->work,
-                                          lwork, ws->iwork, liwork);
-    if (info != 0)
-        return sp_fail(SP_EX_DATAERR, "eigendecomposition failed (LAPACKE_dsyevd info=%d)", (int)info);
-    /* Rows → columns (in-place transpose), then ascending → descending by
-     * reversing the column order, row by row. */
-    for (int64_t i = 0; i < D; i++)
-        for (int64_t j = i + 1; j < D; j++) {
-            double t = Q[i * D + j];
-            Q[i * D + j] = Q[j * D + i];
-            Q[j * D + i] = t;
-        }
-    for (int64_t i = 0; i < D; i++) {
-        double *row = Q + i * D;
-        for (int64_t a = 0, b = D - 1; a < b; a++, b--) {
-            double t = row[a];
-            row[a] = row[b];
-            row[b] = t;
-        }
-    }
-    for (int64_t j = 0; j < D; j++) evals[j] = ws->w[D - 1 - j];
-    /* Canonical sign: the largest-magnitude component of each column (the
-     * first on ties) is positive. */
-    for (int64_t j = 0; j < D; j++) {
-        int64_t arg = 0;
-        double best = -1;
-        for (int64_t i = 0; i < D; i++) {
-            double a = fabs(Q[i * D + j]);
-            if (a > best) {
-                best = a;
-                arg = i;
-            }
-        }
-        if (Q[arg * D + j] < 0)
-            for (int64_t i = 0; i < D; i++) Q[i * D + j] = -Q[i * D + j];
-    }
-    return 0;
-}
-
-/* The float32 ↔ float64 copies around the rotations' dgemm calls, split
- * over the pool by rows (or elements); each value is converted alone. */
-typedef struct cvt_ctx {
-    const float *src;
-    const double *dsrc;
-    float *dst;
-    double *ddst;
-    const float *gamma;
-    int64_t n, sld, dld; /* columns per row; source and destination row strides */
-} cvt_ctx;
-
-/* ddst[r·dld + i] = src[r·sld + i]·γᵢ (γ NULL: ·1.0), i < n. */
-static void widen_range(void *p, int64_t r0, int64_t r1) {
-    const cvt_ctx *c = p;
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t i = 0; i < c->n; i++)
-            c->ddst[r * c->dld + i] = (double)c->src[r * c->sld + i] * (c->gamma ? (double)c->gamma[i] : 1.0);
-}
-
-/* dst[r·dld + i] = (float)dsrc[r·sld + i], i < n. */
-static void narrow_range(void *p, int64_t r0, int64_t r1) {
-    const cvt_ctx *c = p;
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t i = 0; i < c->n; i++) c->dst[r * c->dld + i] = (float)c->dsrc[r * c->sld + i];
-}
-
-static void widen(double *dst, int64_t dld, const float *src, int64_t sld, const float *gamma, int64_t rows, int64_t n) {
-    cvt_ctx c = {.src = src, .ddst = dst, .gamma = gamma, .n = n, .sld = sld, .dld = dld};
-    par_for(rows, PAR_GRAIN / (n + 1) + 1, widen_range, &c);
-}
-
-static void narrow(float *dst, int64_t dld, const double *src, int64_t sld, int64_t rows, int64_t n) {
-    cvt_ctx c = {.dsrc = src, .dst = dst, .n = n, .sld = sld, .dld = dld};
-    par_for(rows, PAR_GRAIN / (n + 1) + 1, narrow_range, &c);
-}
-
-/* compute.c's rot_rows exactly (BLK = rot_block). Row block r0 is read
- * before its results are stored at [r0·k, r1·k), which never reaches an
- * unread row. */
-static void cpu_rot_rows(sp_bk_ws *ws, float *W, int64_t rows, int64_t D, const float *gamma, const double *Q,
-                         int64_t k) {
-    SP_ASSERT(D >= 1 && D <= ws->D && k >= 1 && k <= D && rows >= 0 && ws->rot_block >= 1);
-    const int64_t BLK = ws->rot_block;
-    double *dbuf = ws->rot_in, *dout = ws->rot_out; /* (nr, D), (nr, k) */
-    for (int64_t r0 = 0; r0 < rows; r0 += BLK) {
-        int64_t nr = rows - r0 < BLK ? rows - r0 : BLK;
-        widen(dbuf, D, W + r0 * D, D, gamma, nr, D);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)k, (int)D, 1.0, dbuf, (int)D, Q, (int)D,
-                    0.0, dout, (int)k);
-        narrow(W + r0 * k, k, dout, k, nr, k);
-    }
-}
-
-/* compute.c's rot_cols exactly: a column block is read whole before its
- * results are stored into the same columns. */
-static void cpu_rot_cols(sp_bk_ws *ws, const double *Q, int64_t D, int64_t k, float *W, int64_t cols) {
-    SP_ASSERT(D >= 1 && D <= ws->D && k >= 1 && k <= D && cols >= 0 && ws->rot_block >= 1);
-    const int64_t BLK = ws->rot_block;
-    double *dbuf = ws->rot_in, *dout = ws->rot_out; /* (D, nc), (k, nc) */
-    for (int64_t c0 = 0; c0 < cols; c0 += BLK) {
-        int64_t nc = cols - c0 < BLK ? cols - c0 : BLK;
-        widen(dbuf, nc, W + c0, cols, NULL, D, nc);
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)nc, (int)D, 1.0, Q, (int)D, dbuf, (int)nc, 0.0,
-                    dout, (int)nc);
-        narrow(W + c0, cols, dout, nc, k, nc);
-    }
-}
-
-/* compute.c's shortcut exactly. */
-static void cpu_basis_product(const double *A, int64_t a, const double *B, int64_t b, int64_t D, double *scratch,
-                              float *C) {
-    SP_ASSERT(a >= 1 && a <= D && b >= 1 && b <= D);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)a, (int)b, (int)D, 1.0, A, (int)D, B, (int)D, 0.0, scratch,
-                (int)b);
-    narrow(C, b, scratch, b, a, b);
 }
 
 typedef struct bf_ctx {
@@ -825,15 +641,17 @@ static void basis_f32_range(void *p, int64_t r0, int64_t r1) {
 }
 
 /* compute.c's basis_f32 (Qt is its fs); rows of Q split over the pool. */
-static void cpu_basis_f32(const double *Q, int64_t D, int64_t k, float *Qf, float *Qt) {
+static void cpu_basis_f32(const sp_bk *bk, const double *Q, int64_t D, int64_t k, float *Qf, float *Qt) {
     SP_ASSERT(k >= 0 && k <= D);
     bf_ctx c = {.Q = Q, .Qf = Qf, .Qt = Qt, .D = D, .k = k};
-    par_for(D, PAR_GRAIN / (k + 1) + 1, basis_f32_range, &c);
+    sp_cpu_par_for(bk, D, PAR_GRAIN / (k + 1) + 1, basis_f32_range, &c);
 }
 
-const sp_bk sp_bk_cpu = {
+static const sp_bk cpu_table = {
     .name = "cpu",
+    .precision = "fp32",
     .host_shared = 1,
+    .release = cpu_release,
     .set_threads = cpu_set_threads,
     .identity = cpu_identity,
     .plan_bytes = cpu_plan_bytes,
@@ -845,7 +663,7 @@ const sp_bk sp_bk_cpu = {
     .to_host = cpu_copy,
     .copy = cpu_copy,
     .zero = cpu_zero,
-    .sgemm = cpu_sgemm,
+    .sgemm = sp_cpu_sgemm,
     .add = cpu_add,
     .add_bias = cpu_add_bias,
     .norm = cpu_norm,
@@ -854,10 +672,28 @@ const sp_bk sp_bk_cpu = {
     .attention_cached = cpu_attention_cached,
     .act = cpu_act,
     .nll = cpu_nll,
-    .cov_add = cpu_cov_add,
-    .eigh = cpu_eigh,
-    .rot_rows = cpu_rot_rows,
-    .rot_cols = cpu_rot_cols,
-    .basis_product = cpu_basis_product,
+    .cov_add = sp_cpu_cov_add,
+    .eigh = sp_cpu_eigh,
+    .rot_rows = sp_cpu_rot_rows,
+    .rot_cols = sp_cpu_rot_cols,
+    .basis_product = sp_cpu_basis_product,
     .basis_f32 = cpu_basis_f32,
 };
+
+int sp_bk_cpu_open(sp_bk **out) {
+    *out = NULL;
+    sp_bk *bk;
+    cpu_ctx *c;
+    SP_TRY(sp_alloc((void **)&bk, (int64_t)sizeof *bk, 1, "cpu backend"));
+    int rc = sp_calloc((void **)&c, 1, (int64_t)sizeof *c, "cpu backend");
+    if (rc) {
+        free(bk);
+        return rc;
+    }
+    *bk = cpu_table;
+    c->pool.want = c->pool.blas = 1;
+    bk->ctx = c;
+    *out = bk;
+    return 0;
+}
+

@@ -153,16 +153,16 @@ static int add_norms(const sp_arch *a, enum sp_arch_pos pos, int phase, sp_arch_
     return n;
 }
 
-int sp_arch_layer_outputs(const sp_arch *a, int global, sp_arch_out out[SP_ARCH_LAYER_MAX]) {
+int sp_arch_layer_outputs(const sp_arch *a, int shortcuts, int norms, sp_arch_out out[SP_ARCH_LAYER_MAX]) {
     enum sp_arch_pos p[2];
-    int np = sp_arch_pca_positions(a, p), n = global ? add_norms(a, SP_POS_IN, 0, out, 0) : 0;
+    int np = sp_arch_pca_positions(a, p), n = norms ? add_norms(a, SP_POS_IN, 0, out, 0) : 0;
     n = add_role(a, SP_ROLE_READER, SP_POS_IN, 0, out, n);
     enum sp_arch_pos prev = SP_POS_IN;
     for (int k = 0; k < np; k++) {
         n = add_role(a, SP_ROLE_WRITER, p[k], 1 + k, out, n);
         SP_ASSERT(n < SP_ARCH_LAYER_MAX && a->shortcut[p[k]]);
-        if (!global) out[n++] = (sp_arch_out){.kind = SP_OUT_SHORTCUT, .t = -1, .pos = p[k], .from = prev, .phase = 1 + k};
-        else n = add_norms(a, p[k], 1 + k, out, n);
+        if (shortcuts) out[n++] = (sp_arch_out){.kind = SP_OUT_SHORTCUT, .t = -1, .pos = p[k], .from = prev, .phase = 1 + k};
+        if (norms) n = add_norms(a, p[k], 1 + k, out, n);
         n = add_role(a, SP_ROLE_READER, p[k], 1 + k, out, n);
         prev = p[k];
     }

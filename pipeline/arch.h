@@ -182,11 +182,11 @@ typedef struct sp_arch_out {
     int phase;             /* 0: after the input basis is known; 1 + k: after PCA k of the layer */
 } sp_arch_out;
 
-/* The output tensors of one sliced layer, in emission order (see the top).
- * With `global` (one basis for the whole stream, a stock model): no
- * shortcuts, and each norm's weight before the readers it feeds. Returns
- * the count (<= SP_ARCH_LAYER_MAX). */
-int sp_arch_layer_outputs(const sp_arch *a, int global, sp_arch_out out[SP_ARCH_LAYER_MAX]);
+/* The output tensors of one sliced layer, in emission order (see the top):
+ * with `shortcuts`, the shortcut into each PCA position; with `norms` (a
+ * stock model), each norm's weight before the readers it feeds. The slice
+ * plan says which (slice_plan.h). Returns the count (<= SP_ARCH_LAYER_MAX). */
+int sp_arch_layer_outputs(const sp_arch *a, int shortcuts, int norms, sp_arch_out out[SP_ARCH_LAYER_MAX]);
 
 /* Name and shape (rows, cols; cols 0 for 1-D) of output o of layer l, with
  * the layer's widths. */

@@ -133,7 +133,7 @@ static void phase(cstate *c, int64_t layer, enum sp_phase p) {
  * else copied into the mirror dev. */
 static const float *to_bk(cstate *c, float *dev, const float *host, int64_t n) {
     if (c->bk->host_shared) return host;
-    c->bk->to_dev(dev, host, n * 4);
+    c->bk->to_dev(c->bk, dev, host, n * 4);
     return dev;
 }
 
@@ -142,7 +142,7 @@ static float *bk_out(cstate *c, float *dev, float *host) { return c->bk->host_sh
 
 /* Rows an op wrote at bk_out(dev, host) back on the host. */
 static void from_bk(cstate *c, float *host, const float *dev, int64_t n) {
-    if (!c->bk->host_shared) c->bk->to_host(host, dev, n * 4);
+    if (!c->bk->host_shared) c->bk->to_host(c->bk, host, dev, n * 4);
 }
 
 /* Consumes the next n elements of plan item idx into dst (float32). */
@@ -246,21 +246,21 @@ static int emit_all(cstate *c, const float *src, int64_t n) {
 /* In place: W (rows, D) float32 ← (W·diag γ)·Q[:, :k] as (rows, k), in float64. */
 static void rot_rows(cstate *c, float *W, int64_t rows, const float *gamma, const double *Q, int64_t k) {
     int64_t t0 = now_ns();
-    c->bk->rot_rows(c->ws, W, rows, c->j->D, gamma, Q, k);
+    c->bk->rot_rows(c->bk, c->ws, W, rows, c->j->D, gamma, Q, k);
     prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* In place: W (D, cols) float32 ← Q[:, :k]ᵀ·W as (k, cols), in float64. */
 static void rot_cols(cstate *c, const double *Q, int64_t k, float *W, int64_t cols) {
     int64_t t0 = now_ns();
-    c->bk->rot_cols(c->ws, Q, c->j->D, k, W, cols);
+    c->bk->rot_cols(c->bk, c->ws, Q, c->j->D, k, W, cols);
     prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* fs (a, b) float32 = A[:, :a]ᵀ·B[:, :b], with scratch (a, b) float64. */
 static void shortcut(cstate *c, const double *A, int64_t a, const double *B, int64_t b, double *scratch) {
     int64_t t0 = now_ns();
-    c->bk->basis_product(A, a, B, b, c->j->D, scratch, c->fsd);
+    c->bk->basis_product(c->bk, A, a, B, b, c->j->D, scratch, c->fsd);
     from_bk(c, c->fs, c->fsd, a * b);
     prof(c, SP_PROF_ROTATE, &t0);
 }
@@ -268,18 +268,18 @@ static void shortcut(cstate *c, const double *A, int64_t a, const double *B, int
 /* fs (k, D) = Q[:, :k]ᵀ in float32; Qf (D, k) = Q[:, :k] in float32. */
 static void basis_f32(cstate *c, const double *Q, int64_t k) {
     int64_t t0 = now_ns();
-    c->bk->basis_f32(Q, c->j->D, k, c->Qf, c->fsd);
+    c->bk->basis_f32(c->bk, Q, c->j->D, k, c->Qf, c->fsd);
     prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* dst (rows, k) = src (rows, D) · Qf (D, k). */
 static void apply_qf(cstate *c, const float *src, int64_t rows, int64_t k, float *dst) {
     const int64_t D = c->j->D;
-    c->bk->sgemm(0, 0, rows, k, D, 1.0f, src, D, c->Qf, k, 0.0f, dst, k);
+    c->bk->sgemm(c->bk, 0, 0, rows, k, D, 1.0f, src, D, c->Qf, k, 0.0f, dst, k);
 }
 
 static void cov_reset(cstate *c) {
-    c->bk->zero(c->H, c->j->D * c->j->D * 8);
+    c->bk->zero(c->bk, c->H, c->j->D * c->j->D * 8);
     c->h_rows = 0;
 }
 
@@ -287,7 +287,7 @@ static void cov_reset(cstate *c) {
 static int cov_add(cstate *c, const float *X) {
     const int64_t T = c->j->T, D = c->j->D;
     int64_t t0 = now_ns();
-    int rc = c->bk->cov_add(c->ws, c->H, D, X, T, D, c->h_rows);
+    int rc = c->bk->cov_add(c->bk, c->ws, c->H, D, X, T, D, c->h_rows);
     prof(c, SP_PROF_COV, &t0);
     SP_TRY(rc);
     c->h_rows += T;
@@ -299,8 +299,8 @@ static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer)
     const int64_t D = c->j->D;
     double *ev = c->j->evals + (int64_t)which * D; /* host: the shared stats map */
     int rc = c->h_rows == 0 ? sp_fail(SP_EX_DATAERR, "PCA over zero calibration tokens")
-                            : c->bk->eigh(c->ws, c->H, D, 0.01, Q, c->bk->host_shared ? ev : c->evd);
-    if (!rc && !c->bk->host_shared) c->bk->to_host(ev, c->evd, D * 8);
+                            : c->bk->eigh(c->bk, c->ws, c->H, D, 0.01, Q, c->bk->host_shared ? ev : c->evd);
+    if (!rc && !c->bk->host_shared) c->bk->to_host(c->bk, ev, c->evd, D * 8);
     prof(c, SP_PROF_EIGH, &t0);
     if (rc) {
         char msg[1024];
@@ -317,12 +317,12 @@ static void global_fold(cstate *c) {
     const int64_t D = c->j->D;
     const double *h = c->H;
     if (!c->bk->host_shared) {
-        c->bk->to_host(c->Qh, c->H, D * D * 8);
+        c->bk->to_host(c->bk, c->Qh, c->H, D * D * 8);
         h = c->Qh;
     }
     double tr = 0, w = 1.0;
     for (int64_t i = 0; i < D; i++) tr += h[i * D + i];
-    if (c->j->mf->global_weighting == SP_WEIGHT_TRACE) w = tr > 0 ? 1.0 / tr : 0.0;
+    if (c->j->plan.survey_trace) w = tr > 0 ? 1.0 / tr : 0.0;
     for (int64_t i = 0; i < D * D; i++) c->G[i] += w * h[i];
 }
 
@@ -412,7 +412,7 @@ static int boundary(cstate *c, int64_t layer, int survey, const char spill_hash[
     SP_TRY(sp_io_create(bp, 0600, &fd)); /* never through a planted link */
     const double *qh = survey ? c->G : c->Q;
     if (!survey && !c->bk->host_shared) {
-        c->bk->to_host(c->Qh, c->Q, D * D * 8);
+        c->bk->to_host(c->bk, c->Qh, c->Q, D * D * 8);
         qh = c->Qh;
     }
     int rc = sp_io_write_full(fd, qh, D * D * 8, bp);
@@ -422,8 +422,7 @@ static int boundary(cstate *c, int64_t layer, int survey, const char spill_hash[
     SP_TRY(sp_spill_sync(c->sa));
     prof(c, SP_PROF_SPILL, &t0); /* the boundary's durability: basis and spill fsynced */
     /* -1: the embedding (one PCA); 0..L-1: a layer (two); L: the head (none). */
-    const int global = j->mf->basis == SP_BASIS_GLOBAL; /* one PCA, journaled with the embedding */
-    int64_t rows = survey ? 0 : layer < 0 ? 1 : layer < j->L && !global ? j->n_pca : 0,
+    int64_t rows = survey ? 0 : layer < 0 ? 1 : layer < j->L ? j->plan.layer_pcas : 0,
             first = layer < 0 ? 0 : 1 + j->n_pca * layer;
     sp_rec_layer rec = {.layer = layer, .basis_idx = bi, .n_eval_rows = rows, .survey = (char)survey};
     const char *sp = strrchr(sp_spill_path(c->sa), '/');
@@ -586,7 +585,7 @@ static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
             int64_t shape[2];
             int nd;
             sp_arch_in_shape(a, &j->m.cfg, t, shape, &nd);
-            c->bk->to_dev(c->wd[t], b->t[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4);
+            c->bk->to_dev(c->bk, c->wd[t], b->t[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4);
         }
     return 0;
 }
@@ -595,8 +594,8 @@ static int slice_layer(cstate *c, int64_t l) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
     const int64_t D = j->D;
-    const int global = j->mf->basis == SP_BASIS_GLOBAL;
-    layer_ctx x = {.basis = {c->Q, global ? c->Q : c->Qm, global ? c->Q : c->Qn}};
+    const int one = !j->plan.shortcuts; /* one basis for every position */
+    layer_ctx x = {.basis = {c->Q, one ? c->Q : c->Qm, one ? c->Q : c->Qn}};
     sp_plan_layer_widths(j, l, x.width);
     SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
 
@@ -605,7 +604,7 @@ static int slice_layer(cstate *c, int64_t l) {
     SP_TRY(emit_phase(c, &x, 0));
     enum sp_arch_pos pcas[2];
     const int np = sp_arch_pca_positions(a, pcas);
-    if (global) { /* one basis (the survey's): nothing to measure, every position is Q */
+    if (!j->plan.layer_pcas) { /* one basis (the survey's): nothing to measure, every position is Q */
         for (int k = 0; k < np; k++) SP_TRY(emit_phase(c, &x, 1 + k));
         SP_TRY(wait_journaled(c, l - 1, 0)); /* the basis file boundary l - 2 named */
         return boundary(c, l, 0, c->survey_hash);
@@ -680,7 +679,7 @@ static int survey(cstate *c, int64_t from) {
     c->dense_pass = 0;
     phase(c, j->L - 1, SP_PHASE_SURVEY);
     if (c->bk->host_shared) memcpy(c->H, c->G, (size_t)(D * D * 8));
-    else c->bk->to_dev(c->H, c->G, D * D * 8);
+    else c->bk->to_dev(c->bk, c->H, c->G, D * D * 8);
     c->h_rows = j->N;
     SP_TRY(pca(c, c->Q, 0, "global", -1));
     /* The embedding boundary's basis file (0) is the one survey boundary
@@ -736,7 +735,7 @@ static int gather_embed(cstate *c) {
     int64_t io = 0;
     SP_TRY(sp_stream_windows(c->sa, D, P ? c->sa : NULL, D, W, T, j->chunk_w, c->cin, c->cin, embed_window, c, &io));
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
-    if (j->mf->basis == SP_BASIS_GLOBAL) {
+    if (j->plan.survey) {
         memset(c->G, 0, (size_t)(D * D * 8)); /* the sum starts at X₀ */
         global_fold(c);
     }
@@ -747,11 +746,11 @@ static int gather_embed(cstate *c) {
  * on, and PCA(G)), Emb ← Emb·Q[:, :d] (and Pos ← Pos·Q[:, :d]). */
 static int slice_embed(cstate *c, int64_t survey_from) {
     job *j = c->j;
-    const int64_t D = j->D, V = j->V, d0 = j->d_in[0], P = j->m.n_pos;
-    const int global = j->mf->basis == SP_BASIS_GLOBAL;
+    const int64_t D = j->D, V = j->V, d0 = j->plan.width[SP_POS_IN][0], P = j->m.n_pos;
+    const int survey_basis = j->plan.survey;
     /* reads: embedding, [positions], [the survey's layers], embedding, [positions] (plan.c) */
     if (survey_from == 0) SP_TRY(gather_embed(c));
-    if (global) {
+    if (survey_basis) {
         SP_TRY(survey(c, survey_from));
         phase(c, 0, SP_PHASE_EMBED);
     } else {
@@ -759,7 +758,7 @@ static int slice_embed(cstate *c, int64_t survey_from) {
     }
     /* A stock model at width d scales its embeddings by its own sqrt(d)
      * (Gemma): the table carries sqrt(D) / that. */
-    const float unscale = global && j->m.arch->embed_scale_sqrt_d ? 1.0f / sp_embed_scale(d0, j->out_dtype) : 1.0f;
+    const float unscale = j->plan.stock && j->m.arch->embed_scale_sqrt_d ? 1.0f / sp_embed_scale(d0, j->out_dtype) : 1.0f;
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
         SP_TRY(pull(c, j->embed_read2, c->eb, nr * D));
@@ -782,7 +781,7 @@ static int slice_embed(cstate *c, int64_t survey_from) {
         SP_TRY(emit(c, c->eb, nr * d0));
     }
     if (P) emit_end(c);
-    if (global) return boundary(c, -1, 0, c->survey_hash);
+    if (survey_basis) return boundary(c, -1, 0, c->survey_hash);
     char spill_hash[33];
     int64_t t0 = now_ns();
     SP_TRY(sp_spill_sync(c->sa));
@@ -796,7 +795,7 @@ static int slice_embed(cstate *c, int64_t survey_from) {
 static int slice_head(cstate *c) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
-    const int64_t D = j->D, V = j->V, dl = j->d_out[j->L - 1];
+    const int64_t D = j->D, V = j->V, dl = j->plan.width[SP_POS_OUT][j->L - 1];
     int r = j->layer_read0[j->L]; /* the final norm [β] [the head's bias], then the head */
     phase(c, j->L - 1, SP_PHASE_HEAD);
     SP_TRY(pull_whole(c, r++, c->norm));
@@ -805,7 +804,7 @@ static int slice_head(cstate *c) {
     if (a->final_norm_bias) SP_TRY(pull_whole(c, r++, c->norm_b));
     memset(c->hb, 0, (size_t)V * 4);
     if (j->m.has_head_bias) SP_TRY(pull_whole(c, r++, c->hb));
-    if (j->mf->basis == SP_BASIS_GLOBAL) SP_TRY(emit_norm(c, dl)); /* the stock final norm */
+    if (j->plan.stock) SP_TRY(emit_norm(c, dl)); /* the stock final norm */
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
         SP_TRY(pull(c, r, c->eb, nr * D));
@@ -859,7 +858,7 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         MIRROR(xw, T * D, 4, "window buffer"),      MIRROR(yw, T * D, 4, "window buffer"),
         MIRROR(ebd, EB * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
         MIRROR(normd, D, 4, "norm"),
-        BUF(G, j->mf->basis == SP_BASIS_GLOBAL ? D * D : 1, 8, "global second moment"),
+        BUF(G, j->plan.survey ? D * D : 1, 8, "global second moment"),
     };
     _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
     memcpy(out, b, sizeof b);
@@ -875,7 +874,7 @@ int64_t sp_compute_plan_bytes(const job *j) {
     sp_bk_plan_in in = ws_plan(j);
     return total + sp_layer_buf_bytes(&j->m)                              /* one layer, float32 */
            + 2 * sp_spill_mem_bytes(j->D, j->chunk_w * j->T, j->mf->spill_dtype) /* the spills' conversion buffers */
-           + j->bk->plan_bytes(&in).host_bytes                            /* second moments, eigh, rotations */
+           + j->bk->plan_bytes(j->bk, &in).host_bytes                            /* second moments, eigh, rotations */
            + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->T, j->D, &dev); /* the forward pass */
 }
 
@@ -888,7 +887,7 @@ int64_t sp_compute_plan_device_bytes(const job *j) {
         if (b[i].kind != BUF_HOST) total += b[i].n * b[i].sz;
     sp_bk_plan_in in = ws_plan(j);
     sp_layer_scratch_bytes(j->bk, &j->m.dims, j->T, j->D, &dev);
-    return total + sp_layer_buf_bytes(&j->m) /* the layer's mirrors */ + j->bk->plan_bytes(&in).device_bytes + dev;
+    return total + sp_layer_buf_bytes(&j->m) /* the layer's mirrors */ + j->bk->plan_bytes(j->bk, &in).device_bytes + dev;
 }
 
 static int alloc_state(cstate *c) {
@@ -900,7 +899,7 @@ static int alloc_state(cstate *c) {
     for (int i = 0; i < n; i++) {
         void **p = (void **)((char *)c + a[i].off);
         if (a[i].kind == BUF_HOST) SP_TRY(sp_alloc(p, a[i].n, a[i].sz, a[i].what));
-        else if (a[i].kind == BUF_BK || !shared) SP_TRY(c->bk->alloc(p, a[i].n * a[i].sz, a[i].what));
+        else if (a[i].kind == BUF_BK || !shared) SP_TRY(c->bk->alloc(c->bk, p, a[i].n * a[i].sz, a[i].what));
     }
     SP_TRY(sp_layer_buf_init(&j->m, &c->lb));
     if (shared) { /* the mirrors are their host buffers */
@@ -911,11 +910,11 @@ static int alloc_state(cstate *c) {
             int64_t shape[2];
             int nd;
             sp_arch_in_shape(j->m.arch, &j->m.cfg, t, shape, &nd);
-            SP_TRY(c->bk->alloc((void **)&c->wd[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4, "layer weights"));
+            SP_TRY(c->bk->alloc(c->bk, (void **)&c->wd[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4, "layer weights"));
         }
     }
     sp_bk_plan_in in = ws_plan(j);
-    SP_TRY(c->bk->ws_init(&in, &c->ws));
+    SP_TRY(c->bk->ws_init(c->bk, &in, &c->ws));
     /* A resume: the input of the next layer is kept, the other is scratch;
      * the basis file holds Q, or after a survey boundary G. */
     const int after_survey = j->resume_layer < -1 && j->resume_survey >= 0;
@@ -931,7 +930,7 @@ static int alloc_state(cstate *c) {
         double *qh = after_survey ? c->G : c->bk->host_shared ? c->Q : c->Qh;
         int rc = size == D * D * 8 ? sp_io_pread_full(fd, qh, D * D * 8, 0, bp)
                                    : sp_fail(SP_EX_DATAERR, "%s: wrong size for a basis file", bp);
-        if (!rc && !after_survey && !c->bk->host_shared) c->bk->to_dev(c->Q, qh, D * D * 8);
+        if (!rc && !after_survey && !c->bk->host_shared) c->bk->to_dev(c->bk, c->Q, qh, D * D * 8);
         close(fd);
         SP_TRY(rc);
     } else {
@@ -948,11 +947,11 @@ static void free_state(cstate *c) {
     for (int i = 0; i < n; i++) {
         void *p = *(void **)((char *)c + a[i].off);
         if (a[i].kind == BUF_HOST) free(p);
-        else if (a[i].kind == BUF_BK || !shared) c->bk->free(p);
+        else if (a[i].kind == BUF_BK || !shared) c->bk->free(c->bk, p);
     }
-    for (int t = 0; t < SP_ARCH_LAYER_MAX && !shared; t++) c->bk->free(c->wd[t]);
+    for (int t = 0; t < SP_ARCH_LAYER_MAX && !shared; t++) c->bk->free(c->bk, c->wd[t]);
     sp_layer_buf_free(&c->lb);
-    if (c->ws) c->bk->ws_free(c->ws);
+    if (c->ws) c->bk->ws_free(c->bk, c->ws);
     sp_layer_scratch_free(c->scr);
     if (c->sa) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sa);
     if (c->sb) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sb);
@@ -967,7 +966,7 @@ int sp_stage_compute(job *j) {
                  .out_idx = j->out_start}, *c = &cs;
     sp_ring_attach(j->wring, SP_RING_ROLE_CONSUMER);
     sp_ring_attach(j->oring, SP_RING_ROLE_PRODUCER);
-    j->bk->set_threads(j->threads, j->D);
+    j->bk->set_threads(j->bk, j->threads, j->D);
     int rc = alloc_state(c);
     if (!rc && j->resume_layer < -1) rc = slice_embed(c, j->resume_survey + 1);
     for (int64_t l = j->resume_layer < -1 ? 0 : j->resume_layer + 1; l < j->L && !rc; l++)

@@ -58,12 +58,12 @@ static int eval_shape(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o
     return 0;
 }
 
-int64_t sp_eval_fixed_bytes(const sp_model *m, int64_t T, int64_t N, int dump) {
+int64_t sp_eval_fixed_bytes(const sp_bk *bk, const sp_model *m, int64_t T, int64_t N, int dump) {
     const sp_config *c = &m->cfg;
     const int64_t D = c->hidden_size, V = c->vocab_size;
     int64_t dev;
     return T * D * 4 + V * D * 4 + 2 * D * 4 + V * 4 + m->n_pos * D * 4 + (dump ? N * V * 4 : 0) +
-           sp_layer_scratch_bytes(&sp_bk_cpu, &m->dims, T, D, &dev) + sp_layer_buf_bytes(m);
+           sp_layer_scratch_bytes(bk, &m->dims, T, D, &dev) + sp_layer_buf_bytes(m);
 }
 
 int64_t sp_eval_window_bytes(const sp_model *m, int64_t T) { return T * m->cfg.hidden_size * 4 * 4; }
@@ -131,8 +131,8 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     memset(r, 0, sizeof *r);
     const sp_config *c = &m->cfg;
     const sp_dims *dims = &m->dims;
-    const sp_bk *bk = o->bk ? o->bk : &sp_bk_cpu;
-    if (!bk->host_shared) return sp_fail(SP_EX_USAGE, "evaluation runs on a backend whose memory is host memory (cpu)");
+    const sp_bk *bk = o->bk;
+    SP_ASSERT(bk && bk->host_shared); /* sp_bk_open_host */
     int64_t T = o->seqlen, W = 0, N = 0;
     SP_TRY(eval_shape(m, toks->n, o, &W, &N));
     const int64_t D = c->hidden_size, V = c->vocab_size;

@@ -18,7 +18,7 @@ typedef struct sp_eval_opts {
     int progress;            /* per-layer progress on stderr */
     const char *spill_dir;   /* NULL: $TMPDIR or /tmp */
     int64_t chunk_bytes;     /* activation chunk budget; 0: 64 MiB */
-    const struct sp_bk *bk;  /* the backend (host_shared); NULL: the CPU */
+    const struct sp_bk *bk;  /* the backend, host_shared (sp_bk_open_host) */
 } sp_eval_opts;
 
 typedef struct sp_eval_result {
@@ -41,7 +41,7 @@ int sp_eval_check(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o);
 /* The evaluation's memory: fixed buffers (one layer, the embedding or head,
  * scratch, logits if dumped) plus window_bytes per window of a chunk (the
  * chunk_bytes budget buys chunk_bytes / (T·D·12) windows). */
-int64_t sp_eval_fixed_bytes(const sp_model *m, int64_t T, int64_t N, int dump);
+int64_t sp_eval_fixed_bytes(const struct sp_bk *bk, const sp_model *m, int64_t T, int64_t N, int dump);
 int64_t sp_eval_window_bytes(const sp_model *m, int64_t T);
 
 /* Writes a float32 2-D .npy (rows, cols) through an unpredictable temporary

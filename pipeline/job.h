@@ -30,6 +30,7 @@
 #include "tokens.h"
 #include "backend.h"
 #include "arch.h"
+#include "slice_plan.h"
 #include <stdio.h>
 
 enum { SP_STAGE_READER, SP_STAGE_COMPUTE, SP_STAGE_WRITER, SP_STAGE_COUNT };
@@ -132,7 +133,8 @@ typedef struct job {
     const sp_manifest *mf;
     const sp_run_opts *o;
     sp_model m;
-    const sp_bk *bk;               /* the resolved backend */
+    sp_bk *bk;                     /* the resolved backend's instance (owned) */
+    sp_bk *eval_bk;                /* [eval]'s: bk when its memory is host memory, else a CPU instance */
     char bk_identity[256];         /* everything about it that can change bits (run identity) */
     sp_arch_out outs[SP_ARCH_LAYER_MAX]; /* (n_outs) one layer's output tensors, in emission order */
     int n_outs;
@@ -140,8 +142,8 @@ typedef struct job {
     sp_tokens calib;
     sp_tokens eval_toks;           /* [eval] tokens, loaded once (n == 0 without [eval]) */
     sp_dtype out_dtype;
-    int64_t N, T, D, L, V, F, hq, hkv, d;
-    int64_t *d_in, *d_mid, *d_out; /* (L) */
+    int64_t N, T, D, L, V, F, hq, hkv;
+    sp_slice_plan plan;            /* what is kept, and how (slice_plan.h) */
     int64_t chunk_w;               /* windows per spill chunk */
     char *spill_a, *spill_b;       /* spill file paths */
     /* the plan */

@@ -69,7 +69,7 @@ int64_t sp_layer_scratch_bytes(const sp_bk *bk, const sp_dims *dims, int64_t T, 
         if (sp_mul_i64(rows[i], cols[i], &e) || sp_mul_i64(e, 4, &e) || sp_add_i64(n, e, &n)) return INT64_MAX;
     }
     sp_bk_plan_in in = ws_plan(dims, T);
-    sp_bk_plan p = bk->plan_bytes(&in);
+    sp_bk_plan p = bk->plan_bytes(bk, &in);
     if (bk->host_shared) host = n;
     else dev = n;
     host += 2 * T * (dims->rot_dim / 2) * 4; /* the RoPE tables' host copies, during init */
@@ -80,8 +80,8 @@ int64_t sp_layer_scratch_bytes(const sp_bk *bk, const sp_dims *dims, int64_t T, 
 void sp_layer_scratch_free(sp_layer_scratch *s) {
     if (!s) return;
     float *p[] = {s->rope_cos, s->rope_sin, s->xn, s->q, s->k, s->v, s->ctx, s->gate, s->up, s->logits};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) s->bk->free(p[i]);
-    if (s->ws) s->bk->ws_free(s->ws);
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) s->bk->free(s->bk, p[i]);
+    if (s->ws) s->bk->ws_free(s->bk, s->ws);
     free(s);
 }
 
@@ -131,8 +131,8 @@ int sp_layer_scratch_init(const sp_bk *bk, const sp_arch *arch, const sp_dims *d
     static const char *what[B_COUNT] = {"RoPE cos table", "RoPE sin table", "normalized activations", "queries", "keys",
                                         "values", "attention context", "MLP gate", "MLP up", "logits"};
     sp_bk_plan_in in = ws_plan(dims, T);
-    int rc = bk->ws_init(&in, &s->ws);
-    for (int i = 0; i < B_COUNT && !rc; i++) rc = bk->alloc((void **)p[i], rows[i] * cols[i] * 4, what[i]);
+    int rc = bk->ws_init(bk, &in, &s->ws);
+    for (int i = 0; i < B_COUNT && !rc; i++) rc = bk->alloc(bk, (void **)p[i], rows[i] * cols[i] * 4, what[i]);
     /* The RoPE tables, computed on the host and uploaded once. */
     const int64_t half = dims->rot_dim / 2;
     float *tc = NULL, *ts = NULL;
@@ -147,8 +147,8 @@ int sp_layer_scratch_init(const sp_bk *bk, const sp_arch *arch, const sp_dims *d
                 ts[t * half + i] = (float)sin(a);
             }
         }
-        bk->to_dev(s->rope_cos, tc, T * half * 4);
-        bk->to_dev(s->rope_sin, ts, T * half * 4);
+        bk->to_dev(bk, s->rope_cos, tc, T * half * 4);
+        bk->to_dev(bk, s->rope_sin, ts, T * half * 4);
     }
     free(tc);
     free(ts);
@@ -162,31 +162,31 @@ int sp_layer_scratch_init(const sp_bk *bk, const sp_arch *arch, const sp_dims *d
 
 /* y (rows, n) = x (rows, k) · Wᵀ, W (n, k); beta 0 overwrites, 1 accumulates. */
 static void linear(const sp_bk *bk, const float *x, int64_t rows, int64_t k, const float *w, int64_t n, float beta, float *y) {
-    bk->sgemm(0, 1, rows, n, k, 1.0f, x, k, w, k, beta, y, n);
+    bk->sgemm(bk, 0, 1, rows, n, k, 1.0f, x, k, w, k, beta, y, n);
 }
 
 /* y (rows, n) += x (rows, k) · S (k, n), or y += x when S is NULL (k == n). */
 static void add_shortcut(const sp_bk *bk, const float *x, int64_t rows, int64_t k, const float *S, int64_t n, float *y) {
     if (S) {
-        bk->sgemm(0, 0, rows, n, k, 1.0f, x, k, S, n, 1.0f, y, n);
+        bk->sgemm(bk, 0, 0, rows, n, k, 1.0f, x, k, S, n, 1.0f, y, n);
     } else {
         SP_ASSERT(k == n);
-        bk->add(y, x, rows, n);
+        bk->add(bk, y, x, rows, n);
     }
 }
 
 /* xn (T, d) = N(x)·γ (+ β) over the original width. */
 static void normed(sp_layer_scratch *s, enum sp_bk_norm kind, const float *gamma, const float *beta, const float *x, int64_t T,
                    int64_t d) {
-    s->bk->copy(s->xn, x, T * d * 4);
-    s->bk->norm(kind, gamma, beta, d, s->dims.D, s->dims.eps, s->xn, T);
+    s->bk->copy(s->bk, s->xn, x, T * d * 4);
+    s->bk->norm(s->bk, kind, gamma, beta, d, s->dims.D, s->dims.eps, s->xn, T);
 }
 
 /* y (rows, n) = x·Wᵀ (+ b). */
 static void linear_b(const sp_bk *bk, const float *x, int64_t rows, int64_t k, const float *w, const float *b, int64_t n,
                      float *y) {
     linear(bk, x, rows, k, w, n, 0.0f, y);
-    if (b) bk->add_bias(y, b, rows, n);
+    if (b) bk->add_bias(bk, y, b, rows, n);
 }
 
 /* ctx (T, nh·hd): the attention of xn (T, d_in), before the output projection.
@@ -210,18 +210,18 @@ static void attention_ctx(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, i
     linear_b(bk, s->xn, T, d_in, wk, w->slot[SP_SLOT_K_B], kw, k);    /* (T, nkv·hd) */
     linear_b(bk, s->xn, T, d_in, wv, w->slot[SP_SLOT_V_B], kw, v);    /* (T, nkv·hd) */
     if (w->slot[SP_SLOT_Q_NORM]) /* per-head RMSNorm: rows of head_dim */
-        bk->norm(SP_BK_NORM_RMS, w->slot[SP_SLOT_Q_NORM], NULL, hd, hd, dims->eps, s->q, T * nh);
-    if (w->slot[SP_SLOT_K_NORM]) bk->norm(SP_BK_NORM_RMS, w->slot[SP_SLOT_K_NORM], NULL, hd, hd, dims->eps, k, T * nkv);
+        bk->norm(bk, SP_BK_NORM_RMS, w->slot[SP_SLOT_Q_NORM], NULL, hd, hd, dims->eps, s->q, T * nh);
+    if (w->slot[SP_SLOT_K_NORM]) bk->norm(bk, SP_BK_NORM_RMS, w->slot[SP_SLOT_K_NORM], NULL, hd, hd, dims->eps, k, T * nkv);
     if (!s->arch->pos_embed) { /* the tables' rows pos0.. are positions pos0.. */
         const float *cs = s->rope_cos + pos0 * half, *sn = s->rope_sin + pos0 * half;
-        bk->rope(s->arch->rope, s->q, T, qw, nh, hd, dims->rot_dim, cs, sn);
-        bk->rope(s->arch->rope, k, T, kw, nkv, hd, dims->rot_dim, cs, sn);
+        bk->rope(bk, s->arch->rope, s->q, T, qw, nh, hd, dims->rot_dim, cs, sn);
+        bk->rope(bk, s->arch->rope, k, T, kw, nkv, hd, dims->rot_dim, cs, sn);
     }
     const float scale = (float)(1.0 / sqrt((double)hd));
     if (kv)
-        bk->attention_cached(s->ws, s->q, T, kv->k, kv->v, pos0 + T, nh, nkv, hd, scale, dims->window, s->ctx);
+        bk->attention_cached(bk, s->ws, s->q, T, kv->k, kv->v, pos0 + T, nh, nkv, hd, scale, dims->window, s->ctx);
     else
-        bk->attention(s->ws, s->q, s->k, s->v, T, nh, nkv, hd, scale, dims->window, s->ctx);
+        bk->attention(bk, s->ws, s->q, s->k, s->v, T, nh, nkv, hd, scale, dims->window, s->ctx);
 }
 
 static void attn_at(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, int64_t pos0,
@@ -255,10 +255,10 @@ static void mlp_xn(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t 
         int64_t nr = min_i64(T - r0, MLP_ROWS);
         linear_b(bk, s->xn + r0 * d, nr, d, wg, w->slot[SP_SLOT_GATE_B], ffn, s->gate);
         if (wu) linear_b(bk, s->xn + r0 * d, nr, d, wu, w->slot[SP_SLOT_UP_B], ffn, s->up);
-        bk->act(s->dims.act, s->gate, wu ? s->up : NULL, nr * ffn);
+        bk->act(bk, s->dims.act, s->gate, wu ? s->up : NULL, nr * ffn);
         linear(bk, s->gate, nr, ffn, w->slot[SP_SLOT_DOWN], d_out, beta, y + r0 * d_out); /* (nr, d_out) */
     }
-    if (w->slot[SP_SLOT_DOWN_B]) bk->add_bias(y, w->slot[SP_SLOT_DOWN_B], T, d_out);
+    if (w->slot[SP_SLOT_DOWN_B]) bk->add_bias(bk, y, w->slot[SP_SLOT_DOWN_B], T, d_out);
 }
 
 void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *y) {
@@ -323,7 +323,7 @@ double sp_layer_head_nll(sp_layer_scratch *s, enum sp_bk_norm kind, const float 
         int64_t nr = min_i64(T - r0, HEAD_ROWS), p = min_i64(nr, T - 1 - r0); /* rows that predict a token */
         float *lg = logits_out ? logits_out + r0 * V : s->logits;       /* (nr, V) */
         linear_b(bk, s->xn + r0 * d, nr, d, w_head, b_head, V, lg);
-        if (p > 0) nll = bk->nll(lg, p + 1, V, tokens + r0, nll);
+        if (p > 0) nll = bk->nll(bk, lg, p + 1, V, tokens + r0, nll);
     }
     return nll;
 }

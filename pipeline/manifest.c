@@ -36,6 +36,8 @@
  */
 #include "manifest.h"
 
+#include "backend.h"
+
 #include "error.h"
 #include "fileio.h"
 #include "gguf.h"
@@ -556,8 +558,8 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
     case KIND_BACKEND: {
         if (v->type != VAL_STRING)
             return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
-        if (strcmp(v->s, "auto") && strcmp(v->s, "cpu") && strcmp(v->s, "cuda"))
-            return pfail(p, "[%s] %s: unknown backend '%.32s' (auto, cpu or cuda)", tname, kd->key, v->s);
+        if (!sp_bk_name_known(v->s))
+            return pfail(p, "[%s] %s: unknown backend '%.32s' (%s)", tname, kd->key, v->s, sp_bk_reg_names());
         char *d = str_dup(v->s);
         if (!d) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", p->path);
         free(*(char **)field);

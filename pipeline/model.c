@@ -112,7 +112,7 @@ static int validate_all(sp_model *m, consumed *cs) {
     int64_t shape[2], w[SP_POS_COUNT];
     int nd;
     sp_arch_out outs[SP_ARCH_LAYER_MAX];
-    const int n_out = sp_arch_layer_outputs(a, 0, outs);
+    const int n_out = sp_arch_layer_outputs(a, 1, 0, outs);
     SP_TRY(expect(m, a->embed, 2, c->vocab_size, m->d_embed, cs));
     for (int64_t l = 0; l < c->n_layers; l++) {
         if (!c->sliced) {
@@ -269,7 +269,7 @@ int sp_model_load_layer(const sp_model *m, int64_t l, sp_layer_buf *b) {
     widths_at(m, l, w);
     if (c->sliced) {
         sp_arch_out outs[SP_ARCH_LAYER_MAX];
-        const int n_out = sp_arch_layer_outputs(a, 0, outs);
+        const int n_out = sp_arch_layer_outputs(a, 1, 0, outs);
         for (int k = 0; k < n_out; k++) {
             sp_arch_out_tensor(a, c, &outs[k], l, w, nm, shape, &nd);
             SP_TRY(rd(m, nm, nd, shape[0], shape[1], outs[k].kind == SP_OUT_SHORTCUT ? b->sc[outs[k].pos] : b->t[outs[k].t]));

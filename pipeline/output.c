@@ -28,7 +28,7 @@ int sp_output_declare(job *j) {
     int nd;
     j->layer_out0 = calloc((size_t)j->L + 1, sizeof *j->layer_out0);
     if (!j->layer_out0) return sp_fail(SP_EX_SOFTWARE, "out of memory");
-    s[0] = j->V, s[1] = j->d_in[0];
+    s[0] = j->V, s[1] = j->plan.width[SP_POS_IN][0];
     SP_TRY(sp_stw_add(j->w, a->embed, j->out_dtype, 2, s));
     if (a->pos_embed) {
         s[0] = j->m.n_pos;
@@ -43,11 +43,11 @@ int sp_output_declare(job *j) {
         }
     }
     j->layer_out0[j->L] = sp_stw_tensor_count(j->w);
-    if (j->mf->basis == SP_BASIS_GLOBAL) { /* the stock final norm's weight (compute.c emit_norm) */
-        s[0] = j->d_out[j->L - 1];
+    if (j->plan.stock) { /* the stock final norm's weight (compute.c emit_norm) */
+        s[0] = j->plan.width[SP_POS_OUT][j->L - 1];
         SP_TRY(sp_stw_add(j->w, a->final_norm, j->out_dtype, 1, s));
     }
-    s[0] = j->V, s[1] = j->d_out[j->L - 1];
+    s[0] = j->V, s[1] = j->plan.width[SP_POS_OUT][j->L - 1];
     SP_TRY(sp_stw_add(j->w, a->head, j->out_dtype, 2, s));
     if (!sp_output_head_bias(j)) return 0;
     s[0] = j->V; /* the head's own bias, plus the final LayerNorm's β through the head */
@@ -73,16 +73,17 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
     cJSON_DeleteItemFromObject(c, "torch_dtype");
     cJSON_DeleteItemFromObject(c, "dtype"); /* newer transformers spelling; must not contradict */
     cJSON_AddStringToObject(c, "torch_dtype", dtype_torch(j->out_dtype));
-    const int global = j->mf->basis == SP_BASIS_GLOBAL;
+    const int stock = j->plan.stock;
+    const int64_t d = j->plan.width[SP_POS_IN][0];
     cJSON *s;
-    if (global) {
+    if (stock) {
         /* One basis: the family's own architecture at width d (DESIGN.md §6).
          * head_dim is written because loaders derive it from hidden_size
          * when it is absent; the norms' weights (sqrt(D/d)) are tensors. */
         const sp_config *cf = &j->m.cfg;
-        const double eps = cf->rms_norm_eps * (double)j->D / (double)j->d;
+        const double eps = cf->rms_norm_eps * (double)j->D / (double)d;
         cJSON_DeleteItemFromObject(c, "hidden_size");
-        cJSON_AddNumberToObject(c, "hidden_size", (double)j->d);
+        cJSON_AddNumberToObject(c, "hidden_size", (double)d);
         cJSON_DeleteItemFromObject(c, "head_dim");
         cJSON_AddNumberToObject(c, "head_dim", (double)cf->head_dim);
         if (j->m.arch->eps_key) {
@@ -92,8 +93,8 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
         cJSON_DeleteItemFromObject(c, "slicepipe");
         s = cJSON_AddObjectToObject(c, "slicepipe");
         cJSON_AddStringToObject(s, "version", SP_VERSION);
-        cJSON_AddStringToObject(s, "basis", "global");
-        cJSON_AddStringToObject(s, "global_weighting", j->mf->global_weighting == SP_WEIGHT_RAW ? "raw" : "trace");
+        cJSON_AddStringToObject(s, "basis", j->plan.policy->name);
+        if (j->plan.policy->config) j->plan.policy->config(j->mf, s);
         cJSON_AddStringToObject(s, "loaded_by", "any loader of the stock architecture (transformers, llama.cpp via "
                                                 "slicepipe export, vLLM); slicepipe eval and generate");
         cJSON_AddNumberToObject(s, "original_hidden_size", (double)j->D);
@@ -115,17 +116,18 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
         cJSON_AddStringToObject(s, "base_model_type", j->m.arch->model_type);
         if (arch) cJSON_AddItemToObject(s, "base_architectures", arch);
         cJSON_AddStringToObject(s, "loaded_by", "slicepipe eval, slicepipe generate (per-layer SliceGPT layout: see README)");
-        cJSON_AddStringToObject(s, "basis", "per-layer");
+        cJSON_AddStringToObject(s, "basis", j->plan.policy->name);
+        if (j->plan.policy->config) j->plan.policy->config(j->mf, s);
     }
     cJSON_AddNumberToObject(s, "sparsity", j->mf->sparsity);
     cJSON_AddNumberToObject(s, "round_to", (double)j->mf->round_to);
-    cJSON_AddNumberToObject(s, "d_embed", (double)j->d_in[0]);
-    cJSON *ls = global ? NULL : cJSON_AddArrayToObject(s, "layers"); /* global: every width is d */
+    cJSON_AddNumberToObject(s, "d_embed", (double)d);
+    cJSON *ls = stock ? NULL : cJSON_AddArrayToObject(s, "layers"); /* stock: every width is d */
     for (int64_t l = 0; ls && l < j->L; l++) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "d_in", (double)j->d_in[l]);
-        cJSON_AddNumberToObject(o, "d_mid", (double)j->d_mid[l]);
-        cJSON_AddNumberToObject(o, "d_out", (double)j->d_out[l]);
+        cJSON_AddNumberToObject(o, "d_in", (double)j->plan.width[SP_POS_IN][l]);
+        cJSON_AddNumberToObject(o, "d_mid", (double)j->plan.width[SP_POS_MID][l]);
+        cJSON_AddNumberToObject(o, "d_out", (double)j->plan.width[SP_POS_OUT][l]);
         cJSON_AddItemToArray(ls, o);
     }
     cJSON_AddStringToObject(s, "source_fingerprint", fp);

@@ -28,12 +28,6 @@
 #define OB_ELEMS_MAX ((int64_t)1 << 20)     /* output conversion block */
 #define PROCESS_BASE_BYTES ((int64_t)6 << 20) /* code, libraries, stacks: measured 2–7 MiB a process */
 
-int64_t sp_slice_width(int64_t D, double sparsity, int64_t round_to) {
-    int64_t d = (int64_t)floor((1.0 - sparsity) * (double)D);
-    d -= d % round_to;
-    return d;
-}
-
 int sp_plan_widths(job *j) {
     const sp_manifest *mf = j->mf;
     if (j->m.n_pos && j->T + j->m.arch->pos_offset > j->m.n_pos)
@@ -44,29 +38,10 @@ int sp_plan_widths(job *j) {
         fprintf(stderr, "slicepipe: warning: %s: [calibration] seqlen %lld is longer than the model's "
                         "max_position_embeddings %lld; RoPE positions past it were never trained\n",
                 mf->path, (long long)j->T, (long long)j->m.cfg.max_pos);
-    if (mf->basis == SP_BASIS_GLOBAL && j->m.arch->norm == SP_BK_NORM_LAYER)
-        return sp_fail(SP_EX_USAGE, "%s: [slicing] basis = \"global\" needs an RMSNorm family, and %s uses LayerNorm: "
-                                    "its mean over the d kept coordinates of a rotated stream is not the mean over D, so no "
-                                    "stock %s at width d computes the sliced model; use basis = \"per-layer\"",
-                       mf->path, j->m.arch->model_type, j->m.arch->model_type);
-    j->d = sp_slice_width(j->D, mf->sparsity, mf->round_to);
-    if (j->d < 1)
-        return sp_fail(SP_EX_USAGE, "%s: sparsity %g with round_to %lld leaves no width of D=%lld", mf->path, mf->sparsity,
-                       (long long)mf->round_to, (long long)j->D);
-    SP_TRY(sp_alloc((void **)&j->d_in, j->L, 8, "widths"));
-    SP_TRY(sp_alloc((void **)&j->d_mid, j->L, 8, "widths"));
-    SP_TRY(sp_alloc((void **)&j->d_out, j->L, 8, "widths"));
-    for (int64_t l = 0; l < j->L; l++) j->d_in[l] = j->d_mid[l] = j->d_out[l] = j->d;
-    /* Per-layer: the head is not sliced. Global: one width for the whole stream. */
-    if (mf->basis != SP_BASIS_GLOBAL) j->d_out[j->L - 1] = j->D;
-    return 0;
+    return sp_slice_plan_make(mf, &j->m, &j->plan);
 }
 
-void sp_plan_layer_widths(const job *j, int64_t l, int64_t w[SP_POS_COUNT]) {
-    w[SP_POS_IN] = j->d_in[l];
-    w[SP_POS_MID] = j->d_mid[l];
-    w[SP_POS_OUT] = j->d_out[l];
-}
+void sp_plan_layer_widths(const job *j, int64_t l, int64_t w[SP_POS_COUNT]) { sp_slice_plan_layer_widths(&j->plan, l, w); }
 
 /* Appends one read; `commit` marks the reader's commit points (after the
  * embedding, after each layer, after the head). */
@@ -82,7 +57,7 @@ static int add_read(job *j, const char *name, int commit) {
 
 int sp_plan_reads(job *j) {
     const sp_arch *a = j->m.arch;
-    const int survey = j->mf->basis == SP_BASIS_GLOBAL;
+    const int survey = j->plan.survey;
     const int n = 8 + a->n_layer * (int)j->L * (1 + survey);
     j->reads = calloc((size_t)n, sizeof *j->reads);
     j->layer_read0 = calloc((size_t)j->L + 1, sizeof *j->layer_read0);
@@ -175,7 +150,7 @@ int sp_plan_memory(job *j) {
     if (j->chunk_w > W) j->chunk_w = W;
     if (j->chunk_w < 1) j->chunk_w = 1;
     /* A backend with device memory: the device part must fit what is free. */
-    int64_t free_dev = j->bk->device_bytes_free ? j->bk->device_bytes_free() : -1;
+    int64_t free_dev = j->bk->device_bytes_free ? j->bk->device_bytes_free(j->bk) : -1;
     int64_t need = sp_compute_plan_device_bytes(j);
     if (free_dev >= 0 && need > free_dev)
         return sp_fail(SP_EX_USAGE, "%s: the device memory plan needs %.1f MiB but the %s device has %.1f MiB free; lower "
@@ -202,11 +177,9 @@ void sp_plan_print(const job *j, FILE *f) {
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
             "    them), reader staging %.1f MiB, 4 processes' baseline %.0f MiB\n"
             "  disk: spill %.1f MiB (%s), output %.1f MiB\n",
-            sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->D, (long long)j->d,
+            sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->D, (long long)j->plan.width[SP_POS_IN][0],
             mf->sparsity, (long long)mf->round_to, (long long)j->L, sp_dtype_st_name(j->out_dtype),
-            mf->basis == SP_BASIS_GLOBAL ? "basis global: a survey pass (dense forward, every layer read once more) gives one "
-                                           "basis; the output is the stock architecture at width d"
-                                         : "basis per-layer (SliceGPT): shortcut matrices, read by slicepipe eval/generate",
+            j->plan.policy->about,
             (long long)mf->calib_nsamples, (long long)j->T, (long long)j->N, j->bk->name,
             sp_compute_plan_device_bytes(j) / 1048576.0, plan / 1048576.0,
             mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w,

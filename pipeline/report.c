@@ -6,6 +6,7 @@
 #include "fileio.h"
 #include "manifest.h"
 #include "model.h"
+#include "slice_plan.h"
 #include "strbuf.h"
 
 #include <cJSON.h>
@@ -658,22 +659,22 @@ int sp_report_write(const sp_report *r, const char *out_dir) {
     return rc;
 }
 
-int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, const int64_t *d_in, const int64_t *d_mid,
-                        const int64_t *d_out, const double *evals, const struct sp_eval_result *dense,
+int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, const struct sp_slice_plan *plan,
+                        const double *evals, const struct sp_eval_result *dense,
                         const struct sp_eval_result *sliced, double slice_seconds, int64_t params_after, int64_t bytes_after,
                         int64_t peak_rss_bytes, const sp_report *pipeline, int n_pca) {
     int64_t D = m->cfg.hidden_size, L = m->cfg.n_layers;
     sp_report_layer *layers = NULL;
     SP_TRY(sp_calloc((void **)&layers, L, sizeof *layers, "report layers"));
     for (int64_t l = 0; l < L; l++) {
-        layers[l].d_in = d_in[l];
-        layers[l].d_mid = d_mid[l];
-        layers[l].d_out = d_out[l];
-        layers[l].attn.width = d_mid[l];
-        /* parallel: no attention PCA; basis = "global": one PCA, shown as the embedding's */
-        const double *ev = mf->basis == SP_BASIS_GLOBAL ? NULL : evals;
+        layers[l].d_in = plan->width[SP_POS_IN][l];
+        layers[l].d_mid = plan->width[SP_POS_MID][l];
+        layers[l].d_out = plan->width[SP_POS_OUT][l];
+        layers[l].attn.width = layers[l].d_mid;
+        /* parallel: no attention PCA; a survey's one basis: one PCA, shown as the embedding's */
+        const double *ev = plan->layer_pcas ? evals : NULL;
         layers[l].attn.eigenvalues = ev && n_pca == 2 ? ev + (1 + 2 * l) * D : NULL;
-        layers[l].mlp.width = d_out[l];
+        layers[l].mlp.width = layers[l].d_out;
         layers[l].mlp.eigenvalues = ev ? ev + (n_pca + n_pca * l) * D : NULL;
     }
     /* The model's name: the last component of its directory. */
@@ -697,7 +698,7 @@ int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, 
         .n_layers = L,
         .sparsity = mf->sparsity,
         .round_to = mf->round_to,
-        .embed = {L > 0 ? d_in[0] : D, evals},
+        .embed = {L > 0 ? plan->width[SP_POS_IN][0] : D, evals},
         .layers = layers,
         .nll_dense = dense ? dense->nll : NAN,
         .nll_sliced = sliced ? sliced->nll : NAN,

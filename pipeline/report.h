@@ -27,6 +27,8 @@
 
 #include <stdint.h>
 
+struct sp_slice_plan;
+
 typedef struct sp_report_pca {
     int64_t width;             /* d kept, in [0, hidden_size] */
     const double *eigenvalues; /* (hidden_size) descending; NULL = not recorded */
@@ -100,8 +102,8 @@ int sp_report_write(const sp_report *r, const char *out_dir);
 struct sp_manifest;
 struct sp_model;
 struct sp_eval_result;
-int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, const int64_t *d_in, const int64_t *d_mid,
-                        const int64_t *d_out, const double *evals, const struct sp_eval_result *dense,
+int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, const struct sp_slice_plan *plan,
+                        const double *evals, const struct sp_eval_result *dense,
                         const struct sp_eval_result *sliced, double slice_seconds, int64_t params_after, int64_t bytes_after,
                         int64_t peak_rss_bytes, const sp_report *pipeline, int n_pca);
 

@@ -121,9 +121,7 @@ void sp_resume_manifest_identity(const job *j, char hex[33]) {
     if (mf->calib_text) /* the text's windows: its ids are hashed below, which covers the text and the tokenizer */
         snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "calib_text=%s\nsampling=%s\nseed=%lld\n", mf->calib_text,
                  mf->calib_sampling == SP_CALIB_SAMPLING_RANDOM ? "random" : "first", (long long)mf->calib_seed);
-    if (mf->basis == SP_BASIS_GLOBAL)
-        snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "basis=global\nweighting=%s\n",
-                 mf->global_weighting == SP_WEIGHT_RAW ? "raw" : "trace");
+    j->plan.policy->identity(mf, txt, sizeof txt);
     if (mf->gguf_type >= 0)
         snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "gguf=%s\n", sp_gguf_ttype_name(mf->gguf_type));
     XXH3_state_t *st = XXH3_createState();
@@ -302,7 +300,7 @@ int sp_resume_open(job *j, int *complete) {
         } else if (r->type == SP_REC_LAYER && r->len >= sizeof(sp_rec_layer)) {
             sp_rec_layer l;
             memcpy(&l, r->payload, sizeof l);
-            const int bad_survey = l.survey && (l.survey != 1 || j->mf->basis != SP_BASIS_GLOBAL || l.layer < 0 ||
+            const int bad_survey = l.survey && (l.survey != 1 || !j->plan.survey || l.layer < 0 ||
                                                 l.layer >= j->L || l.n_eval_rows || l.n_tensors_done);
             if (l.layer < -1 || l.layer > j->L || l.n_eval_rows < 0 || l.n_eval_rows > j->n_pca ||
                 r->len != sizeof l + (uint32_t)(l.n_eval_rows * j->D * 8) || l.n_tensors_done > n_tensor_recs || bad_survey)
@@ -386,7 +384,7 @@ int sp_resume_open(job *j, int *complete) {
             /* After a survey boundary the embedding is still to come; after
              * any other boundary the survey (basis = "global") is done. */
             j->resume_layer = l.survey ? -2 : l.layer;
-            j->resume_survey = l.survey ? l.layer : j->mf->basis == SP_BASIS_GLOBAL ? j->L - 1 : -1;
+            j->resume_survey = l.survey ? l.layer : j->plan.survey ? j->L - 1 : -1;
             j->resume_basis = (int)(l.basis_idx & 1);
             memcpy(j->resume_spill_hash, l.spill_hash, 33);
             atomic_store(&j->sh->journaled_layer, j->resume_layer);

@@ -60,9 +60,11 @@ static int prepare_spill(job *j) {
 static int check_gguf(const sp_manifest *mf, const sp_model *m) {
     if (mf->gguf_type < 0) return 0;
     const char *t = sp_gguf_ttype_name(mf->gguf_type);
-    if (mf->basis == SP_BASIS_PER_LAYER)
-        return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\" needs a stock architecture, but [slicing] basis = \"per-layer\" "
-                       "adds shortcut matrices llama.cpp cannot run; use [slicing] basis = \"global\"", mf->path, t);
+    const sp_slice_policy *policy = sp_slice_policy_of(mf);
+    if (!policy->stock)
+        return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\" needs a stock architecture, but [slicing] basis = \"%s\" "
+                       "adds shortcut matrices llama.cpp cannot run; use [slicing] basis = \"global\"", mf->path, t,
+                       policy->name);
     if (!sp_export_arch_name(m->cfg.family->model_type))
         return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\": the model's family '%s' has no llama.cpp architecture; remove the "
                        "gguf key", mf->path, t, m->cfg.family->model_type);
@@ -120,9 +122,11 @@ static void install_stop_handlers(void) {
 static int plan_eval(job *j) {
     const sp_manifest *mf = j->mf;
     if (!mf->has_eval) return 0;
+    if (j->bk->host_shared) j->eval_bk = j->bk;
+    else SP_TRY(sp_bk_cpu_open(&j->eval_bk));
     const int64_t T = mf->eval_seqlen, D = j->D;
     const int64_t W = mf->eval_windows > 0 ? mf->eval_windows : j->eval_toks.n / T;
-    int64_t fixed = sp_eval_fixed_bytes(&j->m, T, W * T, 0) + 2 * D * D * 4 /* the sliced layer's shortcuts */ +
+    int64_t fixed = sp_eval_fixed_bytes(j->eval_bk, &j->m, T, W * T, 0) + 2 * D * D * 4 /* the sliced layer's shortcuts */ +
                     sp_plan_process_base_bytes() / (SP_STAGE_COUNT + 1) + (j->calib.n + j->eval_toks.n) * 4;
     int64_t per = sp_eval_window_bytes(&j->m, T);
     int64_t cw = (mf->memory_bytes - fixed) / per, cw_default = ((int64_t)64 << 20) / (T * D * 12);
@@ -144,17 +148,19 @@ static int run_eval(const job *j, const sp_model *m, sp_eval_result *r) {
     const int64_t T = j->mf->eval_seqlen, W = j->mf->eval_windows > 0 ? j->mf->eval_windows : j->eval_toks.n / T;
     int64_t per = sp_eval_window_bytes(m, T);
     int64_t avail = j->mf->memory_bytes - j->mf->memory_bytes / 16 /* margin */ - sp_peak_rss_bytes() -
-                    sp_eval_fixed_bytes(m, T, W * T, 0);
+                    sp_eval_fixed_bytes(j->eval_bk, m, T, W * T, 0);
     int64_t cw = avail / per;
     int64_t cw_plan = j->eval_chunk_bytes / (T * j->D * 12);
     if (cw > cw_plan) cw = cw_plan;
     if (cw < 1) cw = 1;
     sp_eval_opts eo = {.seqlen = j->mf->eval_seqlen, .windows = j->mf->eval_windows, .progress = !j->o->quiet,
-                       .chunk_bytes = cw * T * j->D * 12};
+                       .chunk_bytes = cw * T * j->D * 12, .bk = j->eval_bk};
     return sp_eval(m, &j->eval_toks, &eo, r);
 }
 
 static void free_job(job *j) {
+    if (j->eval_bk != j->bk) sp_bk_close(j->eval_bk);
+    sp_bk_close(j->bk);
     sp_ring_free(j->wring);
     sp_ring_free(j->oring);
     if (j->sh) munmap(j->sh, (size_t)j->shared_bytes);
@@ -172,9 +178,7 @@ static void free_job(job *j) {
     free(j->layer_read0);
     free(j->survey_read0);
     free(j->layer_out0);
-    free(j->d_in);
-    free(j->d_mid);
-    free(j->d_out);
+    sp_slice_plan_free(&j->plan);
     sp_stw_free(j->w);
     sp_tokens_free(&j->calib);
     sp_tokens_free(&j->eval_toks);
@@ -198,7 +202,7 @@ static int write_report(const job *j, const sp_eval_result *dense, const sp_eval
         ph[p] = (sp_report_timing){sp_prof_names[p], (double)j->sh->st[SP_STAGE_COMPUTE].prof_ns[p] / 1e9};
     sp_report pipe = {.stages = st, .n_stages = SP_STAGE_COUNT, .supervisor_rss_bytes = sup_rss, .pipeline_seconds = t_slice,
                       .memory_plan_bytes = sp_plan_total(j), .phases = ph, .n_phases = SP_PROF_COUNT};
-    return sp_report_write_run(j->mf, &j->m, j->d_in, j->d_mid, j->d_out, j->evals, dense, sliced, t_slice, params_after,
+    return sp_report_write_run(j->mf, &j->m, &j->plan, j->evals, dense, sliced, t_slice, params_after,
                                bytes_after, rss, &pipe, j->n_pca);
 }
 
@@ -226,14 +230,17 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     int rc;
     j->t_start = sp_now();
     if (!o->dry_run) install_stop_handlers();
-    rc = sp_bk_resolve(mf->backend, &j->bk);
+    rc = sp_bk_open(mf->backend, &j->bk);
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
         return sp_fail(rc, "%s: [resources] backend: %s", mf->path, msg);
     }
     rc = sp_model_open(mf->model_path, &j->m);
-    if (rc) return rc;
+    if (rc) {
+        sp_bk_close(j->bk);
+        return rc;
+    }
     const sp_config *c = &j->m.cfg;
     if (c->sliced) {
         rc = sp_fail(SP_EX_DATAERR, "%s: this model was already sliced by slicepipe; slice the original instead",
@@ -245,7 +252,6 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     j->D = c->hidden_size, j->L = c->n_layers, j->V = c->vocab_size, j->F = c->intermediate_size;
     j->hq = c->n_heads * c->head_dim, j->hkv = c->n_kv_heads * c->head_dim;
     j->T = mf->calib_seqlen;
-    j->n_outs = sp_arch_layer_outputs(j->m.arch, j->mf->basis == SP_BASIS_GLOBAL, j->outs);
     enum sp_arch_pos pcas[2];
     j->n_pca = sp_arch_pca_positions(j->m.arch, pcas);
     if (sp_mul_i64(mf->calib_nsamples, mf->calib_seqlen, &j->N)) {
@@ -253,8 +259,9 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         goto out;
     }
     j->out_dtype = mf->output_dtype != SP_DTYPE_INVALID ? mf->output_dtype : c->torch_dtype;
-    rc = sp_plan_widths(j);
+    rc = sp_plan_widths(j); /* the slice plan */
     if (rc) goto out;
+    j->n_outs = sp_arch_layer_outputs(j->m.arch, j->plan.shortcuts, j->plan.stock, j->outs);
 
     /* Validate every input before any work. */
     rc = sp_calib_load(mf, j->V, !o->quiet, &j->calib); /* tokens, or text (pipeline/calib.h) */
@@ -327,8 +334,9 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     }
     rc = prepare_spill(j);
     if (rc) goto out;
-    j->threads = j->bk->set_threads(mf->threads, j->D); /* a resume reuses the journaled value */
-    j->bk->identity(j->bk_identity, sizeof j->bk_identity);
+    j->threads = j->bk->set_threads(j->bk, mf->threads, j->D); /* a resume reuses the journaled value */
+    if (j->eval_bk && j->eval_bk != j->bk) j->eval_bk->set_threads(j->eval_bk, mf->threads, j->D);
+    j->bk->identity(j->bk, j->bk_identity, sizeof j->bk_identity);
 
     /* Shared state for the stages. */
     j->sh = mmap(NULL, (size_t)j->shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -409,7 +417,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         if (rc) goto out;
     }
     printf("sliced %s -> %s\n", sp_path_shown(mf->model_path, b1), sp_path_shown(mf->output_path, b2));
-    printf("  width       %lld -> %lld (sparsity %g)\n", (long long)j->D, (long long)j->d, mf->sparsity);
+    printf("  width       %lld -> %lld (sparsity %g)\n", (long long)j->D, (long long)j->plan.width[SP_POS_IN][0], mf->sparsity);
     printf("  parameters  %lld -> %lld (%.1f%%)\n", (long long)j->m.n_params, (long long)params_after,
            100.0 * (double)params_after / (double)j->m.n_params);
     printf("  bytes       %lld -> %lld\n", (long long)j->m.n_bytes, (long long)bytes_after);

@@ -21,7 +21,5 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o);
 /* `slicepipe status OUT_DIR`: prints how far the job in OUT_DIR got. */
 int sp_job_status(const char *out_dir);
 
-/* d = floor((1-s)·D), then d -= d mod round_to (plan.c). */
-int64_t sp_slice_width(int64_t D, double sparsity, int64_t round_to);
 
 #endif

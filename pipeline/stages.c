@@ -241,7 +241,7 @@ static void progress(job *j, int force) {
     last_layer = layer, last_phase = ph;
     double el = sp_now() - j->t_start;
     double frac = ((double)layer + (ph == SP_PHASE_HEAD || ph == SP_PHASE_DONE ? 1.0 : 0.0)) / (double)j->L;
-    if (j->mf->basis == SP_BASIS_GLOBAL) { /* the survey's forward passes are most of the work: call it 80% */
+    if (j->plan.survey) { /* the survey's forward passes are most of the work: call it 80% */
         static int surveyed;
         surveyed |= ph == SP_PHASE_WRITE || ph == SP_PHASE_HEAD || ph == SP_PHASE_DONE; /* the rotation pass */
         frac = ph == SP_PHASE_SURVEY || !surveyed ? 0.8 * frac : 0.8 + 0.2 * frac;

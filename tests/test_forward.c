@@ -17,6 +17,7 @@
 #include "layer.h"
 
 static int g_fail, g_checks;
+static sp_bk *cpu; /* the CPU backend's instance */
 
 #define CHECK_NEAR(got, want, tol, what)                                                                         \
     do {                                                                                                         \
@@ -53,7 +54,7 @@ static const sp_arch *llama(void) {
 
 static sp_layer_scratch *scratch(const sp_dims *d, int64_t T, int64_t w) {
     sp_layer_scratch *s = NULL;
-    if (sp_layer_scratch_init(&sp_bk_cpu, llama(), d, T, w, &s)) {
+    if (sp_layer_scratch_init(cpu, llama(), d, T, w, &s)) {
         fprintf(stderr, "scratch init: %s\n", sp_errmsg());
         exit(1);
     }
@@ -65,14 +66,14 @@ static void test_rmsn(void) {
     /* d = 2 < D = 8: divide by sum(x²)/8 = 25/8, not by 25/2. */
     float x[4] = {3, 4, 0, 2};
     float g[2] = {2.0f, 0.5f};
-    sp_bk_cpu.norm(SP_BK_NORM_RMS, g, NULL, 2, 8, 0.0, x, 2);
+    cpu->norm(cpu, SP_BK_NORM_RMS, g, NULL, 2, 8, 0.0, x, 2);
     double r0 = sqrt(25.0 / 8.0), r1 = sqrt(4.0 / 8.0);
     CHECK_NEAR(x[0], 3 / r0 * 2.0, 1e-6, "rmsn row0[0] over D");
     CHECK_NEAR(x[1], 4 / r0 * 0.5, 1e-6, "rmsn row0[1] over D");
     CHECK_NEAR(x[2], 0.0, 0, "rmsn row1[0]");
     CHECK_NEAR(x[3], 2 / r1 * 0.5, 1e-6, "rmsn row1[1] (per-row scale)");
     float y[3] = {1, 1, 1};
-    sp_bk_cpu.norm(SP_BK_NORM_RMS, NULL, NULL, 3, 3, 1.0, y, 1); /* eps inside the sqrt: 1/sqrt(1+1) */
+    cpu->norm(cpu, SP_BK_NORM_RMS, NULL, NULL, 3, 3, 1.0, y, 1); /* eps inside the sqrt: 1/sqrt(1+1) */
     CHECK_NEAR(y[0], 1 / sqrt(2.0), 1e-6, "rmsn eps");
 }
 
@@ -389,15 +390,19 @@ static void test_random_head(void) {
 static void test_bad_dims(void) {
     sp_dims dm = dims_make(8, 3, 2, 4, 4, 4, 1e-5); /* 3 heads over 2 kv heads */
     sp_layer_scratch *s = NULL;
-    int rc = sp_layer_scratch_init(&sp_bk_cpu, llama(), &dm, 4, 8, &s);
+    int rc = sp_layer_scratch_init(cpu, llama(), &dm, 4, 8, &s);
     CHECK_NEAR(rc, SP_EX_DATAERR, 0, "scratch refuses n_heads % n_kv_heads != 0");
     CHECK_NEAR(s == NULL, 1, 0, "no scratch on failure");
     dm = dims_make(8, 2, 2, 4, 4, 4, 1e-5);
-    rc = sp_layer_scratch_init(&sp_bk_cpu, llama(), &dm, INT64_MAX / 2, 8, &s);
+    rc = sp_layer_scratch_init(cpu, llama(), &dm, INT64_MAX / 2, 8, &s);
     CHECK_NEAR(rc != 0, 1, 0, "scratch refuses an overflowing T");
 }
 
 int main(void) {
+    if (sp_bk_cpu_open(&cpu)) {
+        fprintf(stderr, "test_forward: %s\n", sp_errmsg());
+        return 70;
+    }
     test_rmsn();
     test_rope_by_hand();
     test_gqa();
@@ -409,5 +414,6 @@ int main(void) {
     test_random_head();
     test_bad_dims();
     printf("test_forward: %d checks, %d failures\n", g_checks, g_fail);
+    sp_bk_close(cpu);
     return g_fail ? 1 : 0;
 }

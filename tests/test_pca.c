@@ -21,7 +21,7 @@
 #include "error.h"
 #include "test_util.h"
 
-static const sp_bk *bk = &sp_bk_cpu; /* host memory: pointers are used directly */
+static sp_bk *bk; /* the CPU backend: host memory, pointers are used directly */
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
 static double urand(void) {
@@ -49,7 +49,7 @@ static double max_err_f(const float *got, const double *ref, int64_t n) {
 static sp_bk_ws *ws_make(int64_t D, int64_t cov_rows, int64_t rot_block) {
     sp_bk_plan_in in = {.D = D, .cov_rows = cov_rows, .rot_block = rot_block, .T = 0, .n_heads = 0};
     sp_bk_ws *ws = NULL;
-    if (bk->ws_init(&in, &ws)) {
+    if (bk->ws_init(bk, &in, &ws)) {
         fprintf(stderr, "ws_init: %s\n", sp_errmsg());
         exit(1);
     }
@@ -85,7 +85,7 @@ static void test_pca_exact(void) {
     static const int64_t calls[] = {1, 50, 13, 0, 1000};
     for (size_t c = 0; c < sizeof calls / sizeof calls[0] && done < n; c++) {
         int64_t rows = calls[c] < n - done ? calls[c] : n - done;
-        int rc = bk->cov_add(ws, H, D, X + done * ld, rows, ld, done);
+        int rc = bk->cov_add(bk, ws, H, D, X + done * ld, rows, ld, done);
         CHECK(rc == 0, "cov_add: %d %s", rc, sp_errmsg());
         done += rows;
     }
@@ -102,7 +102,7 @@ static void test_pca_exact(void) {
 
     double *Hc = xcalloc(D * D, 8), *Q = xcalloc(D * D, 8), *ev = xcalloc(D, 8);
     memcpy(Hc, H, (size_t)(D * D) * 8);
-    int rc = bk->eigh(ws, H, D, 0.01, Q, ev);
+    int rc = bk->eigh(bk, ws, H, D, 0.01, Q, ev);
     CHECK(rc == 0, "eigh: %d %s", rc, sp_errmsg());
     CHECK(memcmp(H, Hc, (size_t)(D * D) * 8) == 0, "eigh left H unchanged");
     double mean = 0;
@@ -131,11 +131,11 @@ static void test_pca_exact(void) {
     }
     CHECK(bad_sign == 0, "%lld eigenvectors break the sign rule", (long long)bad_sign);
     /* with damping 0 the spectrum is λ itself: δ is exactly damp·mean(diag H) */
-    rc = bk->eigh(ws, H, D, 0.0, Q, ev);
+    rc = bk->eigh(bk, ws, H, D, 0.0, Q, ev);
     CHECK(rc == 0 && close_to(ev[0], 32.0 * pow((double)D, 3), 0, 1e-12) &&
               close_to(ev[D - 1], 32.0, 0, 1e-12),
           "undamped extremes %.17g %.17g", ev[0], ev[D - 1]);
-    bk->ws_free(ws);
+    bk->ws_free(bk, ws);
     free(X), free(perm), free(H), free(Hc), free(Q), free(ev);
 }
 
@@ -169,7 +169,7 @@ static void test_damping_and_signs(void) {
             for (int64_t p = 0; p < D; p++) s += V[i * D + p] * lam[p] * V[j * D + p];
             H[i * D + j] = s; /* the lower triangle stays 0: only the upper one is read */
         }
-    int rc = bk->eigh(ws, H, D, 0.01, Q, ev);
+    int rc = bk->eigh(bk, ws, H, D, 0.01, Q, ev);
     CHECK(rc == 0, "eigh: %d", rc);
     /* ascending λ are (p·17 mod D)·0.25 + 0.001 for p, i.e. every k·0.25 + 0.001 */
     for (int64_t j = 0; j < D; j++) {
@@ -188,13 +188,13 @@ static void test_damping_and_signs(void) {
     CHECK(bad == 0, "%lld columns have a negative largest component", (long long)bad);
     /* exact ties: [[2, 1], [1, 2]] has eigenvectors (1, ±1)/√2; the first component is made positive */
     double H2[4] = {2, 1, 1, 2}, Q2[4], e2[2];
-    rc = bk->eigh(ws, H2, 2, 0.0, Q2, e2);
+    rc = bk->eigh(bk, ws, H2, 2, 0.0, Q2, e2);
     CHECK(rc == 0 && close_to(e2[0], 3, 0, 1e-14) && close_to(e2[1], 1, 0, 1e-14), "2x2 spectrum %g %g", e2[0], e2[1]);
     CHECK(fabs(Q2[0]) == fabs(Q2[2]) && fabs(Q2[1]) == fabs(Q2[3]), "2x2: the components tie exactly");
     CHECK(Q2[0] > 0 && Q2[1] > 0, "2x2: on a tie the FIRST component is positive (%g, %g)", Q2[0], Q2[1]);
     CHECK(Q2[2] > 0, "2x2: eigenvector of 3 is (1, 1)/√2, got (%g, %g)", Q2[0], Q2[2]);
     CHECK(Q2[3] < 0, "2x2: eigenvector of 1 is (1, -1)/√2, got (%g, %g)", Q2[1], Q2[3]);
-    bk->ws_free(ws);
+    bk->ws_free(bk, ws);
     free(V), free(H), free(Q), free(ev);
 }
 
@@ -205,29 +205,29 @@ static void test_bad(void) {
     double *H = xcalloc(D * D, 8), *Q = xcalloc(D * D, 8), *ev = xcalloc(D, 8);
     /* zero activations: zero mean diagonal → 65 */
     float *X = xcalloc(10 * D, 4);
-    CHECK(bk->cov_add(ws, H, D, X, 10, D, 0) == 0, "cov_add of zeros");
+    CHECK(bk->cov_add(bk, ws, H, D, X, 10, D, 0) == 0, "cov_add of zeros");
     sp_err_clear();
-    CHECK(bk->eigh(ws, H, D, 0.01, Q, ev) == 65, "zero mean diagonal is 65");
+    CHECK(bk->eigh(bk, ws, H, D, 0.01, Q, ev) == 65, "zero mean diagonal is 65");
     CHECK_MSG("zero mean diagonal");
     /* a NaN activation: 65, naming the token (row0 + row) and component */
     for (int64_t i = 0; i < 10 * D; i++) X[i] = (float)(i % 5) - 2.0f;
     X[6 * D + 5] = NAN;
     sp_err_clear();
-    CHECK(bk->cov_add(ws, H, D, X, 10, D, 4096) == 65, "NaN activation is 65");
+    CHECK(bk->cov_add(bk, ws, H, D, X, 10, D, 4096) == 65, "NaN activation is 65");
     CHECK_MSG("token 4102");
     CHECK_MSG("component 5");
     X[6 * D + 5] = -INFINITY;
     sp_err_clear();
-    CHECK(bk->cov_add(ws, H, D, X, 10, D, 0) == 65, "-Inf activation is 65");
+    CHECK(bk->cov_add(bk, ws, H, D, X, 10, D, 0) == 65, "-Inf activation is 65");
     CHECK_MSG("token 6,");
     /* a NaN in H: 65 */
     memset(H, 0, (size_t)(D * D) * 8);
     for (int64_t i = 0; i < D; i++) H[i * D + i] = 1;
     H[2 * D + 6] = NAN;
     sp_err_clear();
-    CHECK(bk->eigh(ws, H, D, 0.01, Q, ev) == 65, "NaN in H is 65");
+    CHECK(bk->eigh(bk, ws, H, D, 0.01, Q, ev) == 65, "NaN in H is 65");
     CHECK_MSG("non-finite");
-    bk->ws_free(ws);
+    bk->ws_free(bk, ws);
     free(H), free(Q), free(ev), free(X);
 }
 
@@ -247,7 +247,7 @@ static void test_rotations(void) {
         for (int gm = 0; gm < 2; gm++) {
             /* rot_rows: (W·diag γ)·Q[:, :k], packed (rows, k) */
             memcpy(W, W0, (size_t)(rows * D) * 4);
-            bk->rot_rows(ws, W, rows, D, gm ? g : NULL, Q, k);
+            bk->rot_rows(bk, ws, W, rows, D, gm ? g : NULL, Q, k);
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = 0; j < k; j++) {
                     double s = 0;
@@ -260,7 +260,7 @@ static void test_rotations(void) {
     }
     /* invariance: a reader rotated with k = D reads the rotated input: (x⊙γ)·Wᵀ = (x·Q)·(rot W)ᵀ */
     memcpy(W, W0, (size_t)(rows * D) * 4);
-    bk->rot_rows(ws, W, rows, D, g, Q, D);
+    bk->rot_rows(bk, ws, W, rows, D, g, Q, D);
     double worst = 0;
     for (int trial = 0; trial < 3; trial++) {
         double x[24], xq[24];
@@ -283,7 +283,7 @@ static void test_rotations(void) {
     for (size_t c = 0; c < 3; c++) {
         int64_t k = ks[c];
         memcpy(C, C0, (size_t)(D * cols) * 4);
-        bk->rot_cols(ws, Q, D, k, C, cols);
+        bk->rot_cols(bk, ws, Q, D, k, C, cols);
         for (int64_t r = 0; r < k; r++)
             for (int64_t j = 0; j < cols; j++) {
                 double s = 0;
@@ -295,7 +295,7 @@ static void test_rotations(void) {
     }
     /* a writer rotated with k = D and rotated back is unchanged: Q·(QᵀW) = W */
     memcpy(C, C0, (size_t)(D * cols) * 4);
-    bk->rot_cols(ws, Q, D, D, C, cols);
+    bk->rot_cols(bk, ws, Q, D, D, C, cols);
     worst = 0;
     for (int64_t i = 0; i < D; i++)
         for (int64_t j = 0; j < cols; j++) {
@@ -312,7 +312,7 @@ static void test_rotations(void) {
     static const int64_t ab[][2] = {{24, 24}, {17, 20}, {20, 17}, {1, 5}};
     for (size_t c = 0; c < 4; c++) {
         int64_t a = ab[c][0], b = ab[c][1];
-        bk->basis_product(Q, a, B, b, D, scratch, S);
+        bk->basis_product(bk, Q, a, B, b, D, scratch, S);
         double e = 0, ei = 0;
         for (int64_t i = 0; i < a; i++)
             for (int64_t j = 0; j < b; j++) {
@@ -321,21 +321,26 @@ static void test_rotations(void) {
                 e = fmax(e, fabs((double)S[i * b + j] - s));
             }
         CHECK(e < 1e-6, "basis_product a %lld b %lld: max error %.3g", (long long)a, (long long)b, e);
-        bk->basis_product(Q, a, Q, b, D, scratch, S);
+        bk->basis_product(bk, Q, a, Q, b, D, scratch, S);
         for (int64_t i = 0; i < a; i++)
             for (int64_t j = 0; j < b; j++) ei = fmax(ei, fabs((double)S[i * b + j] - (i == j)));
         CHECK(ei < 1e-6, "basis_product(Q, Q) is I's (%lld, %lld) corner: error %.3g", (long long)a, (long long)b, ei);
     }
-    bk->ws_free(ws);
+    bk->ws_free(bk, ws);
     free(Q), free(g), free(W0), free(W), free(ref), free(C0), free(C), free(B), free(scratch), free(S);
 }
 
 int main(void) {
-    bk->set_threads(1, 0);
+    if (sp_bk_cpu_open(&bk)) {
+        fprintf(stderr, "test_pca: %s\n", sp_errmsg());
+        return 70;
+    }
+    bk->set_threads(bk, 1, 0);
     test_pca_exact();
     test_damping_and_signs();
     test_bad();
     test_rotations();
+    sp_bk_close(bk);
     if (g_fail) {
         fprintf(stderr, "test_pca: %d check(s) failed\n", g_fail);
         return 1;

@@ -8,6 +8,7 @@
 #include "manifest.h"
 #include "model.h"
 #include "report.h"
+#include "slice_plan.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -289,13 +290,14 @@ static void test_write_run(const char *dir) {
         d_mid[l] = g_layers[l].d_mid;
         d_out[l] = g_layers[l].d_out;
     }
+    sp_slice_plan plan = {.width = {d_in, d_mid, d_out}, .shortcuts = 1, .layer_pcas = 2}; /* L and D: m.cfg */
     sp_eval_result dense = {.nll = 2.0, .ppl = exp(2.0), .tokens = 500, .seconds = 3.5};
     sp_eval_result sliced = {.nll = NAN, .ppl = NAN};
     sp_report_stage stg[2] = {{"reader", 1.5, 2.5, 100, 0, 1000}, {"compute", 4.0, 0.5, 10, 20, 3000}};
     sp_report_timing ph[2] = {{"forward", 3.0}, {"eigh", 0.75}};
     sp_report pipe = {.stages = stg, .n_stages = 2, .supervisor_rss_bytes = 500, .pipeline_seconds = 6.0,
                       .memory_plan_bytes = 9000, .phases = ph, .n_phases = 2};
-    int rc = sp_report_write_run(&mf, &m, d_in, d_mid, d_out, &g_eig[0][0], &dense, &sliced, 7.25, 750, 3000, 123456789, &pipe, 2);
+    int rc = sp_report_write_run(&mf, &m, &plan, &g_eig[0][0], &dense, &sliced, 7.25, 750, 3000, 123456789, &pipe, 2);
     CHECK(rc == 0, "write_run: %d %s", rc, sp_errmsg());
     snprintf(cmd, sizeof cmd, "%s/slicing.json", out);
     char *text = slurp(cmd);

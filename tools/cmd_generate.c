@@ -64,6 +64,8 @@ static void usage_generate(FILE *f) {
             "  --echo               print the prompt before the continuation (id by id, as\n"
             "                       the continuation is)\n"
             "  --threads N          BLAS threads (default 0: all cores; 1 when hidden size < 512)\n"
+            "  --backend NAME       auto (default) or a backend of `slicepipe --version` whose\n"
+            "                       memory is host memory (cpu)\n"
             "  --memory SIZE        budget for resident float32 layer weights (default 4GB);\n"
             "                       a model over it re-reads each layer from disk every step\n"
             "  --out-ids F.npy      write the prompt's ids, the generated ids and the stop\n"
@@ -133,7 +135,7 @@ static int write_ids_npy(const char *path, const int32_t *ids, int64_t n) {
 }
 
 typedef struct gen_args {
-    const char *dir, *prompt, *prompt_ids, *prompt_tokens, *out_ids, *dump_logits;
+    const char *dir, *prompt, *prompt_ids, *prompt_tokens, *out_ids, *dump_logits, *backend;
     int64_t max_tokens, top_k, threads, weights;
     double temperature;
     uint64_t seed;
@@ -145,7 +147,13 @@ static const char *stop_name[] = {"max-tokens", "eos", "context length"};
 static int run_generate(const gen_args *a) {
     sp_model m;
     SP_TRY(sp_model_open(a->dir, &m));
-    sp_bk_cpu.set_threads(a->threads, m.cfg.hidden_size);
+    sp_bk *bk;
+    int brc = sp_bk_open_host(a->backend, "generate", &bk);
+    if (brc) {
+        sp_model_close(&m);
+        return brc;
+    }
+    bk->set_threads(bk, a->threads, m.cfg.hidden_size);
     const int64_t V = m.cfg.vocab_size;
     sp_tok *tok = NULL;
     sp_tok_ids ids = {0};
@@ -203,7 +211,7 @@ static int run_generate(const gen_args *a) {
     if (!rc) rc = sp_sampler_init(&smp, V_tok, a->temperature, a->top_k, a->seed);
     if (!rc && a->dump_logits) rc = sp_alloc((void **)&dump, gen_max, V * 4, "logits dump"); /* (gen_max, V) */
     /* The last generated token is never fed: the cache needs max_len - 1 rows. */
-    if (!rc) rc = sp_gen_init(&m, &sp_bk_cpu, max_len > 1 ? max_len - 1 : 1, a->weights, &g);
+    if (!rc) rc = sp_gen_init(&m, bk, max_len > 1 ? max_len - 1 : 1, a->weights, &g);
     if (rc) goto out;
     const int32_t eos = tok && !a->ignore_eos ? sp_tok_eos_id(tok) : -1;
     const int32_t bos = tok && !a->ignore_eos ? sp_tok_bos_id(tok) : -1;
@@ -265,7 +273,7 @@ static int run_generate(const gen_args *a) {
                 a->temperature == 0.0 ? "greedy" : "sampled",
                 sp_gen_resident(g) ? "layers resident" : "layers re-read every step",
                 (double)(2 * m.cfg.n_layers * sp_gen_max_len(g) * m.cfg.n_kv_heads * m.cfg.head_dim * 4) / (1 << 20),
-                (double)sp_gen_bytes(&m, &sp_bk_cpu, sp_gen_max_len(g), sp_gen_resident(g)) / (1 << 20));
+                (double)sp_gen_bytes(&m, bk, sp_gen_max_len(g), sp_gen_resident(g)) / (1 << 20));
     }
 out:
     free(dump);
@@ -277,6 +285,7 @@ out:
     sp_tok_ids_free(&ids);
     sp_tok_free(tok);
     sp_model_close(&m);
+    sp_bk_close(bk);
     return rc;
 }
 
@@ -298,6 +307,7 @@ int sp_cmd_generate(int argc, char **argv) {
         {"seed", required_argument, 0, 's'},          {"no-special", no_argument, 0, 'N'},
         {"ignore-eos", no_argument, 0, 'E'},          {"echo", no_argument, 0, 'e'},
         {"threads", required_argument, 0, 'j'},       {"memory", required_argument, 0, 'm'},
+        {"backend", required_argument, 0, 'B'},
         {"out-ids", required_argument, 0, 'o'},       {"dump-logits", required_argument, 0, 'd'},
         {"quiet", no_argument, 0, 'q'},               {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -324,6 +334,7 @@ int sp_cmd_generate(int argc, char **argv) {
         case 'E': a.ignore_eos = 1; break;
         case 'e': a.echo = 1; break;
         case 'j': SP_TRY(parse_num(optarg, "--threads", 0, &a.threads)); break;
+        case 'B': a.backend = optarg; break;
         case 'm':
             if (sp_parse_size(optarg, &a.weights) != 0 || a.weights <= 0)
                 return sp_fail(SP_EX_USAGE, "--memory: expected a size such as 4GB, got '%s'", optarg);

@@ -185,6 +185,8 @@ static void usage_eval(FILE *f) {
             "  --seqlen T        window length (>= 2)\n"
             "  --windows N       evaluate only the first N windows (default: all)\n"
             "  --threads N       BLAS threads (default 0: all cores; 1 when hidden size < 512)\n"
+            "  --backend NAME    auto (default) or a backend of `slicepipe --version` whose\n"
+            "                    memory is host memory (cpu)\n"
             "  --json            print the figures as one JSON object on stdout\n"
             "  --dump-logits F   write float32 logits (windows*T, vocab) to F (.npy)\n"
             "  --memory SIZE     budget for activation chunks (default 64MB); activations\n"
@@ -200,8 +202,8 @@ static int cmd_eval(int argc, char **argv) {
                                          {"dump-logits", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'n'},
                                          {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
                                          {"memory", required_argument, 0, 'm'},  {"spill-dir", required_argument, 0, 'S'},
-                                         {0, 0, 0, 0}};
-    const char *tokens = NULL, *text = NULL;
+                                         {"backend", required_argument, 0, 'B'}, {0, 0, 0, 0}};
+    const char *tokens = NULL, *text = NULL, *backend = NULL;
     int json = 0, quiet = 0;
     int64_t threads = 0;
     sp_eval_opts eo = {.progress = 1};
@@ -222,6 +224,7 @@ static int cmd_eval(int argc, char **argv) {
                 return sp_fail(SP_EX_USAGE, "--memory: expected a size such as 512MB, got '%s'", optarg);
             break;
         case 'S': eo.spill_dir = optarg; break;
+        case 'B': backend = optarg; break;
         case 'h': usage_eval(stdout); return 0;
         default: usage_eval(stderr); return bad_option("eval", argv);
         }
@@ -233,7 +236,14 @@ static int cmd_eval(int argc, char **argv) {
     eo.progress = !quiet;
     sp_model m;
     SP_TRY(sp_model_open(argv[optind], &m));
-    sp_bk_cpu.set_threads(threads, m.cfg.hidden_size);
+    sp_bk *bk;
+    int brc = sp_bk_open_host(backend, "eval", &bk);
+    if (brc) {
+        sp_model_close(&m);
+        return brc;
+    }
+    bk->set_threads(bk, threads, m.cfg.hidden_size);
+    eo.bk = bk;
     sp_tokens tk;
     sp_calib_opts co = {.seqlen = eo.seqlen, .nsamples = eo.windows, .vocab = m.cfg.vocab_size, .what = "--text",
                         .progress = !quiet};
@@ -241,6 +251,7 @@ static int cmd_eval(int argc, char **argv) {
                   : sp_tokens_load(tokens, m.cfg.vocab_size, 0, &tk);
     if (rc) {
         sp_model_close(&m);
+        sp_bk_close(bk);
         return rc;
     }
     sp_eval_result r;
@@ -259,6 +270,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     sp_tokens_free(&tk);
     sp_model_close(&m);
+    sp_bk_close(bk);
     return rc;
 }
 
@@ -483,7 +495,13 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     g_cmd = cmd;
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("slicepipe %s\n", SP_VERSION);
+        printf("slicepipe %s\nbackends (auto takes the first usable one):\n", SP_VERSION);
+        for (int i = 0; i < sp_bk_reg_count(); i++) {
+            const sp_bk_reg *b = sp_bk_reg_at(i);
+            char why[256] = "";
+            int ok = b->usable(why, (int64_t)sizeof why);
+            printf("  %-5s %s: %s%s\n", b->name, b->about, ok ? "usable" : "not usable: ", ok ? "" : why);
+        }
         return 0;
     }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "help") || !strcmp(cmd, "-h")) {

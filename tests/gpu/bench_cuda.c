@@ -20,7 +20,7 @@
 #include "backend.h"
 #include "error.h"
 
-static const sp_bk *bk = &sp_bk_cuda;
+static sp_bk *bk; /* the CUDA backend's instance */
 static const double PEAK_FP32 = 67e12; /* H200 SXM datasheet: FP32 (no tensor cores) */
 static const double PEAK_FP64 = 67e12; /* H200 SXM datasheet: FP64 tensor core */
 
@@ -31,7 +31,7 @@ static void die(const char *what, int rc) {
 
 static void *dev(int64_t bytes, const char *what) {
     void *p = NULL;
-    int rc = bk->alloc(&p, bytes, what);
+    int rc = bk->alloc(bk, &p, bytes, what);
     if (rc) die(what, rc);
     return p;
 }
@@ -58,14 +58,14 @@ static float *rand_f32(int64_t n, int64_t cols, uint64_t seed) {
 
 static float *upload(const float *h, int64_t n, const char *what) {
     float *d = dev(n * 4, what);
-    bk->to_dev(d, h, n * 4);
+    bk->to_dev(bk, d, h, n * 4);
     return d;
 }
 
 /* Waits for the stream: a to_host of one float synchronizes. */
 static void sync_dev(const void *p) {
     float x;
-    bk->to_host(&x, p, 4);
+    bk->to_host(bk, &x, p, 4);
 }
 
 static double t_sgemm, r_sgemm, t_att, t_cov[2], t_eigh[2], r_dgemm;
@@ -73,10 +73,10 @@ static double t_sgemm, r_sgemm, t_att, t_cov[2], t_eigh[2], r_dgemm;
 static void bench_ops(void) {
     const int64_t D7 = 4096, F7 = 11008, T = 2048, NH = 32, HD = 128;
     sp_bk_plan_in in = {.D = 8192, .cov_rows = 2048, .rot_block = 2048, .T = T, .n_heads = NH};
-    sp_bk_plan plan = bk->plan_bytes(&in);
+    sp_bk_plan plan = bk->plan_bytes(bk, &in);
     printf("plan_device_bytes %lld\nplan_host_bytes %lld\n", (long long)plan.device_bytes, (long long)plan.host_bytes);
     sp_bk_ws *ws = NULL;
-    int rc = bk->ws_init(&in, &ws);
+    int rc = bk->ws_init(bk, &in, &ws);
     if (rc) die("ws_init", rc);
 
     /* sgemm: (4096 tokens, 4096) · W(11008, 4096)ᵀ, as a gate/up projection */
@@ -84,17 +84,17 @@ static void bench_ops(void) {
         const int64_t m = 4096, n = F7, k = D7;
         float *hx = rand_f32(m * k, 0, 1), *hw = rand_f32(n * k, 0, 2);
         float *x = upload(hx, m * k, "x"), *w = upload(hw, n * k, "w"), *y = dev(m * n * 4, "y");
-        for (int i = 0; i < 2; i++) bk->sgemm(0, 1, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
+        for (int i = 0; i < 2; i++) bk->sgemm(bk, 0, 1, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
         sync_dev(y);
         const int reps = 5;
         double t0 = sp_now();
-        for (int i = 0; i < reps; i++) bk->sgemm(0, 1, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
+        for (int i = 0; i < reps; i++) bk->sgemm(bk, 0, 1, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
         sync_dev(y);
         t_sgemm = (sp_now() - t0) / reps;
         r_sgemm = 2.0 * (double)m * (double)n * (double)k / t_sgemm;
         printf("sgemm_4096x11008x4096_s %.6f\nsgemm_tflops %.2f\nsgemm_of_fp32_peak %.3f\n", t_sgemm, r_sgemm / 1e12,
                r_sgemm / PEAK_FP32);
-        bk->free(x), bk->free(w), bk->free(y);
+        bk->free(bk, x), bk->free(bk, w), bk->free(bk, y);
         free(hx), free(hw);
     }
     /* attention: one 2048-token window, 32 heads of 128 (Llama-2-7B) */
@@ -104,16 +104,16 @@ static void bench_ops(void) {
         float *q = upload(hq, T * qw, "q"), *k = upload(hq, T * qw, "k"), *v = upload(hq, T * qw, "v");
         float *ctx = dev(T * qw * 4, "ctx");
         float scale = (float)(1.0 / sqrt((double)HD));
-        bk->attention(ws, q, k, v, T, NH, NH, HD, scale, 0, ctx);
+        bk->attention(bk, ws, q, k, v, T, NH, NH, HD, scale, 0, ctx);
         sync_dev(ctx);
         const int reps = 3;
         double t0 = sp_now();
-        for (int i = 0; i < reps; i++) bk->attention(ws, q, k, v, T, NH, NH, HD, scale, 0, ctx);
+        for (int i = 0; i < reps; i++) bk->attention(bk, ws, q, k, v, T, NH, NH, HD, scale, 0, ctx);
         sync_dev(ctx);
         t_att = (sp_now() - t0) / reps;
         double fl = 4.0 * (double)T * (double)T * (double)qw; /* full T×T products, as computed */
         printf("attention_T2048_h32_s %.6f\nattention_tflops %.2f\n", t_att, fl / t_att / 1e12);
-        bk->free(q), bk->free(k), bk->free(v), bk->free(ctx);
+        bk->free(bk, q), bk->free(bk, k), bk->free(bk, v), bk->free(bk, ctx);
         free(hq);
     }
     /* second moments (dsyrk) and eigh at D = 4096 and 8192 */
@@ -122,13 +122,13 @@ static void bench_ops(void) {
         float *hx = rand_f32(rows * D, D, 10 + (uint64_t)c);
         float *x = upload(hx, rows * D, "X");
         double *H = dev(D * D * 8, "H"), *Q = dev(D * D * 8, "Q"), *ev = dev(D * 8, "evals");
-        bk->zero(H, D * D * 8);
-        rc = bk->cov_add(ws, H, D, x, rows, D, 0); /* warm-up */
+        bk->zero(bk, H, D * D * 8);
+        rc = bk->cov_add(bk, ws, H, D, x, rows, D, 0); /* warm-up */
         if (rc) die("cov_add", rc);
-        bk->zero(H, D * D * 8);
+        bk->zero(bk, H, D * D * 8);
         sync_dev(H);
         double t0 = sp_now();
-        rc = bk->cov_add(ws, H, D, x, rows, D, 0);
+        rc = bk->cov_add(bk, ws, H, D, x, rows, D, 0);
         if (rc) die("cov_add", rc);
         sync_dev(H);
         double tc = sp_now() - t0;
@@ -137,13 +137,13 @@ static void bench_ops(void) {
         printf("cov_add_D%lld_rows%lld_s %.6f\ncov_add_D%lld_tflops %.2f\ncov_add_D%lld_of_fp64_peak %.3f\n", (long long)D,
                (long long)rows, tc, (long long)D, fl / tc / 1e12, (long long)D, fl / tc / PEAK_FP64);
         t0 = sp_now();
-        rc = bk->eigh(ws, H, D, 0.01, Q, ev);
+        rc = bk->eigh(bk, ws, H, D, 0.01, Q, ev);
         if (rc) die("eigh", rc);
         sync_dev(Q);
         t_eigh[c] = sp_now() - t0;
         /* sanity: eigenvalues descending and positive (H + δI is positive definite) */
         double *hev = host(D * 8);
-        bk->to_host(hev, ev, D * 8);
+        bk->to_host(bk, hev, ev, D * 8);
         int ok = hev[D - 1] > 0;
         for (int64_t i = 1; i < D; i++) ok &= hev[i] <= hev[i - 1];
         printf("eigh_D%lld_s %.3f\neigh_D%lld_evals_ok %d\n", (long long)D, t_eigh[c], (long long)D, ok);
@@ -152,7 +152,7 @@ static void bench_ops(void) {
             exit(1);
         }
         free(hev);
-        bk->free(x), bk->free(H), bk->free(Q), bk->free(ev);
+        bk->free(bk, x), bk->free(bk, H), bk->free(bk, Q), bk->free(bk, ev);
         free(hx);
     }
     /* rot_rows at 7B shape: W (11008, 4096) · Q[:, :3072], float64 */
@@ -163,17 +163,17 @@ static void bench_ops(void) {
         for (int64_t i = 0; i < D * D; i++) hq[i] = (double)((i * 2654435761u) % 1000) / 1000.0 - 0.5;
         float *w = upload(hw, rows * D, "W");
         double *q = dev(D * D * 8, "Q");
-        bk->to_dev(q, hq, D * D * 8);
+        bk->to_dev(bk, q, hq, D * D * 8);
         double t0 = sp_now();
-        bk->rot_rows(ws, w, rows, D, NULL, q, k);
+        bk->rot_rows(bk, ws, w, rows, D, NULL, q, k);
         sync_dev(w);
         double tr = sp_now() - t0;
         r_dgemm = 2.0 * (double)rows * (double)D * (double)k / tr;
         printf("rot_rows_11008x4096_k3072_s %.6f\nrot_rows_fp64_tflops %.2f\n", tr, r_dgemm / 1e12);
-        bk->free(w), bk->free(q);
+        bk->free(bk, w), bk->free(bk, q);
         free(hw), free(hq);
     }
-    bk->ws_free(ws);
+    bk->ws_free(bk, ws);
 
     /* Compute-only extrapolation, N = 128 × 2048 (I/O and host work excluded). */
     const double N = 128.0 * 2048.0;
@@ -200,26 +200,26 @@ static void bench_copy(void) {
     const int64_t n = (int64_t)1 << 30;
     sp_bk_plan_in in = {0};
     sp_bk_ws *ws = NULL; /* installs the pinned staging */
-    int rc = bk->ws_init(&in, &ws);
+    int rc = bk->ws_init(bk, &in, &ws);
     if (rc) die("ws_init", rc);
     unsigned char *h = host(n), *back = host(n);
     for (int64_t i = 0; i < n; i++) h[i] = (unsigned char)(i * 131 + 7);
     void *d = dev(n, "copy buffer");
-    bk->to_dev(d, h, n); /* warm-up: touches the pages */
-    bk->to_host(back, d, n);
+    bk->to_dev(bk, d, h, n); /* warm-up: touches the pages */
+    bk->to_host(bk, back, d, n);
     double t0 = sp_now();
-    bk->to_dev(d, h, n);
+    bk->to_dev(bk, d, h, n);
     double tu = sp_now() - t0;
     memset(back, 0, (size_t)n);
     t0 = sp_now();
-    bk->to_host(back, d, n);
+    bk->to_host(bk, back, d, n);
     double td = sp_now() - t0;
     int same = memcmp(h, back, (size_t)n) == 0;
     const char *st = getenv("SLICEPIPE_CUDA_STAGING");
     printf("copy_staging %s\nto_dev_GBps %.2f\nto_host_GBps %.2f\ncopy_roundtrip_ok %d\n", st && !strcmp(st, "0") ? "off" : "on",
            (double)n / tu / 1e9, (double)n / td / 1e9, same);
-    bk->free(d);
-    bk->ws_free(ws);
+    bk->free(bk, d);
+    bk->ws_free(bk, ws);
     free(h), free(back);
     if (!same) exit(1);
 }
@@ -230,8 +230,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_cuda: SKIP: no usable CUDA device (%s)\n", why);
         return 77;
     }
+    if (sp_bk_cuda_open(&bk)) {
+        fprintf(stderr, "bench_cuda: %s\n", sp_errmsg());
+        return 70;
+    }
     char id[512];
-    bk->identity(id, sizeof id);
+    bk->identity(bk, id, sizeof id);
     printf("identity %s\n", id);
     const char *mode = argc > 1 ? argv[1] : "ops";
     if (!strcmp(mode, "copy"))
