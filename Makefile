@@ -4,7 +4,8 @@
 #   make demo    slice the example model and show dense vs sliced perplexity
 #   make test    build (with -Werror), run ctest, then again under ASan+UBSan
 #                (the ASan pass skips labels 'numpy', the checks of the numpy references
-#                themselves, and 'long', the REFERENCE.md parity the release pass runs)
+#                themselves, and 'long', the ../shared/data/REFERENCE.md parity the
+#                release pass runs)
 JOBS ?= $(shell nproc)
 
 .PHONY: all build demo test test-release test-asan deps deps-test clean

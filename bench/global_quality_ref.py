@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""bench/global_quality_ref.py — which single basis (DESIGN.md §6) slices best?
+"""bench/global_quality_ref.py — which single basis (docs/algorithm.md §10) slices best?
 A measurement with the float64 numpy reference tests/ref/global_ref.py, not a
 test (no slicepipe binary involved).
 

@@ -6,7 +6,7 @@
 #   ONLY="llama2xs kjv" bench/quality_bench.sh ...   # a subset of the models
 #
 # Models: the four shared checkpoints (calibration: the first 64 windows of 256 tokens of their
-# TinyStories calibration stream, as data/REFERENCE.md) and the example model (its own
+# TinyStories calibration stream, as ../shared/data/REFERENCE.md) and the example model (its own
 # calib.npy, 64 windows of 256). Evaluation: the first EVAL_WINDOWS (default 424: all of
 # eval.tok512.npy) non-overlapping 256-token windows of each model's held-out stream (the
 # example: all of its eval.npy). F32

@@ -4,12 +4,12 @@
     torch_slicegpt.py MODEL_DIR CALIB.npy --seqlen T --nsamples N --sparsity S
                       [--round-to 8] [--threads 2] [--batch 8] [--json OUT.json]
 
-The algorithm is DESIGN.md §1, the one slicepipe's compute stage runs, written the way the
-published implementation (Ashkboos et al.) writes it: every calibration activation held in RAM
-as float32, the layer forward in float32 torch ops (HF Llama eager attention: full T×T scores
+The algorithm is docs/algorithm.md §3–§5, the one slicepipe's compute stage runs, written the way
+the published implementation (Ashkboos et al.) writes it: every calibration activation held in
+RAM as float32, the layer forward in float32 torch ops (HF Llama eager attention: full T×T scores
 with a causal mask), the second moment per batch as a float64 matmul `X.double().mT @ X.double()`
-summed into a float64 H, damping 0.01·mean(diag H), torch.linalg.eigh sorted descending (and
-the canonical sign rule, so the bases are comparable with slicepipe's), the rotations in float64.
+summed into a float64 H, damping 0.01·mean(diag H), torch.linalg.eigh sorted descending (and the
+canonical sign rule, so the bases are comparable with slicepipe's), the rotations in float64.
 Like slicepipe it runs one attention pass and one MLP pass per layer (M is rotated instead of
 re-running attention).
 

@@ -1,5 +1,5 @@
 /* gpu/backend_cuda.cu — the CUDA backend of the backend table (linalg/backend.h,
- * DESIGN.md §5): cuBLAS for the float32 and float64 products, cuSOLVER's
+ * docs/pipeline.md §9): cuBLAS for the float32 and float64 products, cuSOLVER's
  * 64-bit cusolverDnXsyevd for eigh, and small kernels for the rest.
  *
  * Semantics are the CPU backend's (linalg/cpu.c); this file only says how

@@ -1,5 +1,5 @@
 /* io/faults.h — compiled-in crash injection at commit points, for the
- * kill -9 resume tests (RELIABILITY.md "Crash safety and resume").
+ * kill -9 resume tests (docs/resume.md §4, §13).
  *
  * A COMMIT POINT is a place right after a step became durable (a shard
  * renamed and its directory fsynced, a journal record appended, a spill

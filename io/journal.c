@@ -53,7 +53,7 @@
  *   journal treats it like any other. A dead object (J4) is not a file state:
  *   the file is some prefix of what was appended plus perhaps a torn tail.
  *
- * Write order rule (RELIABILITY.md "Crash safety"): a record may only claim
+ * Write order rule (docs/resume.md §4): a record may only claim
  * what is already durable. Callers write the data to a tmp file, fsync it,
  * rename it, fsync the directory, and only then sp_journal_append the record
  * that names it. So after any crash, every record in the journal describes

@@ -11,7 +11,7 @@
  * ones, a sequence gap or another run's journal is refused (65) without
  * touching the file.
  *
- * Write order (RELIABILITY.md "Crash safety"): a caller makes the data a
+ * Write order (docs/resume.md §4): a caller makes the data a
  * record claims durable (tmp file, fsync, rename, fsync dir) BEFORE appending
  * that record. sp_journal_append returns only once the record is fsynced.
  *

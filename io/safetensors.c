@@ -1,5 +1,5 @@
 /* io/safetensors.c — strict safetensors reader and model-directory (shard index)
- * reader. Every rule below comes from RELIABILITY.md "Untrusted checkpoints".
+ * reader. Every rule below is one of the bad-input rules of docs/pipeline.md §11.
  *
  * Opening a file (sp_st_open) runs these checks, in order; the first failure is
  * reported (65 unless noted) and nothing is kept:

@@ -7,7 +7,7 @@
  * is name -> {dtype, shape, data_offsets:[begin,end]} relative to the data
  * region; "__metadata__" is an optional string->string map.
  *
- * Validation follows RELIABILITY.md "Untrusted checkpoints" to the letter; every
+ * Validation follows docs/pipeline.md §11 ("Bad input") to the letter; every
  * rejection is SP_EX_DATAERR (65) with a message naming the file, the tensor
  * and the reason. Data is never assumed to be aligned: tensor bytes are read
  * with pread into caller buffers. Beyond the letter: the JSON must be strict
@@ -65,7 +65,7 @@ int sp_st_read_f32(const sp_st_file *f, const sp_st_tensor *t, float *dst);
 typedef struct sp_ckpt sp_ckpt; /* opaque */
 
 /* Opens DIR/model.safetensors.index.json if present, else DIR/model.safetensors.
- * Index rules (RELIABILITY.md): missing shards -> 66 listing them all;
+ * Index rules (docs/pipeline.md §11): missing shards -> 66 listing them all;
  * a tensor in the index but not in its shard, or present in two shards -> 65;
  * a weight_map path with "..", absolute, or a symlink escaping DIR -> refused
  * (65) without opening it. Every shard is opened and validated up front. */

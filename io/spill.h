@@ -1,4 +1,4 @@
-/* io/spill.h — activation spill files (DESIGN.md §2, compute).
+/* io/spill.h — activation spill files (docs/pipeline.md §5).
  *
  * A spill holds `rows` calibration (or evaluation) token activations, one row
  * per token, each in a fixed slot of D elements (a sliced width d <= D uses the

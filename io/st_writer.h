@@ -40,7 +40,7 @@
  * [8, 8+N) are rewritten in place with the real hashes. The placeholders have
  * exactly the final width, so N and every data offset never change.
  *
- * Durability (RELIABILITY.md "Crash safety"): a shard is written to
+ * Durability (docs/resume.md §4): a shard is written to
  * "<out_dir>/<shard name>.tmp"; after the header patch it is fsynced, renamed
  * to its final name, and out_dir is fsynced. Only then does
  * sp_stw_shard_durable() report it, and only then may the caller journal its
@@ -87,7 +87,7 @@ int sp_stw_write(sp_stw *w, const char *name, const void *data, int64_t nbytes);
  * Returns 0, 73, 74, 70. */
 int sp_stw_finish(sp_stw *w);
 
-/* ---- resume (RELIABILITY.md "Crash safety"; used with the journal) ---- */
+/* ---- resume (docs/resume.md §4, §7; used with the journal) ---- */
 
 /* fsync of the shard in progress (its .tmp), if one is open: makes every
  * byte written so far durable before the caller journals it. 0 or 74. */

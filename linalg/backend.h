@@ -1,5 +1,5 @@
 /* linalg/backend.h — the backend table: the one seam below the pipeline
- * (DESIGN.md §5, after ggml-backend's ggml_backend_i).
+ * (docs/pipeline.md §9, after ggml-backend's ggml_backend_i).
  *
  * Everything numeric that the pipeline does goes through one of these
  * functions. The table is op-level, not Llama-shaped: a layer's forward pass
@@ -14,7 +14,7 @@
  * it is device memory. sp_bk_buf (below) pairs a host view with a backend
  * view so callers write the same code for both.
  *
- * Conventions (HF, DESIGN.md §1): row-major, a linear layer has W[out, in] and
+ * Conventions (HF, docs/algorithm.md §1): row-major, a linear layer has W[out, in] and
  * computes y = x·Wᵀ; rows of X are tokens. Shapes are given in comments as
  * (rows, cols). Ops are synchronous from the caller's point of view: when an
  * op returns, its outputs may be read by the next op (a GPU backend orders

@@ -1,5 +1,5 @@
 /* pipeline/arch.h — the architecture table: the one seam above the pipeline
- * (DESIGN.md §5, after llama.cpp's per-architecture tensor tables).
+ * (docs/pipeline.md §9, after llama.cpp's per-architecture tensor tables).
  *
  * A family is one `sp_arch` (pipeline/arch_<family>.c). It lists every tensor
  * of a layer with its HF name, its shape in config.json's terms and its role
@@ -9,7 +9,7 @@
  * plan, the output declaration, model loading and validation, synth, the
  * commit points, resume and the memory plan. No other file names a tensor.
  *
- * Residual positions of a layer (DESIGN.md §1): IN is the layer's input
+ * Residual positions of a layer (docs/algorithm.md §1): IN is the layer's input
  * (basis Q, width d_in), MID the stream after the attention block (Qm, d_mid),
  * OUT the layer's output (Qn, d_out). A parallel block (Phi-2) has no MID:
  * attention and MLP both read IN and write OUT, and there is one PCA a layer.
@@ -171,7 +171,7 @@ enum sp_arch_out_kind {
     SP_OUT_COPY,     /* unchanged (a reader's bias, a head-space tensor) */
     SP_OUT_BIAS_ROT, /* (Q_posᵀ·b)[:d_pos] (a writer's bias) */
     SP_OUT_SHORTCUT, /* Q_prev[:, :d_prev]ᵀ·Q_pos[:, :d_pos] */
-    SP_OUT_NORM,     /* global basis: the stock norm's weight at width d, sqrt(D/d) (DESIGN.md §6) */
+    SP_OUT_NORM,     /* global basis: the stock norm's weight at width d, sqrt(D/d) (docs/algorithm.md §10) */
 };
 
 typedef struct sp_arch_out {

@@ -1,7 +1,7 @@
 /* pipeline/arch_llama.c — the Llama family (HF LlamaForCausalLM): pre-norm
  * RMSNorm blocks, rotate-half RoPE, grouped-query attention, SiLU-gated MLP,
  * an optionally tied head, and the optional biases of attention_bias and
- * mlp_bias. DESIGN.md §1 is written for it. Its layer table
+ * mlp_bias. docs/algorithm.md §5 is written for it. Its layer table
  * (arch_llama_table.h) is shared with the families that differ from it only
  * above the tensors (arch_mistral.c, arch_gemma.c). */
 #include "arch_llama_table.h"

@@ -1,7 +1,7 @@
 /* pipeline/arch_opt.c — OPT (HF OPTForCausalLM, pre-LayerNorm variants):
  * LayerNorm with β before each block, learned positions (row p + 2 for
  * position p) added to the token embedding, biases everywhere, ReLU fc1/fc2,
- * a tied head. The LayerNorm recipe (DESIGN.md §1): γ into the readers'
+ * a tied head. The LayerNorm recipe (docs/algorithm.md §4): γ into the readers'
  * columns, β into their biases, both embedding tables and every writer's
  * output centred, then LayerNorm ≡ RMSN over the original width.
  * Refused: opt-350m's project_in/project_out (word_embed_proj_dim ≠

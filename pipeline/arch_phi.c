@@ -3,7 +3,7 @@
  * rotary (partial_rotary_factor), gelu_new, biases everywhere including
  * lm_head.bias, `dense` as the output projection, an untied head. Parallel
  * blocks get one PCA a layer, on the block output, and one shortcut
- * (DESIGN.md §1): the readers (q, k, v, fc1) take the input basis, the
+ * (docs/algorithm.md §6): the readers (q, k, v, fc1) take the input basis, the
  * writers (dense, fc2) and the shortcut the new one. Refused: qk_layernorm. */
 #include "arch.h"
 #include "error.h"

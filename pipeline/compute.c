@@ -1,8 +1,10 @@
-/* pipeline/compute.c — the compute stage: SliceGPT exactly as DESIGN.md §1.
+/* pipeline/compute.c — the compute stage: SliceGPT exactly as
+ * docs/algorithm.md §5.
  *
- * Notation (DESIGN.md): N calibration tokens, D the original width, Q a D×D
- * orthogonal matrix whose COLUMNS are eigenvectors sorted by descending
- * eigenvalue (row-major storage: Q[i*D + j] = component i of vector j).
+ * Notation (docs/algorithm.md §1): N calibration tokens, D the original
+ * width, Q a D×D orthogonal matrix whose COLUMNS are eigenvectors sorted by
+ * descending eigenvalue (row-major storage: Q[i*D + j] = component i of
+ * vector j).
  *
  *   X₀ = Emb[tokens]; Q = PCA(X₀); Emb ← Emb·Q[:, :d]
  *   per layer, input basis Q, width d_in, inputs X (N×D, unrotated):
@@ -446,7 +448,7 @@ static int boundary(cstate *c, int64_t layer, int survey, const char spill_hash[
 }
 
 /* Each row of X (rows, n) minus its mean (LayerNorm families: an embedding
- * table's rows, DESIGN.md §1), in float64. */
+ * table's rows, docs/algorithm.md §4), in float64. */
 static void centre_rows(float *X, int64_t rows, int64_t n) {
     for (int64_t r = 0; r < rows; r++) {
         float *x = X + r * n;
@@ -466,11 +468,11 @@ static void fold_beta(const float *W, int64_t rows, int64_t n, const float *beta
     }
 }
 
-/* The fusion that precedes the rotations of a layer (DESIGN.md §1), in place
- * on its tensors as read: (1 + w) norms become γ; for LayerNorm families each
- * reader's bias takes W·β of its norm, and each writer's output is centred
- * (its columns' means over the output rows subtracted, and mean(b) from b),
- * so that LayerNorm becomes RMSN over D. */
+/* The fusion that precedes the rotations of a layer (docs/algorithm.md §4),
+ * in place on its tensors as read: (1 + w) norms become γ; for LayerNorm
+ * families each reader's bias takes W·β of its norm, and each writer's output
+ * is centred (its columns' means over the output rows subtracted, and mean(b)
+ * from b), so that LayerNorm becomes RMSN over D. */
 static void prepare_layer(cstate *c) {
     const job *j = c->j;
     const sp_arch *a = j->m.arch;
@@ -511,7 +513,8 @@ static void embed_rows(cstate *c, float *X, int64_t rows) {
     if (j->m.arch->norm == SP_BK_NORM_LAYER) centre_rows(X, rows, j->D);
 }
 
-/* A stock norm's weight at width d for the global basis (DESIGN.md §6):
+/* A stock norm's weight at width d for the global basis
+ * (docs/algorithm.md §10):
  * x/sqrt(|x|²/D + eps) = sqrt(D/d) · x/sqrt(|x|²/d + eps·D/d), so the weight
  * is sqrt(D/d) (stored as sqrt(D/d) − 1 where the family reads 1 + w). */
 static int emit_norm(cstate *c, int64_t d) {
@@ -644,13 +647,13 @@ static int slice_layer(cstate *c, int64_t l) {
     return boundary(c, l, 0, spill_hash);
 }
 
-/* basis = "global" (DESIGN.md §6), between the gather of X₀ (spill A, its
- * second moment already in G) and the rotation of the embedding: the dense
- * model's forward pass over the calibration windows, layer by layer through
- * the spills as slice_layer runs them, each residual position's second
- * moment folded into G (global_fold); then Q = PCA(G). Nothing is emitted;
- * each layer ends at a survey boundary (the spill and G durable), so a
- * resume goes on at layer `from`. */
+/* basis = "global" (docs/algorithm.md §10), between the gather of X₀ (spill
+ * A, its second moment already in G) and the rotation of the embedding: the
+ * dense model's forward pass over the calibration windows, layer by layer
+ * through the spills as slice_layer runs them, each residual position's
+ * second moment folded into G (global_fold); then Q = PCA(G). Nothing is
+ * emitted; each layer ends at a survey boundary (the spill and G durable), so
+ * a resume goes on at layer `from`. */
 static int survey(cstate *c, int64_t from) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;

@@ -1,6 +1,6 @@
 /* pipeline/eval.h — perplexity over non-overlapping windows, layer by layer:
  * every window passes through layer l before layer l+1's weights are read, so
- * one layer's weights are in memory at a time. (DESIGN.md §1, Evaluation.)
+ * one layer's weights are in memory at a time. (docs/algorithm.md §11.)
  * The activations stream through two float32 spill files in chunks of whole
  * windows, so memory does not grow with the number of windows. */
 #ifndef SP_EVAL_H

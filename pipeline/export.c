@@ -21,7 +21,7 @@
  * to the model dtype, which is the same number for float32 models).
  *
  * ======================================================================
- * THE EXPORT JOURNAL (resume; RELIABILITY.md "Crash safety and resume")
+ * THE EXPORT JOURNAL (resume; docs/resume.md §10)
  * ======================================================================
  *
  * Files: OUT.tmp (io/gguf.c writes it), the journal (io/journal.c; default

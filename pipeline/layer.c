@@ -1,5 +1,5 @@
 /* pipeline/layer.c — a layer's forward pass and the head over the backend
- * table's ops. Contract: layer.h; conventions: DESIGN.md §1.
+ * table's ops. Contract: layer.h; conventions: docs/algorithm.md §1.
  *
  * Every buffer is allocated once in sp_layer_scratch_init (its sizes come
  * from one function, which sp_layer_scratch_bytes reports); the passes only

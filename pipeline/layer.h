@@ -4,7 +4,7 @@
  * same code runs dense and sliced layers, over one window of T tokens (RoPE
  * positions 0..T-1).
  *
- * A sliced layer (DESIGN.md §1):
+ * A sliced layer (docs/algorithm.md §7):
  *     h = x·S_attn + Attn(N(x))          x: (T, d_in), h: (T, d_mid)
  *     y = h·S_mlp  + MLP(N(h))           y: (T, d_out)
  * A dense layer has S = NULL (identity, d_in == d_mid == d_out == D) and norm

@@ -47,7 +47,7 @@ typedef enum sp_calib_sampling {
 
 /* [slicing] basis: SliceGPT's basis per residual position, or one basis for
  * the whole residual stream (every shortcut the identity: a stock model at
- * width d, DESIGN.md §6). */
+ * width d, docs/algorithm.md §10). */
 typedef enum sp_basis { SP_BASIS_PER_LAYER = 0, SP_BASIS_GLOBAL = 1 } sp_basis;
 /* How basis = "global" sums the positions' second moments: each divided by
  * its trace (every position counts alike), or raw sums. */

@@ -77,9 +77,10 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
     const int64_t d = j->plan.width[SP_POS_IN][0];
     cJSON *s;
     if (stock) {
-        /* One basis: the family's own architecture at width d (DESIGN.md §6).
-         * head_dim is written because loaders derive it from hidden_size
-         * when it is absent; the norms' weights (sqrt(D/d)) are tensors. */
+        /* One basis: the family's own architecture at width d
+         * (docs/algorithm.md §10). head_dim is written because loaders
+         * derive it from hidden_size when it is absent; the norms' weights
+         * (sqrt(D/d)) are tensors. */
         const sp_config *cf = &j->m.cfg;
         const double eps = cf->rms_norm_eps * (double)j->D / (double)d;
         cJSON_DeleteItemFromObject(c, "hidden_size");

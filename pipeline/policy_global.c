@@ -1,5 +1,5 @@
 /* pipeline/policy_global.c — one basis, [slicing] basis = "global"
- * (docs/algorithm.md, the global basis): a survey (a dense pass over the
+ * (docs/algorithm.md §10): a survey (a dense pass over the
  * calibration windows) sums the residual stream's second moments at every
  * position into one matrix, whose PCA rotates every tensor; one width d for
  * the whole stream, head included, no shortcut matrices; the output is the

@@ -1,5 +1,5 @@
 /* pipeline/policy_per_layer.c — SliceGPT's own policy, [slicing] basis =
- * "per-layer" (docs/algorithm.md §1): every residual position gets the PCA
+ * "per-layer" (docs/algorithm.md §5): every residual position gets the PCA
  * basis of its own signal on the already-sliced model, sliced to one uniform
  * width d; shortcut matrices map each basis to the next; the head is not
  * sliced (the last layer writes at the full width D). */

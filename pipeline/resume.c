@@ -5,7 +5,7 @@
  * The job directory is <output>/.slicepipe (a real directory, never a link):
  * lock, journal, spills (by default; elsewhere with spill_dir, named after
  * the job: spill-<XXH3-64 of the output's canonical path>-{a,b}.act) and two
- * basis files. Resume protocol (RELIABILITY.md "Crash safety and resume"):
+ * basis files. Resume protocol (docs/resume.md §7):
  *
  *   start ─► lock (75 if held) ─► journal open: identity checked (65 if the
  *   manifest's meaning, config.json, the input fingerprint, the backend or

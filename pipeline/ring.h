@@ -1,5 +1,5 @@
 /* pipeline/ring.h — shared-memory single-producer single-consumer ring buffer
- * between stage PROCESSES (DESIGN.md §2, "Stages and rings").
+ * between stage PROCESSES (docs/pipeline.md §3).
  *
  * The ring lives in a sealed memfd (a header page, then n_slots fixed-size
  * slots) mapped MAP_SHARED. A handle made by sp_ring_init before fork() is

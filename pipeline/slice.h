@@ -1,4 +1,4 @@
-/* pipeline/slice.h — SliceGPT, DESIGN.md §1, layer at a time:
+/* pipeline/slice.h — SliceGPT, docs/algorithm.md §5, layer at a time:
  * `slicepipe run manifest.toml`. */
 #ifndef SP_SLICE_H
 #define SP_SLICE_H

@@ -1,5 +1,5 @@
 /* pipeline/slice_plan.h — the slice plan: what a run keeps and how, decided
- * once per run from the manifest and the model (docs/algorithm.md).
+ * once per run from the manifest and the model (docs/pipeline.md §9).
  *
  * A policy (one file each: policy_per_layer.c, policy_global.c) fills the
  * plan; everything after reads the plan: the read plan and the memory plan

@@ -1,7 +1,7 @@
 /* pipeline/stages.c — the reader and writer stages, and the supervisor that
  * forks the three stages and watches them.
  *
- * Process model (DESIGN.md §2):
+ * Process model (docs/pipeline.md §1):
  *
  *   supervisor ── fork ──► reader   (io_uring or pread → weights ring)
  *              ── fork ──► compute  (weights ring → math → output ring)
@@ -19,7 +19,7 @@
  *   themselves, so the user sees exactly one message.
  *
  * The journal (io/journal.h) is appended to by the writer stage only, at each
- * layer boundary (compute.c), in the order RELIABILITY.md requires: the
+ * layer boundary (compute.c), in the order docs/resume.md §4 states: the
  * tensors' bytes were written to their shard, the shard is fsynced (finished
  * shards were already renamed and their folder fsynced), then one TENSOR
  * record per tensor finished since the last boundary, then the LAYER record;

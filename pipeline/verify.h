@@ -2,7 +2,7 @@
  * model directory against the XXH3-128 its shard recorded.
  *
  * The directory is opened with the strict reader (sp_ckpt_open: every header
- * and the index rules of RELIABILITY.md). Then, for every tensor of every
+ * and the index rules of docs/pipeline.md §11). Then, for every tensor of every
  * shard, the shard's __metadata__ must hold "xxh3_128:<tensor name>" — 32
  * lowercase hex digits, the canonical (big-endian) XXH3-128 of the tensor's
  * bytes, as io/st_writer.h writes it — and the tensor's bytes, read in

@@ -14,7 +14,8 @@ add_test(NAME forward_parity
                  $<TARGET_FILE:slicepipe> ${CMAKE_BINARY_DIR}/test_out/forward_parity)
 set_tests_properties(forward_parity PROPERTIES TIMEOUT 300 LABELS "forward;reference")
 
-# The shared models against data/REFERENCE.md; skipped (77) without ../shared.
+# The shared models against ../shared/data/REFERENCE.md; skipped (77)
+# without ../shared.
 add_test(NAME forward_shared
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_forward_parity.py shared
                  $<TARGET_FILE:slicepipe> ${SP_SHARED_DIR})

@@ -1,5 +1,5 @@
-# `slicepipe run` with [slicing] basis = "global" (DESIGN.md §6, a stock model
-# at width d) against the float64 numpy reference tests/ref/global_ref.py:
+# `slicepipe run` with [slicing] basis = "global" (docs/algorithm.md §10, a
+# stock model at width d) against the float64 numpy reference tests/ref/global_ref.py:
 # stories260k at 0.25 and 0 (trace and raw weighting) and the hf-tiny RMSNorm
 # families at 0.25 and 0, every tensor, config.json, the stock shapes and the
 # NLL; the LayerNorm families refused (64). Skips (77) without the shared dir.

@@ -6,7 +6,7 @@ add_test(NAME slice_parity
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_slice_parity.py $<TARGET_FILE:slicepipe>)
 set_tests_properties(slice_parity PROPERTIES TIMEOUT 900 LABELS "slice;reference")
 
-# The reference itself against shared/data/REFERENCE.md (fast subset:
+# The reference itself against ../shared/data/REFERENCE.md (fast subset:
 # stories260k 0.25 and llama2xs 0.25 BF16). Skips (77) without the shared dir.
 add_test(NAME slice_reference_numpy
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/ref/check_reference.py ${SP_SHARED_DIR} --fast)

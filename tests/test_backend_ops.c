@@ -1,6 +1,6 @@
 /* tests/test_backend_ops.c — every op of the backend table (linalg/backend.h)
  * against a plain float64 C reference written here from the published
- * definitions (DESIGN.md §1, backend.h), as ggml's test-backend-ops.
+ * definitions (docs/algorithm.md §1–§4, backend.h), as ggml's test-backend-ops.
  *
  *   test_backend_ops cpu | cuda
  *

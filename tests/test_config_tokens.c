@@ -397,7 +397,7 @@ static void test_config_shared(const char *shared) {
     int rc = sp_config_load(dir, &c);
     CHECK(rc == 0, "stories260k: rc %d '%s'", rc, sp_errmsg());
     if (rc) return;
-    /* values as published in the model's config.json and data/REFERENCE.md */
+    /* values as published in the model's config.json and ../shared/data/REFERENCE.md */
     CHECK(c.hidden_size == 64 && c.intermediate_size == 172 && c.n_layers == 5 && c.n_heads == 8 &&
               c.n_kv_heads == 4 && c.head_dim == 8 && c.vocab_size == 512,
           "stories260k shape");

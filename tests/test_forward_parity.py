@@ -7,9 +7,9 @@ reference (tests/ref/model_ref.py).
         weightless norms, per-layer widths); NLL within 1e-5 and logits within
         1e-4 + 1e-4·|ref|.
     test_forward_parity.py shared SLICEPIPE SHARED_DIR
-        the shared models against data/REFERENCE.md (stories260k 1.76572 within
-        1e-4, llama2xs 2.30280 within 2e-3), and the reference itself against
-        the same figures. Exit 77 (skip) when SHARED_DIR is absent.
+        the shared models against ../shared/data/REFERENCE.md (stories260k
+        1.76572 within 1e-4, llama2xs 2.30280 within 2e-3), and the reference
+        itself against the same figures. Exit 77 (skip) when SHARED_DIR is absent.
 """
 
 import json
@@ -166,7 +166,7 @@ def shared(exe, sh):
         check(abs(r["nll"] - want) <= tol, "%s: slicepipe nll %.6f vs REFERENCE.md %.5f (|diff| %.2e <= %g)"
               % (model, r["nll"], want, abs(r["nll"] - want), tol))
         mine = ref.forward_nll(d, tokens, 256)
-        # REFERENCE.md prints 5 decimals: agreement to rounding is 5e-6.
+        # ../shared/data/REFERENCE.md prints 5 decimals: agreement to rounding is 5e-6.
         check(abs(mine - want) <= 6e-6, "%s: numpy reference nll %.6f vs REFERENCE.md %.5f" % (model, mine, want))
         check(abs(r["nll"] - mine) <= 1e-4, "%s: slicepipe vs numpy reference |diff| %.2e <= 1e-4"
               % (model, abs(r["nll"] - mine)))

@@ -195,9 +195,9 @@ def manifest(path, model, tokens, seqlen, nsamples, sparsity, out):
 def test_sliced(sp, work, shared):
     model = shared_or_skip(shared)
     calib = os.path.join(shared, "data", "tinystories", "calib.tok512.npy")
-    # At 0.125 the 260K-parameter model still writes English (REFERENCE.md NLL
-    # 2.22 vs 1.77 dense); at 0.25 (NLL 3.16) it no longer does, so only the
-    # KV-cache check applies there.
+    # At 0.125 the 260K-parameter model still writes English
+    # (../shared/data/REFERENCE.md NLL 2.22 vs 1.77 dense); at 0.25 (NLL 3.16)
+    # it no longer does, so only the KV-cache check applies there.
     for sparsity, fluent in ((0.125, True), (0.25, False)):
         name = f"stories260k-sliced{sparsity:g}"
         out = os.path.join(work, name)

@@ -17,10 +17,10 @@ SIGILL):
 1. test_backend_ops cpu passes: every op against its float64 reference, the
    pool's ops identical at 1, 2 and 3 threads, OpenBLAS's repeatable at one
    count; and OpenBLAS really ran that kernel (the identity names it);
-2. stories260k at sparsity 0.25 with REFERENCE.md's settings (64 windows of
-   256 calibration tokens, F32 output) sliced at 1 and at 2 threads: each
-   output's held-out NLL is within 1e-4 of REFERENCE.md's 3.15845, and the
-   two agree within 1e-5.
+2. stories260k at sparsity 0.25 with ../shared/data/REFERENCE.md's settings
+   (64 windows of 256 calibration tokens, F32 output) sliced at 1 and at 2
+   threads: each output's held-out NLL is within 1e-4 of
+   ../shared/data/REFERENCE.md's 3.15845, and the two agree within 1e-5.
 
 Then once: a job started at 2 threads, killed at a compute commit point and
 resumed with `[resources] threads = 1` goes on at 2 threads (it says so) and
@@ -37,7 +37,7 @@ import shutil
 import subprocess
 import sys
 
-REF_NLL = 3.15845  # REFERENCE.md: stories260k, sparsity 0.25, float64 reference
+REF_NLL = 3.15845  # ../shared/data/REFERENCE.md: stories260k, sparsity 0.25, float64 reference
 TOL_REF, TOL_THREADS = 1e-4, 1e-5
 # OpenBLAS kernel → the /proc/cpuinfo flags its code needs ("pni" is SSE3).
 KERNELS = {

@@ -1,4 +1,4 @@
-/* tests/test_pca.c — the PCA of DESIGN.md §1 and the rotations, on the CPU
+/* tests/test_pca.c — the PCA of docs/algorithm.md §3 and the rotations, on the CPU
  * backend's ops (cov_add, eigh, rot_rows, rot_cols, basis_product):
  *
  *   - an exact end-to-end PCA: activations made of scaled Hadamard rows have

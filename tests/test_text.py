@@ -17,7 +17,7 @@ that do not use slicepipe's text path:
            documents split by test_tokenizer.py's independent blank-line rule,
            ids from HF's Rust tokenizers (npm, the tokenizer.npm fixture)
   run      slicepipe run with [calibration] text on stories260k: bit-identical
-           to the tokens run, REFERENCE.md's NLL; [eval] text; eval --text of
+           to the tokens run, ../shared/data/REFERENCE.md's NLL; [eval] text; eval --text of
            the sliced model finite and close to the tokens run's; random
            sampling from the .txt
   resume   a killed text-calibrated job: refused (65) when the text changes,

@@ -13,7 +13,7 @@
 #   3. bench_cuda: sgemm, attention, dsyrk and eigh at D = 4096 and 8192, float64
 #      rotations, TFLOP/s against the H200's peaks, a compute-only 7B and 70B
 #      extrapolation; to_dev/to_host rates with the pinned staging off and on;
-#   4. stories260k at 0.25 (data/REFERENCE.md settings) sliced with backend cpu
+#   4. stories260k at 0.25 (../shared/data/REFERENCE.md settings) sliced with backend cpu
 #      and backend cuda, both evaluated by `slicepipe eval`: NLL within 1e-4;
 #   5. a Llama-2-7B-shaped BF16 checkpoint made here by `slicepipe synth` (in
 #      the background from step 2 on), sliced at 0.25 with backend "cuda" and

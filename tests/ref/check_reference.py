@@ -1,15 +1,16 @@
 #!/usr/bin/python3
 """check_reference.py — run slicegpt_ref.py on the shared models with the
-settings of shared/data/REFERENCE.md and verify its table.
+settings of ../shared/data/REFERENCE.md and verify its table.
 
 usage: check_reference.py SHARED_DIR [--fast] [--tol 1e-4]
 
   SHARED_DIR  the shared folder (holds models/ and data/); exit 77 (skip) if absent.
   --fast      only stories260k 0.25 and llama2xs 0.25 (BF16-rounded): the ctest subset.
 
-Settings (REFERENCE.md): calibration = the first 64 windows of 256 tokens of
-data/tinystories/calib.tok512.npy; evaluation = all 424 non-overlapping
-256-token windows of data/tinystories/eval.tok512.npy; round_to 8, uniform.
+Settings (../shared/data/REFERENCE.md): calibration = the first 64 windows
+of 256 tokens of data/tinystories/calib.tok512.npy; evaluation = all 424
+non-overlapping 256-token windows of data/tinystories/eval.tok512.npy;
+round_to 8, uniform.
 Exit 0 when every checked value is within tol, 1 otherwise.
 """
 import argparse

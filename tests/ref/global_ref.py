@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """tests/ref/global_ref.py — an independent float64 numpy reference of
-slicepipe's single-basis ("global") slicing (DESIGN.md §6), written from the
+slicepipe's single-basis ("global") slicing (docs/algorithm.md §10), written from the
 definition, on top of tests/ref/model_ref.py (forward passes) and
 tests/ref/slicegpt_ref.py (fuse, pca conventions, slice_width). Not from the C.
 
@@ -303,7 +303,7 @@ def progressive_basis(config, W, calib_win, Q, d, weighting="trace", batch=16, i
     as x·Q[:, :d]ᵀ. Their span is span(Q[:, :d]), so the new Q[:, :d] spans
     the same subspace and the sliced model computes the same function (a
     rotation within the kept coordinates): a no-op, kept to show it.
-    mode "writer-full": the per-layer SliceGPT reading (DESIGN.md §1): every
+    mode "writer-full": the per-layer SliceGPT reading (docs/algorithm.md §5): every
     block READS the sliced signal (its readers are the sliced ones), but the
     position's signal is measured before its writer is sliced — X₀ = the full
     embedding, M_l = lift(x) + Attn(·)·W_oᵀ with W_o unsliced (D rows), Y_l =

@@ -66,7 +66,7 @@ API (imported by tests/ref/slicegpt_ref.py and by tests/*.py):
         embed(arch, t, toks, sliced, embed_scale_dtype), head(arch, t, x, sliced),
         rmsn(x, D, eps, gamma=None), is_sliced(arch, t).
 
-Dense vs sliced (DESIGN.md §1): a model is "sliced" when its final norm has no
+Dense vs sliced (docs/algorithm.md §7): a model is "sliced" when its final norm has no
 weight tensor. Every norm whose weight is absent is the weightless RMSN over the
 ORIGINAL hidden_size, x / sqrt(sum(x²)/D + eps) — also for LayerNorm families,
 whose means were baked into the weights. Widths come from the tensor shapes. A

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """tests/ref/slicegpt_ref.py — an independent float64 numpy reference of
-SliceGPT (DESIGN.md §1) for every family of tests/ref/model_ref.py, on top of
+SliceGPT (docs/algorithm.md §3–§6) for every family of tests/ref/model_ref.py, on top of
 its forward passes.
 
 API:
@@ -40,7 +40,7 @@ API:
     load_tokens, windows, round_to_dtype, round_tensors, f32_to_bf16_bits,
     bf16_bits_to_f32, rmsn, arch_of, Unsupported.
 
-The algorithm (DESIGN.md §1), for every family:
+The algorithm (docs/algorithm.md §3–§6), for every family:
   * PCA: H = Σ xᵀx (uncentered) in float64, δ = 0.01·mean(diag H) on the diagonal,
     eigh, descending, each eigenvector's largest-|.| component positive.
   * RMSNorm families: γ into the readers' columns (q,k,v or qkv by the input norm,
@@ -143,7 +143,7 @@ def model_nll(cfg, model, win, batch=16):
 
 
 # ----------------------------------------------------------------------------
-# SliceGPT (DESIGN.md §1)
+# SliceGPT (docs/algorithm.md §5)
 # ----------------------------------------------------------------------------
 
 def slice_width(D, sparsity, round_to=8):
