@@ -244,6 +244,20 @@ def group_local(sp, work):
     r = run([sp, "run", bad])
     check(r.returncode == 64 and "CUDA" in r.stderr and not os.path.exists(newout),
           f"backend cuda without a CUDA backend: exit 64 ({r.stderr.strip()})")
+    # eval and generate resolve their backend as run does; both keep their buffers in host memory.
+    ea = run([sp, "eval", model, "--tokens", evaltok, "--seqlen", "64", "--quiet", "--json"])
+    eb = run([sp, "eval", model, "--tokens", evaltok, "--seqlen", "64", "--quiet", "--json", "--backend", "cpu"])
+    check(ea.returncode == 0 and eb.returncode == 0 and json.loads(ea.stdout)["nll"] == json.loads(eb.stdout)["nll"],
+          f"eval --backend cpu gives auto's NLL ({ea.stderr.strip()[-200:]}{eb.stderr.strip()[-200:]})")
+    for cmd in (["eval", model, "--tokens", evaltok, "--seqlen", "64"], ["generate", model, "--prompt-ids", "1,2,3"]):
+        r = run([sp, *cmd, "--backend", "gpu"])
+        check(r.returncode == 64 and "unknown backend 'gpu'" in r.stderr,
+              f"{cmd[0]} --backend gpu: exit 64 naming the choices ({r.returncode}: {r.stderr.strip()})")
+        r = run([sp, *cmd, "--backend", "cuda"])
+        check(r.returncode == 64 and "cuda" in r.stderr and len(r.stderr.strip().splitlines()) == 1,
+              f"{cmd[0]} --backend cuda here: exit 64, one line ({r.returncode}: {r.stderr.strip()})")
+    v = run([sp, "--version"])
+    check(v.returncode == 0 and "cpu" in v.stdout and "usable" in v.stdout, f"--version lists the backends ({v.stdout!r})")
     write_manifest(bad, model, calib, 64, 16, 0.25, newout, '[resources]\nmemory = "1MB"\n')
     r = run([sp, "run", bad])
     check(r.returncode == 64 and "memory" in r.stderr and not os.path.exists(newout),
