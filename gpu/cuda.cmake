@@ -6,7 +6,8 @@
 #   ON    requires it (configure fails without the toolkit);
 #   OFF   never looks.
 #
-# The objects go into slicepipe_core (an OBJECT library folded into it, so
+# The objects go into slicepipe_core (an OBJECT library folded into it, as
+# io/, linalg/ and pipeline/ are, so
 # the archive has no cycle: the .cu code calls sp_fail from io/error.c), which
 # then links the static CUDA runtime (cuBLAS and cuSOLVER are loaded at run
 # time by the process that uses a device) and carries the PUBLIC
@@ -70,6 +71,7 @@ if(SLICEPIPE_HAVE_CUDA)
   # slicepipe_core was created before CUDA was enabled: give it the architectures.
   set_property(TARGET slicepipe_core PROPERTY CUDA_ARCHITECTURES ${CMAKE_CUDA_ARCHITECTURES})
   target_compile_definitions(slicepipe_core PUBLIC SLICEPIPE_HAVE_CUDA)
+  target_compile_definitions(sp_linalg PRIVATE SLICEPIPE_HAVE_CUDA) # the registry lists it
   # cuBLAS and cuSOLVER are dlopen'ed by the process that uses the device
   # (backend_cuda.cu says why); the runtime is linked statically.
   target_compile_definitions(slicepipe_cuda PRIVATE SP_CUDA_LIBDIR="${CUDAToolkit_LIBRARY_DIR}")

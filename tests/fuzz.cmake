@@ -2,7 +2,7 @@
 # than safetensors (whose target fuzz_safetensors is in tests/safetensors.cmake):
 #
 #   fuzz_manifest   pipeline/manifest.c  sp_manifest_load
-#   fuzz_config     io/config.c          sp_config_load (DIR/config.json)
+#   fuzz_config     pipeline/config.c          sp_config_load (DIR/config.json)
 #   fuzz_tokens     io/tokens.c          sp_tokens_load (.npy)
 #   fuzz_journal    io/journal.c         sp_journal_open replay, sp_run_identity_read
 #
@@ -31,10 +31,12 @@ if(SLICEPIPE_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
     target_link_libraries(${name} PRIVATE ${ARGN} PkgConfig::XXHASH ${MATH_LIB}) # fileio.c hashes
   endfunction()
 
-  sp_fuzz_target(fuzz_manifest ${CMAKE_SOURCE_DIR}/pipeline/manifest.c)
+  # manifest.c checks [resources] backend against the backend registry (linalg/backend.c, which opens the CPU one).
+  sp_fuzz_target(fuzz_manifest "${CMAKE_SOURCE_DIR}/pipeline/manifest.c;${CMAKE_SOURCE_DIR}/linalg/backend.c;${CMAKE_SOURCE_DIR}/linalg/cpu.c;${CMAKE_SOURCE_DIR}/linalg/cpu_blas.c"
+                 PkgConfig::OPENBLAS PkgConfig::LAPACKE)
   # config.json is parsed against the architecture table (the families' keys and refusals).
   file(GLOB SP_FUZZ_ARCH CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/pipeline/arch*.c)
-  sp_fuzz_target(fuzz_config "${CMAKE_SOURCE_DIR}/io/config.c;${SP_FUZZ_ARCH}" PkgConfig::CJSON)
+  sp_fuzz_target(fuzz_config "${CMAKE_SOURCE_DIR}/pipeline/config.c;${SP_FUZZ_ARCH}" PkgConfig::CJSON)
   sp_fuzz_target(fuzz_tokens ${CMAKE_SOURCE_DIR}/io/tokens.c)
   sp_fuzz_target(fuzz_journal ${CMAKE_SOURCE_DIR}/io/journal.c)
 

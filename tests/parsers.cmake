@@ -1,5 +1,5 @@
 # tests/parsers.cmake — the untrusted-input parsers: the run manifest
-# (pipeline/manifest), config.json (io/config) and .npy token streams
+# (pipeline/manifest), config.json (pipeline/config) and .npy token streams
 # (io/tokens). Hand-made invalid inputs for every rule.
 
 add_executable(test_manifest ${CMAKE_SOURCE_DIR}/tests/test_manifest.c)

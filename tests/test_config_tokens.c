@@ -1,4 +1,4 @@
-/* tests/test_config_tokens.c — config.json (io/config.c) and .npy token
+/* tests/test_config_tokens.c — config.json (pipeline/config.c) and .npy token
  * streams (io/tokens.c).
  *
  * Config: a hand-written valid Llama config with every field checked, the

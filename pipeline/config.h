@@ -1,4 +1,4 @@
-/* io/config.h — config.json of the HF Llama family (and of slicepipe's own
+/* pipeline/config.h — config.json of the HF Llama family (and of slicepipe's own
  * sliced outputs, which add a "slicepipe" block). */
 #ifndef SP_CONFIG_H
 #define SP_CONFIG_H

@@ -1,4 +1,4 @@
-/* io/config.c — config.json of every family in the architecture table
+/* pipeline/config.c — config.json of every family in the architecture table
  * (pipeline/arch.h), parsed with cJSON. The common keys are read here, the
  * family's own key names come from its table, and its hook reads the rest.
  *
