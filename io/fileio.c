@@ -41,6 +41,12 @@ static void fault_init(void) {
     g_short_reads = s && *s && strcmp(s, "0") != 0;
 }
 
+const char *sp_io_kind(unsigned mode) {
+    return S_ISREG(mode) ? "a regular file" : S_ISFIFO(mode) ? "a FIFO" : S_ISDIR(mode) ? "a directory"
+           : S_ISCHR(mode) || S_ISBLK(mode) ? "a device" : S_ISSOCK(mode) ? "a socket"
+           : S_ISLNK(mode) ? "a symbolic link" : "special";
+}
+
 /* The one open: O_NONBLOCK so that a FIFO or a device cannot block open()
  * itself, then fstat, refuse anything but a regular file, then clear the
  * flag. `flags` are the caller's (O_RDONLY, O_RDWR|O_CREAT|O_EXCL, ...). */
@@ -65,9 +71,7 @@ static int open_regular(const char *path, int flags, int mode, int *fd_out, int6
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return sp_fail(SP_EX_DATAERR, "%s: not a regular file (%s)", path,
-                       S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory"
-                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : S_ISSOCK(st.st_mode) ? "a socket" : "special");
+        return sp_fail(SP_EX_DATAERR, "%s: not a regular file (%s)", path, sp_io_kind(st.st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {

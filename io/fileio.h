@@ -12,6 +12,10 @@
 
 #include <stdint.h>
 
+/* What a file of st_mode `mode` is, for messages: "a FIFO", "a directory",
+ * "a device", "a socket", "a symbolic link", "a regular file" or "special". */
+const char *sp_io_kind(unsigned mode);
+
 /* Every open of this layer uses O_NONBLOCK (a FIFO or device can never block
  * open itself), fstats, refuses anything but a regular file (65, saying what
  * it is), then clears O_NONBLOCK; every fd is O_CLOEXEC.

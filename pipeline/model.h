@@ -32,8 +32,17 @@ typedef struct sp_model {
     int64_t n_bytes;   /* bytes of tensor data over all shards */
 } sp_model;
 
+/* The files beside the weights that a sliced output gets a copy of. */
+#define SP_MODEL_N_SIDE 7
+extern const char *const sp_model_side_files[SP_MODEL_N_SIDE];
+#define SP_MODEL_SIDE_BYTES_MAX ((int64_t)1 << 30)
+
 /* Opens DIR: config.json + checkpoint, and checks every expected tensor's
  * presence, shape and dtype against the config before anything is allocated.
+ * Every file of the folder slicepipe knows (config.json, the index, the
+ * shards and the side files above) must follow the model folder's link rule
+ * (io/modelfile.h), and a side file be at most SP_MODEL_SIDE_BYTES_MAX: so
+ * every command accepts or refuses a folder alike, before any work.
  * Returns 0 / 65 / 66 / 74 with a message naming file, tensor and reason. */
 int sp_model_open(const char *dir, sp_model *m);
 void sp_model_close(sp_model *m);
