@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "error.h"
-#include "fileio.h"
 #include "modelfile.h"
 
 void sp_model_widths(const sp_model *m, int64_t l, int64_t *d_in, int64_t *d_mid, int64_t *d_out) {
@@ -221,6 +220,20 @@ int sp_model_open(const char *dir, sp_model *m) {
         const sp_st_file *f = sp_ckpt_shard(m->ckpt, i);
         for (int j = 0; j < sp_st_count(f); j++) m->n_bytes += sp_st_at(f, j)->nbytes;
     }
+    return 0;
+}
+
+int sp_model_add_inputs(const sp_model *m, sp_io_paths **taken) {
+    static const char *const meta[] = {"config.json", "model.safetensors.index.json"};
+    for (int i = 0; i < 2 + SP_MODEL_N_SIDE; i++) {
+        char *p;
+        struct stat st;
+        SP_TRY(sp_path_join(m->dir, i < 2 ? meta[i] : sp_model_side_files[i - 2], &p));
+        int rc = stat(p, &st) == 0 ? sp_io_paths_add(taken, p, 0) : 0;
+        free(p);
+        SP_TRY(rc);
+    }
+    for (int i = 0; i < sp_ckpt_shard_count(m->ckpt); i++) SP_TRY(sp_io_paths_add(taken, sp_st_path(sp_ckpt_shard(m->ckpt, i)), 0));
     return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include "arch.h"
 #include "config.h"
+#include "fileio.h"
 #include "layer.h"
 #include "safetensors.h"
 
@@ -45,6 +46,10 @@ extern const char *const sp_model_side_files[SP_MODEL_N_SIDE];
  * every command accepts or refuses a folder alike, before any work.
  * Returns 0 / 65 / 66 / 74 with a message naming file, tensor and reason. */
 int sp_model_open(const char *dir, sp_model *m);
+/* Adds the files the model was opened from (config.json, the index, every
+ * shard, the side files present) to *taken as inputs, so that no
+ * single-file output replaces one (io/fileio.h sp_io_out_begin). */
+int sp_model_add_inputs(const sp_model *m, sp_io_paths **taken);
 void sp_model_close(sp_model *m);
 
 /* Layer l's widths. */
