@@ -5,6 +5,7 @@
 #include "fileio.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -70,4 +71,25 @@ int sp_modelfile_check(const char *dir, const char *path, int *present) {
     free(rp);
     free(rdir);
     return rc;
+}
+
+void sp_modelfile_name(const char *dir, char *out, size_t cap) {
+    char *rdir = realpath(dir, NULL);
+    long repo = rdir ? hf_repo_len(rdir) : -1;
+    if (repo > 0) {
+        rdir[repo] = 0;
+        const char *base = strrchr(rdir, '/') + 1, *name = strstr(base, "--");
+        for (const char *q = name; q; q = strstr(q + 2, "--")) name = q;
+        if (strncmp(base, "models--", 8) == 0 && name && name[2]) {
+            snprintf(out, cap, "%s", name + 2);
+            free(rdir);
+            return;
+        }
+    }
+    free(rdir);
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && dir[b - 1] != '/') b--;
+    snprintf(out, cap, "%.*s", (int)(n - b), dir + b);
 }

@@ -17,6 +17,8 @@
 #ifndef SP_MODELFILE_H
 #define SP_MODELFILE_H
 
+#include <stddef.h>
+
 /* Checks `path` (a file of the model folder `dir`, spelled through it:
  * "DIR/config.json", "DIR/sub/shard.safetensors") by the rule above.
  * Returns 0 with *present = 1 when it passes, 0 with *present = 0 when there
@@ -24,5 +26,10 @@
  * download), 66 when `dir` cannot be resolved otherwise (EACCES), 65 naming path, what it resolves to and
  * the rule when it breaks it. */
 int sp_modelfile_check(const char *dir, const char *path, int *present);
+
+/* The model's name, for metadata (GGUF general.name): the folder's last
+ * name, or for a Hugging Face cache snapshot (models--ORG--NAME/snapshots/
+ * REV) the repository's NAME rather than the revision. Cut to cap - 1 bytes. */
+void sp_modelfile_name(const char *dir, char *out, size_t cap);
 
 #endif
