@@ -29,38 +29,15 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import sys
 import threading
 import time
 
 import numpy as np
 
-failures = []
-SP = None
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-
-
-def run(args, env=None, timeout=120):
-    e = dict(os.environ)
-    for k in ("SLICEPIPE_KILL_AT", "SLICEPIPE_FAULT_WRITE", "SLICEPIPE_FAULT_FSYNC"):
-        e.pop(k, None)
-    if env:
-        e.update(env)
-    try:
-        return subprocess.run([SP, *args], capture_output=True, text=True, env=e, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(args, -999, "", "TIMEOUT (hang)")
-
-
-def last(r):
-    return (r.stderr.strip().splitlines() or [""])[-1]
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hostile_common as hc  # noqa: E402
+from hostile_common import check, failures, last, manifest, run  # noqa: E402
 
 def read(p):
     with open(p, "rb") as f:
@@ -100,13 +77,6 @@ def hf_cache(root, name, src):
         shutil.copyfile(os.path.join(src, f), os.path.join(repo, "blobs", h))
         os.symlink(os.path.join("..", "..", "blobs", h), os.path.join(snap, f))
     return repo, snap
-
-
-def manifest(path, model, calib, out):
-    with open(path, "w") as f:
-        f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{calib}"\nseqlen = 64\nnsamples = 8\n'
-                f'[slicing]\nsparsity = 0.25\n[output]\npath = "{out}"\n')
-    return path
 
 
 def shard_bytes(out):
@@ -439,8 +409,7 @@ def group_outputs(work, shared, root):
 
 
 def main():
-    global SP
-    group, SP, work, shared, root = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3]), sys.argv[4], sys.argv[5]
+    group, hc.SP, work, shared, root = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3]), sys.argv[4], sys.argv[5]
     work = os.path.join(work, group)
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
