@@ -41,6 +41,12 @@ static void fault_init(void) {
     g_short_reads = s && *s && strcmp(s, "0") != 0;
 }
 
+const char *sp_io_kind(unsigned mode) {
+    return S_ISREG(mode) ? "a regular file" : S_ISFIFO(mode) ? "a FIFO" : S_ISDIR(mode) ? "a directory"
+           : S_ISCHR(mode) || S_ISBLK(mode) ? "a device" : S_ISSOCK(mode) ? "a socket"
+           : S_ISLNK(mode) ? "a symbolic link" : "special";
+}
+
 /* The one open: O_NONBLOCK so that a FIFO or a device cannot block open()
  * itself, then fstat, refuse anything but a regular file, then clear the
  * flag. `flags` are the caller's (O_RDONLY, O_RDWR|O_CREAT|O_EXCL, ...). */
@@ -65,9 +71,7 @@ static int open_regular(const char *path, int flags, int mode, int *fd_out, int6
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return sp_fail(SP_EX_DATAERR, "%s: not a regular file (%s)", path,
-                       S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory"
-                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : S_ISSOCK(st.st_mode) ? "a socket" : "special");
+        return sp_fail(SP_EX_DATAERR, "%s: not a regular file (%s)", path, sp_io_kind(st.st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
@@ -255,6 +259,125 @@ int sp_io_write_atomic(const char *path, const void *buf, int64_t n) {
     int rc = sp_io_write_full(fd, buf, n, tmp);
     int rc2 = sp_io_atomic_commit(fd, tmp, path, rc == 0);
     return rc ? rc : rc2;
+}
+
+/* ---- single-file outputs ---- */
+
+typedef struct path_id {
+    char *path;
+    size_t base;             /* offset of the last name in path */
+    int is_output, exists, has_dir;
+    dev_t dev, ddev;         /* the file's and its folder's device */
+    ino_t ino, dino;
+} path_id;
+
+struct sp_io_paths {
+    path_id *p; /* (n) */
+    int n, cap;
+};
+
+/* Fills id for path (id->path: a copy, the caller frees it). */
+static int path_identify(const char *path, int is_output, path_id *id) {
+    memset(id, 0, sizeof *id);
+    id->is_output = is_output;
+    size_t n = strlen(path);
+    id->path = malloc(n + 1);
+    if (!id->path) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    memcpy(id->path, path, n + 1);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        id->exists = 1;
+        id->dev = st.st_dev;
+        id->ino = st.st_ino;
+    }
+    char *sl = strrchr(id->path, '/');
+    id->base = sl ? (size_t)(sl - id->path) + 1 : 0;
+    if (!id->path[id->base]) return 0; /* "dir/": no last name */
+    char *dir = malloc(n + 2);
+    if (!dir) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    if (!sl) snprintf(dir, n + 2, ".");
+    else if (sl == id->path) snprintf(dir, n + 2, "/");
+    else snprintf(dir, n + 2, "%.*s", (int)(sl - id->path), id->path);
+    if (stat(dir, &st) == 0) {
+        id->has_dir = 1;
+        id->ddev = st.st_dev;
+        id->dino = st.st_ino;
+    }
+    free(dir);
+    return 0;
+}
+
+/* 1 if a and b are one file, or one name in one folder. */
+static int path_same(const path_id *a, const path_id *b) {
+    return (a->exists && b->exists && a->dev == b->dev && a->ino == b->ino) ||
+           (a->has_dir && b->has_dir && a->ddev == b->ddev && a->dino == b->dino &&
+            strcmp(a->path + a->base, b->path + b->base) == 0);
+}
+
+int sp_io_paths_add(sp_io_paths **taken, const char *path, int is_output) {
+    if (!*taken && !(*taken = calloc(1, sizeof **taken))) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    sp_io_paths *t = *taken;
+    if (t->n == t->cap) {
+        int cap = t->cap ? 2 * t->cap : 16;
+        path_id *q = realloc(t->p, (size_t)cap * sizeof *q);
+        if (!q) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+        t->p = q;
+        t->cap = cap;
+    }
+    int rc = path_identify(path, is_output, &t->p[t->n]);
+    if (rc) {
+        free(t->p[t->n].path);
+        return rc;
+    }
+    t->n++;
+    return 0;
+}
+
+void sp_io_paths_free(sp_io_paths *taken) {
+    if (!taken) return;
+    for (int i = 0; i < taken->n; i++) free(taken->p[i].path);
+    free(taken->p);
+    free(taken);
+}
+
+int sp_io_out_begin(const char *path, sp_io_paths **taken, int *fd_out, char **tmp_out) {
+    *fd_out = -1;
+    *tmp_out = NULL;
+    size_t n = strlen(path);
+    if (n == 0 || path[n - 1] == '/')
+        return sp_fail(SP_EX_CANTCREAT, "'%s': names a folder, not a file; refused as an output", path);
+    if (taken && *taken) {
+        path_id me;
+        int rc = path_identify(path, 1, &me);
+        for (int i = 0; !rc && i < (*taken)->n; i++) {
+            const path_id *t = &(*taken)->p[i];
+            if (!path_same(&me, t)) continue;
+            rc = t->is_output ? sp_fail(SP_EX_USAGE, "%s: is also the output %s; refused: one command's outputs must differ",
+                                        path, t->path)
+                              : sp_fail(SP_EX_USAGE,
+                                        "%s: is the input %s (the same file by device and inode, or the same name in "
+                                        "the same folder); refused: an output never replaces an input",
+                                        path, t->path);
+        }
+        free(me.path);
+        SP_TRY(rc);
+    }
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+        return sp_fail(SP_EX_CANTCREAT,
+                       "%s: is %s; refused as an output without opening it (slicepipe replaces only a regular file or "
+                       "a link)",
+                       path, sp_io_kind(st.st_mode));
+    SP_TRY(sp_io_atomic_begin(path, 1, fd_out, tmp_out));
+    int rc = taken ? sp_io_paths_add(taken, path, 1) : 0;
+    if (rc) {
+        close(*fd_out);
+        unlink(*tmp_out);
+        free(*tmp_out);
+        *fd_out = -1;
+        *tmp_out = NULL;
+    }
+    return rc;
 }
 
 int sp_path_join(const char *dir, const char *name, char **out) {

@@ -12,6 +12,10 @@
 
 #include <stdint.h>
 
+/* What a file of st_mode `mode` is, for messages: "a FIFO", "a directory",
+ * "a device", "a socket", "a symbolic link", "a regular file" or "special". */
+const char *sp_io_kind(unsigned mode);
+
 /* Every open of this layer uses O_NONBLOCK (a FIFO or device can never block
  * open itself), fstats, refuses anything but a regular file (65, saying what
  * it is), then clears O_NONBLOCK; every fd is O_CLOEXEC.
@@ -38,6 +42,31 @@ void sp_io_random_hex(char *out, int n_hex);
  * failure) removes the temporary. commit frees tmp and closes fd. */
 int sp_io_atomic_begin(const char *path, int unique, int *fd_out, char **tmp_out);
 int sp_io_atomic_commit(int fd, char *tmp, const char *path, int ok);
+/* ---- single-file outputs ----
+ * tokenize -o and --decoded, eval and generate --dump-logits, generate
+ * --out-ids and synth's calib.npy are one file each at a path the user names.
+ * `taken` is the set of files the command reads (its inputs) and the single
+ * files it already writes (its outputs); NULL is the empty set. */
+typedef struct sp_io_paths sp_io_paths; /* opaque */
+/* Adds path to *taken (made on the first add): its identity (device and
+ * inode, links followed) when it exists, and its entry (its folder's device
+ * and inode, and its last name). A path that does not exist is still an
+ * entry. Out of memory: 70. */
+int sp_io_paths_add(sp_io_paths **taken, const char *path, int is_output);
+void sp_io_paths_free(sp_io_paths *taken);
+/* Begins a single-file output at path, without opening path itself:
+ *  - path is a file of *taken (the same device and inode, or the same name
+ *    in the same folder): 64 naming both, before anything is created;
+ *  - path is a directory, FIFO, device or socket (or ends in '/'): 73;
+ *  - else the unpredictable temporary of sp_io_atomic_begin(path, 1, ...) is
+ *    made beside it, and path joins *taken as an output.
+ * The caller writes to *fd_out and ends with sp_io_atomic_commit: fsync,
+ * rename over path (a link planted there is replaced, never written
+ * through), fsync of the folder; any failure, or ok == 0, removes the
+ * temporary. Two runs writing one path each write their own temporary: the
+ * last rename wins, and path is always one complete file. */
+int sp_io_out_begin(const char *path, sp_io_paths **taken, int *fd_out, char **tmp_out);
+
 /* Reads exactly n bytes at off (resuming short reads). Hitting EOF early: 65
  * ("truncated"). Other errors: 74. */
 int sp_io_pread_full(int fd, void *buf, int64_t n, int64_t off, const char *path);

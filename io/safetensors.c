@@ -28,6 +28,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "modelfile.h"
 #include "utf8.h"
 
 #include <cJSON.h>
@@ -719,22 +720,7 @@ static int build_entries(sp_ckpt *c, const char *const *shard_names) {
     return 0;
 }
 
-/* Resolves path; 0 if it lies inside rdir, 1 if it does not exist, 65 if it
- * escapes rdir (*resolved_out names where it goes, caller frees), else 66/65. */
-static int resolve_inside(const char *rdir, const char *path, char **resolved_out) {
-    *resolved_out = NULL;
-    char *rp = realpath(path, NULL);
-    if (!rp) {
-        if (errno == ENOENT || errno == ENOTDIR) return 1;
-        return errno == ELOOP ? SP_EX_DATAERR : SP_EX_NOINPUT;
-    }
-    size_t rl = strlen(rdir);
-    int inside = strncmp(rp, rdir, rl) == 0 && (rp[rl] == '/' || (rl == 1 && rdir[0] == '/'));
-    *resolved_out = rp;
-    return inside ? 0 : SP_EX_DATAERR;
-}
-
-static int open_indexed(sp_ckpt *c, const char *index_path, const char *rdir) {
+static int open_indexed(sp_ckpt *c, const char *index_path) {
     const char *dir = c->dir;
     char *text = NULL;
     int64_t len = 0;
@@ -809,7 +795,7 @@ static int open_indexed(sp_ckpt *c, const char *index_path, const char *rdir) {
     for (i = 0; i < n; i++)
         if (nnames == 0 || strcmp(names[nnames - 1], names[i]) != 0) names[nnames++] = names[i];
 
-    /* symlink escape and missing shards */
+    /* the model folder's link rule (modelfile.h) and missing shards */
     if ((rc = sp_calloc((void **)&missing, nnames, sizeof *missing, "missing shard list"))) goto out;
     int nmissing = 0;
     for (int s = 0; s < nnames; s++) {
@@ -820,24 +806,18 @@ static int open_indexed(sp_ckpt *c, const char *index_path, const char *rdir) {
                 tname = items[i].name;
                 break;
             }
-        char *p, *rp = NULL;
+        char *p;
+        int present;
         if ((rc = sp_path_join(dir, names[s], &p))) goto out;
-        int r = resolve_inside(rdir, p, &rp);
-        int e = errno;
+        rc = sp_modelfile_check(dir, p, &present);
         free(p);
-        if (r == 1) {
-            missing[nmissing++] = names[s];
-        } else if (r && rp) {
-            rc = sp_fail(SP_EX_DATAERR,
-                         "%s: tensor '%s': weight_map path '%s' resolves to %s, outside the model directory %s "
-                         "(symlink escape); refused",
-                         index_path, tname, names[s], rp, rdir);
-        } else if (r) {
-            errno = e;
-            rc = sp_fail_errno(r, "%s: tensor '%s': cannot resolve shard '%s'", index_path, tname, names[s]);
+        if (rc) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", sp_errmsg());
+            rc = sp_fail(rc, "%s: tensor '%s': weight_map path '%s': %s", index_path, tname, names[s], msg);
+            goto out;
         }
-        free(rp);
-        if (rc) goto out;
+        if (!present) missing[nmissing++] = names[s];
     }
     if (nmissing) {
         char list[1536];
@@ -904,7 +884,7 @@ int sp_ckpt_open(const char *dir, sp_ckpt **out) {
     sp_ckpt *c = calloc(1, sizeof *c);
     if (!c) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", dir);
     c->dir = xstrdup(dir);
-    char *index_path = NULL, *single = NULL, *rdir = NULL, *rp = NULL;
+    char *index_path = NULL, *single = NULL;
     int rc = c->dir ? 0 : sp_fail(SP_EX_SOFTWARE, "%s: out of memory", dir);
     if (!rc) rc = sp_path_join(dir, "model.safetensors.index.json", &index_path);
     if (!rc) rc = sp_path_join(dir, "model.safetensors", &single);
@@ -918,26 +898,18 @@ int sp_ckpt_open(const char *dir, sp_ckpt **out) {
         rc = sp_fail(SP_EX_NOINPUT, "%s: not a directory", dir);
         goto out;
     }
-    rdir = realpath(dir, NULL);
-    if (!rdir) {
-        rc = sp_fail_errno(SP_EX_NOINPUT, "%s: cannot resolve the model directory", dir);
-        goto out;
-    }
     const char *path = index_path;
-    int r = resolve_inside(rdir, index_path, &rp);
-    if (r == 1) {
+    int present = 0;
+    rc = sp_modelfile_check(dir, index_path, &present);
+    if (!rc && !present) {
         path = single;
-        r = resolve_inside(rdir, single, &rp);
+        rc = sp_modelfile_check(dir, single, &present);
     }
-    if (r == 1) {
+    if (rc) goto out;
+    if (!present) {
         rc = sp_fail(SP_EX_NOINPUT, "%s: no such file (and no model.safetensors.index.json in %s)", single, dir);
-    } else if (r && rp) {
-        rc = sp_fail(SP_EX_DATAERR, "%s: resolves to %s, outside the model directory %s (symlink escape); refused", path,
-                     rp, rdir);
-    } else if (r) {
-        rc = sp_fail_errno(r, "%s: cannot resolve", path);
     } else if (path == index_path) {
-        rc = open_indexed(c, index_path, rdir);
+        rc = open_indexed(c, index_path);
     } else {
         if ((rc = sp_calloc((void **)&c->shards, 1, sizeof *c->shards, "shards"))) goto out;
         if ((rc = sp_st_open(single, &c->shards[0]))) goto out;
@@ -946,8 +918,6 @@ int sp_ckpt_open(const char *dir, sp_ckpt **out) {
         rc = build_entries(c, &nm);
     }
 out:
-    free(rp);
-    free(rdir);
     free(index_path);
     free(single);
     if (rc) {

@@ -67,8 +67,11 @@ typedef struct sp_ckpt sp_ckpt; /* opaque */
 /* Opens DIR/model.safetensors.index.json if present, else DIR/model.safetensors.
  * Index rules (docs/pipeline.md §11): missing shards -> 66 listing them all;
  * a tensor in the index but not in its shard, or present in two shards -> 65;
- * a weight_map path with "..", absolute, or a symlink escaping DIR -> refused
- * (65) without opening it. Every shard is opened and validated up front. */
+ * a weight_map path with "..", absolute, or breaking the model folder's link
+ * rule (modelfile.h: a link out of DIR, other than one from a Hugging Face
+ * cache snapshot into its own blobs/) -> refused (65) without opening it.
+ * The index and model.safetensors follow the same rule. Every shard is
+ * opened and validated up front. */
 int sp_ckpt_open(const char *dir, sp_ckpt **out);
 void sp_ckpt_free(sp_ckpt *c);
 

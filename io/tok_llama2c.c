@@ -30,6 +30,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "modelfile.h"
 
 #include <cjson/cJSON.h>
 #include <xxhash.h>
@@ -223,7 +224,10 @@ static int config_vocab(const char *dir, int64_t *vocab) {
     if (snprintf(p, sizeof p, "%s/config.json", dir) >= (int)sizeof p) return 0;
     char *buf;
     int64_t len;
-    if (sp_io_read_small(p, 16 << 20, &buf, &len)) return 0; /* no config.json: nothing to check */
+    int present;
+    SP_TRY(sp_modelfile_check(dir, p, &present)); /* the model folder's link rule */
+    if (!present) return 0;                       /* no config.json: nothing to check */
+    if (sp_io_read_small(p, 16 << 20, &buf, &len)) return 0;
     cJSON *j = cJSON_ParseWithLength(buf, (size_t)len);
     free(buf);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "vocab_size");

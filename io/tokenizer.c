@@ -5,6 +5,7 @@
 #include "error.h"
 #include "utf8.h"
 #include "fileio.h"
+#include "modelfile.h"
 
 #include <cjson/cJSON.h>
 
@@ -64,11 +65,6 @@ int64_t sp_utf8_valid_prefix(const char *str, int64_t n) {
     return bad < 0 ? n : bad;
 }
 
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
 static int open_as(const char *path, const char *dir, sp_tok_kind kind, sp_tok **out) {
     *out = NULL;
     char *buf = NULL;
@@ -114,7 +110,9 @@ int sp_tok_open(const char *model_dir, sp_tok **out) {
         char p[4096];
         if (snprintf(p, sizeof p, "%s/%s", model_dir, order[i].name) >= (int)sizeof p)
             return sp_fail(SP_EX_USAGE, "%s: path too long", model_dir);
-        if (file_exists(p)) return open_as(p, model_dir, order[i].kind, out);
+        int present;
+        SP_TRY(sp_modelfile_check(model_dir, p, &present)); /* the model folder's link rule */
+        if (present) return open_as(p, model_dir, order[i].kind, out);
     }
     return sp_fail(SP_EX_NOINPUT, "%s: no tokenizer (looked for tokenizer.json, tokenizer.model, tokenizer.bin)", model_dir);
 }
@@ -197,7 +195,9 @@ int sp_tok_read_config(const char *dir, int *add_bos, int *add_eos, char bos[128
     bos[0] = eos[0] = 0;
     char p[4096];
     if (snprintf(p, sizeof p, "%s/tokenizer_config.json", dir) >= (int)sizeof p) return 0;
-    if (!file_exists(p)) return 0;
+    int present;
+    SP_TRY(sp_modelfile_check(dir, p, &present));
+    if (!present) return 0;
     char *buf;
     int64_t len;
     SP_TRY(sp_io_read_small(p, 64 << 20, &buf, &len));

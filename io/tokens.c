@@ -286,21 +286,3 @@ void sp_tokens_free(sp_tokens *t) {
     free(t->ids);
     memset(t, 0, sizeof *t);
 }
-
-int sp_npy_header(char head[256], const char *descr, int64_t d0, int64_t d1) {
-    char dict[160];
-    int n = d1 < 0 ? snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%lld,), }", descr,
-                              (long long)d0)
-                   : snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }",
-                              descr, (long long)d0, (long long)d1);
-    SP_ASSERT(n > 0 && n < (int)sizeof dict);
-    int pad = (64 - (10 + n + 1) % 64) % 64;
-    uint16_t hl = (uint16_t)(n + pad + 1);
-    memcpy(head, "\x93NUMPY\x01\x00", 8);
-    head[8] = (char)(hl & 0xff);
-    head[9] = (char)(hl >> 8);
-    memcpy(head + 10, dict, (size_t)n);
-    memset(head + 10 + n, ' ', (size_t)pad);
-    head[10 + n + pad] = '\n';
-    return 10 + n + pad + 1;
-}

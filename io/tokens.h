@@ -1,5 +1,6 @@
 /* io/tokens.h — token streams from .npy files (1-D int32, uint16, uint32 or
- * int64, little-endian, C order). Every id is checked to be in [0, vocab). */
+ * int64, little-endian, C order). Every id is checked to be in [0, vocab).
+ * The writer is io/npy.h. */
 #ifndef SP_TOKENS_H
 #define SP_TOKENS_H
 
@@ -17,10 +18,5 @@ typedef struct sp_tokens {
  * On failure *out is zeroed. */
 int sp_tokens_load(const char *path, int64_t vocab, int64_t max_n, sp_tokens *out);
 void sp_tokens_free(sp_tokens *t);
-
-/* A .npy v1.0 header for a C-order array of dtype descr ("<i4", "<f4") and
- * shape (d0,) when d1 < 0, else (d0, d1), padded so the data starts at a
- * multiple of 64. Writes at most 256 bytes into head; returns its length. */
-int sp_npy_header(char head[256], const char *descr, int64_t d0, int64_t d1);
 
 #endif

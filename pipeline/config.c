@@ -14,6 +14,7 @@
 #include "arch.h"
 #include "error.h"
 #include "fileio.h"
+#include "modelfile.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -365,7 +366,10 @@ int sp_config_load(const char *dir, sp_config *cfg) {
     if (!path) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", dir);
     snprintf(path, n, "%s/config.json", dir);
     int64_t len;
-    int rc = sp_io_read_small(path, CONFIG_BYTES_MAX, &cfg->raw_json, &len);
+    int present;
+    int rc = sp_modelfile_check(dir, path, &present); /* the model folder's link rule */
+    if (!rc && !present) rc = sp_fail(SP_EX_NOINPUT, "%s: no such file", path);
+    if (!rc) rc = sp_io_read_small(path, CONFIG_BYTES_MAX, &cfg->raw_json, &len);
     if (!rc) rc = parse(path, cfg->raw_json, len, cfg);
     free(path);
     if (rc) sp_config_free(cfg);

@@ -59,6 +59,7 @@ typedef struct sp_config {
  * low_freq_factor < high_freq_factor, original_max_position_embeddings).
  * Duplicate keys, wrong types, non-integral or out-of-range values, an
  * inconsistent "slicepipe" block: 65 "<dir>/config.json: field 'x': reason".
+ * config.json follows the model folder's link rule (modelfile.h): 65.
  * On failure *cfg is zeroed. */
 int sp_config_load(const char *dir, sp_config *cfg);
 void sp_config_free(sp_config *cfg);

@@ -13,23 +13,6 @@
 #include "spill.h"
 #include "stream.h"
 
-int sp_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols) {
-    char head[256];
-    int hl = sp_npy_header(head, "<f4", rows, cols);
-    int64_t n;
-    if (sp_mul_i64(rows, cols, &n) || sp_mul_i64(n, 4, &n))
-        return sp_fail(SP_EX_USAGE, "%s: %lld x %lld float32 overflows", path, (long long)rows, (long long)cols);
-    /* An unpredictable temporary beside it, renamed only once complete: a
-     * file cut short (ENOSPC) never has the final name. */
-    int fd;
-    char *tmp;
-    SP_TRY(sp_io_atomic_begin(path, 1, &fd, &tmp));
-    int rc = sp_io_write_full(fd, head, hl, tmp);
-    if (!rc) rc = sp_io_write_full(fd, data, n, tmp);
-    int rc2 = sp_io_atomic_commit(fd, tmp, path, rc == 0);
-    return rc ? rc : rc2;
-}
-
 /* The windows an evaluation takes, every size checked for overflow. */
 static int eval_shape(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o, int64_t *W_out, int64_t *N_out) {
     int64_t T = o->seqlen;
@@ -206,7 +189,7 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     double sum = hc.sum;
     if (rc) goto out;
     if (o->dump_logits) {
-        rc = sp_npy_write_f32(o->dump_logits, logits, N, V);
+        rc = sp_npy_out_write(o->dump_logits, logits, N * V);
         if (rc) goto out;
     }
     r->windows = W;

@@ -9,12 +9,14 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "npy.h"
 #include "tokens.h"
 
 typedef struct sp_eval_opts {
     int64_t seqlen;          /* T >= 2 */
     int64_t windows;         /* 0 = all full windows in the stream */
-    const char *dump_logits; /* NULL, or a .npy path for float32 (windows*T, vocab) */
+    sp_npy_out *dump_logits; /* NULL, or a '<f4' .npy begun with vocab columns (io/npy.h):
+                              * sp_eval appends the (windows*T, vocab) logits, the caller ends it */
     int progress;            /* per-layer progress on stderr */
     const char *spill_dir;   /* NULL: $TMPDIR or /tmp */
     int64_t chunk_bytes;     /* activation chunk budget; 0: 64 MiB */
@@ -43,9 +45,5 @@ int sp_eval_check(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o);
  * chunk_bytes budget buys chunk_bytes / (T·D·12) windows). */
 int64_t sp_eval_fixed_bytes(const struct sp_bk *bk, const sp_model *m, int64_t T, int64_t N, int dump);
 int64_t sp_eval_window_bytes(const sp_model *m, int64_t T);
-
-/* Writes a float32 2-D .npy (rows, cols) through an unpredictable temporary
- * beside it, fsynced and renamed. */
-int sp_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols);
 
 #endif

@@ -70,6 +70,7 @@
 #include "error.h"
 #include "fileio.h"
 #include "model.h"
+#include "modelfile.h"
 #include "safetensors.h"
 #include "tokenizer.h"
 
@@ -296,8 +297,8 @@ static int kv_arch(sp_gguf_w *w, xctx *x, const char *key, char buf[128]) {
 static int write_hparams(sp_gguf_w *w, xctx *x, const sp_export_opts *o) {
     const sp_config *c = &x->m.cfg;
     char kb[128];
-    const char *slash = strrchr(x->dir, '/');
-    const char *name = slash && slash[1] ? slash + 1 : x->dir;
+    char name[256];
+    sp_modelfile_name(x->dir, name, sizeof name);
     uint32_t file_type = o->type == SP_GGUF_T_F32 ? 0 : o->type == SP_GGUF_T_F16 ? 1 : o->type == SP_GGUF_T_Q8_0 ? 7 : 32;
     SP_TRY(sp_gguf_kv_str(w, "general.architecture", xarch_name[x->xa], -1));
     SP_TRY(sp_gguf_kv_str(w, "general.name", name, -1));

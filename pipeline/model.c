@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
+#include "modelfile.h"
 
 void sp_model_widths(const sp_model *m, int64_t l, int64_t *d_in, int64_t *d_mid, int64_t *d_out) {
     if (m->cfg.sliced) {
@@ -136,11 +138,33 @@ static int validate_all(sp_model *m, consumed *cs) {
     return 0;
 }
 
+const char *const sp_model_side_files[SP_MODEL_N_SIDE] = {
+    "tokenizer.bin",           "tokenizer.json",         "tokenizer.model", "tokenizer_config.json",
+    "special_tokens_map.json", "generation_config.json", "LICENSE"};
+
+/* Every side file by the model folder's link rule, and small enough to copy. */
+static int check_side_files(const char *dir) {
+    for (int i = 0; i < SP_MODEL_N_SIDE; i++) {
+        char *p;
+        int present;
+        struct stat st;
+        SP_TRY(sp_path_join(dir, sp_model_side_files[i], &p));
+        int rc = sp_modelfile_check(dir, p, &present);
+        if (!rc && present && stat(p, &st) == 0 && (int64_t)st.st_size > SP_MODEL_SIDE_BYTES_MAX)
+            rc = sp_fail(SP_EX_DATAERR, "%s: %lld bytes, larger than the %lld allowed for a file beside the model", p,
+                         (long long)st.st_size, (long long)SP_MODEL_SIDE_BYTES_MAX);
+        free(p);
+        SP_TRY(rc);
+    }
+    return 0;
+}
+
 int sp_model_open(const char *dir, sp_model *m) {
     memset(m, 0, sizeof *m);
     m->dir = strdup(dir);
     if (!m->dir) return sp_fail(SP_EX_SOFTWARE, "out of memory");
     int rc = sp_config_load(dir, &m->cfg);
+    if (!rc) rc = check_side_files(dir);
     if (rc) {
         sp_model_close(m);
         return rc;
@@ -196,6 +220,20 @@ int sp_model_open(const char *dir, sp_model *m) {
         const sp_st_file *f = sp_ckpt_shard(m->ckpt, i);
         for (int j = 0; j < sp_st_count(f); j++) m->n_bytes += sp_st_at(f, j)->nbytes;
     }
+    return 0;
+}
+
+int sp_model_add_inputs(const sp_model *m, sp_io_paths **taken) {
+    static const char *const meta[] = {"config.json", "model.safetensors.index.json"};
+    for (int i = 0; i < 2 + SP_MODEL_N_SIDE; i++) {
+        char *p;
+        struct stat st;
+        SP_TRY(sp_path_join(m->dir, i < 2 ? meta[i] : sp_model_side_files[i - 2], &p));
+        int rc = stat(p, &st) == 0 ? sp_io_paths_add(taken, p, 0) : 0;
+        free(p);
+        SP_TRY(rc);
+    }
+    for (int i = 0; i < sp_ckpt_shard_count(m->ckpt); i++) SP_TRY(sp_io_paths_add(taken, sp_st_path(sp_ckpt_shard(m->ckpt, i)), 0));
     return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include "arch.h"
 #include "config.h"
+#include "fileio.h"
 #include "layer.h"
 #include "safetensors.h"
 
@@ -32,10 +33,23 @@ typedef struct sp_model {
     int64_t n_bytes;   /* bytes of tensor data over all shards */
 } sp_model;
 
+/* The files beside the weights that a sliced output gets a copy of. */
+#define SP_MODEL_N_SIDE 7
+extern const char *const sp_model_side_files[SP_MODEL_N_SIDE];
+#define SP_MODEL_SIDE_BYTES_MAX ((int64_t)1 << 30)
+
 /* Opens DIR: config.json + checkpoint, and checks every expected tensor's
  * presence, shape and dtype against the config before anything is allocated.
+ * Every file of the folder slicepipe knows (config.json, the index, the
+ * shards and the side files above) must follow the model folder's link rule
+ * (io/modelfile.h), and a side file be at most SP_MODEL_SIDE_BYTES_MAX: so
+ * every command accepts or refuses a folder alike, before any work.
  * Returns 0 / 65 / 66 / 74 with a message naming file, tensor and reason. */
 int sp_model_open(const char *dir, sp_model *m);
+/* Adds the files the model was opened from (config.json, the index, every
+ * shard, the side files present) to *taken as inputs, so that no
+ * single-file output replaces one (io/fileio.h sp_io_out_begin). */
+int sp_model_add_inputs(const sp_model *m, sp_io_paths **taken);
 void sp_model_close(sp_model *m);
 
 /* Layer l's widths. */

@@ -151,24 +151,18 @@ int sp_output_config(job *j, const char *fp) {
     return rc;
 }
 
-static const char *const side_files[] = {"tokenizer.bin",         "tokenizer.json",          "tokenizer.model",
-                                         "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
-                                         "LICENSE"};
-enum { N_SIDE = sizeof side_files / sizeof side_files[0] };
-#define SIDE_BYTES_MAX ((int64_t)1 << 30)
-
 /* Copies the tokenizer and generation files that sit beside the checkpoint
- * (each already checked by sp_output_check). */
+ * (each already checked by sp_model_open). */
 int sp_output_side_files(job *j) {
-    for (int i = 0; i < N_SIDE; i++) {
+    for (int i = 0; i < SP_MODEL_N_SIDE; i++) {
         char src[4096], dst[4096];
-        snprintf(src, sizeof src, "%s/%s", j->mf->model_path, side_files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", j->mf->output_path, side_files[i]);
+        snprintf(src, sizeof src, "%s/%s", j->mf->model_path, sp_model_side_files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", j->mf->output_path, sp_model_side_files[i]);
         struct stat st;
-        if (lstat(src, &st) != 0) continue;
+        if (stat(src, &st) != 0) continue; /* absent, or a link to nothing (sp_modelfile_check) */
         char *buf;
         int64_t n;
-        SP_TRY(sp_io_read_small(src, SIDE_BYTES_MAX, &buf, &n));
+        SP_TRY(sp_io_read_small(src, SP_MODEL_SIDE_BYTES_MAX, &buf, &n));
         int rc = sp_io_write_atomic(dst, buf, n);
         free(buf);
         SP_TRY(rc);
@@ -202,15 +196,15 @@ int sp_output_restore(job *j, int *restored) {
         ++*restored;
     }
     free(cfg);
-    for (int i = 0; i < N_SIDE && !rc; i++) {
+    for (int i = 0; i < SP_MODEL_N_SIDE && !rc; i++) {
         char src[4096], dst[4096];
-        snprintf(src, sizeof src, "%s/%s", j->mf->model_path, side_files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", j->mf->output_path, side_files[i]);
+        snprintf(src, sizeof src, "%s/%s", j->mf->model_path, sp_model_side_files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", j->mf->output_path, sp_model_side_files[i]);
         struct stat st;
-        if (lstat(src, &st) != 0) continue;
+        if (stat(src, &st) != 0) continue; /* absent, or a link to nothing (sp_modelfile_check) */
         char *buf;
         int64_t bn;
-        rc = sp_io_read_small(src, SIDE_BYTES_MAX, &buf, &bn);
+        rc = sp_io_read_small(src, SP_MODEL_SIDE_BYTES_MAX, &buf, &bn);
         if (rc) break;
         if (!same_bytes(dst, buf, bn)) {
             rc = sp_io_write_atomic(dst, buf, bn);
@@ -293,39 +287,8 @@ static int check_folder(const job *j, const char *what, const char *folder, int 
     return 0;
 }
 
-/* A side file or config.json: inside the model folder, regular, bounded. */
-static int check_model_file(const job *j, const char *name, int64_t max_bytes, int required) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s/%s", j->mf->model_path, name);
-    struct stat st;
-    if (lstat(p, &st) != 0) return required ? sp_fail(SP_EX_NOINPUT, "%s: no such file", p) : 0;
-    char *rdir = realpath(j->mf->model_path, NULL), *rp = realpath(p, NULL);
-    int rc = 0;
-    if (!rdir) rc = sp_fail_errno(SP_EX_NOINPUT, "%s: cannot resolve", j->mf->model_path);
-    else if (!rp) rc = sp_fail_errno(SP_EX_DATAERR, "%s: cannot resolve (a dangling or looping link?)", p);
-    else {
-        size_t rl = strlen(rdir);
-        int inside = strncmp(rp, rdir, rl) == 0 && (rp[rl] == '/' || (rl == 1 && rdir[0] == '/'));
-        if (!inside)
-            rc = sp_fail(SP_EX_DATAERR, "%s: resolves to %s, outside the model directory %s (symlink escape); refused", p,
-                         rp, rdir);
-        else if (stat(p, &st) != 0) rc = sp_fail_errno(SP_EX_NOINPUT, "%s: stat", p);
-        else if (!S_ISREG(st.st_mode))
-            rc = sp_fail(SP_EX_DATAERR, "%s: not a regular file (%s); refused", p,
-                         S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory" : "special");
-        else if ((int64_t)st.st_size > max_bytes)
-            rc = sp_fail(SP_EX_DATAERR, "%s: %lld bytes, larger than the %lld allowed for a file copied beside the model", p,
-                         (long long)st.st_size, (long long)max_bytes);
-    }
-    free(rdir);
-    free(rp);
-    return rc;
-}
-
 int sp_output_check(job *j) {
     const char *out = j->mf->output_path;
-    SP_TRY(check_model_file(j, "config.json", SIDE_BYTES_MAX, 0));
-    for (int i = 0; i < N_SIDE; i++) SP_TRY(check_model_file(j, side_files[i], SIDE_BYTES_MAX, 0));
 
     /* The output, or its deepest existing ancestor. */
     struct stat st;

@@ -1,7 +1,6 @@
 /* pipeline/synth.c — synthetic checkpoints of every family (see synth.h for the
  * tensors, scales, token stream and memory bound). */
 #include "synth.h"
-#include "tokens.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -16,6 +15,7 @@
 #include "arch.h"
 #include "error.h"
 #include "fileio.h"
+#include "npy.h"
 #include "st_writer.h"
 
 #define HIDDEN_MAX 65536
@@ -292,10 +292,12 @@ static int write_config(const char *dir, const sp_synth_opts *o, const synth_arc
     return sp_io_write_atomic(path, txt, n);
 }
 
-/* 1 if name is a file synth writes (or its .tmp). */
+/* 1 if name is a file synth writes, or its temporary: "<name>.tmp", or
+ * "calib.npy.<16 hex>.tmp" (a single-file output's, io/fileio.h). */
 static int synth_name(const char *name) {
     size_t n = strlen(name);
     if (n > 4 && !strcmp(name + n - 4, ".tmp")) n -= 4;
+    if (n > 17 && name[n - 17] == '.' && strspn(name + n - 16, "0123456789abcdef") >= 16) n -= 17;
     if ((n == 11 && !strncmp(name, "config.json", n)) || (n == 9 && !strncmp(name, "calib.npy", n)) ||
         (n == 17 && !strncmp(name, "model.safetensors", n)) || (n == 28 && !strncmp(name, "model.safetensors.index.json", n)))
         return 1;
@@ -429,28 +431,21 @@ static int32_t token_at(token_gen *g, int64_t p) {
 }
 
 static int write_tokens(const char *dir, const sp_synth_opts *o, int32_t *buf) {
-    char path[4096], tmp[4096];
-    snprintf(path, sizeof path, "%s/calib.npy", dir);
-    if (snprintf(tmp, sizeof tmp, "%s/calib.npy.tmp", dir) >= (int)sizeof tmp)
-        return sp_fail(SP_EX_USAGE, "%s: output path too long", dir);
-    char head[256];
-    int hl = sp_npy_header(head, "<i4", o->tokens, -1);
-    int fd;
-    SP_TRY(sp_io_create(tmp, 0644, &fd)); /* never through a planted link */
-    int rc = sp_io_write_full(fd, head, hl, tmp);
+    char *path;
+    SP_TRY(sp_path_join(dir, "calib.npy", &path));
+    sp_npy_out *npy;
+    int rc = sp_npy_out_begin(path, "<i4", 0, NULL, &npy);
+    free(path);
+    SP_TRY(rc);
     token_gen g;
     token_gen_init(&g, o->seed, o->vocab);
     for (int64_t s = 0; s < o->tokens && !rc; s += o->chunk_elems) {
         int64_t m = o->tokens - s < o->chunk_elems ? o->tokens - s : o->chunk_elems;
         for (int64_t k = 0; k < m; k++) buf[k] = token_at(&g, s + k);
-        rc = sp_io_write_full(fd, buf, m * 4, tmp);
+        rc = sp_npy_out_write(npy, buf, m);
     }
-    if (!rc) rc = sp_io_fsync(fd, tmp);
-    close(fd);
-    if (!rc && rename(tmp, path) != 0) rc = sp_fail_errno(SP_EX_IOERR, "%s: cannot rename to %s", tmp, path);
-    if (!rc) rc = sp_io_fsync_dir(dir);
-    if (rc) unlink(tmp);
-    return rc;
+    int rc2 = sp_npy_out_end(npy, rc == 0);
+    return rc ? rc : rc2;
 }
 
 int sp_synth_write(const char *out_dir, const sp_synth_opts *opts, sp_synth_result *r) {

@@ -7,3 +7,19 @@ add_test(NAME hostile_inputs
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_hostile.py $<TARGET_FILE:slicepipe>
                  ${CMAKE_BINARY_DIR}/test_out/hostile ${SP_SANITIZED_FLAG})
 set_tests_properties(hostile_inputs PROPERTIES TIMEOUT 300 LABELS "crash;io")
+
+# The model folder's link rule and single-file outputs (tests/test_hostile_files.py):
+#   hostile_files.hfcache  a Hugging Face cache snapshot of stories260k built in the
+#                          test: every command works on it as on the plain folder;
+#                          links out of its repository's blobs/ are refused (77
+#                          without ../shared)
+#   hostile_files.outputs  tokenize -o/--decoded, eval/generate --dump-logits,
+#                          generate --out-ids, synth's calib.npy: planted links,
+#                          FIFOs, folders, an input as output, write and fsync
+#                          faults, two tokenizations to one output at once
+foreach(group hfcache outputs)
+  add_test(NAME hostile_files.${group}
+           COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_hostile_files.py ${group} $<TARGET_FILE:slicepipe>
+                   ${CMAKE_BINARY_DIR}/test_out/hostile_files ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR})
+  set_tests_properties(hostile_files.${group} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS "crash;io")
+endforeach()

@@ -49,39 +49,9 @@ import time
 
 import numpy as np
 
-failures = []
-SP = None
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-
-
-def run(args, env=None, timeout=60, **kw):
-    e = dict(os.environ)
-    for k in ("SLICEPIPE_KILL_AT", "SLICEPIPE_FAULT_WRITE", "SLICEPIPE_FAULT_FSYNC"):
-        e.pop(k, None)
-    if env:
-        e.update(env)
-    try:
-        return subprocess.run([SP, *args], capture_output=True, text=True, env=e, timeout=timeout, **kw)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(args, -999, "", "TIMEOUT (hang)")
-
-
-def last(r):
-    return (r.stderr.strip().splitlines() or [""])[-1][:300]
-
-
-def manifest(path, model, calib, out, extra="", seqlen=64, nsamples=8, shard="100KB"):
-    with open(path, "w") as f:
-        f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{calib}"\nseqlen = {seqlen}\n'
-                f'nsamples = {nsamples}\n[slicing]\nsparsity = 0.25\n[output]\npath = "{out}"\n'
-                f'shard_bytes = "{shard}"\n{extra}')
-    return path
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hostile_common as hc  # noqa: E402
+from hostile_common import check, failures, last, manifest, run  # noqa: E402
 
 def model_bytes(out):
     files = {}
@@ -419,13 +389,13 @@ def t_streams(c):
     def close_std():
         for fd in (0, 1, 2):
             os.close(fd)
-    p = subprocess.run([SP, "run", m], preexec_fn=close_std, timeout=60)
+    p = subprocess.run([hc.SP, "run", m], preexec_fn=close_std, timeout=60)
     check(p.returncode == 0 and model_bytes(out) == c.ref,
           f"streams: fds 0-2 closed: exit {p.returncode}, identical output")
     shutil.rmtree(out)
     rfd, wfd = os.pipe()
     os.close(rfd)  # the log reader is gone before the first line
-    p = subprocess.run([SP, "run", m], stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd, timeout=60)
+    p = subprocess.run([hc.SP, "run", m], stdin=subprocess.DEVNULL, stdout=wfd, stderr=wfd, timeout=60)
     os.close(wfd)
     check(p.returncode == 0 and model_bytes(out) == c.ref,
           f"streams: progress into a closed pipe: exit {p.returncode} (not SIGPIPE), identical output")
@@ -453,7 +423,7 @@ def t_limits(c):
     m, out = job(c, "evalmem", extra=f'[resources]\nmemory = "40MB"\n[eval]\ntokens = "{ev}"\nseqlen = 64\n')
     code = ("import resource,subprocess,sys;r=subprocess.run(sys.argv[1:],capture_output=True);"
             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss*1024);sys.stderr.write(r.stderr.decode())")
-    p = subprocess.run([sys.executable, "-c", code, SP, "run", m, "--quiet"], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-c", code, hc.SP, "run", m, "--quiet"], capture_output=True, text=True, timeout=120)
     rc, rss = (int(x) for x in p.stdout.split())
     sanitized = "--sanitized" in sys.argv[3:]
     check(rc == 0 and (rss <= budget or sanitized), f"limits: run with [eval] under memory = 40MB: exit {rc}, max RSS "
@@ -499,8 +469,7 @@ def t_small(c):
 
 
 def main():
-    global SP
-    SP, work = sys.argv[1], os.path.abspath(sys.argv[2])
+    hc.SP, work = sys.argv[1], os.path.abspath(sys.argv[2])
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     t0 = time.time()

@@ -9,15 +9,13 @@
  * status: sp_calib_text_windows's (its message on stderr), or 0. */
 #include "calib.h"
 #include "error.h"
-#include "fileio.h"
+#include "npy.h"
 #include "tokens.h"
 
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static int64_t num(const char *s) {
     char *e;
@@ -54,13 +52,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", sp_errmsg());
         return rc;
     }
-    char head[256];
-    int hl = sp_npy_header(head, "<i4", t.n, -1);
-    int fd = open(argv[8], O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s", argv[8]);
-    rc = sp_io_write_full(fd, head, hl, argv[8]);
-    if (!rc) rc = sp_io_write_full(fd, t.ids, t.n * (int64_t)sizeof(int32_t), argv[8]);
-    close(fd);
+    rc = sp_npy_write(argv[8], "<i4", t.ids, t.n, 0, NULL);
     if (rc) fprintf(stderr, "%s\n", sp_errmsg());
     else fprintf(stderr, "tokenizer xxh128 %s\n", hash);
     sp_tokens_free(&t);

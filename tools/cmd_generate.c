@@ -13,7 +13,6 @@
  * incomplete after DETOK_HOLD tokens, and the tail at the end, are printed
  * as they are. */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -28,6 +27,7 @@
 #include "generate.h"
 #include "manifest.h"
 #include "model.h"
+#include "npy.h"
 #include "tokenizer.h"
 #include "tokens.h"
 
@@ -123,17 +123,6 @@ static int parse_ids(const char *s, sp_tok_ids *out) {
     return 0;
 }
 
-static int write_ids_npy(const char *path, const int32_t *ids, int64_t n) {
-    char head[256];
-    int hl = sp_npy_header(head, "<i4", n, -1);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", path);
-    int rc = sp_io_write_full(fd, head, hl, path);
-    if (!rc) rc = sp_io_write_full(fd, ids, n * 4, path);
-    close(fd);
-    return rc;
-}
-
 typedef struct gen_args {
     const char *dir, *prompt, *prompt_ids, *prompt_tokens, *out_ids, *dump_logits, *backend;
     int64_t max_tokens, top_k, threads, weights;
@@ -162,11 +151,18 @@ static int run_generate(const gen_args *a) {
     sp_sampler smp = {0};
     detok dt = {0};
     float *dump = NULL;
+    sp_io_paths *taken = NULL;
+    sp_npy_out *out_ids = NULL, *out_logits = NULL;
     int rc = sp_tok_open(a->dir, &tok);
     if (rc == SP_EX_NOINPUT && !a->prompt) { /* no tokenizer: ids in, ids out */
         rc = 0;
         sp_err_clear();
     }
+    /* The outputs are begun before any work: never over an input (io/fileio.h). */
+    if (!rc) rc = sp_model_add_inputs(&m, &taken);
+    if (!rc && a->prompt_tokens) rc = sp_io_paths_add(&taken, a->prompt_tokens, 0);
+    if (!rc && a->out_ids) rc = sp_npy_out_begin(a->out_ids, "<i4", 0, &taken, &out_ids);
+    if (!rc && a->dump_logits) rc = sp_npy_out_begin(a->dump_logits, "<f4", V, &taken, &out_logits);
     if (rc) goto out;
     if (a->prompt) {
         rc = sp_tok_encode(tok, a->prompt, -1, a->special, &ids);
@@ -260,8 +256,14 @@ static int run_generate(const gen_args *a) {
     printf("\n");
     fflush(stdout);
     if (rc) goto out;
-    if (a->out_ids) rc = write_ids_npy(a->out_ids, ids.ids, ids.n);
-    if (!rc && dump) rc = sp_npy_write_f32(a->dump_logits, dump, ids.n - n_prompt, V);
+    if (out_ids) rc = sp_npy_out_write(out_ids, ids.ids, ids.n);
+    if (!rc && dump) rc = sp_npy_out_write(out_logits, dump, (ids.n - n_prompt) * V);
+    int rc_ids = sp_npy_out_end(out_ids, rc == 0);
+    out_ids = NULL;
+    if (!rc) rc = rc_ids;
+    int rc_logits = sp_npy_out_end(out_logits, rc == 0);
+    out_logits = NULL;
+    if (!rc) rc = rc_logits;
     if (rc) goto out;
     if (!a->quiet) {
         double tp = t1 - t0, tg = t2 - t1;
@@ -276,6 +278,9 @@ static int run_generate(const gen_args *a) {
                 (double)sp_gen_bytes(&m, bk, sp_gen_max_len(g), sp_gen_resident(g)) / (1 << 20));
     }
 out:
+    sp_npy_out_end(out_ids, 0);
+    sp_npy_out_end(out_logits, 0);
+    sp_io_paths_free(taken);
     free(dump);
     sp_tok_text_free(&dt.a);
     sp_tok_text_free(&dt.b);

@@ -1,26 +1,23 @@
 /* tools/cmd_tokenize.c — `slicepipe tokenize MODEL_DIR FILE -o OUT.npy`:
  * text documents to a 1-D int32 .npy token stream, each document encoded
  * with the tokenizer's own BOS/EOS rule. Streams: one document and one
- * chunk of ids in memory. The output is written to OUT.npy.tmp, fsynced and
- * renamed, so a partial file is never left under the final name. */
+ * chunk of ids in memory. OUT.npy (io/npy.h) and --decoded are single-file
+ * outputs (io/fileio.h sp_io_out_begin): never over an input, written to a
+ * temporary of their own and renamed only when complete. */
 #include "error.h"
 #include "fileio.h"
+#include "npy.h"
 #include "textdoc.h"
 #include "tokenizer.h"
-#include "tokens.h"
 
-
-#include <fcntl.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#define FLUSH_IDS (1 << 20) /* ids buffered before a write */
-#define NPY_HEAD_BYTES 128  /* sp_npy_header's length for any 1-D int64 count */
+#define FLUSH_IDS (1 << 20)      /* ids buffered before a write */
+#define FLUSH_TEXT_BYTES (1 << 20) /* decoded text buffered before a write */
 
 int sp_cmd_tokenize(int argc, char **argv); /* called by tools/slicepipe.c */
 
@@ -45,24 +42,25 @@ static void usage_tokenize(FILE *f) {
             "  --quiet                no progress line\n");
 }
 
-static int write_ids(int fd, const sp_tok_ids *b, const char *path) {
-    return sp_io_write_full(fd, b->ids, b->n * (int64_t)sizeof(int32_t), path);
-}
-
-/* One {"text": ...} line; escaped here (not with cJSON) so that a NUL in the
- * decoded text survives. */
-static int write_decoded(FILE *f, const char *path, const char *s, int64_t n) {
-    int bad = fputs("{\"text\": \"", f) < 0;
-    for (int64_t i = 0; i < n && !bad; i++) {
+/* One {"text": ...} line appended to b; escaped here (not with cJSON) so that
+ * a NUL in the decoded text survives. */
+static int decoded_line(sp_tok_text *b, const char *s, int64_t n) {
+    SP_TRY(sp_tok_text_append(b, "{\"text\": \"", 10));
+    int64_t plain = 0; /* s[plain, i) needs no escape */
+    for (int64_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') bad = fprintf(f, "\\%c", c) < 0;
-        else if (c == '\n') bad = fputs("\\n", f) < 0;
-        else if (c < 0x20 || c == 0x7f) bad = fprintf(f, "\\u%04x", c) < 0;
-        else bad = fputc(c, f) < 0;
+        char e[8];
+        int k = c == '"' || c == '\\' ? snprintf(e, sizeof e, "\\%c", c)
+                : c == '\n'             ? snprintf(e, sizeof e, "\\n")
+                : c < 0x20 || c == 0x7f ? snprintf(e, sizeof e, "\\u%04x", c)
+                                        : 0;
+        if (!k) continue;
+        SP_TRY(sp_tok_text_append(b, s + plain, i - plain));
+        SP_TRY(sp_tok_text_append(b, e, k));
+        plain = i + 1;
     }
-    if (!bad) bad = fputs("\"}\n", f) < 0;
-    if (bad) return sp_fail_errno(SP_EX_IOERR, "%s: write", path);
-    return 0;
+    SP_TRY(sp_tok_text_append(b, s + plain, n - plain));
+    return sp_tok_text_append(b, "\"}\n", 3);
 }
 
 static void progress(const sp_textdoc *d, int64_t tokens, double t0, int final) {
@@ -77,30 +75,19 @@ static void progress(const sp_textdoc *d, int64_t tokens, double t0, int final) 
 static int run(sp_tok *tok, const char *in, const char *out, const char *decoded, int special, int quiet, int64_t max_doc) {
     sp_textdoc *d;
     SP_TRY(sp_textdoc_open(in, max_doc, &d));
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", out) >= (int)sizeof tmp) {
-        sp_textdoc_free(d);
-        return sp_fail(SP_EX_CANTCREAT, "%s: path too long", out);
-    }
-    int fd;
-    int crc = sp_io_create(tmp, 0644, &fd); /* never through a planted link */
-    if (crc) {
-        sp_textdoc_free(d);
-        return crc;
-    }
-    FILE *df = NULL;
-    if (decoded && !(df = fopen(decoded, "w"))) {
-        close(fd);
-        unlink(tmp);
-        sp_textdoc_free(d);
-        return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create", decoded);
-    }
-    char head[256];
-    int hl = sp_npy_header(head, "<i4", 0, -1);
-    SP_ASSERT(hl == NPY_HEAD_BYTES);
-    int rc = sp_io_write_full(fd, head, hl, tmp);
+    /* Both outputs are begun before any work: never over the tokenizer, the
+     * input or each other. */
+    sp_io_paths *taken = NULL;
+    sp_npy_out *npy = NULL;
+    int dfd = -1;
+    char *dtmp = NULL;
+    int rc = sp_io_paths_add(&taken, sp_tok_path(tok), 0);
+    if (!rc) rc = sp_io_paths_add(&taken, in, 0);
+    if (!rc) rc = sp_npy_out_begin(out, "<i4", 0, &taken, &npy);
+    if (!rc && decoded) rc = sp_io_out_begin(decoded, &taken, &dfd, &dtmp);
+    sp_io_paths_free(taken);
     sp_tok_ids buf = {0};
-    sp_tok_text txt = {0};
+    sp_tok_text txt = {0}, lines = {0};
     int64_t total = 0, bytes_in = 0;
     double t0 = sp_now(), last = t0;
     while (!rc) {
@@ -119,13 +106,17 @@ static int run(sp_tok *tok, const char *in, const char *out, const char *decoded
         }
         bytes_in += n;
         total += buf.n - before;
-        if (df) {
+        if (dtmp) {
             txt.n = 0;
             rc = sp_tok_decode(tok, buf.ids + before, buf.n - before, special, &txt);
-            if (!rc) rc = write_decoded(df, decoded, txt.s ? txt.s : "", txt.n);
+            if (!rc) rc = decoded_line(&lines, txt.s ? txt.s : "", txt.n);
+            if (!rc && lines.n >= FLUSH_TEXT_BYTES) {
+                rc = sp_io_write_full(dfd, lines.s, lines.n, dtmp);
+                lines.n = 0;
+            }
         }
         if (!rc && buf.n >= FLUSH_IDS) {
-            rc = write_ids(fd, &buf, tmp);
+            rc = sp_npy_out_write(npy, buf.ids, buf.n);
             buf.n = 0;
         }
         if (!quiet && sp_now() - last > 0.5) {
@@ -133,22 +124,14 @@ static int run(sp_tok *tok, const char *in, const char *out, const char *decoded
             progress(d, total, t0, 0);
         }
     }
-    if (!rc) rc = write_ids(fd, &buf, tmp);
-    if (!rc) {
-        hl = sp_npy_header(head, "<i4", total, -1);
-        SP_ASSERT(hl == NPY_HEAD_BYTES);
-        rc = sp_io_pwrite_full(fd, head, hl, 0, tmp);
+    if (!rc) rc = sp_npy_out_write(npy, buf.ids, buf.n);
+    if (!rc && dtmp) rc = sp_io_write_full(dfd, lines.s, lines.n, dtmp);
+    int rc_npy = sp_npy_out_end(npy, rc == 0);
+    if (!rc) rc = rc_npy;
+    if (dtmp) {
+        int rc_dec = sp_io_atomic_commit(dfd, dtmp, decoded, rc == 0);
+        if (!rc) rc = rc_dec;
     }
-    if (!rc) rc = sp_io_fsync(fd, tmp);
-    close(fd);
-    if (df && fclose(df) != 0 && !rc) rc = sp_fail_errno(SP_EX_IOERR, "%s: write", decoded);
-    if (!rc && rename(tmp, out) != 0) rc = sp_fail_errno(SP_EX_CANTCREAT, "%s: rename", out);
-    if (!rc) {
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s", out);
-        rc = sp_io_fsync_dir(dirname(dir));
-    }
-    if (rc) unlink(tmp);
     double dt = sp_now() - t0;
     if (!rc && !quiet) {
         progress(d, total, t0, 1);
@@ -158,6 +141,7 @@ static int run(sp_tok *tok, const char *in, const char *out, const char *decoded
     }
     sp_tok_ids_free(&buf);
     sp_tok_text_free(&txt);
+    sp_tok_text_free(&lines);
     sp_textdoc_free(d);
     return rc;
 }

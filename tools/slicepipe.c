@@ -203,7 +203,7 @@ static int cmd_eval(int argc, char **argv) {
                                          {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
                                          {"memory", required_argument, 0, 'm'},  {"spill-dir", required_argument, 0, 'S'},
                                          {"backend", required_argument, 0, 'B'}, {0, 0, 0, 0}};
-    const char *tokens = NULL, *text = NULL, *backend = NULL;
+    const char *tokens = NULL, *text = NULL, *dump = NULL, *backend = NULL;
     int json = 0, quiet = 0;
     int64_t threads = 0;
     sp_eval_opts eo = {.progress = 1};
@@ -218,7 +218,7 @@ static int cmd_eval(int argc, char **argv) {
         case 'n': SP_TRY(parse_i64(optarg, "--threads", 0, &threads)); break;
         case 'j': json = 1; break;
         case 'q': quiet = 1; break;
-        case 'd': eo.dump_logits = optarg; break;
+        case 'd': dump = optarg; break;
         case 'm':
             if (sp_parse_size(optarg, &eo.chunk_bytes) != 0 || eo.chunk_bytes <= 0)
                 return sp_fail(SP_EX_USAGE, "--memory: expected a size such as 512MB, got '%s'", optarg);
@@ -237,25 +237,28 @@ static int cmd_eval(int argc, char **argv) {
     sp_model m;
     SP_TRY(sp_model_open(argv[optind], &m));
     sp_bk *bk;
-    int brc = sp_bk_open_host(backend, "eval", &bk);
-    if (brc) {
+    int rc = sp_bk_open_host(backend, "eval", &bk);
+    if (rc) {
         sp_model_close(&m);
-        return brc;
+        return rc;
     }
     bk->set_threads(bk, threads, m.cfg.hidden_size);
     eo.bk = bk;
-    sp_tokens tk;
+    /* --dump-logits is begun before any work: never over an input (io/fileio.h). */
+    sp_io_paths *taken = NULL;
+    rc = sp_model_add_inputs(&m, &taken);
+    if (!rc) rc = sp_io_paths_add(&taken, text ? text : tokens, 0);
+    if (!rc && dump) rc = sp_npy_out_begin(dump, "<f4", m.cfg.vocab_size, &taken, &eo.dump_logits);
+    sp_io_paths_free(taken);
+    sp_tokens tk = {0};
     sp_calib_opts co = {.seqlen = eo.seqlen, .nsamples = eo.windows, .vocab = m.cfg.vocab_size, .what = "--text",
                         .progress = !quiet};
-    int rc = text ? sp_calib_text_windows(text, argv[optind], &co, &tk, NULL)
-                  : sp_tokens_load(tokens, m.cfg.vocab_size, 0, &tk);
-    if (rc) {
-        sp_model_close(&m);
-        sp_bk_close(bk);
-        return rc;
-    }
+    if (!rc) rc = text ? sp_calib_text_windows(text, argv[optind], &co, &tk, NULL)
+                       : sp_tokens_load(tokens, m.cfg.vocab_size, 0, &tk);
     sp_eval_result r;
-    rc = sp_eval(&m, &tk, &eo, &r);
+    if (!rc) rc = sp_eval(&m, &tk, &eo, &r);
+    int rc_dump = sp_npy_out_end(eo.dump_logits, rc == 0);
+    if (!rc) rc = rc_dump;
     if (!rc) {
         if (json)
             printf("{\"model\": \"%s\", \"nll\": %.9f, \"ppl\": %.6f, \"tokens\": %lld, \"windows\": %lld, \"seqlen\": %lld, "
