@@ -208,3 +208,24 @@ void sp_bk_buf_to_host(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n) {
     SP_ASSERT(off >= 0 && n >= 0 && off <= b->bytes && n <= b->bytes - off);
     if (!bk->host_shared && n > 0) bk->to_host(bk, (char *)b->host + off, (const char *)b->dev + off, n);
 }
+
+const void *sp_bk_put(const sp_bk *bk, void *dev, const void *src, int64_t bytes) {
+    if (bk->host_shared) return src;
+    SP_ASSERT(dev && bytes >= 0);
+    if (bytes > 0) bk->to_dev(bk, dev, src, bytes);
+    return dev;
+}
+
+void *sp_bk_out(const sp_bk *bk, void *dev, void *host) { return bk->host_shared ? host : dev; }
+
+void sp_bk_get(const sp_bk *bk, void *host, const void *dev, int64_t bytes) {
+    if (bk->host_shared || bytes <= 0) return;
+    SP_ASSERT(dev);
+    bk->to_host(bk, host, dev, bytes);
+}
+
+const void *sp_bk_fetch(const sp_bk *bk, void *host, const void *dev, int64_t bytes) {
+    if (bk->host_shared) return dev;
+    sp_bk_get(bk, host, dev, bytes);
+    return host;
+}

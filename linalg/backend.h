@@ -263,5 +263,19 @@ void sp_bk_buf_free(const sp_bk *bk, sp_bk_buf *b);
 /* Copies [off, off + n) bytes host → backend / backend → host (no-ops when shared). */
 void sp_bk_buf_to_dev(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n);
 void sp_bk_buf_to_host(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n);
+/* Mirrors: host memory and its backend-memory mirror `dev` (on a
+ * host_shared backend the host memory itself, and nothing is copied). Every
+ * host/device copy of the pipeline goes through these and sp_bk_buf:
+ *   put  the bytes at src as backend memory: src itself when shared, else
+ *        copied into dev; returns the backend pointer;
+ *   out  where an op writes bytes the host needs: host when shared, else dev;
+ *   get  the bytes an op wrote at out(dev, host) back at host (a no-op when
+ *        shared). */
+const void *sp_bk_put(const sp_bk *bk, void *dev, const void *src, int64_t bytes);
+void *sp_bk_out(const sp_bk *bk, void *dev, void *host);
+void sp_bk_get(const sp_bk *bk, void *host, const void *dev, int64_t bytes);
+/* fetch: backend memory dev readable on the host: dev itself when shared,
+ * else copied into host; returns the host pointer. */
+const void *sp_bk_fetch(const sp_bk *bk, void *host, const void *dev, int64_t bytes);
 
 #endif

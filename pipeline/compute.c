@@ -48,16 +48,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-#include <xxhash.h>
 
 #include "error.h"
-#include "faults.h"
-#include "fileio.h"
 #include "job.h"
+#include "stage_link.h"
 #include "stream.h"
 
 #define BLK 256   /* rows or columns rotated at a time */
@@ -67,13 +62,7 @@
 typedef struct cstate {
     job *j;
     sp_stage_stat *st;
-    /* weights ring cursor */
-    int have;
-    sp_ring_chunk ch;
-    int64_t ch_pos;   /* bytes of the current chunk consumed */
-    int next_read;    /* plan index expected next */
-    int64_t cur_done; /* bytes of that plan item consumed */
-    int out_idx;      /* output tensor being emitted (declaration order) */
+    sp_link io;       /* weights in, tensors and boundaries out (stage_link.h) */
     /* working memory, sized once */
     sp_layer_buf lb;  /* this layer's weights, then their rotations, float32 */
     sp_layer_w lw;    /* the layer as the current pass runs it (views into lb, fs) */
@@ -102,8 +91,6 @@ typedef struct cstate {
     float *normd;     /* (D) mirror of norm */
     float *wd[SP_ARCH_LAYER_MAX]; /* mirrors of lb.t: the layer's tensors */
     int64_t h_rows;   /* tokens accumulated into H */
-    unsigned char *msg; /* (boundary_bytes) a BOUNDARY message: record + eigenvalues */
-    void *obuf;       /* (ob_elems) output dtype */
     int64_t *pos;     /* (N) calibration positions sorted by token id */
     int64_t *id_start; /* (V + 1) */
     sp_bk_ws *ws;     /* the backend's workspace: second moments, eigh, rotations */
@@ -111,19 +98,11 @@ typedef struct cstate {
     sp_spill *sa, *sb;
 } cstate;
 
-static int64_t boundary_bytes(const job *j) { return (int64_t)sizeof(sp_rec_layer) + j->n_pca * j->D * 8; }
-
-static int64_t now_ns(void) { return (int64_t)(sp_now() * 1e9); }
 
 const char *const sp_prof_names[SP_PROF_COUNT] = {"forward", "second_moments", "eigh", "rotations", "spill_io", "waits"};
 
 /* Adds the time since *t0 to phase p and restarts the clock. */
-static void prof(cstate *c, enum sp_prof p, int64_t *t0) {
-    int64_t t = now_ns();
-    atomic_fetch_add(&c->st->prof_ns[p], t - *t0);
-    if (p == SP_PROF_WAIT) atomic_fetch_add(&c->st->wait_ns, t - *t0);
-    *t0 = t;
-}
+static void prof(cstate *c, enum sp_prof p, int64_t *t0) { sp_prof_add(c->st, p, t0); }
 
 
 static void phase(cstate *c, int64_t layer, enum sp_phase p) {
@@ -131,164 +110,50 @@ static void phase(cstate *c, int64_t layer, enum sp_phase p) {
     atomic_store(&c->st->phase, (int32_t)p);
 }
 
-/* Host rows as backend memory: the rows themselves on a host-shared backend,
- * else copied into the mirror dev. */
-static const float *to_bk(cstate *c, float *dev, const float *host, int64_t n) {
-    if (c->bk->host_shared) return host;
-    c->bk->to_dev(c->bk, dev, host, n * 4);
-    return dev;
-}
-
-/* Where an op writes rows that the host then needs: host itself when shared. */
-static float *bk_out(cstate *c, float *dev, float *host) { return c->bk->host_shared ? host : dev; }
-
-/* Rows an op wrote at bk_out(dev, host) back on the host. */
-static void from_bk(cstate *c, float *host, const float *dev, int64_t n) {
-    if (!c->bk->host_shared) c->bk->to_host(c->bk, host, dev, n * 4);
-}
-
-/* Consumes the next n elements of plan item idx into dst (float32). */
-static int pull(cstate *c, int idx, float *dst, int64_t n) {
-    job *j = c->j;
-    SP_ASSERT(idx == c->next_read && idx < j->n_reads);
-    const sp_read_item *it = &j->reads[idx];
-    const int es = sp_dtype_size(it->t->dtype);
-    while (n > 0) {
-        if (!c->have) {
-            int64_t t0 = now_ns();
-            int rc = sp_ring_acquire_read(j->wring, &c->ch, 0);
-            prof(c, SP_PROF_WAIT, &t0);
-            if (rc == SP_RING_EOF) return sp_fail(SP_EX_SOFTWARE, "weights ring: the reader ended before '%s'", it->name);
-            if (rc) return rc;
-            if (c->ch.msg.id != (uint64_t)idx || c->ch.len % es != 0)
-                return sp_fail(SP_EX_SOFTWARE, "weights ring: protocol error (message %llu of %lld bytes, expected '%s')",
-                               (unsigned long long)c->ch.msg.id, (long long)c->ch.len, it->name);
-            c->have = 1;
-            c->ch_pos = 0;
-        }
-        int64_t take = (c->ch.len - c->ch_pos) / es;
-        if (take > n) take = n;
-        int64_t bad = sp_convert_to_f32(it->t->dtype, (const unsigned char *)c->ch.data + c->ch_pos, take, dst);
-        if (bad >= 0)
-            return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': non-finite value (NaN or Inf) at element %lld",
-                           sp_st_path(it->file), it->name, (long long)(c->cur_done / es + bad));
-        dst += take;
-        n -= take;
-        c->ch_pos += take * es;
-        c->cur_done += take * es;
-        if (c->ch_pos == c->ch.len) {
-            sp_ring_release_read(j->wring);
-            c->have = 0;
-        }
-    }
-    if (c->cur_done == it->t->nbytes) {
-        c->next_read++;
-        c->cur_done = 0;
-    }
-    return 0;
-}
-
-static int pull_whole(cstate *c, int idx, float *dst) { return pull(c, idx, dst, c->j->reads[idx].t->numel); }
-
-/* Sends n float32 values of the current output tensor, in the output dtype. */
-/* Sends n float32 of the current output tensor, converted to the output
- * dtype. Every converted chunk is checked: a value that is not finite in the
- * output dtype (F16 overflows past 65504; NaN/Inf from the math) is refused
- * (65) naming the tensor, never written. */
-static int emit(cstate *c, const float *src, int64_t n) {
-    job *j = c->j;
-    const int es = sp_dtype_size(j->out_dtype);
-    for (int64_t done = 0; n > 0;) {
-        int64_t m = n < j->ob_elems ? n : j->ob_elems;
-        sp_convert_from_f32(j->out_dtype, src, m, c->obuf);
-        for (int64_t i = 0; i < m; i++) {
-            int bad;
-            if (es == 4) {
-                float f;
-                memcpy(&f, (const char *)c->obuf + 4 * i, 4);
-                bad = !__builtin_isfinite(f);
-            } else {
-                uint16_t h;
-                memcpy(&h, (const char *)c->obuf + 2 * i, 2);
-                bad = j->out_dtype == SP_DTYPE_F16 ? (h & 0x7c00) == 0x7c00 : (h & 0x7f80) == 0x7f80;
-            }
-            if (!bad) continue;
-            const char *nm = sp_stw_tensor_name(j->w, c->out_idx);
-            if (__builtin_isfinite(src[i]))
-                return sp_fail(SP_EX_DATAERR,
-                               "output tensor '%s': element %lld is %g, which %s cannot hold (it becomes Inf); choose "
-                               "[output] dtype = \"%s\" in %s",
-                               nm, (long long)(done + i), (double)src[i], sp_dtype_st_name(j->out_dtype),
-                               j->out_dtype == SP_DTYPE_F16 ? "bf16\" (same range as f32) or \"f32" : "f32", j->mf->path);
-            return sp_fail(SP_EX_DATAERR,
-                           "output tensor '%s': element %lld is not finite (%g) before conversion to %s; the input or "
-                           "its calibration activations overflow float32: no output dtype can hold it",
-                           nm, (long long)(done + i), (double)src[i], sp_dtype_st_name(j->out_dtype));
-        }
-        sp_ring_msg msg = {.type = SP_MSG_TENSOR, .id = (uint64_t)c->out_idx, .total_bytes = m * es};
-        int64_t t0 = now_ns();
-        int rc = sp_ring_push(j->oring, &msg, c->obuf, m * es, 0);
-        prof(c, SP_PROF_WAIT, &t0);
-        if (rc) return rc;
-        src += m;
-        n -= m;
-        done += m;
-    }
-    return 0;
-}
-
-static void emit_end(cstate *c) { c->out_idx++; }
-
-static int emit_all(cstate *c, const float *src, int64_t n) {
-    SP_TRY(emit(c, src, n));
-    emit_end(c);
-    return 0;
-}
-
 /* In place: W (rows, D) float32 ← (W·diag γ)·Q[:, :k] as (rows, k), in float64. */
 static void rot_rows(cstate *c, float *W, int64_t rows, const float *gamma, const double *Q, int64_t k) {
-    int64_t t0 = now_ns();
-    c->bk->rot_rows(c->bk, c->ws, W, rows, c->j->D, gamma, Q, k);
+    int64_t t0 = sp_now_ns();
+    c->bk->rot_rows(c->bk, c->ws, W, rows, c->j->shape.hidden, gamma, Q, k);
     prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* In place: W (D, cols) float32 ← Q[:, :k]ᵀ·W as (k, cols), in float64. */
 static void rot_cols(cstate *c, const double *Q, int64_t k, float *W, int64_t cols) {
-    int64_t t0 = now_ns();
-    c->bk->rot_cols(c->bk, c->ws, Q, c->j->D, k, W, cols);
+    int64_t t0 = sp_now_ns();
+    c->bk->rot_cols(c->bk, c->ws, Q, c->j->shape.hidden, k, W, cols);
     prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* fs (a, b) float32 = A[:, :a]ᵀ·B[:, :b], with scratch (a, b) float64. */
 static void shortcut(cstate *c, const double *A, int64_t a, const double *B, int64_t b, double *scratch) {
-    int64_t t0 = now_ns();
-    c->bk->basis_product(c->bk, A, a, B, b, c->j->D, scratch, c->fsd);
-    from_bk(c, c->fs, c->fsd, a * b);
+    int64_t t0 = sp_now_ns();
+    c->bk->basis_product(c->bk, A, a, B, b, c->j->shape.hidden, scratch, c->fsd);
+    sp_bk_get(c->bk, c->fs, c->fsd, a * b * 4);
     prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* fs (k, D) = Q[:, :k]ᵀ in float32; Qf (D, k) = Q[:, :k] in float32. */
 static void basis_f32(cstate *c, const double *Q, int64_t k) {
-    int64_t t0 = now_ns();
-    c->bk->basis_f32(c->bk, Q, c->j->D, k, c->Qf, c->fsd);
+    int64_t t0 = sp_now_ns();
+    c->bk->basis_f32(c->bk, Q, c->j->shape.hidden, k, c->Qf, c->fsd);
     prof(c, SP_PROF_ROTATE, &t0);
 }
 
 /* dst (rows, k) = src (rows, D) · Qf (D, k). */
 static void apply_qf(cstate *c, const float *src, int64_t rows, int64_t k, float *dst) {
-    const int64_t D = c->j->D;
+    const int64_t D = c->j->shape.hidden;
     c->bk->sgemm(c->bk, 0, 0, rows, k, D, 1.0f, src, D, c->Qf, k, 0.0f, dst, k);
 }
 
 static void cov_reset(cstate *c) {
-    c->bk->zero(c->bk, c->H, c->j->D * c->j->D * 8);
+    c->bk->zero(c->bk, c->H, c->j->shape.hidden * c->j->shape.hidden * 8);
     c->h_rows = 0;
 }
 
 /* H += Xᵀ·X for one window X (T, D). */
 static int cov_add(cstate *c, const float *X) {
-    const int64_t T = c->j->T, D = c->j->D;
-    int64_t t0 = now_ns();
+    const int64_t T = c->j->shape.seqlen, D = c->j->shape.hidden;
+    int64_t t0 = sp_now_ns();
     int rc = c->bk->cov_add(c->bk, c->ws, c->H, D, X, T, D, c->h_rows);
     prof(c, SP_PROF_COV, &t0);
     SP_TRY(rc);
@@ -297,12 +162,12 @@ static int cov_add(cstate *c, const float *X) {
 }
 
 static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer) {
-    int64_t t0 = now_ns();
-    const int64_t D = c->j->D;
+    int64_t t0 = sp_now_ns();
+    const int64_t D = c->j->shape.hidden;
     double *ev = c->j->evals + (int64_t)which * D; /* host: the shared stats map */
     int rc = c->h_rows == 0 ? sp_fail(SP_EX_DATAERR, "PCA over zero calibration tokens")
-                            : c->bk->eigh(c->bk, c->ws, c->H, D, 0.01, Q, c->bk->host_shared ? ev : c->evd);
-    if (!rc && !c->bk->host_shared) c->bk->to_host(c->bk, ev, c->evd, D * 8);
+                            : c->bk->eigh(c->bk, c->ws, c->H, D, 0.01, Q, sp_bk_out(c->bk, c->evd, ev));
+    if (!rc) sp_bk_get(c->bk, ev, c->evd, D * 8);
     prof(c, SP_PROF_EIGH, &t0);
     if (rc) {
         char msg[1024];
@@ -316,12 +181,8 @@ static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer)
 /* basis = "global": G += H / tr(H) (trace weighting: every residual
  * position counts alike) or G += H (raw sums), in float64 on the host. */
 static void global_fold(cstate *c) {
-    const int64_t D = c->j->D;
-    const double *h = c->H;
-    if (!c->bk->host_shared) {
-        c->bk->to_host(c->bk, c->Qh, c->H, D * D * 8);
-        h = c->Qh;
-    }
+    const int64_t D = c->j->shape.hidden;
+    const double *h = sp_bk_fetch(c->bk, c->Qh, c->H, D * D * 8);
     double tr = 0, w = 1.0;
     for (int64_t i = 0; i < D; i++) tr += h[i * D + i];
     if (c->j->plan.survey_trace) w = tr > 0 ? 1.0 / tr : 0.0;
@@ -342,13 +203,13 @@ typedef struct pass_ctx {
 static int pass_window(void *ctx, int64_t w, const float *x, float *y) {
     pass_ctx *p = ctx;
     cstate *c = p->c;
-    const int64_t n = c->j->T * c->j->D;
-    int64_t t0 = now_ns();
-    float *yd = bk_out(c, c->yw, y);
-    p->f(c, to_bk(c, c->xw, x, n), yd);
+    const int64_t n = c->j->shape.seqlen * c->j->shape.hidden;
+    int64_t t0 = sp_now_ns();
+    float *yd = sp_bk_out(c->bk, c->yw, y);
+    p->f(c, sp_bk_put(c->bk, c->xw, x, n * 4), yd);
     prof(c, SP_PROF_FORWARD, &t0);
     int rc = cov_add(c, yd);
-    from_bk(c, y, yd, n);
+    sp_bk_get(c->bk, y, yd, n * 4);
     if (rc) { /* NaN/Inf: this layer is not committed; the message says where */
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
@@ -363,7 +224,7 @@ static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t lay
     pass_ctx p = {c, f, layer, what};
     cov_reset(c);
     int64_t io = 0;
-    int rc = sp_stream_windows(in, j->D, out, j->D, j->N / j->T, j->T, j->chunk_w, c->cin, c->cout, pass_window, &p, &io);
+    int rc = sp_stream_windows(in, j->shape.hidden, out, j->shape.hidden, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin, c->cout, pass_window, &p, &io);
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
     return rc;
 }
@@ -372,79 +233,22 @@ static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t lay
  * it is in the survey's dense passes. */
 static const float *layer_in(cstate *c, const float *x) {
     if (c->dense_pass) return x;
-    apply_qf(c, x, c->j->T, c->lw.d_in, c->tmp);
+    apply_qf(c, x, c->j->shape.seqlen, c->lw.d_in, c->tmp);
     return c->tmp;
 }
 
-static void attn_window(cstate *c, const float *x, float *y) { sp_layer_attn(c->scr, &c->lw, layer_in(c, x), c->j->T, y); }
-static void mlp_window(cstate *c, const float *x, float *y) { sp_layer_mlp(c->scr, &c->lw, layer_in(c, x), c->j->T, y); }
+static void attn_window(cstate *c, const float *x, float *y) { sp_layer_attn(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y); }
+static void mlp_window(cstate *c, const float *x, float *y) { sp_layer_mlp(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y); }
 static void block_window(cstate *c, const float *x, float *y) { /* a parallel block */
-    sp_layer_parallel(c->scr, &c->lw, layer_in(c, x), c->j->T, y);
+    sp_layer_parallel(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y);
 }
 
-/* Waits until the writer has journaled boundary `layer`. Compute calls it
- * before it overwrites a spill or basis file that the boundary before that
- * one names: from then on the journal no longer points at it. (The files
- * alternate, so without this wait a writer two boundaries behind would leave
- * the last journaled boundary naming a file compute is rewriting.) */
-static int wait_journaled(cstate *c, int64_t layer, int survey) {
-    int64_t t0 = now_ns();
-    _Atomic int64_t *at = survey ? &c->j->sh->journaled_survey : &c->j->sh->journaled_layer;
-    while (atomic_load(at) < layer) {
-        if (getppid() == 1) return sp_fail(SP_EX_SOFTWARE, "the supervisor is gone");
-        struct timespec ts = {0, 200000};
-        nanosleep(&ts, NULL);
-    }
-    prof(c, SP_PROF_WAIT, &t0);
-    return 0;
-}
-
-/* Makes the state after `layer` durable and tells the writer (see the top).
- * A survey boundary (basis = "global", after survey layer `layer`) keeps
- * the running sum G where the others keep Q, in the basis file the
- * previous survey boundary did not name; the last survey boundary's (1)
- * is never the embedding boundary's (0). */
-static int boundary(cstate *c, int64_t layer, int survey, const char spill_hash[33]) {
-    job *j = c->j;
-    const int64_t D = j->D;
-    int bi = survey ? (int)((j->L - layer) & 1) : (int)((layer + 1) & 1);
-    const char *bp = j->basis_path[bi];
-    int64_t t0 = now_ns();
-    int fd;
-    SP_TRY(sp_io_create(bp, 0600, &fd)); /* never through a planted link */
-    const double *qh = survey ? c->G : c->Q;
-    if (!survey && !c->bk->host_shared) {
-        c->bk->to_host(c->bk, c->Qh, c->Q, D * D * 8);
-        qh = c->Qh;
-    }
-    int rc = sp_io_write_full(fd, qh, D * D * 8, bp);
-    if (!rc) rc = sp_io_fsync(fd, bp);
-    close(fd);
-    SP_TRY(rc);
-    SP_TRY(sp_spill_sync(c->sa));
-    prof(c, SP_PROF_SPILL, &t0); /* the boundary's durability: basis and spill fsynced */
-    /* -1: the embedding (one PCA); 0..L-1: a layer (two); L: the head (none). */
-    int64_t rows = survey ? 0 : layer < 0 ? 1 : layer < j->L ? j->plan.layer_pcas : 0,
-            first = layer < 0 ? 0 : 1 + j->n_pca * layer;
-    sp_rec_layer rec = {.layer = layer, .basis_idx = bi, .n_eval_rows = rows, .survey = (char)survey};
-    const char *sp = strrchr(sp_spill_path(c->sa), '/');
-    snprintf(rec.spill, sizeof rec.spill, "%s", sp ? sp + 1 : sp_spill_path(c->sa));
-    memcpy(rec.spill_hash, spill_hash, 33);
-    XXH128_hash_t bh = XXH3_128bits(qh, (size_t)(D * D * 8));
-    sp_hex128(bh.high64, bh.low64, rec.basis_hash);
-    /* The message: the record, then the eigenvalues. */
-    unsigned char *msgbuf = c->msg;
-    int64_t len = (int64_t)sizeof rec + rows * D * 8;
-    SP_ASSERT(len <= boundary_bytes(j));
-    memcpy(msgbuf, &rec, sizeof rec);
-    if (rows) memcpy(msgbuf + sizeof rec, j->evals + first * D, (size_t)(rows * D * 8));
-    sp_ring_msg msg = {.type = SP_MSG_BOUNDARY, .id = (uint64_t)(layer + 1), .total_bytes = len};
-    t0 = now_ns();
-    rc = sp_ring_push(j->oring, &msg, msgbuf, len, 0);
-    prof(c, SP_PROF_WAIT, &t0);
-    SP_TRY(rc);
-    sp_fault_commit_point("compute");
-    return 0;
+/* Boundary `layer` (stage_link.h): the basis in host memory (Q, or after a
+ * survey layer the running sum G) and the next input (spill A). */
+static int commit(cstate *c, int64_t layer, int survey, const char spill_hash[33]) {
+    const int64_t D = c->j->shape.hidden;
+    const double *qh = survey ? c->G : sp_bk_fetch(c->bk, c->Qh, c->Q, D * D * 8);
+    return sp_link_boundary(&c->io, layer, survey, qh, c->sa, spill_hash);
 }
 
 /* Each row of X (rows, n) minus its mean (LayerNorm families: an embedding
@@ -509,8 +313,8 @@ static void embed_rows(cstate *c, float *X, int64_t rows) {
     const job *j = c->j;
     const float s = sp_model_embed_scale(&j->m);
     if (s != 1.0f)
-        for (int64_t i = 0; i < rows * j->D; i++) X[i] *= s;
-    if (j->m.arch->norm == SP_BK_NORM_LAYER) centre_rows(X, rows, j->D);
+        for (int64_t i = 0; i < rows * j->shape.hidden; i++) X[i] *= s;
+    if (j->m.arch->norm == SP_BK_NORM_LAYER) centre_rows(X, rows, j->shape.hidden);
 }
 
 /* A stock norm's weight at width d for the global basis
@@ -518,9 +322,9 @@ static void embed_rows(cstate *c, float *X, int64_t rows) {
  * x/sqrt(|x|²/D + eps) = sqrt(D/d) · x/sqrt(|x|²/d + eps·D/d), so the weight
  * is sqrt(D/d) (stored as sqrt(D/d) − 1 where the family reads 1 + w). */
 static int emit_norm(cstate *c, int64_t d) {
-    double g = sqrt((double)c->j->D / (double)d) - (c->j->m.arch->norm_plus_one ? 1.0 : 0.0);
+    double g = sqrt((double)c->j->shape.hidden / (double)d) - (c->j->m.arch->norm_plus_one ? 1.0 : 0.0);
     for (int64_t i = 0; i < d; i++) c->fs[i] = (float)g;
-    return emit_all(c, c->fs, d);
+    return sp_link_emit_all(&c->io, c->fs, d);
 }
 
 /* The layer's bases and widths by residual position: IN is Q (d_in), MID
@@ -546,7 +350,7 @@ static int emit_phase(cstate *c, const layer_ctx *x, int phase) {
             /* scratch: the basis of the third position, free at this point */
             enum sp_arch_pos third = SP_POS_IN + SP_POS_MID + SP_POS_OUT - o->from - o->pos;
             shortcut(c, x->basis[o->from], x->width[o->from], x->basis[o->pos], x->width[o->pos], x->basis[third]);
-            SP_TRY(emit_all(c, c->fs, x->width[o->from] * x->width[o->pos]));
+            SP_TRY(sp_link_emit_all(&c->io, c->fs, x->width[o->from] * x->width[o->pos]));
             continue;
         }
         float *W = b->t[o->t], *Wd = c->wd[o->t]; /* host, and its backend mirror */
@@ -556,17 +360,17 @@ static int emit_phase(cstate *c, const layer_ctx *x, int phase) {
         case SP_OUT_READER: {
             int norm = sp_arch_norm_of(a, o->pos);
             rot_rows(c, Wd, rows, norm >= 0 ? c->wd[norm] : NULL, x->basis[o->pos], k_pos);
-            from_bk(c, W, Wd, rows * k_pos);
-            SP_TRY(emit_all(c, W, rows * k_pos));
+            sp_bk_get(c->bk, W, Wd, rows * k_pos * 4);
+            SP_TRY(sp_link_emit_all(&c->io, W, rows * k_pos));
             break;
         }
         case SP_OUT_WRITER:
         case SP_OUT_BIAS_ROT:
             rot_cols(c, x->basis[o->pos], k_pos, Wd, cols);
-            from_bk(c, W, Wd, k_pos * cols);
-            SP_TRY(emit_all(c, W, k_pos * cols));
+            sp_bk_get(c->bk, W, Wd, k_pos * cols * 4);
+            SP_TRY(sp_link_emit_all(&c->io, W, k_pos * cols));
             break;
-        case SP_OUT_COPY: SP_TRY(emit_all(c, W, rows * cols)); break;
+        case SP_OUT_COPY: SP_TRY(sp_link_emit_all(&c->io, W, rows * cols)); break;
         case SP_OUT_NORM: SP_TRY(emit_norm(c, k_pos)); break;
         case SP_OUT_SHORTCUT: SP_ASSERT(0);
         }
@@ -581,22 +385,21 @@ static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
     const sp_arch *a = j->m.arch;
     sp_layer_buf *b = &c->lb;
     phase(c, l, ph);
-    for (int t = 0; t < a->n_layer; t++) SP_TRY(pull_whole(c, read0 + t, b->t[t]));
+    for (int t = 0; t < a->n_layer; t++) SP_TRY(sp_link_pull_whole(&c->io, read0 + t, b->t[t]));
     prepare_layer(c);
-    if (!c->bk->host_shared) /* the layer's tensors into backend memory */
-        for (int t = 0; t < a->n_layer; t++) {
-            int64_t shape[2];
-            int nd;
-            sp_arch_in_shape(a, &j->m.cfg, t, shape, &nd);
-            c->bk->to_dev(c->bk, c->wd[t], b->t[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4);
-        }
+    for (int t = 0; t < a->n_layer; t++) { /* the layer's tensors into backend memory */
+        int64_t shape[2];
+        int nd;
+        sp_arch_in_shape(a, &j->m.cfg, t, shape, &nd);
+        sp_bk_put(c->bk, c->wd[t], b->t[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4);
+    }
     return 0;
 }
 
 static int slice_layer(cstate *c, int64_t l) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
-    const int64_t D = j->D;
+    const int64_t D = j->shape.hidden;
     const int one = !j->plan.shortcuts; /* one basis for every position */
     layer_ctx x = {.basis = {c->Q, one ? c->Q : c->Qm, one ? c->Q : c->Qn}};
     sp_plan_layer_widths(j, l, x.width);
@@ -609,12 +412,12 @@ static int slice_layer(cstate *c, int64_t l) {
     const int np = sp_arch_pca_positions(a, pcas);
     if (!j->plan.layer_pcas) { /* one basis (the survey's): nothing to measure, every position is Q */
         for (int k = 0; k < np; k++) SP_TRY(emit_phase(c, &x, 1 + k));
-        SP_TRY(wait_journaled(c, l - 1, 0)); /* the basis file boundary l - 2 named */
-        return boundary(c, l, 0, c->survey_hash);
+        SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* the basis file boundary l - 2 named */
+        return commit(c, l, 0, c->survey_hash);
     }
 
     /* B is the file boundary l - 2 named: boundary l - 1 must be journaled. */
-    SP_TRY(wait_journaled(c, l - 1, 0));
+    SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0));
     enum sp_arch_pos from = SP_POS_IN;
     char spill_hash[33];
     for (int k = 0; k < np; k++) {
@@ -644,7 +447,7 @@ static int slice_layer(cstate *c, int64_t l) {
     sp_spill *s = c->sa;
     c->sa = c->sb;
     c->sb = s;
-    return boundary(c, l, 0, spill_hash);
+    return commit(c, l, 0, spill_hash);
 }
 
 /* basis = "global" (docs/algorithm.md §10), between the gather of X₀ (spill
@@ -657,15 +460,15 @@ static int slice_layer(cstate *c, int64_t l) {
 static int survey(cstate *c, int64_t from) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
-    const int64_t D = j->D;
+    const int64_t D = j->shape.hidden;
     enum sp_arch_pos pcas[2];
     const int np = sp_arch_pca_positions(a, pcas);
     c->dense_pass = 1;
-    for (int64_t l = from; l < j->L; l++) {
+    for (int64_t l = from; l < j->shape.layers; l++) {
         SP_TRY(load_layer(c, l, j->survey_read0[l], SP_PHASE_SURVEY));
         c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* dense: identity shortcuts, norms with γ */
         /* B and the basis file are the ones survey boundary l - 2 named. */
-        SP_TRY(wait_journaled(c, l - 1, 1));
+        SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 1));
         for (int k = 0; k < np; k++) {
             const int attn = pcas[k] == SP_POS_MID, par = a->parallel, last = k == np - 1;
             if (last) sp_spill_hash_begin(c->sb); /* the last pass writes all of B, in order */
@@ -677,27 +480,26 @@ static int survey(cstate *c, int64_t from) {
         sp_spill *t = c->sa;
         c->sa = c->sb;
         c->sb = t;
-        SP_TRY(boundary(c, l, 1, c->survey_hash));
+        SP_TRY(commit(c, l, 1, c->survey_hash));
     }
     c->dense_pass = 0;
-    phase(c, j->L - 1, SP_PHASE_SURVEY);
-    if (c->bk->host_shared) memcpy(c->H, c->G, (size_t)(D * D * 8));
-    else c->bk->to_dev(c->bk, c->H, c->G, D * D * 8);
-    c->h_rows = j->N;
+    phase(c, j->shape.layers - 1, SP_PHASE_SURVEY);
+    c->bk->to_dev(c->bk, c->H, c->G, D * D * 8); /* backend memory from host memory (a copy when shared) */
+    c->h_rows = j->shape.tokens;
     SP_TRY(pca(c, c->Q, 0, "global", -1));
     /* The embedding boundary's basis file (0) is the one survey boundary
      * L - 2 named. */
-    return wait_journaled(c, j->L - 1, 1);
+    return sp_link_wait_journaled(&c->io, j->shape.layers - 1, 1);
 }
 
 /* One window of X₀ (T, D), in place: + the learned positions, then into H. */
 static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
     cstate *c = ctx;
     (void)w, (void)in;
-    const int64_t n = c->j->T * c->j->D;
+    const int64_t n = c->j->shape.seqlen * c->j->shape.hidden;
     if (c->j->m.n_pos)
         for (int64_t i = 0; i < n; i++) x[i] += c->posb[i];
-    return cov_add(c, to_bk(c, c->xw, x, n));
+    return cov_add(c, sp_bk_put(c->bk, c->xw, x, n * 4));
 }
 
 /* 1. X₀ = Emb[tokens] (+ Pos[p + offset]) into spill A, its second moment
@@ -705,20 +507,20 @@ static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
  * stream receives them (embed_rows: Gemma's scale, LayerNorm centring). */
 static int gather_embed(cstate *c) {
     job *j = c->j;
-    const int64_t D = j->D, V = j->V, T = j->T, W = j->N / T, P = j->m.n_pos;
+    const int64_t D = j->shape.hidden, V = j->shape.vocab, T = j->shape.seqlen, W = j->shape.tokens / T, P = j->m.n_pos;
     phase(c, 0, SP_PHASE_EMBED);
     /* Counting sort of calibration positions by token id. */
     memset(c->id_start, 0, (size_t)(V + 1) * sizeof(int64_t));
-    for (int64_t i = 0; i < j->N; i++) c->id_start[j->calib.ids[i] + 1]++;
+    for (int64_t i = 0; i < j->shape.tokens; i++) c->id_start[j->calib.ids[i] + 1]++;
     for (int64_t v = 0; v < V; v++) c->id_start[v + 1] += c->id_start[v];
-    for (int64_t i = 0; i < j->N; i++) c->pos[c->id_start[j->calib.ids[i]]++] = i;
+    for (int64_t i = 0; i < j->shape.tokens; i++) c->pos[c->id_start[j->calib.ids[i]]++] = i;
     for (int64_t v = V; v > 0; v--) c->id_start[v] = c->id_start[v - 1];
     c->id_start[0] = 0;
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
-        SP_TRY(pull(c, 0, c->eb, nr * D));
+        SP_TRY(sp_link_pull(&c->io, 0, c->eb, nr * D));
         embed_rows(c, c->eb, nr);
-        int64_t t0 = now_ns();
+        int64_t t0 = sp_now_ns();
         for (int64_t v = r0; v < r0 + nr; v++)
             for (int64_t p = c->id_start[v]; p < c->id_start[v + 1]; p++)
                 SP_TRY(sp_spill_write(c->sa, c->pos[p], 1, D, c->eb + (v - r0) * D));
@@ -728,7 +530,7 @@ static int gather_embed(cstate *c) {
         const int64_t off = j->m.arch->pos_offset;
         for (int64_t r0 = 0; r0 < P; r0 += EB) {
             int64_t nr = P - r0 < EB ? P - r0 : EB;
-            SP_TRY(pull(c, 1, c->eb, nr * D));
+            SP_TRY(sp_link_pull(&c->io, 1, c->eb, nr * D));
             embed_rows(c, c->eb, nr);
             for (int64_t r = r0; r < r0 + nr; r++)
                 if (r >= off && r < off + T) memcpy(c->posb + (r - off) * D, c->eb + (r - r0) * D, (size_t)D * 4);
@@ -749,7 +551,7 @@ static int gather_embed(cstate *c) {
  * on, and PCA(G)), Emb ← Emb·Q[:, :d] (and Pos ← Pos·Q[:, :d]). */
 static int slice_embed(cstate *c, int64_t survey_from) {
     job *j = c->j;
-    const int64_t D = j->D, V = j->V, d0 = j->plan.width[SP_POS_IN][0], P = j->m.n_pos;
+    const int64_t D = j->shape.hidden, V = j->shape.vocab, d0 = j->plan.width[SP_POS_IN][0], P = j->m.n_pos;
     const int survey_basis = j->plan.survey;
     /* reads: embedding, [positions], [the survey's layers], embedding, [positions] (plan.c) */
     if (survey_from == 0) SP_TRY(gather_embed(c));
@@ -764,33 +566,33 @@ static int slice_embed(cstate *c, int64_t survey_from) {
     const float unscale = j->plan.stock && j->m.arch->embed_scale_sqrt_d ? 1.0f / sp_embed_scale(d0, j->out_dtype) : 1.0f;
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
-        SP_TRY(pull(c, j->embed_read2, c->eb, nr * D));
+        SP_TRY(sp_link_pull(&c->io, j->embed_read2, c->eb, nr * D));
         embed_rows(c, c->eb, nr);
         if (unscale != 1.0f)
             for (int64_t i = 0; i < nr * D; i++) c->eb[i] = (float)((double)c->eb[i] * unscale);
-        float *e = (float *)to_bk(c, c->ebd, c->eb, nr * D);
+        float *e = (float *)sp_bk_put(c->bk, c->ebd, c->eb, nr * D * 4);
         rot_rows(c, e, nr, NULL, c->Q, d0);
-        from_bk(c, c->eb, e, nr * d0);
-        SP_TRY(emit(c, c->eb, nr * d0));
+        sp_bk_get(c->bk, c->eb, e, nr * d0 * 4);
+        SP_TRY(sp_link_emit(&c->io, c->eb, nr * d0));
     }
-    emit_end(c);
+    sp_link_emit_end(&c->io);
     for (int64_t r0 = 0; r0 < P; r0 += EB) {
         int64_t nr = P - r0 < EB ? P - r0 : EB;
-        SP_TRY(pull(c, j->embed_read2 + 1, c->eb, nr * D));
+        SP_TRY(sp_link_pull(&c->io, j->embed_read2 + 1, c->eb, nr * D));
         embed_rows(c, c->eb, nr);
-        float *e = (float *)to_bk(c, c->ebd, c->eb, nr * D);
+        float *e = (float *)sp_bk_put(c->bk, c->ebd, c->eb, nr * D * 4);
         rot_rows(c, e, nr, NULL, c->Q, d0);
-        from_bk(c, c->eb, e, nr * d0);
-        SP_TRY(emit(c, c->eb, nr * d0));
+        sp_bk_get(c->bk, c->eb, e, nr * d0 * 4);
+        SP_TRY(sp_link_emit(&c->io, c->eb, nr * d0));
     }
-    if (P) emit_end(c);
-    if (survey_basis) return boundary(c, -1, 0, c->survey_hash);
+    if (P) sp_link_emit_end(&c->io);
+    if (survey_basis) return commit(c, -1, 0, c->survey_hash);
     char spill_hash[33];
-    int64_t t0 = now_ns();
+    int64_t t0 = sp_now_ns();
     SP_TRY(sp_spill_sync(c->sa));
     SP_TRY(sp_spill_hash_file(sp_spill_path(c->sa), spill_hash)); /* the gather wrote A out of order */
     prof(c, SP_PROF_SPILL, &t0);
-    return boundary(c, -1, 0, spill_hash);
+    return commit(c, -1, 0, spill_hash);
 }
 
 /* 3. W_head ← (W_head·diag γ_final)·Q, and its bias: the head's own plus
@@ -798,34 +600,34 @@ static int slice_embed(cstate *c, int64_t survey_from) {
 static int slice_head(cstate *c) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
-    const int64_t D = j->D, V = j->V, dl = j->plan.width[SP_POS_OUT][j->L - 1];
-    int r = j->layer_read0[j->L]; /* the final norm [β] [the head's bias], then the head */
-    phase(c, j->L - 1, SP_PHASE_HEAD);
-    SP_TRY(pull_whole(c, r++, c->norm));
+    const int64_t D = j->shape.hidden, V = j->shape.vocab, dl = j->plan.width[SP_POS_OUT][j->shape.layers - 1];
+    int r = j->layer_read0[j->shape.layers]; /* the final norm [β] [the head's bias], then the head */
+    phase(c, j->shape.layers - 1, SP_PHASE_HEAD);
+    SP_TRY(sp_link_pull_whole(&c->io, r++, c->norm));
     sp_model_norm_weight(&j->m, c->norm, D);
-    const float *gamma = to_bk(c, c->normd, c->norm, D);
-    if (a->final_norm_bias) SP_TRY(pull_whole(c, r++, c->norm_b));
+    const float *gamma = sp_bk_put(c->bk, c->normd, c->norm, D * 4);
+    if (a->final_norm_bias) SP_TRY(sp_link_pull_whole(&c->io, r++, c->norm_b));
     memset(c->hb, 0, (size_t)V * 4);
-    if (j->m.has_head_bias) SP_TRY(pull_whole(c, r++, c->hb));
+    if (j->m.has_head_bias) SP_TRY(sp_link_pull_whole(&c->io, r++, c->hb));
     if (j->plan.stock) SP_TRY(emit_norm(c, dl)); /* the stock final norm */
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
-        SP_TRY(pull(c, r, c->eb, nr * D));
+        SP_TRY(sp_link_pull(&c->io, r, c->eb, nr * D));
         if (a->final_norm_bias) fold_beta(c->eb, nr, D, c->norm_b, c->hb + r0);
-        float *e = (float *)to_bk(c, c->ebd, c->eb, nr * D);
+        float *e = (float *)sp_bk_put(c->bk, c->ebd, c->eb, nr * D * 4);
         rot_rows(c, e, nr, gamma, c->Q, dl);
-        from_bk(c, c->eb, e, nr * dl);
-        SP_TRY(emit(c, c->eb, nr * dl));
+        sp_bk_get(c->bk, c->eb, e, nr * dl * 4);
+        SP_TRY(sp_link_emit(&c->io, c->eb, nr * dl));
     }
-    emit_end(c);
-    if (sp_output_head_bias(j)) SP_TRY(emit_all(c, c->hb, V));
-    SP_TRY(wait_journaled(c, j->L - 1, 0)); /* its basis file is the one boundary L - 2 named */
+    sp_link_emit_end(&c->io);
+    if (sp_output_head_bias(j)) SP_TRY(sp_link_emit_all(&c->io, c->hb, V));
+    SP_TRY(sp_link_wait_journaled(&c->io, j->shape.layers - 1, 0)); /* its basis file is the one boundary L - 2 named */
     static const char no_spill[33] = {0};
-    return boundary(c, j->L, 0, no_spill); /* the head is journaled too */
+    return commit(c, j->shape.layers, 0, no_spill); /* the head is journaled too */
 }
 
 static sp_bk_plan_in ws_plan(const job *j) {
-    return (sp_bk_plan_in){.D = j->D, .cov_rows = COV_ROWS, .rot_block = BLK, .T = 0, .n_heads = 0};
+    return (sp_bk_plan_in){.D = j->shape.hidden, .cov_rows = COV_ROWS, .rot_block = BLK, .T = 0, .n_heads = 0};
 }
 
 /* The compute stage's own buffers: one list for the plan and the allocation. */
@@ -833,31 +635,32 @@ typedef struct buf_spec {
     size_t off;   /* of the pointer in cstate */
     int64_t n, sz;
     const char *what;
-    int kind;     /* BUF_HOST, BUF_BK (backend memory), BUF_MIRROR (backend memory unless host-shared) */
+    int kind;     /* BUF_HOST, BUF_BK (backend memory), BUF_MIRROR (backend memory unless host-shared),
+                   * BUF_HOST_MIRROR (host memory for a backend buffer's host side, unless host-shared) */
 } buf_spec;
 
-enum { BUF_HOST, BUF_BK, BUF_MIRROR };
+enum { BUF_HOST, BUF_BK, BUF_MIRROR, BUF_HOST_MIRROR };
 
 #define BUF(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_HOST}
 #define BK(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_BK}
 #define MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_MIRROR}
+#define HOST_MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_HOST_MIRROR}
 
-#define N_BUFS 26
+#define N_BUFS 24
 
 static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
-    const int64_t D = j->D, T = j->T, cwT = j->chunk_w * T;
+    const int64_t D = j->shape.hidden, T = j->shape.seqlen, cwT = j->chunk_w * T;
     const buf_spec b[] = {
         BUF(cin, cwT * D, 4, "activation chunk"),   BUF(cout, cwT * D, 4, "activation chunk"),
         BK(tmp, T * D, 4, "window buffer"),         BUF(eb, EB * D, 4, "embedding rows"),
         BUF(norm, D, 4, "norm"),                    BUF(fs, D * D, 4, "shortcut"),
         BK(Qf, D * D, 4, "basis"),                  BK(Q, D * D, 8, "basis"),
         BK(Qm, D * D, 8, "basis"),                  BK(Qn, D * D, 8, "basis"),
-        BK(H, D * D, 8, "second moment"),           BUF(msg, boundary_bytes(j), 1, "boundary message"),
-        BUF(obuf, j->ob_elems, 4, "output conversion"), BUF(pos, j->N, 8, "token positions"),
-        BUF(id_start, j->V + 1, 8, "token positions"),
-        BUF(norm_b, D, 4, "norm"),                  BUF(hb, j->V, 4, "head bias"),
+        BK(H, D * D, 8, "second moment"),           BUF(pos, j->shape.tokens, 8, "token positions"),
+        BUF(id_start, j->shape.vocab + 1, 8, "token positions"),
+        BUF(norm_b, D, 4, "norm"),                  BUF(hb, j->shape.vocab, 4, "head bias"),
         BUF(posb, j->m.n_pos ? T * D : 1, 4, "learned positions"),
-        MIRROR(evd, D, 8, "eigenvalues"),           MIRROR(Qh, D * D, 8, "basis"),
+        MIRROR(evd, D, 8, "eigenvalues"),           HOST_MIRROR(Qh, D * D, 8, "basis"),
         MIRROR(xw, T * D, 4, "window buffer"),      MIRROR(yw, T * D, 4, "window buffer"),
         MIRROR(ebd, EB * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
         MIRROR(normd, D, 4, "norm"),
@@ -873,12 +676,14 @@ int64_t sp_compute_plan_bytes(const job *j) {
     int n = buf_specs(j, b);
     int64_t total = 0, dev;
     for (int i = 0; i < n; i++)
-        if (b[i].kind == BUF_HOST || j->bk->host_shared) total += b[i].kind == BUF_MIRROR ? 0 : b[i].n * b[i].sz;
+        if (j->bk->host_shared ? b[i].kind == BUF_HOST || b[i].kind == BUF_BK
+                               : b[i].kind == BUF_HOST || b[i].kind == BUF_HOST_MIRROR)
+            total += b[i].n * b[i].sz;
     sp_bk_plan_in in = ws_plan(j);
-    return total + sp_layer_buf_bytes(&j->m)                              /* one layer, float32 */
-           + 2 * sp_spill_mem_bytes(j->D, j->chunk_w * j->T, j->mf->spill_dtype) /* the spills' conversion buffers */
+    return total + sp_link_bytes(j) + sp_layer_buf_bytes(&j->m)          /* the link; one layer, float32 */
+           + 2 * sp_spill_mem_bytes(j->shape.hidden, j->chunk_w * j->shape.seqlen, j->mf->spill_dtype) /* the spills' conversion buffers */
            + j->bk->plan_bytes(j->bk, &in).host_bytes                            /* second moments, eigh, rotations */
-           + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->T, j->D, &dev); /* the forward pass */
+           + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev); /* the forward pass */
 }
 
 int64_t sp_compute_plan_device_bytes(const job *j) {
@@ -887,22 +692,24 @@ int64_t sp_compute_plan_device_bytes(const job *j) {
     int n = buf_specs(j, b);
     int64_t total = 0, dev = 0;
     for (int i = 0; i < n; i++)
-        if (b[i].kind != BUF_HOST) total += b[i].n * b[i].sz;
+        if (b[i].kind == BUF_BK || b[i].kind == BUF_MIRROR) total += b[i].n * b[i].sz;
     sp_bk_plan_in in = ws_plan(j);
-    sp_layer_scratch_bytes(j->bk, &j->m.dims, j->T, j->D, &dev);
+    sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev);
     return total + sp_layer_buf_bytes(&j->m) /* the layer's mirrors */ + j->bk->plan_bytes(j->bk, &in).device_bytes + dev;
 }
 
 static int alloc_state(cstate *c) {
     job *j = c->j;
-    const int64_t D = j->D, T = j->T;
+    const int64_t D = j->shape.hidden, T = j->shape.seqlen;
     buf_spec a[N_BUFS];
     const int n = buf_specs(j, a);
     const int shared = c->bk->host_shared;
     for (int i = 0; i < n; i++) {
         void **p = (void **)((char *)c + a[i].off);
-        if (a[i].kind == BUF_HOST) SP_TRY(sp_alloc(p, a[i].n, a[i].sz, a[i].what));
-        else if (a[i].kind == BUF_BK || !shared) SP_TRY(c->bk->alloc(c->bk, p, a[i].n * a[i].sz, a[i].what));
+        if (a[i].kind == BUF_HOST || (a[i].kind == BUF_HOST_MIRROR && !shared))
+            SP_TRY(sp_alloc(p, a[i].n, a[i].sz, a[i].what));
+        else if (a[i].kind == BUF_BK || (a[i].kind == BUF_MIRROR && !shared))
+            SP_TRY(c->bk->alloc(c->bk, p, a[i].n * a[i].sz, a[i].what));
     }
     SP_TRY(sp_layer_buf_init(&j->m, &c->lb));
     if (shared) { /* the mirrors are their host buffers */
@@ -920,25 +727,22 @@ static int alloc_state(cstate *c) {
     SP_TRY(c->bk->ws_init(c->bk, &in, &c->ws));
     /* A resume: the input of the next layer is kept, the other is scratch;
      * the basis file holds Q, or after a survey boundary G. */
-    const int after_survey = j->resume_layer < -1 && j->resume_survey >= 0;
-    if (j->resume_layer >= -1 || after_survey) {
-        const char *other = strcmp(j->resume_spill, j->spill_a) == 0 ? j->spill_b : j->spill_a;
-        SP_TRY(sp_spill_open(&c->sa, j->resume_spill, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 1));
-        SP_TRY(sp_spill_open(&c->sb, other, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 0));
-        memcpy(c->survey_hash, j->resume_spill_hash, 33); /* basis = "global": the survey's last spill */
-        const char *bp = j->basis_path[j->resume_basis];
-        int fd;
-        int64_t size;
-        SP_TRY(sp_io_open_read(bp, &fd, &size));
-        double *qh = after_survey ? c->G : c->bk->host_shared ? c->Q : c->Qh;
-        int rc = size == D * D * 8 ? sp_io_pread_full(fd, qh, D * D * 8, 0, bp)
-                                   : sp_fail(SP_EX_DATAERR, "%s: wrong size for a basis file", bp);
-        if (!rc && !after_survey && !c->bk->host_shared) c->bk->to_dev(c->bk, c->Q, qh, D * D * 8);
-        close(fd);
-        SP_TRY(rc);
+    const int after_survey = j->resume.layer < -1 && j->resume.survey >= 0;
+    if (j->resume.layer >= -1 || after_survey) {
+        const char *other = strcmp(j->resume.spill, j->spill_a) == 0 ? j->spill_b : j->spill_a;
+        SP_TRY(sp_spill_open(&c->sa, j->resume.spill, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 1));
+        SP_TRY(sp_spill_open(&c->sb, other, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+        memcpy(c->survey_hash, j->resume.spill_hash, 33); /* a survey's last spill */
+        if (after_survey) {
+            SP_TRY(sp_link_resume_basis(&c->io, c->G));
+        } else { /* Q through its host side */
+            double *qh = c->bk->host_shared ? c->Q : c->Qh;
+            SP_TRY(sp_link_resume_basis(&c->io, qh));
+            sp_bk_put(c->bk, c->Q, qh, D * D * 8);
+        }
     } else {
-        SP_TRY(sp_spill_open(&c->sa, j->spill_a, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 0));
-        SP_TRY(sp_spill_open(&c->sb, j->spill_b, j->N, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+        SP_TRY(sp_spill_open(&c->sa, j->spill_a, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+        SP_TRY(sp_spill_open(&c->sb, j->spill_b, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 0));
     }
     return sp_layer_scratch_init(c->bk, j->m.arch, &j->m.dims, T, D, &c->scr);
 }
@@ -949,7 +753,7 @@ static void free_state(cstate *c) {
     const int shared = c->bk->host_shared;
     for (int i = 0; i < n; i++) {
         void *p = *(void **)((char *)c + a[i].off);
-        if (a[i].kind == BUF_HOST) free(p);
+        if (a[i].kind == BUF_HOST || a[i].kind == BUF_HOST_MIRROR) free(p);
         else if (a[i].kind == BUF_BK || !shared) c->bk->free(c->bk, p);
     }
     for (int t = 0; t < SP_ARCH_LAYER_MAX && !shared; t++) c->bk->free(c->bk, c->wd[t]);
@@ -965,21 +769,19 @@ static void free_state(cstate *c) {
 }
 
 int sp_stage_compute(job *j) {
-    cstate cs = {.j = j, .st = &j->sh->st[SP_STAGE_COMPUTE], .bk = j->bk, .next_read = j->read_start,
-                 .out_idx = j->out_start}, *c = &cs;
-    sp_ring_attach(j->wring, SP_RING_ROLE_CONSUMER);
-    sp_ring_attach(j->oring, SP_RING_ROLE_PRODUCER);
-    j->bk->set_threads(j->bk, j->threads, j->D);
-    int rc = alloc_state(c);
-    if (!rc && j->resume_layer < -1) rc = slice_embed(c, j->resume_survey + 1);
-    for (int64_t l = j->resume_layer < -1 ? 0 : j->resume_layer + 1; l < j->L && !rc; l++)
+    cstate cs = {.j = j, .st = &j->sh->st[SP_STAGE_COMPUTE], .bk = j->bk}, *c = &cs;
+    int rc = sp_link_init(&c->io, j);
+    j->bk->set_threads(j->bk, j->threads, j->shape.hidden);
+    if (!rc) rc = alloc_state(c);
+    if (!rc && j->resume.layer < -1) rc = slice_embed(c, j->resume.survey + 1);
+    for (int64_t l = j->resume.layer < -1 ? 0 : j->resume.layer + 1; l < j->shape.layers && !rc; l++)
         rc = slice_layer(c, l);
     if (!rc) rc = slice_head(c);
     if (!rc) {
-        phase(c, j->L - 1, SP_PHASE_DONE);
-        sp_ring_close_write(j->oring);
-        sp_ring_close_read(j->wring);
+        phase(c, j->shape.layers - 1, SP_PHASE_DONE);
+        sp_link_finish(&c->io);
     }
     free_state(c);
+    sp_link_free(&c->io);
     return rc;
 }

@@ -9,10 +9,16 @@
  * architecture table's order, the final norm and the head. The reader streams
  * them as messages whose id is the plan index; compute checks every id.
  *
- * Files: slice.c (the supervisor's run), plan.c (widths, reads, memory),
+ * Files: slice.c (the supervisor's run), slice_plan.c and policy_*.c (what
+ * is kept: slice_plan.h), plan.c (the read plan and the memory plan),
  * output.c (output folder, declaration, config.json, side files), resume.c
- * (identity, journal replay, status), stages.c (reader, writer, watching),
- * compute.c (the SliceGPT math).
+ * (the job folder, identity, journal replay, status; its record formats and
+ * state: resume.h), stages.c (reader, writer, watching), stage_link.c (the
+ * compute stage's rings and boundaries), compute.c (the SliceGPT math only).
+ *
+ * A job is the run's sizes (shape), its slice plan, its read and memory plan
+ * (fixed before the stages fork), the resume state it starts from, and the
+ * run state the stages share (rings, the stats map, the journal, the lock).
  */
 #ifndef SP_JOB_H
 #define SP_JOB_H
@@ -27,6 +33,7 @@
 #include "spill.h"
 #include "st_writer.h"
 #include "journal.h"
+#include "resume.h"
 #include "tokens.h"
 #include "backend.h"
 #include "arch.h"
@@ -37,61 +44,6 @@ enum { SP_STAGE_READER, SP_STAGE_COMPUTE, SP_STAGE_WRITER, SP_STAGE_COUNT };
 extern const char *const sp_stage_names[SP_STAGE_COUNT];
 
 enum { SP_MSG_TENSOR = 1, SP_MSG_BOUNDARY = 2 };
-
-/* Journal record types (io/journal.h payloads). A run appends PARAMS and
- * STAT once, then at each layer boundary (the embedding is boundary -1) one
- * INPUT for the input tensors consumed since the last boundary, one TENSOR
- * per output tensor finished since then and a LAYER record, and DONE at the
- * very end. Payloads are these structs, native byte order. */
-enum { SP_REC_PARAMS = 1, SP_REC_TENSOR = 2, SP_REC_LAYER = 3, SP_REC_DONE = 4, SP_REC_INPUT = 5, SP_REC_STAT = 6 };
-
-/* INPUT: the XXH3-128 (canonical bytes) of read-plan items [first, first +
- * count), as the reader read them; followed by count × 16 bytes. A resume
- * re-hashes every item it relies on (already consumed, or read again) and
- * refuses (65) one that differs: the output never mixes two versions. */
-typedef struct sp_rec_input {
-    int64_t first, count;
-} sp_rec_input;
-
-/* STAT: one per input file (the shards, in checkpoint order), as the first
- * run saw them; a resume refuses (65) a file whose size, inode or change
- * time (ctime: any write or utime sets it) differs, also for the tensors it
- * has not read yet. */
-typedef struct sp_rec_stat_file {
-    int64_t size, dev, ino, ctime_ns, mtime_ns;
-} sp_rec_stat_file;
-
-typedef struct sp_rec_params {
-    int64_t threads;   /* BLAS threads of the first run: reused on resume */
-    int64_t n_layers, n_tensors, hidden;
-} sp_rec_params;
-
-typedef struct sp_rec_tensor {
-    int64_t index;     /* declaration order */
-    int64_t shard;
-    int64_t offset;    /* absolute, in the shard file */
-    int64_t length;
-    char hash[33];     /* XXH3-128, hex */
-    char pad[7];
-} sp_rec_tensor;
-
-/* Also the payload of SP_MSG_BOUNDARY (compute → writer), followed by
- * n_eval_rows × hidden float64 eigenvalues (the PCAs of this boundary).
- * basis = "global" journals a survey boundary after each layer of the
- * survey (survey = 1): layer is the survey's layer, the basis file holds
- * the running sum G of the second moments instead of Q, no tensor is
- * durable yet and there are no eigenvalues. */
-typedef struct sp_rec_layer {
-    int64_t layer;         /* -1: the embedding */
-    int64_t n_tensors_done; /* output tensors durable at this boundary (writer fills it) */
-    int64_t basis_idx;     /* which basis file holds Q (a survey boundary: G) after this boundary */
-    int64_t n_eval_rows;
-    char spill[32];        /* file name (in the spill folder) of the next layer's input */
-    char spill_hash[33];
-    char basis_hash[33];
-    char survey;           /* 1: a survey boundary */
-    char pad[5];
-} sp_rec_layer;
 
 /* Where the compute stage's time goes (run summary, slicing.json, bench/). */
 enum sp_prof { SP_PROF_FORWARD, SP_PROF_COV, SP_PROF_EIGH, SP_PROF_ROTATE, SP_PROF_SPILL, SP_PROF_WAIT, SP_PROF_COUNT };
@@ -129,6 +81,17 @@ typedef struct sp_read_item {
     int commit; /* the reader's commit point follows this item (embedding, each layer, head) */
 } sp_read_item;
 
+/* The run's sizes: fixed once the model and the manifest are read. */
+typedef struct sp_run_shape {
+    int64_t tokens;  /* calibration tokens: windows × seqlen */
+    int64_t seqlen;  /* calibration window length */
+    int64_t hidden;  /* the dense residual width D */
+    int64_t layers;  /* L */
+    int64_t vocab;   /* V */
+    int64_t ffn;     /* intermediate_size */
+    int64_t q_width, kv_width; /* heads × head_dim, kv heads × head_dim */
+} sp_run_shape;
+
 typedef struct job {
     const sp_manifest *mf;
     const sp_run_opts *o;
@@ -142,7 +105,7 @@ typedef struct job {
     sp_tokens calib;
     sp_tokens eval_toks;           /* [eval] tokens, loaded once (n == 0 without [eval]) */
     sp_dtype out_dtype;
-    int64_t N, T, D, L, V, F, hq, hkv;
+    sp_run_shape shape;            /* the sizes, named (fixed once the model and manifest are read) */
     sp_slice_plan plan;            /* what is kept, and how (slice_plan.h) */
     int64_t chunk_w;               /* windows per spill chunk */
     char *spill_a, *spill_b;       /* spill file paths */
@@ -169,17 +132,10 @@ typedef struct job {
     struct sp_journal *jr;         /* used by the writer stage after fork */
     struct sp_lock *lock;          /* held for the whole run */
     sp_run_identity id;            /* computed once: manifest meaning, input fingerprint, version */
-    int64_t resume_layer;          /* last durable boundary, -2 if none */
-    int64_t resume_survey;         /* last durable survey boundary (basis = "global"), -1 if none */
-    int resume_basis;              /* the basis file that boundary named */
-    char *resume_spill;            /* the spill holding its next input */
-    char resume_spill_hash[33];    /* as the boundary recorded it */
-    int read_start, out_start;     /* plan / output indices to start from */
+    sp_resume_state resume;        /* where this run starts: the journal's last durable boundary (resume.h) */
     int tensors_journaled;         /* writer: TENSOR records so far */
     /* input identity (see SP_REC_INPUT) */
     unsigned char (*in_hash)[16];  /* (n_reads) shared map: the reader's hash of each item */
-    unsigned char (*in_expect)[16]; /* (n_reads) the journaled hashes of the first run */
-    int in_known;                  /* items [0, in_known) of in_expect are journaled */
     int inputs_journaled;          /* writer: items covered by INPUT records so far */
     int64_t eval_chunk_bytes;      /* [eval]: the activation chunk budget that fits [resources] memory */
 } job;
@@ -231,14 +187,6 @@ int sp_output_restore(job *j, int *restored);
  * the index, or one of them + ".tmp"): the only files --restart removes. */
 int sp_output_is_ours(const char *name);
 const char *sp_path_shown(const char *path, char buf[4096]); /* canonical when it exists */
-
-/* resume.c */
-char *sp_job_join(const char *a, const char *b); /* "a/b", malloc'd, or NULL */
-int sp_resume_fingerprint(const sp_model *m, char hex[33]);
-void sp_resume_manifest_identity(const job *j, char hex[33]);
-int sp_resume_open(job *j, int *complete); /* lock, journal, replay, verification */
-int sp_resume_done(job *j);                /* DONE appended */
-void sp_resume_clean(job *j);              /* the finished job's scratch removed */
 
 /* Forks the three stages, watches them (pidfd), prints progress, stops the
  * others when one fails. Returns 0 or the failing stage's status. */

@@ -26,15 +26,15 @@ int sp_output_declare(job *j) {
     char nm[256];
     int64_t s[2], w[SP_POS_COUNT];
     int nd;
-    j->layer_out0 = calloc((size_t)j->L + 1, sizeof *j->layer_out0);
+    j->layer_out0 = calloc((size_t)j->shape.layers + 1, sizeof *j->layer_out0);
     if (!j->layer_out0) return sp_fail(SP_EX_SOFTWARE, "out of memory");
-    s[0] = j->V, s[1] = j->plan.width[SP_POS_IN][0];
+    s[0] = j->shape.vocab, s[1] = j->plan.width[SP_POS_IN][0];
     SP_TRY(sp_stw_add(j->w, a->embed, j->out_dtype, 2, s));
     if (a->pos_embed) {
         s[0] = j->m.n_pos;
         SP_TRY(sp_stw_add(j->w, a->pos_embed, j->out_dtype, 2, s));
     }
-    for (int64_t l = 0; l < j->L; l++) {
+    for (int64_t l = 0; l < j->shape.layers; l++) {
         j->layer_out0[l] = sp_stw_tensor_count(j->w);
         sp_plan_layer_widths(j, l, w);
         for (int k = 0; k < j->n_outs; k++) {
@@ -42,15 +42,15 @@ int sp_output_declare(job *j) {
             SP_TRY(sp_stw_add(j->w, nm, j->out_dtype, nd, s));
         }
     }
-    j->layer_out0[j->L] = sp_stw_tensor_count(j->w);
+    j->layer_out0[j->shape.layers] = sp_stw_tensor_count(j->w);
     if (j->plan.stock) { /* the stock final norm's weight (compute.c emit_norm) */
-        s[0] = j->plan.width[SP_POS_OUT][j->L - 1];
+        s[0] = j->plan.width[SP_POS_OUT][j->shape.layers - 1];
         SP_TRY(sp_stw_add(j->w, a->final_norm, j->out_dtype, 1, s));
     }
-    s[0] = j->V, s[1] = j->plan.width[SP_POS_OUT][j->L - 1];
+    s[0] = j->shape.vocab, s[1] = j->plan.width[SP_POS_OUT][j->shape.layers - 1];
     SP_TRY(sp_stw_add(j->w, a->head, j->out_dtype, 2, s));
     if (!sp_output_head_bias(j)) return 0;
-    s[0] = j->V; /* the head's own bias, plus the final LayerNorm's β through the head */
+    s[0] = j->shape.vocab; /* the head's own bias, plus the final LayerNorm's β through the head */
     return sp_stw_add(j->w, a->head_bias, j->out_dtype, 1, s);
 }
 
@@ -82,7 +82,7 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
          * derive it from hidden_size when it is absent; the norms' weights
          * (sqrt(D/d)) are tensors. */
         const sp_config *cf = &j->m.cfg;
-        const double eps = cf->rms_norm_eps * (double)j->D / (double)d;
+        const double eps = cf->rms_norm_eps * (double)j->shape.hidden / (double)d;
         cJSON_DeleteItemFromObject(c, "hidden_size");
         cJSON_AddNumberToObject(c, "hidden_size", (double)d);
         cJSON_DeleteItemFromObject(c, "head_dim");
@@ -98,7 +98,7 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
         if (j->plan.policy->config) j->plan.policy->config(j->mf, s);
         cJSON_AddStringToObject(s, "loaded_by", "any loader of the stock architecture (transformers, llama.cpp via "
                                                 "slicepipe export, vLLM); slicepipe eval and generate");
-        cJSON_AddNumberToObject(s, "original_hidden_size", (double)j->D);
+        cJSON_AddNumberToObject(s, "original_hidden_size", (double)j->shape.hidden);
         cJSON_AddNumberToObject(s, "original_eps", cf->rms_norm_eps);
     } else {
         /* A per-layer sliced model is not its stock architecture (shortcut
@@ -124,7 +124,7 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
     cJSON_AddNumberToObject(s, "round_to", (double)j->mf->round_to);
     cJSON_AddNumberToObject(s, "d_embed", (double)d);
     cJSON *ls = stock ? NULL : cJSON_AddArrayToObject(s, "layers"); /* stock: every width is d */
-    for (int64_t l = 0; ls && l < j->L; l++) {
+    for (int64_t l = 0; ls && l < j->shape.layers; l++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "d_in", (double)j->plan.width[SP_POS_IN][l]);
         cJSON_AddNumberToObject(o, "d_mid", (double)j->plan.width[SP_POS_MID][l]);

@@ -30,14 +30,14 @@
 
 int sp_plan_widths(job *j) {
     const sp_manifest *mf = j->mf;
-    if (j->m.n_pos && j->T + j->m.arch->pos_offset > j->m.n_pos)
+    if (j->m.n_pos && j->shape.seqlen + j->m.arch->pos_offset > j->m.n_pos)
         return sp_fail(SP_EX_USAGE, "%s: [calibration] seqlen %lld exceeds the model's %lld learned positions "
-                                    "(max_position_embeddings)", mf->path, (long long)j->T,
+                                    "(max_position_embeddings)", mf->path, (long long)j->shape.seqlen,
                        (long long)(j->m.n_pos - j->m.arch->pos_offset));
-    if (!j->m.n_pos && j->m.cfg.max_pos > 0 && j->T > j->m.cfg.max_pos)
+    if (!j->m.n_pos && j->m.cfg.max_pos > 0 && j->shape.seqlen > j->m.cfg.max_pos)
         fprintf(stderr, "slicepipe: warning: %s: [calibration] seqlen %lld is longer than the model's "
                         "max_position_embeddings %lld; RoPE positions past it were never trained\n",
-                mf->path, (long long)j->T, (long long)j->m.cfg.max_pos);
+                mf->path, (long long)j->shape.seqlen, (long long)j->m.cfg.max_pos);
     return sp_slice_plan_make(mf, &j->m, &j->plan);
 }
 
@@ -58,10 +58,10 @@ static int add_read(job *j, const char *name, int commit) {
 int sp_plan_reads(job *j) {
     const sp_arch *a = j->m.arch;
     const int survey = j->plan.survey;
-    const int n = 8 + a->n_layer * (int)j->L * (1 + survey);
+    const int n = 8 + a->n_layer * (int)j->shape.layers * (1 + survey);
     j->reads = calloc((size_t)n, sizeof *j->reads);
-    j->layer_read0 = calloc((size_t)j->L + 1, sizeof *j->layer_read0);
-    j->survey_read0 = calloc((size_t)j->L, sizeof *j->survey_read0);
+    j->layer_read0 = calloc((size_t)j->shape.layers + 1, sizeof *j->layer_read0);
+    j->survey_read0 = calloc((size_t)j->shape.layers, sizeof *j->survey_read0);
     if (!j->reads || !j->layer_read0 || !j->survey_read0) return sp_fail(SP_EX_SOFTWARE, "out of memory");
     j->n_reads = 0;
     /* The tables are read to be gathered, then again to be rotated; learned
@@ -69,7 +69,7 @@ int sp_plan_reads(job *j) {
     SP_TRY(add_read(j, a->embed, 0));
     if (a->pos_embed) SP_TRY(add_read(j, a->pos_embed, 0));
     char nm[256];
-    for (int64_t l = 0; l < j->L && survey; l++) {
+    for (int64_t l = 0; l < j->shape.layers && survey; l++) {
         j->survey_read0[l] = j->n_reads;
         for (int t = 0; t < a->n_layer; t++) /* a commit point per layer: kill tests reach into the survey */
             SP_TRY(add_read(j, sp_arch_layer_name(a, nm, l, a->layer[t].suffix), t == a->n_layer - 1));
@@ -77,12 +77,12 @@ int sp_plan_reads(job *j) {
     j->embed_read2 = j->n_reads;
     SP_TRY(add_read(j, a->embed, !a->pos_embed));
     if (a->pos_embed) SP_TRY(add_read(j, a->pos_embed, 1));
-    for (int64_t l = 0; l < j->L; l++) {
+    for (int64_t l = 0; l < j->shape.layers; l++) {
         j->layer_read0[l] = j->n_reads;
         for (int t = 0; t < a->n_layer; t++)
             SP_TRY(add_read(j, sp_arch_layer_name(a, nm, l, a->layer[t].suffix), t == a->n_layer - 1));
     }
-    j->layer_read0[j->L] = j->n_reads;
+    j->layer_read0[j->shape.layers] = j->n_reads;
     SP_TRY(add_read(j, a->final_norm, 0));
     if (a->final_norm_bias) SP_TRY(add_read(j, a->final_norm_bias, 0));
     if (j->m.has_head_bias) SP_TRY(add_read(j, a->head_bias, 0));
@@ -97,14 +97,14 @@ int sp_plan_reads(job *j) {
  * second read; after boundary `layer` (-1 the embedding, L the head) the
  * next layer or the end. */
 int sp_plan_reads_after(const job *j, int64_t layer, int survey) {
-    if (survey) return layer + 1 < j->L ? j->survey_read0[layer + 1] : j->embed_read2;
-    return layer < j->L ? j->layer_read0[layer + 1] : j->n_reads;
+    if (survey) return layer + 1 < j->shape.layers ? j->survey_read0[layer + 1] : j->embed_read2;
+    return layer < j->shape.layers ? j->layer_read0[layer + 1] : j->n_reads;
 }
 
 /* The largest layer's bytes as stored: what one layer of prefetch needs. */
 static int64_t layer_raw_bytes(const job *j) {
     int64_t best = 0;
-    for (int64_t l = 0; l < j->L; l++) {
+    for (int64_t l = 0; l < j->shape.layers; l++) {
         int64_t b = 0;
         for (int i = j->layer_read0[l]; i < j->layer_read0[l + 1]; i++) b += j->reads[i].t->nbytes;
         if (b > best) best = b;
@@ -122,7 +122,7 @@ int64_t sp_plan_total(const job *j) {
 
 int sp_plan_memory(job *j) {
     const sp_manifest *mf = j->mf;
-    j->shared_bytes = (int64_t)sizeof(sp_shared) + (1 + j->n_pca * j->L) * j->D * 8;
+    j->shared_bytes = (int64_t)sizeof(sp_shared) + (1 + j->n_pca * j->shape.layers) * j->shape.hidden * 8;
     /* Buffers no larger than the largest tensor needs, up to their caps. */
     int64_t tmax = 0;
     for (int i = 0; i < j->n_reads; i++)
@@ -132,7 +132,7 @@ int sp_plan_memory(job *j) {
     if (payload < 4096) payload = 4096;
     j->ring_slot_bytes = payload + 64;
     j->stage_bytes = (tmax + 7) / 8 * 8 < STAGE_BYTES_MAX ? (tmax + 7) / 8 * 8 : STAGE_BYTES_MAX;
-    j->ob_elems = j->V * j->D < OB_ELEMS_MAX ? j->V * j->D : OB_ELEMS_MAX;
+    j->ob_elems = j->shape.vocab * j->shape.hidden < OB_ELEMS_MAX ? j->shape.vocab * j->shape.hidden : OB_ELEMS_MAX;
     /* One layer of prefetch, at most 1/32 of the budget: compute dominates, so
      * a deeper ring buys nothing, and its pages count in two processes' RSS. */
     j->ring_slots = layer_raw_bytes(j) / payload + 2;
@@ -141,8 +141,8 @@ int sp_plan_memory(job *j) {
     if (j->stage_bytes < 4096) j->stage_bytes = 4096;
     if (j->ring_slots < 4) j->ring_slots = 4;
     j->out_slots = 4;
-    const int64_t W = j->N / j->T;
-    const int64_t per_window = j->T * j->D * 2 * (4 + (int64_t)sp_dtype_size(mf->spill_dtype));
+    const int64_t W = j->shape.tokens / j->shape.seqlen;
+    const int64_t per_window = j->shape.seqlen * j->shape.hidden * 2 * (4 + (int64_t)sp_dtype_size(mf->spill_dtype));
     j->chunk_w = 0;
     int64_t avail = (mf->memory_bytes - sp_plan_total(j)) / 2;
     if (avail > ((int64_t)256 << 20)) avail = (int64_t)256 << 20;
@@ -169,7 +169,7 @@ static int64_t output_bytes(const job *j) {
 void sp_plan_print(const job *j, FILE *f) {
     const sp_manifest *mf = j->mf;
     char b1[4096];
-    int64_t plan = sp_plan_total(j), spill_bytes = 2 * j->N * j->D * sp_dtype_size(mf->spill_dtype);
+    int64_t plan = sp_plan_total(j), spill_bytes = 2 * j->shape.tokens * j->shape.hidden * sp_dtype_size(mf->spill_dtype);
     fprintf(f,
             "plan: %s -> %s\n  %s, D %lld -> d %lld (sparsity %g, round_to %lld), %lld layers, output %s\n  %s\n"
             "  calibration %lld windows x %lld tokens = %lld tokens; backend %s (device plan %.1f MiB)\n"
@@ -177,10 +177,10 @@ void sp_plan_print(const job *j, FILE *f) {
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
             "    them), reader staging %.1f MiB, 4 processes' baseline %.0f MiB\n"
             "  disk: spill %.1f MiB (%s), output %.1f MiB\n",
-            sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->D, (long long)j->plan.width[SP_POS_IN][0],
-            mf->sparsity, (long long)mf->round_to, (long long)j->L, sp_dtype_st_name(j->out_dtype),
+            sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0],
+            mf->sparsity, (long long)mf->round_to, (long long)j->shape.layers, sp_dtype_st_name(j->out_dtype),
             j->plan.policy->about,
-            (long long)mf->calib_nsamples, (long long)j->T, (long long)j->N, j->bk->name,
+            (long long)mf->calib_nsamples, (long long)j->shape.seqlen, (long long)j->shape.tokens, j->bk->name,
             sp_compute_plan_device_bytes(j) / 1048576.0, plan / 1048576.0,
             mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w,
             (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) / 1048576.0,

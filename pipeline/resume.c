@@ -128,7 +128,7 @@ void sp_resume_manifest_identity(const job *j, char hex[33]) {
     SP_ASSERT(st);
     XXH3_128bits_reset(st);
     XXH3_128bits_update(st, txt, strlen(txt));
-    XXH3_128bits_update(st, j->calib.ids, (size_t)j->N * sizeof(int32_t));
+    XXH3_128bits_update(st, j->calib.ids, (size_t)j->shape.tokens * sizeof(int32_t));
     /* config.json sets the math too (eps, rope, activation): its bytes. */
     const char *cfg = j->m.cfg.raw_json ? j->m.cfg.raw_json : "";
     XXH3_128bits_update(st, cfg, strlen(cfg) + 1);
@@ -242,15 +242,27 @@ static int verify_complete(job *j, char (*hashes)[33], const char **hp, int n_re
     return 0;
 }
 
+int sp_resume_job_dir(job *j) {
+    j->job_dir = sp_job_join(j->mf->output_path, ".slicepipe");
+    j->basis_path[0] = j->job_dir ? sp_job_join(j->job_dir, "basis-0.f64") : NULL;
+    j->basis_path[1] = j->job_dir ? sp_job_join(j->job_dir, "basis-1.f64") : NULL;
+    if (!j->job_dir || !j->basis_path[0] || !j->basis_path[1]) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    struct stat st;
+    if (mkdir(j->job_dir, 0755) != 0 && errno != EEXIST)
+        return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the job directory", j->job_dir);
+    if (lstat(j->job_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return sp_fail(SP_EX_CANTCREAT, "%s: is not a directory (a link or a file); refused as the job directory",
+                       j->job_dir);
+    return 0;
+}
+
 /* Opens the job: lock, journal, replay, verification. *complete is set when
  * the journal says the job is done (and it verified). */
 int sp_resume_open(job *j, int *complete) {
     *complete = 0;
-    j->resume_layer = -2;
-    j->resume_survey = -1;
-    j->resume_basis = 0;
-    if (mkdir(j->job_dir, 0755) != 0 && errno != EEXIST)
-        return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the job directory", j->job_dir);
+    j->resume.layer = -2;
+    j->resume.survey = -1;
+    j->resume.basis = 0;
     char *lp = sp_job_join(j->job_dir, "lock"), *jp = sp_job_join(j->job_dir, "journal");
     int rc = lp && jp ? sp_lock_acquire(lp, &j->lock) : sp_fail(SP_EX_SOFTWARE, "out of memory");
     free(lp);
@@ -275,7 +287,7 @@ int sp_resume_open(job *j, int *complete) {
         return sp_fail(SP_EX_SOFTWARE, "out of memory");
     }
     int have_params = 0, have_stat = 0, last = -1, done = 0, n_tensor_recs = 0;
-    if (!rc) rc = sp_calloc((void **)&j->in_expect, j->n_reads, 16, "input hashes");
+    if (!rc) rc = sp_calloc((void **)&j->resume.in_expect, j->n_reads, 16, "input hashes");
     sp_rec_stat_file *now = NULL;
     int n_files = 0;
     if (!rc) rc = input_stats(j, &now, &n_files);
@@ -301,13 +313,13 @@ int sp_resume_open(job *j, int *complete) {
             sp_rec_layer l;
             memcpy(&l, r->payload, sizeof l);
             const int bad_survey = l.survey && (l.survey != 1 || !j->plan.survey || l.layer < 0 ||
-                                                l.layer >= j->L || l.n_eval_rows || l.n_tensors_done);
-            if (l.layer < -1 || l.layer > j->L || l.n_eval_rows < 0 || l.n_eval_rows > j->n_pca ||
-                r->len != sizeof l + (uint32_t)(l.n_eval_rows * j->D * 8) || l.n_tensors_done > n_tensor_recs || bad_survey)
+                                                l.layer >= j->shape.layers || l.n_eval_rows || l.n_tensors_done);
+            if (l.layer < -1 || l.layer > j->shape.layers || l.n_eval_rows < 0 || l.n_eval_rows > j->n_pca ||
+                r->len != sizeof l + (uint32_t)(l.n_eval_rows * j->shape.hidden * 8) || l.n_tensors_done > n_tensor_recs || bad_survey)
                 rc = damaged(j, "a layer record");
             else {
                 int64_t first = l.layer < 0 ? 0 : 1 + j->n_pca * l.layer;
-                if (l.n_eval_rows) memcpy(j->evals + first * j->D, r->payload + sizeof l, (size_t)(l.n_eval_rows * j->D * 8));
+                if (l.n_eval_rows) memcpy(j->evals + first * j->shape.hidden, r->payload + sizeof l, (size_t)(l.n_eval_rows * j->shape.hidden * 8));
                 last = i;
             }
         } else if (r->type == SP_REC_DONE) {
@@ -315,13 +327,13 @@ int sp_resume_open(job *j, int *complete) {
         } else if (r->type == SP_REC_INPUT && r->len >= sizeof(sp_rec_input)) {
             sp_rec_input in;
             memcpy(&in, r->payload, sizeof in);
-            if (in.first != j->in_known || in.count < 1 || in.count > j->n_reads - in.first ||
+            if (in.first != j->resume.in_known || in.count < 1 || in.count > j->n_reads - in.first ||
                 r->len != sizeof in + (uint64_t)in.count * 16)
                 rc = damaged(j, "an input hash record");
             else {
-                memcpy(j->in_expect[in.first], r->payload + sizeof in, (size_t)in.count * 16);
-                j->in_known = (int)(in.first + in.count);
-                j->inputs_journaled = j->in_known;
+                memcpy(j->resume.in_expect[in.first], r->payload + sizeof in, (size_t)in.count * 16);
+                j->resume.in_known = (int)(in.first + in.count);
+                j->inputs_journaled = j->resume.in_known;
             }
         } else if (r->type == SP_REC_STAT && r->len == (uint64_t)n_files * sizeof(sp_rec_stat_file)) {
             have_stat = 1;
@@ -345,7 +357,7 @@ int sp_resume_open(job *j, int *complete) {
         sp_rec_layer l;
         memcpy(&l, sp_journal_at(j->jr, last)->payload, sizeof l);
         int n_done = (int)l.n_tensors_done;
-        int expect = l.survey ? 0 : l.layer >= j->L ? nt : j->layer_out0[l.layer + 1];
+        int expect = l.survey ? 0 : l.layer >= j->shape.layers ? nt : j->layer_out0[l.layer + 1];
         if (n_done != expect) rc = damaged(j, "the tensor count of the last layer record");
         for (int i = 0; i < n_done && !rc; i++) {
             char hex[33];
@@ -358,23 +370,23 @@ int sp_resume_open(job *j, int *complete) {
             }
             hp[i] = hashes[i];
         }
-        if (!rc && l.layer < j->L) {
+        if (!rc && l.layer < j->shape.layers) {
             char hex[33];
             l.spill[sizeof l.spill - 1] = 0;
             const char *na = strrchr(j->spill_a, '/'), *nb = strrchr(j->spill_b, '/');
             na = na ? na + 1 : j->spill_a, nb = nb ? nb + 1 : j->spill_b;
             if (strcmp(l.spill, na) && strcmp(l.spill, nb)) rc = damaged(j, "the spill name");
-            if (!rc && j->in_known < sp_plan_reads_after(j, l.layer, l.survey))
+            if (!rc && j->resume.in_known < sp_plan_reads_after(j, l.layer, l.survey))
                 rc = damaged(j, "the input hashes of the journaled layers");
             if (!rc) {
-                j->resume_spill = strcmp(l.spill, na) ? strdup(j->spill_b) : strdup(j->spill_a);
-                rc = j->resume_spill ? sp_spill_hash_file(j->resume_spill, hex) : sp_fail(SP_EX_SOFTWARE, "out of memory");
-                if (rc == SP_EX_NOINPUT || (!rc && strcmp(hex, l.spill_hash))) rc = damaged(j, j->resume_spill);
+                j->resume.spill = strcmp(l.spill, na) ? strdup(j->spill_b) : strdup(j->spill_a);
+                rc = j->resume.spill ? sp_spill_hash_file(j->resume.spill, hex) : sp_fail(SP_EX_SOFTWARE, "out of memory");
+                if (rc == SP_EX_NOINPUT || (!rc && strcmp(hex, l.spill_hash))) rc = damaged(j, j->resume.spill);
             }
             if (!rc) {
                 const char *bp = j->basis_path[l.basis_idx & 1];
                 struct stat st;
-                rc = stat(bp, &st) == 0 && st.st_size == j->D * j->D * 8 ? sp_io_xxh128_range(bp, 0, j->D * j->D * 8, hex)
+                rc = stat(bp, &st) == 0 && st.st_size == j->shape.hidden * j->shape.hidden * 8 ? sp_io_xxh128_range(bp, 0, j->shape.hidden * j->shape.hidden * 8, hex)
                                                                          : damaged(j, bp);
                 if (!rc && strcmp(hex, l.basis_hash)) rc = damaged(j, bp);
             }
@@ -383,29 +395,29 @@ int sp_resume_open(job *j, int *complete) {
         if (!rc) {
             /* After a survey boundary the embedding is still to come; after
              * any other boundary the survey (basis = "global") is done. */
-            j->resume_layer = l.survey ? -2 : l.layer;
-            j->resume_survey = l.survey ? l.layer : j->plan.survey ? j->L - 1 : -1;
-            j->resume_basis = (int)(l.basis_idx & 1);
-            memcpy(j->resume_spill_hash, l.spill_hash, 33);
-            atomic_store(&j->sh->journaled_layer, j->resume_layer);
-            atomic_store(&j->sh->journaled_survey, j->resume_survey);
-            j->read_start = sp_plan_reads_after(j, l.layer, l.survey);
-            j->out_start = n_done;
+            j->resume.layer = l.survey ? -2 : l.layer;
+            j->resume.survey = l.survey ? l.layer : j->plan.survey ? j->shape.layers - 1 : -1;
+            j->resume.basis = (int)(l.basis_idx & 1);
+            memcpy(j->resume.spill_hash, l.spill_hash, 33);
+            atomic_store(&j->sh->journaled_layer, j->resume.layer);
+            atomic_store(&j->sh->journaled_survey, j->resume.survey);
+            j->resume.read_start = sp_plan_reads_after(j, l.layer, l.survey);
+            j->resume.out_start = n_done;
             j->tensors_journaled = n_done;
             if (!j->o->quiet && l.survey)
                 fprintf(stderr, "slicepipe: resuming after a survey layer: the spill and the running sum of the "
                                 "second moments verified by hash\n"
                                 "slicepipe: the survey is done for layers 1-%lld of %lld\n",
-                        (long long)l.layer + 1, (long long)j->L);
+                        (long long)l.layer + 1, (long long)j->shape.layers);
             else if (!j->o->quiet)
                 fprintf(stderr, "slicepipe: resuming after %s: %d tensors, the spill and the basis verified by hash\n",
-                        l.layer < 0 ? "the embedding" : l.layer >= j->L ? "the head" : "a layer", n_done);
-            if (!j->o->quiet && !l.survey && l.layer >= 0 && l.layer < j->L)
-                fprintf(stderr, "slicepipe: layers 1-%lld of %lld are done\n", (long long)l.layer + 1, (long long)j->L);
+                        l.layer < 0 ? "the embedding" : l.layer >= j->shape.layers ? "the head" : "a layer", n_done);
+            if (!j->o->quiet && !l.survey && l.layer >= 0 && l.layer < j->shape.layers)
+                fprintf(stderr, "slicepipe: layers 1-%lld of %lld are done\n", (long long)l.layer + 1, (long long)j->shape.layers);
         }
     }
     if (!rc && !have_params) {
-        sp_rec_params p = {.threads = j->threads, .n_layers = j->L, .n_tensors = nt, .hidden = j->D};
+        sp_rec_params p = {.threads = j->threads, .n_layers = j->shape.layers, .n_tensors = nt, .hidden = j->shape.hidden};
         rc = sp_journal_append(j->jr, SP_REC_PARAMS, &p, sizeof p);
     }
     if (!rc && !have_stat && !done) rc = sp_journal_append(j->jr, SP_REC_STAT, now, (uint32_t)(n_files * sizeof *now));

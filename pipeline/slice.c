@@ -124,7 +124,7 @@ static int plan_eval(job *j) {
     if (!mf->has_eval) return 0;
     if (j->bk->host_shared) j->eval_bk = j->bk;
     else SP_TRY(sp_bk_cpu_open(&j->eval_bk));
-    const int64_t T = mf->eval_seqlen, D = j->D;
+    const int64_t T = mf->eval_seqlen, D = j->shape.hidden;
     const int64_t W = mf->eval_windows > 0 ? mf->eval_windows : j->eval_toks.n / T;
     int64_t fixed = sp_eval_fixed_bytes(j->eval_bk, &j->m, T, W * T, 0) + 2 * D * D * 4 /* the sliced layer's shortcuts */ +
                     sp_plan_process_base_bytes() / (SP_STAGE_COUNT + 1) + (j->calib.n + j->eval_toks.n) * 4;
@@ -150,11 +150,11 @@ static int run_eval(const job *j, const sp_model *m, sp_eval_result *r) {
     int64_t avail = j->mf->memory_bytes - j->mf->memory_bytes / 16 /* margin */ - sp_peak_rss_bytes() -
                     sp_eval_fixed_bytes(j->eval_bk, m, T, W * T, 0);
     int64_t cw = avail / per;
-    int64_t cw_plan = j->eval_chunk_bytes / (T * j->D * 12);
+    int64_t cw_plan = j->eval_chunk_bytes / (T * j->shape.hidden * 12);
     if (cw > cw_plan) cw = cw_plan;
     if (cw < 1) cw = 1;
     sp_eval_opts eo = {.seqlen = j->mf->eval_seqlen, .windows = j->mf->eval_windows, .progress = !j->o->quiet,
-                       .chunk_bytes = cw * T * j->D * 12, .bk = j->eval_bk};
+                       .chunk_bytes = cw * T * j->shape.hidden * 12, .bk = j->eval_bk};
     return sp_eval(m, &j->eval_toks, &eo, r);
 }
 
@@ -165,13 +165,13 @@ static void free_job(job *j) {
     sp_ring_free(j->oring);
     if (j->sh) munmap(j->sh, (size_t)j->shared_bytes);
     if (j->in_hash) munmap(j->in_hash, (size_t)j->n_reads * 16);
-    free(j->in_expect);
+    free(j->resume.in_expect);
     sp_journal_free(j->jr);
     sp_lock_free(j->lock);
     free(j->job_dir);
     free(j->basis_path[0]);
     free(j->basis_path[1]);
-    free(j->resume_spill);
+    free(j->resume.spill);
     free(j->spill_a);
     free(j->spill_b);
     free(j->reads);
@@ -249,12 +249,12 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     }
     rc = check_gguf(mf, &j->m);
     if (rc) goto out;
-    j->D = c->hidden_size, j->L = c->n_layers, j->V = c->vocab_size, j->F = c->intermediate_size;
-    j->hq = c->n_heads * c->head_dim, j->hkv = c->n_kv_heads * c->head_dim;
-    j->T = mf->calib_seqlen;
+    j->shape.hidden = c->hidden_size, j->shape.layers = c->n_layers, j->shape.vocab = c->vocab_size, j->shape.ffn = c->intermediate_size;
+    j->shape.q_width = c->n_heads * c->head_dim, j->shape.kv_width = c->n_kv_heads * c->head_dim;
+    j->shape.seqlen = mf->calib_seqlen;
     enum sp_arch_pos pcas[2];
     j->n_pca = sp_arch_pca_positions(j->m.arch, pcas);
-    if (sp_mul_i64(mf->calib_nsamples, mf->calib_seqlen, &j->N)) {
+    if (sp_mul_i64(mf->calib_nsamples, mf->calib_seqlen, &j->shape.tokens)) {
         rc = sp_fail(SP_EX_USAGE, "%s: nsamples * seqlen overflows", mf->path);
         goto out;
     }
@@ -264,15 +264,15 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     j->n_outs = sp_arch_layer_outputs(j->m.arch, j->plan.shortcuts, j->plan.stock, j->outs);
 
     /* Validate every input before any work. */
-    rc = sp_calib_load(mf, j->V, !o->quiet, &j->calib); /* tokens, or text (pipeline/calib.h) */
+    rc = sp_calib_load(mf, j->shape.vocab, !o->quiet, &j->calib); /* tokens, or text (pipeline/calib.h) */
     if (rc) goto out;
-    if (j->calib.n < j->N) {
+    if (j->calib.n < j->shape.tokens) {
         rc = sp_fail(SP_EX_DATAERR, "%s: %lld tokens, but nsamples %lld x seqlen %lld needs %lld", mf->calib_tokens,
-                     (long long)j->calib.n, (long long)mf->calib_nsamples, (long long)j->T, (long long)j->N);
+                     (long long)j->calib.n, (long long)mf->calib_nsamples, (long long)j->shape.seqlen, (long long)j->shape.tokens);
         goto out;
     }
     if (mf->has_eval) {
-        rc = sp_calib_load_eval(mf, j->V, !o->quiet, &j->eval_toks);
+        rc = sp_calib_load_eval(mf, j->shape.vocab, !o->quiet, &j->eval_toks);
         if (rc) goto out;
         int64_t need = 0;
         if (sp_mul_i64(mf->eval_seqlen, mf->eval_windows > 0 ? mf->eval_windows : 1, &need)) {
@@ -316,26 +316,12 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (o->dry_run) goto out;
     rc = sp_output_prepare(mf->output_path);
     if (rc) goto out;
-    j->job_dir = sp_job_join(mf->output_path, ".slicepipe");
-    if (!j->job_dir) {
-        rc = sp_fail(SP_EX_SOFTWARE, "out of memory");
-        goto out;
-    }
-    j->basis_path[0] = sp_job_join(j->job_dir, "basis-0.f64");
-    j->basis_path[1] = sp_job_join(j->job_dir, "basis-1.f64");
-    struct stat jst;
-    if (mkdir(j->job_dir, 0755) != 0 && errno != EEXIST) {
-        rc = sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the job directory", j->job_dir);
-        goto out;
-    }
-    if (lstat(j->job_dir, &jst) != 0 || !S_ISDIR(jst.st_mode)) {
-        rc = sp_fail(SP_EX_CANTCREAT, "%s: is not a directory (a link or a file); refused as the job directory", j->job_dir);
-        goto out;
-    }
+    rc = sp_resume_job_dir(j);
+    if (rc) goto out;
     rc = prepare_spill(j);
     if (rc) goto out;
-    j->threads = j->bk->set_threads(j->bk, mf->threads, j->D); /* a resume reuses the journaled value */
-    if (j->eval_bk && j->eval_bk != j->bk) j->eval_bk->set_threads(j->eval_bk, mf->threads, j->D);
+    j->threads = j->bk->set_threads(j->bk, mf->threads, j->shape.hidden); /* a resume reuses the journaled value */
+    if (j->eval_bk && j->eval_bk != j->bk) j->eval_bk->set_threads(j->eval_bk, mf->threads, j->shape.hidden);
     j->bk->identity(j->bk, j->bk_identity, sizeof j->bk_identity);
 
     /* Shared state for the stages. */
@@ -373,7 +359,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     }
     if (rc || complete) goto out;
 
-    if (j->resume_layer < j->L) {
+    if (j->resume.layer < j->shape.layers) {
         sp_stages_in_progress = 1;
         rc = sp_stages_run(j);
         sp_stages_in_progress = 0;
@@ -417,7 +403,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         if (rc) goto out;
     }
     printf("sliced %s -> %s\n", sp_path_shown(mf->model_path, b1), sp_path_shown(mf->output_path, b2));
-    printf("  width       %lld -> %lld (sparsity %g)\n", (long long)j->D, (long long)j->plan.width[SP_POS_IN][0], mf->sparsity);
+    printf("  width       %lld -> %lld (sparsity %g)\n", (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0], mf->sparsity);
     printf("  parameters  %lld -> %lld (%.1f%%)\n", (long long)j->m.n_params, (long long)params_after,
            100.0 * (double)params_after / (double)j->m.n_params);
     printf("  bytes       %lld -> %lld\n", (long long)j->m.n_bytes, (long long)bytes_after);

@@ -66,10 +66,10 @@ volatile sig_atomic_t sp_stages_stop_signal, sp_stages_in_progress;
 
 /* Compares the reader's hash of plan item i with the first run's. */
 static int check_input(const job *j, int i, const unsigned char h[16]) {
-    if (i >= j->in_known || memcmp(h, j->in_expect[i], 16) == 0) return 0;
+    if (i >= j->resume.in_known || memcmp(h, j->resume.in_expect[i], 16) == 0) return 0;
     const sp_read_item *it = &j->reads[i];
     char got[33], want[33];
-    for (int k = 0; k < 16; k++) snprintf(got + 2 * k, 3, "%02x", h[k]), snprintf(want + 2 * k, 3, "%02x", j->in_expect[i][k]);
+    for (int k = 0; k < 16; k++) snprintf(got + 2 * k, 3, "%02x", h[k]), snprintf(want + 2 * k, 3, "%02x", j->resume.in_expect[i][k]);
     return sp_fail(SP_EX_DATAERR,
                    "%s: tensor '%s' changed since this job's first run (XXH3-128 %s, the journal has %s); resuming "
                    "would mix two versions of the checkpoint; run `slicepipe run %s --restart` to start again",
@@ -91,7 +91,7 @@ int sp_stage_reader(job *j) {
      * from read_start on are hashed as they stream. */
     for (int i = 0; i < j->n_reads && !rc; i++) {
         const sp_read_item *it = &j->reads[i];
-        const int send = i >= j->read_start;
+        const int send = i >= j->resume.read_start;
         struct stat st0;
         if (fstat(sp_st_fd(it->file), &st0) != 0) {
             rc = sp_fail_errno(SP_EX_IOERR, "%s: fstat", sp_st_path(it->file));
@@ -184,7 +184,7 @@ static int journal_boundary(job *j, unsigned char *msg, int64_t len) {
 int sp_stage_writer(job *j) {
     sp_stage_stat *st = &j->sh->st[SP_STAGE_WRITER];
     sp_ring_attach(j->oring, SP_RING_ROLE_CONSUMER);
-    int64_t bcap = (int64_t)sizeof(sp_rec_layer) + 2 * j->D * 8;
+    int64_t bcap = (int64_t)sizeof(sp_rec_layer) + 2 * j->shape.hidden * 8;
     unsigned char *bmsg;
     int rc = sp_alloc((void **)&bmsg, bcap, 1, "boundary message");
     while (!rc) {
@@ -240,16 +240,16 @@ static void progress(job *j, int force) {
     if (!tty && !force && layer == last_layer) return; /* logs: one line per layer */
     last_layer = layer, last_phase = ph;
     double el = sp_now() - j->t_start;
-    double frac = ((double)layer + (ph == SP_PHASE_HEAD || ph == SP_PHASE_DONE ? 1.0 : 0.0)) / (double)j->L;
+    double frac = ((double)layer + (ph == SP_PHASE_HEAD || ph == SP_PHASE_DONE ? 1.0 : 0.0)) / (double)j->shape.layers;
     if (j->plan.survey) { /* the survey's forward passes are most of the work: call it 80% */
         static int surveyed;
         surveyed |= ph == SP_PHASE_WRITE || ph == SP_PHASE_HEAD || ph == SP_PHASE_DONE; /* the rotation pass */
         frac = ph == SP_PHASE_SURVEY || !surveyed ? 0.8 * frac : 0.8 + 0.2 * frac;
     }
     double eta = frac > 0 ? el * (1 - frac) / frac : 0;
-    double tps = el > 0 ? (double)j->N * 2.0 * (double)layer / el : 0; /* two passes per layer */
+    double tps = el > 0 ? (double)j->shape.tokens * 2.0 * (double)layer / el : 0; /* two passes per layer */
     fprintf(stderr, "%sslicepipe: layer %d/%lld %-9s | %.0f calib tok/s | read %.0f MB | elapsed %.1fs | ETA %.0fs   %s",
-            tty ? "\r" : "", layer + 1, (long long)j->L, phase_name(ph), tps,
+            tty ? "\r" : "", layer + 1, (long long)j->shape.layers, phase_name(ph), tps,
             (double)atomic_load(&j->sh->st[SP_STAGE_READER].bytes_read) / 1e6, el, eta, tty ? "" : "\n");
 }
 
