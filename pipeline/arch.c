@@ -49,21 +49,17 @@ int sp_arch_instance(const sp_arch *family, const sp_config *cfg, sp_arch **out)
     arch_inst *x = calloc(1, sizeof *x);
     if (!x) return sp_fail(SP_EX_SOFTWARE, "out of memory");
     x->a = *family;
-    int map[SP_ARCH_LAYER_MAX], n = 0;
+    int n = 0;
     SP_ASSERT(family->n_layer <= SP_ARCH_LAYER_MAX);
-    for (int i = 0; i < family->n_layer; i++) {
-        map[i] = -1;
-        if (!cond_met(&family->layer[i], cfg)) continue;
-        map[i] = n;
-        x->t[n++] = family->layer[i];
-    }
-    for (int i = 0; i < n; i++)
-        if (x->t[i].of >= 0) {
-            SP_ASSERT(map[x->t[i].of] >= 0); /* a bias is never present without its weight */
-            x->t[i].of = map[x->t[i].of];
-        }
+    for (int i = 0; i < family->n_layer; i++)
+        if (cond_met(&family->layer[i], cfg)) x->t[n++] = family->layer[i];
     x->a.layer = x->t;
     x->a.n_layer = n;
+    for (int i = 0; i < n; i++) { /* a bias is never present without its weight */
+        enum sp_arch_slot w = sp_arch_slot_weight(x->t[i].slot);
+        SP_ASSERT((x->t[i].role == SP_ROLE_BIAS) == (w != SP_SLOT_NONE));
+        SP_ASSERT(w == SP_SLOT_NONE || sp_arch_slot_index(&x->a, w) >= 0);
+    }
     *out = &x->a;
     return 0;
 }
@@ -82,9 +78,22 @@ int sp_arch_norm_bias_of(const sp_arch *a, enum sp_arch_pos pos) {
     return -1;
 }
 
+enum sp_arch_slot sp_arch_slot_weight(enum sp_arch_slot slot) {
+    switch (slot) {
+    case SP_SLOT_Q_B: return SP_SLOT_Q;
+    case SP_SLOT_K_B: return SP_SLOT_K;
+    case SP_SLOT_V_B: return SP_SLOT_V;
+    case SP_SLOT_O_B: return SP_SLOT_O;
+    case SP_SLOT_GATE_B: return SP_SLOT_GATE;
+    case SP_SLOT_UP_B: return SP_SLOT_UP;
+    case SP_SLOT_DOWN_B: return SP_SLOT_DOWN;
+    default: return SP_SLOT_NONE; /* a new bias slot missing here trips sp_arch_instance's assert */
+    }
+}
+
 int sp_arch_bias_of(const sp_arch *a, int t) {
     for (int i = 0; i < a->n_layer; i++)
-        if (a->layer[i].role == SP_ROLE_BIAS && a->layer[i].of == t) return i;
+        if (a->layer[i].role == SP_ROLE_BIAS && sp_arch_slot_weight(a->layer[i].slot) == a->layer[t].slot) return i;
     return -1;
 }
 
@@ -126,19 +135,19 @@ int sp_arch_pca_positions(const sp_arch *a, enum sp_arch_pos pos[2]) {
     return 2;
 }
 
-/* Appends tensors of `role` at `pos`, each followed by its biases. */
+/* Appends tensors of `role` at `pos`, each followed by its bias. */
 static int add_role(const sp_arch *a, enum sp_arch_role role, enum sp_arch_pos pos, int phase, sp_arch_out *out, int n) {
     for (int i = 0; i < a->n_layer; i++) {
         if (a->layer[i].role != role || a->layer[i].pos != pos) continue;
         SP_ASSERT(n < SP_ARCH_LAYER_MAX);
         out[n++] = (sp_arch_out){.kind = role == SP_ROLE_READER ? SP_OUT_READER : SP_OUT_WRITER, .t = i, .pos = pos,
                                  .phase = phase};
-        for (int b = 0; b < a->n_layer; b++)
-            if (a->layer[b].role == SP_ROLE_BIAS && a->layer[b].of == i) {
-                SP_ASSERT(n < SP_ARCH_LAYER_MAX);
-                out[n++] = (sp_arch_out){.kind = role == SP_ROLE_READER ? SP_OUT_COPY : SP_OUT_BIAS_ROT, .t = b,
-                                         .pos = pos, .phase = phase};
-            }
+        int b = sp_arch_bias_of(a, i);
+        if (b >= 0) {
+            SP_ASSERT(n < SP_ARCH_LAYER_MAX);
+            out[n++] = (sp_arch_out){.kind = role == SP_ROLE_READER ? SP_OUT_COPY : SP_OUT_BIAS_ROT, .t = b, .pos = pos,
+                                     .phase = phase};
+        }
     }
     return n;
 }

@@ -23,8 +23,9 @@
  *           position's basis and sliced to its width.
  *   WRITER  writes into position `pos`: rows rotated by its basis (Qᵀ·W) and
  *           sliced.
- *   BIAS    bias of tensor `of`: a reader's bias is untouched, a writer's
- *           rotates with it.
+ *   BIAS    bias of the tensor in its weight's slot (sp_arch_slot_weight: a
+ *           bias slot names its weight, so no row index is kept by hand): a
+ *           reader's bias is untouched, a writer's rotates with it.
  *   HEAD    lives in head space (per-head norms): untouched.
  *
  * Output tensors of a sliced layer follow one order (sp_arch_layer_outputs),
@@ -60,8 +61,10 @@ enum sp_arch_dim {
     SP_DIM_F2,   /* 2 · intermediate_size: a fused gate;up */
 };
 
-/* Where the layer forward (pipeline/layer.c) finds a tensor. */
+/* Where the layer forward (pipeline/layer.c) finds a tensor. A projection's
+ * `_B` slot is its bias (sp_arch_slot_weight); a norm's `_B` is its β. */
 enum sp_arch_slot {
+    SP_SLOT_NONE = -1, /* sp_arch_slot_weight of a slot that is no bias */
     SP_SLOT_ATTN_NORM, SP_SLOT_ATTN_NORM_B,
     SP_SLOT_Q, SP_SLOT_K, SP_SLOT_V, SP_SLOT_QKV, SP_SLOT_Q_B, SP_SLOT_K_B, SP_SLOT_V_B,
     SP_SLOT_Q_NORM, SP_SLOT_K_NORM,  /* per-head RMSNorm γ (head_dim) */
@@ -92,7 +95,6 @@ typedef struct sp_arch_tensor {
     enum sp_arch_slot slot;
     enum sp_arch_role role;
     enum sp_arch_pos pos;    /* NORM/READER: position read; WRITER: position written */
-    int of;                  /* BIAS: index (in this table) of its weight; else -1 */
     enum sp_arch_dim rows, cols; /* 1-D: cols == SP_DIM_NONE */
     enum sp_arch_init init;
     enum sp_arch_cond cond;
@@ -140,13 +142,18 @@ typedef struct sp_arch {
 int sp_arch_find(const char *model_type, const char *config_path, const sp_arch **out);
 
 /* The table one model uses: the family's, less the tensors whose condition
- * cfg does not meet (e.g. attention_bias false), with `of` indices remapped.
- * Allocated; freed with sp_arch_free. */
+ * cfg does not meet (e.g. attention_bias false). Asserts that every BIAS row
+ * sits in a bias slot whose weight is in the table, and that no other row
+ * does. Allocated; freed with sp_arch_free. */
 int sp_arch_instance(const sp_arch *family, const sp_config *cfg, sp_arch **out);
 void sp_arch_free(sp_arch *a);
 
 /* Index of the tensor in `slot`, or -1. */
 int sp_arch_slot_index(const sp_arch *a, enum sp_arch_slot slot);
+
+/* The weight a bias slot belongs to (SP_SLOT_Q for SP_SLOT_Q_B), or
+ * SP_SLOT_NONE for a slot that is no BIAS (a norm's β is NORM_BIAS). */
+enum sp_arch_slot sp_arch_slot_weight(enum sp_arch_slot slot);
 
 /* The size `dim` stands for in cfg (D for SP_DIM_D: callers slice it). */
 int64_t sp_arch_dim(const sp_config *cfg, enum sp_arch_dim dim);

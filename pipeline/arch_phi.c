@@ -16,20 +16,20 @@
 #define A SP_COND_ALWAYS
 
 static const sp_arch_tensor phi_layer[] = {
-    {"input_layernorm.weight",  SP_SLOT_ATTN_NORM,   N,  SP_POS_IN,  -1, SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
-    {"input_layernorm.bias",    SP_SLOT_ATTN_NORM_B, NB, SP_POS_IN,  -1, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.q_proj.weight", SP_SLOT_Q,           R,  SP_POS_IN,  -1, SP_DIM_Q,  SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.q_proj.bias",   SP_SLOT_Q_B,         B,  SP_POS_IN,   2, SP_DIM_Q,  SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.k_proj.weight", SP_SLOT_K,           R,  SP_POS_IN,  -1, SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.k_proj.bias",   SP_SLOT_K_B,         B,  SP_POS_IN,   4, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.v_proj.weight", SP_SLOT_V,           R,  SP_POS_IN,  -1, SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.v_proj.bias",   SP_SLOT_V_B,         B,  SP_POS_IN,   6, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.dense.weight",  SP_SLOT_O,           W,  SP_POS_OUT, -1, SP_DIM_D,  SP_DIM_Q,    SP_INIT_FANIN, A},
-    {"self_attn.dense.bias",    SP_SLOT_O_B,         B,  SP_POS_OUT,  8, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"mlp.fc1.weight",          SP_SLOT_GATE,        R,  SP_POS_IN,  -1, SP_DIM_F,  SP_DIM_D,    SP_INIT_FANIN, A},
-    {"mlp.fc1.bias",            SP_SLOT_GATE_B,      B,  SP_POS_IN,  10, SP_DIM_F,  SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"mlp.fc2.weight",          SP_SLOT_DOWN,        W,  SP_POS_OUT, -1, SP_DIM_D,  SP_DIM_F,    SP_INIT_FANIN, A},
-    {"mlp.fc2.bias",            SP_SLOT_DOWN_B,      B,  SP_POS_OUT, 12, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"input_layernorm.weight",  SP_SLOT_ATTN_NORM,   N,  SP_POS_IN,  SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
+    {"input_layernorm.bias",    SP_SLOT_ATTN_NORM_B, NB, SP_POS_IN,  SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"self_attn.q_proj.weight", SP_SLOT_Q,           R,  SP_POS_IN,  SP_DIM_Q,  SP_DIM_D,    SP_INIT_FANIN, A},
+    {"self_attn.q_proj.bias",   SP_SLOT_Q_B,         B,  SP_POS_IN,  SP_DIM_Q,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"self_attn.k_proj.weight", SP_SLOT_K,           R,  SP_POS_IN,  SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
+    {"self_attn.k_proj.bias",   SP_SLOT_K_B,         B,  SP_POS_IN,  SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"self_attn.v_proj.weight", SP_SLOT_V,           R,  SP_POS_IN,  SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
+    {"self_attn.v_proj.bias",   SP_SLOT_V_B,         B,  SP_POS_IN,  SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"self_attn.dense.weight",  SP_SLOT_O,           W,  SP_POS_OUT, SP_DIM_D,  SP_DIM_Q,    SP_INIT_FANIN, A},
+    {"self_attn.dense.bias",    SP_SLOT_O_B,         B,  SP_POS_OUT, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"mlp.fc1.weight",          SP_SLOT_GATE,        R,  SP_POS_IN,  SP_DIM_F,  SP_DIM_D,    SP_INIT_FANIN, A},
+    {"mlp.fc1.bias",            SP_SLOT_GATE_B,      B,  SP_POS_IN,  SP_DIM_F,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"mlp.fc2.weight",          SP_SLOT_DOWN,        W,  SP_POS_OUT, SP_DIM_D,  SP_DIM_F,    SP_INIT_FANIN, A},
+    {"mlp.fc2.bias",            SP_SLOT_DOWN_B,      B,  SP_POS_OUT, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
 };
 
 static const char *const gelu_new_names[] = {"gelu_new", NULL};

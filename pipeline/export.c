@@ -194,7 +194,7 @@ static const char *slot_name(const sp_arch *a, enum sp_arch_slot s) {
     case SP_SLOT_UP_B: return "ffn_up.bias";
     case SP_SLOT_DOWN: return "ffn_down.weight";
     case SP_SLOT_DOWN_B: return "ffn_down.bias";
-    case SP_SLOT_COUNT: break;
+    case SP_SLOT_NONE: case SP_SLOT_COUNT: break;
     }
     return NULL;
 }
