@@ -8,25 +8,49 @@
 
 #include "error.h"
 
-extern const sp_arch sp_arch_llama, sp_arch_mistral, sp_arch_qwen2, sp_arch_qwen3, sp_arch_phi3, sp_arch_gemma, sp_arch_opt,
-    sp_arch_phi;
+/* The one list of families, in the registry's order: adding one is its
+ * pipeline/arch_<family>.c, defining sp_arch_<family>, and its name here
+ * (docs/pipeline.md §9). */
+#define SP_FAMILIES(X) X(llama) X(mistral) X(qwen2) X(qwen3) X(phi3) X(gemma) X(opt) X(phi)
 
-static const sp_arch *const families[] = {&sp_arch_llama, &sp_arch_mistral, &sp_arch_qwen2, &sp_arch_qwen3,
-                                          &sp_arch_phi3,  &sp_arch_gemma,   &sp_arch_opt,   &sp_arch_phi};
+#define SP_FAMILY_DECLARE(f) extern const sp_arch sp_arch_##f;
+SP_FAMILIES(SP_FAMILY_DECLARE)
+#define SP_FAMILY_ENTRY(f) &sp_arch_##f,
+static const sp_arch *const families[] = {SP_FAMILIES(SP_FAMILY_ENTRY)};
+
+int sp_arch_count(void) { return (int)(sizeof families / sizeof families[0]); }
+
+const sp_arch *sp_arch_at(int i) {
+    SP_ASSERT(i >= 0 && i < sp_arch_count());
+    return families[i];
+}
+
+const char *sp_arch_names(char *buf, size_t n, int (*keep)(const sp_arch *a), const char *quote, const char *sep,
+                          const char *last) {
+    int total = 0, k = 0;
+    for (int i = 0; i < sp_arch_count(); i++) total += !keep || keep(families[i]);
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < sp_arch_count() && len < n; i++)
+        if (!keep || keep(families[i])) {
+            len += (size_t)snprintf(buf + len, n - len, "%s%s%s%s", k ? (k + 1 == total ? last : sep) : "", quote,
+                                    families[i]->model_type, quote);
+            k++;
+        }
+    return buf;
+}
 
 int sp_arch_find(const char *model_type, const char *config_path, const sp_arch **out) {
     const char *mt = model_type ? model_type : "llama";
-    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+    for (int i = 0; i < sp_arch_count(); i++)
         if (strcmp(families[i]->model_type, mt) == 0) {
             *out = families[i];
             return 0;
         }
-    char known[256] = "";
-    size_t n = 0;
-    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
-        n += (size_t)snprintf(known + n, sizeof known - n, "%s'%s'", i ? ", " : "", families[i]->model_type);
+    char known[512];
     *out = NULL;
-    return sp_fail(SP_EX_DATAERR, "%s: field 'model_type': '%.32s' is not supported (supported: %s)", config_path, mt, known);
+    return sp_fail(SP_EX_DATAERR, "%s: field 'model_type': '%.32s' is not supported (supported: %s)", config_path, mt,
+                   sp_arch_names(known, sizeof known, NULL, "'", ", ", ", "));
 }
 
 /* The instance: the family struct, then its filtered table, in one block. */

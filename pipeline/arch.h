@@ -38,6 +38,7 @@
 #ifndef SP_ARCH_H
 #define SP_ARCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backend.h"
@@ -102,6 +103,23 @@ typedef struct sp_arch_tensor {
 
 #define SP_ARCH_LAYER_MAX 24 /* tensors of one layer, inputs or outputs */
 
+/* How llama.cpp runs the family: what the GGUF export (pipeline/export.c)
+ * needs beyond the tensors, which it writes by slot under llama.cpp's names. */
+typedef struct sp_arch_gguf {
+    const char *arch;          /* llama.cpp's architecture ("llama", "phi2"); NULL: none, export refuses (65) */
+    int permute_qk;            /* interleaved RoPE there: q/k rows (and biases) permuted per head from HF's
+                                  rotate-half order */
+    int whole_head_rotary;     /* it rotates whole heads: partial rotary is refused */
+    int split_fused;           /* it has no fused q;k;v or gate;up: they are written apart */
+    int window_key;            /* writes <arch>.attention.sliding_window */
+    int head_tied;             /* it always reads the head from the embedding: an untied model is refused, a
+                                  tied model's head tensor is not written */
+    int head_always;           /* it has no tied form: output.weight is written (the embedding when tied) */
+    int head_bias_required;    /* it needs output.bias: a model without the head's bias is refused */
+    const struct sp_arch_gguf *heads_ne_d; /* it sizes attention by n_embd: when n_heads·head_dim ≠
+                                  hidden_size (a basis = "global" output), this form is written instead */
+} sp_arch_gguf;
+
 typedef struct sp_arch {
     const char *model_type;      /* config.json "model_type" */
     const char *hf_class;        /* "LlamaForCausalLM" */
@@ -135,7 +153,20 @@ typedef struct sp_arch {
     int partial_rotary;          /* reads "partial_rotary_factor" */
     /* Family-specific keys and refusals, after the common ones; NULL: none. */
     int (*config)(const char *path, const struct cJSON *root, struct sp_config *cfg);
+    sp_arch_gguf gguf;           /* llama.cpp's form of the family (GGUF export) */
 } sp_arch;
+
+/* The registry: every family, in one order (the one list, in arch.c). Help
+ * texts, messages and `slicepipe --version` iterate it. */
+int sp_arch_count(void);
+const sp_arch *sp_arch_at(int i);
+
+/* The model_types of the families `keep` accepts (NULL: every one), in the
+ * registry's order, each between `quote`s, joined by `sep` and the last by
+ * `last` ("'llama', 'mistral'", "llama, qwen2 and phi"). Into buf (n bytes;
+ * a list too long is cut). Returns buf. */
+const char *sp_arch_names(char *buf, size_t n, int (*keep)(const sp_arch *a), const char *quote, const char *sep,
+                          const char *last);
 
 /* The family's table for config.json's model_type (absent: llama), or 65
  * naming the file and the type. */

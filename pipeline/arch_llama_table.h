@@ -1,6 +1,7 @@
 /* pipeline/arch_llama_table.h — the Llama layer's tensors, shared by the
  * families that differ from Llama only above the tensors (Llama, Mistral,
- * Gemma). Included by their arch_*.c; one copy of the table per family. */
+ * Gemma), and what the Llama-named families share (names, SiLU, llama.cpp's
+ * llama). Included by their arch_*.c; one copy of the table per family. */
 #ifndef SP_ARCH_LLAMA_TABLE_H
 #define SP_ARCH_LLAMA_TABLE_H
 
@@ -34,6 +35,12 @@
     .shortcut = {[SP_POS_MID] = "attn_shortcut_Q", [SP_POS_OUT] = "mlp_shortcut_Q"},                  \
     .norm = SP_BK_NORM_RMS, .rope = SP_BK_ROPE_HALF, .ffn_key = "intermediate_size",                  \
     .eps_key = "rms_norm_eps", .act_key = "hidden_act"
+
+/* llama.cpp's llama (GGUF export): interleaved RoPE (q/k permuted), whole
+ * heads rotated, no fused tensors. Llama and Mistral are written so, and
+ * Qwen2 and Phi-3 whose attention is not hidden_size wide (heads_ne_d). */
+#define SP_ARCH_GGUF_LLAMA {.arch = "llama", .permute_qk = 1, .whole_head_rotary = 1, .split_fused = 1}
+extern const sp_arch_gguf sp_arch_gguf_llama;
 
 /* SiLU-gated MLPs (Llama, Mistral, Qwen, Phi-3). */
 extern const char *const sp_arch_silu_names[];

@@ -87,4 +87,5 @@ const sp_arch sp_arch_opt = {
     .act_default = "relu",
     .tie_default = 1,
     .config = opt_config,
+    .gguf = {.arch = NULL}, /* llama.cpp has no OPT */
 };

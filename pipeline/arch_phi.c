@@ -68,4 +68,5 @@ const sp_arch sp_arch_phi = {
     .act_default = "gelu_new",
     .partial_rotary = 1,
     .config = phi_config,
+    .gguf = {.arch = "phi2", .head_always = 1, .head_bias_required = 1},
 };

@@ -15,7 +15,6 @@ static const sp_arch_tensor phi3_layer[] = {
     {"mlp.down_proj.weight",            SP_SLOT_DOWN,      SP_ROLE_WRITER, SP_POS_OUT, SP_DIM_D,   SP_DIM_F,    SP_INIT_FANIN, SP_COND_ALWAYS},
 };
 
-
 const sp_arch sp_arch_phi3 = {
     .model_type = "phi3",
     .hf_class = "Phi3ForCausalLM",
@@ -26,4 +25,8 @@ const sp_arch sp_arch_phi3 = {
     .eps_default = 1e-5,
     .window_key = 1,
     .partial_rotary = 1,
+    /* llama.cpp's phi3 sizes attn_qkv by n_embd; HF's Phi-3 is HF's Llama
+     * with q;k;v and gate;up fused, so the llama form (parts written apart)
+     * computes the same model */
+    .gguf = {.arch = "phi3", .window_key = 1, .heads_ne_d = &sp_arch_gguf_llama},
 };

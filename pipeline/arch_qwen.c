@@ -52,6 +52,9 @@ const sp_arch sp_arch_qwen2 = {
     .layer = qwen2_layer,
     .n_layer = (int)(sizeof qwen2_layer / sizeof qwen2_layer[0]),
     QWEN_COMMON,
+    /* llama.cpp's qwen2 sizes attn_q as n_embd × n_embd; HF's Qwen2 is HF's
+     * Llama plus q/k/v biases, so the llama form computes the same model */
+    .gguf = {.arch = "qwen2", .heads_ne_d = &sp_arch_gguf_llama},
 };
 
 const sp_arch sp_arch_qwen3 = {
@@ -60,4 +63,5 @@ const sp_arch sp_arch_qwen3 = {
     .layer = qwen3_layer,
     .n_layer = (int)(sizeof qwen3_layer / sizeof qwen3_layer[0]),
     QWEN_COMMON,
+    .gguf = {.arch = "qwen3"},
 };
