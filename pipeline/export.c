@@ -506,6 +506,8 @@ static int write_item(sp_gguf_w *w, xctx *x, const xitem *it, int64_t r0) {
 
 static int has_gguf(const sp_arch *a) { return a->gguf.arch != NULL; }
 
+const char *sp_export_families(char *buf, size_t n) { return sp_arch_names(buf, n, has_gguf, "", ", ", " and "); }
+
 /* The form written (the family's gguf entry, or its heads_ne_d form) and the
  * refusals it carries. */
 static int map_family(xctx *x) {
@@ -516,7 +518,7 @@ static int map_family(xctx *x) {
     char known[512];
     if (!g->arch)
         return sp_fail(SP_EX_DATAERR, "%s/config.json: model_type '%s' has no llama.cpp architecture; GGUF export supports %s", path,
-                       a->model_type, sp_arch_names(known, sizeof known, has_gguf, "", ", ", " and "));
+                       a->model_type, sp_export_families(known, sizeof known));
     if (g->head_tied && x->m.has_head && !c->tie_word_embeddings)
         return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': llama.cpp's %s always ties the head to the embedding", path, a->head, g->arch);
     if (g->heads_ne_d && c->n_heads * c->head_dim != c->hidden_size) g = g->heads_ne_d; /* the summary names the one written */

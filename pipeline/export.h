@@ -21,6 +21,7 @@
 #ifndef SP_EXPORT_H
 #define SP_EXPORT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "gguf.h"
@@ -56,5 +57,9 @@ typedef struct sp_export_stats {
  * journal of another export (model, options or tool version changed): 65,
  * nothing touched. */
 int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_opts *opts, sp_export_stats *st);
+
+/* The families with a llama.cpp architecture, from the registry: "llama,
+ * mistral, ... and phi" into buf (n bytes). Returns buf. */
+const char *sp_export_families(char *buf, size_t n);
 
 #endif

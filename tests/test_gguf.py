@@ -46,6 +46,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gguf_read  # noqa: E402
+import sp_families  # noqa: E402
 
 SKIP = 77
 NLC = "node-llama-cpp@3.21.1"
@@ -92,7 +93,6 @@ def unpermute(w, heads):
     return w.reshape(heads, hd // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma": "gemma", "phi": "phi2"}
 HF2G = [("input_layernorm.weight", "attn_norm.weight"), ("input_layernorm.bias", "attn_norm.bias"),
         ("self_attn.q_proj.weight", "attn_q.weight"), ("self_attn.k_proj.weight", "attn_k.weight"),
         ("self_attn.v_proj.weight", "attn_v.weight"), ("self_attn.q_proj.bias", "attn_q.bias"),
@@ -109,7 +109,7 @@ HF2G = [("input_layernorm.weight", "attn_norm.weight"), ("input_layernorm.bias",
 def check_export(a, d, gg, typ="f32"):
     cfg = json.load(open(os.path.join(d, "config.json")))
     mt = cfg.get("model_type", "llama")
-    arch = ARCH[mt]
+    arch = sp_families.families(a.slicepipe)[mt]
     kv, ts, _ = gguf_read.read(gg)
     D, L, H = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
     KVH = cfg.get("num_key_value_heads", H)
