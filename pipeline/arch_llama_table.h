@@ -1,23 +1,28 @@
 /* pipeline/arch_llama_table.h — the Llama layer's tensors, shared by the
  * families that differ from Llama only above the tensors (Llama, Mistral,
- * Gemma), and what the Llama-named families share (names, SiLU, llama.cpp's
- * llama). Included by their arch_*.c; one copy of the table per family. */
+ * Gemma), and the rows and members that families named after HF's Llama
+ * share (q/k/v projections, names, SiLU, llama.cpp's llama). Included by
+ * their arch_*.c; one copy of the table per family. */
 #ifndef SP_ARCH_LLAMA_TABLE_H
 #define SP_ARCH_LLAMA_TABLE_H
 
 #include "arch.h"
 
+/* HF's q/k/v projections and their biases, named alike by Llama, Qwen, OPT
+ * and Phi; BIAS_COND: when the biases exist. */
+#define SP_ARCH_QKV(BIAS_COND) \
+    {"self_attn.q_proj.weight", SP_SLOT_Q,   SP_ROLE_READER, SP_POS_IN, SP_DIM_Q,  SP_DIM_D,    SP_INIT_FANIN, SP_COND_ALWAYS}, \
+    {"self_attn.q_proj.bias",   SP_SLOT_Q_B, SP_ROLE_BIAS,   SP_POS_IN, SP_DIM_Q,  SP_DIM_NONE, SP_INIT_BIAS,  BIAS_COND},      \
+    {"self_attn.k_proj.weight", SP_SLOT_K,   SP_ROLE_READER, SP_POS_IN, SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, SP_COND_ALWAYS}, \
+    {"self_attn.k_proj.bias",   SP_SLOT_K_B, SP_ROLE_BIAS,   SP_POS_IN, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  BIAS_COND},      \
+    {"self_attn.v_proj.weight", SP_SLOT_V,   SP_ROLE_READER, SP_POS_IN, SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, SP_COND_ALWAYS}, \
+    {"self_attn.v_proj.bias",   SP_SLOT_V_B, SP_ROLE_BIAS,   SP_POS_IN, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  BIAS_COND},
 
 /* NORM_INIT: how synth fills the norms (Gemma stores w of 1 + w). */
 #define SP_ARCH_LLAMA_LAYER(NORM_INIT) \
     /* suffix                           slot               role            pos         rows       cols         init           cond             */ \
     {"input_layernorm.weight",          SP_SLOT_ATTN_NORM, SP_ROLE_NORM,   SP_POS_IN,  SP_DIM_D,  SP_DIM_NONE, NORM_INIT,     SP_COND_ALWAYS},    \
-    {"self_attn.q_proj.weight",         SP_SLOT_Q,         SP_ROLE_READER, SP_POS_IN,  SP_DIM_Q,  SP_DIM_D,    SP_INIT_FANIN, SP_COND_ALWAYS},    \
-    {"self_attn.q_proj.bias",           SP_SLOT_Q_B,       SP_ROLE_BIAS,   SP_POS_IN,  SP_DIM_Q,  SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_ATTN_BIAS}, \
-    {"self_attn.k_proj.weight",         SP_SLOT_K,         SP_ROLE_READER, SP_POS_IN,  SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, SP_COND_ALWAYS},    \
-    {"self_attn.k_proj.bias",           SP_SLOT_K_B,       SP_ROLE_BIAS,   SP_POS_IN,  SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_ATTN_BIAS}, \
-    {"self_attn.v_proj.weight",         SP_SLOT_V,         SP_ROLE_READER, SP_POS_IN,  SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, SP_COND_ALWAYS},    \
-    {"self_attn.v_proj.bias",           SP_SLOT_V_B,       SP_ROLE_BIAS,   SP_POS_IN,  SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_ATTN_BIAS}, \
+    SP_ARCH_QKV(SP_COND_ATTN_BIAS)                                                                                                                \
     {"self_attn.o_proj.weight",         SP_SLOT_O,         SP_ROLE_WRITER, SP_POS_MID, SP_DIM_D,  SP_DIM_Q,    SP_INIT_FANIN, SP_COND_ALWAYS},    \
     {"self_attn.o_proj.bias",           SP_SLOT_O_B,       SP_ROLE_BIAS,   SP_POS_MID, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_ATTN_BIAS}, \
     {"post_attention_layernorm.weight", SP_SLOT_MLP_NORM,  SP_ROLE_NORM,   SP_POS_MID, SP_DIM_D,  SP_DIM_NONE, NORM_INIT,     SP_COND_ALWAYS},    \

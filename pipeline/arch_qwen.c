@@ -14,12 +14,7 @@
 
 static const sp_arch_tensor qwen2_layer[] = {
     {"input_layernorm.weight",          SP_SLOT_ATTN_NORM, N, SP_POS_IN,  SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
-    {"self_attn.q_proj.weight",         SP_SLOT_Q,         R, SP_POS_IN,  SP_DIM_Q,  SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.q_proj.bias",           SP_SLOT_Q_B,       B, SP_POS_IN,  SP_DIM_Q,  SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.k_proj.weight",         SP_SLOT_K,         R, SP_POS_IN,  SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.k_proj.bias",           SP_SLOT_K_B,       B, SP_POS_IN,  SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.v_proj.weight",         SP_SLOT_V,         R, SP_POS_IN,  SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.v_proj.bias",           SP_SLOT_V_B,       B, SP_POS_IN,  SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  A},
+    SP_ARCH_QKV(A)
     {"self_attn.o_proj.weight",         SP_SLOT_O,         W, SP_POS_MID, SP_DIM_D,  SP_DIM_Q,    SP_INIT_FANIN, A},
     {"post_attention_layernorm.weight", SP_SLOT_MLP_NORM,  N, SP_POS_MID, SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
     {"mlp.gate_proj.weight",            SP_SLOT_GATE,      R, SP_POS_MID, SP_DIM_F,  SP_DIM_D,    SP_INIT_FANIN, A},
@@ -29,12 +24,7 @@ static const sp_arch_tensor qwen2_layer[] = {
 
 static const sp_arch_tensor qwen3_layer[] = {
     {"input_layernorm.weight",          SP_SLOT_ATTN_NORM, N, SP_POS_IN,  SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
-    {"self_attn.q_proj.weight",         SP_SLOT_Q,         R, SP_POS_IN,  SP_DIM_Q,  SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.q_proj.bias",           SP_SLOT_Q_B,       B, SP_POS_IN,  SP_DIM_Q,  SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_ATTN_BIAS},
-    {"self_attn.k_proj.weight",         SP_SLOT_K,         R, SP_POS_IN,  SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.k_proj.bias",           SP_SLOT_K_B,       B, SP_POS_IN,  SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_ATTN_BIAS},
-    {"self_attn.v_proj.weight",         SP_SLOT_V,         R, SP_POS_IN,  SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.v_proj.bias",           SP_SLOT_V_B,       B, SP_POS_IN,  SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  SP_COND_ATTN_BIAS},
+    SP_ARCH_QKV(SP_COND_ATTN_BIAS)
     {"self_attn.q_norm.weight",         SP_SLOT_Q_NORM,    H, SP_POS_IN,  SP_DIM_HD, SP_DIM_NONE, SP_INIT_NORM,  A},
     {"self_attn.k_norm.weight",         SP_SLOT_K_NORM,    H, SP_POS_IN,  SP_DIM_HD, SP_DIM_NONE, SP_INIT_NORM,  A},
     {"self_attn.o_proj.weight",         SP_SLOT_O,         W, SP_POS_MID, SP_DIM_D,  SP_DIM_Q,    SP_INIT_FANIN, A},
