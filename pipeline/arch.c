@@ -8,25 +8,49 @@
 
 #include "error.h"
 
-extern const sp_arch sp_arch_llama, sp_arch_mistral, sp_arch_qwen2, sp_arch_qwen3, sp_arch_phi3, sp_arch_gemma, sp_arch_opt,
-    sp_arch_phi;
+/* The one list of families, in the registry's order: adding one is its
+ * pipeline/arch_<family>.c, defining sp_arch_<family>, and its name here
+ * (docs/pipeline.md §9). */
+#define SP_FAMILIES(X) X(llama) X(mistral) X(qwen2) X(qwen3) X(phi3) X(gemma) X(opt) X(phi)
 
-static const sp_arch *const families[] = {&sp_arch_llama, &sp_arch_mistral, &sp_arch_qwen2, &sp_arch_qwen3,
-                                          &sp_arch_phi3,  &sp_arch_gemma,   &sp_arch_opt,   &sp_arch_phi};
+#define SP_FAMILY_DECLARE(f) extern const sp_arch sp_arch_##f;
+SP_FAMILIES(SP_FAMILY_DECLARE)
+#define SP_FAMILY_ENTRY(f) &sp_arch_##f,
+static const sp_arch *const families[] = {SP_FAMILIES(SP_FAMILY_ENTRY)};
+
+int sp_arch_count(void) { return (int)(sizeof families / sizeof families[0]); }
+
+const sp_arch *sp_arch_at(int i) {
+    SP_ASSERT(i >= 0 && i < sp_arch_count());
+    return families[i];
+}
+
+const char *sp_arch_names(char *buf, size_t n, int (*keep)(const sp_arch *a), const char *quote, const char *sep,
+                          const char *last) {
+    int total = 0, k = 0;
+    for (int i = 0; i < sp_arch_count(); i++) total += !keep || keep(families[i]);
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < sp_arch_count() && len < n; i++)
+        if (!keep || keep(families[i])) {
+            len += (size_t)snprintf(buf + len, n - len, "%s%s%s%s", k ? (k + 1 == total ? last : sep) : "", quote,
+                                    families[i]->model_type, quote);
+            k++;
+        }
+    return buf;
+}
 
 int sp_arch_find(const char *model_type, const char *config_path, const sp_arch **out) {
     const char *mt = model_type ? model_type : "llama";
-    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+    for (int i = 0; i < sp_arch_count(); i++)
         if (strcmp(families[i]->model_type, mt) == 0) {
             *out = families[i];
             return 0;
         }
-    char known[256] = "";
-    size_t n = 0;
-    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
-        n += (size_t)snprintf(known + n, sizeof known - n, "%s'%s'", i ? ", " : "", families[i]->model_type);
+    char known[512];
     *out = NULL;
-    return sp_fail(SP_EX_DATAERR, "%s: field 'model_type': '%.32s' is not supported (supported: %s)", config_path, mt, known);
+    return sp_fail(SP_EX_DATAERR, "%s: field 'model_type': '%.32s' is not supported (supported: %s)", config_path, mt,
+                   sp_arch_names(known, sizeof known, NULL, "'", ", ", ", "));
 }
 
 /* The instance: the family struct, then its filtered table, in one block. */
@@ -49,21 +73,17 @@ int sp_arch_instance(const sp_arch *family, const sp_config *cfg, sp_arch **out)
     arch_inst *x = calloc(1, sizeof *x);
     if (!x) return sp_fail(SP_EX_SOFTWARE, "out of memory");
     x->a = *family;
-    int map[SP_ARCH_LAYER_MAX], n = 0;
+    int n = 0;
     SP_ASSERT(family->n_layer <= SP_ARCH_LAYER_MAX);
-    for (int i = 0; i < family->n_layer; i++) {
-        map[i] = -1;
-        if (!cond_met(&family->layer[i], cfg)) continue;
-        map[i] = n;
-        x->t[n++] = family->layer[i];
-    }
-    for (int i = 0; i < n; i++)
-        if (x->t[i].of >= 0) {
-            SP_ASSERT(map[x->t[i].of] >= 0); /* a bias is never present without its weight */
-            x->t[i].of = map[x->t[i].of];
-        }
+    for (int i = 0; i < family->n_layer; i++)
+        if (cond_met(&family->layer[i], cfg)) x->t[n++] = family->layer[i];
     x->a.layer = x->t;
     x->a.n_layer = n;
+    for (int i = 0; i < n; i++) { /* a bias is never present without its weight */
+        enum sp_arch_slot w = sp_arch_slot_weight(x->t[i].slot);
+        SP_ASSERT((x->t[i].role == SP_ROLE_BIAS) == (w != SP_SLOT_NONE));
+        SP_ASSERT(w == SP_SLOT_NONE || sp_arch_slot_index(&x->a, w) >= 0);
+    }
     *out = &x->a;
     return 0;
 }
@@ -82,9 +102,22 @@ int sp_arch_norm_bias_of(const sp_arch *a, enum sp_arch_pos pos) {
     return -1;
 }
 
+enum sp_arch_slot sp_arch_slot_weight(enum sp_arch_slot slot) {
+    switch (slot) {
+    case SP_SLOT_Q_B: return SP_SLOT_Q;
+    case SP_SLOT_K_B: return SP_SLOT_K;
+    case SP_SLOT_V_B: return SP_SLOT_V;
+    case SP_SLOT_O_B: return SP_SLOT_O;
+    case SP_SLOT_GATE_B: return SP_SLOT_GATE;
+    case SP_SLOT_UP_B: return SP_SLOT_UP;
+    case SP_SLOT_DOWN_B: return SP_SLOT_DOWN;
+    default: return SP_SLOT_NONE; /* a new bias slot missing here trips sp_arch_instance's assert */
+    }
+}
+
 int sp_arch_bias_of(const sp_arch *a, int t) {
     for (int i = 0; i < a->n_layer; i++)
-        if (a->layer[i].role == SP_ROLE_BIAS && a->layer[i].of == t) return i;
+        if (a->layer[i].role == SP_ROLE_BIAS && sp_arch_slot_weight(a->layer[i].slot) == a->layer[t].slot) return i;
     return -1;
 }
 
@@ -126,19 +159,19 @@ int sp_arch_pca_positions(const sp_arch *a, enum sp_arch_pos pos[2]) {
     return 2;
 }
 
-/* Appends tensors of `role` at `pos`, each followed by its biases. */
+/* Appends tensors of `role` at `pos`, each followed by its bias. */
 static int add_role(const sp_arch *a, enum sp_arch_role role, enum sp_arch_pos pos, int phase, sp_arch_out *out, int n) {
     for (int i = 0; i < a->n_layer; i++) {
         if (a->layer[i].role != role || a->layer[i].pos != pos) continue;
         SP_ASSERT(n < SP_ARCH_LAYER_MAX);
         out[n++] = (sp_arch_out){.kind = role == SP_ROLE_READER ? SP_OUT_READER : SP_OUT_WRITER, .t = i, .pos = pos,
                                  .phase = phase};
-        for (int b = 0; b < a->n_layer; b++)
-            if (a->layer[b].role == SP_ROLE_BIAS && a->layer[b].of == i) {
-                SP_ASSERT(n < SP_ARCH_LAYER_MAX);
-                out[n++] = (sp_arch_out){.kind = role == SP_ROLE_READER ? SP_OUT_COPY : SP_OUT_BIAS_ROT, .t = b,
-                                         .pos = pos, .phase = phase};
-            }
+        int b = sp_arch_bias_of(a, i);
+        if (b >= 0) {
+            SP_ASSERT(n < SP_ARCH_LAYER_MAX);
+            out[n++] = (sp_arch_out){.kind = role == SP_ROLE_READER ? SP_OUT_COPY : SP_OUT_BIAS_ROT, .t = b, .pos = pos,
+                                     .phase = phase};
+        }
     }
     return n;
 }

@@ -23,8 +23,9 @@
  *           position's basis and sliced to its width.
  *   WRITER  writes into position `pos`: rows rotated by its basis (Qᵀ·W) and
  *           sliced.
- *   BIAS    bias of tensor `of`: a reader's bias is untouched, a writer's
- *           rotates with it.
+ *   BIAS    bias of the tensor in its weight's slot (sp_arch_slot_weight: a
+ *           bias slot names its weight, so no row index is kept by hand): a
+ *           reader's bias is untouched, a writer's rotates with it.
  *   HEAD    lives in head space (per-head norms): untouched.
  *
  * Output tensors of a sliced layer follow one order (sp_arch_layer_outputs),
@@ -37,6 +38,7 @@
 #ifndef SP_ARCH_H
 #define SP_ARCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backend.h"
@@ -60,8 +62,10 @@ enum sp_arch_dim {
     SP_DIM_F2,   /* 2 · intermediate_size: a fused gate;up */
 };
 
-/* Where the layer forward (pipeline/layer.c) finds a tensor. */
+/* Where the layer forward (pipeline/layer.c) finds a tensor. A projection's
+ * `_B` slot is its bias (sp_arch_slot_weight); a norm's `_B` is its β. */
 enum sp_arch_slot {
+    SP_SLOT_NONE = -1, /* sp_arch_slot_weight of a slot that is no bias */
     SP_SLOT_ATTN_NORM, SP_SLOT_ATTN_NORM_B,
     SP_SLOT_Q, SP_SLOT_K, SP_SLOT_V, SP_SLOT_QKV, SP_SLOT_Q_B, SP_SLOT_K_B, SP_SLOT_V_B,
     SP_SLOT_Q_NORM, SP_SLOT_K_NORM,  /* per-head RMSNorm γ (head_dim) */
@@ -92,13 +96,29 @@ typedef struct sp_arch_tensor {
     enum sp_arch_slot slot;
     enum sp_arch_role role;
     enum sp_arch_pos pos;    /* NORM/READER: position read; WRITER: position written */
-    int of;                  /* BIAS: index (in this table) of its weight; else -1 */
     enum sp_arch_dim rows, cols; /* 1-D: cols == SP_DIM_NONE */
     enum sp_arch_init init;
     enum sp_arch_cond cond;
 } sp_arch_tensor;
 
 #define SP_ARCH_LAYER_MAX 24 /* tensors of one layer, inputs or outputs */
+
+/* How llama.cpp runs the family: what the GGUF export (pipeline/export.c)
+ * needs beyond the tensors, which it writes by slot under llama.cpp's names. */
+typedef struct sp_arch_gguf {
+    const char *arch;          /* llama.cpp's architecture ("llama", "phi2"); NULL: none, export refuses (65) */
+    int permute_qk;            /* interleaved RoPE there: q/k rows (and biases) permuted per head from HF's
+                                  rotate-half order */
+    int whole_head_rotary;     /* it rotates whole heads: partial rotary is refused */
+    int split_fused;           /* it has no fused q;k;v or gate;up: they are written apart */
+    int window_key;            /* writes <arch>.attention.sliding_window */
+    int head_tied;             /* it always reads the head from the embedding: an untied model is refused, a
+                                  tied model's head tensor is not written */
+    int head_always;           /* it has no tied form: output.weight is written (the embedding when tied) */
+    int head_bias_required;    /* it needs output.bias: a model without the head's bias is refused */
+    const struct sp_arch_gguf *heads_ne_d; /* it sizes attention by n_embd: when n_heads·head_dim ≠
+                                  hidden_size (a basis = "global" output), this form is written instead */
+} sp_arch_gguf;
 
 typedef struct sp_arch {
     const char *model_type;      /* config.json "model_type" */
@@ -133,20 +153,38 @@ typedef struct sp_arch {
     int partial_rotary;          /* reads "partial_rotary_factor" */
     /* Family-specific keys and refusals, after the common ones; NULL: none. */
     int (*config)(const char *path, const struct cJSON *root, struct sp_config *cfg);
+    sp_arch_gguf gguf;           /* llama.cpp's form of the family (GGUF export) */
 } sp_arch;
+
+/* The registry: every family, in one order (the one list, in arch.c). Help
+ * texts, messages and `slicepipe --version` iterate it. */
+int sp_arch_count(void);
+const sp_arch *sp_arch_at(int i);
+
+/* The model_types of the families `keep` accepts (NULL: every one), in the
+ * registry's order, each between `quote`s, joined by `sep` and the last by
+ * `last` ("'llama', 'mistral'", "llama, qwen2 and phi"). Into buf (n bytes;
+ * a list too long is cut). Returns buf. */
+const char *sp_arch_names(char *buf, size_t n, int (*keep)(const sp_arch *a), const char *quote, const char *sep,
+                          const char *last);
 
 /* The family's table for config.json's model_type (absent: llama), or 65
  * naming the file and the type. */
 int sp_arch_find(const char *model_type, const char *config_path, const sp_arch **out);
 
 /* The table one model uses: the family's, less the tensors whose condition
- * cfg does not meet (e.g. attention_bias false), with `of` indices remapped.
- * Allocated; freed with sp_arch_free. */
+ * cfg does not meet (e.g. attention_bias false). Asserts that every BIAS row
+ * sits in a bias slot whose weight is in the table, and that no other row
+ * does. Allocated; freed with sp_arch_free. */
 int sp_arch_instance(const sp_arch *family, const sp_config *cfg, sp_arch **out);
 void sp_arch_free(sp_arch *a);
 
 /* Index of the tensor in `slot`, or -1. */
 int sp_arch_slot_index(const sp_arch *a, enum sp_arch_slot slot);
+
+/* The weight a bias slot belongs to (SP_SLOT_Q for SP_SLOT_Q_B), or
+ * SP_SLOT_NONE for a slot that is no BIAS (a norm's β is NORM_BIAS). */
+enum sp_arch_slot sp_arch_slot_weight(enum sp_arch_slot slot);
 
 /* The size `dim` stands for in cfg (D for SP_DIM_D: callers slice it). */
 int64_t sp_arch_dim(const sp_config *cfg, enum sp_arch_dim dim);

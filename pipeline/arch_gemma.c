@@ -41,4 +41,7 @@ const sp_arch sp_arch_gemma = {
     .act_default = "gelu",
     .tie_default = 1,
     .config = gemma_config,
+    /* llama.cpp's gemma scales the embeddings by sqrt(n_embd) itself, and
+     * multiplies by the norm weight it reads, so export writes 1 + w */
+    .gguf = {.arch = "gemma", .head_tied = 1},
 };

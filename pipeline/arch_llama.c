@@ -8,9 +8,9 @@
 
 static const sp_arch_tensor llama_layer[] = {SP_ARCH_LLAMA_LAYER(SP_INIT_NORM)};
 
-
 const char *const sp_arch_silu_names[] = {"silu", NULL};
 const enum sp_bk_act sp_arch_silu_acts[] = {SP_BK_ACT_SILU_GLU};
+const sp_arch_gguf sp_arch_gguf_llama = SP_ARCH_GGUF_LLAMA;
 
 const sp_arch sp_arch_llama = {
     .model_type = "llama",
@@ -20,4 +20,5 @@ const sp_arch sp_arch_llama = {
     SP_ARCH_LLAMA_NAMES,
     SP_ARCH_SILU,
     .eps_default = 1e-6,
+    .gguf = SP_ARCH_GGUF_LLAMA,
 };

@@ -6,7 +6,7 @@
  * output centred, then LayerNorm ≡ RMSN over the original width.
  * Refused: opt-350m's project_in/project_out (word_embed_proj_dim ≠
  * hidden_size) and post-LayerNorm (do_layer_norm_before false). */
-#include "arch.h"
+#include "arch_llama_table.h"
 #include "error.h"
 
 #define R SP_ROLE_READER
@@ -17,22 +17,17 @@
 #define A SP_COND_ALWAYS
 
 static const sp_arch_tensor opt_layer[] = {
-    {"self_attn_layer_norm.weight", SP_SLOT_ATTN_NORM,   N,  SP_POS_IN,  -1, SP_DIM_D, SP_DIM_NONE, SP_INIT_NORM,  A},
-    {"self_attn_layer_norm.bias",   SP_SLOT_ATTN_NORM_B, NB, SP_POS_IN,  -1, SP_DIM_D, SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.q_proj.weight",     SP_SLOT_Q,           R,  SP_POS_IN,  -1, SP_DIM_Q, SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.q_proj.bias",       SP_SLOT_Q_B,         B,  SP_POS_IN,   2, SP_DIM_Q, SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.k_proj.weight",     SP_SLOT_K,           R,  SP_POS_IN,  -1, SP_DIM_KV, SP_DIM_D,   SP_INIT_FANIN, A},
-    {"self_attn.k_proj.bias",       SP_SLOT_K_B,         B,  SP_POS_IN,   4, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS, A},
-    {"self_attn.v_proj.weight",     SP_SLOT_V,           R,  SP_POS_IN,  -1, SP_DIM_KV, SP_DIM_D,   SP_INIT_FANIN, A},
-    {"self_attn.v_proj.bias",       SP_SLOT_V_B,         B,  SP_POS_IN,   6, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS, A},
-    {"self_attn.out_proj.weight",   SP_SLOT_O,           W,  SP_POS_MID, -1, SP_DIM_D, SP_DIM_Q,    SP_INIT_FANIN, A},
-    {"self_attn.out_proj.bias",     SP_SLOT_O_B,         B,  SP_POS_MID,  8, SP_DIM_D, SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"final_layer_norm.weight",     SP_SLOT_MLP_NORM,    N,  SP_POS_MID, -1, SP_DIM_D, SP_DIM_NONE, SP_INIT_NORM,  A},
-    {"final_layer_norm.bias",       SP_SLOT_MLP_NORM_B,  NB, SP_POS_MID, -1, SP_DIM_D, SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"fc1.weight",                  SP_SLOT_GATE,        R,  SP_POS_MID, -1, SP_DIM_F, SP_DIM_D,    SP_INIT_FANIN, A},
-    {"fc1.bias",                    SP_SLOT_GATE_B,      B,  SP_POS_MID, 12, SP_DIM_F, SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"fc2.weight",                  SP_SLOT_DOWN,        W,  SP_POS_OUT, -1, SP_DIM_D, SP_DIM_F,    SP_INIT_FANIN, A},
-    {"fc2.bias",                    SP_SLOT_DOWN_B,      B,  SP_POS_OUT, 14, SP_DIM_D, SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"self_attn_layer_norm.weight", SP_SLOT_ATTN_NORM,   N,  SP_POS_IN,  SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
+    {"self_attn_layer_norm.bias",   SP_SLOT_ATTN_NORM_B, NB, SP_POS_IN,  SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    SP_ARCH_QKV(A)
+    {"self_attn.out_proj.weight",   SP_SLOT_O,           W,  SP_POS_MID, SP_DIM_D,  SP_DIM_Q,    SP_INIT_FANIN, A},
+    {"self_attn.out_proj.bias",     SP_SLOT_O_B,         B,  SP_POS_MID, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"final_layer_norm.weight",     SP_SLOT_MLP_NORM,    N,  SP_POS_MID, SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
+    {"final_layer_norm.bias",       SP_SLOT_MLP_NORM_B,  NB, SP_POS_MID, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"fc1.weight",                  SP_SLOT_GATE,        R,  SP_POS_MID, SP_DIM_F,  SP_DIM_D,    SP_INIT_FANIN, A},
+    {"fc1.bias",                    SP_SLOT_GATE_B,      B,  SP_POS_MID, SP_DIM_F,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"fc2.weight",                  SP_SLOT_DOWN,        W,  SP_POS_OUT, SP_DIM_D,  SP_DIM_F,    SP_INIT_FANIN, A},
+    {"fc2.bias",                    SP_SLOT_DOWN_B,      B,  SP_POS_OUT, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
 };
 
 static const char *const relu_names[] = {"relu", NULL};
@@ -87,4 +82,5 @@ const sp_arch sp_arch_opt = {
     .act_default = "relu",
     .tie_default = 1,
     .config = opt_config,
+    .gguf = {.arch = NULL}, /* llama.cpp has no OPT */
 };

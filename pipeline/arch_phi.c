@@ -5,7 +5,7 @@
  * blocks get one PCA a layer, on the block output, and one shortcut
  * (docs/algorithm.md §6): the readers (q, k, v, fc1) take the input basis, the
  * writers (dense, fc2) and the shortcut the new one. Refused: qk_layernorm. */
-#include "arch.h"
+#include "arch_llama_table.h"
 #include "error.h"
 
 #define R SP_ROLE_READER
@@ -16,20 +16,15 @@
 #define A SP_COND_ALWAYS
 
 static const sp_arch_tensor phi_layer[] = {
-    {"input_layernorm.weight",  SP_SLOT_ATTN_NORM,   N,  SP_POS_IN,  -1, SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
-    {"input_layernorm.bias",    SP_SLOT_ATTN_NORM_B, NB, SP_POS_IN,  -1, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.q_proj.weight", SP_SLOT_Q,           R,  SP_POS_IN,  -1, SP_DIM_Q,  SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.q_proj.bias",   SP_SLOT_Q_B,         B,  SP_POS_IN,   2, SP_DIM_Q,  SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.k_proj.weight", SP_SLOT_K,           R,  SP_POS_IN,  -1, SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.k_proj.bias",   SP_SLOT_K_B,         B,  SP_POS_IN,   4, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.v_proj.weight", SP_SLOT_V,           R,  SP_POS_IN,  -1, SP_DIM_KV, SP_DIM_D,    SP_INIT_FANIN, A},
-    {"self_attn.v_proj.bias",   SP_SLOT_V_B,         B,  SP_POS_IN,   6, SP_DIM_KV, SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"self_attn.dense.weight",  SP_SLOT_O,           W,  SP_POS_OUT, -1, SP_DIM_D,  SP_DIM_Q,    SP_INIT_FANIN, A},
-    {"self_attn.dense.bias",    SP_SLOT_O_B,         B,  SP_POS_OUT,  8, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"mlp.fc1.weight",          SP_SLOT_GATE,        R,  SP_POS_IN,  -1, SP_DIM_F,  SP_DIM_D,    SP_INIT_FANIN, A},
-    {"mlp.fc1.bias",            SP_SLOT_GATE_B,      B,  SP_POS_IN,  10, SP_DIM_F,  SP_DIM_NONE, SP_INIT_BIAS,  A},
-    {"mlp.fc2.weight",          SP_SLOT_DOWN,        W,  SP_POS_OUT, -1, SP_DIM_D,  SP_DIM_F,    SP_INIT_FANIN, A},
-    {"mlp.fc2.bias",            SP_SLOT_DOWN_B,      B,  SP_POS_OUT, 12, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"input_layernorm.weight",  SP_SLOT_ATTN_NORM,   N,  SP_POS_IN,  SP_DIM_D,  SP_DIM_NONE, SP_INIT_NORM,  A},
+    {"input_layernorm.bias",    SP_SLOT_ATTN_NORM_B, NB, SP_POS_IN,  SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    SP_ARCH_QKV(A)
+    {"self_attn.dense.weight",  SP_SLOT_O,           W,  SP_POS_OUT, SP_DIM_D,  SP_DIM_Q,    SP_INIT_FANIN, A},
+    {"self_attn.dense.bias",    SP_SLOT_O_B,         B,  SP_POS_OUT, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"mlp.fc1.weight",          SP_SLOT_GATE,        R,  SP_POS_IN,  SP_DIM_F,  SP_DIM_D,    SP_INIT_FANIN, A},
+    {"mlp.fc1.bias",            SP_SLOT_GATE_B,      B,  SP_POS_IN,  SP_DIM_F,  SP_DIM_NONE, SP_INIT_BIAS,  A},
+    {"mlp.fc2.weight",          SP_SLOT_DOWN,        W,  SP_POS_OUT, SP_DIM_D,  SP_DIM_F,    SP_INIT_FANIN, A},
+    {"mlp.fc2.bias",            SP_SLOT_DOWN_B,      B,  SP_POS_OUT, SP_DIM_D,  SP_DIM_NONE, SP_INIT_BIAS,  A},
 };
 
 static const char *const gelu_new_names[] = {"gelu_new", NULL};
@@ -68,4 +63,5 @@ const sp_arch sp_arch_phi = {
     .act_default = "gelu_new",
     .partial_rotary = 1,
     .config = phi_config,
+    .gguf = {.arch = "phi2", .head_always = 1, .head_bias_required = 1},
 };

@@ -7,14 +7,13 @@
 #include "arch_llama_table.h"
 
 static const sp_arch_tensor phi3_layer[] = {
-    {"input_layernorm.weight",          SP_SLOT_ATTN_NORM, SP_ROLE_NORM,   SP_POS_IN,  -1, SP_DIM_D,   SP_DIM_NONE, SP_INIT_NORM,  SP_COND_ALWAYS},
-    {"self_attn.qkv_proj.weight",       SP_SLOT_QKV,       SP_ROLE_READER, SP_POS_IN,  -1, SP_DIM_QKV, SP_DIM_D,    SP_INIT_FANIN, SP_COND_ALWAYS},
-    {"self_attn.o_proj.weight",         SP_SLOT_O,         SP_ROLE_WRITER, SP_POS_MID, -1, SP_DIM_D,   SP_DIM_Q,    SP_INIT_FANIN, SP_COND_ALWAYS},
-    {"post_attention_layernorm.weight", SP_SLOT_MLP_NORM,  SP_ROLE_NORM,   SP_POS_MID, -1, SP_DIM_D,   SP_DIM_NONE, SP_INIT_NORM,  SP_COND_ALWAYS},
-    {"mlp.gate_up_proj.weight",         SP_SLOT_GATE_UP,   SP_ROLE_READER, SP_POS_MID, -1, SP_DIM_F2,  SP_DIM_D,    SP_INIT_FANIN, SP_COND_ALWAYS},
-    {"mlp.down_proj.weight",            SP_SLOT_DOWN,      SP_ROLE_WRITER, SP_POS_OUT, -1, SP_DIM_D,   SP_DIM_F,    SP_INIT_FANIN, SP_COND_ALWAYS},
+    {"input_layernorm.weight",          SP_SLOT_ATTN_NORM, SP_ROLE_NORM,   SP_POS_IN,  SP_DIM_D,   SP_DIM_NONE, SP_INIT_NORM,  SP_COND_ALWAYS},
+    {"self_attn.qkv_proj.weight",       SP_SLOT_QKV,       SP_ROLE_READER, SP_POS_IN,  SP_DIM_QKV, SP_DIM_D,    SP_INIT_FANIN, SP_COND_ALWAYS},
+    {"self_attn.o_proj.weight",         SP_SLOT_O,         SP_ROLE_WRITER, SP_POS_MID, SP_DIM_D,   SP_DIM_Q,    SP_INIT_FANIN, SP_COND_ALWAYS},
+    {"post_attention_layernorm.weight", SP_SLOT_MLP_NORM,  SP_ROLE_NORM,   SP_POS_MID, SP_DIM_D,   SP_DIM_NONE, SP_INIT_NORM,  SP_COND_ALWAYS},
+    {"mlp.gate_up_proj.weight",         SP_SLOT_GATE_UP,   SP_ROLE_READER, SP_POS_MID, SP_DIM_F2,  SP_DIM_D,    SP_INIT_FANIN, SP_COND_ALWAYS},
+    {"mlp.down_proj.weight",            SP_SLOT_DOWN,      SP_ROLE_WRITER, SP_POS_OUT, SP_DIM_D,   SP_DIM_F,    SP_INIT_FANIN, SP_COND_ALWAYS},
 };
-
 
 const sp_arch sp_arch_phi3 = {
     .model_type = "phi3",
@@ -26,4 +25,8 @@ const sp_arch sp_arch_phi3 = {
     .eps_default = 1e-5,
     .window_key = 1,
     .partial_rotary = 1,
+    /* llama.cpp's phi3 sizes attn_qkv by n_embd; HF's Phi-3 is HF's Llama
+     * with q;k;v and gate;up fused, so the llama form (parts written apart)
+     * computes the same model */
+    .gguf = {.arch = "phi3", .window_key = 1, .heads_ne_d = &sp_arch_gguf_llama},
 };

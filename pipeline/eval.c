@@ -13,6 +13,15 @@
 #include "spill.h"
 #include "stream.h"
 
+/* Windows of T tokens against the model's positions (sp_model_check_positions),
+ * warning past a RoPE model's max_position_embeddings when `warn`. */
+static int positions(const sp_model *m, int64_t T, int warn) {
+    char what[64], warn_what[64];
+    snprintf(what, sizeof what, "--seqlen %lld", (long long)T);
+    snprintf(warn_what, sizeof warn_what, "seqlen %lld", (long long)T);
+    return sp_model_check_positions(m, T, what, "exceeds", warn ? warn_what : NULL);
+}
+
 /* The windows an evaluation takes, every size checked for overflow. */
 static int eval_shape(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o, int64_t *W_out, int64_t *N_out) {
     int64_t T = o->seqlen;
@@ -27,9 +36,7 @@ static int eval_shape(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o
     if (W < 1)
         return sp_fail(SP_EX_DATAERR, "the token stream (%lld tokens) is shorter than one window of %lld",
                        (long long)n_tokens, (long long)T);
-    if (m->n_pos && T + m->arch->pos_offset > m->n_pos)
-        return sp_fail(SP_EX_USAGE, "--seqlen %lld exceeds the model's %lld learned positions (max_position_embeddings)",
-                       (long long)T, (long long)(m->n_pos - m->arch->pos_offset));
+    SP_TRY(positions(m, T, 0));
     int64_t N, x;
     const int64_t D = m->cfg.hidden_size, V = m->cfg.vocab_size;
     if (sp_mul_i64(W, T, &N) || sp_mul_i64(T, D, &x) || sp_mul_i64(x, 16, &x) || sp_mul_i64(N, D, &x) ||
@@ -54,10 +61,7 @@ int64_t sp_eval_window_bytes(const sp_model *m, int64_t T) { return T * m->cfg.h
 int sp_eval_check(const sp_model *m, int64_t n_tokens, const sp_eval_opts *o) {
     int64_t W = 0, N = 0;
     SP_TRY(eval_shape(m, n_tokens, o, &W, &N));
-    if (!m->n_pos && m->cfg.max_pos > 0 && o->seqlen > m->cfg.max_pos && o->progress >= 0)
-        fprintf(stderr, "slicepipe: warning: seqlen %lld is longer than the model's max_position_embeddings %lld; RoPE "
-                        "positions past it were never trained\n", (long long)o->seqlen, (long long)m->cfg.max_pos);
-    return 0;
+    return positions(m, o->seqlen, o->progress >= 0);
 }
 
 /* One window of the embedding's output (sp_stream_fn; nothing is read). */

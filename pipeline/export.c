@@ -1,24 +1,28 @@
 /* pipeline/export.c — a dense model folder to GGUF (see export.h).
  *
+ * Everything particular to a family is its architecture table (arch.h): the
+ * tensors, and `gguf`, llama.cpp's form of it (the architecture name, the
+ * q/k permutation, fused tensors split, the head rules and the refusals).
+ * This file iterates them and names no family.
+ *
  * Tensor mapping, per slot of the architecture table (llama.cpp's names):
  *   attn_norm / ffn_norm (.weight, .bias), attn_q/k/v, attn_qkv (fused),
  *   attn_q_norm / attn_k_norm (per-head), attn_output, ffn_gate, ffn_up
- *   (fused gate;up for Phi-3, fc1 for Phi-2), ffn_down; token_embd,
- *   output_norm, output (absent when tied, except Phi-2, which llama.cpp
- *   gives no tied form: the embedding is written again as output).
+ *   (a fused gate;up, or a non-gated MLP's fc1), ffn_down; token_embd,
+ *   output_norm, output (absent when tied, unless gguf.head_always: the
+ *   embedding is written again as output).
  * llama.cpp's tensors are ne = {in, out}, the bytes of HF's W[out, in].
  *
- * The q/k permutation (llama and mistral only; llama.cpp runs them with
+ * The q/k permutation (gguf.permute_qk: llama.cpp runs the architecture with
  * interleaved RoPE, GGML_ROPE_TYPE_NORM, rotating pairs (2i, 2i+1), while HF
  * rotates (i, i + hd/2)): within each head of hd rows, output row 2i + j is
  * input row j·hd/2 + i (i < hd/2, j ∈ {0, 1}). k uses the KV head count.
  * This is the inverse of the permutation HF's own conversion script applies
- * to Meta's checkpoints, so it restores Meta's original row order. Every
- * other family runs NEOX (rotate-half) RoPE in llama.cpp: rows unchanged.
+ * to Meta's checkpoints, so it restores Meta's original row order. The other
+ * architectures run NEOX (rotate-half) RoPE in llama.cpp: rows unchanged.
  *
- * Gemma: llama.cpp multiplies norm outputs by w, so (1 + w) is stored, and it
- * scales embeddings by sqrt(n_embd) itself (in float32; HF rounds the factor
- * to the model dtype, which is the same number for float32 models).
+ * A (1 + w) norm (norm_plus_one) is stored as 1 + w: llama.cpp multiplies
+ * norm outputs by what it reads.
  *
  * ======================================================================
  * THE EXPORT JOURNAL (resume; docs/resume.md §10)
@@ -87,28 +91,6 @@
 
 enum { XREC_CHECKPOINT = 1 }; /* journal record: an sp_gguf_ck */
 
-typedef enum xarch { X_LLAMA, X_QWEN2, X_QWEN3, X_PHI3, X_GEMMA, X_PHI2 } xarch;
-
-static const char *const xarch_name[] = {"llama", "qwen2", "qwen3", "phi3", "gemma", "phi2"};
-
-/* HF model_type → llama.cpp architecture. */
-static const struct {
-    const char *model_type;
-    xarch xa;
-} xarch_of[] = {{"llama", X_LLAMA}, {"mistral", X_LLAMA}, {"qwen2", X_QWEN2}, {"qwen3", X_QWEN3},
-                {"phi3", X_PHI3},   {"gemma", X_GEMMA},   {"phi", X_PHI2}};
-
-static int xarch_find(const char *model_type) {
-    for (size_t i = 0; i < sizeof xarch_of / sizeof xarch_of[0]; i++)
-        if (!strcmp(xarch_of[i].model_type, model_type)) return (int)i;
-    return -1;
-}
-
-const char *sp_export_arch_name(const char *model_type) {
-    int i = xarch_find(model_type);
-    return i < 0 ? NULL : xarch_name[xarch_of[i].xa];
-}
-
 typedef struct xitem {
     char gname[96];   /* GGUF name */
     char src[256];    /* HF tensor; "" for a generated one (rope_freqs) */
@@ -116,7 +98,7 @@ typedef struct xitem {
     int64_t rows, cols; /* HF shape (1-D: rows = n, cols = 1) */
     int64_t perm_hd;  /* > 0: permute rows per head of this many rows */
     int64_t src_row0, src_rows; /* a part of a fused tensor: its rows [src_row0, + rows) of src_rows; 0, 0: whole */
-    int plus_one;     /* Gemma norm: store 1 + w */
+    int plus_one;     /* a (1 + w) norm: store 1 + w */
     int rope_freqs;   /* llama3 rope factors, generated */
     sp_gguf_ttype type;
 } xitem;
@@ -125,8 +107,7 @@ typedef struct xctx {
     sp_model m;
     int model_open;
     const char *dir;
-    xarch xa;
-    int unfuse;         /* Phi-3 written as llama: fused qkv and gate;up rows become separate tensors */
+    const sp_arch_gguf *g; /* the form written: the family's, or its heads_ne_d */
     xitem *it;
     int64_t n_it, cap_it;
     float *fbuf, *pbuf; /* (chunk rows × cols) */
@@ -194,7 +175,7 @@ static const char *slot_name(const sp_arch *a, enum sp_arch_slot s) {
     case SP_SLOT_UP_B: return "ffn_up.bias";
     case SP_SLOT_DOWN: return "ffn_down.weight";
     case SP_SLOT_DOWN_B: return "ffn_down.bias";
-    case SP_SLOT_COUNT: break;
+    case SP_SLOT_NONE: case SP_SLOT_COUNT: break;
     }
     return NULL;
 }
@@ -208,8 +189,8 @@ static sp_gguf_ttype type_for(const sp_export_opts *o, int ndim, int64_t cols, i
     return o->type;
 }
 
-/* A fused tensor as llama.cpp's llama has it: qkv as attn_q, attn_k, attn_v
- * (q and k permuted to interleaved RoPE), gate;up as ffn_gate, ffn_up. */
+/* A fused tensor written apart (gguf.split_fused): qkv as attn_q, attn_k,
+ * attn_v (q and k permuted when gguf.permute_qk), gate;up as ffn_gate, ffn_up. */
 static int add_parts(xctx *x, const xitem *whole, int qkv, int64_t l) {
     const sp_config *c = &x->m.cfg;
     const int64_t q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, F = c->intermediate_size;
@@ -223,7 +204,7 @@ static int add_parts(xctx *x, const xitem *whole, int qkv, int64_t l) {
         snprintf(e.gname, sizeof e.gname, "blk.%lld.%s", (long long)l, qkv ? qkv_names[k] : mlp_names[k]);
         e.rows = qkv ? rows3[k] : rows2[k];
         e.src_row0 = r0, e.src_rows = whole->rows;
-        e.perm_hd = qkv && k < 2 ? c->head_dim : 0;
+        e.perm_hd = x->g->permute_qk && qkv && k < 2 ? c->head_dim : 0;
         r0 += e.rows;
         SP_TRY(add_item(x, &e));
     }
@@ -260,11 +241,11 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
             sp_arch_in_shape(a, c, t, shape, &e.ndim);
             e.rows = shape[0];
             e.cols = e.ndim == 2 ? shape[1] : 1;
-            if (x->xa == X_LLAMA && (at->slot == SP_SLOT_Q || at->slot == SP_SLOT_K || at->slot == SP_SLOT_Q_B || at->slot == SP_SLOT_K_B))
+            if (x->g->permute_qk && (at->slot == SP_SLOT_Q || at->slot == SP_SLOT_K || at->slot == SP_SLOT_Q_B || at->slot == SP_SLOT_K_B))
                 e.perm_hd = c->head_dim;
             if (a->norm_plus_one && at->role == SP_ROLE_NORM) e.plus_one = 1;
             e.type = type_for(o, e.ndim, e.cols, &st->n_fallback_f16);
-            if (x->unfuse && (at->slot == SP_SLOT_QKV || at->slot == SP_SLOT_GATE_UP)) {
+            if (x->g->split_fused && (at->slot == SP_SLOT_QKV || at->slot == SP_SLOT_GATE_UP)) {
                 SP_TRY(add_parts(x, &e, at->slot == SP_SLOT_QKV, l));
                 continue;
             }
@@ -273,14 +254,14 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
     }
     SP_TRY(add_named(x, "output_norm.weight", a->final_norm, 1, D, 1, SP_GGUF_T_F32, a->norm_plus_one));
     if (a->final_norm_bias) SP_TRY(add_named(x, "output_norm.bias", a->final_norm_bias, 1, D, 1, SP_GGUF_T_F32, 0));
-    /* Gemma: tied in llama.cpp, whatever the file holds (HF ties it too) */
-    int head = m->has_head && !(x->xa == X_GEMMA && c->tie_word_embeddings);
-    if (head || x->xa == X_PHI2)
+    /* gguf.head_tied: tied in llama.cpp, whatever the file holds (HF ties it too) */
+    int head = m->has_head && !(x->g->head_tied && c->tie_word_embeddings);
+    if (head || x->g->head_always)
         SP_TRY(add_named(x, "output.weight", head ? a->head : a->embed, 2, V, D, type_for(o, 2, D, &st->n_fallback_f16), 0));
     if (m->has_head_bias) SP_TRY(add_named(x, "output.bias", a->head_bias, 1, V, 1, SP_GGUF_T_F32, 0));
-    else if (x->xa == X_PHI2) {
-        return sp_fail(SP_EX_DATAERR, "%s: Phi-2 without lm_head.bias: llama.cpp's phi2 requires output.bias", x->dir);
-    }
+    else if (x->g->head_bias_required)
+        return sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is missing: llama.cpp's %s requires output.bias", x->dir, a->head_bias,
+                       x->g->arch);
     return 0;
 }
 
@@ -288,7 +269,7 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
 
 static int kv_arch(sp_gguf_w *w, xctx *x, const char *key, char buf[128]) {
     (void)w;
-    snprintf(buf, 128, "%s.%s", xarch_name[x->xa], key);
+    snprintf(buf, 128, "%s.%s", x->g->arch, key);
     return 0;
 }
 
@@ -300,7 +281,7 @@ static int write_hparams(sp_gguf_w *w, xctx *x, const sp_export_opts *o) {
     char name[256];
     sp_modelfile_name(x->dir, name, sizeof name);
     uint32_t file_type = o->type == SP_GGUF_T_F32 ? 0 : o->type == SP_GGUF_T_F16 ? 1 : o->type == SP_GGUF_T_Q8_0 ? 7 : 32;
-    SP_TRY(sp_gguf_kv_str(w, "general.architecture", xarch_name[x->xa], -1));
+    SP_TRY(sp_gguf_kv_str(w, "general.architecture", x->g->arch, -1));
     SP_TRY(sp_gguf_kv_str(w, "general.name", name, -1));
     SP_TRY(sp_gguf_kv_u32(w, "general.alignment", SP_GGUF_DEFAULT_ALIGNMENT));
     SP_TRY(sp_gguf_kv_u32(w, "general.file_type", file_type));
@@ -322,11 +303,11 @@ static int write_hparams(sp_gguf_w *w, xctx *x, const sp_export_opts *o) {
     if (x->m.arch->norm == SP_BK_NORM_LAYER) SP_TRY(sp_gguf_kv_f32(w, K("attention.layer_norm_epsilon"), (float)c->rms_norm_eps));
     else SP_TRY(sp_gguf_kv_f32(w, K("attention.layer_norm_rms_epsilon"), (float)c->rms_norm_eps));
     if (c->sliding_window > 0) {
-        if (x->xa == X_PHI3) SP_TRY(sp_gguf_kv_u32(w, K("attention.sliding_window"), (uint32_t)c->sliding_window));
+        if (x->g->window_key) SP_TRY(sp_gguf_kv_u32(w, K("attention.sliding_window"), (uint32_t)c->sliding_window));
         fprintf(stderr,
                 "slicepipe export: warning: %s/config.json: sliding_window %lld: llama.cpp's %s runs full causal attention, so "
                 "contexts longer than %lld tokens will differ from HF\n",
-                x->dir, (long long)c->sliding_window, xarch_name[x->xa], (long long)c->sliding_window);
+                x->dir, (long long)c->sliding_window, x->g->arch, (long long)c->sliding_window);
     }
     return 0;
 }
@@ -523,34 +504,28 @@ static int write_item(sp_gguf_w *w, xctx *x, const xitem *it, int64_t r0) {
     return 0;
 }
 
+static int has_gguf(const sp_arch *a) { return a->gguf.arch != NULL; }
+
+const char *sp_export_families(char *buf, size_t n) { return sp_arch_names(buf, n, has_gguf, "", ", ", " and "); }
+
+/* The form written (the family's gguf entry, or its heads_ne_d form) and the
+ * refusals it carries. */
 static int map_family(xctx *x) {
-    const char *mt = x->m.cfg.family->model_type;
-    const char *path = x->dir;
-    int k = xarch_find(mt);
-    if (k < 0)
-        return sp_fail(SP_EX_DATAERR, "%s/config.json: model_type '%s' has no llama.cpp architecture; GGUF export supports llama, "
-                       "mistral, qwen2, qwen3, phi3, gemma and phi", path, mt);
-    x->xa = xarch_of[k].xa;
     const sp_config *c = &x->m.cfg;
-    if (x->xa == X_GEMMA && x->m.has_head && !c->tie_word_embeddings)
-        return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': llama.cpp's gemma always ties the head to the embedding", path, x->m.arch->head);
-    if (x->xa == X_QWEN2 && c->n_heads * c->head_dim != c->hidden_size) {
-        /* llama.cpp's qwen2 sizes attn_q as n_embd × n_embd, which a basis =
-         * "global" output (hidden_size d) is not; its llama sizes it by the
-         * heads and takes q/k/v biases. HF's Qwen2 is HF's Llama plus those
-         * biases (rotate-half RoPE both), so the llama form with q/k permuted
-         * to interleaved order computes the same model. */
-        x->xa = X_LLAMA; /* the summary names the architecture written */
-    }
-    if (x->xa == X_PHI3 && c->n_heads * c->head_dim != c->hidden_size) {
-        /* The same sizing in llama.cpp's phi3 (attn_qkv by n_embd); HF's
-         * Phi-3 is HF's Llama with q;k;v and gate;up fused, so the llama form
-         * with the parts written apart computes the same model. */
-        x->xa = X_LLAMA;
-        x->unfuse = 1;
-    }
-    if (x->xa == X_LLAMA && c->rot_dim != c->head_dim)
-        return sp_fail(SP_EX_DATAERR, "%s/config.json: partial rotary on a llama-family model is not supported by llama.cpp's llama", path);
+    const sp_arch *a = x->m.arch;
+    const char *path = x->dir;
+    const sp_arch_gguf *g = &a->gguf;
+    char known[512];
+    if (!g->arch)
+        return sp_fail(SP_EX_DATAERR, "%s/config.json: model_type '%s' has no llama.cpp architecture; GGUF export supports %s", path,
+                       a->model_type, sp_export_families(known, sizeof known));
+    if (g->head_tied && x->m.has_head && !c->tie_word_embeddings)
+        return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': llama.cpp's %s always ties the head to the embedding", path, a->head, g->arch);
+    if (g->heads_ne_d && c->n_heads * c->head_dim != c->hidden_size) g = g->heads_ne_d; /* the summary names the one written */
+    if (g->whole_head_rotary && c->rot_dim != c->head_dim)
+        return sp_fail(SP_EX_DATAERR, "%s/config.json: partial rotary on a %s-family model is not supported by llama.cpp's %s", path,
+                       g->arch, g->arch);
+    x->g = g;
     return 0;
 }
 
@@ -744,7 +719,7 @@ int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_
         goto out;
     }
     if ((rc = map_family(&x))) goto out;
-    snprintf(st->arch, sizeof st->arch, "%s", xarch_name[x.xa]);
+    snprintf(st->arch, sizeof st->arch, "%s", x.g->arch);
     if ((rc = plan_items(&x, opts, st))) goto out;
 
     int64_t need = 1;

@@ -1,12 +1,13 @@
 /* pipeline/export.h — a dense model folder (HF layout, any family of the
  * architecture table llama.cpp also has) to one GGUF file for llama.cpp.
  *
- * Family → llama.cpp architecture: llama and mistral → "llama" (q/k rows
- * permuted from HF's rotate-half order back to llama.cpp's interleaved
- * pairs, as llama.cpp's convert_hf_to_gguf.py does); qwen2, qwen3, phi3,
- * gemma → the same names; phi (Phi-2) → "phi2". OPT has no llama.cpp
- * architecture: 65. A per-layer sliced output (shortcut matrices) is no stock
- * architecture either: 65, with the hint to slice with one global basis.
+ * Family → llama.cpp architecture: the family's `gguf` entry in the
+ * architecture table (arch.h) says which, whether q/k rows are permuted from
+ * HF's rotate-half order back to llama.cpp's interleaved pairs (as llama.cpp's
+ * convert_hf_to_gguf.py does), and what llama.cpp cannot run (65 with the
+ * reason). A family with no llama.cpp architecture (OPT): 65. A per-layer
+ * sliced output (shortcut matrices) is no stock architecture either: 65,
+ * with the hint to slice with one global basis.
  *
  * Streaming: tensors are read from the safetensors shards a chunk of rows
  * at a time (about 4 MiB, at least one attention head's rows) and written
@@ -20,6 +21,7 @@
 #ifndef SP_EXPORT_H
 #define SP_EXPORT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "gguf.h"
@@ -56,8 +58,8 @@ typedef struct sp_export_stats {
  * nothing touched. */
 int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_opts *opts, sp_export_stats *st);
 
-/* llama.cpp's architecture for an HF model_type, or NULL when it has none
- * (opt). */
-const char *sp_export_arch_name(const char *model_type);
+/* The families with a llama.cpp architecture, from the registry: "llama,
+ * mistral, ... and phi" into buf (n bytes). Returns buf. */
+const char *sp_export_families(char *buf, size_t n);
 
 #endif

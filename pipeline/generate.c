@@ -9,6 +9,7 @@
 #include "generate.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,9 +80,9 @@ int sp_gen_init(const sp_model *m, const sp_bk *bk, int64_t max_len, int64_t wei
     const sp_config *c = &m->cfg;
     if (!bk->host_shared) return sp_fail(SP_EX_USAGE, "generation runs on a backend whose memory is host memory (cpu)");
     if (max_len < 1) return sp_fail(SP_EX_USAGE, "generate: a sequence needs at least one token");
-    if (m->n_pos && max_len + m->arch->pos_offset > m->n_pos)
-        return sp_fail(SP_EX_USAGE, "generate: %lld tokens exceed the model's %lld learned positions (max_position_embeddings)",
-                       (long long)max_len, (long long)(m->n_pos - m->arch->pos_offset));
+    char seq[64];
+    snprintf(seq, sizeof seq, "generate: %lld tokens", (long long)max_len);
+    SP_TRY(sp_model_check_positions(m, max_len, seq, "exceed", NULL));
     int64_t resident_bytes = sp_gen_resident_layer_bytes(m);
     int resident = weights_budget <= 0 || resident_bytes <= weights_budget;
     if (gen_own_bytes(m, max_len) == INT64_MAX || sp_gen_bytes(m, bk, max_len, resident) == INT64_MAX)

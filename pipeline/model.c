@@ -358,6 +358,19 @@ void sp_model_embed_rows(const sp_model *m, const float *emb, const float *pos, 
     }
 }
 
+int64_t sp_model_positions(const sp_model *m) { return m->n_pos ? m->n_pos - m->arch->pos_offset : m->cfg.max_pos; }
+
+int sp_model_check_positions(const sp_model *m, int64_t n, const char *subject, const char *verb, const char *warn_subject) {
+    const int64_t p = sp_model_positions(m);
+    if (m->n_pos && n > p)
+        return sp_fail(SP_EX_USAGE, "%s %s the model's %lld learned positions (max_position_embeddings)", subject, verb,
+                       (long long)p);
+    if (!m->n_pos && p > 0 && n > p && warn_subject)
+        fprintf(stderr, "slicepipe: warning: %s is longer than the model's max_position_embeddings %lld; RoPE positions past it "
+                        "were never trained\n", warn_subject, (long long)p);
+    return 0;
+}
+
 int sp_model_load_embed(const sp_model *m, float *emb, float *pos) {
     SP_TRY(rd(m, m->arch->embed, 2, m->cfg.vocab_size, m->d_embed, emb));
     if (m->arch->pos_embed) SP_TRY(rd(m, m->arch->pos_embed, 2, m->n_pos, m->d_embed, pos));

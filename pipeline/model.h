@@ -78,6 +78,24 @@ sp_layer_w sp_layer_view(const sp_model *m, float *const t[], float *const sc[],
 /* Reads layer l into b (converted to float32; NaN/Inf refused with 65). */
 int sp_model_load_layer(const sp_model *m, int64_t l, sp_layer_buf *b);
 
+/* The positions the model has: the learned table's rows from pos_offset on
+ * (OPT), or a RoPE model's max_position_embeddings, the context it was
+ * trained on (0: config.json has none). */
+int64_t sp_model_positions(const sp_model *m);
+
+/* The one check of a sequence of n tokens (positions 0..n-1) against them,
+ * for every command:
+ *   past learned positions, refused (64): "<subject> <verb> the model's P
+ *   learned positions (max_position_embeddings)";
+ *   past a RoPE model's max_position_embeddings, allowed (RoPE extends), but
+ *   with warn_subject a warning on stderr: "slicepipe: warning:
+ *   <warn_subject> is longer than the model's max_position_embeddings M; RoPE
+ *   positions past it were never trained"; NULL: silent.
+ * subject and warn_subject name the length with its value ("--seqlen 40",
+ * "m.toml: [calibration] seqlen 40", "generate: 40 tokens"); verb agrees with
+ * subject ("exceeds", "exceed"). */
+int sp_model_check_positions(const sp_model *m, int64_t n, const char *subject, const char *verb, const char *warn_subject);
+
 /* Reads the embedding (vocab, d_embed) into emb, and the learned positions
  * (n_pos, d_embed) into pos when the family has them. Rows are as stored:
  * the caller applies sp_model_embed_scale (dense Gemma). */

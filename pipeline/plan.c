@@ -30,14 +30,9 @@
 
 int sp_plan_widths(job *j) {
     const sp_manifest *mf = j->mf;
-    if (j->m.n_pos && j->shape.seqlen + j->m.arch->pos_offset > j->m.n_pos)
-        return sp_fail(SP_EX_USAGE, "%s: [calibration] seqlen %lld exceeds the model's %lld learned positions "
-                                    "(max_position_embeddings)", mf->path, (long long)j->shape.seqlen,
-                       (long long)(j->m.n_pos - j->m.arch->pos_offset));
-    if (!j->m.n_pos && j->m.cfg.max_pos > 0 && j->shape.seqlen > j->m.cfg.max_pos)
-        fprintf(stderr, "slicepipe: warning: %s: [calibration] seqlen %lld is longer than the model's "
-                        "max_position_embeddings %lld; RoPE positions past it were never trained\n",
-                mf->path, (long long)j->shape.seqlen, (long long)j->m.cfg.max_pos);
+    char what[4200];
+    snprintf(what, sizeof what, "%s: [calibration] seqlen %lld", mf->path, (long long)j->shape.seqlen);
+    SP_TRY(sp_model_check_positions(&j->m, j->shape.seqlen, what, "exceeds", what));
     return sp_slice_plan_make(mf, &j->m, &j->plan);
 }
 

@@ -65,7 +65,7 @@ static int check_gguf(const sp_manifest *mf, const sp_model *m) {
         return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\" needs a stock architecture, but [slicing] basis = \"%s\" "
                        "adds shortcut matrices llama.cpp cannot run; use [slicing] basis = \"global\"", mf->path, t,
                        policy->name);
-    if (!sp_export_arch_name(m->cfg.family->model_type))
+    if (!m->arch->gguf.arch)
         return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\": the model's family '%s' has no llama.cpp architecture; remove the "
                        "gguf key", mf->path, t, m->cfg.family->model_type);
     return 0;

@@ -132,8 +132,11 @@ typedef struct synth_arch {
 static int synth_arch_init(const sp_synth_opts *o, synth_arch *x) {
     memset(x, 0, sizeof *x);
     const sp_arch *fam;
-    int rc = sp_arch_find(o->arch ? o->arch : "llama", "--arch", &fam);
-    if (rc) return sp_fail(SP_EX_USAGE, "--arch '%s' is not a supported family", o->arch);
+    char known[512];
+    int rc = sp_arch_find(o->arch, "--arch", &fam); /* NULL: llama */
+    if (rc)
+        return sp_fail(SP_EX_USAGE, "--arch '%s' is not a supported family (supported: %s)", o->arch,
+                       sp_arch_names(known, sizeof known, NULL, "", ", ", ", "));
     x->dims = synth_dims(o);
     SP_TRY(sp_arch_instance(fam, &x->dims, &x->a));
     x->n_pos = fam->pos_embed ? o->max_pos + fam->pos_offset : 0;

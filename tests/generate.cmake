@@ -6,8 +6,8 @@
 #                       English, printed), resident and streamed layers (77
 #                       without ../shared)
 #   generate.sliced     stories260k sliced at 0.125 and 0.25 in the test (77 without ../shared)
-#   generate.families   synthetic qwen2, qwen3, phi3, mistral, gemma, opt, phi, llama,
-#                       dense and sliced, through --prompt-ids / --prompt-tokens
+#   generate.families   a synthetic model of every family `slicepipe --version`
+#                       lists, dense and sliced, through --prompt-ids / --prompt-tokens
 #   generate.sampling   seeded sampling: determinism and the documented rule (77
 #                       without ../shared)
 #   generate.utf8       printing as it generates never splits a character (GPT-2

@@ -7,7 +7,8 @@ against independent references (issue: seven model families).
            for LayerNorm families) it matches them again (the invariance check);
            tiny_opt350 (project_in/out, post-LayerNorm) is refused with 65 and the
            reason. Skips (77) without ../shared/hf-tiny.
-  synth    `slicepipe synth --arch F` for every family (random norms and biases):
+  synth    `slicepipe synth --arch F` for every family `slicepipe --version` lists
+           (tests/sp_families.py; random norms and biases):
            the dense NLL matches the numpy float64 forward (tests/ref/model_ref.py);
            sliced at 0.25, the output has exactly the tensors of the numpy SliceGPT
            reference (tests/ref/slicegpt_ref.py), each within 2e-3·max|ref|, and the
@@ -28,8 +29,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
 import model_ref as mr  # noqa: E402
 import slicegpt_ref as sr  # noqa: E402
+import sp_families  # noqa: E402
 
-FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "opt", "phi"]
 fails = 0
 
 
@@ -110,7 +111,7 @@ def test_hf(sp, work, shared):
 
 def test_synth(sp, work):
     T, n = 32, 12
-    for fam in FAMILIES:
+    for fam in sp_families.families(sp):
         d = os.path.join(work, fam)
         shutil.rmtree(d, ignore_errors=True)
         extra = {"mistral": ["--window", "8"], "phi3": ["--window", "16", "--partial-rotary", "0.5"],

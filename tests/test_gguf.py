@@ -7,7 +7,7 @@
             parsed by gguf_read.py: llama.cpp's keys against config.json, every
             tensor against the safetensors (q/k un-permuted for llama, 1 + w
             for Gemma norms), the vocabulary against the tokenizer file; OPT,
-            opt-350m and a bad --type refused
+            opt-350m, a Phi-2 without lm_head.bias and a bad --type refused
   npm       installs node-llama-cpp@3.21.1 (prebuilt llama.cpp) into the build
             folder (77 when npm cannot)
   llamacpp  llama.cpp's mean NLL on the exported GGUF equals `slicepipe eval`
@@ -46,6 +46,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gguf_read  # noqa: E402
+import sp_families  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
+import model_ref as mr  # noqa: E402
 
 SKIP = 77
 NLC = "node-llama-cpp@3.21.1"
@@ -92,7 +96,6 @@ def unpermute(w, heads):
     return w.reshape(heads, hd // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma": "gemma", "phi": "phi2"}
 HF2G = [("input_layernorm.weight", "attn_norm.weight"), ("input_layernorm.bias", "attn_norm.bias"),
         ("self_attn.q_proj.weight", "attn_q.weight"), ("self_attn.k_proj.weight", "attn_k.weight"),
         ("self_attn.v_proj.weight", "attn_v.weight"), ("self_attn.q_proj.bias", "attn_q.bias"),
@@ -109,7 +112,7 @@ HF2G = [("input_layernorm.weight", "attn_norm.weight"), ("input_layernorm.bias",
 def check_export(a, d, gg, typ="f32"):
     cfg = json.load(open(os.path.join(d, "config.json")))
     mt = cfg.get("model_type", "llama")
-    arch = ARCH[mt]
+    arch = sp_families.families(a.slicepipe)[mt]
     kv, ts, _ = gguf_read.read(gg)
     D, L, H = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
     KVH = cfg.get("num_key_value_heads", H)
@@ -242,9 +245,16 @@ def mode_export(a):
             kv["tokenizer.ggml.add_bos_token"]) != ("llama", 1, 2, True):
         die("llama2xs: tokenizer keys")
     print("llama2xs: tokens, scores, types and special ids equal tokenizer.bin's")
-    # refusals
+    # refusals; tiny_phi without lm_head.bias: llama.cpp's phi2 needs output.bias
+    nob = os.path.join(a.work, "phi-no-head-bias")
+    shutil.rmtree(nob, ignore_errors=True)
+    os.makedirs(nob)
+    shutil.copy(os.path.join(a.shared, "hf-tiny", "tiny_phi", "config.json"), nob)
+    t, dt = mr.read_safetensors(os.path.join(a.shared, "hf-tiny", "tiny_phi", "model.safetensors"), with_dtypes=True)
+    mr.write_safetensors(os.path.join(nob, "model.safetensors"), {k: (dt[k], v) for k, v in t.items() if k != "lm_head.bias"})
     for d, code, needle in ((os.path.join(a.shared, "hf-tiny", "tiny_opt"), 65, "no llama.cpp architecture"),
                             (os.path.join(a.shared, "hf-tiny", "tiny_opt350"), 65, "opt-350m"),
+                            (nob, 65, "tensor 'lm_head.bias' is missing: llama.cpp's phi2 requires output.bias"),
                             (os.path.join(a.work, "no-such-model"), 66, "")):
         gg = os.path.join(a.work, "refused.gguf")
         r = run([a.slicepipe, "export", d, "--gguf", gg])
@@ -256,7 +266,8 @@ def mode_export(a):
     r = run([a.slicepipe, "export", models[0], "--gguf", "/nonexistent-dir/x.gguf"])
     if r.returncode != 73:
         die(f"unwritable output: exit {r.returncode}")
-    print("refused: opt (65), opt-350m (65), a missing folder (66), --type q4_0 (64), an unwritable output (73)")
+    print("refused: opt (65), opt-350m (65), phi2 without lm_head.bias (65), a missing folder (66), --type q4_0 (64), "
+          "an unwritable output (73)")
 
 
 def mode_npm(a):

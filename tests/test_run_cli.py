@@ -19,7 +19,12 @@ GROUP "local": needs nothing outside the repository:
       evaluation equals the single-file output's, and config.json's slicepipe
       block holds the widths d = floor((1-s)·D) rounded down to round_to;
     - manifest errors at the command line: exit 64 with the line number and
-      nothing created; a missing model: 66.
+      nothing created; a missing model: 66;
+    - --version lists the backends and the families (tests/sp_families.py
+      parses the list), and synth names every family for an unknown --arch;
+    - a seqlen past OPT's learned positions: run ([calibration] and [eval])
+      and eval refuse with 64 and the one message (a RoPE model's warning is
+      test_hostile.py's).
 """
 import json
 import os
@@ -31,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
 import model_ref  # noqa: E402
+import sp_families  # noqa: E402
 
 failures = []
 
@@ -258,6 +264,26 @@ def group_local(sp, work):
               f"{cmd[0]} --backend cuda here: exit 64, one line ({r.returncode}: {r.stderr.strip()})")
     v = run([sp, "--version"])
     check(v.returncode == 0 and "cpu" in v.stdout and "usable" in v.stdout, f"--version lists the backends ({v.stdout!r})")
+    fams = sp_families.families(sp)
+    r = run([sp, "synth", os.path.join(work, "no-such-family"), "--arch", "no-such-family"])
+    check(len(fams) >= 8 and fams.get("llama") == "llama" and fams.get("mistral") == "llama" and "opt" in fams
+          and fams["opt"] is None and r.returncode == 64 and all(f in r.stderr for f in fams),
+          f"--version lists the families with their llama.cpp architecture ({fams}); synth --arch names them ({r.stderr.strip()})")
+    # one positions check (sp_model_check_positions) for run, [eval] and eval: learned positions refuse (64)
+    opt = os.path.join(work, "opt-pos")
+    r = run([sp, "synth", opt, "--arch", "opt", "--hidden", "32", "--layers", "1", "--ffn", "64", "--heads", "2",
+             "--vocab", "64", "--max-pos", "32", "--tokens", "512", "--quiet"])
+    optcal, optout, optman = os.path.join(opt, "calib.npy"), os.path.join(work, "opt-pos-out"), os.path.join(work, "opt-pos.toml")
+    learned = "exceeds the model's 32 learned positions (max_position_embeddings)"
+    for seqlen, extra, said in ((40, "", f"{optman}: [calibration] seqlen 40 {learned}"),
+                                (16, f'[eval]\ntokens = "{optcal}"\nseqlen = 40\n', f"{optman}: [eval]: --seqlen 40 {learned}")):
+        write_manifest(optman, opt, optcal, seqlen, 4, 0.25, optout, extra)
+        r = run([sp, "run", optman, "--quiet"])
+        check(r.returncode == 64 and said in r.stderr and not os.path.exists(optout),
+              f"OPT seqlen past its learned positions: run refuses with 64 ({r.returncode}: {r.stderr.strip()})")
+    r = run([sp, "eval", opt, "--tokens", optcal, "--seqlen", "40", "--quiet"])
+    check(r.returncode == 64 and f"--seqlen 40 {learned}" in r.stderr,
+          f"OPT seqlen past its learned positions: eval refuses with 64 ({r.returncode}: {r.stderr.strip()})")
     write_manifest(bad, model, calib, 64, 16, 0.25, newout, '[resources]\nmemory = "1MB"\n')
     r = run([sp, "run", bad])
     check(r.returncode == 64 and "memory" in r.stderr and not os.path.exists(newout),

@@ -12,14 +12,16 @@
 int sp_cmd_export(int argc, char **argv); /* called by tools/slicepipe.c */
 
 static void usage_export(FILE *f) {
+    char families[512];
     fprintf(f,
             "usage: slicepipe export MODEL_DIR --gguf OUT.gguf [--type f32|f16|bf16|q8_0] [--restart] [--quiet]\n"
             "\n"
-            "Writes MODEL_DIR (config.json + safetensors, any family llama.cpp has: llama,\n"
-            "mistral, qwen2, qwen3, phi3, gemma, phi) as one GGUF v3 file for llama.cpp,\n"
-            "with its tokenizer (tokenizer.json, tokenizer.model or tokenizer.bin) when\n"
-            "the folder has one. Streams a chunk of rows at a time; the file is written\n"
-            "to OUT.gguf.tmp, fsynced and renamed, and its XXH3-128 is printed.\n"
+            "Writes MODEL_DIR (config.json + safetensors, of a family llama.cpp has) as\n"
+            "one GGUF v3 file for llama.cpp, with its tokenizer (tokenizer.json,\n"
+            "tokenizer.model or tokenizer.bin) when the folder has one. Streams a chunk of\n"
+            "rows at a time; the file is written to OUT.gguf.tmp, fsynced and renamed, and\n"
+            "its XXH3-128 is printed.\n"
+            "Families llama.cpp has: %s.\n"
             "\n"
             "The tmp is journaled in OUT.gguf.journal (under the lock OUT.gguf.lock): a\n"
             "killed export, rerun with the same command, resumes after the last tensor\n"
@@ -30,7 +32,8 @@ static void usage_export(FILE *f) {
             "  --type T          2-D weights as f32 (default), f16, bf16 or q8_0; norms and\n"
             "                    biases stay f32; q8_0 rows not a multiple of 32 are f16\n"
             "  --restart         discard an interrupted export's journal and tmp first\n"
-            "  --quiet           no progress line\n");
+            "  --quiet           no progress line\n",
+            sp_export_families(families, sizeof families));
 }
 
 int sp_cmd_export(int argc, char **argv) {

@@ -191,7 +191,8 @@ static int run_generate(const gen_args *a) {
         }
     const int64_t n_prompt = ids.n;
     /* The sequence length: the prompt plus max-tokens, within the model's context. */
-    int64_t ctx = m.cfg.max_pos > 0 ? m.cfg.max_pos : INT64_MAX, max_len;
+    int64_t ctx = sp_model_positions(&m), max_len;
+    if (ctx <= 0) ctx = INT64_MAX; /* no max_position_embeddings: no limit */
     if (n_prompt >= ctx) {
         rc = sp_fail(SP_EX_USAGE, "the prompt's %lld tokens fill the model's context of %lld (max_position_embeddings)",
                      (long long)n_prompt, (long long)ctx);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "arch.h"
 #include "backend.h"
 #include "calib.h"
 #include "error.h"
@@ -335,7 +336,11 @@ static int cmd_run(int argc, char **argv) {
 
 /* ---- synth ---- */
 
+static int has_window(const sp_arch *a) { return a->window_key; }
+static int has_partial_rotary(const sp_arch *a) { return a->partial_rotary; }
+
 static void usage_synth(FILE *f) {
+    char all[512], window[512], rotary[512];
     fprintf(f,
             "usage: slicepipe synth OUT_DIR [options]\n"
             "\n"
@@ -345,10 +350,10 @@ static void usage_synth(FILE *f) {
             "biases 0.02 N(0,1)), a pure function of the seed, streamed in 4 MiB chunks:\n"
             "memory stays flat for any model size.\n"
             "\n"
-            "  --arch FAMILY    llama | mistral | qwen2 | qwen3 | phi3 | gemma | opt | phi\n"
+            "  --arch FAMILY    %s\n"
             "                   (default llama)\n"
-            "  --window N       sliding_window (mistral, qwen2, qwen3, phi3; default none)\n"
-            "  --partial-rotary F  partial_rotary_factor (phi3, phi; default 1)\n"
+            "  --window N       sliding_window (%s; default none)\n"
+            "  --partial-rotary F  partial_rotary_factor (%s; default 1)\n"
             "  --hidden D       hidden size (default 256)\n"
             "  --layers L       layers (default 4)\n"
             "  --ffn F          intermediate size (default 704)\n"
@@ -362,7 +367,9 @@ static void usage_synth(FILE *f) {
             "  --seed S         (default 0)\n"
             "  --tokens N       calibration tokens in calib.npy (default 32768; BOS=1 every 512)\n"
             "  --tied           tie the head to the embedding (no head tensor)\n"
-            "  --quiet          no progress on stderr\n");
+            "  --quiet          no progress on stderr\n",
+            sp_arch_names(all, sizeof all, NULL, "", " | ", " | "), sp_arch_names(window, sizeof window, has_window, "", ", ", ", "),
+            sp_arch_names(rotary, sizeof rotary, has_partial_rotary, "", ", ", ", "));
 }
 
 static int cmd_synth(int argc, char **argv) {
@@ -504,6 +511,11 @@ int main(int argc, char **argv) {
             char why[256] = "";
             int ok = b->usable(why, (int64_t)sizeof why);
             printf("  %-5s %s: %s%s\n", b->name, b->about, ok ? "usable" : "not usable: ", ok ? "" : why);
+        }
+        printf("families (config.json model_type, then the llama.cpp architecture export writes; -: none):\n");
+        for (int i = 0; i < sp_arch_count(); i++) {
+            const sp_arch *a = sp_arch_at(i);
+            printf("  %-8s %s\n", a->model_type, a->gguf.arch ? a->gguf.arch : "-");
         }
         return 0;
     }

@@ -2,10 +2,13 @@
 model family slicepipe supports, dense and sliced, written from Hugging Face
 transformers' published model definitions (not from slicepipe's C code).
 
-Families (config.json `model_type`): llama, mistral, qwen2, qwen3, phi3, gemma
-(RMSNorm), opt, phi (LayerNorm; phi is a parallel block). Everything else is
-refused with Unsupported naming the reason (opt-350m's project_in/project_out
-and post-LayerNorm, mixture-of-experts, RoPE scalings other than
+Families (config.json `model_type`): the per-family code of class Arch, for
+RMSNorm families (gemma's (1 + w)) and LayerNorm ones (opt; phi, a parallel
+block). Which families slicepipe supports is the binary's list
+(tests/sp_families.py), and the tests run this reference on each of them, so
+a family without code here fails there. Everything else is refused with
+Unsupported naming the reason (opt-350m's project_in/project_out and
+post-LayerNorm, mixture-of-experts, RoPE scalings other than
 none/default/linear/llama3, Gemma-2/3, ...).
 
 API (imported by tests/ref/slicegpt_ref.py and by tests/*.py):
@@ -334,7 +337,9 @@ class Unsupported(ValueError):
     """A checkpoint the reference does not implement; the message says why."""
 
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "opt", "phi")
+# The families Arch has code for, to refuse any other (not which families
+# slicepipe supports: that is the binary's list, tests/sp_families.py).
+IMPLEMENTED = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "opt", "phi")
 _ACTS = ("silu", "swish", "relu", "gelu", "gelu_new", "gelu_pytorch_tanh")
 
 
@@ -370,8 +375,8 @@ class Arch:
         mt = c.get("model_type")
         if mt == "slicepipe_sliced":  # slicepipe's per-layer output names its family here
             mt = c.get("slicepipe", {}).get("base_model_type")
-        if mt not in FAMILIES:
-            raise Unsupported("model_type %r is not supported (supported: %s)" % (mt, ", ".join(FAMILIES)))
+        if mt not in IMPLEMENTED:
+            raise Unsupported("model_type %r is not supported (supported: %s)" % (mt, ", ".join(IMPLEMENTED)))
         for k in ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size"):
             if c.get(k):
                 raise Unsupported("%s: mixture-of-experts (%s = %r) is not supported" % (mt, k, c[k]))
