@@ -225,7 +225,7 @@ N calibration tokens (W windows of T), D the width, d_in/d_mid/d_out a layer's w
 slicing.json), F the MLP width, qw = heads·head_dim, kw = kv_heads·head_dim, V the vocabulary.
 A FLOP is a multiply or an add (gemm 2·m·n·k).
 
-- **forward** (sgemm), per layer, the products pipeline/compute.c and pipeline/layer.c run:
+- **forward** (sgemm), per layer, the products pipeline/slice/compute.c and pipeline/model/layer.c run:
   - attention pass: X·Q[:, :d_in] 2·N·D·d_in; q/k/v 2·N·d_in·(qw + 2·kw); scores and context
     over the causal half only, 2·(T(T+1)/2)·head_dim per head and window each, that is
     2·N·(T+1)·qw together; W_o (unsliced in the pass) 2·N·qw·D; the shortcut Xr·S 2·N·d_in·D;

@@ -14,7 +14,7 @@
  *   time   dsyevd  SECONDS                       one dsyevd('V') of order D
  *
  * FLOP counts: gemm 2·m·n·k; syrk k·n·(n+1) (the triangle, multiply and add
- * counted). The shapes (rows, cols) are those of pipeline/layer.c and
+ * counted). The shapes (rows, cols) are those of pipeline/model/layer.c and
  * linalg/cpu.c: the layer's x·Wᵀ products at T rows (attention) and 256 rows
  * (MLP chunks), the per-head attention products at a 128-row query block,
  * the basis application, dsyrk/ssyrk of a 256-row block of one window, and

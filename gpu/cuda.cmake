@@ -8,7 +8,7 @@
 #
 # The objects go into slicepipe_core (an OBJECT library folded into it, as
 # io/, linalg/ and pipeline/ are, so
-# the archive has no cycle: the .cu code calls sp_fail from io/error.c), which
+# the archive has no cycle: the .cu code calls sp_fail from io/base/error.c), which
 # then links the static CUDA runtime (cuBLAS and cuSOLVER are loaded at run
 # time by the process that uses a device) and carries the PUBLIC
 # definition SLICEPIPE_HAVE_CUDA. Nothing outside gpu/ includes a CUDA header.
@@ -65,7 +65,7 @@ if(SLICEPIPE_HAVE_CUDA)
   set_target_properties(slicepipe_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON CUDA_EXTENSIONS OFF
                                                   POSITION_INDEPENDENT_CODE ON)
   target_compile_definitions(slicepipe_cuda PRIVATE SLICEPIPE_HAVE_CUDA)
-  target_include_directories(slicepipe_cuda PRIVATE ${CMAKE_SOURCE_DIR}/io ${CMAKE_SOURCE_DIR}/linalg
+  target_include_directories(slicepipe_cuda PRIVATE ${SP_IO_DIRS} ${SP_LINALG_DIRS}
                              ${CUDAToolkit_INCLUDE_DIRS})
   target_sources(slicepipe_core PRIVATE $<TARGET_OBJECTS:slicepipe_cuda>)
   # slicepipe_core was created before CUDA was enabled: give it the architectures.

@@ -3,8 +3,8 @@
  *
  * Everything numeric that the pipeline does goes through one of these
  * functions. The table is op-level, not Llama-shaped: a layer's forward pass
- * is composed from these ops above the seam (pipeline/layer.c), driven by the
- * architecture table (pipeline/arch.h). Nothing under pipeline/ includes
+ * is composed from these ops above the seam (pipeline/model/layer.c), driven by the
+ * architecture table (pipeline/arch/arch.h). Nothing under pipeline/ includes
  * cblas, lapacke or a CUDA header.
  *
  * Memory. Every pointer an op takes is *backend memory*: allocated with

@@ -6,7 +6,7 @@
  * another CPU backend overrides in the table sp_bk_cpu_open returns.
  *
  * Bits. The pipeline was ported onto these ops from linalg/forward.c,
- * linalg/pca.c and the rotation helpers of pipeline/compute.c: each op
+ * linalg/pca.c and the rotation helpers of pipeline/slice/compute.c: each op
  * performs the same floating-point operations, in the same order and through
  * the same BLAS/LAPACK calls, as the code it replaces (noted per op below),
  * with one deliberate exception: cov_add forms each cov_rows block's XᵀX in

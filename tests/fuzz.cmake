@@ -1,10 +1,10 @@
 # tests/fuzz.cmake — libFuzzer targets for the untrusted-input parsers other
 # than safetensors (whose target fuzz_safetensors is in tests/safetensors.cmake):
 #
-#   fuzz_manifest   pipeline/manifest.c  sp_manifest_load
-#   fuzz_config     pipeline/config.c          sp_config_load (DIR/config.json)
-#   fuzz_tokens     io/tokens.c          sp_tokens_load (.npy)
-#   fuzz_journal    io/journal.c         sp_journal_open replay, sp_run_identity_read
+#   fuzz_manifest   pipeline/run/manifest.c  sp_manifest_load
+#   fuzz_config     pipeline/arch/config.c          sp_config_load (DIR/config.json)
+#   fuzz_tokens     io/formats/tokens.c          sp_tokens_load (.npy)
+#   fuzz_journal    io/base/journal.c         sp_journal_open replay, sp_run_identity_read
 #
 # Only with -DSLICEPIPE_FUZZ=ON and clang (the option itself is declared in
 # tests/safetensors.cmake, which is included after this file); nothing here
@@ -20,25 +20,25 @@ if(SLICEPIPE_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
   if(NOT SLICEPIPE_SANITIZE)
     list(APPEND SP_FUZZ_FLAGS -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
   endif()
-  set(SP_FUZZ_COMMON ${CMAKE_SOURCE_DIR}/io/fileio.c ${CMAKE_SOURCE_DIR}/io/error.c ${CMAKE_SOURCE_DIR}/io/dtype.c
-                     ${CMAKE_SOURCE_DIR}/io/utf8.c)
+  set(SP_FUZZ_COMMON ${CMAKE_SOURCE_DIR}/io/base/fileio.c ${CMAKE_SOURCE_DIR}/io/base/error.c ${CMAKE_SOURCE_DIR}/io/base/dtype.c
+                     ${CMAKE_SOURCE_DIR}/io/base/utf8.c)
 
   function(sp_fuzz_target name parser_source)
     add_executable(${name} ${CMAKE_SOURCE_DIR}/tests/fuzz/${name}.c ${parser_source} ${SP_FUZZ_COMMON})
-    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/io ${CMAKE_SOURCE_DIR}/pipeline ${CMAKE_SOURCE_DIR}/linalg)
+    target_include_directories(${name} PRIVATE ${SP_IO_DIRS} ${SP_PIPELINE_DIRS} ${SP_LINALG_DIRS})
     target_compile_options(${name} PRIVATE ${SP_FUZZ_FLAGS})
     target_link_options(${name} PRIVATE ${SP_FUZZ_FLAGS})
     target_link_libraries(${name} PRIVATE ${ARGN} PkgConfig::XXHASH ${MATH_LIB}) # fileio.c hashes
   endfunction()
 
   # manifest.c checks [resources] backend against the backend registry (linalg/backend.c, which opens the CPU one).
-  sp_fuzz_target(fuzz_manifest "${CMAKE_SOURCE_DIR}/pipeline/manifest.c;${CMAKE_SOURCE_DIR}/linalg/backend.c;${CMAKE_SOURCE_DIR}/linalg/cpu.c;${CMAKE_SOURCE_DIR}/linalg/cpu_blas.c"
+  sp_fuzz_target(fuzz_manifest "${CMAKE_SOURCE_DIR}/pipeline/run/manifest.c;${CMAKE_SOURCE_DIR}/linalg/backend.c;${CMAKE_SOURCE_DIR}/linalg/cpu.c;${CMAKE_SOURCE_DIR}/linalg/cpu_blas.c"
                  PkgConfig::OPENBLAS PkgConfig::LAPACKE)
   # config.json is parsed against the architecture table (the families' keys and refusals).
-  file(GLOB SP_FUZZ_ARCH CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/pipeline/arch*.c)
-  sp_fuzz_target(fuzz_config "${CMAKE_SOURCE_DIR}/pipeline/config.c;${SP_FUZZ_ARCH}" PkgConfig::CJSON)
-  sp_fuzz_target(fuzz_tokens ${CMAKE_SOURCE_DIR}/io/tokens.c)
-  sp_fuzz_target(fuzz_journal ${CMAKE_SOURCE_DIR}/io/journal.c)
+  file(GLOB SP_FUZZ_ARCH CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/pipeline/arch/arch*.c)
+  sp_fuzz_target(fuzz_config "${CMAKE_SOURCE_DIR}/pipeline/arch/config.c;${SP_FUZZ_ARCH}" PkgConfig::CJSON)
+  sp_fuzz_target(fuzz_tokens ${CMAKE_SOURCE_DIR}/io/formats/tokens.c)
+  sp_fuzz_target(fuzz_journal ${CMAKE_SOURCE_DIR}/io/base/journal.c)
 
   # Binary seeds (journals, .npy) are generated; text seeds are checked in.
   add_executable(gen_fuzz_seeds ${CMAKE_SOURCE_DIR}/tests/fuzz/gen_fuzz_seeds.c)

@@ -1,4 +1,4 @@
-# tests/generate.cmake — `slicepipe generate` (pipeline/generate.c): the
+# tests/generate.cmake — `slicepipe generate` (pipeline/model/generate.c): the
 # KV-cache path against the full forward of `slicepipe eval --dump-logits`
 # and the numpy float64 forward (tests/test_generate.py; label "generate").
 #

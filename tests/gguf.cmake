@@ -1,5 +1,5 @@
 # tests/gguf.cmake — slicepipe export (GGUF) (tests/test_gguf.py):
-#   gguf.unit      io/gguf.c byte-for-byte against a hand-built layout, and the
+#   gguf.unit      io/formats/gguf.c byte-for-byte against a hand-built layout, and the
 #                  file parsed by the independent tests/gguf_read.py
 #   gguf.export    exports of a shared model, the example and every hf-tiny
 #                  family, every key and tensor checked; refusals

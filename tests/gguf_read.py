@@ -1,5 +1,5 @@
 """tests/gguf_read.py — an independent GGUF v3 reader, written from ggml's
-docs/gguf.md (not from io/gguf.c), for the tests.
+docs/gguf.md (not from io/formats/gguf.c), for the tests.
 
 read(path) -> (kv: dict key -> value, tensors: dict name -> (type, shape, ndarray|bytes), info)
 Values: ints, floats, bools, str (UTF-8), lists. Tensors: F32/F16/BF16 as

@@ -36,10 +36,10 @@ if(SLICEPIPE_FUZZ)
   # The reader's sources are compiled into the target itself so that libFuzzer's
   # coverage instrumentation covers them (slicepipe_core is built without it).
   add_executable(fuzz_safetensors ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_safetensors.c
-                 ${CMAKE_SOURCE_DIR}/io/safetensors.c ${CMAKE_SOURCE_DIR}/io/fileio.c
-                 ${CMAKE_SOURCE_DIR}/io/dtype.c ${CMAKE_SOURCE_DIR}/io/error.c
-                 ${CMAKE_SOURCE_DIR}/io/utf8.c)
-  target_include_directories(fuzz_safetensors PRIVATE ${CMAKE_SOURCE_DIR}/io)
+                 ${CMAKE_SOURCE_DIR}/io/formats/safetensors.c ${CMAKE_SOURCE_DIR}/io/base/fileio.c
+                 ${CMAKE_SOURCE_DIR}/io/base/dtype.c ${CMAKE_SOURCE_DIR}/io/base/error.c
+                 ${CMAKE_SOURCE_DIR}/io/base/utf8.c)
+  target_include_directories(fuzz_safetensors PRIVATE ${SP_IO_DIRS})
   target_compile_options(fuzz_safetensors PRIVATE -fsanitize=fuzzer)
   target_link_options(fuzz_safetensors PRIVATE -fsanitize=fuzzer)
   target_link_libraries(fuzz_safetensors PRIVATE PkgConfig::CJSON ${MATH_LIB} PkgConfig::XXHASH)

@@ -1,5 +1,5 @@
 """tests/sp_families.py — the families a slicepipe binary supports, as it lists
-them: `slicepipe --version` prints the architecture registry (pipeline/arch.c,
+them: `slicepipe --version` prints the architecture registry (pipeline/arch/arch.c,
 the one list of families), one family a line with the llama.cpp architecture
 `slicepipe export` writes for it. Tests iterate this instead of keeping a list
 of their own, so a new family is tested wherever every family is.

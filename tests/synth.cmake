@@ -1,4 +1,4 @@
-# tests/synth.cmake — `slicepipe synth` (pipeline/synth.c): shapes through
+# tests/synth.cmake — `slicepipe synth` (pipeline/model/synth.c): shapes through
 # `slicepipe inspect`, determinism, weight and token statistics checked with
 # numpy, `slicepipe run` + `eval` on the result, bad options.
 

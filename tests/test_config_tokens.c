@@ -1,5 +1,5 @@
-/* tests/test_config_tokens.c — config.json (pipeline/config.c) and .npy token
- * streams (io/tokens.c).
+/* tests/test_config_tokens.c — config.json (pipeline/arch/config.c) and .npy token
+ * streams (io/formats/tokens.c).
  *
  * Config: a hand-written valid Llama config with every field checked, the
  * defaults, each invalid field (65 naming the field), rope_scaling llama3

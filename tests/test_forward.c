@@ -1,4 +1,4 @@
-/* tests/test_forward.c — unit tests of the layer forward (pipeline/layer.c
+/* tests/test_forward.c — unit tests of the layer forward (pipeline/model/layer.c
  * over the CPU backend).
  *
  * Hand-computed spot checks pin each convention (RMSN over the original D,

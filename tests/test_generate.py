@@ -1,12 +1,12 @@
 #!/usr/bin/python3
-"""test_generate.py — `slicepipe generate` (pipeline/generate.c): incremental
+"""test_generate.py — `slicepipe generate` (pipeline/model/generate.c): incremental
 decoding with a KV cache against the full forward.
 
 usage: test_generate.py MODE SLICEPIPE WORKDIR SHARED
 
 The KV-cache check, for every model below: the ids that `generate` prints to
 --out-ids are fed whole to `slicepipe eval --dump-logits` (one window, the
-full-window forward of pipeline/layer.c). Each greedy token must be the
+full-window forward of pipeline/model/layer.c). Each greedy token must be the
 argmax of eval's logits at the position before it, and the logits that
 generate chose it from (--dump-logits) must match eval's row and the numpy
 float64 forward of tests/ref/model_ref.py within float32 rounding.

@@ -1,4 +1,4 @@
-/* tests/test_gguf.c — io/gguf.c against a byte layout built here by hand
+/* tests/test_gguf.c — io/formats/gguf.c against a byte layout built here by hand
  * from ggml's docs/gguf.md, plus its refusals. Writes ARGV[1] (a GGUF with
  * every value type and all four tensor types, alignment 64) for
  * tests/test_gguf.py to parse independently (tests/gguf_read.py). */

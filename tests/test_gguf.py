@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tests/test_gguf.py — slicepipe export (GGUF) checks; every test is one mode.
 
-  unit      io/gguf.c's test file (tests/test_gguf.c wrote it) parsed by the
+  unit      io/formats/gguf.c's test file (tests/test_gguf.c wrote it) parsed by the
             independent reader tests/gguf_read.py: every key and tensor value
   export    exports of a shared model, the example and each hf-tiny family
             parsed by gguf_read.py: llama.cpp's keys against config.json, every

@@ -5,7 +5,7 @@ byte-identically.
 llama2xs (BF16, two shards) is sliced at 0.25 with one basis. Then, for each
 stage (reader, compute, writer) and each N = 1, 2, ... until the stage has
 no Nth commit point, the run is killed with SIGKILL at that point
-(SLICEPIPE_KILL_AT, io/faults.h) and rerun: the output shards and config.json
+(SLICEPIPE_KILL_AT, io/base/faults.h) and rerun: the output shards and config.json
 must equal the uninterrupted run's, byte for byte. Every layer of the survey
 ends at a journaled survey boundary, so a kill there resumes the survey at the
 next layer; later kills resume per layer. Only a kill before the first

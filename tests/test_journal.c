@@ -1,8 +1,8 @@
-/* tests/test_journal.c — the job journal (io/journal.h) and commit-point
- * crash injection (io/faults.h), with real files and real processes.
+/* tests/test_journal.c — the job journal (io/base/journal.h) and commit-point
+ * crash injection (io/base/faults.h), with real files and real processes.
  *
  * The record format is checked against an independent encoder written here
- * from the layout documented in io/journal.c, so a change to the bytes on
+ * from the layout documented in io/base/journal.c, so a change to the bytes on
  * disk fails the test. Then: round trip, reopen + append, a torn tail cut at
  * every byte of the last record (and of the header), corruption at every
  * byte of a middle record, another run's identity (each part), sequence gaps,

@@ -1,4 +1,4 @@
-/* tests/test_lock.c — the job directory lock (io/lock.h) with real processes:
+/* tests/test_lock.c — the job directory lock (io/base/lock.h) with real processes:
  * a child holds it and the parent gets 75 naming the child's PID; after the
  * child is SIGKILLed the parent acquires it. Also: two opens in one process
  * conflict (OFD semantics), a forked child keeps the lock its parent took,

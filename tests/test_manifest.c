@@ -1,4 +1,4 @@
-/* tests/test_manifest.c — the manifest parser (pipeline/manifest.c): one
+/* tests/test_manifest.c — the manifest parser (pipeline/run/manifest.c): one
  * hand-written invalid manifest per rule (exit 64, the right line number and
  * a keyword in the message), a full valid manifest with every key checked,
  * the defaults, relative-path resolution, output == model detection, and

@@ -263,7 +263,7 @@ static void test_unknowns(const char *dir) {
     CHECK(sp_report_write(&r, bad) == SP_EX_CANTCREAT && strstr(sp_errmsg(), "slicing.json"), "unwritable: %s", sp_errmsg());
 }
 
-/* The pipeline's adapter, fed the way pipeline/slice.c feeds it. */
+/* The pipeline's adapter, fed the way pipeline/run/slice.c feeds it. */
 static void test_write_run(const char *dir) {
     char out[4200];
     snprintf(out, sizeof out, "%s/run", dir);

@@ -1,4 +1,4 @@
-/* tests/test_ring.c — the shared-memory SPSC ring (pipeline/ring.c) between
+/* tests/test_ring.c — the shared-memory SPSC ring (pipeline/run/ring.c) between
  * real processes (fork): ordering and byte integrity of 10,000 messages of
  * varied sizes (chunked ones included, copy and zero-copy paths on both
  * sides, XXH3 over the stream), a full ring that blocks the producer without

@@ -1,5 +1,5 @@
 /* tests/test_st_writer.c — the sharded safetensors writer, read back with the
- * strict reader (io/safetensors.h), its hashes recomputed independently, its
+ * strict reader (io/formats/safetensors.h), its hashes recomputed independently, its
  * errors (73, 74, 70) and its crash-safety under injected write/fsync faults.
  *
  * Usage: test_st_writer [scratch_dir]   (default: a fresh mkdtemp under /tmp)
@@ -423,7 +423,7 @@ static void test_faults(const char *root, const char *var) {
     printf("%s: %d fault points, each exit 74 with only complete shards under final names\n", var, faults);
 }
 
-/* ---- the writer's building blocks: io/strbuf.h and sp_path_join ---- */
+/* ---- the writer's building blocks: io/base/strbuf.h and sp_path_join ---- */
 static void test_strbuf(void) {
     sp_sb b = {0};
     char *text = NULL;

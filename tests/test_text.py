@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""tests/test_text.py — calibration and evaluation from text (pipeline/calib.c).
+"""tests/test_text.py — calibration and evaluation from text (pipeline/model/calib.c).
 
-The window rule of pipeline/calib.h is reimplemented here (windows(), with its
+The window rule of pipeline/model/calib.h is reimplemented here (windows(), with its
 own splitmix64), and the token streams it is applied to come from references
 that do not use slicepipe's text path:
 

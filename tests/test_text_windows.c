@@ -1,5 +1,5 @@
 /* tests/test_text_windows.c — a thin driver for tests/test_text.py: cuts the
- * windows of pipeline/calib.c from a text file and writes them as one int32
+ * windows of pipeline/model/calib.c from a text file and writes them as one int32
  * .npy, so the Python test can compare them with its own reimplementation.
  *
  *   test_text_windows TEXT TOKDIR SEQLEN NSAMPLES first|random SEED VOCAB OUT.npy

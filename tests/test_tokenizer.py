@@ -59,7 +59,7 @@ def read_jsonl(path):
 
 
 def txt_docs(path):
-    """The .txt rule written independently of io/textdoc.c: split at runs of
+    """The .txt rule written independently of io/text/textdoc.c: split at runs of
     blank lines (only spaces, tabs, '\r'); a document keeps its inner line
     endings; the '\r' of its last line's "\r\n" is part of the ending."""
     with open(path, encoding="utf-8", newline="") as f:

@@ -72,7 +72,7 @@ static void make_file(const char *dir) {
     for (int64_t i = 0; i < g_size; i++) buf[i] = (unsigned char)(rnd() >> 56);
     int fd = open(g_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) die(g_path);
-    /* Also latches io/fileio.c's once-per-process environment before any case
+    /* Also latches io/base/fileio.c's once-per-process environment before any case
      * sets SLICEPIPE_SHORT_READS for the io_uring path. */
     if (sp_io_write_full(fd, buf, g_size, g_path)) die("write");
     close(fd);

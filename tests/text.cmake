@@ -1,5 +1,5 @@
 # tests/text.cmake — calibration and evaluation windows from text
-# (pipeline/calib.c; tests/test_text.py; every test is labelled "text").
+# (pipeline/model/calib.c; tests/test_text.py; every test is labelled "text").
 #
 #   text.windows   the shared tokenizer.bin models: windows from the TinyStories
 #                  stories (.jsonl, .jsonl.gz) = calib.h's rule, reimplemented in

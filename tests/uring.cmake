@@ -4,7 +4,7 @@
 #
 #   uring_reader              the environment is set per case inside the test
 #   uring_reader_short_reads  the same with SLICEPIPE_SHORT_READS=1 for the whole
-#                             process, so io/fileio.c's pread path (which reads it
+#                             process, so io/base/fileio.c's pread path (which reads it
 #                             once per process) is short too; uses a 512 KiB file
 
 add_executable(test_uring_reader ${CMAKE_SOURCE_DIR}/tests/test_uring_reader.c)

@@ -1,6 +1,6 @@
 /* tools/cmd_export.c — `slicepipe export MODEL_DIR --gguf OUT.gguf [--type T]`:
  * a dense model folder (or a global-basis sliced one, which is a stock
- * model) to one GGUF file llama.cpp loads (pipeline/export.h). */
+ * model) to one GGUF file llama.cpp loads (pipeline/publish/export.h). */
 #include "error.h"
 #include "export.h"
 #include "gguf.h"

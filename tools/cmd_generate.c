@@ -1,6 +1,6 @@
 /* tools/cmd_generate.c — `slicepipe generate MODEL_DIR --prompt TEXT`:
  * greedy or sampled continuation of a prompt with a KV cache
- * (pipeline/generate.h), printed as it is generated, with the prompt's and
+ * (pipeline/model/generate.h), printed as it is generated, with the prompt's and
  * the generation's tokens per second on stderr at the end.
  *
  * Printing. Decoding a token on its own can split a multi-byte character
@@ -158,7 +158,7 @@ static int run_generate(const gen_args *a) {
         rc = 0;
         sp_err_clear();
     }
-    /* The outputs are begun before any work: never over an input (io/fileio.h). */
+    /* The outputs are begun before any work: never over an input (io/base/fileio.h). */
     if (!rc) rc = sp_model_add_inputs(&m, &taken);
     if (!rc && a->prompt_tokens) rc = sp_io_paths_add(&taken, a->prompt_tokens, 0);
     if (!rc && a->out_ids) rc = sp_npy_out_begin(a->out_ids, "<i4", 0, &taken, &out_ids);

@@ -1,8 +1,8 @@
 /* tools/cmd_tokenize.c — `slicepipe tokenize MODEL_DIR FILE -o OUT.npy`:
  * text documents to a 1-D int32 .npy token stream, each document encoded
  * with the tokenizer's own BOS/EOS rule. Streams: one document and one
- * chunk of ids in memory. OUT.npy (io/npy.h) and --decoded are single-file
- * outputs (io/fileio.h sp_io_out_begin): never over an input, written to a
+ * chunk of ids in memory. OUT.npy (io/formats/npy.h) and --decoded are single-file
+ * outputs (io/base/fileio.h sp_io_out_begin): never over an input, written to a
  * temporary of their own and renamed only when complete. */
 #include "error.h"
 #include "fileio.h"

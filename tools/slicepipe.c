@@ -245,7 +245,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     bk->set_threads(bk, threads, m.cfg.hidden_size);
     eo.bk = bk;
-    /* --dump-logits is begun before any work: never over an input (io/fileio.h). */
+    /* --dump-logits is begun before any work: never over an input (io/base/fileio.h). */
     sp_io_paths *taken = NULL;
     rc = sp_model_add_inputs(&m, &taken);
     if (!rc) rc = sp_io_paths_add(&taken, text ? text : tokens, 0);

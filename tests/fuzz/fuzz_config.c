@@ -1,5 +1,5 @@
 /* tests/fuzz/fuzz_config.c — libFuzzer target for the config.json parser
- * (pipeline/config.c, sp_config_load).
+ * (pipeline/arch/config.c, sp_config_load).
  *
  * Each input is written as DIR/config.json in a per-process scratch folder
  * (fuzz_tmp.h) and DIR is loaded. Bad input must only ever produce a status

@@ -1,5 +1,5 @@
 /* tests/fuzz/fuzz_journal.c — libFuzzer target for the journal replay
- * (io/journal.c: sp_journal_open, sp_run_identity_read).
+ * (io/base/journal.c: sp_journal_open, sp_run_identity_read).
  *
  * Each input is used twice as the journal file DIR/journal in a per-process
  * scratch folder (fuzz_tmp.h), for the fixed run identity fuzz_journal_id():

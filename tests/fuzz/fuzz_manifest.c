@@ -1,5 +1,5 @@
 /* tests/fuzz/fuzz_manifest.c — libFuzzer target for the run manifest parser
- * (pipeline/manifest.c, sp_manifest_load).
+ * (pipeline/run/manifest.c, sp_manifest_load).
  *
  * Each input is written as DIR/run.toml in a per-process scratch folder
  * (fuzz_tmp.h) and loaded. Bad input must only ever produce a documented status

@@ -1,5 +1,5 @@
 /* tests/fuzz/fuzz_tokens.c — libFuzzer target for the .npy token-stream reader
- * (io/tokens.c, sp_tokens_load).
+ * (io/formats/tokens.c, sp_tokens_load).
  *
  * Each input is written as DIR/tokens.npy in a per-process scratch folder
  * (fuzz_tmp.h) and loaded twice: whole with no vocab check (vocab 0, max_n 0),

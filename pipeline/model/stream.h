@@ -1,0 +1,25 @@
+/* pipeline/model/stream.h — the one loop that streams calibration or evaluation
+ * windows through spill files in chunks of whole windows (attention needs a
+ * whole window), used by the compute stage and by eval.
+ *
+ * For each chunk of at most cw windows of [0, W): rows are read from `in`
+ * (width w_in, packed) into bin, fn is called once per window of the chunk
+ * with its index and its rows in bin and bout (T rows each), then the chunk
+ * is written from bout to `out` (width w_out). in == NULL: nothing is read
+ * (bin is passed as is); out == NULL: nothing is written; in == out: each
+ * chunk is written back over itself. Spill I/O time is added to *io_ns when
+ * io_ns != NULL. Returns 0, or the first status of a read, write or fn.
+ */
+#ifndef SP_STREAM_H
+#define SP_STREAM_H
+
+#include <stdint.h>
+
+#include "spill.h"
+
+typedef int (*sp_stream_fn)(void *ctx, int64_t window, const float *in, float *out);
+
+int sp_stream_windows(sp_spill *in, int64_t w_in, sp_spill *out, int64_t w_out, int64_t W, int64_t T, int64_t cw,
+                      float *bin, float *bout, sp_stream_fn fn, void *ctx, int64_t *io_ns);
+
+#endif

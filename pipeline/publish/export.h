@@ -1,0 +1,65 @@
+/* pipeline/publish/export.h — a dense model folder (HF layout, any family of the
+ * architecture table llama.cpp also has) to one GGUF file for llama.cpp.
+ *
+ * Family → llama.cpp architecture: the family's `gguf` entry in the
+ * architecture table (arch.h) says which, whether q/k rows are permuted from
+ * HF's rotate-half order back to llama.cpp's interleaved pairs (as llama.cpp's
+ * convert_hf_to_gguf.py does), and what llama.cpp cannot run (65 with the
+ * reason). A family with no llama.cpp architecture (OPT): 65. A per-layer
+ * sliced output (shortcut matrices) is no stock architecture either: 65,
+ * with the hint to slice with one global basis.
+ *
+ * Streaming: tensors are read from the safetensors shards a chunk of rows
+ * at a time (about 4 MiB, at least one attention head's rows) and written
+ * through io/formats/gguf.c, so memory never holds a whole tensor. The file is
+ * written as OUT.tmp, fsynced and renamed; its XXH3-128 is reported.
+ *
+ * Resume: the tmp is journaled (after every tensor, and every 64 MiB within
+ * one), so a killed export, rerun, continues where it was and gives the same
+ * bytes. The journal's protocol is at the top of export.c.
+ */
+#ifndef SP_EXPORT_H
+#define SP_EXPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf.h"
+
+typedef struct sp_export_opts {
+    sp_gguf_ttype type; /* 2-D weights; 1-D tensors (norms, biases) are always F32.
+                           Q8_0 falls back to F16 for rows not a multiple of 32 */
+    int quiet;
+    int restart;              /* discard an earlier export's journal and tmp first */
+    const char *journal_path; /* NULL: "<out>.journal", under the lock "<out>.lock", both
+                                 removed after the rename; else this file, under a lock the
+                                 caller holds, kept (a rerun checks the file against it) */
+    const char *restart_hint; /* how to discard a refused journal; NULL: "rerun with --restart" */
+    const char *label;        /* prefix of progress lines; NULL: "slicepipe export" */
+} sp_export_opts;
+
+typedef struct sp_export_stats {
+    char arch[32];         /* llama.cpp architecture written */
+    char tokenizer[64];    /* "tokenizer.bin (llama)", "none (minimal)" ... */
+    int64_t n_tensors;
+    int64_t n_fallback_f16; /* Q8_0 tensors stored as F16 (row length) */
+    int64_t file_bytes;
+    int64_t peak_chunk_bytes; /* the row buffer */
+    char xxh128[33];
+    double seconds;
+    int64_t resumed_bytes; /* bytes of an interrupted export's tmp verified and kept */
+    int reused;            /* the finished file was there and matched its journal: nothing written */
+} sp_export_stats;
+
+/* Exports model_dir to out_path, resuming an interrupted export of the same
+ * model and options. 0, or 64/65/66/73/74 (75: another export holds the
+ * lock) with one message naming the file, the tensor and the reason. A
+ * journal of another export (model, options or tool version changed): 65,
+ * nothing touched. */
+int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_opts *opts, sp_export_stats *st);
+
+/* The families with a llama.cpp architecture, from the registry: "llama,
+ * mistral, ... and phi" into buf (n bytes). Returns buf. */
+const char *sp_export_families(char *buf, size_t n);
+
+#endif

@@ -1,0 +1,100 @@
+/* pipeline/run/manifest.h — the run manifest (TOML subset).
+ *
+ * Schema (README "Manifest"):
+ *   [model]        path = "..."                      (required) HF model dir
+ *   [calibration]  tokens = "..."                    .npy token stream, or
+ *                  text = "..."                      .txt/.jsonl(.gz) documents (pipeline/model/calib.h);
+ *                                                    exactly one of tokens and text
+ *                  seqlen = 2048                     int in [2, 2^20]
+ *                  nsamples = 128                    int in [1, 2^24]
+ *                  sampling = "first"                "first"|"random" (random needs text)
+ *                  seed = 0                          int in [0, 2^63-1]; for "random"
+ *   [slicing]      sparsity = 0.25                   float in [0,1)
+ *                  round_to = 8                      int in [1, 65536]
+ *                  basis = "per-layer"               "per-layer" (SliceGPT) | "global" (one basis: a stock model)
+ *                  global_weighting = "trace"        "trace" | "raw": how basis = "global" weighs the positions
+ *   [output]       path = "..."                      (required) != model path
+ *                  dtype = "bf16"                    "f32"|"f16"|"bf16"; default: the model's
+ *                  shard_bytes = "4GB"               size string or int; default 4GB
+ *                  gguf = "none"                     "none"|"f32"|"f16"|"bf16"|"q8_0": also write model.gguf
+ *   [resources]    memory = "16GB"                   size string or int; default 16GB
+ *                  threads = 0                       int in [0, 4096]; 0 = all cores
+ *                  spill_dir = "..."                 optional; default <output>/.slicepipe
+ *                  spill_dtype = "f32"               "f32"|"bf16"
+ *                  backend = "auto"                  "auto"|"cpu"|"cuda"
+ *   [eval]         tokens = "..."                    optional table; if present, exactly one
+ *                  text = "..."                      of tokens and text
+ *                  seqlen = 2048                     int in [2, 2^20]; default: calibration seqlen
+ *                  windows = 0                       int >= 0; 0 = all
+ * Relative paths are resolved against the manifest's own folder.
+ * Any error (syntax, unknown table or key, wrong type, out of range, missing
+ * required key, duplicate key, tokens and text both given, sampling =
+ * "random" with tokens, output path == model path) returns SP_EX_USAGE
+ * (64) with a message "<manifest>:<line>: <reason>".
+ */
+#ifndef SP_MANIFEST_H
+#define SP_MANIFEST_H
+
+#include <stdint.h>
+
+#include "dtype.h"
+
+/* How calibration windows are cut from [calibration] text (pipeline/model/calib.h). */
+typedef enum sp_calib_sampling {
+    SP_CALIB_SAMPLING_FIRST = 0,  /* the first nsamples non-overlapping windows */
+    SP_CALIB_SAMPLING_RANDOM = 1, /* nsamples window starts drawn from seed */
+} sp_calib_sampling;
+
+/* [slicing] basis: SliceGPT's basis per residual position, or one basis for
+ * the whole residual stream (every shortcut the identity: a stock model at
+ * width d, docs/algorithm.md §10). */
+typedef enum sp_basis { SP_BASIS_PER_LAYER = 0, SP_BASIS_GLOBAL = 1 } sp_basis;
+/* How basis = "global" sums the positions' second moments: each divided by
+ * its trace (every position counts alike), or raw sums. */
+typedef enum sp_global_weighting { SP_WEIGHT_TRACE = 0, SP_WEIGHT_RAW = 1 } sp_global_weighting;
+
+typedef struct sp_manifest {
+    char *path;             /* the manifest file itself */
+    char *model_path;       /* absolute or manifest-relative, resolved */
+    char *calib_tokens;     /* exactly one of calib_tokens and calib_text is set */
+    char *calib_text;
+    sp_calib_sampling calib_sampling; /* default FIRST */
+    int64_t calib_seed;     /* default 0 */
+    int64_t calib_seqlen;   /* default 2048 */
+    int64_t calib_nsamples; /* default 128 */
+    double sparsity;        /* default 0.25 */
+    int64_t round_to;       /* default 8 */
+    sp_basis basis;         /* default SP_BASIS_PER_LAYER */
+    sp_global_weighting global_weighting; /* default SP_WEIGHT_TRACE */
+    char *output_path;
+    sp_dtype output_dtype;  /* SP_DTYPE_INVALID = the model's dtype */
+    int64_t shard_bytes;    /* default 4e9 */
+    int gguf_type;          /* [output] gguf: -1 none (default), else the sp_gguf_ttype of the GGUF's 2-D weights */
+    int64_t memory_bytes;   /* default 16e9 */
+    int64_t threads;        /* default 0 */
+    char *spill_dir;        /* NULL = default: <output>/.slicepipe */
+    sp_dtype spill_dtype;   /* F32 (default) or BF16 */
+    char *backend;          /* "auto" default */
+    int has_eval;
+    char *eval_tokens;      /* with has_eval, exactly one of eval_tokens and eval_text */
+    char *eval_text;
+    int64_t eval_seqlen;    /* default calib_seqlen */
+    int64_t eval_windows;   /* 0 = all */
+} sp_manifest;
+
+/* Parses and validates. Returns 0 or SP_EX_USAGE (64) / SP_EX_NOINPUT (66,
+ * manifest file missing) / SP_EX_IOERR (74, read error). On failure *m is
+ * zeroed (sp_manifest_free on it is a no-op). Relative paths become absolute:
+ * the manifest's canonical folder + "/" + the path as written. The TOML
+ * subset accepted is listed at the top of manifest.c. */
+int sp_manifest_load(const char *path, sp_manifest *m);
+void sp_manifest_free(sp_manifest *m);
+
+/* "16GB", "768MB", "4GiB", "1000" -> bytes. Decimal units (KB, MB, GB, TB =
+ * 1e3..1e12), binary units (KiB..TiB), or B; unit letters are case-insensitive
+ * and may follow spaces ("10 MB"). The number is a non-negative integer (no
+ * sign, no fraction); "0" gives 0. Returns 0 or -1 if malformed or the result
+ * overflows int64. */
+int sp_parse_size(const char *s, int64_t *out);
+
+#endif

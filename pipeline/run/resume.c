@@ -1,0 +1,508 @@
+/* pipeline/run/resume.c — the job directory, the journal and resume: the run
+ * identity, opening (or resuming) a job, finishing it, --restart, and
+ * `slicepipe status`.
+ *
+ * The job directory is <output>/.slicepipe (a real directory, never a link):
+ * lock, journal, spills (by default; elsewhere with spill_dir, named after
+ * the job: spill-<XXH3-64 of the output's canonical path>-{a,b}.act) and two
+ * basis files. Resume protocol (docs/resume.md §7):
+ *
+ *   start ─► lock (75 if held) ─► journal open: identity checked (65 if the
+ *   manifest's meaning, config.json, the input fingerprint, the backend or
+ *   the tool version differ), torn tail dropped, mid-file corruption refused
+ *   (65) ─► STAT: every input file's size, inode, mtime and ctime as the first
+ *   run saw them (65 if any differs: an edit, even of a tensor not read yet)
+ *     ├─ DONE recorded ───────► every journaled tensor re-hashed in its final
+ *     │                         shard (a missing shard: 65), the index
+ *     │                         rewritten, config.json and side files restored
+ *     │                         if missing or different, slicing.json and
+ *     │                         report.html present (65 if not); nothing to do
+ *     ├─ no LAYER record ─────► fresh run (PARAMS and STAT appended once)
+ *     └─ last LAYER record l ─► every journaled tensor re-hashed from its shard,
+ *                               the spill and the basis re-hashed; the writer
+ *                               reopens its shard after the last durable tensor;
+ *                               the reader first re-reads and re-hashes the
+ *                               input tensors layers ≤ l were computed from
+ *                               against the INPUT records (65 on a mismatch),
+ *                               then reader and compute start at layer l + 1
+ *                               (a survey boundary, basis = "global": the
+ *                               spill and the running sum G re-hashed, the
+ *                               survey goes on at layer l + 1)
+ *   stages succeed ─► config.json, tokenizer, eval, report ─► DONE appended
+ *   ─► spills and basis files removed ─► with [output] gguf, model.gguf
+ *   exported under its own journal (gguf.journal; export.c), which a rerun of
+ *   the complete job resumes, re-verifies or redoes.
+ *
+ * States of a job directory, as a rerun sees them:
+ *
+ *   (none) ──run──► STARTED (PARAMS, STAT) ──boundary──► AT LAYER l ──...──► AT HEAD
+ *                   (each boundary: INPUT, TENSOR..., LAYER)                   │
+ *                   basis = "global": SURVEYED l (INPUT, LAYER with survey
+ *                   = 1) for each layer first, then the embedding boundary
+ *   COMPLETE (DONE) ◄──────────── config, side files, report ─────────────────┘
+ *   Any state ──SIGINT/SIGTERM──► the stages stopped, exit 75: as it was at
+ *   its last boundary (resumable).
+ *   Any state ──--restart──► (none): journal, gguf.journal, basis files, this
+ *   job's spills and the writer's own names in the output (shards, index,
+ *   model.gguf, their .tmp) removed; no other file is touched.
+ *
+ * The run identity covers everything that sets the output's bits: the
+ * manifest's meaning (paths, calibration token values, sparsity, round_to,
+ * dtypes, shard size, config.json's bytes), the resolved backend and every setting of it that can
+ * change bits (sp_bk.identity), the input fingerprint and the tool version.
+ * The BLAS thread count is journaled by the first run and reused by every
+ * resume. [resources] memory is not part of it: results do not depend on the
+ * chunk size (tested).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "error.h"
+#include "faults.h"
+#include "fileio.h"
+#include "gguf.h"
+#include "job.h"
+#include "journal.h"
+#include "lock.h"
+#include "verify.h"
+
+/* XXH3-128 over every shard's name, size and header bytes: the input fingerprint. */
+int sp_resume_fingerprint(const sp_model *m, char hex[33]) {
+    XXH3_state_t *st = XXH3_createState();
+    if (!st) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    XXH3_128bits_reset(st);
+    int rc = 0;
+    char *hdr = NULL;
+    for (int i = 0; i < sp_ckpt_shard_count(m->ckpt) && !rc; i++) {
+        const sp_st_file *f = sp_ckpt_shard(m->ckpt, i);
+        const char *p = strrchr(sp_st_path(f), '/');
+        p = p ? p + 1 : sp_st_path(f);
+        int64_t sz = sp_st_file_size(f), hl = sp_st_header_len(f) + 8;
+        XXH3_128bits_update(st, p, strlen(p) + 1);
+        XXH3_128bits_update(st, &sz, sizeof sz);
+        rc = sp_alloc((void **)&hdr, hl, 1, "header");
+        if (!rc) rc = sp_io_pread_full(sp_st_fd(f), hdr, hl, 0, sp_st_path(f));
+        if (!rc) XXH3_128bits_update(st, hdr, (size_t)hl);
+        free(hdr);
+        hdr = NULL;
+    }
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    XXH3_freeState(st);
+    sp_hex128(h.high64, h.low64, hex);
+    return rc;
+}
+
+char *sp_job_join(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+
+/* The manifest's meaning: every setting that changes the output's bits, and
+ * the calibration token values themselves. */
+void sp_resume_manifest_identity(const job *j, char hex[33]) {
+    const sp_manifest *mf = j->mf;
+    char txt[16384];
+    snprintf(txt, sizeof txt,
+             "slicepipe-manifest-2\nmodel=%s\ncalib=%s\nseqlen=%lld\nnsamples=%lld\nsparsity=%.17g\nround_to=%lld\n"
+             "dtype=%s\nshard_bytes=%lld\nspill_dtype=%s\nbackend=%s\n",
+             mf->model_path, mf->calib_tokens ? mf->calib_tokens : "", (long long)mf->calib_seqlen,
+             (long long)mf->calib_nsamples, mf->sparsity,
+             (long long)mf->round_to, sp_dtype_st_name(j->out_dtype), (long long)mf->shard_bytes,
+             sp_dtype_st_name(mf->spill_dtype), j->bk_identity);
+    if (mf->calib_text) /* the text's windows: its ids are hashed below, which covers the text and the tokenizer */
+        snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "calib_text=%s\nsampling=%s\nseed=%lld\n", mf->calib_text,
+                 mf->calib_sampling == SP_CALIB_SAMPLING_RANDOM ? "random" : "first", (long long)mf->calib_seed);
+    j->plan.policy->identity(mf, txt, sizeof txt);
+    if (mf->gguf_type >= 0)
+        snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "gguf=%s\n", sp_gguf_ttype_name(mf->gguf_type));
+    XXH3_state_t *st = XXH3_createState();
+    SP_ASSERT(st);
+    XXH3_128bits_reset(st);
+    XXH3_128bits_update(st, txt, strlen(txt));
+    XXH3_128bits_update(st, j->calib.ids, (size_t)j->shape.tokens * sizeof(int32_t));
+    /* config.json sets the math too (eps, rope, activation): its bytes. */
+    const char *cfg = j->m.cfg.raw_json ? j->m.cfg.raw_json : "";
+    XXH3_128bits_update(st, cfg, strlen(cfg) + 1);
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    sp_hex128(h.high64, h.low64, hex);
+    XXH3_freeState(st);
+}
+
+static int damaged(const job *j, const char *what) {
+    return sp_fail(SP_EX_DATAERR, "%s: cannot resume: %s does not match the journal (the job directory is damaged); "
+                                  "run `slicepipe run %s --restart` to start fresh",
+                   j->job_dir, what, j->mf->path);
+}
+
+/* --restart: forget the job — journal, basis files, the GGUF export's
+ * journal, this job's spills, and in the output folder only the names
+ * slicepipe's writer makes (shards, the index, model.gguf and their .tmp):
+ * a file slicepipe never writes is never removed. */
+static void remove_job(job *j) {
+    const char *names[] = {"journal", "basis-0.f64", "basis-1.f64", "gguf.journal"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *p = sp_job_join(j->job_dir, names[i]);
+        if (p) unlink(p);
+        free(p);
+    }
+    unlink(j->spill_a);
+    unlink(j->spill_b);
+    DIR *d = opendir(j->mf->output_path);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!sp_output_is_ours(e->d_name)) continue;
+        char *p = sp_job_join(j->mf->output_path, e->d_name);
+        if (p) unlink(p);
+        free(p);
+    }
+    closedir(d);
+}
+
+/* The input files as this run sees them (SP_REC_STAT). */
+static int input_stats(const job *j, sp_rec_stat_file **out, int *n_out) {
+    int n = sp_ckpt_shard_count(j->m.ckpt);
+    sp_rec_stat_file *a;
+    SP_TRY(sp_calloc((void **)&a, n, sizeof *a, "input file state"));
+    for (int i = 0; i < n; i++) {
+        const sp_st_file *f = sp_ckpt_shard(j->m.ckpt, i);
+        struct stat st;
+        if (fstat(sp_st_fd(f), &st) != 0) {
+            free(a);
+            return sp_fail_errno(SP_EX_IOERR, "%s: fstat", sp_st_path(f));
+        }
+        a[i] = (sp_rec_stat_file){.size = (int64_t)st.st_size, .dev = (int64_t)st.st_dev, .ino = (int64_t)st.st_ino,
+                                  .ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec,
+                                  .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec};
+    }
+    *out = a;
+    *n_out = n;
+    return 0;
+}
+
+static int input_changed(const job *j, const char *path, const char *what) {
+    return sp_fail(SP_EX_DATAERR,
+                   "%s: the input changed since this job's first run (%s); resuming would mix two versions of the "
+                   "checkpoint; run `slicepipe run %s --restart` to start again",
+                   path, what, j->mf->path);
+}
+
+/* A finished job rerun: every tensor the journal lists re-hashed in its final
+ * shard, the index rewritten, config.json and the side files restored if
+ * missing or different; a missing shard or report is refused. */
+static int verify_complete(job *j, char (*hashes)[33], const char **hp, int n_recs) {
+    const int nt = sp_stw_tensor_count(j->w);
+    if (n_recs != nt) return damaged(j, "the number of tensor records of a finished job");
+    for (int i = 0; i < nt; i++) {
+        char *p = sp_job_join(j->mf->output_path, sp_stw_shard_name(j->w, sp_stw_tensor_shard(j->w, i)));
+        if (!p) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+        char hex[33];
+        int rc = sp_io_xxh128_range(p, sp_stw_tensor_file_offset(j->w, i), sp_stw_tensor_bytes(j->w, i), hex);
+        if (rc == SP_EX_NOINPUT)
+            rc = sp_fail(SP_EX_DATAERR, "%s: the job is recorded as complete but its shard %s is missing; run "
+                                        "`slicepipe run %s --restart` to redo it", j->mf->output_path, p, j->mf->path);
+        else if (!rc && strcmp(hex, hashes[i])) {
+            char what[512];
+            snprintf(what, sizeof what, "tensor '%s' in %s", sp_stw_tensor_name(j->w, i), p);
+            rc = damaged(j, what);
+        }
+        free(p);
+        SP_TRY(rc);
+        hp[i] = hashes[i];
+    }
+    SP_TRY(sp_stw_resume(j->w, nt, hp));
+    SP_TRY(sp_stw_finish(j->w)); /* the index, rewritten identically (or restored) */
+    static const char *reports[] = {"slicing.json", "report.html"};
+    for (int i = 0; i < 2; i++) {
+        char *p = sp_job_join(j->mf->output_path, reports[i]);
+        int missing = p && access(p, F_OK) != 0;
+        free(p);
+        if (missing)
+            return sp_fail(SP_EX_DATAERR, "%s: the job is recorded as complete but %s is missing; run `slicepipe run %s "
+                                          "--restart` to redo it", j->mf->output_path, reports[i], j->mf->path);
+    }
+    int restored = 0;
+    SP_TRY(sp_output_restore(j, &restored));
+    sp_verify_result vr;
+    SP_TRY(sp_verify_model(j->mf->output_path, &vr));
+    sp_resume_clean(j); /* a run killed after DONE left its scratch */
+    if (!j->o->quiet)
+        fprintf(stderr, "slicepipe: %s is already complete; %lld tensors verified by hash%s (use --restart to redo it)\n",
+                j->mf->output_path, (long long)vr.tensors,
+                restored ? ", config.json or side files restored" : "");
+    return 0;
+}
+
+int sp_resume_job_dir(job *j) {
+    j->job_dir = sp_job_join(j->mf->output_path, ".slicepipe");
+    j->basis_path[0] = j->job_dir ? sp_job_join(j->job_dir, "basis-0.f64") : NULL;
+    j->basis_path[1] = j->job_dir ? sp_job_join(j->job_dir, "basis-1.f64") : NULL;
+    if (!j->job_dir || !j->basis_path[0] || !j->basis_path[1]) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    struct stat st;
+    if (mkdir(j->job_dir, 0755) != 0 && errno != EEXIST)
+        return sp_fail_errno(SP_EX_CANTCREAT, "%s: cannot create the job directory", j->job_dir);
+    if (lstat(j->job_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return sp_fail(SP_EX_CANTCREAT, "%s: is not a directory (a link or a file); refused as the job directory",
+                       j->job_dir);
+    return 0;
+}
+
+/* Opens the job: lock, journal, replay, verification. *complete is set when
+ * the journal says the job is done (and it verified). */
+int sp_resume_open(job *j, int *complete) {
+    *complete = 0;
+    j->resume.layer = -2;
+    j->resume.survey = -1;
+    j->resume.basis = 0;
+    char *lp = sp_job_join(j->job_dir, "lock"), *jp = sp_job_join(j->job_dir, "journal");
+    int rc = lp && jp ? sp_lock_acquire(lp, &j->lock) : sp_fail(SP_EX_SOFTWARE, "out of memory");
+    free(lp);
+    if (rc) {
+        free(jp);
+        return rc;
+    }
+    if (j->o->restart) remove_job(j);
+    int64_t dropped = 0;
+    rc = sp_journal_open(jp, &j->id, &j->jr, &dropped);
+    free(jp);
+    SP_TRY(rc);
+    if (dropped > 0 && !j->o->quiet)
+        fprintf(stderr, "slicepipe: dropped a torn journal tail of %lld bytes (an interrupted write)\n", (long long)dropped);
+
+    const int nt = sp_stw_tensor_count(j->w);
+    char(*hashes)[33] = calloc((size_t)nt, 33);
+    const char **hp = calloc((size_t)nt, sizeof *hp);
+    if (!hashes || !hp) {
+        free(hashes);
+        free(hp);
+        return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    }
+    int have_params = 0, have_stat = 0, last = -1, done = 0, n_tensor_recs = 0;
+    if (!rc) rc = sp_calloc((void **)&j->resume.in_expect, j->n_reads, 16, "input hashes");
+    sp_rec_stat_file *now = NULL;
+    int n_files = 0;
+    if (!rc) rc = input_stats(j, &now, &n_files);
+    for (int i = 0; i < sp_journal_count(j->jr) && !rc; i++) {
+        const sp_jrec *r = sp_journal_at(j->jr, i);
+        if (r->type == SP_REC_PARAMS && r->len == sizeof(sp_rec_params)) {
+            sp_rec_params p;
+            memcpy(&p, r->payload, sizeof p);
+            have_params = 1;
+            if (j->mf->threads > 0 && j->mf->threads != p.threads && !j->o->quiet)
+                fprintf(stderr, "slicepipe: [resources] threads = %lld, but this job was started with %lld: it goes on "
+                        "with %lld (the BLAS thread count is part of the run identity; --restart to change it)\n",
+                        (long long)j->mf->threads, (long long)p.threads, (long long)p.threads);
+            j->threads = p.threads;
+        } else if (r->type == SP_REC_TENSOR && r->len == sizeof(sp_rec_tensor)) {
+            sp_rec_tensor t;
+            memcpy(&t, r->payload, sizeof t);
+            if (t.index != n_tensor_recs || t.index >= nt || t.offset != sp_stw_tensor_file_offset(j->w, (int)t.index) ||
+                t.length != sp_stw_tensor_bytes(j->w, (int)t.index) || t.hash[32] != 0)
+                rc = damaged(j, "a tensor record");
+            else memcpy(hashes[n_tensor_recs++], t.hash, 33);
+        } else if (r->type == SP_REC_LAYER && r->len >= sizeof(sp_rec_layer)) {
+            sp_rec_layer l;
+            memcpy(&l, r->payload, sizeof l);
+            const int bad_survey = l.survey && (l.survey != 1 || !j->plan.survey || l.layer < 0 ||
+                                                l.layer >= j->shape.layers || l.n_eval_rows || l.n_tensors_done);
+            if (l.layer < -1 || l.layer > j->shape.layers || l.n_eval_rows < 0 || l.n_eval_rows > j->n_pca ||
+                r->len != sizeof l + (uint32_t)(l.n_eval_rows * j->shape.hidden * 8) || l.n_tensors_done > n_tensor_recs || bad_survey)
+                rc = damaged(j, "a layer record");
+            else {
+                int64_t first = l.layer < 0 ? 0 : 1 + j->n_pca * l.layer;
+                if (l.n_eval_rows) memcpy(j->evals + first * j->shape.hidden, r->payload + sizeof l, (size_t)(l.n_eval_rows * j->shape.hidden * 8));
+                last = i;
+            }
+        } else if (r->type == SP_REC_DONE) {
+            done = 1;
+        } else if (r->type == SP_REC_INPUT && r->len >= sizeof(sp_rec_input)) {
+            sp_rec_input in;
+            memcpy(&in, r->payload, sizeof in);
+            if (in.first != j->resume.in_known || in.count < 1 || in.count > j->n_reads - in.first ||
+                r->len != sizeof in + (uint64_t)in.count * 16)
+                rc = damaged(j, "an input hash record");
+            else {
+                memcpy(j->resume.in_expect[in.first], r->payload + sizeof in, (size_t)in.count * 16);
+                j->resume.in_known = (int)(in.first + in.count);
+                j->inputs_journaled = j->resume.in_known;
+            }
+        } else if (r->type == SP_REC_STAT && r->len == (uint64_t)n_files * sizeof(sp_rec_stat_file)) {
+            have_stat = 1;
+            for (int f = 0; f < n_files && !rc; f++) {
+                sp_rec_stat_file was;
+                memcpy(&was, r->payload + (size_t)f * sizeof was, sizeof was);
+                const char *fp = sp_st_path(sp_ckpt_shard(j->m.ckpt, f));
+                if (was.size != now[f].size) rc = input_changed(j, fp, "its size differs");
+                else if (was.dev != now[f].dev || was.ino != now[f].ino) rc = input_changed(j, fp, "it is another file now");
+                else if (was.mtime_ns != now[f].mtime_ns || was.ctime_ns != now[f].ctime_ns)
+                    rc = input_changed(j, fp, "it was written or touched: its mtime or ctime differs");
+            }
+        } else {
+            rc = damaged(j, "a record of unknown type or size");
+        }
+    }
+    if (!rc && done) {
+        rc = verify_complete(j, hashes, hp, n_tensor_recs);
+        if (!rc) *complete = 1;
+    } else if (!rc && last >= 0) {
+        sp_rec_layer l;
+        memcpy(&l, sp_journal_at(j->jr, last)->payload, sizeof l);
+        int n_done = (int)l.n_tensors_done;
+        int expect = l.survey ? 0 : l.layer >= j->shape.layers ? nt : j->layer_out0[l.layer + 1];
+        if (n_done != expect) rc = damaged(j, "the tensor count of the last layer record");
+        for (int i = 0; i < n_done && !rc; i++) {
+            char hex[33];
+            rc = sp_io_xxh128_range(sp_stw_tensor_path_now(j->w, i), sp_stw_tensor_file_offset(j->w, i), sp_stw_tensor_bytes(j->w, i),
+                            hex);
+            if (!rc && strcmp(hex, hashes[i]) != 0) {
+                char what[512];
+                snprintf(what, sizeof what, "tensor '%s' in %s", sp_stw_tensor_name(j->w, i), sp_stw_tensor_path_now(j->w, i));
+                rc = damaged(j, what);
+            }
+            hp[i] = hashes[i];
+        }
+        if (!rc && l.layer < j->shape.layers) {
+            char hex[33];
+            l.spill[sizeof l.spill - 1] = 0;
+            const char *na = strrchr(j->spill_a, '/'), *nb = strrchr(j->spill_b, '/');
+            na = na ? na + 1 : j->spill_a, nb = nb ? nb + 1 : j->spill_b;
+            if (strcmp(l.spill, na) && strcmp(l.spill, nb)) rc = damaged(j, "the spill name");
+            if (!rc && j->resume.in_known < sp_plan_reads_after(j, l.layer, l.survey))
+                rc = damaged(j, "the input hashes of the journaled layers");
+            if (!rc) {
+                j->resume.spill = strcmp(l.spill, na) ? strdup(j->spill_b) : strdup(j->spill_a);
+                rc = j->resume.spill ? sp_spill_hash_file(j->resume.spill, hex) : sp_fail(SP_EX_SOFTWARE, "out of memory");
+                if (rc == SP_EX_NOINPUT || (!rc && strcmp(hex, l.spill_hash))) rc = damaged(j, j->resume.spill);
+            }
+            if (!rc) {
+                const char *bp = j->basis_path[l.basis_idx & 1];
+                struct stat st;
+                rc = stat(bp, &st) == 0 && st.st_size == j->shape.hidden * j->shape.hidden * 8 ? sp_io_xxh128_range(bp, 0, j->shape.hidden * j->shape.hidden * 8, hex)
+                                                                         : damaged(j, bp);
+                if (!rc && strcmp(hex, l.basis_hash)) rc = damaged(j, bp);
+            }
+        }
+        if (!rc) rc = sp_stw_resume(j->w, n_done, hp);
+        if (!rc) {
+            /* After a survey boundary the embedding is still to come; after
+             * any other boundary the survey (basis = "global") is done. */
+            j->resume.layer = l.survey ? -2 : l.layer;
+            j->resume.survey = l.survey ? l.layer : j->plan.survey ? j->shape.layers - 1 : -1;
+            j->resume.basis = (int)(l.basis_idx & 1);
+            memcpy(j->resume.spill_hash, l.spill_hash, 33);
+            atomic_store(&j->sh->journaled_layer, j->resume.layer);
+            atomic_store(&j->sh->journaled_survey, j->resume.survey);
+            j->resume.read_start = sp_plan_reads_after(j, l.layer, l.survey);
+            j->resume.out_start = n_done;
+            j->tensors_journaled = n_done;
+            if (!j->o->quiet && l.survey)
+                fprintf(stderr, "slicepipe: resuming after a survey layer: the spill and the running sum of the "
+                                "second moments verified by hash\n"
+                                "slicepipe: the survey is done for layers 1-%lld of %lld\n",
+                        (long long)l.layer + 1, (long long)j->shape.layers);
+            else if (!j->o->quiet)
+                fprintf(stderr, "slicepipe: resuming after %s: %d tensors, the spill and the basis verified by hash\n",
+                        l.layer < 0 ? "the embedding" : l.layer >= j->shape.layers ? "the head" : "a layer", n_done);
+            if (!j->o->quiet && !l.survey && l.layer >= 0 && l.layer < j->shape.layers)
+                fprintf(stderr, "slicepipe: layers 1-%lld of %lld are done\n", (long long)l.layer + 1, (long long)j->shape.layers);
+        }
+    }
+    if (!rc && !have_params) {
+        sp_rec_params p = {.threads = j->threads, .n_layers = j->shape.layers, .n_tensors = nt, .hidden = j->shape.hidden};
+        rc = sp_journal_append(j->jr, SP_REC_PARAMS, &p, sizeof p);
+    }
+    if (!rc && !have_stat && !done) rc = sp_journal_append(j->jr, SP_REC_STAT, now, (uint32_t)(n_files * sizeof *now));
+    free(now);
+    free(hashes);
+    free(hp);
+    return rc;
+}
+
+/* After the stages: the journal handle the writer used is stale in this
+ * process; reopen it to append DONE. */
+int sp_resume_done(job *j) {
+    sp_journal_free(j->jr);
+    j->jr = NULL;
+    char *jp = sp_job_join(j->job_dir, "journal");
+    if (!jp) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    int64_t dropped;
+    int rc = sp_journal_open(jp, &j->id, &j->jr, &dropped);
+    free(jp);
+    if (!rc) rc = sp_journal_append(j->jr, SP_REC_DONE, "done", 4);
+    if (!rc) sp_fault_commit_point("supervisor");
+    return rc;
+}
+
+/* The job is done: its scratch goes (the journal and the lock stay, for
+ * `slicepipe status` and to answer a rerun at once). */
+void sp_resume_clean(job *j) {
+    unlink(j->spill_a);
+    unlink(j->spill_b);
+    unlink(j->basis_path[0]);
+    unlink(j->basis_path[1]);
+}
+
+/* `slicepipe status OUT_DIR`: how far a job got. Read-only: the journal is
+ * replayed without being touched (a torn tail a running writer may be
+ * appending to is reported, never truncated) and the lock is only probed
+ * (F_OFD_GETLK), so a resume started meanwhile is never refused. */
+int sp_job_status(const char *out_dir) {
+    char *jd = sp_job_join(out_dir, ".slicepipe"), *jp = jd ? sp_job_join(jd, "journal") : NULL, *lp = jd ? sp_job_join(jd, "lock") : NULL;
+    int rc = jd && jp && lp ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
+    sp_run_identity id;
+    if (!rc) rc = sp_run_identity_read(jp, &id);
+    if (rc == SP_EX_NOINPUT) rc = sp_fail(SP_EX_NOINPUT, "%s: no slicepipe job here (no %s)", out_dir, jp);
+    sp_journal *jr = NULL;
+    int64_t dropped = 0;
+    if (!rc) rc = sp_journal_open_ro(jp, &id, &jr, &dropped);
+    if (!rc) {
+        sp_rec_params p = {0};
+        int64_t last_layer = -2, last_survey = -1, tensors = 0;
+        int done = 0;
+        for (int i = 0; i < sp_journal_count(jr); i++) {
+            const sp_jrec *r = sp_journal_at(jr, i);
+            if (r->type == SP_REC_PARAMS && r->len == sizeof p) memcpy(&p, r->payload, sizeof p);
+            if (r->type == SP_REC_TENSOR) tensors++;
+            if (r->type == SP_REC_LAYER && r->len >= sizeof(sp_rec_layer)) {
+                sp_rec_layer l;
+                memcpy(&l, r->payload, sizeof l);
+                if (l.survey) last_survey = l.layer;
+                else last_layer = l.layer;
+            }
+            if (r->type == SP_REC_DONE) done = 1;
+        }
+        long pid = 0;
+        int busy = sp_lock_probe(lp, &pid);
+        char holder[1024];
+        snprintf(holder, sizeof holder, "%s", busy ? sp_errmsg() : "");
+        printf("job:         %s\n", out_dir);
+        printf("state:       %s\n", done ? "complete" : busy == SP_EX_TEMPFAIL ? "running" : "interrupted: rerun the same "
+                                                                                              "`slicepipe run` to resume");
+        if (busy == SP_EX_TEMPFAIL) printf("             %s\n", holder);
+        if (p.n_layers > 0)
+            printf("layers:      %lld of %lld done%s\n", (long long)(last_layer < 0 ? 0 : last_layer >= p.n_layers ? p.n_layers : last_layer + 1),
+                   (long long)p.n_layers, last_layer >= p.n_layers ? ", head done" : last_layer == -1 ? " (embedding done)" : "");
+        if (last_survey >= 0 && last_layer == -2 && p.n_layers > 0)
+            printf("survey:      %lld of %lld layers (basis = \"global\": the dense pass before the rotation)\n",
+                   (long long)last_survey + 1, (long long)p.n_layers);
+        printf("tensors:     %lld of %lld durable\n", (long long)tensors, (long long)p.n_tensors);
+        printf("journal:     %d records, %lld bytes%s\n", sp_journal_count(jr), (long long)sp_journal_size_bytes(jr),
+               dropped ? " (a torn tail would be dropped on resume)" : "");
+        printf("identity:    manifest %s, input %s, slicepipe %s\n", id.manifest, id.input, id.version);
+        printf("BLAS threads %lld (reused on resume)\n", (long long)p.threads);
+    }
+    sp_journal_free(jr);
+    free(jd);
+    free(jp);
+    free(lp);
+    return rc;
+}

@@ -1,0 +1,91 @@
+/* pipeline/run/resume.h — resume owns the job folder and its journal: the record
+ * formats the writer appends and replays (docs/formats.md §5), the state a
+ * run starts from, and the API (resume.c; the protocol: docs/resume.md). */
+#ifndef SP_RESUME_H
+#define SP_RESUME_H
+
+#include <stdint.h>
+
+struct job;
+struct sp_model;
+
+/* Journal record types (io/base/journal.h payloads). A run appends PARAMS and
+ * STAT once, then at each layer boundary (the embedding is boundary -1) one
+ * INPUT for the input tensors consumed since the last boundary, one TENSOR
+ * per output tensor finished since then and a LAYER record, and DONE at the
+ * very end. Payloads are these structs, native byte order. */
+enum { SP_REC_PARAMS = 1, SP_REC_TENSOR = 2, SP_REC_LAYER = 3, SP_REC_DONE = 4, SP_REC_INPUT = 5, SP_REC_STAT = 6 };
+
+/* INPUT: the XXH3-128 (canonical bytes) of read-plan items [first, first +
+ * count), as the reader read them; followed by count × 16 bytes. A resume
+ * re-hashes every item it relies on (already consumed, or read again) and
+ * refuses (65) one that differs: the output never mixes two versions. */
+typedef struct sp_rec_input {
+    int64_t first, count;
+} sp_rec_input;
+
+/* STAT: one per input file (the shards, in checkpoint order), as the first
+ * run saw them; a resume refuses (65) a file whose size, inode or change
+ * time (ctime: any write or utime sets it) differs, also for the tensors it
+ * has not read yet. */
+typedef struct sp_rec_stat_file {
+    int64_t size, dev, ino, ctime_ns, mtime_ns;
+} sp_rec_stat_file;
+
+typedef struct sp_rec_params {
+    int64_t threads;   /* BLAS threads of the first run: reused on resume */
+    int64_t n_layers, n_tensors, hidden;
+} sp_rec_params;
+
+typedef struct sp_rec_tensor {
+    int64_t index;     /* declaration order */
+    int64_t shard;
+    int64_t offset;    /* absolute, in the shard file */
+    int64_t length;
+    char hash[33];     /* XXH3-128, hex */
+    char pad[7];
+} sp_rec_tensor;
+
+/* Also the payload of SP_MSG_BOUNDARY (compute → writer), followed by
+ * n_eval_rows × hidden float64 eigenvalues (the PCAs of this boundary).
+ * basis = "global" journals a survey boundary after each layer of the
+ * survey (survey = 1): layer is the survey's layer, the basis file holds
+ * the running sum G of the second moments instead of Q, no tensor is
+ * durable yet and there are no eigenvalues. */
+typedef struct sp_rec_layer {
+    int64_t layer;         /* -1: the embedding */
+    int64_t n_tensors_done; /* output tensors durable at this boundary (writer fills it) */
+    int64_t basis_idx;     /* which basis file holds Q (a survey boundary: G) after this boundary */
+    int64_t n_eval_rows;
+    char spill[32];        /* file name (in the spill folder) of the next layer's input */
+    char spill_hash[33];
+    char basis_hash[33];
+    char survey;           /* 1: a survey boundary */
+    char pad[5];
+} sp_rec_layer;
+
+/* Where a run starts, from the journal's replay (sp_resume_open). */
+typedef struct sp_resume_state {
+    int64_t layer;          /* last durable boundary, -2 if none */
+    int64_t survey;         /* last durable survey boundary (a survey basis), -1 if none */
+    int basis;              /* the basis file that boundary named */
+    char *spill;            /* the spill holding its next input */
+    char spill_hash[33];    /* as the boundary recorded it */
+    int read_start, out_start; /* plan / output indices to start from */
+    unsigned char (*in_expect)[16]; /* (n_reads) the journaled hashes of the first run */
+    int in_known;           /* items [0, in_known) of in_expect are journaled */
+} sp_resume_state;
+
+/* resume.c */
+char *sp_job_join(const char *a, const char *b); /* "a/b", malloc'd, or NULL */
+int sp_resume_fingerprint(const struct sp_model *m, char hex[33]);
+void sp_resume_manifest_identity(const struct job *j, char hex[33]);
+int sp_resume_open(struct job *j, int *complete); /* lock, journal, replay, verification */
+int sp_resume_done(struct job *j);                /* DONE appended */
+void sp_resume_clean(struct job *j);              /* the finished job's scratch removed */
+
+/* The job folder (<output>/.slicepipe) and its basis file names: created
+ * here only, refused when a link or a file stands there (73). */
+int sp_resume_job_dir(struct job *j);
+
+#endif

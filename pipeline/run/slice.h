@@ -1,0 +1,25 @@
+/* pipeline/run/slice.h — SliceGPT, docs/algorithm.md §5, layer at a time:
+ * `slicepipe run manifest.toml`. */
+#ifndef SP_SLICE_H
+#define SP_SLICE_H
+
+#include <stdint.h>
+
+#include "manifest.h"
+
+typedef struct sp_run_opts {
+    int dry_run;   /* print the plan and stop */
+    int quiet;     /* no progress on stderr */
+    int io_pread;  /* --io=pread: never use io_uring */
+    int restart;   /* --restart: discard the job directory's journal and start fresh */
+} sp_run_opts;
+
+/* Runs the whole job described by the manifest. Returns 0 or a sysexits status
+ * with a message (sp_errmsg). */
+int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o);
+
+/* `slicepipe status OUT_DIR`: prints how far the job in OUT_DIR got. */
+int sp_job_status(const char *out_dir);
+
+
+#endif

@@ -1,0 +1,787 @@
+/* pipeline/slice/compute.c — the compute stage: SliceGPT exactly as
+ * docs/algorithm.md §5.
+ *
+ * Notation (docs/algorithm.md §1): N calibration tokens, D the original
+ * width, Q a D×D orthogonal matrix whose COLUMNS are eigenvectors sorted by
+ * descending eigenvalue (row-major storage: Q[i*D + j] = component i of
+ * vector j).
+ *
+ *   X₀ = Emb[tokens]; Q = PCA(X₀); Emb ← Emb·Q[:, :d]
+ *   per layer, input basis Q, width d_in, inputs X (N×D, unrotated):
+ *     W_{q,k,v} ← (W·diag γ_in)·Q[:, :d_in];  S_attn⁰ = Q[:, :d_in]ᵀ
+ *     M  = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ      (Xr = X·Q[:, :d_in]; W_o unsliced)
+ *     Qm = PCA(M)
+ *     S_attn ← S_attn⁰·Qm[:, :d_mid];  W_o ← (Qmᵀ·W_o)[:d_mid, :]
+ *     W_{gate,up} ← (W·diag γ_post)·Qm[:, :d_mid];  S_mlp⁰ = Qm[:, :d_mid]ᵀ
+ *     Y  = Mr·S_mlp⁰ + MLP(RMSN(Mr))              (Mr = M·Qm[:, :d_mid])
+ *     Qn = PCA(Y)
+ *     S_mlp ← S_mlp⁰·Qn[:, :d_out];  W_down ← (Qnᵀ·W_down)[:d_out, :]
+ *     X ← Y; Q ← Qn                               (d_out = D in the last layer)
+ *   W_head ← (W_head·diag γ_final)·Q
+ *
+ * Weights arrive from the reader through the weights ring and are converted
+ * to float32 chunk by chunk (NaN/Inf refused, naming the tensor). Rotations
+ * are computed in float64, in blocks of columns or rows, and their float32
+ * results replace the weights in place; those float32 values are what the
+ * forward passes use and what is converted to the output dtype and sent to
+ * the writer. The embedding and the head are never held whole: they stream
+ * through in row blocks (the embedding twice: to gather the calibration rows,
+ * then to rotate it).
+ *
+ * The calibration activations stream through two spill files in chunks of
+ * whole windows. File A holds X; the attention pass reads A and writes M to
+ * B; the MLP pass reads each chunk of B and writes Y over it in place; then B
+ * is the next layer's X and A is free. A is never modified while a layer runs.
+ * Second moments are accumulated one window at a time, so the result's bits do
+ * not depend on the chunk size, that is on [resources] memory.
+ *
+ * Layer boundaries (crash safety, see stages.c for the journal side): after
+ * the embedding and after every layer, compute makes its state durable — the
+ * basis Q into one of two alternating basis files (the one the last journal
+ * record names is never touched), the next layer's input spill fsynced — and
+ * sends a BOUNDARY message with their hashes and the boundary's eigenvalues
+ * down the output ring, behind the layer's tensors. A resumed run starts
+ * after the last boundary the writer journaled.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+#include "error.h"
+#include "job.h"
+#include "stage_link.h"
+#include "stream.h"
+
+#define BLK 256   /* rows or columns rotated at a time */
+#define EB 256    /* embedding/head rows streamed at a time */
+#define COV_ROWS 256 /* rows widened to float64 per second-moment update */
+
+typedef struct cstate {
+    job *j;
+    sp_stage_stat *st;
+    sp_link io;       /* weights in, tensors and boundaries out (stage_link.h) */
+    /* working memory, sized once */
+    sp_layer_buf lb;  /* this layer's weights, then their rotations, float32 */
+    sp_layer_w lw;    /* the layer as the current pass runs it (views into lb, fs) */
+    const sp_bk *bk;  /* the backend: every numeric op */
+    float *cin, *cout; /* (chunk_w·T, D) spill chunks */
+    float *tmp;       /* (T, D) one window rotated */
+    float *eb;        /* (EB, D) embedding/head rows */
+    float *norm;      /* (D) final norm γ */
+    float *norm_b;    /* (D) final norm β (LayerNorm families) */
+    float *hb;        /* (V) the sliced head's bias */
+    float *posb;      /* (T, D) learned positions 0..T-1, centred (OPT); else unused */
+    float *fs;        /* (D, D) a shortcut, float32, host */
+    /* Backend memory (linalg/backend.h). On a host-shared backend (the CPU)
+     * the mirrors below alias their host buffers and nothing is copied. */
+    float *Qf;        /* (D, D) float32 copy of Q[:, :k] */
+    double *Q, *Qm, *Qn; /* (D, D) the bases */
+    double *H;        /* (D, D) the second moment being accumulated */
+    double *G;        /* (D, D) host, basis = "global": the sum over the residual positions */
+    char survey_hash[33]; /* basis = "global": the spill the survey left, named by every boundary after it */
+    int dense_pass;   /* the survey: windows go into the dense layer unrotated */
+    double *evd;      /* (D) eigenvalues of one PCA */
+    double *Qh;       /* (D, D) host copy of Q for the basis file */
+    float *xw, *yw;   /* (T, D) one window in, one window out */
+    float *ebd;       /* (EB, D) mirror of eb */
+    float *fsd;       /* (D, D) mirror of fs */
+    float *normd;     /* (D) mirror of norm */
+    float *wd[SP_ARCH_LAYER_MAX]; /* mirrors of lb.t: the layer's tensors */
+    int64_t h_rows;   /* tokens accumulated into H */
+    int64_t *pos;     /* (N) calibration positions sorted by token id */
+    int64_t *id_start; /* (V + 1) */
+    sp_bk_ws *ws;     /* the backend's workspace: second moments, eigh, rotations */
+    sp_layer_scratch *scr;
+    sp_spill *sa, *sb;
+} cstate;
+
+
+const char *const sp_prof_names[SP_PROF_COUNT] = {"forward", "second_moments", "eigh", "rotations", "spill_io", "waits"};
+
+/* Adds the time since *t0 to phase p and restarts the clock. */
+static void prof(cstate *c, enum sp_prof p, int64_t *t0) { sp_prof_add(c->st, p, t0); }
+
+
+static void phase(cstate *c, int64_t layer, enum sp_phase p) {
+    atomic_store(&c->st->layer, layer);
+    atomic_store(&c->st->phase, (int32_t)p);
+}
+
+/* In place: W (rows, D) float32 ← (W·diag γ)·Q[:, :k] as (rows, k), in float64. */
+static void rot_rows(cstate *c, float *W, int64_t rows, const float *gamma, const double *Q, int64_t k) {
+    int64_t t0 = sp_now_ns();
+    c->bk->rot_rows(c->bk, c->ws, W, rows, c->j->shape.hidden, gamma, Q, k);
+    prof(c, SP_PROF_ROTATE, &t0);
+}
+
+/* In place: W (D, cols) float32 ← Q[:, :k]ᵀ·W as (k, cols), in float64. */
+static void rot_cols(cstate *c, const double *Q, int64_t k, float *W, int64_t cols) {
+    int64_t t0 = sp_now_ns();
+    c->bk->rot_cols(c->bk, c->ws, Q, c->j->shape.hidden, k, W, cols);
+    prof(c, SP_PROF_ROTATE, &t0);
+}
+
+/* fs (a, b) float32 = A[:, :a]ᵀ·B[:, :b], with scratch (a, b) float64. */
+static void shortcut(cstate *c, const double *A, int64_t a, const double *B, int64_t b, double *scratch) {
+    int64_t t0 = sp_now_ns();
+    c->bk->basis_product(c->bk, A, a, B, b, c->j->shape.hidden, scratch, c->fsd);
+    sp_bk_get(c->bk, c->fs, c->fsd, a * b * 4);
+    prof(c, SP_PROF_ROTATE, &t0);
+}
+
+/* fs (k, D) = Q[:, :k]ᵀ in float32; Qf (D, k) = Q[:, :k] in float32. */
+static void basis_f32(cstate *c, const double *Q, int64_t k) {
+    int64_t t0 = sp_now_ns();
+    c->bk->basis_f32(c->bk, Q, c->j->shape.hidden, k, c->Qf, c->fsd);
+    prof(c, SP_PROF_ROTATE, &t0);
+}
+
+/* dst (rows, k) = src (rows, D) · Qf (D, k). */
+static void apply_qf(cstate *c, const float *src, int64_t rows, int64_t k, float *dst) {
+    const int64_t D = c->j->shape.hidden;
+    c->bk->sgemm(c->bk, 0, 0, rows, k, D, 1.0f, src, D, c->Qf, k, 0.0f, dst, k);
+}
+
+static void cov_reset(cstate *c) {
+    c->bk->zero(c->bk, c->H, c->j->shape.hidden * c->j->shape.hidden * 8);
+    c->h_rows = 0;
+}
+
+/* H += Xᵀ·X for one window X (T, D). */
+static int cov_add(cstate *c, const float *X) {
+    const int64_t T = c->j->shape.seqlen, D = c->j->shape.hidden;
+    int64_t t0 = sp_now_ns();
+    int rc = c->bk->cov_add(c->bk, c->ws, c->H, D, X, T, D, c->h_rows);
+    prof(c, SP_PROF_COV, &t0);
+    SP_TRY(rc);
+    c->h_rows += T;
+    return 0;
+}
+
+static int pca(cstate *c, double *Q, int which, const char *what, int64_t layer) {
+    int64_t t0 = sp_now_ns();
+    const int64_t D = c->j->shape.hidden;
+    double *ev = c->j->evals + (int64_t)which * D; /* host: the shared stats map */
+    int rc = c->h_rows == 0 ? sp_fail(SP_EX_DATAERR, "PCA over zero calibration tokens")
+                            : c->bk->eigh(c->bk, c->ws, c->H, D, 0.01, Q, sp_bk_out(c->bk, c->evd, ev));
+    if (!rc) sp_bk_get(c->bk, ev, c->evd, D * 8);
+    prof(c, SP_PROF_EIGH, &t0);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        if (layer >= 0) return sp_fail(rc, "layer %lld, %s PCA: %s", (long long)layer, what, msg);
+        return sp_fail(rc, "%s PCA: %s", what, msg);
+    }
+    return 0;
+}
+
+/* basis = "global": G += H / tr(H) (trace weighting: every residual
+ * position counts alike) or G += H (raw sums), in float64 on the host. */
+static void global_fold(cstate *c) {
+    const int64_t D = c->j->shape.hidden;
+    const double *h = sp_bk_fetch(c->bk, c->Qh, c->H, D * D * 8);
+    double tr = 0, w = 1.0;
+    for (int64_t i = 0; i < D; i++) tr += h[i * D + i];
+    if (c->j->plan.survey_trace) w = tr > 0 ? 1.0 / tr : 0.0;
+    for (int64_t i = 0; i < D * D; i++) c->G[i] += w * h[i];
+}
+
+/* One pass over the calibration windows: in (spill) → f → out (spill) with
+ * the second moment of the outputs. `in_place` writes back into the input. */
+typedef void (*window_fn)(cstate *c, const float *x, float *y);
+
+typedef struct pass_ctx {
+    cstate *c;
+    window_fn f;
+    int64_t layer;
+    const char *what;
+} pass_ctx;
+
+static int pass_window(void *ctx, int64_t w, const float *x, float *y) {
+    pass_ctx *p = ctx;
+    cstate *c = p->c;
+    const int64_t n = c->j->shape.seqlen * c->j->shape.hidden;
+    int64_t t0 = sp_now_ns();
+    float *yd = sp_bk_out(c->bk, c->yw, y);
+    p->f(c, sp_bk_put(c->bk, c->xw, x, n * 4), yd);
+    prof(c, SP_PROF_FORWARD, &t0);
+    int rc = cov_add(c, yd);
+    sp_bk_get(c->bk, y, yd, n * 4);
+    if (rc) { /* NaN/Inf: this layer is not committed; the message says where */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        return sp_fail(rc, "%s: layer %lld, %s output, calibration window %lld: %s; the layer was not committed",
+                       c->j->mf->model_path, (long long)p->layer, p->what, (long long)w, msg);
+    }
+    return 0;
+}
+
+static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t layer, const char *what) {
+    job *j = c->j;
+    pass_ctx p = {c, f, layer, what};
+    cov_reset(c);
+    int64_t io = 0;
+    int rc = sp_stream_windows(in, j->shape.hidden, out, j->shape.hidden, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin, c->cout, pass_window, &p, &io);
+    atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
+    return rc;
+}
+
+/* A window as the layer reads it: rotated into its input basis (Qf), or as
+ * it is in the survey's dense passes. */
+static const float *layer_in(cstate *c, const float *x) {
+    if (c->dense_pass) return x;
+    apply_qf(c, x, c->j->shape.seqlen, c->lw.d_in, c->tmp);
+    return c->tmp;
+}
+
+static void attn_window(cstate *c, const float *x, float *y) { sp_layer_attn(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y); }
+static void mlp_window(cstate *c, const float *x, float *y) { sp_layer_mlp(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y); }
+static void block_window(cstate *c, const float *x, float *y) { /* a parallel block */
+    sp_layer_parallel(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y);
+}
+
+/* Boundary `layer` (stage_link.h): the basis in host memory (Q, or after a
+ * survey layer the running sum G) and the next input (spill A). */
+static int commit(cstate *c, int64_t layer, int survey, const char spill_hash[33]) {
+    const int64_t D = c->j->shape.hidden;
+    const double *qh = survey ? c->G : sp_bk_fetch(c->bk, c->Qh, c->Q, D * D * 8);
+    return sp_link_boundary(&c->io, layer, survey, qh, c->sa, spill_hash);
+}
+
+/* Each row of X (rows, n) minus its mean (LayerNorm families: an embedding
+ * table's rows, docs/algorithm.md §4), in float64. */
+static void centre_rows(float *X, int64_t rows, int64_t n) {
+    for (int64_t r = 0; r < rows; r++) {
+        float *x = X + r * n;
+        double m = 0;
+        for (int64_t i = 0; i < n; i++) m += x[i];
+        m /= (double)n;
+        for (int64_t i = 0; i < n; i++) x[i] = (float)((double)x[i] - m);
+    }
+}
+
+/* b (rows) += W (rows, n) · β (n), in float64: a LayerNorm's β through a reader. */
+static void fold_beta(const float *W, int64_t rows, int64_t n, const float *beta, float *b) {
+    for (int64_t r = 0; r < rows; r++) {
+        double acc = 0;
+        for (int64_t i = 0; i < n; i++) acc += (double)W[r * n + i] * (double)beta[i];
+        b[r] = (float)((double)b[r] + acc);
+    }
+}
+
+/* The fusion that precedes the rotations of a layer (docs/algorithm.md §4),
+ * in place on its tensors as read: (1 + w) norms become γ; for LayerNorm
+ * families each reader's bias takes W·β of its norm, and each writer's output
+ * is centred (its columns' means over the output rows subtracted, and mean(b)
+ * from b), so that LayerNorm becomes RMSN over D. */
+static void prepare_layer(cstate *c) {
+    const job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const sp_config *cfg = &j->m.cfg;
+    float *const *t = c->lb.t;
+    for (int i = 0; i < a->n_layer; i++) {
+        int64_t shape[2];
+        int nd;
+        sp_arch_in_shape(a, cfg, i, shape, &nd);
+        const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1];
+        const sp_arch_tensor *x = &a->layer[i];
+        if (x->role == SP_ROLE_NORM) sp_model_norm_weight(&j->m, t[i], rows);
+        if (a->norm != SP_BK_NORM_LAYER) continue;
+        int b = sp_arch_bias_of(a, i);
+        if (x->role == SP_ROLE_READER) {
+            int beta = sp_arch_norm_bias_of(a, x->pos);
+            SP_ASSERT(b >= 0 || beta < 0); /* the tables give every LayerNorm reader a bias */
+            if (beta >= 0) fold_beta(t[i], rows, cols, t[beta], t[b]);
+        } else if (x->role == SP_ROLE_WRITER) {
+            for (int64_t col = 0; col < cols; col++) {
+                double m = 0;
+                for (int64_t r = 0; r < rows; r++) m += t[i][r * cols + col];
+                m /= (double)rows;
+                for (int64_t r = 0; r < rows; r++) t[i][r * cols + col] = (float)((double)t[i][r * cols + col] - m);
+            }
+            if (b >= 0) centre_rows(t[b], 1, rows);
+        }
+    }
+}
+
+/* An embedding table's rows as the residual stream receives them: × Gemma's
+ * sqrt(D), centred for LayerNorm families. */
+static void embed_rows(cstate *c, float *X, int64_t rows) {
+    const job *j = c->j;
+    const float s = sp_model_embed_scale(&j->m);
+    if (s != 1.0f)
+        for (int64_t i = 0; i < rows * j->shape.hidden; i++) X[i] *= s;
+    if (j->m.arch->norm == SP_BK_NORM_LAYER) centre_rows(X, rows, j->shape.hidden);
+}
+
+/* A stock norm's weight at width d for the global basis
+ * (docs/algorithm.md §10):
+ * x/sqrt(|x|²/D + eps) = sqrt(D/d) · x/sqrt(|x|²/d + eps·D/d), so the weight
+ * is sqrt(D/d) (stored as sqrt(D/d) − 1 where the family reads 1 + w). */
+static int emit_norm(cstate *c, int64_t d) {
+    double g = sqrt((double)c->j->shape.hidden / (double)d) - (c->j->m.arch->norm_plus_one ? 1.0 : 0.0);
+    for (int64_t i = 0; i < d; i++) c->fs[i] = (float)g;
+    return sp_link_emit_all(&c->io, c->fs, d);
+}
+
+/* The layer's bases and widths by residual position: IN is Q (d_in), MID
+ * Qm (d_mid), OUT Qn (d_out). */
+typedef struct layer_ctx {
+    double *basis[SP_POS_COUNT];
+    int64_t width[SP_POS_COUNT];
+} layer_ctx;
+
+/* Emits the outputs of `phase` (arch.h: 0 once the input basis is known,
+ * 1 + k after the layer's PCA k), each rotated in place by its basis. */
+static int emit_phase(cstate *c, const layer_ctx *x, int phase) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const sp_config *cfg = &j->m.cfg;
+    sp_layer_buf *b = &c->lb;
+    for (int k = 0; k < j->n_outs; k++) {
+        const sp_arch_out *o = &j->outs[k];
+        if (o->phase != phase) continue;
+        int64_t shape[2];
+        int nd;
+        if (o->kind == SP_OUT_SHORTCUT) {
+            /* scratch: the basis of the third position, free at this point */
+            enum sp_arch_pos third = SP_POS_IN + SP_POS_MID + SP_POS_OUT - o->from - o->pos;
+            shortcut(c, x->basis[o->from], x->width[o->from], x->basis[o->pos], x->width[o->pos], x->basis[third]);
+            SP_TRY(sp_link_emit_all(&c->io, c->fs, x->width[o->from] * x->width[o->pos]));
+            continue;
+        }
+        float *W = b->t[o->t], *Wd = c->wd[o->t]; /* host, and its backend mirror */
+        sp_arch_in_shape(a, cfg, o->t, shape, &nd);
+        const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1], k_pos = x->width[o->pos];
+        switch (o->kind) {
+        case SP_OUT_READER: {
+            int norm = sp_arch_norm_of(a, o->pos);
+            rot_rows(c, Wd, rows, norm >= 0 ? c->wd[norm] : NULL, x->basis[o->pos], k_pos);
+            sp_bk_get(c->bk, W, Wd, rows * k_pos * 4);
+            SP_TRY(sp_link_emit_all(&c->io, W, rows * k_pos));
+            break;
+        }
+        case SP_OUT_WRITER:
+        case SP_OUT_BIAS_ROT:
+            rot_cols(c, x->basis[o->pos], k_pos, Wd, cols);
+            sp_bk_get(c->bk, W, Wd, k_pos * cols * 4);
+            SP_TRY(sp_link_emit_all(&c->io, W, k_pos * cols));
+            break;
+        case SP_OUT_COPY: SP_TRY(sp_link_emit_all(&c->io, W, rows * cols)); break;
+        case SP_OUT_NORM: SP_TRY(emit_norm(c, k_pos)); break;
+        case SP_OUT_SHORTCUT: SP_ASSERT(0);
+        }
+    }
+    return 0;
+}
+
+/* Pulls a layer's tensors (from plan index read0 on), fuses them
+ * (prepare_layer) and puts them in backend memory. */
+static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    sp_layer_buf *b = &c->lb;
+    phase(c, l, ph);
+    for (int t = 0; t < a->n_layer; t++) SP_TRY(sp_link_pull_whole(&c->io, read0 + t, b->t[t]));
+    prepare_layer(c);
+    for (int t = 0; t < a->n_layer; t++) { /* the layer's tensors into backend memory */
+        int64_t shape[2];
+        int nd;
+        sp_arch_in_shape(a, &j->m.cfg, t, shape, &nd);
+        sp_bk_put(c->bk, c->wd[t], b->t[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4);
+    }
+    return 0;
+}
+
+static int slice_layer(cstate *c, int64_t l) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const int64_t D = j->shape.hidden;
+    const int one = !j->plan.shortcuts; /* one basis for every position */
+    layer_ctx x = {.basis = {c->Q, one ? c->Q : c->Qm, one ? c->Q : c->Qn}};
+    sp_plan_layer_widths(j, l, x.width);
+    SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
+
+    /* 2.1 readers of the layer input: fuse γ, rotate by Q[:, :d_in]. */
+    phase(c, l, SP_PHASE_WRITE);
+    SP_TRY(emit_phase(c, &x, 0));
+    enum sp_arch_pos pcas[2];
+    const int np = sp_arch_pca_positions(a, pcas);
+    if (!j->plan.layer_pcas) { /* one basis (the survey's): nothing to measure, every position is Q */
+        for (int k = 0; k < np; k++) SP_TRY(emit_phase(c, &x, 1 + k));
+        SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* the basis file boundary l - 2 named */
+        return commit(c, l, 0, c->survey_hash);
+    }
+
+    /* B is the file boundary l - 2 named: boundary l - 1 must be journaled. */
+    SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0));
+    enum sp_arch_pos from = SP_POS_IN;
+    char spill_hash[33];
+    for (int k = 0; k < np; k++) {
+        const enum sp_arch_pos to = pcas[k];
+        const int last = k == np - 1, attn = to == SP_POS_MID, par = a->parallel;
+        /* 2.2 M = Xr·S_attn⁰ + Attn(RMSN(Xr))·W_oᵀ: A → B, W_o unsliced; or
+         * 2.4 Y = Mr·S_mlp⁰ + MLP(RMSN(Mr)), Mr = M·Qm[:, :d_mid]: B → B in place. */
+        phase(c, l, attn || par ? SP_PHASE_ATTN : SP_PHASE_MLP);
+        basis_f32(c, x.basis[from], x.width[from]); /* Qf = Q_from[:, :d_from], fs = S⁰ = its transpose */
+        c->lw = sp_layer_view(&j->m, c->wd, NULL, x.width[from], attn ? D : x.width[from], D, 0); /* backend memory */
+        c->lw.shortcut[to] = c->fsd;
+        if (last) sp_spill_hash_begin(c->sb); /* the last pass writes all of B, in order */
+        SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, par ? block_window : attn ? attn_window : mlp_window, l,
+                    par ? "block" : attn ? "attention-block" : "MLP-block"));
+        if (last) sp_spill_hash_end(c->sb, spill_hash);
+        phase(c, l, SP_PHASE_PCA);
+        SP_TRY(pca(c, x.basis[to], 1 + np * (int)l + k, par ? "block-output" : attn ? "attention-output" : "MLP-output", l));
+        /* 2.3 / 2.5 the writers into `to`, the shortcut into it, its readers. */
+        phase(c, l, SP_PHASE_WRITE);
+        SP_TRY(emit_phase(c, &x, 1 + k));
+        from = to;
+    }
+    /* The next layer's basis is Qn, its input B. */
+    double *t = c->Q;
+    c->Q = c->Qn;
+    c->Qn = t;
+    sp_spill *s = c->sa;
+    c->sa = c->sb;
+    c->sb = s;
+    return commit(c, l, 0, spill_hash);
+}
+
+/* basis = "global" (docs/algorithm.md §10), between the gather of X₀ (spill
+ * A, its second moment already in G) and the rotation of the embedding: the
+ * dense model's forward pass over the calibration windows, layer by layer
+ * through the spills as slice_layer runs them, each residual position's
+ * second moment folded into G (global_fold); then Q = PCA(G). Nothing is
+ * emitted; each layer ends at a survey boundary (the spill and G durable), so
+ * a resume goes on at layer `from`. */
+static int survey(cstate *c, int64_t from) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const int64_t D = j->shape.hidden;
+    enum sp_arch_pos pcas[2];
+    const int np = sp_arch_pca_positions(a, pcas);
+    c->dense_pass = 1;
+    for (int64_t l = from; l < j->shape.layers; l++) {
+        SP_TRY(load_layer(c, l, j->survey_read0[l], SP_PHASE_SURVEY));
+        c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* dense: identity shortcuts, norms with γ */
+        /* B and the basis file are the ones survey boundary l - 2 named. */
+        SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 1));
+        for (int k = 0; k < np; k++) {
+            const int attn = pcas[k] == SP_POS_MID, par = a->parallel, last = k == np - 1;
+            if (last) sp_spill_hash_begin(c->sb); /* the last pass writes all of B, in order */
+            SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, par ? block_window : attn ? attn_window : mlp_window, l,
+                        par ? "survey block" : attn ? "survey attention-block" : "survey MLP-block"));
+            if (last) sp_spill_hash_end(c->sb, c->survey_hash); /* the last layer's: named by every boundary after */
+            global_fold(c);
+        }
+        sp_spill *t = c->sa;
+        c->sa = c->sb;
+        c->sb = t;
+        SP_TRY(commit(c, l, 1, c->survey_hash));
+    }
+    c->dense_pass = 0;
+    phase(c, j->shape.layers - 1, SP_PHASE_SURVEY);
+    c->bk->to_dev(c->bk, c->H, c->G, D * D * 8); /* backend memory from host memory (a copy when shared) */
+    c->h_rows = j->shape.tokens;
+    SP_TRY(pca(c, c->Q, 0, "global", -1));
+    /* The embedding boundary's basis file (0) is the one survey boundary
+     * L - 2 named. */
+    return sp_link_wait_journaled(&c->io, j->shape.layers - 1, 1);
+}
+
+/* One window of X₀ (T, D), in place: + the learned positions, then into H. */
+static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
+    cstate *c = ctx;
+    (void)w, (void)in;
+    const int64_t n = c->j->shape.seqlen * c->j->shape.hidden;
+    if (c->j->m.n_pos)
+        for (int64_t i = 0; i < n; i++) x[i] += c->posb[i];
+    return cov_add(c, sp_bk_put(c->bk, c->xw, x, n * 4));
+}
+
+/* 1. X₀ = Emb[tokens] (+ Pos[p + offset]) into spill A, its second moment
+ * in H (basis = "global": folded into G); the tables' rows as the residual
+ * stream receives them (embed_rows: Gemma's scale, LayerNorm centring). */
+static int gather_embed(cstate *c) {
+    job *j = c->j;
+    const int64_t D = j->shape.hidden, V = j->shape.vocab, T = j->shape.seqlen, W = j->shape.tokens / T, P = j->m.n_pos;
+    phase(c, 0, SP_PHASE_EMBED);
+    /* Counting sort of calibration positions by token id. */
+    memset(c->id_start, 0, (size_t)(V + 1) * sizeof(int64_t));
+    for (int64_t i = 0; i < j->shape.tokens; i++) c->id_start[j->calib.ids[i] + 1]++;
+    for (int64_t v = 0; v < V; v++) c->id_start[v + 1] += c->id_start[v];
+    for (int64_t i = 0; i < j->shape.tokens; i++) c->pos[c->id_start[j->calib.ids[i]]++] = i;
+    for (int64_t v = V; v > 0; v--) c->id_start[v] = c->id_start[v - 1];
+    c->id_start[0] = 0;
+    for (int64_t r0 = 0; r0 < V; r0 += EB) {
+        int64_t nr = V - r0 < EB ? V - r0 : EB;
+        SP_TRY(sp_link_pull(&c->io, 0, c->eb, nr * D));
+        embed_rows(c, c->eb, nr);
+        int64_t t0 = sp_now_ns();
+        for (int64_t v = r0; v < r0 + nr; v++)
+            for (int64_t p = c->id_start[v]; p < c->id_start[v + 1]; p++)
+                SP_TRY(sp_spill_write(c->sa, c->pos[p], 1, D, c->eb + (v - r0) * D));
+        prof(c, SP_PROF_SPILL, &t0);
+    }
+    if (P) { /* the rows of positions 0..T-1, then added to every window */
+        const int64_t off = j->m.arch->pos_offset;
+        for (int64_t r0 = 0; r0 < P; r0 += EB) {
+            int64_t nr = P - r0 < EB ? P - r0 : EB;
+            SP_TRY(sp_link_pull(&c->io, 1, c->eb, nr * D));
+            embed_rows(c, c->eb, nr);
+            for (int64_t r = r0; r < r0 + nr; r++)
+                if (r >= off && r < off + T) memcpy(c->posb + (r - off) * D, c->eb + (r - r0) * D, (size_t)D * 4);
+        }
+    }
+    cov_reset(c);
+    int64_t io = 0;
+    SP_TRY(sp_stream_windows(c->sa, D, P ? c->sa : NULL, D, W, T, j->chunk_w, c->cin, c->cin, embed_window, c, &io));
+    atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
+    if (j->plan.survey) {
+        memset(c->G, 0, (size_t)(D * D * 8)); /* the sum starts at X₀ */
+        global_fold(c);
+    }
+    return 0;
+}
+
+/* Then Q = PCA(X₀) (basis = "global": the survey from layer `survey_from`
+ * on, and PCA(G)), Emb ← Emb·Q[:, :d] (and Pos ← Pos·Q[:, :d]). */
+static int slice_embed(cstate *c, int64_t survey_from) {
+    job *j = c->j;
+    const int64_t D = j->shape.hidden, V = j->shape.vocab, d0 = j->plan.width[SP_POS_IN][0], P = j->m.n_pos;
+    const int survey_basis = j->plan.survey;
+    /* reads: embedding, [positions], [the survey's layers], embedding, [positions] (plan.c) */
+    if (survey_from == 0) SP_TRY(gather_embed(c));
+    if (survey_basis) {
+        SP_TRY(survey(c, survey_from));
+        phase(c, 0, SP_PHASE_EMBED);
+    } else {
+        SP_TRY(pca(c, c->Q, 0, "embedding", -1));
+    }
+    /* A stock model at width d scales its embeddings by its own sqrt(d)
+     * (Gemma): the table carries sqrt(D) / that. */
+    const float unscale = j->plan.stock && j->m.arch->embed_scale_sqrt_d ? 1.0f / sp_embed_scale(d0, j->out_dtype) : 1.0f;
+    for (int64_t r0 = 0; r0 < V; r0 += EB) {
+        int64_t nr = V - r0 < EB ? V - r0 : EB;
+        SP_TRY(sp_link_pull(&c->io, j->embed_read2, c->eb, nr * D));
+        embed_rows(c, c->eb, nr);
+        if (unscale != 1.0f)
+            for (int64_t i = 0; i < nr * D; i++) c->eb[i] = (float)((double)c->eb[i] * unscale);
+        float *e = (float *)sp_bk_put(c->bk, c->ebd, c->eb, nr * D * 4);
+        rot_rows(c, e, nr, NULL, c->Q, d0);
+        sp_bk_get(c->bk, c->eb, e, nr * d0 * 4);
+        SP_TRY(sp_link_emit(&c->io, c->eb, nr * d0));
+    }
+    sp_link_emit_end(&c->io);
+    for (int64_t r0 = 0; r0 < P; r0 += EB) {
+        int64_t nr = P - r0 < EB ? P - r0 : EB;
+        SP_TRY(sp_link_pull(&c->io, j->embed_read2 + 1, c->eb, nr * D));
+        embed_rows(c, c->eb, nr);
+        float *e = (float *)sp_bk_put(c->bk, c->ebd, c->eb, nr * D * 4);
+        rot_rows(c, e, nr, NULL, c->Q, d0);
+        sp_bk_get(c->bk, c->eb, e, nr * d0 * 4);
+        SP_TRY(sp_link_emit(&c->io, c->eb, nr * d0));
+    }
+    if (P) sp_link_emit_end(&c->io);
+    if (survey_basis) return commit(c, -1, 0, c->survey_hash);
+    char spill_hash[33];
+    int64_t t0 = sp_now_ns();
+    SP_TRY(sp_spill_sync(c->sa));
+    SP_TRY(sp_spill_hash_file(sp_spill_path(c->sa), spill_hash)); /* the gather wrote A out of order */
+    prof(c, SP_PROF_SPILL, &t0);
+    return commit(c, -1, 0, spill_hash);
+}
+
+/* 3. W_head ← (W_head·diag γ_final)·Q, and its bias: the head's own plus
+ * W_head·β_final for LayerNorm families. */
+static int slice_head(cstate *c) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const int64_t D = j->shape.hidden, V = j->shape.vocab, dl = j->plan.width[SP_POS_OUT][j->shape.layers - 1];
+    int r = j->layer_read0[j->shape.layers]; /* the final norm [β] [the head's bias], then the head */
+    phase(c, j->shape.layers - 1, SP_PHASE_HEAD);
+    SP_TRY(sp_link_pull_whole(&c->io, r++, c->norm));
+    sp_model_norm_weight(&j->m, c->norm, D);
+    const float *gamma = sp_bk_put(c->bk, c->normd, c->norm, D * 4);
+    if (a->final_norm_bias) SP_TRY(sp_link_pull_whole(&c->io, r++, c->norm_b));
+    memset(c->hb, 0, (size_t)V * 4);
+    if (j->m.has_head_bias) SP_TRY(sp_link_pull_whole(&c->io, r++, c->hb));
+    if (j->plan.stock) SP_TRY(emit_norm(c, dl)); /* the stock final norm */
+    for (int64_t r0 = 0; r0 < V; r0 += EB) {
+        int64_t nr = V - r0 < EB ? V - r0 : EB;
+        SP_TRY(sp_link_pull(&c->io, r, c->eb, nr * D));
+        if (a->final_norm_bias) fold_beta(c->eb, nr, D, c->norm_b, c->hb + r0);
+        float *e = (float *)sp_bk_put(c->bk, c->ebd, c->eb, nr * D * 4);
+        rot_rows(c, e, nr, gamma, c->Q, dl);
+        sp_bk_get(c->bk, c->eb, e, nr * dl * 4);
+        SP_TRY(sp_link_emit(&c->io, c->eb, nr * dl));
+    }
+    sp_link_emit_end(&c->io);
+    if (sp_output_head_bias(j)) SP_TRY(sp_link_emit_all(&c->io, c->hb, V));
+    SP_TRY(sp_link_wait_journaled(&c->io, j->shape.layers - 1, 0)); /* its basis file is the one boundary L - 2 named */
+    static const char no_spill[33] = {0};
+    return commit(c, j->shape.layers, 0, no_spill); /* the head is journaled too */
+}
+
+static sp_bk_plan_in ws_plan(const job *j) {
+    return (sp_bk_plan_in){.D = j->shape.hidden, .cov_rows = COV_ROWS, .rot_block = BLK, .T = 0, .n_heads = 0};
+}
+
+/* The compute stage's own buffers: one list for the plan and the allocation. */
+typedef struct buf_spec {
+    size_t off;   /* of the pointer in cstate */
+    int64_t n, sz;
+    const char *what;
+    int kind;     /* BUF_HOST, BUF_BK (backend memory), BUF_MIRROR (backend memory unless host-shared),
+                   * BUF_HOST_MIRROR (host memory for a backend buffer's host side, unless host-shared) */
+} buf_spec;
+
+enum { BUF_HOST, BUF_BK, BUF_MIRROR, BUF_HOST_MIRROR };
+
+#define BUF(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_HOST}
+#define BK(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_BK}
+#define MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_MIRROR}
+#define HOST_MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_HOST_MIRROR}
+
+#define N_BUFS 24
+
+static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
+    const int64_t D = j->shape.hidden, T = j->shape.seqlen, cwT = j->chunk_w * T;
+    const buf_spec b[] = {
+        BUF(cin, cwT * D, 4, "activation chunk"),   BUF(cout, cwT * D, 4, "activation chunk"),
+        BK(tmp, T * D, 4, "window buffer"),         BUF(eb, EB * D, 4, "embedding rows"),
+        BUF(norm, D, 4, "norm"),                    BUF(fs, D * D, 4, "shortcut"),
+        BK(Qf, D * D, 4, "basis"),                  BK(Q, D * D, 8, "basis"),
+        BK(Qm, D * D, 8, "basis"),                  BK(Qn, D * D, 8, "basis"),
+        BK(H, D * D, 8, "second moment"),           BUF(pos, j->shape.tokens, 8, "token positions"),
+        BUF(id_start, j->shape.vocab + 1, 8, "token positions"),
+        BUF(norm_b, D, 4, "norm"),                  BUF(hb, j->shape.vocab, 4, "head bias"),
+        BUF(posb, j->m.n_pos ? T * D : 1, 4, "learned positions"),
+        MIRROR(evd, D, 8, "eigenvalues"),           HOST_MIRROR(Qh, D * D, 8, "basis"),
+        MIRROR(xw, T * D, 4, "window buffer"),      MIRROR(yw, T * D, 4, "window buffer"),
+        MIRROR(ebd, EB * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
+        MIRROR(normd, D, 4, "norm"),
+        BUF(G, j->plan.survey ? D * D : 1, 8, "global second moment"),
+    };
+    _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
+    memcpy(out, b, sizeof b);
+    return N_BUFS;
+}
+
+int64_t sp_compute_plan_bytes(const job *j) {
+    buf_spec b[N_BUFS];
+    int n = buf_specs(j, b);
+    int64_t total = 0, dev;
+    for (int i = 0; i < n; i++)
+        if (j->bk->host_shared ? b[i].kind == BUF_HOST || b[i].kind == BUF_BK
+                               : b[i].kind == BUF_HOST || b[i].kind == BUF_HOST_MIRROR)
+            total += b[i].n * b[i].sz;
+    sp_bk_plan_in in = ws_plan(j);
+    return total + sp_link_bytes(j) + sp_layer_buf_bytes(&j->m)          /* the link; one layer, float32 */
+           + 2 * sp_spill_mem_bytes(j->shape.hidden, j->chunk_w * j->shape.seqlen, j->mf->spill_dtype) /* the spills' conversion buffers */
+           + j->bk->plan_bytes(j->bk, &in).host_bytes                            /* second moments, eigh, rotations */
+           + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev); /* the forward pass */
+}
+
+int64_t sp_compute_plan_device_bytes(const job *j) {
+    if (j->bk->host_shared) return 0;
+    buf_spec b[N_BUFS];
+    int n = buf_specs(j, b);
+    int64_t total = 0, dev = 0;
+    for (int i = 0; i < n; i++)
+        if (b[i].kind == BUF_BK || b[i].kind == BUF_MIRROR) total += b[i].n * b[i].sz;
+    sp_bk_plan_in in = ws_plan(j);
+    sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev);
+    return total + sp_layer_buf_bytes(&j->m) /* the layer's mirrors */ + j->bk->plan_bytes(j->bk, &in).device_bytes + dev;
+}
+
+static int alloc_state(cstate *c) {
+    job *j = c->j;
+    const int64_t D = j->shape.hidden, T = j->shape.seqlen;
+    buf_spec a[N_BUFS];
+    const int n = buf_specs(j, a);
+    const int shared = c->bk->host_shared;
+    for (int i = 0; i < n; i++) {
+        void **p = (void **)((char *)c + a[i].off);
+        if (a[i].kind == BUF_HOST || (a[i].kind == BUF_HOST_MIRROR && !shared))
+            SP_TRY(sp_alloc(p, a[i].n, a[i].sz, a[i].what));
+        else if (a[i].kind == BUF_BK || (a[i].kind == BUF_MIRROR && !shared))
+            SP_TRY(c->bk->alloc(c->bk, p, a[i].n * a[i].sz, a[i].what));
+    }
+    SP_TRY(sp_layer_buf_init(&j->m, &c->lb));
+    if (shared) { /* the mirrors are their host buffers */
+        c->ebd = c->eb, c->fsd = c->fs, c->normd = c->norm;
+        for (int t = 0; t < SP_ARCH_LAYER_MAX; t++) c->wd[t] = c->lb.t[t];
+    } else {
+        for (int t = 0; t < j->m.arch->n_layer; t++) {
+            int64_t shape[2];
+            int nd;
+            sp_arch_in_shape(j->m.arch, &j->m.cfg, t, shape, &nd);
+            SP_TRY(c->bk->alloc(c->bk, (void **)&c->wd[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4, "layer weights"));
+        }
+    }
+    sp_bk_plan_in in = ws_plan(j);
+    SP_TRY(c->bk->ws_init(c->bk, &in, &c->ws));
+    /* A resume: the input of the next layer is kept, the other is scratch;
+     * the basis file holds Q, or after a survey boundary G. */
+    const int after_survey = j->resume.layer < -1 && j->resume.survey >= 0;
+    if (j->resume.layer >= -1 || after_survey) {
+        const char *other = strcmp(j->resume.spill, j->spill_a) == 0 ? j->spill_b : j->spill_a;
+        SP_TRY(sp_spill_open(&c->sa, j->resume.spill, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 1));
+        SP_TRY(sp_spill_open(&c->sb, other, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+        memcpy(c->survey_hash, j->resume.spill_hash, 33); /* a survey's last spill */
+        if (after_survey) {
+            SP_TRY(sp_link_resume_basis(&c->io, c->G));
+        } else { /* Q through its host side */
+            double *qh = c->bk->host_shared ? c->Q : c->Qh;
+            SP_TRY(sp_link_resume_basis(&c->io, qh));
+            sp_bk_put(c->bk, c->Q, qh, D * D * 8);
+        }
+    } else {
+        SP_TRY(sp_spill_open(&c->sa, j->spill_a, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+        SP_TRY(sp_spill_open(&c->sb, j->spill_b, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+    }
+    return sp_layer_scratch_init(c->bk, j->m.arch, &j->m.dims, T, D, &c->scr);
+}
+
+static void free_state(cstate *c) {
+    buf_spec a[N_BUFS];
+    const int n = buf_specs(c->j, a);
+    const int shared = c->bk->host_shared;
+    for (int i = 0; i < n; i++) {
+        void *p = *(void **)((char *)c + a[i].off);
+        if (a[i].kind == BUF_HOST || a[i].kind == BUF_HOST_MIRROR) free(p);
+        else if (a[i].kind == BUF_BK || !shared) c->bk->free(c->bk, p);
+    }
+    for (int t = 0; t < SP_ARCH_LAYER_MAX && !shared; t++) c->bk->free(c->bk, c->wd[t]);
+    sp_layer_buf_free(&c->lb);
+    if (c->ws) c->bk->ws_free(c->bk, c->ws);
+    sp_layer_scratch_free(c->scr);
+    if (c->sa) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sa);
+    if (c->sb) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sb);
+    if (c->sa) c->j->sh->st[SP_STAGE_COMPUTE].bytes_read += sp_spill_bytes_read(c->sa);
+    if (c->sb) c->j->sh->st[SP_STAGE_COMPUTE].bytes_read += sp_spill_bytes_read(c->sb);
+    sp_spill_free(c->sa, 0); /* kept for a resume; the supervisor removes them when done */
+    sp_spill_free(c->sb, 0);
+}
+
+int sp_stage_compute(job *j) {
+    cstate cs = {.j = j, .st = &j->sh->st[SP_STAGE_COMPUTE], .bk = j->bk}, *c = &cs;
+    int rc = sp_link_init(&c->io, j);
+    j->bk->set_threads(j->bk, j->threads, j->shape.hidden);
+    if (!rc) rc = alloc_state(c);
+    if (!rc && j->resume.layer < -1) rc = slice_embed(c, j->resume.survey + 1);
+    for (int64_t l = j->resume.layer < -1 ? 0 : j->resume.layer + 1; l < j->shape.layers && !rc; l++)
+        rc = slice_layer(c, l);
+    if (!rc) rc = slice_head(c);
+    if (!rc) {
+        phase(c, j->shape.layers - 1, SP_PHASE_DONE);
+        sp_link_finish(&c->io);
+    }
+    free_state(c);
+    sp_link_free(&c->io);
+    return rc;
+}

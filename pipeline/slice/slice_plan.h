@@ -1,0 +1,79 @@
+/* pipeline/slice/slice_plan.h — the slice plan: what a run keeps and how, decided
+ * once per run from the manifest and the model (docs/pipeline.md §9).
+ *
+ * A policy (one file each: policy_per_layer.c, policy_global.c) fills the
+ * plan; everything after reads the plan: the read plan and the memory plan
+ * (plan.c), the compute stage, the output declaration and config.json
+ * (output.c), resume and the run identity (resume.c), progress (stages.c)
+ * and the report. No code outside the plan module and the policy files asks
+ * which policy runs.
+ *
+ * Adding a policy: a new policy_<name>.c with its sp_slice_policy, its entry
+ * in slice_plan.c's table and its manifest value; the flags below say to the
+ * pipeline what it needs, and a flag the pipeline does not serve yet (say, an
+ * FFN width below intermediate_size) is refused by sp_slice_plan_make.
+ */
+#ifndef SP_SLICE_PLAN_H
+#define SP_SLICE_PLAN_H
+
+#include <stdint.h>
+
+#include "arch.h"
+#include "manifest.h"
+#include "model.h"
+
+struct cJSON;
+
+typedef struct sp_slice_plan {
+    const struct sp_slice_policy *policy;
+    int64_t L, D;
+    /* The kept residual width at each position of each layer: width[pos][l]
+     * (IN: the layer's input, MID: after attention, OUT: its output). The
+     * embedding is written at width[IN][0], the head reads width[OUT][L−1]. */
+    int64_t *width[SP_POS_COUNT];
+    int64_t *ffn;      /* (L) MLP neurons kept: every one (no policy prunes them yet) */
+    int64_t *heads;    /* (L) query heads kept: every one */
+    /* Where the bases come from. */
+    int shortcuts;     /* a basis per position, each the PCA of its own signal, joined by shortcut matrices */
+    int survey;        /* one basis for the whole stream, from a dense pass over the calibration windows first */
+    int survey_trace;  /* the survey weighs each position's second moment by 1/trace (else raw sums) */
+    int layer_pcas;    /* PCAs each layer makes (0 with a survey): at the family's PCA positions */
+    /* What the output is. */
+    int stock;         /* the family's own architecture at width[IN][0]: norm weights written, hidden_size, the
+                        * embedding's sqrt(d) scale; else slicepipe's per-layer format (model_type
+                        * slicepipe_sliced) */
+} sp_slice_plan;
+
+typedef struct sp_slice_policy {
+    const char *name;  /* its [slicing] basis value */
+    const char *about; /* one line for the printed plan */
+    int stock;         /* its plans' `stock`: known before the plan, for refusals made before any work */
+    /* Refuses (64, naming the manifest) a model this policy cannot serve;
+     * then fills the plan's widths and flags (the arrays are allocated). */
+    int (*make)(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p);
+    /* Appends what it reads of the manifest beyond the common keys to the
+     * run identity's text (resume.c): a changed value is refused on resume. */
+    void (*identity)(const sp_manifest *mf, char *txt, size_t n);
+    /* Adds its own keys to config.json's "slicepipe" block, after "basis"
+     * (NULL: none). */
+    void (*config)(const sp_manifest *mf, struct cJSON *block);
+} sp_slice_policy;
+
+extern const sp_slice_policy sp_policy_per_layer, sp_policy_global;
+
+/* The manifest's policy. */
+const sp_slice_policy *sp_slice_policy_of(const sp_manifest *mf);
+
+/* The plan of this run: the manifest's policy's. 0 or a sysexits status with
+ * a message; free it with sp_slice_plan_free (also after a failure). */
+int sp_slice_plan_make(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p);
+void sp_slice_plan_free(sp_slice_plan *p);
+
+/* width[pos][l] for the three positions of layer l. */
+void sp_slice_plan_layer_widths(const sp_slice_plan *p, int64_t l, int64_t w[SP_POS_COUNT]);
+
+/* The uniform kept width both policies start from: d = floor((1 − s)·D),
+ * then d −= d mod round_to. */
+int64_t sp_slice_width(int64_t D, double sparsity, int64_t round_to);
+
+#endif

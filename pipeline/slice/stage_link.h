@@ -1,0 +1,78 @@
+/* pipeline/slice/stage_link.h — the compute stage's link to the rest of the run:
+ * weights in from the reader, output tensors and layer boundaries out to the
+ * writer, and the durability each boundary needs (docs/pipeline.md §1,
+ * docs/resume.md §4–§5). The SliceGPT math (compute.c) calls only these; it
+ * makes no ring, journal or file call of its own.
+ *
+ *   pull      the next elements of a read-plan item, converted to float32
+ *             (NaN/Inf refused, naming the tensor)
+ *   emit      elements of the current output tensor, converted to the output
+ *             dtype (a value it cannot hold refused, naming the tensor)
+ *   boundary  the basis (or the survey's running sum) into its alternating
+ *             basis file, fsynced; the next input spill fsynced; a BOUNDARY
+ *             message (the record, then the boundary's eigenvalues) behind the
+ *             layer's tensors; a commit point
+ *   wait      until the writer has journaled a boundary
+ */
+#ifndef SP_STAGE_LINK_H
+#define SP_STAGE_LINK_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "job.h"
+
+/* Adds the time since *t0 to phase p of st (waits also to its wait time) and
+ * restarts the clock. */
+static inline int64_t sp_now_ns(void) { return (int64_t)(sp_now() * 1e9); }
+static inline void sp_prof_add(sp_stage_stat *st, enum sp_prof p, int64_t *t0) {
+    int64_t t = sp_now_ns();
+    atomic_fetch_add(&st->prof_ns[p], t - *t0);
+    if (p == SP_PROF_WAIT) atomic_fetch_add(&st->wait_ns, t - *t0);
+    *t0 = t;
+}
+
+typedef struct sp_link {
+    job *j;
+    sp_stage_stat *st;
+    /* the weights ring's cursor */
+    int have;
+    sp_ring_chunk ch;
+    int64_t ch_pos;   /* bytes of the current chunk consumed */
+    int next_read;    /* plan index expected next */
+    int64_t cur_done; /* bytes of that plan item consumed */
+    int out_idx;      /* output tensor being emitted (declaration order) */
+    void *obuf;       /* (ob_elems) the output dtype */
+    unsigned char *msg; /* (sp_link_boundary_bytes) a BOUNDARY message */
+} sp_link;
+
+/* Bytes sp_link_init allocates (the memory plan counts them). */
+int64_t sp_link_bytes(const job *j);
+/* Attaches to the rings, at the run's (or the resume's) read and output positions. */
+int sp_link_init(sp_link *k, job *j);
+/* The stage's end: the output ring closed for writing, the weights ring for reading. */
+void sp_link_finish(sp_link *k);
+void sp_link_free(sp_link *k);
+
+int sp_link_pull(sp_link *k, int idx, float *dst, int64_t n);
+int sp_link_pull_whole(sp_link *k, int idx, float *dst);
+int sp_link_emit(sp_link *k, const float *src, int64_t n);
+void sp_link_emit_end(sp_link *k);
+int sp_link_emit_all(sp_link *k, const float *src, int64_t n);
+
+/* Boundary `layer` (−1: the embedding; L: the head; survey: a survey
+ * boundary after survey layer `layer`): basis (D, D) float64 in host memory
+ * (Q, or the survey's running sum G) made durable, `spill` (the next input)
+ * fsynced, and the record sent with the boundary's eigenvalues. */
+int sp_link_boundary(sp_link *k, int64_t layer, int survey, const double *basis, sp_spill *spill,
+                     const char spill_hash[33]);
+/* Waits until the writer has journaled boundary `layer` (survey: that survey
+ * boundary): before the math overwrites a spill or basis file the boundary
+ * before it names. */
+int sp_link_wait_journaled(sp_link *k, int64_t layer, int survey);
+/* A resume: the basis file the last journaled boundary names, into basis
+ * (D, D) float64, host memory. */
+int sp_link_resume_basis(sp_link *k, double *basis);
+
+#endif
