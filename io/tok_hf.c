@@ -47,6 +47,7 @@
 #include "tokenizer.h"
 
 #include "error.h"
+#include "json.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
@@ -1696,11 +1697,9 @@ int sp_tok_hf_open(sp_tok *t, const char *path, const char *dir, const char *buf
     hf *h = calloc(1, sizeof *h);
     if (!h) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
     h->path = t->path;
-    const char *end = NULL;
-    cJSON *j = cJSON_ParseWithLengthOpts(buf, (size_t)len, &end, 0);
-    int rc;
-    if (!j) rc = sp_fail(SP_EX_DATAERR, "%s: invalid JSON near byte %lld (truncated or corrupt tokenizer.json?)", path, (long long)(end ? end - buf : 0));
-    else rc = hf_build(t, h, j, path, dir);
+    cJSON *j;
+    int rc = sp_json_parse(path, NULL, buf, len, 0, &j); /* the one strict reader: no key twice, at any level */
+    if (!rc) rc = hf_build(t, h, j, path, dir);
     cJSON_Delete(j);
     if (rc) {
         hf_free(h);

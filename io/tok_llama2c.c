@@ -30,6 +30,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "json.h"
 #include "modelfile.h"
 
 #include <cjson/cJSON.h>
@@ -227,9 +228,11 @@ static int config_vocab(const char *dir, int64_t *vocab) {
     int present;
     SP_TRY(sp_modelfile_check(dir, p, &present)); /* the model folder's link rule */
     if (!present) return 0;                       /* no config.json: nothing to check */
-    if (sp_io_read_small(p, 16 << 20, &buf, &len)) return 0;
-    cJSON *j = cJSON_ParseWithLength(buf, (size_t)len);
+    SP_TRY(sp_io_read_small(p, 16 << 20, &buf, &len));
+    cJSON *j;
+    int rc = sp_json_parse(p, NULL, buf, len, 0, &j); /* the one strict reader */
     free(buf);
+    SP_TRY(rc);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "vocab_size");
     if (cJSON_IsNumber(v)) *vocab = (int64_t)v->valuedouble;
     cJSON_Delete(j);

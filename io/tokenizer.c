@@ -5,6 +5,7 @@
 #include "error.h"
 #include "utf8.h"
 #include "fileio.h"
+#include "json.h"
 #include "modelfile.h"
 
 #include <cjson/cJSON.h>
@@ -201,8 +202,10 @@ int sp_tok_read_config(const char *dir, int *add_bos, int *add_eos, char bos[128
     char *buf;
     int64_t len;
     SP_TRY(sp_io_read_small(p, 64 << 20, &buf, &len));
-    cJSON *j = cJSON_ParseWithLength(buf, (size_t)len);
+    cJSON *j;
+    int rc = sp_json_parse(p, NULL, buf, len, 0, &j); /* the one strict reader */
     free(buf);
+    SP_TRY(rc);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
         return sp_fail(SP_EX_DATAERR, "%s: not a JSON object", p);
@@ -469,10 +472,11 @@ static const char *json_split_regex(const cJSON *n) {
     return NULL;
 }
 
-static int vocab_hf(const sp_tok *t, const char *path, const char *buf, sp_tok_vocab *v) {
-    int rc = SP_EX_DATAERR;
-    cJSON *j = cJSON_Parse(buf);
-    if (!j) return sp_fail(SP_EX_DATAERR, "%s: invalid JSON", path);
+static int vocab_hf(const sp_tok *t, const char *path, const char *buf, int64_t len, sp_tok_vocab *v) {
+    cJSON *j;
+    int rc = sp_json_parse(path, NULL, buf, len, 0, &j); /* the one strict reader */
+    if (rc) return rc;
+    rc = SP_EX_DATAERR;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(model, "type");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
@@ -589,7 +593,7 @@ int sp_tok_vocab_load(const sp_tok *t, sp_tok_vocab *v) {
     switch (t->kind) {
     case SP_TOK_KIND_LLAMA2C: rc = vocab_llama2c(t, t->path, (const unsigned char *)buf, len, v); break;
     case SP_TOK_KIND_SPM: rc = vocab_spm(t, t->path, (const unsigned char *)buf, len, v); break;
-    default: rc = vocab_hf(t, t->path, buf, v); break;
+    default: rc = vocab_hf(t, t->path, buf, len, v); break;
     }
     free(buf);
     if (!rc) rc = voc_fill_missing(v);

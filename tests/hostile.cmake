@@ -23,3 +23,13 @@ foreach(group hfcache outputs)
                    ${CMAKE_BINARY_DIR}/test_out/hostile_files ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR})
   set_tests_properties(hostile_files.${group} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS "crash;io")
 endforeach()
+
+# Hostile files for the parsers, and sizes that come from input
+# (tests/test_hostile_input.py; groups described at its top):
+#   hostile_input.json       the one strict JSON reader for every JSON file and .jsonl line
+foreach(group json)
+  add_test(NAME hostile_input.${group}
+           COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_hostile_input.py ${group} $<TARGET_FILE:slicepipe>
+                   ${CMAKE_BINARY_DIR}/test_out/hostile_input ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR})
+  set_tests_properties(hostile_input.${group} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS "crash;io")
+endforeach()

@@ -367,8 +367,8 @@ def cmd_bad(a):
     if os.path.exists(gpt2):
         with open(gpt2, "rb") as f:
             full = f.read()
-        case("json_truncated", "tokenizer.json", full[: len(full) // 2], "invalid JSON")
-    case("json_empty", "tokenizer.json", b"", "invalid JSON")
+        case("json_truncated", "tokenizer.json", full[: len(full) // 2], "not valid JSON")
+    case("json_empty", "tokenizer.json", b"", "not valid JSON")
     case("json_array", "tokenizer.json", b"[1,2]", "not a JSON object")
     case("json_wordpiece", "tokenizer.json", j(model={"type": "WordPiece", "vocab": {}}), "WordPiece")
     case("json_unigram", "tokenizer.json", j(model={"type": "Unigram", "vocab": []}), "Unigram")

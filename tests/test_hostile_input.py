@@ -1,0 +1,130 @@
+#!/usr/bin/python3
+"""test_hostile_input.py — hostile files for the parsers, and sizes that come from input.
+
+usage: test_hostile_input.py GROUP SLICEPIPE WORKDIR SHARED ROOT
+
+Small hand-made files against the repository's examples/kjv model (and
+SHARED/models/stories260k where a group says so; 77 without it). Every check
+names what it refuses and how (the sysexits code, the file, the reason).
+
+GROUP:
+  json       the one strict JSON reader (io/json.h) for every JSON slicepipe
+             reads: a .jsonl line holding two objects, a key twice once
+             unescaped ({"te\\u0078t": ..., "text": 5}), tokenizer.json and
+             tokenizer_config.json with a top-level key twice: 65 naming the
+             file, the line and the key; an escaped "text" key is "text"
+"""
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hostile_common as hc  # noqa: E402
+from hostile_common import check, failures, last, run  # noqa: E402
+
+
+def write(path, data):
+    with open(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    return path
+
+
+def address_space(gib):
+    """preexec_fn: the child may map at most gib GiB (ulimit -v)."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (gib << 30, gib << 30))
+    return limit
+
+
+def tok_json(**over):
+    """A small byte-level BPE tokenizer.json as a dict, with top-level keys replaced."""
+    t = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+         "pre_tokenizer": None, "post_processor": None, "decoder": {"type": "ByteLevel"},
+         "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}
+    t.update(over)
+    return t
+
+
+def tokenize(tok, text, out, *extra, **kw):
+    if os.path.lexists(out):
+        os.unlink(out)
+    return run(["tokenize", tok, text, "-o", out, "--quiet", *extra], **kw)
+
+
+# ---------------------------------------------------------------- json
+
+
+def group_json(work, shared, root):
+    kjv = os.path.join(root, "examples", "kjv", "model")
+    out = os.path.join(work, "out.npy")
+    cases = [
+        ("two objects on one line", '{"text": "And God said"}{"text": "Let there be light"}\n', "trailing garbage"),
+        ("a key twice once unescaped", '{"te\\u0078t": "And God said", "text": 5}\n', "duplicate key 'text'"),
+        ("two objects separated by a space", '{"text": "a"} {"text": "b"}\n', "trailing garbage"),
+    ]
+    for what, line, why in cases:
+        p = write(os.path.join(work, "bad.jsonl"), '{"text": "In the beginning"}\n' + line)
+        r = tokenize(kjv, p, out)
+        check(r.returncode == 65 and p in last(r) and "line 2" in last(r) and why in last(r) and not os.path.exists(out),
+              f"json: .jsonl with {what}: exit {r.returncode}, naming the file, the line and '{why}', no output ({last(r)})")
+        r = run(["eval", kjv, "--text", p, "--seqlen", "8", "--quiet"])
+        check(r.returncode == 65 and p in last(r) and why in last(r),
+              f"json: eval --text reads the same .jsonl the same way: exit {r.returncode} ({last(r)})")
+    # An escaped key is its unescaped self: the same ids as the plain key.
+    plain = write(os.path.join(work, "plain.jsonl"), '{"text": "And God said, Let there be light"}\n')
+    esc = write(os.path.join(work, "esc.jsonl"), '{"te\\u0078t": "And God said, Let there be light", "n": {"text": 1}}\n')
+    ra, rb = tokenize(kjv, plain, os.path.join(work, "plain.npy")), tokenize(kjv, esc, out)
+    ok = ra.returncode == 0 and rb.returncode == 0
+    check(ok and np.array_equal(np.load(os.path.join(work, "plain.npy")), np.load(out)),
+          f"json: an escaped \"te\\u0078t\" key is \"text\": exit {rb.returncode}, the plain line's ids ({last(rb)})")
+    # "\u0000" in a document's text is a NUL byte of the text (a golden HF encoding has one).
+    nul = write(os.path.join(work, "nul.jsonl"), '{"text": "a\\u0000b"}\n')
+    dec = os.path.join(work, "nul.dec.jsonl")
+    if os.path.exists(dec):
+        os.unlink(dec)
+    r = tokenize(kjv, nul, out, "--decoded", dec)
+    check(r.returncode == 0 and json.loads(open(dec).read())["text"] == "a\x00b",
+          f"json: \"\\u0000\" in a .jsonl text is kept as a NUL byte: exit {r.returncode} ({last(r)})")
+
+    # tokenizer.json: a top-level key twice (HF refuses the file; the first used to win).
+    text = write(os.path.join(work, "ab.txt"), "abab ba\n")
+    good = json.dumps(tok_json())
+    dup = good[:-1] + ', "model": {"type": "WordPiece", "vocab": {}}}'
+    os.makedirs(os.path.join(work, "dup-top"), exist_ok=True)
+    tj = write(os.path.join(work, "dup-top", "tokenizer.json"), dup)
+    r = tokenize(tj, text, out)
+    check(r.returncode == 65 and tj in last(r) and "duplicate key 'model'" in last(r) and not os.path.exists(out),
+          f"json: tokenizer.json with 'model' twice: exit {r.returncode}, naming the file and the key ({last(r)})")
+    dup = good.replace('"merges": ["a b"]', '"merges": ["a b"], "vocab": {"a": 0}')
+    write(tj, dup)
+    r = tokenize(tj, text, out)
+    check(r.returncode == 65 and "duplicate key 'vocab' in 'model'" in last(r),
+          f"json: tokenizer.json with model.vocab twice: exit {r.returncode} ({last(r)})")
+    # tokenizer_config.json beside a tokenizer.model: add_bos_token twice.
+    m = os.path.join(work, "kjv-cfg")
+    shutil.rmtree(m, ignore_errors=True)
+    shutil.copytree(kjv, m)
+    cfg = write(os.path.join(m, "tokenizer_config.json"), '{"add_bos_token": true, "add_bos_token": false}')
+    r = tokenize(m, text, out)
+    check(r.returncode == 65 and cfg in last(r) and "duplicate key 'add_bos_token'" in last(r),
+          f"json: tokenizer_config.json with add_bos_token twice: exit {r.returncode} ({last(r)})")
+
+
+def main():
+    group, hc.SP, work, shared, root = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3]), sys.argv[4], sys.argv[5]
+    work = os.path.join(work, group)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    t0 = time.time()
+    groups = {"json": group_json}
+    groups[group](work, os.path.abspath(shared), os.path.abspath(root))
+    print(f"{len(failures)} failed" if failures else f"all checks passed ({time.time() - t0:.1f}s)")
+    sys.exit(1 if failures else 0)
+
+
+main()
