@@ -55,6 +55,7 @@
 #include <utf8proc.h>
 #include <xxhash.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -727,8 +728,21 @@ bad:
     return 0;
 }
 
-static int add_id_string(hf *h, int64_t id, const char *s, int64_t n, int special) {
+/* id -> its piece, for decode. One id, one piece: a second, different piece
+ * for an id (two vocab entries, or an added token over another piece) would
+ * make decoding lossy, and is refused (65) naming both. `what` names the
+ * entry in messages. */
+static int add_id_string(hf *h, int64_t id, const char *s, int64_t n, int special, const char *what) {
     if (id < 0 || id >= h->n_ids) return 0;
+    if (h->id_off[id] >= 0) {
+        if (h->id_len[id] == n && !memcmp(h->id_pool.s + h->id_off[id], s, (size_t)n)) { /* the same piece again */
+            h->id_special[id] = (uint8_t)special; /* an added token's flag, as before */
+            return 0;
+        }
+        return sp_fail(SP_EX_DATAERR, "%s: %s '%.*s' has id %lld, which is already the id of '%.*s'; one id with two pieces "
+                       "cannot be decoded", h->path, what, (int)(n < 200 ? n : 200), s, (long long)id,
+                       (int)(h->id_len[id] < 200 ? h->id_len[id] : 200), h->id_pool.s + h->id_off[id]);
+    }
     h->id_off[id] = h->id_pool.n;
     h->id_len[id] = (int32_t)n;
     h->id_special[id] = (uint8_t)special;
@@ -797,6 +811,9 @@ static int parse_model(hf *h, const cJSON *m, const char *path) {
     cJSON_ArrayForEach(e, vocab) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= INT32_MAX || e->valuedouble != (double)(int32_t)e->valuedouble)
             return sp_fail(SP_EX_DATAERR, "%s: model.vocab['%s'] is not an id", path, e->string);
+        if (e->valuedouble >= SP_TOK_VOCAB_MAX) /* the id tables are sized by the largest id */
+            return sp_fail(SP_EX_DATAERR, "%s: model.vocab['%s'] is id %.0f, beyond the largest vocabulary slicepipe accepts (%d ids)",
+                           path, e->string, e->valuedouble, SP_TOK_VOCAB_MAX);
         SP_TRY(strmap_set(&h->vocab, e->string, (int64_t)strlen(e->string), (int32_t)e->valuedouble));
         if ((int64_t)e->valuedouble + 1 > h->n_ids) h->n_ids = (int64_t)e->valuedouble + 1;
     }
@@ -875,8 +892,11 @@ static int parse_added(hf *h, const cJSON *arr, const char *path) {
     cJSON_ArrayForEach(e, arr) {
         const cJSON *id = jget(e, "id");
         const char *c = jstr(e, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX || !c)
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX || id->valuedouble != floor(id->valuedouble) || !c)
             return sp_fail(SP_EX_DATAERR, "%s: added_tokens[%lld] has no id or content", path, (long long)h->n_added);
+        if (id->valuedouble >= SP_TOK_VOCAB_MAX) /* the id tables are sized by the largest id */
+            return sp_fail(SP_EX_DATAERR, "%s: added_tokens[%lld] '%s' is id %.0f, beyond the largest vocabulary slicepipe accepts (%d ids)",
+                           path, (long long)h->n_added, c, id->valuedouble, SP_TOK_VOCAB_MAX);
         added_tok *a = &h->added[h->n_added];
         a->id = (int32_t)id->valuedouble;
         a->special = jbool(e, "special", 0);
@@ -1664,14 +1684,16 @@ static int hf_build(sp_tok *t, hf *h, const cJSON *j, const char *path, const ch
     if (!h->id_off || !h->id_len || !h->id_special) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
     for (int64_t i = 0; i < h->n_ids; i++) h->id_off[i] = -1;
     for (int64_t e = 0; e < h->vocab.n; e++)
-        SP_TRY(add_id_string(h, h->vocab.val[e], h->vocab.pool.s + h->vocab.key_off[e], h->vocab.key_len[e], 0));
+        SP_TRY(add_id_string(h, h->vocab.val[e], h->vocab.pool.s + h->vocab.key_off[e], h->vocab.key_len[e], 0, "model.vocab entry"));
     /* the tries (roots 0: matched on raw text, 1: on normalized text) */
     int64_t root;
     SP_TRY(trie_node(h, &root));
     SP_TRY(trie_node(h, &root));
     for (int64_t i = 0; i < h->n_added; i++) {
         added_tok *a = &h->added[i];
-        SP_TRY(add_id_string(h, a->id, h->added_pool.s + a->off, a->len, a->special));
+        char what[64];
+        snprintf(what, sizeof what, "added_tokens[%lld]", (long long)i);
+        SP_TRY(add_id_string(h, a->id, h->added_pool.s + a->off, a->len, a->special, what));
         if (a->len == 0) continue;
         SP_TRY(trie_insert(h, a->normalized && h->n_norm ? 1 : 0, h->added_pool.s + a->off, a->len, i));
     }

@@ -68,6 +68,8 @@ static const sp_tok_ops spm_ops = {spm_encode, spm_decode, spm_free};
 
 int sp_tok_spm_open(sp_tok *t, const char *path, const char *dir, const char *buf, int64_t len) {
     if (len == 0) return sp_fail(SP_EX_DATAERR, "%s: empty tokenizer.model", path);
+    sp_tok_spm_spec spec;
+    SP_TRY(sp_tok_spm_spec_read(path, (const unsigned char *)buf, len, &spec)); /* a model_type the library knows */
     char err[512] = "";
     void *h = sp_spm_shim_load(buf, len, err, sizeof err);
     if (!h) return sp_fail(SP_EX_DATAERR, "%s: not a valid SentencePiece model (truncated or corrupt?): %s", path, err);

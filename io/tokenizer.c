@@ -242,7 +242,7 @@ void sp_tok_vocab_free(sp_tok_vocab *v) {
 }
 
 static int voc_alloc(sp_tok_vocab *v, int64_t n, const char *path) {
-    if (n <= 0 || n > 16000000) return sp_fail(SP_EX_DATAERR, "%s: vocabulary of %lld tokens", path, (long long)n);
+    if (n <= 0 || n > SP_TOK_VOCAB_MAX) return sp_fail(SP_EX_DATAERR, "%s: vocabulary of %lld tokens", path, (long long)n);
     v->piece = calloc((size_t)n, sizeof *v->piece);
     v->score = calloc((size_t)n, sizeof *v->score);
     v->type = calloc((size_t)n, sizeof *v->type);
@@ -373,27 +373,25 @@ static int pb_next(pb *r, uint32_t *field, int *wt, pb *sub, uint64_t *val) {
     }
 }
 
-static int vocab_spm(const sp_tok *t, const char *path, const unsigned char *b, int64_t len, sp_tok_vocab *v) {
+int sp_tok_spm_spec_read(const char *path, const unsigned char *b, int64_t len, sp_tok_spm_spec *sp) {
     pb r = {b, b + len}, sub;
     uint32_t f;
     int wt, rc;
     uint64_t val;
-    int64_t n = 0;
-    int64_t model_type = 1, unk = 0, bos = 1, eos = 2, pad = -1;
-    int dummy = 1;
+    *sp = (sp_tok_spm_spec){.model_type = 1, .unk_id = 0, .bos_id = 1, .eos_id = 2, .pad_id = -1, .add_dummy_prefix = 1};
     while ((rc = pb_next(&r, &f, &wt, &sub, &val)) == 1) {
-        if (f == 1 && wt == 2) n++;
+        if (f == 1 && wt == 2) sp->n_pieces++;
         if (f == 2 && wt == 2) {
             pb s = sub, x;
             uint32_t g;
             int w2, rc2;
             while ((rc2 = pb_next(&s, &g, &w2, &x, &val)) == 1) {
                 if (w2 != 0) continue;
-                if (g == 3) model_type = (int64_t)val;
-                if (g == 40) unk = (int32_t)val;
-                if (g == 41) bos = (int32_t)val;
-                if (g == 42) eos = (int32_t)val;
-                if (g == 43) pad = (int32_t)val;
+                if (g == 3) sp->model_type = (int64_t)val;
+                if (g == 40) sp->unk_id = (int32_t)val;
+                if (g == 41) sp->bos_id = (int32_t)val;
+                if (g == 42) sp->eos_id = (int32_t)val;
+                if (g == 43) sp->pad_id = (int32_t)val;
             }
             if (rc2 < 0) return sp_fail(SP_EX_DATAERR, "%s: corrupt trainer_spec", path);
         }
@@ -402,16 +400,32 @@ static int vocab_spm(const sp_tok *t, const char *path, const unsigned char *b, 
             uint32_t g;
             int w2, rc2;
             while ((rc2 = pb_next(&s, &g, &w2, &x, &val)) == 1)
-                if (g == 3 && w2 == 0) dummy = val != 0;
+                if (g == 3 && w2 == 0) sp->add_dummy_prefix = val != 0;
             if (rc2 < 0) return sp_fail(SP_EX_DATAERR, "%s: corrupt normalizer_spec", path);
         }
     }
     if (rc < 0) return sp_fail(SP_EX_DATAERR, "%s: corrupt SentencePiece model", path);
-    if (model_type != 2)
+    /* libsentencepiece's protobuf-lite reads an unknown enum value as the
+     * default, UNIGRAM: a model_type it does not know would be tokenized as a
+     * unigram model without a word */
+    if (sp->model_type < 1 || sp->model_type > 4)
+        return sp_fail(SP_EX_DATAERR, "%s: trainer_spec.model_type %lld is none SentencePiece knows (1 unigram, 2 BPE, 3 word, "
+                       "4 char)", path, (long long)sp->model_type);
+    return 0;
+}
+
+static int vocab_spm(const sp_tok *t, const char *path, const unsigned char *b, int64_t len, sp_tok_vocab *v) {
+    pb r = {b, b + len}, sub;
+    uint32_t f;
+    int wt, rc;
+    uint64_t val;
+    sp_tok_spm_spec spec;
+    SP_TRY(sp_tok_spm_spec_read(path, b, len, &spec));
+    const int64_t n = spec.n_pieces;
+    if (spec.model_type != 2)
         return sp_fail(SP_EX_DATAERR, "%s: SentencePiece model_type %lld: only BPE (2) can be exported to llama.cpp's SPM vocabulary", path,
-                       (long long)model_type);
+                       (long long)spec.model_type);
     SP_TRY(voc_alloc(v, n, path));
-    r.p = b;
     int64_t i = 0;
     while ((rc = pb_next(&r, &f, &wt, &sub, &val)) == 1) {
         if (!(f == 1 && wt == 2)) continue;
@@ -434,13 +448,13 @@ static int vocab_spm(const sp_tok *t, const char *path, const unsigned char *b, 
         i++;
     }
     v->style = SP_TOK_STYLE_SPM;
-    v->unk_id = unk >= 0 && unk < n ? (int32_t)unk : -1;
-    v->bos_id = bos >= 0 && bos < n ? (int32_t)bos : -1;
-    v->eos_id = eos >= 0 && eos < n ? (int32_t)eos : -1;
-    v->pad_id = pad >= 0 && pad < n ? (int32_t)pad : -1;
+    v->unk_id = spec.unk_id >= 0 && spec.unk_id < n ? spec.unk_id : -1;
+    v->bos_id = spec.bos_id >= 0 && spec.bos_id < n ? spec.bos_id : -1;
+    v->eos_id = spec.eos_id >= 0 && spec.eos_id < n ? spec.eos_id : -1;
+    v->pad_id = spec.pad_id >= 0 && spec.pad_id < n ? spec.pad_id : -1;
     v->add_bos = sp_tok_adds_bos(t);
     v->add_eos = sp_tok_adds_eos(t);
-    v->add_space_prefix = dummy;
+    v->add_space_prefix = spec.add_dummy_prefix;
     return 0;
 }
 

@@ -20,6 +20,11 @@
 
 typedef struct sp_tok sp_tok; /* opaque */
 
+/* The largest vocabulary (ids 0..N-1) any input may have: config.json's
+ * vocab_size, synth --vocab, and every id a tokenizer file holds (a larger
+ * id is refused, 65, before any table is sized from it). */
+#define SP_TOK_VOCAB_MAX 4000000
+
 typedef enum sp_tok_kind {
     SP_TOK_KIND_HF_JSON = 0, /* tokenizer.json */
     SP_TOK_KIND_SPM = 1,     /* SentencePiece tokenizer.model */
@@ -115,6 +120,19 @@ struct sp_tok {
 int sp_tok_hf_open(sp_tok *t, const char *path, const char *dir, const char *buf, int64_t len);
 int sp_tok_spm_open(sp_tok *t, const char *path, const char *dir, const char *buf, int64_t len);
 int sp_tok_llama2c_open(sp_tok *t, const char *path, const char *dir, const char *buf, int64_t len);
+
+/* What io/tok_spm.c and the vocabulary reader need of a tokenizer.model's
+ * ModelProto, read with the protobuf wire format: the piece count, the
+ * trainer_spec's model_type (1 unigram, 2 BPE, 3 word, 4 char; anything else
+ * is 65: libsentencepiece would silently read it as unigram) and special
+ * ids, and normalizer_spec.add_dummy_prefix. Absent fields take the proto's
+ * defaults. */
+typedef struct sp_tok_spm_spec {
+    int64_t n_pieces, model_type;
+    int32_t unk_id, bos_id, eos_id, pad_id;
+    int add_dummy_prefix;
+} sp_tok_spm_spec;
+int sp_tok_spm_spec_read(const char *path, const unsigned char *buf, int64_t len, sp_tok_spm_spec *out);
 
 /* tokenizer_config.json beside a tokenizer: add_bos_token / add_eos_token if
  * present (each -1 when absent), and the content of bos_token / eos_token

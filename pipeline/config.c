@@ -17,6 +17,7 @@
 #include "fileio.h"
 #include "json.h"
 #include "modelfile.h"
+#include "tokenizer.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -29,7 +30,6 @@
 #define HIDDEN_MAX 65536
 #define HEADS_MAX 1024
 #define HEAD_DIM_MAX 4096
-#define VOCAB_MAX 4000000
 #define INTERMEDIATE_MAX 1000000
 
 /* Optional field: absent or null -> *out = NULL (keys are unique: io/json.h
@@ -267,7 +267,7 @@ static int parse_fields(const char *path, const cJSON *root, sp_config *cfg) {
     if (cfg->head_dim % 2 != 0 && !a->pos_embed)
         return sp_fail(SP_EX_DATAERR, "%s: field 'head_dim': %lld must be even (RoPE rotates halves)", path,
                        (long long)cfg->head_dim);
-    SP_TRY(get_int(path, "", root, "vocab_size", 1, 0, 1, VOCAB_MAX, &cfg->vocab_size));
+    SP_TRY(get_int(path, "", root, "vocab_size", 1, 0, 1, SP_TOK_VOCAB_MAX, &cfg->vocab_size));
     if (a->eps_key) SP_TRY(get_num(path, "", root, a->eps_key, 0, a->eps_default, 0.0, 1, 1.0, &cfg->rms_norm_eps));
     else cfg->rms_norm_eps = a->eps_default;
     SP_TRY(get_num(path, "", root, "rope_theta", 0, 10000.0, 0.0, 1, 1e12, &cfg->rope_theta));

@@ -13,6 +13,12 @@ GROUP:
              unescaped ({"te\\u0078t": ..., "text": 5}), tokenizer.json and
              tokenizer_config.json with a top-level key twice: 65 naming the
              file, the line and the key; an escaped "text" key is "text"
+  tokenizer  tokenizer validation: one id given to two vocabulary pieces, an
+             added token over another piece's id, a 70-byte tokenizer.json
+             whose one id is 2147483646 (run under a 1 GiB address-space
+             limit), a tokenizer.model whose trainer_spec.model_type is 99:
+             65 naming the file and the id or field, before any table is
+             sized from them
 """
 import json
 import os
@@ -115,13 +121,122 @@ def group_json(work, shared, root):
           f"json: tokenizer_config.json with add_bos_token twice: exit {r.returncode} ({last(r)})")
 
 
+# ---------------------------------------------------------------- tokenizer
+
+
+def pb_varint(b, i):
+    x, s = 0, 0
+    while True:
+        c = b[i]
+        i += 1
+        x |= (c & 0x7F) << s
+        s += 7
+        if not c & 0x80:
+            return x, i
+
+
+def pb_enc_varint(x):
+    out = bytearray()
+    while True:
+        c = x & 0x7F
+        x >>= 7
+        out.append(c | (0x80 if x else 0))
+        if not x:
+            return bytes(out)
+
+
+def pb_fields(b):
+    """(field, wire type, start, end of the whole field, payload start) of a protobuf message."""
+    i, out = 0, []
+    while i < len(b):
+        s = i
+        key, i = pb_varint(b, i)
+        f, wt = key >> 3, key & 7
+        p = i
+        if wt == 0:
+            _, i = pb_varint(b, i)
+        elif wt == 1:
+            i += 8
+        elif wt == 5:
+            i += 4
+        elif wt == 2:
+            n, i = pb_varint(b, i)
+            p = i
+            i += n
+        else:
+            raise ValueError("wire type")
+        out.append((f, wt, s, i, p))
+    return out
+
+
+def spm_with_model_type(model, value):
+    """model (a ModelProto's bytes) with trainer_spec.model_type = value."""
+    for f, wt, s, e, p in pb_fields(model):
+        if f == 2 and wt == 2:
+            spec = model[p:e]
+            spec = b"".join(spec[a:z] for g, w, a, z, _ in pb_fields(spec) if not (g == 3 and w == 0))
+            spec += pb_enc_varint(3 << 3) + pb_enc_varint(value)
+            field = pb_enc_varint(2 << 3 | 2) + pb_enc_varint(len(spec)) + spec
+            return model[:s] + field + model[e:]
+    raise ValueError("no trainer_spec")
+
+
+def group_tokenizer(work, shared, root):
+    out = os.path.join(work, "out.npy")
+    text = write(os.path.join(work, "ab.txt"), "abab ba\n")
+    d = os.path.join(work, "tok")
+    os.makedirs(d, exist_ok=True)
+    tj = os.path.join(d, "tokenizer.json")
+    r = tokenize(write(tj, json.dumps(tok_json())), text, out)
+    check(r.returncode == 0, f"tokenizer: the small tokenizer.json itself tokenizes ({last(r)})")
+    # One id, two pieces: decoding could not tell them apart.
+    t = tok_json()
+    t["model"]["vocab"]["ba"] = 2
+    r = tokenize(write(tj, json.dumps(t)), text, out)
+    check(r.returncode == 65 and tj in last(r) and "id 2" in last(r) and "'ab'" in last(r) and "'ba'" in last(r)
+          and not os.path.exists(out),
+          f"tokenizer: model.vocab gives id 2 to 'ab' and 'ba': exit {r.returncode}, naming both ({last(r)})")
+    t = tok_json(added_tokens=[{"id": 1, "content": "<x>", "special": True}])
+    r = tokenize(write(tj, json.dumps(t)), text, out)
+    check(r.returncode == 65 and "added_tokens[0]" in last(r) and "'<x>'" in last(r) and "id 1" in last(r),
+          f"tokenizer: an added token over the id of 'b': exit {r.returncode} ({last(r)})")
+    t = tok_json(added_tokens=[{"id": 1, "content": "b", "special": False}])
+    r = tokenize(write(tj, json.dumps(t)), text, out)
+    check(r.returncode == 0, f"tokenizer: an added token that is its own vocabulary piece is fine ({last(r)})")
+    # A 70-byte file whose one id would size the id tables at ~28 GB.
+    huge = write(tj, '{"model": {"type": "BPE", "vocab": {"a": 2147483646}, "merges": []}}')
+    t0 = time.time()
+    r = tokenize(huge, text, out, preexec_fn=address_space(1))
+    check(r.returncode == 65 and tj in last(r) and "2147483646" in last(r) and "largest vocabulary" in last(r)
+          and time.time() - t0 < 20,
+          f"tokenizer: a {os.path.getsize(huge)}-byte tokenizer.json with id 2147483646, under ulimit -v 1 GiB: "
+          f"exit {r.returncode} in {time.time() - t0:.1f}s ({last(r)})")
+    huge = write(tj, '{"added_tokens": [{"id": 2000000000, "content": "x"}], "model": {"type": "BPE", '
+                     '"vocab": {"a": 0}, "merges": []}}')
+    r = tokenize(huge, text, out, preexec_fn=address_space(1))
+    check(r.returncode == 65 and "2000000000" in last(r) and "largest vocabulary" in last(r),
+          f"tokenizer: an added token with id 2000000000, under ulimit -v 1 GiB: exit {r.returncode} ({last(r)})")
+    # tokenizer.model with trainer_spec.model_type 99 (libsentencepiece reads it as unigram).
+    with open(os.path.join(root, "examples", "kjv", "model", "tokenizer.model"), "rb") as f:
+        model = f.read()
+    m = os.path.join(work, "spm")
+    os.makedirs(m, exist_ok=True)
+    ok = write(os.path.join(m, "tokenizer.model"), spm_with_model_type(model, 2))
+    r = tokenize(ok, text, out)
+    check(r.returncode == 0, f"tokenizer: the model rewritten with model_type 2 (BPE) still tokenizes ({last(r)})")
+    bad = write(os.path.join(m, "tokenizer.model"), spm_with_model_type(model, 99))
+    r = tokenize(bad, text, out)
+    check(r.returncode == 65 and bad in last(r) and "model_type 99" in last(r) and not os.path.exists(out),
+          f"tokenizer: tokenizer.model with model_type 99: exit {r.returncode}, naming the file and the field ({last(r)})")
+
+
 def main():
     group, hc.SP, work, shared, root = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3]), sys.argv[4], sys.argv[5]
     work = os.path.join(work, group)
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     t0 = time.time()
-    groups = {"json": group_json}
+    groups = {"json": group_json, "tokenizer": group_tokenizer}
     groups[group](work, os.path.abspath(shared), os.path.abspath(root))
     print(f"{len(failures)} failed" if failures else f"all checks passed ({time.time() - t0:.1f}s)")
     sys.exit(1 if failures else 0)
