@@ -498,7 +498,11 @@ static int fix_regex(const char *in, sbuf *out) {
 
 static int regex_compile(regex *r, const char *pattern, const char *path, const char *what) {
     sbuf fixed = {0};
-    SP_TRY(fix_regex(pattern, &fixed));
+    int frc = fix_regex(pattern, &fixed);
+    if (frc) {
+        free(fixed.s);
+        return frc;
+    }
     int err;
     PCRE2_SIZE eoff;
     r->code = pcre2_compile((PCRE2_SPTR)fixed.s, (PCRE2_SIZE)fixed.n, PCRE2_UTF | PCRE2_UCP, &err, &eoff, NULL);
@@ -579,6 +583,42 @@ static int parse_pattern(const cJSON *o, const char *path, const char *what, cha
 
 /* ---- loading -------------------------------------------------------------- */
 
+static void norm_op_free(norm_op *op) {
+    free(op->pat);
+    free(op->content);
+    regex_free(&op->re);
+}
+
+/* One normalizer of a type other than Sequence into op. On failure op may
+ * hold allocations: the caller frees it (norm_op_free). */
+static int norm_op_read(const cJSON *n, const char *type, const char *path, norm_op *op) {
+    if (!strcmp(type, "NFC")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
+    else if (!strcmp(type, "NFKC")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+    else if (!strcmp(type, "NFD")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE;
+    else if (!strcmp(type, "NFKD")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+    else if (!strcmp(type, "Lowercase")) op->kind = NORM_LOWER;
+    else if (!strcmp(type, "Strip")) {
+        op->kind = NORM_STRIP;
+        op->left = jbool(n, "strip_left", 1);
+        op->right = jbool(n, "strip_right", 1);
+    } else if (!strcmp(type, "Prepend")) {
+        op->kind = NORM_PREPEND;
+        const char *s = jstr(n, "prepend");
+        if (!s) return sp_fail(SP_EX_DATAERR, "%s: normalizer Prepend without a prepend string", path);
+        op->content = strdup(s);
+    } else if (!strcmp(type, "Replace")) {
+        op->kind = NORM_REPLACE;
+        const char *re, *c = jstr(n, "content");
+        if (!c) return sp_fail(SP_EX_DATAERR, "%s: normalizer Replace without content", path);
+        SP_TRY(parse_pattern(n, path, "normalizer Replace", &op->pat, &re));
+        op->content = strdup(c);
+        if (re) SP_TRY(regex_compile(&op->re, re, path, "normalizer Replace"));
+        if (op->pat && !*op->pat) return sp_fail(SP_EX_DATAERR, "%s: normalizer Replace with an empty pattern", path);
+    } else return sp_fail(SP_EX_DATAERR, "%s: unsupported normalizer '%s' (supported: NFC, NFKC, NFD, NFKD, Lowercase, Strip, Replace, Prepend, Sequence)", path, type);
+    if ((op->kind == NORM_PREPEND || op->kind == NORM_REPLACE) && !op->content) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    return 0;
+}
+
 static int parse_normalizer(hf *h, const cJSON *n, const char *path) {
     if (!n || cJSON_IsNull(n)) return 0;
     const char *type = jstr(n, "type");
@@ -590,32 +630,13 @@ static int parse_normalizer(hf *h, const cJSON *n, const char *path) {
         return 0;
     }
     norm_op op = {0};
-    if (!strcmp(type, "NFC")) op.kind = NORM_UNICODE, op.uopts = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
-    else if (!strcmp(type, "NFKC")) op.kind = NORM_UNICODE, op.uopts = UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
-    else if (!strcmp(type, "NFD")) op.kind = NORM_UNICODE, op.uopts = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE;
-    else if (!strcmp(type, "NFKD")) op.kind = NORM_UNICODE, op.uopts = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
-    else if (!strcmp(type, "Lowercase")) op.kind = NORM_LOWER;
-    else if (!strcmp(type, "Strip")) {
-        op.kind = NORM_STRIP;
-        op.left = jbool(n, "strip_left", 1);
-        op.right = jbool(n, "strip_right", 1);
-    } else if (!strcmp(type, "Prepend")) {
-        op.kind = NORM_PREPEND;
-        const char *s = jstr(n, "prepend");
-        if (!s) return sp_fail(SP_EX_DATAERR, "%s: normalizer Prepend without a prepend string", path);
-        op.content = strdup(s);
-    } else if (!strcmp(type, "Replace")) {
-        op.kind = NORM_REPLACE;
-        const char *re, *c = jstr(n, "content");
-        if (!c) return sp_fail(SP_EX_DATAERR, "%s: normalizer Replace without content", path);
-        SP_TRY(parse_pattern(n, path, "normalizer Replace", &op.pat, &re));
-        op.content = strdup(c);
-        if (re) SP_TRY(regex_compile(&op.re, re, path, "normalizer Replace"));
-        if (op.pat && !*op.pat) return sp_fail(SP_EX_DATAERR, "%s: normalizer Replace with an empty pattern", path);
-    } else return sp_fail(SP_EX_DATAERR, "%s: unsupported normalizer '%s' (supported: NFC, NFKC, NFD, NFKD, Lowercase, Strip, Replace, Prepend, Sequence)", path, type);
-    if ((op.kind == NORM_PREPEND || op.kind == NORM_REPLACE) && !op.content) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
-    norm_op *v = realloc(h->norm, (size_t)(h->n_norm + 1) * sizeof *v);
-    if (!v) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    int rc = norm_op_read(n, type, path, &op);
+    norm_op *v = rc ? NULL : realloc(h->norm, (size_t)(h->n_norm + 1) * sizeof *v);
+    if (!rc && !v) rc = sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    if (rc) { /* what the op already holds goes with it */
+        norm_op_free(&op);
+        return rc;
+    }
     h->norm = v;
     h->norm[h->n_norm++] = op;
     return 0;
@@ -634,6 +655,44 @@ static int parse_scheme(const cJSON *o, const char *path, prepend_scheme *out) {
     return 0;
 }
 
+static void pre_op_free(pre_op *op) {
+    free(op->pat);
+    regex_free(&op->re);
+}
+
+/* One pre-tokenizer of a type other than Sequence into op. On failure op may
+ * hold allocations: the caller frees it (pre_op_free). */
+static int pre_op_read(const cJSON *n, const char *type, const char *path, pre_op *op) {
+    if (!strcmp(type, "ByteLevel")) {
+        op->kind = PRE_BYTELEVEL;
+        op->add_prefix_space = jbool(n, "add_prefix_space", 1);
+        op->use_regex = jbool(n, "use_regex", 1);
+        if (op->use_regex) SP_TRY(regex_compile(&op->re, GPT2_REGEX, path, "pre_tokenizer ByteLevel"));
+    } else if (!strcmp(type, "Split")) {
+        op->kind = PRE_SPLIT;
+        const char *re, *b = jstr(n, "behavior");
+        SP_TRY(parse_pattern(n, path, "pre_tokenizer Split", &op->pat, &re));
+        if (re) SP_TRY(regex_compile(&op->re, re, path, "pre_tokenizer Split"));
+        op->invert = jbool(n, "invert", 0);
+        if (!b) return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Split without a behavior", path);
+        if (!strcmp(b, "Removed")) op->behavior = SB_REMOVED;
+        else if (!strcmp(b, "Isolated")) op->behavior = SB_ISOLATED;
+        else if (!strcmp(b, "MergedWithPrevious")) op->behavior = SB_MERGED_PREV;
+        else if (!strcmp(b, "MergedWithNext")) op->behavior = SB_MERGED_NEXT;
+        else if (!strcmp(b, "Contiguous")) op->behavior = SB_CONTIGUOUS;
+        else return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Split: unknown behavior '%s'", path, b);
+    } else if (!strcmp(type, "Metaspace")) {
+        op->kind = PRE_METASPACE;
+        const char *r = jstr(n, "replacement");
+        if (!r || !*r) return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Metaspace without a replacement", path);
+        op->pat = strdup(r);
+        SP_TRY(parse_scheme(n, path, &op->scheme));
+        op->split = jbool(n, "split", 1);
+    } else return sp_fail(SP_EX_DATAERR, "%s: unsupported pre_tokenizer '%s' (supported: ByteLevel, Split, Metaspace, Sequence)", path, type);
+    if (op->kind == PRE_METASPACE && !op->pat) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    return 0;
+}
+
 static int parse_pretok(hf *h, const cJSON *n, const char *path) {
     if (!n || cJSON_IsNull(n)) return 0;
     const char *type = jstr(n, "type");
@@ -645,37 +704,21 @@ static int parse_pretok(hf *h, const cJSON *n, const char *path) {
         return 0;
     }
     pre_op op = {0};
-    if (!strcmp(type, "ByteLevel")) {
-        op.kind = PRE_BYTELEVEL;
-        op.add_prefix_space = jbool(n, "add_prefix_space", 1);
-        op.use_regex = jbool(n, "use_regex", 1);
-        if (op.use_regex) SP_TRY(regex_compile(&op.re, GPT2_REGEX, path, "pre_tokenizer ByteLevel"));
-    } else if (!strcmp(type, "Split")) {
-        op.kind = PRE_SPLIT;
-        const char *re, *b = jstr(n, "behavior");
-        SP_TRY(parse_pattern(n, path, "pre_tokenizer Split", &op.pat, &re));
-        if (re) SP_TRY(regex_compile(&op.re, re, path, "pre_tokenizer Split"));
-        op.invert = jbool(n, "invert", 0);
-        if (!b) return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Split without a behavior", path);
-        if (!strcmp(b, "Removed")) op.behavior = SB_REMOVED;
-        else if (!strcmp(b, "Isolated")) op.behavior = SB_ISOLATED;
-        else if (!strcmp(b, "MergedWithPrevious")) op.behavior = SB_MERGED_PREV;
-        else if (!strcmp(b, "MergedWithNext")) op.behavior = SB_MERGED_NEXT;
-        else if (!strcmp(b, "Contiguous")) op.behavior = SB_CONTIGUOUS;
-        else return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Split: unknown behavior '%s'", path, b);
-    } else if (!strcmp(type, "Metaspace")) {
-        op.kind = PRE_METASPACE;
-        const char *r = jstr(n, "replacement");
-        if (!r || !*r) return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Metaspace without a replacement", path);
-        op.pat = strdup(r);
-        SP_TRY(parse_scheme(n, path, &op.scheme));
-        op.split = jbool(n, "split", 1);
-    } else return sp_fail(SP_EX_DATAERR, "%s: unsupported pre_tokenizer '%s' (supported: ByteLevel, Split, Metaspace, Sequence)", path, type);
-    pre_op *v = realloc(h->pre, (size_t)(h->n_pre + 1) * sizeof *v);
-    if (!v) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    int rc = pre_op_read(n, type, path, &op);
+    pre_op *v = rc ? NULL : realloc(h->pre, (size_t)(h->n_pre + 1) * sizeof *v);
+    if (!rc && !v) rc = sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    if (rc) {
+        pre_op_free(&op);
+        return rc;
+    }
     h->pre = v;
     h->pre[h->n_pre++] = op;
     return 0;
+}
+
+static void dec_op_free(dec_op *op) {
+    free(op->pat);
+    free(op->content);
 }
 
 /* Unknown decoders do not stop encoding: decode reports them. */
@@ -695,15 +738,18 @@ static int parse_decoder(hf *h, const cJSON *n, const char *path) {
     else if (!strcmp(type, "Metaspace")) {
         op.kind = DEC_METASPACE;
         op.pat = dupstr(jstr(n, "replacement"));
-        SP_TRY(parse_scheme(n, path, &op.scheme));
+        int rc = parse_scheme(n, path, &op.scheme);
+        if (rc) {
+            dec_op_free(&op);
+            return rc;
+        }
         if (!op.pat) goto bad;
     } else if (!strcmp(type, "Replace")) {
         op.kind = DEC_REPLACE;
         op.pat = dupstr(jstr(jget(n, "pattern"), "String"));
         op.content = dupstr(jstr(n, "content"));
         if (!op.pat || !op.content || !*op.pat) {
-            free(op.pat);
-            free(op.content);
+            dec_op_free(&op);
             goto bad;
         }
     } else if (!strcmp(type, "Strip")) {
@@ -713,12 +759,15 @@ static int parse_decoder(hf *h, const cJSON *n, const char *path) {
         op.start = cJSON_IsNumber(a) ? (int)a->valuedouble : 0;
         op.stop = cJSON_IsNumber(b) ? (int)b->valuedouble : 0;
         if (!op.pat || !*op.pat) {
-            free(op.pat);
+            dec_op_free(&op);
             goto bad;
         }
     } else goto bad;
     dec_op *v = realloc(h->dec, (size_t)(h->n_dec + 1) * sizeof *v);
-    if (!v) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    if (!v) {
+        dec_op_free(&op);
+        return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    }
     h->dec = v;
     h->dec[h->n_dec++] = op;
     return 0;
@@ -966,21 +1015,11 @@ static void hf_free(void *p) {
     free(h->added_pool.s);
     u64map_free(&h->trie);
     free(h->trie_term);
-    for (int i = 0; i < h->n_norm; i++) {
-        free(h->norm[i].pat);
-        free(h->norm[i].content);
-        regex_free(&h->norm[i].re);
-    }
+    for (int i = 0; i < h->n_norm; i++) norm_op_free(&h->norm[i]);
     free(h->norm);
-    for (int i = 0; i < h->n_pre; i++) {
-        free(h->pre[i].pat);
-        regex_free(&h->pre[i].re);
-    }
+    for (int i = 0; i < h->n_pre; i++) pre_op_free(&h->pre[i]);
     free(h->pre);
-    for (int i = 0; i < h->n_dec; i++) {
-        free(h->dec[i].pat);
-        free(h->dec[i].content);
-    }
+    for (int i = 0; i < h->n_dec; i++) dec_op_free(&h->dec[i]);
     free(h->dec);
     for (int i = 0; i < 2; i++) {
         free(h->norm_buf[i].s);

@@ -19,6 +19,11 @@ GROUP:
              limit), a tokenizer.model whose trainer_spec.model_type is 99:
              65 naming the file and the id or field, before any table is
              sized from them
+  leaks      tokenizer.json components refused after part of them was
+             built (an empty Replace pattern, a Replace or Split regex that
+             does not compile, a Split without a behavior, bad prepend_scheme
+             values): 65, and under the sanitizer build (ASan's
+             LeakSanitizer) no leak reported
 """
 import json
 import os
@@ -230,13 +235,46 @@ def group_tokenizer(work, shared, root):
           f"tokenizer: tokenizer.model with model_type 99: exit {r.returncode}, naming the file and the field ({last(r)})")
 
 
+# ---------------------------------------------------------------- leaks
+
+
+def group_leaks(work, shared, root):
+    out = os.path.join(work, "out.npy")
+    text = write(os.path.join(work, "ab.txt"), "abab ba\n")
+    d = os.path.join(work, "tok")
+    os.makedirs(d, exist_ok=True)
+    tj = os.path.join(d, "tokenizer.json")
+    cases = [
+        ("a Replace normalizer with an empty pattern",
+         dict(normalizer={"type": "Replace", "pattern": {"String": ""}, "content": "x"}), "empty pattern"),
+        ("a Replace normalizer whose regex does not compile",
+         dict(normalizer={"type": "Replace", "pattern": {"Regex": "(a"}, "content": "x"}), "regex"),
+        ("a Sequence whose second Replace has an empty pattern",
+         dict(normalizer={"type": "Sequence", "normalizers": [
+             {"type": "Replace", "pattern": {"String": "a"}, "content": "b"},
+             {"type": "Replace", "pattern": {"String": ""}, "content": "x"}]}), "empty pattern"),
+        ("a Split without a behavior", dict(pre_tokenizer={"type": "Split", "pattern": {"String": "a"}}), "behavior"),
+        ("a Split regex that does not compile",
+         dict(pre_tokenizer={"type": "Split", "pattern": {"Regex": "[a"}, "behavior": "Isolated"}), "regex"),
+        ("a Metaspace pre-tokenizer with a bad prepend_scheme",
+         dict(pre_tokenizer={"type": "Metaspace", "replacement": "_", "prepend_scheme": "sometimes"}), "prepend_scheme"),
+        ("a Metaspace decoder with a bad prepend_scheme",
+         dict(decoder={"type": "Metaspace", "replacement": "_", "prepend_scheme": "sometimes"}), "prepend_scheme"),
+    ]
+    env = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=1"}
+    for what, over, why in cases:
+        r = tokenize(write(tj, json.dumps(tok_json(**over))), text, out, env=env)
+        check(r.returncode == 65 and tj in last(r) and why in last(r) and "LeakSanitizer" not in r.stderr,
+              f"leaks: {what}: exit {r.returncode}, no leak reported ({last(r)})")
+
+
 def main():
     group, hc.SP, work, shared, root = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3]), sys.argv[4], sys.argv[5]
     work = os.path.join(work, group)
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     t0 = time.time()
-    groups = {"json": group_json, "tokenizer": group_tokenizer}
+    groups = {"json": group_json, "tokenizer": group_tokenizer, "leaks": group_leaks}
     groups[group](work, os.path.abspath(shared), os.path.abspath(root))
     print(f"{len(failures)} failed" if failures else f"all checks passed ({time.time() - t0:.1f}s)")
     sys.exit(1 if failures else 0)
