@@ -65,10 +65,15 @@
 typedef struct sbuf {
     char *s;
     int64_t n, cap;
+    int64_t max;       /* > 0: the most bytes it may hold (a document's text, growing in the pipeline) */
+    const char *owner; /* with max: the tokenizer file, for the message */
 } sbuf;
 
 static int sbuf_reserve(sbuf *b, int64_t need) {
     if (need <= b->cap) return 0;
+    if (b->max > 0 && need - 1 > b->max)
+        return sp_fail(SP_EX_DATAERR, "%s: the document's text grows past %lld bytes in the tokenizer's normalizers or "
+                       "pre-tokenizers (the limit on a document, tokenize --max-doc-bytes)", b->owner, (long long)b->max);
     int64_t nc = b->cap ? b->cap : 256;
     while (nc < need) {
         if (nc > INT64_MAX / 2) return sp_fail(SP_EX_SOFTWARE, "tokenizer.json: buffer size overflow");
@@ -444,6 +449,7 @@ typedef struct hf {
     int32_t *trie_term; /* (trie_nodes) added index + 1 */
     int64_t trie_nodes, trie_cap;
     uint8_t first_byte[2][256];
+    int64_t text_max; /* of the document being encoded (sp_tok_set_text_max) */
     /* pipeline */
     norm_op *norm;
     int n_norm;
@@ -1045,6 +1051,9 @@ static int norm_unicode(hf *h, int opts, const char *s, int64_t n, sbuf *o) {
     /* decompose into code points, then compose and re-encode in place */
     int64_t need = n + 1;
     for (;;) {
+        if (need - 1 > h->text_max) /* every code point is at least a byte of the output */
+            return sp_fail(SP_EX_DATAERR, "%s: the document's text grows past %lld bytes in the tokenizer's normalizers (the "
+                           "limit on a document, tokenize --max-doc-bytes)", h->path, (long long)h->text_max);
         SP_TRY(vec_reserve((void **)&h->u32, &h->u32_cap, need, sizeof(int32_t)));
         utf8proc_ssize_t r = utf8proc_decompose((const utf8proc_uint8_t *)s, n, h->u32, h->u32_cap - 1, (utf8proc_option_t)opts);
         if (r < 0) return sp_fail(SP_EX_DATAERR, "tokenizer.json normalizer: %s", utf8proc_errmsg(r));
@@ -1519,7 +1528,7 @@ static int encode_segment(hf *h, const char *s, int64_t n, int origin, sp_tok_id
         const char *inb = ns;
         for (int i = 0; i < h->n_pre; i++) {
             int w = i & 1;
-            sbuf wrap = {(char *)inb, 0, 0};
+            sbuf wrap = {.s = (char *)inb};
             SP_TRY(pre_apply(h, &h->pre[i], in, &wrap, &h->pre_pv[w], &h->pre_buf[w]));
             in = &h->pre_pv[w];
             inb = h->pre_buf[w].s;
@@ -1529,8 +1538,13 @@ static int encode_segment(hf *h, const char *s, int64_t n, int origin, sp_tok_id
     return 0;
 }
 
-static int hf_encode(void *p, const char *text, int64_t len, sp_tok_ids *out) {
+static int hf_encode(void *p, const char *text, int64_t len, int64_t text_max, sp_tok_ids *out) {
     hf *h = p;
+    /* the buffers a document's text grows in: each normalizer's and each
+     * pre-tokenizer's output, and ByteLevel's */
+    sbuf *grown[] = {&h->norm_buf[0], &h->norm_buf[1], &h->pre_buf[0], &h->pre_buf[1], &h->bl_buf};
+    for (size_t i = 0; i < sizeof grown / sizeof grown[0]; i++) grown[i]->max = text_max, grown[i]->owner = h->path;
+    h->text_max = text_max;
     pvec *segs = &h->seg_pv;
     segs->n = 0;
     SP_TRY(split_added(h, 0, text, len, 0, 1, segs));

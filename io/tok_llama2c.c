@@ -154,7 +154,8 @@ static int sym_reserve(l2c *v, int64_t need) {
     return 0;
 }
 
-static int l2c_encode(void *p, const char *text, int64_t len, sp_tok_ids *out) {
+static int l2c_encode(void *p, const char *text, int64_t len, int64_t text_max, sp_tok_ids *out) {
+    (void)text_max; /* no normalizer: the work is the text itself */
     l2c *v = p;
     if (len == 0) return 0;
     if (len >= INT32_MAX - 2) return sp_fail(SP_EX_DATAERR, "document of %lld bytes is too long for tokenizer.bin", (long long)len);

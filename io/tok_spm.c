@@ -39,8 +39,9 @@ typedef struct spm {
 static int push_id(void *ctx, int32_t id) { return sp_tok_ids_push(ctx, id); }
 static int append_text(void *ctx, const char *s, int64_t n) { return sp_tok_text_append(ctx, s, n); }
 
-static int spm_encode(void *p, const char *text, int64_t len, sp_tok_ids *out) {
+static int spm_encode(void *p, const char *text, int64_t len, int64_t text_max, sp_tok_ids *out) {
     spm *m = p;
+    (void)text_max; /* SentencePiece's normalizer grows a text by a bounded factor */
     char err[512] = "";
     int rc = sp_spm_shim_encode(m->h, text, len, push_id, out, err, sizeof err);
     if (rc > 0) return SP_EX_SOFTWARE; /* push_id recorded the message */

@@ -7,6 +7,7 @@
 #include "fileio.h"
 #include "json.h"
 #include "modelfile.h"
+#include "textdoc.h"
 
 #include <cjson/cJSON.h>
 
@@ -78,6 +79,7 @@ static int open_as(const char *path, const char *dir, sp_tok_kind kind, sp_tok *
     }
     t->path = strdup(path);
     t->bos_id = t->eos_id = -1;
+    t->text_max = SP_TEXTDOC_DOC_BYTES_MAX_DEFAULT;
     t->kind = kind;
     int rc = t->path ? 0 : sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
     if (!rc) rc = sp_io_xxh128_range(path, 0, -1, t->hash);
@@ -160,7 +162,7 @@ int sp_tok_encode(sp_tok *t, const char *text, int64_t len, int add_special, sp_
     if (ok != len) return sp_fail(SP_EX_DATAERR, "invalid UTF-8 at byte %lld of the document", (long long)ok);
     if (add_special)
         for (int i = 0; i < t->n_prefix; i++) SP_TRY(sp_tok_ids_push(out, t->prefix[i]));
-    SP_TRY(t->ops->encode(t->impl, text, len, out));
+    SP_TRY(t->ops->encode(t->impl, text, len, t->text_max, out));
     if (add_special)
         for (int i = 0; i < t->n_suffix; i++) SP_TRY(sp_tok_ids_push(out, t->suffix[i]));
     return 0;
@@ -174,6 +176,8 @@ int sp_tok_decode(sp_tok *t, const int32_t *ids, int64_t n, int skip_special, sp
     SP_TRY(sp_tok_text_append(out, "", 0));
     return t->ops->decode(t->impl, ids, n, skip_special, out);
 }
+
+void sp_tok_set_text_max(sp_tok *t, int64_t bytes) { t->text_max = bytes > 0 ? bytes : SP_TEXTDOC_DOC_BYTES_MAX_DEFAULT; }
 
 sp_tok_kind sp_tok_kind_of(const sp_tok *t) { return t->kind; }
 const char *sp_tok_kind_name(const sp_tok *t) { return t->kind_name; }

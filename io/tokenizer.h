@@ -65,6 +65,13 @@ void sp_tok_free(sp_tok *t); /* accepts NULL */
  * with the byte offset in the document. */
 int sp_tok_encode(sp_tok *t, const char *text, int64_t len, int add_special, sp_tok_ids *out);
 
+/* The most bytes a document's text may grow to inside the tokenizer: after
+ * each normalizer and pre-tokenizer of a tokenizer.json (a Replace normalizer
+ * can make a 64 KiB document gigabytes long). Past it, sp_tok_encode is 65.
+ * Default: SP_TEXTDOC_DOC_BYTES_MAX_DEFAULT, the limit on a document's raw
+ * text (io/textdoc.h); tokenize --max-doc-bytes sets both. */
+void sp_tok_set_text_max(sp_tok *t, int64_t bytes);
+
 /* Decodes ids to UTF-8 text appended to out (then NUL-terminated, the NUL not
  * counted in n). skip_special drops special tokens (BOS, EOS, HF special
  * added tokens), as HF's decode(ids, skip_special_tokens=True). An id out of
@@ -97,8 +104,9 @@ int64_t sp_utf8_valid_prefix(const char *s, int64_t n);
  * caller, valid during open only). path names the file in messages; dir is
  * its folder (for tokenizer_config.json). */
 typedef struct sp_tok_ops {
-    /* Appends the ids of text (valid UTF-8), no BOS/EOS. */
-    int (*encode)(void *impl, const char *text, int64_t len, sp_tok_ids *out);
+    /* Appends the ids of text (valid UTF-8), no BOS/EOS; the text it works
+     * on may grow to at most text_max bytes (sp_tok_set_text_max). */
+    int (*encode)(void *impl, const char *text, int64_t len, int64_t text_max, sp_tok_ids *out);
     int (*decode)(void *impl, const int32_t *ids, int64_t n, int skip_special, sp_tok_text *out);
     void (*free)(void *impl);
 } sp_tok_ops;
@@ -111,7 +119,7 @@ struct sp_tok {
     char kind_name[64];
     char *path;
     char hash[33];
-    int64_t vocab_size;
+    int64_t vocab_size, text_max;
     int32_t bos_id, eos_id;
     int32_t prefix[SP_TOK_AFFIX_MAX], suffix[SP_TOK_AFFIX_MAX]; /* ids added by add_special */
     int n_prefix, n_suffix;

@@ -29,8 +29,9 @@ endforeach()
 #   hostile_input.json       the one strict JSON reader for every JSON file and .jsonl line
 #   hostile_input.tokenizer  ids given twice, ids that would size tables past the limit,
 #                            an unknown SentencePiece model_type
+#   hostile_input.limits     sizes from input bounded before they are allocated
 #   hostile_input.leaks      components refused half-built: 65 and, under ASan, no leak
-foreach(group json tokenizer leaks)
+foreach(group json tokenizer limits leaks)
   add_test(NAME hostile_input.${group}
            COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_hostile_input.py ${group} $<TARGET_FILE:slicepipe>
                    ${CMAKE_BINARY_DIR}/test_out/hostile_input ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR})

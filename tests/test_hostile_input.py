@@ -19,6 +19,10 @@ GROUP:
              limit), a tokenizer.model whose trainer_spec.model_type is 99:
              65 naming the file and the id or field, before any table is
              sized from them
+  limits     sizes that come from input are bounded: a Replace normalizer
+             that makes a 64 KiB document 4 GiB long (under a 1 GiB
+             address-space limit): 65 naming the tokenizer and the limit,
+             --max-doc-bytes lowering it
   leaks      tokenizer.json components refused after part of them was
              built (an empty Replace pattern, a Replace or Split regex that
              does not compile, a Split without a behavior, bad prepend_scheme
@@ -235,6 +239,33 @@ def group_tokenizer(work, shared, root):
           f"tokenizer: tokenizer.model with model_type 99: exit {r.returncode}, naming the file and the field ({last(r)})")
 
 
+# ---------------------------------------------------------------- limits
+
+
+def group_limits(work, shared, root):
+    out = os.path.join(work, "out.npy")
+    d = os.path.join(work, "tok")
+    os.makedirs(d, exist_ok=True)
+    # A Replace normalizer turning each 'a' into 64 KiB: a 64 KiB document becomes 4 GiB.
+    t = tok_json(normalizer={"type": "Replace", "pattern": {"String": "a"}, "content": "x" * 65536})
+    t["model"]["vocab"]["x"] = 3
+    tj = write(os.path.join(d, "tokenizer.json"), json.dumps(t))
+    doc = write(os.path.join(work, "a64k.txt"), "a" * 65536 + "\n")
+    t0 = time.time()
+    r = tokenize(tj, doc, out, preexec_fn=address_space(1))
+    check(r.returncode == 65 and doc in last(r) and tj in last(r) and "grows past 268435456 bytes" in last(r)
+          and not os.path.exists(out) and time.time() - t0 < 30,
+          f"limits: a Replace normalizer making a 64 KiB document 4 GiB, under ulimit -v 1 GiB: exit {r.returncode} in "
+          f"{time.time() - t0:.1f}s, naming the text, the tokenizer and the limit ({last(r)})")
+    r = tokenize(tj, doc, out, "--max-doc-bytes", "1000000")
+    check(r.returncode == 65 and "grows past 1000000 bytes" in last(r),
+          f"limits: --max-doc-bytes 1000000 bounds the normalized text too: exit {r.returncode} ({last(r)})")
+    small = write(os.path.join(work, "a2.txt"), "aa b\n")
+    r = tokenize(tj, small, out)
+    check(r.returncode == 0 and np.load(out).tolist() == [3] * (2 * 65536) + [1],
+          f"limits: the same tokenizer on a short document: exit {r.returncode}, 'x' 131072 times, then 'b' ({last(r)})")
+
+
 # ---------------------------------------------------------------- leaks
 
 
@@ -274,7 +305,7 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     t0 = time.time()
-    groups = {"json": group_json, "tokenizer": group_tokenizer, "leaks": group_leaks}
+    groups = {"json": group_json, "tokenizer": group_tokenizer, "limits": group_limits, "leaks": group_leaks}
     groups[group](work, os.path.abspath(shared), os.path.abspath(root))
     print(f"{len(failures)} failed" if failures else f"all checks passed ({time.time() - t0:.1f}s)")
     sys.exit(1 if failures else 0)

@@ -35,7 +35,8 @@ static void usage_tokenize(FILE *f) {
             "\n"
             "  -o, --output OUT.npy   the token file (written atomically)\n"
             "  --no-special           no BOS/EOS around documents\n"
-            "  --max-doc-bytes N      refuse documents longer than N bytes (default 256MiB)\n"
+            "  --max-doc-bytes N      refuse documents longer than N bytes, as read and as the\n"
+            "                         tokenizer's normalizers make them (default 256MiB)\n"
             "  --decoded F.jsonl      also write each document's ids decoded back to text, one\n"
             "                         {\"text\": ...} per line (special tokens skipped, but\n"
             "                         kept with --no-special)\n"
@@ -182,6 +183,7 @@ int sp_cmd_tokenize(int argc, char **argv) {
     if (stat(model, &st) != 0) return sp_fail(SP_EX_NOINPUT, "%s: no such file or directory", model);
     sp_tok *tok;
     SP_TRY(S_ISDIR(st.st_mode) ? sp_tok_open(model, &tok) : sp_tok_open_file(model, &tok));
+    sp_tok_set_text_max(tok, max_doc); /* the raw text and what the normalizers make of it */
     if (!quiet)
         fprintf(stderr, "tokenize: %s: %s, vocab %lld, BOS %s, EOS %s, xxh128 %s\n", sp_tok_path(tok), sp_tok_kind_name(tok),
                 (long long)sp_tok_vocab_size(tok), special && sp_tok_adds_bos(tok) ? "added" : "not added",
