@@ -341,7 +341,22 @@ static int lossy_utf8(sbuf *o, const char *str, int64_t n) {
 typedef struct regex {
     pcre2_code *code;
     pcre2_match_data *md;
+    pcre2_match_context *mc; /* a pattern from the file: its steps are metered (hf.meter); NULL: one of ours */
+    const char *what;        /* the component, for messages */
 } regex;
+
+/* The regex work left for the document being encoded: every step of a
+ * metered pattern (a PCRE2 auto-callout) costs one. */
+typedef struct regex_meter {
+    int64_t left, total;
+} regex_meter;
+
+/* A document's budget: REGEX_STEPS_BASE + REGEX_STEPS_PER_BYTE per byte of
+ * it. Real pre-tokenizer regexes (GPT-2's, Llama-3's, Qwen2's, o200k's) take
+ * 1 to 5 steps a byte on prose, code, CJK and whitespace runs; nested
+ * quantifiers that backtrack take (word length)^2 or more a byte. */
+#define REGEX_STEPS_BASE ((int64_t)1 << 20)
+#define REGEX_STEPS_PER_BYTE 64
 
 typedef enum norm_kind { NORM_UNICODE, NORM_LOWER, NORM_STRIP, NORM_REPLACE, NORM_PREPEND } norm_kind;
 
@@ -449,6 +464,8 @@ typedef struct hf {
     int32_t *trie_term; /* (trie_nodes) added index + 1 */
     int64_t trie_nodes, trie_cap;
     uint8_t first_byte[2][256];
+    pcre2_match_context *mctx; /* the metered patterns' context: its callout counts steps against meter */
+    regex_meter meter;
     int64_t text_max; /* of the document being encoded (sp_tok_set_text_max) */
     /* pipeline */
     norm_op *norm;
@@ -502,7 +519,21 @@ static int fix_regex(const char *in, sbuf *out) {
     return 0;
 }
 
-static int regex_compile(regex *r, const char *pattern, const char *path, const char *what) {
+/* PCRE2 limits only the backtracking points of one call (match_limit), not
+ * the character loops between them, and resets nothing per document: a
+ * pattern like \p{L}{0,3000}?\p{L}{0,3000}?\d stays under every per-call
+ * limit while a 3000-letter word costs seconds. A metered pattern is compiled
+ * with an auto-callout before every item and without auto-possessification
+ * (which would turn backtracking into uncounted loops), so each step of its
+ * search reaches this callout, which charges it to the document's budget. */
+static int regex_step(pcre2_callout_block *b, void *data) {
+    (void)b;
+    regex_meter *m = data;
+    return --m->left < 0 ? PCRE2_ERROR_CALLOUT : 0;
+}
+
+/* Compiles pattern; mc != NULL meters it (a pattern from the file). */
+static int regex_compile(regex *r, const char *pattern, const char *path, const char *what, pcre2_match_context *mc) {
     sbuf fixed = {0};
     int frc = fix_regex(pattern, &fixed);
     if (frc) {
@@ -511,7 +542,10 @@ static int regex_compile(regex *r, const char *pattern, const char *path, const 
     }
     int err;
     PCRE2_SIZE eoff;
-    r->code = pcre2_compile((PCRE2_SPTR)fixed.s, (PCRE2_SIZE)fixed.n, PCRE2_UTF | PCRE2_UCP, &err, &eoff, NULL);
+    r->what = what;
+    r->mc = mc;
+    r->code = pcre2_compile((PCRE2_SPTR)fixed.s, (PCRE2_SIZE)fixed.n,
+                            PCRE2_UTF | PCRE2_UCP | (mc ? PCRE2_AUTO_CALLOUT | PCRE2_NO_AUTO_POSSESS : 0), &err, &eoff, NULL);
     free(fixed.s);
     if (!r->code) {
         PCRE2_UCHAR msg[256];
@@ -531,14 +565,20 @@ static void regex_free(regex *r) {
 
 /* Next match in s[0..n) at or after *pos; returns 1 and the match, 0 if none,
  * or < 0 on a match error (reported). */
-static int regex_next(regex *r, const char *s, int64_t n, int64_t from, int64_t *ms, int64_t *me) {
+static int regex_next(const hf *h, regex *r, const char *s, int64_t n, int64_t from, int64_t *ms, int64_t *me) {
     while (from <= n) {
-        int rc = pcre2_match(r->code, (PCRE2_SPTR)s, (PCRE2_SIZE)n, (PCRE2_SIZE)from, PCRE2_NO_UTF_CHECK, r->md, NULL);
+        int rc = pcre2_match(r->code, (PCRE2_SPTR)s, (PCRE2_SIZE)n, (PCRE2_SIZE)from, PCRE2_NO_UTF_CHECK, r->md, r->mc);
         if (rc == PCRE2_ERROR_NOMATCH) return 0;
+        if (rc == PCRE2_ERROR_CALLOUT && r->mc && h->meter.left < 0) {
+            sp_fail(SP_EX_DATAERR, "%s: %s: the regex takes more than %lld steps on this document (%lld + %d per byte of it): "
+                    "runaway backtracking, refused", h->path, r->what, (long long)h->meter.total, (long long)REGEX_STEPS_BASE,
+                    REGEX_STEPS_PER_BYTE);
+            return -1;
+        }
         if (rc < 0) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            sp_fail(SP_EX_DATAERR, "tokenizer.json: regex match failed: %s", (char *)msg);
+            sp_fail(SP_EX_DATAERR, "%s: %s: regex match failed: %s", h->path, r->what, (char *)msg);
             return -1;
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(r->md);
@@ -597,7 +637,7 @@ static void norm_op_free(norm_op *op) {
 
 /* One normalizer of a type other than Sequence into op. On failure op may
  * hold allocations: the caller frees it (norm_op_free). */
-static int norm_op_read(const cJSON *n, const char *type, const char *path, norm_op *op) {
+static int norm_op_read(const cJSON *n, const char *type, const char *path, pcre2_match_context *mc, norm_op *op) {
     if (!strcmp(type, "NFC")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
     else if (!strcmp(type, "NFKC")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
     else if (!strcmp(type, "NFD")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE;
@@ -618,7 +658,7 @@ static int norm_op_read(const cJSON *n, const char *type, const char *path, norm
         if (!c) return sp_fail(SP_EX_DATAERR, "%s: normalizer Replace without content", path);
         SP_TRY(parse_pattern(n, path, "normalizer Replace", &op->pat, &re));
         op->content = strdup(c);
-        if (re) SP_TRY(regex_compile(&op->re, re, path, "normalizer Replace"));
+        if (re) SP_TRY(regex_compile(&op->re, re, path, "normalizer Replace", mc));
         if (op->pat && !*op->pat) return sp_fail(SP_EX_DATAERR, "%s: normalizer Replace with an empty pattern", path);
     } else return sp_fail(SP_EX_DATAERR, "%s: unsupported normalizer '%s' (supported: NFC, NFKC, NFD, NFKD, Lowercase, Strip, Replace, Prepend, Sequence)", path, type);
     if ((op->kind == NORM_PREPEND || op->kind == NORM_REPLACE) && !op->content) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
@@ -636,7 +676,7 @@ static int parse_normalizer(hf *h, const cJSON *n, const char *path) {
         return 0;
     }
     norm_op op = {0};
-    int rc = norm_op_read(n, type, path, &op);
+    int rc = norm_op_read(n, type, path, h->mctx, &op);
     norm_op *v = rc ? NULL : realloc(h->norm, (size_t)(h->n_norm + 1) * sizeof *v);
     if (!rc && !v) rc = sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
     if (rc) { /* what the op already holds goes with it */
@@ -668,17 +708,17 @@ static void pre_op_free(pre_op *op) {
 
 /* One pre-tokenizer of a type other than Sequence into op. On failure op may
  * hold allocations: the caller frees it (pre_op_free). */
-static int pre_op_read(const cJSON *n, const char *type, const char *path, pre_op *op) {
+static int pre_op_read(const cJSON *n, const char *type, const char *path, pcre2_match_context *mc, pre_op *op) {
     if (!strcmp(type, "ByteLevel")) {
         op->kind = PRE_BYTELEVEL;
         op->add_prefix_space = jbool(n, "add_prefix_space", 1);
         op->use_regex = jbool(n, "use_regex", 1);
-        if (op->use_regex) SP_TRY(regex_compile(&op->re, GPT2_REGEX, path, "pre_tokenizer ByteLevel"));
+        if (op->use_regex) SP_TRY(regex_compile(&op->re, GPT2_REGEX, path, "pre_tokenizer ByteLevel", NULL)); /* ours: linear */
     } else if (!strcmp(type, "Split")) {
         op->kind = PRE_SPLIT;
         const char *re, *b = jstr(n, "behavior");
         SP_TRY(parse_pattern(n, path, "pre_tokenizer Split", &op->pat, &re));
-        if (re) SP_TRY(regex_compile(&op->re, re, path, "pre_tokenizer Split"));
+        if (re) SP_TRY(regex_compile(&op->re, re, path, "pre_tokenizer Split", mc));
         op->invert = jbool(n, "invert", 0);
         if (!b) return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Split without a behavior", path);
         if (!strcmp(b, "Removed")) op->behavior = SB_REMOVED;
@@ -710,7 +750,7 @@ static int parse_pretok(hf *h, const cJSON *n, const char *path) {
         return 0;
     }
     pre_op op = {0};
-    int rc = pre_op_read(n, type, path, &op);
+    int rc = pre_op_read(n, type, path, h->mctx, &op);
     pre_op *v = rc ? NULL : realloc(h->pre, (size_t)(h->n_pre + 1) * sizeof *v);
     if (!rc && !v) rc = sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
     if (rc) {
@@ -1020,6 +1060,7 @@ static void hf_free(void *p) {
     free(h->added);
     free(h->added_pool.s);
     u64map_free(&h->trie);
+    if (h->mctx) pcre2_match_context_free(h->mctx);
     free(h->trie_term);
     for (int i = 0; i < h->n_norm; i++) norm_op_free(&h->norm[i]);
     free(h->norm);
@@ -1116,7 +1157,7 @@ static int norm_apply(hf *h, const norm_op *op, const char *s, int64_t n, sbuf *
             int64_t ms, me;
             regex *re = (regex *)&op->re;
             int r;
-            while ((r = regex_next(re, s, n, at, &ms, &me)) == 1) {
+            while ((r = regex_next(h, re, s, n, at, &ms, &me)) == 1) {
                 SP_TRY(sbuf_add(o, s + at, ms - at));
                 SP_TRY(sbuf_add(o, op->content, cl));
                 at = me;
@@ -1217,7 +1258,7 @@ static int find_spans(hf *h, const pre_op *op, const char *s, int64_t n, span **
     if (op->re.code) {
         int64_t ms, me;
         int r;
-        while ((r = regex_next((regex *)&op->re, s, n, prev, &ms, &me)) == 1) {
+        while ((r = regex_next(h, (regex *)&op->re, s, n, prev, &ms, &me)) == 1) {
             if (ms > prev) PUSH(prev, ms, 0);
             PUSH(ms, me, 1);
             prev = me;
@@ -1545,6 +1586,8 @@ static int hf_encode(void *p, const char *text, int64_t len, int64_t text_max, s
     sbuf *grown[] = {&h->norm_buf[0], &h->norm_buf[1], &h->pre_buf[0], &h->pre_buf[1], &h->bl_buf};
     for (size_t i = 0; i < sizeof grown / sizeof grown[0]; i++) grown[i]->max = text_max, grown[i]->owner = h->path;
     h->text_max = text_max;
+    h->meter.left = h->meter.total = len < (INT64_MAX - REGEX_STEPS_BASE) / REGEX_STEPS_PER_BYTE
+                                         ? REGEX_STEPS_BASE + REGEX_STEPS_PER_BYTE * len : INT64_MAX;
     pvec *segs = &h->seg_pv;
     segs->n = 0;
     SP_TRY(split_added(h, 0, text, len, 0, 1, segs));
@@ -1772,6 +1815,13 @@ int sp_tok_hf_open(sp_tok *t, const char *path, const char *dir, const char *buf
     hf *h = calloc(1, sizeof *h);
     if (!h) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
     h->path = t->path;
+    h->mctx = pcre2_match_context_create(NULL);
+    if (!h->mctx) {
+        free(h);
+        return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    }
+    pcre2_set_callout(h->mctx, regex_step, &h->meter);
+    pcre2_set_heap_limit(h->mctx, 64 << 10); /* KiB: the interpreter's backtracking frames (JIT uses its own stack) */
     cJSON *j;
     int rc = sp_json_parse(path, NULL, buf, len, 0, &j); /* the one strict reader: no key twice, at any level */
     if (!rc) rc = hf_build(t, h, j, path, dir);

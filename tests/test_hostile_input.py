@@ -23,6 +23,13 @@ GROUP:
              that makes a 64 KiB document 4 GiB long (under a 1 GiB
              address-space limit): 65 naming the tokenizer and the limit,
              --max-doc-bytes lowering it
+  regex      regex work has a per-document budget: a Split regex
+             \p{L}{0,3000}?\p{L}{0,3000}?\d (seconds per 3000-letter word, under
+             PCRE2's per-call limits) on three such words, and as a Replace
+             normalizer: 65 naming the text, the tokenizer and the component,
+             within seconds; GPT-2's and Llama-3's Split regexes from the file
+             on prose, code, CJK and whitespace runs stay inside the budget,
+             and GPT-2's gives the built-in regex path's ids
   leaks      tokenizer.json components refused after part of them was
              built (an empty Replace pattern, a Replace or Split regex that
              does not compile, a Split without a behavior, bad prepend_scheme
@@ -266,6 +273,57 @@ def group_limits(work, shared, root):
           f"limits: the same tokenizer on a short document: exit {r.returncode}, 'x' 131072 times, then 'b' ({last(r)})")
 
 
+# ---------------------------------------------------------------- regex
+
+GPT2_REGEX = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+LLAMA3_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+
+
+def group_regex(work, shared, root):
+    out = os.path.join(work, "out.npy")
+    d = os.path.join(work, "tok")
+    os.makedirs(d, exist_ok=True)
+    split = {"type": "Split", "pattern": {"Regex": "\\p{L}{0,3000}?\\p{L}{0,3000}?\\d"}, "behavior": "Isolated",
+             "invert": False}
+    tj = write(os.path.join(d, "tokenizer.json"), json.dumps(tok_json(pre_tokenizer=split)))
+    doc = write(os.path.join(work, "words.txt"), " ".join(["a" * 3000] * 3) + "\n")
+    t0 = time.time()
+    r = tokenize(tj, doc, out, timeout=20)
+    dt = time.time() - t0
+    check(r.returncode == 65 and doc in last(r) and tj in last(r) and "pre_tokenizer Split" in last(r)
+          and "steps" in last(r) and dt < 10 and not os.path.exists(out),
+          f"regex: a backtracking Split regex on three 3000-letter words: exit {r.returncode} in {dt:.1f}s, naming the "
+          f"text, the tokenizer and the component ({last(r)})")
+    rep = {"type": "Replace", "pattern": {"Regex": "\\p{L}{0,3000}?\\p{L}{0,3000}?\\d"}, "content": ""}
+    write(tj, json.dumps(tok_json(normalizer=rep)))
+    t0 = time.time()
+    r = tokenize(tj, doc, out, timeout=20)
+    check(r.returncode == 65 and "normalizer Replace" in last(r) and time.time() - t0 < 10,
+          f"regex: the same pattern as a Replace normalizer: exit {r.returncode} in {time.time() - t0:.1f}s ({last(r)})")
+    # Real pre-tokenizer regexes from the file, on prose, code, CJK and whitespace runs: inside the
+    # budget, and metering changes no match (GPT-2's regex from the file gives the built-in path's ids).
+    text = ("The quick brown fox's 12345 jumps!!  over\t\tthe lazy dog.\n" * 400 + "def f(x):\n    return x ** 2\n" * 400
+            + "日本語のテキスト、中文文本。 " * 400 + " " * 20000 + "x\n" + "\t \r\n" * 5000 + "1234567890" * 2000)
+    doc = write(os.path.join(work, "prose.jsonl"), json.dumps({"text": text}) + "\n")
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}
+    vocab = {ch: i for i, ch in enumerate(sorted(set(
+        "ĠĊĉč!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~")))}
+    model = {"type": "BPE", "vocab": vocab, "merges": []}
+    builtin = os.path.join(work, "builtin.npy")
+    r = tokenize(write(tj, json.dumps(tok_json(pre_tokenizer=dict(byte_level, use_regex=True), model=model))), doc, builtin)
+    ids = np.load(builtin) if r.returncode == 0 else None
+    for name, regex in (("GPT-2", GPT2_REGEX), ("Llama-3", LLAMA3_REGEX)):
+        split = {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
+        t = tok_json(pre_tokenizer={"type": "Sequence", "pretokenizers": [split, byte_level]}, model=model)
+        r = tokenize(write(tj, json.dumps(t)), doc, out)
+        same = name != "GPT-2" or (r.returncode == 0 and np.array_equal(np.load(out), ids))
+        check(r.returncode == 0 and ids is not None and same and np.load(out).size > len(text) // 2,
+              f"regex: {name}'s Split regex from the file on {len(text)} bytes of prose, code, CJK and whitespace runs: "
+              f"exit {r.returncode}, within the budget" + (", the built-in regex path's ids" if name == "GPT-2" else "")
+              + f" ({last(r)})")
+
+
 # ---------------------------------------------------------------- leaks
 
 
@@ -305,7 +363,8 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     t0 = time.time()
-    groups = {"json": group_json, "tokenizer": group_tokenizer, "limits": group_limits, "leaks": group_leaks}
+    groups = {"json": group_json, "tokenizer": group_tokenizer, "limits": group_limits, "regex": group_regex,
+              "leaks": group_leaks}
     groups[group](work, os.path.abspath(shared), os.path.abspath(root))
     print(f"{len(failures)} failed" if failures else f"all checks passed ({time.time() - t0:.1f}s)")
     sys.exit(1 if failures else 0)
