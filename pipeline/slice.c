@@ -129,7 +129,7 @@ static int plan_eval(job *j) {
     int64_t fixed = sp_eval_fixed_bytes(j->eval_bk, &j->m, T, W * T, 0) + 2 * D * D * 4 /* the sliced layer's shortcuts */ +
                     sp_plan_process_base_bytes() / (SP_STAGE_COUNT + 1) + (j->calib.n + j->eval_toks.n) * 4;
     int64_t per = sp_eval_window_bytes(&j->m, T);
-    int64_t cw = (mf->memory_bytes - fixed) / per, cw_default = ((int64_t)64 << 20) / (T * D * 12);
+    int64_t cw = (mf->memory_bytes - fixed) / per, cw_default = SP_EVAL_CHUNK_BYTES_DEFAULT / (T * D * 12);
     if (cw < 1)
         return sp_fail(SP_EX_USAGE,
                        "%s: the [eval] step needs %.1f MiB (one window of %lld tokens) but [resources] memory allows "

@@ -22,7 +22,9 @@ GROUP:
   limits     sizes that come from input are bounded: a Replace normalizer
              that makes a 64 KiB document 4 GiB long (under a 1 GiB
              address-space limit): 65 naming the tokenizer and the limit,
-             --max-doc-bytes lowering it
+             --max-doc-bytes lowering it; eval --text on a ~300 KB .gz of
+             100 MB of text without --windows: 64 naming --memory as soon as
+             the ids pass it, and with --windows 2 it reads only what it needs
   regex      regex work has a per-document budget: a Split regex
              \p{L}{0,3000}?\p{L}{0,3000}?\d (seconds per 3000-letter word, under
              PCRE2's per-call limits) on three such words, and as a Replace
@@ -36,6 +38,7 @@ GROUP:
              values): 65, and under the sanitizer build (ASan's
              LeakSanitizer) no leak reported
 """
+import gzip
 import json
 import os
 import resource
@@ -267,6 +270,20 @@ def group_limits(work, shared, root):
     r = tokenize(tj, doc, out, "--max-doc-bytes", "1000000")
     check(r.returncode == 65 and "grows past 1000000 bytes" in last(r),
           f"limits: --max-doc-bytes 1000000 bounds the normalized text too: exit {r.returncode} ({last(r)})")
+    # eval --text without --windows keeps every window's ids: held to --memory.
+    kjv = os.path.join(root, "examples", "kjv", "model")
+    gz = os.path.join(work, "big.txt.gz")
+    with open(gz, "wb") as f:
+        f.write(gzip.compress(("And God said, Let there be light: and there was light.\n\n" * 1800000).encode(), 9))
+    t0 = time.time()
+    r = run(["eval", kjv, "--text", gz, "--seqlen", "64", "--memory", "4MB", "--quiet"], timeout=60)
+    check(r.returncode == 64 and gz in last(r) and "--memory" in last(r) and "--windows" in last(r) and time.time() - t0 < 60,
+          f"limits: eval --text on a {os.path.getsize(gz) // 1000} KB .gz without --windows, --memory 4MB: exit "
+          f"{r.returncode} in {time.time() - t0:.1f}s, naming the file and --memory ({last(r)})")
+    r = run(["eval", kjv, "--text", gz, "--seqlen", "64", "--windows", "2", "--json", "--quiet"], timeout=60)
+    check(r.returncode == 0 and json.loads(r.stdout)["windows"] == 2,
+          f"limits: the same text with --windows 2: exit {r.returncode}, two windows ({last(r)})")
+
     small = write(os.path.join(work, "a2.txt"), "aa b\n")
     r = tokenize(tj, small, out)
     check(r.returncode == 0 and np.load(out).tolist() == [3] * (2 * 65536) + [1],

@@ -190,7 +190,8 @@ static void usage_eval(FILE *f) {
             "  --json            print the figures as one JSON object on stdout\n"
             "  --dump-logits F   write float32 logits (windows*T, vocab) to F (.npy)\n"
             "  --memory SIZE     budget for activation chunks (default 64MB); activations\n"
-            "                    stream through two spill files, so any number of windows fits\n"
+            "                    stream through two spill files, so any number of windows fits;\n"
+            "                    with --text, also for its windows' token ids (64 past it)\n"
             "  --spill-dir DIR   folder for the spill files (default $TMPDIR or /tmp)\n"
             "  --quiet           no per-layer progress on stderr\n");
 }
@@ -252,7 +253,8 @@ static int cmd_eval(int argc, char **argv) {
     sp_io_paths_free(taken);
     sp_tokens tk = {0};
     sp_calib_opts co = {.seqlen = eo.seqlen, .nsamples = eo.windows, .vocab = m.cfg.vocab_size, .what = "--text",
-                        .progress = !quiet};
+                        .ids_bytes_max = eo.chunk_bytes > 0 ? eo.chunk_bytes : SP_EVAL_CHUNK_BYTES_DEFAULT,
+                        .budget_what = "--memory", .progress = !quiet};
     if (!rc) rc = text ? sp_calib_text_windows(text, argv[optind], &co, &tk, NULL)
                        : sp_tokens_load(tokens, m.cfg.vocab_size, 0, &tk);
     sp_eval_result r;
