@@ -52,6 +52,8 @@ int sp_tok_ids_push(sp_tok_ids *b, int32_t id) {
     return 0;
 }
 
+int sp_tok_ids_reserve(sp_tok_ids *b, int64_t n) { return grow((void **)&b->ids, &b->cap, n, 4, "token ids"); }
+
 int sp_tok_text_append(sp_tok_text *b, const void *s, int64_t n) {
     int64_t need;
     if (sp_add_i64(b->n, n + 1, &need)) return sp_fail(SP_EX_SOFTWARE, "decoded text: size overflow");

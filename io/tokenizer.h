@@ -93,6 +93,8 @@ void sp_tok_ids_free(sp_tok_ids *b);
 void sp_tok_text_free(sp_tok_text *b);
 /* Appends; on allocation failure 70 with a message. */
 int sp_tok_ids_push(sp_tok_ids *b, int32_t id);
+/* Makes room for n ids in all (cap >= n), so pushes up to n never allocate. */
+int sp_tok_ids_reserve(sp_tok_ids *b, int64_t n);
 int sp_tok_text_append(sp_tok_text *b, const void *s, int64_t n);
 
 /* Length of the valid UTF-8 prefix of s[0..n) (== n when all valid; the

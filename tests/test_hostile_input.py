@@ -24,7 +24,10 @@ GROUP:
              address-space limit): 65 naming the tokenizer and the limit,
              --max-doc-bytes lowering it; eval --text on a ~300 KB .gz of
              100 MB of text without --windows: 64 naming --memory as soon as
-             the ids pass it, and with --windows 2 it reads only what it needs
+             the ids pass it, and with --windows 2 it reads only what it needs;
+             generate on a model without max_position_embeddings with
+             --max-tokens 10^8 (under a 2 GiB limit): 64 before anything is
+             allocated, and 20 tokens still generate
   regex      regex work has a per-document budget: a Split regex
              \p{L}{0,3000}?\p{L}{0,3000}?\d (seconds per 3000-letter word, under
              PCRE2's per-call limits) on three such words, and as a Replace
@@ -283,6 +286,24 @@ def group_limits(work, shared, root):
     r = run(["eval", kjv, "--text", gz, "--seqlen", "64", "--windows", "2", "--json", "--quiet"], timeout=60)
     check(r.returncode == 0 and json.loads(r.stdout)["windows"] == 2,
           f"limits: the same text with --windows 2: exit {r.returncode}, two windows ({last(r)})")
+    # generate on a model without max_position_embeddings: the sequence's state is planned first.
+    syn = os.path.join(work, "syn")
+    r = run(["synth", syn, "--hidden", "64", "--layers", "2", "--ffn", "128", "--heads", "4", "--vocab", "256",
+             "--tokens", "2048", "--quiet"])
+    with open(os.path.join(syn, "config.json")) as f:
+        cfg = json.load(f)
+    del cfg["max_position_embeddings"]
+    write(os.path.join(syn, "config.json"), json.dumps(cfg))
+    t0 = time.time()
+    r = run(["generate", syn, "--prompt-ids", "1,2,3", "--max-tokens", "100000000", "--quiet"], preexec_fn=address_space(2))
+    check(r.returncode == 64 and "--max-tokens" in last(r) and "max_position_embeddings" in last(r)
+          and time.time() - t0 < 20,
+          f"limits: generate --max-tokens 10^8 on a model without max_position_embeddings, under ulimit -v 2 GiB: exit "
+          f"{r.returncode} in {time.time() - t0:.1f}s, before any allocation ({last(r)})")
+    r = run(["generate", syn, "--prompt-ids", "1,2,3", "--max-tokens", "20", "--ignore-eos", "--quiet"],
+            preexec_fn=address_space(2))
+    check(r.returncode == 0 and len(r.stdout.split()) == 20,
+          f"limits: the same model generates 20 tokens: exit {r.returncode}, {len(r.stdout.split())} ids ({last(r)})")
 
     small = write(os.path.join(work, "a2.txt"), "aa b\n")
     r = tokenize(tj, small, out)

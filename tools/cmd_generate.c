@@ -199,8 +199,21 @@ static int run_generate(const gen_args *a) {
     }
     if (sp_add_i64(n_prompt, a->max_tokens, &max_len) || max_len > ctx) max_len = ctx;
     const int64_t gen_max = max_len - n_prompt;
-    for (int64_t i = ids.n; i < max_len && !rc; i++) rc = sp_tok_ids_push(&ids, 0); /* room, no growth later */
-    ids.n = n_prompt;
+    /* Everything the run will hold, planned before any of it is allocated: a
+     * model without max_position_embeddings bounds max_len by nothing else. */
+    int64_t extra = 0, dump_bytes = 0;
+    if (sp_mul_i64(max_len, 4, &extra) || (a->dump_logits && (sp_mul_i64(gen_max, V * 4, &dump_bytes) ||
+                                                              sp_add_i64(extra, dump_bytes, &extra))))
+        extra = INT64_MAX;
+    rc = sp_gen_check(&m, bk, max_len > 1 ? max_len - 1 : 1, extra);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        rc = sp_fail(rc, "%s (the prompt's %lld tokens + --max-tokens %lld%s); lower --max-tokens", msg, (long long)n_prompt,
+                     (long long)a->max_tokens, m.cfg.max_pos > 0 ? "" : "; the model sets no max_position_embeddings");
+        goto out;
+    }
+    rc = sp_tok_ids_reserve(&ids, max_len); /* room for the whole sequence: no growth later */
     /* A vocabulary padded beyond the tokenizer's (Phi-2: 51200 rows, 50295 ids)
      * has rows no text decodes to: they are never sampled. */
     const int64_t V_tok = tok && sp_tok_vocab_size(tok) < V ? sp_tok_vocab_size(tok) : V;
