@@ -35,6 +35,9 @@ GROUP:
              within seconds; GPT-2's and Llama-3's Split regexes from the file
              on prose, code, CJK and whitespace runs stay inside the budget,
              and GPT-2's gives the built-in regex path's ids
+  gguf       GGUF export refusals: a finite weight of 1e7 is 65 with
+             --type f16 and --type q8_0 (its block's fp16 scale max|x|/127
+             overflows), naming the tensor; f32 and bf16 export it
   leaks      tokenizer.json components refused after part of them was
              built (an empty Replace pattern, a Replace or Split regex that
              does not compile, a Split without a behavior, bad prepend_scheme
@@ -362,6 +365,47 @@ def group_regex(work, shared, root):
               + f" ({last(r)})")
 
 
+# ---------------------------------------------------------------- gguf
+
+
+def synth(work, name, *extra):
+    d = os.path.join(work, name)
+    shutil.rmtree(d, ignore_errors=True)
+    r = run(["synth", d, "--hidden", "64", "--layers", "2", "--ffn", "128", "--heads", "4", "--vocab", "256",
+             "--tokens", "4096", "--quiet", *extra])
+    if r.returncode != 0:
+        sys.exit(f"synth {name} failed: {last(r)}")
+    return d
+
+
+def set_f32(model, tensor, index, value):
+    """Writes value into a float32 tensor of a one-shard model, in place."""
+    p = os.path.join(model, "model.safetensors")
+    with open(p, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        hdr = json.loads(f.read(n))
+        begin = hdr[tensor]["data_offsets"][0]
+        f.seek(8 + n + begin + 4 * index)
+        f.write(np.float32(value).tobytes())
+
+
+def group_gguf(work, shared, root):
+    m = synth(work, "big-weight", "--dtype", "f32")
+    set_f32(m, "model.embed_tokens.weight", 5 * 64 + 3, 1e7)  # row 5, in the block of columns 0..31
+    for typ in ("q8_0", "f16"):
+        gg = os.path.join(work, f"big.{typ}.gguf")
+        r = run(["export", m, "--gguf", gg, "--type", typ, "--quiet"])
+        check(r.returncode == 65 and "token_embd.weight" in last(r) and "row 5" in last(r) and not os.path.exists(gg)
+              and not os.path.exists(gg + ".tmp"),
+              f"gguf: a weight of 1e7 exported as {typ}: exit {r.returncode}, naming the tensor and the row, no file "
+              f"({last(r)})")
+    for typ in ("f32", "bf16"):
+        gg = os.path.join(work, f"big.{typ}.gguf")
+        r = run(["export", m, "--gguf", gg, "--type", typ, "--quiet"])
+        check(r.returncode == 0 and os.path.getsize(gg) > 0, f"gguf: the same weight exported as {typ}: exit {r.returncode} "
+              f"({last(r)})")
+
+
 # ---------------------------------------------------------------- leaks
 
 
@@ -402,7 +446,7 @@ def main():
     os.makedirs(work)
     t0 = time.time()
     groups = {"json": group_json, "tokenizer": group_tokenizer, "limits": group_limits, "regex": group_regex,
-              "leaks": group_leaks}
+              "gguf": group_gguf, "leaks": group_leaks}
     groups[group](work, os.path.abspath(shared), os.path.abspath(root))
     print(f"{len(failures)} failed" if failures else f"all checks passed ({time.time() - t0:.1f}s)")
     sys.exit(1 if failures else 0)
