@@ -738,6 +738,25 @@ int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_
     x.last_tenth = -1;
     if ((rc = sp_model_open(model_dir, &x.m))) return rc;
     x.model_open = 1;
+    /* The output path before any work (io/fileio.h's rule): not a folder or
+     * FIFO, not one of the model's files, and an existing file only with
+     * --force, or when this export's own journal (a run killed after the
+     * rename) shows it finished it: finished_already checks that below. A
+     * caller-given journal is [output] gguf's, in the job's own folder. */
+    sp_io_paths *taken = NULL;
+    rc = sp_model_add_inputs(&x.m, &taken);
+    if (!rc) rc = sp_io_out_check(out_path, &taken, SP_IO_OUT_REPLACE);
+    sp_io_paths_free(taken);
+    if (rc) goto out;
+    struct stat sb;
+    const int exists = !opts->force && !opts->journal_path && lstat(out_path, &sb) == 0;
+    if (exists) { /* without a journal of ours (or with --restart, which discards it): refused now */
+        char *j0 = with_suffix(out_path, ".journal");
+        rc = !j0 ? sp_fail(SP_EX_SOFTWARE, "out of memory")
+             : opts->restart || lstat(j0, &sb) != 0 ? sp_io_out_check(out_path, NULL, 0) : 0;
+        free(j0);
+        if (rc) goto out;
+    }
     if (x.m.cfg.sliced) {
         rc = sp_fail(SP_EX_DATAERR, "%s: a per-layer sliced model (shortcut matrices) is no stock architecture, and llama.cpp cannot "
                      "run it; slice with [slicing] basis = \"global\" for a GGUF-exportable model", model_dir);
@@ -786,6 +805,7 @@ int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_
         if (!opts->journal_path) unlink(jp);
         goto out;
     }
+    if (exists && (rc = sp_io_out_check(out_path, NULL, 0))) goto out; /* a journal, but not of this file */
     int64_t t0, r0;
     writing = 1;
     if ((rc = start_writing(&x, ck, n_ck, &t0, &r0, st))) goto out;

@@ -29,6 +29,8 @@ typedef struct sp_export_opts {
                            Q8_0 falls back to F16 for rows not a multiple of 32 */
     int quiet;
     int restart;              /* discard an earlier export's journal and tmp first */
+    int force;                /* replace an existing OUT (io/fileio.h: without it an existing file there is
+                                 refused, 73, unless this export's journal shows it finished it) */
     const char *journal_path; /* NULL: "<out>.journal", under the lock "<out>.lock", both
                                  removed after the rename; else this file, under a lock the
                                  caller holds, kept (a rerun checks the file against it) */
@@ -53,7 +55,9 @@ typedef struct sp_export_stats {
  * model and options. 0, or 64/65/66/73/74 (75: another export holds the
  * lock) with one message naming the file, the tensor and the reason. A
  * journal of another export (model, options or tool version changed): 65,
- * nothing touched. */
+ * nothing touched. out_path is checked before any work as a single-file
+ * output (io/fileio.h sp_io_out_check): not a folder, FIFO or device, not
+ * the model's own files, and not an existing file without opts->force. */
 int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_opts *opts, sp_export_stats *st);
 
 /* llama.cpp's architecture for an HF model_type, or NULL when it has none

@@ -434,7 +434,7 @@ static int write_tokens(const char *dir, const sp_synth_opts *o, int32_t *buf) {
     char *path;
     SP_TRY(sp_path_join(dir, "calib.npy", &path));
     sp_npy_out *npy;
-    int rc = sp_npy_out_begin(path, "<i4", 0, NULL, &npy);
+    int rc = sp_npy_out_begin(path, "<i4", 0, SP_IO_OUT_REPLACE, NULL, &npy); /* its own folder, checked before */
     free(path);
     SP_TRY(rc);
     token_gen g;

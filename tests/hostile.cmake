@@ -32,8 +32,9 @@ endforeach()
 #   hostile_input.limits     sizes from input bounded before they are allocated
 #   hostile_input.regex      a per-document budget on regex work
 #   hostile_input.gguf       GGUF export refusals: values a type cannot hold
+#   hostile_input.export     the export's output path, lock and [output] gguf refusals before any work
 #   hostile_input.leaks      components refused half-built: 65 and, under ASan, no leak
-foreach(group json tokenizer limits regex gguf leaks)
+foreach(group json tokenizer limits regex gguf export leaks)
   add_test(NAME hostile_input.${group}
            COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_hostile_input.py ${group} $<TARGET_FILE:slicepipe>
                    ${CMAKE_BINARY_DIR}/test_out/hostile_input ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR})

@@ -38,6 +38,11 @@ GROUP:
   gguf       GGUF export refusals: a finite weight of 1e7 is 65 with
              --type f16 and --type q8_0 (its block's fp16 scale max|x|/127
              overflows), naming the tensor; f32 and bf16 export it
+  export     the export's output path before any work: a folder, '' (it
+             wrote ./.tmp), the model's own shard: refused with nothing
+             created; an existing file: 73 and kept, replaced with --force;
+             a kill right after the rename: the rerun keeps its own file
+             without --force
   leaks      tokenizer.json components refused after part of them was
              built (an empty Replace pattern, a Replace or Split regex that
              does not compile, a Split without a behavior, bad prepend_scheme
@@ -406,6 +411,49 @@ def group_gguf(work, shared, root):
               f"({last(r)})")
 
 
+# ---------------------------------------------------------------- export
+
+
+def group_export(work, shared, root):
+    m = synth(work, "llama")
+    gg = os.path.join(work, "out.gguf")
+    litter = lambda p: [f for f in (p + ".tmp", p + ".journal", p + ".lock") if os.path.lexists(f)]
+    # Refused before any work, nothing created: a folder, an empty name, the model's own shard.
+    d = os.path.join(work, "a-folder")
+    os.makedirs(os.path.join(d, "keep"))
+    r = run(["export", m, "--gguf", d, "--quiet"])
+    check(r.returncode == 73 and "directory" in last(r) and not litter(d) and os.listdir(d) == ["keep"],
+          f"export: --gguf a folder: exit {r.returncode} before any work, no .tmp/.journal/.lock ({last(r)})")
+    r = run(["export", m, "--gguf", "", "--quiet"], cwd=work)
+    check(r.returncode == 73 and not os.path.lexists(os.path.join(work, ".tmp"))
+          and not os.path.lexists(os.path.join(work, ".journal")),
+          f"export: --gguf '': exit {r.returncode}, no ./.tmp ({last(r)})")
+    shard = os.path.join(m, "model.safetensors")
+    before = open(shard, "rb").read()
+    r = run(["export", m, "--gguf", shard, "--force", "--quiet"])
+    check(r.returncode == 64 and "the input" in last(r) and open(shard, "rb").read() == before and not litter(shard),
+          f"export: --gguf the model's shard, even with --force: exit {r.returncode}, the shard intact ({last(r)})")
+    # An existing file: kept without --force, replaced with it.
+    write(gg, "someone's data\n")
+    r = run(["export", m, "--gguf", gg, "--quiet"])
+    check(r.returncode == 73 and open(gg).read() == "someone's data\n" and "--force" in last(r) and not litter(gg),
+          f"export: an existing file at --gguf: exit {r.returncode}, kept, naming --force ({last(r)})")
+    r = run(["export", m, "--gguf", gg, "--force", "--quiet"])
+    ref = open(gg, "rb").read() if r.returncode == 0 else b""
+    check(r.returncode == 0 and ref[:4] == b"GGUF", f"export: the same with --force: exit {r.returncode} ({last(r)})")
+    # Killed right after the rename (its journal outlived it): the rerun keeps its own file, without --force.
+    os.unlink(gg)
+    c = run(["export", m, "--gguf", gg, "--quiet"], env={"SLICEPIPE_COUNT_COMMITS": "1"})
+    n = int(c.stderr.split("commit-points export ")[1].split()[0]) if "commit-points export" in c.stderr else 0
+    os.unlink(gg)
+    k = run(["export", m, "--gguf", gg, "--quiet"], env={"SLICEPIPE_KILL_AT": f"export:{n}"})
+    r = run(["export", m, "--gguf", gg])
+    check(n > 2 and k.returncode == -9 and r.returncode == 0 and "already finished" in r.stdout
+          and open(gg, "rb").read() == ref,
+          f"export: killed after the rename (commit point {n}): the rerun without --force keeps its own file "
+          f"(exit {r.returncode}: {r.stdout.strip()[-80:]}{last(r)})")
+
+
 # ---------------------------------------------------------------- leaks
 
 
@@ -440,13 +488,13 @@ def group_leaks(work, shared, root):
 
 
 def main():
-    group, hc.SP, work, shared, root = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3]), sys.argv[4], sys.argv[5]
+    group, hc.SP, work, shared, root = sys.argv[1], os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3]), sys.argv[4], sys.argv[5]
     work = os.path.join(work, group)
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     t0 = time.time()
     groups = {"json": group_json, "tokenizer": group_tokenizer, "limits": group_limits, "regex": group_regex,
-              "gguf": group_gguf, "leaks": group_leaks}
+              "gguf": group_gguf, "export": group_export, "leaks": group_leaks}
     groups[group](work, os.path.abspath(shared), os.path.abspath(root))
     print(f"{len(failures)} failed" if failures else f"all checks passed ({time.time() - t0:.1f}s)")
     sys.exit(1 if failures else 0)

@@ -72,6 +72,8 @@ static void usage_generate(FILE *f) {
             "                       token if one was generated (1-D int32)\n"
             "  --dump-logits F.npy  write the logits each of those new tokens was chosen from\n"
             "                       (float32, new tokens x vocab)\n"
+            "  --force              replace an existing --out-ids or --dump-logits file\n"
+            "                       (without it an existing file there is refused)\n"
             "  --quiet              no summary on stderr\n");
 }
 
@@ -128,7 +130,7 @@ typedef struct gen_args {
     int64_t max_tokens, top_k, threads, weights;
     double temperature;
     uint64_t seed;
-    int special, ignore_eos, echo, quiet;
+    int special, ignore_eos, echo, quiet, out_flags;
 } gen_args;
 
 static const char *stop_name[] = {"max-tokens", "eos", "context length"};
@@ -161,8 +163,8 @@ static int run_generate(const gen_args *a) {
     /* The outputs are begun before any work: never over an input (io/fileio.h). */
     if (!rc) rc = sp_model_add_inputs(&m, &taken);
     if (!rc && a->prompt_tokens) rc = sp_io_paths_add(&taken, a->prompt_tokens, 0);
-    if (!rc && a->out_ids) rc = sp_npy_out_begin(a->out_ids, "<i4", 0, &taken, &out_ids);
-    if (!rc && a->dump_logits) rc = sp_npy_out_begin(a->dump_logits, "<f4", V, &taken, &out_logits);
+    if (!rc && a->out_ids) rc = sp_npy_out_begin(a->out_ids, "<i4", 0, a->out_flags, &taken, &out_ids);
+    if (!rc && a->dump_logits) rc = sp_npy_out_begin(a->dump_logits, "<f4", V, a->out_flags, &taken, &out_logits);
     if (rc) goto out;
     if (a->prompt) {
         rc = sp_tok_encode(tok, a->prompt, -1, a->special, &ids);
@@ -328,7 +330,7 @@ int sp_cmd_generate(int argc, char **argv) {
         {"backend", required_argument, 0, 'B'},
         {"out-ids", required_argument, 0, 'o'},       {"dump-logits", required_argument, 0, 'd'},
         {"quiet", no_argument, 0, 'q'},               {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"force", no_argument, 0, 'F'},               {0, 0, 0, 0}};
     gen_args a = {.max_tokens = 256, .special = 1, .weights = DEFAULT_WEIGHTS};
     int64_t seed = 0;
     optind = 1;
@@ -360,6 +362,7 @@ int sp_cmd_generate(int argc, char **argv) {
         case 'o': a.out_ids = optarg; break;
         case 'd': a.dump_logits = optarg; break;
         case 'q': a.quiet = 1; break;
+        case 'F': a.out_flags = SP_IO_OUT_REPLACE; break;
         case 'h': usage_generate(stdout); return 0;
         default:
             usage_generate(stderr);
