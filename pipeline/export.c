@@ -331,22 +331,34 @@ static int write_hparams(sp_gguf_w *w, xctx *x, const sp_export_opts *o) {
     return 0;
 }
 
+/* The tokenizer of dir as a GGUF vocabulary of at most V ids: *tok and *v
+ * filled (the caller frees both), or *minimal = 1 when dir has no tokenizer
+ * (a placeholder vocabulary is written). 65 for one that cannot convert. */
+static int vocab_open(const char *dir, int64_t V, sp_tok **tok, sp_tok_vocab *v, int *minimal) {
+    memset(v, 0, sizeof *v);
+    *tok = NULL;
+    int rc = sp_tok_open(dir, tok);
+    *minimal = rc == SP_EX_NOINPUT;
+    if (*minimal) {
+        sp_err_clear();
+        return 0;
+    }
+    if (!rc) rc = sp_tok_vocab_load(*tok, v);
+    if (!rc && v->n > V)
+        rc = sp_fail(SP_EX_DATAERR, "%s: %lld tokens, more than config.json's vocab_size %lld", sp_tok_path(*tok), (long long)v->n,
+                     (long long)V);
+    return rc;
+}
+
 static int write_vocab(sp_gguf_w *w, xctx *x, sp_export_stats *st) {
     const sp_config *c = &x->m.cfg;
     int64_t V = c->vocab_size;
     sp_tok *tok = NULL;
     sp_tok_vocab v;
-    memset(&v, 0, sizeof v);
-    int rc = sp_tok_open(x->dir, &tok);
-    int minimal = rc == SP_EX_NOINPUT;
-    if (rc && !minimal) return rc;
-    sp_err_clear();
+    int minimal;
+    int rc = vocab_open(x->dir, V, &tok, &v, &minimal);
+    if (rc) goto out;
     if (!minimal) {
-        rc = sp_tok_vocab_load(tok, &v);
-        if (!rc && v.n > V)
-            rc = sp_fail(SP_EX_DATAERR, "%s: %lld tokens, more than config.json's vocab_size %lld", sp_tok_path(tok), (long long)v.n,
-                         (long long)V);
-        if (rc) goto out;
         snprintf(st->tokenizer, sizeof st->tokenizer, "%s (%s)", sp_tok_kind_name(tok),
                  v.style == SP_TOK_STYLE_BPE ? "gpt2" : "llama");
     } else {
@@ -523,35 +535,54 @@ static int write_item(sp_gguf_w *w, xctx *x, const xitem *it, int64_t r0) {
     return 0;
 }
 
-static int map_family(xctx *x) {
-    const char *mt = x->m.cfg.family->model_type;
-    const char *path = x->dir;
+/* llama.cpp's architecture for a model of family m and config c (with a head
+ * tensor of its own when has_head), in *xa; *unfuse when Phi-3 is written as
+ * llama. 65 naming dir for what llama.cpp cannot run. */
+static int map_family(const sp_model *m, const sp_config *c, int has_head, const char *dir, xarch *xa, int *unfuse) {
+    const char *mt = c->family->model_type;
+    const char *path = dir;
     int k = xarch_find(mt);
     if (k < 0)
         return sp_fail(SP_EX_DATAERR, "%s/config.json: model_type '%s' has no llama.cpp architecture; GGUF export supports llama, "
                        "mistral, qwen2, qwen3, phi3, gemma and phi", path, mt);
-    x->xa = xarch_of[k].xa;
-    const sp_config *c = &x->m.cfg;
-    if (x->xa == X_GEMMA && x->m.has_head && !c->tie_word_embeddings)
-        return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': llama.cpp's gemma always ties the head to the embedding", path, x->m.arch->head);
-    if (x->xa == X_QWEN2 && c->n_heads * c->head_dim != c->hidden_size) {
+    *xa = xarch_of[k].xa;
+    *unfuse = 0;
+    if (*xa == X_GEMMA && has_head && !c->tie_word_embeddings)
+        return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': llama.cpp's gemma always ties the head to the embedding", path, m->arch->head);
+    if (*xa == X_QWEN2 && c->n_heads * c->head_dim != c->hidden_size) {
         /* llama.cpp's qwen2 sizes attn_q as n_embd × n_embd, which a basis =
          * "global" output (hidden_size d) is not; its llama sizes it by the
          * heads and takes q/k/v biases. HF's Qwen2 is HF's Llama plus those
          * biases (rotate-half RoPE both), so the llama form with q/k permuted
          * to interleaved order computes the same model. */
-        x->xa = X_LLAMA; /* the summary names the architecture written */
+        *xa = X_LLAMA; /* the summary names the architecture written */
     }
-    if (x->xa == X_PHI3 && c->n_heads * c->head_dim != c->hidden_size) {
+    if (*xa == X_PHI3 && c->n_heads * c->head_dim != c->hidden_size) {
         /* The same sizing in llama.cpp's phi3 (attn_qkv by n_embd); HF's
          * Phi-3 is HF's Llama with q;k;v and gate;up fused, so the llama form
          * with the parts written apart computes the same model. */
-        x->xa = X_LLAMA;
-        x->unfuse = 1;
+        *xa = X_LLAMA;
+        *unfuse = 1;
     }
-    if (x->xa == X_LLAMA && c->rot_dim != c->head_dim)
+    if (*xa == X_LLAMA && c->rot_dim != c->head_dim)
         return sp_fail(SP_EX_DATAERR, "%s/config.json: partial rotary on a llama-family model is not supported by llama.cpp's llama", path);
     return 0;
+}
+
+int sp_export_check(const sp_model *m, int64_t hidden) {
+    sp_config c = m->cfg; /* the output's: width hidden, its head untied (output.c) */
+    c.hidden_size = hidden;
+    c.tie_word_embeddings = 0;
+    xarch xa;
+    int unfuse;
+    SP_TRY(map_family(m, &c, 1, m->dir, &xa, &unfuse));
+    sp_tok *tok;
+    sp_tok_vocab v;
+    int minimal;
+    int rc = vocab_open(m->dir, c.vocab_size, &tok, &v, &minimal); /* the output carries this tokenizer */
+    sp_tok_vocab_free(&v);
+    sp_tok_free(tok);
+    return rc;
 }
 
 /* ---- the journal ---------------------------------------------------------- */
@@ -762,7 +793,7 @@ int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_
                      "run it; slice with [slicing] basis = \"global\" for a GGUF-exportable model", model_dir);
         goto out;
     }
-    if ((rc = map_family(&x))) goto out;
+    if ((rc = map_family(&x.m, &x.m.cfg, x.m.has_head, model_dir, &x.xa, &x.unfuse))) goto out;
     snprintf(st->arch, sizeof st->arch, "%s", xarch_name[x.xa]);
     if ((rc = plan_items(&x, opts, st))) goto out;
 

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "gguf.h"
+#include "model.h"
 
 typedef struct sp_export_opts {
     sp_gguf_ttype type; /* 2-D weights; 1-D tensors (norms, biases) are always F32.
@@ -59,6 +60,14 @@ typedef struct sp_export_stats {
  * output (io/fileio.h sp_io_out_check): not a folder, FIFO or device, not
  * the model's own files, and not an existing file without opts->force. */
 int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_opts *opts, sp_export_stats *st);
+
+/* Everything the export of a sliced output of m would refuse, checked on m
+ * before the slicing ([output] gguf): the output is m's family at hidden
+ * size `hidden`, its head untied (as output.c writes a stock output), with
+ * m's tokenizer. 0, or 65 with the export's own message (a Gemma head
+ * llama.cpp would tie, a partial rotary llama.cpp's llama cannot run, a
+ * tokenizer with no GGUF vocabulary). */
+int sp_export_check(const sp_model *m, int64_t hidden);
 
 /* llama.cpp's architecture for an HF model_type, or NULL when it has none
  * (opt). */

@@ -42,7 +42,10 @@ GROUP:
              wrote ./.tmp), the model's own shard: refused with nothing
              created; an existing file: 73 and kept, replaced with --force;
              a kill right after the rename: the rerun keeps its own file
-             without --force
+             without --force; [output] gguf for a global Gemma, a
+             partial-rotary Phi-3 and a model whose tokenizer has no GGUF
+             vocabulary: 64 naming the manifest before any work (no output
+             folder), while a global Llama exports
   leaks      tokenizer.json components refused after part of them was
              built (an empty Replace pattern, a Replace or Split regex that
              does not compile, a Split without a behavior, bad prepend_scheme
@@ -414,6 +417,17 @@ def group_gguf(work, shared, root):
 # ---------------------------------------------------------------- export
 
 
+def run_manifest(work, name, model, extra=""):
+    out = os.path.join(work, name + "-out")
+    shutil.rmtree(out, ignore_errors=True)
+    m = write(os.path.join(work, name + ".toml"),
+              f'[model]\npath = "{model}"\n[calibration]\ntokens = "{os.path.join(model, "calib.npy")}"\nseqlen = 32\n'
+              f'nsamples = 4\n[slicing]\nsparsity = 0.25\nbasis = "global"\n[output]\npath = "{out}"\ngguf = "f32"\n{extra}')
+    t0 = time.time()
+    r = run(["run", m, "--quiet"], timeout=120)
+    return r, m, out, time.time() - t0
+
+
 def group_export(work, shared, root):
     m = synth(work, "llama")
     gg = os.path.join(work, "out.gguf")
@@ -452,6 +466,24 @@ def group_export(work, shared, root):
           and open(gg, "rb").read() == ref,
           f"export: killed after the rename (commit point {n}): the rerun without --force keeps its own file "
           f"(exit {r.returncode}: {r.stdout.strip()[-80:]}{last(r)})")
+
+    # [output] gguf: what the export would refuse on the sliced model is refused before the slicing.
+    r, man, out, dt = run_manifest(work, "global-llama", m)
+    check(r.returncode == 0 and os.path.exists(os.path.join(out, "model.gguf")),
+          f"export: [output] gguf for a global Llama: exit {r.returncode}, model.gguf written ({last(r)})")
+    with open(os.path.join(root, "examples", "kjv", "model", "tokenizer.model"), "rb") as f:
+        unigram = spm_with_model_type(f.read(), 1)  # a SentencePiece unigram model: llama.cpp's SPM vocabulary is BPE
+    cases = [("a global Gemma (its head is untied)", synth(work, "gemma", "--arch", "gemma"), "ties the head"),
+             ("a partial-rotary global Phi-3", synth(work, "phi3", "--arch", "phi3", "--partial-rotary", "0.5"),
+              "partial rotary"),
+             ("a model whose tokenizer has no GGUF vocabulary", synth(work, "unigram", "--vocab", "1536"), "BPE")]
+    write(os.path.join(cases[2][1], "tokenizer.model"), unigram)
+    for what, model, why in cases:
+        r, man, out, dt = run_manifest(work, os.path.basename(model), model)
+        check(r.returncode == 64 and man in last(r) and "[output] gguf" in last(r) and why in last(r)
+              and not os.path.exists(out) and dt < 30,
+              f"export: [output] gguf for {what}: exit {r.returncode} in {dt:.1f}s, before any work (no output "
+              f"folder), naming the manifest and the reason ({last(r)})")
 
 
 # ---------------------------------------------------------------- leaks
