@@ -43,7 +43,8 @@
  *   each tensor, and every CHECKPOINT_BYTES within a long one:
  *       rows written ─► tmp fsynced ─► CHECKPOINT appended+fsynced ─► commit point
  *   last tensor ─► (its CHECKPOINT: the whole file's hash) ─► rename, dir fsynced
- *   ─► commit point ─► journal and lock removed (a caller-given journal stays)
+ *   ─► commit point ─► journal removed (a caller-given journal stays); the lock
+ *   file is never removed (io/lock.h, docs/resume.md §9)
  *
  * Replay: the checkpoints, where one at or before an earlier one's position
  * supersedes it and all after it (a resume that redid them), leave an
@@ -856,8 +857,7 @@ out:
     }
     sp_journal_free(x.jr);
     sp_gguf_free(x.w);
-    if (lock) unlink(lp);
-    sp_lock_free(lock);
+    sp_lock_free(lock); /* the lock file stays (io/lock.h): unlinking it while held lets a second export lock a new one */
     free(jp);
     free(lp);
     free(ck);

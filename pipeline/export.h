@@ -32,9 +32,9 @@ typedef struct sp_export_opts {
     int restart;              /* discard an earlier export's journal and tmp first */
     int force;                /* replace an existing OUT (io/fileio.h: without it an existing file there is
                                  refused, 73, unless this export's journal shows it finished it) */
-    const char *journal_path; /* NULL: "<out>.journal", under the lock "<out>.lock", both
-                                 removed after the rename; else this file, under a lock the
-                                 caller holds, kept (a rerun checks the file against it) */
+    const char *journal_path; /* NULL: "<out>.journal", removed after the rename, under the lock
+                                 "<out>.lock" (its file stays: io/lock.h); else this file, under
+                                 a lock the caller holds, kept (a rerun checks the file against it) */
     const char *restart_hint; /* how to discard a refused journal; NULL: "rerun with --restart" */
     const char *label;        /* prefix of progress lines; NULL: "slicepipe export" */
 } sp_export_opts;

@@ -413,7 +413,16 @@ def commit_points(a, cmd, env=None):
 
 
 def leftovers(gg):
-    return [p for p in (gg + ".tmp", gg + ".journal", gg + ".lock") if os.path.exists(p)]
+    """What an export that ended left behind: its tmp, its journal, or its lock still held. The lock file
+    itself stays (io/lock.h): an export never unlinks it, or two exports could each lock a file of that name."""
+    left = [p for p in (gg + ".tmp", gg + ".journal") if os.path.exists(p)]
+    if os.path.exists(gg + ".lock"):
+        with open(gg + ".lock", "r+") as lf:
+            try:  # a POSIX lock conflicts with an export's OFD lock
+                fcntl.lockf(lf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                left.append(gg + ".lock (held)")
+    return left
 
 
 def mode_resume(a):
@@ -506,8 +515,8 @@ def mode_resume(a):
         if (r.returncode != 65 or needle not in r.stderr or "--restart" not in r.stderr or
                 len(r.stderr.strip().splitlines()) != 1):
             die(f"{what}: exit {r.returncode}: {r.stderr.strip()}; expected 65 with '{needle}' naming --restart")
-        if {p: sha(p) for p in before} != before or os.path.exists(gg + ".lock"):
-            die(f"{what}: the refused rerun changed the tmp or the journal, or left its lock")
+        if {p: sha(p) for p in before} != before or any(p.endswith("(held)") for p in leftovers(gg)):
+            die(f"{what}: the refused rerun changed the tmp or the journal, or left its lock held")
         r = run_env(cmd + ["--restart"])  # the shard's bytes are the same: so is the file
         if r.returncode or leftovers(gg) or sha(gg) != ref or "resuming" in r.stderr:
             die(f"{what}: --restart: exit {r.returncode} {r.stderr.strip()[-300:]}")

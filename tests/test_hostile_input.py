@@ -42,7 +42,9 @@ GROUP:
              wrote ./.tmp), the model's own shard: refused with nothing
              created; an existing file: 73 and kept, replaced with --force;
              a kill right after the rename: the rerun keeps its own file
-             without --force; [output] gguf for a global Gemma, a
+             without --force; the lock file is never unlinked, so a process
+             holding the lock file a finished export used still keeps a
+             second export out (75); [output] gguf for a global Gemma, a
              partial-rotary Phi-3 and a model whose tokenizer has no GGUF
              vocabulary: 64 naming the manifest before any work (no output
              folder), while a global Llama exports
@@ -52,11 +54,13 @@ GROUP:
              values): 65, and under the sanitizer build (ASan's
              LeakSanitizer) no leak reported
 """
+import fcntl
 import gzip
 import json
 import os
 import resource
 import shutil
+import struct
 import sys
 import time
 
@@ -466,6 +470,23 @@ def group_export(work, shared, root):
           and open(gg, "rb").read() == ref,
           f"export: killed after the rename (commit point {n}): the rerun without --force keeps its own file "
           f"(exit {r.returncode}: {r.stdout.strip()[-80:]}{last(r)})")
+    # The lock file is never unlinked: a process that opened it while an export held it, and locks it
+    # once that export is done, holds the lock every later export takes (75), not a nameless one.
+    lock = gg + ".lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        r1 = run(["export", m, "--gguf", gg, "--force", "--quiet"])
+        flock = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, flock)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        r2 = run(["export", m, "--gguf", gg, "--force", "--quiet"])
+    finally:
+        os.close(fd)
+    check(r1.returncode == 0 and r2.returncode == 75 and str(os.getpid()) in last(r2),
+          f"export: a lock held on the lock file a finished export used keeps the next export out: exits "
+          f"{r1.returncode}, {r2.returncode} ({last(r2)})")
+    r = run(["export", m, "--gguf", gg, "--force", "--quiet"])
+    check(r.returncode == 0, f"export: once that lock is released, the export runs: exit {r.returncode} ({last(r)})")
 
     # [output] gguf: what the export would refuse on the sliced model is refused before the slicing.
     r, man, out, dt = run_manifest(work, "global-llama", m)
