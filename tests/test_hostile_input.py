@@ -93,6 +93,13 @@ def tok_json(**over):
     return t
 
 
+def tok_scratch(work):
+    """(the output path, a small text, the path of a tokenizer.json to write) for a group in work."""
+    os.makedirs(os.path.join(work, "tok"), exist_ok=True)
+    return (os.path.join(work, "out.npy"), write(os.path.join(work, "ab.txt"), "abab ba\n"),
+            os.path.join(work, "tok", "tokenizer.json"))
+
+
 def tokenize(tok, text, out, *extra, **kw):
     if os.path.lexists(out):
         os.unlink(out)
@@ -219,11 +226,7 @@ def spm_with_model_type(model, value):
 
 
 def group_tokenizer(work, shared, root):
-    out = os.path.join(work, "out.npy")
-    text = write(os.path.join(work, "ab.txt"), "abab ba\n")
-    d = os.path.join(work, "tok")
-    os.makedirs(d, exist_ok=True)
-    tj = os.path.join(d, "tokenizer.json")
+    out, text, tj = tok_scratch(work)
     r = tokenize(write(tj, json.dumps(tok_json())), text, out)
     check(r.returncode == 0, f"tokenizer: the small tokenizer.json itself tokenizes ({last(r)})")
     # One id, two pieces: decoding could not tell them apart.
@@ -271,13 +274,11 @@ def group_tokenizer(work, shared, root):
 
 
 def group_limits(work, shared, root):
-    out = os.path.join(work, "out.npy")
-    d = os.path.join(work, "tok")
-    os.makedirs(d, exist_ok=True)
+    out, _, tj = tok_scratch(work)
     # A Replace normalizer turning each 'a' into 64 KiB: a 64 KiB document becomes 4 GiB.
     t = tok_json(normalizer={"type": "Replace", "pattern": {"String": "a"}, "content": "x" * 65536})
     t["model"]["vocab"]["x"] = 3
-    tj = write(os.path.join(d, "tokenizer.json"), json.dumps(t))
+    write(tj, json.dumps(t))
     doc = write(os.path.join(work, "a64k.txt"), "a" * 65536 + "\n")
     t0 = time.time()
     r = tokenize(tj, doc, out, preexec_fn=address_space(1))
@@ -334,12 +335,10 @@ LLAMA3_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{
 
 
 def group_regex(work, shared, root):
-    out = os.path.join(work, "out.npy")
-    d = os.path.join(work, "tok")
-    os.makedirs(d, exist_ok=True)
+    out, _, tj = tok_scratch(work)
     split = {"type": "Split", "pattern": {"Regex": "\\p{L}{0,3000}?\\p{L}{0,3000}?\\d"}, "behavior": "Isolated",
              "invert": False}
-    tj = write(os.path.join(d, "tokenizer.json"), json.dumps(tok_json(pre_tokenizer=split)))
+    write(tj, json.dumps(tok_json(pre_tokenizer=split)))
     doc = write(os.path.join(work, "words.txt"), " ".join(["a" * 3000] * 3) + "\n")
     t0 = time.time()
     r = tokenize(tj, doc, out, timeout=20)
@@ -511,11 +510,7 @@ def group_export(work, shared, root):
 
 
 def group_leaks(work, shared, root):
-    out = os.path.join(work, "out.npy")
-    text = write(os.path.join(work, "ab.txt"), "abab ba\n")
-    d = os.path.join(work, "tok")
-    os.makedirs(d, exist_ok=True)
-    tj = os.path.join(d, "tokenizer.json")
+    out, text, tj = tok_scratch(work)
     cases = [
         ("a Replace normalizer with an empty pattern",
          dict(normalizer={"type": "Replace", "pattern": {"String": ""}, "content": "x"}), "empty pattern"),
