@@ -246,7 +246,7 @@ int sp_json_parse(const char *path, const char *what, const char *buf, int64_t l
     const char *sep = what ? ": " : "", *wh = what ? what : "";
     int64_t bad = sp_utf8_invalid_at(buf, len);
     if (bad >= 0)
-        return sp_fail(SP_EX_DATAERR, "%s: %s%sis not valid UTF-8 (bad byte 0x%02x at byte %lld)", path, wh, what ? " " : "",
+        return sp_fail(SP_EX_DATAERR, "%s: %s%snot valid UTF-8 (bad byte 0x%02x at byte %lld)", path, wh, what ? " is " : "",
                        (unsigned char)buf[bad], (long long)bad);
     jv v = {(const unsigned char *)buf, (const unsigned char *)buf, (const unsigned char *)buf + len, NULL,
             (flags & SP_JSON_NUL_OK) != 0, NULL, 0, 0, 0};
