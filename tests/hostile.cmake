@@ -37,6 +37,6 @@ endforeach()
 foreach(group json tokenizer limits regex gguf export leaks)
   add_test(NAME hostile_input.${group}
            COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_hostile_input.py ${group} $<TARGET_FILE:slicepipe>
-                   ${CMAKE_BINARY_DIR}/test_out/hostile_input ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR})
+                   ${CMAKE_BINARY_DIR}/test_out/hostile_input ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR} ${SP_SANITIZED_FLAG})
   set_tests_properties(hostile_input.${group} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS "crash;io")
 endforeach()
