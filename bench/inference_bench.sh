@@ -153,7 +153,7 @@ export_gguf() {
     if fresh "$g" "$3"; then log "reusing $g"; return; fi
     log "export: slicepipe export $(basename "$2") --gguf $g --type $4"
     rm -f "$work/$g"
-    "$bin" export "$2" --gguf "$work/$g" --type "$4" --quiet >&2
+    "$bin" export "$2" --gguf "$work/$g" --type "$4" --force --quiet >&2
     stamp "$g" "$3"
 }
 for t in "${TYPES[@]}"; do export_gguf dense "$work/model" "$model_stamp $bin_id" "$t"; done
@@ -215,7 +215,7 @@ rm -rf "$probe" && mkdir -p "$probe"
 "$bin" synth "$probe/m" --hidden 64 --layers 2 --ffn 128 --heads 4 --vocab 256 --tokens 1024 --quiet >/dev/null 2>&1
 manifest out 'basis = "global"' m 64 4 >"$probe/m.toml"
 if "$bin" run "$probe/m.toml" --quiet >"$probe/run.log" 2>&1 &&
-    "$bin" export "$probe/out" --gguf "$probe/out.gguf" --type f16 --quiet >"$probe/export.log" 2>&1; then
+    "$bin" export "$probe/out" --gguf "$probe/out.gguf" --type f16 --force --quiet >"$probe/export.log" 2>&1; then
     have_global=1
 else
     have_global=0

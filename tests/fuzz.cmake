@@ -21,14 +21,14 @@ if(SLICEPIPE_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
     list(APPEND SP_FUZZ_FLAGS -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
   endif()
   set(SP_FUZZ_COMMON ${CMAKE_SOURCE_DIR}/io/base/fileio.c ${CMAKE_SOURCE_DIR}/io/base/error.c ${CMAKE_SOURCE_DIR}/io/base/dtype.c
-                     ${CMAKE_SOURCE_DIR}/io/base/utf8.c)
+                     ${CMAKE_SOURCE_DIR}/io/base/utf8.c ${CMAKE_SOURCE_DIR}/io/base/json.c)
 
   function(sp_fuzz_target name parser_source)
     add_executable(${name} ${CMAKE_SOURCE_DIR}/tests/fuzz/${name}.c ${parser_source} ${SP_FUZZ_COMMON})
     target_include_directories(${name} PRIVATE ${SP_IO_DIRS} ${SP_PIPELINE_DIRS} ${SP_LINALG_DIRS})
     target_compile_options(${name} PRIVATE ${SP_FUZZ_FLAGS})
     target_link_options(${name} PRIVATE ${SP_FUZZ_FLAGS})
-    target_link_libraries(${name} PRIVATE ${ARGN} PkgConfig::XXHASH ${MATH_LIB}) # fileio.c hashes
+    target_link_libraries(${name} PRIVATE ${ARGN} PkgConfig::XXHASH PkgConfig::CJSON ${MATH_LIB}) # fileio.c hashes; json.c
   endfunction()
 
   # manifest.c checks [resources] backend against the backend registry (linalg/backend.c, which opens the CPU one).

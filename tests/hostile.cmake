@@ -23,3 +23,20 @@ foreach(group hfcache outputs)
                    ${CMAKE_BINARY_DIR}/test_out/hostile_files ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR})
   set_tests_properties(hostile_files.${group} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS "crash;io")
 endforeach()
+
+# Hostile files for the parsers, and sizes that come from input
+# (tests/test_hostile_input.py; groups described at its top):
+#   hostile_input.json       the one strict JSON reader for every JSON file and .jsonl line
+#   hostile_input.tokenizer  ids given twice, ids that would size tables past the limit,
+#                            an unknown SentencePiece model_type
+#   hostile_input.limits     sizes from input bounded before they are allocated
+#   hostile_input.regex      a per-document budget on regex work
+#   hostile_input.gguf       GGUF export refusals: values a type cannot hold
+#   hostile_input.export     the export's output path, lock and [output] gguf refusals before any work
+#   hostile_input.leaks      components refused half-built: 65 and, under ASan, no leak
+foreach(group json tokenizer limits regex gguf export leaks)
+  add_test(NAME hostile_input.${group}
+           COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_hostile_input.py ${group} $<TARGET_FILE:slicepipe>
+                   ${CMAKE_BINARY_DIR}/test_out/hostile_input ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR} ${SP_SANITIZED_FLAG})
+  set_tests_properties(hostile_input.${group} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS "crash;io")
+endforeach()

@@ -1,6 +1,6 @@
-# tests/journal.cmake — crash safety: the job journal (io/journal), commit-point
-# kill injection (io/faults), the job lock (io/lock) and `slicepipe verify`
-# (pipeline/verify). Real files, real processes, kill -9.
+# tests/journal.cmake — crash safety: the job journal (io/base/journal), commit-point
+# kill injection (io/base/faults), the job lock (io/base/lock) and `slicepipe verify`
+# (pipeline/model/verify). Real files, real processes, kill -9.
 
 add_executable(test_journal ${CMAKE_SOURCE_DIR}/tests/test_journal.c)
 target_link_libraries(test_journal PRIVATE slicepipe_core)

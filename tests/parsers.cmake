@@ -1,6 +1,6 @@
 # tests/parsers.cmake — the untrusted-input parsers: the run manifest
-# (pipeline/manifest), config.json (pipeline/config) and .npy token streams
-# (io/tokens). Hand-made invalid inputs for every rule.
+# (pipeline/run/manifest), config.json (pipeline/arch/config) and .npy token streams
+# (io/formats/tokens). Hand-made invalid inputs for every rule.
 
 add_executable(test_manifest ${CMAKE_SOURCE_DIR}/tests/test_manifest.c)
 target_link_libraries(test_manifest PRIVATE slicepipe_core)

@@ -1,5 +1,5 @@
 # tests/ring.cmake — the shared-memory SPSC ring between stage processes
-# (pipeline/ring): real forked processes, SIGKILLed peers, corrupt shared
+# (pipeline/run/ring): real forked processes, SIGKILLed peers, corrupt shared
 # headers, timeouts. About 3 s.
 
 add_executable(test_ring ${CMAKE_SOURCE_DIR}/tests/test_ring.c)

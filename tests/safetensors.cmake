@@ -1,4 +1,4 @@
-# tests/safetensors.cmake — tests for io/safetensors.{c,h}.
+# tests/safetensors.cmake — tests for io/formats/safetensors.{c,h}.
 #
 #   st_unit, st_unit_short_reads  C unit tests (values read back from unaligned
 #                                 F16/BF16/F32/F64 data, strict JSON/UTF-8 rules,
@@ -38,7 +38,7 @@ if(SLICEPIPE_FUZZ)
   add_executable(fuzz_safetensors ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_safetensors.c
                  ${CMAKE_SOURCE_DIR}/io/formats/safetensors.c ${CMAKE_SOURCE_DIR}/io/base/fileio.c
                  ${CMAKE_SOURCE_DIR}/io/base/dtype.c ${CMAKE_SOURCE_DIR}/io/base/error.c
-                 ${CMAKE_SOURCE_DIR}/io/base/utf8.c)
+                 ${CMAKE_SOURCE_DIR}/io/base/utf8.c ${CMAKE_SOURCE_DIR}/io/base/json.c)
   target_include_directories(fuzz_safetensors PRIVATE ${SP_IO_DIRS})
   target_compile_options(fuzz_safetensors PRIVATE -fsanitize=fuzzer)
   target_link_options(fuzz_safetensors PRIVATE -fsanitize=fuzzer)

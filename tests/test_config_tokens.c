@@ -270,16 +270,17 @@ static void test_config_invalid(void) {
     static const struct {
         const char *text, *keyword;
     } files[] = {
-        {"{\"hidden_size\": 64, \"hidden_size\": 128}", "field 'hidden_size': duplicate key"},
-        {"{\"hidden_size\": 64,", "invalid JSON"},
+        {"{\"hidden_size\": 64, \"hidden_size\": 128}", "duplicate key 'hidden_size'"},
+        {"{\"rope_scaling\": {\"type\": \"linear\", \"ty\\u0070e\": \"llama3\"}}", "duplicate key 'type' in 'rope_scaling'"},
+        {"{\"hidden_size\": 64,", "not valid JSON"},
         {"{} {}", "trailing garbage"},
         {"[1, 2]", "must be a JSON object"},
-        {"", "invalid JSON"},
+        {"", "not valid JSON"},
     };
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         expect_config_error(put_config_text(files[i].text, strlen(files[i].text)), files[i].keyword, files[i].text);
     static const char nul[] = "{\"hidden_size\": 64}\0 ";
-    expect_config_error(put_config_text(nul, sizeof nul - 1), "NUL byte", "NUL byte");
+    expect_config_error(put_config_text(nul, sizeof nul - 1), "trailing garbage", "NUL byte");
 
     sp_config c;
     const char *missing = scratch("no-such-model");

@@ -82,7 +82,7 @@ def test_hf(sp, work, shared):
         toks = os.path.join(work, name + ".npy")
         np.save(toks, seqs.reshape(-1))
         lg = os.path.join(work, name + ".logits.npy")
-        r = run([sp, "eval", d, "--tokens", toks, "--seqlen", str(T), "--dump-logits", lg, "--quiet"])
+        r = run([sp, "eval", d, "--tokens", toks, "--seqlen", str(T), "--dump-logits", lg, "--force", "--quiet"])
         if name == "tiny_opt350":
             check(r.returncode == 65 and "project_in/project_out" in r.stderr and "config.json" in r.stderr,
                   f"{name}: refused with 65 naming the reason ({r.stderr.strip()[:160]})")
@@ -102,7 +102,7 @@ def test_hf(sp, work, shared):
         check(r.returncode == 0, f"{name}: sliced at sparsity 0 ({r.stderr.strip()[-200:]})")
         if r.returncode:
             continue
-        r = run([sp, "eval", out, "--tokens", toks, "--seqlen", str(T), "--dump-logits", lg, "--quiet"])
+        r = run([sp, "eval", out, "--tokens", toks, "--seqlen", str(T), "--dump-logits", lg, "--force", "--quiet"])
         check(r.returncode == 0, f"{name}: eval of the sliced model ({r.stderr.strip()[-200:]})")
         if r.returncode == 0:
             err = np.abs(np.load(lg).reshape(L.shape) - L).max() / scale

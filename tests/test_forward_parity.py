@@ -35,7 +35,7 @@ def check(ok, msg):
 def run_eval(exe, model_dir, tok_path, seqlen, logits_path=None, windows=None):
     cmd = [exe, "eval", model_dir, "--tokens", tok_path, "--seqlen", str(seqlen), "--json", "--quiet"]
     if logits_path:
-        cmd += ["--dump-logits", logits_path]
+        cmd += ["--dump-logits", logits_path, "--force"]
     if windows:
         cmd += ["--windows", str(windows)]
     p = subprocess.run(cmd, capture_output=True, text=True)

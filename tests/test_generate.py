@@ -80,7 +80,7 @@ def generate(sp, model, work, name, extra):
     for p in (ids_p, lg_p):
         if os.path.exists(p):
             os.unlink(p)
-    r = run([sp, "generate", model, "--out-ids", ids_p, "--dump-logits", lg_p] + extra)
+    r = run([sp, "generate", model, "--out-ids", ids_p, "--dump-logits", lg_p, "--force"] + extra)
     if r.returncode != 0:
         return r, None, None
     return r, np.load(ids_p), np.load(lg_p)
@@ -93,7 +93,7 @@ def kv_check(sp, model, work, name, ids, lg, n_prompt, eos_ids=(), tol=1e-4):
     seq = os.path.join(work, name + ".seq.npy")
     full_p = os.path.join(work, name + ".full.npy")
     np.save(seq, ids.astype(np.int32))
-    r = run([sp, "eval", model, "--tokens", seq, "--seqlen", len(ids), "--dump-logits", full_p, "--quiet"])
+    r = run([sp, "eval", model, "--tokens", seq, "--seqlen", len(ids), "--dump-logits", full_p, "--force", "--quiet"])
     check(r.returncode == 0, f"{name}: eval --dump-logits on the {len(ids)}-token sequence ({tail(r)})")
     if r.returncode:
         return
@@ -299,7 +299,7 @@ def test_sampling(sp, work, shared):
     print(f"---- sampled (seed 7, T 0.8, top-k 20):\n{r1.stdout.decode().strip()}\n----")
     check(np.array_equal(ids1, ids2) and r1.stdout == r2.stdout, "the same seed gives the same tokens and text")
     check(not np.array_equal(ids1, ids3), "another seed gives other tokens")
-    r = run([sp, "generate", model, "--prompt", PROMPT, "--max-tokens", "1", "--quiet", "--out-ids",
+    r = run([sp, "generate", model, "--prompt", PROMPT, "--max-tokens", "1", "--quiet", "--force", "--out-ids",
              os.path.join(work, "p.npy")])
     n_prompt = len(np.load(os.path.join(work, "p.npy"))) - 1 if r.returncode == 0 else 0
     state, mism = 7, 0

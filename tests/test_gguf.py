@@ -182,7 +182,7 @@ def check_export(a, d, gg, typ="f32"):
 
 
 def export(a, d, gg, typ="f32"):
-    r = run([a.slicepipe, "export", d, "--gguf", gg, "--type", typ, "--quiet"])
+    r = run([a.slicepipe, "export", d, "--gguf", gg, "--type", typ, "--force", "--quiet"])
     if r.returncode:
         die(f"export {d} --type {typ}: exit {r.returncode}: {r.stderr.strip()}")
     return r.stdout
@@ -257,7 +257,7 @@ def mode_export(a):
                             (nob, 65, "tensor 'lm_head.bias' is missing: llama.cpp's phi2 requires output.bias"),
                             (os.path.join(a.work, "no-such-model"), 66, "")):
         gg = os.path.join(a.work, "refused.gguf")
-        r = run([a.slicepipe, "export", d, "--gguf", gg])
+        r = run([a.slicepipe, "export", d, "--gguf", gg, "--force"])
         if r.returncode != code or needle not in r.stderr or os.path.exists(gg) or os.path.exists(gg + ".tmp"):
             die(f"export {d}: exit {r.returncode} ({r.stderr.strip()}), expected {code} with '{needle}' and no file")
     r = run([a.slicepipe, "export", models[0], "--gguf", gg, "--type", "q4_0"])
@@ -319,7 +319,7 @@ def sp_tokenize(a, d, text, i):
     src = os.path.join(a.work, f"text{i}.jsonl")
     out = os.path.join(a.work, f"text{i}.npy")
     open(src, "w").write(json.dumps({"text": text}) + "\n")
-    r = run([a.slicepipe, "tokenize", d, src, "-o", out, "--no-special", "--quiet"])
+    r = run([a.slicepipe, "tokenize", d, src, "-o", out, "--no-special", "--force", "--quiet"])
     if r.returncode:
         die(f"slicepipe tokenize {d}: {r.stderr.strip()}")
     return [int(x) for x in np.load(out)]
@@ -424,7 +424,16 @@ def commit_points(a, cmd, env=None):
 
 
 def leftovers(gg):
-    return [p for p in (gg + ".tmp", gg + ".journal", gg + ".lock") if os.path.exists(p)]
+    """What an export that ended left behind: its tmp, its journal, or its lock still held. The lock file
+    itself stays (io/base/lock.h): an export never unlinks it, or two exports could each lock a file of that name."""
+    left = [p for p in (gg + ".tmp", gg + ".journal") if os.path.exists(p)]
+    if os.path.exists(gg + ".lock"):
+        with open(gg + ".lock", "r+") as lf:
+            try:  # a POSIX lock conflicts with an export's OFD lock
+                fcntl.lockf(lf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                left.append(gg + ".lock (held)")
+    return left
 
 
 def mode_resume(a):
@@ -438,7 +447,7 @@ def mode_resume(a):
     model = os.path.join(w, "stories260k")  # a copy: its shard is edited below
     shutil.copytree(src, model)
     gg = os.path.join(w, "out.gguf")
-    cmd = [a.slicepipe, "export", model, "--gguf", gg]
+    cmd = [a.slicepipe, "export", model, "--gguf", gg, "--force"]
 
     def kill_at(n, env=None, args=()):
         r = run_env(cmd + list(args) + ["--quiet"], dict(env or {}, SLICEPIPE_KILL_AT=f"export:{n}"))
@@ -517,8 +526,8 @@ def mode_resume(a):
         if (r.returncode != 65 or needle not in r.stderr or "--restart" not in r.stderr or
                 len(r.stderr.strip().splitlines()) != 1):
             die(f"{what}: exit {r.returncode}: {r.stderr.strip()}; expected 65 with '{needle}' naming --restart")
-        if {p: sha(p) for p in before} != before or os.path.exists(gg + ".lock"):
-            die(f"{what}: the refused rerun changed the tmp or the journal, or left its lock")
+        if {p: sha(p) for p in before} != before or any(p.endswith("(held)") for p in leftovers(gg)):
+            die(f"{what}: the refused rerun changed the tmp or the journal, or left its lock held")
         r = run_env(cmd + ["--restart"])  # the shard's bytes are the same: so is the file
         if r.returncode or leftovers(gg) or sha(gg) != ref or "resuming" in r.stderr:
             die(f"{what}: --restart: exit {r.returncode} {r.stderr.strip()[-300:]}")
@@ -547,7 +556,7 @@ def mode_resume(a):
     b[o:o + len(nan)] = nan
     open(f, "wb").write(b)
     bg = os.path.join(w, "nan.gguf")
-    r = run_env([a.slicepipe, "export", bad, "--gguf", bg, "--quiet"])
+    r = run_env([a.slicepipe, "export", bad, "--gguf", bg, "--force", "--quiet"])
     if r.returncode != 65 or "non-finite" not in r.stderr or leftovers(bg) or os.path.exists(bg):
         die(f"a NaN in '{name}': exit {r.returncode} ({r.stderr.strip()}), left {leftovers(bg)}; expected 65 and nothing")
     print(f"a NaN in '{name}' (the last tensor): 65, and no tmp, journal or lock left")
@@ -559,7 +568,7 @@ def mode_resume(a):
         die(f"synth: {r.stderr.strip()}")
     every = {"SLICEPIPE_EXPORT_CHECKPOINT_BYTES": "1"}
     for typ in ("f16", "q8_0"):
-        cmd = [a.slicepipe, "export", syn, "--gguf", gg, "--type", typ]
+        cmd = [a.slicepipe, "export", syn, "--gguf", gg, "--type", typ, "--force"]
         r = run_env(cmd + ["--quiet"])
         check_export(a, syn, gg, typ)  # the reference itself: every tensor against the safetensors
         ref = sha(gg)
@@ -623,7 +632,7 @@ def mode_outputkey(a):
     if kv["general.architecture"] != "llama" or "blk.0.attn_q.weight" not in ts or kv["llama.embedding_length"] != 48:
         die(f"model.gguf: architecture {kv['general.architecture']}, width {kv.get('llama.embedding_length')}")
     ex = os.path.join(w, "export.gguf")
-    e = run([sp, "export", out, "--gguf", ex, "--type", "f32", "--quiet"])
+    e = run([sp, "export", out, "--gguf", ex, "--type", "f32", "--force", "--quiet"])
     if e.returncode or sha(ex) != sha(gg):
         die(f"model.gguf differs from `slicepipe export {out}` (exit {e.returncode} {e.stderr.strip()})")
     xxh = re.search(r"xxh3-128 ([0-9a-f]{32})", e.stdout).group(1)
@@ -687,7 +696,7 @@ def mode_outputkey(a):
     out = os.path.join(w, "global-q8")
     run_manifest(man, os.path.join(w, "llama"), out, "global", "q8_0")
     r = run([sp, "run", man, "--quiet"])
-    e = run([sp, "export", out, "--gguf", ex, "--type", "q8_0", "--quiet"])
+    e = run([sp, "export", out, "--gguf", ex, "--type", "q8_0", "--force", "--quiet"])
     if r.returncode or e.returncode or sha(ex) != sha(os.path.join(out, "model.gguf")):
         die(f"gguf = q8_0: run exit {r.returncode} {r.stderr.strip()[-300:]}, export exit {e.returncode}, or the files differ")
     if gguf_read.read(ex)[1]["blk.0.ffn_down.weight"][0] != "Q8_0":  # rows of 128 (rows of d = 48 fall back to F16)

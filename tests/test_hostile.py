@@ -447,7 +447,7 @@ def t_small(c):
     check(r.returncode == 0 and model_bytes(out) == c.ref, "small: the resume after status is identical")
     # --dump-logits cut short: the last write of the process fails.
     dump = os.path.join(c.work, "logits.npy")
-    args = ["eval", c.model, "--tokens", c.calib, "--seqlen", "64", "--windows", "2", "--quiet", "--dump-logits", dump]
+    args = ["eval", c.model, "--tokens", c.calib, "--seqlen", "64", "--windows", "2", "--quiet", "--force", "--dump-logits", dump]
     lo, hi = 1, 4096
     while lo < hi:  # the smallest N at which the Nth write is beyond the last one
         mid = (lo + hi) // 2

@@ -16,8 +16,10 @@ GROUP:
            written); a link that stays inside the folder is accepted
   outputs  (the repository's examples/kjv model, copied) every single-file
            output (tokenize -o and --decoded, eval --dump-logits, generate
-           --out-ids and --dump-logits, synth's calib.npy): a link planted at
-           the path is replaced (its target unchanged); a FIFO, a folder at
+           --out-ids and --dump-logits, synth's calib.npy): an existing file
+           or link (even dangling) at the path is refused (73) and kept,
+           unless --force; with --force a link planted at the path is
+           replaced (its target unchanged); a FIFO, a folder at
            the path: 73, no hang; the path an input or the other output: 64
            naming both, the input unchanged; a write or fsync failure: 74,
            no file, no temporary, an older file intact; two tokenizations of
@@ -247,7 +249,7 @@ def group_outputs(work, shared, root):
         return ["tokenize", model, text, "-o", p, "--quiet"]
 
     def tok_dec(p):
-        return ["tokenize", model, text, "-o", os.path.join(work, "dec-ids.npy"), "--decoded", p, "--quiet"]
+        return ["tokenize", model, text, "-o", fresh(os.path.join(work, "dec-ids.npy")), "--decoded", p, "--quiet"]
 
     def eval_dump(p):
         return ["eval", model, "--tokens", evtok, "--seqlen", "64", "--windows", "2", "--quiet", "--dump-logits", p]
@@ -275,19 +277,36 @@ def group_outputs(work, shared, root):
 
     victim = os.path.join(work, "victim.txt")
     for what, args in kinds:
-        # A link planted at the path, and at the fixed temporary name tokenize used to write.
+        # An existing file at the path: slicepipe never replaces a file it did not write, unless --force.
         p = fresh(os.path.join(work, "out.bin"))
+        open(p, "w").write("someone's data\n")
+        r = run(args(p))
+        check(r.returncode == 73 and read(p) == b"someone's data\n" and p in last(r) and "--force" in last(r)
+              and not litter(p),
+              f"outputs: {what}: an existing file at the path: exit {r.returncode}, the file unchanged, naming it and "
+              f"--force ({last(r)})")
+        r = run(args(p) + ["--force"])
+        check(r.returncode == 0 and read(p) == ref[what] and not litter(p),
+              f"outputs: {what}: the same with --force: exit {r.returncode}, replaced by the output ({last(r)})")
+        # A link planted at the path (a dangling one too), and at the fixed temporary name tokenize used to write.
+        fresh(p)
+        os.symlink(os.path.join(work, "nowhere"), p)
+        r = run(args(p))
+        check(r.returncode == 73 and os.path.islink(p) and not litter(p),
+              f"outputs: {what}: a dangling link at the path: exit {r.returncode}, the link kept ({last(r)})")
+        fresh(p)
         open(victim, "w").write("precious\n")
         os.symlink(victim, p)
         old_tmp = fresh(p + ".tmp")
         os.symlink(victim, old_tmp)
-        r = run(args(p))
+        r0 = run(args(p))
+        r = run(args(p) + ["--force"])
         kept = os.path.islink(old_tmp)
         fresh(old_tmp)
-        check(r.returncode == 0 and read(victim) == b"precious\n" and not os.path.islink(p) and read(p) == ref[what]
-              and kept and not litter(p),
-              f"outputs: {what}: links planted at the path and at PATH.tmp: exit {r.returncode}, the path replaced "
-              f"by the output, the targets unchanged ({last(r)})")
+        check(r0.returncode == 73 and r.returncode == 0 and read(victim) == b"precious\n" and not os.path.islink(p)
+              and read(p) == ref[what] and kept and not litter(p),
+              f"outputs: {what}: links planted at the path and at PATH.tmp: exit {r0.returncode}, then with --force "
+              f"exit {r.returncode}, the path replaced by the output, the targets unchanged ({last(r)})")
         # A FIFO, a folder at the path.
         fresh(p)
         os.mkfifo(p)
@@ -318,7 +337,7 @@ def group_outputs(work, shared, root):
             r = run(args(p), env)
             ok = r.returncode == 74 and not os.path.exists(p) and not litter(p)
             open(p, "wb").write(b"older")
-            r2 = run(args(p), env)
+            r2 = run(args(p) + ["--force"], env)
             check(ok and r2.returncode == 74 and read(p) == b"older" and not litter(p),
                   f"outputs: {what}: {fault} fails: exit {r.returncode}, no file, no temporary; over an older file: "
                   f"exit {r2.returncode}, the older file intact ({last(r)})")
@@ -386,7 +405,7 @@ def group_outputs(work, shared, root):
         rs = {}
 
         def go(i):
-            rs[i] = run(["tokenize", model, texts[i], "-o", out, "--quiet"])
+            rs[i] = run(["tokenize", model, texts[i], "-o", out, "--force", "--quiet"])
         ts = [threading.Thread(target=go, args=(i,)) for i in (0, 1)]
         for t in ts:
             t.start()

@@ -1,4 +1,4 @@
-/* tests/test_report.c — pipeline/report: slicing.json parsed back with cJSON
+/* tests/test_report.c — pipeline/run/report: slicing.json parsed back with cJSON
  * (every value, eigenvalues bit-exact, EVR recomputed independently), the EVR
  * arithmetic on hand-checked cases, HTML escaping and structure, and the
  * error codes. Leaves slicing.json and report.html of a synthetic 12-layer

@@ -108,8 +108,8 @@ def group_local(sp, work):
     # Invariance: logits of the rotated, unsliced model equal the dense ones.
     _, out0 = slice_and_eval(sp, work, "inv", model, calib, 64, 16, 0.0, evaltok, 64, 'dtype = "f32"\n')
     la, lb = os.path.join(work, "dense.npy"), os.path.join(work, "inv.npy")
-    ra = run([sp, "eval", model, "--tokens", evaltok, "--seqlen", "64", "--quiet", "--dump-logits", la])
-    rb = run([sp, "eval", out0, "--tokens", evaltok, "--seqlen", "64", "--quiet", "--dump-logits", lb])
+    ra = run([sp, "eval", model, "--tokens", evaltok, "--seqlen", "64", "--quiet", "--force", "--dump-logits", la])
+    rb = run([sp, "eval", out0, "--tokens", evaltok, "--seqlen", "64", "--quiet", "--force", "--dump-logits", lb])
     check(ra.returncode == 0 and rb.returncode == 0, "eval with --dump-logits on dense and rotated models")
     if ra.returncode == 0 and rb.returncode == 0:
         a, b = np.load(la).astype(np.float64), np.load(lb).astype(np.float64)

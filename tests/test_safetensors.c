@@ -1,4 +1,4 @@
-/* tests/test_safetensors.c — unit tests for io/safetensors.{c,h}, and a tiny
+/* tests/test_safetensors.c — unit tests for io/formats/safetensors.{c,h}, and a tiny
  * driver used by tests/test_st_corpus.py.
  *
  *   test_safetensors unit DIR        run the unit tests, writing files in DIR
@@ -294,7 +294,7 @@ static void expect_header(const char *hdr, int want_rc, const char *needle, int 
 #define GOOD(h) expect_header(h, 0, NULL, __LINE__)
 #define BAD(h, needle) expect_header(h, SP_EX_DATAERR, needle, __LINE__)
 
-/* io/utf8: the offset is that of the first bad sequence's lead byte (the
+/* io/base/utf8: the offset is that of the first bad sequence's lead byte (the
  * manifest turns it into a line number, safetensors into a byte offset). */
 static void test_utf8_offsets(void) {
     static const struct {

@@ -198,7 +198,7 @@ def build(root, rng, models_dir):
     # ---- entries ----
     case("duplicate tensor name",
          W("dup_name.safetensors", st_bytes(header([one, entry("w", "F32", [2], [8, 16])]), f32x(4))), 65,
-         ["duplicate tensor name 'w'"])
+         ["duplicate key 'w'"])
     case("unknown dtype", W("dtype_unknown.safetensors", st_bytes(header([entry("w", "Q4", [2], [0, 8])]), f32x(2))),
          65, [q("w"), "unknown dtype 'Q4'"])
     case("entry not an object", W("entry_not_object.safetensors", st_bytes('{"w":[1,2]}')), 65,
@@ -415,7 +415,7 @@ def build(root, rng, models_dir):
     case("weight_map empty path", d, 65, [idx, q("a"), "empty"])
     d, idx = model("dup_weight_map", None, two,
                    raw_index='{"weight_map":{"a":"%s","b":"%s","a":"%s","c":"%s"}}' % (S1, S1, S1, S2))
-    case("duplicate name in weight_map", d, 65, [idx, "duplicate tensor name 'a'"])
+    case("duplicate name in weight_map", d, 65, [idx, "duplicate key 'a' in 'weight_map'"])
     d, idx = model("wm_not_object", None, two, raw_index='{"weight_map":[]}')
     case("weight_map not an object", d, 65, [idx, "weight_map", "not a JSON object"])
     d, idx = model("wm_missing", None, two, raw_index='{"metadata":{}}')

@@ -132,7 +132,7 @@ def story_files(a, ts, src):
 
 def tokenize(a, model, text, name):
     out = os.path.join(a.work, name + ".tok.npy")
-    r = sh([a.slicepipe, "tokenize", model, text, "-o", out, "--quiet"])
+    r = sh([a.slicepipe, "tokenize", model, text, "-o", out, "--force", "--quiet"])
     if r.returncode:
         sys.exit(f"FAIL: slicepipe tokenize {text}: {r.stderr.strip()}")
     return np.load(out)

@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", sp_errmsg());
         return rc;
     }
-    rc = sp_npy_write(argv[8], "<i4", t.ids, t.n, 0, NULL);
+    rc = sp_npy_write(argv[8], "<i4", t.ids, t.n, 0, SP_IO_OUT_REPLACE, NULL);
     if (rc) fprintf(stderr, "%s\n", sp_errmsg());
     else fprintf(stderr, "tokenizer xxh128 %s\n", hash);
     sp_tokens_free(&t);

@@ -41,7 +41,7 @@ def sh(cmd, **kw):
 
 
 def tokenize(a, model, docs, out, *extra):
-    r = sh([a.slicepipe, "tokenize", model, docs, "-o", out, "--quiet", *extra])
+    r = sh([a.slicepipe, "tokenize", model, docs, "-o", out, "--force", "--quiet", *extra])
     if r.returncode:
         sys.exit(f"FAIL: slicepipe tokenize {model} {docs}: rc {r.returncode}: {r.stderr.strip()}")
     return np.load(out).tolist()
@@ -312,7 +312,7 @@ def write_jsonl_ret(a, name, docs):
 
 def expect_fail(a, model, docs, code, *needles):
     out = os.path.join(a.work, "bad_out.npy")
-    r = sh([a.slicepipe, "tokenize", model, docs, "-o", out, "--quiet"])
+    r = sh([a.slicepipe, "tokenize", model, docs, "-o", out, "--force", "--quiet"])
     if r.returncode != code:
         sys.exit(f"FAIL: {model} {docs}: exit {r.returncode}, want {code}: {r.stderr.strip()}")
     for n in needles:
@@ -367,8 +367,8 @@ def cmd_bad(a):
     if os.path.exists(gpt2):
         with open(gpt2, "rb") as f:
             full = f.read()
-        case("json_truncated", "tokenizer.json", full[: len(full) // 2], "invalid JSON")
-    case("json_empty", "tokenizer.json", b"", "invalid JSON")
+        case("json_truncated", "tokenizer.json", full[: len(full) // 2], "not valid JSON")
+    case("json_empty", "tokenizer.json", b"", "not valid JSON")
     case("json_array", "tokenizer.json", b"[1,2]", "not a JSON object")
     case("json_wordpiece", "tokenizer.json", j(model={"type": "WordPiece", "vocab": {}}), "WordPiece")
     case("json_unigram", "tokenizer.json", j(model={"type": "Unigram", "vocab": []}), "Unigram")
@@ -437,7 +437,7 @@ def cmd_bad(a):
     p = os.path.join(w, "long.txt")
     with open(p, "w") as f:
         f.write("x" * 5000 + "\n")
-    r = sh([a.slicepipe, "tokenize", tokdir, p, "-o", os.path.join(w, "o.npy"), "--quiet", "--max-doc-bytes", "1000"])
+    r = sh([a.slicepipe, "tokenize", tokdir, p, "-o", os.path.join(w, "o.npy"), "--force", "--quiet", "--max-doc-bytes", "1000"])
     if r.returncode != 65 or "longer than 1000 bytes" not in r.stderr:
         sys.exit(f"FAIL: --max-doc-bytes: {r.returncode} {r.stderr}")
     print("  --max-doc-bytes:", r.stderr.strip())

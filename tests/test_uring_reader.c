@@ -1,4 +1,4 @@
-/* tests/test_uring_reader.c — io/uring_reader.{c,h}: every path reads the same
+/* tests/test_uring_reader.c — io/base/uring_reader.{c,h}: every path reads the same
  * bytes as a plain read() of the file.
  *
  *   test_uring_reader DIR    writes DIR/data.bin (8 MiB of seeded random bytes;

@@ -1,4 +1,4 @@
-# tests/uring.cmake — the batched reader io/uring_reader.{c,h}: io_uring and
+# tests/uring.cmake — the batched reader io/base/uring_reader.{c,h}: io_uring and
 # pread paths against a plain read() of an 8 MiB seeded file, forced short
 # reads, fake -EAGAIN, io_uring refused by seccomp, and the 65/74 statuses.
 #

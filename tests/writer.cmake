@@ -1,5 +1,5 @@
-# tests/writer.cmake — output writers: sharded safetensors (io/st_writer) and the
-# human-readable report (pipeline/report).
+# tests/writer.cmake — output writers: sharded safetensors (io/formats/st_writer) and the
+# human-readable report (pipeline/run/report).
 
 add_executable(test_st_writer ${CMAKE_SOURCE_DIR}/tests/test_st_writer.c)
 target_link_libraries(test_st_writer PRIVATE slicepipe_core)

@@ -14,7 +14,7 @@ int sp_cmd_export(int argc, char **argv); /* called by tools/slicepipe.c */
 static void usage_export(FILE *f) {
     char families[512];
     fprintf(f,
-            "usage: slicepipe export MODEL_DIR --gguf OUT.gguf [--type f32|f16|bf16|q8_0] [--restart] [--quiet]\n"
+            "usage: slicepipe export MODEL_DIR --gguf OUT.gguf [--type f32|f16|bf16|q8_0] [--restart] [--force] [--quiet]\n"
             "\n"
             "Writes MODEL_DIR (config.json + safetensors, of a family llama.cpp has) as\n"
             "one GGUF v3 file for llama.cpp, with its tokenizer (tokenizer.json,\n"
@@ -22,6 +22,10 @@ static void usage_export(FILE *f) {
             "rows at a time; the file is written to OUT.gguf.tmp, fsynced and renamed, and\n"
             "its XXH3-128 is printed.\n"
             "Families llama.cpp has: %s.\n"
+            "\n"
+            "OUT.gguf is checked before any work: a folder, a FIFO or the model's own files\n"
+            "are refused, and so is an existing file unless --force is given (slicepipe\n"
+            "never replaces a file it did not write).\n"
             "\n"
             "The tmp is journaled in OUT.gguf.journal (under the lock OUT.gguf.lock): a\n"
             "killed export, rerun with the same command, resumes after the last tensor\n"
@@ -32,6 +36,7 @@ static void usage_export(FILE *f) {
             "  --type T          2-D weights as f32 (default), f16, bf16 or q8_0; norms and\n"
             "                    biases stay f32; q8_0 rows not a multiple of 32 are f16\n"
             "  --restart         discard an interrupted export's journal and tmp first\n"
+            "  --force           replace an existing OUT.gguf\n"
             "  --quiet           no progress line\n",
             sp_export_families(families, sizeof families));
 }
@@ -40,7 +45,7 @@ int sp_cmd_export(int argc, char **argv) {
     static const struct option lo[] = {
         {"gguf", required_argument, 0, 'g'}, {"type", required_argument, 0, 't'},
         {"quiet", no_argument, 0, 'q'},      {"restart", no_argument, 0, 'r'},
-        {"help", no_argument, 0, 'h'},
+        {"help", no_argument, 0, 'h'},       {"force", no_argument, 0, 'F'},
         {0, 0, 0, 0},
     };
     const char *out = NULL;
@@ -58,6 +63,7 @@ int sp_cmd_export(int argc, char **argv) {
         }
         case 'q': o.quiet = 1; break;
         case 'r': o.restart = 1; break;
+        case 'F': o.force = 1; break;
         case 'h': usage_export(stdout); return 0;
         default: usage_export(stderr); return sp_fail(SP_EX_USAGE, "export: bad option");
         }

@@ -72,6 +72,8 @@ static void usage_generate(FILE *f) {
             "                       token if one was generated (1-D int32)\n"
             "  --dump-logits F.npy  write the logits each of those new tokens was chosen from\n"
             "                       (float32, new tokens x vocab)\n"
+            "  --force              replace an existing --out-ids or --dump-logits file\n"
+            "                       (without it an existing file there is refused)\n"
             "  --quiet              no summary on stderr\n");
 }
 
@@ -128,7 +130,7 @@ typedef struct gen_args {
     int64_t max_tokens, top_k, threads, weights;
     double temperature;
     uint64_t seed;
-    int special, ignore_eos, echo, quiet;
+    int special, ignore_eos, echo, quiet, out_flags;
 } gen_args;
 
 static const char *stop_name[] = {"max-tokens", "eos", "context length"};
@@ -161,8 +163,8 @@ static int run_generate(const gen_args *a) {
     /* The outputs are begun before any work: never over an input (io/base/fileio.h). */
     if (!rc) rc = sp_model_add_inputs(&m, &taken);
     if (!rc && a->prompt_tokens) rc = sp_io_paths_add(&taken, a->prompt_tokens, 0);
-    if (!rc && a->out_ids) rc = sp_npy_out_begin(a->out_ids, "<i4", 0, &taken, &out_ids);
-    if (!rc && a->dump_logits) rc = sp_npy_out_begin(a->dump_logits, "<f4", V, &taken, &out_logits);
+    if (!rc && a->out_ids) rc = sp_npy_out_begin(a->out_ids, "<i4", 0, a->out_flags, &taken, &out_ids);
+    if (!rc && a->dump_logits) rc = sp_npy_out_begin(a->dump_logits, "<f4", V, a->out_flags, &taken, &out_logits);
     if (rc) goto out;
     if (a->prompt) {
         rc = sp_tok_encode(tok, a->prompt, -1, a->special, &ids);
@@ -200,8 +202,21 @@ static int run_generate(const gen_args *a) {
     }
     if (sp_add_i64(n_prompt, a->max_tokens, &max_len) || max_len > ctx) max_len = ctx;
     const int64_t gen_max = max_len - n_prompt;
-    for (int64_t i = ids.n; i < max_len && !rc; i++) rc = sp_tok_ids_push(&ids, 0); /* room, no growth later */
-    ids.n = n_prompt;
+    /* Everything the run will hold, planned before any of it is allocated: a
+     * model without max_position_embeddings bounds max_len by nothing else. */
+    int64_t extra = 0, dump_bytes = 0;
+    if (sp_mul_i64(max_len, 4, &extra) || (a->dump_logits && (sp_mul_i64(gen_max, V * 4, &dump_bytes) ||
+                                                              sp_add_i64(extra, dump_bytes, &extra))))
+        extra = INT64_MAX;
+    rc = sp_gen_check(&m, bk, max_len > 1 ? max_len - 1 : 1, extra);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        rc = sp_fail(rc, "%s (the prompt's %lld tokens + --max-tokens %lld%s); lower --max-tokens", msg, (long long)n_prompt,
+                     (long long)a->max_tokens, m.cfg.max_pos > 0 ? "" : "; the model sets no max_position_embeddings");
+        goto out;
+    }
+    rc = sp_tok_ids_reserve(&ids, max_len); /* room for the whole sequence: no growth later */
     /* A vocabulary padded beyond the tokenizer's (Phi-2: 51200 rows, 50295 ids)
      * has rows no text decodes to: they are never sampled. */
     const int64_t V_tok = tok && sp_tok_vocab_size(tok) < V ? sp_tok_vocab_size(tok) : V;
@@ -316,7 +331,7 @@ int sp_cmd_generate(int argc, char **argv) {
         {"backend", required_argument, 0, 'B'},
         {"out-ids", required_argument, 0, 'o'},       {"dump-logits", required_argument, 0, 'd'},
         {"quiet", no_argument, 0, 'q'},               {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"force", no_argument, 0, 'F'},               {0, 0, 0, 0}};
     gen_args a = {.max_tokens = 256, .special = 1, .weights = DEFAULT_WEIGHTS};
     int64_t seed = 0;
     optind = 1;
@@ -348,6 +363,7 @@ int sp_cmd_generate(int argc, char **argv) {
         case 'o': a.out_ids = optarg; break;
         case 'd': a.dump_logits = optarg; break;
         case 'q': a.quiet = 1; break;
+        case 'F': a.out_flags = SP_IO_OUT_REPLACE; break;
         case 'h': usage_generate(stdout); return 0;
         default:
             usage_generate(stderr);

@@ -35,10 +35,14 @@ static void usage_tokenize(FILE *f) {
             "\n"
             "  -o, --output OUT.npy   the token file (written atomically)\n"
             "  --no-special           no BOS/EOS around documents\n"
-            "  --max-doc-bytes N      refuse documents longer than N bytes (default 256MiB)\n"
+            "  --max-doc-bytes N      refuse documents longer than N bytes, as read and as the\n"
+            "                         tokenizer's normalizers make them (default 256MiB)\n"
             "  --decoded F.jsonl      also write each document's ids decoded back to text, one\n"
             "                         {\"text\": ...} per line (special tokens skipped, but\n"
             "                         kept with --no-special)\n"
+            "  --force                replace an existing OUT.npy or F.jsonl (without it an\n"
+            "                         existing file there is refused: slicepipe never replaces\n"
+            "                         a file it did not write)\n"
             "  --quiet                no progress line\n");
 }
 
@@ -72,7 +76,8 @@ static void progress(const sp_textdoc *d, int64_t tokens, double t0, int final) 
     fflush(stderr);
 }
 
-static int run(sp_tok *tok, const char *in, const char *out, const char *decoded, int special, int quiet, int64_t max_doc) {
+static int run(sp_tok *tok, const char *in, const char *out, const char *decoded, int special, int quiet, int64_t max_doc,
+               int out_flags) {
     sp_textdoc *d;
     SP_TRY(sp_textdoc_open(in, max_doc, &d));
     /* Both outputs are begun before any work: never over the tokenizer, the
@@ -83,8 +88,8 @@ static int run(sp_tok *tok, const char *in, const char *out, const char *decoded
     char *dtmp = NULL;
     int rc = sp_io_paths_add(&taken, sp_tok_path(tok), 0);
     if (!rc) rc = sp_io_paths_add(&taken, in, 0);
-    if (!rc) rc = sp_npy_out_begin(out, "<i4", 0, &taken, &npy);
-    if (!rc && decoded) rc = sp_io_out_begin(decoded, &taken, &dfd, &dtmp);
+    if (!rc) rc = sp_npy_out_begin(out, "<i4", 0, out_flags, &taken, &npy);
+    if (!rc && decoded) rc = sp_io_out_begin(decoded, out_flags, &taken, &dfd, &dtmp);
     sp_io_paths_free(taken);
     sp_tok_ids buf = {0};
     sp_tok_text txt = {0}, lines = {0};
@@ -150,9 +155,9 @@ int sp_cmd_tokenize(int argc, char **argv) {
     static const struct option opts[] = {{"output", required_argument, 0, 'o'},   {"no-special", no_argument, 0, 'n'},
                                          {"quiet", no_argument, 0, 'q'},          {"decoded", required_argument, 0, 'D'},
                                          {"max-doc-bytes", required_argument, 0, 'M'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         {"force", no_argument, 0, 'F'},          {0, 0, 0, 0}};
     const char *out = NULL, *decoded = NULL;
-    int special = 1, quiet = 0;
+    int special = 1, quiet = 0, out_flags = 0;
     int64_t max_doc = 0;
     optind = 1;
     int ch;
@@ -162,6 +167,7 @@ int sp_cmd_tokenize(int argc, char **argv) {
         case 'n': special = 0; break;
         case 'q': quiet = 1; break;
         case 'D': decoded = optarg; break;
+        case 'F': out_flags = SP_IO_OUT_REPLACE; break;
         case 'M': {
             char *end;
             long long v = strtoll(optarg, &end, 10);
@@ -182,11 +188,12 @@ int sp_cmd_tokenize(int argc, char **argv) {
     if (stat(model, &st) != 0) return sp_fail(SP_EX_NOINPUT, "%s: no such file or directory", model);
     sp_tok *tok;
     SP_TRY(S_ISDIR(st.st_mode) ? sp_tok_open(model, &tok) : sp_tok_open_file(model, &tok));
+    sp_tok_set_text_max(tok, max_doc); /* the raw text and what the normalizers make of it */
     if (!quiet)
         fprintf(stderr, "tokenize: %s: %s, vocab %lld, BOS %s, EOS %s, xxh128 %s\n", sp_tok_path(tok), sp_tok_kind_name(tok),
                 (long long)sp_tok_vocab_size(tok), special && sp_tok_adds_bos(tok) ? "added" : "not added",
                 special && sp_tok_adds_eos(tok) ? "added" : "not added", sp_tok_hash(tok));
-    int rc = run(tok, in, out, decoded, special, quiet, max_doc);
+    int rc = run(tok, in, out, decoded, special, quiet, max_doc, out_flags);
     sp_tok_free(tok);
     return rc;
 }

@@ -190,8 +190,11 @@ static void usage_eval(FILE *f) {
             "                    memory is host memory (cpu)\n"
             "  --json            print the figures as one JSON object on stdout\n"
             "  --dump-logits F   write float32 logits (windows*T, vocab) to F (.npy)\n"
+            "  --force           replace an existing --dump-logits file (without it an\n"
+            "                    existing file there is refused)\n"
             "  --memory SIZE     budget for activation chunks (default 64MB); activations\n"
-            "                    stream through two spill files, so any number of windows fits\n"
+            "                    stream through two spill files, so any number of windows fits;\n"
+            "                    with --text, also for its windows' token ids (64 past it)\n"
             "  --spill-dir DIR   folder for the spill files (default $TMPDIR or /tmp)\n"
             "  --quiet           no per-layer progress on stderr\n");
 }
@@ -203,9 +206,10 @@ static int cmd_eval(int argc, char **argv) {
                                          {"dump-logits", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'n'},
                                          {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
                                          {"memory", required_argument, 0, 'm'},  {"spill-dir", required_argument, 0, 'S'},
-                                         {"backend", required_argument, 0, 'B'}, {0, 0, 0, 0}};
+                                         {"backend", required_argument, 0, 'B'}, {"force", no_argument, 0, 'F'},
+                                         {0, 0, 0, 0}};
     const char *tokens = NULL, *text = NULL, *dump = NULL, *backend = NULL;
-    int json = 0, quiet = 0;
+    int json = 0, quiet = 0, out_flags = 0;
     int64_t threads = 0;
     sp_eval_opts eo = {.progress = 1};
     optind = 1;
@@ -226,6 +230,7 @@ static int cmd_eval(int argc, char **argv) {
             break;
         case 'S': eo.spill_dir = optarg; break;
         case 'B': backend = optarg; break;
+        case 'F': out_flags = SP_IO_OUT_REPLACE; break;
         case 'h': usage_eval(stdout); return 0;
         default: usage_eval(stderr); return bad_option("eval", argv);
         }
@@ -249,11 +254,12 @@ static int cmd_eval(int argc, char **argv) {
     sp_io_paths *taken = NULL;
     rc = sp_model_add_inputs(&m, &taken);
     if (!rc) rc = sp_io_paths_add(&taken, text ? text : tokens, 0);
-    if (!rc && dump) rc = sp_npy_out_begin(dump, "<f4", m.cfg.vocab_size, &taken, &eo.dump_logits);
+    if (!rc && dump) rc = sp_npy_out_begin(dump, "<f4", m.cfg.vocab_size, out_flags, &taken, &eo.dump_logits);
     sp_io_paths_free(taken);
     sp_tokens tk = {0};
     sp_calib_opts co = {.seqlen = eo.seqlen, .nsamples = eo.windows, .vocab = m.cfg.vocab_size, .what = "--text",
-                        .progress = !quiet};
+                        .ids_bytes_max = eo.chunk_bytes > 0 ? eo.chunk_bytes : SP_EVAL_CHUNK_BYTES_DEFAULT,
+                        .budget_what = "--memory", .progress = !quiet};
     if (!rc) rc = text ? sp_calib_text_windows(text, argv[optind], &co, &tk, NULL)
                        : sp_tokens_load(tokens, m.cfg.vocab_size, 0, &tk);
     sp_eval_result r;

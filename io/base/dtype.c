@@ -131,6 +131,23 @@ int64_t sp_convert_to_f32(sp_dtype t, const void *src, int64_t n, float *dst) {
     return bad;
 }
 
+int64_t sp_dtype_first_nonfinite(sp_dtype t, const void *buf, int64_t n) {
+    const unsigned char *b = buf;
+    for (int64_t i = 0; i < n; i++) {
+        if (t == SP_DTYPE_F32) {
+            float f;
+            memcpy(&f, b + 4 * i, 4);
+            if (!isfinite(f)) return i;
+            continue;
+        }
+        uint16_t h;
+        memcpy(&h, b + 2 * i, 2);
+        uint16_t exp = t == SP_DTYPE_F16 ? 0x7c00 : 0x7f80; /* all exponent bits set: Inf or NaN */
+        if ((h & exp) == exp) return i;
+    }
+    return -1;
+}
+
 void sp_convert_from_f32(sp_dtype t, const float *src, int64_t n, void *dst) {
     unsigned char *d = dst;
     for (int64_t i = 0; i < n; i++) {

@@ -41,4 +41,9 @@ int64_t sp_convert_to_f32(sp_dtype t, const void *src, int64_t n, float *dst);
 /* Converts n float32 to dtype t (F32, F16, BF16) into dst (any alignment). */
 void sp_convert_from_f32(sp_dtype t, const float *src, int64_t n, void *dst);
 
+/* The index of the first of n encoded elements of t (F32, F16, BF16; any
+ * alignment) that is Inf or NaN, or -1: what a conversion's output must be
+ * checked with, since a finite float32 can round to Inf (F16 past 65504). */
+int64_t sp_dtype_first_nonfinite(sp_dtype t, const void *buf, int64_t n);
+
 #endif

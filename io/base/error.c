@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local char g_msg[2048];
 
@@ -66,6 +67,18 @@ double sp_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int64_t sp_mem_limit_bytes(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    int64_t lim = pages > 0 && page > 0 && pages < INT64_MAX / page ? (int64_t)pages * page : INT64_MAX;
+    static const int which[] = {RLIMIT_AS, RLIMIT_DATA};
+    for (size_t i = 0; i < sizeof which / sizeof which[0]; i++) {
+        struct rlimit rl;
+        if (getrlimit(which[i], &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (uint64_t)rl.rlim_cur < (uint64_t)lim)
+            lim = (int64_t)rl.rlim_cur;
+    }
+    return lim;
 }
 
 int64_t sp_peak_rss_bytes(void) {

@@ -60,5 +60,9 @@ int sp_calloc(void **out, int64_t count, int64_t elem_bytes, const char *what);
 /* Monotonic seconds, and the peak RSS of this process in bytes. */
 double sp_now(void);
 int64_t sp_peak_rss_bytes(void);
+/* The most memory this process may hold: the machine's physical memory, or
+ * less when an address-space or data limit (ulimit -v, -d) is set. For plans
+ * that have no budget of their own to refuse against. */
+int64_t sp_mem_limit_bytes(void);
 
 #endif

@@ -340,9 +340,7 @@ void sp_io_paths_free(sp_io_paths *taken) {
     free(taken);
 }
 
-int sp_io_out_begin(const char *path, sp_io_paths **taken, int *fd_out, char **tmp_out) {
-    *fd_out = -1;
-    *tmp_out = NULL;
+int sp_io_out_check(const char *path, sp_io_paths **taken, int flags) {
     size_t n = strlen(path);
     if (n == 0 || path[n - 1] == '/')
         return sp_fail(SP_EX_CANTCREAT, "'%s': names a folder, not a file; refused as an output", path);
@@ -363,11 +361,24 @@ int sp_io_out_begin(const char *path, sp_io_paths **taken, int *fd_out, char **t
         SP_TRY(rc);
     }
     struct stat st;
-    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+    if (lstat(path, &st) != 0) return 0;
+    if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
         return sp_fail(SP_EX_CANTCREAT,
                        "%s: is %s; refused as an output without opening it (slicepipe replaces only a regular file or "
                        "a link)",
                        path, sp_io_kind(st.st_mode));
+    if (!(flags & SP_IO_OUT_REPLACE))
+        return sp_fail(SP_EX_CANTCREAT,
+                       "%s: exists (%s); refused: slicepipe never replaces a file it did not write; remove it, or pass "
+                       "--force to replace it",
+                       path, sp_io_kind(st.st_mode));
+    return 0;
+}
+
+int sp_io_out_begin(const char *path, int flags, sp_io_paths **taken, int *fd_out, char **tmp_out) {
+    *fd_out = -1;
+    *tmp_out = NULL;
+    SP_TRY(sp_io_out_check(path, taken, flags));
     SP_TRY(sp_io_atomic_begin(path, 1, fd_out, tmp_out));
     int rc = taken ? sp_io_paths_add(taken, path, 1) : 0;
     if (rc) {

@@ -54,18 +54,32 @@ typedef struct sp_io_paths sp_io_paths; /* opaque */
  * entry. Out of memory: 70. */
 int sp_io_paths_add(sp_io_paths **taken, const char *path, int is_output);
 void sp_io_paths_free(sp_io_paths *taken);
+/* The one rule for an existing file at an output path: slicepipe never
+ * replaces a file it did not write. A single file carries no mark of who
+ * wrote it, so an existing file or link there (even a dangling link) is
+ * refused (73) unless the caller passes SP_IO_OUT_REPLACE: the user's --force,
+ * or a file the command knows as its own (synth's calib.npy in a folder it
+ * recognized as its own output). */
+enum { SP_IO_OUT_REPLACE = 1 };
+/* Checks path as a single-file output, creating nothing:
+ *  - empty, or ending in '/': 73;
+ *  - a file of *taken (the same device and inode, or the same name in the
+ *    same folder): 64 naming both;
+ *  - a directory, FIFO, device or socket: 73, without opening it;
+ *  - an existing file or link without SP_IO_OUT_REPLACE in flags: 73.
+ * The GGUF export, whose temporary is its own (resumable), checks its path
+ * with this too. */
+int sp_io_out_check(const char *path, sp_io_paths **taken, int flags);
 /* Begins a single-file output at path, without opening path itself:
- *  - path is a file of *taken (the same device and inode, or the same name
- *    in the same folder): 64 naming both, before anything is created;
- *  - path is a directory, FIFO, device or socket (or ends in '/'): 73;
- *  - else the unpredictable temporary of sp_io_atomic_begin(path, 1, ...) is
- *    made beside it, and path joins *taken as an output.
+ * sp_io_out_check(path, taken, flags), then the unpredictable temporary of
+ * sp_io_atomic_begin(path, 1, ...) is made beside it, and path joins *taken
+ * as an output.
  * The caller writes to *fd_out and ends with sp_io_atomic_commit: fsync,
  * rename over path (a link planted there is replaced, never written
  * through), fsync of the folder; any failure, or ok == 0, removes the
  * temporary. Two runs writing one path each write their own temporary: the
  * last rename wins, and path is always one complete file. */
-int sp_io_out_begin(const char *path, sp_io_paths **taken, int *fd_out, char **tmp_out);
+int sp_io_out_begin(const char *path, int flags, sp_io_paths **taken, int *fd_out, char **tmp_out);
 
 /* Reads exactly n bytes at off (resuming short reads). Hitting EOF early: 65
  * ("truncated"). Other errors: 74. */

@@ -19,6 +19,11 @@
  *     in the same process, and closing an unrelated descriptor of the same
  *     file does not drop the lock.
  *
+ * The lock file is never unlinked, by its holder or anyone: a process that
+ * opened it before an unlink would lock the unlinked file once the holder is
+ * gone, while another creates and locks a new file of that name, and both
+ * would believe they hold the lock (docs/resume.md §9).
+ *
  * Errors: held by another open description: 75 (SP_EX_TEMPFAIL) "job
  * directory <dir> is in use by process <pid>" (the PID from the file; "by
  * another process" if it was not written yet). The lock file cannot be

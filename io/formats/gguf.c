@@ -559,17 +559,36 @@ int sp_gguf_rows(sp_gguf_w *w, const float *rows, int64_t n_rows) {
             if (!isfinite(x[j]))
                 return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': non-finite value at row %lld, column %lld", w->path, g->name,
                                (long long)(w->cur_rows + r), (long long)j);
+        /* Every type's encoded row is checked: a finite float32 can still
+         * round to Inf in it (an f16 value past 65504, a q8_0 block whose
+         * fp16 scale max|x|/127 overflows, a bf16 value next to FLT_MAX). */
+        int64_t bad = -1;
         switch (g->type) {
-        case SP_GGUF_T_F32: sp_convert_from_f32(SP_DTYPE_F32, x, cols, w->conv); break;
+        case SP_GGUF_T_F32:
         case SP_GGUF_T_F16:
-            for (int64_t j = 0; j < cols; j++)
-                if (fabsf(x[j]) >= 65520.0f)
-                    return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': value %g at row %lld overflows f16", w->path, g->name,
-                                   (double)x[j], (long long)(w->cur_rows + r));
-            sp_convert_from_f32(SP_DTYPE_F16, x, cols, w->conv);
+        case SP_GGUF_T_BF16: {
+            sp_dtype dt = g->type == SP_GGUF_T_F32 ? SP_DTYPE_F32 : g->type == SP_GGUF_T_F16 ? SP_DTYPE_F16 : SP_DTYPE_BF16;
+            sp_convert_from_f32(dt, x, cols, w->conv);
+            bad = sp_dtype_first_nonfinite(dt, w->conv, cols);
+            if (bad >= 0)
+                return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': value %g at row %lld, column %lld is Inf as %s; export it as "
+                               "f32%s", w->path, g->name, (double)x[bad], (long long)(w->cur_rows + r), (long long)bad,
+                               sp_gguf_ttype_name(g->type), g->type == SP_GGUF_T_F16 ? " or bf16 (the range of f32)" : "");
             break;
-        case SP_GGUF_T_BF16: sp_convert_from_f32(SP_DTYPE_BF16, x, cols, w->conv); break;
-        case SP_GGUF_T_Q8_0: sp_gguf_quantize_q8_0(x, cols, w->conv); break;
+        }
+        case SP_GGUF_T_Q8_0:
+            sp_gguf_quantize_q8_0(x, cols, w->conv);
+            for (int64_t b = 0; b < cols / SP_GGUF_QK8_0 && bad < 0; b++)
+                if (sp_dtype_first_nonfinite(SP_DTYPE_F16, w->conv + b * (2 + SP_GGUF_QK8_0), 1) == 0) bad = b;
+            if (bad >= 0) {
+                float amax = 0.0f;
+                for (int j = 0; j < SP_GGUF_QK8_0; j++) amax = fmaxf(amax, fabsf(x[bad * SP_GGUF_QK8_0 + j]));
+                return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': row %lld, columns %lld..%lld: the q8_0 block's scale "
+                               "max|x|/127 = %g is Inf as fp16 (max|x| %g, past 127 x 65504); export it as bf16 or f32",
+                               w->path, g->name, (long long)(w->cur_rows + r), (long long)(bad * SP_GGUF_QK8_0),
+                               (long long)(bad * SP_GGUF_QK8_0 + SP_GGUF_QK8_0 - 1), (double)(amax / 127.0f), (double)amax);
+            }
+            break;
         }
         SP_TRY(out_put(w, w->conv, g->row_bytes));
     }

@@ -48,6 +48,11 @@
  * Quantized types: Q8_0 is ggml's block of 32 (fp16 scale d = max|x|/127,
  * then 32 int8 q = round(x/d), half away from zero, computed as x·(1/d)),
  * 34 bytes a block; a row's length must be a multiple of 32.
+ *
+ * sp_gguf_rows checks every row as encoded in its type and refuses (65,
+ * naming the tensor, the row and the column) a value that is Inf there: an
+ * f16 value past 65504, a bf16 value rounding past FLT_MAX, a q8_0 block
+ * whose fp16 scale max|x|/127 overflows.
  */
 #ifndef SP_GGUF_H
 #define SP_GGUF_H

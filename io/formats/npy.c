@@ -34,7 +34,7 @@ static void npy_header(char head[NPY_HEAD_BYTES], const char *descr, int64_t d0,
     head[NPY_HEAD_BYTES - 1] = '\n';
 }
 
-int sp_npy_out_begin(const char *path, const char *descr, int64_t cols, sp_io_paths **taken, sp_npy_out **out) {
+int sp_npy_out_begin(const char *path, const char *descr, int64_t cols, int flags, sp_io_paths **taken, sp_npy_out **out) {
     *out = NULL;
     SP_ASSERT(strlen(descr) == 3 && descr[2] == '4' && cols >= 0);
     sp_npy_out *o = calloc(1, sizeof *o);
@@ -43,7 +43,7 @@ int sp_npy_out_begin(const char *path, const char *descr, int64_t cols, sp_io_pa
     memcpy(o->descr, descr, 4);
     o->cols = cols;
     int rc = sp_path_join("", path, &o->path);
-    if (!rc) rc = sp_io_out_begin(path, taken, &o->fd, &o->tmp);
+    if (!rc) rc = sp_io_out_begin(path, flags, taken, &o->fd, &o->tmp);
     if (!rc) {
         char head[NPY_HEAD_BYTES];
         npy_header(head, descr, 0, cols);
@@ -86,12 +86,13 @@ int sp_npy_out_end(sp_npy_out *o, int ok) {
     return rc ? rc : ok ? rc2 : 0;
 }
 
-int sp_npy_write(const char *path, const char *descr, const void *elems, int64_t rows, int64_t cols, sp_io_paths **taken) {
+int sp_npy_write(const char *path, const char *descr, const void *elems, int64_t rows, int64_t cols, int flags,
+                 sp_io_paths **taken) {
     int64_t n;
     if (sp_mul_i64(rows, cols ? cols : 1, &n))
         return sp_fail(SP_EX_USAGE, "%s: %lld x %lld elements overflow", path, (long long)rows, (long long)cols);
     sp_npy_out *o;
-    SP_TRY(sp_npy_out_begin(path, descr, cols, taken, &o));
+    SP_TRY(sp_npy_out_begin(path, descr, cols, flags, taken, &o));
     int rc = sp_npy_out_write(o, elems, n);
     int rc2 = sp_npy_out_end(o, rc == 0);
     return rc ? rc : rc2;

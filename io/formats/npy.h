@@ -25,8 +25,9 @@
 typedef struct sp_npy_out sp_npy_out; /* opaque: the temporary's fd, its name, the count so far */
 
 /* Begins path for an array of descr ("<i4" or "<f4") with cols columns, or
- * 1-D when cols == 0; taken as for sp_io_out_begin (NULL: no check). */
-int sp_npy_out_begin(const char *path, const char *descr, int64_t cols, sp_io_paths **taken, sp_npy_out **out);
+ * 1-D when cols == 0; flags and taken as for sp_io_out_begin (taken NULL: no
+ * check against inputs; an existing file needs SP_IO_OUT_REPLACE). */
+int sp_npy_out_begin(const char *path, const char *descr, int64_t cols, int flags, sp_io_paths **taken, sp_npy_out **out);
 /* Appends n elements (4·n bytes). A failed write: 74. */
 int sp_npy_out_write(sp_npy_out *o, const void *elems, int64_t n);
 /* ok != 0: writes the header (rows = elements / cols; a 2-D array must hold
@@ -34,6 +35,7 @@ int sp_npy_out_write(sp_npy_out *o, const void *elems, int64_t n);
  * any failure: removes the temporary. Frees o; NULL returns 0. */
 int sp_npy_out_end(sp_npy_out *o, int ok);
 /* The whole array at once (rows·cols elements, or rows when cols == 0). */
-int sp_npy_write(const char *path, const char *descr, const void *elems, int64_t rows, int64_t cols, sp_io_paths **taken);
+int sp_npy_write(const char *path, const char *descr, const void *elems, int64_t rows, int64_t cols, int flags,
+                 sp_io_paths **taken);
 
 #endif

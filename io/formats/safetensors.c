@@ -7,11 +7,10 @@
  *   2. N = u64le(bytes 0..8): N <= SP_ST_HEADER_MAX and 8 + N <= size;
  *   3. header bytes (read with pread, never mmap): begins with '{'; valid UTF-8
  *      (no overlongs, surrogates or code points > U+10FFFF); trailing ' ' padding
- *      stripped; the rest is exactly one strict RFC 8259 JSON value (validated
- *      here, because cJSON is lenient about numbers and control characters)
- *      with nothing after it; no "\u0000" and no lone surrogate escapes;
- *   4. cJSON builds the tree; keys are unique at every level (cJSON keeps
- *      duplicates, so we check);
+ *      stripped; the rest is exactly one strict RFC 8259 JSON value with
+ *      nothing after it; no "\u0000" and no lone surrogate escapes;
+ *   4. keys are unique at every level (3 and 4: io/base/json.h, the one strict
+ *      JSON reader);
  *   5. "__metadata__": an object of strings; every other key is a tensor:
  *      {dtype, shape, data_offsets} and nothing else; dtype known; shape is at
  *      most SP_ST_MAX_DIMS integers in [0, 2^53) whose product (and product of
@@ -28,8 +27,8 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "json.h"
 #include "modelfile.h"
-#include "utf8.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -42,7 +41,6 @@
 #include <unistd.h>
 
 #define SP_ST_INT_LIMIT 9007199254740992.0 /* 2^53: larger doubles are not exact integers */
-#define SP_JSON_DEPTH_MAX 64
 #define SP_INDEX_MAX_BYTES SP_ST_HEADER_MAX
 #define SP_ST_CHUNK_BYTES 65536 /* stack buffer for converting F16/BF16/F64 */
 
@@ -59,192 +57,7 @@ struct sp_st_file {
     char **meta_vals;      /* (meta_count) */
 };
 
-/* ------------------------------------------------------------------ */
-/* strict JSON validation (UTF-8: utf8.h)                             */
-/* ------------------------------------------------------------------ */
-
-typedef struct jv {
-    const unsigned char *p, *beg, *end;
-    const char *err; /* reason for the first error */
-} jv;
-
-static int jv_fail(jv *v, const char *why) {
-    v->err = why;
-    return -1;
-}
-
-static void jv_ws(jv *v) {
-    while (v->p < v->end && (*v->p == ' ' || *v->p == '\t' || *v->p == '\n' || *v->p == '\r')) v->p++;
-}
-
-static int jv_lit(jv *v, const char *lit) {
-    size_t n = strlen(lit);
-    if ((size_t)(v->end - v->p) < n || memcmp(v->p, lit, n) != 0) return jv_fail(v, "unexpected token");
-    v->p += n;
-    return 0;
-}
-
-static int jv_hex4(jv *v, unsigned *out) {
-    if (v->end - v->p < 4) return jv_fail(v, "truncated \\u escape");
-    unsigned x = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned c = v->p[i], d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-        else return jv_fail(v, "bad hex digit in \\u escape");
-        x = x * 16 + d;
-    }
-    v->p += 4;
-    *out = x;
-    return 0;
-}
-
-static int jv_string(jv *v) {
-    v->p++; /* opening quote */
-    for (;;) {
-        if (v->p >= v->end) return jv_fail(v, "unterminated string");
-        unsigned c = *v->p;
-        if (c == '"') {
-            v->p++;
-            return 0;
-        }
-        if (c < 0x20) return jv_fail(v, "control character in string");
-        if (c != '\\') {
-            v->p++;
-            continue;
-        }
-        v->p++;
-        if (v->p >= v->end) return jv_fail(v, "unterminated string");
-        c = *v->p++;
-        if (c && strchr("\"\\/bfnrt", (int)c)) continue;
-        if (c != 'u') return jv_fail(v, "bad escape in string");
-        unsigned u;
-        if (jv_hex4(v, &u)) return -1;
-        if (u == 0) return jv_fail(v, "\\u0000 in string");
-        if (u >= 0xDC00 && u <= 0xDFFF) return jv_fail(v, "lone low surrogate escape in string");
-        if (u >= 0xD800 && u <= 0xDBFF) {
-            if (v->end - v->p < 2 || v->p[0] != '\\' || v->p[1] != 'u')
-                return jv_fail(v, "lone high surrogate escape in string");
-            v->p += 2;
-            if (jv_hex4(v, &u)) return -1;
-            if (u < 0xDC00 || u > 0xDFFF) return jv_fail(v, "lone high surrogate escape in string");
-        }
-    }
-}
-
-static int jv_digits(jv *v) {
-    if (v->p >= v->end || *v->p < '0' || *v->p > '9') return jv_fail(v, "malformed number");
-    while (v->p < v->end && *v->p >= '0' && *v->p <= '9') v->p++;
-    return 0;
-}
-
-static int jv_number(jv *v) {
-    if (*v->p == '-') v->p++;
-    if (v->p >= v->end) return jv_fail(v, "malformed number");
-    if (*v->p == '0') {
-        v->p++;
-        if (v->p < v->end && *v->p >= '0' && *v->p <= '9') return jv_fail(v, "number with a leading zero");
-    } else if (jv_digits(v)) {
-        return -1;
-    }
-    if (v->p < v->end && *v->p == '.') {
-        v->p++;
-        if (jv_digits(v)) return -1;
-    }
-    if (v->p < v->end && (*v->p == 'e' || *v->p == 'E')) {
-        v->p++;
-        if (v->p < v->end && (*v->p == '+' || *v->p == '-')) v->p++;
-        if (jv_digits(v)) return -1;
-    }
-    return 0;
-}
-
-static int jv_value(jv *v, int depth) {
-    jv_ws(v);
-    if (v->p >= v->end) return jv_fail(v, "unexpected end");
-    unsigned c = *v->p;
-    if (c == '"') return jv_string(v);
-    if (c == '-' || (c >= '0' && c <= '9')) return jv_number(v);
-    if (c == 't') return jv_lit(v, "true");
-    if (c == 'f') return jv_lit(v, "false");
-    if (c == 'n') return jv_lit(v, "null");
-    if (c != '{' && c != '[') return jv_fail(v, "unexpected character");
-    if (depth >= SP_JSON_DEPTH_MAX) return jv_fail(v, "nested too deeply");
-    unsigned close = c == '{' ? '}' : ']';
-    v->p++;
-    jv_ws(v);
-    if (v->p < v->end && *v->p == close) {
-        v->p++;
-        return 0;
-    }
-    for (;;) {
-        if (c == '{') {
-            jv_ws(v);
-            if (v->p >= v->end || *v->p != '"') return jv_fail(v, "expected a string key");
-            if (jv_string(v)) return -1;
-            jv_ws(v);
-            if (v->p >= v->end || *v->p != ':') return jv_fail(v, "expected ':'");
-            v->p++;
-        }
-        if (jv_value(v, depth + 1)) return -1;
-        jv_ws(v);
-        if (v->p >= v->end) return jv_fail(v, "unexpected end");
-        if (*v->p == ',') {
-            v->p++;
-            continue;
-        }
-        if (*v->p == close) {
-            v->p++;
-            return 0;
-        }
-        return jv_fail(v, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
-    }
-}
-
-/* Validates buf[0..n) as UTF-8 holding one JSON value and nothing else (with
- * `ws_around`, JSON whitespace may surround it). On failure records a message
- * "<path>: <what> ..." and returns 65. */
-static int validate_json(const char *path, const char *what, const char *buf, int64_t n, int ws_around) {
-    int64_t bad = sp_utf8_invalid_at(buf, n);
-    if (bad >= 0)
-        return sp_fail(SP_EX_DATAERR, "%s: %s is not valid UTF-8 (bad byte 0x%02x at byte %lld)", path, what,
-                       (unsigned char)buf[bad], (long long)bad);
-    jv v = {(const unsigned char *)buf, (const unsigned char *)buf, (const unsigned char *)buf + n, NULL};
-    if (jv_value(&v, 0))
-        return sp_fail(SP_EX_DATAERR, "%s: %s is not valid JSON (%s at byte %lld)", path, what, v.err,
-                       (long long)(v.p - v.beg));
-    if (ws_around) jv_ws(&v);
-    if (v.p != v.end)
-        return sp_fail(SP_EX_DATAERR, "%s: %s has trailing garbage after the JSON value (at byte %lld)", path, what,
-                       (long long)(v.p - v.beg));
-    return 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* helpers on cJSON trees                                              */
-/* ------------------------------------------------------------------ */
-
 static int cmp_strp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Finds a duplicate key among obj's children; returns it or NULL. On an
- * allocation failure sets *rc. */
-static const char *dup_key(const cJSON *obj, int *rc) {
-    int n = 0;
-    for (const cJSON *c = obj->child; c; c = c->next) n++;
-    *rc = 0;
-    if (n < 2) return NULL;
-    const char **keys;
-    if ((*rc = sp_alloc((void **)&keys, n, sizeof *keys, "JSON keys"))) return NULL;
-    int i = 0;
-    for (const cJSON *c = obj->child; c; c = c->next) keys[i++] = c->string;
-    qsort(keys, (size_t)n, sizeof *keys, cmp_strp);
-    const char *dup = NULL;
-    for (i = 1; i < n && !dup; i++)
-        if (strcmp(keys[i - 1], keys[i]) == 0) dup = keys[i];
-    free(keys);
-    return dup;
-}
 
 /* A JSON number that is an integer in [0, 2^53). */
 static int json_uint(const cJSON *j, int64_t *out) {
@@ -314,10 +127,6 @@ static int cmp_by_name(const void *a, const void *b, void *ctx) {
 static int parse_entry(const char *path, const cJSON *e, int64_t data_start, sp_st_tensor *t) {
     const char *name = t->name;
     if (!cJSON_IsObject(e)) return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': entry is not a JSON object", path, name);
-    int rc;
-    const char *dup = dup_key(e, &rc);
-    if (rc) return rc;
-    if (dup) return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': duplicate key '%s' in its entry", path, name, dup);
     const cJSON *jd = NULL, *js = NULL, *jo = NULL;
     for (const cJSON *c = e->child; c; c = c->next) {
         if (strcmp(c->string, "dtype") == 0) jd = c;
@@ -392,10 +201,6 @@ static int parse_entry(const char *path, const cJSON *e, int64_t data_start, sp_
 static int parse_metadata(sp_st_file *f, const cJSON *m) {
     const char *path = f->path;
     if (!cJSON_IsObject(m)) return sp_fail(SP_EX_DATAERR, "%s: __metadata__ is not a JSON object", path);
-    int rc;
-    const char *dup = dup_key(m, &rc);
-    if (rc) return rc;
-    if (dup) return sp_fail(SP_EX_DATAERR, "%s: __metadata__: duplicate key '%s'", path, dup);
     int n = cJSON_GetArraySize(m);
     SP_TRY(sp_calloc((void **)&f->meta_keys, n, sizeof(char *), "metadata"));
     SP_TRY(sp_calloc((void **)&f->meta_vals, n, sizeof(char *), "metadata"));
@@ -427,21 +232,11 @@ static int parse_header(sp_st_file *f, char *hdr, int64_t hlen) {
         return sp_fail(SP_EX_DATAERR, "%s: header does not begin with '{' (it must be a JSON object)", path);
     int64_t n = hlen;
     while (n > 0 && hdr[n - 1] == ' ') n--; /* right-padding with spaces */
-    SP_TRY(validate_json(path, "header", hdr, n, 0));
-    cJSON *root = cJSON_ParseWithLength(hdr, (size_t)n);
-    if (!root) return sp_fail(SP_EX_DATAERR, "%s: header is not valid JSON (parser failed)", path);
+    cJSON *root;
+    SP_TRY(sp_json_parse(path, "header", hdr, n, SP_JSON_BARE, &root)); /* keys unique at every level */
     int rc = 0;
     if (!cJSON_IsObject(root)) {
         rc = sp_fail(SP_EX_DATAERR, "%s: header is not a JSON object", path);
-        goto out;
-    }
-    const char *dup = dup_key(root, &rc);
-    if (rc) goto out;
-    if (dup) {
-        if (strcmp(dup, "__metadata__") == 0)
-            rc = sp_fail(SP_EX_DATAERR, "%s: duplicate key '__metadata__' in the header", path);
-        else
-            rc = sp_fail(SP_EX_DATAERR, "%s: duplicate tensor name '%s' in the header", path, dup);
         goto out;
     }
     int total = cJSON_GetArraySize(root);
@@ -725,26 +520,15 @@ static int open_indexed(sp_ckpt *c, const char *index_path) {
     char *text = NULL;
     int64_t len = 0;
     SP_TRY(sp_io_read_small(index_path, SP_INDEX_MAX_BYTES, &text, &len));
-    int rc = validate_json(index_path, "index", text, len, 1);
     cJSON *root = NULL;
+    int rc = sp_json_parse(index_path, "index", text, len, 0, &root); /* keys unique at every level */
     wm_item *items = NULL;
     const char **names = NULL; /* distinct shard names, sorted (owned by the tree) */
     int nnames = 0;
     const char **missing = NULL;
     if (rc) goto out;
-    root = cJSON_ParseWithLength(text, (size_t)len);
-    if (!root) {
-        rc = sp_fail(SP_EX_DATAERR, "%s: index is not valid JSON (parser failed)", index_path);
-        goto out;
-    }
     if (!cJSON_IsObject(root)) {
         rc = sp_fail(SP_EX_DATAERR, "%s: index is not a JSON object", index_path);
-        goto out;
-    }
-    const char *dup = dup_key(root, &rc);
-    if (rc) goto out;
-    if (dup) {
-        rc = sp_fail(SP_EX_DATAERR, "%s: duplicate key '%s' in the index", index_path, dup);
         goto out;
     }
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
@@ -754,12 +538,6 @@ static int open_indexed(sp_ckpt *c, const char *index_path) {
     }
     if (!cJSON_IsObject(wm)) {
         rc = sp_fail(SP_EX_DATAERR, "%s: \"weight_map\" is not a JSON object", index_path);
-        goto out;
-    }
-    dup = dup_key(wm, &rc);
-    if (rc) goto out;
-    if (dup) {
-        rc = sp_fail(SP_EX_DATAERR, "%s: duplicate tensor name '%s' in weight_map", index_path, dup);
         goto out;
     }
     int n = cJSON_GetArraySize(wm);

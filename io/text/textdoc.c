@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "json.h"
 
 #include <cjson/cJSON.h>
 #include <zlib.h>
@@ -202,120 +203,6 @@ static int doc_add(sp_textdoc *d, const char *s, int64_t n) {
     return 0;
 }
 
-/* JSON string at *p (after its opening quote, already validated by cJSON)
- * decoded into the document, with "\u0000" kept: cJSON's own strings stop
- * at a NUL. */
-static int json_string(sp_textdoc *d, const char **pp, const char *end) {
-    const char *p = *pp;
-    while (p < end && *p != '"') {
-        char o[4];
-        int n = 1;
-        if (*p != '\\') {
-            const char *q = p;
-            while (q < end && *q != '"' && *q != '\\') q++;
-            SP_TRY(doc_add(d, p, q - p));
-            p = q;
-            continue;
-        }
-        if (end - p < 2) break;
-        char e = p[1];
-        p += 2;
-        switch (e) {
-        case 'b': o[0] = '\b'; break;
-        case 'f': o[0] = '\f'; break;
-        case 'n': o[0] = '\n'; break;
-        case 'r': o[0] = '\r'; break;
-        case 't': o[0] = '\t'; break;
-        case 'u': {
-            unsigned cp = 0;
-            if (end - p < 4) return sp_fail(SP_EX_DATAERR, "%s: line %lld: bad \\u escape", d->path, (long long)d->line);
-            for (int i = 0; i < 4; i++) {
-                char c = p[i];
-                cp = cp * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-            }
-            p += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
-                unsigned lo = 0;
-                for (int i = 0; i < 4; i++) {
-                    char c = p[2 + i];
-                    lo = lo * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-                }
-                if (lo >= 0xDC00 && lo <= 0xDFFF) {
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    p += 6;
-                }
-            }
-            /* a lone surrogate is encoded as is (3 bytes) and refused later as invalid UTF-8 */
-            if (cp < 0x80) o[0] = (char)cp;
-            else if (cp < 0x800) {
-                o[0] = (char)(0xC0 | (cp >> 6));
-                o[1] = (char)(0x80 | (cp & 0x3F));
-                n = 2;
-            } else if (cp < 0x10000) {
-                o[0] = (char)(0xE0 | (cp >> 12));
-                o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                o[2] = (char)(0x80 | (cp & 0x3F));
-                n = 3;
-            } else {
-                o[0] = (char)(0xF0 | (cp >> 18));
-                o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                o[3] = (char)(0x80 | (cp & 0x3F));
-                n = 4;
-            }
-            break;
-        }
-        default: o[0] = e; break; /* \" \\ \/ */
-        }
-        SP_TRY(doc_add(d, o, n));
-    }
-    *pp = p < end ? p + 1 : p;
-    return 0;
-}
-
-/* Skips one JSON value (already validated) starting at p. */
-static const char *skip_value(const char *p, const char *end) {
-    int depth = 0;
-    do {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
-        if (p >= end) return p;
-        if (*p == '"') {
-            for (p++; p < end && *p != '"'; p++)
-                if (*p == '\\') p++;
-            p++;
-        } else if (*p == '{' || *p == '[') depth++, p++;
-        else if (*p == '}' || *p == ']') depth--, p++;
-        else if (*p == ',' || *p == ':') p++;
-        else
-            while (p < end && !strchr(",:]} \t\r\n", *p)) p++;
-    } while (depth > 0);
-    return p;
-}
-
-/* The first top-level "text" member of a validated JSON object line. */
-static int json_text(sp_textdoc *d, const char *p, const char *end) {
-    while (p < end && *p != '{') p++;
-    p++;
-    for (;;) {
-        while (p < end && *p != '"' && *p != '}') p++;
-        if (p >= end || *p == '}') return sp_fail(SP_EX_SOFTWARE, "%s: line %lld: \"text\" not found again", d->path, (long long)d->line);
-        p++;
-        int is_text = end - p >= 5 && !memcmp(p, "text\"", 5);
-        while (p < end && *p != '"') p += *p == '\\' ? 2 : 1;
-        p++;
-        while (p < end && *p != ':') p++;
-        p++;
-        while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
-        if (is_text) {
-            p++;
-            return json_string(d, &p, end);
-        }
-        p = skip_value(p, end);
-        while (p < end && *p != ',' && *p != '}') p++;
-        if (p < end && *p == ',') p++;
-    }
-}
-
 static int next_jsonl(sp_textdoc *d, const char **text, int64_t *len, int *done) {
     for (;;) {
         const char *s;
@@ -327,21 +214,21 @@ static int next_jsonl(sp_textdoc *d, const char **text, int64_t *len, int *done)
             return 0;
         }
         if (blank(s, n)) continue;
-        cJSON *j = cJSON_ParseWithLength(s, (size_t)n);
+        /* the one strict reader: one object per line, keys unescaped and unique, "\u0000" kept */
+        char what[48];
+        snprintf(what, sizeof what, "line %lld", (long long)d->line);
+        cJSON *j;
+        SP_TRY(sp_json_parse(d->path, what, s, n, SP_JSON_NUL_OK, &j));
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "text");
-        if (!cJSON_IsObject(j) || !cJSON_IsString(t)) {
-            cJSON_Delete(j);
-            return sp_fail(SP_EX_DATAERR, "%s: line %lld: %s", d->path, (long long)d->line,
-                           j ? "no string field \"text\"" : "not valid JSON");
-        }
-        cJSON_Delete(j);
+        int rc = cJSON_IsObject(j) && cJSON_IsString(t)
+                     ? 0
+                     : sp_fail(SP_EX_DATAERR, "%s: line %lld: %s", d->path, (long long)d->line,
+                               cJSON_IsObject(j) ? "no string field \"text\"" : "not a JSON object");
         d->doc_n = 0;
         d->doc_line = d->line;
-        SP_TRY(json_text(d, s, s + n));
-        if (!d->doc) {
-            SP_TRY(reserve(&d->doc, &d->doc_cap, 1, d->path));
-            d->doc[0] = 0;
-        }
+        if (!rc) rc = doc_add(d, t->valuestring, sp_json_strlen(t));
+        cJSON_Delete(j);
+        SP_TRY(rc);
         d->index++;
         *text = d->doc;
         *len = d->doc_n;

@@ -2,15 +2,18 @@
  *
  * Formats (by name, a trailing ".gz" ignored; gzip is detected by its magic
  * bytes, so a compressed file needs no .gz name):
- *   .jsonl  one JSON object per line with a string field "text"; blank lines
- *           are skipped; anything else is 65 naming the file and the line.
+ *   .jsonl  one JSON object per line with a string field "text", read by the
+ *           one strict JSON reader (io/base/json.h: nothing after the object, keys
+ *           compared unescaped and never twice; "\u0000" is a NUL byte of
+ *           the text); blank lines are skipped; anything else is 65 naming
+ *           the file and the line.
  *   other   plain text: documents are separated by one or more blank lines
  *           (lines that are empty or hold only spaces, tabs and '\r'). A
  *           document is its lines as they are in the file, the line endings
  *           between them kept, the last one dropped.
  * Memory: one read chunk, one inflate chunk and the current document; a
  * document longer than doc_bytes_max is 65 (naming where it starts).
- * All reads go through io/fileio (fault injection, short reads).
+ * All reads go through io/base/fileio (fault injection, short reads).
  */
 #ifndef SP_TEXTDOC_H
 #define SP_TEXTDOC_H

@@ -47,6 +47,7 @@
 #include "tokenizer.h"
 
 #include "error.h"
+#include "json.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
@@ -54,6 +55,7 @@
 #include <utf8proc.h>
 #include <xxhash.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,10 +65,15 @@
 typedef struct sbuf {
     char *s;
     int64_t n, cap;
+    int64_t max;       /* > 0: the most bytes it may hold (a document's text, growing in the pipeline) */
+    const char *owner; /* with max: the tokenizer file, for the message */
 } sbuf;
 
 static int sbuf_reserve(sbuf *b, int64_t need) {
     if (need <= b->cap) return 0;
+    if (b->max > 0 && need - 1 > b->max)
+        return sp_fail(SP_EX_DATAERR, "%s: the document's text grows past %lld bytes in the tokenizer's normalizers or "
+                       "pre-tokenizers (the limit on a document, tokenize --max-doc-bytes)", b->owner, (long long)b->max);
     int64_t nc = b->cap ? b->cap : 256;
     while (nc < need) {
         if (nc > INT64_MAX / 2) return sp_fail(SP_EX_SOFTWARE, "tokenizer.json: buffer size overflow");
@@ -334,7 +341,22 @@ static int lossy_utf8(sbuf *o, const char *str, int64_t n) {
 typedef struct regex {
     pcre2_code *code;
     pcre2_match_data *md;
+    pcre2_match_context *mc; /* a pattern from the file: its steps are metered (hf.meter); NULL: one of ours */
+    const char *what;        /* the component, for messages */
 } regex;
+
+/* The regex work left for the document being encoded: every step of a
+ * metered pattern (a PCRE2 auto-callout) costs one. */
+typedef struct regex_meter {
+    int64_t left, total;
+} regex_meter;
+
+/* A document's budget: REGEX_STEPS_BASE + REGEX_STEPS_PER_BYTE per byte of
+ * it. Real pre-tokenizer regexes (GPT-2's, Llama-3's, Qwen2's, o200k's) take
+ * 1 to 5 steps a byte on prose, code, CJK and whitespace runs; nested
+ * quantifiers that backtrack take (word length)^2 or more a byte. */
+#define REGEX_STEPS_BASE ((int64_t)1 << 20)
+#define REGEX_STEPS_PER_BYTE 64
 
 typedef enum norm_kind { NORM_UNICODE, NORM_LOWER, NORM_STRIP, NORM_REPLACE, NORM_PREPEND } norm_kind;
 
@@ -442,6 +464,9 @@ typedef struct hf {
     int32_t *trie_term; /* (trie_nodes) added index + 1 */
     int64_t trie_nodes, trie_cap;
     uint8_t first_byte[2][256];
+    pcre2_match_context *mctx; /* the metered patterns' context: its callout counts steps against meter */
+    regex_meter meter;
+    int64_t text_max; /* of the document being encoded (sp_tok_set_text_max) */
     /* pipeline */
     norm_op *norm;
     int n_norm;
@@ -494,12 +519,33 @@ static int fix_regex(const char *in, sbuf *out) {
     return 0;
 }
 
-static int regex_compile(regex *r, const char *pattern, const char *path, const char *what) {
+/* PCRE2 limits only the backtracking points of one call (match_limit), not
+ * the character loops between them, and resets nothing per document: a
+ * pattern like \p{L}{0,3000}?\p{L}{0,3000}?\d stays under every per-call
+ * limit while a 3000-letter word costs seconds. A metered pattern is compiled
+ * with an auto-callout before every item and without auto-possessification
+ * (which would turn backtracking into uncounted loops), so each step of its
+ * search reaches this callout, which charges it to the document's budget. */
+static int regex_step(pcre2_callout_block *b, void *data) {
+    (void)b;
+    regex_meter *m = data;
+    return --m->left < 0 ? PCRE2_ERROR_CALLOUT : 0;
+}
+
+/* Compiles pattern; mc != NULL meters it (a pattern from the file). */
+static int regex_compile(regex *r, const char *pattern, const char *path, const char *what, pcre2_match_context *mc) {
     sbuf fixed = {0};
-    SP_TRY(fix_regex(pattern, &fixed));
+    int frc = fix_regex(pattern, &fixed);
+    if (frc) {
+        free(fixed.s);
+        return frc;
+    }
     int err;
     PCRE2_SIZE eoff;
-    r->code = pcre2_compile((PCRE2_SPTR)fixed.s, (PCRE2_SIZE)fixed.n, PCRE2_UTF | PCRE2_UCP, &err, &eoff, NULL);
+    r->what = what;
+    r->mc = mc;
+    r->code = pcre2_compile((PCRE2_SPTR)fixed.s, (PCRE2_SIZE)fixed.n,
+                            PCRE2_UTF | PCRE2_UCP | (mc ? PCRE2_AUTO_CALLOUT | PCRE2_NO_AUTO_POSSESS : 0), &err, &eoff, NULL);
     free(fixed.s);
     if (!r->code) {
         PCRE2_UCHAR msg[256];
@@ -519,14 +565,20 @@ static void regex_free(regex *r) {
 
 /* Next match in s[0..n) at or after *pos; returns 1 and the match, 0 if none,
  * or < 0 on a match error (reported). */
-static int regex_next(regex *r, const char *s, int64_t n, int64_t from, int64_t *ms, int64_t *me) {
+static int regex_next(const hf *h, regex *r, const char *s, int64_t n, int64_t from, int64_t *ms, int64_t *me) {
     while (from <= n) {
-        int rc = pcre2_match(r->code, (PCRE2_SPTR)s, (PCRE2_SIZE)n, (PCRE2_SIZE)from, PCRE2_NO_UTF_CHECK, r->md, NULL);
+        int rc = pcre2_match(r->code, (PCRE2_SPTR)s, (PCRE2_SIZE)n, (PCRE2_SIZE)from, PCRE2_NO_UTF_CHECK, r->md, r->mc);
         if (rc == PCRE2_ERROR_NOMATCH) return 0;
+        if (rc == PCRE2_ERROR_CALLOUT && r->mc && h->meter.left < 0) {
+            sp_fail(SP_EX_DATAERR, "%s: %s: the regex takes more than %lld steps on this document (%lld + %d per byte of it): "
+                    "runaway backtracking, refused", h->path, r->what, (long long)h->meter.total, (long long)REGEX_STEPS_BASE,
+                    REGEX_STEPS_PER_BYTE);
+            return -1;
+        }
         if (rc < 0) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            sp_fail(SP_EX_DATAERR, "tokenizer.json: regex match failed: %s", (char *)msg);
+            sp_fail(SP_EX_DATAERR, "%s: %s: regex match failed: %s", h->path, r->what, (char *)msg);
             return -1;
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(r->md);
@@ -577,6 +629,42 @@ static int parse_pattern(const cJSON *o, const char *path, const char *what, cha
 
 /* ---- loading -------------------------------------------------------------- */
 
+static void norm_op_free(norm_op *op) {
+    free(op->pat);
+    free(op->content);
+    regex_free(&op->re);
+}
+
+/* One normalizer of a type other than Sequence into op. On failure op may
+ * hold allocations: the caller frees it (norm_op_free). */
+static int norm_op_read(const cJSON *n, const char *type, const char *path, pcre2_match_context *mc, norm_op *op) {
+    if (!strcmp(type, "NFC")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
+    else if (!strcmp(type, "NFKC")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+    else if (!strcmp(type, "NFD")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE;
+    else if (!strcmp(type, "NFKD")) op->kind = NORM_UNICODE, op->uopts = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+    else if (!strcmp(type, "Lowercase")) op->kind = NORM_LOWER;
+    else if (!strcmp(type, "Strip")) {
+        op->kind = NORM_STRIP;
+        op->left = jbool(n, "strip_left", 1);
+        op->right = jbool(n, "strip_right", 1);
+    } else if (!strcmp(type, "Prepend")) {
+        op->kind = NORM_PREPEND;
+        const char *s = jstr(n, "prepend");
+        if (!s) return sp_fail(SP_EX_DATAERR, "%s: normalizer Prepend without a prepend string", path);
+        op->content = strdup(s);
+    } else if (!strcmp(type, "Replace")) {
+        op->kind = NORM_REPLACE;
+        const char *re, *c = jstr(n, "content");
+        if (!c) return sp_fail(SP_EX_DATAERR, "%s: normalizer Replace without content", path);
+        SP_TRY(parse_pattern(n, path, "normalizer Replace", &op->pat, &re));
+        op->content = strdup(c);
+        if (re) SP_TRY(regex_compile(&op->re, re, path, "normalizer Replace", mc));
+        if (op->pat && !*op->pat) return sp_fail(SP_EX_DATAERR, "%s: normalizer Replace with an empty pattern", path);
+    } else return sp_fail(SP_EX_DATAERR, "%s: unsupported normalizer '%s' (supported: NFC, NFKC, NFD, NFKD, Lowercase, Strip, Replace, Prepend, Sequence)", path, type);
+    if ((op->kind == NORM_PREPEND || op->kind == NORM_REPLACE) && !op->content) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    return 0;
+}
+
 static int parse_normalizer(hf *h, const cJSON *n, const char *path) {
     if (!n || cJSON_IsNull(n)) return 0;
     const char *type = jstr(n, "type");
@@ -588,32 +676,13 @@ static int parse_normalizer(hf *h, const cJSON *n, const char *path) {
         return 0;
     }
     norm_op op = {0};
-    if (!strcmp(type, "NFC")) op.kind = NORM_UNICODE, op.uopts = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
-    else if (!strcmp(type, "NFKC")) op.kind = NORM_UNICODE, op.uopts = UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
-    else if (!strcmp(type, "NFD")) op.kind = NORM_UNICODE, op.uopts = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE;
-    else if (!strcmp(type, "NFKD")) op.kind = NORM_UNICODE, op.uopts = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
-    else if (!strcmp(type, "Lowercase")) op.kind = NORM_LOWER;
-    else if (!strcmp(type, "Strip")) {
-        op.kind = NORM_STRIP;
-        op.left = jbool(n, "strip_left", 1);
-        op.right = jbool(n, "strip_right", 1);
-    } else if (!strcmp(type, "Prepend")) {
-        op.kind = NORM_PREPEND;
-        const char *s = jstr(n, "prepend");
-        if (!s) return sp_fail(SP_EX_DATAERR, "%s: normalizer Prepend without a prepend string", path);
-        op.content = strdup(s);
-    } else if (!strcmp(type, "Replace")) {
-        op.kind = NORM_REPLACE;
-        const char *re, *c = jstr(n, "content");
-        if (!c) return sp_fail(SP_EX_DATAERR, "%s: normalizer Replace without content", path);
-        SP_TRY(parse_pattern(n, path, "normalizer Replace", &op.pat, &re));
-        op.content = strdup(c);
-        if (re) SP_TRY(regex_compile(&op.re, re, path, "normalizer Replace"));
-        if (op.pat && !*op.pat) return sp_fail(SP_EX_DATAERR, "%s: normalizer Replace with an empty pattern", path);
-    } else return sp_fail(SP_EX_DATAERR, "%s: unsupported normalizer '%s' (supported: NFC, NFKC, NFD, NFKD, Lowercase, Strip, Replace, Prepend, Sequence)", path, type);
-    if ((op.kind == NORM_PREPEND || op.kind == NORM_REPLACE) && !op.content) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
-    norm_op *v = realloc(h->norm, (size_t)(h->n_norm + 1) * sizeof *v);
-    if (!v) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    int rc = norm_op_read(n, type, path, h->mctx, &op);
+    norm_op *v = rc ? NULL : realloc(h->norm, (size_t)(h->n_norm + 1) * sizeof *v);
+    if (!rc && !v) rc = sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    if (rc) { /* what the op already holds goes with it */
+        norm_op_free(&op);
+        return rc;
+    }
     h->norm = v;
     h->norm[h->n_norm++] = op;
     return 0;
@@ -632,6 +701,44 @@ static int parse_scheme(const cJSON *o, const char *path, prepend_scheme *out) {
     return 0;
 }
 
+static void pre_op_free(pre_op *op) {
+    free(op->pat);
+    regex_free(&op->re);
+}
+
+/* One pre-tokenizer of a type other than Sequence into op. On failure op may
+ * hold allocations: the caller frees it (pre_op_free). */
+static int pre_op_read(const cJSON *n, const char *type, const char *path, pcre2_match_context *mc, pre_op *op) {
+    if (!strcmp(type, "ByteLevel")) {
+        op->kind = PRE_BYTELEVEL;
+        op->add_prefix_space = jbool(n, "add_prefix_space", 1);
+        op->use_regex = jbool(n, "use_regex", 1);
+        if (op->use_regex) SP_TRY(regex_compile(&op->re, GPT2_REGEX, path, "pre_tokenizer ByteLevel", NULL)); /* ours: linear */
+    } else if (!strcmp(type, "Split")) {
+        op->kind = PRE_SPLIT;
+        const char *re, *b = jstr(n, "behavior");
+        SP_TRY(parse_pattern(n, path, "pre_tokenizer Split", &op->pat, &re));
+        if (re) SP_TRY(regex_compile(&op->re, re, path, "pre_tokenizer Split", mc));
+        op->invert = jbool(n, "invert", 0);
+        if (!b) return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Split without a behavior", path);
+        if (!strcmp(b, "Removed")) op->behavior = SB_REMOVED;
+        else if (!strcmp(b, "Isolated")) op->behavior = SB_ISOLATED;
+        else if (!strcmp(b, "MergedWithPrevious")) op->behavior = SB_MERGED_PREV;
+        else if (!strcmp(b, "MergedWithNext")) op->behavior = SB_MERGED_NEXT;
+        else if (!strcmp(b, "Contiguous")) op->behavior = SB_CONTIGUOUS;
+        else return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Split: unknown behavior '%s'", path, b);
+    } else if (!strcmp(type, "Metaspace")) {
+        op->kind = PRE_METASPACE;
+        const char *r = jstr(n, "replacement");
+        if (!r || !*r) return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Metaspace without a replacement", path);
+        op->pat = strdup(r);
+        SP_TRY(parse_scheme(n, path, &op->scheme));
+        op->split = jbool(n, "split", 1);
+    } else return sp_fail(SP_EX_DATAERR, "%s: unsupported pre_tokenizer '%s' (supported: ByteLevel, Split, Metaspace, Sequence)", path, type);
+    if (op->kind == PRE_METASPACE && !op->pat) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    return 0;
+}
+
 static int parse_pretok(hf *h, const cJSON *n, const char *path) {
     if (!n || cJSON_IsNull(n)) return 0;
     const char *type = jstr(n, "type");
@@ -643,37 +750,21 @@ static int parse_pretok(hf *h, const cJSON *n, const char *path) {
         return 0;
     }
     pre_op op = {0};
-    if (!strcmp(type, "ByteLevel")) {
-        op.kind = PRE_BYTELEVEL;
-        op.add_prefix_space = jbool(n, "add_prefix_space", 1);
-        op.use_regex = jbool(n, "use_regex", 1);
-        if (op.use_regex) SP_TRY(regex_compile(&op.re, GPT2_REGEX, path, "pre_tokenizer ByteLevel"));
-    } else if (!strcmp(type, "Split")) {
-        op.kind = PRE_SPLIT;
-        const char *re, *b = jstr(n, "behavior");
-        SP_TRY(parse_pattern(n, path, "pre_tokenizer Split", &op.pat, &re));
-        if (re) SP_TRY(regex_compile(&op.re, re, path, "pre_tokenizer Split"));
-        op.invert = jbool(n, "invert", 0);
-        if (!b) return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Split without a behavior", path);
-        if (!strcmp(b, "Removed")) op.behavior = SB_REMOVED;
-        else if (!strcmp(b, "Isolated")) op.behavior = SB_ISOLATED;
-        else if (!strcmp(b, "MergedWithPrevious")) op.behavior = SB_MERGED_PREV;
-        else if (!strcmp(b, "MergedWithNext")) op.behavior = SB_MERGED_NEXT;
-        else if (!strcmp(b, "Contiguous")) op.behavior = SB_CONTIGUOUS;
-        else return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Split: unknown behavior '%s'", path, b);
-    } else if (!strcmp(type, "Metaspace")) {
-        op.kind = PRE_METASPACE;
-        const char *r = jstr(n, "replacement");
-        if (!r || !*r) return sp_fail(SP_EX_DATAERR, "%s: pre_tokenizer Metaspace without a replacement", path);
-        op.pat = strdup(r);
-        SP_TRY(parse_scheme(n, path, &op.scheme));
-        op.split = jbool(n, "split", 1);
-    } else return sp_fail(SP_EX_DATAERR, "%s: unsupported pre_tokenizer '%s' (supported: ByteLevel, Split, Metaspace, Sequence)", path, type);
-    pre_op *v = realloc(h->pre, (size_t)(h->n_pre + 1) * sizeof *v);
-    if (!v) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    int rc = pre_op_read(n, type, path, h->mctx, &op);
+    pre_op *v = rc ? NULL : realloc(h->pre, (size_t)(h->n_pre + 1) * sizeof *v);
+    if (!rc && !v) rc = sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    if (rc) {
+        pre_op_free(&op);
+        return rc;
+    }
     h->pre = v;
     h->pre[h->n_pre++] = op;
     return 0;
+}
+
+static void dec_op_free(dec_op *op) {
+    free(op->pat);
+    free(op->content);
 }
 
 /* Unknown decoders do not stop encoding: decode reports them. */
@@ -693,15 +784,18 @@ static int parse_decoder(hf *h, const cJSON *n, const char *path) {
     else if (!strcmp(type, "Metaspace")) {
         op.kind = DEC_METASPACE;
         op.pat = dupstr(jstr(n, "replacement"));
-        SP_TRY(parse_scheme(n, path, &op.scheme));
+        int rc = parse_scheme(n, path, &op.scheme);
+        if (rc) {
+            dec_op_free(&op);
+            return rc;
+        }
         if (!op.pat) goto bad;
     } else if (!strcmp(type, "Replace")) {
         op.kind = DEC_REPLACE;
         op.pat = dupstr(jstr(jget(n, "pattern"), "String"));
         op.content = dupstr(jstr(n, "content"));
         if (!op.pat || !op.content || !*op.pat) {
-            free(op.pat);
-            free(op.content);
+            dec_op_free(&op);
             goto bad;
         }
     } else if (!strcmp(type, "Strip")) {
@@ -711,12 +805,15 @@ static int parse_decoder(hf *h, const cJSON *n, const char *path) {
         op.start = cJSON_IsNumber(a) ? (int)a->valuedouble : 0;
         op.stop = cJSON_IsNumber(b) ? (int)b->valuedouble : 0;
         if (!op.pat || !*op.pat) {
-            free(op.pat);
+            dec_op_free(&op);
             goto bad;
         }
     } else goto bad;
     dec_op *v = realloc(h->dec, (size_t)(h->n_dec + 1) * sizeof *v);
-    if (!v) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    if (!v) {
+        dec_op_free(&op);
+        return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    }
     h->dec = v;
     h->dec[h->n_dec++] = op;
     return 0;
@@ -726,8 +823,21 @@ bad:
     return 0;
 }
 
-static int add_id_string(hf *h, int64_t id, const char *s, int64_t n, int special) {
+/* id -> its piece, for decode. One id, one piece: a second, different piece
+ * for an id (two vocab entries, or an added token over another piece) would
+ * make decoding lossy, and is refused (65) naming both. `what` names the
+ * entry in messages. */
+static int add_id_string(hf *h, int64_t id, const char *s, int64_t n, int special, const char *what) {
     if (id < 0 || id >= h->n_ids) return 0;
+    if (h->id_off[id] >= 0) {
+        if (h->id_len[id] == n && !memcmp(h->id_pool.s + h->id_off[id], s, (size_t)n)) { /* the same piece again */
+            h->id_special[id] = (uint8_t)special; /* an added token's flag, as before */
+            return 0;
+        }
+        return sp_fail(SP_EX_DATAERR, "%s: %s '%.*s' has id %lld, which is already the id of '%.*s'; one id with two pieces "
+                       "cannot be decoded", h->path, what, (int)(n < 200 ? n : 200), s, (long long)id,
+                       (int)(h->id_len[id] < 200 ? h->id_len[id] : 200), h->id_pool.s + h->id_off[id]);
+    }
     h->id_off[id] = h->id_pool.n;
     h->id_len[id] = (int32_t)n;
     h->id_special[id] = (uint8_t)special;
@@ -796,6 +906,9 @@ static int parse_model(hf *h, const cJSON *m, const char *path) {
     cJSON_ArrayForEach(e, vocab) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= INT32_MAX || e->valuedouble != (double)(int32_t)e->valuedouble)
             return sp_fail(SP_EX_DATAERR, "%s: model.vocab['%s'] is not an id", path, e->string);
+        if (e->valuedouble >= SP_TOK_VOCAB_MAX) /* the id tables are sized by the largest id */
+            return sp_fail(SP_EX_DATAERR, "%s: model.vocab['%s'] is id %.0f, beyond the largest vocabulary slicepipe accepts (%d ids)",
+                           path, e->string, e->valuedouble, SP_TOK_VOCAB_MAX);
         SP_TRY(strmap_set(&h->vocab, e->string, (int64_t)strlen(e->string), (int32_t)e->valuedouble));
         if ((int64_t)e->valuedouble + 1 > h->n_ids) h->n_ids = (int64_t)e->valuedouble + 1;
     }
@@ -874,8 +987,11 @@ static int parse_added(hf *h, const cJSON *arr, const char *path) {
     cJSON_ArrayForEach(e, arr) {
         const cJSON *id = jget(e, "id");
         const char *c = jstr(e, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX || !c)
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX || id->valuedouble != floor(id->valuedouble) || !c)
             return sp_fail(SP_EX_DATAERR, "%s: added_tokens[%lld] has no id or content", path, (long long)h->n_added);
+        if (id->valuedouble >= SP_TOK_VOCAB_MAX) /* the id tables are sized by the largest id */
+            return sp_fail(SP_EX_DATAERR, "%s: added_tokens[%lld] '%s' is id %.0f, beyond the largest vocabulary slicepipe accepts (%d ids)",
+                           path, (long long)h->n_added, c, id->valuedouble, SP_TOK_VOCAB_MAX);
         added_tok *a = &h->added[h->n_added];
         a->id = (int32_t)id->valuedouble;
         a->special = jbool(e, "special", 0);
@@ -944,22 +1060,13 @@ static void hf_free(void *p) {
     free(h->added);
     free(h->added_pool.s);
     u64map_free(&h->trie);
+    if (h->mctx) pcre2_match_context_free(h->mctx);
     free(h->trie_term);
-    for (int i = 0; i < h->n_norm; i++) {
-        free(h->norm[i].pat);
-        free(h->norm[i].content);
-        regex_free(&h->norm[i].re);
-    }
+    for (int i = 0; i < h->n_norm; i++) norm_op_free(&h->norm[i]);
     free(h->norm);
-    for (int i = 0; i < h->n_pre; i++) {
-        free(h->pre[i].pat);
-        regex_free(&h->pre[i].re);
-    }
+    for (int i = 0; i < h->n_pre; i++) pre_op_free(&h->pre[i]);
     free(h->pre);
-    for (int i = 0; i < h->n_dec; i++) {
-        free(h->dec[i].pat);
-        free(h->dec[i].content);
-    }
+    for (int i = 0; i < h->n_dec; i++) dec_op_free(&h->dec[i]);
     free(h->dec);
     for (int i = 0; i < 2; i++) {
         free(h->norm_buf[i].s);
@@ -985,6 +1092,9 @@ static int norm_unicode(hf *h, int opts, const char *s, int64_t n, sbuf *o) {
     /* decompose into code points, then compose and re-encode in place */
     int64_t need = n + 1;
     for (;;) {
+        if (need - 1 > h->text_max) /* every code point is at least a byte of the output */
+            return sp_fail(SP_EX_DATAERR, "%s: the document's text grows past %lld bytes in the tokenizer's normalizers (the "
+                           "limit on a document, tokenize --max-doc-bytes)", h->path, (long long)h->text_max);
         SP_TRY(vec_reserve((void **)&h->u32, &h->u32_cap, need, sizeof(int32_t)));
         utf8proc_ssize_t r = utf8proc_decompose((const utf8proc_uint8_t *)s, n, h->u32, h->u32_cap - 1, (utf8proc_option_t)opts);
         if (r < 0) return sp_fail(SP_EX_DATAERR, "tokenizer.json normalizer: %s", utf8proc_errmsg(r));
@@ -1047,7 +1157,7 @@ static int norm_apply(hf *h, const norm_op *op, const char *s, int64_t n, sbuf *
             int64_t ms, me;
             regex *re = (regex *)&op->re;
             int r;
-            while ((r = regex_next(re, s, n, at, &ms, &me)) == 1) {
+            while ((r = regex_next(h, re, s, n, at, &ms, &me)) == 1) {
                 SP_TRY(sbuf_add(o, s + at, ms - at));
                 SP_TRY(sbuf_add(o, op->content, cl));
                 at = me;
@@ -1148,7 +1258,7 @@ static int find_spans(hf *h, const pre_op *op, const char *s, int64_t n, span **
     if (op->re.code) {
         int64_t ms, me;
         int r;
-        while ((r = regex_next((regex *)&op->re, s, n, prev, &ms, &me)) == 1) {
+        while ((r = regex_next(h, (regex *)&op->re, s, n, prev, &ms, &me)) == 1) {
             if (ms > prev) PUSH(prev, ms, 0);
             PUSH(ms, me, 1);
             prev = me;
@@ -1459,7 +1569,7 @@ static int encode_segment(hf *h, const char *s, int64_t n, int origin, sp_tok_id
         const char *inb = ns;
         for (int i = 0; i < h->n_pre; i++) {
             int w = i & 1;
-            sbuf wrap = {(char *)inb, 0, 0};
+            sbuf wrap = {.s = (char *)inb};
             SP_TRY(pre_apply(h, &h->pre[i], in, &wrap, &h->pre_pv[w], &h->pre_buf[w]));
             in = &h->pre_pv[w];
             inb = h->pre_buf[w].s;
@@ -1469,8 +1579,15 @@ static int encode_segment(hf *h, const char *s, int64_t n, int origin, sp_tok_id
     return 0;
 }
 
-static int hf_encode(void *p, const char *text, int64_t len, sp_tok_ids *out) {
+static int hf_encode(void *p, const char *text, int64_t len, int64_t text_max, sp_tok_ids *out) {
     hf *h = p;
+    /* the buffers a document's text grows in: each normalizer's and each
+     * pre-tokenizer's output, and ByteLevel's */
+    sbuf *grown[] = {&h->norm_buf[0], &h->norm_buf[1], &h->pre_buf[0], &h->pre_buf[1], &h->bl_buf};
+    for (size_t i = 0; i < sizeof grown / sizeof grown[0]; i++) grown[i]->max = text_max, grown[i]->owner = h->path;
+    h->text_max = text_max;
+    h->meter.left = h->meter.total = len < (INT64_MAX - REGEX_STEPS_BASE) / REGEX_STEPS_PER_BYTE
+                                         ? REGEX_STEPS_BASE + REGEX_STEPS_PER_BYTE * len : INT64_MAX;
     pvec *segs = &h->seg_pv;
     segs->n = 0;
     SP_TRY(split_added(h, 0, text, len, 0, 1, segs));
@@ -1663,14 +1780,16 @@ static int hf_build(sp_tok *t, hf *h, const cJSON *j, const char *path, const ch
     if (!h->id_off || !h->id_len || !h->id_special) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
     for (int64_t i = 0; i < h->n_ids; i++) h->id_off[i] = -1;
     for (int64_t e = 0; e < h->vocab.n; e++)
-        SP_TRY(add_id_string(h, h->vocab.val[e], h->vocab.pool.s + h->vocab.key_off[e], h->vocab.key_len[e], 0));
+        SP_TRY(add_id_string(h, h->vocab.val[e], h->vocab.pool.s + h->vocab.key_off[e], h->vocab.key_len[e], 0, "model.vocab entry"));
     /* the tries (roots 0: matched on raw text, 1: on normalized text) */
     int64_t root;
     SP_TRY(trie_node(h, &root));
     SP_TRY(trie_node(h, &root));
     for (int64_t i = 0; i < h->n_added; i++) {
         added_tok *a = &h->added[i];
-        SP_TRY(add_id_string(h, a->id, h->added_pool.s + a->off, a->len, a->special));
+        char what[64];
+        snprintf(what, sizeof what, "added_tokens[%lld]", (long long)i);
+        SP_TRY(add_id_string(h, a->id, h->added_pool.s + a->off, a->len, a->special, what));
         if (a->len == 0) continue;
         SP_TRY(trie_insert(h, a->normalized && h->n_norm ? 1 : 0, h->added_pool.s + a->off, a->len, i));
     }
@@ -1696,11 +1815,16 @@ int sp_tok_hf_open(sp_tok *t, const char *path, const char *dir, const char *buf
     hf *h = calloc(1, sizeof *h);
     if (!h) return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
     h->path = t->path;
-    const char *end = NULL;
-    cJSON *j = cJSON_ParseWithLengthOpts(buf, (size_t)len, &end, 0);
-    int rc;
-    if (!j) rc = sp_fail(SP_EX_DATAERR, "%s: invalid JSON near byte %lld (truncated or corrupt tokenizer.json?)", path, (long long)(end ? end - buf : 0));
-    else rc = hf_build(t, h, j, path, dir);
+    h->mctx = pcre2_match_context_create(NULL);
+    if (!h->mctx) {
+        free(h);
+        return sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
+    }
+    pcre2_set_callout(h->mctx, regex_step, &h->meter);
+    pcre2_set_heap_limit(h->mctx, 64 << 10); /* KiB: the interpreter's backtracking frames (JIT uses its own stack) */
+    cJSON *j;
+    int rc = sp_json_parse(path, NULL, buf, len, 0, &j); /* the one strict reader: no key twice, at any level */
+    if (!rc) rc = hf_build(t, h, j, path, dir);
     cJSON_Delete(j);
     if (rc) {
         hf_free(h);

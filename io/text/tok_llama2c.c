@@ -30,6 +30,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "json.h"
 #include "modelfile.h"
 
 #include <cjson/cJSON.h>
@@ -153,7 +154,8 @@ static int sym_reserve(l2c *v, int64_t need) {
     return 0;
 }
 
-static int l2c_encode(void *p, const char *text, int64_t len, sp_tok_ids *out) {
+static int l2c_encode(void *p, const char *text, int64_t len, int64_t text_max, sp_tok_ids *out) {
+    (void)text_max; /* no normalizer: the work is the text itself */
     l2c *v = p;
     if (len == 0) return 0;
     if (len >= INT32_MAX - 2) return sp_fail(SP_EX_DATAERR, "document of %lld bytes is too long for tokenizer.bin", (long long)len);
@@ -227,9 +229,11 @@ static int config_vocab(const char *dir, int64_t *vocab) {
     int present;
     SP_TRY(sp_modelfile_check(dir, p, &present)); /* the model folder's link rule */
     if (!present) return 0;                       /* no config.json: nothing to check */
-    if (sp_io_read_small(p, 16 << 20, &buf, &len)) return 0;
-    cJSON *j = cJSON_ParseWithLength(buf, (size_t)len);
+    SP_TRY(sp_io_read_small(p, 16 << 20, &buf, &len));
+    cJSON *j;
+    int rc = sp_json_parse(p, NULL, buf, len, 0, &j); /* the one strict reader */
     free(buf);
+    SP_TRY(rc);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "vocab_size");
     if (cJSON_IsNumber(v)) *vocab = (int64_t)v->valuedouble;
     cJSON_Delete(j);

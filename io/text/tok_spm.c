@@ -12,7 +12,7 @@
  * identical ids by construction; a reimplementation could only drift.
  * libprotobuf-c would parse the file but leave all of that to us.
  *
- * The file is read and hashed through io/fileio, then handed to the library
+ * The file is read and hashed through io/base/fileio, then handed to the library
  * as bytes (LoadFromSerializedProto), so no path is opened twice. A file the
  * library refuses (truncated, not a ModelProto, inconsistent) is 65 with its
  * message.
@@ -39,8 +39,9 @@ typedef struct spm {
 static int push_id(void *ctx, int32_t id) { return sp_tok_ids_push(ctx, id); }
 static int append_text(void *ctx, const char *s, int64_t n) { return sp_tok_text_append(ctx, s, n); }
 
-static int spm_encode(void *p, const char *text, int64_t len, sp_tok_ids *out) {
+static int spm_encode(void *p, const char *text, int64_t len, int64_t text_max, sp_tok_ids *out) {
     spm *m = p;
+    (void)text_max; /* SentencePiece's normalizer grows a text by a bounded factor */
     char err[512] = "";
     int rc = sp_spm_shim_encode(m->h, text, len, push_id, out, err, sizeof err);
     if (rc > 0) return SP_EX_SOFTWARE; /* push_id recorded the message */
@@ -68,6 +69,8 @@ static const sp_tok_ops spm_ops = {spm_encode, spm_decode, spm_free};
 
 int sp_tok_spm_open(sp_tok *t, const char *path, const char *dir, const char *buf, int64_t len) {
     if (len == 0) return sp_fail(SP_EX_DATAERR, "%s: empty tokenizer.model", path);
+    sp_tok_spm_spec spec;
+    SP_TRY(sp_tok_spm_spec_read(path, (const unsigned char *)buf, len, &spec)); /* a model_type the library knows */
     char err[512] = "";
     void *h = sp_spm_shim_load(buf, len, err, sizeof err);
     if (!h) return sp_fail(SP_EX_DATAERR, "%s: not a valid SentencePiece model (truncated or corrupt?): %s", path, err);

@@ -5,7 +5,9 @@
 #include "error.h"
 #include "utf8.h"
 #include "fileio.h"
+#include "json.h"
 #include "modelfile.h"
+#include "textdoc.h"
 
 #include <cjson/cJSON.h>
 
@@ -50,6 +52,8 @@ int sp_tok_ids_push(sp_tok_ids *b, int32_t id) {
     return 0;
 }
 
+int sp_tok_ids_reserve(sp_tok_ids *b, int64_t n) { return grow((void **)&b->ids, &b->cap, n, 4, "token ids"); }
+
 int sp_tok_text_append(sp_tok_text *b, const void *s, int64_t n) {
     int64_t need;
     if (sp_add_i64(b->n, n + 1, &need)) return sp_fail(SP_EX_SOFTWARE, "decoded text: size overflow");
@@ -77,6 +81,7 @@ static int open_as(const char *path, const char *dir, sp_tok_kind kind, sp_tok *
     }
     t->path = strdup(path);
     t->bos_id = t->eos_id = -1;
+    t->text_max = SP_TEXTDOC_DOC_BYTES_MAX_DEFAULT;
     t->kind = kind;
     int rc = t->path ? 0 : sp_fail(SP_EX_SOFTWARE, "%s: out of memory", path);
     if (!rc) rc = sp_io_xxh128_range(path, 0, -1, t->hash);
@@ -159,7 +164,7 @@ int sp_tok_encode(sp_tok *t, const char *text, int64_t len, int add_special, sp_
     if (ok != len) return sp_fail(SP_EX_DATAERR, "invalid UTF-8 at byte %lld of the document", (long long)ok);
     if (add_special)
         for (int i = 0; i < t->n_prefix; i++) SP_TRY(sp_tok_ids_push(out, t->prefix[i]));
-    SP_TRY(t->ops->encode(t->impl, text, len, out));
+    SP_TRY(t->ops->encode(t->impl, text, len, t->text_max, out));
     if (add_special)
         for (int i = 0; i < t->n_suffix; i++) SP_TRY(sp_tok_ids_push(out, t->suffix[i]));
     return 0;
@@ -173,6 +178,8 @@ int sp_tok_decode(sp_tok *t, const int32_t *ids, int64_t n, int skip_special, sp
     SP_TRY(sp_tok_text_append(out, "", 0));
     return t->ops->decode(t->impl, ids, n, skip_special, out);
 }
+
+void sp_tok_set_text_max(sp_tok *t, int64_t bytes) { t->text_max = bytes > 0 ? bytes : SP_TEXTDOC_DOC_BYTES_MAX_DEFAULT; }
 
 sp_tok_kind sp_tok_kind_of(const sp_tok *t) { return t->kind; }
 const char *sp_tok_kind_name(const sp_tok *t) { return t->kind_name; }
@@ -201,8 +208,10 @@ int sp_tok_read_config(const char *dir, int *add_bos, int *add_eos, char bos[128
     char *buf;
     int64_t len;
     SP_TRY(sp_io_read_small(p, 64 << 20, &buf, &len));
-    cJSON *j = cJSON_ParseWithLength(buf, (size_t)len);
+    cJSON *j;
+    int rc = sp_json_parse(p, NULL, buf, len, 0, &j); /* the one strict reader */
     free(buf);
+    SP_TRY(rc);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
         return sp_fail(SP_EX_DATAERR, "%s: not a JSON object", p);
@@ -239,7 +248,7 @@ void sp_tok_vocab_free(sp_tok_vocab *v) {
 }
 
 static int voc_alloc(sp_tok_vocab *v, int64_t n, const char *path) {
-    if (n <= 0 || n > 16000000) return sp_fail(SP_EX_DATAERR, "%s: vocabulary of %lld tokens", path, (long long)n);
+    if (n <= 0 || n > SP_TOK_VOCAB_MAX) return sp_fail(SP_EX_DATAERR, "%s: vocabulary of %lld tokens", path, (long long)n);
     v->piece = calloc((size_t)n, sizeof *v->piece);
     v->score = calloc((size_t)n, sizeof *v->score);
     v->type = calloc((size_t)n, sizeof *v->type);
@@ -370,27 +379,25 @@ static int pb_next(pb *r, uint32_t *field, int *wt, pb *sub, uint64_t *val) {
     }
 }
 
-static int vocab_spm(const sp_tok *t, const char *path, const unsigned char *b, int64_t len, sp_tok_vocab *v) {
+int sp_tok_spm_spec_read(const char *path, const unsigned char *b, int64_t len, sp_tok_spm_spec *sp) {
     pb r = {b, b + len}, sub;
     uint32_t f;
     int wt, rc;
     uint64_t val;
-    int64_t n = 0;
-    int64_t model_type = 1, unk = 0, bos = 1, eos = 2, pad = -1;
-    int dummy = 1;
+    *sp = (sp_tok_spm_spec){.model_type = 1, .unk_id = 0, .bos_id = 1, .eos_id = 2, .pad_id = -1, .add_dummy_prefix = 1};
     while ((rc = pb_next(&r, &f, &wt, &sub, &val)) == 1) {
-        if (f == 1 && wt == 2) n++;
+        if (f == 1 && wt == 2) sp->n_pieces++;
         if (f == 2 && wt == 2) {
             pb s = sub, x;
             uint32_t g;
             int w2, rc2;
             while ((rc2 = pb_next(&s, &g, &w2, &x, &val)) == 1) {
                 if (w2 != 0) continue;
-                if (g == 3) model_type = (int64_t)val;
-                if (g == 40) unk = (int32_t)val;
-                if (g == 41) bos = (int32_t)val;
-                if (g == 42) eos = (int32_t)val;
-                if (g == 43) pad = (int32_t)val;
+                if (g == 3) sp->model_type = (int64_t)val;
+                if (g == 40) sp->unk_id = (int32_t)val;
+                if (g == 41) sp->bos_id = (int32_t)val;
+                if (g == 42) sp->eos_id = (int32_t)val;
+                if (g == 43) sp->pad_id = (int32_t)val;
             }
             if (rc2 < 0) return sp_fail(SP_EX_DATAERR, "%s: corrupt trainer_spec", path);
         }
@@ -399,16 +406,32 @@ static int vocab_spm(const sp_tok *t, const char *path, const unsigned char *b, 
             uint32_t g;
             int w2, rc2;
             while ((rc2 = pb_next(&s, &g, &w2, &x, &val)) == 1)
-                if (g == 3 && w2 == 0) dummy = val != 0;
+                if (g == 3 && w2 == 0) sp->add_dummy_prefix = val != 0;
             if (rc2 < 0) return sp_fail(SP_EX_DATAERR, "%s: corrupt normalizer_spec", path);
         }
     }
     if (rc < 0) return sp_fail(SP_EX_DATAERR, "%s: corrupt SentencePiece model", path);
-    if (model_type != 2)
+    /* libsentencepiece's protobuf-lite reads an unknown enum value as the
+     * default, UNIGRAM: a model_type it does not know would be tokenized as a
+     * unigram model without a word */
+    if (sp->model_type < 1 || sp->model_type > 4)
+        return sp_fail(SP_EX_DATAERR, "%s: trainer_spec.model_type %lld is none SentencePiece knows (1 unigram, 2 BPE, 3 word, "
+                       "4 char)", path, (long long)sp->model_type);
+    return 0;
+}
+
+static int vocab_spm(const sp_tok *t, const char *path, const unsigned char *b, int64_t len, sp_tok_vocab *v) {
+    pb r = {b, b + len}, sub;
+    uint32_t f;
+    int wt, rc;
+    uint64_t val;
+    sp_tok_spm_spec spec;
+    SP_TRY(sp_tok_spm_spec_read(path, b, len, &spec));
+    const int64_t n = spec.n_pieces;
+    if (spec.model_type != 2)
         return sp_fail(SP_EX_DATAERR, "%s: SentencePiece model_type %lld: only BPE (2) can be exported to llama.cpp's SPM vocabulary", path,
-                       (long long)model_type);
+                       (long long)spec.model_type);
     SP_TRY(voc_alloc(v, n, path));
-    r.p = b;
     int64_t i = 0;
     while ((rc = pb_next(&r, &f, &wt, &sub, &val)) == 1) {
         if (!(f == 1 && wt == 2)) continue;
@@ -431,13 +454,13 @@ static int vocab_spm(const sp_tok *t, const char *path, const unsigned char *b, 
         i++;
     }
     v->style = SP_TOK_STYLE_SPM;
-    v->unk_id = unk >= 0 && unk < n ? (int32_t)unk : -1;
-    v->bos_id = bos >= 0 && bos < n ? (int32_t)bos : -1;
-    v->eos_id = eos >= 0 && eos < n ? (int32_t)eos : -1;
-    v->pad_id = pad >= 0 && pad < n ? (int32_t)pad : -1;
+    v->unk_id = spec.unk_id >= 0 && spec.unk_id < n ? spec.unk_id : -1;
+    v->bos_id = spec.bos_id >= 0 && spec.bos_id < n ? spec.bos_id : -1;
+    v->eos_id = spec.eos_id >= 0 && spec.eos_id < n ? spec.eos_id : -1;
+    v->pad_id = spec.pad_id >= 0 && spec.pad_id < n ? spec.pad_id : -1;
     v->add_bos = sp_tok_adds_bos(t);
     v->add_eos = sp_tok_adds_eos(t);
-    v->add_space_prefix = dummy;
+    v->add_space_prefix = spec.add_dummy_prefix;
     return 0;
 }
 
@@ -469,10 +492,11 @@ static const char *json_split_regex(const cJSON *n) {
     return NULL;
 }
 
-static int vocab_hf(const sp_tok *t, const char *path, const char *buf, sp_tok_vocab *v) {
-    int rc = SP_EX_DATAERR;
-    cJSON *j = cJSON_Parse(buf);
-    if (!j) return sp_fail(SP_EX_DATAERR, "%s: invalid JSON", path);
+static int vocab_hf(const sp_tok *t, const char *path, const char *buf, int64_t len, sp_tok_vocab *v) {
+    cJSON *j;
+    int rc = sp_json_parse(path, NULL, buf, len, 0, &j); /* the one strict reader */
+    if (rc) return rc;
+    rc = SP_EX_DATAERR;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(model, "type");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
@@ -589,7 +613,7 @@ int sp_tok_vocab_load(const sp_tok *t, sp_tok_vocab *v) {
     switch (t->kind) {
     case SP_TOK_KIND_LLAMA2C: rc = vocab_llama2c(t, t->path, (const unsigned char *)buf, len, v); break;
     case SP_TOK_KIND_SPM: rc = vocab_spm(t, t->path, (const unsigned char *)buf, len, v); break;
-    default: rc = vocab_hf(t, t->path, buf, v); break;
+    default: rc = vocab_hf(t, t->path, buf, len, v); break;
     }
     free(buf);
     if (!rc) rc = voc_fill_missing(v);

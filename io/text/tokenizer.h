@@ -20,6 +20,11 @@
 
 typedef struct sp_tok sp_tok; /* opaque */
 
+/* The largest vocabulary (ids 0..N-1) any input may have: config.json's
+ * vocab_size, synth --vocab, and every id a tokenizer file holds (a larger
+ * id is refused, 65, before any table is sized from it). */
+#define SP_TOK_VOCAB_MAX 4000000
+
 typedef enum sp_tok_kind {
     SP_TOK_KIND_HF_JSON = 0, /* tokenizer.json */
     SP_TOK_KIND_SPM = 1,     /* SentencePiece tokenizer.model */
@@ -60,6 +65,13 @@ void sp_tok_free(sp_tok *t); /* accepts NULL */
  * with the byte offset in the document. */
 int sp_tok_encode(sp_tok *t, const char *text, int64_t len, int add_special, sp_tok_ids *out);
 
+/* The most bytes a document's text may grow to inside the tokenizer: after
+ * each normalizer and pre-tokenizer of a tokenizer.json (a Replace normalizer
+ * can make a 64 KiB document gigabytes long). Past it, sp_tok_encode is 65.
+ * Default: SP_TEXTDOC_DOC_BYTES_MAX_DEFAULT, the limit on a document's raw
+ * text (io/text/textdoc.h); tokenize --max-doc-bytes sets both. */
+void sp_tok_set_text_max(sp_tok *t, int64_t bytes);
+
 /* Decodes ids to UTF-8 text appended to out (then NUL-terminated, the NUL not
  * counted in n). skip_special drops special tokens (BOS, EOS, HF special
  * added tokens), as HF's decode(ids, skip_special_tokens=True). An id out of
@@ -81,6 +93,8 @@ void sp_tok_ids_free(sp_tok_ids *b);
 void sp_tok_text_free(sp_tok_text *b);
 /* Appends; on allocation failure 70 with a message. */
 int sp_tok_ids_push(sp_tok_ids *b, int32_t id);
+/* Makes room for n ids in all (cap >= n), so pushes up to n never allocate. */
+int sp_tok_ids_reserve(sp_tok_ids *b, int64_t n);
 int sp_tok_text_append(sp_tok_text *b, const void *s, int64_t n);
 
 /* Length of the valid UTF-8 prefix of s[0..n) (== n when all valid; the
@@ -92,8 +106,9 @@ int64_t sp_utf8_valid_prefix(const char *s, int64_t n);
  * caller, valid during open only). path names the file in messages; dir is
  * its folder (for tokenizer_config.json). */
 typedef struct sp_tok_ops {
-    /* Appends the ids of text (valid UTF-8), no BOS/EOS. */
-    int (*encode)(void *impl, const char *text, int64_t len, sp_tok_ids *out);
+    /* Appends the ids of text (valid UTF-8), no BOS/EOS; the text it works
+     * on may grow to at most text_max bytes (sp_tok_set_text_max). */
+    int (*encode)(void *impl, const char *text, int64_t len, int64_t text_max, sp_tok_ids *out);
     int (*decode)(void *impl, const int32_t *ids, int64_t n, int skip_special, sp_tok_text *out);
     void (*free)(void *impl);
 } sp_tok_ops;
@@ -106,7 +121,7 @@ struct sp_tok {
     char kind_name[64];
     char *path;
     char hash[33];
-    int64_t vocab_size;
+    int64_t vocab_size, text_max;
     int32_t bos_id, eos_id;
     int32_t prefix[SP_TOK_AFFIX_MAX], suffix[SP_TOK_AFFIX_MAX]; /* ids added by add_special */
     int n_prefix, n_suffix;
@@ -115,6 +130,19 @@ struct sp_tok {
 int sp_tok_hf_open(sp_tok *t, const char *path, const char *dir, const char *buf, int64_t len);
 int sp_tok_spm_open(sp_tok *t, const char *path, const char *dir, const char *buf, int64_t len);
 int sp_tok_llama2c_open(sp_tok *t, const char *path, const char *dir, const char *buf, int64_t len);
+
+/* What io/text/tok_spm.c and the vocabulary reader need of a tokenizer.model's
+ * ModelProto, read with the protobuf wire format: the piece count, the
+ * trainer_spec's model_type (1 unigram, 2 BPE, 3 word, 4 char; anything else
+ * is 65: libsentencepiece would silently read it as unigram) and special
+ * ids, and normalizer_spec.add_dummy_prefix. Absent fields take the proto's
+ * defaults. */
+typedef struct sp_tok_spm_spec {
+    int64_t n_pieces, model_type;
+    int32_t unk_id, bos_id, eos_id, pad_id;
+    int add_dummy_prefix;
+} sp_tok_spm_spec;
+int sp_tok_spm_spec_read(const char *path, const unsigned char *buf, int64_t len, sp_tok_spm_spec *out);
 
 /* tokenizer_config.json beside a tokenizer: add_bos_token / add_eos_token if
  * present (each -1 when absent), and the content of bos_token / eos_token

@@ -4,8 +4,9 @@
  *
  * The file is untrusted: every field is type-checked (integers must be JSON
  * numbers with an integral value, not booleans or strings), range-checked
- * against fixed caps before anything is sized from it, and looked up with a
- * duplicate check (cJSON itself keeps duplicate keys and returns the first).
+ * against fixed caps before anything is sized from it. The text is read by
+ * the one strict JSON reader (io/base/json.h): one object, no trailing garbage,
+ * no key twice at any level.
  * Optional fields that are JSON null take their default.
  * Every error is 65: "<dir>/config.json: field 'x': reason".
  */
@@ -14,7 +15,9 @@
 #include "arch.h"
 #include "error.h"
 #include "fileio.h"
+#include "json.h"
 #include "modelfile.h"
+#include "tokenizer.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -27,24 +30,13 @@
 #define HIDDEN_MAX 65536
 #define HEADS_MAX 1024
 #define HEAD_DIM_MAX 4096
-#define VOCAB_MAX 4000000
 #define INTERMEDIATE_MAX 1000000
 
-/* Looks up `name` in object `obj`; *out = NULL if absent. Two members with
- * the same name are an error (cJSON would silently use the first). */
-static int field(const char *path, const char *what, const cJSON *obj, const char *name, const cJSON **out) {
-    *out = NULL;
-    for (const cJSON *c = obj->child; c; c = c->next) {
-        if (!c->string || strcmp(c->string, name) != 0) continue;
-        if (*out) return sp_fail(SP_EX_DATAERR, "%s: field '%s%s': duplicate key", path, what, name);
-        *out = c;
-    }
-    return 0;
-}
-
-/* Optional field: absent or null -> *out = NULL. */
+/* Optional field: absent or null -> *out = NULL (keys are unique: io/base/json.h
+ * refused duplicates). */
 static int opt_field(const char *path, const char *what, const cJSON *obj, const char *name, const cJSON **out) {
-    SP_TRY(field(path, what, obj, name, out));
+    (void)path, (void)what;
+    *out = cJSON_GetObjectItemCaseSensitive(obj, name);
     if (*out && cJSON_IsNull(*out)) *out = NULL;
     return 0;
 }
@@ -169,8 +161,7 @@ static int parse_slicepipe(const char *path, const cJSON *root, sp_config *cfg) 
     cfg->sliced = 1;
     SP_TRY(get_num(path, "slicepipe.", sb, "sparsity", 1, 0, 0.0, 0, 1.0, &cfg->sparsity));
     SP_TRY(get_int(path, "slicepipe.", sb, "d_embed", 1, 0, 1, D, &cfg->d_embed));
-    const cJSON *layers;
-    SP_TRY(field(path, "slicepipe.", sb, "layers", &layers));
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(sb, "layers");
     if (!layers) return sp_fail(SP_EX_DATAERR, "%s: field 'slicepipe.layers': missing", path);
     if (!cJSON_IsArray(layers)) return sp_fail(SP_EX_DATAERR, "%s: field 'slicepipe.layers': must be an array", path);
     int64_t n = 0;
@@ -276,7 +267,7 @@ static int parse_fields(const char *path, const cJSON *root, sp_config *cfg) {
     if (cfg->head_dim % 2 != 0 && !a->pos_embed)
         return sp_fail(SP_EX_DATAERR, "%s: field 'head_dim': %lld must be even (RoPE rotates halves)", path,
                        (long long)cfg->head_dim);
-    SP_TRY(get_int(path, "", root, "vocab_size", 1, 0, 1, VOCAB_MAX, &cfg->vocab_size));
+    SP_TRY(get_int(path, "", root, "vocab_size", 1, 0, 1, SP_TOK_VOCAB_MAX, &cfg->vocab_size));
     if (a->eps_key) SP_TRY(get_num(path, "", root, a->eps_key, 0, a->eps_default, 0.0, 1, 1.0, &cfg->rms_norm_eps));
     else cfg->rms_norm_eps = a->eps_default;
     SP_TRY(get_num(path, "", root, "rope_theta", 0, 10000.0, 0.0, 1, 1e12, &cfg->rope_theta));
@@ -338,20 +329,10 @@ int sp_cfg_bool(const char *path, const cJSON *obj, const char *name, int def, i
 int sp_cfg_str(const char *path, const cJSON *obj, const char *name, const char **out) { return get_str(path, obj, name, out); }
 
 static int parse(const char *path, const char *text, int64_t len, sp_config *cfg) {
-    if ((int64_t)strlen(text) != len) return sp_fail(SP_EX_DATAERR, "%s: NUL byte in the JSON text", path);
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, (size_t)len, &end, 0);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        return sp_fail(SP_EX_DATAERR, "%s: invalid JSON near byte %lld", path,
-                       (long long)(at && at >= text && at <= text + len ? at - text : 0));
-    }
-    while (end && end < text + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    cJSON *root;
+    SP_TRY(sp_json_parse(path, NULL, text, len, 0, &root)); /* the one strict reader: keys unique */
     int rc;
-    if (end && end < text + len)
-        rc = sp_fail(SP_EX_DATAERR, "%s: trailing garbage after the JSON object at byte %lld", path,
-                     (long long)(end - text));
-    else if (!cJSON_IsObject(root))
+    if (!cJSON_IsObject(root))
         rc = sp_fail(SP_EX_DATAERR, "%s: the top level must be a JSON object", path);
     else
         rc = parse_fields(path, root, cfg);

@@ -96,13 +96,25 @@ static int sink_count(void *ctx, const int32_t *ids, int64_t n, int64_t pos, int
 typedef struct prefix_sink {
     int32_t *dst;
     int64_t n, cap, limit; /* limit: the tokens wanted (-1: all) */
+    int64_t held_max;      /* > 0: the most tokens it may hold (the caller's budget) */
+    const reader *r;       /* for the message */
+    const sp_calib_opts *o;
 } prefix_sink;
+
+static int over_budget(const reader *r, const sp_calib_opts *o, int64_t tokens, const char *advice) {
+    return sp_fail(SP_EX_USAGE, "%s: %s needs more than %lld tokens (%s), %lld bytes of ids, but %s allows %lld bytes; %s",
+                   r->path, o->what ? o->what : "the text", (long long)tokens, sp_tok_path(r->tok), (long long)tokens * 4,
+                   o->budget_what ? o->budget_what : "the memory budget", (long long)o->ids_bytes_max, advice);
+}
 
 static int sink_prefix(void *ctx, const int32_t *ids, int64_t n, int64_t pos, int *stop) {
     prefix_sink *p = ctx;
     (void)pos;
     int64_t take = n;
     if (p->limit >= 0 && take > p->limit - p->n) take = p->limit - p->n;
+    if (p->held_max > 0 && take > p->held_max - p->n) /* every window of a text: refused as soon as it passes */
+        return over_budget(p->r, p->o, p->held_max, "evaluate its first windows only (--windows N, [eval] windows), or "
+                                                    "raise the budget");
     if (p->n + take > p->cap) {
         int64_t cap = p->cap ? p->cap : 1 << 16;
         while (cap < p->n + take)
@@ -209,15 +221,18 @@ int sp_calib_text_windows(const char *text_path, const char *tok_dir, const sp_c
     if (tok_hash) memcpy(tok_hash, sp_tok_hash(r.tok), 33);
     double t0 = sp_now();
     int64_t need = 0, total = 0, windows = o->nsamples;
+    const int64_t held_max = o->ids_bytes_max > 0 ? o->ids_bytes_max / (int64_t)sizeof(int32_t) : 0;
     if (windows > 0 && sp_mul_i64(windows, o->seqlen, &need)) {
         rc = sp_fail(SP_EX_USAGE, "%s: %lld windows x %lld tokens overflows", text_path, (long long)windows,
                      (long long)o->seqlen);
+    } else if (held_max > 0 && need > held_max) {
+        rc = over_budget(&r, o, need, "ask for fewer or shorter windows, or raise the budget");
     } else if (o->sampling == SP_CALIB_SAMPLING_RANDOM) {
         rc = sp_alloc((void **)&out->ids, need, sizeof(int32_t), "calibration tokens");
         if (!rc) rc = load_random(&r, o, need, out->ids, &total);
         if (!rc) out->n = need;
     } else {
-        prefix_sink p = {.limit = windows > 0 ? need : -1};
+        prefix_sink p = {.limit = windows > 0 ? need : -1, .held_max = held_max, .r = &r, .o = o};
         if (windows > 0) {
             rc = sp_alloc((void **)&p.dst, need, sizeof(int32_t), "calibration tokens");
             p.cap = need;
@@ -255,6 +270,8 @@ int sp_calib_load(const sp_manifest *mf, int64_t vocab, int progress, sp_tokens 
                        .seed = (uint64_t)mf->calib_seed,
                        .vocab = vocab,
                        .what = "[calibration] text",
+                       .ids_bytes_max = mf->memory_bytes,
+                       .budget_what = "[resources] memory",
                        .progress = progress};
     return sp_calib_text_windows(mf->calib_text, mf->model_path, &o, out, NULL);
 }
@@ -267,6 +284,8 @@ int sp_calib_load_eval(const sp_manifest *mf, int64_t vocab, int progress, sp_to
                        .sampling = SP_CALIB_SAMPLING_FIRST,
                        .vocab = vocab,
                        .what = "[eval] text",
+                       .ids_bytes_max = mf->memory_bytes,
+                       .budget_what = "[resources] memory",
                        .progress = progress};
     return sp_calib_text_windows(mf->eval_text, mf->model_path, &o, out, NULL);
 }

@@ -34,7 +34,10 @@
  *
  * Memory: the result (4 bytes per token: N, or W*T), one document's text and
  * ids (textdoc's bound), textdoc's read buffers, and for "random" 16 bytes per
- * window. The text is never held whole.
+ * window. The text is never held whole. The result is held to the caller's
+ * budget (ids_bytes_max): N*4 past it is refused (64) before the file is
+ * read; every window of a text (nsamples = 0) is refused (64) as soon as the
+ * ids read pass it, so a small .gz cannot make the reader hold gigabytes.
  *
  * Every id is checked to be below the model's vocabulary. Errors name the
  * text file (and the document and line): 66 missing file or tokenizer,
@@ -55,6 +58,8 @@ typedef struct sp_calib_opts {
     uint64_t seed;              /* for SP_CALIB_SAMPLING_RANDOM */
     int64_t vocab;              /* ids must be < vocab; <= 0: unchecked */
     const char *what;           /* for messages: "[calibration] text", "[eval] text", "--text" */
+    int64_t ids_bytes_max;      /* > 0: the result's ids may take at most this many bytes (64 past it) */
+    const char *budget_what;    /* with ids_bytes_max, its name for messages: "--memory", "[resources] memory" */
     int progress;               /* one summary line on stderr */
 } sp_calib_opts;
 

@@ -123,7 +123,7 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     int64_t T = o->seqlen, W = 0, N = 0;
     SP_TRY(eval_shape(m, toks->n, o, &W, &N));
     const int64_t D = c->hidden_size, V = c->vocab_size;
-    int64_t budget = o->chunk_bytes > 0 ? o->chunk_bytes : (int64_t)64 << 20;
+    int64_t budget = o->chunk_bytes > 0 ? o->chunk_bytes : SP_EVAL_CHUNK_BYTES_DEFAULT;
     int64_t cw = budget / (T * D * 4 * 3); /* chunk in, chunk out, spill buffer */
     if (cw < 1) cw = 1;
     if (cw > W) cw = W;

@@ -12,6 +12,8 @@
 #include "npy.h"
 #include "tokens.h"
 
+#define SP_EVAL_CHUNK_BYTES_DEFAULT ((int64_t)64 << 20)
+
 typedef struct sp_eval_opts {
     int64_t seqlen;          /* T >= 2 */
     int64_t windows;         /* 0 = all full windows in the stream */
@@ -19,7 +21,7 @@ typedef struct sp_eval_opts {
                               * sp_eval appends the (windows*T, vocab) logits, the caller ends it */
     int progress;            /* per-layer progress on stderr */
     const char *spill_dir;   /* NULL: $TMPDIR or /tmp */
-    int64_t chunk_bytes;     /* activation chunk budget; 0: 64 MiB */
+    int64_t chunk_bytes;     /* activation chunk budget; 0: SP_EVAL_CHUNK_BYTES_DEFAULT */
     const struct sp_bk *bk;  /* the backend, host_shared (sp_bk_open_host) */
 } sp_eval_opts;
 

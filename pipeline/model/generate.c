@@ -75,6 +75,21 @@ void sp_gen_free(sp_gen *g) {
     free(g);
 }
 
+int sp_gen_check(const sp_model *m, const sp_bk *bk, int64_t max_len, int64_t extra_bytes) {
+    const int64_t have = sp_mem_limit_bytes();
+    int64_t need = sp_gen_bytes(m, bk, max_len, 0);
+    if (need == INT64_MAX || extra_bytes < 0 || sp_add_i64(need, extra_bytes, &need))
+        return sp_fail(SP_EX_USAGE, "generate: the state for %lld tokens overflows", (long long)max_len);
+    if (need > have) {
+        const sp_config *c = &m->cfg;
+        double kv = 2.0 * (double)c->n_layers * (double)max_len * (double)(c->n_kv_heads * c->head_dim) * 4;
+        return sp_fail(SP_EX_USAGE, "generate: %lld tokens need %.1f MiB (the KV cache %.1f MiB), more than the %.1f MiB this "
+                       "process may hold (physical memory, or ulimit -v)", (long long)max_len, need / 1048576.0,
+                       kv / 1048576.0, have / 1048576.0);
+    }
+    return 0;
+}
+
 int sp_gen_init(const sp_model *m, const sp_bk *bk, int64_t max_len, int64_t weights_budget, sp_gen **out) {
     *out = NULL;
     const sp_config *c = &m->cfg;
@@ -87,6 +102,7 @@ int sp_gen_init(const sp_model *m, const sp_bk *bk, int64_t max_len, int64_t wei
     int resident = weights_budget <= 0 || resident_bytes <= weights_budget;
     if (gen_own_bytes(m, max_len) == INT64_MAX || sp_gen_bytes(m, bk, max_len, resident) == INT64_MAX)
         return sp_fail(SP_EX_USAGE, "generate: the state for %lld tokens overflows", (long long)max_len);
+    SP_TRY(sp_gen_check(m, bk, max_len, 0));
     sp_gen *g;
     SP_TRY(sp_calloc((void **)&g, 1, (int64_t)sizeof *g, "generation state"));
     g->m = m;

@@ -53,6 +53,13 @@ typedef struct sp_gen sp_gen; /* opaque */
  * every layer resident (resident = 1) or one streamed layer buffer. */
 int64_t sp_gen_bytes(const sp_model *m, const sp_bk *bk, int64_t max_len, int resident);
 
+/* The plan of a generation, before anything is allocated: the state for
+ * max_len tokens with streamed layers (the least it can be), plus
+ * extra_bytes the caller holds beside it (ids, a logits dump), must fit the
+ * memory this process may hold (sp_mem_limit_bytes), else 64 saying both. A
+ * model without max_position_embeddings has no other bound on max_len. */
+int sp_gen_check(const sp_model *m, const sp_bk *bk, int64_t max_len, int64_t extra_bytes);
+
 /* The bytes of every layer's weights held at once (the resident choice). */
 int64_t sp_gen_resident_layer_bytes(const sp_model *m);
 

@@ -17,13 +17,13 @@
 #include "fileio.h"
 #include "npy.h"
 #include "st_writer.h"
+#include "tokenizer.h"
 
 #define HIDDEN_MAX 65536
 #define LAYERS_MAX 1024
 #define FFN_MAX 1000000
 #define HEADS_MAX 1024
 #define HEAD_DIM_MAX 4096
-#define VOCAB_MAX 4000000
 #define SHARDS_MAX 99999
 #define TOKENS_MAX (INT64_C(1) << 40)
 #define CHUNK_ELEMS_DEFAULT (INT64_C(1) << 20)
@@ -216,7 +216,7 @@ int sp_synth_check(sp_synth_opts *o) {
     SP_TRY(in_range("--head-dim", o->head_dim, 2, HEAD_DIM_MAX));
     if (o->head_dim % 2)
         return sp_fail(SP_EX_USAGE, "--head-dim %lld must be even (RoPE rotates halves)", (long long)o->head_dim);
-    SP_TRY(in_range("--vocab", o->vocab, 3, VOCAB_MAX));
+    SP_TRY(in_range("--vocab", o->vocab, 3, SP_TOK_VOCAB_MAX));
     SP_TRY(in_range("--max-pos", o->max_pos, 1, INT32_MAX));
     SP_TRY(in_range("--shards", o->shards, 1, SHARDS_MAX));
     SP_TRY(in_range("--tokens", o->tokens, 1, TOKENS_MAX));
@@ -437,7 +437,7 @@ static int write_tokens(const char *dir, const sp_synth_opts *o, int32_t *buf) {
     char *path;
     SP_TRY(sp_path_join(dir, "calib.npy", &path));
     sp_npy_out *npy;
-    int rc = sp_npy_out_begin(path, "<i4", 0, NULL, &npy);
+    int rc = sp_npy_out_begin(path, "<i4", 0, SP_IO_OUT_REPLACE, NULL, &npy); /* its own folder, checked before */
     free(path);
     SP_TRY(rc);
     token_gen g;

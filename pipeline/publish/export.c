@@ -47,7 +47,8 @@
  *   each tensor, and every CHECKPOINT_BYTES within a long one:
  *       rows written ─► tmp fsynced ─► CHECKPOINT appended+fsynced ─► commit point
  *   last tensor ─► (its CHECKPOINT: the whole file's hash) ─► rename, dir fsynced
- *   ─► commit point ─► journal and lock removed (a caller-given journal stays)
+ *   ─► commit point ─► journal removed (a caller-given journal stays); the lock
+ *   file is never removed (io/base/lock.h, docs/resume.md §9)
  *
  * Replay: the checkpoints, where one at or before an earlier one's position
  * supersedes it and all after it (a resume that redid them), leave an
@@ -312,22 +313,34 @@ static int write_hparams(sp_gguf_w *w, xctx *x, const sp_export_opts *o) {
     return 0;
 }
 
+/* The tokenizer of dir as a GGUF vocabulary of at most V ids: *tok and *v
+ * filled (the caller frees both), or *minimal = 1 when dir has no tokenizer
+ * (a placeholder vocabulary is written). 65 for one that cannot convert. */
+static int vocab_open(const char *dir, int64_t V, sp_tok **tok, sp_tok_vocab *v, int *minimal) {
+    memset(v, 0, sizeof *v);
+    *tok = NULL;
+    int rc = sp_tok_open(dir, tok);
+    *minimal = rc == SP_EX_NOINPUT;
+    if (*minimal) {
+        sp_err_clear();
+        return 0;
+    }
+    if (!rc) rc = sp_tok_vocab_load(*tok, v);
+    if (!rc && v->n > V)
+        rc = sp_fail(SP_EX_DATAERR, "%s: %lld tokens, more than config.json's vocab_size %lld", sp_tok_path(*tok), (long long)v->n,
+                     (long long)V);
+    return rc;
+}
+
 static int write_vocab(sp_gguf_w *w, xctx *x, sp_export_stats *st) {
     const sp_config *c = &x->m.cfg;
     int64_t V = c->vocab_size;
     sp_tok *tok = NULL;
     sp_tok_vocab v;
-    memset(&v, 0, sizeof v);
-    int rc = sp_tok_open(x->dir, &tok);
-    int minimal = rc == SP_EX_NOINPUT;
-    if (rc && !minimal) return rc;
-    sp_err_clear();
+    int minimal;
+    int rc = vocab_open(x->dir, V, &tok, &v, &minimal);
+    if (rc) goto out;
     if (!minimal) {
-        rc = sp_tok_vocab_load(tok, &v);
-        if (!rc && v.n > V)
-            rc = sp_fail(SP_EX_DATAERR, "%s: %lld tokens, more than config.json's vocab_size %lld", sp_tok_path(tok), (long long)v.n,
-                         (long long)V);
-        if (rc) goto out;
         snprintf(st->tokenizer, sizeof st->tokenizer, "%s (%s)", sp_tok_kind_name(tok),
                  v.style == SP_TOK_STYLE_BPE ? "gpt2" : "llama");
     } else {
@@ -508,25 +521,40 @@ static int has_gguf(const sp_arch *a) { return a->gguf.arch != NULL; }
 
 const char *sp_export_families(char *buf, size_t n) { return sp_arch_names(buf, n, has_gguf, "", ", ", " and "); }
 
-/* The form written (the family's gguf entry, or its heads_ne_d form) and the
- * refusals it carries. */
-static int map_family(xctx *x) {
-    const sp_config *c = &x->m.cfg;
-    const sp_arch *a = x->m.arch;
-    const char *path = x->dir;
+/* The form written for a model of family m and config c (with a head tensor
+ * of its own when has_head): the family's gguf entry, or its heads_ne_d form,
+ * in *out; 65 naming dir for what llama.cpp cannot run. */
+static int map_family(const sp_model *m, const sp_config *c, int has_head, const char *dir, const sp_arch_gguf **out) {
+    const sp_arch *a = m->arch;
+    const char *path = dir;
     const sp_arch_gguf *g = &a->gguf;
     char known[512];
     if (!g->arch)
         return sp_fail(SP_EX_DATAERR, "%s/config.json: model_type '%s' has no llama.cpp architecture; GGUF export supports %s", path,
                        a->model_type, sp_export_families(known, sizeof known));
-    if (g->head_tied && x->m.has_head && !c->tie_word_embeddings)
+    if (g->head_tied && has_head && !c->tie_word_embeddings)
         return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': llama.cpp's %s always ties the head to the embedding", path, a->head, g->arch);
     if (g->heads_ne_d && c->n_heads * c->head_dim != c->hidden_size) g = g->heads_ne_d; /* the summary names the one written */
     if (g->whole_head_rotary && c->rot_dim != c->head_dim)
         return sp_fail(SP_EX_DATAERR, "%s/config.json: partial rotary on a %s-family model is not supported by llama.cpp's %s", path,
                        g->arch, g->arch);
-    x->g = g;
+    *out = g;
     return 0;
+}
+
+int sp_export_check(const sp_model *m, int64_t hidden) {
+    sp_config c = m->cfg; /* the output's: width hidden, its head untied (output.c) */
+    c.hidden_size = hidden;
+    c.tie_word_embeddings = 0;
+    const sp_arch_gguf *g;
+    SP_TRY(map_family(m, &c, 1, m->dir, &g));
+    sp_tok *tok;
+    sp_tok_vocab v;
+    int minimal;
+    int rc = vocab_open(m->dir, c.vocab_size, &tok, &v, &minimal); /* the output carries this tokenizer */
+    sp_tok_vocab_free(&v);
+    sp_tok_free(tok);
+    return rc;
 }
 
 /* ---- the journal ---------------------------------------------------------- */
@@ -713,12 +741,31 @@ int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_
     x.last_tenth = -1;
     if ((rc = sp_model_open(model_dir, &x.m))) return rc;
     x.model_open = 1;
+    /* The output path before any work (io/base/fileio.h's rule): not a folder or
+     * FIFO, not one of the model's files, and an existing file only with
+     * --force, or when this export's own journal (a run killed after the
+     * rename) shows it finished it: finished_already checks that below. A
+     * caller-given journal is [output] gguf's, in the job's own folder. */
+    sp_io_paths *taken = NULL;
+    rc = sp_model_add_inputs(&x.m, &taken);
+    if (!rc) rc = sp_io_out_check(out_path, &taken, SP_IO_OUT_REPLACE);
+    sp_io_paths_free(taken);
+    if (rc) goto out;
+    struct stat sb;
+    const int exists = !opts->force && !opts->journal_path && lstat(out_path, &sb) == 0;
+    if (exists) { /* without a journal of ours (or with --restart, which discards it): refused now */
+        char *j0 = with_suffix(out_path, ".journal");
+        rc = !j0 ? sp_fail(SP_EX_SOFTWARE, "out of memory")
+             : opts->restart || lstat(j0, &sb) != 0 ? sp_io_out_check(out_path, NULL, 0) : 0;
+        free(j0);
+        if (rc) goto out;
+    }
     if (x.m.cfg.sliced) {
         rc = sp_fail(SP_EX_DATAERR, "%s: a per-layer sliced model (shortcut matrices) is no stock architecture, and llama.cpp cannot "
                      "run it; slice with [slicing] basis = \"global\" for a GGUF-exportable model", model_dir);
         goto out;
     }
-    if ((rc = map_family(&x))) goto out;
+    if ((rc = map_family(&x.m, &x.m.cfg, x.m.has_head, model_dir, &x.g))) goto out;
     snprintf(st->arch, sizeof st->arch, "%s", x.g->arch);
     if ((rc = plan_items(&x, opts, st))) goto out;
 
@@ -761,6 +808,7 @@ int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_
         if (!opts->journal_path) unlink(jp);
         goto out;
     }
+    if (exists && (rc = sp_io_out_check(out_path, NULL, 0))) goto out; /* a journal, but not of this file */
     int64_t t0, r0;
     writing = 1;
     if ((rc = start_writing(&x, ck, n_ck, &t0, &r0, st))) goto out;
@@ -780,8 +828,7 @@ out:
     }
     sp_journal_free(x.jr);
     sp_gguf_free(x.w);
-    if (lock) unlink(lp);
-    sp_lock_free(lock);
+    sp_lock_free(lock); /* the lock file stays (io/base/lock.h): unlinking it while held lets a second export lock a new one */
     free(jp);
     free(lp);
     free(ck);

@@ -25,15 +25,18 @@
 #include <stdint.h>
 
 #include "gguf.h"
+#include "model.h"
 
 typedef struct sp_export_opts {
     sp_gguf_ttype type; /* 2-D weights; 1-D tensors (norms, biases) are always F32.
                            Q8_0 falls back to F16 for rows not a multiple of 32 */
     int quiet;
     int restart;              /* discard an earlier export's journal and tmp first */
-    const char *journal_path; /* NULL: "<out>.journal", under the lock "<out>.lock", both
-                                 removed after the rename; else this file, under a lock the
-                                 caller holds, kept (a rerun checks the file against it) */
+    int force;                /* replace an existing OUT (io/base/fileio.h: without it an existing file there is
+                                 refused, 73, unless this export's journal shows it finished it) */
+    const char *journal_path; /* NULL: "<out>.journal", removed after the rename, under the lock
+                                 "<out>.lock" (its file stays: io/base/lock.h); else this file, under
+                                 a lock the caller holds, kept (a rerun checks the file against it) */
     const char *restart_hint; /* how to discard a refused journal; NULL: "rerun with --restart" */
     const char *label;        /* prefix of progress lines; NULL: "slicepipe export" */
 } sp_export_opts;
@@ -55,11 +58,21 @@ typedef struct sp_export_stats {
  * model and options. 0, or 64/65/66/73/74 (75: another export holds the
  * lock) with one message naming the file, the tensor and the reason. A
  * journal of another export (model, options or tool version changed): 65,
- * nothing touched. */
+ * nothing touched. out_path is checked before any work as a single-file
+ * output (io/base/fileio.h sp_io_out_check): not a folder, FIFO or device, not
+ * the model's own files, and not an existing file without opts->force. */
 int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_opts *opts, sp_export_stats *st);
 
 /* The families with a llama.cpp architecture, from the registry: "llama,
  * mistral, ... and phi" into buf (n bytes). Returns buf. */
 const char *sp_export_families(char *buf, size_t n);
+
+/* Everything the export of a sliced output of m would refuse, checked on m
+ * before the slicing ([output] gguf): the output is m's family at hidden
+ * size `hidden`, its head untied (as output.c writes a stock output), with
+ * m's tokenizer. 0, or 65 with the export's own message (a Gemma head
+ * llama.cpp would tie, a partial rotary llama.cpp's llama cannot run, a
+ * tokenizer with no GGUF vocabulary). */
+int sp_export_check(const sp_model *m, int64_t hidden);
 
 #endif

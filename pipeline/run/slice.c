@@ -56,8 +56,11 @@ static int prepare_spill(job *j) {
     return 0;
 }
 
-/* [output] gguf needs an output llama.cpp runs: refused (64) before any work. */
-static int check_gguf(const sp_manifest *mf, const sp_model *m) {
+/* [output] gguf needs an output llama.cpp runs: refused (64) before any
+ * work. The policy and the family first; once the plan is made (j != NULL),
+ * the export's own checks on what the output will be (its width, its head,
+ * the tokenizer it carries). */
+static int check_gguf(const sp_manifest *mf, const sp_model *m, const job *j) {
     if (mf->gguf_type < 0) return 0;
     const char *t = sp_gguf_ttype_name(mf->gguf_type);
     const sp_slice_policy *policy = sp_slice_policy_of(mf);
@@ -68,6 +71,13 @@ static int check_gguf(const sp_manifest *mf, const sp_model *m) {
     if (!m->arch->gguf.arch)
         return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\": the model's family '%s' has no llama.cpp architecture; remove the "
                        "gguf key", mf->path, t, m->cfg.family->model_type);
+    int rc = j ? sp_export_check(m, j->plan.width[SP_POS_IN][0]) : 0;
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\": the sliced model could not be exported: %s; remove the gguf key",
+                       mf->path, t, msg);
+    }
     return 0;
 }
 
@@ -129,7 +139,7 @@ static int plan_eval(job *j) {
     int64_t fixed = sp_eval_fixed_bytes(j->eval_bk, &j->m, T, W * T, 0) + 2 * D * D * 4 /* the sliced layer's shortcuts */ +
                     sp_plan_process_base_bytes() / (SP_STAGE_COUNT + 1) + (j->calib.n + j->eval_toks.n) * 4;
     int64_t per = sp_eval_window_bytes(&j->m, T);
-    int64_t cw = (mf->memory_bytes - fixed) / per, cw_default = ((int64_t)64 << 20) / (T * D * 12);
+    int64_t cw = (mf->memory_bytes - fixed) / per, cw_default = SP_EVAL_CHUNK_BYTES_DEFAULT / (T * D * 12);
     if (cw < 1)
         return sp_fail(SP_EX_USAGE,
                        "%s: the [eval] step needs %.1f MiB (one window of %lld tokens) but [resources] memory allows "
@@ -247,7 +257,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
                      mf->model_path);
         goto out;
     }
-    rc = check_gguf(mf, &j->m);
+    rc = check_gguf(mf, &j->m, NULL);
     if (rc) goto out;
     j->shape.hidden = c->hidden_size, j->shape.layers = c->n_layers, j->shape.vocab = c->vocab_size, j->shape.ffn = c->intermediate_size;
     j->shape.q_width = c->n_heads * c->head_dim, j->shape.kv_width = c->n_kv_heads * c->head_dim;
@@ -260,6 +270,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     }
     j->out_dtype = mf->output_dtype != SP_DTYPE_INVALID ? mf->output_dtype : c->torch_dtype;
     rc = sp_plan_widths(j); /* the slice plan */
+    if (!rc) rc = check_gguf(mf, &j->m, j); /* the export's refusals on the output, before any work */
     if (rc) goto out;
     j->n_outs = sp_arch_layer_outputs(j->m.arch, j->plan.shortcuts, j->plan.stock, j->outs);
 

@@ -94,18 +94,8 @@ int sp_link_emit(sp_link *k, const float *src, int64_t n) {
     for (int64_t done = 0; n > 0;) {
         int64_t m = n < j->ob_elems ? n : j->ob_elems;
         sp_convert_from_f32(j->out_dtype, src, m, k->obuf);
-        for (int64_t i = 0; i < m; i++) {
-            int bad;
-            if (es == 4) {
-                float f;
-                memcpy(&f, (const char *)k->obuf + 4 * i, 4);
-                bad = !__builtin_isfinite(f);
-            } else {
-                uint16_t h;
-                memcpy(&h, (const char *)k->obuf + 2 * i, 2);
-                bad = j->out_dtype == SP_DTYPE_F16 ? (h & 0x7c00) == 0x7c00 : (h & 0x7f80) == 0x7f80;
-            }
-            if (!bad) continue;
+        int64_t i = sp_dtype_first_nonfinite(j->out_dtype, k->obuf, m);
+        if (i >= 0) {
             const char *nm = sp_stw_tensor_name(j->w, k->out_idx);
             if (__builtin_isfinite(src[i]))
                 return sp_fail(SP_EX_DATAERR,
