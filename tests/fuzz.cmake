@@ -21,7 +21,8 @@ if(SLICEPIPE_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
     list(APPEND SP_FUZZ_FLAGS -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
   endif()
   set(SP_FUZZ_COMMON ${CMAKE_SOURCE_DIR}/io/base/fileio.c ${CMAKE_SOURCE_DIR}/io/base/error.c ${CMAKE_SOURCE_DIR}/io/base/dtype.c
-                     ${CMAKE_SOURCE_DIR}/io/base/utf8.c ${CMAKE_SOURCE_DIR}/io/base/json.c)
+                     ${CMAKE_SOURCE_DIR}/io/base/utf8.c ${CMAKE_SOURCE_DIR}/io/base/json.c
+                 ${CMAKE_SOURCE_DIR}/io/base/modelfile.c)
 
   function(sp_fuzz_target name parser_source)
     add_executable(${name} ${CMAKE_SOURCE_DIR}/tests/fuzz/${name}.c ${parser_source} ${SP_FUZZ_COMMON})
@@ -31,8 +32,9 @@ if(SLICEPIPE_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
     target_link_libraries(${name} PRIVATE ${ARGN} PkgConfig::XXHASH PkgConfig::CJSON ${MATH_LIB}) # fileio.c hashes; json.c
   endfunction()
 
-  # manifest.c checks [resources] backend against the backend registry (linalg/backend.c, which opens the CPU one).
-  sp_fuzz_target(fuzz_manifest "${CMAKE_SOURCE_DIR}/pipeline/run/manifest.c;${CMAKE_SOURCE_DIR}/linalg/backend.c;${CMAKE_SOURCE_DIR}/linalg/cpu.c;${CMAKE_SOURCE_DIR}/linalg/cpu_blas.c"
+  # manifest.c checks [resources] backend against the backend registry (linalg/backend.c, which opens the CPU one)
+  # and parses [output] gguf with the GGUF writer's type names (io/formats/gguf.c).
+  sp_fuzz_target(fuzz_manifest "${CMAKE_SOURCE_DIR}/pipeline/run/manifest.c;${CMAKE_SOURCE_DIR}/io/formats/gguf.c;${CMAKE_SOURCE_DIR}/linalg/backend.c;${CMAKE_SOURCE_DIR}/linalg/cpu.c;${CMAKE_SOURCE_DIR}/linalg/cpu_blas.c"
                  PkgConfig::OPENBLAS PkgConfig::LAPACKE)
   # config.json is parsed against the architecture table (the families' keys and refusals).
   file(GLOB SP_FUZZ_ARCH CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/pipeline/arch/arch*.c)

@@ -38,7 +38,8 @@ if(SLICEPIPE_FUZZ)
   add_executable(fuzz_safetensors ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_safetensors.c
                  ${CMAKE_SOURCE_DIR}/io/formats/safetensors.c ${CMAKE_SOURCE_DIR}/io/base/fileio.c
                  ${CMAKE_SOURCE_DIR}/io/base/dtype.c ${CMAKE_SOURCE_DIR}/io/base/error.c
-                 ${CMAKE_SOURCE_DIR}/io/base/utf8.c ${CMAKE_SOURCE_DIR}/io/base/json.c)
+                 ${CMAKE_SOURCE_DIR}/io/base/utf8.c ${CMAKE_SOURCE_DIR}/io/base/json.c
+                 ${CMAKE_SOURCE_DIR}/io/base/modelfile.c)
   target_include_directories(fuzz_safetensors PRIVATE ${SP_IO_DIRS})
   target_compile_options(fuzz_safetensors PRIVATE -fsanitize=fuzzer)
   target_link_options(fuzz_safetensors PRIVATE -fsanitize=fuzzer)
