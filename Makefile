@@ -4,7 +4,7 @@
 #   make demo    slice the example model and show dense vs sliced perplexity
 #   make test    build (with -Werror), run ctest, then again under ASan+UBSan
 #                (the ASan pass skips labels 'numpy', the checks of the numpy references
-#                themselves, and 'long', the ../shared/data/REFERENCE.md parity the
+#                themselves, and 'long', the shared test data's REFERENCE.md parity the
 #                release pass runs)
 JOBS ?= $(shell nproc)
 

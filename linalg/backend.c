@@ -201,12 +201,12 @@ void sp_bk_buf_free(const sp_bk *bk, sp_bk_buf *b) {
 
 void sp_bk_buf_to_dev(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n) {
     SP_ASSERT(off >= 0 && n >= 0 && off <= b->bytes && n <= b->bytes - off);
-    if (!bk->host_shared && n > 0) bk->to_dev(bk, (char *)b->dev + off, (const char *)b->host + off, n);
+    sp_bk_put(bk, (char *)b->dev + off, (const char *)b->host + off, n);
 }
 
 void sp_bk_buf_to_host(const sp_bk *bk, sp_bk_buf *b, int64_t off, int64_t n) {
     SP_ASSERT(off >= 0 && n >= 0 && off <= b->bytes && n <= b->bytes - off);
-    if (!bk->host_shared && n > 0) bk->to_host(bk, (char *)b->host + off, (const char *)b->dev + off, n);
+    sp_bk_get(bk, (char *)b->host + off, (const char *)b->dev + off, n);
 }
 
 const void *sp_bk_put(const sp_bk *bk, void *dev, const void *src, int64_t bytes) {

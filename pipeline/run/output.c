@@ -151,25 +151,6 @@ int sp_output_config(job *j, const char *fp) {
     return rc;
 }
 
-/* Copies the tokenizer and generation files that sit beside the checkpoint
- * (each already checked by sp_model_open). */
-int sp_output_side_files(job *j) {
-    for (int i = 0; i < SP_MODEL_N_SIDE; i++) {
-        char src[4096], dst[4096];
-        snprintf(src, sizeof src, "%s/%s", j->mf->model_path, sp_model_side_files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", j->mf->output_path, sp_model_side_files[i]);
-        struct stat st;
-        if (stat(src, &st) != 0) continue; /* absent, or a link to nothing (sp_modelfile_check) */
-        char *buf;
-        int64_t n;
-        SP_TRY(sp_io_read_small(src, SP_MODEL_SIDE_BYTES_MAX, &buf, &n));
-        int rc = sp_io_write_atomic(dst, buf, n);
-        free(buf);
-        SP_TRY(rc);
-    }
-    return 0;
-}
-
 /* 1 if the file at path has exactly these n bytes. */
 static int same_bytes(const char *path, const char *want, int64_t n) {
     char *have;
@@ -182,6 +163,32 @@ static int same_bytes(const char *path, const char *want, int64_t n) {
     free(have);
     return same;
 }
+
+/* Copies the tokenizer and generation files that sit beside the checkpoint
+ * (each already checked by sp_model_open); with `changed_only`, only those
+ * missing or different in the output, counted in *written. */
+static int copy_side_files(job *j, int changed_only, int *written) {
+    for (int i = 0; i < SP_MODEL_N_SIDE; i++) {
+        char src[4096], dst[4096];
+        snprintf(src, sizeof src, "%s/%s", j->mf->model_path, sp_model_side_files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", j->mf->output_path, sp_model_side_files[i]);
+        struct stat st;
+        if (stat(src, &st) != 0) continue; /* absent, or a link to nothing (sp_modelfile_check) */
+        char *buf;
+        int64_t n;
+        SP_TRY(sp_io_read_small(src, SP_MODEL_SIDE_BYTES_MAX, &buf, &n));
+        int rc = 0;
+        if (!changed_only || !same_bytes(dst, buf, n)) {
+            rc = sp_io_write_atomic(dst, buf, n);
+            if (written) ++*written;
+        }
+        free(buf);
+        SP_TRY(rc);
+    }
+    return 0;
+}
+
+int sp_output_side_files(job *j) { return copy_side_files(j, 0, NULL); }
 
 int sp_output_restore(job *j, int *restored) {
     *restored = 0;
@@ -196,22 +203,7 @@ int sp_output_restore(job *j, int *restored) {
         ++*restored;
     }
     free(cfg);
-    for (int i = 0; i < SP_MODEL_N_SIDE && !rc; i++) {
-        char src[4096], dst[4096];
-        snprintf(src, sizeof src, "%s/%s", j->mf->model_path, sp_model_side_files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", j->mf->output_path, sp_model_side_files[i]);
-        struct stat st;
-        if (stat(src, &st) != 0) continue; /* absent, or a link to nothing (sp_modelfile_check) */
-        char *buf;
-        int64_t bn;
-        rc = sp_io_read_small(src, SP_MODEL_SIDE_BYTES_MAX, &buf, &bn);
-        if (rc) break;
-        if (!same_bytes(dst, buf, bn)) {
-            rc = sp_io_write_atomic(dst, buf, bn);
-            ++*restored;
-        }
-        free(buf);
-    }
+    if (!rc) rc = copy_side_files(j, 1, restored);
     return rc;
 }
 

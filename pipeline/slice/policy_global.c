@@ -18,11 +18,7 @@ static int global_make(const sp_manifest *mf, const sp_model *m, sp_slice_plan *
                                     "its mean over the d kept coordinates of a rotated stream is not the mean over D, so no "
                                     "stock %s at width d computes the sliced model; use basis = \"per-layer\"",
                        mf->path, m->arch->model_type, m->arch->model_type);
-    const int64_t d = sp_slice_width(p->D, mf->sparsity, mf->round_to);
-    if (d < 1)
-        return sp_fail(SP_EX_USAGE, "%s: sparsity %g with round_to %lld leaves no width of D=%lld", mf->path,
-                       mf->sparsity, (long long)mf->round_to, (long long)p->D);
-    for (int64_t l = 0; l < p->L; l++) p->width[SP_POS_IN][l] = p->width[SP_POS_MID][l] = p->width[SP_POS_OUT][l] = d;
+    SP_TRY(sp_slice_plan_uniform(mf, p));
     p->survey = 1;
     p->survey_trace = mf->global_weighting == SP_WEIGHT_TRACE;
     p->stock = 1;

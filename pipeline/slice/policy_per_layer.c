@@ -9,11 +9,7 @@
 #include "slice_plan.h"
 
 static int per_layer_make(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p) {
-    const int64_t d = sp_slice_width(p->D, mf->sparsity, mf->round_to);
-    if (d < 1)
-        return sp_fail(SP_EX_USAGE, "%s: sparsity %g with round_to %lld leaves no width of D=%lld", mf->path,
-                       mf->sparsity, (long long)mf->round_to, (long long)p->D);
-    for (int64_t l = 0; l < p->L; l++) p->width[SP_POS_IN][l] = p->width[SP_POS_MID][l] = p->width[SP_POS_OUT][l] = d;
+    SP_TRY(sp_slice_plan_uniform(mf, p));
     p->width[SP_POS_OUT][p->L - 1] = p->D;
     enum sp_arch_pos pos[2];
     p->shortcuts = 1;

@@ -55,6 +55,15 @@ void sp_slice_plan_free(sp_slice_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
+int sp_slice_plan_uniform(const sp_manifest *mf, sp_slice_plan *p) {
+    const int64_t d = sp_slice_width(p->D, mf->sparsity, mf->round_to);
+    if (d < 1)
+        return sp_fail(SP_EX_USAGE, "%s: sparsity %g with round_to %lld leaves no width of D=%lld", mf->path,
+                       mf->sparsity, (long long)mf->round_to, (long long)p->D);
+    for (int64_t l = 0; l < p->L; l++) p->width[SP_POS_IN][l] = p->width[SP_POS_MID][l] = p->width[SP_POS_OUT][l] = d;
+    return 0;
+}
+
 void sp_slice_plan_layer_widths(const sp_slice_plan *p, int64_t l, int64_t w[SP_POS_COUNT]) {
     for (int k = 0; k < SP_POS_COUNT; k++) w[k] = p->width[k][l];
 }

@@ -69,6 +69,10 @@ const sp_slice_policy *sp_slice_policy_of(const sp_manifest *mf);
 int sp_slice_plan_make(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p);
 void sp_slice_plan_free(sp_slice_plan *p);
 
+/* Every residual width set to the manifest's uniform d (sp_slice_width), for
+ * a policy to start from; 64 naming the manifest when d < 1. */
+int sp_slice_plan_uniform(const sp_manifest *mf, sp_slice_plan *p);
+
 /* width[pos][l] for the three positions of layer l. */
 void sp_slice_plan_layer_widths(const sp_slice_plan *p, int64_t l, int64_t w[SP_POS_COUNT]);
 
