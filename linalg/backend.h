@@ -76,6 +76,7 @@ typedef struct sp_bk_plan_in {
     int64_t rot_block;  /* rows or columns per float64 rotation block */
     int64_t T;          /* window length (attention) */
     int64_t n_heads;    /* query heads (attention score workspace) */
+    int no_eigh;        /* no eigensolver workspace: second moments of width D only (an MLP's, F wide) */
 } sp_bk_plan_in;
 
 typedef struct sp_bk_plan {

@@ -88,8 +88,8 @@ static int64_t att_heads_of(const sp_bk_plan_in *in) {
 static int ws_layout_of(const sp_bk_plan_in *in, ws_layout *L) {
     memset(L, 0, sizeof *L);
     SP_ASSERT(in->D >= 0 && in->cov_rows >= 0 && in->rot_block >= 0 && in->T >= 0 && in->n_heads >= 0);
-    if (sizeof(lapack_int) < 8 && in->D > CPU_D_MAX_LP32) return SP_EX_USAGE;
-    if (sp_cpu_dsyevd_sizes(in->D, &L->lwork, &L->liwork)) return SP_EX_SOFTWARE;
+    if (!in->no_eigh && sizeof(lapack_int) < 8 && in->D > CPU_D_MAX_LP32) return SP_EX_USAGE;
+    if (!in->no_eigh && sp_cpu_dsyevd_sizes(in->D, &L->lwork, &L->liwork)) return SP_EX_SOFTWARE;
     const struct {
         int64_t *off;
         int64_t a, b, elem;

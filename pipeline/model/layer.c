@@ -242,10 +242,13 @@ void sp_layer_attn(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int
     attn_at(s, w, x, T, 0, NULL, h);
 }
 
-/* y (T, d_out) (+)= MLP(xn), xn (T, d) already normalized; beta 1 accumulates. */
-static void mlp_xn(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t d, int64_t d_out, float beta, float *y) {
+/* y (T, d_out) (+)= MLP(xn), xn (T, d) already normalized; beta 1 accumulates.
+ * With z != NULL, the intermediate (T, ffn) goes into z and y is untouched. */
+static void mlp_xn(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t d, int64_t d_out, float beta, float *y,
+                   float *z) {
     const sp_bk *bk = s->bk;
-    const int64_t ffn = s->dims.ffn;
+    const int64_t ffn = w->ffn ? w->ffn : s->dims.ffn;
+    SP_ASSERT(ffn >= 1 && ffn <= s->dims.ffn);
     const float *wg = w->slot[SP_SLOT_GATE], *wu = w->slot[SP_SLOT_UP];
     if (w->slot[SP_SLOT_GATE_UP]) { /* fused rows gate; up */
         wg = w->slot[SP_SLOT_GATE_UP];
@@ -253,12 +256,19 @@ static void mlp_xn(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t 
     }
     for (int64_t r0 = 0; r0 < T; r0 += MLP_ROWS) {
         int64_t nr = min_i64(T - r0, MLP_ROWS);
-        linear_b(bk, s->xn + r0 * d, nr, d, wg, w->slot[SP_SLOT_GATE_B], ffn, s->gate);
+        float *g = z ? z + r0 * ffn : s->gate;
+        linear_b(bk, s->xn + r0 * d, nr, d, wg, w->slot[SP_SLOT_GATE_B], ffn, g);
         if (wu) linear_b(bk, s->xn + r0 * d, nr, d, wu, w->slot[SP_SLOT_UP_B], ffn, s->up);
-        bk->act(bk, s->dims.act, s->gate, wu ? s->up : NULL, nr * ffn);
-        linear(bk, s->gate, nr, ffn, w->slot[SP_SLOT_DOWN], d_out, beta, y + r0 * d_out); /* (nr, d_out) */
+        bk->act(bk, s->dims.act, g, wu ? s->up : NULL, nr * ffn);
+        if (!z) linear(bk, g, nr, ffn, w->slot[SP_SLOT_DOWN], d_out, beta, y + r0 * d_out); /* (nr, d_out) */
     }
-    if (w->slot[SP_SLOT_DOWN_B]) bk->add_bias(bk, y, w->slot[SP_SLOT_DOWN_B], T, d_out);
+    if (!z && w->slot[SP_SLOT_DOWN_B]) bk->add_bias(bk, y, w->slot[SP_SLOT_DOWN_B], T, d_out);
+}
+
+void sp_layer_mlp_inner(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *z) {
+    SP_ASSERT(T >= 1 && T <= s->T_max && w->d_mid >= 1 && w->d_mid <= s->width_max && !s->arch->parallel);
+    normed(s, w->norm, w->slot[SP_SLOT_MLP_NORM], w->slot[SP_SLOT_MLP_NORM_B], h, T, w->d_mid);
+    mlp_xn(s, w, T, w->d_mid, w->d_out, 0.0f, NULL, z);
 }
 
 void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *y) {
@@ -268,7 +278,7 @@ void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int6
     SP_ASSERT((const float *)y != h);
 
     normed(s, w->norm, w->slot[SP_SLOT_MLP_NORM], w->slot[SP_SLOT_MLP_NORM_B], h, T, d_mid);
-    mlp_xn(s, w, T, d_mid, d_out, 0.0f, y);
+    mlp_xn(s, w, T, d_mid, d_out, 0.0f, y, NULL);
     add_shortcut(s->bk, h, T, d_mid, w->shortcut[SP_POS_OUT], d_out, y);
 }
 
@@ -283,7 +293,7 @@ static void parallel_at(sp_layer_scratch *s, const sp_layer_w *w, const float *x
     normed(s, w->norm, w->slot[SP_SLOT_ATTN_NORM], w->slot[SP_SLOT_ATTN_NORM_B], x, T, d_in);
     attention_ctx(s, w, T, d_in, pos0, kv);
     linear_b(bk, s->ctx, T, qw, w->slot[SP_SLOT_O], w->slot[SP_SLOT_O_B], d_out, y); /* (T, d_out) */
-    mlp_xn(s, w, T, d_in, d_out, 1.0f, y);
+    mlp_xn(s, w, T, d_in, d_out, 1.0f, y, NULL);
     add_shortcut(bk, x, T, d_in, w->shortcut[SP_POS_OUT], d_out, y);
 }
 

@@ -43,6 +43,7 @@ typedef struct sp_layer_w {
     const float *slot[SP_SLOT_COUNT];    /* by arch slot, shapes as the table's at these widths;
                                           * a norm NULL: weightless (fused) */
     const float *shortcut[SP_POS_COUNT]; /* [MID] (d_in, d_mid), [OUT] (d_mid, d_out); NULL: identity */
+    int64_t ffn;                      /* MLP neurons the slots hold; 0: dims.ffn (a pruned MLP has fewer) */
 } sp_layer_w;
 
 typedef struct sp_layer_scratch sp_layer_scratch; /* opaque; sized once, reused */
@@ -64,6 +65,10 @@ void sp_layer_attn(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int
  * gate;up fused or not) or plain (act(x·W1ᵀ + b_1)), then ·Wdᵀ + b_d. y must
  * not alias h. */
 void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *y);
+/* z (T, ffn) = the MLP's intermediate act(N(h)·Wgᵀ + b_g) ⊙ (N(h)·Wuᵀ + b_u)
+ * (plain MLPs: act(N(h)·W1ᵀ + b_1)): what sp_layer_mlp multiplies by Wdᵀ.
+ * Not for parallel blocks. */
+void sp_layer_mlp_inner(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *z);
 /* A parallel block (Phi-2): y (T, d_out) = x·S + Attn(N(x)) + MLP(N(x)), both
  * on the same normalized input; the shortcut is shortcut[OUT] (d_in, d_out). */
 void sp_layer_parallel(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *y);

@@ -294,6 +294,7 @@ typedef enum key_kind {
     KIND_PATH,    /* non-empty string, resolved against the manifest folder */
     KIND_INT,     /* integer in [lo, hi] */
     KIND_FRAC,    /* float (or integer) in [0, 1) */
+    KIND_FRAC1,   /* float (or integer) in (0, 1] */
     KIND_SIZE,    /* size string or positive integer, bytes */
     KIND_DTYPE,   /* "f32" | "f16" | "bf16" */
     KIND_BACKEND, /* "auto" | "cpu" | "cuda" */
@@ -317,7 +318,10 @@ typedef struct key_def {
 
 static const char *const k_sampling_names[] = {"first", "random", NULL}; /* sp_calib_sampling */
 _Static_assert(sizeof(sp_calib_sampling) == sizeof(int) && sizeof(sp_basis) == sizeof(int) &&
-                   sizeof(sp_global_weighting) == sizeof(int), "KIND_ENUM fields are written as int");
+                   sizeof(sp_global_weighting) == sizeof(int) && sizeof(sp_policy_kind) == sizeof(int) &&
+                   sizeof(sp_ffn_score) == sizeof(int), "KIND_ENUM fields are written as int");
+static const char *const k_policy_names[] = {"slicegpt", "stock", NULL};
+static const char *const k_score_names[] = {"energy", "leverage", NULL};
 static const char *const k_basis_names[] = {"per-layer", "global", NULL};
 static const char *const k_weighting_names[] = {"trace", "raw", NULL};
 
@@ -335,6 +339,11 @@ static const key_def k_keys[] = {
     {T_SLICING, "round_to", KIND_INT, 1, 65536, 0, F(round_to), NULL},
     {T_SLICING, "basis", KIND_ENUM, 0, 0, 0, F(basis), k_basis_names},
     {T_SLICING, "global_weighting", KIND_ENUM, 0, 0, 0, F(global_weighting), k_weighting_names},
+    {T_SLICING, "policy", KIND_ENUM, 0, 0, 0, F(policy), k_policy_names},
+    {T_SLICING, "params", KIND_FRAC1, 0, 0, 0, F(params), NULL},
+    {T_SLICING, "split", KIND_FRAC, 0, 0, 0, F(split), NULL},
+    {T_SLICING, "ffn_score", KIND_ENUM, 0, 0, 0, F(ffn_score), k_score_names},
+    {T_SLICING, "ffn_ridge", KIND_FRAC1, 0, 0, 0, F(ffn_ridge), NULL},
     {T_OUTPUT, "path", KIND_PATH, 0, 0, 1, F(output_path), NULL},
     {T_OUTPUT, "dtype", KIND_DTYPE, 0, 0, 0, F(output_dtype), NULL},
     {T_OUTPUT, "shard_bytes", KIND_SIZE, 0, 0, 0, F(shard_bytes), NULL},
@@ -493,6 +502,15 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
         else if (v->type == VAL_INT) f = (double)v->i;
         else return pfail(p, "[%s] %s: expected a number, got %s", tname, kd->key, val_type_name(v->type));
         if (!(f >= 0.0 && f < 1.0)) return pfail(p, "[%s] %s = %g is out of range [0, 1)", tname, kd->key, f);
+        *(double *)field = f;
+        return 0;
+    }
+    case KIND_FRAC1: {
+        double f;
+        if (v->type == VAL_FLOAT) f = v->f;
+        else if (v->type == VAL_INT) f = (double)v->i;
+        else return pfail(p, "[%s] %s: expected a number, got %s", tname, kd->key, val_type_name(v->type));
+        if (!(f > 0.0 && f <= 1.0)) return pfail(p, "[%s] %s = %g is out of range (0, 1]", tname, kd->key, f);
         *(double *)field = f;
         return 0;
     }
@@ -661,6 +679,30 @@ static int check_source(load_state *st, table_id t) {
     return 0;
 }
 
+/* [slicing]: sparsity or params (not both); the keys of one policy not
+ * given to the other. */
+static int check_slicing(load_state *st) {
+    sp_manifest *m = st->m;
+    const int *kl = st->key_line;
+    const int sp = kl[key_index(T_SLICING, "sparsity")], pa = kl[key_index(T_SLICING, "params")];
+    if (sp && pa)
+        return sp_fail(SP_EX_USAGE, "%s:%d: [slicing] gives both sparsity and params; give one: params is the fraction of the "
+                                    "dense model's stored parameters to keep, sparsity the fraction of the width to cut",
+                       m->path, pa);
+    m->has_params = pa != 0;
+    static const char *const slicegpt_only[] = {"basis", "global_weighting"};
+    static const char *const stock_only[] = {"split", "ffn_score", "ffn_ridge"};
+    const int stock = m->policy == SP_POLICY_STOCK;
+    const char *const *keys = stock ? slicegpt_only : stock_only;
+    for (int i = 0; i < 2 + !stock; i++) {
+        int line = kl[key_index(T_SLICING, keys[i])];
+        if (line)
+            return sp_fail(SP_EX_USAGE, "%s:%d: [slicing] %s belongs to policy = \"%s\", and this manifest's policy is \"%s\"",
+                           m->path, line, keys[i], stock ? "slicegpt" : "stock", stock ? "stock" : "slicegpt");
+    }
+    return 0;
+}
+
 static int check_output_not_model(load_state *st) {
     sp_manifest *m = st->m;
     int line = st->key_line[key_index(T_OUTPUT, "path")];
@@ -687,6 +729,7 @@ static int load(load_state *st, const char *path) {
     m->calib_nsamples = 128;
     m->sparsity = 0.25;
     m->round_to = 8;
+    m->ffn_ridge = 1e-4;
     m->output_dtype = SP_DTYPE_INVALID;
     m->gguf_type = -1;
     m->spill_dtype = SP_DTYPE_F32;
@@ -733,6 +776,7 @@ static int load(load_state *st, const char *path) {
 
     SP_TRY(check_required(st));
     SP_TRY(check_source(st, T_CALIB));
+    SP_TRY(check_slicing(st));
     m->has_eval = st->table_line[T_EVAL] != 0;
     if (m->has_eval) SP_TRY(check_source(st, T_EVAL));
     if (m->has_eval && !st->key_line[key_index(T_EVAL, "seqlen")]) m->eval_seqlen = m->calib_seqlen;

@@ -13,6 +13,11 @@
  *                  round_to = 8                      int in [1, 65536]
  *                  basis = "per-layer"               "per-layer" (SliceGPT) | "global" (one basis: a stock model)
  *                  global_weighting = "trace"        "trace" | "raw": how basis = "global" weighs the positions
+ *                  policy = "slicegpt"               "slicegpt" | "stock" (FFN pruning + refit, stock output)
+ *                  params = 0.8                      float in (0,1]: parameters kept, instead of sparsity
+ *                  split = 0                         stock: float in [0,1), share of the cut from the residual width
+ *                  ffn_score = "energy"              stock: "energy" | "leverage"
+ *                  ffn_ridge = 1e-4                  stock: float in (0,1]
  *   [output]       path = "..."                      (required) != model path
  *                  dtype = "bf16"                    "f32"|"f16"|"bf16"; default: the model's
  *                  shard_bytes = "4GB"               size string or int; default 4GB
@@ -53,6 +58,13 @@ typedef enum sp_basis { SP_BASIS_PER_LAYER = 0, SP_BASIS_GLOBAL = 1 } sp_basis;
  * its trace (every position counts alike), or raw sums. */
 typedef enum sp_global_weighting { SP_WEIGHT_TRACE = 0, SP_WEIGHT_RAW = 1 } sp_global_weighting;
 
+/* [slicing] policy: SliceGPT (exact, basis per-layer or global), or the
+ * stock-architecture policy (FFN neurons pruned with a least-squares refit,
+ * and a global basis when split > 0; docs/algorithm.md §11). */
+typedef enum sp_policy_kind { SP_POLICY_SLICEGPT = 0, SP_POLICY_STOCK = 1 } sp_policy_kind;
+/* How the stock policy ranks FFN neurons (docs/algorithm.md §11). */
+typedef enum sp_ffn_score { SP_SCORE_ENERGY = 0, SP_SCORE_LEVERAGE = 1 } sp_ffn_score;
+
 typedef struct sp_manifest {
     char *path;             /* the manifest file itself */
     char *model_path;       /* absolute or manifest-relative, resolved */
@@ -66,6 +78,12 @@ typedef struct sp_manifest {
     int64_t round_to;       /* default 8 */
     sp_basis basis;         /* default SP_BASIS_PER_LAYER */
     sp_global_weighting global_weighting; /* default SP_WEIGHT_TRACE */
+    sp_policy_kind policy;  /* default SP_POLICY_SLICEGPT */
+    int has_params;         /* [slicing] params given (then sparsity is not) */
+    double params;          /* (0, 1]: the fraction of the dense model's stored parameters to keep */
+    double split;           /* stock: [0, 1) the share of the removed parameters taken from the residual width */
+    sp_ffn_score ffn_score; /* stock: default SP_SCORE_ENERGY */
+    double ffn_ridge;       /* stock: (0, 1], default 1e-4: λ = ffn_ridge · mean(diag C) */
     char *output_path;
     sp_dtype output_dtype;  /* SP_DTYPE_INVALID = the model's dtype */
     int64_t shard_bytes;    /* default 4e9 */

@@ -22,7 +22,7 @@
 
 int sp_output_declare(job *j) {
     const sp_arch *a = j->m.arch;
-    const sp_config *c = &j->m.cfg;
+    sp_config c = j->m.cfg; /* at each layer's kept MLP width */
     char nm[256];
     int64_t s[2], w[SP_POS_COUNT];
     int nd;
@@ -37,8 +37,9 @@ int sp_output_declare(job *j) {
     for (int64_t l = 0; l < j->shape.layers; l++) {
         j->layer_out0[l] = sp_stw_tensor_count(j->w);
         sp_plan_layer_widths(j, l, w);
+        c.intermediate_size = j->plan.ffn[l];
         for (int k = 0; k < j->n_outs; k++) {
-            sp_arch_out_tensor(a, c, &j->outs[k], l, w, nm, s, &nd);
+            sp_arch_out_tensor(a, &c, &j->outs[k], l, w, nm, s, &nd);
             SP_TRY(sp_stw_add(j->w, nm, j->out_dtype, nd, s));
         }
     }
@@ -48,7 +49,7 @@ int sp_output_declare(job *j) {
         SP_TRY(sp_stw_add(j->w, a->final_norm, j->out_dtype, 1, s));
     }
     s[0] = j->shape.vocab, s[1] = j->plan.width[SP_POS_OUT][j->shape.layers - 1];
-    SP_TRY(sp_stw_add(j->w, a->head, j->out_dtype, 2, s));
+    if (!j->plan.tied_head) SP_TRY(sp_stw_add(j->w, a->head, j->out_dtype, 2, s));
     if (!sp_output_head_bias(j)) return 0;
     s[0] = j->shape.vocab; /* the head's own bias, plus the final LayerNorm's β through the head */
     return sp_stw_add(j->w, a->head_bias, j->out_dtype, 1, s);
@@ -69,7 +70,7 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
     cJSON *c = cJSON_Parse(j->m.cfg.raw_json);
     if (!c) return sp_fail(SP_EX_SOFTWARE, "config.json re-parse failed");
     cJSON_DeleteItemFromObject(c, "tie_word_embeddings");
-    cJSON_AddBoolToObject(c, "tie_word_embeddings", 0);
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", j->plan.tied_head);
     cJSON_DeleteItemFromObject(c, "torch_dtype");
     cJSON_DeleteItemFromObject(c, "dtype"); /* newer transformers spelling; must not contradict */
     cJSON_AddStringToObject(c, "torch_dtype", dtype_torch(j->out_dtype));
@@ -82,9 +83,13 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
          * derive it from hidden_size when it is absent; the norms' weights
          * (sqrt(D/d)) are tensors. */
         const sp_config *cf = &j->m.cfg;
-        const double eps = cf->rms_norm_eps * (double)j->shape.hidden / (double)d;
+        const double eps = j->plan.identity ? cf->rms_norm_eps : cf->rms_norm_eps * (double)j->shape.hidden / (double)d;
         cJSON_DeleteItemFromObject(c, "hidden_size");
         cJSON_AddNumberToObject(c, "hidden_size", (double)d);
+        if (j->plan.prune_ffn) { /* every layer keeps the same count */
+            cJSON_DeleteItemFromObject(c, j->m.arch->ffn_key);
+            cJSON_AddNumberToObject(c, j->m.arch->ffn_key, (double)j->plan.ffn[0]);
+        }
         cJSON_DeleteItemFromObject(c, "head_dim");
         cJSON_AddNumberToObject(c, "head_dim", (double)cf->head_dim);
         if (j->m.arch->eps_key) {
@@ -100,6 +105,7 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
                                                 "slicepipe export, vLLM); slicepipe eval and generate");
         cJSON_AddNumberToObject(s, "original_hidden_size", (double)j->shape.hidden);
         cJSON_AddNumberToObject(s, "original_eps", cf->rms_norm_eps);
+        cJSON_AddNumberToObject(s, "original_intermediate_size", (double)cf->intermediate_size);
     } else {
         /* A per-layer sliced model is not its stock architecture (shortcut
          * matrices, weightless norms over the original width): it must not
@@ -120,7 +126,13 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
         cJSON_AddStringToObject(s, "basis", j->plan.policy->name);
         if (j->plan.policy->config) j->plan.policy->config(j->mf, s);
     }
-    cJSON_AddNumberToObject(s, "sparsity", j->mf->sparsity);
+    if (j->mf->has_params) cJSON_AddNumberToObject(s, "params_target", j->mf->params);
+    else cJSON_AddNumberToObject(s, "sparsity", j->mf->sparsity);
+    sp_params pd, po;
+    sp_params_dense(&j->m, &pd);
+    sp_params_plan(&j->m, &j->plan, &po);
+    cJSON_AddNumberToObject(s, "params_dense", (double)pd.total);
+    cJSON_AddNumberToObject(s, "params_output", (double)po.total);
     cJSON_AddNumberToObject(s, "round_to", (double)j->mf->round_to);
     cJSON_AddNumberToObject(s, "d_embed", (double)d);
     cJSON *ls = stock ? NULL : cJSON_AddArrayToObject(s, "layers"); /* stock: every width is d */

@@ -121,6 +121,8 @@ void sp_resume_manifest_identity(const job *j, char hex[33]) {
     if (mf->calib_text) /* the text's windows: its ids are hashed below, which covers the text and the tokenizer */
         snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "calib_text=%s\nsampling=%s\nseed=%lld\n", mf->calib_text,
                  mf->calib_sampling == SP_CALIB_SAMPLING_RANDOM ? "random" : "first", (long long)mf->calib_seed);
+    if (mf->has_params) /* absent from jobs made without it, whose identity stays as it was */
+        snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "params=%.17g\n", mf->params);
     j->plan.policy->identity(mf, txt, sizeof txt);
     if (mf->gguf_type >= 0)
         snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "gguf=%s\n", sp_gguf_ttype_name(mf->gguf_type));

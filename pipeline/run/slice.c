@@ -414,7 +414,9 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         if (rc) goto out;
     }
     printf("sliced %s -> %s\n", sp_path_shown(mf->model_path, b1), sp_path_shown(mf->output_path, b2));
-    printf("  width       %lld -> %lld (sparsity %g)\n", (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0], mf->sparsity);
+    printf("  width       %lld -> %lld (%s %g)\n", (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0],
+           mf->has_params ? "params" : "sparsity", mf->has_params ? mf->params : mf->sparsity);
+    if (j->plan.prune_ffn) printf("  MLP         %lld -> %lld neurons a layer\n", (long long)j->shape.ffn, (long long)j->plan.ffn[0]);
     printf("  parameters  %lld -> %lld (%.1f%%)\n", (long long)j->m.n_params, (long long)params_after,
            100.0 * (double)params_after / (double)j->m.n_params);
     printf("  bytes       %lld -> %lld\n", (long long)j->m.n_bytes, (long long)bytes_after);

@@ -52,6 +52,7 @@
 
 #include "error.h"
 #include "job.h"
+#include "ridge.h"
 #include "stage_link.h"
 #include "stream.h"
 
@@ -96,6 +97,15 @@ typedef struct cstate {
     sp_bk_ws *ws;     /* the backend's workspace: second moments, eigh, rotations */
     sp_layer_scratch *scr;
     sp_spill *sa, *sb;
+    /* prune_ffn (docs/algorithm.md §11) */
+    double *C;        /* (F, F) the MLP intermediate's second moment, backend memory */
+    double *Ch;       /* (F, F) its host side */
+    float *Z;         /* (T, F) one window's intermediate, backend memory */
+    int64_t c_rows;   /* tokens accumulated into C */
+    sp_bk_ws *wsf;    /* the backend's workspace for C (width F, no eigensolver) */
+    int64_t *S;       /* (F) the kept neurons */
+    float *dn;        /* (D, F) the refit down projection */
+    float *raw;       /* (SP_ARCH_LAYER_MAX, D) identity: the layer's norm weights as read */
 } cstate;
 
 
@@ -243,6 +253,109 @@ static void block_window(cstate *c, const float *x, float *y) { /* a parallel bl
     sp_layer_parallel(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y);
 }
 
+/* ---- prune_ffn: MLP neurons and the ridge refit (docs/algorithm.md §11) ---- */
+
+/* One window of the MLP's input: its intermediate Z into C. */
+static int inner_window(void *ctx, int64_t w, const float *in, float *out) {
+    pass_ctx *p = ctx;
+    cstate *c = p->c;
+    const job *j = c->j;
+    const int64_t T = j->shape.seqlen, F = j->shape.ffn;
+    (void)out;
+    int64_t t0 = sp_now_ns();
+    sp_layer_mlp_inner(c->scr, &c->lw, layer_in(c, sp_bk_put(c->bk, c->xw, in, T * j->shape.hidden * 4)), T, c->Z);
+    prof(c, SP_PROF_FORWARD, &t0);
+    int rc = c->bk->cov_add(c->bk, c->wsf, c->C, F, c->Z, T, F, c->c_rows);
+    prof(c, SP_PROF_COV, &t0);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        return sp_fail(rc, "%s: layer %lld, MLP intermediate, calibration window %lld: %s; the layer was not committed",
+                       j->mf->model_path, (long long)p->layer, (long long)w, msg);
+    }
+    c->c_rows += T;
+    return 0;
+}
+
+/* Rows S (ascending) of a (n, cols) block packed to its first k rows, in place. */
+static void keep_rows(float *W, int64_t cols, const int64_t *S, int64_t k) {
+    for (int64_t r = 0; r < k; r++)
+        if (S[r] != r) memmove(W + r * cols, W + S[r] * cols, (size_t)cols * 4);
+}
+
+/* C from the MLP inputs in spill B (the layer's current view, c->lw), the
+ * kept neurons S, the down projection refit; the layer's readers of the MLP
+ * (rows) and the down projection (columns) cut to k in host and backend
+ * memory. */
+static int prune_mlp(cstate *c, int64_t l, int64_t k) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const sp_config *cfg = &j->m.cfg;
+    const int64_t D = j->shape.hidden, F = j->shape.ffn;
+    if (k == F) return 0; /* nothing to cut: the MLP stays as it is */
+    phase(c, l, SP_PHASE_MLP);
+    pass_ctx p = {c, NULL, l, "MLP intermediate"};
+    c->bk->zero(c->bk, c->C, F * F * 8);
+    c->c_rows = 0;
+    int64_t io = 0;
+    SP_TRY(sp_stream_windows(c->sb, D, NULL, D, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin,
+                             c->cout, inner_window, &p, &io));
+    atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
+    phase(c, l, SP_PHASE_PCA);
+    int64_t t0 = sp_now_ns();
+    double *Ch = (double *)sp_bk_fetch(c->bk, c->Ch, c->C, F * F * 8); /* ours: select mirrors its triangle */
+    const int down = sp_arch_slot_index(a, SP_SLOT_DOWN);
+    SP_ASSERT(down >= 0);
+    float *Wd = c->lb.t[down];
+    int rc = sp_ridge_select(Ch, F, Wd, D, j->mf->ffn_score == SP_SCORE_LEVERAGE, j->mf->ffn_ridge, k, c->S);
+    if (!rc) rc = sp_ridge_refit(Ch, F, c->S, k, j->mf->ffn_ridge, Wd, D, c->dn);
+    prof(c, SP_PROF_EIGH, &t0);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        return sp_fail(rc, "%s: layer %lld: %s", j->mf->model_path, (long long)l, msg);
+    }
+    memcpy(Wd, c->dn, (size_t)(D * k) * 4);
+    for (int t = 0; t < a->n_layer; t++) {
+        const enum sp_arch_slot sl = a->layer[t].slot;
+        int64_t shape[2];
+        int nd;
+        sp_arch_in_shape(a, cfg, t, shape, &nd);
+        const int64_t cols = nd == 1 ? 1 : shape[1];
+        if (sl == SP_SLOT_GATE || sl == SP_SLOT_UP || sl == SP_SLOT_GATE_B || sl == SP_SLOT_UP_B) {
+            keep_rows(c->lb.t[t], cols, c->S, k);
+        } else if (sl == SP_SLOT_GATE_UP) { /* gate rows S, then up rows F + S */
+            keep_rows(c->lb.t[t], cols, c->S, k);
+            for (int64_t r = 0; r < k; r++) memmove(c->lb.t[t] + (k + r) * cols, c->lb.t[t] + (F + c->S[r]) * cols, (size_t)cols * 4);
+        } else if (sl != SP_SLOT_DOWN) {
+            continue;
+        }
+        sp_bk_put(c->bk, c->wd[t], c->lb.t[t], shape[0] * cols * 4);
+    }
+    c->lw.ffn = k;
+    return 0;
+}
+
+/* identity: a layer's outputs as they are (the MLP cut), in the declared order. */
+static int emit_identity(cstate *c, int64_t l) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    sp_config cfg = j->m.cfg;
+    cfg.intermediate_size = j->plan.ffn[l];
+    int64_t w[SP_POS_COUNT], shape[2];
+    char nm[256];
+    int nd;
+    sp_plan_layer_widths(j, l, w);
+    for (int k = 0; k < j->n_outs; k++) {
+        const sp_arch_out *o = &j->outs[k];
+        SP_ASSERT(o->kind != SP_OUT_SHORTCUT);
+        sp_arch_out_tensor(a, &cfg, o, l, w, nm, shape, &nd);
+        const float *src = o->kind == SP_OUT_NORM ? c->raw + o->t * j->shape.hidden : c->lb.t[o->t];
+        SP_TRY(sp_link_emit_all(&c->io, src, shape[0] * (nd == 1 ? 1 : shape[1])));
+    }
+    return 0;
+}
+
 /* Boundary `layer` (stage_link.h): the basis in host memory (Q, or after a
  * survey layer the running sum G) and the next input (spill A). */
 static int commit(cstate *c, int64_t layer, int survey, const char spill_hash[33]) {
@@ -386,6 +499,8 @@ static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
     sp_layer_buf *b = &c->lb;
     phase(c, l, ph);
     for (int t = 0; t < a->n_layer; t++) SP_TRY(sp_link_pull_whole(&c->io, read0 + t, b->t[t]));
+    for (int t = 0; t < a->n_layer && j->plan.identity; t++) /* written out as read */
+        if (a->layer[t].role == SP_ROLE_NORM) memcpy(c->raw + t * j->shape.hidden, b->t[t], (size_t)j->shape.hidden * 4);
     prepare_layer(c);
     for (int t = 0; t < a->n_layer; t++) { /* the layer's tensors into backend memory */
         int64_t shape[2];
@@ -394,6 +509,33 @@ static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
         sp_bk_put(c->bk, c->wd[t], b->t[t], shape[0] * (nd == 1 ? 1 : shape[1]) * 4);
     }
     return 0;
+}
+
+/* policy stock without a basis (plan.identity): the layer as read, its MLP
+ * cut to k neurons with the down projection refit on the compressed model's
+ * signals: attention A → B, C over B, the cut, the cut MLP B → B. */
+static int stock_layer(cstate *c, int64_t l) {
+    job *j = c->j;
+    const int64_t D = j->shape.hidden;
+    SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
+    SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* B is the file boundary l - 2 named */
+    c->dense_pass = 1;
+    c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* as read: norms with γ */
+    char spill_hash[33];
+    if (j->m.arch->parallel) SP_ASSERT(0); /* refused by the policy */
+    phase(c, l, SP_PHASE_ATTN);
+    SP_TRY(pass(c, c->sa, c->sb, attn_window, l, "attention-block"));
+    SP_TRY(prune_mlp(c, l, j->plan.ffn[l]));
+    phase(c, l, SP_PHASE_MLP);
+    sp_spill_hash_begin(c->sb);
+    SP_TRY(pass(c, c->sb, c->sb, mlp_window, l, "MLP-block"));
+    sp_spill_hash_end(c->sb, spill_hash);
+    phase(c, l, SP_PHASE_WRITE);
+    SP_TRY(emit_identity(c, l));
+    sp_spill *s = c->sa;
+    c->sa = c->sb;
+    c->sb = s;
+    return commit(c, l, 0, spill_hash);
 }
 
 static int slice_layer(cstate *c, int64_t l) {
@@ -558,7 +700,7 @@ static int slice_embed(cstate *c, int64_t survey_from) {
     if (survey_basis) {
         SP_TRY(survey(c, survey_from));
         phase(c, 0, SP_PHASE_EMBED);
-    } else {
+    } else if (!j->plan.identity) {
         SP_TRY(pca(c, c->Q, 0, "embedding", -1));
     }
     /* A stock model at width d scales its embeddings by its own sqrt(d)
@@ -567,6 +709,10 @@ static int slice_embed(cstate *c, int64_t survey_from) {
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
         SP_TRY(sp_link_pull(&c->io, j->embed_read2, c->eb, nr * D));
+        if (j->plan.identity) { /* the table as read */
+            SP_TRY(sp_link_emit(&c->io, c->eb, nr * D));
+            continue;
+        }
         embed_rows(c, c->eb, nr);
         if (unscale != 1.0f)
             for (int64_t i = 0; i < nr * D; i++) c->eb[i] = (float)((double)c->eb[i] * unscale);
@@ -604,22 +750,27 @@ static int slice_head(cstate *c) {
     int r = j->layer_read0[j->shape.layers]; /* the final norm [β] [the head's bias], then the head */
     phase(c, j->shape.layers - 1, SP_PHASE_HEAD);
     SP_TRY(sp_link_pull_whole(&c->io, r++, c->norm));
+    if (j->plan.identity) SP_TRY(sp_link_emit_all(&c->io, c->norm, D)); /* the final norm as read */
     sp_model_norm_weight(&j->m, c->norm, D);
     const float *gamma = sp_bk_put(c->bk, c->normd, c->norm, D * 4);
     if (a->final_norm_bias) SP_TRY(sp_link_pull_whole(&c->io, r++, c->norm_b));
     memset(c->hb, 0, (size_t)V * 4);
     if (j->m.has_head_bias) SP_TRY(sp_link_pull_whole(&c->io, r++, c->hb));
-    if (j->plan.stock) SP_TRY(emit_norm(c, dl)); /* the stock final norm */
+    if (j->plan.stock && !j->plan.identity) SP_TRY(emit_norm(c, dl)); /* the stock final norm */
     for (int64_t r0 = 0; r0 < V; r0 += EB) {
         int64_t nr = V - r0 < EB ? V - r0 : EB;
         SP_TRY(sp_link_pull(&c->io, r, c->eb, nr * D));
+        if (j->plan.identity) { /* the head as read; none when it stays tied */
+            if (!j->plan.tied_head) SP_TRY(sp_link_emit(&c->io, c->eb, nr * D));
+            continue;
+        }
         if (a->final_norm_bias) fold_beta(c->eb, nr, D, c->norm_b, c->hb + r0);
         float *e = (float *)sp_bk_put(c->bk, c->ebd, c->eb, nr * D * 4);
         rot_rows(c, e, nr, gamma, c->Q, dl);
         sp_bk_get(c->bk, c->eb, e, nr * dl * 4);
         SP_TRY(sp_link_emit(&c->io, c->eb, nr * dl));
     }
-    sp_link_emit_end(&c->io);
+    if (!j->plan.tied_head) sp_link_emit_end(&c->io);
     if (sp_output_head_bias(j)) SP_TRY(sp_link_emit_all(&c->io, c->hb, V));
     SP_TRY(sp_link_wait_journaled(&c->io, j->shape.layers - 1, 0)); /* its basis file is the one boundary L - 2 named */
     static const char no_spill[33] = {0};
@@ -628,6 +779,20 @@ static int slice_head(cstate *c) {
 
 static sp_bk_plan_in ws_plan(const job *j) {
     return (sp_bk_plan_in){.D = j->shape.hidden, .cov_rows = COV_ROWS, .rot_block = BLK, .T = 0, .n_heads = 0};
+}
+
+/* prune_ffn: the workspace of C's updates, F wide. */
+static sp_bk_plan_in ws_plan_ffn(const job *j) {
+    return (sp_bk_plan_in){.D = j->shape.ffn, .cov_rows = COV_ROWS, .no_eigh = 1};
+}
+
+/* prune_ffn: the MLP cut's own bytes (host; device: its workspace). */
+static int64_t ffn_bytes(const job *j, int device) {
+    if (!j->plan.prune_ffn) return 0;
+    sp_bk_plan_in in = ws_plan_ffn(j);
+    sp_bk_plan p = j->bk->plan_bytes(j->bk, &in);
+    if (device) return p.device_bytes;
+    return p.host_bytes + sp_ridge_bytes(j->shape.ffn, j->plan.ffn[0], j->shape.hidden, j->mf->ffn_score == SP_SCORE_LEVERAGE);
 }
 
 /* The compute stage's own buffers: one list for the plan and the allocation. */
@@ -646,10 +811,11 @@ enum { BUF_HOST, BUF_BK, BUF_MIRROR, BUF_HOST_MIRROR };
 #define MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_MIRROR}
 #define HOST_MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_HOST_MIRROR}
 
-#define N_BUFS 24
+#define N_BUFS 30
 
 static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
-    const int64_t D = j->shape.hidden, T = j->shape.seqlen, cwT = j->chunk_w * T;
+    const int64_t D = j->shape.hidden, T = j->shape.seqlen, cwT = j->chunk_w * T, F = j->shape.ffn;
+    const int pf = j->plan.prune_ffn;
     const buf_spec b[] = {
         BUF(cin, cwT * D, 4, "activation chunk"),   BUF(cout, cwT * D, 4, "activation chunk"),
         BK(tmp, T * D, 4, "window buffer"),         BUF(eb, EB * D, 4, "embedding rows"),
@@ -665,6 +831,10 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         MIRROR(ebd, EB * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
         MIRROR(normd, D, 4, "norm"),
         BUF(G, j->plan.survey ? D * D : 1, 8, "global second moment"),
+        BK(C, pf ? F * F : 1, 8, "MLP second moment"), HOST_MIRROR(Ch, pf ? F * F : 1, 8, "MLP second moment"),
+        BK(Z, pf ? T * F : 1, 4, "MLP intermediate"),  BUF(S, pf ? F : 1, 8, "kept neurons"),
+        BUF(dn, pf ? D * F : 1, 4, "refit down projection"),
+        BUF(raw, j->plan.identity ? SP_ARCH_LAYER_MAX * D : 1, 4, "norm weights"),
     };
     _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
     memcpy(out, b, sizeof b);
@@ -683,7 +853,8 @@ int64_t sp_compute_plan_bytes(const job *j) {
     return total + sp_link_bytes(j) + sp_layer_buf_bytes(&j->m)          /* the link; one layer, float32 */
            + 2 * sp_spill_mem_bytes(j->shape.hidden, j->chunk_w * j->shape.seqlen, j->mf->spill_dtype) /* the spills' conversion buffers */
            + j->bk->plan_bytes(j->bk, &in).host_bytes                            /* second moments, eigh, rotations */
-           + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev); /* the forward pass */
+           + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev) /* the forward pass */
+           + ffn_bytes(j, 0);
 }
 
 int64_t sp_compute_plan_device_bytes(const job *j) {
@@ -695,7 +866,8 @@ int64_t sp_compute_plan_device_bytes(const job *j) {
         if (b[i].kind == BUF_BK || b[i].kind == BUF_MIRROR) total += b[i].n * b[i].sz;
     sp_bk_plan_in in = ws_plan(j);
     sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev);
-    return total + sp_layer_buf_bytes(&j->m) /* the layer's mirrors */ + j->bk->plan_bytes(j->bk, &in).device_bytes + dev;
+    return total + sp_layer_buf_bytes(&j->m) /* the layer's mirrors */ + j->bk->plan_bytes(j->bk, &in).device_bytes + dev +
+           ffn_bytes(j, 1);
 }
 
 static int alloc_state(cstate *c) {
@@ -725,6 +897,10 @@ static int alloc_state(cstate *c) {
     }
     sp_bk_plan_in in = ws_plan(j);
     SP_TRY(c->bk->ws_init(c->bk, &in, &c->ws));
+    if (j->plan.prune_ffn) {
+        sp_bk_plan_in inf = ws_plan_ffn(j);
+        SP_TRY(c->bk->ws_init(c->bk, &inf, &c->wsf));
+    }
     /* A resume: the input of the next layer is kept, the other is scratch;
      * the basis file holds Q, or after a survey boundary G. */
     const int after_survey = j->resume.layer < -1 && j->resume.survey >= 0;
@@ -759,6 +935,7 @@ static void free_state(cstate *c) {
     for (int t = 0; t < SP_ARCH_LAYER_MAX && !shared; t++) c->bk->free(c->bk, c->wd[t]);
     sp_layer_buf_free(&c->lb);
     if (c->ws) c->bk->ws_free(c->bk, c->ws);
+    if (c->wsf) c->bk->ws_free(c->bk, c->wsf);
     sp_layer_scratch_free(c->scr);
     if (c->sa) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sa);
     if (c->sb) c->j->sh->st[SP_STAGE_COMPUTE].bytes_written += sp_spill_bytes_written(c->sb);
@@ -775,7 +952,7 @@ int sp_stage_compute(job *j) {
     if (!rc) rc = alloc_state(c);
     if (!rc && j->resume.layer < -1) rc = slice_embed(c, j->resume.survey + 1);
     for (int64_t l = j->resume.layer < -1 ? 0 : j->resume.layer + 1; l < j->shape.layers && !rc; l++)
-        rc = slice_layer(c, l);
+        rc = j->plan.identity ? stock_layer(c, l) : slice_layer(c, l);
     if (!rc) rc = slice_head(c);
     if (!rc) {
         phase(c, j->shape.layers - 1, SP_PHASE_DONE);

@@ -166,14 +166,14 @@ void sp_plan_print(const job *j, FILE *f) {
     char b1[4096];
     int64_t plan = sp_plan_total(j), spill_bytes = 2 * j->shape.tokens * j->shape.hidden * sp_dtype_size(mf->spill_dtype);
     fprintf(f,
-            "plan: %s -> %s\n  %s, D %lld -> d %lld (sparsity %g, round_to %lld), %lld layers, output %s\n  %s\n"
+            "plan: %s -> %s\n  %s, D %lld -> d %lld (%s %g, round_to %lld), %lld layers, output %s\n  %s\n"
             "  calibration %lld windows x %lld tokens = %lld tokens; backend %s (device plan %.1f MiB)\n"
             "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows,\n"
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
             "    them), reader staging %.1f MiB, 4 processes' baseline %.0f MiB\n"
             "  disk: spill %.1f MiB (%s), output %.1f MiB\n",
             sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0],
-            mf->sparsity, (long long)mf->round_to, (long long)j->shape.layers, sp_dtype_st_name(j->out_dtype),
+            mf->has_params ? "params" : "sparsity", mf->has_params ? mf->params : mf->sparsity, (long long)mf->round_to, (long long)j->shape.layers, sp_dtype_st_name(j->out_dtype),
             j->plan.policy->about,
             (long long)mf->calib_nsamples, (long long)j->shape.seqlen, (long long)j->shape.tokens, j->bk->name,
             sp_compute_plan_device_bytes(j) / 1048576.0, plan / 1048576.0,
@@ -182,4 +182,15 @@ void sp_plan_print(const job *j, FILE *f) {
             (long long)j->ring_slots, (long long)j->out_slots, j->ring_slot_bytes / 1024.0, j->stage_bytes / 1048576.0,
             sp_plan_process_base_bytes() / 1048576.0, spill_bytes / 1048576.0,
             mf->spill_dtype == SP_DTYPE_BF16 ? "bf16" : "f32", output_bytes(j) / 1048576.0);
+    sp_params pd, po;
+    sp_params_dense(&j->m, &pd);
+    sp_params_plan(&j->m, &j->plan, &po);
+    fprintf(f, "  parameters: %lld -> %lld (%.4f of dense", (long long)pd.total, (long long)po.total,
+            (double)po.total / (double)pd.total);
+    if (mf->has_params) fprintf(f, "; target %.4g", mf->params);
+    fprintf(f, ")");
+    if (j->plan.prune_ffn) fprintf(f, ", MLP %lld -> %lld neurons a layer", (long long)j->shape.ffn, (long long)j->plan.ffn[0]);
+    fprintf(f, "%s\n", j->plan.tied_head ? ", head kept tied" : "");
+    for (int i = 0; i < SP_PARAM_COUNT; i++)
+        fprintf(f, "    %-10s %12lld -> %12lld\n", sp_param_part_names[i], (long long)pd.n[i], (long long)po.n[i]);
 }

@@ -31,7 +31,7 @@ typedef struct sp_slice_plan {
      * (IN: the layer's input, MID: after attention, OUT: its output). The
      * embedding is written at width[IN][0], the head reads width[OUT][L−1]. */
     int64_t *width[SP_POS_COUNT];
-    int64_t *ffn;      /* (L) MLP neurons kept: every one (no policy prunes them yet) */
+    int64_t *ffn;      /* (L) MLP neurons kept (policy stock prunes them: prune_ffn) */
     int64_t *heads;    /* (L) query heads kept: every one */
     /* Where the bases come from. */
     int shortcuts;     /* a basis per position, each the PCA of its own signal, joined by shortcut matrices */
@@ -42,12 +42,30 @@ typedef struct sp_slice_plan {
     int stock;         /* the family's own architecture at width[IN][0]: norm weights written, hidden_size, the
                         * embedding's sqrt(d) scale; else slicepipe's per-layer format (model_type
                         * slicepipe_sliced) */
+    int identity;      /* no basis at all (width D everywhere): tensors go out as read, norms with their own γ */
+    int tied_head;     /* the output keeps the head tied to the embedding (identity only: no head tensor written) */
+    int prune_ffn;     /* the MLP's neurons are cut to ffn[l], the down projection refit (docs/algorithm.md §11) */
+    double params_target; /* [slicing] params, or 0 */
+    int64_t d_try;     /* with [slicing] params: the uniform width being tried (sp_slice_plan_uniform) */
 } sp_slice_plan;
+
+/* Stored parameters by component, every tensor counted (docs/algorithm.md §11). */
+enum sp_param_part { SP_PARAM_EMBED, SP_PARAM_HEAD, SP_PARAM_ATTN, SP_PARAM_MLP, SP_PARAM_SHORTCUT, SP_PARAM_NORM, SP_PARAM_COUNT };
+typedef struct sp_params {
+    int64_t n[SP_PARAM_COUNT];
+    int64_t total;
+} sp_params;
+extern const char *const sp_param_part_names[SP_PARAM_COUNT];
+/* The dense model's stored tensors, from its configuration and family table. */
+void sp_params_dense(const sp_model *m, sp_params *out);
+/* The output a plan writes. */
+void sp_params_plan(const sp_model *m, const sp_slice_plan *p, sp_params *out);
 
 typedef struct sp_slice_policy {
     const char *name;  /* its [slicing] basis value */
     const char *about; /* one line for the printed plan */
     int stock;         /* its plans' `stock`: known before the plan, for refusals made before any work */
+    int fits_params;   /* make meets [slicing] params itself (else the plan module searches the uniform width) */
     /* Refuses (64, naming the manifest) a model this policy cannot serve;
      * then fills the plan's widths and flags (the arrays are allocated). */
     int (*make)(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p);
@@ -59,7 +77,7 @@ typedef struct sp_slice_policy {
     void (*config)(const sp_manifest *mf, struct cJSON *block);
 } sp_slice_policy;
 
-extern const sp_slice_policy sp_policy_per_layer, sp_policy_global;
+extern const sp_slice_policy sp_policy_per_layer, sp_policy_global, sp_policy_stock;
 
 /* The manifest's policy. */
 const sp_slice_policy *sp_slice_policy_of(const sp_manifest *mf);
@@ -69,8 +87,9 @@ const sp_slice_policy *sp_slice_policy_of(const sp_manifest *mf);
 int sp_slice_plan_make(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p);
 void sp_slice_plan_free(sp_slice_plan *p);
 
-/* Every residual width set to the manifest's uniform d (sp_slice_width), for
- * a policy to start from; 64 naming the manifest when d < 1. */
+/* Every residual width set to the manifest's uniform d (sp_slice_width, or
+ * with [slicing] params the d the plan module is trying), for a policy to
+ * start from; 64 naming the manifest when d < 1. */
 int sp_slice_plan_uniform(const sp_manifest *mf, sp_slice_plan *p);
 
 /* width[pos][l] for the three positions of layer l. */
