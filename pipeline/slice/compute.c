@@ -253,109 +253,6 @@ static void block_window(cstate *c, const float *x, float *y) { /* a parallel bl
     sp_layer_parallel(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y);
 }
 
-/* ---- prune_ffn: MLP neurons and the ridge refit (docs/algorithm.md §11) ---- */
-
-/* One window of the MLP's input: its intermediate Z into C. */
-static int inner_window(void *ctx, int64_t w, const float *in, float *out) {
-    pass_ctx *p = ctx;
-    cstate *c = p->c;
-    const job *j = c->j;
-    const int64_t T = j->shape.seqlen, F = j->shape.ffn;
-    (void)out;
-    int64_t t0 = sp_now_ns();
-    sp_layer_mlp_inner(c->scr, &c->lw, layer_in(c, sp_bk_put(c->bk, c->xw, in, T * j->shape.hidden * 4)), T, c->Z);
-    prof(c, SP_PROF_FORWARD, &t0);
-    int rc = c->bk->cov_add(c->bk, c->wsf, c->C, F, c->Z, T, F, c->c_rows);
-    prof(c, SP_PROF_COV, &t0);
-    if (rc) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", sp_errmsg());
-        return sp_fail(rc, "%s: layer %lld, MLP intermediate, calibration window %lld: %s; the layer was not committed",
-                       j->mf->model_path, (long long)p->layer, (long long)w, msg);
-    }
-    c->c_rows += T;
-    return 0;
-}
-
-/* Rows S (ascending) of a (n, cols) block packed to its first k rows, in place. */
-static void keep_rows(float *W, int64_t cols, const int64_t *S, int64_t k) {
-    for (int64_t r = 0; r < k; r++)
-        if (S[r] != r) memmove(W + r * cols, W + S[r] * cols, (size_t)cols * 4);
-}
-
-/* C from the MLP inputs in spill B (the layer's current view, c->lw), the
- * kept neurons S, the down projection refit; the layer's readers of the MLP
- * (rows) and the down projection (columns) cut to k in host and backend
- * memory. */
-static int prune_mlp(cstate *c, int64_t l, int64_t k) {
-    job *j = c->j;
-    const sp_arch *a = j->m.arch;
-    const sp_config *cfg = &j->m.cfg;
-    const int64_t D = j->shape.hidden, F = j->shape.ffn;
-    if (k == F) return 0; /* nothing to cut: the MLP stays as it is */
-    phase(c, l, SP_PHASE_MLP);
-    pass_ctx p = {c, NULL, l, "MLP intermediate"};
-    c->bk->zero(c->bk, c->C, F * F * 8);
-    c->c_rows = 0;
-    int64_t io = 0;
-    SP_TRY(sp_stream_windows(c->sb, D, NULL, D, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin,
-                             c->cout, inner_window, &p, &io));
-    atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
-    phase(c, l, SP_PHASE_PCA);
-    int64_t t0 = sp_now_ns();
-    double *Ch = (double *)sp_bk_fetch(c->bk, c->Ch, c->C, F * F * 8); /* ours: select mirrors its triangle */
-    const int down = sp_arch_slot_index(a, SP_SLOT_DOWN);
-    SP_ASSERT(down >= 0);
-    float *Wd = c->lb.t[down];
-    int rc = sp_ridge_select(Ch, F, Wd, D, j->mf->ffn_score == SP_SCORE_LEVERAGE, j->mf->ffn_ridge, k, c->S);
-    if (!rc) rc = sp_ridge_refit(Ch, F, c->S, k, j->mf->ffn_ridge, Wd, D, c->dn);
-    prof(c, SP_PROF_EIGH, &t0);
-    if (rc) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", sp_errmsg());
-        return sp_fail(rc, "%s: layer %lld: %s", j->mf->model_path, (long long)l, msg);
-    }
-    memcpy(Wd, c->dn, (size_t)(D * k) * 4);
-    for (int t = 0; t < a->n_layer; t++) {
-        const enum sp_arch_slot sl = a->layer[t].slot;
-        int64_t shape[2];
-        int nd;
-        sp_arch_in_shape(a, cfg, t, shape, &nd);
-        const int64_t cols = nd == 1 ? 1 : shape[1];
-        if (sl == SP_SLOT_GATE || sl == SP_SLOT_UP || sl == SP_SLOT_GATE_B || sl == SP_SLOT_UP_B) {
-            keep_rows(c->lb.t[t], cols, c->S, k);
-        } else if (sl == SP_SLOT_GATE_UP) { /* gate rows S, then up rows F + S */
-            keep_rows(c->lb.t[t], cols, c->S, k);
-            for (int64_t r = 0; r < k; r++) memmove(c->lb.t[t] + (k + r) * cols, c->lb.t[t] + (F + c->S[r]) * cols, (size_t)cols * 4);
-        } else if (sl != SP_SLOT_DOWN) {
-            continue;
-        }
-        sp_bk_put(c->bk, c->wd[t], c->lb.t[t], shape[0] * cols * 4);
-    }
-    c->lw.ffn = k;
-    return 0;
-}
-
-/* identity: a layer's outputs as they are (the MLP cut), in the declared order. */
-static int emit_identity(cstate *c, int64_t l) {
-    job *j = c->j;
-    const sp_arch *a = j->m.arch;
-    sp_config cfg = j->m.cfg;
-    cfg.intermediate_size = j->plan.ffn[l];
-    int64_t w[SP_POS_COUNT], shape[2];
-    char nm[256];
-    int nd;
-    sp_plan_layer_widths(j, l, w);
-    for (int k = 0; k < j->n_outs; k++) {
-        const sp_arch_out *o = &j->outs[k];
-        SP_ASSERT(o->kind != SP_OUT_SHORTCUT);
-        sp_arch_out_tensor(a, &cfg, o, l, w, nm, shape, &nd);
-        const float *src = o->kind == SP_OUT_NORM ? c->raw + o->t * j->shape.hidden : c->lb.t[o->t];
-        SP_TRY(sp_link_emit_all(&c->io, src, shape[0] * (nd == 1 ? 1 : shape[1])));
-    }
-    return 0;
-}
-
 /* Boundary `layer` (stage_link.h): the basis in host memory (Q, or after a
  * survey layer the running sum G) and the next input (spill A). */
 static int commit(cstate *c, int64_t layer, int survey, const char spill_hash[33]) {
@@ -511,6 +408,142 @@ static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
     return 0;
 }
 
+/* ---- prune_ffn: MLP neurons and the ridge refit (docs/algorithm.md §11) ---- */
+
+/* One window of the MLP's input: its intermediate Z into C. */
+static int inner_window(void *ctx, int64_t w, const float *in, float *out) {
+    pass_ctx *p = ctx;
+    cstate *c = p->c;
+    const job *j = c->j;
+    const int64_t T = j->shape.seqlen, F = j->shape.ffn;
+    (void)out;
+    int64_t t0 = sp_now_ns();
+    sp_layer_mlp_inner(c->scr, &c->lw, layer_in(c, sp_bk_put(c->bk, c->xw, in, T * j->shape.hidden * 4)), T, c->Z);
+    prof(c, SP_PROF_FORWARD, &t0);
+    int rc = c->bk->cov_add(c->bk, c->wsf, c->C, F, c->Z, T, F, c->c_rows);
+    prof(c, SP_PROF_COV, &t0);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        return sp_fail(rc, "%s: layer %lld, MLP intermediate, calibration window %lld: %s; the layer was not committed",
+                       j->mf->model_path, (long long)p->layer, (long long)w, msg);
+    }
+    c->c_rows += T;
+    return 0;
+}
+
+/* Rows S (ascending) of a (n, cols) block packed to its first k rows, in place. */
+static void keep_rows(float *W, int64_t cols, const int64_t *S, int64_t k) {
+    for (int64_t r = 0; r < k; r++)
+        if (S[r] != r) memmove(W + r * cols, W + S[r] * cols, (size_t)cols * 4);
+}
+
+/* C from the MLP inputs in spill B (the layer's current view, c->lw), the
+ * kept neurons S, the down projection refit; the layer's readers of the MLP
+ * (rows of `width` columns) and the down projection (columns, not yet
+ * rotated) cut to k in host and backend memory. */
+static int prune_mlp(cstate *c, int64_t l, int64_t k, int64_t width) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const sp_config *cfg = &j->m.cfg;
+    const int64_t D = j->shape.hidden, F = j->shape.ffn;
+    if (k == F) return 0; /* nothing to cut: the MLP stays as it is */
+    phase(c, l, SP_PHASE_MLP);
+    pass_ctx p = {c, NULL, l, "MLP intermediate"};
+    c->bk->zero(c->bk, c->C, F * F * 8);
+    c->c_rows = 0;
+    int64_t io = 0;
+    SP_TRY(sp_stream_windows(c->sb, D, NULL, D, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin,
+                             c->cout, inner_window, &p, &io));
+    atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
+    phase(c, l, SP_PHASE_PCA);
+    int64_t t0 = sp_now_ns();
+    double *Ch = (double *)sp_bk_fetch(c->bk, c->Ch, c->C, F * F * 8); /* ours: select mirrors its triangle */
+    const int down = sp_arch_slot_index(a, SP_SLOT_DOWN);
+    SP_ASSERT(down >= 0);
+    float *Wd = c->lb.t[down];
+    int rc = sp_ridge_select(Ch, F, Wd, D, j->mf->ffn_score == SP_SCORE_LEVERAGE, j->mf->ffn_ridge, k, c->S);
+    if (!rc) rc = sp_ridge_refit(Ch, F, c->S, k, j->mf->ffn_ridge, Wd, D, c->dn);
+    prof(c, SP_PROF_EIGH, &t0);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        return sp_fail(rc, "%s: layer %lld: %s", j->mf->model_path, (long long)l, msg);
+    }
+    memcpy(Wd, c->dn, (size_t)(D * k) * 4);
+    for (int t = 0; t < a->n_layer; t++) {
+        const enum sp_arch_slot sl = a->layer[t].slot;
+        int64_t shape[2];
+        int nd;
+        sp_arch_in_shape(a, cfg, t, shape, &nd);
+        const int64_t cols = nd == 1 ? 1 : width; /* the readers' columns: rotated to the kept width */
+        if (sl == SP_SLOT_GATE || sl == SP_SLOT_UP || sl == SP_SLOT_GATE_B || sl == SP_SLOT_UP_B) {
+            keep_rows(c->lb.t[t], cols, c->S, k);
+        } else if (sl == SP_SLOT_GATE_UP) { /* gate rows S, then up rows F + S */
+            keep_rows(c->lb.t[t], cols, c->S, k);
+            for (int64_t r = 0; r < k; r++) memmove(c->lb.t[t] + (k + r) * cols, c->lb.t[t] + (F + c->S[r]) * cols, (size_t)cols * 4);
+        } else if (sl != SP_SLOT_DOWN) {
+            continue;
+        }
+        sp_bk_put(c->bk, c->wd[t], c->lb.t[t], (sl == SP_SLOT_DOWN ? D * k : shape[0] * cols) * 4);
+    }
+    c->lw.ffn = k;
+    return 0;
+}
+
+/* A layer's outputs of phase `ph` (-1: every phase) from host memory, in
+ * the declared order, at the layer's kept MLP width: as read (identity), or
+ * as rotated in place (rotate_phase); norms as read, or the stock weight at
+ * width d. */
+static int emit_kept(cstate *c, int64_t l, int ph) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    sp_config cfg = j->m.cfg;
+    cfg.intermediate_size = j->plan.ffn[l];
+    int64_t w[SP_POS_COUNT], shape[2];
+    char nm[256];
+    int nd;
+    sp_plan_layer_widths(j, l, w);
+    for (int k = 0; k < j->n_outs; k++) {
+        const sp_arch_out *o = &j->outs[k];
+        if (ph >= 0 && o->phase != ph) continue;
+        SP_ASSERT(o->kind != SP_OUT_SHORTCUT);
+        if (o->kind == SP_OUT_NORM && !j->plan.identity) {
+            SP_TRY(emit_norm(c, w[o->pos]));
+            continue;
+        }
+        sp_arch_out_tensor(a, &cfg, o, l, w, nm, shape, &nd);
+        const float *src = o->kind == SP_OUT_NORM ? c->raw + o->t * j->shape.hidden : c->lb.t[o->t];
+        SP_TRY(sp_link_emit_all(&c->io, src, shape[0] * (nd == 1 ? 1 : shape[1])));
+    }
+    return 0;
+}
+
+/* Rotates phase `ph`'s readers and writers in place by the layer's one basis
+ * (backend memory, then host), without emitting them; shapes from cfg (the
+ * MLP's width before or after its cut). */
+static void rotate_phase(cstate *c, const layer_ctx *x, int ph, const sp_config *cfg) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    for (int k = 0; k < j->n_outs; k++) {
+        const sp_arch_out *o = &j->outs[k];
+        if (o->phase != ph) continue;
+        int64_t shape[2];
+        int nd;
+        sp_arch_in_shape(a, cfg, o->t, shape, &nd);
+        const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1], kp = x->width[o->pos];
+        float *W = c->lb.t[o->t], *Wd = c->wd[o->t];
+        if (o->kind == SP_OUT_READER) {
+            int norm = sp_arch_norm_of(a, o->pos);
+            rot_rows(c, Wd, rows, norm >= 0 ? c->wd[norm] : NULL, x->basis[o->pos], kp);
+            sp_bk_get(c->bk, W, Wd, rows * kp * 4);
+        } else if (o->kind == SP_OUT_WRITER || o->kind == SP_OUT_BIAS_ROT) {
+            rot_cols(c, x->basis[o->pos], kp, Wd, cols);
+            sp_bk_get(c->bk, W, Wd, kp * cols * 4);
+        }
+    }
+}
+
 /* policy stock without a basis (plan.identity): the layer as read, its MLP
  * cut to k neurons with the down projection refit on the compressed model's
  * signals: attention A → B, C over B, the cut, the cut MLP B → B. */
@@ -525,13 +558,56 @@ static int stock_layer(cstate *c, int64_t l) {
     if (j->m.arch->parallel) SP_ASSERT(0); /* refused by the policy */
     phase(c, l, SP_PHASE_ATTN);
     SP_TRY(pass(c, c->sa, c->sb, attn_window, l, "attention-block"));
-    SP_TRY(prune_mlp(c, l, j->plan.ffn[l]));
+    SP_TRY(prune_mlp(c, l, j->plan.ffn[l], D));
     phase(c, l, SP_PHASE_MLP);
     sp_spill_hash_begin(c->sb);
     SP_TRY(pass(c, c->sb, c->sb, mlp_window, l, "MLP-block"));
     sp_spill_hash_end(c->sb, spill_hash);
     phase(c, l, SP_PHASE_WRITE);
-    SP_TRY(emit_identity(c, l));
+    SP_TRY(emit_kept(c, l, -1));
+    sp_spill *s = c->sa;
+    c->sa = c->sb;
+    c->sb = s;
+    return commit(c, l, 0, spill_hash);
+}
+
+/* policy stock with the global basis: the layer's passes run as SliceGPT's
+ * do, in the one basis Q at width d (no PCA), so that the MLP's cut sees the
+ * compressed model's signals: readers of the input rotated and written;
+ * attention A → B (W_o whole, shortcut Q[:, :d]ᵀ); W_o and the MLP's readers
+ * rotated; C over B, the cut; the cut MLP B → B (W_down refit, not yet
+ * rotated); W_down rotated and written. */
+static int stock_global_layer(cstate *c, int64_t l) {
+    job *j = c->j;
+    const int64_t D = j->shape.hidden;
+    layer_ctx x = {.basis = {c->Q, c->Q, c->Q}};
+    sp_plan_layer_widths(j, l, x.width);
+    const int64_t d = x.width[SP_POS_IN];
+    sp_config cut = j->m.cfg;
+    cut.intermediate_size = j->plan.ffn[l];
+    SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
+    phase(c, l, SP_PHASE_WRITE);
+    rotate_phase(c, &x, 0, &j->m.cfg);
+    SP_TRY(emit_kept(c, l, 0));
+    SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* B is the file boundary l - 2 named */
+    phase(c, l, SP_PHASE_ATTN);
+    basis_f32(c, c->Q, d); /* Qf = Q[:, :d], fs = its transpose */
+    c->lw = sp_layer_view(&j->m, c->wd, NULL, d, D, D, 0);
+    c->lw.shortcut[SP_POS_MID] = c->fsd;
+    SP_TRY(pass(c, c->sa, c->sb, attn_window, l, "attention-block"));
+    rotate_phase(c, &x, 1, &j->m.cfg);
+    c->lw = sp_layer_view(&j->m, c->wd, NULL, d, d, D, 0);
+    c->lw.shortcut[SP_POS_OUT] = c->fsd;
+    SP_TRY(prune_mlp(c, l, j->plan.ffn[l], d));
+    phase(c, l, SP_PHASE_MLP);
+    char spill_hash[33];
+    sp_spill_hash_begin(c->sb);
+    SP_TRY(pass(c, c->sb, c->sb, mlp_window, l, "MLP-block"));
+    sp_spill_hash_end(c->sb, spill_hash);
+    phase(c, l, SP_PHASE_WRITE);
+    SP_TRY(emit_kept(c, l, 1));
+    rotate_phase(c, &x, 2, &cut);
+    SP_TRY(emit_kept(c, l, 2));
     sp_spill *s = c->sa;
     c->sa = c->sb;
     c->sb = s;
@@ -952,7 +1028,7 @@ int sp_stage_compute(job *j) {
     if (!rc) rc = alloc_state(c);
     if (!rc && j->resume.layer < -1) rc = slice_embed(c, j->resume.survey + 1);
     for (int64_t l = j->resume.layer < -1 ? 0 : j->resume.layer + 1; l < j->shape.layers && !rc; l++)
-        rc = j->plan.identity ? stock_layer(c, l) : slice_layer(c, l);
+        rc = j->plan.identity ? stock_layer(c, l) : j->plan.prune_ffn ? stock_global_layer(c, l) : slice_layer(c, l);
     if (!rc) rc = slice_head(c);
     if (!rc) {
         phase(c, j->shape.layers - 1, SP_PHASE_DONE);
