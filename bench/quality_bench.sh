@@ -13,11 +13,19 @@
 # output, round_to 1 (so each sparsity is its own width: at D = 64, round_to 8 gives 0.2 and 0.25
 # the same d). Prints one markdown table: dense NLL, then per sparsity the per-layer
 # NLL and the global NLLs with their difference to per-layer. Needs ../shared.
+#
+#   bench/quality_bench.sh params [SLICEPIPE] [WORKDIR] [EVAL_WINDOWS]
+# compares the policies at equal total stored parameters instead ([slicing] params 0.9, 0.8,
+# 0.7 and SliceGPT-0.25's own count; per-window standard errors; bench/params_bench.py), and
+# draws bench/params_bench.svg. EVAL_WINDOWS defaults to 200 there.
 set -eu
 cd "$(dirname "$0")/.."
+MODE=sparsity
+if [ "${1:-}" = params ]; then MODE=params; shift; fi
 SP=${1:-build/slicepipe}
 WORK=${2:-${TMPDIR:-/tmp}/slicepipe-quality-bench}
-WIN=${3:-424}
+WIN=${3:-}
+[ -n "$WIN" ] || { [ $MODE = params ] && WIN=200 || WIN=424; }
 case $WORK in /*) ;; *) WORK=$(pwd)/$WORK ;; esac
 case $SP in /*) ;; *) SP=$(pwd)/$SP ;; esac
 [ -x "$SP" ] || { echo "quality_bench: build first (make build), or give the slicepipe binary" >&2; exit 64; }
@@ -35,6 +43,13 @@ llama2xs|$SH/models/llama2xs|$TS/calib.tok512.npy|$TS/eval.tok512.npy
 babyllama105|$SH/models/babyllama105|$TS/calib.tok105.npy|$TS/holdout.tok105.npy
 aidreams260k|$SH/models/aidreams260k|$TS/calib.dreams512.npy|$TS/holdout.dreams512.npy
 kjv (example)|$ROOT/examples/kjv/model|$ROOT/examples/kjv/calib.npy|$ROOT/examples/kjv/eval.npy|0"
+
+if [ $MODE = params ]; then
+    SEL=$(echo "$MODELS" | while IFS='|' read -r label rest; do
+        case " ${ONLY:-$label} " in *" $label "*|*" ${label%% *} "*) echo "$label|$rest" ;; esac; done)
+    exec $PY bench/params_bench.py --slicepipe "$SP" --work "$WORK" --models "$SEL" --windows "$WIN" \
+        --svg bench/params_bench.svg
+fi
 
 # run LABEL MODEL CALIB EVAL SPARSITY BASIS WEIGHTING WINDOWS -> prints "nll_dense nll_sliced"
 run() {

@@ -126,8 +126,9 @@ static int config_text(job *j, const char *fp, char **out, int64_t *n) {
         cJSON_AddStringToObject(s, "basis", j->plan.policy->name);
         if (j->plan.policy->config) j->plan.policy->config(j->mf, s);
     }
+    /* With [slicing] params, the sparsity its width amounts to. */
+    cJSON_AddNumberToObject(s, "sparsity", j->mf->has_params ? 1.0 - (double)d / (double)j->shape.hidden : j->mf->sparsity);
     if (j->mf->has_params) cJSON_AddNumberToObject(s, "params_target", j->mf->params);
-    else cJSON_AddNumberToObject(s, "sparsity", j->mf->sparsity);
     sp_params pd, po;
     sp_params_dense(&j->m, &pd);
     sp_params_plan(&j->m, &j->plan, &po);
