@@ -18,6 +18,10 @@ figure has a standard error over windows, and each policy's difference to
 per-layer SliceGPT a paired one (the same windows). Parameters are what the
 output's config.json records (params_output: every stored tensor).
 
+With --sweep, instead: the stock policy's own choices at params 0.8 (split 0):
+ffn_score energy and leverage, each at ffn_ridge 1e-6, 1e-4 and 1e-2, as a
+table of held-out NLL (`bench/quality_bench.sh sweep`).
+
 Writes RESULTS to WORK/params_bench.json, a markdown table on stdout and an
 SVG plot of NLL against parameters (one panel per model) to --svg.
 Calibration: 64 windows of 256 tokens, round_to 8, F32 output, 2 threads.
@@ -129,6 +133,31 @@ def svg(results, path):
         f.write("\n".join(o))
 
 
+def sweep(a, lines):
+    print("| model | score | ridge | held-out NLL ± se | Δ vs energy, 1e-4 ± paired se |")
+    print("|---|---|---|---|---|")
+    for line in lines:
+        label, model, calib, ev, *rest = line.split("|")
+        nwin = len(np.load(ev, mmap_mode="r")) // 256
+        win = min(a.windows, nwin)
+        base, rows = None, []
+        for score in ("energy", "leverage"):
+            for ridge in ("1e-4", "1e-6", "1e-2"):
+                sl = f'[slicing]\npolicy = "stock"\nparams = 0.8\nround_to = 8\nffn_score = "{score}"\nffn_ridge = {ridge}\n'
+                mf, out = manifest(a.work, f"{label.split()[0]}-sweep-{score}-{ridge}", model, calib, sl)
+                sh([a.slicepipe, "run", mf, "--quiet", "--restart"])
+                nl = window_nlls(a.slicepipe, out, ev, win, a.work)
+                subprocess.run(["rm", "-rf", out])
+                if base is None:
+                    base = nl
+                dl = nl - base
+                rows.append((score, ridge, nl, dl))
+        for score, ridge, nl, dl in sorted(rows, key=lambda r: (r[0], float(r[1]))):
+            d = "" if not dl.any() else f"{dl.mean():+.4f} ± {dl.std(ddof=1) / math.sqrt(len(dl)):.4f}"
+            print(f"| {label} | {score} | {ridge} | {nl.mean():.4f} ± {nl.std(ddof=1) / math.sqrt(len(nl)):.4f} | {d} |")
+        sys.stdout.flush()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--slicepipe", required=True)
@@ -137,8 +166,11 @@ def main():
     ap.add_argument("--windows", type=int, default=200)
     ap.add_argument("--targets", default="s25,0.9,0.8,0.7")
     ap.add_argument("--svg", required=True)
+    ap.add_argument("--sweep", action="store_true")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
+    if a.sweep:
+        return sweep(a, a.models.strip().splitlines())
     results = {}
     for line in a.models.strip().splitlines():
         label, model, calib, ev, *rest = line.split("|")

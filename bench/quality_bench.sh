@@ -18,14 +18,15 @@
 # compares the policies at equal total stored parameters instead ([slicing] params 0.9, 0.8,
 # 0.7 and SliceGPT-0.25's own count; per-window standard errors; bench/params_bench.py), and
 # draws bench/params_bench.svg. EVAL_WINDOWS defaults to 200 there.
+#   bench/quality_bench.sh sweep ...   the stock policy's ffn_score and ffn_ridge at params 0.8
 set -eu
 cd "$(dirname "$0")/.."
 MODE=sparsity
-if [ "${1:-}" = params ]; then MODE=params; shift; fi
+case "${1:-}" in params|sweep) MODE=$1; shift ;; esac
 SP=${1:-build/slicepipe}
 WORK=${2:-${TMPDIR:-/tmp}/slicepipe-quality-bench}
 WIN=${3:-}
-[ -n "$WIN" ] || { [ $MODE = params ] && WIN=200 || WIN=424; }
+[ -n "$WIN" ] || { [ $MODE = sparsity ] && WIN=424 || WIN=200; }
 case $WORK in /*) ;; *) WORK=$(pwd)/$WORK ;; esac
 case $SP in /*) ;; *) SP=$(pwd)/$SP ;; esac
 [ -x "$SP" ] || { echo "quality_bench: build first (make build), or give the slicepipe binary" >&2; exit 64; }
@@ -44,11 +45,11 @@ babyllama105|$SH/models/babyllama105|$TS/calib.tok105.npy|$TS/holdout.tok105.npy
 aidreams260k|$SH/models/aidreams260k|$TS/calib.dreams512.npy|$TS/holdout.dreams512.npy
 kjv (example)|$ROOT/examples/kjv/model|$ROOT/examples/kjv/calib.npy|$ROOT/examples/kjv/eval.npy|0"
 
-if [ $MODE = params ]; then
+if [ $MODE != sparsity ]; then
     SEL=$(echo "$MODELS" | while IFS='|' read -r label rest; do
         case " ${ONLY:-$label} " in *" $label "*|*" ${label%% *} "*) echo "$label|$rest" ;; esac; done)
     exec $PY bench/params_bench.py --slicepipe "$SP" --work "$WORK" --models "$SEL" --windows "$WIN" \
-        --svg bench/params_bench.svg
+        --svg bench/params_bench.svg $([ $MODE = sweep ] && echo --sweep)
 fi
 
 # run LABEL MODEL CALIB EVAL SPARSITY BASIS WEIGHTING WINDOWS -> prints "nll_dense nll_sliced"

@@ -1,5 +1,5 @@
 /* linalg/ridge.h — the stock policy's MLP-neuron selection and ridge refit
- * (docs/algorithm.md §11), in float64 on host memory whatever the backend:
+ * (docs/algorithm.md §12), in float64 on host memory whatever the backend:
  * they run once per layer on an (F, F) matrix, a small cost beside the
  * forward passes, and LAPACK's Cholesky is what they need.
  *

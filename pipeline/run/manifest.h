@@ -60,9 +60,9 @@ typedef enum sp_global_weighting { SP_WEIGHT_TRACE = 0, SP_WEIGHT_RAW = 1 } sp_g
 
 /* [slicing] policy: SliceGPT (exact, basis per-layer or global), or the
  * stock-architecture policy (FFN neurons pruned with a least-squares refit,
- * and a global basis when split > 0; docs/algorithm.md §11). */
+ * and a global basis when split > 0; docs/algorithm.md §12). */
 typedef enum sp_policy_kind { SP_POLICY_SLICEGPT = 0, SP_POLICY_STOCK = 1 } sp_policy_kind;
-/* How the stock policy ranks FFN neurons (docs/algorithm.md §11). */
+/* How the stock policy ranks FFN neurons (docs/algorithm.md §12). */
 typedef enum sp_ffn_score { SP_SCORE_ENERGY = 0, SP_SCORE_LEVERAGE = 1 } sp_ffn_score;
 
 typedef struct sp_manifest {

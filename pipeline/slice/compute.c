@@ -97,7 +97,7 @@ typedef struct cstate {
     sp_bk_ws *ws;     /* the backend's workspace: second moments, eigh, rotations */
     sp_layer_scratch *scr;
     sp_spill *sa, *sb;
-    /* prune_ffn (docs/algorithm.md §11) */
+    /* prune_ffn (docs/algorithm.md §12) */
     double *C;        /* (F, F) the MLP intermediate's second moment, backend memory */
     double *Ch;       /* (F, F) its host side */
     float *Z;         /* (T, F) one window's intermediate, backend memory */
@@ -408,7 +408,7 @@ static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
     return 0;
 }
 
-/* ---- prune_ffn: MLP neurons and the ridge refit (docs/algorithm.md §11) ---- */
+/* ---- prune_ffn: MLP neurons and the ridge refit (docs/algorithm.md §12) ---- */
 
 /* One window of the MLP's input: its intermediate Z into C. */
 static int inner_window(void *ctx, int64_t w, const float *in, float *out) {

@@ -1,5 +1,5 @@
 /* pipeline/slice/policy_stock.c — [slicing] policy = "stock"
- * (docs/algorithm.md §11): the family's own architecture, smaller. Every
+ * (docs/algorithm.md §12): the family's own architecture, smaller. Every
  * layer's MLP keeps its k highest-scoring neurons, and its down projection
  * is refit by ridge least squares to the unpruned MLP's output on the
  * already-compressed model's signals; with split > 0 the residual stream is

@@ -44,12 +44,12 @@ typedef struct sp_slice_plan {
                         * slicepipe_sliced) */
     int identity;      /* no basis at all (width D everywhere): tensors go out as read, norms with their own γ */
     int tied_head;     /* the output keeps the head tied to the embedding (identity only: no head tensor written) */
-    int prune_ffn;     /* the MLP's neurons are cut to ffn[l], the down projection refit (docs/algorithm.md §11) */
+    int prune_ffn;     /* the MLP's neurons are cut to ffn[l], the down projection refit (docs/algorithm.md §12) */
     double params_target; /* [slicing] params, or 0 */
     int64_t d_try;     /* with [slicing] params: the uniform width being tried (sp_slice_plan_uniform) */
 } sp_slice_plan;
 
-/* Stored parameters by component, every tensor counted (docs/algorithm.md §11). */
+/* Stored parameters by component, every tensor counted (docs/algorithm.md §12). */
 enum sp_param_part { SP_PARAM_EMBED, SP_PARAM_HEAD, SP_PARAM_ATTN, SP_PARAM_MLP, SP_PARAM_SHORTCUT, SP_PARAM_NORM, SP_PARAM_COUNT };
 typedef struct sp_params {
     int64_t n[SP_PARAM_COUNT];
