@@ -12,7 +12,7 @@
 
 int64_t sp_ridge_bytes(int64_t F, int64_t k, int64_t rows, int leverage) {
     int64_t sel = F * 8 + F * 8 + (leverage ? F * F * 8 : 0);
-    int64_t fit = k * k * 8 + rows * F * 8 + NB * F * 8 + rows * k * 8;
+    int64_t fit = rows * F * 8 + NB * F * 8 + rows * k * 8; /* C[S, S] + λI is made in C's own memory */
     return sel > fit ? sel : fit;
 }
 
@@ -75,19 +75,15 @@ int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int lev
     return rc;
 }
 
-int sp_ridge_refit(const double *C, int64_t F, const int64_t *S, int64_t k, double ridge, const float *Wd, int64_t rows,
+int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double ridge, const float *Wd, int64_t rows,
                    float *out) {
     SP_ASSERT(F >= 1 && k >= 1 && k <= F && rows >= 1);
     const double lam = lambda_of(C, F, ridge);
-    double *A = NULL, *W = NULL, *G = NULL, *B = NULL;
-    int rc = sp_alloc((void **)&A, k * k, 8, "ridge refit");
-    if (!rc) rc = sp_alloc((void **)&W, rows * F, 8, "ridge refit");
+    double *W = NULL, *G = NULL, *B = NULL;
+    int rc = sp_alloc((void **)&W, rows * F, 8, "ridge refit");
     if (!rc) rc = sp_alloc((void **)&G, NB * F, 8, "ridge refit");
     if (!rc) rc = sp_alloc((void **)&B, rows * k, 8, "ridge refit");
     if (rc) goto done;
-    /* A = C[S, S] + λI */
-    for (int64_t a = 0; a < k; a++)
-        for (int64_t b = 0; b < k; b++) A[a * k + b] = C[S[a] * F + S[b]] + (a == b ? lam : 0.0);
     for (int64_t i = 0; i < rows * F; i++) W[i] = Wd[i];
     /* B (rows, k) = Wd·C[:, S] = Wd·C[S, :]ᵀ, NB kept neurons at a time. */
     for (int64_t j0 = 0; j0 < k; j0 += NB) {
@@ -96,6 +92,11 @@ int sp_ridge_refit(const double *C, int64_t F, const int64_t *S, int64_t k, doub
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)nb, (blasint)F, 1.0, W, (blasint)F, G,
                     (blasint)F, 0.0, B + j0, (blasint)k);
     }
+    /* A = C[S, S] + λI, (k, k) packed into C's first k² entries: S ascending,
+     * so entry (a, b) never lands on an entry (a', b') a later one reads. */
+    double *A = C;
+    for (int64_t a = 0; a < k; a++)
+        for (int64_t b = 0; b < k; b++) A[a * k + b] = C[S[a] * F + S[b]] + (a == b ? lam : 0.0);
     /* out = B·A⁻¹: A symmetric, so A·outᵀ = Bᵀ, and B row-major (rows, k) is
      * Bᵀ column-major (k, rows). */
     lapack_int info = LAPACKE_dposv(LAPACK_COL_MAJOR, 'U', (lapack_int)k, (lapack_int)rows, A, (lapack_int)k, B, (lapack_int)k);
@@ -105,7 +106,6 @@ int sp_ridge_refit(const double *C, int64_t F, const int64_t *S, int64_t k, doub
     }
     for (int64_t i = 0; i < rows * k; i++) out[i] = (float)B[i];
 done:
-    free(A);
     free(W);
     free(G);
     free(B);

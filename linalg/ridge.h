@@ -22,9 +22,9 @@ int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int lev
 
 /* out (rows, k) = Wd·C[:, S]·(C[S, S] + λI)⁻¹: the least-squares fit, over the
  * calibration tokens, of the whole MLP's output z·Wdᵀ from the kept
- * neurons z[:, S]. C symmetric (after sp_ridge_select). 0, or 70 with a
- * message. */
-int sp_ridge_refit(const double *C, int64_t F, const int64_t *S, int64_t k, double ridge, const float *Wd, int64_t rows,
+ * neurons z[:, S]. C symmetric (after sp_ridge_select); C's memory is then
+ * the solve's (its contents are lost). 0, or 70 with a message. */
+int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double ridge, const float *Wd, int64_t rows,
                    float *out);
 
 #endif
