@@ -290,7 +290,11 @@ static void test_write_run(const char *dir) {
         d_mid[l] = g_layers[l].d_mid;
         d_out[l] = g_layers[l].d_out;
     }
-    sp_slice_plan plan = {.width = {d_in, d_mid, d_out}, .shortcuts = 1, .layer_pcas = 2}; /* L and D: m.cfg */
+    int64_t ffn[L];
+    for (int l = 0; l < L; l++) ffn[l] = 4 * D;
+    m.cfg.intermediate_size = 4 * D;
+    sp_slice_plan plan = {.policy = &sp_policy_per_layer, .width = {d_in, d_mid, d_out}, .ffn = ffn, .shortcuts = 1,
+                          .layer_pcas = 2}; /* L and D: m.cfg */
     sp_eval_result dense = {.nll = 2.0, .ppl = exp(2.0), .tokens = 500, .seconds = 3.5};
     sp_eval_result sliced = {.nll = NAN, .ppl = NAN};
     sp_report_stage stg[2] = {{"reader", 1.5, 2.5, 100, 0, 1000}, {"compute", 4.0, 0.5, 10, 20, 3000}};

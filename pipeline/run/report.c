@@ -169,6 +169,10 @@ int sp_report_json(const sp_report *r, char **text_out, int64_t *len_out) {
     ok = ok && jadd(head, "num_layers", jint(r->n_layers, 0));
     ok = ok && jadd(head, "sparsity", jnum(r->sparsity));
     ok = ok && jadd(head, "round_to", jint(r->round_to, 0));
+    ok = ok && jadd(head, "policy", cJSON_CreateString(r->policy ? r->policy : "SliceGPT"));
+    ok = ok && jadd(head, "params_target", jnum(r->params_target));
+    cJSON *ffn = cJSON_CreateObject();
+    ok = ok && jadd(head, "ffn", ffn) && jadd(ffn, "before", jint(r->ffn_before, 1)) && jadd(ffn, "after", jint(r->ffn_after, 1));
     char *hs = ok ? cJSON_PrintUnformatted(head) : NULL;
     cJSON_Delete(head);
     if (!hs) return sp_fail(SP_EX_SOFTWARE, "out of memory building slicing.json");
@@ -556,13 +560,17 @@ int sp_report_html(const sp_report *r, char **text_out, int64_t *len_out) {
     sp_sb_str(&b, k_css);
     sp_sb_str(&b, "</style>\n</head>\n<body>\n<h1>slicepipe report</h1>\n<p class=\"sub\" id=\"model-name\">");
     sb_html(&b, r->model_name);
-    sp_sb_printf(&b, " &#8212; SliceGPT at sparsity %.4g</p>\n", r->sparsity);
+    sp_sb_str(&b, " &#8212; ");
+    sb_html(&b, r->policy ? r->policy : "SliceGPT");
+    if (isfinite(r->params_target)) sp_sb_printf(&b, ", %.4g of the parameters kept as asked</p>\n", r->params_target);
+    else sp_sb_printf(&b, " at sparsity %.4g</p>\n", r->sparsity);
 
     sp_sb_str(&b, "<h2>Summary</h2>\n<table class=\"kv\" id=\"summary\">\n");
     sp_sb_printf(&b, "<tr><th>hidden size (D)</th><td>%lld</td></tr>\n<tr><th>layers</th><td>%lld</td></tr>\n", (long long)D, (long long)L);
     sp_sb_printf(&b, "<tr><th>sparsity</th><td>%.6g</td></tr>\n<tr><th>round widths to</th><td>%lld</td></tr>\n", r->sparsity,
               (long long)r->round_to);
     row_before_after(&b, "parameters", r->params_before, r->params_after, "");
+    if (r->ffn_before > 0) row_before_after(&b, "MLP neurons a layer", r->ffn_before, r->ffn_after, "");
     row_before_after(&b, "tensor bytes", r->bytes_before, r->bytes_after, "B");
     if (r->peak_rss_bytes > 0) {
         char x[64];
@@ -696,8 +704,12 @@ int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, 
         .model_name = model_name,
         .hidden_size = D,
         .n_layers = L,
-        .sparsity = mf->sparsity,
+        .sparsity = mf->has_params && L > 0 ? 1.0 - (double)plan->width[SP_POS_IN][0] / (double)D : mf->sparsity,
         .round_to = mf->round_to,
+        .policy = plan->policy->title,
+        .params_target = mf->has_params ? mf->params : NAN,
+        .ffn_before = m->cfg.intermediate_size,
+        .ffn_after = L > 0 ? plan->ffn[0] : m->cfg.intermediate_size,
         .embed = {L > 0 ? plan->width[SP_POS_IN][0] : D, evals},
         .layers = layers,
         .nll_dense = dense ? dense->nll : NAN,

@@ -8,6 +8,7 @@
  * slicing.json (numbers print with the fewest of 15..17 significant digits
  * that read back to the identical double; NaN/Inf and unknown values are null):
  *   {"model":str, "hidden_size":D, "num_layers":L, "sparsity":s, "round_to":r,
+ *    "policy":str, "params_target":f|null, "ffn":{"before":F, "after":k},
  *    "embed":{"width":d,"evr":x,"eigenvalues":[D values, descending]},
  *    "layers":[{"d_in":..,"d_mid":..,"d_out":..,
  *               "attn":{"width":d_mid,"evr":..,"eigenvalues":[..]},
@@ -56,8 +57,11 @@ typedef struct sp_report {
     const char *model_name;        /* free text (escaped on output); NULL = "" */
     int64_t hidden_size;           /* D >= 1 */
     int64_t n_layers;              /* L >= 0 */
-    double sparsity;
+    double sparsity;               /* the residual width's own (under [slicing] params: 1 − d/D) */
     int64_t round_to;
+    const char *policy;            /* how it was made, in words; NULL = "SliceGPT" */
+    double params_target;          /* [slicing] params; NAN = not given */
+    int64_t ffn_before, ffn_after; /* MLP neurons a layer; 0 = not recorded */
     sp_report_pca embed;           /* PCA of the embeddings; width = layers[0].d_in */
     const sp_report_layer *layers; /* (n_layers) */
     double nll_dense, nll_sliced;  /* mean NLL in nats per predicted token; NAN = not measured */

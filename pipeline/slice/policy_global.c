@@ -37,6 +37,7 @@ static void global_config(const sp_manifest *mf, cJSON *block) {
 const sp_slice_policy sp_policy_global = {
     .name = "global",
     .stock = 1,
+    .title = "SliceGPT, one basis",
     .about = "basis global: a survey pass (dense forward, every layer read once more) gives one basis; the output is "
              "the stock architecture at width d",
     .make = global_make,

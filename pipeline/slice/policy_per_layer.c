@@ -23,6 +23,7 @@ static void per_layer_identity(const sp_manifest *mf, char *txt, size_t n) {
 
 const sp_slice_policy sp_policy_per_layer = {
     .name = "per-layer",
+    .title = "SliceGPT",
     .about = "basis per-layer (SliceGPT): shortcut matrices, read by slicepipe eval/generate",
     .make = per_layer_make,
     .identity = per_layer_identity,

@@ -92,6 +92,7 @@ const sp_slice_policy sp_policy_stock = {
     .name = "stock",
     .stock = 1,
     .fits_params = 1,
+    .title = "stock policy (MLP neurons cut, down projection refit)",
     .about = "policy stock: MLP neurons pruned with a least-squares refit of the down projection (and, with split > 0, "
              "the global basis); the output is the stock architecture",
     .make = stock_make,

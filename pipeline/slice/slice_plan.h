@@ -64,6 +64,7 @@ void sp_params_plan(const sp_model *m, const sp_slice_plan *p, sp_params *out);
 typedef struct sp_slice_policy {
     const char *name;  /* its [slicing] basis value */
     const char *about; /* one line for the printed plan */
+    const char *title; /* a few words for the report: "SliceGPT", ... */
     int stock;         /* its plans' `stock`: known before the plan, for refusals made before any work */
     int fits_params;   /* make meets [slicing] params itself (else the plan module searches the uniform width) */
     /* Refuses (64, naming the manifest) a model this policy cannot serve;
