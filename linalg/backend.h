@@ -77,6 +77,8 @@ typedef struct sp_bk_plan_in {
     int64_t T;          /* window length (attention) */
     int64_t n_heads;    /* query heads (attention score workspace) */
     int no_eigh;        /* no eigensolver workspace: second moments of width D only (an MLP's, F wide) */
+    int cov_f64;        /* cov_add sums every product in float64 (no float32 block of D² staged: an MLP's F² is
+                         * too large to stage twice); a backend may ignore it and stage as it always does */
 } sp_bk_plan_in;
 
 typedef struct sp_bk_plan {

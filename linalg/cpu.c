@@ -94,7 +94,7 @@ static int ws_layout_of(const sp_bk_plan_in *in, ws_layout *L) {
         int64_t *off;
         int64_t a, b, elem;
     } r[] = {
-        {&L->off_stage, in->cov_rows > 0 ? in->D : 0, in->D, 4},
+        {&L->off_stage, in->cov_rows > 0 ? (in->cov_f64 ? in->cov_rows : in->D) : 0, in->D, in->cov_f64 ? 8 : 4},
         {&L->off_work, L->lwork, 1, 8},
         {&L->off_iwork, L->liwork, 1, (int64_t)sizeof(lapack_int)},
         {&L->off_w, in->D, 1, 8},
@@ -137,6 +137,7 @@ static int cpu_ws_init(const sp_bk *bk, const sp_bk_plan_in *in, sp_bk_ws **out)
     memset(ws, 0, sizeof *ws);
     ws->D = in->D;
     ws->cov_rows = in->cov_rows;
+    ws->cov_f64 = in->cov_f64;
     ws->rot_block = in->rot_block;
     ws->T = in->T;
     ws->stage = (float *)(base + L.off_stage);

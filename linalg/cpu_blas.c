@@ -91,6 +91,13 @@ int sp_cpu_cov_add(const sp_bk *bk, sp_bk_ws *ws, double *H, int64_t D, const fl
                         return sp_fail(SP_EX_DATAERR, "non-finite activation (NaN or Inf) at token %lld, component %lld",
                                        (long long)(row0 + r0 + i), (long long)j);
             }
+        if (ws->cov_f64) { /* H (upper) += blockᵀ·block, every product and sum in float64 */
+            double *Xd = (double *)ws->stage;
+            for (int64_t i = 0; i < nr; i++)
+                for (int64_t j = 0; j < D; j++) Xd[i * D + j] = X[(r0 + i) * ld + j];
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)D, (blasint)nr, 1.0, Xd, (blasint)D, 1.0, H, (blasint)D);
+            continue;
+        }
         /* P (upper) = blockᵀ·block in float32, then H += P in float64 */
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)D, (blasint)nr, 1.0f, X + r0 * ld, (blasint)ld, 0.0f,
                     ws->stage, (blasint)D);

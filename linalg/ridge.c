@@ -10,9 +10,17 @@
 
 #define NB 256 /* rows of C gathered at a time */
 
+typedef struct scored {
+    double s;
+    int64_t i;
+} scored;
+
+/* B (rows, k) lives in C's memory behind C[S, :] when it fits there. */
+static int b_in_c(int64_t F, int64_t k, int64_t rows) { return (F - k) * F >= rows * k; }
+
 int64_t sp_ridge_bytes(int64_t F, int64_t k, int64_t rows, int leverage) {
-    int64_t sel = F * 8 + F * 8 + (leverage ? F * F * 8 : 0);
-    int64_t fit = rows * F * 8 + NB * F * 8 + rows * k * 8; /* C[S, S] + λI is made in C's own memory */
+    int64_t sel = F * (int64_t)sizeof(scored) + (leverage ? F * F * 8 : 0);
+    int64_t fit = NB * F * 8 + (b_in_c(F, k, rows) ? 0 : rows * k * 8);
     return sel > fit ? sel : fit;
 }
 
@@ -22,11 +30,6 @@ static double lambda_of(const double *C, int64_t F, double ridge) {
     m /= (double)F;
     return m > 0 ? ridge * m : ridge;
 }
-
-typedef struct scored {
-    double s;
-    int64_t i;
-} scored;
 
 static int by_score(const void *a, const void *b) {
     const scored *x = a, *y = b;
@@ -75,39 +78,41 @@ int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int lev
     return rc;
 }
 
-int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double ridge, const float *Wd, int64_t rows,
-                   float *out) {
+int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double ridge, float *Wd, int64_t rows) {
     SP_ASSERT(F >= 1 && k >= 1 && k <= F && rows >= 1);
     const double lam = lambda_of(C, F, ridge);
-    double *W = NULL, *G = NULL, *B = NULL;
-    int rc = sp_alloc((void **)&W, rows * F, 8, "ridge refit");
-    if (!rc) rc = sp_alloc((void **)&G, NB * F, 8, "ridge refit");
-    if (!rc) rc = sp_alloc((void **)&B, rows * k, 8, "ridge refit");
+    /* C[S, :] packed into C's first k rows (S ascending: a row never lands
+     * on one still to be read). */
+    for (int64_t a = 0; a < k; a++)
+        if (S[a] != a) memmove(C + a * F, C + S[a] * F, (size_t)F * 8);
+    double *W = NULL, *B = b_in_c(F, k, rows) ? C + k * F : NULL;
+    int rc = sp_alloc((void **)&W, NB * F, 8, "ridge refit");
+    if (!rc && !B) rc = sp_alloc((void **)&B, rows * k, 8, "ridge refit");
     if (rc) goto done;
-    for (int64_t i = 0; i < rows * F; i++) W[i] = Wd[i];
-    /* B (rows, k) = Wd·C[:, S] = Wd·C[S, :]ᵀ, NB kept neurons at a time. */
-    for (int64_t j0 = 0; j0 < k; j0 += NB) {
-        const int64_t nb = k - j0 < NB ? k - j0 : NB;
-        for (int64_t j = 0; j < nb; j++) memcpy(G + j * F, C + S[j0 + j] * F, (size_t)F * 8);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)nb, (blasint)F, 1.0, W, (blasint)F, G,
-                    (blasint)F, 0.0, B + j0, (blasint)k);
+    /* B (rows, k) = Wd·C[:, S] = Wd·C[S, :]ᵀ, NB rows of Wd widened at a time. */
+    for (int64_t r0 = 0; r0 < rows; r0 += NB) {
+        const int64_t nr = rows - r0 < NB ? rows - r0 : NB;
+        for (int64_t i = 0; i < nr * F; i++) W[i] = Wd[r0 * F + i];
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nr, (blasint)k, (blasint)F, 1.0, W, (blasint)F, C,
+                    (blasint)F, 0.0, B + r0 * k, (blasint)k);
     }
-    /* A = C[S, S] + λI, (k, k) packed into C's first k² entries: S ascending,
-     * so entry (a, b) never lands on an entry (a', b') a later one reads. */
+    /* A = C[S, S] + λI, (k, k) packed into C's first k² entries: entry
+     * (a, b) is read from a·F + S[b] >= a·k + b, and every later read lies
+     * further on, so no write lands on a value still to be read (nor on B,
+     * which starts at k·F). */
     double *A = C;
     for (int64_t a = 0; a < k; a++)
-        for (int64_t b = 0; b < k; b++) A[a * k + b] = C[S[a] * F + S[b]] + (a == b ? lam : 0.0);
-    /* out = B·A⁻¹: A symmetric, so A·outᵀ = Bᵀ, and B row-major (rows, k) is
+        for (int64_t b = 0; b < k; b++) A[a * k + b] = C[a * F + S[b]] + (a == b ? lam : 0.0);
+    /* Wd' = B·A⁻¹: A symmetric, so A·Wd'ᵀ = Bᵀ, and B row-major (rows, k) is
      * Bᵀ column-major (k, rows). */
     lapack_int info = LAPACKE_dposv(LAPACK_COL_MAJOR, 'U', (lapack_int)k, (lapack_int)rows, A, (lapack_int)k, B, (lapack_int)k);
     if (info) {
         rc = sp_fail(SP_EX_SOFTWARE, "ridge refit: C[S, S] + λI is not positive definite (LAPACK info %d)", (int)info);
         goto done;
     }
-    for (int64_t i = 0; i < rows * k; i++) out[i] = (float)B[i];
+    for (int64_t i = 0; i < rows * k; i++) Wd[i] = (float)B[i];
 done:
     free(W);
-    free(G);
-    free(B);
+    if (B && B != C + k * F) free(B);
     return rc;
 }

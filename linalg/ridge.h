@@ -20,11 +20,11 @@ int64_t sp_ridge_bytes(int64_t F, int64_t k, int64_t rows, int leverage);
  * read; the lower one is made its mirror. 0, or 70 with a message. */
 int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int leverage, double ridge, int64_t k, int64_t *S);
 
-/* out (rows, k) = Wd·C[:, S]·(C[S, S] + λI)⁻¹: the least-squares fit, over the
- * calibration tokens, of the whole MLP's output z·Wdᵀ from the kept
- * neurons z[:, S]. C symmetric (after sp_ridge_select); C's memory is then
- * the solve's (its contents are lost). 0, or 70 with a message. */
-int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double ridge, const float *Wd, int64_t rows,
-                   float *out);
+/* Wd (rows, F) ← Wd·C[:, S]·(C[S, S] + λI)⁻¹ as (rows, k), in place: the
+ * least-squares fit, over the calibration tokens, of the whole MLP's output
+ * z·Wdᵀ from the kept neurons z[:, S]. C symmetric (after sp_ridge_select);
+ * C's memory is then the solve's (its contents are lost): the refit needs
+ * little more than C itself (sp_ridge_bytes). 0, or 70 with a message. */
+int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double ridge, float *Wd, int64_t rows);
 
 #endif

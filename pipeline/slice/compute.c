@@ -104,7 +104,6 @@ typedef struct cstate {
     int64_t c_rows;   /* tokens accumulated into C */
     sp_bk_ws *wsf;    /* the backend's workspace for C (width F, no eigensolver) */
     int64_t *S;       /* (F) the kept neurons */
-    float *dn;        /* (D, F) the refit down projection */
     float *raw;       /* (SP_ARCH_LAYER_MAX, D) identity: the layer's norm weights as read */
 } cstate;
 
@@ -418,10 +417,16 @@ static int inner_window(void *ctx, int64_t w, const float *in, float *out) {
     const int64_t T = j->shape.seqlen, F = j->shape.ffn;
     (void)out;
     int64_t t0 = sp_now_ns();
-    sp_layer_mlp_inner(c->scr, &c->lw, layer_in(c, sp_bk_put(c->bk, c->xw, in, T * j->shape.hidden * 4)), T, c->Z);
-    prof(c, SP_PROF_FORWARD, &t0);
-    int rc = c->bk->cov_add(c->bk, c->wsf, c->C, F, c->Z, T, F, c->c_rows);
-    prof(c, SP_PROF_COV, &t0);
+    const float *x = layer_in(c, sp_bk_put(c->bk, c->xw, in, T * j->shape.hidden * 4));
+    const int64_t width = c->lw.d_mid;
+    int rc = 0;
+    for (int64_t r0 = 0; r0 < T && !rc; r0 += COV_ROWS) { /* the MLP is per token: Z a block of rows at a time */
+        const int64_t nr = T - r0 < COV_ROWS ? T - r0 : COV_ROWS;
+        sp_layer_mlp_inner(c->scr, &c->lw, x + r0 * width, nr, c->Z);
+        prof(c, SP_PROF_FORWARD, &t0);
+        rc = c->bk->cov_add(c->bk, c->wsf, c->C, F, c->Z, nr, F, c->c_rows + r0);
+        prof(c, SP_PROF_COV, &t0);
+    }
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
@@ -463,14 +468,13 @@ static int prune_mlp(cstate *c, int64_t l, int64_t k, int64_t width) {
     SP_ASSERT(down >= 0);
     float *Wd = c->lb.t[down];
     int rc = sp_ridge_select(Ch, F, Wd, D, j->mf->ffn_score == SP_SCORE_LEVERAGE, j->mf->ffn_ridge, k, c->S);
-    if (!rc) rc = sp_ridge_refit(Ch, F, c->S, k, j->mf->ffn_ridge, Wd, D, c->dn);
+    if (!rc) rc = sp_ridge_refit(Ch, F, c->S, k, j->mf->ffn_ridge, Wd, D); /* Wd becomes (D, k) */
     prof(c, SP_PROF_EIGH, &t0);
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
         return sp_fail(rc, "%s: layer %lld: %s", j->mf->model_path, (long long)l, msg);
     }
-    memcpy(Wd, c->dn, (size_t)(D * k) * 4);
     for (int t = 0; t < a->n_layer; t++) {
         const enum sp_arch_slot sl = a->layer[t].slot;
         int64_t shape[2];
@@ -859,7 +863,7 @@ static sp_bk_plan_in ws_plan(const job *j) {
 
 /* prune_ffn: the workspace of C's updates, F wide. */
 static sp_bk_plan_in ws_plan_ffn(const job *j) {
-    return (sp_bk_plan_in){.D = j->shape.ffn, .cov_rows = COV_ROWS, .no_eigh = 1};
+    return (sp_bk_plan_in){.D = j->shape.ffn, .cov_rows = COV_ROWS, .no_eigh = 1, .cov_f64 = 1};
 }
 
 /* prune_ffn: the MLP cut's own bytes (host; device: its workspace). */
@@ -887,7 +891,7 @@ enum { BUF_HOST, BUF_BK, BUF_MIRROR, BUF_HOST_MIRROR };
 #define MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_MIRROR}
 #define HOST_MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_HOST_MIRROR}
 
-#define N_BUFS 30
+#define N_BUFS 29
 
 static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
     const int64_t D = j->shape.hidden, T = j->shape.seqlen, cwT = j->chunk_w * T, F = j->shape.ffn;
@@ -908,8 +912,7 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         MIRROR(normd, D, 4, "norm"),
         BUF(G, j->plan.survey ? D * D : 1, 8, "global second moment"),
         BK(C, pf ? F * F : 1, 8, "MLP second moment"), HOST_MIRROR(Ch, pf ? F * F : 1, 8, "MLP second moment"),
-        BK(Z, pf ? T * F : 1, 4, "MLP intermediate"),  BUF(S, pf ? F : 1, 8, "kept neurons"),
-        BUF(dn, pf ? D * F : 1, 4, "refit down projection"),
+        BK(Z, pf ? COV_ROWS * F : 1, 4, "MLP intermediate"),  BUF(S, pf ? F : 1, 8, "kept neurons"),
         BUF(raw, j->plan.identity ? SP_ARCH_LAYER_MAX * D : 1, 4, "norm weights"),
     };
     _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
