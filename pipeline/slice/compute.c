@@ -548,60 +548,45 @@ static void rotate_phase(cstate *c, const layer_ctx *x, int ph, const sp_config 
     }
 }
 
-/* policy stock without a basis (plan.identity): the layer as read, its MLP
- * cut to k neurons with the down projection refit on the compressed model's
- * signals: attention A → B, C over B, the cut, the cut MLP B → B. */
+/* policy stock: the layer's MLP cut to k neurons, W_down refit, on the
+ * compressed model's signals (docs/algorithm.md §12). Without a basis
+ * (plan.identity) the layer runs as read (norms with γ) and goes out as read;
+ * with the global basis its passes run as SliceGPT's do, in the one basis Q
+ * at width d without a PCA: readers of the input rotated and written,
+ * attention A → B (W_o whole, shortcut Q[:, :d]ᵀ), W_o and the MLP's readers
+ * rotated, then C over B and the cut, the cut MLP B → B (W_down refit before
+ * its rotation), W_down rotated and written. */
 static int stock_layer(cstate *c, int64_t l) {
     job *j = c->j;
     const int64_t D = j->shape.hidden;
-    SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
-    SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* B is the file boundary l - 2 named */
-    c->dense_pass = 1;
-    c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* as read: norms with γ */
-    char spill_hash[33];
-    if (j->m.arch->parallel) SP_ASSERT(0); /* refused by the policy */
-    phase(c, l, SP_PHASE_ATTN);
-    SP_TRY(pass(c, c->sa, c->sb, attn_window, l, "attention-block"));
-    SP_TRY(prune_mlp(c, l, j->plan.ffn[l], D));
-    phase(c, l, SP_PHASE_MLP);
-    sp_spill_hash_begin(c->sb);
-    SP_TRY(pass(c, c->sb, c->sb, mlp_window, l, "MLP-block"));
-    sp_spill_hash_end(c->sb, spill_hash);
-    phase(c, l, SP_PHASE_WRITE);
-    SP_TRY(emit_kept(c, l, -1));
-    sp_spill *s = c->sa;
-    c->sa = c->sb;
-    c->sb = s;
-    return commit(c, l, 0, spill_hash);
-}
-
-/* policy stock with the global basis: the layer's passes run as SliceGPT's
- * do, in the one basis Q at width d (no PCA), so that the MLP's cut sees the
- * compressed model's signals: readers of the input rotated and written;
- * attention A → B (W_o whole, shortcut Q[:, :d]ᵀ); W_o and the MLP's readers
- * rotated; C over B, the cut; the cut MLP B → B (W_down refit, not yet
- * rotated); W_down rotated and written. */
-static int stock_global_layer(cstate *c, int64_t l) {
-    job *j = c->j;
-    const int64_t D = j->shape.hidden;
+    const int id = j->plan.identity;
     layer_ctx x = {.basis = {c->Q, c->Q, c->Q}};
     sp_plan_layer_widths(j, l, x.width);
     const int64_t d = x.width[SP_POS_IN];
     sp_config cut = j->m.cfg;
     cut.intermediate_size = j->plan.ffn[l];
     SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
-    phase(c, l, SP_PHASE_WRITE);
-    rotate_phase(c, &x, 0, &j->m.cfg);
-    SP_TRY(emit_kept(c, l, 0));
+    if (!id) {
+        phase(c, l, SP_PHASE_WRITE);
+        rotate_phase(c, &x, 0, &j->m.cfg);
+        SP_TRY(emit_kept(c, l, 0));
+    }
     SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* B is the file boundary l - 2 named */
     phase(c, l, SP_PHASE_ATTN);
-    basis_f32(c, c->Q, d); /* Qf = Q[:, :d], fs = its transpose */
-    c->lw = sp_layer_view(&j->m, c->wd, NULL, d, D, D, 0);
-    c->lw.shortcut[SP_POS_MID] = c->fsd;
+    c->dense_pass = id;
+    if (id) {
+        c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* as read: norms with γ */
+    } else {
+        basis_f32(c, c->Q, d); /* Qf = Q[:, :d], fs = its transpose */
+        c->lw = sp_layer_view(&j->m, c->wd, NULL, d, D, D, 0);
+        c->lw.shortcut[SP_POS_MID] = c->fsd;
+    }
     SP_TRY(pass(c, c->sa, c->sb, attn_window, l, "attention-block"));
-    rotate_phase(c, &x, 1, &j->m.cfg);
-    c->lw = sp_layer_view(&j->m, c->wd, NULL, d, d, D, 0);
-    c->lw.shortcut[SP_POS_OUT] = c->fsd;
+    if (!id) {
+        rotate_phase(c, &x, 1, &j->m.cfg);
+        c->lw = sp_layer_view(&j->m, c->wd, NULL, d, d, D, 0);
+        c->lw.shortcut[SP_POS_OUT] = c->fsd;
+    }
     SP_TRY(prune_mlp(c, l, j->plan.ffn[l], d));
     phase(c, l, SP_PHASE_MLP);
     char spill_hash[33];
@@ -609,9 +594,13 @@ static int stock_global_layer(cstate *c, int64_t l) {
     SP_TRY(pass(c, c->sb, c->sb, mlp_window, l, "MLP-block"));
     sp_spill_hash_end(c->sb, spill_hash);
     phase(c, l, SP_PHASE_WRITE);
-    SP_TRY(emit_kept(c, l, 1));
-    rotate_phase(c, &x, 2, &cut);
-    SP_TRY(emit_kept(c, l, 2));
+    if (id) {
+        SP_TRY(emit_kept(c, l, -1));
+    } else {
+        SP_TRY(emit_kept(c, l, 1));
+        rotate_phase(c, &x, 2, &cut);
+        SP_TRY(emit_kept(c, l, 2));
+    }
     sp_spill *s = c->sa;
     c->sa = c->sb;
     c->sb = s;
@@ -1031,7 +1020,7 @@ int sp_stage_compute(job *j) {
     if (!rc) rc = alloc_state(c);
     if (!rc && j->resume.layer < -1) rc = slice_embed(c, j->resume.survey + 1);
     for (int64_t l = j->resume.layer < -1 ? 0 : j->resume.layer + 1; l < j->shape.layers && !rc; l++)
-        rc = j->plan.identity ? stock_layer(c, l) : j->plan.prune_ffn ? stock_global_layer(c, l) : slice_layer(c, l);
+        rc = j->plan.prune_ffn ? stock_layer(c, l) : slice_layer(c, l);
     if (!rc) rc = slice_head(c);
     if (!rc) {
         phase(c, j->shape.layers - 1, SP_PHASE_DONE);
