@@ -185,7 +185,8 @@ def compress(config, W, calib_win, d=None, k=None, score="energy", ridge=RIDGE, 
         Wd = t[down + ".weight"]
         sc = ffn_scores(C, Wd, score, lam)
         S = select(sc, k)
-        Wd_new = refit_down(Wd, C, S, lam)
+        # k = F keeps the MLP as it is: no neuron cut, no refit (the contract of docs/algorithm.md §12)
+        Wd_new = Wd if k == F else refit_down(Wd, C, S, lam)
         # the layer's new tensors
         if "gate_up" in lay:
             gu = t[lay["gate_up"] + ".weight"]
