@@ -14,8 +14,11 @@
 #include "error.h"
 #include "slice_plan.h"
 
-/* Fills widths d and FFN width k, and the flags that go with d. */
+/* Fills widths d and FFN width k, and the flags that go with d; stock
+ * before the first count, so that sp_params_plan counts the norm weights a
+ * stock output writes. */
 static void set_widths(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p, int64_t d, int64_t k) {
+    p->stock = 1;
     for (int64_t l = 0; l < p->L; l++) {
         p->width[SP_POS_IN][l] = p->width[SP_POS_MID][l] = p->width[SP_POS_OUT][l] = d;
         p->ffn[l] = k;
@@ -69,7 +72,6 @@ static int stock_make(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p
         }
     }
     set_widths(mf, m, p, d, k);
-    p->stock = 1;
     return 0;
 }
 
