@@ -26,7 +26,10 @@ static void set_widths(const sp_manifest *mf, const sp_model *m, sp_slice_plan *
     p->identity = d == p->D;
     p->survey = !p->identity;
     p->survey_trace = mf->global_weighting == SP_WEIGHT_TRACE;
-    p->tied_head = p->identity && !m->has_head; /* a rotated head carries the final γ: no longer the embedding */
+    /* Tied when config.json ties it, whether or not the checkpoint also stores
+     * the tied copy (HF saves lm_head.weight for a tied Gemma); a rotated
+     * head carries the final γ: no longer the embedding. */
+    p->tied_head = p->identity && (!m->has_head || m->cfg.tie_word_embeddings);
     p->prune_ffn = 1;
 }
 
