@@ -7,9 +7,10 @@ against independent references (issue: seven model families).
            for LayerNorm families) it matches them again (the invariance check);
            tiny_opt350 (project_in/out, post-LayerNorm) is refused with 65 and the
            reason. policy = "stock": OPT and Phi-2 refused (64); the RMSNorm
-           families at params 1 match HF's logits, at params 0.9 they run in eval
-           with a smaller intermediate_size and different logits, and config.json's
-           parameter counts are the files'. Skips (77) without ../shared/hf-tiny.
+           families at params 1 match HF's logits, at params 0.9 (with [output]
+           gguf) they run in eval with a smaller intermediate_size and different
+           logits, and config.json's parameter counts are the files'. Skips (77)
+           without ../shared/hf-tiny.
   synth    `slicepipe synth --arch F` for every family `slicepipe --version` lists
            (tests/sp_families.py; random norms and biases):
            the dense NLL matches the numpy float64 forward (tests/ref/model_ref.py);
@@ -52,12 +53,12 @@ def run(args, env=None):
     return subprocess.run(args, capture_output=True, text=True, env=e)
 
 
-def manifest(path, model, tokens, seqlen, nsamples, sparsity, out, slicing=None):
-    """slicing: the [slicing] lines instead of sparsity = SPARSITY."""
+def manifest(path, model, tokens, seqlen, nsamples, sparsity, out, slicing=None, output=""):
+    """slicing: the [slicing] lines instead of sparsity = SPARSITY; output: more [output] lines."""
     slicing = slicing or f"sparsity = {sparsity}\n"
     with open(path, "w") as f:
         f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{tokens}"\nseqlen = {seqlen}\n'
-                f'nsamples = {nsamples}\n[slicing]\n{slicing}[output]\npath = "{out}"\n'
+                f'nsamples = {nsamples}\n[slicing]\n{slicing}[output]\npath = "{out}"\n{output}'
                 f'[resources]\nthreads = 1\n')
     return path
 
@@ -125,8 +126,10 @@ def stock_hf(sp, work, name, d, cal, toks, T, L):
     for params in (1, 0.9):
         out = os.path.join(work, f"{name}-stock{params}")
         shutil.rmtree(out, ignore_errors=True)
+        # at 0.9 with [output] gguf: llama.cpp runs each of these at split 0 (stock.llamacpp), a tied
+        # Gemma's head included, so the run must not refuse it
         man = manifest(os.path.join(work, f"{name}-stock.toml"), d, cal, T, 8, 0, out,
-                       f'policy = "stock"\nparams = {params}\nround_to = 2\n')
+                       f'policy = "stock"\nparams = {params}\nround_to = 2\n', 'gguf = "f32"\n' if params < 1 else "")
         r = run([sp, "run", man, "--quiet"])
         if src["model_type"] in ("opt", "phi"):
             check(r.returncode == 64 and f'policy = "stock" serves RMSNorm families' in r.stderr and src["model_type"] in r.stderr
@@ -134,7 +137,9 @@ def stock_hf(sp, work, name, d, cal, toks, T, L):
                   f"{name}: policy stock refused with 64 naming the family and what to use, nothing written "
                   f"({r.returncode}: {r.stderr.strip()[:200]})")
             return
-        check(r.returncode == 0, f"{name}: policy stock at params {params} ({r.stderr.strip()[-200:]})")
+        check(r.returncode == 0 and (params == 1 or os.path.exists(os.path.join(out, "model.gguf"))),
+              f"{name}: policy stock at params {params}{' with [output] gguf' if params < 1 else ''} "
+              f"({r.stderr.strip()[-200:]})")
         if r.returncode:
             continue
         lg = os.path.join(work, f"{name}-stock.logits.npy")
