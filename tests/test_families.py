@@ -6,7 +6,11 @@ against independent references (issue: seven model families).
            1e-5·max|logit| (F32); sliced at sparsity 0 (fused, rotated, mean-baked
            for LayerNorm families) it matches them again (the invariance check);
            tiny_opt350 (project_in/out, post-LayerNorm) is refused with 65 and the
-           reason. Skips (77) without ../shared/hf-tiny.
+           reason. policy = "stock": OPT and Phi-2 refused (64); the RMSNorm
+           families at params 1 match HF's logits, at params 0.9 (with [output]
+           gguf) they run in eval with a smaller intermediate_size and different
+           logits, and config.json's parameter counts are the files'. Skips (77)
+           without ../shared/hf-tiny.
   synth    `slicepipe synth --arch F` for every family `slicepipe --version` lists
            (tests/sp_families.py; random norms and biases):
            the dense NLL matches the numpy float64 forward (tests/ref/model_ref.py);
@@ -49,10 +53,12 @@ def run(args, env=None):
     return subprocess.run(args, capture_output=True, text=True, env=e)
 
 
-def manifest(path, model, tokens, seqlen, nsamples, sparsity, out):
+def manifest(path, model, tokens, seqlen, nsamples, sparsity, out, slicing=None, output=""):
+    """slicing: the [slicing] lines instead of sparsity = SPARSITY; output: more [output] lines."""
+    slicing = slicing or f"sparsity = {sparsity}\n"
     with open(path, "w") as f:
         f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{tokens}"\nseqlen = {seqlen}\n'
-                f'nsamples = {nsamples}\n[slicing]\nsparsity = {sparsity}\n[output]\npath = "{out}"\n'
+                f'nsamples = {nsamples}\n[slicing]\n{slicing}[output]\npath = "{out}"\n{output}'
                 f'[resources]\nthreads = 1\n')
     return path
 
@@ -107,6 +113,54 @@ def test_hf(sp, work, shared):
         if r.returncode == 0:
             err = np.abs(np.load(lg).reshape(L.shape) - L).max() / scale
             check(err <= 1e-5, f"{name}: invariance: sparsity-0 logits match HF's within {err:.2e}·max|logit|")
+        stock_hf(sp, work, name, d, cal, toks, T, L)
+
+
+def stock_hf(sp, work, name, d, cal, toks, T, L):
+    """policy = "stock" on an hf-tiny fixture: LayerNorm families (OPT, Phi-2)
+    refused with 64 before any work; the RMSNorm ones at params 1 (nothing to
+    cut: HF's logits again) and at params 0.9 (a smaller MLP whose logits
+    differ from the dense ones, and the parameter counts of its files)."""
+    src = json.load(open(os.path.join(d, "config.json")))
+    scale = np.abs(L).max()
+    for params in (1, 0.9):
+        out = os.path.join(work, f"{name}-stock{params}")
+        shutil.rmtree(out, ignore_errors=True)
+        # at 0.9 with [output] gguf: llama.cpp runs each of these at split 0 (stock.llamacpp), a tied
+        # Gemma's head included, so the run must not refuse it
+        man = manifest(os.path.join(work, f"{name}-stock.toml"), d, cal, T, 8, 0, out,
+                       f'policy = "stock"\nparams = {params}\nround_to = 2\n', 'gguf = "f32"\n' if params < 1 else "")
+        r = run([sp, "run", man, "--quiet"])
+        if src["model_type"] in ("opt", "phi"):
+            check(r.returncode == 64 and f'policy = "stock" serves RMSNorm families' in r.stderr and src["model_type"] in r.stderr
+                  and "policy = \"slicegpt\"" in r.stderr and not os.path.exists(out),
+                  f"{name}: policy stock refused with 64 naming the family and what to use, nothing written "
+                  f"({r.returncode}: {r.stderr.strip()[:200]})")
+            return
+        check(r.returncode == 0 and (params == 1 or os.path.exists(os.path.join(out, "model.gguf"))),
+              f"{name}: policy stock at params {params}{' with [output] gguf' if params < 1 else ''} "
+              f"({r.stderr.strip()[-200:]})")
+        if r.returncode:
+            continue
+        lg = os.path.join(work, f"{name}-stock.logits.npy")
+        r = run([sp, "eval", out, "--tokens", toks, "--seqlen", str(T), "--dump-logits", lg, "--force", "--quiet"])
+        check(r.returncode == 0, f"{name}: eval of the stock output at params {params} ({r.stderr.strip()[-200:]})")
+        if r.returncode:
+            continue
+        err = np.abs(np.load(lg).reshape(L.shape) - L).max() / scale
+        cfg = json.load(open(os.path.join(out, "config.json")))
+        n_in, n_out, sb = mr.stored_params(d), mr.stored_params(out), cfg["slicepipe"]
+        check(sb["params_dense"] == n_in and sb["params_output"] == n_out and n_out <= params * n_in,
+              f"{name}: params {params}: config.json counts {sb['params_dense']} -> {sb['params_output']}, the files "
+              f"hold {n_in} -> {n_out} ({n_out / n_in:.3f} of dense)")
+        if params == 1:
+            check(err <= 1e-5 and cfg["intermediate_size"] == src["intermediate_size"],
+                  f"{name}: stock at params 1 cuts nothing: logits match HF's within {err:.2e}·max|logit|")
+        else:  # a no-op (params 1 above) stays within 1e-5 of HF's; random weights make the MLP's share small
+            check(err > 1e-5 and cfg["intermediate_size"] < src["intermediate_size"] and cfg["model_type"] == src["model_type"]
+                  and cfg["hidden_size"] == src["hidden_size"],
+                  f"{name}: stock at params 0.9 is the stock {cfg['model_type']} with intermediate_size "
+                  f"{src['intermediate_size']} -> {cfg['intermediate_size']}, its logits {err:.2e}·max|logit| from HF's")
 
 
 def test_synth(sp, work):

@@ -287,11 +287,15 @@ def mode_npm(a):
     print(f"installed {NLC}")
 
 
-def llama(a, gg, toks=None, seqlen=0, windows=0, texts=None):
+def llama_script(a):
     # an ES module resolves packages from its own folder: run a copy there
     script = os.path.join(a.npm, "test_gguf_llamacpp.mjs")
     open(script, "w").write(open(os.path.join(a.root, "tests", "test_gguf_llamacpp.mjs")).read())
-    cmd = ["node", script, "--gguf", gg]
+    return script
+
+
+def llama(a, gg, toks=None, seqlen=0, windows=0, texts=None):
+    cmd = ["node", llama_script(a), "--gguf", gg]
     if toks is not None:
         tj = gg + ".tokens.json"
         json.dump([int(t) for t in toks[:seqlen * windows]], open(tj, "w"))
@@ -305,6 +309,23 @@ def llama(a, gg, toks=None, seqlen=0, windows=0, texts=None):
     if r.returncode or not lines:
         die(f"llama.cpp on {gg}: exit {r.returncode}: {r.stderr.strip()[-600:]}")
     return json.loads(lines[-1])
+
+
+def llama_batch(a, jobs):
+    """llama(a, gg, toks, seqlen, windows) for each (gg, toks, seqlen, windows)
+    of jobs, in one node process (llama.cpp loaded once): their results in order."""
+    batch = []
+    for gg, toks, seqlen, windows in jobs:
+        tj = gg + ".tokens.json"
+        json.dump([int(t) for t in toks[:seqlen * windows]], open(tj, "w"))
+        batch.append({"gguf": gg, "tokens": tj, "seqlen": seqlen, "windows": windows})
+    bj = os.path.join(a.work, "llama-batch.json")
+    json.dump(batch, open(bj, "w"))
+    r = run(["node", llama_script(a), "--batch", bj], cwd=a.npm, timeout=600)
+    lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    if r.returncode or len(lines) != len(jobs):
+        die(f"llama.cpp on {bj}: exit {r.returncode}, {len(lines)} of {len(jobs)} results: {r.stderr.strip()[-600:]}")
+    return lines
 
 
 def sp_eval(a, d, tokfile, seqlen, windows):

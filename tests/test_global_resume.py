@@ -13,9 +13,14 @@ boundary starts over. Then jobs killed twice, at points in the survey and
 after it, must resume each time (the second resume relies on what the first
 one journaled) and end byte-identical too.
 
-  test_global_resume.py SLICEPIPE SHARED WORK      (77 when SHARED is absent)
+With SPLIT, the job is policy = "stock" at params 0.8 and that split instead:
+split 0 cuts the MLPs alone (no survey: every kill resumes per layer), split
+0.5 the residual width too (a survey, as above).
+
+  test_global_resume.py SLICEPIPE SHARED WORK [SPLIT]     (77 when SHARED is absent)
 """
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +39,8 @@ def digest(out):
 
 def main():
     sp, shared, work = sys.argv[1:4]
+    split = float(sys.argv[4]) if len(sys.argv) > 4 else None  # None: basis = "global"
+    survey = split != 0
     model = os.path.join(shared, "models", "llama2xs")
     if not os.path.isdir(model):
         print(f"skip: {model} is absent")
@@ -44,7 +51,8 @@ def main():
     mf = os.path.join(work, "global.toml")
     with open(mf, "w") as f:
         f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{calib}"\nseqlen = 128\nnsamples = 16\n'
-                f'[slicing]\nsparsity = 0.25\nbasis = "global"\n[output]\npath = "{out}"\n'
+                '[slicing]\n' + ('sparsity = 0.25\nbasis = "global"\n' if split is None else
+                                  f'policy = "stock"\nparams = 0.8\nsplit = {split}\n') + f'[output]\npath = "{out}"\n'
                 f'[resources]\nmemory = "1GB"\nthreads = 1\n')
     env = dict(os.environ)
     env.pop("SLICEPIPE_KILL_AT", None)
@@ -62,7 +70,12 @@ def main():
     want = digest(out)
     if not any(n.endswith(".safetensors") for n in want):
         die("no output shard")
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    if split is not None and not (cfg["intermediate_size"] < 192 and (cfg["hidden_size"] < 64) == survey):
+        die(f"the stock output is not cut as split {split} asks: intermediate_size {cfg['intermediate_size']} (dense 192), "
+            f"hidden_size {cfg['hidden_size']} (dense 64)")
     kills = resumed = survey_resumes = 0
+    points = {}
     for stage in ("reader", "compute", "writer"):
         n = 1
         while True:
@@ -87,20 +100,29 @@ def main():
             n += 1
             if n > 64:
                 die(f"{stage}: more than 64 commit points?")
+        points[stage] = n - 1
         print(f"ok   {stage}: killed at each of its {n - 1} commit points, every resume byte-identical")
     if kills < 10 or resumed < kills // 2:
         die(f"only {kills} kills, {resumed} of them resumed after a boundary: the kill points are not being reached")
     print(f"ok   {kills} kills, {resumed} resumed after a journaled boundary (the others started over)")
-    if survey_resumes < 2:
+    if survey and survey_resumes < 2:
         die(f"only {survey_resumes} resumes went on with the survey: its boundaries are not being journaled")
-    print(f"ok   {survey_resumes} of them went on with the survey after a survey boundary")
+    if not survey and (survey_resumes or points["compute"] != 7):
+        die(f"split 0 has no survey, yet {survey_resumes} resumes went on with one and compute has "
+            f"{points['compute']} commit points (the embedding, 5 layers, the head: 7)")
+    if survey:
+        print(f"ok   {survey_resumes} of them went on with the survey after a survey boundary")
 
     # Killed twice: the second run resumes from the first one's boundaries and
     # is killed again; the third must still resume and end identical.
     # llama2xs has 5 layers: compute's commit points 1-5 are the survey's, 6
-    # the embedding, 7-11 the layers, 12 the head.
-    for first, second in (("compute:2", "compute:2"), ("compute:4", "compute:3"), ("writer:3", "compute:5"),
-                          ("compute:8", "writer:2")):
+    # the embedding, 7-11 the layers, 12 the head; without a survey 1 is the
+    # embedding, 2-6 the layers, 7 the head.
+    if survey:
+        twice = (("compute:2", "compute:2"), ("compute:4", "compute:3"), ("writer:3", "compute:5"), ("compute:8", "writer:2"))
+    else:
+        twice = (("compute:2", "compute:2"), ("compute:4", "compute:2"), ("writer:3", "compute:1"), ("compute:5", "writer:1"))
+    for first, second in twice:
         shutil.rmtree(out, ignore_errors=True)
         if run(first).returncode == 0:
             die(f"{first}: the run was not killed")
@@ -114,7 +136,8 @@ def main():
             die(f"{first} then {second}: the last run did not resume ({r3.stderr.strip()[-300:]})")
         if digest(out) != want:
             die(f"{first} then {second}: the output differs from the uninterrupted run")
-    print("ok   killed twice (in the survey, across its end, and after it): every last resume byte-identical")
+    print("ok   killed twice " + ("(in the survey, across its end, and after it)" if survey else "(in the layers)") +
+          ": every last resume byte-identical")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,26 @@ static const bad_case k_bad[] = {
     {HEAD "[slicing]\nbasis = \"Global\"\n", 8, "[slicing] basis: unknown basis 'Global' (per-layer or global)"},
     {HEAD "[slicing]\nbasis = 1\n", 8, "basis: expected a string, got an integer"},
     {HEAD "[slicing]\nglobal_weighting = \"sum\"\n", 8, "unknown global_weighting 'sum' (trace or raw)"},
+    /* [slicing] params and policy = "stock" */
+    {HEAD "[slicing]\npolicy = \"Stock\"\n", 8, "unknown policy 'Stock' (slicegpt or stock)"},
+    {HEAD "[slicing]\nffn_score = \"norm\"\n", 8, "unknown ffn_score 'norm' (energy or leverage)"},
+    {HEAD "[slicing]\nparams = 0\n", 8, "[slicing] params = 0 is out of range (0, 1]"},
+    {HEAD "[slicing]\nparams = 1.5\n", 8, "params = 1.5 is out of range (0, 1]"},
+    {HEAD "[slicing]\nparams = -0.2\n", 8, "params = -0.2 is out of range (0, 1]"},
+    {HEAD "[slicing]\nparams = \"0.8\"\n", 8, "params: expected a number, got a string"},
+    {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nsplit = 1\n", 10, "split = 1 is out of range [0, 1)"},
+    {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nffn_ridge = 0\n", 10, "ffn_ridge = 0 is out of range (0, 1]"},
+    {HEAD "[slicing]\nsparsity = 0.25\nparams = 0.8\n", 9, "[slicing] gives both sparsity and params; give one"},
+    {HEAD "[slicing]\nparams = 0.8\n\nsparsity = 0.25\n", 8, "gives both sparsity and params"},
+    {HEAD "[slicing]\nparams = 0.8\nsplit = 0.5\n", 9,
+     "[slicing] split belongs to policy = \"stock\", and this manifest's policy is \"slicegpt\""},
+    {HEAD "[slicing]\npolicy = \"slicegpt\"\nffn_score = \"leverage\"\n", 9, "ffn_score belongs to policy = \"stock\""},
+    {HEAD "[slicing]\nffn_ridge = 0.01\n", 8, "ffn_ridge belongs to policy = \"stock\""},
+    {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nbasis = \"global\"\n", 10,
+     "[slicing] basis belongs to policy = \"slicegpt\", and this manifest's policy is \"stock\""},
+    {HEAD "[slicing]\nbasis = \"per-layer\"\npolicy = \"stock\"\nparams = 0.8\n", 8, "basis belongs to policy = \"slicegpt\""},
+    {HEAD "[slicing]\npolicy = \"stock\"\nglobal_weighting = \"raw\"\nparams = 0.8\n", 9,
+     "global_weighting belongs to policy = \"slicegpt\""},
     {"[model]\npath = \"m\"\n[calibration]\ntokens = \"t\"\n[output]\npath = \"o\"\ngguf = \"q4_0\"\n", 7,
      "[output] gguf: unknown GGUF type 'q4_0' (none, f32, f16, bf16 or q8_0)"},
     {"[model]\npath = \"m\"\n[calibration]\ntokens = \"t\"\n[output]\npath = \"o\"\ngguf = true\n", 7,
@@ -347,6 +367,28 @@ static void test_text(void) {
     rc = sp_manifest_load(path, &m);
     CHECK(rc == 0 && m.basis == SP_BASIS_PER_LAYER && m.global_weighting == SP_WEIGHT_TRACE && m.gguf_type == -1,
           "explicit defaults: rc %d '%s'", rc, sp_errmsg());
+    sp_manifest_free(&m);
+    /* [slicing] params and the stock policy's keys: defaults, then each value */
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\n[output]\npath = \"o\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.policy == SP_POLICY_SLICEGPT && !m.has_params && m.split == 0 && m.ffn_score == SP_SCORE_ENERGY &&
+              m.ffn_ridge == 1e-4 && m.sparsity == 0.25,
+          "slicing defaults: rc %d policy %d has_params %d split %g score %d ridge %g", rc, (int)m.policy, m.has_params,
+          m.split, (int)m.ffn_score, m.ffn_ridge);
+    sp_manifest_free(&m);
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\n[slicing]\npolicy = \"stock\"\nparams = 1\n"
+               "split = 0.5\nffn_score = \"leverage\"\nffn_ridge = 1e-3\n[output]\npath = \"o\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.policy == SP_POLICY_STOCK && m.has_params && m.params == 1.0 && m.split == 0.5 &&
+              m.ffn_score == SP_SCORE_LEVERAGE && m.ffn_ridge == 1e-3,
+          "stock keys: rc %d '%s' policy %d has_params %d params %g split %g score %d ridge %g", rc, sp_errmsg(),
+          (int)m.policy, m.has_params, m.params, m.split, (int)m.ffn_score, m.ffn_ridge);
+    sp_manifest_free(&m);
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\n[slicing]\npolicy = \"slicegpt\"\nparams = 0.7\n"
+               "basis = \"global\"\n[output]\npath = \"o\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.policy == SP_POLICY_SLICEGPT && m.has_params && m.params == 0.7 && m.basis == SP_BASIS_GLOBAL,
+          "slicegpt with params: rc %d '%s'", rc, sp_errmsg());
     sp_manifest_free(&m);
     /* a random seed may come with tokens only if sampling stays "first" */
     path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\nseed = 5\n[output]\npath = \"o\"\n");

@@ -51,10 +51,12 @@ def run(args, **kw):
     return subprocess.run(args, capture_output=True, text=True, **kw)
 
 
-def write_manifest(path, model, calib, seqlen, nsamples, sparsity, out, extra=""):
+def write_manifest(path, model, calib, seqlen, nsamples, sparsity, out, extra="", slicing=None):
+    """slicing: [slicing] lines in place of sparsity = SPARSITY."""
+    slicing = slicing or f"sparsity = {sparsity}\n"
     with open(path, "w") as f:
         f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{calib}"\nseqlen = {seqlen}\n'
-                f'nsamples = {nsamples}\n[slicing]\nsparsity = {sparsity}\nround_to = 8\n'
+                f'nsamples = {nsamples}\n[slicing]\n{slicing}round_to = 8\n'
                 f'[output]\npath = "{out}"\n{extra}')
 
 
@@ -288,6 +290,37 @@ def group_local(sp, work):
     r = run([sp, "run", bad])
     check(r.returncode == 64 and "memory" in r.stderr and not os.path.exists(newout),
           f"memory plan over budget: exit 64 saying what to change ({r.returncode}: {r.stderr.strip()})")
+
+    # [slicing] params and policy = "stock", refused with 64 before any work, the manifest named. rand holds
+    # 105,536 parameters (embedding and head 101·64 each, 3 layers of attention 12,288, MLP 3·64·96 and norms
+    # 128, the final norm 64); the fewest a stock output at width 64 keeps is 54,848 (8 neurons a layer).
+    def sliced_as(slicing, *opts):
+        write_manifest(bad, model, calib, 64, 16, None, newout, slicing=slicing)
+        return run([sp, "run", bad, *opts])
+    for slicing, said in (
+            ('policy = "stock"\n', 'policy = "stock" needs params = FRACTION'),
+            ('policy = "stock"\nparams = 0.8\nsparsity = 0.25\n', "gives both sparsity and params"),
+            ('params = 0.8\nsplit = 0.5\n', 'split belongs to policy = "stock"'),
+            ('params = 0.8\nffn_score = "leverage"\n', 'ffn_score belongs to policy = "stock"'),
+            ('params = 0.8\nffn_ridge = 0.01\n', 'ffn_ridge belongs to policy = "stock"'),
+            ('policy = "stock"\nparams = 0.8\nbasis = "global"\n', 'basis belongs to policy = "slicegpt"'),
+            ('policy = "stock"\nparams = 0\n', "params = 0 is out of range (0, 1]"),
+            ('policy = "stock"\nparams = 1.25\n', "params = 1.25 is out of range (0, 1]"),
+            ('policy = "stock"\nparams = 0.5\n', "params = 0.5 asks for at most 52768 of the dense model's 105536 "
+             "parameters; at hidden width 64 the fewest this policy keeps is 54848 (8 neurons a layer); raise params or "
+             "set split > 0"),
+            ('policy = "stock"\nparams = 0.05\nsplit = 0.5\n', "raise params or split"),
+            ('params = 0.05\n', "params = 0.05 asks for at most 5277 of the dense model's 105536 parameters, and the "
+             "narrowest width this policy can write (d = 8) still keeps")):
+        for opts in ((), ("--dry-run",)):
+            r = sliced_as(slicing, *opts)
+            check(r.returncode == 64 and said in r.stderr and "bad.toml" in r.stderr and not os.path.exists(newout),
+                  f"[slicing] {slicing.strip()!r} {' '.join(opts)}: exit 64 saying why, nothing created "
+                  f"({r.returncode}: {r.stderr.strip()})")
+    r = sliced_as('policy = "stock"\nparams = 0.53\n', "--dry-run")
+    check(r.returncode == 0 and "parameters: 105536 -> 54848 (0.5197 of dense; target 0.53), MLP 96 -> 8 neurons a "
+          "layer\n" in r.stdout, f"stock at params 0.5, just above the fewest: the plan keeps 8 neurons a layer "
+          f"({r.returncode}: {r.stdout.strip()[-300:]}{r.stderr.strip()})")
 
 
 def main():

@@ -542,12 +542,12 @@ static int map_family(const sp_model *m, const sp_config *c, int has_head, const
     return 0;
 }
 
-int sp_export_check(const sp_model *m, int64_t hidden) {
-    sp_config c = m->cfg; /* the output's: width hidden, its head untied (output.c) */
+int sp_export_check(const sp_model *m, int64_t hidden, int tied_head) {
+    sp_config c = m->cfg; /* the output's: width hidden, its head tied only as the plan keeps it (output.c) */
     c.hidden_size = hidden;
-    c.tie_word_embeddings = 0;
+    c.tie_word_embeddings = tied_head;
     const sp_arch_gguf *g;
-    SP_TRY(map_family(m, &c, 1, m->dir, &g));
+    SP_TRY(map_family(m, &c, !tied_head, m->dir, &g));
     sp_tok *tok;
     sp_tok_vocab v;
     int minimal;

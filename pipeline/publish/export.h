@@ -69,10 +69,11 @@ const char *sp_export_families(char *buf, size_t n);
 
 /* Everything the export of a sliced output of m would refuse, checked on m
  * before the slicing ([output] gguf): the output is m's family at hidden
- * size `hidden`, its head untied (as output.c writes a stock output), with
+ * size `hidden`, its head tied when tied_head (the plan's: no head tensor
+ * written) and untied otherwise (as output.c writes a stock output), with
  * m's tokenizer. 0, or 65 with the export's own message (a Gemma head
  * llama.cpp would tie, a partial rotary llama.cpp's llama cannot run, a
  * tokenizer with no GGUF vocabulary). */
-int sp_export_check(const sp_model *m, int64_t hidden);
+int sp_export_check(const sp_model *m, int64_t hidden, int tied_head);
 
 #endif

@@ -71,7 +71,7 @@ static int check_gguf(const sp_manifest *mf, const sp_model *m, const job *j) {
     if (!m->arch->gguf.arch)
         return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\": the model's family '%s' has no llama.cpp architecture; remove the "
                        "gguf key", mf->path, t, m->cfg.family->model_type);
-    int rc = j ? sp_export_check(m, j->plan.width[SP_POS_IN][0]) : 0;
+    int rc = j ? sp_export_check(m, j->plan.width[SP_POS_IN][0], j->plan.tied_head) : 0;
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());

@@ -14,8 +14,11 @@
 #include "error.h"
 #include "slice_plan.h"
 
-/* Fills widths d and FFN width k, and the flags that go with d. */
+/* Fills widths d and FFN width k, and the flags that go with d; stock
+ * before the first count, so that sp_params_plan counts the norm weights a
+ * stock output writes. */
 static void set_widths(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p, int64_t d, int64_t k) {
+    p->stock = 1;
     for (int64_t l = 0; l < p->L; l++) {
         p->width[SP_POS_IN][l] = p->width[SP_POS_MID][l] = p->width[SP_POS_OUT][l] = d;
         p->ffn[l] = k;
@@ -23,7 +26,10 @@ static void set_widths(const sp_manifest *mf, const sp_model *m, sp_slice_plan *
     p->identity = d == p->D;
     p->survey = !p->identity;
     p->survey_trace = mf->global_weighting == SP_WEIGHT_TRACE;
-    p->tied_head = p->identity && !m->has_head; /* a rotated head carries the final γ: no longer the embedding */
+    /* Tied when config.json ties it, whether or not the checkpoint also stores
+     * the tied copy (HF saves lm_head.weight for a tied Gemma); a rotated
+     * head carries the final γ: no longer the embedding. */
+    p->tied_head = p->identity && (!m->has_head || m->cfg.tie_word_embeddings);
     p->prune_ffn = 1;
 }
 
@@ -69,7 +75,6 @@ static int stock_make(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p
         }
     }
     set_widths(mf, m, p, d, k);
-    p->stock = 1;
     return 0;
 }
 

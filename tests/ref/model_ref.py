@@ -240,6 +240,23 @@ def read_model(d):
     return {"config": cfg, "tensors": tensors, "dir": d}
 
 
+def stored_params(d):
+    """The number of stored parameters of model folder d: the sum of numel
+    over every tensor of its .safetensors files, read from their headers
+    alone (an independent count, not config.json's)."""
+    total = 0
+    for f in sorted(os.listdir(d)):
+        if not f.endswith(".safetensors"):
+            continue
+        with open(os.path.join(d, f), "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n).decode())
+        for name, e in header.items():
+            if name != "__metadata__":
+                total += int(np.prod(e["shape"], dtype=np.int64))
+    return total
+
+
 def load_model_dir(d):
     m = read_model(d)
     return m["config"], m["tensors"]
