@@ -56,6 +56,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,6 +351,50 @@ int sp_resume_job_dir(job *j) {
     return 0;
 }
 
+/* A job folder whose journal is gone but whose output folder holds what the
+ * writer or the last step makes (shards, index, model.gguf, slicing.json,
+ * report.html): a finished job whose journal was deleted, or a damaged one.
+ * Without the journal nothing tells which run made those files or how far it
+ * got, and a run would silently redo hours of work over them, so it is
+ * refused (65) before any work. The output is re-verified against the hashes
+ * its shards record, and the message says whether it is whole and what to do
+ * (docs/resume.md §8). */
+static int orphan_output(job *j, const char *jp) {
+    struct stat st;
+    if (lstat(jp, &st) == 0 || errno != ENOENT) return 0; /* a journal (or something there sp_journal_open words) */
+    DIR *d = opendir(j->mf->output_path);
+    if (!d) return 0;
+    char first[256] = "";
+    struct dirent *e;
+    while (!first[0] && (e = readdir(d)))
+        if (sp_output_is_ours(e->d_name) || !strcmp(e->d_name, "slicing.json") || !strcmp(e->d_name, "report.html"))
+            snprintf(first, sizeof first, "%s", e->d_name);
+    closedir(d);
+    if (!first[0]) return 0;
+    sp_verify_result vr = {0};
+    char why[1024] = "";
+    if (sp_verify_model(j->mf->output_path, &vr)) {
+        snprintf(why, sizeof why, "%s", sp_errmsg());
+        sp_err_clear();
+    }
+    char report[PATH_MAX + 32];
+    snprintf(report, sizeof report, "%s/report.html", j->mf->output_path);
+    const int whole = !why[0] && access(report, F_OK) == 0;
+    char verdict[1400];
+    if (whole)
+        snprintf(verdict, sizeof verdict, "Its %lld tensors in %d shards verify against the hashes the shards record, "
+                                          "so it is a whole output, usable as it is (`slicepipe verify` checks it again)",
+                 (long long)vr.tensors, vr.shards);
+    else
+        snprintf(verdict, sizeof verdict, "It is not a whole output: %s", why[0] ? why : "report.html is missing");
+    return sp_fail(SP_EX_DATAERR,
+                   "%s: the output folder holds files of a slicepipe run ('%s') but the job's journal %s is missing, "
+                   "so nothing tells which run made them or how far it got; refused rather than redo the job over "
+                   "them. %s. To make it again, run `slicepipe run %s --restart` (it removes only the files "
+                   "slicepipe writes)",
+                   j->mf->output_path, first, jp, verdict, j->mf->path);
+}
+
 /* Opens the job: lock, journal, replay, verification. *complete is set when
  * the journal says the job is done (and it verified). */
 int sp_resume_open(job *j, int *complete) {
@@ -365,6 +410,11 @@ int sp_resume_open(job *j, int *complete) {
         return rc;
     }
     if (j->o->restart) remove_job(j);
+    else rc = orphan_output(j, jp);
+    if (rc) {
+        free(jp);
+        return rc;
+    }
     int64_t dropped = 0;
     rc = sp_journal_open(jp, &j->id, &j->jr, &dropped);
     free(jp);
