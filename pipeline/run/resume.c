@@ -7,23 +7,31 @@
  * the job: spill-<XXH3-64 of the output's canonical path>-{a,b}.act) and two
  * basis files. Resume protocol (docs/resume.md §7):
  *
- *   start ─► lock (75 if held) ─► journal open: identity checked (65 if the
- *   manifest's meaning, config.json, the input fingerprint, the backend or
- *   the tool version differ), torn tail dropped, mid-file corruption refused
- *   (65) ─► STAT: every input file's size, inode, mtime and ctime as the first
- *   run saw them (65 if any differs: an edit, even of a tensor not read yet)
+ *   start ─► lock (75 if held) ─► no journal but the output holds slicepipe's
+ *   files: 65 before any work, the output re-verified and the message saying
+ *   whether it is whole (a finished job whose journal was deleted) ─► journal
+ *   open: identity checked (65 if the manifest's meaning, config.json, the
+ *   input fingerprint, the backend or the tool version differ), torn tail
+ *   dropped, mid-file corruption refused (65) ─► the last STAT: an input file
+ *   whose size differs is refused (65); one whose inode, mtime or ctime
+ *   differs (written, touched, or deleted and put back) has every tensor the
+ *   job reads from it re-hashed against CONTENT: one that differs is refused
+ *   (65) naming file and tensor, even if not read yet; all equal, a new STAT
+ *   is appended and the run goes on
  *     ├─ DONE recorded ───────► every journaled tensor re-hashed in its final
  *     │                         shard (a missing shard: 65), the index
  *     │                         rewritten, config.json and side files restored
  *     │                         if missing or different, slicing.json and
  *     │                         report.html present (65 if not); nothing to do
- *     ├─ no LAYER record ─────► fresh run (PARAMS and STAT appended once)
+ *     ├─ no LAYER record ─────► fresh run (CONTENT: every input tensor hashed
+ *     │                         before any work; PARAMS and STAT appended once)
  *     └─ last LAYER record l ─► every journaled tensor re-hashed from its shard,
  *                               the spill and the basis re-hashed; the writer
  *                               reopens its shard after the last durable tensor;
  *                               the reader first re-reads and re-hashes the
  *                               input tensors layers ≤ l were computed from
- *                               against the INPUT records (65 on a mismatch),
+ *                               (every tensor it reads is checked against
+ *                               CONTENT: 65 on a mismatch),
  *                               then reader and compute start at layer l + 1
  *                               (a survey boundary, basis = "global": the
  *                               spill and the running sum G re-hashed, the
@@ -35,13 +43,15 @@
  *
  * States of a job directory, as a rerun sees them:
  *
- *   (none) ──run──► STARTED (PARAMS, STAT) ──boundary──► AT LAYER l ──...──► AT HEAD
- *                   (each boundary: INPUT, TENSOR..., LAYER)                   │
+ *   (none) ──run──► STARTED (CONTENT, PARAMS, STAT) ──boundary──► AT LAYER l ──...──► AT HEAD
+ *                   (each boundary: INPUT, TENSOR..., LAYER)                                │
  *                   basis = "global": SURVEYED l (INPUT, LAYER with survey
  *                   = 1) for each layer first, then the embedding boundary
- *   COMPLETE (DONE) ◄──────────── config, side files, report ─────────────────┘
+ *   COMPLETE (DONE) ◄──────────── config, side files, report ───────────────────────────────┘
  *   Any state ──SIGINT/SIGTERM──► the stages stopped, exit 75: as it was at
  *   its last boundary (resumable).
+ *   Any state, its journal deleted, output files there ──rerun──► 65 before
+ *   any work (the output re-verified; --restart makes it again).
  *   Any state ──--restart──► (none): journal, gguf.journal, basis files, this
  *   job's spills and the writer's own names in the output (shards, index,
  *   model.gguf, their .tmp) removed; no other file is touched.
