@@ -363,7 +363,9 @@ int sp_resume_job_dir(job *j) {
 
 /* A job folder whose journal is gone but whose output folder holds what the
  * writer or the last step makes (shards, index, model.gguf, slicing.json,
- * report.html): a finished job whose journal was deleted, or a damaged one.
+ * report.html; a .tmp alone does not count: nothing can resume it without
+ * the journal, and it is made afresh): a finished job whose journal was
+ * deleted, or a damaged one.
  * Without the journal nothing tells which run made those files or how far it
  * got, and a run would silently redo hours of work over them, so it is
  * refused (65) before any work. The output is re-verified against the hashes
@@ -376,9 +378,12 @@ static int orphan_output(job *j, const char *jp) {
     if (!d) return 0;
     char first[256] = "";
     struct dirent *e;
-    while (!first[0] && (e = readdir(d)))
-        if (sp_output_is_ours(e->d_name) || !strcmp(e->d_name, "slicing.json") || !strcmp(e->d_name, "report.html"))
+    while (!first[0] && (e = readdir(d))) { /* a .tmp alone holds nothing a run without the journal could reuse */
+        const size_t n = strlen(e->d_name);
+        const int tmp = n > 4 && !strcmp(e->d_name + n - 4, ".tmp");
+        if ((!tmp && sp_output_is_ours(e->d_name)) || !strcmp(e->d_name, "slicing.json") || !strcmp(e->d_name, "report.html"))
             snprintf(first, sizeof first, "%s", e->d_name);
+    }
     closedir(d);
     if (!first[0]) return 0;
     sp_verify_result vr = {0};
