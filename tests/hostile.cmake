@@ -34,7 +34,10 @@ endforeach()
 #   hostile_input.gguf       GGUF export refusals: values a type cannot hold
 #   hostile_input.export     the export's output path, lock and [output] gguf refusals before any work
 #   hostile_input.leaks      components refused half-built: 65 and, under ASan, no leak
-foreach(group json tokenizer limits regex gguf export leaks)
+#   hostile_input.resume     a model folder deleted and put back (cp -r) between a kill and
+#                            the rerun: re-hashed, resumed, byte-identical; one changed bit:
+#                            65 naming file and tensor; a finished job without its journal
+foreach(group json tokenizer limits regex gguf export leaks resume)
   add_test(NAME hostile_input.${group}
            COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_hostile_input.py ${group} $<TARGET_FILE:slicepipe>
                    ${CMAKE_BINARY_DIR}/test_out/hostile_input ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR} ${SP_SANITIZED_FLAG})

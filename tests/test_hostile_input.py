@@ -57,6 +57,16 @@ GROUP:
              does not compile, a Split without a behavior, bad prepend_scheme
              values): 65, and under the sanitizer build (ASan's
              LeakSanitizer) no leak reported
+  resume     resume after the inputs were restored (a synthetic Hugging Face
+             folder, rm -rf and cp -r back: new inodes and ctimes): after a
+             kill (per-layer, and basis = "global" killed in the survey) the
+             rerun re-hashes and goes on, byte-identical to an uninterrupted
+             run, and a later resume needs no second pass; restored with one
+             bit changed in a tensor already consumed or not yet read: 65 on
+             every rerun naming the file and the tensor, then the original put
+             back resumes; a finished job restored: complete; a finished job
+             whose journal was deleted: 65 before any work, its output
+             re-verified (whole, or what is missing) and --restart named
 """
 import fcntl
 import gzip
@@ -65,6 +75,7 @@ import os
 import resource
 import shutil
 import struct
+import subprocess
 import sys
 import time
 
@@ -542,6 +553,141 @@ def group_leaks(work, shared, root):
               f"leaks: {what}: exit {r.returncode}, no leak reported ({last(r)})")
 
 
+# ---------------------------------------------------------------- resume
+
+
+def out_bytes(out):
+    """The output a run promises to reproduce: shards, index, config.json."""
+    files = {}
+    for f in sorted(os.listdir(out)):
+        if f.endswith(".safetensors") or f in ("model.safetensors.index.json", "config.json"):
+            with open(os.path.join(out, f), "rb") as fh:
+                files[f] = fh.read()
+    return files
+
+
+def flip_byte(model, tensor):
+    """One bit of tensor's data changed, in the file the index names; returns that file."""
+    idx = json.load(open(os.path.join(model, "model.safetensors.index.json")))["weight_map"]
+    p = os.path.join(model, idx[tensor])
+    with open(p, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        begin = json.loads(f.read(n))[tensor]["data_offsets"][0]
+        f.seek(8 + n + begin + 1)
+        b = f.read(1)
+        f.seek(8 + n + begin + 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    return p
+
+
+def group_resume(work, shared, root):
+    orig = synth(work, "orig", "--layers", "3", "--shards", "2")
+    model = os.path.join(work, "model")  # the folder the jobs read: deleted and put back
+
+    def restore(change=None):
+        """rm -rf the model folder, then cp -r it back from the original (new inodes and ctimes);
+        change: a tensor to alter by one bit in the copy. Returns the changed file."""
+        shutil.rmtree(model, ignore_errors=True)
+        subprocess.run(["cp", "-r", orig, model], check=True)
+        return flip_byte(model, change) if change else None
+
+    def job(name, basis=None):
+        out = os.path.join(work, name)
+        shutil.rmtree(out, ignore_errors=True)
+        m = hc.manifest(os.path.join(work, name + ".toml"), model, os.path.join(model, "calib.npy"), out)
+        if basis:
+            write(m, open(m).read().replace("[slicing]\n", f'[slicing]\nbasis = "{basis}"\n'))
+        return m, out
+
+    restore()
+    m, ref = job("ref")
+    r = run(["run", m, "--quiet"])
+    assert r.returncode == 0, r.stderr
+    want = out_bytes(ref)
+    assert len([f for f in want if f.endswith(".safetensors")]) >= 2
+
+    # Deleted and restored byte for byte between the kill and the rerun: the rerun re-hashes and goes on.
+    for basis, what in ((None, "per-layer"), ("global", "basis = global, killed in the survey")):
+        ref_x = want
+        if basis:
+            mr, rout = job("restored-ref", basis)
+            r = run(["run", mr, "--quiet"])
+            assert r.returncode == 0, r.stderr
+            ref_x = out_bytes(rout)
+        m, out = job("restored", basis)
+        k = run(["run", m, "--quiet"], {"SLICEPIPE_KILL_AT": "writer:2"})
+        restore()
+        r = run(["run", m])
+        check(k.returncode != 0 and r.returncode == 0 and "re-hashed" in r.stderr and "going on" in r.stderr
+              and out_bytes(out) == ref_x,
+              f"resume ({what}): the model folder deleted and put back with cp -r after a kill: the rerun re-hashes, "
+              f"goes on, and the output is byte-identical to an uninterrupted run (exit {k.returncode}, then "
+              f"{r.returncode}: {last(r)})")
+
+    # Restored twice, the resume killed again: the resume after it needs no re-hash (a new STAT record).
+    m, out = job("restored-twice")
+    restore()
+    k1 = run(["run", m, "--quiet"], {"SLICEPIPE_KILL_AT": "writer:2"})
+    restore()
+    k2 = run(["run", m], {"SLICEPIPE_KILL_AT": "writer:2"})
+    r = run(["run", m])
+    check(k1.returncode != 0 and k2.returncode != 0 and "re-hashed" in k2.stderr and r.returncode == 0
+          and "re-hashed" not in r.stderr and out_bytes(out) == want,
+          f"resume: restored, resumed, killed again: the next resume trusts the re-verified files without a second "
+          f"pass, identical output (exits {k1.returncode}, {k2.returncode}, {r.returncode}: {last(r)})")
+
+    # Restored with one bit changed: in a tensor the journaled layers were computed from, and in one not read yet.
+    for tensor, when in (("model.layers.0.self_attn.q_proj.weight", "the journaled layers were computed from it"),
+                         ("model.layers.2.mlp.down_proj.weight", "not read yet")):
+        m, out = job("restored-changed")
+        restore()
+        k = run(["run", m, "--quiet"], {"SLICEPIPE_KILL_AT": "writer:2"})
+        before = out_bytes(out)
+        changed = restore(tensor)
+        r1 = run(["run", m, "--quiet"])
+        r2 = run(["run", m, "--quiet"])
+        check(k.returncode != 0 and r1.returncode == 65 and r2.returncode == 65 and changed in last(r1)
+              and f"'{tensor}'" in last(r1) and "changed" in last(r1) and when in last(r1) and "--restart" in last(r1)
+              and out_bytes(out) == before,
+              f"resume: restored with one bit changed in {tensor} ({when}): 65 on every rerun, naming the file and "
+              f"the tensor, the output untouched (exits {r1.returncode}, {r2.returncode}: {last(r1)})")
+        restore()
+        r = run(["run", m, "--quiet"])
+        check(r.returncode == 0 and out_bytes(out) == want,
+              f"resume: ... and with the original bytes put back, the job resumes to the identical output "
+              f"(exit {r.returncode}: {last(r)})")
+
+    # A finished job, its input restored: still complete.
+    m, out = job("complete")
+    r0 = run(["run", m, "--quiet"])
+    restore()
+    r = run(["run", m])
+    check(r0.returncode == 0 and r.returncode == 0 and "already complete" in r.stderr and out_bytes(out) == want,
+          f"resume: a finished job whose model folder was restored with cp -r: complete, verified "
+          f"(exit {r.returncode}: {last(r)})")
+
+    # A finished job whose journal was deleted: refused before any work, saying what to do; nothing touched.
+    jp = os.path.join(out, ".slicepipe", "journal")
+    os.unlink(jp)
+    mt = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
+    r = run(["run", m, "--quiet"])
+    msg = last(r)
+    n = len(json.load(open(os.path.join(out, "model.safetensors.index.json")))["weight_map"])
+    check(r.returncode == 65 and jp in msg and "missing" in msg and f"{n} tensors" in msg and "verify" in msg
+          and "usable as it is" in msg and "--restart" in msg and not os.path.exists(jp)
+          and {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)} == mt and out_bytes(out) == want,
+          f"resume: a finished job whose journal was deleted: 65 before any work, its output re-verified and "
+          f"called whole, --restart named, nothing written (exit {r.returncode}: {msg})")
+    shard = sorted(f for f in os.listdir(out) if f.endswith(".safetensors"))[-1]
+    os.unlink(os.path.join(out, shard))
+    r = run(["run", m, "--quiet"])
+    check(r.returncode == 65 and "not a whole output" in last(r) and shard in last(r) and "--restart" in last(r),
+          f"resume: ... and with a shard deleted too: 65, not a whole output, naming the shard ({last(r)})")
+    r = run(["run", m, "--quiet", "--restart"])
+    check(r.returncode == 0 and out_bytes(out) == want, f"resume: ... --restart makes it again, identical "
+                                                        f"(exit {r.returncode}: {last(r)})")
+
+
 def main():
     global SANITIZED
     group, hc.SP, work, shared, root = sys.argv[1], os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -551,7 +697,7 @@ def main():
     os.makedirs(work)
     t0 = time.time()
     groups = {"json": group_json, "tokenizer": group_tokenizer, "limits": group_limits, "regex": group_regex,
-              "gguf": group_gguf, "export": group_export, "leaks": group_leaks}
+              "gguf": group_gguf, "export": group_export, "leaks": group_leaks, "resume": group_resume}
     groups[group](work, os.path.abspath(shared), os.path.abspath(root))
     print(f"{len(failures)} failed" if failures else f"all checks passed ({time.time() - t0:.1f}s)")
     sys.exit(1 if failures else 0)

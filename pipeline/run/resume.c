@@ -7,23 +7,31 @@
  * the job: spill-<XXH3-64 of the output's canonical path>-{a,b}.act) and two
  * basis files. Resume protocol (docs/resume.md §7):
  *
- *   start ─► lock (75 if held) ─► journal open: identity checked (65 if the
- *   manifest's meaning, config.json, the input fingerprint, the backend or
- *   the tool version differ), torn tail dropped, mid-file corruption refused
- *   (65) ─► STAT: every input file's size, inode, mtime and ctime as the first
- *   run saw them (65 if any differs: an edit, even of a tensor not read yet)
+ *   start ─► lock (75 if held) ─► no journal but the output holds slicepipe's
+ *   files: 65 before any work, the output re-verified and the message saying
+ *   whether it is whole (a finished job whose journal was deleted) ─► journal
+ *   open: identity checked (65 if the manifest's meaning, config.json, the
+ *   input fingerprint, the backend or the tool version differ), torn tail
+ *   dropped, mid-file corruption refused (65) ─► the last STAT: an input file
+ *   whose size differs is refused (65); one whose inode, mtime or ctime
+ *   differs (written, touched, or deleted and put back) has every tensor the
+ *   job reads from it re-hashed against CONTENT: one that differs is refused
+ *   (65) naming file and tensor, even if not read yet; all equal, a new STAT
+ *   is appended and the run goes on
  *     ├─ DONE recorded ───────► every journaled tensor re-hashed in its final
  *     │                         shard (a missing shard: 65), the index
  *     │                         rewritten, config.json and side files restored
  *     │                         if missing or different, slicing.json and
  *     │                         report.html present (65 if not); nothing to do
- *     ├─ no LAYER record ─────► fresh run (PARAMS and STAT appended once)
+ *     ├─ no LAYER record ─────► fresh run (CONTENT: every input tensor hashed
+ *     │                         before any work; PARAMS and STAT appended once)
  *     └─ last LAYER record l ─► every journaled tensor re-hashed from its shard,
  *                               the spill and the basis re-hashed; the writer
  *                               reopens its shard after the last durable tensor;
  *                               the reader first re-reads and re-hashes the
  *                               input tensors layers ≤ l were computed from
- *                               against the INPUT records (65 on a mismatch),
+ *                               (every tensor it reads is checked against
+ *                               CONTENT: 65 on a mismatch),
  *                               then reader and compute start at layer l + 1
  *                               (a survey boundary, basis = "global": the
  *                               spill and the running sum G re-hashed, the
@@ -35,13 +43,15 @@
  *
  * States of a job directory, as a rerun sees them:
  *
- *   (none) ──run──► STARTED (PARAMS, STAT) ──boundary──► AT LAYER l ──...──► AT HEAD
- *                   (each boundary: INPUT, TENSOR..., LAYER)                   │
+ *   (none) ──run──► STARTED (CONTENT, PARAMS, STAT) ──boundary──► AT LAYER l ──...──► AT HEAD
+ *                   (each boundary: INPUT, TENSOR..., LAYER)                                │
  *                   basis = "global": SURVEYED l (INPUT, LAYER with survey
  *                   = 1) for each layer first, then the embedding boundary
- *   COMPLETE (DONE) ◄──────────── config, side files, report ─────────────────┘
+ *   COMPLETE (DONE) ◄──────────── config, side files, report ───────────────────────────────┘
  *   Any state ──SIGINT/SIGTERM──► the stages stopped, exit 75: as it was at
  *   its last boundary (resumable).
+ *   Any state, its journal deleted, output files there ──rerun──► 65 before
+ *   any work (the output re-verified; --restart makes it again).
  *   Any state ──--restart──► (none): journal, gguf.journal, basis files, this
  *   job's spills and the writer's own names in the output (shards, index,
  *   model.gguf, their .tmp) removed; no other file is touched.
@@ -56,6 +66,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +209,100 @@ static int input_changed(const job *j, const char *path, const char *what) {
                    path, what, j->mf->path);
 }
 
+/* The XXH3-128 (canonical) of every read-plan item's bytes, read through the
+ * descriptor the checkpoint was validated on; an item whose tensor an earlier
+ * item names (the embedding, read twice; the survey's layers) reuses its
+ * hash. Items of a file whose flag in `only` is 0 are skipped (only == NULL:
+ * every file); *bytes_out counts the bytes read. */
+static int hash_inputs(const job *j, const char *only, unsigned char (*out)[16], int64_t *bytes_out) {
+    const int nf = sp_ckpt_shard_count(j->m.ckpt);
+    unsigned char *buf = NULL;
+    XXH3_state_t *xs = XXH3_createState();
+    int rc = xs ? sp_alloc((void **)&buf, j->stage_bytes, 1, "input hashing buffer") : sp_fail(SP_EX_SOFTWARE, "out of memory");
+    int64_t bytes = 0;
+    for (int i = 0; i < j->n_reads && !rc; i++) {
+        const sp_read_item *it = &j->reads[i];
+        int f = 0;
+        while (f < nf && sp_ckpt_shard(j->m.ckpt, f) != it->file) f++;
+        SP_ASSERT(f < nf);
+        if (only && !only[f]) continue;
+        int k = 0;
+        while (k < i && j->reads[k].t != it->t) k++;
+        if (k < i) {
+            memcpy(out[i], out[k], 16);
+            continue;
+        }
+        XXH3_128bits_reset(xs);
+        for (int64_t off = 0; off < it->t->nbytes && !rc; off += j->stage_bytes) {
+            int64_t len = it->t->nbytes - off < j->stage_bytes ? it->t->nbytes - off : j->stage_bytes;
+            rc = sp_io_pread_full(sp_st_fd(it->file), buf, len, it->t->file_offset + off, sp_st_path(it->file));
+            if (!rc) XXH3_128bits_update(xs, buf, (size_t)len);
+            bytes += len;
+        }
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+        memcpy(out[i], c.digest, 16);
+    }
+    free(buf);
+    XXH3_freeState(xs);
+    *bytes_out = bytes;
+    return rc;
+}
+
+/* The input files against the last STAT record (docs/resume.md §7): a file
+ * whose device, inode, mtime and ctime are as recorded was not touched; any
+ * other (written, touched, deleted and copied back) has every read-plan item
+ * re-hashed against CONTENT, and one that differs is refused (65) whether
+ * its layer is journaled already or not read yet. *restat is set when files
+ * were re-verified, so that a new STAT record spares the next resume the
+ * work. `consumed`: the read-plan items the journaled boundaries used. */
+static int check_inputs(job *j, const sp_rec_stat_file *was, const sp_rec_stat_file *now, int n_files,
+                        unsigned char (*content)[16], int consumed, int *restat) {
+    SP_ASSERT(content); /* the caller refuses a STAT record without CONTENT */
+    *restat = 0;
+    char *touched = calloc((size_t)n_files, 1);
+    if (!touched) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+    int n_touched = 0, rc = 0;
+    for (int f = 0; f < n_files && !rc; f++) {
+        const char *fp = sp_st_path(sp_ckpt_shard(j->m.ckpt, f));
+        if (was[f].size != now[f].size) rc = input_changed(j, fp, "its size differs");
+        else if (was[f].dev != now[f].dev || was[f].ino != now[f].ino || was[f].mtime_ns != now[f].mtime_ns ||
+                 was[f].ctime_ns != now[f].ctime_ns)
+            touched[f] = 1, n_touched++;
+    }
+    unsigned char(*got)[16] = NULL;
+    int64_t bytes = 0;
+    const double t0 = sp_now();
+    if (!rc && n_touched) rc = sp_calloc((void **)&got, j->n_reads, 16, "input hashes");
+    if (!rc && n_touched) rc = hash_inputs(j, touched, got, &bytes);
+    for (int i = 0; i < j->n_reads && !rc && n_touched; i++) {
+        const sp_read_item *it = &j->reads[i];
+        int f = 0;
+        while (sp_ckpt_shard(j->m.ckpt, f) != it->file) f++;
+        if (!touched[f] || memcmp(got[i], content[i], 16) == 0) continue;
+        char h1[33], h2[33];
+        for (int k = 0; k < 16; k++) snprintf(h1 + 2 * k, 3, "%02x", got[i][k]), snprintf(h2 + 2 * k, 3, "%02x", content[i][k]);
+        rc = sp_fail(SP_EX_DATAERR,
+                     "%s: tensor '%s' changed since this job's first run (XXH3-128 %s, the journal has %s; %s); the "
+                     "file was written or replaced since (its inode, mtime or ctime differ) and resuming would mix "
+                     "two versions of the checkpoint; put back the original file, or run `slicepipe run %s --restart` "
+                     "to start again",
+                     sp_st_path(it->file), it->name, h1, h2,
+                     i < consumed ? "the journaled layers were computed from it" : "not read yet", j->mf->path);
+    }
+    if (!rc && n_touched && !j->o->quiet) {
+        const double dt = sp_now() - t0;
+        fprintf(stderr, "slicepipe: %d input file%s replaced or touched since the last run (inode, mtime or ctime "
+                        "differ); every tensor this job reads from %s re-hashed (%.1f MiB in %.1f s) and has the bytes "
+                        "the journal records: going on\n",
+                n_touched, n_touched > 1 ? "s were" : " was", n_touched > 1 ? "them" : "it", bytes / 1048576.0, dt);
+    }
+    if (!rc) *restat = n_touched > 0;
+    free(got);
+    free(touched);
+    return rc;
+}
+
 /* A finished job rerun: every tensor the journal lists re-hashed in its final
  * shard, the index rewritten, config.json and the side files restored if
  * missing or different; a missing shard or report is refused. */
@@ -258,6 +363,55 @@ int sp_resume_job_dir(job *j) {
     return 0;
 }
 
+/* A job folder whose journal is gone but whose output folder holds what the
+ * writer or the last step makes (shards, index, model.gguf, slicing.json,
+ * report.html; a .tmp alone does not count: nothing can resume it without
+ * the journal, and it is made afresh): a finished job whose journal was
+ * deleted, or a damaged one.
+ * Without the journal nothing tells which run made those files or how far it
+ * got, and a run would silently redo hours of work over them, so it is
+ * refused (65) before any work. The output is re-verified against the hashes
+ * its shards record, and the message says whether it is whole and what to do
+ * (docs/resume.md §8). */
+static int orphan_output(job *j, const char *jp) {
+    struct stat st;
+    if (lstat(jp, &st) == 0 || errno != ENOENT) return 0; /* a journal (or something there sp_journal_open words) */
+    DIR *d = opendir(j->mf->output_path);
+    if (!d) return 0;
+    char first[256] = "";
+    struct dirent *e;
+    while (!first[0] && (e = readdir(d))) { /* a .tmp alone holds nothing a run without the journal could reuse */
+        const size_t n = strlen(e->d_name);
+        const int tmp = n > 4 && !strcmp(e->d_name + n - 4, ".tmp");
+        if ((!tmp && sp_output_is_ours(e->d_name)) || !strcmp(e->d_name, "slicing.json") || !strcmp(e->d_name, "report.html"))
+            snprintf(first, sizeof first, "%s", e->d_name);
+    }
+    closedir(d);
+    if (!first[0]) return 0;
+    sp_verify_result vr = {0};
+    char why[1024] = "";
+    if (sp_verify_model(j->mf->output_path, &vr)) {
+        snprintf(why, sizeof why, "%s", sp_errmsg());
+        sp_err_clear();
+    }
+    char report[PATH_MAX + 32];
+    snprintf(report, sizeof report, "%s/report.html", j->mf->output_path);
+    const int whole = !why[0] && access(report, F_OK) == 0;
+    char verdict[1400];
+    if (whole)
+        snprintf(verdict, sizeof verdict, "Its %lld tensors in %d shards verify against the hashes the shards record, "
+                                          "so it is a whole output, usable as it is (`slicepipe verify` checks it again)",
+                 (long long)vr.tensors, vr.shards);
+    else
+        snprintf(verdict, sizeof verdict, "It is not a whole output: %s", why[0] ? why : "report.html is missing");
+    return sp_fail(SP_EX_DATAERR,
+                   "%s: the output folder holds files of a slicepipe run ('%s') but the job's journal %s is missing, "
+                   "so nothing tells which run made them or how far it got; refused rather than redo the job over "
+                   "them. %s. To make it again, run `slicepipe run %s --restart` (it removes only the files "
+                   "slicepipe writes)",
+                   j->mf->output_path, first, jp, verdict, j->mf->path);
+}
+
 /* Opens the job: lock, journal, replay, verification. *complete is set when
  * the journal says the job is done (and it verified). */
 int sp_resume_open(job *j, int *complete) {
@@ -273,6 +427,11 @@ int sp_resume_open(job *j, int *complete) {
         return rc;
     }
     if (j->o->restart) remove_job(j);
+    else rc = orphan_output(j, jp);
+    if (rc) {
+        free(jp);
+        return rc;
+    }
     int64_t dropped = 0;
     rc = sp_journal_open(jp, &j->id, &j->jr, &dropped);
     free(jp);
@@ -290,9 +449,11 @@ int sp_resume_open(job *j, int *complete) {
     }
     int have_params = 0, have_stat = 0, last = -1, done = 0, n_tensor_recs = 0;
     if (!rc) rc = sp_calloc((void **)&j->resume.in_expect, j->n_reads, 16, "input hashes");
-    sp_rec_stat_file *now = NULL;
-    int n_files = 0;
+    sp_rec_stat_file *now = NULL, *was = NULL;
+    unsigned char(*content)[16] = NULL;
+    int n_files = 0, restat = 0;
     if (!rc) rc = input_stats(j, &now, &n_files);
+    if (!rc) rc = sp_calloc((void **)&was, n_files, sizeof *was, "input file state");
     for (int i = 0; i < sp_journal_count(j->jr) && !rc; i++) {
         const sp_jrec *r = sp_journal_at(j->jr, i);
         if (r->type == SP_REC_PARAMS && r->len == sizeof(sp_rec_params)) {
@@ -338,20 +499,57 @@ int sp_resume_open(job *j, int *complete) {
                 j->inputs_journaled = j->resume.in_known;
             }
         } else if (r->type == SP_REC_STAT && r->len == (uint64_t)n_files * sizeof(sp_rec_stat_file)) {
-            have_stat = 1;
-            for (int f = 0; f < n_files && !rc; f++) {
-                sp_rec_stat_file was;
-                memcpy(&was, r->payload + (size_t)f * sizeof was, sizeof was);
-                const char *fp = sp_st_path(sp_ckpt_shard(j->m.ckpt, f));
-                if (was.size != now[f].size) rc = input_changed(j, fp, "its size differs");
-                else if (was.dev != now[f].dev || was.ino != now[f].ino) rc = input_changed(j, fp, "it is another file now");
-                else if (was.mtime_ns != now[f].mtime_ns || was.ctime_ns != now[f].ctime_ns)
-                    rc = input_changed(j, fp, "it was written or touched: its mtime or ctime differs");
-            }
+            have_stat = 1; /* the last one counts: a resume that re-verified the inputs appends another */
+            memcpy(was, r->payload, r->len);
+        } else if (r->type == SP_REC_CONTENT && r->len == sizeof(sp_rec_input) + (uint64_t)j->n_reads * 16 && !content) {
+            sp_rec_input in;
+            memcpy(&in, r->payload, sizeof in);
+            if (in.first != 0 || in.count != j->n_reads) rc = damaged(j, "the input content record");
+            else rc = sp_calloc((void **)&content, j->n_reads, 16, "input hashes");
+            if (!rc) memcpy(content, r->payload + sizeof in, (size_t)j->n_reads * 16);
         } else {
             rc = damaged(j, "a record of unknown type or size");
         }
     }
+    /* The input: the STAT record against the files now, CONTENT against the
+     * bytes of any file that was touched; the INPUT records must agree with
+     * CONTENT (the first run's reader checked them against it). */
+    if (!rc && (have_stat || last >= 0 || done) && !content) rc = damaged(j, "the input records (no CONTENT record)");
+    for (int i = 0; i < j->resume.in_known && !rc && content; i++)
+        if (memcmp(j->resume.in_expect[i], content[i], 16)) rc = damaged(j, "an input hash record");
+    if (!rc && have_stat) {
+        int consumed = 0;
+        if (done) consumed = j->n_reads;
+        else if (last >= 0) {
+            sp_rec_layer l;
+            memcpy(&l, sp_journal_at(j->jr, last)->payload, sizeof l);
+            consumed = sp_plan_reads_after(j, l.layer, l.survey);
+        }
+        rc = check_inputs(j, was, now, n_files, content, consumed, &restat);
+    }
+    if (!rc && !content && !done) { /* a new job: the first run hashes its input before any work */
+        const double t0 = sp_now();
+        int64_t bytes = 0;
+        rc = sp_calloc((void **)&content, j->n_reads, 16, "input hashes");
+        if (!rc) rc = hash_inputs(j, NULL, content, &bytes);
+        int64_t clen = (int64_t)sizeof(sp_rec_input) + (int64_t)j->n_reads * 16;
+        unsigned char *cb = NULL;
+        if (!rc) rc = sp_alloc((void **)&cb, clen, 1, "input content record");
+        if (!rc) {
+            sp_rec_input in = {.first = 0, .count = j->n_reads};
+            memcpy(cb, &in, sizeof in);
+            memcpy(cb + sizeof in, content, (size_t)j->n_reads * 16);
+            rc = sp_journal_append(j->jr, SP_REC_CONTENT, cb, (uint32_t)clen);
+        }
+        free(cb);
+        if (!rc && !j->o->quiet)
+            fprintf(stderr, "slicepipe: input hashed for resume: %d tensors, %.1f MiB in %.2f s\n", j->n_reads,
+                    bytes / 1048576.0, sp_now() - t0);
+    }
+    if (!rc && content) { /* the reader checks every tensor it reads against the first run's bytes */
+        memcpy(j->resume.in_expect, content, (size_t)j->n_reads * 16);
+        j->resume.in_checked = j->n_reads;
+    } else j->resume.in_checked = j->resume.in_known;
     if (!rc && done) {
         rc = verify_complete(j, hashes, hp, n_tensor_recs);
         if (!rc) *complete = 1;
@@ -422,8 +620,11 @@ int sp_resume_open(job *j, int *complete) {
         sp_rec_params p = {.threads = j->threads, .n_layers = j->shape.layers, .n_tensors = nt, .hidden = j->shape.hidden};
         rc = sp_journal_append(j->jr, SP_REC_PARAMS, &p, sizeof p);
     }
-    if (!rc && !have_stat && !done) rc = sp_journal_append(j->jr, SP_REC_STAT, now, (uint32_t)(n_files * sizeof *now));
+    if (!rc && ((!have_stat && !done) || restat))
+        rc = sp_journal_append(j->jr, SP_REC_STAT, now, (uint32_t)(n_files * sizeof *now));
     free(now);
+    free(was);
+    free(content);
     free(hashes);
     free(hp);
     return rc;

@@ -9,12 +9,16 @@
 struct job;
 struct sp_model;
 
-/* Journal record types (io/base/journal.h payloads). A run appends PARAMS and
- * STAT once, then at each layer boundary (the embedding is boundary -1) one
+/* Journal record types (io/base/journal.h payloads). A run appends PARAMS,
+ * CONTENT and STAT once (a resume appends STAT again after it re-verified
+ * inputs whose files were replaced or touched), then at each layer boundary (the embedding is boundary -1) one
  * INPUT for the input tensors consumed since the last boundary, one TENSOR
  * per output tensor finished since then and a LAYER record, and DONE at the
  * very end. Payloads are these structs, native byte order. */
-enum { SP_REC_PARAMS = 1, SP_REC_TENSOR = 2, SP_REC_LAYER = 3, SP_REC_DONE = 4, SP_REC_INPUT = 5, SP_REC_STAT = 6 };
+enum {
+    SP_REC_PARAMS = 1, SP_REC_TENSOR = 2, SP_REC_LAYER = 3, SP_REC_DONE = 4, SP_REC_INPUT = 5, SP_REC_STAT = 6,
+    SP_REC_CONTENT = 7
+};
 
 /* INPUT: the XXH3-128 (canonical bytes) of read-plan items [first, first +
  * count), as the reader read them; followed by count × 16 bytes. A resume
@@ -24,10 +28,20 @@ typedef struct sp_rec_input {
     int64_t first, count;
 } sp_rec_input;
 
-/* STAT: one per input file (the shards, in checkpoint order), as the first
- * run saw them; a resume refuses (65) a file whose size, inode or change
- * time (ctime: any write or utime sets it) differs, also for the tensors it
- * has not read yet. */
+/* CONTENT: an sp_rec_input with first = 0 and count = every read-plan item,
+ * the XXH3-128 of each item's bytes hashed by the first run before any work
+ * (docs/resume.md §7): what tells a model folder restored byte for byte
+ * from one that changed, for the tensors not read yet too. The reader
+ * checks every tensor it reads against it.
+ *
+ * STAT: one per input file (the shards, in checkpoint order), as the run
+ * that appended it saw them; the last STAT record is the one that counts.
+ * A file whose device, inode, mtime and ctime are all as recorded was not
+ * touched. Otherwise (a write, a utime, a copy put back: ctime moves) a
+ * resume re-hashes every read-plan item of that file and refuses (65) one
+ * that differs from CONTENT, naming the file and the tensor, also for a
+ * tensor it has not read yet; when all match it goes on and appends a new
+ * STAT. A size that differs is refused at once. */
 typedef struct sp_rec_stat_file {
     int64_t size, dev, ino, ctime_ns, mtime_ns;
 } sp_rec_stat_file;
@@ -73,7 +87,8 @@ typedef struct sp_resume_state {
     char spill_hash[33];    /* as the boundary recorded it */
     int read_start, out_start; /* plan / output indices to start from */
     unsigned char (*in_expect)[16]; /* (n_reads) the journaled hashes of the first run */
-    int in_known;           /* items [0, in_known) of in_expect are journaled */
+    int in_known;           /* items [0, in_known) are covered by INPUT records */
+    int in_checked;         /* the reader checks items [0, in_checked) against in_expect (CONTENT: all) */
 } sp_resume_state;
 
 /* resume.c */

@@ -66,7 +66,7 @@ volatile sig_atomic_t sp_stages_stop_signal, sp_stages_in_progress;
 
 /* Compares the reader's hash of plan item i with the first run's. */
 static int check_input(const job *j, int i, const unsigned char h[16]) {
-    if (i >= j->resume.in_known || memcmp(h, j->resume.in_expect[i], 16) == 0) return 0;
+    if (i >= j->resume.in_checked || memcmp(h, j->resume.in_expect[i], 16) == 0) return 0;
     const sp_read_item *it = &j->reads[i];
     char got[33], want[33];
     for (int k = 0; k < 16; k++) snprintf(got + 2 * k, 3, "%02x", h[k]), snprintf(want + 2 * k, 3, "%02x", j->resume.in_expect[i][k]);
