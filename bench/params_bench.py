@@ -108,8 +108,7 @@ def svg(results, path):
         y0, y1 = min(ys) - 0.05, max(ys) + 0.05
         X = lambda v: i * pw + m + (v - x0) / (x1 - x0) * (pw - m - 10)  # noqa: E731
         Y = lambda v: 10 + (y1 - v) / (y1 - y0) * (ph - m)  # noqa: E731
-        o.append(f'<text x="{i * pw + pw / 2}" y="{ph + 30}" text-anchor="middle">{name}: held-out NLL vs '
-                 f'stored parameters (fraction of dense)</text>')
+        o.append(f'<text x="{i * pw + pw / 2}" y="{ph + 22}" text-anchor="middle">{name}</text>')
         o.append(f'<line x1="{X(x0)}" y1="{Y(y0)}" x2="{X(x1)}" y2="{Y(y0)}" stroke="#888"/>'
                  f'<line x1="{X(x0)}" y1="{Y(y0)}" x2="{X(x0)}" y2="{Y(y1)}" stroke="#888"/>')
         for t in range(5):
@@ -130,6 +129,8 @@ def svg(results, path):
         if i == 0:
             for k, pol in enumerate(["dense"] + list(POLICIES)):
                 o.append(f'<text x="{X(x0) + 8}" y="{20 + 12 * k}" fill="{colors[pol]}">{pol}</text>')
+    o.append(f'<text x="{W / 2}" y="{ph + 36}" text-anchor="middle">held-out NLL (y) against the stored parameters '
+             f'kept, as a fraction of the dense model\'s (x); dashed: dense</text>')
     o.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(o))
@@ -169,7 +170,10 @@ def main():
     ap.add_argument("--targets", default="s25,0.9,0.8,0.7")
     ap.add_argument("--svg", required=True)
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--plot-only", metavar="JSON", help="redraw the SVG from a params_bench.json")
     a = ap.parse_args()
+    if a.plot_only:
+        return svg(json.load(open(a.plot_only)), a.svg)
     os.makedirs(a.work, exist_ok=True)
     if a.sweep:
         return sweep(a, a.models.strip().splitlines())
