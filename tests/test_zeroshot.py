@@ -12,6 +12,12 @@ refusals of malformed task files.
       left cut). Per item: acc and acc_norm predictions identical, every
       log-likelihood within 1e-5 (atol) + 1e-6·|ref|; per task the figures
       and standard errors as the reference computes them.
+  llamacpp SLICEPIPE SHARED ROOT NPM WORK
+      llama.cpp (node-llama-cpp 3.21.1, installed by the gguf.npm test into NPM)
+      on the F32 GGUF (`slicepipe export --type f32`) of stories260k and of the
+      example model: every choice's log-likelihood from `slicepipe eval --task`
+      equals llama.cpp's on the same tokens (the reference's requests) within
+      1e-4; 77 without node-llama-cpp or the shared data.
   bad SLICEPIPE WORK
       malformed task files: exit 65, one line naming the file, the line and
       the reason; bad command lines: 64.
@@ -176,6 +182,63 @@ def cmd_ref(exe, shared, work):
     return 0
 
 
+def cmd_llamacpp(exe, shared, root, npm, work):
+    mdir = os.path.join(shared, "models", "stories260k")
+    ts = os.path.join(shared, "data", "tinystories", "eval.txt")
+    hs = os.path.join(shared, "data", "hellaswag", "hellaswag_val_full.txt.bz2")
+    if not os.path.exists(os.path.join(npm, "node_modules", "node-llama-cpp", "package.json")):
+        print("SKIP: node-llama-cpp is not installed in", npm, "(the gguf.npm test installs it)")
+        return SKIP
+    if not all(os.path.exists(p) for p in (mdir, ts, hs)):
+        print("SKIP: no shared models/data at", shared)
+        return SKIP
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    import bz2
+    with bz2.open(hs, "rt", encoding="utf-8", newline="") as f:
+        head = [next(f) for _ in range(6 * 6)]
+    hs_txt = os.path.join(work, "hellaswag6.txt")
+    with open(hs_txt, "w", encoding="utf-8", newline="") as f:
+        f.writelines(head)
+    with open(ts, encoding="utf-8") as f:
+        jl = os.path.join(work, "mixed.jsonl")
+        build_jsonl(jl, f.read())
+    import sentencepiece
+    kjv = os.path.join(root, "examples", "kjv", "model")
+    sp = sentencepiece.SentencePieceProcessor(model_file=os.path.join(kjv, "tokenizer.model"))
+    models = [("stories260k", mdir, zs.llama2c_tokenizer(os.path.join(mdir, "tokenizer.bin"), 512), 512, 1),
+              ("kjv", kjv, lambda t: sp.encode(t), 256, sp.bos_id())]
+    script = os.path.join(npm, "test_zeroshot_llamacpp.mjs")  # an ES module resolves packages from its folder
+    shutil.copy(os.path.join(HERE, "test_zeroshot_llamacpp.mjs"), script)
+    for label, d, encode, L, bos in models:
+        gg = os.path.join(work, label + ".gguf")
+        p = run([exe, "export", d, "--gguf", gg, "--type", "f32", "--force", "--quiet"])
+        if p.returncode:
+            fail("export %s: %s" % (label, p.stderr.strip()))
+        got = eval_tasks(exe, d, [jl, hs_txt], "--threads", "2")
+        reqs, ours = [], []
+        for task, t in zip((jl, hs_txt), got["tasks"]):
+            for it, gi in zip(zs.read_task(task), t["items"]):
+                for (inp, cont), ll in zip(zs.requests(it, encode, bos, L), gi["loglik"]):
+                    reqs.append({"inp": inp, "cont": cont})
+                    ours.append(ll)
+        rj = os.path.join(work, label + ".requests.json")
+        with open(rj, "w") as f:
+            json.dump(reqs, f)
+        p = subprocess.run(["node", script, "--gguf", gg, "--requests", rj, "--ctx", str(L)], capture_output=True,
+                           text=True, cwd=npm, timeout=600)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("[")]
+        if p.returncode or not lines:
+            fail("llama.cpp on %s: rc %d: %s" % (gg, p.returncode, p.stderr.strip()[-600:]))
+        theirs = json.loads(lines[-1])
+        d_max = max(abs(a - b) for a, b in zip(ours, theirs))
+        if len(theirs) != len(ours) or d_max > 1e-4:
+            fail("%s: %d choices, llama.cpp's log-likelihoods differ by up to %.3g (> 1e-4)" % (label, len(ours), d_max))
+        print("%s: %d choices, log-likelihoods within %.2g of llama.cpp's" % (label, len(ours), d_max))
+    print("OK")
+    return 0
+
+
 def cmd_bad(exe, work):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
@@ -234,6 +297,8 @@ def main():
     mode = sys.argv[1]
     if mode == "ref":
         return cmd_ref(sys.argv[2], sys.argv[3], sys.argv[4])
+    if mode == "llamacpp":
+        return cmd_llamacpp(*sys.argv[2:7])
     if mode == "bad":
         return cmd_bad(sys.argv[2], sys.argv[3])
     sys.exit("usage: test_zeroshot.py ref SLICEPIPE SHARED WORK | bad SLICEPIPE WORK")

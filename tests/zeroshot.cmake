@@ -15,3 +15,10 @@ add_test(NAME zeroshot.bad
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_zeroshot.py bad $<TARGET_FILE:slicepipe>
                  ${CMAKE_BINARY_DIR}/test_out/zeroshot_bad)
 set_tests_properties(zeroshot.bad PROPERTIES TIMEOUT 120 LABELS "zeroshot;hostile")
+# llama.cpp (node-llama-cpp, installed by gguf.npm) on the F32 GGUFs of stories260k
+# and the example model: every choice's log-likelihood within 1e-4.
+add_test(NAME zeroshot.llamacpp
+         COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_zeroshot.py llamacpp $<TARGET_FILE:slicepipe> ${SP_SHARED_DIR}
+                 ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR}/npm-gguf ${CMAKE_BINARY_DIR}/test_out/zeroshot_llamacpp)
+set_tests_properties(zeroshot.llamacpp PROPERTIES FIXTURES_REQUIRED gguf_npm SKIP_RETURN_CODE 77 TIMEOUT 600
+                     LABELS "zeroshot;llamacpp")
