@@ -12,7 +12,7 @@ import {getLlama, LlamaLogLevel} from "node-llama-cpp";
 const args = {};
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, "")] = process.argv[i + 1];
 const reqs = JSON.parse(fs.readFileSync(args.requests, "utf8"));
-const n_ctx = Number(args.ctx);
+const n_ctx = Number(args.ctx); // above the longest input: llama.cpp keeps room at the end of a full context
 const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 2});
 const model = await llama.loadModel({modelPath: args.gguf, gpuLayers: 0});
 const ctx = await model.createContext({contextSize: n_ctx, batchSize: n_ctx, threads: 2, flashAttention: false,

@@ -22,3 +22,8 @@ add_test(NAME zeroshot.llamacpp
                  ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR}/npm-gguf ${CMAKE_BINARY_DIR}/test_out/zeroshot_llamacpp)
 set_tests_properties(zeroshot.llamacpp PROPERTIES FIXTURES_REQUIRED gguf_npm SKIP_RETURN_CODE 77 TIMEOUT 600
                      LABELS "zeroshot;llamacpp")
+# bench/tinystories_cloze.py: seeded and reproducible (pinned SHA-256), items well formed.
+add_test(NAME zeroshot.cloze
+         COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_zeroshot.py cloze ${SP_SHARED_DIR} ${CMAKE_SOURCE_DIR}
+                 ${CMAKE_BINARY_DIR}/test_out/zeroshot_cloze)
+set_tests_properties(zeroshot.cloze PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120 LABELS "zeroshot")
