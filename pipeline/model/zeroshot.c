@@ -188,7 +188,8 @@ int sp_zs_plan_build(const sp_model *m, sp_tok *tok, sp_mctask *const *tasks, in
                     break;
                 }
                 if (c_n[c] > L) {
-                    rc = sp_fail(SP_EX_DATAERR, "%s:%lld: choice %lld is %lld tokens, longer than the model's context of %lld",
+                    rc = sp_fail(SP_EX_DATAERR, "%s:%lld: choice %lld is %lld tokens, longer than the model's context of %lld "
+                                 "(lm-eval refuses it too; --max-length raises the context)",
                                  t->path, (long long)it->line, (long long)c, (long long)c_n[c], (long long)L);
                     break;
                 }

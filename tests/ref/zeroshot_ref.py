@@ -45,7 +45,14 @@ def llama2c_tokenizer(path, vocab):
     for i, p in enumerate(pieces):
         lookup.setdefault(p, i)
 
-    def encode(text):
+    cache = {}
+
+    def encode(text):  # memoized: the tests encode the same long contexts many times
+        if text not in cache:
+            cache[text] = tuple(_encode(text))
+        return list(cache[text])
+
+    def _encode(text):
         ids = []
         if text:
             ids.append(lookup[b" "])
