@@ -47,12 +47,12 @@ EOF
     echo "$out"
 }
 
-# score LABEL DIR [EVAL OPTIONS] -> one table row
+# score LABEL DIR [HELLASWAG OPTIONS] -> one table row
 score() {
-    label=$1; dir=$2; shift 2
-    "$SP" eval "$dir" --task "$WORK/hellaswag_val.txt" --limit 1000 --json --quiet "$@" > "$WORK/$label.hs.json"
-    "$SP" eval "$dir" --task "$WORK/cloze.jsonl" --json --quiet "$@" > "$WORK/$label.cloze.json"
-    $PY - "$label" "$WORK/$label.hs.json" "$WORK/$label.cloze.json" <<'EOF'
+    row=$1; mdir=$2; shift 2  # not label/dir: sh has no locals, the caller's loop uses those
+    "$SP" eval "$mdir" --task "$WORK/hellaswag_val.txt" --limit 1000 --json --quiet "$@" > "$WORK/$row.hs.json"
+    "$SP" eval "$mdir" --task "$WORK/cloze.jsonl" --json --quiet > "$WORK/$row.cloze.json"
+    $PY - "$row" "$WORK/$row.hs.json" "$WORK/$row.cloze.json" <<'EOF'
 import json, sys
 cells = []
 for p in sys.argv[2:]:
@@ -65,7 +65,8 @@ EOF
 echo "| model | HellaSwag acc | HellaSwag acc_norm | cloze acc | cloze acc_norm |"
 echo "|---|---|---|---|---|"
 # babyllama105 reads characters: some HellaSwag endings are longer than its 256 positions, which
-# lm-eval (and slicepipe) refuse; --max-length 512 lets RoPE run past them for every model of it.
+# lm-eval (and slicepipe) refuse; on HellaSwag, --max-length 512 lets RoPE run past them (positions
+# it was never trained on). The cloze task runs at the model's own context (lm-eval's left cut).
 for spec in "stories260k|$SH/models/stories260k|$TS/calib.tok512.npy|" \
             "babyllama105|$SH/models/babyllama105|$TS/calib.tok105.npy|--max-length 512"; do
     label=${spec%%|*}; rest=${spec#*|}; dir=${rest%%|*}; rest=${rest#*|}; calib=${rest%%|*}; opts=${rest#*|}

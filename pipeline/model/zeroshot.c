@@ -36,7 +36,7 @@ static int need_ids(sp_zs_plan *p, int64_t more) {
 static int need_req(sp_zs_plan *p) {
     if (p->n_req < p->req_cap) return 0;
     int64_t cap = p->req_cap ? p->req_cap * 2 : 1024;
-    int64_t **arr[] = {&p->r_out, &p->r_off, &p->r_n, &p->r_row, &p->r_tok_ctx, &p->r_tok_cont};
+    int64_t **arr[] = {&p->r_out, &p->r_off, &p->r_n, &p->r_row};
     for (size_t i = 0; i < sizeof arr / sizeof arr[0]; i++) SP_TRY(grow((void **)arr[i], cap, sizeof(int64_t), "task requests"));
     p->req_cap = cap;
     return 0;
@@ -63,8 +63,6 @@ void sp_zs_plan_free(sp_zs_plan *p) {
     free(p->r_off);
     free(p->r_n);
     free(p->r_row);
-    free(p->r_tok_ctx);
-    free(p->r_tok_cont);
     memset(p, 0, sizeof *p);
 }
 
@@ -93,7 +91,7 @@ static int group_begin(sp_zs_plan *p, const int32_t *pre, int64_t np) {
 }
 
 /* Adds a request with continuation cont[0..n) to the open group. */
-static int group_add(sp_zs_plan *p, const int32_t *cont, int64_t n, int64_t slot, int64_t tok_ctx) {
+static int group_add(sp_zs_plan *p, const int32_t *cont, int64_t n, int64_t slot) {
     SP_TRY(need_req(p));
     SP_TRY(need_ids(p, n));
     int64_t g = p->n_groups - 1, r = p->n_req++, np = p->g_pre_n[g];
@@ -101,8 +99,6 @@ static int group_add(sp_zs_plan *p, const int32_t *cont, int64_t n, int64_t slot
     p->r_off[r] = p->n_ids;
     p->r_n[r] = n;
     p->r_row[r] = p->rows - p->g_row_off[g] - np;
-    p->r_tok_ctx[r] = tok_ctx;
-    p->r_tok_cont[r] = n;
     memcpy(p->ids + p->n_ids, cont, (size_t)n * sizeof(int32_t));
     p->n_ids += n;
     p->g_nreq[g]++;
@@ -203,13 +199,13 @@ int sp_zs_plan_build(const sp_model *m, sp_tok *tok, sp_mctask *const *tasks, in
                 if (ctx.n + c_n[c] - 1 > L) continue;
                 if (!shared) rc = group_begin(p, ctx.ids, ctx.n);
                 shared = 1;
-                if (!rc) rc = group_add(p, conts.ids + c_off[c], c_n[c], slot + c, ctx.n);
+                if (!rc) rc = group_add(p, conts.ids + c_off[c], c_n[c], slot + c);
             }
             for (int64_t c = 0; c < it->n_choices && !rc; c++) {
                 if (ctx.n + c_n[c] - 1 <= L) continue;
                 int64_t np = L + 1 - c_n[c]; /* (ctx + cont)[-(L+1):] minus the continuation */
                 rc = group_begin(p, ctx.ids + ctx.n - np, np);
-                if (!rc) rc = group_add(p, conts.ids + c_off[c], c_n[c], slot + c, np);
+                if (!rc) rc = group_add(p, conts.ids + c_off[c], c_n[c], slot + c);
             }
             slot += it->n_choices;
         }

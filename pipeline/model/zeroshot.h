@@ -58,13 +58,13 @@ typedef struct sp_zs_plan {
     int64_t *r_off;     /* its continuation in ids */
     int64_t *r_n;       /* continuation ids (>= 1) */
     int64_t *r_row;     /* its rows' offset inside its group (after P) */
-    int64_t *r_tok_ctx, *r_tok_cont; /* the request's lengths as lm-eval tokenized it (reported) */
     int64_t req_cap, group_cap;
 } sp_zs_plan;
 
-/* Tokenizes every item of tasks[0..n_tasks) with tok; request (t, i, c) gets
- * output slot out_base[t] + item_base_of(i) + c, slots numbered in file
- * order over all tasks (sp_zs_slots). max_length 0: the model's. A choice
+/* Tokenizes every item of tasks[0..n_tasks) with tok. Each choice's
+ * log-likelihood has a slot, numbered over all tasks in order, items in file
+ * order, choices in order (sp_zs_slots of them): r_out. max_length 0: the
+ * model's. A choice
  * with no continuation id, a context that tokenizes to nothing, a
  * continuation longer than L, or an id past the model's vocabulary: 65
  * naming the task file, its line and the choice. */
