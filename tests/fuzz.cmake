@@ -5,6 +5,7 @@
 #   fuzz_config     pipeline/arch/config.c          sp_config_load (DIR/config.json)
 #   fuzz_tokens     io/formats/tokens.c          sp_tokens_load (.npy)
 #   fuzz_journal    io/base/journal.c         sp_journal_open replay, sp_run_identity_read
+#   fuzz_mctask     io/text/mctask.c          sp_mctask_load (eval --task files)
 #
 # Only with -DSLICEPIPE_FUZZ=ON and clang (the option itself is declared in
 # tests/safetensors.cmake, which is included after this file); nothing here
@@ -41,6 +42,7 @@ if(SLICEPIPE_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
   sp_fuzz_target(fuzz_config "${CMAKE_SOURCE_DIR}/pipeline/arch/config.c;${SP_FUZZ_ARCH}" PkgConfig::CJSON)
   sp_fuzz_target(fuzz_tokens ${CMAKE_SOURCE_DIR}/io/formats/tokens.c)
   sp_fuzz_target(fuzz_journal ${CMAKE_SOURCE_DIR}/io/base/journal.c)
+  sp_fuzz_target(fuzz_mctask ${CMAKE_SOURCE_DIR}/io/text/mctask.c)
 
   # Binary seeds (journals, .npy) are generated; text seeds are checked in.
   add_executable(gen_fuzz_seeds ${CMAKE_SOURCE_DIR}/tests/fuzz/gen_fuzz_seeds.c)
@@ -52,8 +54,8 @@ if(SLICEPIPE_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
 
   # libFuzzer adds the inputs it finds to the first corpus folder only: a
   # scratch folder in the build tree, never the checked-in seeds.
-  foreach(t manifest config tokens journal)
-    if(t STREQUAL "manifest" OR t STREQUAL "config")
+  foreach(t manifest config tokens journal mctask)
+    if(t STREQUAL "manifest" OR t STREQUAL "config" OR t STREQUAL "mctask")
       set(seeds ${CMAKE_SOURCE_DIR}/tests/fuzz/corpus/${t})
     else()
       set(seeds ${SP_FUZZ_SEEDS}/${t})

@@ -14,6 +14,7 @@
 #include "arch.h"
 #include "backend.h"
 #include "calib.h"
+#include "cmd_eval_task.h"
 #include "error.h"
 #include "eval.h"
 #include "manifest.h"
@@ -173,6 +174,7 @@ static int cmd_inspect(int argc, char **argv) {
 static void usage_eval(FILE *f) {
     fprintf(f,
             "usage: slicepipe eval MODEL_DIR (--tokens FILE.npy | --text FILE) --seqlen T [options]\n"
+            "       slicepipe eval MODEL_DIR --task FILE [--task FILE ...] [--limit N] [options]\n"
             "\n"
             "Perplexity over non-overlapping windows of T tokens; each window predicts its\n"
             "tokens 1..T-1. Works on dense HF Llama checkpoints and on slicepipe outputs,\n"
@@ -196,7 +198,21 @@ static void usage_eval(FILE *f) {
             "                    stream through two spill files, so any number of windows fits;\n"
             "                    with --text, also for its windows' token ids (64 past it)\n"
             "  --spill-dir DIR   folder for the spill files (default $TMPDIR or /tmp)\n"
-            "  --quiet           no per-layer progress on stderr\n");
+            "  --quiet           no per-layer progress on stderr\n"
+            "\n"
+            "Zero-shot multiple choice (--task), scored as lm-eval-harness scores it: each\n"
+            "choice's log-likelihood given the context; acc = argmax of it, acc_norm =\n"
+            "argmax of it divided by the choice's length in characters; each with its\n"
+            "standard error. Items sharing a context share its forward pass.\n"
+            "  --task FILE       .jsonl ({\"context\", \"choices\", \"gold\"[, \"target_delimiter\"]}\n"
+            "                    a line) or llama.cpp's HellaSwag text (6 lines a task);\n"
+            "                    repeat for several tasks\n"
+            "  --limit N         only the first N items of each task\n"
+            "  --max-length N    the context a sequence may have (default: the model's\n"
+            "                    max_position_embeddings, else 2048); longer ones are cut\n"
+            "                    from the left, as lm-eval does\n"
+            "  --json            adds every item's log-likelihoods\n"
+            "  (--threads, --backend, --memory, --spill-dir and --quiet as above)\n");
 }
 
 static int cmd_eval(int argc, char **argv) {
@@ -207,8 +223,13 @@ static int cmd_eval(int argc, char **argv) {
                                          {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
                                          {"memory", required_argument, 0, 'm'},  {"spill-dir", required_argument, 0, 'S'},
                                          {"backend", required_argument, 0, 'B'}, {"force", no_argument, 0, 'F'},
+                                         {"task", required_argument, 0, 'T'},    {"limit", required_argument, 0, 'L'},
+                                         {"max-length", required_argument, 0, 'M'},
                                          {0, 0, 0, 0}};
     const char *tokens = NULL, *text = NULL, *dump = NULL, *backend = NULL;
+    const char *task_files[64];
+    int n_task = 0;
+    int64_t limit = 0, max_length = 0;
     int json = 0, quiet = 0, out_flags = 0;
     int64_t threads = 0;
     sp_eval_opts eo = {.progress = 1};
@@ -231,9 +252,27 @@ static int cmd_eval(int argc, char **argv) {
         case 'S': eo.spill_dir = optarg; break;
         case 'B': backend = optarg; break;
         case 'F': out_flags = SP_IO_OUT_REPLACE; break;
+        case 'T':
+            if (n_task == (int)(sizeof task_files / sizeof task_files[0]))
+                return sp_fail(SP_EX_USAGE, "eval: at most %d --task files", n_task);
+            task_files[n_task++] = optarg;
+            break;
+        case 'L': SP_TRY(parse_i64(optarg, "--limit", 1, &limit)); break;
+        case 'M': SP_TRY(parse_i64(optarg, "--max-length", 2, &max_length)); break;
         case 'h': usage_eval(stdout); return 0;
         default: usage_eval(stderr); return bad_option("eval", argv);
         }
+    }
+    if (n_task || limit || max_length) {
+        if (optind != argc - 1 || !n_task || tokens || text || eo.seqlen || eo.windows || dump || out_flags) {
+            usage_eval(stderr);
+            return sp_fail(SP_EX_USAGE, "eval --task needs MODEL_DIR and one or more --task files, and takes none of "
+                                        "--tokens, --text, --seqlen, --windows, --dump-logits, --force");
+        }
+        sp_eval_task_args ta = {.model_dir = argv[optind], .tasks = task_files, .n_tasks = n_task, .limit = limit,
+                                .max_length = max_length, .threads = threads, .chunk_bytes = eo.chunk_bytes,
+                                .backend = backend, .spill_dir = eo.spill_dir, .json = json, .quiet = quiet};
+        return sp_cmd_eval_tasks(&ta);
     }
     if (optind != argc - 1 || !tokens == !text || !eo.seqlen) {
         usage_eval(stderr);
