@@ -474,6 +474,44 @@ static void test_nll(void) {
 
 /* ================= float64 ops ================= */
 
+/* cov_add with cov_f64 (the stock policy's MLP moments, F wide, no
+ * eigensolver workspace): every product and sum in float64, so within a few
+ * float64 roundings of the exact sum — far inside the float32-block bound —
+ * on a backend that honours it (the CPU ones; backend.h lets another stage
+ * as it always does, and it is then held to test_cov's bound). */
+static void test_cov_f64(void) {
+    const int64_t D = 300, rows = 517, cov_rows = 256;
+    sp_bk_plan_in in = {.D = D, .cov_rows = cov_rows, .no_eigh = 1, .cov_f64 = 1};
+    sp_bk_ws *ws = NULL;
+    CHECK(bk->ws_init(bk, &in, &ws) == 0 && ws, "ws_init(cov_f64, no_eigh, D %lld): %s", (long long)D, sp_errmsg());
+    if (!ws) return;
+    const int honours = strncmp(bk->name, "cpu", 3) == 0;
+    double *ref = xmalloc(D * D * 8), *mag = xmalloc(D * D * 8), *got = xmalloc(D * D * 8);
+    float *X = frand_vec(rows * D, 3);
+    for (int64_t i = 0; i < D * D; i++) ref[i] = mag[i] = 0;
+    for (int64_t t = 0; t < rows; t++)
+        for (int64_t i = 0; i < D; i++)
+            for (int64_t j = i; j < D; j++) {
+                double pr = (double)X[t * D + i] * (double)X[t * D + j];
+                ref[i * D + j] += pr;
+                mag[i * D + j] += fabs(pr);
+            }
+    double *dH = dalloc(D * D * 8);
+    bk->zero(bk, dH, D * D * 8);
+    float *dX = dfrom(X, rows * D * 4);
+    CHECK(bk->cov_add(bk, ws, dH, D, dX, rows, D, 0) == 0, "cov_add (cov_f64): %s", sp_errmsg());
+    hfrom(got, dH, D * D * 8);
+    const double u = honours ? ldexp(1.0, -53) * (double)(rows + 2) : ldexp(1.0, -24) * (double)(cov_rows + 1);
+    int64_t bad = 0, worst = -1;
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j = i; j < D; j++)
+            if (!(fabs(got[i * D + j] - ref[i * D + j]) <= 1e-300 + u * mag[i * D + j]) && bad++ == 0) worst = i * D + j;
+    CHECK(bad == 0, "cov_add (cov_f64, %s): %lld entries outside the %s bound; first got %.17g ref %.17g", bk->name,
+          (long long)bad, honours ? "float64" : "float32-block", worst >= 0 ? got[worst] : 0.0, worst >= 0 ? ref[worst] : 0.0);
+    bk->free(bk, dH), bk->free(bk, dX), bk->ws_free(bk, ws);
+    free(ref), free(mag), free(got), free(X);
+}
+
 static void test_cov(void) {
     static const struct {
         int64_t D, cov_rows, pad;
@@ -1073,6 +1111,7 @@ int main(int argc, char **argv) {
     test_act();
     test_nll();
     test_cov();
+    test_cov_f64();
     test_eigh();
     test_rot();
     test_basis();
