@@ -2,8 +2,9 @@
 // slicepipe GGUF: the mean NLL over non-overlapping windows of a token file,
 // and llama.cpp's own tokenization of texts. Prints one JSON object.
 //
-//   node test_gguf_llamacpp.mjs --gguf F --tokens F.json --seqlen T --windows N [--texts F.json]
-// tokens: a JSON array of ints; texts: a JSON array of strings. The model is
+//   node test_gguf_llamacpp.mjs --gguf F --tokens F.json --seqlen T --windows N [--texts F.json] [--per-token 1]
+// tokens: a JSON array of ints; texts: a JSON array of strings; --per-token 1
+// adds each predicted token's NLL (per_token). The model is
 // run with 2 threads, flash attention off and an F32 KV cache, so its numbers
 // are comparable with slicepipe's float32 evaluation.
 import fs from "node:fs";
@@ -33,6 +34,7 @@ if (seqlen > 0 && windows > 0) {
             vocabSeen = Math.max(vocabSeen, probs.size);
             const p = probs.get(win[i + 1]) ?? 0;
             sum += -Math.log(p);
+            if (args["per-token"]) (out.per_token ??= []).push(-Math.log(p));
             n++;
         }
         out.windows++;

@@ -14,7 +14,7 @@ int sp_cmd_export(int argc, char **argv); /* called by tools/slicepipe.c */
 static void usage_export(FILE *f) {
     char families[512];
     fprintf(f,
-            "usage: slicepipe export MODEL_DIR --gguf OUT.gguf [--type f32|f16|bf16|q8_0] [--restart] [--force] [--quiet]\n"
+            "usage: slicepipe export MODEL_DIR --gguf OUT.gguf [--type T] [--restart] [--force] [--quiet]\n"
             "\n"
             "Writes MODEL_DIR (config.json + safetensors, of a family llama.cpp has) as\n"
             "one GGUF v3 file for llama.cpp, with its tokenizer (tokenizer.json,\n"
@@ -33,8 +33,10 @@ static void usage_export(FILE *f) {
             "another export (changed model, options or slicepipe) is refused (65).\n"
             "\n"
             "  --gguf OUT.gguf   the output file\n"
-            "  --type T          2-D weights as f32 (default), f16, bf16 or q8_0; norms and\n"
-            "                    biases stay f32; q8_0 rows not a multiple of 32 are f16\n"
+            "  --type T          2-D weights as f32 (default), f16, bf16, or ggml's blocks\n"
+            "                    q8_0, q5_1, q5_0, q4_1, q4_0; norms and biases stay f32;\n"
+            "                    with q4_*/q5_* the token embedding and output head are\n"
+            "                    q8_0; block-type rows not a multiple of 32 are f16\n"
             "  --restart         discard an interrupted export's journal and tmp first\n"
             "  --force           replace an existing OUT.gguf\n"
             "  --quiet           no progress line\n",
@@ -57,7 +59,7 @@ int sp_cmd_export(int argc, char **argv) {
         case 'g': out = optarg; break;
         case 't': {
             int t = sp_gguf_ttype_parse(optarg);
-            if (t < 0) return sp_fail(SP_EX_USAGE, "export: --type '%s': expected f32, f16, bf16 or q8_0", optarg);
+            if (t < 0) return sp_fail(SP_EX_USAGE, "export: --type '%s': expected f32, f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0", optarg);
             o.type = (sp_gguf_ttype)t;
             break;
         }

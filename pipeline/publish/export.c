@@ -181,13 +181,20 @@ static const char *slot_name(const sp_arch *a, enum sp_arch_slot s) {
     return NULL;
 }
 
-static sp_gguf_ttype type_for(const sp_export_opts *o, int ndim, int64_t cols, int64_t *fallback) {
+/* The type of a tensor: 1-D always F32; 2-D the export's type, except
+ * that the token embedding and the output head (`edge`) of a 4- or 5-bit
+ * export stay Q8_0, as llama.cpp's own quantization keeps them at a higher
+ * precision; a block type whose rows are not a multiple of 32 falls back to
+ * F16 (counted). */
+static sp_gguf_ttype type_for(const sp_export_opts *o, int ndim, int64_t cols, int edge, int64_t *fallback) {
     if (ndim == 1) return SP_GGUF_T_F32;
-    if (o->type == SP_GGUF_T_Q8_0 && cols % SP_GGUF_QK8_0) {
+    sp_gguf_ttype t = o->type;
+    if (edge && sp_gguf_ttype_is_block(t)) t = SP_GGUF_T_Q8_0;
+    if (sp_gguf_ttype_is_block(t) && cols % SP_GGUF_QK) {
         (*fallback)++;
         return SP_GGUF_T_F16;
     }
-    return o->type;
+    return t;
 }
 
 /* A fused tensor written apart (gguf.split_fused): qkv as attn_q, attn_k,
@@ -222,7 +229,7 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
     xitem e;
     int64_t V = c->vocab_size, D = c->hidden_size;
 
-    SP_TRY(add_named(x, "token_embd.weight", a->embed, 2, V, D, type_for(o, 2, D, &st->n_fallback_f16), 0));
+    SP_TRY(add_named(x, "token_embd.weight", a->embed, 2, V, D, type_for(o, 2, D, 1, &st->n_fallback_f16), 0));
     if (c->rope_llama3) {
         memset(&e, 0, sizeof e);
         snprintf(e.gname, sizeof e.gname, "rope_freqs.weight");
@@ -245,7 +252,7 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
             if (x->g->permute_qk && (at->slot == SP_SLOT_Q || at->slot == SP_SLOT_K || at->slot == SP_SLOT_Q_B || at->slot == SP_SLOT_K_B))
                 e.perm_hd = c->head_dim;
             if (a->norm_plus_one && at->role == SP_ROLE_NORM) e.plus_one = 1;
-            e.type = type_for(o, e.ndim, e.cols, &st->n_fallback_f16);
+            e.type = type_for(o, e.ndim, e.cols, 0, &st->n_fallback_f16);
             if (x->g->split_fused && (at->slot == SP_SLOT_QKV || at->slot == SP_SLOT_GATE_UP)) {
                 SP_TRY(add_parts(x, &e, at->slot == SP_SLOT_QKV, l));
                 continue;
@@ -258,7 +265,7 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
     /* gguf.head_tied: tied in llama.cpp, whatever the file holds (HF ties it too) */
     int head = m->has_head && !(x->g->head_tied && c->tie_word_embeddings);
     if (head || x->g->head_always)
-        SP_TRY(add_named(x, "output.weight", head ? a->head : a->embed, 2, V, D, type_for(o, 2, D, &st->n_fallback_f16), 0));
+        SP_TRY(add_named(x, "output.weight", head ? a->head : a->embed, 2, V, D, type_for(o, 2, D, 1, &st->n_fallback_f16), 0));
     if (m->has_head_bias) SP_TRY(add_named(x, "output.bias", a->head_bias, 1, V, 1, SP_GGUF_T_F32, 0));
     else if (x->g->head_bias_required)
         return sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is missing: llama.cpp's %s requires output.bias", x->dir, a->head_bias,
@@ -281,12 +288,12 @@ static int write_hparams(sp_gguf_w *w, xctx *x, const sp_export_opts *o) {
     char kb[128];
     char name[256];
     sp_modelfile_name(x->dir, name, sizeof name);
-    uint32_t file_type = o->type == SP_GGUF_T_F32 ? 0 : o->type == SP_GGUF_T_F16 ? 1 : o->type == SP_GGUF_T_Q8_0 ? 7 : 32;
+    uint32_t file_type = sp_gguf_file_type(o->type);
     SP_TRY(sp_gguf_kv_str(w, "general.architecture", x->g->arch, -1));
     SP_TRY(sp_gguf_kv_str(w, "general.name", name, -1));
     SP_TRY(sp_gguf_kv_u32(w, "general.alignment", SP_GGUF_DEFAULT_ALIGNMENT));
     SP_TRY(sp_gguf_kv_u32(w, "general.file_type", file_type));
-    if (o->type == SP_GGUF_T_Q8_0) SP_TRY(sp_gguf_kv_u32(w, "general.quantization_version", 2));
+    if (sp_gguf_ttype_is_block(o->type)) SP_TRY(sp_gguf_kv_u32(w, "general.quantization_version", 2));
     SP_TRY(sp_gguf_kv_u32(w, K("context_length"), (uint32_t)(c->max_pos > 0 ? c->max_pos : 2048)));
     SP_TRY(sp_gguf_kv_u32(w, K("embedding_length"), (uint32_t)c->hidden_size));
     SP_TRY(sp_gguf_kv_u32(w, K("block_count"), (uint32_t)c->n_layers));

@@ -29,7 +29,8 @@
 
 typedef struct sp_export_opts {
     sp_gguf_ttype type; /* 2-D weights; 1-D tensors (norms, biases) are always F32.
-                           Q8_0 falls back to F16 for rows not a multiple of 32 */
+                           A 4- or 5-bit type keeps token_embd and output at Q8_0;
+                           a block type falls back to F16 for rows not a multiple of 32 */
     int quiet;
     int restart;              /* discard an earlier export's journal and tmp first */
     int force;                /* replace an existing OUT (io/base/fileio.h: without it an existing file there is

@@ -569,7 +569,7 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
             return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
         int t = strcmp(v->s, "none") == 0 ? -1 : sp_gguf_ttype_parse(v->s);
         if (t < 0 && strcmp(v->s, "none"))
-            return pfail(p, "[%s] %s: unknown GGUF type '%.32s' (none, f32, f16, bf16 or q8_0)", tname, kd->key, v->s);
+            return pfail(p, "[%s] %s: unknown GGUF type '%.32s' (none, f32, f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0)", tname, kd->key, v->s);
         *(int *)field = t;
         return 0;
     }
