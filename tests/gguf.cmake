@@ -3,6 +3,8 @@
 #                  file parsed by the independent tests/gguf_read.py
 #   gguf.export    exports of a shared model, the example and every hf-tiny
 #                  family, every key and tensor checked; refusals
+#   gguf.calib     --quant-weighting calib: weighted error against plain rounding, with the
+#                  reader statistics computed independently in numpy
 #   gguf.resume    the journaled export killed at every commit point and
 #                  within tensors, torn and corrupt tails, changed inputs
 #   gguf.outputkey [output] gguf in `slicepipe run` (synthetic models)
@@ -15,7 +17,7 @@ add_executable(test_gguf ${CMAKE_SOURCE_DIR}/tests/test_gguf.c)
 target_link_libraries(test_gguf PRIVATE slicepipe_core)
 set(SP_GGUF_ARGS --slicepipe $<TARGET_FILE:slicepipe> --test-bin $<TARGET_FILE:test_gguf> --shared ${SP_SHARED_DIR}
                  --root ${CMAKE_SOURCE_DIR} --npm ${CMAKE_BINARY_DIR}/npm-gguf --work ${CMAKE_BINARY_DIR}/gguf_work)
-foreach(mode unit export resume outputkey)
+foreach(mode unit export calib resume outputkey)
   add_test(NAME gguf.${mode} COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_gguf.py ${mode} ${SP_GGUF_ARGS})
   set_tests_properties(gguf.${mode} PROPERTIES LABELS "gguf" SKIP_RETURN_CODE 77 TIMEOUT 300)
 endforeach()
