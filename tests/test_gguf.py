@@ -37,7 +37,9 @@
   outputkey [output] gguf in `slicepipe run`: refused (64, one line naming the
             manifest) with basis = "per-layer" and for OPT; with basis =
             "global", model.gguf equals `slicepipe export <output>` byte for
-            byte (f32 and q8_0) and its hash is in the summary; a run killed
+            byte (f32, q8_0, and q4_0 with gguf_weighting = "calib" against
+            `export --quant-weighting calib` on the run's calibration windows;
+            calib with f16 refused, 64) and its hash is in the summary; a run killed
             during the export resumes it; a complete job re-verifies it,
             re-creates it when missing or changed; --restart removes it, its
             tmp and its journal (synthetic models: no shared data needed)
@@ -1019,6 +1021,27 @@ def mode_outputkey(a):
     if gguf_read.read(ex)[1]["blk.0.ffn_down.weight"][0] != "Q8_0":  # rows of 128 (rows of d = 48 fall back to F16)
         die("gguf = q8_0: ffn_down is not Q8_0")
     print("global, gguf = q8_0: model.gguf equals `slicepipe export --type q8_0` byte for byte")
+    # a 4-bit type with calibration-aware rounding: the run's calibration windows
+    man = os.path.join(w, "global-q4.toml")
+    out = os.path.join(w, "global-q4")
+    model = os.path.join(w, "llama")
+    run_manifest(man, model, out, "global", "q4_0", extra="")
+    txt = open(man).read().replace('gguf = "q4_0"\n', 'gguf = "q4_0"\ngguf_weighting = "calib"\n')
+    open(man, "w").write(txt)
+    r = run([sp, "run", man, "--quiet"])
+    e = run([sp, "export", out, "--gguf", ex, "--type", "q4_0", "--quant-weighting", "calib", "--calib",
+             os.path.join(model, "calib.npy"), "--calib-seqlen", "64", "--calib-windows", "8", "--force", "--quiet"])
+    p = run([sp, "export", out, "--gguf", ex + ".plain", "--type", "q4_0", "--force", "--quiet"])
+    if r.returncode or e.returncode or sha(ex) != sha(os.path.join(out, "model.gguf")) or sha(ex) == sha(ex + ".plain"):
+        die(f"gguf_weighting = calib: run exit {r.returncode} {r.stderr.strip()[-300:]}, export exit {e.returncode} "
+            f"{e.stderr.strip()[-300:]}, or the files differ (or equal plain rounding's)")
+    bad = txt.replace('gguf = "q4_0"', 'gguf = "f16"')
+    open(man, "w").write(bad)
+    r = run([sp, "run", man, "--quiet"])
+    if r.returncode != 64 or "gguf_weighting" not in r.stderr:
+        die(f"gguf_weighting = calib with gguf = f16: exit {r.returncode} ({r.stderr.strip()[-300:]}), expected 64")
+    print("global, gguf = q4_0, gguf_weighting = calib: model.gguf equals `slicepipe export --quant-weighting calib` on the "
+          "run's calibration windows byte for byte, and differs from plain rounding; with f16 refused (64)")
 
 
 def main():

@@ -555,7 +555,7 @@ static int reader_stats(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
     if (!rc) rc = sp_reader_stats_init(&x->m, &x->rs);
     if (!rc) x->has_rs = 1;
     if (!rc) rc = sp_bk_open_host("cpu", "export", &bk);
-    if (!rc && o->threads > 0) rc = bk->set_threads(bk, o->threads, x->m.cfg.hidden_size);
+    if (!rc) bk->set_threads(bk, o->threads, x->m.cfg.hidden_size); /* the count in effect; 0: the default */
     if (!rc) {
         int64_t avail = tk.n / T, W = o->calib_windows > 0 ? o->calib_windows : 64;
         sp_eval_opts eo = {.seqlen = T, .windows = W < avail ? W : avail, .bk = bk, .stats = &x->rs};
