@@ -3,16 +3,67 @@ docs/gguf.md (not from io/formats/gguf.c), for the tests.
 
 read(path) -> (kv: dict key -> value, tensors: dict name -> (type, shape, ndarray|bytes), info)
 Values: ints, floats, bools, str (UTF-8), lists. Tensors: F32/F16/BF16 as
-float32 numpy arrays of shape ne[::-1] (rows first, like HF); Q8_0
-dequantized (d · q). Every structural rule is checked: magic, version 3,
-offsets aligned and increasing without overlap, data inside the file, the
-file ending at the aligned end of the last tensor.
+float32 numpy arrays of shape ne[::-1] (rows first, like HF); the block
+types dequantized (dequantize below). Every structural rule is checked:
+magic, version 3, offsets aligned and increasing without overlap, data inside
+the file, the file ending at the aligned end of the last tensor, and every
+block's fp16 scale d (and min m) finite.
+
+Block types, from ggml's ggml-common.h (blocks of 32 values along a row):
+  Q4_0  18 bytes: fp16 d, qs[16]            x = (q - 8) d,  q in 0..15
+  Q4_1  20 bytes: fp16 d, fp16 m, qs[16]    x = q d + m
+  Q5_0  22 bytes: fp16 d, u32 qh, qs[16]    x = (q - 16) d, q in 0..31
+  Q5_1  24 bytes: fp16 d, fp16 m, qh, qs    x = q d + m
+  Q8_0  34 bytes: fp16 d, int8 q[32]        x = q d
+qs[j] holds value j in its low nibble and value j + 16 in its high nibble;
+the 5-bit types' fifth bit of value j is bit j of qh (little-endian u32).
 """
 import struct
 
 import numpy as np
 
-GGML = {0: "F32", 1: "F16", 8: "Q8_0", 30: "BF16"}
+GGML = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 30: "BF16"}
+# block types: bytes per block of 32, has a min, bits
+BLOCK = {"Q4_0": (18, False, 4), "Q4_1": (20, True, 4), "Q5_0": (22, False, 5), "Q5_1": (24, True, 5),
+         "Q8_0": (34, False, 8)}
+
+
+def block_fields(t, raw):
+    """Block type t's raw bytes -> (d, m, q): float32 (nb,), float32 (nb,) (zeros
+    for _0 types), int (nb, 32) levels as stored (unsigned for 4/5 bits)."""
+    size, has_min, bits = BLOCK[t]
+    blk = np.frombuffer(raw, np.uint8).reshape(-1, size)
+    d = blk[:, 0:2].copy().view("<f2").astype(np.float32)[:, 0]
+    o = 2
+    m = np.zeros_like(d)
+    if has_min:
+        m = blk[:, 2:4].copy().view("<f2").astype(np.float32)[:, 0]
+        o = 4
+    if bits == 8:
+        return d, m, blk[:, o:].view(np.int8).astype(np.int32)
+    qh = None
+    if bits == 5:
+        qh = blk[:, o:o + 4].copy().view("<u4")[:, 0]
+        o += 4
+    qs = blk[:, o:o + 16].astype(np.int32)
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=1)  # values 0..15, then 16..31
+    if qh is not None:
+        bit = (qh[:, None].astype(np.int64) >> np.arange(32)[None, :]) & 1
+        q = q | (bit.astype(np.int32) << 4)
+    return d, m, q
+
+
+def dequantize(t, raw):
+    """Block type t's bytes -> float32 values (flat), as ggml's dequantize_row_*:
+    the product of float32 d and the level, plus m, in float32."""
+    size, has_min, bits = BLOCK[t]
+    d, m, q = block_fields(t, raw)
+    bad = ~np.isfinite(d) | ~np.isfinite(m)
+    if bad.any():
+        raise ValueError(f"{t}: block {int(np.argmax(bad))} has a non-finite scale or min")
+    if not has_min and bits != 8:
+        q = q - (1 << (bits - 1))
+    return (d[:, None] * q.astype(np.float32) + m[:, None]).astype(np.float32).reshape(-1)
 
 
 class Reader:
@@ -91,10 +142,10 @@ def read(path):
         if off < end:
             raise ValueError(f"{name}: overlaps the previous tensor")
         n = int(np.prod(ne))
-        if GGML[t] == "Q8_0":
+        if GGML[t] in BLOCK:
             if ne[0] % 32:
-                raise ValueError(f"{name}: Q8_0 row of {ne[0]}")
-            nb = n // 32 * 34
+                raise ValueError(f"{name}: {GGML[t]} row of {ne[0]}")
+            nb = n // 32 * BLOCK[GGML[t]][0]
         else:
             nb = n * (4 if GGML[t] == "F32" else 2)
         s = data + off
@@ -108,10 +159,10 @@ def read(path):
         elif GGML[t] == "BF16":
             a = bf16_to_f32(np.frombuffer(raw, "<u2"))
         else:
-            blk = np.frombuffer(raw, np.uint8).reshape(-1, 34)
-            d = blk[:, :2].copy().view("<f2").astype(np.float32)
-            q = blk[:, 2:].view(np.int8).astype(np.float32)
-            a = (d * q).reshape(-1)
+            try:
+                a = dequantize(GGML[t], raw)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}")
         tensors[name] = (GGML[t], list(ne), a.reshape(list(reversed(ne))))
         end = off + nb
     last = data + (end + align - 1) // align * align

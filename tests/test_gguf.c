@@ -2,6 +2,7 @@
  * from ggml's docs/gguf.md, plus its refusals. Writes ARGV[1] (a GGUF with
  * every value type and all four tensor types, alignment 64) for
  * tests/test_gguf.py to parse independently (tests/gguf_read.py). */
+#include "dtype.h"
 #include "error.h"
 #include "gguf.h"
 #include "test_util.h"
@@ -21,6 +22,27 @@ static void e_u64(uint64_t v) { for (int i = 0; i < 8; i++) ex[exn++] = (uint8_t
 static void e_str(const char *s) { e_u64(strlen(s)), e_bytes(s, strlen(s)); }
 static void e_pad(size_t a) { while (exn % a) ex[exn++] = 0; }
 static void e_f32(float f) { uint32_t u; memcpy(&u, &f, 4), e_u32(u); }
+
+/* One block of type t back to 32 floats, from ggml's definitions (not
+ * through gguf.c): the test's own decoder. */
+static void decode_block(sp_gguf_ttype t, const uint8_t *b, float *x) {
+    float d = sp_f16_to_f32((uint16_t)(b[0] | b[1] << 8)), m = 0;
+    int o = 2;
+    if (t == SP_GGUF_T_Q4_1 || t == SP_GGUF_T_Q5_1) m = sp_f16_to_f32((uint16_t)(b[2] | b[3] << 8)), o = 4;
+    if (t == SP_GGUF_T_Q8_0) {
+        for (int j = 0; j < 32; j++) x[j] = d * (float)(int8_t)b[o + j];
+        return;
+    }
+    uint32_t qh = 0;
+    int five = t == SP_GGUF_T_Q5_0 || t == SP_GGUF_T_Q5_1;
+    if (five) qh = (uint32_t)b[o] | (uint32_t)b[o + 1] << 8 | (uint32_t)b[o + 2] << 16 | (uint32_t)b[o + 3] << 24, o += 4;
+    for (int j = 0; j < 32; j++) {
+        int q = j < 16 ? b[o + j] & 15 : b[o + j - 16] >> 4;
+        if (five) q |= (int)((qh >> j) & 1) << 4;
+        int off = t == SP_GGUF_T_Q4_0 ? 8 : t == SP_GGUF_T_Q5_0 ? 16 : 0;
+        x[j] = d * (float)(q - off) + m;
+    }
+}
 
 int main(int argc, char **argv) {
     const char *path = argc > 1 ? argv[1] : "test_gguf.gguf";
@@ -134,6 +156,73 @@ int main(int argc, char **argv) {
     sp_gguf_free(w);
     CHECK(access(p2, F_OK) != 0);
     CHECK(sp_gguf_init("/nonexistent-dir/x.gguf", &w) == SP_EX_CANTCREAT);
+
+    /* the 4- and 5-bit blocks, by hand from ggml's definitions: x = -8, 4,
+     * 1.4, -0.3 in values 0..3, 7 in value 16, zeros elsewhere.
+     *   q4_0: d = max/-8 = 1, q = trunc(x/d + 8.5) = 0, 12, 9, 8 | 15, zeros 8
+     *   q4_1: d = (7 - -8)/15 = 1, m = -8: the same levels
+     *   q5_0: d = max/-16 = 0.5, q = trunc(x/d + 16.5) = 0, 24, 19, 15 | 30, zeros 16:
+     *         low nibbles 0, 8, 3, 15 | 14, zeros 0; qh: every value >= 16, all bits but 0 and 3 */
+    float xb[32] = {-8, 4, 1.4f, -0.3f};
+    xb[16] = 7;
+    static const uint8_t nib4[16] = {0xf0, 0x8c, 0x89, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88};
+    static const uint8_t nib5[16] = {0xe0, 0x08, 0x03, 0x0f};
+    uint8_t blk[64], want[64];
+    sp_gguf_quantize(SP_GGUF_T_Q4_0, xb, 32, NULL, blk);
+    memcpy(want, "\x00\x3c", 2), memcpy(want + 2, nib4, 16);
+    CHECK(!memcmp(blk, want, 18), "q4_0 block differs from ggml's layout");
+    sp_gguf_quantize(SP_GGUF_T_Q4_1, xb, 32, NULL, blk);
+    memcpy(want, "\x00\x3c\x00\xc8", 4), memcpy(want + 4, nib4, 16); /* d 1, m -8 */
+    CHECK(!memcmp(blk, want, 20), "q4_1 block differs from ggml's layout");
+    sp_gguf_quantize(SP_GGUF_T_Q5_0, xb, 32, NULL, blk);
+    memcpy(want, "\x00\x38\xf6\xff\xff\xff", 6), memcpy(want + 6, nib5, 16); /* d 0.5, qh 0xfffffff6 */
+    CHECK(!memcmp(blk, want, 22), "q5_0 block differs from ggml's layout");
+    CHECK(sp_gguf_row_bytes(SP_GGUF_T_Q5_1, 64) == 48 && sp_gguf_row_bytes(SP_GGUF_T_Q4_0, 48) == -1);
+
+    /* calibration-aware rounding: on random blocks with random weights h, the
+     * weighted error Σ h (x - x̂)² (x̂ decoded from the bytes) is never above the
+     * reference rounding's, and below it on most blocks */
+    static const sp_gguf_ttype qt[5] = {SP_GGUF_T_Q4_0, SP_GGUF_T_Q4_1, SP_GGUF_T_Q5_0, SP_GGUF_T_Q5_1, SP_GGUF_T_Q8_0};
+    uint32_t seed = 12345;
+    for (int t = 0; t < 5; t++) {
+        int better = 0, worse = 0;
+        for (int it = 0; it < 400; it++) {
+            float xr[32], h[32], dq[2][32];
+            for (int j = 0; j < 32; j++) {
+                seed = seed * 1664525u + 1013904223u;
+                xr[j] = ((float)(seed >> 8) / 16777216.0f - 0.5f) * (j % 7 == 0 ? 6.0f : 1.0f);
+                seed = seed * 1664525u + 1013904223u;
+                h[j] = (float)(seed >> 8) / 16777216.0f * (j % 5 == 0 ? 20.0f : 1.0f);
+            }
+            double e[2] = {0, 0};
+            for (int k = 0; k < 2; k++) {
+                sp_gguf_quantize(qt[t], xr, 32, k ? h : NULL, blk);
+                decode_block(qt[t], blk, dq[k]);
+                for (int j = 0; j < 32; j++) e[k] += (double)h[j] * ((double)xr[j] - dq[k][j]) * ((double)xr[j] - dq[k][j]);
+            }
+            better += e[1] < e[0] * (1 - 1e-6);
+            worse += e[1] > e[0] * (1 + 1e-9);
+        }
+        CHECK(worse == 0 && better > 300, "%s: weighted rounding better on %d and worse on %d of 400 blocks", sp_gguf_ttype_name(qt[t]),
+              better, worse);
+    }
+
+    /* a block whose fp16 scale or min is Inf: 65 naming the tensor, the row and the columns */
+    float hugebl[32] = {0};
+    hugebl[5] = 6e5f; /* q4_0: d = 6e5/8 = 75000 > 65504 */
+    float lowmin[32];
+    for (int j = 0; j < 32; j++) lowmin[j] = -70000.0f; /* q4_1: m = -70000 */
+    lowmin[3] = -69990.0f;
+    int64_t ne_blk[2] = {32, 1};
+    for (int k = 0; k < 2; k++) {
+        CHECK(sp_gguf_init(p2, &w) == 0);
+        CHECK(sp_gguf_tensor(w, "blk", 2, ne_blk, k ? SP_GGUF_T_Q4_1 : SP_GGUF_T_Q4_0) == 0);
+        CHECK(sp_gguf_begin(w) == 0);
+        CHECK(sp_gguf_rows(w, k ? lowmin : hugebl, 1) == SP_EX_DATAERR);
+        CHECK_MSG(k ? "'blk': row 0, columns 0..31: the q4_1 block's min m is Inf" : "'blk': row 0, columns 0..31: the q4_0 block's scale");
+        sp_gguf_free(w);
+        CHECK(access(p2, F_OK) != 0);
+    }
 
     if (g_fail) fprintf(stderr, "%d check(s) failed\n", g_fail);
     else printf("gguf writer: %zu bytes identical to the hand-built layout; refusals ok\n", exn);

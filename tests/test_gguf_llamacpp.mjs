@@ -2,9 +2,10 @@
 // slicepipe GGUF: the mean NLL over non-overlapping windows of a token file,
 // and llama.cpp's own tokenization of texts. Prints one JSON object.
 //
-//   node test_gguf_llamacpp.mjs --gguf F --tokens F.json --seqlen T --windows N [--texts F.json]
+//   node test_gguf_llamacpp.mjs --gguf F --tokens F.json --seqlen T --windows N [--texts F.json] [--per-token 1]
 //   node test_gguf_llamacpp.mjs --batch F.json
-// tokens: a JSON array of ints; texts: a JSON array of strings. --batch: a JSON
+// tokens: a JSON array of ints; texts: a JSON array of strings; --per-token 1
+// adds each predicted token's NLL (per_token). --batch: a JSON
 // array of {gguf, tokens, seqlen, windows} run in this one process (llama.cpp
 // is loaded once), one JSON object a line in their order. The model is run
 // with 2 threads, flash attention off and an F32 KV cache, so its numbers are
@@ -36,6 +37,7 @@ async function measure(args) {
                 vocabSeen = Math.max(vocabSeen, probs.size);
                 const p = probs.get(win[i + 1]) ?? 0;
                 sum += -Math.log(p);
+                if (args["per-token"]) (out.per_token ??= []).push(-Math.log(p));
                 n++;
             }
             out.windows++;

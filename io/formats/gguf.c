@@ -23,6 +23,7 @@
 #include <xxhash.h>
 
 #include <errno.h>
+#include <float.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -63,11 +64,42 @@ struct sp_gguf_w {
     XXH3_state_t *xx;
 };
 
+/* The block types: ggml's blocks of 32 (ggml-common.h), little-endian:
+ *   q4_0 18 B  fp16 d | 16 B qs        x = (q − 8)·d,   q ∈ 0..15
+ *   q4_1 20 B  fp16 d, fp16 m | 16 B   x = q·d + m,     q ∈ 0..15
+ *   q5_0 22 B  fp16 d | u32 qh | 16 B  x = (q − 16)·d,  q ∈ 0..31
+ *   q5_1 24 B  fp16 d, fp16 m | u32 qh | 16 B   x = q·d + m, q ∈ 0..31
+ *   q8_0 34 B  fp16 d | 32 int8 q      x = q·d
+ * A nibble byte qs[j] holds element j (low 4 bits) and element j + 16 (high
+ * 4 bits); q5's fifth bits are qh bit j for element j (j < 32). */
+typedef struct qtype {
+    sp_gguf_ttype t;
+    const char *name;
+    int bytes;     /* per block of 32 */
+    int has_min;   /* _1: fp16 m after d */
+    int bits;      /* 4, 5 or 8 */
+    uint32_t ftype; /* llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*) */
+} qtype;
+
+static const qtype QTYPES[] = {
+    {SP_GGUF_T_Q4_0, "q4_0", 18, 0, 4, 2}, {SP_GGUF_T_Q4_1, "q4_1", 20, 1, 4, 3},
+    {SP_GGUF_T_Q5_0, "q5_0", 22, 0, 5, 8}, {SP_GGUF_T_Q5_1, "q5_1", 24, 1, 5, 9},
+    {SP_GGUF_T_Q8_0, "q8_0", 34, 0, 8, 7},
+};
+#define N_QTYPES ((int)(sizeof QTYPES / sizeof QTYPES[0]))
+
+static const qtype *qtype_of(sp_gguf_ttype t) {
+    for (int i = 0; i < N_QTYPES; i++)
+        if (QTYPES[i].t == t) return &QTYPES[i];
+    return NULL;
+}
+
 int sp_gguf_ttype_parse(const char *s) {
     if (!strcmp(s, "f32")) return SP_GGUF_T_F32;
     if (!strcmp(s, "f16")) return SP_GGUF_T_F16;
     if (!strcmp(s, "bf16")) return SP_GGUF_T_BF16;
-    if (!strcmp(s, "q8_0")) return SP_GGUF_T_Q8_0;
+    for (int i = 0; i < N_QTYPES; i++)
+        if (!strcmp(s, QTYPES[i].name)) return QTYPES[i].t;
     return -1;
 }
 
@@ -76,9 +108,24 @@ const char *sp_gguf_ttype_name(sp_gguf_ttype t) {
     case SP_GGUF_T_F32: return "f32";
     case SP_GGUF_T_F16: return "f16";
     case SP_GGUF_T_BF16: return "bf16";
-    case SP_GGUF_T_Q8_0: return "q8_0";
+    default: break;
     }
-    return "?";
+    const qtype *q = qtype_of(t);
+    return q ? q->name : "?";
+}
+
+int sp_gguf_ttype_is_block(sp_gguf_ttype t) { return qtype_of(t) != NULL; }
+
+uint32_t sp_gguf_file_type(sp_gguf_ttype t) {
+    switch (t) {
+    case SP_GGUF_T_F32: return 0;
+    case SP_GGUF_T_F16: return 1;
+    case SP_GGUF_T_BF16: return 32;
+    default: break;
+    }
+    const qtype *q = qtype_of(t);
+    SP_ASSERT(q);
+    return q->ftype;
 }
 
 int64_t sp_gguf_row_bytes(sp_gguf_ttype t, int64_t n) {
@@ -88,29 +135,191 @@ int64_t sp_gguf_row_bytes(sp_gguf_ttype t, int64_t n) {
     case SP_GGUF_T_F32: return sp_mul_i64(n, 4, &r) ? -1 : r;
     case SP_GGUF_T_F16:
     case SP_GGUF_T_BF16: return sp_mul_i64(n, 2, &r) ? -1 : r;
-    case SP_GGUF_T_Q8_0:
-        if (n % SP_GGUF_QK8_0) return -1;
-        return sp_mul_i64(n / SP_GGUF_QK8_0, 2 + SP_GGUF_QK8_0, &r) ? -1 : r;
+    default: break;
     }
-    return -1;
+    const qtype *q = qtype_of(t);
+    if (!q || n % SP_GGUF_QK) return -1;
+    return sp_mul_i64(n / SP_GGUF_QK, q->bytes, &r) ? -1 : r;
 }
 
-void sp_gguf_quantize_q8_0(const float *src, int64_t n, uint8_t *dst) {
-    for (int64_t b = 0; b < n / SP_GGUF_QK8_0; b++) {
-        const float *x = src + b * SP_GGUF_QK8_0;
+/* ---- block quantization -------------------------------------------------- */
+
+/* One block's integer levels and its scale (and min) as float32, before
+ * they are stored as fp16. */
+typedef struct qblock {
+    int q[SP_GGUF_QK];
+    float d, m;
+} qblock;
+
+/* ggml's reference rounding (quantize_row_*_ref):
+ *   _0 (4, 5 bits): max = the value of largest magnitude (the first, on a
+ *     tie), d = max / −2^(b−1), q = min(2^b − 1, trunc(x·(1/d) + 2^(b−1) + ½));
+ *   _1: d = (max − min)/(2^b − 1), m = min, q = min(2^b − 1, trunc((x − min)·(1/d) + ½));
+ *   q8_0: d = max|x|/127, q = round(x·(1/d)) half away from zero.
+ * The float d and m are used for rounding; the stored ones are their fp16. */
+static void block_ref(const qtype *qt, const float *x, qblock *b) {
+    const int top = (1 << qt->bits) - 1;
+    if (qt->bits == 8) {
         float amax = 0.0f;
-        for (int j = 0; j < SP_GGUF_QK8_0; j++) {
-            float a = fabsf(x[j]);
-            if (a > amax) amax = a;
+        for (int j = 0; j < SP_GGUF_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        b->d = amax / 127.0f, b->m = 0.0f;
+        float id = b->d != 0.0f ? 1.0f / b->d : 0.0f;
+        for (int j = 0; j < SP_GGUF_QK; j++) b->q[j] = (int)roundf(x[j] * id);
+    } else if (!qt->has_min) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < SP_GGUF_QK; j++)
+            if (amax < fabsf(x[j])) amax = fabsf(x[j]), max = x[j];
+        const float half = (float)(1 << (qt->bits - 1));
+        b->d = max / -half, b->m = 0.0f;
+        float id = b->d != 0.0f ? 1.0f / b->d : 0.0f;
+        for (int j = 0; j < SP_GGUF_QK; j++) {
+            int v = (int)(x[j] * id + half + 0.5f); /* ≥ ½: truncation is floor */
+            b->q[j] = v > top ? top : v < 0 ? 0 : v;
         }
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        uint16_t dh = sp_f32_to_f16(d);
-        uint8_t *blk = dst + b * (2 + SP_GGUF_QK8_0);
-        blk[0] = (uint8_t)(dh & 0xff);
-        blk[1] = (uint8_t)(dh >> 8);
-        for (int j = 0; j < SP_GGUF_QK8_0; j++) blk[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+    } else {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < SP_GGUF_QK; j++) min = fminf(min, x[j]), max = fmaxf(max, x[j]);
+        b->d = (max - min) / (float)top, b->m = min;
+        float id = b->d != 0.0f ? 1.0f / b->d : 0.0f;
+        for (int j = 0; j < SP_GGUF_QK; j++) {
+            int v = (int)((x[j] - min) * id + 0.5f);
+            b->q[j] = v > top ? top : v < 0 ? 0 : v;
+        }
     }
+}
+
+/* The value level q stands for, before scaling: q − 2^(b−1) for _0 types
+ * (q8_0: q itself), q for _1. */
+static int level(const qtype *qt, int q) { return qt->has_min || qt->bits == 8 ? q : q - (1 << (qt->bits - 1)); }
+
+/* Σ h_j (x_j − x̂_j)² of block b as stored (d and m rounded to fp16). */
+static double block_err(const qtype *qt, const float *x, const float *h, const qblock *b) {
+    double d = sp_f16_to_f32(sp_f32_to_f16(b->d)), m = qt->has_min ? sp_f16_to_f32(sp_f32_to_f16(b->m)) : 0.0, e = 0.0;
+    for (int j = 0; j < SP_GGUF_QK; j++) {
+        double r = (double)x[j] - (d * level(qt, b->q[j]) + m);
+        e += (double)h[j] * r * r;
+    }
+    return e;
+}
+
+/* Levels of x for scale d (and min m), nearest, clamped to the type's range. */
+static void block_round(const qtype *qt, const float *x, double d, double m, qblock *b) {
+    const int top = (1 << qt->bits) - 1;
+    const int lo = qt->bits == 8 ? -127 : 0, hi = qt->bits == 8 ? 127 : top;
+    const int off = qt->has_min || qt->bits == 8 ? 0 : 1 << (qt->bits - 1);
+    for (int j = 0; j < SP_GGUF_QK; j++) {
+        double v = nearbyint(((double)x[j] - m) / d) + off;
+        b->q[j] = v > hi ? hi : v < lo ? lo : (int)v;
+    }
+    b->d = (float)d, b->m = (float)m;
+}
+
+/* The weighted least-squares scale (and min) for fixed levels:
+ * argmin Σ h (x − d·l − m)²; 0 when degenerate (the candidate is skipped). */
+static int block_refit(const qtype *qt, const float *x, const float *h, qblock *b) {
+    double shl2 = 0, shlx = 0, shl = 0, sh = 0, shx = 0;
+    for (int j = 0; j < SP_GGUF_QK; j++) {
+        double l = level(qt, b->q[j]), hj = h[j];
+        shl2 += hj * l * l, shlx += hj * l * x[j], shl += hj * l, sh += hj, shx += hj * x[j];
+    }
+    if (!qt->has_min) {
+        if (shl2 <= 0) return 0;
+        b->d = (float)(shlx / shl2);
+        return 1;
+    }
+    double det = shl2 * sh - shl * shl;
+    if (det <= 1e-12 * shl2 * sh) return 0;
+    double d = (shlx * sh - shl * shx) / det, m = (shl2 * shx - shl * shlx) / det;
+    if (!(d > 0)) return 0;
+    b->d = (float)d, b->m = (float)m;
+    return 1;
+}
+
+/* Calibration-aware rounding (--quant-weighting calib): the block's scale
+ * (and min) minimizing Σ h_j (x_j − x̂_j)², h ≥ 0 the diagonal of the
+ * reader's input second moment over this block's columns. Candidates: the
+ * reference block, and for each of 21 scales around the reference one
+ * (steps of 0.1 level over the block's range) the nearest levels, their
+ * weighted least-squares (d, m), the levels again at that (d, m) and one more
+ * refit; the smallest error with d and m as stored (fp16) wins. A block whose
+ * weights are all zero keeps the reference. */
+static void block_weighted(const qtype *qt, const float *x, const float *h, qblock *best) {
+    block_ref(qt, x, best);
+    double hs = 0;
+    for (int j = 0; j < SP_GGUF_QK; j++) hs += h[j];
+    if (!(hs > 0) || best->d == 0.0f) return;
+    double best_e = block_err(qt, x, h, best);
+    const int top = (1 << qt->bits) - 1;
+    double lo = FLT_MAX, hi = -FLT_MAX, amax = 0, smax = 0;
+    for (int j = 0; j < SP_GGUF_QK; j++) {
+        lo = fmin(lo, x[j]), hi = fmax(hi, x[j]);
+        if (fabs(x[j]) > amax) amax = fabs(x[j]), smax = x[j];
+    }
+    for (int is = -10; is <= 10; is++) {
+        qblock c;
+        double d, m = 0;
+        if (qt->has_min) d = (hi - lo) / (top + 0.1 * is), m = lo;
+        else if (qt->bits == 8) d = amax / (127 + 0.1 * is);
+        else d = smax / -((1 << (qt->bits - 1)) + 0.1 * is);
+        if (!(d != 0)) continue;
+        block_round(qt, x, d, m, &c);
+        for (int it = 0; it < 2; it++) {
+            if (!block_refit(qt, x, h, &c)) break;
+            double e = block_err(qt, x, h, &c);
+            if (e < best_e && isfinite(c.d) && isfinite(c.m)) best_e = e, *best = c;
+            if (c.d == 0.0f) break;
+            block_round(qt, x, c.d, c.m, &c);
+        }
+    }
+}
+
+static void block_store(const qtype *qt, const qblock *b, uint8_t *blk) {
+    uint16_t dh = sp_f32_to_f16(b->d);
+    blk[0] = (uint8_t)(dh & 0xff), blk[1] = (uint8_t)(dh >> 8);
+    int o = 2;
+    if (qt->has_min) {
+        uint16_t mh = sp_f32_to_f16(b->m);
+        blk[2] = (uint8_t)(mh & 0xff), blk[3] = (uint8_t)(mh >> 8);
+        o = 4;
+    }
+    if (qt->bits == 8) {
+        for (int j = 0; j < SP_GGUF_QK; j++) blk[o + j] = (uint8_t)(int8_t)b->q[j];
+        return;
+    }
+    if (qt->bits == 5) {
+        uint32_t qh = 0;
+        for (int j = 0; j < SP_GGUF_QK; j++) qh |= (uint32_t)((b->q[j] >> 4) & 1) << j;
+        for (int k = 0; k < 4; k++) blk[o + k] = (uint8_t)(qh >> (8 * k));
+        o += 4;
+    }
+    for (int j = 0; j < SP_GGUF_QK / 2; j++)
+        blk[o + j] = (uint8_t)((b->q[j] & 0x0f) | ((b->q[j + SP_GGUF_QK / 2] & 0x0f) << 4));
+}
+
+void sp_gguf_quantize(sp_gguf_ttype t, const float *src, int64_t n, const float *weight, uint8_t *dst) {
+    const qtype *qt = qtype_of(t);
+    SP_ASSERT(qt && n % SP_GGUF_QK == 0);
+    for (int64_t b = 0; b < n / SP_GGUF_QK; b++) {
+        qblock blk;
+        if (weight) block_weighted(qt, src + b * SP_GGUF_QK, weight + b * SP_GGUF_QK, &blk);
+        else block_ref(qt, src + b * SP_GGUF_QK, &blk);
+        block_store(qt, &blk, dst + b * qt->bytes);
+    }
+}
+
+/* The first block of an encoded row whose fp16 d (or m) is not finite; −1 if none. */
+static int64_t first_bad_block(const qtype *qt, const uint8_t *row, int64_t n_blocks, int *which) {
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = row + b * qt->bytes;
+        for (int k = 0; k < 1 + qt->has_min; k++) {
+            uint16_t h = (uint16_t)(blk[2 * k] | (blk[2 * k + 1] << 8));
+            if (!isfinite(sp_f16_to_f32(h))) {
+                *which = k;
+                return b;
+            }
+        }
+    }
+    return -1;
 }
 
 /* ---- metadata buffer ---------------------------------------------------- */
@@ -546,7 +755,9 @@ int sp_gguf_sync(sp_gguf_w *w, sp_gguf_ck *ck) {
 
 int64_t sp_gguf_file_bytes(const sp_gguf_w *w) { return w->data_start + align_up(w->data_bytes, w->alignment); }
 
-int sp_gguf_rows(sp_gguf_w *w, const float *rows, int64_t n_rows) {
+int sp_gguf_rows(sp_gguf_w *w, const float *rows, int64_t n_rows) { return sp_gguf_rows_weighted(w, rows, n_rows, NULL); }
+
+int sp_gguf_rows_weighted(sp_gguf_w *w, const float *rows, int64_t n_rows, const float *col_weight) {
     if (!w->begun || w->cur >= w->n_t) return sp_fail(SP_EX_SOFTWARE, "%s: GGUF rows with no tensor to receive them", w->path);
     const gtensor *g = &w->t[w->cur];
     if (w->cur_rows + n_rows > g->n_rows)
@@ -560,8 +771,9 @@ int sp_gguf_rows(sp_gguf_w *w, const float *rows, int64_t n_rows) {
                 return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': non-finite value at row %lld, column %lld", w->path, g->name,
                                (long long)(w->cur_rows + r), (long long)j);
         /* Every type's encoded row is checked: a finite float32 can still
-         * round to Inf in it (an f16 value past 65504, a q8_0 block whose
-         * fp16 scale max|x|/127 overflows, a bf16 value next to FLT_MAX). */
+         * round to Inf in it (an f16 value past 65504, a block whose fp16
+         * scale d or min m overflows, a bf16 value next to FLT_MAX). The
+         * blocks are checked as written: their fp16 fields read back. */
         int64_t bad = -1;
         switch (g->type) {
         case SP_GGUF_T_F32:
@@ -576,19 +788,26 @@ int sp_gguf_rows(sp_gguf_w *w, const float *rows, int64_t n_rows) {
                                sp_gguf_ttype_name(g->type), g->type == SP_GGUF_T_F16 ? " or bf16 (the range of f32)" : "");
             break;
         }
-        case SP_GGUF_T_Q8_0:
-            sp_gguf_quantize_q8_0(x, cols, w->conv);
-            for (int64_t b = 0; b < cols / SP_GGUF_QK8_0 && bad < 0; b++)
-                if (sp_dtype_first_nonfinite(SP_DTYPE_F16, w->conv + b * (2 + SP_GGUF_QK8_0), 1) == 0) bad = b;
+        default: {
+            const qtype *qt = qtype_of(g->type);
+            SP_ASSERT(qt);
+            sp_gguf_quantize(g->type, x, cols, col_weight, w->conv);
+            int which = 0;
+            bad = first_bad_block(qt, w->conv, cols / SP_GGUF_QK, &which);
             if (bad >= 0) {
-                float amax = 0.0f;
-                for (int j = 0; j < SP_GGUF_QK8_0; j++) amax = fmaxf(amax, fabsf(x[bad * SP_GGUF_QK8_0 + j]));
-                return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': row %lld, columns %lld..%lld: the q8_0 block's scale "
-                               "max|x|/127 = %g is Inf as fp16 (max|x| %g, past 127 x 65504); export it as bf16 or f32",
-                               w->path, g->name, (long long)(w->cur_rows + r), (long long)(bad * SP_GGUF_QK8_0),
-                               (long long)(bad * SP_GGUF_QK8_0 + SP_GGUF_QK8_0 - 1), (double)(amax / 127.0f), (double)amax);
+                const float *xb = x + bad * SP_GGUF_QK;
+                float amax = 0.0f, min = FLT_MAX, max = -FLT_MAX;
+                for (int j = 0; j < SP_GGUF_QK; j++) amax = fmaxf(amax, fabsf(xb[j])), min = fminf(min, xb[j]), max = fmaxf(max, xb[j]);
+                return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': row %lld, columns %lld..%lld: the %s block's %s is Inf as fp16 "
+                               "(values %g..%g, max|x| %g); export it as bf16 or f32",
+                               w->path, g->name, (long long)(w->cur_rows + r), (long long)(bad * SP_GGUF_QK),
+                               (long long)(bad * SP_GGUF_QK + SP_GGUF_QK - 1), qt->name,
+                               which ? "min m" : qt->has_min ? "scale d = (max − min)/(2^b − 1)"
+                                               : qt->bits == 8 ? "scale d = max|x|/127" : "scale d = max/−2^(b−1)",
+                               (double)min, (double)max, (double)amax);
             }
             break;
+        }
         }
         SP_TRY(out_put(w, w->conv, g->row_bytes));
     }

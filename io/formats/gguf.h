@@ -45,14 +45,17 @@
  *
  * The resumed file, and its hash, are those of one uninterrupted pass.
  *
- * Quantized types: Q8_0 is ggml's block of 32 (fp16 scale d = max|x|/127,
- * then 32 int8 q = round(x/d), half away from zero, computed as x·(1/d)),
- * 34 bytes a block; a row's length must be a multiple of 32.
+ * Quantized types: ggml's blocks of 32 values along a row (ggml-common.h;
+ * the byte layout and ggml's reference rounding are at the top of gguf.c):
+ *   q4_0 (18 bytes: fp16 d, 16 nibble bytes), q4_1 (20: fp16 d, fp16 m,
+ *   16), q5_0 (22: fp16 d, u32 qh of fifth bits, 16), q5_1 (24: d, m, qh,
+ *   16), q8_0 (34: fp16 d, 32 int8).
+ * A row's length must be a multiple of 32.
  *
  * sp_gguf_rows checks every row as encoded in its type and refuses (65,
  * naming the tensor, the row and the column) a value that is Inf there: an
- * f16 value past 65504, a bf16 value rounding past FLT_MAX, a q8_0 block
- * whose fp16 scale max|x|/127 overflows.
+ * f16 value past 65504, a bf16 value rounding past FLT_MAX, a block whose
+ * fp16 scale d or min m (read back from the bytes written) is not finite.
  */
 #ifndef SP_GGUF_H
 #define SP_GGUF_H
@@ -79,21 +82,32 @@ typedef enum sp_gguf_vtype {
 typedef enum sp_gguf_ttype {
     SP_GGUF_T_F32 = 0,
     SP_GGUF_T_F16 = 1,
+    SP_GGUF_T_Q4_0 = 2,
+    SP_GGUF_T_Q4_1 = 3,
+    SP_GGUF_T_Q5_0 = 6,
+    SP_GGUF_T_Q5_1 = 7,
     SP_GGUF_T_Q8_0 = 8,
     SP_GGUF_T_BF16 = 30,
 } sp_gguf_ttype;
 
-#define SP_GGUF_QK8_0 32
+#define SP_GGUF_QK 32 /* values per block of every quantized type */
 #define SP_GGUF_MAX_DIMS 4
 #define SP_GGUF_DEFAULT_ALIGNMENT 32
 
 typedef struct sp_gguf_w sp_gguf_w; /* opaque */
 
-/* "f32" | "f16" | "bf16" | "q8_0" → type; -1 if unknown. */
+/* "f32" | "f16" | "bf16" | "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q8_0" → type;
+ * -1 if unknown. */
 int sp_gguf_ttype_parse(const char *s);
 const char *sp_gguf_ttype_name(sp_gguf_ttype t);
+/* 1 for the block (quantized) types. */
+int sp_gguf_ttype_is_block(sp_gguf_ttype t);
+/* llama.cpp's general.file_type for a file whose 2-D weights are mostly t
+ * (LLAMA_FTYPE_MOSTLY_*: f32 0, f16 1, q4_0 2, q4_1 3, q8_0 7, q5_0 8,
+ * q5_1 9, bf16 32). */
+uint32_t sp_gguf_file_type(sp_gguf_ttype t);
 /* Bytes of one row of n elements in type t; -1 when n is not a multiple of
- * the type's block (Q8_0: 32) or overflows. */
+ * the type's block (32) or overflows. */
 int64_t sp_gguf_row_bytes(sp_gguf_ttype t, int64_t n);
 
 /* A writer's position and the hash of the bytes before it. Also the
@@ -156,14 +170,21 @@ int sp_gguf_sync(sp_gguf_w *w, sp_gguf_ck *ck);
 /* Appends n_rows rows (each ne[0] float32 values) of the current tensor,
  * converted to its type. Non-finite values: 65 naming the tensor. */
 int sp_gguf_rows(sp_gguf_w *w, const float *rows, int64_t n_rows);
+/* As sp_gguf_rows; for a block type with col_weight (ne[0] values ≥ 0, the
+ * diagonal of the second moment of the tensor's input) each block is
+ * rounded by sp_gguf_quantize's weighted search. NULL: sp_gguf_rows. */
+int sp_gguf_rows_weighted(sp_gguf_w *w, const float *rows, int64_t n_rows, const float *col_weight);
 /* Checks every tensor was fully written, pads, fsyncs, renames, fsyncs the
  * folder; hex gets the XXH3-128 of the file (32 hex digits + NUL). */
 int sp_gguf_finish(sp_gguf_w *w, char hex[33]);
 /* Bytes of the finished file (valid after begin). */
 int64_t sp_gguf_file_bytes(const sp_gguf_w *w);
 
-/* Quantizes n float32 (a multiple of 32) to Q8_0 blocks in dst
- * (n/32 · 34 bytes). */
-void sp_gguf_quantize_q8_0(const float *src, int64_t n, uint8_t *dst);
+/* Quantizes n float32 (a multiple of 32) to blocks of block type t in dst
+ * (sp_gguf_row_bytes(t, n) bytes). weight NULL: ggml's reference rounding
+ * (quantize_row_<t>_ref), bit for bit. weight (n values ≥ 0): each block's
+ * scale d (and min m) is chosen to minimize Σ weight_j (x_j − x̂_j)², with
+ * d and m as stored (fp16); never worse than the reference by that measure. */
+void sp_gguf_quantize(sp_gguf_ttype t, const float *src, int64_t n, const float *weight, uint8_t *dst);
 
 #endif

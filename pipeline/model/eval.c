@@ -79,18 +79,78 @@ static int embed_window(void *ctx, int64_t k, const float *x, float *y) {
     return 0;
 }
 
+int sp_reader_stats_init(const sp_model *m, sp_reader_stats *s) {
+    memset(s, 0, sizeof *s);
+    if (m->arch->parallel)
+        return sp_fail(SP_EX_DATAERR, "reader statistics: %s's parallel block is not supported", m->arch->model_type);
+    const int64_t L = m->cfg.n_layers, qw = m->cfg.n_heads * m->cfg.head_dim;
+    s->n_layers = L;
+    int rc = sp_alloc((void **)&s->attn_in, L, sizeof(double *), "reader statistics");
+    if (!rc) rc = sp_alloc((void **)&s->attn_ctx, L, sizeof(double *), "reader statistics");
+    if (!rc) rc = sp_alloc((void **)&s->mlp_in, L, sizeof(double *), "reader statistics");
+    if (!rc) rc = sp_alloc((void **)&s->mlp_inner, L, sizeof(double *), "reader statistics");
+    for (int64_t l = 0; !rc && l < L; l++) {
+        int64_t d_in, d_mid, d_out;
+        sp_model_widths(m, l, &d_in, &d_mid, &d_out);
+        s->attn_in[l] = calloc((size_t)d_in, sizeof(double));
+        s->attn_ctx[l] = calloc((size_t)qw, sizeof(double));
+        s->mlp_in[l] = calloc((size_t)d_mid, sizeof(double));
+        s->mlp_inner[l] = calloc((size_t)m->cfg.intermediate_size, sizeof(double));
+        if (!s->attn_in[l] || !s->attn_ctx[l] || !s->mlp_in[l] || !s->mlp_inner[l])
+            rc = sp_fail(SP_EX_SOFTWARE, "out of memory for reader statistics");
+    }
+    if (!rc) {
+        s->head_in = calloc((size_t)m->cfg.hidden_size, sizeof(double));
+        if (!s->head_in) rc = sp_fail(SP_EX_SOFTWARE, "out of memory for reader statistics");
+    }
+    if (rc) sp_reader_stats_free(s);
+    return rc;
+}
+
+void sp_reader_stats_free(sp_reader_stats *s) {
+    for (int64_t l = 0; l < s->n_layers; l++) {
+        if (s->attn_in) free(s->attn_in[l]);
+        if (s->attn_ctx) free(s->attn_ctx[l]);
+        if (s->mlp_in) free(s->mlp_in[l]);
+        if (s->mlp_inner) free(s->mlp_inner[l]);
+    }
+    free(s->attn_in), free(s->attn_ctx), free(s->mlp_in), free(s->mlp_inner), free(s->head_in);
+    memset(s, 0, sizeof *s);
+}
+
+/* acc[j] += Σ_t x[t, j]² over rows x (T, n). */
+static void sq_add(double *acc, const float *x, int64_t T, int64_t n) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t j = 0; j < n; j++) acc[j] += (double)x[t * n + j] * (double)x[t * n + j];
+}
+
 /* One window through a layer (sp_stream_fn). */
 typedef struct layer_ctx {
     sp_layer_scratch *scr;
     const sp_layer_w *w;
     float *h; /* (T, d_mid) */
     int64_t T;
+    sp_reader_stats *st; /* NULL: no statistics */
+    int64_t l, qw, ffn; /* ffn: the model's; a layer's w->ffn 0 means it */
+    float *z; /* (T, ffn) with st */
 } layer_ctx;
 
 static int layer_window(void *ctx, int64_t k, const float *x, float *y) {
     layer_ctx *c = ctx;
     (void)k;
-    sp_layer_block(c->scr, c->w, x, c->T, c->h, y);
+    if (!c->st) {
+        sp_layer_block(c->scr, c->w, x, c->T, c->h, y);
+        return 0;
+    }
+    const sp_layer_w *w = c->w;
+    const int64_t ffn = w->ffn ? w->ffn : c->ffn, T = c->T, l = c->l;
+    sp_layer_attn(c->scr, w, x, T, c->h);
+    sq_add(c->st->attn_in[l], sp_layer_scratch_xn(c->scr), T, w->d_in);
+    sq_add(c->st->attn_ctx[l], sp_layer_scratch_ctx(c->scr), T, c->qw);
+    sp_layer_mlp_inner(c->scr, w, c->h, T, c->z);
+    sq_add(c->st->mlp_in[l], sp_layer_scratch_xn(c->scr), T, w->d_mid);
+    sq_add(c->st->mlp_inner[l], c->z, T, ffn);
+    sp_layer_mlp(c->scr, w, c->h, T, y);
     return 0;
 }
 
@@ -102,6 +162,7 @@ typedef struct head_ctx {
     const int32_t *ids;
     float *logits; /* (W·T, V) or NULL */
     double sum;
+    sp_reader_stats *st; /* NULL: no statistics */
 } head_ctx;
 
 static int head_window(void *ctx, int64_t k, const float *x, float *y) {
@@ -111,6 +172,10 @@ static int head_window(void *ctx, int64_t k, const float *x, float *y) {
     c->sum += sp_layer_head_nll(c->scr, hd->kind, hd->has_norm ? hd->norm : NULL, hd->has_norm_b ? hd->norm_b : NULL, hd->w,
                                 hd->has_b ? hd->b : NULL, c->width, x, c->ids + k * c->T, c->T,
                                 c->logits ? c->logits + k * c->T * c->V : NULL);
+    if (c->st) {
+        sq_add(c->st->head_in, sp_layer_scratch_xn(c->scr), c->T, c->width);
+        c->st->tokens += c->T;
+    }
     return 0;
 }
 
@@ -132,7 +197,7 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     /* Chunks hold nw windows of T rows packed at the current width; h holds
      * one window's attention-block output (T, d_mid). */
     float *cin = NULL, *cout = NULL, *h = NULL, *big = NULL, *norm = NULL, *norm_b = NULL, *hb = NULL, *pos = NULL,
-          *logits = NULL;
+          *logits = NULL, *z = NULL;
     sp_spill *sa = NULL, *sb = NULL;
     sp_layer_scratch *scr = NULL;
     sp_layer_buf lb = {0};
@@ -153,6 +218,7 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     if (!rc) rc = sp_alloc((void **)&hb, V, 4, "head bias");
     if (!rc && m->n_pos) rc = sp_alloc((void **)&pos, m->n_pos, D * 4, "position table");
     if (!rc && o->dump_logits) rc = sp_alloc((void **)&logits, N, V * 4, "logits dump");
+    if (!rc && o->stats) rc = sp_alloc((void **)&z, T, c->intermediate_size * 4, "MLP intermediate");
     if (!rc) rc = sp_layer_scratch_init(bk, m->arch, dims, T, D, &scr);
     if (!rc) rc = sp_layer_buf_init(m, &lb);
     if (!rc) rc = sp_spill_open(&sa, pa, N, D, SP_DTYPE_F32, cw * T, 0);
@@ -173,7 +239,8 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
         if (rc) goto out;
         const sp_layer_w *w = &lb.w;
         SP_ASSERT(w->d_in == width);
-        layer_ctx lc = {scr, w, h, T};
+        layer_ctx lc = {scr, w, h, T, o->stats, l, c->n_heads * c->head_dim, c->intermediate_size, z};
+        if (o->stats) SP_ASSERT(w->ffn >= 0 && w->ffn <= c->intermediate_size && w->d_in <= D && w->d_mid <= D);
         rc = sp_stream_windows(sa, width, sb, w->d_out, W, T, cw, cin, cout, layer_window, &lc, NULL);
         if (rc) goto out;
         sp_spill *t = sa;
@@ -188,7 +255,7 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     sp_head hd = {.w = big, .b = hb, .norm = norm, .norm_b = norm_b};
     rc = sp_model_load_head(m, &hd);
     if (rc) goto out;
-    head_ctx hc = {scr, &hd, width, T, V, toks->ids, logits, 0.0};
+    head_ctx hc = {scr, &hd, width, T, V, toks->ids, logits, 0.0, o->stats};
     rc = sp_stream_windows(sa, width, NULL, width, W, T, cw, cin, cout, head_window, &hc, NULL);
     double sum = hc.sum;
     if (rc) goto out;
@@ -218,5 +285,6 @@ out:
     free(hb);
     free(pos);
     free(logits);
+    free(z);
     return rc;
 }

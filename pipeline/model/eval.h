@@ -14,6 +14,24 @@
 
 #define SP_EVAL_CHUNK_BYTES_DEFAULT ((int64_t)64 << 20)
 
+/* Reader statistics: per linear layer, Σ over the evaluated tokens of each
+ * input column squared, the diagonal of its input's second moment (float64;
+ * what --quant-weighting calib weights a block's rounding error by). Layer l's
+ * arrays are indexed by input column. Not for parallel blocks (Phi-2). */
+typedef struct sp_reader_stats {
+    int64_t n_layers;
+    double **attn_in;   /* [l] (d_in)  q, k, v: the normalized layer input */
+    double **attn_ctx;  /* [l] (n_heads·head_dim)  o: the attention context */
+    double **mlp_in;    /* [l] (d_mid)  gate, up: the normalized attention-block output */
+    double **mlp_inner; /* [l] (ffn)  down: act(gate) ⊙ up */
+    double *head_in;    /* (width)  the head: the final norm's output */
+    int64_t tokens;     /* rows summed */
+} sp_reader_stats;
+
+/* Sized from m's widths; zeroed. 65 for a parallel block; 70 out of memory. */
+int sp_reader_stats_init(const sp_model *m, sp_reader_stats *s);
+void sp_reader_stats_free(sp_reader_stats *s); /* accepts a zeroed one */
+
 typedef struct sp_eval_opts {
     int64_t seqlen;          /* T >= 2 */
     int64_t windows;         /* 0 = all full windows in the stream */
@@ -23,6 +41,9 @@ typedef struct sp_eval_opts {
     const char *spill_dir;   /* NULL: $TMPDIR or /tmp */
     int64_t chunk_bytes;     /* activation chunk budget; 0: SP_EVAL_CHUNK_BYTES_DEFAULT */
     const struct sp_bk *bk;  /* the backend, host_shared (sp_bk_open_host) */
+    sp_reader_stats *stats;  /* NULL, or filled with every reader's input statistics
+                              * (sp_reader_stats_init; the layers then run attention and
+                              * MLP apart, the same arithmetic) */
 } sp_eval_opts;
 
 typedef struct sp_eval_result {

@@ -301,6 +301,10 @@ void sp_layer_parallel(sp_layer_scratch *s, const sp_layer_w *w, const float *x,
     parallel_at(s, w, x, T, 0, NULL, y);
 }
 
+const float *sp_layer_scratch_xn(const sp_layer_scratch *s) { return s->xn; }
+
+const float *sp_layer_scratch_ctx(const sp_layer_scratch *s) { return s->ctx; }
+
 void sp_layer_block(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h, float *y) {
     if (s->arch->parallel) {
         sp_layer_parallel(s, w, x, T, y);

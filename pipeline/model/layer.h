@@ -72,6 +72,13 @@ void sp_layer_mlp_inner(sp_layer_scratch *s, const sp_layer_w *w, const float *h
 /* A parallel block (Phi-2): y (T, d_out) = x·S + Attn(N(x)) + MLP(N(x)), both
  * on the same normalized input; the shortcut is shortcut[OUT] (d_in, d_out). */
 void sp_layer_parallel(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *y);
+/* After sp_layer_attn, sp_layer_mlp_inner or sp_layer_head_nll, on a
+ * host-shared backend: the pass's normalized input, the input of q/k/v,
+ * gate/up or the head, (T, width); and after sp_layer_attn its attention
+ * context, the input of o, (T, n_heads·head_dim). Valid until the next pass
+ * (reader statistics: pipeline/model/eval.h). */
+const float *sp_layer_scratch_xn(const sp_layer_scratch *s);
+const float *sp_layer_scratch_ctx(const sp_layer_scratch *s);
 /* The whole block for this family: attention then MLP through h (T, d_mid),
  * or the parallel block. */
 void sp_layer_block(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h, float *y);

@@ -71,8 +71,10 @@
 #include "lock.h"
 #include "sp_version.h"
 #include "config.h"
+#include "backend.h"
 #include "dtype.h"
 #include "error.h"
+#include "eval.h"
 #include "fileio.h"
 #include "model.h"
 #include "modelfile.h"
@@ -102,7 +104,27 @@ typedef struct xitem {
     int plus_one;     /* a (1 + w) norm: store 1 + w */
     int rope_freqs;   /* llama3 rope factors, generated */
     sp_gguf_ttype type;
+    int reader;       /* whose input statistics weight its rounding (R_*) */
+    int64_t layer;
 } xitem;
+
+/* The input a 2-D weight reads (sp_reader_stats): R_NONE for the embedding. */
+enum { R_NONE, R_ATTN_IN, R_CTX, R_MLP_IN, R_MLP_INNER, R_HEAD };
+
+static int reader_of(enum sp_arch_slot s) {
+    switch (s) {
+    case SP_SLOT_Q:
+    case SP_SLOT_K:
+    case SP_SLOT_V:
+    case SP_SLOT_QKV: return R_ATTN_IN;
+    case SP_SLOT_O: return R_CTX;
+    case SP_SLOT_GATE:
+    case SP_SLOT_UP:
+    case SP_SLOT_GATE_UP: return R_MLP_IN;
+    case SP_SLOT_DOWN: return R_MLP_INNER;
+    default: return R_NONE;
+    }
+}
 
 typedef struct xctx {
     sp_model m;
@@ -122,6 +144,10 @@ typedef struct xctx {
     int64_t written;            /* data bytes this run wrote */
     double t0;
     int last_tenth;
+    /* weighting calib */
+    sp_reader_stats rs;
+    int has_rs;
+    float *colw; /* one tensor's column weights (max cols) */
 } xctx;
 
 static int add_item(xctx *x, const xitem *in);
@@ -181,13 +207,20 @@ static const char *slot_name(const sp_arch *a, enum sp_arch_slot s) {
     return NULL;
 }
 
-static sp_gguf_ttype type_for(const sp_export_opts *o, int ndim, int64_t cols, int64_t *fallback) {
+/* The type of a tensor: 1-D always F32; 2-D the export's type, except
+ * that the token embedding and the output head (`edge`) of a 4- or 5-bit
+ * export stay Q8_0, as llama.cpp's own quantization keeps them at a higher
+ * precision; a block type whose rows are not a multiple of 32 falls back to
+ * F16 (counted). */
+static sp_gguf_ttype type_for(const sp_export_opts *o, int ndim, int64_t cols, int edge, int64_t *fallback) {
     if (ndim == 1) return SP_GGUF_T_F32;
-    if (o->type == SP_GGUF_T_Q8_0 && cols % SP_GGUF_QK8_0) {
+    sp_gguf_ttype t = o->type;
+    if (edge && sp_gguf_ttype_is_block(t)) t = SP_GGUF_T_Q8_0;
+    if (sp_gguf_ttype_is_block(t) && cols % SP_GGUF_QK) {
         (*fallback)++;
         return SP_GGUF_T_F16;
     }
-    return o->type;
+    return t;
 }
 
 /* A fused tensor written apart (gguf.split_fused): qkv as attn_q, attn_k,
@@ -222,7 +255,7 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
     xitem e;
     int64_t V = c->vocab_size, D = c->hidden_size;
 
-    SP_TRY(add_named(x, "token_embd.weight", a->embed, 2, V, D, type_for(o, 2, D, &st->n_fallback_f16), 0));
+    SP_TRY(add_named(x, "token_embd.weight", a->embed, 2, V, D, type_for(o, 2, D, 1, &st->n_fallback_f16), 0));
     if (c->rope_llama3) {
         memset(&e, 0, sizeof e);
         snprintf(e.gname, sizeof e.gname, "rope_freqs.weight");
@@ -245,7 +278,9 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
             if (x->g->permute_qk && (at->slot == SP_SLOT_Q || at->slot == SP_SLOT_K || at->slot == SP_SLOT_Q_B || at->slot == SP_SLOT_K_B))
                 e.perm_hd = c->head_dim;
             if (a->norm_plus_one && at->role == SP_ROLE_NORM) e.plus_one = 1;
-            e.type = type_for(o, e.ndim, e.cols, &st->n_fallback_f16);
+            e.reader = e.ndim == 2 ? reader_of(at->slot) : R_NONE;
+            e.layer = l;
+            e.type = type_for(o, e.ndim, e.cols, 0, &st->n_fallback_f16);
             if (x->g->split_fused && (at->slot == SP_SLOT_QKV || at->slot == SP_SLOT_GATE_UP)) {
                 SP_TRY(add_parts(x, &e, at->slot == SP_SLOT_QKV, l));
                 continue;
@@ -257,8 +292,10 @@ static int plan_items(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
     if (a->final_norm_bias) SP_TRY(add_named(x, "output_norm.bias", a->final_norm_bias, 1, D, 1, SP_GGUF_T_F32, 0));
     /* gguf.head_tied: tied in llama.cpp, whatever the file holds (HF ties it too) */
     int head = m->has_head && !(x->g->head_tied && c->tie_word_embeddings);
-    if (head || x->g->head_always)
-        SP_TRY(add_named(x, "output.weight", head ? a->head : a->embed, 2, V, D, type_for(o, 2, D, &st->n_fallback_f16), 0));
+    if (head || x->g->head_always) {
+        SP_TRY(add_named(x, "output.weight", head ? a->head : a->embed, 2, V, D, type_for(o, 2, D, 1, &st->n_fallback_f16), 0));
+        x->it[x->n_it - 1].reader = R_HEAD;
+    }
     if (m->has_head_bias) SP_TRY(add_named(x, "output.bias", a->head_bias, 1, V, 1, SP_GGUF_T_F32, 0));
     else if (x->g->head_bias_required)
         return sp_fail(SP_EX_DATAERR, "%s: tensor '%s' is missing: llama.cpp's %s requires output.bias", x->dir, a->head_bias,
@@ -281,12 +318,12 @@ static int write_hparams(sp_gguf_w *w, xctx *x, const sp_export_opts *o) {
     char kb[128];
     char name[256];
     sp_modelfile_name(x->dir, name, sizeof name);
-    uint32_t file_type = o->type == SP_GGUF_T_F32 ? 0 : o->type == SP_GGUF_T_F16 ? 1 : o->type == SP_GGUF_T_Q8_0 ? 7 : 32;
+    uint32_t file_type = sp_gguf_file_type(o->type);
     SP_TRY(sp_gguf_kv_str(w, "general.architecture", x->g->arch, -1));
     SP_TRY(sp_gguf_kv_str(w, "general.name", name, -1));
     SP_TRY(sp_gguf_kv_u32(w, "general.alignment", SP_GGUF_DEFAULT_ALIGNMENT));
     SP_TRY(sp_gguf_kv_u32(w, "general.file_type", file_type));
-    if (o->type == SP_GGUF_T_Q8_0) SP_TRY(sp_gguf_kv_u32(w, "general.quantization_version", 2));
+    if (sp_gguf_ttype_is_block(o->type)) SP_TRY(sp_gguf_kv_u32(w, "general.quantization_version", 2));
     SP_TRY(sp_gguf_kv_u32(w, K("context_length"), (uint32_t)(c->max_pos > 0 ? c->max_pos : 2048)));
     SP_TRY(sp_gguf_kv_u32(w, K("embedding_length"), (uint32_t)c->hidden_size));
     SP_TRY(sp_gguf_kv_u32(w, K("block_count"), (uint32_t)c->n_layers));
@@ -484,6 +521,55 @@ static int checkpoint(xctx *x) {
     return 0;
 }
 
+/* The column weights of item it under weighting calib: its reader's Σ x²
+ * per input column over the calibration tokens, divided by their count; NULL
+ * (the reference rounding) for plain weighting, a type that is no block
+ * type, and the embedding. */
+static const float *column_weights(xctx *x, const xitem *it) {
+    if (!x->has_rs || it->ndim != 2 || !sp_gguf_ttype_is_block(it->type) || it->reader == R_NONE) return NULL;
+    const sp_reader_stats *rs = &x->rs;
+    const double *v = it->reader == R_ATTN_IN ? rs->attn_in[it->layer]
+                      : it->reader == R_CTX   ? rs->attn_ctx[it->layer]
+                      : it->reader == R_MLP_IN ? rs->mlp_in[it->layer]
+                      : it->reader == R_MLP_INNER ? rs->mlp_inner[it->layer]
+                                                  : rs->head_in;
+    SP_ASSERT(rs->tokens > 0);
+    for (int64_t j = 0; j < it->cols; j++) x->colw[j] = (float)(v[j] / (double)rs->tokens);
+    return x->colw;
+}
+
+/* The reader statistics of the model being exported, over the calibration
+ * tokens (sp_eval's forward pass, float32, on the CPU). */
+static int reader_stats(xctx *x, const sp_export_opts *o, sp_export_stats *st) {
+    if (!sp_gguf_ttype_is_block(o->type))
+        return sp_fail(SP_EX_USAGE, "--quant-weighting calib: --type %s is no block type (q8_0, q5_1, q5_0, q4_1, q4_0)",
+                       sp_gguf_ttype_name(o->type));
+    if (!o->calib_tokens) return sp_fail(SP_EX_USAGE, "--quant-weighting calib needs --calib TOKENS.npy");
+    double t0 = sp_now();
+    sp_tokens tk = {0};
+    sp_bk *bk = NULL;
+    int64_t T = o->calib_seqlen > 0 ? o->calib_seqlen : 256;
+    int rc = sp_tokens_load(o->calib_tokens, x->m.cfg.vocab_size, 0, &tk);
+    if (!rc && tk.n < T)
+        rc = sp_fail(SP_EX_DATAERR, "%s: %lld tokens, fewer than one window of %lld", o->calib_tokens, (long long)tk.n, (long long)T);
+    if (!rc) rc = sp_reader_stats_init(&x->m, &x->rs);
+    if (!rc) x->has_rs = 1;
+    if (!rc) rc = sp_bk_open_host("cpu", "export", &bk);
+    if (!rc) bk->set_threads(bk, o->threads, x->m.cfg.hidden_size); /* the count in effect; 0: the default */
+    if (!rc) {
+        int64_t avail = tk.n / T, W = o->calib_windows > 0 ? o->calib_windows : 64;
+        sp_eval_opts eo = {.seqlen = T, .windows = W < avail ? W : avail, .bk = bk, .stats = &x->rs};
+        sp_eval_result r;
+        rc = sp_eval_check(&x->m, tk.n, &eo);
+        if (!rc) rc = sp_eval(&x->m, &tk, &eo, &r);
+    }
+    sp_bk_close(bk);
+    sp_tokens_free(&tk);
+    st->calib_tokens = x->rs.tokens;
+    st->calib_seconds = sp_now() - t0;
+    return rc;
+}
+
 /* Rows [r0, rows) of it (r0 > 0: resumed within it, after a checkpoint). */
 static int write_item(sp_gguf_w *w, xctx *x, const xitem *it, int64_t r0) {
     if (it->rope_freqs) {
@@ -495,6 +581,7 @@ static int write_item(sp_gguf_w *w, xctx *x, const xitem *it, int64_t r0) {
         return sp_fail(SP_EX_DATAERR, "%s: tensor '%s': the journal resumes it at row %lld, inside a head", sp_gguf_tmp_path(w),
                        it->gname, (long long)r0);
     int64_t row_bytes = it->ndim == 1 ? 0 : sp_gguf_row_bytes(it->type, it->cols);
+    const float *colw = column_weights(x, it);
     for (int64_t r = r0; r < it->rows; r += k) {
         int64_t n = it->rows - r < k ? it->rows - r : k;
         float *src = x->fbuf;
@@ -509,7 +596,7 @@ static int write_item(sp_gguf_w *w, xctx *x, const xitem *it, int64_t r0) {
         if (it->plus_one)
             for (int64_t i = 0; i < n * it->cols; i++) src[i] += 1.0f;
         /* 1-D: one GGUF row of n values */
-        SP_TRY(sp_gguf_rows(w, src, it->ndim == 1 ? 1 : n));
+        SP_TRY(sp_gguf_rows_weighted(w, src, it->ndim == 1 ? 1 : n, colw));
         x->since_ck += n * row_bytes;
         x->written += n * row_bytes;
         if (r + n < it->rows && x->since_ck >= x->ck_bytes) SP_TRY(checkpoint(x));
@@ -600,10 +687,23 @@ static char *with_suffix(const char *path, const char *suffix) {
 
 /* After every declaration: what the journal is bound to (see the top). */
 static int export_identity(xctx *x, sp_run_identity *id) {
-    char hdr[33], txt[128];
+    char hdr[33], txt[256], rs[33] = "";
     memset(id, 0, sizeof *id);
     SP_TRY(sp_gguf_header_hash(x->w, hdr));
-    int n = snprintf(txt, sizeof txt, "slicepipe-export-1\ntype=%s\nheader=%s\n", sp_gguf_ttype_name(x->o->type), hdr);
+    if (x->has_rs) { /* weighting calib: the statistics themselves */
+        XXH3_state_t *xs = XXH3_createState();
+        if (!xs) return sp_fail(SP_EX_SOFTWARE, "out of memory");
+        XXH3_128bits_reset(xs);
+        for (int64_t i = 0; i < x->n_it; i++) {
+            const float *w = column_weights(x, &x->it[i]);
+            if (w) XXH3_128bits_update(xs, w, (size_t)x->it[i].cols * sizeof *w);
+        }
+        XXH128_hash_t h = XXH3_128bits_digest(xs);
+        XXH3_freeState(xs);
+        sp_hex128(h.high64, h.low64, rs);
+    }
+    int n = snprintf(txt, sizeof txt, "slicepipe-export-1\ntype=%s\nheader=%s\n%s%s%s", sp_gguf_ttype_name(x->o->type), hdr,
+                     x->has_rs ? "weighting=calib\nstats=" : "", rs, x->has_rs ? "\n" : "");
     XXH128_hash_t h = XXH3_128bits(txt, (size_t)n);
     sp_hex128(h.high64, h.low64, id->manifest);
     snprintf(id->version, sizeof id->version, "%s", SP_VERSION);
@@ -775,6 +875,12 @@ int sp_export_gguf(const char *model_dir, const char *out_path, const sp_export_
         if (f > need) need = f;
     }
     x.buf_floats = need;
+    if (opts->weighting == SP_EXPORT_WEIGHT_CALIB) {
+        int64_t cmax = 1;
+        for (int64_t i = 0; i < x.n_it; i++) cmax = x.it[i].cols > cmax ? x.it[i].cols : cmax;
+        if ((rc = sp_alloc((void **)&x.colw, cmax, sizeof(float), "column weights"))) goto out;
+        if ((rc = reader_stats(&x, opts, st))) goto out;
+    }
     if ((rc = sp_alloc((void **)&x.fbuf, need, sizeof(float), "export row buffer"))) goto out;
     if ((rc = sp_alloc((void **)&x.pbuf, need, sizeof(float), "export row buffer"))) goto out;
     if ((rc = sp_alloc(&x.raw, need, sizeof(float), "export read buffer"))) goto out;
@@ -836,6 +942,8 @@ out:
     free(x.pbuf);
     free(x.raw);
     free(x.it);
+    free(x.colw);
+    sp_reader_stats_free(&x.rs);
     if (x.model_open) sp_model_close(&x.m);
     return rc;
 }

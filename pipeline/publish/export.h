@@ -27,9 +27,18 @@
 #include "gguf.h"
 #include "model.h"
 
+/* How a block type's scales are chosen (--quant-weighting). */
+typedef enum sp_export_weighting {
+    SP_EXPORT_WEIGHT_PLAIN = 0, /* ggml's reference rounding, bit for bit */
+    SP_EXPORT_WEIGHT_CALIB = 1, /* each block's d (and m) minimizing Σ diag(H)_j (w_j − ŵ_j)², H the second
+                                   moment of the tensor's input over calibration tokens (sp_eval's reader
+                                   statistics, computed by the export on the model it writes) */
+} sp_export_weighting;
+
 typedef struct sp_export_opts {
     sp_gguf_ttype type; /* 2-D weights; 1-D tensors (norms, biases) are always F32.
-                           Q8_0 falls back to F16 for rows not a multiple of 32 */
+                           A 4- or 5-bit type keeps token_embd and output at Q8_0;
+                           a block type falls back to F16 for rows not a multiple of 32 */
     int quiet;
     int restart;              /* discard an earlier export's journal and tmp first */
     int force;                /* replace an existing OUT (io/base/fileio.h: without it an existing file there is
@@ -39,6 +48,11 @@ typedef struct sp_export_opts {
                                  a lock the caller holds, kept (a rerun checks the file against it) */
     const char *restart_hint; /* how to discard a refused journal; NULL: "rerun with --restart" */
     const char *label;        /* prefix of progress lines; NULL: "slicepipe export" */
+    sp_export_weighting weighting; /* CALIB needs a block type and calib_tokens */
+    const char *calib_tokens;      /* a token .npy (slicepipe tokenize) */
+    int64_t calib_seqlen;          /* window length; 0: 256 */
+    int64_t calib_windows;         /* windows used; 0: 64 (or all there are, if fewer) */
+    int threads;                   /* the statistics pass's threads; 0: the backend's default */
 } sp_export_opts;
 
 typedef struct sp_export_stats {
@@ -52,6 +66,8 @@ typedef struct sp_export_stats {
     double seconds;
     int64_t resumed_bytes; /* bytes of an interrupted export's tmp verified and kept */
     int reused;            /* the finished file was there and matched its journal: nothing written */
+    int64_t calib_tokens;  /* tokens the reader statistics were summed over (weighting calib) */
+    double calib_seconds;  /* their pass */
 } sp_export_stats;
 
 /* Exports model_dir to out_path, resuming an interrupted export of the same

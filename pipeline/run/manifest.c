@@ -324,6 +324,7 @@ static const char *const k_policy_names[] = {"slicegpt", "stock", NULL};
 static const char *const k_score_names[] = {"energy", "leverage", NULL};
 static const char *const k_basis_names[] = {"per-layer", "global", NULL};
 static const char *const k_weighting_names[] = {"trace", "raw", NULL};
+static const char *const k_gguf_weighting_names[] = {"plain", "calib", NULL}; /* sp_export_weighting */
 
 #define F(x) offsetof(sp_manifest, x)
 static const key_def k_keys[] = {
@@ -348,6 +349,7 @@ static const key_def k_keys[] = {
     {T_OUTPUT, "dtype", KIND_DTYPE, 0, 0, 0, F(output_dtype), NULL},
     {T_OUTPUT, "shard_bytes", KIND_SIZE, 0, 0, 0, F(shard_bytes), NULL},
     {T_OUTPUT, "gguf", KIND_GGUF, 0, 0, 0, F(gguf_type), NULL},
+    {T_OUTPUT, "gguf_weighting", KIND_ENUM, 0, 0, 0, F(gguf_weighting), k_gguf_weighting_names},
     {T_RESOURCES, "memory", KIND_SIZE, 0, 0, 0, F(memory_bytes), NULL},
     {T_RESOURCES, "threads", KIND_INT, 0, 4096, 0, F(threads), NULL},
     {T_RESOURCES, "spill_dir", KIND_PATH, 0, 0, 0, F(spill_dir), NULL},
@@ -569,7 +571,7 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
             return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
         int t = strcmp(v->s, "none") == 0 ? -1 : sp_gguf_ttype_parse(v->s);
         if (t < 0 && strcmp(v->s, "none"))
-            return pfail(p, "[%s] %s: unknown GGUF type '%.32s' (none, f32, f16, bf16 or q8_0)", tname, kd->key, v->s);
+            return pfail(p, "[%s] %s: unknown GGUF type '%.32s' (none, f32, f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0)", tname, kd->key, v->s);
         *(int *)field = t;
         return 0;
     }

@@ -21,7 +21,9 @@
  *   [output]       path = "..."                      (required) != model path
  *                  dtype = "bf16"                    "f32"|"f16"|"bf16"; default: the model's
  *                  shard_bytes = "4GB"               size string or int; default 4GB
- *                  gguf = "none"                     "none"|"f32"|"f16"|"bf16"|"q8_0": also write model.gguf
+ *                  gguf = "none"                     "none"|"f32"|"f16"|"bf16"|"q8_0"|"q5_1"|"q5_0"|"q4_1"|"q4_0":
+ *                                                    also write model.gguf
+ *                  gguf_weighting = "plain"          "plain"|"calib" (pipeline/publish/export.h)
  *   [resources]    memory = "16GB"                   size string or int; default 16GB
  *                  threads = 0                       int in [0, 4096]; 0 = all cores
  *                  spill_dir = "..."                 optional; default <output>/.slicepipe
@@ -88,6 +90,8 @@ typedef struct sp_manifest {
     sp_dtype output_dtype;  /* SP_DTYPE_INVALID = the model's dtype */
     int64_t shard_bytes;    /* default 4e9 */
     int gguf_type;          /* [output] gguf: -1 none (default), else the sp_gguf_ttype of the GGUF's 2-D weights */
+    int gguf_weighting;     /* [output] gguf_weighting: sp_export_weighting, "plain" (default) or "calib" (a
+                               block type and [calibration] tokens: the first nsamples windows of seqlen) */
     int64_t memory_bytes;   /* default 16e9 */
     int64_t threads;        /* default 0 */
     char *spill_dir;        /* NULL = default: <output>/.slicepipe */

@@ -75,6 +75,7 @@
 #include <xxhash.h>
 
 #include "error.h"
+#include "export.h"
 #include "faults.h"
 #include "fileio.h"
 #include "gguf.h"
@@ -136,7 +137,8 @@ void sp_resume_manifest_identity(const job *j, char hex[33]) {
         snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "params=%.17g\n", mf->params);
     j->plan.policy->identity(mf, txt, sizeof txt);
     if (mf->gguf_type >= 0)
-        snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "gguf=%s\n", sp_gguf_ttype_name(mf->gguf_type));
+        snprintf(txt + strlen(txt), sizeof txt - strlen(txt), "gguf=%s\n%s", sp_gguf_ttype_name(mf->gguf_type),
+                 mf->gguf_weighting == SP_EXPORT_WEIGHT_CALIB ? "gguf_weighting=calib\n" : "");
     XXH3_state_t *st = XXH3_createState();
     SP_ASSERT(st);
     XXH3_128bits_reset(st);

@@ -68,6 +68,9 @@ static int check_gguf(const sp_manifest *mf, const sp_model *m, const job *j) {
         return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\" needs a stock architecture, but [slicing] basis = \"%s\" "
                        "adds shortcut matrices llama.cpp cannot run; use [slicing] basis = \"global\"", mf->path, t,
                        policy->name);
+    if (mf->gguf_weighting == SP_EXPORT_WEIGHT_CALIB && (!sp_gguf_ttype_is_block(mf->gguf_type) || !mf->calib_tokens))
+        return sp_fail(SP_EX_USAGE, "%s: [output] gguf_weighting = \"calib\" needs a block type (gguf = \"q8_0\", \"q5_1\", \"q5_0\", "
+                       "\"q4_1\" or \"q4_0\"; here \"%s\") and [calibration] tokens (a token file, not text)", mf->path, t);
     if (!m->arch->gguf.arch)
         return sp_fail(SP_EX_USAGE, "%s: [output] gguf = \"%s\": the model's family '%s' has no llama.cpp architecture; remove the "
                        "gguf key", mf->path, t, m->cfg.family->model_type);
@@ -90,7 +93,13 @@ static int write_gguf(const job *j, sp_export_stats *gs) {
     snprintf(hint, sizeof hint, "run `slicepipe run %s --restart`", j->mf->path);
     char *out = sp_job_join(j->mf->output_path, "model.gguf"), *jp = sp_job_join(j->job_dir, "gguf.journal");
     sp_export_opts eo = {.type = j->mf->gguf_type, .quiet = j->o->quiet, .journal_path = jp, .restart_hint = hint,
-                         .label = "slicepipe: gguf"};
+                         .label = "slicepipe: gguf", .weighting = j->mf->gguf_weighting};
+    if (eo.weighting == SP_EXPORT_WEIGHT_CALIB) { /* check_gguf: a block type and a token file */
+        eo.calib_tokens = j->mf->calib_tokens;
+        eo.calib_seqlen = j->mf->calib_seqlen;
+        eo.calib_windows = j->mf->calib_nsamples;
+        eo.threads = (int)j->mf->threads;
+    }
     int rc = out && jp ? sp_export_gguf(j->mf->output_path, out, &eo, gs) : sp_fail(SP_EX_SOFTWARE, "out of memory");
     free(out);
     free(jp);

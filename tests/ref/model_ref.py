@@ -578,8 +578,18 @@ def norm(arch, t, name, x):
     return rmsn(x, x.shape[-1], arch.eps, w)
 
 
+# None, or f(weight_name, x, W) -> x·Wᵀ: how every linear layer and the head
+# multiply (tests/test_gguf.py sets it to emulate llama.cpp's quantized dot
+# products: activations rounded to q8_0/q8_1 blocks or fp16 first).
+MATMUL_HOOK = None
+
+
+def _mm(name, x, w):
+    return MATMUL_HOOK(name, x, w) if MATMUL_HOOK is not None else x @ w.T
+
+
 def _lin(t, name, x):
-    y = x @ t[name + ".weight"].T
+    y = _mm(name + ".weight", x, t[name + ".weight"])
     b = t.get(name + ".bias")
     return y + b if b is not None else y
 
@@ -717,10 +727,10 @@ def head(arch, t, x, sliced=None):
         if "lm_head.weight" not in t:
             raise ValueError("%s: no lm_head.weight (config says tie_word_embeddings %s)"
                              % (arch.family, arch.tied))
-        w = t["lm_head.weight"]
+        wn = "lm_head.weight"
     else:
-        w = t[arch.embed]
-    y = x @ w.T
+        wn = arch.embed
+    y = _mm(wn, x, t[wn])
     b = t.get("lm_head.bias")
     return y + b if b is not None else y
 
