@@ -1,7 +1,8 @@
 /* pipeline/slice/slice_plan.h — the slice plan: what a run keeps and how, decided
  * once per run from the manifest and the model (docs/pipeline.md §9).
  *
- * A policy (one file each: policy_per_layer.c, policy_global.c) fills the
+ * A policy (one file each: policy_per_layer.c, policy_global.c,
+ * policy_stock.c) fills the
  * plan; everything after reads the plan: the read plan and the memory plan
  * (plan.c), the compute stage, the output declaration and config.json
  * (output.c), resume and the run identity (resume.c), progress (stages.c)
@@ -10,8 +11,9 @@
  *
  * Adding a policy: a new policy_<name>.c with its sp_slice_policy, its entry
  * in slice_plan.c's table and its manifest value; the flags below say to the
- * pipeline what it needs, and a flag the pipeline does not serve yet (say, an
- * FFN width below intermediate_size) is refused by sp_slice_plan_make.
+ * pipeline what it needs, and a combination the pipeline does not serve yet
+ * (say, fewer heads, or a different MLP width per layer) is refused by
+ * sp_slice_plan_make.
  */
 #ifndef SP_SLICE_PLAN_H
 #define SP_SLICE_PLAN_H
