@@ -134,6 +134,7 @@ int sp_slice_plan_make(const sp_manifest *mf, const sp_model *m, sp_slice_plan *
     for (int64_t l = 0; l < p->L; l++) {
         SP_ASSERT(p->heads[l] == m->cfg.n_heads && p->ffn[l] >= 1 && p->ffn[l] <= m->cfg.intermediate_size);
         SP_ASSERT(p->prune_ffn || p->ffn[l] == m->cfg.intermediate_size);
+        SP_ASSERT(p->ffn[l] == p->ffn[0]); /* config.json has one intermediate_size */
         for (int k = 0; k < SP_POS_COUNT; k++) SP_ASSERT(p->width[k][l] >= 1 && p->width[k][l] <= p->D);
     }
     SP_ASSERT((p->identity ? !p->shortcuts && !p->survey && !p->layer_pcas
