@@ -201,13 +201,6 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     sp_spill *sa = NULL, *sb = NULL;
     sp_layer_scratch *scr = NULL;
     sp_layer_buf lb = {0};
-    char pa[4096], pb[4096], rnd[17];
-    const char *dir = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    /* Unpredictable names, created exclusively (io/base/spill.h): a link planted
-     * in a shared $TMPDIR is never followed. */
-    sp_io_random_hex(rnd, 16);
-    snprintf(pa, sizeof pa, "%s/slicepipe-eval-%s-a.act", dir, rnd);
-    snprintf(pb, sizeof pb, "%s/slicepipe-eval-%s-b.act", dir, rnd);
     int rc = sp_alloc((void **)&cin, cw * T, D * 4, "activation chunk");
     if (!rc) rc = sp_alloc((void **)&cout, cw * T, D * 4, "activation chunk");
     if (!rc) rc = sp_alloc((void **)&h, T, D * 4, "window buffer");
@@ -221,8 +214,7 @@ int sp_eval(const sp_model *m, const sp_tokens *toks, const sp_eval_opts *o, sp_
     if (!rc && o->stats) rc = sp_alloc((void **)&z, T, c->intermediate_size * 4, "MLP intermediate");
     if (!rc) rc = sp_layer_scratch_init(bk, m->arch, dims, T, D, &scr);
     if (!rc) rc = sp_layer_buf_init(m, &lb);
-    if (!rc) rc = sp_spill_open(&sa, pa, N, D, SP_DTYPE_F32, cw * T, 0);
-    if (!rc) rc = sp_spill_open(&sb, pb, N, D, SP_DTYPE_F32, cw * T, 0);
+    if (!rc) rc = sp_stream_scratch_pair(o->spill_dir, "eval", N, D, cw * T, &sa, &sb);
     if (rc) goto out;
 
     /* Embedding: gather rows into spill A (× the family's scale, + learned positions). */

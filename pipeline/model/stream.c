@@ -1,7 +1,11 @@
 /* pipeline/model/stream.c — windows through spill files in chunks (stream.h). */
 #include "stream.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "error.h"
+#include "fileio.h"
 
 static int64_t now_ns(void) { return (int64_t)(sp_now() * 1e9); }
 
@@ -22,4 +26,15 @@ int sp_stream_windows(sp_spill *in, int64_t w_in, sp_spill *out, int64_t w_out, 
     }
     if (io_ns) *io_ns += io;
     return rc;
+}
+
+int sp_stream_scratch_pair(const char *dir, const char *tag, int64_t rows, int64_t w, int64_t chunk_rows, sp_spill **a,
+                           sp_spill **b) {
+    char pa[4096], pb[4096], rnd[17];
+    if (!dir) dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    sp_io_random_hex(rnd, 16);
+    snprintf(pa, sizeof pa, "%s/slicepipe-%s-%s-a.act", dir, tag, rnd);
+    snprintf(pb, sizeof pb, "%s/slicepipe-%s-%s-b.act", dir, tag, rnd);
+    SP_TRY(sp_spill_open(a, pa, rows, w, SP_DTYPE_F32, chunk_rows, 0));
+    return sp_spill_open(b, pb, rows, w, SP_DTYPE_F32, chunk_rows, 0);
 }

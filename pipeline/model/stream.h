@@ -22,4 +22,12 @@ typedef int (*sp_stream_fn)(void *ctx, int64_t window, const float *in, float *o
 int sp_stream_windows(sp_spill *in, int64_t w_in, sp_spill *out, int64_t w_out, int64_t W, int64_t T, int64_t cw,
                       float *bin, float *bout, sp_stream_fn fn, void *ctx, int64_t *io_ns);
 
+/* The two scratch spills of an evaluation (eval, eval --task): `rows` rows
+ * of width w each, float32, in `dir` (NULL: $TMPDIR, else /tmp) under
+ * unpredictable names slicepipe-TAG-<random>-{a,b}.act, created exclusively
+ * (io/base/spill.h), so a link planted in a shared folder is never followed;
+ * chunk_rows as sp_spill_open takes it. Free each with sp_spill_free(s, 1). */
+int sp_stream_scratch_pair(const char *dir, const char *tag, int64_t rows, int64_t w, int64_t chunk_rows, sp_spill **a,
+                           sp_spill **b);
+
 #endif

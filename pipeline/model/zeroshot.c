@@ -12,6 +12,7 @@
 #include "fileio.h"
 #include "backend.h"
 #include "spill.h"
+#include "stream.h"
 
 /* ---- the plan ---- */
 
@@ -259,11 +260,6 @@ int sp_zs_score(const sp_model *m, const sp_zs_plan *p, const sp_zs_opts *o, dou
     sp_spill *sa = NULL, *sb = NULL;
     sp_layer_scratch *scr = NULL;
     sp_layer_buf lb = {0};
-    char pa[4096], pb[4096], rnd[17];
-    const char *dir = o->spill_dir ? o->spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    sp_io_random_hex(rnd, 16);
-    snprintf(pa, sizeof pa, "%s/slicepipe-tasks-%s-a.act", dir, rnd);
-    snprintf(pb, sizeof pb, "%s/slicepipe-tasks-%s-b.act", dir, rnd);
     int rc = sp_alloc((void **)&cin, cr, D * 4, "activation chunk");
     if (!rc) rc = sp_alloc((void **)&cout, cr, D * 4, "activation chunk");
     if (!rc) rc = sp_alloc((void **)&h, S, D * 4, "sequence buffer");
@@ -278,8 +274,7 @@ int sp_zs_score(const sp_model *m, const sp_zs_plan *p, const sp_zs_opts *o, dou
     if (!rc && m->n_pos) rc = sp_alloc((void **)&pos, m->n_pos, D * 4, "position table");
     if (!rc) rc = sp_layer_scratch_init(bk, m->arch, &m->dims, S, D, &scr);
     if (!rc) rc = sp_layer_buf_init(m, &lb);
-    if (!rc) rc = sp_spill_open(&sa, pa, p->rows, D, SP_DTYPE_F32, cr, 0);
-    if (!rc) rc = sp_spill_open(&sb, pb, p->rows, D, SP_DTYPE_F32, cr, 0);
+    if (!rc) rc = sp_stream_scratch_pair(o->spill_dir, "tasks", p->rows, D, cr, &sa, &sb);
     if (rc) goto out;
     sp_layer_kv kv = {.k = kk, .v = kv_v};
 
