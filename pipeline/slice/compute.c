@@ -343,18 +343,23 @@ typedef struct layer_ctx {
     int64_t width[SP_POS_COUNT];
 } layer_ctx;
 
-/* Emits the outputs of `phase` (arch.h: 0 once the input basis is known,
- * 1 + k after the layer's PCA k), each rotated in place by its basis. */
-static int emit_phase(cstate *c, const layer_ctx *x, int phase) {
+/* A layer's outputs of phase `ph` (arch.h: 0 once the input basis is known,
+ * 1 + k after the layer's PCA k; -1: every phase) from host memory, in the
+ * declared order, at the layer's kept MLP width: as read (identity), or as
+ * rotate_phase left them; shortcuts computed from the layer's bases; norms
+ * as read (identity), or the stock weight at their width. */
+static int emit_kept(cstate *c, const layer_ctx *x, int64_t l, int ph) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
-    const sp_config *cfg = &j->m.cfg;
-    sp_layer_buf *b = &c->lb;
+    sp_config cfg = j->m.cfg;
+    cfg.intermediate_size = j->plan.ffn[l];
+    int64_t w[SP_POS_COUNT], shape[2];
+    char nm[256];
+    int nd;
+    sp_plan_layer_widths(j, l, w);
     for (int k = 0; k < j->n_outs; k++) {
         const sp_arch_out *o = &j->outs[k];
-        if (o->phase != phase) continue;
-        int64_t shape[2];
-        int nd;
+        if (ph >= 0 && o->phase != ph) continue;
         if (o->kind == SP_OUT_SHORTCUT) {
             /* scratch: the basis of the third position, free at this point */
             enum sp_arch_pos third = SP_POS_IN + SP_POS_MID + SP_POS_OUT - o->from - o->pos;
@@ -362,29 +367,46 @@ static int emit_phase(cstate *c, const layer_ctx *x, int phase) {
             SP_TRY(sp_link_emit_all(&c->io, c->fs, x->width[o->from] * x->width[o->pos]));
             continue;
         }
-        float *W = b->t[o->t], *Wd = c->wd[o->t]; /* host, and its backend mirror */
-        sp_arch_in_shape(a, cfg, o->t, shape, &nd);
-        const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1], k_pos = x->width[o->pos];
-        switch (o->kind) {
-        case SP_OUT_READER: {
-            int norm = sp_arch_norm_of(a, o->pos);
-            rot_rows(c, Wd, rows, norm >= 0 ? c->wd[norm] : NULL, x->basis[o->pos], k_pos);
-            sp_bk_get(c->bk, W, Wd, rows * k_pos * 4);
-            SP_TRY(sp_link_emit_all(&c->io, W, rows * k_pos));
-            break;
+        if (o->kind == SP_OUT_NORM && !j->plan.identity) {
+            SP_TRY(emit_norm(c, w[o->pos]));
+            continue;
         }
-        case SP_OUT_WRITER:
-        case SP_OUT_BIAS_ROT:
-            rot_cols(c, x->basis[o->pos], k_pos, Wd, cols);
-            sp_bk_get(c->bk, W, Wd, k_pos * cols * 4);
-            SP_TRY(sp_link_emit_all(&c->io, W, k_pos * cols));
-            break;
-        case SP_OUT_COPY: SP_TRY(sp_link_emit_all(&c->io, W, rows * cols)); break;
-        case SP_OUT_NORM: SP_TRY(emit_norm(c, k_pos)); break;
-        case SP_OUT_SHORTCUT: SP_ASSERT(0);
-        }
+        sp_arch_out_tensor(a, &cfg, o, l, w, nm, shape, &nd);
+        const float *src = o->kind == SP_OUT_NORM ? c->raw + o->t * j->shape.hidden : c->lb.t[o->t];
+        SP_TRY(sp_link_emit_all(&c->io, src, shape[0] * (nd == 1 ? 1 : shape[1])));
     }
     return 0;
+}
+
+/* Rotates phase `ph`'s readers and writers in place by the layer's one basis
+ * (backend memory, then host), without emitting them; shapes from cfg (the
+ * MLP's width before or after its cut). */
+static void rotate_phase(cstate *c, const layer_ctx *x, int ph, const sp_config *cfg) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    for (int k = 0; k < j->n_outs; k++) {
+        const sp_arch_out *o = &j->outs[k];
+        if (o->phase != ph) continue;
+        int64_t shape[2];
+        int nd;
+        sp_arch_in_shape(a, cfg, o->t, shape, &nd);
+        const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1], kp = x->width[o->pos];
+        float *W = c->lb.t[o->t], *Wd = c->wd[o->t];
+        if (o->kind == SP_OUT_READER) {
+            int norm = sp_arch_norm_of(a, o->pos);
+            rot_rows(c, Wd, rows, norm >= 0 ? c->wd[norm] : NULL, x->basis[o->pos], kp);
+            sp_bk_get(c->bk, W, Wd, rows * kp * 4);
+        } else if (o->kind == SP_OUT_WRITER || o->kind == SP_OUT_BIAS_ROT) {
+            rot_cols(c, x->basis[o->pos], kp, Wd, cols);
+            sp_bk_get(c->bk, W, Wd, kp * cols * 4);
+        }
+    }
+}
+
+/* Emits the outputs of phase `ph`, each rotated in place by its basis. */
+static int emit_phase(cstate *c, const layer_ctx *x, int64_t l, int ph) {
+    rotate_phase(c, x, ph, &c->j->m.cfg);
+    return emit_kept(c, x, l, ph);
 }
 
 /* Pulls a layer's tensors (from plan index read0 on), fuses them
@@ -495,59 +517,6 @@ static int prune_mlp(cstate *c, int64_t l, int64_t k, int64_t width) {
     return 0;
 }
 
-/* A layer's outputs of phase `ph` (-1: every phase) from host memory, in
- * the declared order, at the layer's kept MLP width: as read (identity), or
- * as rotated in place (rotate_phase); norms as read, or the stock weight at
- * width d. */
-static int emit_kept(cstate *c, int64_t l, int ph) {
-    job *j = c->j;
-    const sp_arch *a = j->m.arch;
-    sp_config cfg = j->m.cfg;
-    cfg.intermediate_size = j->plan.ffn[l];
-    int64_t w[SP_POS_COUNT], shape[2];
-    char nm[256];
-    int nd;
-    sp_plan_layer_widths(j, l, w);
-    for (int k = 0; k < j->n_outs; k++) {
-        const sp_arch_out *o = &j->outs[k];
-        if (ph >= 0 && o->phase != ph) continue;
-        SP_ASSERT(o->kind != SP_OUT_SHORTCUT);
-        if (o->kind == SP_OUT_NORM && !j->plan.identity) {
-            SP_TRY(emit_norm(c, w[o->pos]));
-            continue;
-        }
-        sp_arch_out_tensor(a, &cfg, o, l, w, nm, shape, &nd);
-        const float *src = o->kind == SP_OUT_NORM ? c->raw + o->t * j->shape.hidden : c->lb.t[o->t];
-        SP_TRY(sp_link_emit_all(&c->io, src, shape[0] * (nd == 1 ? 1 : shape[1])));
-    }
-    return 0;
-}
-
-/* Rotates phase `ph`'s readers and writers in place by the layer's one basis
- * (backend memory, then host), without emitting them; shapes from cfg (the
- * MLP's width before or after its cut). */
-static void rotate_phase(cstate *c, const layer_ctx *x, int ph, const sp_config *cfg) {
-    job *j = c->j;
-    const sp_arch *a = j->m.arch;
-    for (int k = 0; k < j->n_outs; k++) {
-        const sp_arch_out *o = &j->outs[k];
-        if (o->phase != ph) continue;
-        int64_t shape[2];
-        int nd;
-        sp_arch_in_shape(a, cfg, o->t, shape, &nd);
-        const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1], kp = x->width[o->pos];
-        float *W = c->lb.t[o->t], *Wd = c->wd[o->t];
-        if (o->kind == SP_OUT_READER) {
-            int norm = sp_arch_norm_of(a, o->pos);
-            rot_rows(c, Wd, rows, norm >= 0 ? c->wd[norm] : NULL, x->basis[o->pos], kp);
-            sp_bk_get(c->bk, W, Wd, rows * kp * 4);
-        } else if (o->kind == SP_OUT_WRITER || o->kind == SP_OUT_BIAS_ROT) {
-            rot_cols(c, x->basis[o->pos], kp, Wd, cols);
-            sp_bk_get(c->bk, W, Wd, kp * cols * 4);
-        }
-    }
-}
-
 /* policy stock: the layer's MLP cut to k neurons, W_down refit, on the
  * compressed model's signals (docs/algorithm.md §12). Without a basis
  * (plan.identity) the layer runs as read (norms with γ) and goes out as read;
@@ -568,8 +537,7 @@ static int stock_layer(cstate *c, int64_t l) {
     SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
     if (!id) {
         phase(c, l, SP_PHASE_WRITE);
-        rotate_phase(c, &x, 0, &j->m.cfg);
-        SP_TRY(emit_kept(c, l, 0));
+        SP_TRY(emit_phase(c, &x, l, 0));
     }
     SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* B is the file boundary l - 2 named */
     phase(c, l, SP_PHASE_ATTN);
@@ -595,11 +563,11 @@ static int stock_layer(cstate *c, int64_t l) {
     sp_spill_hash_end(c->sb, spill_hash);
     phase(c, l, SP_PHASE_WRITE);
     if (id) {
-        SP_TRY(emit_kept(c, l, -1));
+        SP_TRY(emit_kept(c, &x, l, -1));
     } else {
-        SP_TRY(emit_kept(c, l, 1));
+        SP_TRY(emit_kept(c, &x, l, 1));
         rotate_phase(c, &x, 2, &cut);
-        SP_TRY(emit_kept(c, l, 2));
+        SP_TRY(emit_kept(c, &x, l, 2));
     }
     sp_spill *s = c->sa;
     c->sa = c->sb;
@@ -618,11 +586,11 @@ static int slice_layer(cstate *c, int64_t l) {
 
     /* 2.1 readers of the layer input: fuse γ, rotate by Q[:, :d_in]. */
     phase(c, l, SP_PHASE_WRITE);
-    SP_TRY(emit_phase(c, &x, 0));
+    SP_TRY(emit_phase(c, &x, l, 0));
     enum sp_arch_pos pcas[2];
     const int np = sp_arch_pca_positions(a, pcas);
     if (!j->plan.layer_pcas) { /* one basis (the survey's): nothing to measure, every position is Q */
-        for (int k = 0; k < np; k++) SP_TRY(emit_phase(c, &x, 1 + k));
+        for (int k = 0; k < np; k++) SP_TRY(emit_phase(c, &x, l, 1 + k));
         SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* the basis file boundary l - 2 named */
         return commit(c, l, 0, c->survey_hash);
     }
@@ -648,7 +616,7 @@ static int slice_layer(cstate *c, int64_t l) {
         SP_TRY(pca(c, x.basis[to], 1 + np * (int)l + k, par ? "block-output" : attn ? "attention-output" : "MLP-output", l));
         /* 2.3 / 2.5 the writers into `to`, the shortcut into it, its readers. */
         phase(c, l, SP_PHASE_WRITE);
-        SP_TRY(emit_phase(c, &x, 1 + k));
+        SP_TRY(emit_phase(c, &x, l, 1 + k));
         from = to;
     }
     /* The next layer's basis is Qn, its input B. */
