@@ -260,6 +260,15 @@ static int commit(cstate *c, int64_t layer, int survey, const char spill_hash[33
     return sp_link_boundary(&c->io, layer, survey, qh, c->sa, spill_hash);
 }
 
+/* The end of a layer that wrote its output to spill B: B becomes the next
+ * layer's input A, and boundary l is committed with B's hash. */
+static int next_layer(cstate *c, int64_t l, const char spill_hash[33]) {
+    sp_spill *s = c->sa;
+    c->sa = c->sb;
+    c->sb = s;
+    return commit(c, l, 0, spill_hash);
+}
+
 /* Each row of X (rows, n) minus its mean (LayerNorm families: an embedding
  * table's rows, docs/algorithm.md §4), in float64. */
 static void centre_rows(float *X, int64_t rows, int64_t n) {
@@ -569,10 +578,7 @@ static int stock_layer(cstate *c, int64_t l) {
         rotate_phase(c, &x, 2, &cut);
         SP_TRY(emit_kept(c, &x, l, 2));
     }
-    sp_spill *s = c->sa;
-    c->sa = c->sb;
-    c->sb = s;
-    return commit(c, l, 0, spill_hash);
+    return next_layer(c, l, spill_hash);
 }
 
 static int slice_layer(cstate *c, int64_t l) {
@@ -623,10 +629,7 @@ static int slice_layer(cstate *c, int64_t l) {
     double *t = c->Q;
     c->Q = c->Qn;
     c->Qn = t;
-    sp_spill *s = c->sa;
-    c->sa = c->sb;
-    c->sb = s;
-    return commit(c, l, 0, spill_hash);
+    return next_layer(c, l, spill_hash);
 }
 
 /* basis = "global" (docs/algorithm.md §10), between the gather of X₀ (spill
