@@ -33,25 +33,12 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from params_bench import manifest, sh  # noqa: E402  (one manifest writer and runner for the benches)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TYPES = ("f16", "q8_0", "q5_0", "q4_0")
 PARAMS = (0.9, 0.8, 0.7)
-
-
-def sh(cmd, cwd=None):
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
-    if r.returncode:
-        sys.exit(f"frontier_bench: {' '.join(cmd)}: exit {r.returncode}: {(r.stderr or r.stdout).strip()[-800:]}")
-    return r.stdout
-
-
-def manifest(work, tag, model, calib, slicing):
-    out = os.path.join(work, tag)
-    mf = out + ".toml"
-    with open(mf, "w") as f:
-        f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{calib}"\nseqlen = 256\nnsamples = 64\n'
-                f'{slicing}[output]\npath = "{out}"\ndtype = "f32"\n[resources]\nmemory = "2GB"\nthreads = 2\n')
-    return mf, out
 
 
 def node_json(a, script, args):

@@ -45,10 +45,11 @@ POLICIES = {
 }
 
 
-def sh(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
+def sh(cmd, cwd=None):
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     if r.returncode:
-        sys.exit(f"params_bench: {' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()[-800:]}")
+        sys.exit(f"{os.path.basename(sys.argv[0])}: {' '.join(cmd)}: exit {r.returncode}: "
+                 f"{(r.stderr or r.stdout).strip()[-800:]}")
     return r.stdout
 
 
