@@ -395,17 +395,18 @@ static void rotate_phase(cstate *c, const layer_ctx *x, int ph, const sp_config 
     const sp_arch *a = j->m.arch;
     for (int k = 0; k < j->n_outs; k++) {
         const sp_arch_out *o = &j->outs[k];
-        if (o->phase != ph) continue;
+        const int reader = o->kind == SP_OUT_READER, writer = o->kind == SP_OUT_WRITER || o->kind == SP_OUT_BIAS_ROT;
+        if (o->phase != ph || !(reader || writer)) continue; /* copies and norms are not rotated; a shortcut has no tensor */
         int64_t shape[2];
         int nd;
         sp_arch_in_shape(a, cfg, o->t, shape, &nd);
         const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1], kp = x->width[o->pos];
         float *W = c->lb.t[o->t], *Wd = c->wd[o->t];
-        if (o->kind == SP_OUT_READER) {
+        if (reader) {
             int norm = sp_arch_norm_of(a, o->pos);
             rot_rows(c, Wd, rows, norm >= 0 ? c->wd[norm] : NULL, x->basis[o->pos], kp);
             sp_bk_get(c->bk, W, Wd, rows * kp * 4);
-        } else if (o->kind == SP_OUT_WRITER || o->kind == SP_OUT_BIAS_ROT) {
+        } else {
             rot_cols(c, x->basis[o->pos], kp, Wd, cols);
             sp_bk_get(c->bk, W, Wd, kp * cols * 4);
         }
