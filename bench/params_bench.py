@@ -11,6 +11,8 @@ sparsity 0.25, read from its --dry-run) — every policy is run:
   slicegpt-global     SliceGPT's one basis (basis = "global")
   stock               policy = "stock", split 0: MLP neurons cut, down projection refit
   stock-split0.5      policy = "stock", split 0.5: half the cut from the residual width
+  stock-auto          policy = "stock", split = "auto": the split (0, 0.5 or 1) with the lowest NLL
+                      on the last 16 calibration windows, held back from its candidates' PCA
 
 and evaluated with `slicepipe eval --dump-logits` on the model's held-out
 windows; the per-window mean NLL is computed here from the logits, so every
@@ -42,6 +44,7 @@ POLICIES = {
     "slicegpt-global": '[slicing]\nparams = {p}\nround_to = 1\nbasis = "global"\n',
     "stock": '[slicing]\npolicy = "stock"\nparams = {p}\nround_to = 1\n',
     "stock-split0.5": '[slicing]\npolicy = "stock"\nparams = {p}\nround_to = 1\nsplit = 0.5\n',
+    "stock-auto": '[slicing]\npolicy = "stock"\nparams = {p}\nround_to = 1\nsplit = "auto"\n',
 }
 
 
@@ -96,7 +99,7 @@ def svg(results, path):
     models = list(results)
     pw, ph, m = 300, 220, 45
     colors = {"dense": "#000", "slicegpt": "#d62728", "slicegpt-global": "#ff7f0e", "stock": "#1f77b4",
-              "stock-split0.5": "#2ca02c"}
+              "stock-split0.5": "#2ca02c", "stock-auto": "#9467bd"}
     W = pw * len(models)
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{ph + 40}" font-family="sans-serif" '
          f'font-size="10">']
@@ -172,6 +175,8 @@ def main():
     ap.add_argument("--svg", required=True)
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--plot-only", metavar="JSON", help="redraw the SVG from a params_bench.json")
+    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset (slicegpt is always run: "
+                    "the deltas are paired against it)")
     a = ap.parse_args()
     if a.plot_only:
         return svg(json.load(open(a.plot_only)), a.svg)
@@ -190,6 +195,8 @@ def main():
         for t in a.targets.split(","):
             p = s25_params(a.slicepipe, a.work, label.split()[0], model, calib) if t == "s25" else float(t)
             for pol, tmpl in POLICIES.items():
+                if pol != "slicegpt" and pol not in a.policies.split(","):
+                    continue
                 tag = f"{label.split()[0]}-{pol}-{t}"
                 mf, out = manifest(a.work, tag, model, calib, tmpl.format(p=repr(p)))
                 rr = subprocess.run([a.slicepipe, "run", mf, "--quiet", "--restart"], capture_output=True, text=True)
@@ -205,6 +212,9 @@ def main():
                      "se": float(nl.std(ddof=1) / math.sqrt(len(nl))),
                      "intermediate_size": json.load(open(os.path.join(out, "config.json"))).get("intermediate_size"),
                      "hidden_size": json.load(open(os.path.join(out, "config.json")))["hidden_size"]}
+                if "split_auto" in cfg:
+                    e["split_chosen"] = cfg["split_auto"]["chosen"]
+                    e["split_holdout_nll"] = {str(c["split"]): c["nll"] for c in cfg["split_auto"]["candidates"]}
                 if ("slicegpt", t) in per and pol != "slicegpt":
                     dlt = nl - per[("slicegpt", t)]
                     e["delta_vs_slicegpt"] = float(dlt.mean())
@@ -225,7 +235,8 @@ def main():
                 print(f"| {label} | {tgt} | {e['policy']} | — | | refused | |")
                 continue
             d = f"{e['delta_vs_slicegpt']:+.4f} ± {e['delta_se']:.4f}" if "delta_vs_slicegpt" in e else ""
-            print(f"| {label} | {tgt} | {e['policy']} | {e['params_fraction']:.4f} | {e['hidden_size']} / "
+            pol = e["policy"] + (f" (chose {e['split_chosen']:g})" if "split_chosen" in e else "")
+            print(f"| {label} | {tgt} | {pol} | {e['params_fraction']:.4f} | {e['hidden_size']} / "
                   f"{e['intermediate_size']} | {e['nll']:.4f} ± {e['se']:.4f} | {d} |")
     svg(results, a.svg)
 

@@ -21,3 +21,12 @@ foreach(split 0 0.5)
                    ${CMAKE_BINARY_DIR}/stock_resume${tag} ${split})
   set_tests_properties(stock.resume.split${tag} PROPERTIES LABELS "crash;stock" SKIP_RETURN_CODE 77 TIMEOUT 300)
 endforeach()
+# stock.split_auto: split = "auto" (tests/test_split_auto.py): the recorded
+# held-back NLLs equal `slicepipe eval` of each candidate run by hand on the
+# first windows, the lowest wins and its tensors equal a fixed-split run's; the
+# run killed (SIGKILL) at 8 points over its wall time resumes byte-identical;
+# --restart and a changed manifest measure again.
+add_test(NAME stock.split_auto
+         COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_split_auto.py $<TARGET_FILE:slicepipe> ${SP_SHARED_DIR}
+                 ${CMAKE_BINARY_DIR}/split_auto)
+set_tests_properties(stock.split_auto PROPERTIES LABELS "crash;stock;numpy" SKIP_RETURN_CODE 77 TIMEOUT 300)

@@ -96,7 +96,15 @@ static const bad_case k_bad[] = {
     {HEAD "[slicing]\nparams = 1.5\n", 8, "params = 1.5 is out of range (0, 1]"},
     {HEAD "[slicing]\nparams = -0.2\n", 8, "params = -0.2 is out of range (0, 1]"},
     {HEAD "[slicing]\nparams = \"0.8\"\n", 8, "params: expected a number, got a string"},
-    {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nsplit = 1\n", 10, "split = 1 is out of range [0, 1)"},
+    {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nsplit = 1.5\n", 10, "split = 1.5 is out of range [0, 1]"},
+    {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nsplit = \"best\"\n", 10,
+     "split: expected a number in [0, 1] or \"auto\", got 'best'"},
+    {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nsplit = true\n", 10, "split: expected a number or \"auto\""},
+    {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nsplit_holdout = 4\n", 10,
+     "split_holdout is for split = \"auto\""},
+    {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nsplit = \"auto\"\nsplit_holdout = 128\n", 11,
+     "holds back 128 of the 128 calibration windows"},
+    {HEAD "[slicing]\nsplit_holdout = 4\n", 8, "split_holdout belongs to policy = \"stock\""},
     {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nffn_ridge = 0\n", 10, "ffn_ridge = 0 is out of range (0, 1]"},
     {HEAD "[slicing]\nsparsity = 0.25\nparams = 0.8\n", 9, "[slicing] gives both sparsity and params; give one"},
     {HEAD "[slicing]\nparams = 0.8\n\nsparsity = 0.25\n", 8, "gives both sparsity and params"},
@@ -383,6 +391,23 @@ static void test_text(void) {
               m.ffn_score == SP_SCORE_LEVERAGE && m.ffn_ridge == 1e-3,
           "stock keys: rc %d '%s' policy %d has_params %d params %g split %g score %d ridge %g", rc, sp_errmsg(),
           (int)m.policy, m.has_params, m.params, m.split, (int)m.ffn_score, m.ffn_ridge);
+    sp_manifest_free(&m);
+    /* split = "auto": the hold-out defaults to nsamples / 4, at least 1; split = 1 is the global basis alone */
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\nnsamples = 3\n[slicing]\npolicy = \"stock\"\n"
+               "params = 0.8\nsplit = \"auto\"\n[output]\npath = \"o\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.split_auto && m.split_holdout == 1, "split auto: rc %d '%s' auto %d holdout %lld", rc, sp_errmsg(),
+          m.split_auto, (long long)m.split_holdout);
+    sp_manifest_free(&m);
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\nnsamples = 64\n[slicing]\npolicy = \"stock\"\n"
+               "params = 0.8\nsplit = \"auto\"\n[output]\npath = \"o\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.split_auto && m.split_holdout == 16, "split auto, 64 windows: holdout %lld", (long long)m.split_holdout);
+    sp_manifest_free(&m);
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\n[slicing]\npolicy = \"stock\"\nparams = 0.8\n"
+               "split = 1\n[output]\npath = \"o\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && !m.split_auto && m.split == 1.0, "split 1: rc %d '%s'", rc, sp_errmsg());
     sp_manifest_free(&m);
     path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\n[slicing]\npolicy = \"slicegpt\"\nparams = 0.7\n"
                "basis = \"global\"\n[output]\npath = \"o\"\n");

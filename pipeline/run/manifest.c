@@ -295,6 +295,7 @@ typedef enum key_kind {
     KIND_INT,     /* integer in [lo, hi] */
     KIND_FRAC,    /* float (or integer) in [0, 1) */
     KIND_FRAC1,   /* float (or integer) in (0, 1] */
+    KIND_SPLIT,   /* float (or integer) in [0, 1], or "auto" (sets split_auto) */
     KIND_SIZE,    /* size string or positive integer, bytes */
     KIND_DTYPE,   /* "f32" | "f16" | "bf16" */
     KIND_BACKEND, /* "auto" | "cpu" | "cuda" */
@@ -342,7 +343,8 @@ static const key_def k_keys[] = {
     {T_SLICING, "global_weighting", KIND_ENUM, 0, 0, 0, F(global_weighting), k_weighting_names},
     {T_SLICING, "policy", KIND_ENUM, 0, 0, 0, F(policy), k_policy_names},
     {T_SLICING, "params", KIND_FRAC1, 0, 0, 0, F(params), NULL},
-    {T_SLICING, "split", KIND_FRAC, 0, 0, 0, F(split), NULL},
+    {T_SLICING, "split", KIND_SPLIT, 0, 0, 0, F(split), NULL},
+    {T_SLICING, "split_holdout", KIND_INT, 1, 1 << 24, 0, F(split_holdout), NULL},
     {T_SLICING, "ffn_score", KIND_ENUM, 0, 0, 0, F(ffn_score), k_score_names},
     {T_SLICING, "ffn_ridge", KIND_FRAC1, 0, 0, 0, F(ffn_ridge), NULL},
     {T_OUTPUT, "path", KIND_PATH, 0, 0, 1, F(output_path), NULL},
@@ -513,6 +515,20 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
         else if (v->type == VAL_INT) f = (double)v->i;
         else return pfail(p, "[%s] %s: expected a number, got %s", tname, kd->key, val_type_name(v->type));
         if (!(f > 0.0 && f <= 1.0)) return pfail(p, "[%s] %s = %g is out of range (0, 1]", tname, kd->key, f);
+        *(double *)field = f;
+        return 0;
+    }
+    case KIND_SPLIT: {
+        if (v->type == VAL_STRING && strcmp(v->s, "auto") == 0) {
+            st->m->split_auto = 1;
+            return 0;
+        }
+        double f;
+        if (v->type == VAL_FLOAT) f = v->f;
+        else if (v->type == VAL_INT) f = (double)v->i;
+        else if (v->type == VAL_STRING) return pfail(p, "[%s] %s: expected a number in [0, 1] or \"auto\", got '%.32s'", tname, kd->key, v->s);
+        else return pfail(p, "[%s] %s: expected a number or \"auto\", got %s", tname, kd->key, val_type_name(v->type));
+        if (!(f >= 0.0 && f <= 1.0)) return pfail(p, "[%s] %s = %g is out of range [0, 1]", tname, kd->key, f);
         *(double *)field = f;
         return 0;
     }
@@ -693,14 +709,26 @@ static int check_slicing(load_state *st) {
                        m->path, pa);
     m->has_params = pa != 0;
     static const char *const slicegpt_only[] = {"basis", "global_weighting"};
-    static const char *const stock_only[] = {"split", "ffn_score", "ffn_ridge"};
+    static const char *const stock_only[] = {"split", "ffn_score", "ffn_ridge", "split_holdout"};
     const int stock = m->policy == SP_POLICY_STOCK;
     const char *const *keys = stock ? slicegpt_only : stock_only;
-    for (int i = 0; i < 2 + !stock; i++) {
+    for (int i = 0; i < (stock ? 2 : 4); i++) {
         int line = kl[key_index(T_SLICING, keys[i])];
         if (line)
             return sp_fail(SP_EX_USAGE, "%s:%d: [slicing] %s belongs to policy = \"%s\", and this manifest's policy is \"%s\"",
                            m->path, line, keys[i], stock ? "slicegpt" : "stock", stock ? "stock" : "slicegpt");
+    }
+    const int ho = kl[key_index(T_SLICING, "split_holdout")];
+    if (ho && !m->split_auto)
+        return sp_fail(SP_EX_USAGE, "%s:%d: [slicing] split_holdout is for split = \"auto\" (the calibration windows held back "
+                                    "to choose the split); remove it or set split = \"auto\"", m->path, ho);
+    if (m->split_auto) {
+        if (!m->split_holdout) m->split_holdout = m->calib_nsamples / 4 > 0 ? m->calib_nsamples / 4 : 1;
+        if (m->split_holdout >= m->calib_nsamples)
+            return sp_fail(SP_EX_USAGE, "%s:%d: [slicing] split = \"auto\" holds back %lld of the %lld calibration windows to "
+                                        "choose the split, and the PCA needs at least one; raise [calibration] nsamples%s",
+                           m->path, ho ? ho : kl[key_index(T_SLICING, "split")], (long long)m->split_holdout,
+                           (long long)m->calib_nsamples, ho ? " or lower split_holdout" : "");
     }
     return 0;
 }

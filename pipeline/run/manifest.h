@@ -15,7 +15,8 @@
  *                  global_weighting = "trace"        "trace" | "raw": how basis = "global" weighs the positions
  *                  policy = "slicegpt"               "slicegpt" | "stock" (FFN pruning + refit, stock output)
  *                  params = 0.8                      float in (0,1]: parameters kept, instead of sparsity
- *                  split = 0                         stock: float in [0,1), share of the cut from the residual width
+ *                  split = 0                         stock: float in [0,1] (share of the cut from the residual width) or "auto"
+ *                  split_holdout = N                 stock, split = "auto": calibration windows held back to choose
  *                  ffn_score = "energy"              stock: "energy" | "leverage"
  *                  ffn_ridge = 1e-4                  stock: float in (0,1]
  *   [output]       path = "..."                      (required) != model path
@@ -67,6 +68,17 @@ typedef enum sp_policy_kind { SP_POLICY_SLICEGPT = 0, SP_POLICY_STOCK = 1 } sp_p
 /* How the stock policy ranks FFN neurons (docs/algorithm.md §12). */
 typedef enum sp_ffn_score { SP_SCORE_ENERGY = 0, SP_SCORE_LEVERAGE = 1 } sp_ffn_score;
 
+/* split = "auto": the candidates, and what their held-back windows measured. */
+#define SP_SPLIT_CANDIDATES 3
+extern const double sp_split_candidates[SP_SPLIT_CANDIDATES]; /* 0, 0.5, 1 */
+typedef struct sp_split_choice {
+    int64_t holdout;                       /* windows scored, each of [calibration] seqlen tokens */
+    double dense_nll;                      /* the dense model on them */
+    double nll[SP_SPLIT_CANDIDATES];       /* each candidate on them (mean nats per predicted token) */
+    int64_t params[SP_SPLIT_CANDIDATES];   /* each candidate's stored parameters */
+    int chosen;                            /* the lowest nll; ties to the lower split */
+} sp_split_choice;
+
 typedef struct sp_manifest {
     char *path;             /* the manifest file itself */
     char *model_path;       /* absolute or manifest-relative, resolved */
@@ -83,7 +95,12 @@ typedef struct sp_manifest {
     sp_policy_kind policy;  /* default SP_POLICY_SLICEGPT */
     int has_params;         /* [slicing] params given (then sparsity is not) */
     double params;          /* (0, 1]: the fraction of the dense model's stored parameters to keep */
-    double split;           /* stock: [0, 1) the share of the removed parameters taken from the residual width */
+    double split;           /* stock: [0, 1] the share of the removed parameters taken from the residual width */
+    int split_auto;         /* stock: split = "auto": chosen among SP_SPLIT_CANDIDATES on held-back calibration windows
+                               (pipeline/run/split_auto.c; docs/algorithm.md §12) */
+    int64_t split_holdout;  /* with split_auto: the last split_holdout of the nsamples calibration windows, held back
+                               from the candidates' PCA and scored; default nsamples / 4, at least 1 */
+    const struct sp_split_choice *split_choice; /* the final job of an auto split: what was measured (else NULL) */
     sp_ffn_score ffn_score; /* stock: default SP_SCORE_ENERGY */
     double ffn_ridge;       /* stock: (0, 1], default 1e-4: λ = ffn_ridge · mean(diag C) */
     char *output_path;

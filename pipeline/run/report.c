@@ -173,6 +173,18 @@ int sp_report_json(const sp_report *r, char **text_out, int64_t *len_out) {
     ok = ok && jadd(head, "params_target", jnum(r->params_target));
     cJSON *ffn = cJSON_CreateObject();
     ok = ok && jadd(head, "ffn", ffn) && jadd(ffn, "before", jint(r->ffn_before, 1)) && jadd(ffn, "after", jint(r->ffn_after, 1));
+    if (r->split_choice) {
+        const sp_split_choice *ch = r->split_choice;
+        cJSON *a = cJSON_CreateObject(), *cs = cJSON_CreateArray();
+        ok = ok && jadd(head, "split_auto", a) && jadd(a, "holdout_windows", jint(ch->holdout, 0)) &&
+             jadd(a, "nll_dense", jnum(ch->dense_nll)) && jadd(a, "chosen", jnum(sp_split_candidates[ch->chosen])) &&
+             jadd(a, "candidates", cs);
+        for (int i = 0; ok && i < SP_SPLIT_CANDIDATES; i++) {
+            cJSON *c = cJSON_CreateObject();
+            ok = c && cJSON_AddItemToArray(cs, c) && jadd(c, "split", jnum(sp_split_candidates[i])) && jadd(c, "nll", jnum(ch->nll[i])) &&
+                 jadd(c, "params", jint(ch->params[i], 0));
+        }
+    }
     char *hs = ok ? cJSON_PrintUnformatted(head) : NULL;
     cJSON_Delete(head);
     if (!hs) return sp_fail(SP_EX_SOFTWARE, "out of memory building slicing.json");
@@ -594,6 +606,25 @@ int sp_report_html(const sp_report *r, char **text_out, int64_t *len_out) {
     if (r->eval_seqlen > 0) sp_sb_printf(&b, "<tr><th>window</th><td colspan=\"2\">%lld</td></tr>\n", (long long)r->eval_seqlen);
     sp_sb_str(&b, "</table>\n</div>\n");
 
+    if (r->split_choice) { /* split = "auto": what each candidate measured */
+        const sp_split_choice *ch = r->split_choice;
+        sp_sb_printf(&b, "<h2>How the split was chosen</h2>\n<p>Each candidate was calibrated without the last %lld "
+                         "calibration windows and scored on them; the lowest mean NLL won, and ran on all the windows.</p>\n"
+                         "<table id=\"split-auto\">\n<thead><tr><th>split</th><th>held-back NLL</th><th>vs dense</th>"
+                         "<th>parameters</th><th></th></tr></thead>\n<tbody>\n", (long long)ch->holdout);
+        sp_sb_printf(&b, "<tr><td>dense</td><td>%.6f</td><td></td><td>%lld</td><td></td></tr>\n", ch->dense_nll,
+                     (long long)r->params_before);
+        for (int i = 0; i < SP_SPLIT_CANDIDATES; i++) {
+            if (isfinite(ch->nll[i]))
+                sp_sb_printf(&b, "<tr><td>%g</td><td>%.6f</td><td>%+.6f</td><td>%lld</td><td>%s</td></tr>\n",
+                             sp_split_candidates[i], ch->nll[i], ch->nll[i] - ch->dense_nll, (long long)ch->params[i],
+                             i == ch->chosen ? "chosen" : "");
+            else
+                sp_sb_printf(&b, "<tr><td>%g</td><td colspan=\"4\">cannot meet the target</td></tr>\n", sp_split_candidates[i]);
+        }
+        sp_sb_str(&b, "</tbody></table>\n");
+    }
+
     sp_sb_str(&b, "<h2>Explained variance at the kept width</h2>\n");
     plot_evr(&b, r);
     sp_sb_str(&b, "<h2>Eigenvalue spectra</h2>\n<p>Embedding and attention-output PCAs (M):</p>\n");
@@ -710,6 +741,7 @@ int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, 
         .params_target = mf->has_params ? mf->params : NAN,
         .ffn_before = m->cfg.intermediate_size,
         .ffn_after = L > 0 ? plan->ffn[0] : m->cfg.intermediate_size,
+        .split_choice = mf->split_choice,
         .embed = {L > 0 ? plan->width[SP_POS_IN][0] : D, evals},
         .layers = layers,
         .nll_dense = dense ? dense->nll : NAN,

@@ -9,6 +9,8 @@
  * that read back to the identical double; NaN/Inf and unknown values are null):
  *   {"model":str, "hidden_size":D, "num_layers":L, "sparsity":s, "round_to":r,
  *    "policy":str, "params_target":f|null, "ffn":{"before":F, "after":k},
+ *    ["split_auto":{"holdout_windows":n, "nll_dense":x, "chosen":s,
+ *                   "candidates":[{"split":s, "nll":x|null, "params":n}, ...]},]  (split = "auto" only)
  *    "embed":{"width":d,"evr":x,"eigenvalues":[D values, descending]},
  *    "layers":[{"d_in":..,"d_mid":..,"d_out":..,
  *               "attn":{"width":d_mid,"evr":..,"eigenvalues":[..]},
@@ -62,6 +64,7 @@ typedef struct sp_report {
     const char *policy;            /* how it was made, in words; NULL = "SliceGPT" */
     double params_target;          /* [slicing] params; NAN = not given */
     int64_t ffn_before, ffn_after; /* MLP neurons a layer; 0 = not recorded */
+    const struct sp_split_choice *split_choice; /* split = "auto": the candidates' held-back NLLs; NULL = none */
     sp_report_pca embed;           /* PCA of the embeddings; width = layers[0].d_in */
     const sp_report_layer *layers; /* (n_layers) */
     double nll_dense, nll_sliced;  /* mean NLL in nats per predicted token; NAN = not measured */

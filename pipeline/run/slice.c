@@ -245,6 +245,7 @@ static void print_stages(const job *j, FILE *f) {
 }
 
 int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
+    if (mf->split_auto) return sp_split_auto_run(mf, o);
     job jb = {.mf = mf, .o = o}, *j = &jb;
     int rc;
     j->t_start = sp_now();
@@ -323,7 +324,7 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (!rc) rc = sp_plan_memory(j);
     if (rc) goto out;
     int64_t plan = sp_plan_total(j);
-    if (o->dry_run || !o->quiet) sp_plan_print(j, o->dry_run ? stdout : stderr);
+    if ((o->dry_run && !o->nested) || !o->quiet) sp_plan_print(j, o->dry_run ? stdout : stderr);
     if (plan > mf->memory_bytes) {
         rc = sp_fail(SP_EX_USAGE,
                      "%s: the memory plan needs %.1f MiB but [resources] memory allows %.1f MiB; raise memory to at least "
@@ -422,9 +423,16 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
         rc = write_gguf(j, &gs);
         if (rc) goto out;
     }
+    if (o->nested) goto out;
     printf("sliced %s -> %s\n", sp_path_shown(mf->model_path, b1), sp_path_shown(mf->output_path, b2));
     printf("  width       %lld -> %lld (%s %g)\n", (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0],
            mf->has_params ? "params" : "sparsity", mf->has_params ? mf->params : mf->sparsity);
+    if (mf->split_choice) {
+        const sp_split_choice *ch = mf->split_choice;
+        printf("  split       auto: %g, the lowest held-back NLL (%lld calibration windows; dense %.6f):", mf->split,
+               (long long)ch->holdout, ch->dense_nll);
+        for (int i = 0; i < SP_SPLIT_CANDIDATES; i++) printf(" %g %.6f%s", sp_split_candidates[i], ch->nll[i], i + 1 < SP_SPLIT_CANDIDATES ? "," : "\n");
+    }
     if (j->plan.prune_ffn) printf("  MLP         %lld -> %lld neurons a layer\n", (long long)j->shape.ffn, (long long)j->plan.ffn[0]);
     printf("  parameters  %lld -> %lld (%.1f%%)\n", (long long)j->m.n_params, (long long)params_after,
            100.0 * (double)params_after / (double)j->m.n_params);

@@ -12,11 +12,16 @@ typedef struct sp_run_opts {
     int quiet;     /* no progress on stderr */
     int io_pread;  /* --io=pread: never use io_uring */
     int restart;   /* --restart: discard the job directory's journal and start fresh */
+    int nested;    /* a job run for another (split = "auto"'s candidates): no plan on a dry run, no summary */
 } sp_run_opts;
 
 /* Runs the whole job described by the manifest. Returns 0 or a sysexits status
  * with a message (sp_errmsg). */
 int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o);
+
+/* split = "auto" (split_auto.c): the candidates scored on held-back
+ * calibration windows, then the chosen split's job. sp_slice_run calls it. */
+int sp_split_auto_run(const sp_manifest *mf, const sp_run_opts *o);
 
 /* `slicepipe status OUT_DIR`: prints how far the job in OUT_DIR got. */
 int sp_job_status(const char *out_dir);

@@ -6,6 +6,7 @@
  * also cut to width d in the global basis (policy_global.c's survey). The
  * plan meets [slicing] params: d takes `split` of the parameters to remove,
  * the FFN width k the rest. RMSNorm families only. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -84,6 +85,10 @@ static void stock_identity(const sp_manifest *mf, char *txt, size_t n) {
     size_t len = strlen(txt);
     snprintf(txt + len, n - len, "policy=stock\nsplit=%.17g\nffn_score=%s\nffn_ridge=%.17g\nweighting=%s\n",
              mf->split, score_name(mf), mf->ffn_ridge, mf->global_weighting == SP_WEIGHT_RAW ? "raw" : "trace");
+    if (mf->split_choice) { /* chosen by split = "auto": its own job, not the fixed split's */
+        len = strlen(txt);
+        snprintf(txt + len, n - len, "split_auto=1\nsplit_holdout=%lld\n", (long long)mf->split_choice->holdout);
+    }
 }
 
 static void stock_config(const sp_manifest *mf, cJSON *block) {
@@ -91,6 +96,22 @@ static void stock_config(const sp_manifest *mf, cJSON *block) {
     cJSON_AddNumberToObject(block, "split", mf->split);
     cJSON_AddStringToObject(block, "ffn_score", score_name(mf));
     cJSON_AddNumberToObject(block, "ffn_ridge", mf->ffn_ridge);
+    const sp_split_choice *ch = mf->split_choice;
+    if (ch) { /* split = "auto": what chose it */
+        cJSON *a = cJSON_AddObjectToObject(block, "split_auto");
+        cJSON_AddNumberToObject(a, "holdout_windows", (double)ch->holdout);
+        cJSON_AddNumberToObject(a, "nll_dense", ch->dense_nll);
+        cJSON *cs = cJSON_AddArrayToObject(a, "candidates");
+        for (int i = 0; i < SP_SPLIT_CANDIDATES; i++) {
+            cJSON *c = cJSON_CreateObject();
+            cJSON_AddNumberToObject(c, "split", sp_split_candidates[i]);
+            if (isfinite(ch->nll[i])) cJSON_AddNumberToObject(c, "nll", ch->nll[i]);
+            else cJSON_AddNullToObject(c, "nll");
+            cJSON_AddNumberToObject(c, "params", (double)ch->params[i]);
+            cJSON_AddItemToArray(cs, c);
+        }
+        cJSON_AddNumberToObject(a, "chosen", sp_split_candidates[ch->chosen]);
+    }
 }
 
 const sp_slice_policy sp_policy_stock = {
