@@ -862,7 +862,8 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         BK(tmp, T * D, 4, "window buffer"),         BUF(eb, EB * D, 4, "embedding rows"),
         BUF(norm, D, 4, "norm"),                    BUF(fs, D * D, 4, "shortcut"),
         BK(Qf, D * D, 4, "basis"),                  BK(Q, D * D, 8, "basis"),
-        BK(Qm, D * D, 8, "basis"),                  BK(Qn, D * D, 8, "basis"),
+        /* Qm, Qn: per-layer bases only; one basis (global, stock) never touches them */
+        BK(Qm, j->plan.shortcuts ? D * D : 1, 8, "basis"), BK(Qn, j->plan.shortcuts ? D * D : 1, 8, "basis"),
         BK(H, D * D, 8, "second moment"),           BUF(pos, j->shape.tokens, 8, "token positions"),
         BUF(id_start, j->shape.vocab + 1, 8, "token positions"),
         BUF(norm_b, D, 4, "norm"),                  BUF(hb, j->shape.vocab, 4, "head bias"),
