@@ -21,7 +21,6 @@ back):
 
   test_split_auto.py SLICEPIPE SHARED WORK      (77 when SHARED is absent)
 """
-import hashlib
 import json
 import os
 import re
@@ -33,17 +32,9 @@ import time
 
 import numpy as np
 
+from test_global_resume import die, digest  # the same output digest as the other resume tests
+
 SEQLEN, NSAMPLES, HOLD = 128, 16, 4
-
-
-def die(msg):
-    print("FAIL: " + msg)
-    sys.exit(1)
-
-
-def digest(out):
-    names = sorted(n for n in os.listdir(out) if n.endswith(".safetensors") or n in ("config.json", "model.safetensors.index.json"))
-    return {n: hashlib.sha256(open(os.path.join(out, n), "rb").read()).hexdigest() for n in names}
 
 
 def tensors(out):
