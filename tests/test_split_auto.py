@@ -15,7 +15,8 @@ back):
    8 points spread over an uninterrupted run's wall time, in the candidates,
    their scoring and the final job; rerun to the end each time, the output
    (shards and config.json) must be byte-identical to the uninterrupted run.
-   A killed run must leave no candidate folder behind once it finishes.
+   A killed run must leave no candidate folder behind once it finishes, and
+   `slicepipe status` on it lists the recorded scores (and the candidate's job).
 3. --restart measures the candidates again (nothing "recorded") and gives
    the same bytes; a stale score (its key no longer matching) is measured again.
 
@@ -131,6 +132,10 @@ def main():
             os.killpg(p.pid, signal.SIGKILL)
             kills += 1
         p.wait()
+        if os.path.isdir(os.path.join(out, ".slicepipe", "split-auto")):
+            st = subprocess.run([sp, "status", out], capture_output=True, text=True)
+            if st.returncode not in (0, 66) or 'split:       "auto"' not in st.stdout:
+                die(f"status of a killed auto run: exit {st.returncode}: {st.stdout.strip()[-300:]} {st.stderr.strip()[-300:]}")
         r2 = run(mf)
         if digest(out) != want:
             die(f"killed at {delay:.2f} s of {wall:.2f}: the resumed output differs from the uninterrupted run")

@@ -664,7 +664,17 @@ int sp_job_status(const char *out_dir) {
     char *jd = sp_job_join(out_dir, ".slicepipe"), *jp = jd ? sp_job_join(jd, "journal") : NULL, *lp = jd ? sp_job_join(jd, "lock") : NULL;
     int rc = jd && jp && lp ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
     sp_run_identity id;
+    char cand[4400] = "";
+    const int split_auto = !rc && sp_split_auto_status(out_dir, cand, sizeof cand);
     if (!rc) rc = sp_run_identity_read(jp, &id);
+    if (rc == SP_EX_NOINPUT && split_auto) { /* the final job has not started: the candidate's, if one is there */
+        free(jd);
+        free(jp);
+        free(lp);
+        if (!cand[0]) return sp_fail(SP_EX_NOINPUT, "%s: split = \"auto\": no candidate job and no final job yet", out_dir);
+        printf("candidate ");
+        return sp_job_status(cand);
+    }
     if (rc == SP_EX_NOINPUT) rc = sp_fail(SP_EX_NOINPUT, "%s: no slicepipe job here (no %s)", out_dir, jp);
     sp_journal *jr = NULL;
     int64_t dropped = 0;

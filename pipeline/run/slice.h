@@ -22,6 +22,10 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o);
 /* split = "auto" (split_auto.c): the candidates scored on held-back
  * calibration windows, then the chosen split's job. sp_slice_run calls it. */
 int sp_split_auto_run(const sp_manifest *mf, const sp_run_opts *o);
+/* `slicepipe status`: an auto split's recorded scores and candidate folders,
+ * printed; 0 when OUT_DIR has none. cand (n bytes): a candidate folder found,
+ * or "" (its job is the one running while the final one has not started). */
+int sp_split_auto_status(const char *out_dir, char *cand, size_t n);
 
 /* `slicepipe status OUT_DIR`: prints how far the job in OUT_DIR got. */
 int sp_job_status(const char *out_dir);

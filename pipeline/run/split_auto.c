@@ -26,6 +26,7 @@
  * scores with the rest. */
 #define _XOPEN_SOURCE 700
 #include <cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <math.h>
@@ -339,4 +340,36 @@ int sp_split_auto_run(const sp_manifest *mf, const sp_run_opts *o) {
     f.split_auto = 0;
     f.split_choice = &ch;
     return sp_slice_run(&f, o);
+}
+
+int sp_split_auto_status(const char *out_dir, char *cand, size_t n) {
+    char dir[4400];
+    cand[0] = 0;
+    snprintf(dir, sizeof dir, "%s/.slicepipe/split-auto", out_dir);
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    printf("split:       \"auto\" (%s)\n", dir);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[4700];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        size_t len = strlen(e->d_name);
+        if (len > 5 && strcmp(e->d_name + len - 5, ".json") == 0) {
+            char *txt = NULL;
+            int64_t tl = 0;
+            cJSON *o = sp_io_read_small(path, 1 << 16, &txt, &tl) == 0 ? cJSON_Parse(txt) : NULL;
+            free(txt);
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "nll");
+            printf("             %.*s: held-back NLL %s", (int)(len - 5), e->d_name, cJSON_IsNumber(v) ? "" : "none (cannot meet the target)");
+            if (cJSON_IsNumber(v)) printf("%.6f", v->valuedouble);
+            printf(" (recorded)\n");
+            cJSON_Delete(o);
+        } else {
+            printf("             %s: candidate job in progress or interrupted\n", e->d_name);
+            snprintf(cand, n, "%s", path);
+        }
+    }
+    closedir(d);
+    return 1;
 }
