@@ -20,6 +20,12 @@ plus per-layer SliceGPT at sparsity 0.25, which llama.cpp cannot run
 (shortcut matrices): its held-out NLL from `slicepipe eval` (float32), for
 reference, beside the dense model's.
 
+With --synth, also a synthetic Llama of about 1B parameters (`slicepipe
+synth`: D 2048, 16 layers, FFN 5632, 16 heads, vocab 32000, bf16), for speed
+only: random weights have no meaningful quality, so it has no NLL or KL; its
+stock variants are calibrated on 16 of its own windows of 256. Each GGUF is
+deleted once measured.
+
 Writes WORK/frontier.json, a markdown table (--md), an SVG (--svg: NLL and
 generation tokens/s against bytes, one row of panels per model), and one
 line per model: at equal bytes, which wins.
@@ -73,7 +79,9 @@ def svg(results, path):
         x0, x1 = min(bx) - 0.05, max(bx) + 0.05
         for ci, (key, lab) in enumerate((("nll", "NLL"), ("tg_tps", "tg tok/s"))):
             ox, oy = ci * W, 30 + ri * H
-            ys = [p[key] for p in pts]
+            ys = [p[key] for p in pts if math.isfinite(p[key])]
+            if not ys:  # the speed-only model has no NLL
+                continue
             y0, y1 = min(ys), max(ys)
             y0, y1 = y0 - 0.05 * (y1 - y0 + 1e-9), y1 + 0.05 * (y1 - y0 + 1e-9)
             X = lambda v: ox + pad + (math.log10(v) - x0) / (x1 - x0) * (W - pad - 15)
@@ -85,7 +93,7 @@ def svg(results, path):
             for v in (10 ** x0, 10 ** x1):
                 out.append(f'<text x="{X(v) - 20:.1f}" y="{oy + H - 20}">{v / 1e6:.2f} MB</text>')
             for var in colors:
-                s = sorted((p for p in pts if p["variant"] == var), key=lambda p: p["bytes"])
+                s = sorted((p for p in pts if p["variant"] == var and math.isfinite(p[key])), key=lambda p: p["bytes"])
                 if len(s) > 1:
                     out.append('<polyline fill="none" stroke="%s" stroke-width="1" points="%s"/>' % (
                         colors[var], " ".join(f"{X(p['bytes']):.1f},{Y(p[key]):.1f}" for p in s)))
@@ -130,6 +138,20 @@ def verdict(r):
             f"curve at equal bytes: {names}")
 
 
+def speed_verdict(r):
+    """The speed-only model: at about equal bytes, tokens/s of each stock point
+    against the dense type nearest in bytes."""
+    dense = [p for p in r["points"] if p["variant"] == "dense"]
+    out = []
+    for p in r["points"]:
+        if p["variant"] == "dense":
+            continue
+        n = min(dense, key=lambda q: abs(math.log(q["bytes"] / p["bytes"])))
+        out.append(f"{p['variant']} {p['type']} {p['bytes'] / 1e6:.0f} MB: tg {p['tg_tps'] / n['tg_tps']:.2f}x, "
+                   f"pp {p['pp_tps'] / n['pp_tps']:.2f}x dense {n['type']} ({n['bytes'] / 1e6:.0f} MB)")
+    return f"{r['model']} (speed only): " + "; ".join(out)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--slicepipe", required=True)
@@ -142,21 +164,36 @@ def main():
     p.add_argument("--md", default=None)
     p.add_argument("--svg", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--synth", action="store_true", help="also the ~1B synthetic model, speed only")
+    p.add_argument("--synth-shape", default="2048,16,5632,16,32000", help="D,layers,FFN,heads,vocab of --synth")
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
     T = 256
     results = []
-    for line in a.models.strip().splitlines():
+    lines = a.models.strip().splitlines()
+    if a.synth:
+        D, L, F, H, V = a.synth_shape.split(",")
+        sd = os.path.join(a.work, f"synth-{a.synth_shape.replace(',', 'x')}")
+        if not os.path.exists(os.path.join(sd, "config.json")):
+            sh([a.slicepipe, "synth", sd, "--hidden", D, "--layers", L, "--ffn", F, "--heads", H,
+                "--vocab", V, "--dtype", "bf16", "--tokens", "65536", "--quiet"])
+        lines.append(f"synth-1B|{sd}|{sd}/calib.npy|")
+    for line in lines:
         label, d, calib, held = line.split("|")[:4]
         tag = label.split()[0]
-        toks = np.load(held)
-        W = min(a.windows, len(toks) // T)
+        speed_only = not held  # the synthetic model: no meaningful quality
+        toks = np.load(held if held else calib)
+        W = 0 if speed_only else min(a.windows, len(toks) // T)
         tj = os.path.join(a.work, f"{tag}.tokens.json")
         json.dump([int(t) for t in toks[:W * T]], open(tj, "w"))
         variants = [("dense", d)]
         for pv in PARAMS:
             mf, out = manifest(a.work, f"{tag}-stock{pv}", d, calib, f'[slicing]\npolicy = "stock"\nparams = {pv}\nround_to = 8\n')
-            sh([a.slicepipe, "run", mf, "--quiet"])
+            if speed_only:  # 16 windows of 256 (manifest writes 64) and the memory a 1B model's plan needs
+                txt = open(mf).read().replace("nsamples = 64", "nsamples = 16").replace('memory = "2GB"', 'memory = "12GB"')
+                open(mf, "w").write(txt)
+            if not os.path.exists(os.path.join(out, "config.json")):
+                sh([a.slicepipe, "run", mf, "--quiet"])
             variants.append((f"stock {pv}", out))
         r = {"model": label, "windows": W, "points": []}
         ref = None
@@ -168,16 +205,27 @@ def main():
                 res = node_json(a, os.path.join(ROOT, "bench", "frontier_llama.mjs"),
                                 ["--gguf", gg, "--tokens", tj, "--seqlen", str(T), "--windows", str(W), "--probs", pf,
                                  "--pp", "256", "--tg", str(a.tg), "--reps", str(a.reps)])
-                q = np.fromfile(pf, np.float32).reshape(res["positions"], res["vocab"])
+                if speed_only:
+                    klm = kl99 = nll = float("nan")
+                else:
+                    q = np.fromfile(pf, np.float32).reshape(res["positions"], res["vocab"])
+                    if ref is None:  # dense f16 first
+                        ref = q
+                    klm, kl99 = kl_stats(ref, q)
+                    nll = res["nll"]
                 os.unlink(pf)
-                if ref is None:  # dense f16 first
-                    ref = q
-                klm, kl99 = kl_stats(ref, q)
-                pt = {"variant": var, "type": typ, "bytes": os.path.getsize(gg), "nll": res["nll"], "kl_mean": klm,
+                pt = {"variant": var, "type": typ, "bytes": os.path.getsize(gg), "nll": nll, "kl_mean": klm,
                       "kl_p99": kl99, "pp_tps": res["pp_tps"], "tg_tps": res["tg_tps"]}
+                if speed_only:
+                    os.unlink(gg)
                 r["points"].append(pt)
                 print(f"{label} {var} {typ}: {pt['bytes']} B nll {pt['nll']:.4f} KL {klm:.4f}/{kl99:.4f} "
                       f"pp {pt['pp_tps']:.0f} tg {pt['tg_tps']:.0f}", file=sys.stderr, flush=True)
+        if speed_only:
+            r["verdict"] = speed_verdict(r)
+            print(r["verdict"], file=sys.stderr, flush=True)
+            results.append(r)
+            continue
         # per-layer SliceGPT 0.25, for reference (no GGUF: shortcut matrices)
         mf, out = manifest(a.work, f"{tag}-slicegpt25", d, calib, '[slicing]\nsparsity = 0.25\nbasis = "per-layer"\n')
         sh([a.slicepipe, "run", mf, "--quiet"])
@@ -195,9 +243,12 @@ def main():
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for pt in r["points"]:
-            lines.append(f"| {r['model']} | {pt['variant']} | {pt['type']} | {pt['bytes']:,} | {pt['nll']:.4f} | "
-                         f"{pt['kl_mean']:.4f} | {pt['kl_p99']:.4f} | {pt['pp_tps']:.0f} | {pt['tg_tps']:.0f} |")
-        s = r["slicegpt25"]
+            f4 = lambda v: f"{v:.4f}" if math.isfinite(v) else "—"  # noqa: E731
+            lines.append(f"| {r['model']} | {pt['variant']} | {pt['type']} | {pt['bytes']:,} | {f4(pt['nll'])} | "
+                         f"{f4(pt['kl_mean'])} | {f4(pt['kl_p99'])} | {pt['pp_tps']:.0f} | {pt['tg_tps']:.1f} |")
+        s = r.get("slicegpt25")
+        if s is None:
+            continue
         lines.append(f"| {r['model']} | per-layer SliceGPT 0.25 (slicepipe eval, f32; no GGUF) | | | {s['nll']:.4f} "
                      f"(dense {s['dense_nll']:.4f}) | | | | |")
     lines.append("")

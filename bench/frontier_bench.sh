@@ -7,7 +7,8 @@
 #   bench/frontier_bench.sh [SLICEPIPE] [WORKDIR] [WINDOWS] [TG] [REPS]
 #
 # ONLY="stories260k llama2xs" picks models (default: every shared model and the
-# example). Needs node-llama-cpp in build/npm-gguf (ctest -R gguf.npm). Writes
+# example); SYNTH=1 adds the ~1B synthetic model, speed only (about 2 GB of
+# checkpoint and one GGUF at a time in WORKDIR). Needs node-llama-cpp in build/npm-gguf (ctest -R gguf.npm). Writes
 # bench/FRONTIER.md and bench/frontier_bench.svg. Timings are only comparable
 # on a quiet machine: /proc/loadavg is recorded in FRONTIER.md.
 set -eu
@@ -37,7 +38,8 @@ SEL=$(echo "$MODELS" | while IFS='|' read -r label rest; do
     case " ${ONLY:-$label} " in *" $label "*) echo "$label|$rest" ;; esac; done)
 LOAD0=$(cat /proc/loadavg)
 $PY bench/frontier_bench.py --slicepipe "$SP" --npm "$NPM" --work "$WORK" --models "$SEL" --windows "$WIN" --tg "$TG" --reps "$REPS" \
-    --md "$WORK/frontier.md" --svg bench/frontier_bench.svg --json "$WORK/frontier.json"
+    --md "$WORK/frontier.md" --svg bench/frontier_bench.svg --json "$WORK/frontier.json" \
+    $([ "${SYNTH:-0}" = 1 ] && echo --synth)
 {
     echo "# Compression × quantization in llama.cpp (bench/frontier_bench.sh)"
     echo
