@@ -185,7 +185,7 @@ def main():
         toks = np.load(held if held else calib)
         W = 0 if speed_only else min(a.windows, len(toks) // T)
         tj = os.path.join(a.work, f"{tag}.tokens.json")
-        json.dump([int(t) for t in toks[:W * T]], open(tj, "w"))
+        json.dump([int(t) for t in toks[:max(W * T, 256 + a.tg)]], open(tj, "w"))  # the speed prompt too
         variants = [("dense", d)]
         for pv in PARAMS:
             mf, out = manifest(a.work, f"{tag}-stock{pv}", d, calib, f'[slicing]\npolicy = "stock"\nparams = {pv}\nround_to = 8\n')
@@ -218,6 +218,7 @@ def main():
                       "kl_p99": kl99, "pp_tps": res["pp_tps"], "tg_tps": res["tg_tps"]}
                 if speed_only:
                     os.unlink(gg)
+                    os.unlink(gg + ".lock")  # export's lock file (it stays after an export: io/base/lock.h)
                 r["points"].append(pt)
                 print(f"{label} {var} {typ}: {pt['bytes']} B nll {pt['nll']:.4f} KL {klm:.4f}/{kl99:.4f} "
                       f"pp {pt['pp_tps']:.0f} tg {pt['tg_tps']:.0f}", file=sys.stderr, flush=True)
