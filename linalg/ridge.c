@@ -18,17 +18,24 @@ typedef struct scored {
 /* B (rows, k) lives in C's memory behind C[S, :] when it fits there. */
 static int b_in_c(int64_t F, int64_t k, int64_t rows) { return (F - k) * F >= rows * k; }
 
-int64_t sp_ridge_bytes(int64_t F, int64_t k, int64_t rows, int leverage) {
+int64_t sp_ridge_bytes(int64_t F, int64_t k, int64_t rows, int leverage, int bias) {
     int64_t sel = F * (int64_t)sizeof(scored) + (leverage ? F * F * 8 : 0);
-    int64_t fit = NB * F * 8 + (b_in_c(F, k, rows) ? 0 : rows * k * 8);
+    int64_t fit = NB * F * 8 + (b_in_c(F, k, rows) ? 0 : rows * k * 8) + (bias ? rows * 8 : 0);
     return sel > fit ? sel : fit;
 }
 
-static double lambda_of(const double *C, int64_t F, double ridge) {
+double sp_ridge_lambda(const double *C, int64_t F, double ridge) {
     double m = 0;
     for (int64_t i = 0; i < F; i++) m += C[i * F + i];
     m /= (double)F;
     return m > 0 ? ridge * m : ridge;
+}
+
+void sp_ridge_center(double *C, int64_t F, const double *s, int64_t n) {
+    SP_ASSERT(F >= 1 && n >= 1);
+    const double inv = 1.0 / (double)n;
+    for (int64_t i = 0; i < F; i++) /* s_i·s_j: the same bits at (i, j) and (j, i), C stays symmetric */
+        for (int64_t j = 0; j < F; j++) C[i * F + j] -= s[i] * s[j] * inv;
 }
 
 static int by_score(const void *a, const void *b) {
@@ -42,11 +49,10 @@ static int by_index(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int leverage, double ridge, int64_t k, int64_t *S) {
+int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int leverage, double lam, int64_t k, int64_t *S) {
     SP_ASSERT(F >= 1 && k >= 1 && k <= F && rows >= 1);
     for (int64_t i = 0; i < F; i++)
         for (int64_t j = i + 1; j < F; j++) C[j * F + i] = C[i * F + j];
-    const double lam = lambda_of(C, F, ridge);
     scored *sc;
     SP_TRY(sp_alloc((void **)&sc, F, sizeof *sc, "neuron scores"));
     int rc = 0;
@@ -78,21 +84,28 @@ int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int lev
     return rc;
 }
 
-int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double ridge, float *Wd, int64_t rows) {
-    SP_ASSERT(F >= 1 && k >= 1 && k <= F && rows >= 1);
-    const double lam = lambda_of(C, F, ridge);
+int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double lam, float *Wd, int64_t rows,
+                   const double *mu, float *bias) {
+    SP_ASSERT(F >= 1 && k >= 1 && k <= F && rows >= 1 && !mu == !bias);
     /* C[S, :] packed into C's first k rows (S ascending: a row never lands
      * on one still to be read). */
     for (int64_t a = 0; a < k; a++)
         if (S[a] != a) memmove(C + a * F, C + S[a] * F, (size_t)F * 8);
-    double *W = NULL, *B = b_in_c(F, k, rows) ? C + k * F : NULL;
+    double *W = NULL, *B = b_in_c(F, k, rows) ? C + k * F : NULL, *u = NULL;
     int rc = sp_alloc((void **)&W, NB * F, 8, "ridge refit");
     if (!rc && !B) rc = sp_alloc((void **)&B, rows * k, 8, "ridge refit");
+    if (!rc && mu) rc = sp_alloc((void **)&u, rows, 8, "ridge refit");
     if (rc) goto done;
-    /* B (rows, k) = Wd·C[:, S] = Wd·C[S, :]ᵀ, NB rows of Wd widened at a time. */
+    /* B (rows, k) = Wd·C[:, S] = Wd·C[S, :]ᵀ, NB rows of Wd widened at a time;
+     * with a bias, u (rows) = Wd·mu, the whole MLP's mean less its bias. */
     for (int64_t r0 = 0; r0 < rows; r0 += NB) {
         const int64_t nr = rows - r0 < NB ? rows - r0 : NB;
         for (int64_t i = 0; i < nr * F; i++) W[i] = Wd[r0 * F + i];
+        for (int64_t r = 0; r < nr && mu; r++) {
+            double acc = 0;
+            for (int64_t i = 0; i < F; i++) acc += W[r * F + i] * mu[i];
+            u[r0 + r] = acc;
+        }
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nr, (blasint)k, (blasint)F, 1.0, W, (blasint)F, C,
                     (blasint)F, 0.0, B + r0 * k, (blasint)k);
     }
@@ -111,8 +124,16 @@ int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double rid
         goto done;
     }
     for (int64_t i = 0; i < rows * k; i++) Wd[i] = (float)B[i];
+    /* The intercept: the mean of the whole MLP's output less the kept
+     * neurons' mean through the weights as stored. */
+    for (int64_t r = 0; r < rows && mu; r++) {
+        double acc = (double)bias[r] + u[r];
+        for (int64_t a = 0; a < k; a++) acc -= (double)Wd[r * k + a] * mu[S[a]];
+        bias[r] = (float)acc;
+    }
 done:
     free(W);
+    free(u);
     if (B && B != C + k * F) free(B);
     return rc;
 }

@@ -5,26 +5,44 @@
  *
  * C is the intermediate's second moment ZᵀZ over the calibration tokens,
  * (F, F) row-major; Wd the down projection (rows, F) as read (HF layout,
- * y = z·Wdᵀ). λ = ridge · mean(diag C) (ridge itself when that is 0). */
+ * y = z·Wdᵀ [+ b]). λ (sp_ridge_lambda) is the caller's. */
 #ifndef SP_RIDGE_H
 #define SP_RIDGE_H
 
 #include <stdint.h>
 
-/* Host bytes the two calls below allocate, at most, for these sizes. */
-int64_t sp_ridge_bytes(int64_t F, int64_t k, int64_t rows, int leverage);
+/* Host bytes the calls below allocate, at most, for these sizes (`bias`: the
+ * refit also moves a bias, sp_ridge_refit's mu). */
+int64_t sp_ridge_bytes(int64_t F, int64_t k, int64_t rows, int leverage, int bias);
+
+/* λ = ridge · mean(diag C) (ridge itself when that is 0), from C = ZᵀZ as
+ * accumulated: a bias column leaves the neuron block's λ as it is. */
+double sp_ridge_lambda(const double *C, int64_t F, double ridge);
+
+/* A down projection with a bias b fits [Wd' | b'] on the moments of z
+ * augmented with a constant 1, [ZᵀZ, Zᵀ1; 1ᵀZ, n], with λ on the neuron
+ * block only. Eliminating the unregularised bias leaves the neuron block's
+ * Schur complement, the scatter about the mean: C ← C − s·sᵀ/n, s = Zᵀ1 (F)
+ * the column sums over n >= 1 tokens, C symmetric (after sp_ridge_select:
+ * the scores are taken on ZᵀZ, docs/algorithm.md §12). sp_ridge_refit then
+ * runs on it, with mu = s/n. */
+void sp_ridge_center(double *C, int64_t F, const double *s, int64_t n);
 
 /* S (k) = the k neurons with the largest scores, ascending; ties go to the
  * lower index. Scores: energy C_ii·‖Wd[:, i]‖², or (leverage) ridge leverage
  * diag(C(C + λI)⁻¹) = 1 − λ·diag((C + λI)⁻¹). C's upper triangle (i <= j) is
  * read; the lower one is made its mirror. 0, or 70 with a message. */
-int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int leverage, double ridge, int64_t k, int64_t *S);
+int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int leverage, double lam, int64_t k, int64_t *S);
 
 /* Wd (rows, F) ← Wd·C[:, S]·(C[S, S] + λI)⁻¹ as (rows, k), in place: the
  * least-squares fit, over the calibration tokens, of the whole MLP's output
  * z·Wdᵀ from the kept neurons z[:, S]. C symmetric (after sp_ridge_select);
  * C's memory is then the solve's (its contents are lost): the refit needs
- * little more than C itself (sp_ridge_bytes). 0, or 70 with a message. */
-int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double ridge, float *Wd, int64_t rows);
+ * little more than C itself (sp_ridge_bytes). With a bias (C centred by
+ * sp_ridge_center, mu (F) the means, bias (rows)): bias ← bias + Wd·mu −
+ * Wd'·mu[S], with Wd' as stored (float32), the intercept that makes the fit's
+ * mean the MLP's; mu NULL: no bias. 0, or 70 with a message. */
+int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double lam, float *Wd, int64_t rows,
+                   const double *mu, float *bias);
 
 #endif

@@ -104,6 +104,8 @@ typedef struct cstate {
     int64_t c_rows;   /* tokens accumulated into C */
     sp_bk_ws *wsf;    /* the backend's workspace for C (width F, no eigensolver) */
     int64_t *S;       /* (F) the kept neurons */
+    double *zsum;     /* (F) a down projection with a bias: Zᵀ1, the intermediate's column sums, then its means */
+    float *Zh;        /* (COV_ROWS, F) host side of Z for those sums (a backend with memory of its own) */
     float *raw;       /* (SP_ARCH_LAYER_MAX, D) identity: the layer's norm weights as read */
 } cstate;
 
@@ -441,7 +443,13 @@ static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
 
 /* ---- prune_ffn: MLP neurons and the ridge refit (docs/algorithm.md §12) ---- */
 
-/* One window of the MLP's input: its intermediate Z into C. */
+/* The down projection has a bias: it goes into the refit as a constant
+ * column (docs/algorithm.md §12). */
+static int down_bias(const job *j) { return j->plan.prune_ffn && sp_arch_slot_index(j->m.arch, SP_SLOT_DOWN_B) >= 0; }
+
+/* One window of the MLP's input: its intermediate Z into C, and with a down
+ * bias its column sums into zsum (float64, row by row in order: the bits do
+ * not depend on the chunking). */
 static int inner_window(void *ctx, int64_t w, const float *in, float *out) {
     pass_ctx *p = ctx;
     cstate *c = p->c;
@@ -451,12 +459,18 @@ static int inner_window(void *ctx, int64_t w, const float *in, float *out) {
     int64_t t0 = sp_now_ns();
     const float *x = layer_in(c, sp_bk_put(c->bk, c->xw, in, T * j->shape.hidden * 4));
     const int64_t width = c->lw.d_mid;
+    const int sums = down_bias(j);
     int rc = 0;
     for (int64_t r0 = 0; r0 < T && !rc; r0 += COV_ROWS) { /* the MLP is per token: Z a block of rows at a time */
         const int64_t nr = T - r0 < COV_ROWS ? T - r0 : COV_ROWS;
         sp_layer_mlp_inner(c->scr, &c->lw, x + r0 * width, nr, c->Z);
         prof(c, SP_PROF_FORWARD, &t0);
         rc = c->bk->cov_add(c->bk, c->wsf, c->C, F, c->Z, nr, F, c->c_rows + r0);
+        if (!rc && sums) { /* finite: cov_add checked every value */
+            const float *z = sp_bk_fetch(c->bk, c->Zh, c->Z, nr * F * 4);
+            for (int64_t r = 0; r < nr; r++)
+                for (int64_t i = 0; i < F; i++) c->zsum[i] += (double)z[r * F + i];
+        }
         prof(c, SP_PROF_COV, &t0);
     }
     if (rc) {
@@ -475,10 +489,11 @@ static void keep_rows(float *W, int64_t cols, const int64_t *S, int64_t k) {
         if (S[r] != r) memmove(W + r * cols, W + S[r] * cols, (size_t)cols * 4);
 }
 
-/* C from the MLP inputs in spill B (the layer's current view, c->lw), the
- * kept neurons S, the down projection refit; the layer's readers of the MLP
- * (rows of `width` columns) and the down projection (columns, not yet
- * rotated) cut to k in host and backend memory. */
+/* C (and with a down bias zsum) from the MLP inputs in spill B (the layer's
+ * current view, c->lw), the kept neurons S, the down projection (and its
+ * bias) refit; the layer's readers of the MLP (rows of `width` columns, their
+ * biases) and the down projection (columns, not yet rotated) cut to k in host
+ * and backend memory. */
 static int prune_mlp(cstate *c, int64_t l, int64_t k, int64_t width) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
@@ -489,6 +504,8 @@ static int prune_mlp(cstate *c, int64_t l, int64_t k, int64_t width) {
     pass_ctx p = {c, NULL, l, "MLP intermediate"};
     c->bk->zero(c->bk, c->C, F * F * 8);
     c->c_rows = 0;
+    const int bias = sp_arch_slot_index(a, SP_SLOT_DOWN_B);
+    if (bias >= 0) memset(c->zsum, 0, (size_t)F * 8);
     int64_t io = 0;
     SP_TRY(sp_stream_windows(c->sb, D, NULL, D, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin,
                              c->cout, inner_window, &p, &io));
@@ -499,8 +516,14 @@ static int prune_mlp(cstate *c, int64_t l, int64_t k, int64_t width) {
     const int down = sp_arch_slot_index(a, SP_SLOT_DOWN);
     SP_ASSERT(down >= 0);
     float *Wd = c->lb.t[down];
-    int rc = sp_ridge_select(Ch, F, Wd, D, j->mf->ffn_score == SP_SCORE_LEVERAGE, j->mf->ffn_ridge, k, c->S);
-    if (!rc) rc = sp_ridge_refit(Ch, F, c->S, k, j->mf->ffn_ridge, Wd, D); /* Wd becomes (D, k) */
+    const double lam = sp_ridge_lambda(Ch, F, j->mf->ffn_ridge); /* of ZᵀZ, bias column or not */
+    int rc = sp_ridge_select(Ch, F, Wd, D, j->mf->ffn_score == SP_SCORE_LEVERAGE, lam, k, c->S); /* scores on ZᵀZ */
+    if (!rc && bias >= 0) { /* the constant column: the refit on the scatter about the mean */
+        sp_ridge_center(Ch, F, c->zsum, c->c_rows);
+        for (int64_t i = 0; i < F; i++) c->zsum[i] /= (double)c->c_rows;
+    }
+    if (!rc) /* Wd becomes (D, k) */
+        rc = sp_ridge_refit(Ch, F, c->S, k, lam, Wd, D, bias >= 0 ? c->zsum : NULL, bias >= 0 ? c->lb.t[bias] : NULL);
     prof(c, SP_PROF_EIGH, &t0);
     if (rc) {
         char msg[1024];
@@ -518,7 +541,7 @@ static int prune_mlp(cstate *c, int64_t l, int64_t k, int64_t width) {
         } else if (sl == SP_SLOT_GATE_UP) { /* gate rows S, then up rows F + S */
             keep_rows(c->lb.t[t], cols, c->S, k);
             for (int64_t r = 0; r < k; r++) memmove(c->lb.t[t] + (k + r) * cols, c->lb.t[t] + (F + c->S[r]) * cols, (size_t)cols * 4);
-        } else if (sl != SP_SLOT_DOWN) {
+        } else if (sl != SP_SLOT_DOWN && sl != SP_SLOT_DOWN_B) {
             continue;
         }
         sp_bk_put(c->bk, c->wd[t], c->lb.t[t], (sl == SP_SLOT_DOWN ? D * k : shape[0] * cols) * 4);
@@ -833,7 +856,8 @@ static int64_t ffn_bytes(const job *j, int device) {
     sp_bk_plan_in in = ws_plan_ffn(j);
     sp_bk_plan p = j->bk->plan_bytes(j->bk, &in);
     if (device) return p.device_bytes;
-    return p.host_bytes + sp_ridge_bytes(j->shape.ffn, j->plan.ffn[0], j->shape.hidden, j->mf->ffn_score == SP_SCORE_LEVERAGE);
+    return p.host_bytes +
+           sp_ridge_bytes(j->shape.ffn, j->plan.ffn[0], j->shape.hidden, j->mf->ffn_score == SP_SCORE_LEVERAGE, down_bias(j));
 }
 
 /* The compute stage's own buffers: one list for the plan and the allocation. */
@@ -852,7 +876,7 @@ enum { BUF_HOST, BUF_BK, BUF_MIRROR, BUF_HOST_MIRROR };
 #define MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_MIRROR}
 #define HOST_MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_HOST_MIRROR}
 
-#define N_BUFS 29
+#define N_BUFS 31
 
 static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
     const int64_t D = j->shape.hidden, T = j->shape.seqlen, cwT = j->chunk_w * T, F = j->shape.ffn;
@@ -876,6 +900,8 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         BK(C, pf ? F * F : 1, 8, "MLP second moment"), HOST_MIRROR(Ch, pf ? F * F : 1, 8, "MLP second moment"),
         BK(Z, pf ? COV_ROWS * F : 1, 4, "MLP intermediate"),  BUF(S, pf ? F : 1, 8, "kept neurons"),
         BUF(raw, j->plan.identity ? SP_ARCH_LAYER_MAX * D : 1, 4, "norm weights"),
+        BUF(zsum, down_bias(j) ? F : 1, 8, "MLP intermediate means"),
+        HOST_MIRROR(Zh, down_bias(j) ? COV_ROWS * F : 1, 4, "MLP intermediate"),
     };
     _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
     memcpy(out, b, sizeof b);
