@@ -176,10 +176,10 @@ static int add_role(const sp_arch *a, enum sp_arch_role role, enum sp_arch_pos p
     return n;
 }
 
-/* Global basis: the norm tensors at `pos` (their stock weights), before its readers. */
+/* A stock output: the norm tensors at `pos` (γ, then a LayerNorm's β), before its readers. */
 static int add_norms(const sp_arch *a, enum sp_arch_pos pos, int phase, sp_arch_out *out, int n) {
     for (int i = 0; i < a->n_layer; i++)
-        if (a->layer[i].role == SP_ROLE_NORM && a->layer[i].pos == pos) {
+        if ((a->layer[i].role == SP_ROLE_NORM || a->layer[i].role == SP_ROLE_NORM_BIAS) && a->layer[i].pos == pos) {
             SP_ASSERT(n < SP_ARCH_LAYER_MAX);
             out[n++] = (sp_arch_out){.kind = SP_OUT_NORM, .t = i, .pos = pos, .phase = phase};
         }

@@ -209,7 +209,8 @@ enum sp_arch_out_kind {
     SP_OUT_COPY,     /* unchanged (a reader's bias, a head-space tensor) */
     SP_OUT_BIAS_ROT, /* (Q_posᵀ·b)[:d_pos] (a writer's bias) */
     SP_OUT_SHORTCUT, /* Q_prev[:, :d_prev]ᵀ·Q_pos[:, :d_pos] */
-    SP_OUT_NORM,     /* global basis: the stock norm's weight at width d, sqrt(D/d) (docs/algorithm.md §10) */
+    SP_OUT_NORM,     /* a stock output's norm γ (or LayerNorm β): as read, or with the global basis the stock
+                        weight at width d, sqrt(D/d) (docs/algorithm.md §10; LayerNorm families have no basis) */
 };
 
 typedef struct sp_arch_out {

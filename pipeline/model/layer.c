@@ -266,9 +266,12 @@ static void mlp_xn(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t 
 }
 
 void sp_layer_mlp_inner(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *z) {
-    SP_ASSERT(T >= 1 && T <= s->T_max && w->d_mid >= 1 && w->d_mid <= s->width_max && !s->arch->parallel);
-    normed(s, w->norm, w->slot[SP_SLOT_MLP_NORM], w->slot[SP_SLOT_MLP_NORM_B], h, T, w->d_mid);
-    mlp_xn(s, w, T, w->d_mid, w->d_out, 0.0f, NULL, z);
+    const int par = s->arch->parallel; /* the MLP reads the block's input through its one norm */
+    const int64_t d = par ? w->d_in : w->d_mid;
+    SP_ASSERT(T >= 1 && T <= s->T_max && d >= 1 && d <= s->width_max);
+    normed(s, w->norm, w->slot[par ? SP_SLOT_ATTN_NORM : SP_SLOT_MLP_NORM], w->slot[par ? SP_SLOT_ATTN_NORM_B : SP_SLOT_MLP_NORM_B],
+           h, T, d);
+    mlp_xn(s, w, T, d, w->d_out, 0.0f, NULL, z);
 }
 
 void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *y) {

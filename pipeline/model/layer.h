@@ -67,7 +67,8 @@ void sp_layer_attn(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int
 void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *y);
 /* z (T, ffn) = the MLP's intermediate act(N(h)·Wgᵀ + b_g) ⊙ (N(h)·Wuᵀ + b_u)
  * (plain MLPs: act(N(h)·W1ᵀ + b_1)): what sp_layer_mlp multiplies by Wdᵀ.
- * Not for parallel blocks. */
+ * A parallel block's MLP reads its input x (T, d_in) through the block's one
+ * norm: h is then x. */
 void sp_layer_mlp_inner(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *z);
 /* A parallel block (Phi-2): y (T, d_out) = x·S + Attn(N(x)) + MLP(N(x)), both
  * on the same normalized input; the shortcut is shortcut[OUT] (d_in, d_out). */

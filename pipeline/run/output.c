@@ -44,21 +44,23 @@ int sp_output_declare(job *j) {
         }
     }
     j->layer_out0[j->shape.layers] = sp_stw_tensor_count(j->w);
-    if (j->plan.stock) { /* the stock final norm's weight (compute.c emit_norm) */
+    if (j->plan.stock) { /* the stock final norm's weight (compute.c emit_norm), a LayerNorm's β as read */
         s[0] = j->plan.width[SP_POS_OUT][j->shape.layers - 1];
         SP_TRY(sp_stw_add(j->w, a->final_norm, j->out_dtype, 1, s));
+        if (a->final_norm_bias) SP_TRY(sp_stw_add(j->w, a->final_norm_bias, j->out_dtype, 1, s));
     }
     s[0] = j->shape.vocab, s[1] = j->plan.width[SP_POS_OUT][j->shape.layers - 1];
     if (!j->plan.tied_head) SP_TRY(sp_stw_add(j->w, a->head, j->out_dtype, 2, s));
     if (!sp_output_head_bias(j)) return 0;
-    s[0] = j->shape.vocab; /* the head's own bias, plus the final LayerNorm's β through the head */
+    s[0] = j->shape.vocab; /* the head's own bias, plus (not stock) the final LayerNorm's β through the head */
     return sp_stw_add(j->w, a->head_bias, j->out_dtype, 1, s);
 }
 
 int sp_output_head_bias(const job *j) {
     const sp_arch *a = j->m.arch;
     SP_ASSERT(!a->final_norm_bias || a->head_bias);
-    return j->m.has_head_bias || a->final_norm_bias != NULL;
+    SP_ASSERT(!a->final_norm_bias || !j->plan.stock || j->plan.identity); /* a stock LayerNorm model has no basis */
+    return j->m.has_head_bias || (a->final_norm_bias != NULL && !j->plan.stock);
 }
 
 static const char *dtype_torch(sp_dtype t) {

@@ -106,7 +106,7 @@ typedef struct cstate {
     int64_t *S;       /* (F) the kept neurons */
     double *zsum;     /* (F) a down projection with a bias: Zᵀ1, the intermediate's column sums, then its means */
     float *Zh;        /* (COV_ROWS, F) host side of Z for those sums (a backend with memory of its own) */
-    float *raw;       /* (SP_ARCH_LAYER_MAX, D) identity: the layer's norm weights as read */
+    float *raw;       /* (SP_ARCH_LAYER_MAX, D) identity: the layer's norm weights (γ, LayerNorm β) as read */
 } cstate;
 
 
@@ -292,11 +292,16 @@ static void fold_beta(const float *W, int64_t rows, int64_t n, const float *beta
     }
 }
 
+/* LayerNorm folded into the weights (docs/algorithm.md §4): every run of a
+ * LayerNorm family but a stock one without a basis (plan.identity), whose
+ * layers run with their own LayerNorm and go out as read (§12). */
+static int ln_fused(const job *j) { return j->m.arch->norm == SP_BK_NORM_LAYER && !j->plan.identity; }
+
 /* The fusion that precedes the rotations of a layer (docs/algorithm.md §4),
- * in place on its tensors as read: (1 + w) norms become γ; for LayerNorm
- * families each reader's bias takes W·β of its norm, and each writer's output
- * is centred (its columns' means over the output rows subtracted, and mean(b)
- * from b), so that LayerNorm becomes RMSN over D. */
+ * in place on its tensors as read: (1 + w) norms become γ; where LayerNorm is
+ * fused (ln_fused) each reader's bias takes W·β of its norm, and each writer's
+ * output is centred (its columns' means over the output rows subtracted, and
+ * mean(b) from b), so that LayerNorm becomes RMSN over D. */
 static void prepare_layer(cstate *c) {
     const job *j = c->j;
     const sp_arch *a = j->m.arch;
@@ -309,7 +314,7 @@ static void prepare_layer(cstate *c) {
         const int64_t rows = shape[0], cols = nd == 1 ? 1 : shape[1];
         const sp_arch_tensor *x = &a->layer[i];
         if (x->role == SP_ROLE_NORM) sp_model_norm_weight(&j->m, t[i], rows);
-        if (a->norm != SP_BK_NORM_LAYER) continue;
+        if (!ln_fused(j)) continue;
         int b = sp_arch_bias_of(a, i);
         if (x->role == SP_ROLE_READER) {
             int beta = sp_arch_norm_bias_of(a, x->pos);
@@ -328,13 +333,13 @@ static void prepare_layer(cstate *c) {
 }
 
 /* An embedding table's rows as the residual stream receives them: × Gemma's
- * sqrt(D), centred for LayerNorm families. */
+ * sqrt(D), centred where LayerNorm is fused (ln_fused). */
 static void embed_rows(cstate *c, float *X, int64_t rows) {
     const job *j = c->j;
     const float s = sp_model_embed_scale(&j->m);
     if (s != 1.0f)
         for (int64_t i = 0; i < rows * j->shape.hidden; i++) X[i] *= s;
-    if (j->m.arch->norm == SP_BK_NORM_LAYER) centre_rows(X, rows, j->shape.hidden);
+    if (ln_fused(j)) centre_rows(X, rows, j->shape.hidden);
 }
 
 /* A stock norm's weight at width d for the global basis
@@ -379,6 +384,7 @@ static int emit_kept(cstate *c, const layer_ctx *x, int64_t l, int ph) {
             continue;
         }
         if (o->kind == SP_OUT_NORM && !j->plan.identity) {
+            SP_ASSERT(a->layer[o->t].role == SP_ROLE_NORM); /* a β only goes out as read (LayerNorm: identity only) */
             SP_TRY(emit_norm(c, w[o->pos]));
             continue;
         }
@@ -429,8 +435,9 @@ static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
     sp_layer_buf *b = &c->lb;
     phase(c, l, ph);
     for (int t = 0; t < a->n_layer; t++) SP_TRY(sp_link_pull_whole(&c->io, read0 + t, b->t[t]));
-    for (int t = 0; t < a->n_layer && j->plan.identity; t++) /* written out as read */
-        if (a->layer[t].role == SP_ROLE_NORM) memcpy(c->raw + t * j->shape.hidden, b->t[t], (size_t)j->shape.hidden * 4);
+    for (int t = 0; t < a->n_layer && j->plan.identity; t++) /* written out as read (γ, and LayerNorm's β) */
+        if (a->layer[t].role == SP_ROLE_NORM || a->layer[t].role == SP_ROLE_NORM_BIAS)
+            memcpy(c->raw + t * j->shape.hidden, b->t[t], (size_t)j->shape.hidden * 4);
     prepare_layer(c);
     for (int t = 0; t < a->n_layer; t++) { /* the layer's tensors into backend memory */
         int64_t shape[2];
@@ -447,9 +454,9 @@ static int load_layer(cstate *c, int64_t l, int read0, enum sp_phase ph) {
  * column (docs/algorithm.md §12). */
 static int down_bias(const job *j) { return j->plan.prune_ffn && sp_arch_slot_index(j->m.arch, SP_SLOT_DOWN_B) >= 0; }
 
-/* One window of the MLP's input: its intermediate Z into C, and with a down
- * bias its column sums into zsum (float64, row by row in order: the bits do
- * not depend on the chunking). */
+/* One window of the MLP's input (a parallel block's: the layer's input): its
+ * intermediate Z into C, and with a down bias its column sums into zsum
+ * (float64, row by row in order: the bits do not depend on the chunking). */
 static int inner_window(void *ctx, int64_t w, const float *in, float *out) {
     pass_ctx *p = ctx;
     cstate *c = p->c;
@@ -458,7 +465,7 @@ static int inner_window(void *ctx, int64_t w, const float *in, float *out) {
     (void)out;
     int64_t t0 = sp_now_ns();
     const float *x = layer_in(c, sp_bk_put(c->bk, c->xw, in, T * j->shape.hidden * 4));
-    const int64_t width = c->lw.d_mid;
+    const int64_t width = j->m.arch->parallel ? c->lw.d_in : c->lw.d_mid;
     const int sums = down_bias(j);
     int rc = 0;
     for (int64_t r0 = 0; r0 < T && !rc; r0 += COV_ROWS) { /* the MLP is per token: Z a block of rows at a time */
@@ -489,12 +496,12 @@ static void keep_rows(float *W, int64_t cols, const int64_t *S, int64_t k) {
         if (S[r] != r) memmove(W + r * cols, W + S[r] * cols, (size_t)cols * 4);
 }
 
-/* C (and with a down bias zsum) from the MLP inputs in spill B (the layer's
- * current view, c->lw), the kept neurons S, the down projection (and its
- * bias) refit; the layer's readers of the MLP (rows of `width` columns, their
- * biases) and the down projection (columns, not yet rotated) cut to k in host
- * and backend memory. */
-static int prune_mlp(cstate *c, int64_t l, int64_t k, int64_t width) {
+/* C (and with a down bias zsum) from the MLP inputs in spill `in` (the
+ * layer's current view, c->lw), the kept neurons S, the down projection (and
+ * its bias) refit; the layer's readers of the MLP (rows of `width` columns,
+ * their biases) and the down projection (columns, not yet rotated) cut to k
+ * in host and backend memory. */
+static int prune_mlp(cstate *c, sp_spill *in, int64_t l, int64_t k, int64_t width) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
     const sp_config *cfg = &j->m.cfg;
@@ -507,7 +514,7 @@ static int prune_mlp(cstate *c, int64_t l, int64_t k, int64_t width) {
     const int bias = sp_arch_slot_index(a, SP_SLOT_DOWN_B);
     if (bias >= 0) memset(c->zsum, 0, (size_t)F * 8);
     int64_t io = 0;
-    SP_TRY(sp_stream_windows(c->sb, D, NULL, D, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin,
+    SP_TRY(sp_stream_windows(in, D, NULL, D, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin,
                              c->cout, inner_window, &p, &io));
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
     phase(c, l, SP_PHASE_PCA);
@@ -552,16 +559,36 @@ static int prune_mlp(cstate *c, int64_t l, int64_t k, int64_t width) {
 
 /* policy stock: the layer's MLP cut to k neurons, W_down refit, on the
  * compressed model's signals (docs/algorithm.md §12). Without a basis
- * (plan.identity) the layer runs as read (norms with γ) and goes out as read;
- * with the global basis its passes run as SliceGPT's do, in the one basis Q
- * at width d without a PCA: readers of the input rotated and written,
- * attention A → B (W_o whole, shortcut Q[:, :d]ᵀ), W_o and the MLP's readers
- * rotated, then C over B and the cut, the cut MLP B → B (W_down refit before
- * its rotation), W_down rotated and written. */
+ * (plan.identity) the layer runs as read (its norms with γ, and β for
+ * LayerNorm) and goes out as read; a parallel block (Phi-2, identity only)
+ * takes C over its input A, then runs A → B whole with the cut MLP. With the
+ * global basis its passes run as SliceGPT's do, in the one basis Q at width d
+ * without a PCA: readers of the input rotated and written, attention A → B
+ * (W_o whole, shortcut Q[:, :d]ᵀ), W_o and the MLP's readers rotated, then C
+ * over B and the cut, the cut MLP B → B (W_down refit before its rotation),
+ * W_down rotated and written. */
 static int stock_layer(cstate *c, int64_t l) {
     job *j = c->j;
     const int64_t D = j->shape.hidden;
     const int id = j->plan.identity;
+    char spill_hash[33];
+    if (j->m.arch->parallel) {
+        SP_ASSERT(id); /* the policy refuses split > 0 on a parallel block */
+        layer_ctx x = {.basis = {c->Q, c->Q, c->Q}};
+        sp_plan_layer_widths(j, l, x.width);
+        SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
+        c->dense_pass = 1;
+        c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* as read: its LayerNorm with γ and β */
+        SP_TRY(prune_mlp(c, c->sa, l, j->plan.ffn[l], D)); /* reads A only */
+        SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* B is the file boundary l - 2 named */
+        phase(c, l, SP_PHASE_ATTN);
+        sp_spill_hash_begin(c->sb);
+        SP_TRY(pass(c, c->sa, c->sb, block_window, l, "block"));
+        sp_spill_hash_end(c->sb, spill_hash);
+        phase(c, l, SP_PHASE_WRITE);
+        SP_TRY(emit_kept(c, &x, l, -1));
+        return next_layer(c, l, spill_hash);
+    }
     layer_ctx x = {.basis = {c->Q, c->Q, c->Q}};
     sp_plan_layer_widths(j, l, x.width);
     const int64_t d = x.width[SP_POS_IN];
@@ -588,9 +615,8 @@ static int stock_layer(cstate *c, int64_t l) {
         c->lw = sp_layer_view(&j->m, c->wd, NULL, d, d, D, 0);
         c->lw.shortcut[SP_POS_OUT] = c->fsd;
     }
-    SP_TRY(prune_mlp(c, l, j->plan.ffn[l], d));
+    SP_TRY(prune_mlp(c, c->sb, l, j->plan.ffn[l], d));
     phase(c, l, SP_PHASE_MLP);
-    char spill_hash[33];
     sp_spill_hash_begin(c->sb);
     SP_TRY(pass(c, c->sb, c->sb, mlp_window, l, "MLP-block"));
     sp_spill_hash_end(c->sb, spill_hash);
@@ -789,6 +815,10 @@ static int slice_embed(cstate *c, int64_t survey_from) {
     for (int64_t r0 = 0; r0 < P; r0 += EB) {
         int64_t nr = P - r0 < EB ? P - r0 : EB;
         SP_TRY(sp_link_pull(&c->io, j->embed_read2 + 1, c->eb, nr * D));
+        if (j->plan.identity) { /* the table as read */
+            SP_TRY(sp_link_emit(&c->io, c->eb, nr * D));
+            continue;
+        }
         embed_rows(c, c->eb, nr);
         float *e = (float *)sp_bk_put(c->bk, c->ebd, c->eb, nr * D * 4);
         rot_rows(c, e, nr, NULL, c->Q, d0);
@@ -818,6 +848,7 @@ static int slice_head(cstate *c) {
     sp_model_norm_weight(&j->m, c->norm, D);
     const float *gamma = sp_bk_put(c->bk, c->normd, c->norm, D * 4);
     if (a->final_norm_bias) SP_TRY(sp_link_pull_whole(&c->io, r++, c->norm_b));
+    if (a->final_norm_bias && j->plan.identity) SP_TRY(sp_link_emit_all(&c->io, c->norm_b, D)); /* its β as read */
     memset(c->hb, 0, (size_t)V * 4);
     if (j->m.has_head_bias) SP_TRY(sp_link_pull_whole(&c->io, r++, c->hb));
     if (j->plan.stock && !j->plan.identity) SP_TRY(emit_norm(c, dl)); /* the stock final norm */

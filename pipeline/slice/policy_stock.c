@@ -5,7 +5,8 @@
  * already-compressed model's signals; with split > 0 the residual stream is
  * also cut to width d in the global basis (policy_global.c's survey). The
  * plan meets [slicing] params: d takes `split` of the parameters to remove,
- * the FFN width k the rest. RMSNorm families only. */
+ * the FFN width k the rest. LayerNorm families (OPT, Phi-2's parallel block)
+ * take the MLP cut alone: split 0, their tensors otherwise as read. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -43,9 +44,13 @@ static int64_t count(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p,
 
 static int stock_make(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p) {
     const sp_arch *a = m->arch;
-    if (a->norm == SP_BK_NORM_LAYER || a->parallel)
-        return sp_fail(SP_EX_USAGE, "%s: [slicing] policy = \"stock\" serves RMSNorm families with a sequential block, and "
-                                    "%s is not one; use policy = \"slicegpt\"", mf->path, a->model_type);
+    /* A stock LayerNorm at width d < D would take its mean over the kept
+     * coordinates of a rotated stream (docs/algorithm.md §10, §12). */
+    if ((a->norm == SP_BK_NORM_LAYER || a->parallel) && mf->split > 0)
+        return sp_fail(SP_EX_USAGE, "%s: [slicing] split = %g: policy = \"stock\" on %s (a LayerNorm family) cuts the MLP "
+                                    "alone, since a stock LayerNorm at a smaller hidden_size would average over the "
+                                    "kept coordinates of a rotated stream, not the model's; set split = 0",
+                       mf->path, mf->split, a->model_type);
     if (!mf->has_params)
         return sp_fail(SP_EX_USAGE, "%s: [slicing] policy = \"stock\" needs params = FRACTION, the share of the dense "
                                     "model's stored parameters to keep (for example 0.8)", mf->path);

@@ -81,10 +81,11 @@ void sp_params_plan(const sp_model *m, const sp_slice_plan *p, sp_params *o) {
             o->n[part] += s[0] * (nd == 1 ? 1 : s[1]);
         }
     }
-    if (p->stock) o->n[SP_PARAM_NORM] += dl; /* the final norm's weight */
+    if (p->stock) o->n[SP_PARAM_NORM] += dl * (1 + (a->final_norm_bias != NULL)); /* the final norm's γ [and β] */
     /* The head: its own tensor unless kept tied; a bias when the input has
-     * one or a final LayerNorm's β goes through the head (output.c). */
-    o->n[SP_PARAM_HEAD] = (p->tied_head ? 0 : V * dl) + (m->has_head_bias || a->final_norm_bias ? V : 0);
+     * one or, in slicepipe's format, a final LayerNorm's β goes through the
+     * head (output.c). */
+    o->n[SP_PARAM_HEAD] = (p->tied_head ? 0 : V * dl) + (m->has_head_bias || (a->final_norm_bias && !p->stock) ? V : 0);
     sum_parts(o);
 }
 
