@@ -6,44 +6,64 @@ of tests/ref/global_ref.py. Written from the definition below, not from the C;
 the forward pieces are model_ref's, the basis and the width-d stock model are
 global_ref's.
 
-Inputs: an HF model dir of an RMSNorm family with a gated MLP (llama, mistral,
-qwen2/3, gemma; phi3's fused gate_up_proj), calibration windows (the first
-`nsamples` non-overlapping windows of `seqlen` tokens), a residual width d, an
-FFN width k, score "energy" or "leverage", ridge r (default 1e-4).
+Inputs: an HF model dir of any family model_ref runs: RMSNorm families with a
+gated MLP (llama, mistral, qwen2/3, gemma; phi3's fused gate_up_proj) and the
+LayerNorm ones with fc1/fc2 (opt: ReLU, a sequential block; phi: gelu_new and
+the parallel block x + Attn(LN(x)) + MLP(LN(x))), calibration windows (the
+first `nsamples` non-overlapping windows of `seqlen` tokens), a residual width
+d, an FFN width k, score "energy" or "leverage", ridge r (default 1e-4).
 
-  * d == D: no residual slicing; the model keeps its norms, its embedding and
-    its (tied or untied) head as they are.
-  * d < D: global_ref's basis of the DENSE model on the same calibration
-    windows (weighting "trace" unless told), then global_ref.slice_global and
+  * d == D: no residual slicing; the model keeps its norms (LayerNorm: γ and
+    β), its embedding and its (tied or untied) head as they are.
+  * d < D (RMSNorm families only: a LayerNorm family is Unsupported):
+    global_ref's basis of the DENSE model on the same calibration windows
+    (weighting "trace" unless told), then global_ref.slice_global and
     stock_config: the stock model at width d (head untied). The FFN pruning
     then runs on that model.
 
 Layer by layer, l = 0..L-1, on the signals of the model already compressed in
 layers 0..l-1 (every calibration window its own sequence, positions from 0):
     h = x + Attn(norm_in(x))                          (attention unchanged)
-    z = act(norm_post(h)·W_gateᵀ) ⊙ (norm_post(h)·W_upᵀ)        N×F
+    z = act(norm_post(h)·W_gateᵀ + b_gate) ⊙ (norm_post(h)·W_upᵀ + b_up)  N×F
+        (fc1/fc2: z = act(norm_post(h)·W_fc1ᵀ + b_fc1); a parallel block's
+        MLP reads norm_in(x), and h = x + Attn(norm_in(x)) as before)
     C = zᵀz (float64), λ = r·mean(diag C)
     score_i = C_ii·‖W_down[:, i]‖²                    (energy)
             = 1 − λ·[(C + λI)⁻¹]_ii = diag(C(C+λI)⁻¹)_i (leverage)
-    S = the k largest scores (ties: the lower index first), sorted ascending
-    W_gate, W_up ← rows S (phi3: rows S and F+S of gate_up_proj)
+Without a down bias:
     W_down ← W_down·C[:, S]·(C[S, S] + λI)⁻¹
-    next x = h + z[:, S]·W_downᵀ (the new W_down)
-The refit is applied whatever k is, so at k = F with r > 0 the model is not
-exactly the dense one (W_down·C(C+λI)⁻¹); at r = 0 it is.
+With a down bias b (OPT's and Phi-2's fc2; Llama's mlp_bias): the bias is
+refit as a constant column of ones appended to z. [W' | b'] is the ridge
+least-squares fit of the unpruned output z·W_downᵀ + b from [z[:, S] | 1],
+with λ on the neuron block only (the bias is not regularised), solved on the
+augmented moments
+    A = [C[S, S] + λI, s[S]; s[S]ᵀ, n],  s = zᵀ1, n tokens
+    A·[W'ᵀ; b'ᵀ] = [C[S, :]·W_downᵀ + s[S]·bᵀ; sᵀ·W_downᵀ + n·bᵀ],
+so the new bias absorbs the mean of the dropped neurons. The scores and λ
+are the ones above, on C = zᵀz as it is (not centred); centre_scores=True
+scores on the scatter about the mean, (z − z̄)ᵀ(z − z̄), instead (a
+measurement: bench/stock_bias_ref.py).
+Then, either way:
+    S = the k largest scores (ties: the lower index first), sorted ascending
+    W_gate, W_up (fc1) and their biases ← rows S (phi3: rows S and F+S of
+    gate_up_proj)
+    next x = h + z[:, S]·W_downᵀ (+ b') (the new W_down, b')
+With k = F the MLP is kept as it is (no refit).
 
-Output: the model's config with intermediate_size k (global_ref.stock_config
-first when d < D), the tensors (HF names, float64); a tied input stays tied
-when d == D (no lm_head.weight).
+Output: the model's config with intermediate_size k (OPT: ffn_dim;
+global_ref.stock_config first when d < D), the tensors (HF names, float64); a
+tied input stays tied when d == D (no lm_head.weight).
 
 API:
   MLP pieces:  mlp_names(arch, lay), intermediate(arch, t, lay, hn) -> z (..., F)
+  ffn_key(arch) -> the config key of the MLP width
   ffn_scores(C, W_down, score, lam) -> (F,)
   select(scores, k) -> S (ascending)
   refit_down(W_down, C, S, lam) -> (D', k)
+  refit_down_bias(W_down, b, z, S, lam) -> ((D', k), (D',))  the augmented solve
   compress(config, W, calib_win, d=None, k=None, score="energy", ridge=1e-4,
            weighting="trace", batch=16, in_scale_dtype=None,
-           out_scale_dtype="F32", act_dtype=np.float64)
+           out_scale_dtype="F32", act_dtype=np.float64, centre_scores=False)
       -> {"config", "tensors", "d", "k", "kept": [S per layer], "lambdas",
           "mlp_err": [per layer {"refit", "prune"}], "scores": [...]}
       mlp_err: ‖z·W_downᵀ − z_S·W'ᵀ‖_F / ‖z·W_downᵀ‖_F on that layer's
@@ -82,28 +102,32 @@ RIDGE = 1e-4
 # ---------------------------------------------------------------- the MLP
 
 def mlp_names(arch, lay):
-    """(reader names, down name) of a gated MLP; Unsupported otherwise."""
-    if arch.norm == "ln" or arch.parallel or not arch.gated:
-        raise Unsupported("%s: the stock reference covers RMSNorm families with a gated MLP" % arch.family)
+    """(reader names, down name): gate and up (or fused gate_up), or fc1."""
+    if "fc1" in lay:
+        return [lay["fc1"]], lay["down"]
     readers = [lay["gate_up"]] if "gate_up" in lay else [lay["gate"], lay["up"]]
     return readers, lay["down"]
 
 
-def _check_no_mlp_bias(arch, t):
-    for lay in arch.layers:
-        readers, down = mlp_names(arch, lay)
-        for n in readers + [down]:
-            if n + ".bias" in t:
-                raise Unsupported("%s: MLP biases (%s.bias) are outside this reference" % (arch.family, n))
+def ffn_key(arch):
+    return "ffn_dim" if arch.family == "opt" else "intermediate_size"
+
+
+def _lin(t, name, x):
+    y = x @ t[name + ".weight"].T
+    b = t.get(name + ".bias")
+    return y if b is None else y + b
 
 
 def intermediate(arch, t, lay, hn):
-    """z = act(hn·W_gateᵀ) ⊙ (hn·W_upᵀ), (..., F)."""
+    """z = act(hn·W_gateᵀ + b_gate) ⊙ (hn·W_upᵀ + b_up), or act(hn·W_fc1ᵀ + b_fc1), (..., F)."""
+    if "fc1" in lay:
+        return mr._act(arch.act, _lin(t, lay["fc1"], hn))
     if "gate_up" in lay:
-        gu = hn @ t[lay["gate_up"] + ".weight"].T
+        gu = _lin(t, lay["gate_up"], hn)
         half = gu.shape[-1] // 2
         return mr._act(arch.act, gu[..., :half]) * gu[..., half:]
-    return mr._act(arch.act, hn @ t[lay["gate"] + ".weight"].T) * (hn @ t[lay["up"] + ".weight"].T)
+    return mr._act(arch.act, _lin(t, lay["gate"], hn)) * _lin(t, lay["up"], hn)
 
 
 # ---------------------------------------------------------------- scores, selection, refit
@@ -131,10 +155,26 @@ def refit_down(W_down, C, S, lam):
     return np.linalg.solve(A, B.T).T
 
 
+def refit_down_bias(W_down, b, z, S, lam):
+    """[W' | b']: ridge least squares of z·W_downᵀ + b from [z[:, S] | 1],
+    λ on the neuron block only, by the augmented normal equations."""
+    n, F = z.shape
+    k = len(S)
+    za = np.concatenate([z, np.ones((n, 1))], axis=1)
+    M = za.T @ za                           # [[zᵀz, zᵀ1], [1ᵀz, n]]
+    M = 0.5 * (M + M.T)
+    Sa = np.concatenate([np.asarray(S), [F]])
+    A = M[np.ix_(Sa, Sa)] + np.diag(np.concatenate([np.full(k, lam), [0.0]]))
+    Wb = np.concatenate([W_down, b[:, None]], axis=1)   # the unpruned map of [z | 1]
+    rhs = M[Sa, :] @ Wb.T                   # [z_S | 1]ᵀ·(z·W_downᵀ + 1·bᵀ)
+    X = np.linalg.solve(A, rhs).T           # (D', k + 1)
+    return X[:, :k], X[:, k]
+
+
 # ---------------------------------------------------------------- the policy
 
 def compress(config, W, calib_win, d=None, k=None, score="energy", ridge=RIDGE, weighting="trace", batch=16,
-             in_scale_dtype=None, out_scale_dtype="F32", act_dtype=np.float64):
+             in_scale_dtype=None, out_scale_dtype="F32", act_dtype=np.float64, centre_scores=False):
     arch = mr.Arch(config)
     D, F = arch.D, arch.F
     d = D if d is None else int(d)
@@ -143,22 +183,24 @@ def compress(config, W, calib_win, d=None, k=None, score="energy", ridge=RIDGE, 
         raise ValueError("need 0 < d <= %d and 0 < k <= %d (got d=%d, k=%d)" % (D, F, d, k))
     if score not in SCORES:
         raise ValueError("score %r (energy or leverage)" % (score,))
-    for lay in arch.layers:
-        mlp_names(arch, lay)
-    _check_no_mlp_bias(arch, W)
+    if d < D and arch.norm == "ln":
+        raise Unsupported("%s: LayerNorm family: the stock policy cuts its MLP alone (d = D)" % arch.family)
     win = np.asarray(calib_win, dtype=np.int64)
 
     if d == D:
         cfg = dict(config)
         t = {n: np.asarray(v, dtype=np.float64).copy() for n, v in W.items()}
+        if arch.tied:  # tied stays tied: a stored copy of the head (HF saves one for OPT, Gemma) is not written
+            t.pop("lm_head.weight", None)
         es = in_scale_dtype
     else:
         Q = gr.global_basis(config, W, win, weighting, batch, in_scale_dtype)[1]
         t = gr.slice_global(config, W, Q, d, in_scale_dtype, out_scale_dtype)
         cfg = gr.stock_config(config, d, out_scale_dtype or "F32")
         es = out_scale_dtype
-    cfg["intermediate_size"] = k
-    sarch = mr.Arch(dict(cfg, intermediate_size=F))  # the signals run on the unpruned layers
+    fk = ffn_key(arch)
+    cfg[fk] = k
+    sarch = mr.Arch(dict(cfg, **{fk: F}))  # the signals run on the unpruned layers
 
     def cast(a):
         return np.asarray(a, dtype=act_dtype)
@@ -175,33 +217,51 @@ def compress(config, W, calib_win, d=None, k=None, score="energy", ridge=RIDGE, 
         for b0 in range(0, x.shape[0], batch):
             xb = x[b0:b0 + batch]
             h[b0:b0 + batch] = xb + mr.attn(sarch, tl, lay, mr.norm(sarch, tl, lay["in_norm"], xb), i)
-        hn = mr.norm(sarch, tl, lay["post_norm"], h)
+        # the MLP's input: after the attention block, or a parallel block's own input
+        hn = mr.norm(sarch, tl, lay["in_norm"], x) if sarch.parallel else mr.norm(sarch, tl, lay["post_norm"], h)
         z = intermediate(sarch, tl, lay, hn).reshape(-1, F)
         z64 = z.astype(np.float64)
         C = z64.T @ z64
         C = 0.5 * (C + C.T)
         lam = ridge * float(np.mean(np.diag(C)))
-        _, down = mlp_names(sarch, lay)
+        readers, down = mlp_names(sarch, lay)
         Wd = t[down + ".weight"]
-        sc = ffn_scores(C, Wd, score, lam)
+        bd = t.get(down + ".bias")
+        if bd is not None and centre_scores:
+            zc = z64 - z64.mean(axis=0)
+            Sg = zc.T @ zc
+            sc = ffn_scores(0.5 * (Sg + Sg.T), Wd, score, lam)
+        else:
+            sc = ffn_scores(C, Wd, score, lam)
         S = select(sc, k)
         # k = F keeps the MLP as it is: no neuron cut, no refit (the contract of docs/algorithm.md §12)
-        Wd_new = Wd if k == F else refit_down(Wd, C, S, lam)
-        # the layer's new tensors
-        if "gate_up" in lay:
-            gu = t[lay["gate_up"] + ".weight"]
-            t[lay["gate_up"] + ".weight"] = np.concatenate([gu[S], gu[F + S]], axis=0)
+        bd_new = bd
+        if k == F:
+            Wd_new = Wd
+        elif bd is None:
+            Wd_new = refit_down(Wd, C, S, lam)
         else:
-            t[lay["gate"] + ".weight"] = t[lay["gate"] + ".weight"][S]
-            t[lay["up"] + ".weight"] = t[lay["up"] + ".weight"][S]
+            Wd_new, bd_new = refit_down_bias(Wd, bd, z64, S, lam)
+        # the layer's new tensors: the readers' rows (and their biases' entries) S
+        for n in readers:
+            for suf in (".weight", ".bias"):
+                if n + suf not in t:
+                    continue
+                a = t[n + suf]
+                t[n + suf] = np.concatenate([a[S], a[F + S]], axis=0) if n == lay.get("gate_up") else a[S]
         t[down + ".weight"] = Wd_new
-        # calibration-set MLP output error: refit vs plain pruning
-        full = z64 @ Wd.T
+        b0v = 0.0 if bd is None else bd
+        b1v = 0.0 if bd_new is None else bd_new
+        if bd is not None:
+            t[down + ".bias"] = bd_new
+        # calibration-set MLP output error: refit vs plain pruning (the bias as read)
+        full = z64 @ Wd.T + b0v
         zs = z64[:, S]
         nf = np.linalg.norm(full)
-        errs.append({"refit": float(np.linalg.norm(full - zs @ Wd_new.T) / nf),
-                     "prune": float(np.linalg.norm(full - zs @ Wd[:, S].T) / nf)})
-        x = h + (z[:, S] @ cast(Wd_new).T).reshape(h.shape)
+        errs.append({"refit": float(np.linalg.norm(full - zs @ Wd_new.T - b1v) / nf),
+                     "prune": float(np.linalg.norm(full - zs @ Wd[:, S].T - b0v) / nf)})
+        mlp_out = (z[:, S] @ cast(Wd_new).T + cast(b1v)).reshape(h.shape)
+        x = h + mlp_out  # a parallel block's h is x + Attn(norm_in(x)) too
         kept.append(S)
         lambdas.append(lam)
         all_scores.append(sc)
