@@ -6,10 +6,12 @@ against independent references (issue: seven model families).
            1e-5·max|logit| (F32); sliced at sparsity 0 (fused, rotated, mean-baked
            for LayerNorm families) it matches them again (the invariance check);
            tiny_opt350 (project_in/out, post-LayerNorm) is refused with 65 and the
-           reason. policy = "stock": OPT and Phi-2 refused (64); the RMSNorm
-           families at params 1 match HF's logits, at params 0.9 (with [output]
-           gguf) they run in eval with a smaller intermediate_size and different
-           logits, and config.json's parameter counts are the files'. Skips (77)
+           reason. policy = "stock": every family at params 1 matches HF's
+           logits, at params 0.9 (with [output] gguf where the family has a
+           llama.cpp architecture) it runs in eval with a smaller MLP width
+           (OPT's ffn_dim) and different logits, and config.json's parameter
+           counts are the files'; OPT and Phi-2 (LayerNorm: the MLP cut alone)
+           refuse split > 0 (64), and OPT refuses [output] gguf (64). Skips (77)
            without ../shared/hf-tiny.
   synth    `slicepipe synth --arch F` for every family `slicepipe --version` lists
            (tests/sp_families.py; random norms and biases):
@@ -117,28 +119,43 @@ def test_hf(sp, work, shared):
 
 
 def stock_hf(sp, work, name, d, cal, toks, T, L):
-    """policy = "stock" on an hf-tiny fixture: LayerNorm families (OPT, Phi-2)
-    refused with 64 before any work; the RMSNorm ones at params 1 (nothing to
-    cut: HF's logits again) and at params 0.9 (a smaller MLP whose logits
-    differ from the dense ones, and the parameter counts of its files)."""
+    """policy = "stock" on an hf-tiny fixture: at params 1 (nothing to cut:
+    HF's logits again) and at params 0.9 (a smaller MLP whose logits differ
+    from the dense ones, and the parameter counts of its files). LayerNorm
+    families (OPT, Phi-2) cut the MLP alone: split > 0 is refused (64)."""
     src = json.load(open(os.path.join(d, "config.json")))
     scale = np.abs(L).max()
+    fk = "ffn_dim" if src["model_type"] == "opt" else "intermediate_size"
+    gguf = src["model_type"] != "opt"  # llama.cpp has no OPT: [output] gguf is refused for it (64)
+    if src["model_type"] in ("opt", "phi"):
+        out = os.path.join(work, f"{name}-stock-split")
+        shutil.rmtree(out, ignore_errors=True)
+        man = manifest(os.path.join(work, f"{name}-stock.toml"), d, cal, T, 8, 0, out,
+                       'policy = "stock"\nparams = 0.9\nsplit = 0.5\nround_to = 2\n')
+        r = run([sp, "run", man, "--quiet"])
+        check(r.returncode == 64 and "split = 0.5" in r.stderr and src["model_type"] in r.stderr and "LayerNorm" in r.stderr
+              and "set split = 0" in r.stderr and not os.path.exists(out),
+              f"{name}: policy stock with split 0.5 refused with 64 naming the family and the reason, nothing "
+              f"written ({r.returncode}: {r.stderr.strip()[:200]})")
+    if not gguf:
+        out = os.path.join(work, f"{name}-stock-gguf")
+        shutil.rmtree(out, ignore_errors=True)
+        man = manifest(os.path.join(work, f"{name}-stock.toml"), d, cal, T, 8, 0, out,
+                       'policy = "stock"\nparams = 0.9\nround_to = 2\n', 'gguf = "f32"\n')
+        r = run([sp, "run", man, "--quiet"])
+        check(r.returncode == 64 and "no llama.cpp architecture" in r.stderr and not os.path.exists(out),
+              f"{name}: policy stock with [output] gguf refused with 64 ({r.returncode}: {r.stderr.strip()[:200]})")
     for params in (1, 0.9):
         out = os.path.join(work, f"{name}-stock{params}")
         shutil.rmtree(out, ignore_errors=True)
         # at 0.9 with [output] gguf: llama.cpp runs each of these at split 0 (stock.llamacpp), a tied
         # Gemma's head included, so the run must not refuse it
         man = manifest(os.path.join(work, f"{name}-stock.toml"), d, cal, T, 8, 0, out,
-                       f'policy = "stock"\nparams = {params}\nround_to = 2\n', 'gguf = "f32"\n' if params < 1 else "")
+                       f'policy = "stock"\nparams = {params}\nround_to = 2\n',
+                       'gguf = "f32"\n' if params < 1 and gguf else "")
         r = run([sp, "run", man, "--quiet"])
-        if src["model_type"] in ("opt", "phi"):
-            check(r.returncode == 64 and f'policy = "stock" serves RMSNorm families' in r.stderr and src["model_type"] in r.stderr
-                  and "policy = \"slicegpt\"" in r.stderr and not os.path.exists(out),
-                  f"{name}: policy stock refused with 64 naming the family and what to use, nothing written "
-                  f"({r.returncode}: {r.stderr.strip()[:200]})")
-            return
-        check(r.returncode == 0 and (params == 1 or os.path.exists(os.path.join(out, "model.gguf"))),
-              f"{name}: policy stock at params {params}{' with [output] gguf' if params < 1 else ''} "
+        check(r.returncode == 0 and (params == 1 or not gguf or os.path.exists(os.path.join(out, "model.gguf"))),
+              f"{name}: policy stock at params {params}{' with [output] gguf' if params < 1 and gguf else ''} "
               f"({r.stderr.strip()[-200:]})")
         if r.returncode:
             continue
@@ -154,13 +171,13 @@ def stock_hf(sp, work, name, d, cal, toks, T, L):
               f"{name}: params {params}: config.json counts {sb['params_dense']} -> {sb['params_output']}, the files "
               f"hold {n_in} -> {n_out} ({n_out / n_in:.3f} of dense)")
         if params == 1:
-            check(err <= 1e-5 and cfg["intermediate_size"] == src["intermediate_size"],
+            check(err <= 1e-5 and cfg[fk] == src[fk],
                   f"{name}: stock at params 1 cuts nothing: logits match HF's within {err:.2e}·max|logit|")
         else:  # a no-op (params 1 above) stays within 1e-5 of HF's; random weights make the MLP's share small
-            check(err > 1e-5 and cfg["intermediate_size"] < src["intermediate_size"] and cfg["model_type"] == src["model_type"]
+            check(err > 1e-5 and cfg[fk] < src[fk] and cfg["model_type"] == src["model_type"]
                   and cfg["hidden_size"] == src["hidden_size"],
-                  f"{name}: stock at params 0.9 is the stock {cfg['model_type']} with intermediate_size "
-                  f"{src['intermediate_size']} -> {cfg['intermediate_size']}, its logits {err:.2e}·max|logit| from HF's")
+                  f"{name}: stock at params 0.9 is the stock {cfg['model_type']} with {fk} "
+                  f"{src[fk]} -> {cfg[fk]}, its logits {err:.2e}·max|logit| from HF's")
 
 
 def test_synth(sp, work):

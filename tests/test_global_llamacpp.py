@@ -22,7 +22,9 @@ config.json records must be the ones its files hold: params_output the sum of
 numel over the output's safetensors tensors, params_dense the input's (every
 tensor counted), params_output at most 0.8 of params_dense. A head kept tied
 lets llama.cpp run a stock Gemma, and an MLP cut keeps Phi-3's width and so its
-partial rotary: neither is refused at split 0.
+partial rotary: neither is refused at split 0. The stock policy also runs the
+hf-tiny Phi-2 (a LayerNorm family: the MLP cut alone, fc2's bias refit), which
+llama.cpp runs as phi2; OPT has no llama.cpp architecture.
 
 Arguments as tests/test_gguf.py's (it provides the helpers); its npm mode
 installs node-llama-cpp (the gguf_npm fixture). Shared data or node-llama-cpp
@@ -133,7 +135,7 @@ def main():
     kjv = os.path.join(a.root, "examples", "kjv")
     runs.append(("kjv", os.path.join(kjv, "model"), os.path.join(kjv, "calib.npy"), os.path.join(kjv, "eval.npy"), 256, nw,
                  ("f32",), 256, 32, 8))
-    for f in ("gemma", "qwen2", "mistral", "phi3"):
+    for f in ("gemma", "qwen2", "mistral", "phi3") + (("phi",) if a.policy == "stock" else ()):
         d, tf, T, W = tg.tiny_eval(a, f, f"global_tiny_{f}.npy")
         runs.append(("tiny_" + f, d, tf, tf, T, W, ("f32",), T, W, 2))  # D is 8 or 16
     # full-rotary Phi-3 (as Phi-3-mini; the hf-tiny one rotates 3/4 of each head) and Qwen3 (q/k norms)
