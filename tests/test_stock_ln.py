@@ -33,7 +33,10 @@ host-shared, the path a GPU backend takes) writes byte-identical shards, and a
 run killed at the writer's second commit point resumes to byte-identical
 shards.
 Last, split = 0.5 on a LayerNorm family is refused with 64 naming the
-manifest, split and the reason, before anything is written.
+manifest, split and the reason, before anything is written; and the same
+checks 1-4 run on a synthetic Llama given mlp_bias (random gate, up and down
+biases): the gated MLP's reader biases are cut, its down bias refit the same
+way.
 Exit 0 when all pass, 1 otherwise.
 """
 import json
@@ -192,7 +195,7 @@ def case(sp, work, model, fam, score):
     # 2. the kept neurons
     mism = []
     for i, lay in enumerate(a.layers):
-        name = lay["fc1"] + ".weight"
+        name = st.mlp_names(a, lay)[0][0] + ".weight"
         rows, dist = kept_rows(got, W, name)
         if dist > 1e-6 or not np.array_equal(rows, ref["kept"][i]):
             mism.append("layer %d: got %s, reference %s%s" % (i, rows.tolist()[:8], ref["kept"][i].tolist()[:8],
@@ -258,6 +261,25 @@ def refused(sp, work, model, fam):
           % (fam, r.returncode, r.stderr.strip()[:240]))
 
 
+def llama_mlp_bias(sp, work):
+    """A synthetic Llama with mlp_bias: true and random gate, up and down biases."""
+    d = synth(sp, work, "llama", [])
+    if not d:
+        return None
+    cfg, W = mr.load_model_dir(d)
+    rng = np.random.default_rng(3)
+    for lay in mr.Arch(cfg).layers:
+        for n in (lay["gate"], lay["up"], lay["down"]):
+            W[n + ".bias"] = 0.1 * rng.standard_normal(W[n + ".weight"].shape[0])
+    b = os.path.join(work, "synth-llama-mlp-bias")
+    shutil.rmtree(b, ignore_errors=True)
+    os.makedirs(b)
+    mr.write_safetensors(os.path.join(b, "model.safetensors"), W)
+    json.dump(dict(cfg, mlp_bias=True), open(os.path.join(b, "config.json"), "w"))
+    shutil.copy(os.path.join(d, "calib.npy"), os.path.join(b, "calib.npy"))
+    return b
+
+
 def main(argv):
     if len(argv) != 3:
         print(__doc__)
@@ -278,6 +300,9 @@ def main(argv):
         res = case(sp, work, models[fam], fam, score)
         if res and score == "energy":
             same_bytes(sp, work, models[fam], fam, res[1])
+    b = llama_mlp_bias(sp, work)
+    if b:
+        case(sp, work, b, "llama", "energy")
     print("%.1f s" % (time.time() - t_start))
     if FAILS:
         print("FAILED: %d check(s)" % len(FAILS))
