@@ -14,8 +14,9 @@ set_tests_properties(stock_ref PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS
 # with fc2's bias refit as a constant column, against the same reference: the
 # kept neurons, every tensor (1e-5), config.json's ffn_dim / intermediate_size
 # and parameter counts, the NLL (1e-5); byte-identical shards on the staged
-# backend and after a kill and resume; split > 0 refused (64); and a synthetic
-# Llama given mlp_bias (gate, up and down biases) through the same checks.
+# backend and after a kill and resume; split > 0 refused (64), split = "auto"
+# the split-0 job; and a synthetic Llama given mlp_bias (gate, up and down
+# biases) through the same checks.
 add_test(NAME stock_ref.layernorm
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_stock_ln.py $<TARGET_FILE:slicepipe>
                  ${CMAKE_BINARY_DIR}/test_out/stock_ref_ln)

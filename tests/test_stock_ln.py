@@ -29,9 +29,10 @@ and, with k the output's MLP width (OPT's ffn_dim, Phi-2's intermediate_size):
   4. `slicepipe eval` of the output vs the reference's NLL and vs model_ref's
      forward of the output's own tensors, within TOL_NLL.
 For the energy cases also: the staged CPU backend (backend memory not
-host-shared, the path a GPU backend takes) writes byte-identical shards, and a
+host-shared, the path a GPU backend takes) writes byte-identical shards, a
 run killed at the writer's second commit point resumes to byte-identical
-shards.
+shards, and split = "auto" leaves out 0.5 and 1 (saying why) and writes the
+split-0 job's shards.
 Last, split = 0.5 on a LayerNorm family is refused with 64 naming the
 manifest, split and the reason, before anything is written; and the same
 checks 1-4 run on a synthetic Llama given mlp_bias (random gate, up and down
@@ -250,6 +251,12 @@ def same_bytes(sp, work, model, fam, out):
     check(k.returncode != 0 and r.returncode == 0 and shards(out3) == good,
           "%s: killed at the writer's second commit point (exit %d) and resumed (exit %d): shards byte-identical"
           % (fam, k.returncode, r.returncode))
+    man4, out4 = manifest(work, "%s-auto" % fam, model, "energy", split='"auto"')
+    r = run([sp, "run", man4])
+    left = [s for s in ("0.5", "1") if "split %s left out" % s in r.stderr]
+    check(r.returncode == 0 and len(left) == 2 and "LayerNorm" in r.stderr and shards(out4) == good,
+          "%s: split = \"auto\" leaves out 0.5 and 1 as a LayerNorm family and writes the split-0 job's shards "
+          "(exit %d, left out %s)%s" % (fam, r.returncode, left, "" if r.returncode == 0 else ": " + r.stderr[-200:]))
 
 
 def refused(sp, work, model, fam):
