@@ -250,10 +250,12 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     int rc;
     j->t_start = sp_now();
     if (!o->dry_run) install_stop_handlers();
-    rc = sp_bk_open(mf->backend, &j->bk);
+    rc = sp_bk_open_prec(mf->backend, (enum sp_bk_prec)mf->precision, &j->bk);
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        if (mf->precision != SP_BK_PREC_F32)
+            return sp_fail(rc, "%s: [resources] backend = \"%s\", %s", mf->path, mf->backend, msg);
         return sp_fail(rc, "%s: [resources] backend: %s", mf->path, msg);
     }
     rc = sp_model_open(mf->model_path, &j->m);
