@@ -120,11 +120,13 @@ const char *sp_bk_reg_names(void) {
     return names;
 }
 
-/* Registry entry i is what "auto" takes at precision p: usable, and its
- * for_auto (if any) accepts it. */
+/* Registry entry i is what "auto" takes at precision p: its for_auto (if
+ * any) accepts it, and it is usable. for_auto asks first: it may decide
+ * without loading anything (onednn's cpuid test), where usable loads the
+ * backend's library. */
 static int auto_takes(int i, enum sp_bk_prec p, char *why, int64_t n) {
-    if (!registry[i].usable(why, n)) return 0;
-    return !registry[i].for_auto || registry[i].for_auto(p, why, n);
+    if (registry[i].for_auto && !registry[i].for_auto(p, why, n)) return 0;
+    return registry[i].usable(why, n);
 }
 
 /* A name that is no registry entry: 64, "built without it" or "unknown". */

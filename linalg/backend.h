@@ -227,8 +227,9 @@ typedef struct sp_bk_reg {
     int (*usable)(char *why, int64_t n);
     /* A new instance (0), or a sysexits status with sp_fail's message. */
     int (*open)(sp_bk **out);
-    /* 1 when "auto" takes it here at precision p (it is also usable), else
-     * 0 with the reason in why. NULL: whenever it is usable. */
+    /* 1 when "auto" may take it here at precision p, else 0 with the reason
+     * in why; auto asks it before usable (both must hold), so it should
+     * decide cheaply where it can. NULL: whenever it is usable. */
     int (*for_auto)(enum sp_bk_prec p, char *why, int64_t n);
     /* A new instance computing its GEMMs in bf16 (0), or 64 with the reason
      * this machine cannot (sp_fail's message). NULL: float32 only. */

@@ -63,6 +63,7 @@
 
 #ifdef SLICEPIPE_HAVE_ONEDNN
 
+#include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,7 +76,10 @@
 #error "linalg/onednn.c is written against oneDNN 2.x's C API (Debian's libdnnl-dev 2.6)"
 #endif
 #if DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP
-#include <omp.h>
+/* OpenMP's C API, from the libgomp that libdnnl loads (dn_load finds them
+ * through libdnnl's handle); declared here, so no omp.h is needed. */
+void omp_set_num_threads(int n);
+int omp_get_max_threads(void);
 #elif DNNL_CPU_RUNTIME != DNNL_RUNTIME_SEQ
 #error "linalg/onednn.c needs oneDNN built with the OpenMP or the sequential CPU runtime (CMakeLists.txt checks it)"
 #endif
@@ -85,6 +89,92 @@
 
 #include "cpu_impl.h"
 #include "error.h"
+
+/* ---- libdnnl, loaded when first needed ----
+ *
+ * libdnnl is not linked but dlopen'ed by the first call that needs it
+ * (usable, open, and for_auto on a CPU whose cpuid qualifies): loading it
+ * costs a process about 2.8 MiB of RSS (measured: `slicepipe --version`
+ * 9.1 → 11.9 MiB), which the memory plan's per-process base does not hold,
+ * and every run on the cpu backend would pay it for nothing. So only a
+ * process that resolves to onednn (or asks --version) maps it; the stages
+ * forked from it inherit it. Its OpenMP calls come from the libgomp it
+ * loads. The prototypes are the header's (__typeof__). */
+#define DN_FUNCS(X) \
+    X(dnnl_cpu_isa2str) \
+    X(dnnl_engine_create) \
+    X(dnnl_engine_destroy) \
+    X(dnnl_get_effective_cpu_isa) \
+    X(dnnl_matmul_desc_init) \
+    X(dnnl_memory_create) \
+    X(dnnl_memory_desc_get_size) \
+    X(dnnl_memory_desc_init_by_strides) \
+    X(dnnl_memory_destroy) \
+    X(dnnl_memory_set_data_handle) \
+    X(dnnl_post_ops_append_sum) \
+    X(dnnl_post_ops_create) \
+    X(dnnl_post_ops_destroy) \
+    X(dnnl_primitive_attr_create) \
+    X(dnnl_primitive_attr_destroy) \
+    X(dnnl_primitive_attr_set_output_scales) \
+    X(dnnl_primitive_attr_set_post_ops) \
+    X(dnnl_primitive_attr_set_scratchpad_mode) \
+    X(dnnl_primitive_create) \
+    X(dnnl_primitive_desc_create) \
+    X(dnnl_primitive_desc_destroy) \
+    X(dnnl_primitive_desc_query) \
+    X(dnnl_primitive_desc_query_md) \
+    X(dnnl_primitive_destroy) \
+    X(dnnl_primitive_execute) \
+    X(dnnl_status2str) \
+    X(dnnl_stream_create) \
+    X(dnnl_stream_destroy) \
+    X(dnnl_stream_wait) \
+    X(dnnl_version)
+#define DN_FIELD(f) __typeof__(&f) f;
+static struct dn_api {
+    DN_FUNCS(DN_FIELD)
+#if DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP
+    __typeof__(&omp_set_num_threads) omp_set_num_threads;
+    __typeof__(&omp_get_max_threads) omp_get_max_threads;
+#endif
+} dn;
+static int dn_state;      /* 0: not tried; 1: loaded; -1: failed, dn_why says why */
+static char dn_why[256];
+
+#define DN_STR2(x) #x
+#define DN_STR(x) DN_STR2(x)
+#define DN_SONAME "libdnnl.so." DN_STR(DNNL_VERSION_MAJOR)
+
+/* 1 when libdnnl (and, with the OpenMP runtime, libgomp's calls) is loaded,
+ * else 0 with the reason in why. Called by the thread that opens backends. */
+static int dn_load(char *why, int64_t n) {
+    if (dn_state == 0) {
+        dn_state = -1;
+        void *h = dlopen(DN_SONAME, RTLD_NOW | RTLD_LOCAL);
+        const char *missing = NULL;
+        if (!h) {
+            snprintf(dn_why, sizeof dn_why, "cannot load %s (%s)", DN_SONAME, dlerror());
+        } else {
+#define DN_SYM(f) \
+    if (!missing && !(dn.f = (__typeof__(&f))dlsym(h, #f))) missing = #f;
+            DN_FUNCS(DN_SYM)
+#if DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP
+            DN_SYM(omp_set_num_threads)
+            DN_SYM(omp_get_max_threads)
+#endif
+#undef DN_SYM
+            if (missing) snprintf(dn_why, sizeof dn_why, "%s lacks %s", DN_SONAME, missing);
+            else if (dn.dnnl_version()->major != DNNL_VERSION_MAJOR)
+                snprintf(dn_why, sizeof dn_why, "%s is oneDNN %d.%d, not the %d.x slicepipe was built with", DN_SONAME,
+                         dn.dnnl_version()->major, dn.dnnl_version()->minor, DNNL_VERSION_MAJOR);
+            else dn_state = 1;
+        }
+    }
+    if (dn_state == 1) return 1;
+    snprintf(why, (size_t)n, "%s", dn_why);
+    return 0;
+}
 
 #define ONE_MB 256        /* rows of C per tile */
 #define ONE_NB 256        /* columns of C per tile */
@@ -136,7 +226,7 @@ typedef struct onednn_bk {
 static one_ctx *one_of(const sp_bk *bk) { return ((const onednn_bk *)bk)->one; }
 
 __attribute__((noreturn)) static void one_fatal(const char *what, dnnl_status_t st) {
-    sp_fail(SP_EX_SOFTWARE, "onednn backend: %s failed: %s", what, dnnl_status2str(st));
+    sp_fail(SP_EX_SOFTWARE, "onednn backend: %s failed: %s", what, dn.dnnl_status2str(st));
     fprintf(stderr, "slicepipe: internal error: %s\n", sp_errmsg());
     fflush(stderr);
     _exit(SP_EX_SOFTWARE);
@@ -150,7 +240,7 @@ __attribute__((noreturn)) static void one_fatal(const char *what, dnnl_status_t 
 /* oneDNN in this thread runs without an OpenMP team (the header says why). */
 static void one_omp_single(void) {
 #if DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP
-    if (omp_get_max_threads() != 1) omp_set_num_threads(1);
+    if (dn.omp_get_max_threads() != 1) dn.omp_set_num_threads(1);
 #endif
 }
 
@@ -158,9 +248,10 @@ static void one_omp_single(void) {
 
 typedef struct one_cpu {
     int avx2, avx512_bf16, amx_bf16; /* cpuid */
-    dnnl_cpu_isa_t isa;              /* what oneDNN dispatches to (cpuid, the OS, ONEDNN_MAX_CPU_ISA) */
+    dnnl_cpu_isa_t isa;              /* what oneDNN dispatches to (cpuid, the OS, ONEDNN_MAX_CPU_ISA), once loaded */
 } one_cpu;
 
+/* cpuid alone: no library loaded. */
 static one_cpu cpu_features(void) {
     one_cpu c = {0};
 #if defined(__x86_64__) || defined(__i386__)
@@ -171,27 +262,33 @@ static one_cpu cpu_features(void) {
         if (a >= 1 && __get_cpuid_count(7, 1, &a, &b, &cx, &d)) c.avx512_bf16 = (a >> 5) & 1;
     }
 #endif
-    c.isa = dnnl_get_effective_cpu_isa();
+    c.isa = dnnl_cpu_isa_all;
     return c;
 }
 
 static int isa_has(dnnl_cpu_isa_t isa, dnnl_cpu_isa_t want) { return ((unsigned)isa & (unsigned)want) == (unsigned)want; }
 
-/* "avx512_core_bf16" for dnnl_cpu_isa_avx512_core_bf16. */
+/* "avx512_core_bf16" for dnnl_cpu_isa_avx512_core_bf16 (libdnnl loaded). */
 static const char *isa_name(dnnl_cpu_isa_t isa) {
-    const char *s = dnnl_cpu_isa2str(isa);
+    const char *s = dn.dnnl_cpu_isa2str(isa);
     return strncmp(s, "cpu_isa_", 8) == 0 ? s + 8 : s;
 }
 
 int sp_bk_onednn_usable(char *why, int64_t n) {
     one_cpu c = cpu_features();
-    if (c.avx2 && isa_has(c.isa, dnnl_cpu_isa_avx2)) {
-        if (n > 0) why[0] = 0;
-        return 1;
+    if (!c.avx2) {
+        snprintf(why, (size_t)n, "the onednn backend needs AVX2, which this CPU lacks (cpuid)");
+        return 0;
     }
-    snprintf(why, (size_t)n, "the onednn backend needs AVX2; %s", !c.avx2 ? "this CPU has none (cpuid)"
-                                                               : "oneDNN dispatches to less here (ONEDNN_MAX_CPU_ISA?)");
-    return 0;
+    if (!dn_load(why, n)) return 0;
+    c.isa = dn.dnnl_get_effective_cpu_isa();
+    if (!isa_has(c.isa, dnnl_cpu_isa_avx2)) {
+        snprintf(why, (size_t)n, "the onednn backend needs AVX2; oneDNN dispatches to %s here (ONEDNN_MAX_CPU_ISA?)",
+                 isa_name(c.isa));
+        return 0;
+    }
+    if (n > 0) why[0] = 0;
+    return 1;
 }
 
 /* bf16 where the CPU has the instructions and oneDNN dispatches to them. */
@@ -204,15 +301,24 @@ static int bf16_isa(const one_cpu *c) {
  * AVX512-BF16 one only at bf16 (which the CPU backend cannot compute): at f32
  * the CPU backend stays auto's choice there, so that outputs of a machine
  * like the one this was written on (AMD EPYC with AVX512-BF16, no AMX) do
- * not change under "auto". */
+ * not change under "auto". cpuid decides first, so that a CPU without them
+ * never loads libdnnl for auto. */
 int sp_bk_onednn_for_auto(enum sp_bk_prec p, char *why, int64_t n) {
     one_cpu c = cpu_features();
+    const char *has = c.amx_bf16      ? "AMX-BF16"
+                      : c.avx512_bf16 ? "AVX512-BF16 but no AMX"
+                                      : "neither AMX-BF16 nor AVX512-BF16";
+    const char *rule = p == SP_BK_PREC_BF16 ? " or AVX512-BF16" : " (or AVX512-BF16 at precision = \"bf16\")";
+    if (!c.amx_bf16 && !(p == SP_BK_PREC_BF16 && c.avx512_bf16)) {
+        snprintf(why, (size_t)n, "auto takes onednn on CPUs with AMX-BF16%s; this one has %s (cpuid)", rule, has);
+        return 0;
+    }
+    if (!dn_load(why, n)) return 0;
+    c.isa = dn.dnnl_get_effective_cpu_isa();
     if (c.amx_bf16 && isa_has(c.isa, dnnl_cpu_isa_avx512_core_amx)) return 1;
     if (p == SP_BK_PREC_BF16 && bf16_isa(&c)) return 1;
-    snprintf(why, (size_t)n, "auto takes onednn on CPUs with AMX-BF16%s; this one has %s (oneDNN dispatches to %s)",
-             p == SP_BK_PREC_BF16 ? " or AVX512-BF16" : " (or AVX512-BF16 at precision = \"bf16\")",
-             c.amx_bf16 ? "AMX-BF16" : c.avx512_bf16 ? "AVX512-BF16 but no AMX" : "neither AMX-BF16 nor AVX512-BF16",
-             isa_name(c.isa));
+    snprintf(why, (size_t)n, "auto takes onednn on CPUs with AMX-BF16%s; this one has %s, but oneDNN dispatches to %s "
+                             "(ONEDNN_MAX_CPU_ISA?)", rule, has, isa_name(c.isa));
     return 0;
 }
 
@@ -228,36 +334,36 @@ static dnnl_status_t prim_make(one_ctx *o, const one_key *k, one_prim *p) {
     const dnnl_dims_t b_str = {k->tb ? 1 : k->ldb, k->tb ? k->ldb : 1}; /* op(B)[p][j]: B[j·ldb + p] when tb */
     const dnnl_dims_t c_str = {k->ldc, 1};
     dnnl_status_t st;
-    if ((st = dnnl_memory_desc_init_by_strides(&p->md[0], 2, a_dims, dt, a_str)) != dnnl_success) return st;
-    if ((st = dnnl_memory_desc_init_by_strides(&p->md[1], 2, b_dims, dt, b_str)) != dnnl_success) return st;
-    if ((st = dnnl_memory_desc_init_by_strides(&p->md[2], 2, c_dims, dnnl_f32, c_str)) != dnnl_success) return st;
+    if ((st = dn.dnnl_memory_desc_init_by_strides(&p->md[0], 2, a_dims, dt, a_str)) != dnnl_success) return st;
+    if ((st = dn.dnnl_memory_desc_init_by_strides(&p->md[1], 2, b_dims, dt, b_str)) != dnnl_success) return st;
+    if ((st = dn.dnnl_memory_desc_init_by_strides(&p->md[2], 2, c_dims, dnnl_f32, c_str)) != dnnl_success) return st;
     dnnl_matmul_desc_t desc;
-    if ((st = dnnl_matmul_desc_init(&desc, &p->md[0], &p->md[1], NULL, &p->md[2])) != dnnl_success) return st;
+    if ((st = dn.dnnl_matmul_desc_init(&desc, &p->md[0], &p->md[1], NULL, &p->md[2])) != dnnl_success) return st;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    st = dnnl_primitive_attr_create(&attr);
-    if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (st == dnnl_success && k->alpha != 1.0f) st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha);
+    st = dn.dnnl_primitive_attr_create(&attr);
+    if (st == dnnl_success) st = dn.dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (st == dnnl_success && k->alpha != 1.0f) st = dn.dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha);
     if (st == dnnl_success && k->beta != 0.0f) { /* C = alpha·op(A)·op(B) + beta·C: a sum post-op */
-        st = dnnl_post_ops_create(&po);
-        if (st == dnnl_success) st = dnnl_post_ops_append_sum(po, k->beta);
-        if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
+        st = dn.dnnl_post_ops_create(&po);
+        if (st == dnnl_success) st = dn.dnnl_post_ops_append_sum(po, k->beta);
+        if (st == dnnl_success) st = dn.dnnl_primitive_attr_set_post_ops(attr, po);
     }
     one_omp_single(); /* the primitive is made for one thread */
-    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &desc, attr, o->eng, NULL);
+    if (st == dnnl_success) st = dn.dnnl_primitive_desc_create(&pd, &desc, attr, o->eng, NULL);
     if (st == dnnl_success) {
         const char *impl = NULL;
-        if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
+        if (dn.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
             snprintf(p->impl, sizeof p->impl, "%s", impl);
-        const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        const dnnl_memory_desc_t *smd = dn.dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         if (smd) p->md[3] = *smd;
-        p->scratch_bytes = smd ? (int64_t)dnnl_memory_desc_get_size(smd) : 0;
-        st = dnnl_primitive_create(&p->prim, pd);
+        p->scratch_bytes = smd ? (int64_t)dn.dnnl_memory_desc_get_size(smd) : 0;
+        st = dn.dnnl_primitive_create(&p->prim, pd);
     }
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (po) dnnl_post_ops_destroy(po);
-    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (pd) dn.dnnl_primitive_desc_destroy(pd);
+    if (po) dn.dnnl_post_ops_destroy(po);
+    if (attr) dn.dnnl_primitive_attr_destroy(attr);
     if (st == dnnl_success) p->key = *k;
     else p->prim = NULL;
     return st;
@@ -266,9 +372,9 @@ static dnnl_status_t prim_make(one_ctx *o, const one_key *k, one_prim *p) {
 static void prim_free(one_prim *p) {
     for (int s = 0; s < p->nslots; s++)
         for (int i = 0; i < 4; i++)
-            if (p->mem[s][i]) dnnl_memory_destroy(p->mem[s][i]);
+            if (p->mem[s][i]) dn.dnnl_memory_destroy(p->mem[s][i]);
     free(p->mem);
-    if (p->prim) dnnl_primitive_destroy(p->prim);
+    if (p->prim) dn.dnnl_primitive_destroy(p->prim);
     memset(p, 0, sizeof *p);
 }
 
@@ -289,7 +395,7 @@ static void *one_alloc(int64_t bytes, const char *what) {
 static void slots_ready(one_ctx *o, one_prim *p, int nslots) {
     SP_ASSERT(nslots >= 1 && nslots <= ONE_SLOTS_MAX);
     for (; o->nstreams < nslots; o->nstreams++)
-        ONE_DIE("dnnl_stream_create", dnnl_stream_create(&o->stream[o->nstreams], o->eng, dnnl_stream_default_flags));
+        ONE_DIE("dnnl_stream_create", dn.dnnl_stream_create(&o->stream[o->nstreams], o->eng, dnnl_stream_default_flags));
     if (p->scratch_bytes > o->scratch_cap) { /* every slot's buffer grows */
         for (int s = 0; s < o->nscratch; s++) free(o->scratch[s]);
         o->nscratch = 0;
@@ -305,7 +411,7 @@ static void slots_ready(one_ctx *o, one_prim *p, int nslots) {
                 mem[p->nslots][i] = NULL;
                 if (i < 3 || p->scratch_bytes > 0)
                     ONE_DIE("dnnl_memory_create",
-                            dnnl_memory_create(&mem[p->nslots][i], &p->md[i], o->eng, DNNL_MEMORY_NONE));
+                            dn.dnnl_memory_create(&mem[p->nslots][i], &p->md[i], o->eng, DNNL_MEMORY_NONE));
             }
     }
 }
@@ -399,18 +505,18 @@ static void tile_parts(void *ctx, int64_t s0, int64_t s1) {
             dnnl_memory_t *mem = p->mem[s];
             const char *a = j->A + (j->ta ? i0 : i0 * j->lda) * j->esz;
             const char *b = j->B + (j->tb ? j0 * j->ldb : j0) * j->esz;
-            ONE_DIE("dnnl_memory_set_data_handle", dnnl_memory_set_data_handle(mem[0], (void *)a));
-            ONE_DIE("dnnl_memory_set_data_handle", dnnl_memory_set_data_handle(mem[1], (void *)b));
-            ONE_DIE("dnnl_memory_set_data_handle", dnnl_memory_set_data_handle(mem[2], j->C + i0 * j->ldc + j0));
+            ONE_DIE("dnnl_memory_set_data_handle", dn.dnnl_memory_set_data_handle(mem[0], (void *)a));
+            ONE_DIE("dnnl_memory_set_data_handle", dn.dnnl_memory_set_data_handle(mem[1], (void *)b));
+            ONE_DIE("dnnl_memory_set_data_handle", dn.dnnl_memory_set_data_handle(mem[2], j->C + i0 * j->ldc + j0));
             dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]},
                                        {DNNL_ARG_SCRATCHPAD, mem[3]}};
             int nargs = 3;
             if (p->scratch_bytes > 0) {
-                ONE_DIE("dnnl_memory_set_data_handle", dnnl_memory_set_data_handle(mem[3], j->o->scratch[s]));
+                ONE_DIE("dnnl_memory_set_data_handle", dn.dnnl_memory_set_data_handle(mem[3], j->o->scratch[s]));
                 nargs = 4;
             }
-            ONE_DIE("dnnl_primitive_execute", dnnl_primitive_execute(p->prim, j->o->stream[s], nargs, args));
-            ONE_DIE("dnnl_stream_wait", dnnl_stream_wait(j->o->stream[s]));
+            ONE_DIE("dnnl_primitive_execute", dn.dnnl_primitive_execute(p->prim, j->o->stream[s], nargs, args));
+            ONE_DIE("dnnl_stream_wait", dn.dnnl_stream_wait(j->o->stream[s]));
         }
     }
 }
@@ -474,24 +580,24 @@ static int one_set_threads(const sp_bk *bk, int64_t n, int64_t D) {
 static void one_identity(const sp_bk *bk, char *buf, int64_t n) {
     if (n <= 0) return;
     one_ctx *o = one_of(bk);
-    const dnnl_version_t *v = dnnl_version();
+    const dnnl_version_t *v = dn.dnnl_version();
     sp_bk cpu = *bk; /* the CPU ops it keeps compute in fp32 */
     cpu.precision = "fp32";
     char inner[200];
     o->cpu_identity(&cpu, inner, sizeof inner);
     snprintf(buf, (size_t)n, "onednn %d.%d.%d isa=%s precision=%s tile=%dx%d; %s", v->major, v->minor, v->patch,
-             isa_name(dnnl_get_effective_cpu_isa()), bk->precision, ONE_MB, ONE_NB, inner);
+             isa_name(dn.dnnl_get_effective_cpu_isa()), bk->precision, ONE_MB, ONE_NB, inner);
 }
 
 static void one_release(sp_bk *bk) {
     one_ctx *o = one_of(bk);
     void (*cpu_release)(sp_bk *) = o->cpu_release;
     for (int i = 0; i < ONE_CACHE; i++) prim_free(&o->cache[i]);
-    for (int s = 0; s < o->nstreams; s++) dnnl_stream_destroy(o->stream[s]);
+    for (int s = 0; s < o->nstreams; s++) dn.dnnl_stream_destroy(o->stream[s]);
     for (int s = 0; s < o->nscratch; s++) free(o->scratch[s]);
     free(o->bfa);
     free(o->bfb);
-    if (o->eng) dnnl_engine_destroy(o->eng);
+    if (o->eng) dn.dnnl_engine_destroy(o->eng);
     free(o);
     cpu_release(bk); /* the pool, bk->ctx and the struct itself */
 }
@@ -499,7 +605,7 @@ static void one_release(sp_bk *bk) {
 static int open_at(int bf16, sp_bk **out) {
     *out = NULL;
     char why[256];
-    if (!sp_bk_onednn_usable(why, sizeof why)) return sp_fail(SP_EX_USAGE, "onednn: %s", why);
+    if (!sp_bk_onednn_usable(why, sizeof why)) return sp_fail(SP_EX_USAGE, "onednn: %s", why); /* loads libdnnl */
     sp_bk *cpu;
     SP_TRY(sp_bk_cpu_open(&cpu));
     onednn_bk *b = NULL;
@@ -507,8 +613,8 @@ static int open_at(int bf16, sp_bk **out) {
     int rc = sp_calloc((void **)&b, 1, (int64_t)sizeof *b, "onednn backend");
     if (!rc) rc = sp_calloc((void **)&o, 1, (int64_t)sizeof *o, "onednn backend");
     dnnl_status_t st = dnnl_success;
-    if (!rc && (st = dnnl_engine_create(&o->eng, dnnl_cpu, 0)) != dnnl_success)
-        rc = sp_fail(SP_EX_SOFTWARE, "onednn backend: dnnl_engine_create failed: %s", dnnl_status2str(st));
+    if (!rc && (st = dn.dnnl_engine_create(&o->eng, dnnl_cpu, 0)) != dnnl_success)
+        rc = sp_fail(SP_EX_SOFTWARE, "onednn backend: dnnl_engine_create failed: %s", dn.dnnl_status2str(st));
     if (rc) {
         free(b);
         free(o);
@@ -540,9 +646,12 @@ int sp_bk_onednn_open(sp_bk **out) { return open_at(0, out); }
 int sp_bk_onednn_open_bf16(sp_bk **out) {
     *out = NULL;
     one_cpu c = cpu_features();
+    char why[256];
     if (!c.avx512_bf16 && !c.amx_bf16)
         return sp_fail(SP_EX_USAGE, "onednn: this CPU has neither AVX512-BF16 nor AMX-BF16 (cpuid), so no bf16 matmul "
                                     "runs here at speed");
+    if (!dn_load(why, sizeof why)) return sp_fail(SP_EX_USAGE, "onednn: %s", why);
+    c.isa = dn.dnnl_get_effective_cpu_isa();
     if (!bf16_isa(&c))
         return sp_fail(SP_EX_USAGE, "onednn: this CPU has %s, but oneDNN dispatches to %s here, which lacks it "
                                     "(ONEDNN_MAX_CPU_ISA set?)", c.amx_bf16 ? "AMX-BF16" : "AVX512-BF16",
@@ -559,8 +668,8 @@ int sp_bk_onednn_open_bf16(sp_bk **out) {
     if (st != dnnl_success) {
         sp_bk_close(*out);
         *out = NULL;
-        return sp_fail(SP_EX_USAGE, "onednn: oneDNN %d.%d.%d has no bf16 matmul for %s here (%s)", dnnl_version()->major,
-                       dnnl_version()->minor, dnnl_version()->patch, isa_name(c.isa), dnnl_status2str(st));
+        return sp_fail(SP_EX_USAGE, "onednn: oneDNN %d.%d.%d has no bf16 matmul for %s here (%s)", dn.dnnl_version()->major,
+                       dn.dnnl_version()->minor, dn.dnnl_version()->patch, isa_name(c.isa), dn.dnnl_status2str(st));
     }
     prim_free(&probe);
     return 0;
