@@ -92,6 +92,9 @@ typedef struct sp_bk {
     const char *name;      /* the registry's name: "cpu", "cuda" (or a test variant) */
     const char *precision; /* what the float32 ops compute in, named in identity: "fp32", "tf32" */
     int host_shared;       /* 1: backend memory is host memory (to_dev/to_host may alias) */
+    int64_t process_bytes; /* resident bytes running it adds to a process beyond plan_bytes and alloc (its
+                            * libraries, generated code, caches): the memory plan counts them for the
+                            * supervisor and the compute stage. 0 for cpu */
     void *ctx;             /* the instance's own state (the CPU's thread pool; CUDA's context) */
 
     /* ---- lifecycle, threads, identity ---- */

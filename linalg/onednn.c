@@ -48,12 +48,13 @@
  * Everything is created by the calling thread before the pool runs, so the
  * workers only set data handles and execute.
  *
- * Memory outside the plan. plan_bytes is the CPU backend's. What this file
- * adds is grown when a larger need first appears and then kept: the
- * scratchpads (slots × the largest primitive's: at most 257 KiB measured,
- * docs/determinism.md) and, at bf16, the bf16 copies of op(A) and op(B) of
- * the largest GEMM (half the float32 bytes of its operands). The memory
- * plan does not count them yet.
+ * Memory. plan_bytes is the CPU backend's. What this file adds is grown
+ * when a larger need first appears and then kept: the scratchpads (slots ×
+ * the largest primitive's: at most 257 KiB measured, docs/determinism.md)
+ * and, at bf16, the bf16 copies of op(A) and op(B) of the largest GEMM (half
+ * the float32 bytes of its operands). process_bytes gives the memory plan
+ * the library, its code and caches and the scratchpads (ONE_PROCESS_BYTES);
+ * the bf16 copies are not in the plan yet.
  *
  * Errors. A primitive oneDNN cannot create or run, or an allocation that
  * fails inside sgemm (which returns nothing), ends the process with 70 and a
@@ -181,6 +182,14 @@ static int dn_load(char *why, int64_t n) {
 #define ONE_CACHE 32      /* primitives kept */
 #define ONE_SLOTS_MAX 64  /* pool threads served (cpu.c's pool has at most 64) */
 #define ONE_ALIGN 64
+/* What running it adds to a process, for the memory plan (sp_bk.process_bytes):
+ * measured on stories260k at 2 threads, +2.9 MiB in the supervisor (the
+ * library) and +4.5 MiB in the compute stage (the library, its generated
+ * kernels and primitives) against the cpu backend; plus a scratchpad a pool
+ * thread, at most 257 KiB measured (docs/determinism.md), counted for the
+ * machine's cores. */
+#define ONE_PROCESS_BYTES ((int64_t)5 << 20)
+#define ONE_SCRATCH_BYTES ((int64_t)256 << 10)
 
 /* One cached primitive: a tile shape. */
 typedef struct one_key {
@@ -632,6 +641,8 @@ static int open_at(int bf16, sp_bk **out) {
     o->cpu_set_threads = bk->set_threads;
     bk->name = "onednn";
     bk->precision = bf16 ? "bf16" : "fp32";
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    bk->process_bytes = ONE_PROCESS_BYTES + (ncpu < 1 ? 1 : ncpu < ONE_SLOTS_MAX ? ncpu : ONE_SLOTS_MAX) * ONE_SCRATCH_BYTES;
     bk->release = one_release;
     bk->identity = one_identity;
     bk->set_threads = one_set_threads;

@@ -301,6 +301,8 @@ int main(void) {
     CHECK(strncmp(id, "onednn 2.", 9) == 0 && strstr(id, " isa=") && strstr(id, "precision=fp32") &&
               strstr(id, "cpu openblas"), "the identity names oneDNN's version, its ISA, the precision and the cpu part");
     CHECK(strcmp(bk->name, "onednn") == 0 && bk->host_shared == 1, "an onednn instance is host memory");
+    CHECK(bk->process_bytes >= ((int64_t)5 << 20), "the memory plan gets oneDNN's code and caches (%lld bytes)",
+          (long long)bk->process_bytes);
     CHECK(strlen(id) < 256, "the identity fits the job's 256 bytes (%zu)", strlen(id));
 
     /* (b) first, before any other instance has started threads */

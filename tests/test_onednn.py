@@ -8,6 +8,10 @@ On stories260k (SHARED_DIR/models; a `slicepipe synth` model without it) at
 sparsity 0.25, 16 windows of 128 calibration tokens from calib.tok512.npy,
 F32 output, evaluated on the first 64 windows of 128 tokens of eval.tok512.npy:
 
+Every onednn run's processes stay within its memory plan (the run summary's
+"all processes X MiB of the Y MiB plan"), oneDNN's library, code and caches
+included.
+
 1. backend = "onednn" and backend = "cpu": the two outputs' held-out NLLs
    (`slicepipe eval --backend cpu`) agree within 1e-4, and `eval --backend
    onednn` of the onednn output agrees with them within 1e-4 (eval serves it);
@@ -35,6 +39,7 @@ here.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -142,9 +147,16 @@ def main():
         out = os.path.join(work, tag)
         shutil.rmtree(out, ignore_errors=True)
         man = J.manifest(tag, out, backend, threads, precision)
-        r = run([sp, "run", man, "--quiet"], **env)
+        r = run([sp, "run", man], **env)
         check(r.returncode == 0, f"{tag}: slice with backend = \"{backend}\" at {threads} thread(s): exit "
                                  f"{r.returncode} {r.stderr.strip()[-300:]}")
+        # "all processes X MiB of the Y MiB plan": oneDNN's code and caches are in the plan
+        m = re.search(r"all processes ([0-9.]+) MiB of the ([0-9.]+) MiB plan", r.stderr)
+        if backend == "onednn":
+            check(m is not None and float(m.group(1)) <= float(m.group(2)),
+                  f"{tag}: the processes' peak RSS within the memory plan ({m.group(0) if m else r.stderr[-200:]})")
+        elif m:
+            print(f"note: {tag}: {m.group(0)}")
         return out if r.returncode == 0 else None
 
     def nll(out, backend="cpu"):
