@@ -82,7 +82,7 @@
 void omp_set_num_threads(int n);
 int omp_get_max_threads(void);
 #elif DNNL_CPU_RUNTIME != DNNL_RUNTIME_SEQ
-#error "linalg/onednn.c needs oneDNN built with the OpenMP or the sequential CPU runtime (CMakeLists.txt checks it)"
+#error "linalg/onednn.c needs oneDNN built with the OpenMP or the sequential CPU runtime (linalg/onednn.cmake checks it)"
 #endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -96,11 +96,11 @@ int omp_get_max_threads(void);
  * libdnnl is not linked but dlopen'ed by the first call that needs it
  * (usable, open, and for_auto on a CPU whose cpuid qualifies): loading it
  * costs a process about 2.8 MiB of RSS (measured: `slicepipe --version`
- * 9.1 → 11.9 MiB), which the memory plan's per-process base does not hold,
- * and every run on the cpu backend would pay it for nothing. So only a
- * process that resolves to onednn (or asks --version) maps it; the stages
- * forked from it inherit it. Its OpenMP calls come from the libgomp it
- * loads. The prototypes are the header's (__typeof__). */
+ * 9.1 → 11.9 MiB), which every run on the cpu backend would otherwise pay
+ * for nothing. So only a process that resolves to onednn (or asks
+ * --version) maps it, and the stages forked from it inherit it; the memory
+ * plan counts it through process_bytes. Its OpenMP calls come from the
+ * libgomp it loads. The prototypes are the header's (__typeof__). */
 #define DN_FUNCS(X) \
     X(dnnl_cpu_isa2str) \
     X(dnnl_engine_create) \
@@ -183,12 +183,14 @@ static int dn_load(char *why, int64_t n) {
 #define ONE_SLOTS_MAX 64  /* pool threads served (cpu.c's pool has at most 64) */
 #define ONE_ALIGN 64
 /* What running it adds to a process, for the memory plan (sp_bk.process_bytes):
- * measured on stories260k at 2 threads, +2.9 MiB in the supervisor (the
- * library) and +4.5 MiB in the compute stage (the library, its generated
- * kernels and primitives) against the cpu backend; plus a scratchpad a pool
- * thread, at most 257 KiB measured (docs/determinism.md), counted for the
- * machine's cores. */
-#define ONE_PROCESS_BYTES ((int64_t)5 << 20)
+ * measured on stories260k against the cpu backend, +2.9 MiB in the
+ * supervisor (the library) and in the compute stage (the library, its
+ * generated kernels, primitives and buffers) +4.4 MiB at avx512_core_bf16
+ * and +7.6 MiB at oneDNN's AVX2 kernels (gemm:jit packs into its own
+ * buffers), at 1 and 2 threads alike within 0.4 MiB; plus a scratchpad a
+ * pool thread, at most 257 KiB measured (docs/determinism.md), counted for
+ * the machine's cores. */
+#define ONE_PROCESS_BYTES ((int64_t)8 << 20)
 #define ONE_SCRATCH_BYTES ((int64_t)256 << 10)
 
 /* One cached primitive: a tile shape. */

@@ -15,6 +15,7 @@ included.
 1. backend = "onednn" and backend = "cpu": the two outputs' held-out NLLs
    (`slicepipe eval --backend cpu`) agree within 1e-4, and `eval --backend
    onednn` of the onednn output agrees with them within 1e-4 (eval serves it);
+   so does the onednn job at oneDNN's AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2);
 2. the onednn job at 1 and at 2 threads: NLLs within 1e-5 (its GEMMs' bits do
    not depend on the thread count, but the cpu backend's OpenBLAS ops it keeps,
    eigh's dsyevd among them, do: docs/determinism.md);
@@ -176,6 +177,12 @@ def main():
                                              f"(|diff| {abs(n_one - n_cpu):.1e} <= {TOL_NLL})")
         check(abs(n_one_e - n_cpu) <= TOL_NLL, f"eval --backend onednn: {n_one_e:.9f} (|diff| to cpu's eval "
                                                f"{abs(n_one_e - n_cpu):.1e} <= {TOL_NLL})")
+    # at oneDNN's AVX2 kernels, what an explicit onednn runs on an AVX2-only CPU
+    out_avx2 = slice_to("onednn-avx2", "onednn", ONEDNN_MAX_CPU_ISA="AVX2")
+    n_avx2 = nll(out_avx2) if out_avx2 else None
+    if None not in (n_avx2, n_cpu):
+        check(abs(n_avx2 - n_cpu) <= TOL_NLL, f"onednn at ONEDNN_MAX_CPU_ISA=AVX2: NLL {n_avx2:.9f} (|diff| to cpu "
+                                              f"{abs(n_avx2 - n_cpu):.1e} <= {TOL_NLL})")
     ref_one = model_bytes(out_one)
     print(f"note: the onednn and cpu outputs are {'byte-identical' if ref_one == model_bytes(out_cpu) else 'different'}"
           " here")
