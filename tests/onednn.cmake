@@ -27,5 +27,5 @@ set_tests_properties(onednn_ops_avx2 PROPERTIES LABELS "backend;unit;onednn" SKI
 
 add_test(NAME onednn_run
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_onednn.py $<TARGET_FILE:slicepipe>
-                 ${CMAKE_BINARY_DIR}/test_out/onednn ${SP_SHARED_DIR})
+                 ${CMAKE_BINARY_DIR}/test_out/onednn ${SP_SHARED_DIR} ${SP_SANITIZED_FLAG})
 set_tests_properties(onednn_run PROPERTIES LABELS "backend;onednn" SKIP_RETURN_CODE 77 TIMEOUT 600)
