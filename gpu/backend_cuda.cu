@@ -1453,6 +1453,7 @@ static const sp_bk cu_table = {
     .name = "cuda",
     .precision = "fp32",
     .host_shared = 0,
+    .process_bytes = 0, /* not measured on a device yet */
     .ctx = NULL,
     .release = cu_release,
     .set_threads = cu_set_threads,

@@ -65,13 +65,20 @@ static int always_usable(char *why, int64_t n) {
     return 1;
 }
 
-/* In preference order: "auto" takes the first usable one. */
+/* In preference order: "auto" takes the first usable one that its for_auto
+ * (if any) accepts. */
 static const sp_bk_reg registry[] = {
 #ifdef SLICEPIPE_HAVE_CUDA
-    {"cuda", "NVIDIA GPUs: cuBLAS and cuSOLVER (CUDA Toolkit)", cuda_usable, sp_bk_cuda_open},
+    {"cuda", "NVIDIA GPUs: cuBLAS and cuSOLVER (CUDA Toolkit)", cuda_usable, sp_bk_cuda_open, NULL, NULL},
 #endif
-    {"cpu", "OpenBLAS and LAPACKE, with its own thread pool", always_usable, cpu_or_staged_open},
+#ifdef SLICEPIPE_HAVE_ONEDNN
+    {"onednn", "the cpu backend with its GEMMs on oneDNN's matmul (f32, or bf16 on AVX512-BF16/AMX)",
+     sp_bk_onednn_usable, sp_bk_onednn_open, sp_bk_onednn_for_auto, sp_bk_onednn_open_bf16},
+#endif
+    {"cpu", "OpenBLAS and LAPACKE, with its own thread pool", always_usable, cpu_or_staged_open, NULL, NULL},
 };
+
+const char *sp_bk_prec_name(enum sp_bk_prec p) { return p == SP_BK_PREC_BF16 ? "bf16" : "f32"; }
 
 int sp_bk_reg_count(void) { return (int)(sizeof registry / sizeof registry[0]); }
 
@@ -89,7 +96,11 @@ const sp_bk_reg *sp_bk_reg_find(const char *name) {
 /* Every backend this slicepipe knows of, compiled in or not, so that a
  * manifest naming one this build lacks gets "built without" rather than
  * "unknown". */
-static const char *const known[] = {"cpu", "cuda"};
+static const char *const known[] = {"cpu", "cuda", "onednn"};
+/* How to build each one in, for the "built without it" message. */
+static const char *const known_how[] = {"", "configure with -DSLICEPIPE_CUDA=ON where the CUDA toolkit is installed",
+                                        "install libdnnl-dev (tools/install-deps.sh) and configure with "
+                                        "-DSLICEPIPE_ONEDNN=ON"};
 
 int sp_bk_name_known(const char *name) {
     if (name && strcmp(name, "auto") == 0) return 1;
@@ -100,7 +111,7 @@ int sp_bk_name_known(const char *name) {
 
 const char *sp_bk_reg_names(void) {
     static char names[128];
-    if (!names[0]) { /* "auto, cpu or cuda" */
+    if (!names[0]) { /* "auto, cpu, cuda or onednn" */
         size_t n = sizeof known / sizeof known[0], len = 0;
         len += (size_t)snprintf(names + len, sizeof names - len, "auto");
         for (size_t i = 0; i < n && len < sizeof names; i++)
@@ -109,12 +120,30 @@ const char *sp_bk_reg_names(void) {
     return names;
 }
 
+/* Registry entry i is what "auto" takes at precision p: its for_auto (if
+ * any) accepts it, and it is usable. for_auto asks first: it may decide
+ * without loading anything (onednn's cpuid test), where usable loads the
+ * backend's library. */
+static int auto_takes(int i, enum sp_bk_prec p, char *why, int64_t n) {
+    if (registry[i].for_auto && !registry[i].for_auto(p, why, n)) return 0;
+    return registry[i].usable(why, n);
+}
+
+/* A name that is no registry entry: 64, "built without it" or "unknown". */
+static int not_in_registry(const char *requested) {
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(known[i], requested) == 0)
+            return sp_fail(SP_EX_USAGE, "backend \"%s\": this slicepipe was built without it (%s); use backend = "
+                                        "\"cpu\" or \"auto\"", requested, known_how[i]);
+    return sp_fail(SP_EX_USAGE, "unknown backend '%.32s' (%s)", requested, sp_bk_reg_names());
+}
+
 int sp_bk_open(const char *requested, sp_bk **out) {
     *out = NULL;
     char why[256] = "";
     if (!requested || strcmp(requested, "auto") == 0) {
         for (int i = 0; i < sp_bk_reg_count(); i++)
-            if (registry[i].usable(why, (int64_t)sizeof why)) return registry[i].open(out);
+            if (auto_takes(i, SP_BK_PREC_F32, why, (int64_t)sizeof why)) return registry[i].open(out);
         return sp_fail(SP_EX_USAGE, "no usable backend (%s)", why);
     }
     const sp_bk_reg *r = sp_bk_reg_find(requested);
@@ -123,13 +152,48 @@ int sp_bk_open(const char *requested, sp_bk **out) {
         return sp_fail(SP_EX_USAGE, "backend \"%s\" (%s) is not usable here: %s; use backend = \"cpu\" or \"auto\"",
                        r->name, r->about, why[0] ? why : "no reason given");
     }
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strcmp(known[i], requested) == 0)
-            return sp_fail(SP_EX_USAGE,
-                           "backend \"%s\": this slicepipe was built without it (configure with "
-                           "-DSLICEPIPE_CUDA=ON where the CUDA toolkit is installed); use backend = \"cpu\" or \"auto\"",
-                           requested);
-    return sp_fail(SP_EX_USAGE, "unknown backend '%.32s' (%s)", requested, sp_bk_reg_names());
+    return not_in_registry(requested);
+}
+
+int sp_bk_open_prec(const char *requested, enum sp_bk_prec prec, sp_bk **out) {
+    if (prec == SP_BK_PREC_F32) return sp_bk_open(requested, out);
+    SP_ASSERT(prec == SP_BK_PREC_BF16);
+    *out = NULL;
+    char why[256] = "";
+    if (!requested || strcmp(requested, "auto") == 0) {
+        /* The first that auto takes at bf16 and that opens at bf16; else the
+         * reason of the last one that has bf16 GEMMs at all. */
+        char reason[512] = "";
+        for (int i = 0; i < sp_bk_reg_count(); i++) {
+            if (!registry[i].open_bf16) continue;
+            if (!auto_takes(i, prec, why, (int64_t)sizeof why)) {
+                snprintf(reason, sizeof reason, "backend \"%s\": %s", registry[i].name, why);
+                continue;
+            }
+            int rc = registry[i].open_bf16(out);
+            if (rc != SP_EX_USAGE) return rc;
+            snprintf(reason, sizeof reason, "%s", sp_errmsg());
+        }
+        if (!reason[0])
+            snprintf(reason, sizeof reason, "no backend of this slicepipe computes in bf16 (the onednn backend does: "
+                                            "%s)", known_how[2]);
+        return sp_fail(SP_EX_USAGE, "precision = \"bf16\" cannot run here: %s; use precision = \"f32\"", reason);
+    }
+    const sp_bk_reg *r = sp_bk_reg_find(requested);
+    if (!r) return not_in_registry(requested);
+    if (!r->usable(why, (int64_t)sizeof why))
+        return sp_fail(SP_EX_USAGE, "backend \"%s\" (%s) is not usable here: %s; use backend = \"cpu\" or \"auto\"",
+                       r->name, r->about, why[0] ? why : "no reason given");
+    if (!r->open_bf16)
+        return sp_fail(SP_EX_USAGE, "precision = \"bf16\": backend \"%s\" computes in float32 only (backend = \"onednn\" "
+                                    "has bf16 GEMMs on CPUs with AVX512-BF16 or AMX); use precision = \"f32\"", r->name);
+    int rc = r->open_bf16(out);
+    if (rc == SP_EX_USAGE) {
+        char msg[768];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        return sp_fail(rc, "precision = \"bf16\" cannot run here: %s; use precision = \"f32\"", msg);
+    }
+    return rc;
 }
 
 int sp_bk_open_host(const char *requested, const char *who, sp_bk **out) {
@@ -137,7 +201,7 @@ int sp_bk_open_host(const char *requested, const char *who, sp_bk **out) {
     if (!requested || strcmp(requested, "auto") == 0) {
         char why[256];
         for (int i = 0; i < sp_bk_reg_count(); i++) {
-            if (!registry[i].usable(why, (int64_t)sizeof why)) continue;
+            if (!auto_takes(i, SP_BK_PREC_F32, why, (int64_t)sizeof why)) continue;
             sp_bk *b;
             SP_TRY(registry[i].open(&b));
             if (b->host_shared) {

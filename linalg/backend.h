@@ -92,6 +92,9 @@ typedef struct sp_bk {
     const char *name;      /* the registry's name: "cpu", "cuda" (or a test variant) */
     const char *precision; /* what the float32 ops compute in, named in identity: "fp32", "tf32" */
     int host_shared;       /* 1: backend memory is host memory (to_dev/to_host may alias) */
+    int64_t process_bytes; /* resident bytes running it adds to a process beyond plan_bytes and alloc (its
+                            * libraries, generated code, caches): the memory plan counts them for the
+                            * supervisor and the compute stage. 0 for cpu */
     void *ctx;             /* the instance's own state (the CPU's thread pool; CUDA's context) */
 
     /* ---- lifecycle, threads, identity ---- */
@@ -210,6 +213,16 @@ typedef struct sp_bk {
  * backend's device context, which the CUDA runtime keeps per process), freed
  * by sp_bk_close. A process may hold several instances; OpenBLAS's thread
  * count is per process, so CPU instances set it as each op runs. */
+/* [resources] precision: what a backend's GEMMs (sgemm) compute in. F32 is
+ * every backend's; BF16 (bfloat16 operands, float32 accumulation and
+ * output) only a backend with an open_bf16 entry. The other ops (norms,
+ * softmax, residual adds, second moments, rotations) stay float32/float64. */
+enum sp_bk_prec {
+    SP_BK_PREC_F32 = 0,
+    SP_BK_PREC_BF16 = 1,
+};
+const char *sp_bk_prec_name(enum sp_bk_prec p); /* "f32", "bf16", as the manifest names them */
+
 typedef struct sp_bk_reg {
     const char *name;  /* as [resources] backend and --backend name it */
     const char *about; /* one line for --version */
@@ -217,6 +230,13 @@ typedef struct sp_bk_reg {
     int (*usable)(char *why, int64_t n);
     /* A new instance (0), or a sysexits status with sp_fail's message. */
     int (*open)(sp_bk **out);
+    /* 1 when "auto" may take it here at precision p, else 0 with the reason
+     * in why; auto asks it before usable (both must hold), so it should
+     * decide cheaply where it can. NULL: whenever it is usable. */
+    int (*for_auto)(enum sp_bk_prec p, char *why, int64_t n);
+    /* A new instance computing its GEMMs in bf16 (0), or 64 with the reason
+     * this machine cannot (sp_fail's message). NULL: float32 only. */
+    int (*open_bf16)(sp_bk **out);
 } sp_bk_reg;
 
 int sp_bk_reg_count(void);
@@ -224,7 +244,7 @@ const sp_bk_reg *sp_bk_reg_at(int i);
 const sp_bk_reg *sp_bk_reg_find(const char *name); /* NULL when none has that name */
 /* Every name a user may give ("auto" and every backend slicepipe has, compiled
  * in or not: one this build lacks is refused when resolved, saying so), as
- * "auto, cpu or cuda" for messages; sp_bk_name_known tests one. */
+ * "auto, cpu, cuda or onednn" for messages; sp_bk_name_known tests one. */
 const char *sp_bk_reg_names(void);
 int sp_bk_name_known(const char *name);
 
@@ -236,14 +256,30 @@ int sp_bk_cpu_open(sp_bk **out);
 int sp_bk_cuda_open(sp_bk **out);
 int sp_bk_cuda_usable(char *why, int64_t n);
 #endif
+#ifdef SLICEPIPE_HAVE_ONEDNN
+/* The oneDNN backend (linalg/onednn.c): the CPU instance with sgemm on
+ * oneDNN's matmul primitive. usable: an x86-64 CPU with AVX2 that oneDNN
+ * dispatches to at least AVX2; for_auto: AMX-BF16 (any precision), or
+ * AVX512-BF16 when bf16 is asked for (docs/determinism.md, "oneDNN"). */
+int sp_bk_onednn_open(sp_bk **out);
+int sp_bk_onednn_open_bf16(sp_bk **out);
+int sp_bk_onednn_usable(char *why, int64_t n);
+int sp_bk_onednn_for_auto(enum sp_bk_prec p, char *why, int64_t n);
+#endif
 
 /* Resolves a [resources] backend or --backend string and opens it: "auto"
- * (or NULL) → the first usable entry of the registry in preference order (a
- * CUDA device if one is usable, else cpu); a registry name (64 when not
- * usable, with the reason). Anything else: 64 naming the choices.
+ * (or NULL) → the first usable entry of the registry in preference order
+ * that for_auto accepts (a CUDA device if one is usable, then onednn on an
+ * AMX CPU, else cpu); a registry name (64 when not usable, with the reason).
+ * Anything else: 64 naming the choices.
  * SLICEPIPE_STAGED_BACKEND=1 turns cpu into cpu-staged (below).
  * Returns 0 or a status with a message. */
 int sp_bk_open(const char *requested, sp_bk **out);
+/* sp_bk_open at a precision. F32 is sp_bk_open. BF16: "auto" takes the
+ * first usable entry that for_auto accepts at bf16 and that opens at bf16;
+ * a named backend must have open_bf16 and open at it. Otherwise 64 with the
+ * reason (no bf16 GEMMs in that backend, or this CPU cannot run them). */
+int sp_bk_open_prec(const char *requested, enum sp_bk_prec prec, sp_bk **out);
 void sp_bk_close(sp_bk *bk); /* accepts NULL */
 /* sp_bk_open for a command whose buffers are host memory (`who`: "eval",
  * "generate"): "auto" takes the first usable backend whose memory is host

@@ -957,7 +957,7 @@ static void test_misc(void) {
     CHECK(sp_bk_open(NULL, &r) == 0 && r, "open NULL");
     sp_bk_close(r);
     CHECK(sp_bk_open("gpu", &r) == 64 && r == NULL, "open gpu");
-    CHECK_MSG("unknown backend 'gpu' (auto, cpu or cuda)");
+    CHECK_MSG("unknown backend 'gpu' (auto, cpu, cuda or onednn)");
     CHECK(sp_bk_open_host("auto", "eval", &r) == 0 && r && r->host_shared, "open_host auto");
     sp_bk_close(r);
     sp_bk_close(NULL);

@@ -65,7 +65,7 @@ static void usage_generate(FILE *f) {
             "                       the continuation is)\n"
             "  --threads N          BLAS threads (default 0: all cores; 1 when hidden size < 512)\n"
             "  --backend NAME       auto (default) or a backend of `slicepipe --version` whose\n"
-            "                       memory is host memory (cpu)\n"
+            "                       memory is host memory (cpu, onednn)\n"
             "  --memory SIZE        budget for resident float32 layer weights (default 4GB);\n"
             "                       a model over it re-reads each layer from disk every step\n"
             "  --out-ids F.npy      write the prompt's ids, the generated ids and the stop\n"

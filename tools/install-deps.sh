@@ -7,6 +7,8 @@ pkgs="cmake make gcc g++ pkg-config liburing-dev libopenblas-dev liblapacke-dev 
 # installed (/usr/local/cuda); it is never installed from here.
 # tokenizers: PCRE2 regexes, utf8proc normalization, zlib (.gz text), libsentencepiece (tokenizer.model)
 pkgs="$pkgs libpcre2-dev libutf8proc-dev zlib1g-dev libsentencepiece-dev"
+# the onednn backend (linalg/onednn.c, SLICEPIPE_ONEDNN=AUTO): oneDNN 2.x (Debian 12: 2.6.3)
+pkgs="$pkgs libdnnl-dev"
 if [ "${1:-}" = "--test" ]; then
     # python3-numpy: the independent numpy references under tests/;
     # chromium: renders report.html headless in tests/test_report.sh;

@@ -189,7 +189,7 @@ static void usage_eval(FILE *f) {
             "  --windows N       evaluate only the first N windows (default: all)\n"
             "  --threads N       BLAS threads (default 0: all cores; 1 when hidden size < 512)\n"
             "  --backend NAME    auto (default) or a backend of `slicepipe --version` whose\n"
-            "                    memory is host memory (cpu)\n"
+            "                    memory is host memory (cpu, onednn)\n"
             "  --json            print the figures as one JSON object on stdout\n"
             "  --dump-logits F   write float32 logits (windows*T, vocab) to F (.npy)\n"
             "  --force           replace an existing --dump-logits file (without it an\n"
@@ -550,12 +550,14 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     g_cmd = cmd;
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("slicepipe %s\nbackends (auto takes the first usable one):\n", SP_VERSION);
+        printf("slicepipe %s\nbackends (auto takes the first usable one it may take here):\n", SP_VERSION);
         for (int i = 0; i < sp_bk_reg_count(); i++) {
             const sp_bk_reg *b = sp_bk_reg_at(i);
             char why[256] = "";
             int ok = b->usable(why, (int64_t)sizeof why);
-            printf("  %-5s %s: %s%s\n", b->name, b->about, ok ? "usable" : "not usable: ", ok ? "" : why);
+            printf("  %-6s %s: %s%s\n", b->name, b->about, ok ? "usable" : "not usable: ", ok ? "" : why);
+            if (ok && b->for_auto && !b->for_auto(SP_BK_PREC_F32, why, (int64_t)sizeof why))
+                printf("         not taken by auto here: %s\n", why);
         }
         printf("families (config.json model_type, then the llama.cpp architecture export writes; -: none):\n");
         for (int i = 0; i < sp_arch_count(); i++) {

@@ -29,7 +29,9 @@
  *                  threads = 0                       int in [0, 4096]; 0 = all cores
  *                  spill_dir = "..."                 optional; default <output>/.slicepipe
  *                  spill_dtype = "f32"               "f32"|"bf16"
- *                  backend = "auto"                  "auto"|"cpu"|"cuda"
+ *                  backend = "auto"                  "auto"|"cpu"|"cuda"|"onednn"
+ *                  precision = "f32"                 "f32"|"bf16": what the GEMMs compute in (bf16: the
+ *                                                    onednn backend on AVX512-BF16/AMX; linalg/backend.h)
  *   [eval]         tokens = "..."                    optional table; if present, exactly one
  *                  text = "..."                      of tokens and text
  *                  seqlen = 2048                     int in [2, 2^20]; default: calibration seqlen
@@ -114,6 +116,7 @@ typedef struct sp_manifest {
     char *spill_dir;        /* NULL = default: <output>/.slicepipe */
     sp_dtype spill_dtype;   /* F32 (default) or BF16 */
     char *backend;          /* "auto" default */
+    int precision;          /* enum sp_bk_prec (linalg/backend.h): SP_BK_PREC_F32 (default, 0) or SP_BK_PREC_BF16 */
     int has_eval;
     char *eval_tokens;      /* with has_eval, exactly one of eval_tokens and eval_text */
     char *eval_text;

@@ -414,6 +414,43 @@ static int orphan_output(job *j, const char *jp) {
                    j->mf->output_path, first, jp, verdict, j->mf->path);
 }
 
+/* The BACKEND record of the journal at jp, into was ("" when the journal is
+ * missing, unreadable or has none: the identity check that follows deals
+ * with those). */
+static void journaled_backend(const char *jp, char *was, size_t n) {
+    was[0] = 0;
+    sp_run_identity id;
+    sp_journal *jr = NULL;
+    if (sp_run_identity_read(jp, &id) || sp_journal_open_ro(jp, &id, &jr, NULL)) {
+        sp_err_clear();
+        return;
+    }
+    for (int i = 0; i < sp_journal_count(jr); i++) {
+        const sp_jrec *r = sp_journal_at(jr, i);
+        if (r->type == SP_REC_BACKEND && r->len >= 1 && r->len <= n && r->payload[r->len - 1] == 0) {
+            memcpy(was, r->payload, r->len);
+            break;
+        }
+    }
+    sp_journal_free(jr);
+}
+
+/* A job started on another backend, or at another precision, is refused
+ * (65) naming both, before the run identity (which hashes the backend's
+ * identity with the manifest) would refuse it as "the manifest changed". */
+static int same_backend(const job *j, const char *jp) {
+    char was[sizeof j->bk_identity];
+    journaled_backend(jp, was, sizeof was);
+    if (!was[0] || strcmp(was, j->bk_identity) == 0) return 0;
+    return sp_fail(SP_EX_DATAERR,
+                   "journal %s: cannot resume: this job was started on backend \"%s\", but [resources] backend = "
+                   "\"%s\", precision = \"%s\" resolves to \"%s\" here; its results would mix two backends' bits. "
+                   "Set [resources] backend and precision as the job was started, or run `slicepipe run %s --restart` "
+                   "to start fresh",
+                   jp, was, j->mf->backend, sp_bk_prec_name((enum sp_bk_prec)j->mf->precision), j->bk_identity,
+                   j->mf->path);
+}
+
 /* Opens the job: lock, journal, replay, verification. *complete is set when
  * the journal says the job is done (and it verified). */
 int sp_resume_open(job *j, int *complete) {
@@ -430,6 +467,7 @@ int sp_resume_open(job *j, int *complete) {
     }
     if (j->o->restart) remove_job(j);
     else rc = orphan_output(j, jp);
+    if (!rc) rc = same_backend(j, jp);
     if (rc) {
         free(jp);
         return rc;
@@ -449,7 +487,7 @@ int sp_resume_open(job *j, int *complete) {
         free(hp);
         return sp_fail(SP_EX_SOFTWARE, "out of memory");
     }
-    int have_params = 0, have_stat = 0, last = -1, done = 0, n_tensor_recs = 0;
+    int have_params = 0, have_backend = 0, have_stat = 0, last = -1, done = 0, n_tensor_recs = 0;
     if (!rc) rc = sp_calloc((void **)&j->resume.in_expect, j->n_reads, 16, "input hashes");
     sp_rec_stat_file *now = NULL, *was = NULL;
     unsigned char(*content)[16] = NULL;
@@ -487,6 +525,9 @@ int sp_resume_open(job *j, int *complete) {
                 if (l.n_eval_rows) memcpy(j->evals + first * j->shape.hidden, r->payload + sizeof l, (size_t)(l.n_eval_rows * j->shape.hidden * 8));
                 last = i;
             }
+        } else if (r->type == SP_REC_BACKEND && r->len >= 1 && r->len <= sizeof j->bk_identity &&
+                   r->payload[r->len - 1] == 0) {
+            have_backend = 1; /* same_backend compared it */
         } else if (r->type == SP_REC_DONE) {
             done = 1;
         } else if (r->type == SP_REC_INPUT && r->len >= sizeof(sp_rec_input)) {
@@ -622,6 +663,8 @@ int sp_resume_open(job *j, int *complete) {
         sp_rec_params p = {.threads = j->threads, .n_layers = j->shape.layers, .n_tensors = nt, .hidden = j->shape.hidden};
         rc = sp_journal_append(j->jr, SP_REC_PARAMS, &p, sizeof p);
     }
+    if (!rc && !have_backend) /* once, as PARAMS (a journal from before this record gets it on its next resume) */
+        rc = sp_journal_append(j->jr, SP_REC_BACKEND, j->bk_identity, (uint32_t)strlen(j->bk_identity) + 1);
     if (!rc && ((!have_stat && !done) || restat))
         rc = sp_journal_append(j->jr, SP_REC_STAT, now, (uint32_t)(n_files * sizeof *now));
     free(now);
@@ -681,6 +724,7 @@ int sp_job_status(const char *out_dir) {
     if (!rc) rc = sp_journal_open_ro(jp, &id, &jr, &dropped);
     if (!rc) {
         sp_rec_params p = {0};
+        char backend[256] = "";
         int64_t last_layer = -2, last_survey = -1, tensors = 0;
         int done = 0;
         for (int i = 0; i < sp_journal_count(jr); i++) {
@@ -694,6 +738,8 @@ int sp_job_status(const char *out_dir) {
                 else last_layer = l.layer;
             }
             if (r->type == SP_REC_DONE) done = 1;
+            if (r->type == SP_REC_BACKEND && r->len >= 1 && r->len <= sizeof backend && r->payload[r->len - 1] == 0)
+                memcpy(backend, r->payload, r->len);
         }
         long pid = 0;
         int busy = sp_lock_probe(lp, &pid);
@@ -713,6 +759,7 @@ int sp_job_status(const char *out_dir) {
         printf("journal:     %d records, %lld bytes%s\n", sp_journal_count(jr), (long long)sp_journal_size_bytes(jr),
                dropped ? " (a torn tail would be dropped on resume)" : "");
         printf("identity:    manifest %s, input %s, slicepipe %s\n", id.manifest, id.input, id.version);
+        if (backend[0]) printf("backend:     %s\n", backend);
         printf("BLAS threads %lld (reused on resume)\n", (long long)p.threads);
     }
     sp_journal_free(jr);

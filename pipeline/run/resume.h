@@ -10,15 +10,18 @@ struct job;
 struct sp_model;
 
 /* Journal record types (io/base/journal.h payloads). A run appends PARAMS,
- * CONTENT and STAT once (a resume appends STAT again after it re-verified
+ * BACKEND, CONTENT and STAT once (a resume appends STAT again after it re-verified
  * inputs whose files were replaced or touched), then at each layer boundary (the embedding is boundary -1) one
  * INPUT for the input tensors consumed since the last boundary, one TENSOR
  * per output tensor finished since then and a LAYER record, and DONE at the
  * very end. Payloads are these structs, native byte order. */
 enum {
     SP_REC_PARAMS = 1, SP_REC_TENSOR = 2, SP_REC_LAYER = 3, SP_REC_DONE = 4, SP_REC_INPUT = 5, SP_REC_STAT = 6,
-    SP_REC_CONTENT = 7
+    SP_REC_CONTENT = 7, SP_REC_BACKEND = 8
 };
+/* BACKEND: the resolved backend's identity (sp_bk.identity, NUL-terminated,
+ * at most 256 bytes with the NUL). A resume whose backend resolves to
+ * another identity is refused (65) naming both. */
 
 /* INPUT: the XXH3-128 (canonical bytes) of read-plan items [first, first +
  * count), as the reader read them; followed by count × 16 bytes. A resume

@@ -146,7 +146,8 @@ static int plan_eval(job *j) {
     const int64_t T = mf->eval_seqlen, D = j->shape.hidden;
     const int64_t W = mf->eval_windows > 0 ? mf->eval_windows : j->eval_toks.n / T;
     int64_t fixed = sp_eval_fixed_bytes(j->eval_bk, &j->m, T, W * T, 0) + 2 * D * D * 4 /* the sliced layer's shortcuts */ +
-                    sp_plan_process_base_bytes() / (SP_STAGE_COUNT + 1) + (j->calib.n + j->eval_toks.n) * 4;
+                    sp_plan_process_base_bytes() / (SP_STAGE_COUNT + 1) + j->eval_bk->process_bytes +
+                    (j->calib.n + j->eval_toks.n) * 4;
     int64_t per = sp_eval_window_bytes(&j->m, T);
     int64_t cw = (mf->memory_bytes - fixed) / per, cw_default = SP_EVAL_CHUNK_BYTES_DEFAULT / (T * D * 12);
     if (cw < 1)
@@ -250,10 +251,12 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
     int rc;
     j->t_start = sp_now();
     if (!o->dry_run) install_stop_handlers();
-    rc = sp_bk_open(mf->backend, &j->bk);
+    rc = sp_bk_open_prec(mf->backend, (enum sp_bk_prec)mf->precision, &j->bk);
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        if (mf->precision != SP_BK_PREC_F32)
+            return sp_fail(rc, "%s: [resources] backend = \"%s\", %s", mf->path, mf->backend, msg);
         return sp_fail(rc, "%s: [resources] backend: %s", mf->path, msg);
     }
     rc = sp_model_open(mf->model_path, &j->m);

@@ -112,7 +112,7 @@ int64_t sp_plan_process_base_bytes(void) { return (SP_STAGE_COUNT + 1) * PROCESS
 int64_t sp_plan_total(const job *j) {
     return sp_compute_plan_bytes(j) + 2 * sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) +
            2 * sp_ring_bytes(j->out_slots, j->ring_slot_bytes) + j->stage_bytes + 2 * j->shared_bytes +
-           sp_plan_process_base_bytes();
+           sp_plan_process_base_bytes() + 2 * j->bk->process_bytes; /* the backend in the supervisor and compute */
 }
 
 int sp_plan_memory(job *j) {
@@ -165,12 +165,16 @@ void sp_plan_print(const job *j, FILE *f) {
     const sp_manifest *mf = j->mf;
     char b1[4096];
     int64_t plan = sp_plan_total(j), spill_bytes = 2 * j->shape.tokens * j->shape.hidden * sp_dtype_size(mf->spill_dtype);
+    char backend_note[96] = "";
+    if (j->bk->process_bytes > 0)
+        snprintf(backend_note, sizeof backend_note, ", backend %s's code and caches %.0f MiB", j->bk->name,
+                 2 * j->bk->process_bytes / 1048576.0);
     fprintf(f,
             "plan: %s -> %s\n  %s, D %lld -> d %lld (%s %g, round_to %lld), %lld layers, output %s\n  %s\n"
             "  calibration %lld windows x %lld tokens = %lld tokens; backend %s (device plan %.1f MiB)\n"
             "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows,\n"
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
-            "    them), reader staging %.1f MiB, 4 processes' baseline %.0f MiB\n"
+            "    them), reader staging %.1f MiB, 4 processes' baseline %.0f MiB%s\n"
             "  disk: spill %.1f MiB (%s), output %.1f MiB\n",
             sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0],
             mf->has_params ? "params" : "sparsity", mf->has_params ? mf->params : mf->sparsity, (long long)mf->round_to, (long long)j->shape.layers, sp_dtype_st_name(j->out_dtype),
@@ -180,7 +184,7 @@ void sp_plan_print(const job *j, FILE *f) {
             mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w,
             (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) / 1048576.0,
             (long long)j->ring_slots, (long long)j->out_slots, j->ring_slot_bytes / 1024.0, j->stage_bytes / 1048576.0,
-            sp_plan_process_base_bytes() / 1048576.0, spill_bytes / 1048576.0,
+            sp_plan_process_base_bytes() / 1048576.0, backend_note, spill_bytes / 1048576.0,
             mf->spill_dtype == SP_DTYPE_BF16 ? "bf16" : "f32", output_bytes(j) / 1048576.0);
     sp_params pd, po;
     sp_params_dense(&j->m, &pd);
