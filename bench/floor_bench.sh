@@ -63,7 +63,8 @@ fi
 [[ -x $bin ]] || die "no slicepipe binary at $bin"
 mkdir -p "$work"
 peaks_bin=$work/kernel_peaks
-cc -O2 -std=c11 -Wall -Wextra -o "$peaks_bin" "$here/kernel_peaks.c" $(pkg-config --cflags --libs openblas lapacke) -lm ||
+cc -O2 -std=c11 -Wall -Wextra -I"$repo/linalg" -o "$peaks_bin" "$here/kernel_peaks.c" "$repo/linalg/blas_core.c" \
+    $(pkg-config --cflags --libs openblas lapacke) -lm ||
     die "cannot build bench/kernel_peaks.c (needs libopenblas-dev, liblapacke-dev, pkg-config)"
 if [[ $DO_TORCH == 1 ]] && ! $PY -c 'import torch, numpy' 2>/dev/null; then
     log "installing python3-torch (Debian)"
