@@ -48,3 +48,6 @@ endforeach()
 add_executable(kernel_peaks ${CMAKE_SOURCE_DIR}/bench/kernel_peaks.c ${CMAKE_SOURCE_DIR}/linalg/blas_core.c)
 target_include_directories(kernel_peaks PRIVATE ${CMAKE_SOURCE_DIR}/linalg)
 target_link_libraries(kernel_peaks PRIVATE PkgConfig::OPENBLAS PkgConfig::LAPACKE ${MATH_LIB})
+# bench/cov_bench: the CPU backend's cov_add at a job's shape (docs/algorithm.md §3 quotes it).
+add_executable(cov_bench ${CMAKE_SOURCE_DIR}/bench/cov_bench.c)
+target_link_libraries(cov_bench PRIVATE slicepipe_core)
