@@ -45,6 +45,7 @@ static int class_of(const char *core) {
 /* What sp_blas_core_ensure found and did, for describe. */
 static struct {
     int done;
+    int dynamic;               /* a DYNAMIC_ARCH build: it reads OPENBLAS_CORETYPE at load */
     int cpu_cls;               /* CLASS_* this CPU runs (CLASS_SSE: nothing better to ask for) */
     int ncand;                 /* candidate cores, best first, all of class cpu_cls */
     const char *cand[2];
@@ -57,6 +58,8 @@ static struct {
  * compiler's builtins, which also check that the OS saves the AVX and
  * AVX-512 registers (XGETBV). */
 static void cpu_probe(void) {
+    const char *cfg = openblas_get_config();
+    st.dynamic = cfg && strstr(cfg, "DYNAMIC_ARCH") != NULL;
     st.cpu_cls = CLASS_SSE;
     st.ncand = 0;
 #if defined(__x86_64__) || defined(__i386__)
@@ -114,13 +117,12 @@ void sp_blas_core_ensure(char **argv) {
         snprintf(st.user, sizeof st.user, "%s", u ? u : "");
     }
     int cls = class_of(now);
+    if (!st.dynamic) return; /* one core compiled in: OPENBLAS_CORETYPE is not read */
     if (st.ncand == 0 || cls == CLASS_UNKNOWN || cls == st.cpu_cls) { /* fits (or a core this table does not know) */
-        if (mark && cls == st.cpu_cls) {
-            st.upgraded = 1;
-            if (st.user[0])
-                fprintf(stderr, "%s: OPENBLAS_CORETYPE=%s does not fit this CPU (%s): running OpenBLAS's %s kernels "
-                                "instead (%s=1 keeps it)\n", prog_of(argv), st.user, class_names[st.cpu_cls], now, KEEP_VAR);
-        }
+        /* Silent: stderr holds one clear message when something fails, on
+         * machines that preset OPENBLAS_CORETYPE too; --version and the run
+         * summary say what was overridden (sp_blas_core_describe). */
+        if (mark && cls == st.cpu_cls) st.upgraded = 1;
         return;
     }
     /* weaker than the CPU (or, set by hand, stronger: it would die of SIGILL) */
@@ -146,11 +148,8 @@ void sp_blas_core_ensure(char **argv) {
                 prog_of(argv), now, class_names[st.cpu_cls], st.cand[next], strerror(e));
         return;
     }
-    restore_user_core();
+    restore_user_core(); /* OpenBLAS took no candidate: a property of the library, said by describe */
     st.stuck = 1;
-    fprintf(stderr, "%s: warning: OpenBLAS runs its %s kernels, not this CPU's %s, and takes none of %s%s%s: its "
-                    "products may run several times slower\n", prog_of(argv), now, class_names[st.cpu_cls], st.cand[0],
-            st.ncand > 1 ? " or " : "", st.ncand > 1 ? st.cand[1] : "");
 }
 
 void sp_blas_core_name(char *buf, size_t n) {
@@ -167,9 +166,11 @@ void sp_blas_core_describe(char *buf, size_t n) {
     sp = sp ? strchr(sp + 1, ' ') : NULL;
     if (sp) *sp = 0; /* "OpenBLAS 0.3.21" */
     int cls = class_of(now);
-    const char *cpu = st.ncand ? class_names[st.cpu_cls] : "SSE";
+    const char *cpu = class_names[st.cpu_cls];
     char why[160] = "";
-    if (st.kept)
+    if (!st.dynamic)
+        snprintf(why, sizeof why, "built for one core only; this CPU runs %s", cpu);
+    else if (st.kept)
         snprintf(why, sizeof why, "not this CPU's %s: kept by %s", cpu, KEEP_VAR);
     else if (st.stuck)
         snprintf(why, sizeof why, "not this CPU's %s: OpenBLAS would not switch", cpu);

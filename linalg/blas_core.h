@@ -27,17 +27,22 @@
  * or one this table does not know (a newer library's) is left as it is.
  *
  *   state diagram (one process image per box):
- *     start ──core fits, or unknown──────────────────────────────► run
+ *     start ──core fits, or unknown, or one core compiled in────► run
  *       │ another class, SLICEPIPE_KEEP_OPENBLAS_CORE=1 ──────────► run (kept)
  *       │ another class: exec with candidate 1 ──► start' ──fits─► run (upgraded)
- *       │                                   └ not taken: exec with candidate 2 ...
- *       └ exec fails, or no candidate left: one warning ─────────► run (as it is)
+ *       │                           │ not taken: exec with candidate 2 ...
+ *       │                           └ no candidate left ─────────► run (stuck)
+ *       └ exec fails: one warning on stderr ─────────────────────► run (as it is)
  *
- * An OPENBLAS_CORETYPE the user set is overridden the same way, with one
- * line on stderr; SLICEPIPE_KEEP_OPENBLAS_CORE=1 keeps whatever core
- * OpenBLAS picked (to measure or test another one). The core in use is part
- * of the CPU backend's identity, so of the run identity: a resume under other
- * kernels is refused.
+ * An OPENBLAS_CORETYPE the user set is overridden the same way;
+ * SLICEPIPE_KEEP_OPENBLAS_CORE=1 keeps whatever core OpenBLAS picked (to
+ * measure or test another one). Nothing but a failed exec is said on
+ * stderr, which holds one clear message when a command fails (also on
+ * machines that preset OPENBLAS_CORETYPE): --version and the run summary say
+ * what was chosen and over what (sp_blas_core_describe). A library built for
+ * one core (no DYNAMIC_ARCH) does not read OPENBLAS_CORETYPE and is left
+ * alone. The core in use is part of the CPU backend's identity, so of the
+ * run identity: a resume under other kernels is refused.
  *
  * Plain C against cblas.h and libc only, so that bench/kernel_peaks.c can be
  * compiled with it alone. */
