@@ -141,12 +141,14 @@ int main(int argc, char **argv) {
     if ((int64_t)T * F > big) big = (int64_t)T * F;
     if ((int64_t)T * D > big) big = (int64_t)T * D;
     float *fa = xmalloc((size_t)big * 4), *fb = xmalloc((size_t)big * 4), *fc = xmalloc((size_t)big * 4);
-    double *da = xmalloc((size_t)D * D * 8), *db = xmalloc((size_t)D * D * 8), *dc = xmalloc((size_t)D * D * 8);
+    /* float64 operands: D×D, or 256×D for the rotation blocks when D < 256 */
+    const int64_t dn = (int64_t)(D > 256 ? D : 256) * D;
+    double *da = xmalloc((size_t)dn * 8), *db = xmalloc((size_t)dn * 8), *dc = xmalloc((size_t)dn * 8);
     fill_f(fa, big, 1);
     fill_f(fb, big, 2);
-    fill_d(da, (int64_t)D * D, 3);
-    fill_d(db, (int64_t)D * D, 4);
-    memset(dc, 0, (size_t)D * D * 8);
+    fill_d(da, dn, 3);
+    fill_d(db, dn, 4);
+    memset(dc, 0, (size_t)dn * 8);
 
     /* sgemm: the forward's shapes (m, n, k, ta, tb). */
     struct {
