@@ -63,7 +63,8 @@ fi
 [[ -x $bin ]] || die "no slicepipe binary at $bin"
 mkdir -p "$work"
 peaks_bin=$work/kernel_peaks
-cc -O2 -std=c11 -Wall -Wextra -o "$peaks_bin" "$here/kernel_peaks.c" $(pkg-config --cflags --libs openblas lapacke) -lm ||
+cc -O2 -std=c11 -Wall -Wextra -I"$repo/linalg" -o "$peaks_bin" "$here/kernel_peaks.c" "$repo/linalg/blas_core.c" \
+    $(pkg-config --cflags --libs openblas lapacke) -lm ||
     die "cannot build bench/kernel_peaks.c (needs libopenblas-dev, liblapacke-dev, pkg-config)"
 if [[ $DO_TORCH == 1 ]] && ! $PY -c 'import torch, numpy' 2>/dev/null; then
     log "installing python3-torch (Debian)"
@@ -157,7 +158,7 @@ rot = 2*V*D*d0 + 2*V*D*widths[-1][2]
 for (din, dmid, dout) in widths:
     rot += 2*(qw + 2*kw)*D*din + 2*dmid*D*qw + 4*F*D*dmid + 2*dout*D*F + 2*din*dmid*D + 2*dmid*dout*D
 
-cov_kernel = "ssyrk"  # linalg/cpu.c cov_add: float32 blocks of 256 rows into the float64 H
+cov_kernel = "dsyrk"  # linalg/cpu_blas.c cov_add: 256-row blocks widened to float64 into H
 rows = [
     ("forward", phases["forward"], fwd, fwd / (peaks["sgemm"] * 1e9), "sgemm"),
     ("second_moments", phases["second_moments"], cov, cov / (peaks[cov_kernel] * 1e9), cov_kernel),
@@ -168,7 +169,7 @@ rows = [
 ]
 busy = sum(r[1] for r in rows)
 floor = sum(r[3] for r in rows)
-floor_dsyrk = floor - rows[1][3] + cov / (peaks["dsyrk"] * 1e9)
+floor_ssyrk = floor - rows[1][3] + cov / (peaks["ssyrk"] * 1e9)
 torch_s = None
 for line in open(f"{work}/torch.txt"):
     if line.startswith("torch_seconds"): torch_s = float(line.split()[1])
@@ -195,7 +196,7 @@ P(f"| **compute busy** | **{busy:.2f}** | | | | **{floor:.2f}** | **{floor/busy*
 table = "\n".join(out)
 lines = [table, "",
     f"- compute busy vs floor: {busy:.2f} s / {floor:.2f} s = {busy/floor:.3f}x the floor ({floor/busy*100:.1f} % of it)."
-    f" With dsyrk's rate for the second moments (the float64 kernel used before) the floor would be {floor_dsyrk:.2f} s.",
+    f" With ssyrk's rate for the second moments (the float32 blocks cov_add used for a while) the floor would be {floor_ssyrk:.2f} s.",
     f"- slicepipe run wall time (slicing.json) {wall:.2f} s; compute busy {ph['busy_seconds']:.2f} s."]
 if torch_s:
     lines.append(f"- PyTorch in-RAM baseline (slicing only) {torch_s:.2f} s: PyTorch / slicepipe wall = {torch_s/wall:.2f}x.")
@@ -234,7 +235,7 @@ A FLOP is a multiply or an add (gemm 2·m·n·k).
   - norms, RoPE, softmax, SiLU are not counted (few FLOPs each; they are part of what the
     measured phase pays above its floor).
 - **second_moments**: N·D·(D+1) per PCA (the triangle of XᵀX), 1 + 2·L PCAs, at the kernel
-  cov_add uses (ssyrk: float32 products of 256-row blocks summed into the float64 H).
+  cov_add uses (dsyrk: 256-row blocks widened to float64, every product exact).
 - **eigh**: one dsyevd of order D, measured directly (not a formula: ~(4/3 + 4/3·…)·D³ depends
   on the deflation), times 1 + 2·L.
 - **rotations** (dgemm, float64): embedding 2·V·D·d_0 and head 2·V·D·d_L; per layer the

@@ -20,7 +20,12 @@
  * the basis application, dsyrk/ssyrk of a 256-row block of one window, and
  * the float64 rotations of 256-row/column blocks.
  *
- * Plain C11 against OpenBLAS (cblas) and LAPACKE; no slicepipe code.
+ * Plain C11 against OpenBLAS (cblas) and LAPACKE, and linalg/blas_core.c:
+ * like slicepipe, it first puts OpenBLAS on the best kernels this CPU runs
+ * (re-executing itself when OpenBLAS picked weaker ones), so the peaks are
+ * this machine's best; the config line names the kernels.
+ *
+ *   cc -O2 -Ilinalg bench/kernel_peaks.c linalg/blas_core.c $(pkg-config --cflags --libs openblas lapacke) -lm
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
@@ -31,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "blas_core.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -112,6 +119,7 @@ static void run_ssyrk(void *p) {
 }
 
 int main(int argc, char **argv) {
+    sp_blas_core_ensure(argv); /* before any BLAS call */
     if (argc < 6 || argc > 7) {
         fprintf(stderr, "usage: kernel_peaks D d FFN T THREADS [SECONDS]\n");
         return 64;
@@ -123,19 +131,24 @@ int main(int argc, char **argv) {
         return 64;
     }
     openblas_set_num_threads(threads);
-    printf("config openblas=%s core=%s threads=%d\n", openblas_get_config(), openblas_get_corename(), threads);
+    char kernels[256];
+    sp_blas_core_describe(kernels, sizeof kernels);
+    printf("config openblas=%s core=%s threads=%d kernels: %s\n", openblas_get_config(), openblas_get_corename(), threads,
+           kernels);
 
     const int QB = T < 128 ? T : 128, MR = T < 256 ? T : 256, hd = 64;
     int64_t big = (int64_t)F * D; /* the largest operand, elements */
     if ((int64_t)T * F > big) big = (int64_t)T * F;
     if ((int64_t)T * D > big) big = (int64_t)T * D;
     float *fa = xmalloc((size_t)big * 4), *fb = xmalloc((size_t)big * 4), *fc = xmalloc((size_t)big * 4);
-    double *da = xmalloc((size_t)D * D * 8), *db = xmalloc((size_t)D * D * 8), *dc = xmalloc((size_t)D * D * 8);
+    /* float64 operands: D×D, or 256×D for the rotation blocks when D < 256 */
+    const int64_t dn = (int64_t)(D > 256 ? D : 256) * D;
+    double *da = xmalloc((size_t)dn * 8), *db = xmalloc((size_t)dn * 8), *dc = xmalloc((size_t)dn * 8);
     fill_f(fa, big, 1);
     fill_f(fb, big, 2);
-    fill_d(da, (int64_t)D * D, 3);
-    fill_d(db, (int64_t)D * D, 4);
-    memset(dc, 0, (size_t)D * D * 8);
+    fill_d(da, dn, 3);
+    fill_d(db, dn, 4);
+    memset(dc, 0, (size_t)dn * 8);
 
     /* sgemm: the forward's shapes (m, n, k, ta, tb). */
     struct {

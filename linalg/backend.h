@@ -77,8 +77,7 @@ typedef struct sp_bk_plan_in {
     int64_t T;          /* window length (attention) */
     int64_t n_heads;    /* query heads (attention score workspace) */
     int no_eigh;        /* no eigensolver workspace: second moments of width D only (an MLP's, F wide) */
-    int cov_f64;        /* cov_add sums every product in float64 (no float32 block of D² staged: an MLP's F² is
-                         * too large to stage twice); a backend may ignore it and stage as it always does */
+    int cov_f64;        /* no longer read: every backend's cov_add sums every product in float64 (see cov_add) */
 } sp_bk_plan_in;
 
 typedef struct sp_bk_plan {
@@ -175,10 +174,12 @@ typedef struct sp_bk {
 
     /* ---- float64: second moments, eigh, rotations ---- */
     /* H (D, D) float64, upper triangle: H += Xᵀ·X for X (rows, D) float32 with
-     * row stride ld, in blocks of cov_rows rows. Precision: a block's XᵀX may
-     * be formed in float32 (the CPU backend does: ssyrk, then added to H in
-     * float64), error at most (cov_rows + 1)·2⁻²⁴·Σ|xᵢxⱼ| per entry and block;
-     * the sum over blocks, that is over the calibration tokens, is float64.
+     * row stride ld, in blocks of cov_rows rows. Precision: float64 throughout
+     * (each block widened to float64, then dsyrk): every fp32×fp32 product is
+     * exact in float64 and every sum is float64, so each entry is within
+     * (n + 1)·2⁻⁵³·(Σ|xᵢxⱼ| + |H₀ᵢⱼ|) of the exact value after n rows added
+     * to H₀ (docs/algorithm.md §3; a float32 block sum is not: outlier channels
+     * swamp the small eigenvalues). The workspace stages cov_rows·D float64.
      * The bits depend on how rows are grouped into calls (blocks restart at
      * each call): callers feed whole windows. Returns 0, or 65 if X holds a
      * NaN/Inf (the message names the first in row order, row0 added to its

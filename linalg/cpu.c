@@ -8,20 +8,18 @@
  * Bits. The pipeline was ported onto these ops from linalg/forward.c,
  * linalg/pca.c and the rotation helpers of pipeline/slice/compute.c: each op
  * performs the same floating-point operations, in the same order and through
- * the same BLAS/LAPACK calls, as the code it replaces (noted per op below),
- * with one deliberate exception: cov_add forms each cov_rows block's XᵀX in
- * float32 (ssyrk) and adds it to the float64 H (issue 10, "Where the time
- * goes": half the second moments' time; the eigenvalues move by ~1e-6
- * relative, the stories260k NLL at 0.25 by 4e-9). The new cases (a window,
- * partial rotary, interleaved RoPE, LayerNorm, the GELU and ReLU
- * activations) reduce to the old code when they are off. The loops between
+ * the same BLAS/LAPACK calls, as the code it replaces (noted per op below;
+ * cov_add is pca.c's widening of each cov_rows block to float64 and its
+ * dsyrk, the widening split over the pool). The new cases (a window, partial
+ * rotary, interleaved RoPE, LayerNorm, the GELU and ReLU activations) reduce
+ * to the old code when they are off. The loops between
  * BLAS calls run on a small thread pool (below) without changing any
  * element's arithmetic.
  *
  * Workspace. One allocation, laid out by ws_layout_of, which plan_bytes also
  * uses, so the plan is exactly what ws_init allocates:
  *     struct sp_bk_ws
- *     stage   (D, D) float32 when cov_rows > 0: one block's second moment
+ *     stage   (cov_rows, D) float64: one block of cov_add's rows, widened
  *     work    (lwork) float64         dsyevd workspace (its own optimal size)
  *     iwork   (liwork) lapack_int
  *     w       (D) float64             ascending eigenvalues from dsyevd
@@ -94,7 +92,7 @@ static int ws_layout_of(const sp_bk_plan_in *in, ws_layout *L) {
         int64_t *off;
         int64_t a, b, elem;
     } r[] = {
-        {&L->off_stage, in->cov_rows > 0 ? (in->cov_f64 ? in->cov_rows : in->D) : 0, in->D, in->cov_f64 ? 8 : 4},
+        {&L->off_stage, in->cov_rows, in->D, 8},
         {&L->off_work, L->lwork, 1, 8},
         {&L->off_iwork, L->liwork, 1, (int64_t)sizeof(lapack_int)},
         {&L->off_w, in->D, 1, 8},
@@ -137,10 +135,9 @@ static int cpu_ws_init(const sp_bk *bk, const sp_bk_plan_in *in, sp_bk_ws **out)
     memset(ws, 0, sizeof *ws);
     ws->D = in->D;
     ws->cov_rows = in->cov_rows;
-    ws->cov_f64 = in->cov_f64;
     ws->rot_block = in->rot_block;
     ws->T = in->T;
-    ws->stage = (float *)(base + L.off_stage);
+    ws->stage = (double *)(base + L.off_stage);
     ws->work = (double *)(base + L.off_work);
     ws->iwork = (lapack_int *)(base + L.off_iwork);
     ws->w = (double *)(base + L.off_w);

@@ -1,5 +1,5 @@
 /* linalg/cpu_blas.c — the CPU backend's ops that run on OpenBLAS's and
- * LAPACK's threads: sgemm, the second moments (ssyrk), the eigensolver
+ * LAPACK's threads: sgemm, the second moments (dsyrk), the eigensolver
  * (dsyevd) and the float64 rotations (dgemm). They are the ops another CPU
  * backend (oneDNN on AMX, say) overrides in the table that sp_bk_cpu_open
  * returns, keeping everything in cpu.c: the thread pool, the workspace, the
@@ -31,48 +31,37 @@ void sp_cpu_sgemm(const sp_bk *bk, int ta, int tb, int64_t m, int64_t n, int64_t
 
 /* ---- float64: second moments, eigh, rotations ---- */
 
-/* Blocks of cov_rows rows: the block's XᵀX as float32 (ssyrk, upper
- * triangle), then added to H in float64. The float32 part is a sum of at
- * most cov_rows products per entry; the sum over blocks, that is over every
- * calibration token, is float64. The pipeline calls it once per window with
- * a constant cov_rows, so the bits do not depend on the activation chunk size
- * ([resources] memory). Against the float64 product this halves the second
- * moments' cost (ssyrk runs at twice dsyrk's rate and needs no widened copy);
- * its error is at most (cov_rows + 1)·2⁻²⁴ of Σ|xᵢxⱼ| per block (backend.h),
- * far below the 0.01·mean(diag H) damping.
- * The finiteness check scans the whole block (split over the pool) before any
- * of it is added; when it finds something, a serial scan names the first bad
- * element in row order, as before, and H is unchanged from the block on. */
+/* Blocks of cov_rows rows: each block widened to float64 (exact), then
+ * H (upper) += blockᵀ·block by dsyrk. Every fp32×fp32 product is exact in
+ * float64 and every sum is a float64 sum, so H is within a few float64
+ * roundings of the exact second moment: at most (n + 1)·2⁻⁵³·(Σ|xᵢxⱼ| + |H₀|)
+ * per entry after n rows (backend.h). The float32 block sums this replaced
+ * (ssyrk per block, error up to (cov_rows + 1)·2⁻²⁴·Σ|xᵢxⱼ|) swamp the small
+ * eigenvalues next to outlier channels (docs/algorithm.md §3). The pipeline
+ * calls it once per window with a constant cov_rows, so the bits do not
+ * depend on the activation chunk size ([resources] memory).
+ * One pool pass per block widens the rows and checks them for NaN/Inf before
+ * anything of the block is added; when it finds one, a serial scan names the
+ * first bad element in row order, and H is unchanged from the block on. */
 typedef struct cov_ctx {
-    const float *X, *P;
-    double *H;
+    const float *X;
+    double *Xd; /* (nr, D) float64: the widened block */
     int64_t D, ld;
     atomic_int bad; /* a part saw a non-finite value */
 } cov_ctx;
 
-static void finite_range(void *p, int64_t i0, int64_t i1) {
+static void widen_check_range(void *p, int64_t i0, int64_t i1) {
     cov_ctx *c = p;
     int bad = 0;
     for (int64_t i = i0; i < i1; i++) {
         const float *src = c->X + i * c->ld;
-        for (int64_t j = 0; j < c->D; j++) bad |= !isfinite(src[j]);
-    }
-    if (bad) atomic_store_explicit(&c->bad, 1, memory_order_relaxed);
-}
-
-/* H (upper) += P (upper) in float64. Item a is rows a and D−1−a, so every
- * item holds D + 1 entries and contiguous parts are balanced. */
-static void cov_acc_range(void *p, int64_t a0, int64_t a1) {
-    const cov_ctx *c = p;
-    const int64_t D = c->D;
-    for (int64_t a = a0; a < a1; a++) {
-        for (int64_t r = a, pass = 0; pass < 2; pass++, r = D - 1 - a) {
-            if (pass == 1 && r == a) break;
-            const float *pr = c->P + r * D;
-            double *h = c->H + r * D;
-            for (int64_t j = r; j < D; j++) h[j] += (double)pr[j];
+        double *dst = c->Xd + i * c->D;
+        for (int64_t j = 0; j < c->D; j++) {
+            bad |= !isfinite(src[j]);
+            dst[j] = (double)src[j];
         }
     }
+    if (bad) atomic_store_explicit(&c->bad, 1, memory_order_relaxed);
 }
 
 int sp_cpu_cov_add(const sp_bk *bk, sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld, int64_t row0) {
@@ -81,8 +70,8 @@ int sp_cpu_cov_add(const sp_bk *bk, sp_bk_ws *ws, double *H, int64_t D, const fl
     SP_ASSERT(fits_int(D) && fits_int(ld) && fits_int(ws->cov_rows));
     for (int64_t r0 = 0; r0 < rows; r0 += ws->cov_rows) {
         int64_t nr = min_i64(rows - r0, ws->cov_rows);
-        cov_ctx c = {.X = X + r0 * ld, .P = ws->stage, .H = H, .D = D, .ld = ld};
-        sp_cpu_par_for(bk, nr, PAR_GRAIN / D + 1, finite_range, &c);
+        cov_ctx c = {.X = X + r0 * ld, .Xd = ws->stage, .D = D, .ld = ld};
+        sp_cpu_par_for(bk, nr, PAR_GRAIN / D + 1, widen_check_range, &c);
         if (atomic_load(&c.bad)) /* the message names the first non-finite element in row order */
             for (int64_t i = 0; i < nr; i++) {
                 const float *src = X + (r0 + i) * ld;
@@ -91,17 +80,8 @@ int sp_cpu_cov_add(const sp_bk *bk, sp_bk_ws *ws, double *H, int64_t D, const fl
                         return sp_fail(SP_EX_DATAERR, "non-finite activation (NaN or Inf) at token %lld, component %lld",
                                        (long long)(row0 + r0 + i), (long long)j);
             }
-        if (ws->cov_f64) { /* H (upper) += blockᵀ·block, every product and sum in float64 */
-            double *Xd = (double *)ws->stage;
-            for (int64_t i = 0; i < nr; i++)
-                for (int64_t j = 0; j < D; j++) Xd[i * D + j] = X[(r0 + i) * ld + j];
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)D, (blasint)nr, 1.0, Xd, (blasint)D, 1.0, H, (blasint)D);
-            continue;
-        }
-        /* P (upper) = blockᵀ·block in float32, then H += P in float64 */
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)D, (blasint)nr, 1.0f, X + r0 * ld, (blasint)ld, 0.0f,
-                    ws->stage, (blasint)D);
-        sp_cpu_par_for(bk, (D + 1) / 2, PAR_GRAIN / (D + 1) + 1, cov_acc_range, &c);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)D, (blasint)nr, 1.0, ws->stage, (blasint)D, 1.0, H,
+                    (blasint)D);
     }
     return 0;
 }

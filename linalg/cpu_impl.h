@@ -11,8 +11,7 @@
 
 struct sp_bk_ws {
     int64_t D, cov_rows, rot_block, T;
-    int cov_f64;              /* stage holds (cov_rows, D) float64 rows instead */
-    float *stage;             /* (D, D): one cov_rows block's XᵀX, upper triangle */
+    double *stage;            /* (cov_rows, D): one block of cov_add's rows, widened to float64 */
     double *work;             /* (lwork) */
     lapack_int *iwork;        /* (liwork) */
     double *w;                /* (D) */

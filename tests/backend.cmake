@@ -30,3 +30,24 @@ add_test(NAME backend_kernels
          COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_kernels.py $<TARGET_FILE:slicepipe>
                  $<TARGET_FILE:test_backend_ops> ${CMAKE_BINARY_DIR}/test_out/kernels ${SP_SHARED_DIR})
 set_tests_properties(backend_kernels PROPERTIES TIMEOUT 900 LABELS "backend;kernels")
+
+# OpenBLAS's kernels with nothing set (linalg/blas_core.h, tests/test_blas_core.py):
+# `slicepipe --version` and a slice name this CPU's best core with
+# OPENBLAS_CORETYPE unset and set to Prescott; 77 (skip) on a CPU with
+# neither AVX2 nor AVX-512.
+foreach(mode unset prescott)
+  add_test(NAME blas_core_${mode}
+           COMMAND ${SP_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_blas_core.py $<TARGET_FILE:slicepipe> ${mode}
+                   ${CMAKE_BINARY_DIR}/test_out/blas_core_${mode})
+  set_tests_properties(blas_core_${mode} PROPERTIES LABELS "backend" SKIP_RETURN_CODE 77 TIMEOUT 120)
+endforeach()
+
+# Benches built with the project so they keep building (no ctest test):
+# bench/kernel_peaks (plain OpenBLAS and LAPACKE, as bench/floor_bench.sh
+# compiles it).
+add_executable(kernel_peaks ${CMAKE_SOURCE_DIR}/bench/kernel_peaks.c ${CMAKE_SOURCE_DIR}/linalg/blas_core.c)
+target_include_directories(kernel_peaks PRIVATE ${CMAKE_SOURCE_DIR}/linalg)
+target_link_libraries(kernel_peaks PRIVATE PkgConfig::OPENBLAS PkgConfig::LAPACKE ${MATH_LIB})
+# bench/cov_bench: the CPU backend's cov_add at a job's shape (docs/algorithm.md §3 quotes it).
+add_executable(cov_bench ${CMAKE_SOURCE_DIR}/bench/cov_bench.c)
+target_link_libraries(cov_bench PRIVATE slicepipe_core)

@@ -12,7 +12,8 @@ the environment as it is (the kernel OpenBLAS auto-detects, with
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed) and for each of Prescott,
 Haswell and SkylakeX that this CPU can run (its /proc/cpuinfo flags; a kernel
 it cannot run is reported as skipped, never forced, since it would die of
-SIGILL):
+SIGILL; SLICEPIPE_KEEP_OPENBLAS_CORE=1 stops slicepipe from moving OpenBLAS
+to the CPU's best core, linalg/blas_core.h):
 
 1. test_backend_ops cpu passes: every op against its float64 reference, the
    pool's ops identical at 1, 2 and 3 threads, OpenBLAS's repeatable at one
@@ -67,10 +68,14 @@ def cpu_flags():
 
 def kernel_env(kernel):
     e = dict(os.environ)
-    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SLICEPIPE_KILL_AT"):
+    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SLICEPIPE_KILL_AT", "SLICEPIPE_KEEP_OPENBLAS_CORE",
+              "SLICEPIPE_OPENBLAS_REEXEC"):
         e.pop(k, None)
     if kernel:
+        # slicepipe moves OpenBLAS off a core weaker than the CPU's best
+        # (linalg/blas_core.h); this test wants that core's bits: keep it.
         e["OPENBLAS_CORETYPE"] = kernel
+        e["SLICEPIPE_KEEP_OPENBLAS_CORE"] = "1"
     return e
 
 
@@ -100,6 +105,11 @@ def slice_and_eval(sp, env, work, tag, model, calib, evalt, seqlen, nsamples, th
     if r.returncode != 0:
         check(False, f"{tag}: slice at {threads} thread(s): exit {r.returncode}: {r.stderr.strip()[-300:]}")
         return None
+    want = env.get("OPENBLAS_CORETYPE")
+    if want:  # the summary's backend line is the backend identity: it names the kernel that ran
+        line = [l for l in r.stdout.splitlines() if l.strip().startswith("backend")]
+        check(line and f"kernel={want}".lower() in line[0].lower(),
+              f"{tag}: the slice at {threads} thread(s) ran OpenBLAS's {want} kernels ({line[0].strip() if line else r.stdout[-200:]})")
     e = run([sp, "eval", out, "--tokens", evalt, "--seqlen", str(seqlen), "--threads", str(threads), "--json",
              "--quiet"], env)
     if e.returncode != 0:

@@ -13,6 +13,7 @@
 
 #include "arch.h"
 #include "backend.h"
+#include "blas_core.h"
 #include "calib.h"
 #include "cmd_eval_task.h"
 #include "error.h"
@@ -541,6 +542,7 @@ static void std_streams(void) {
 
 int main(int argc, char **argv) {
     std_streams();
+    sp_blas_core_ensure(argv); /* before any BLAS call: may re-execute with OpenBLAS's right kernels (blas_core.h) */
     opterr = 0; /* bad options are reported once, by bad_option */
     if (argc < 2) {
         usage_main(stderr);
@@ -550,7 +552,9 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     g_cmd = cmd;
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("slicepipe %s\nbackends (auto takes the first usable one it may take here):\n", SP_VERSION);
+        char kernels[256];
+        sp_blas_core_describe(kernels, sizeof kernels);
+        printf("slicepipe %s\nkernels: %s\nbackends (auto takes the first usable one it may take here):\n", SP_VERSION, kernels);
         for (int i = 0; i < sp_bk_reg_count(); i++) {
             const sp_bk_reg *b = sp_bk_reg_at(i);
             char why[256] = "";

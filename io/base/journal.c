@@ -244,7 +244,8 @@ static int identity_compare(const char *path, const sp_run_identity *have, const
     size_t o = 0;
     const char *sep = "";
     if (strcmp(have->manifest, want->manifest) != 0) {
-        o += (size_t)snprintf(why + o, sizeof why - o, "%sthe manifest changed", sep);
+        o += (size_t)snprintf(why + o, sizeof why - o, "%sthe manifest changed (a setting, or the backend's library or "
+                              "kernels)", sep);
         sep = "; ";
     }
     if (strcmp(have->input, want->input) != 0) {

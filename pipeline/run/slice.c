@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "blas_core.h"
 #include "calib.h"
 #include "error.h"
 #include "eval.h"
@@ -441,6 +442,12 @@ int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {
            100.0 * (double)params_after / (double)j->m.n_params);
     printf("  bytes       %lld -> %lld\n", (long long)j->m.n_bytes, (long long)bytes_after);
     printf("  time        %.2f s; peak RSS of the pipeline, all processes: %.1f MiB\n", t_slice, rss / 1048576.0);
+    printf("  backend     %s, %lld thread%s\n", j->bk_identity, (long long)j->threads, j->threads == 1 ? "" : "s"); /* in the run identity */
+    if (strncmp(j->bk->name, "cpu", 3) == 0) { /* which OpenBLAS kernels, and what they were chosen over (blas_core.h) */
+        char kernels[256];
+        sp_blas_core_describe(kernels, sizeof kernels);
+        printf("  kernels     %s\n", kernels);
+    }
     if (mf->has_eval)
         printf("  perplexity  dense %.4f (nll %.6f) -> sliced %.4f (nll %.6f)\n", dense.ppl, dense.nll, sliced.ppl,
                sliced.nll);
