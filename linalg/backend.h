@@ -77,7 +77,6 @@ typedef struct sp_bk_plan_in {
     int64_t T;          /* window length (attention) */
     int64_t n_heads;    /* query heads (attention score workspace) */
     int no_eigh;        /* no eigensolver workspace: second moments of width D only (an MLP's, F wide) */
-    int cov_f64;        /* no longer read: every backend's cov_add sums every product in float64 (see cov_add) */
 } sp_bk_plan_in;
 
 typedef struct sp_bk_plan {

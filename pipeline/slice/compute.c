@@ -878,7 +878,7 @@ static sp_bk_plan_in ws_plan(const job *j) {
 
 /* prune_ffn: the workspace of C's updates, F wide. */
 static sp_bk_plan_in ws_plan_ffn(const job *j) {
-    return (sp_bk_plan_in){.D = j->shape.ffn, .cov_rows = COV_ROWS, .no_eigh = 1, .cov_f64 = 1};
+    return (sp_bk_plan_in){.D = j->shape.ffn, .cov_rows = COV_ROWS, .no_eigh = 1};
 }
 
 /* prune_ffn: the MLP cut's own bytes (host; device: its workspace). */
