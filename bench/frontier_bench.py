@@ -13,9 +13,10 @@ types keep token_embd and output at q8_0), and measured in llama.cpp
   NLL        mean over held-out windows of 256 (bench/frontier_llama.mjs)
   KL         from the dense f16 GGUF's next-token distribution at the same
              positions: mean and 99th percentile over positions
-  pp, tg     prompt (256 tokens, one batch) and generation (--tg, 64)
-             tokens/s at 2 threads, best of --reps (3), in the same process
-             (bench/inference_bench.mjs's steps)
+  pp, tg     prompt (256 tokens, one batch) and generation (--tg, 64
+             single-token decodes of the held-out tokens after the prompt, as
+             llama-bench's tg) tokens/s at 2 threads, best of --reps (3), in the
+             same process
 plus per-layer SliceGPT at sparsity 0.25, which llama.cpp cannot run
 (shortcut matrices): its held-out NLL from `slicepipe eval` (float32), for
 reference, beside the dense model's.
@@ -185,7 +186,7 @@ def main():
         toks = np.load(held if held else calib)
         W = 0 if speed_only else min(a.windows, len(toks) // T)
         tj = os.path.join(a.work, f"{tag}.tokens.json")
-        json.dump([int(t) for t in toks[:max(W * T, 256 + a.tg)]], open(tj, "w"))  # the speed prompt too
+        json.dump([int(t) for t in toks[:max(W * T, 256 + a.tg)]], open(tj, "w"))  # the speed steps' tokens too
         variants = [("dense", d)]
         for pv in PARAMS:
             mf, out = manifest(a.work, f"{tag}-stock{pv}", d, calib, f'[slicing]\npolicy = "stock"\nparams = {pv}\nround_to = 8\n')

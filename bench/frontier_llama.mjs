@@ -4,8 +4,9 @@
 //      position's full distribution as float32 (positions × vocab, row-major)
 //      into --probs; the mean NLL;
 //   2. speed, best of --reps: prompt processing of --pp tokens as one batch,
-//      then --tg greedy single-token decodes (bench/inference_bench.mjs's
-//      steps, after a 16-token warm-up), tokens/s.
+//      then --tg single-token decodes of the tokens that follow it in the file
+//      (llama-bench's tg: no sampling, so no end-of-text can cut it short;
+//      after a 16-token warm-up), tokens/s.
 // Prints one JSON object {windows, positions, vocab, nll, pp_tps, tg_tps}. Run
 // from the folder node-llama-cpp is installed in.
 //
@@ -48,7 +49,8 @@ await ctx.dispose();
 
 const pp = Number(args.pp ?? 256), tg = Number(args.tg ?? 64), reps = Number(args.reps ?? 3);
 const now = () => Number(process.hrtime.bigint()) / 1e9;
-const prompt = toks.slice(0, pp);
+const prompt = toks.slice(0, pp), decode = toks.slice(pp, pp + tg);
+if (decode.length !== tg) throw new Error(`${args.tokens}: ${toks.length} tokens, the speed steps need ${pp + tg}`);
 const sctx = await model.createContext({contextSize: pp + tg, batchSize: pp, threads: 2, flashAttention: false,
     experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32", sequences: 1});
 const sseq = sctx.getSequence();
@@ -59,13 +61,10 @@ for (let r = 0; r < reps; r++) {
     let t0 = now();
     await sseq.evaluateWithoutGeneratingNewTokens(prompt);
     pp_tps = Math.max(pp_tps, pp / (now() - t0));
-    await sseq.eraseContextTokenRanges([{start: pp - 1, end: pp}]);
-    let k = 0;
+    // tg single-token decodes of the tokens that follow the prompt (as llama-bench's tg: a
+    // batch of one token per step, no sampling), so an end-of-text token cannot stop it.
     t0 = now();
-    for await (const tok of sseq.evaluate([prompt[pp - 1]], {temperature: 0})) {
-        if (++k === tg) break;
-    }
-    if (k !== tg) throw new Error(`generation stopped after ${k} of ${tg} tokens`);
+    for (let k = 0; k < tg; k++) await sseq.evaluateWithoutGeneratingNewTokens([decode[k]]);
     tg_tps = Math.max(tg_tps, tg / (now() - t0));
 }
 await sctx.dispose();
