@@ -80,6 +80,11 @@ typedef struct sp_split_choice {
     int64_t params[SP_SPLIT_CANDIDATES];   /* each candidate's stored parameters */
     int chosen;                            /* the lowest nll; ties to the lower split */
 } sp_split_choice;
+/* The record config.json's slicepipe block and slicing.json both carry, as a
+ * new cJSON object (NULL out of memory): {"holdout_windows", "nll_dense",
+ * "chosen", "candidates": [{"split", "nll" (null: cannot meet the target),
+ * "params"}]} (pipeline/run/split_auto.c). */
+struct cJSON *sp_split_choice_json(const sp_split_choice *ch);
 
 typedef struct sp_manifest {
     char *path;             /* the manifest file itself */

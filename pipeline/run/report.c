@@ -173,18 +173,7 @@ int sp_report_json(const sp_report *r, char **text_out, int64_t *len_out) {
     ok = ok && jadd(head, "params_target", jnum(r->params_target));
     cJSON *ffn = cJSON_CreateObject();
     ok = ok && jadd(head, "ffn", ffn) && jadd(ffn, "before", jint(r->ffn_before, 1)) && jadd(ffn, "after", jint(r->ffn_after, 1));
-    if (r->split_choice) {
-        const sp_split_choice *ch = r->split_choice;
-        cJSON *a = cJSON_CreateObject(), *cs = cJSON_CreateArray();
-        ok = ok && jadd(head, "split_auto", a) && jadd(a, "holdout_windows", jint(ch->holdout, 0)) &&
-             jadd(a, "nll_dense", jnum(ch->dense_nll)) && jadd(a, "chosen", jnum(sp_split_candidates[ch->chosen])) &&
-             jadd(a, "candidates", cs);
-        for (int i = 0; ok && i < SP_SPLIT_CANDIDATES; i++) {
-            cJSON *c = cJSON_CreateObject();
-            ok = c && cJSON_AddItemToArray(cs, c) && jadd(c, "split", jnum(sp_split_candidates[i])) && jadd(c, "nll", jnum(ch->nll[i])) &&
-                 jadd(c, "params", jint(ch->params[i], 0));
-        }
-    }
+    if (r->split_choice) ok = ok && jadd(head, "split_auto", sp_split_choice_json(r->split_choice));
     char *hs = ok ? cJSON_PrintUnformatted(head) : NULL;
     cJSON_Delete(head);
     if (!hs) return sp_fail(SP_EX_SOFTWARE, "out of memory building slicing.json");

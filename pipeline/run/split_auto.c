@@ -49,6 +49,27 @@
 
 const double sp_split_candidates[SP_SPLIT_CANDIDATES] = {0.0, 0.5, 1.0};
 
+cJSON *sp_split_choice_json(const sp_split_choice *ch) {
+    cJSON *a = cJSON_CreateObject(), *cs = cJSON_CreateArray();
+    int ok = a && cJSON_AddItemToObject(a, "candidates", cs) &&
+             cJSON_AddNumberToObject(a, "holdout_windows", (double)ch->holdout) &&
+             cJSON_AddNumberToObject(a, "nll_dense", ch->dense_nll) &&
+             cJSON_AddNumberToObject(a, "chosen", sp_split_candidates[ch->chosen]);
+    for (int i = 0; ok && i < SP_SPLIT_CANDIDATES; i++) {
+        cJSON *c = cJSON_CreateObject();
+        ok = c && cJSON_AddItemToArray(cs, c) && cJSON_AddNumberToObject(c, "split", sp_split_candidates[i]) &&
+             (isfinite(ch->nll[i]) ? cJSON_AddNumberToObject(c, "nll", ch->nll[i]) != NULL
+                                   : cJSON_AddNullToObject(c, "nll") != NULL) &&
+             cJSON_AddNumberToObject(c, "params", (double)ch->params[i]);
+    }
+    if (!ok) {
+        cJSON_Delete(a);
+        if (!a) cJSON_Delete(cs);
+        return NULL;
+    }
+    return a;
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
     (void)sb;
     (void)ftw;
@@ -118,7 +139,7 @@ static int score_read(const scorer *sc, double s, double *nll, int64_t *params) 
     score_key(sc, s, want);
     char *txt = NULL;
     int64_t len = 0;
-    if (access(path, F_OK) != 0 || sp_io_read_small(path, 1 << 16, &txt, &len) != 0) return 0;
+    if (sp_io_read_small(path, 1 << 16, &txt, &len) != 0) return 0; /* missing or unreadable: measured again */
     cJSON *o = cJSON_Parse(txt);
     free(txt);
     const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "key"), *v = cJSON_GetObjectItemCaseSensitive(o, "nll");
@@ -149,17 +170,22 @@ static int score_write(const scorer *sc, double s, double nll, int64_t params) {
     return rc;
 }
 
-/* Mean NLL of the model in dir on the held-back windows. */
-static int held_nll(const scorer *sc, const char *dir, double *nll, int64_t *params) {
+/* Mean NLL of model m on the held-back windows, and its stored parameters. */
+static int held_nll(const scorer *sc, const sp_model *m, double *nll, int64_t *params) {
+    sp_eval_opts eo = {.seqlen = sc->mf->calib_seqlen, .windows = sc->mf->split_holdout, .bk = sc->bk};
+    sp_eval_result r;
+    SP_TRY(sp_eval(m, &sc->held, &eo, &r));
+    *nll = r.nll;
+    *params = m->n_params;
+    return 0;
+}
+
+/* held_nll of the model in folder dir (a candidate's output). */
+static int held_nll_of(const scorer *sc, const char *dir, double *nll, int64_t *params) {
     sp_model m;
     SP_TRY(sp_model_open(dir, &m));
-    sp_eval_opts eo = {.seqlen = sc->mf->calib_seqlen, .windows = sc->mf->split_holdout, .bk = sc->bk,
-                       .spill_dir = NULL};
-    sp_eval_result r;
-    int rc = sp_eval(&m, &sc->held, &eo, &r);
-    *params = m.n_params;
+    int rc = held_nll(sc, &m, nll, params);
     sp_model_close(&m);
-    if (!rc) *nll = r.nll;
     return rc;
 }
 
@@ -207,15 +233,18 @@ static int dry_run(const sp_manifest *mf, const sp_run_opts *o) {
     return 0;
 }
 
+/* The dense model's held-back NLL, recorded or measured. */
+static int score_dense(scorer *sc, const sp_model *dense, sp_split_choice *ch) {
+    int64_t p;
+    if (score_read(sc, -1, &ch->dense_nll, &p)) return 0;
+    if (sc->progress) fprintf(stderr, "slicepipe: split auto: the dense model on the %lld held-back windows\n",
+                              (long long)sc->mf->split_holdout);
+    SP_TRY(held_nll(sc, dense, &ch->dense_nll, &p));
+    return score_write(sc, -1, ch->dense_nll, p);
+}
+
 static int score_all(scorer *sc, const sp_run_opts *o, const int feasible[SP_SPLIT_CANDIDATES], sp_split_choice *ch) {
     const sp_manifest *mf = sc->mf;
-    int64_t p;
-    if (!score_read(sc, -1, &ch->dense_nll, &p)) {
-        if (sc->progress) fprintf(stderr, "slicepipe: split auto: the dense model on the %lld held-back windows\n",
-                                  (long long)mf->split_holdout);
-        SP_TRY(held_nll(sc, mf->model_path, &ch->dense_nll, &p));
-        SP_TRY(score_write(sc, -1, ch->dense_nll, p));
-    }
     for (int i = 0; i < SP_SPLIT_CANDIDATES; i++) {
         const double s = sp_split_candidates[i];
         char out[4400];
@@ -245,7 +274,7 @@ static int score_all(scorer *sc, const sp_run_opts *o, const int feasible[SP_SPL
             snprintf(msg, sizeof msg, "%s", sp_errmsg());
             return sp_fail(rc, "split = \"auto\", candidate split %g (its job is in %s): %s", s, out, msg);
         }
-        SP_TRY(held_nll(sc, out, &ch->nll[i], &ch->params[i]));
+        SP_TRY(held_nll_of(sc, out, &ch->nll[i], &ch->params[i]));
         SP_TRY(score_write(sc, s, ch->nll[i], ch->params[i]));
         SP_TRY(remove_tree(out));
         if (sc->progress)
@@ -260,17 +289,12 @@ static int score_all(scorer *sc, const sp_run_opts *o, const int feasible[SP_SPL
 }
 
 /* Everything a score depends on but the split, hashed into sc->key. */
-static int key_init(scorer *sc, const sp_tokens *calib) {
+static int key_init(scorer *sc, const sp_model *m, const sp_tokens *calib) {
     const sp_manifest *mf = sc->mf;
     char *txt = NULL, fp[33], bkid[256];
     int64_t len = 0;
     SP_TRY(sp_io_read_small(mf->path, 1 << 24, &txt, &len));
-    sp_model m;
-    int rc = sp_model_open(mf->model_path, &m);
-    if (!rc) {
-        rc = sp_resume_fingerprint(&m, fp);
-        sp_model_close(&m);
-    }
+    int rc = sp_resume_fingerprint(m, fp);
     if (rc) {
         free(txt);
         return rc;
@@ -300,17 +324,21 @@ int sp_split_auto_run(const sp_manifest *mf, const sp_run_opts *o) {
 
     scorer sc = {.mf = mf, .progress = !o->quiet};
     sp_tokens calib = {0};
-    sp_model m;
+    sp_model m; /* the dense model: its fingerprint, its held-back NLL */
     SP_TRY(sp_model_open(mf->model_path, &m));
-    const int64_t vocab = m.cfg.vocab_size, D = m.cfg.hidden_size;
-    sp_model_close(&m);
-    int rc = sp_calib_load(mf, vocab, 0, &calib);
-    if (rc) return rc;
+    int rc = sp_calib_load(mf, m.cfg.vocab_size, 0, &calib);
     const int64_t T = mf->calib_seqlen, kept = mf->calib_nsamples - mf->split_holdout;
-    sc.held = (sp_tokens){.ids = calib.ids + kept * T, .n = mf->split_holdout * T};
-    rc = sp_bk_cpu_open(&sc.bk);
-    if (!rc) sc.bk->set_threads(sc.bk, mf->threads, D);
-    if (!rc) rc = key_init(&sc, &calib);
+    if (!rc) sc.held = (sp_tokens){.ids = calib.ids + kept * T, .n = mf->split_holdout * T};
+    /* The scoring runs where a job's [eval] runs (slice.c plan_eval): on the
+     * job's backend when its memory is host memory, else on the CPU. */
+    if (!rc) rc = sp_bk_open_prec(mf->backend, (enum sp_bk_prec)mf->precision, &sc.bk);
+    if (!rc && !sc.bk->host_shared) {
+        sp_bk_close(sc.bk);
+        sc.bk = NULL;
+        rc = sp_bk_cpu_open(&sc.bk);
+    }
+    if (!rc) sc.bk->set_threads(sc.bk, mf->threads, m.cfg.hidden_size);
+    if (!rc) rc = key_init(&sc, &m, &calib);
 
     char job_dir[4200];
     if (!rc && (size_t)snprintf(job_dir, sizeof job_dir, "%s/.slicepipe", mf->output_path) >= sizeof job_dir)
@@ -322,6 +350,8 @@ int sp_split_auto_run(const sp_manifest *mf, const sp_run_opts *o) {
     if (!rc) rc = make_dir(sc.dir);
 
     sp_split_choice ch = {.holdout = mf->split_holdout};
+    if (!rc) rc = score_dense(&sc, &m, &ch);
+    sp_model_close(&m); /* not held while the candidate jobs run */
     if (!rc) rc = score_all(&sc, o, feasible, &ch);
     if (!rc && !o->quiet) {
         fprintf(stderr, "slicepipe: split auto: held-back NLL on %lld windows of %lld tokens (dense %.6f):", (long long)ch.holdout,

@@ -7,7 +7,6 @@
  * plan meets [slicing] params: d takes `split` of the parameters to remove,
  * the FFN width k the rest. LayerNorm families (OPT, Phi-2's parallel block)
  * take the MLP cut alone: split 0, their tensors otherwise as read. */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -101,22 +100,7 @@ static void stock_config(const sp_manifest *mf, cJSON *block) {
     cJSON_AddNumberToObject(block, "split", mf->split);
     cJSON_AddStringToObject(block, "ffn_score", score_name(mf));
     cJSON_AddNumberToObject(block, "ffn_ridge", mf->ffn_ridge);
-    const sp_split_choice *ch = mf->split_choice;
-    if (ch) { /* split = "auto": what chose it */
-        cJSON *a = cJSON_AddObjectToObject(block, "split_auto");
-        cJSON_AddNumberToObject(a, "holdout_windows", (double)ch->holdout);
-        cJSON_AddNumberToObject(a, "nll_dense", ch->dense_nll);
-        cJSON *cs = cJSON_AddArrayToObject(a, "candidates");
-        for (int i = 0; i < SP_SPLIT_CANDIDATES; i++) {
-            cJSON *c = cJSON_CreateObject();
-            cJSON_AddNumberToObject(c, "split", sp_split_candidates[i]);
-            if (isfinite(ch->nll[i])) cJSON_AddNumberToObject(c, "nll", ch->nll[i]);
-            else cJSON_AddNullToObject(c, "nll");
-            cJSON_AddNumberToObject(c, "params", (double)ch->params[i]);
-            cJSON_AddItemToArray(cs, c);
-        }
-        cJSON_AddNumberToObject(a, "chosen", sp_split_candidates[ch->chosen]);
-    }
+    if (mf->split_choice) cJSON_AddItemToObject(block, "split_auto", sp_split_choice_json(mf->split_choice));
 }
 
 const sp_slice_policy sp_policy_stock = {
