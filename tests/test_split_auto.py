@@ -24,7 +24,6 @@ back):
 """
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -70,13 +69,10 @@ def main():
 
     def eval_nll(out, toks):
         r = subprocess.run([sp, "eval", out, "--tokens", toks, "--seqlen", str(SEQLEN), "--windows", str(HOLD),
-                            "--threads", "1"], capture_output=True, text=True)
+                            "--threads", "1", "--json", "--quiet"], capture_output=True, text=True)
         if r.returncode:
             die(f"eval {out}: exit {r.returncode}: {r.stderr.strip()[-400:]}")
-        m = re.search(r"nll\s*[=:]?\s*([0-9.]+)", r.stdout + r.stderr)
-        if not m:
-            die(f"eval {out}: no nll in its output: {r.stdout.strip()[-300:]}")
-        return float(m.group(1))
+        return json.loads(r.stdout.strip().splitlines()[-1])["nll"]  # 9 decimals
 
     # 1. the wiring
     mf, out = manifest("auto", "auto")
@@ -88,16 +84,25 @@ def main():
     sa = cfg.get("split_auto")
     if not sa or sa.get("holdout_windows") != HOLD or len(sa.get("candidates", [])) != 3:
         die(f"config.json's slicepipe block lacks the auto split's record (holdout {HOLD}, 3 candidates): {sa}")
-    rep = json.load(open(os.path.join(out, "slicing.json")))
-    if rep.get("split_auto") != json.loads(json.dumps(sa)) and rep.get("split_auto", {}).get("chosen") != sa["chosen"]:
-        die("slicing.json's split_auto differs from config.json's")
+    rep = json.load(open(os.path.join(out, "slicing.json"))).get("split_auto") or {}
+
+    def same(a, b):  # the same record; config.json's writer may print a double with fewer digits
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list):
+            return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if isinstance(a, float) or isinstance(b, float):
+            return a is not None and b is not None and abs(a - b) <= 1e-13 * max(1.0, abs(b))
+        return a == b
+    if not same(rep, sa):
+        die(f"slicing.json's split_auto {rep} differs from config.json's {sa}")
     if "How the split was chosen" not in open(os.path.join(out, "report.html")).read():
         die("report.html has no section on the auto split")
     ids = np.load(calib).astype(np.int32)
     held = os.path.join(work, "held.npy")
     np.save(held, ids[(NSAMPLES - HOLD) * SEQLEN:NSAMPLES * SEQLEN])
     dense = eval_nll(model, held)
-    if abs(dense - sa["nll_dense"]) > 1e-6:
+    if abs(dense - sa["nll_dense"]) > 1e-9:
         die(f"dense on the held-back windows: slicepipe eval {dense:.6f}, recorded {sa['nll_dense']:.6f}")
     got = {}
     for c in sa["candidates"]:
@@ -105,7 +110,7 @@ def main():
         cmf, cout = manifest(f"cand{s:g}", s, nsamples=NSAMPLES - HOLD)
         run(cmf)
         got[s] = eval_nll(cout, held)
-        if abs(got[s] - c["nll"]) > 1e-6:
+        if abs(got[s] - c["nll"]) > 1e-9:
             die(f"split {s:g}: its job on the first {NSAMPLES - HOLD} windows scores {got[s]:.6f} on the held-back ones, "
                 f"the auto run recorded {c['nll']:.6f}")
         print(f"ok   split {s:g}: held-back NLL {got[s]:.6f} as recorded (dense {dense:.6f})")
