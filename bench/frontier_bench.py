@@ -189,10 +189,9 @@ def main():
         json.dump([int(t) for t in toks[:max(W * T, 256 + a.tg)]], open(tj, "w"))  # the speed steps' tokens too
         variants = [("dense", d)]
         for pv in PARAMS:
-            mf, out = manifest(a.work, f"{tag}-stock{pv}", d, calib, f'[slicing]\npolicy = "stock"\nparams = {pv}\nround_to = 8\n')
-            if speed_only:  # 16 windows of 256 (manifest writes 64) and the memory a 1B model's plan needs
-                txt = open(mf).read().replace("nsamples = 64", "nsamples = 16").replace('memory = "2GB"', 'memory = "12GB"')
-                open(mf, "w").write(txt)
+            # the speed-only model: 16 windows of 256 and the memory a 1B model's plan needs
+            mf, out = manifest(a.work, f"{tag}-stock{pv}", d, calib, f'[slicing]\npolicy = "stock"\nparams = {pv}\nround_to = 8\n',
+                               **({"nsamples": 16, "memory": "12GB"} if speed_only else {}))
             if not os.path.exists(os.path.join(out, "config.json")):
                 sh([a.slicepipe, "run", mf, "--quiet"])
             variants.append((f"stock {pv}", out))

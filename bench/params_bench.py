@@ -56,12 +56,12 @@ def sh(cmd, cwd=None):
     return r.stdout
 
 
-def manifest(work, tag, model, calib, slicing):
+def manifest(work, tag, model, calib, slicing, nsamples=64, memory="2GB"):
     out = os.path.join(work, tag)
     mf = out + ".toml"
     with open(mf, "w") as f:
-        f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{calib}"\nseqlen = 256\nnsamples = 64\n'
-                f'{slicing}[output]\npath = "{out}"\ndtype = "f32"\n[resources]\nmemory = "2GB"\nthreads = 2\n')
+        f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{calib}"\nseqlen = 256\nnsamples = {nsamples}\n'
+                f'{slicing}[output]\npath = "{out}"\ndtype = "f32"\n[resources]\nmemory = "{memory}"\nthreads = 2\n')
     return mf, out
 
 
