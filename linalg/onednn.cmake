@@ -1,9 +1,8 @@
 # linalg/onednn.cmake — the oneDNN backend (linalg/onednn.c), included by the
 # top-level CMakeLists.txt after sp_linalg and slicepipe_core exist.
 #
-#   AUTO  builds it when oneDNN 2.x is found (Debian's libdnnl-dev:
-#         find_package(dnnl CONFIG), else its header and library) with the
-#         OpenMP or the sequential CPU runtime; otherwise the backend is
+#   AUTO  builds it when oneDNN 2.x is found (Debian's libdnnl-dev: its
+#         header and library) with the OpenMP or the sequential CPU runtime; otherwise the backend is
 #         "known but not built", as cuda is without the toolkit;
 #   ON    requires it (configure fails without it);
 #   OFF   never looks.
@@ -23,16 +22,14 @@ endif()
 set(SLICEPIPE_HAVE_ONEDNN OFF)
 set(SP_ONEDNN_WHY "")
 if(NOT SLICEPIPE_ONEDNN STREQUAL "OFF")
-  find_package(dnnl CONFIG QUIET)
-  if(dnnl_FOUND AND TARGET DNNL::dnnl)
+  # The header and library by name, not find_package(dnnl CONFIG): Debian's
+  # dnnl-config.cmake requires OpenCL (a Recommends of libdnnl-dev, absent
+  # under --no-install-recommends) and stops the configure when it is missing,
+  # even with QUIET; nothing here links libdnnl, so its targets are not needed.
+  find_path(SP_DNNL_INCLUDE oneapi/dnnl/dnnl.h)
+  find_library(SP_DNNL_LIB dnnl)
+  if(SP_DNNL_INCLUDE AND SP_DNNL_LIB)
     set(SP_DNNL_FOUND ON)
-    get_target_property(SP_DNNL_INCLUDE DNNL::dnnl INTERFACE_INCLUDE_DIRECTORIES)
-  else()
-    find_path(SP_DNNL_INCLUDE oneapi/dnnl/dnnl.h)
-    find_library(SP_DNNL_LIB dnnl)
-    if(SP_DNNL_INCLUDE AND SP_DNNL_LIB)
-      set(SP_DNNL_FOUND ON)
-    endif()
   endif()
   if(NOT SP_DNNL_FOUND OR NOT SP_DNNL_INCLUDE)
     set(SP_ONEDNN_WHY "oneDNN not found (install libdnnl-dev: tools/install-deps.sh)")
