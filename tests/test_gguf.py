@@ -19,8 +19,12 @@
             here in numpy, ref_quantize), bit for bit; token_embd is Q8_0 and
             the 172-wide ffn_down F16; llama.cpp's NLL on the GGUF against numpy's
             evaluation of the model gguf_read.py dequantizes, with llama.cpp's
-            CPU rounding of matmul inputs emulated (q8_0 / q8_1 blocks, fp16),
-            within QUANT_NLL_TOL (the residual is unexplained: see README)
+            CPU rounding of matmul inputs emulated (q8_0 / q8_1 blocks, fp16):
+            per token at the first positions of each window (median within
+            1e-5), and the mean NLL within 4 standard deviations of numpy
+            draws with float32-sized noise on the matmul inputs (the rounding
+            of the inputs makes the NLL chaotic at that scale; see
+            QUANT_DRAWS and bench/quant_parity.py for the 1e-4 measurement)
   calib     --quant-weighting calib (q4_0, q5_1, stories260k): per tensor the error
             weighted by diag(H) of its input, H computed here in numpy from the
             model's forward pass on the same calibration windows, is never above
@@ -49,6 +53,7 @@ import argparse
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -308,17 +313,19 @@ def llama_script(a):
     return script
 
 
-def llama(a, gg, toks=None, seqlen=0, windows=0, texts=None):
+def llama(a, gg, toks=None, seqlen=0, windows=0, texts=None, per_token=False, timeout=300):
     cmd = ["node", llama_script(a), "--gguf", gg]
     if toks is not None:
         tj = gg + ".tokens.json"
         json.dump([int(t) for t in toks[:seqlen * windows]], open(tj, "w"))
         cmd += ["--tokens", tj, "--seqlen", str(seqlen), "--windows", str(windows)]
+        if per_token:
+            cmd += ["--per-token", "1"]
     if texts:
         xj = gg + ".texts.json"
         json.dump(texts, open(xj, "w"))
         cmd += ["--texts", xj]
-    r = run(cmd, cwd=a.npm, timeout=300)
+    r = run(cmd, cwd=a.npm, timeout=timeout)
     lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
     if r.returncode or not lines:
         die(f"llama.cpp on {gg}: exit {r.returncode}: {r.stderr.strip()[-600:]}")
@@ -574,20 +581,78 @@ def gguf_model(a, d, gg):
     return {"config": cfg, "tensors": tensors}, wtypes, blocks
 
 
-# llama.cpp against numpy on a block-type GGUF. The issue asks 1e-4; measured
-# (stories260k, 3 windows of 256) up to 1.5e-3 with the activation rounding
-# emulated, and per token the first positions of each window agree to 1e-5
-# while later ones drift (README, "Quantized types"): some part of llama.cpp's
-# quantized path is not emulated yet. A layout error (nibble order, qh bits,
-# the min) moves the NLL by tenths of a nat, far outside this.
-QUANT_NLL_TOL = 2e-3
+# llama.cpp against numpy on a block-type GGUF. llama.cpp rounds every
+# matmul's input to 8-bit blocks, so a float32-sized difference anywhere
+# upstream (its float32 norms, RoPE, softmax and sums against numpy's float64)
+# now and then moves a value across a rounding boundary; the step that makes
+# moves later inputs, and through attention the later positions of the window.
+# Measured on stories260k, 3 windows of 256: multiplying every matmul input by
+# (1 + 1e-7·N(0,1)) moves numpy's own NLL with a standard deviation of
+# 5e-4 to 7e-4 a type, and llama.cpp's NLLs lie within 1.4 of those deviations
+# of the draws' mean. No second implementation can match a single evaluation
+# to 1e-4 on these windows; what is checked instead:
+#   * per token, at the first QUANT_EARLY positions of each window (attention
+#     over a few keys, little room for a flip), the median |llama.cpp − numpy|
+#     is within 1e-5 and most are within 1e-4: the blocks, their layout and the
+#     input rounding are llama.cpp's to float32 precision (a layout error moves
+#     every token by tenths of a nat);
+#   * the mean NLL is within 4 standard deviations of QUANT_DRAWS numpy draws'
+#     mean.
+# bench/quant_parity.py measures the mean over all 424 windows, where the
+# issue's 1e-4 is within reach of the statistics.
+QUANT_T, QUANT_W = 256, 12
+QUANT_EARLY = 4
+QUANT_DRAWS = 8
+QUANT_NOISE = 1e-7
+
+
+def emul_token_nll(model, wtypes, toks, T, W, seed=None):
+    """numpy's per-token NLL, (W, T-1), of the dequantized model over the first W
+    windows of T with llama.cpp's matmul input rounding (llama_matmul_hook);
+    with a seed, each matmul input is first multiplied by (1 + QUANT_NOISE·N(0,1))
+    from that seed: one draw of the float32-sized differences above."""
+    hook = llama_matmul_hook(wtypes)
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        plain = hook
+
+        def hook(name, x, w):
+            return plain(name, x * (1 + QUANT_NOISE * rng.standard_normal(x.shape)), w)
+    tk = np.asarray(toks[:T * W], dtype=np.int64).reshape(W, T)
+    out = []
+    mr.MATMUL_HOOK = hook
+    try:
+        for b0 in range(0, W, 16):
+            z = mr.forward_logits(model, tk[b0:b0 + 16])[:, :-1]
+            mx = z.max(-1, keepdims=True)
+            lse = (mx + np.log(np.exp(z - mx).sum(-1, keepdims=True)))[..., 0]
+            out.append(lse - np.take_along_axis(z, tk[b0:b0 + 16, 1:, None], -1)[..., 0])
+    finally:
+        mr.MATMUL_HOOK = None
+    return np.concatenate(out)
+
+
+def quant_parity(a, model, wtypes, gg, toks, T, W, draws, timeout=300):
+    """llama.cpp's per-token NLLs on gg against numpy's emulation: a dict with
+    the early-position agreement and the mean against `draws` noisy draws."""
+    res = llama(a, gg, toks, T, W, per_token=True, timeout=timeout)
+    if res["windows"] != W:
+        die(f"{gg}: llama.cpp evaluated {res['windows']} windows, expected {W}")
+    lt = np.array(res["per_token"]).reshape(W, T - 1)
+    early = np.abs(lt - emul_token_nll(model, wtypes, toks, T, W))[:, :QUANT_EARLY].ravel()
+    dr = np.array([emul_token_nll(model, wtypes, toks, T, W, seed=s).mean() for s in range(draws)])
+    m, sd = float(dr.mean()), float(dr.std(ddof=1))
+    se = sd * math.sqrt(1 + 1 / draws)  # of llama.cpp's one draw against the draws' mean
+    return {"llama": float(lt.mean()), "draws_mean": m, "draws_sd": sd, "diff": float(lt.mean()) - m,
+            "z": (float(lt.mean()) - m) / se if se > 0 else 0.0, "early_median": float(np.median(early)),
+            "early_within_1e-4": float(np.mean(early <= 1e-4)), "early_max": float(early.max())}
 
 
 def mode_quant(a):
     """Each block type on stories260k: the blocks equal ggml's reference
-    rounding of the source weights (numpy, ref_quantize), and llama.cpp's NLL
-    on the GGUF equals numpy's evaluation of the dequantized model with
-    llama.cpp's activation rounding (llama_matmul_hook) within 1e-4."""
+    rounding of the source weights (numpy, ref_quantize), and llama.cpp's
+    NLLs on the GGUF match numpy's evaluation of the dequantized model with
+    llama.cpp's input rounding (llama_matmul_hook), as quant_parity measures."""
     if not os.path.exists(os.path.join(a.npm, "node_modules", "node-llama-cpp", "package.json")):
         print("skip: node-llama-cpp is not installed (the gguf.npm test installs it)")
         sys.exit(SKIP)
@@ -597,7 +662,7 @@ def mode_quant(a):
         print("skip: shared data missing")
         sys.exit(SKIP)
     os.makedirs(a.work, exist_ok=True)
-    T, W = 256, 3
+    T, W = QUANT_T, QUANT_W
     toks = np.load(tf)
     src = st_tensors(d)
     cfg = json.load(open(os.path.join(d, "config.json")))
@@ -634,22 +699,19 @@ def mode_quant(a):
                     f"d {rd[bad]} m {rm[bad]} q {rq[bad].tolist()}")
             nb += len(gd)
         plain = mr.forward_nll(model, toks, T, W)
-        mr.MATMUL_HOOK = llama_matmul_hook(wtypes)
-        try:
-            emul = mr.forward_nll(model, toks, T, W)
-        finally:
-            mr.MATMUL_HOOK = None
-        res = llama(a, gg, toks, T, W)
-        if res["windows"] != W:
-            die(f"{typ}: llama.cpp evaluated {res['windows']} windows")
-        dn = res["nll"] - emul
-        worst = max(worst, abs(dn))
+        r = quant_parity(a, model, wtypes, gg, toks, T, W, QUANT_DRAWS)
+        worst = max(worst, abs(r["z"]))
         print(f"stories260k {typ}: {nb} blocks = ggml's reference rounding; {os.path.getsize(gg)} bytes; NLL dense "
-              f"{dense:.7f}, dequantized {plain:.7f}, dequantized with llama.cpp's activation rounding {emul:.7f}, "
-              f"llama.cpp {res['nll']:.7f}  (llama.cpp - numpy {dn:+.2e})")
-        if abs(dn) > QUANT_NLL_TOL:
-            die(f"{typ}: |llama.cpp - numpy| {abs(dn):.3g} > {QUANT_NLL_TOL}")
-    print(f"worst |llama.cpp - numpy| {worst:.2e} (limit {QUANT_NLL_TOL}; the issue asks 1e-4)")
+              f"{dense:.7f}, dequantized {plain:.7f}; llama.cpp {r['llama']:.7f}, numpy with llama.cpp's input "
+              f"rounding {r['draws_mean']:.7f} (sd {r['draws_sd']:.1e} over {QUANT_DRAWS} draws): "
+              f"{r['diff']:+.2e}, z {r['z']:+.2f}; first {QUANT_EARLY} positions: median |d| "
+              f"{r['early_median']:.1e}, {100 * r['early_within_1e-4']:.0f}% within 1e-4")
+        if r["early_median"] > 1e-5 or r["early_within_1e-4"] < 0.75:
+            die(f"{typ}: llama.cpp's per-token NLLs at the first {QUANT_EARLY} positions do not match numpy's "
+                f"(median |d| {r['early_median']:.2e}, {100 * r['early_within_1e-4']:.0f}% within 1e-4)")
+        if abs(r["z"]) > 4:
+            die(f"{typ}: llama.cpp's mean NLL is {r['z']:+.1f} standard deviations from numpy's draws")
+    print(f"worst |z| {worst:.2f} (limit 4); the mean over all 424 windows: bench/quant_parity.py")
 
 
 
