@@ -226,6 +226,8 @@ def main():
             r["verdict"] = speed_verdict(r)
             print(r["verdict"], file=sys.stderr, flush=True)
             results.append(r)
+            if a.json:
+                json.dump(results, open(a.json, "w"), indent=1)
             continue
         # per-layer SliceGPT 0.25, for reference (no GGUF: shortcut matrices)
         mf, out = manifest(a.work, f"{tag}-slicegpt25", d, calib, '[slicing]\nsparsity = 0.25\nbasis = "per-layer"\n')

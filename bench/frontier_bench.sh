@@ -8,9 +8,12 @@
 #
 # ONLY="stories260k llama2xs" picks models (default: every shared model and the
 # example); SYNTH=1 adds the ~1B synthetic model, speed only (about 2 GB of
-# checkpoint and one GGUF at a time in WORKDIR). Needs node-llama-cpp in build/npm-gguf (ctest -R gguf.npm). Writes
-# bench/FRONTIER.md and bench/frontier_bench.svg. Timings are only comparable
-# on a quiet machine: /proc/loadavg is recorded in FRONTIER.md.
+# checkpoint and one GGUF at a time in WORKDIR); ONLY=none SYNTH=1 runs it
+# alone. Needs node-llama-cpp in build/npm-gguf (ctest -R gguf.npm). Writes
+# bench/FRONTIER.md and bench/frontier_bench.svg, or FRONTIER_MD and
+# FRONTIER_SVG when set (so a run of some models keeps the others' page).
+# Timings are only comparable on a quiet machine: /proc/loadavg is recorded in
+# the page.
 set -eu
 SP=${1:-build/slicepipe}
 WORK=${2:-${TMPDIR:-/tmp}/slicepipe-frontier-bench}
@@ -36,9 +39,11 @@ aidreams260k|$SH/models/aidreams260k|$TS/calib.dreams512.npy|$TS/holdout.dreams5
 kjv|$ROOT/examples/kjv/model|$ROOT/examples/kjv/calib.npy|$ROOT/examples/kjv/eval.npy"
 SEL=$(echo "$MODELS" | while IFS='|' read -r label rest; do
     case " ${ONLY:-$label} " in *" $label "*) echo "$label|$rest" ;; esac; done)
+MD=${FRONTIER_MD:-bench/FRONTIER.md}
+SVG=${FRONTIER_SVG:-bench/frontier_bench.svg}
 LOAD0=$(cat /proc/loadavg)
 $PY bench/frontier_bench.py --slicepipe "$SP" --npm "$NPM" --work "$WORK" --models "$SEL" --windows "$WIN" --tg "$TG" --reps "$REPS" \
-    --md "$WORK/frontier.md" --svg bench/frontier_bench.svg --json "$WORK/frontier.json" \
+    --md "$WORK/frontier.md" --svg "$SVG" --json "$WORK/frontier.json" \
     $([ "${SYNTH:-0}" = 1 ] && echo --synth)
 {
     echo "# Compression × quantization in llama.cpp (bench/frontier_bench.sh)"
@@ -46,5 +51,5 @@ $PY bench/frontier_bench.py --slicepipe "$SP" --npm "$NPM" --work "$WORK" --mode
     echo "Held-out windows of 256: $WIN per model; speed: 256-token prompt, $TG generated tokens, best of $REPS. /proc/loadavg before: $LOAD0; after: $(cat /proc/loadavg) (2 cores)."
     echo
     cat "$WORK/frontier.md"
-} > bench/FRONTIER.md
-echo "frontier_bench: bench/FRONTIER.md, bench/frontier_bench.svg"
+} > "$MD"
+echo "frontier_bench: $MD, $SVG"
