@@ -24,7 +24,8 @@ reference, beside the dense model's.
 With --synth, also a synthetic Llama of about 1B parameters (`slicepipe
 synth`: D 2048, 16 layers, FFN 5632, 16 heads, vocab 32000, bf16), for speed
 only: random weights have no meaningful quality, so it has no NLL or KL; its
-stock variants are calibrated on 16 of its own windows of 256. Each GGUF is
+stock variants are calibrated on 16 of its own windows of 256, with round_to = 32
+(every width a whole number of blocks). Each GGUF is
 deleted once measured.
 
 Writes WORK/frontier.json, a markdown table (--md), an SVG (--svg: NLL and
@@ -189,8 +190,11 @@ def main():
         json.dump([int(t) for t in toks[:max(W * T, 256 + a.tg)]], open(tj, "w"))  # the speed steps' tokens too
         variants = [("dense", d)]
         for pv in PARAMS:
-            # the speed-only model: 16 windows of 256 and the memory a 1B model's plan needs
-            mf, out = manifest(a.work, f"{tag}-stock{pv}", d, calib, f'[slicing]\npolicy = "stock"\nparams = {pv}\nround_to = 8\n',
+            # the speed-only model: 16 windows of 256, the memory a 1B model's plan needs, and
+            # widths in multiples of 32 (a block type's row length: with round_to = 8 a
+            # down projection of 4,656 falls back to F16, and the speed would measure that)
+            rt = 32 if speed_only else 8
+            mf, out = manifest(a.work, f"{tag}-stock{pv}", d, calib, f'[slicing]\npolicy = "stock"\nparams = {pv}\nround_to = {rt}\n',
                                **({"nsamples": 16, "memory": "12GB"} if speed_only else {}))
             if not os.path.exists(os.path.join(out, "config.json")):
                 sh([a.slicepipe, "run", mf, "--quiet"])
