@@ -10,7 +10,8 @@ held to the budget: shadow memory and the allocator's quarantine inflate them.
   budget (100 MB) is sliced within the budget: the tool's own summed peak RSS
   and /proc sampling of every process of the run (VmHWM) both stay under it.
 - The same job at 512 MiB, killed at the writer's second commit point and
-  resumed: the resume's summed peak RSS stays within its plan, and its reader
+  resumed: the plan counts the supervisor's hashing buffer (the staging
+  size), the resume's summed peak RSS stays within its plan, and its reader
   and writer hold no more than an uninterrupted run's (the supervisor's freed
   hashing buffers of the resume checks are not inherited at the fork).
 - --io=pread and forced short reads give byte-identical output.
@@ -20,6 +21,7 @@ held to the budget: shadow memory and the allocator's quarantine inflate them.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -111,10 +113,15 @@ def main():
 
         # Killed after a layer and resumed: before it forks the stages, the
         # resume hashes the journaled outputs, the spill (8 MiB here) and the
-        # basis in the supervisor. The summed peak stays within the plan, and
-        # the reader and writer peak where an uninterrupted run of the same
-        # job does.
+        # basis in the supervisor, in chunks of the staging size (8 MiB at a
+        # 512 MiB budget). The plan counts that buffer; the summed peak stays
+        # within the plan, and the reader and writer peak where an
+        # uninterrupted run of the same job does.
         mf0, mf = manifest(work, "r0", 32, "512MiB"), manifest(work, "r", 32, "512MiB")
+        r = subprocess.run([sp, "run", mf, "--dry-run"], capture_output=True, text=True)
+        m = re.search(r"reader staging ([0-9.]+) MiB, the supervisor's hashing buffer ([0-9.]+) MiB", r.stdout)
+        check(r.returncode == 0 and m and m.group(1) == m.group(2) == "8.0",
+              f"the plan counts the supervisor's hashing buffer, the staging size ({m.group(0) if m else r.stdout[-300:]})")
         r0 = subprocess.run([sp, "run", mf0, "--quiet"], capture_output=True, text=True)
         r = subprocess.run([sp, "run", mf, "--quiet"], capture_output=True, text=True,
                            env=dict(os.environ, SLICEPIPE_KILL_AT="writer:2"))
