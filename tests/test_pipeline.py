@@ -9,6 +9,11 @@ held to the budget: shadow memory and the allocator's quarantine inflate them.
 - A synthetic model whose checkpoint (~178 MB) is larger than the memory
   budget (100 MB) is sliced within the budget: the tool's own summed peak RSS
   and /proc sampling of every process of the run (VmHWM) both stay under it.
+- The same job at 512 MiB, killed at the writer's second commit point and
+  resumed: the plan counts the supervisor's hashing buffer (the staging
+  size), the resume's summed peak RSS stays within its plan, and its reader
+  and writer hold no more than an uninterrupted run's (the supervisor's freed
+  hashing buffers of the resume checks are not inherited at the fork).
 - --io=pread and forced short reads give byte-identical output.
 - A stage killed with SIGKILL: the supervisor notices, stops the others and
   exits non-zero within seconds naming the stage; no process is left.
@@ -16,6 +21,7 @@ held to the budget: shadow memory and the allocator's quarantine inflate them.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -104,6 +110,38 @@ def main():
         check(st["compute"]["busy_seconds"] > 0 and st["reader"]["bytes_read"] >= ckpt * 0.9,
               f"accounting: reader read {st['reader']['bytes_read'] / 1e6:.0f} MB, compute busy "
               f"{st['compute']['busy_seconds']:.2f}s")
+
+        # Killed after a layer and resumed: before it forks the stages, the
+        # resume hashes the journaled outputs, the spill (8 MiB here) and the
+        # basis in the supervisor, in chunks of the staging size (8 MiB at a
+        # 512 MiB budget). The plan counts that buffer; the summed peak stays
+        # within the plan, and the reader and writer peak where an
+        # uninterrupted run of the same job does.
+        mf0, mf = manifest(work, "r0", 32, "512MiB"), manifest(work, "r", 32, "512MiB")
+        r = subprocess.run([sp, "run", mf, "--dry-run"], capture_output=True, text=True)
+        m = re.search(r"reader staging ([0-9.]+) MiB, the supervisor's hashing buffer ([0-9.]+) MiB", r.stdout)
+        check(r.returncode == 0 and m and m.group(1) == m.group(2) == "8.0",
+              f"the plan counts the supervisor's hashing buffer, the staging size ({m.group(0) if m else r.stdout[-300:]})")
+        r0 = subprocess.run([sp, "run", mf0, "--quiet"], capture_output=True, text=True)
+        r = subprocess.run([sp, "run", mf, "--quiet"], capture_output=True, text=True,
+                           env=dict(os.environ, SLICEPIPE_KILL_AT="writer:2"))
+        r2 = subprocess.run([sp, "run", mf], capture_output=True, text=True)  # not quiet: it says it resumes
+        ok = r0.returncode == 0 and r.returncode != 0 and r2.returncode == 0 and "resuming after a layer" in r2.stderr
+        check(ok, f"512 MiB: uninterrupted (exit {r0.returncode}); killed at writer:2 (exit {r.returncode}), resumed "
+                  f"(exit {r2.returncode})" + ("" if ok else f": {r0.stderr.strip()[-200:]} / {r.stderr.strip()[-200:]} / "
+                                              f"{r2.stderr.strip()[-200:]}"))
+        if ok:
+            s0 = json.load(open(os.path.join(work, "r0", "slicing.json")))["stages"]
+            rs = json.load(open(os.path.join(work, "r", "slicing.json")))["stages"]
+            mib = lambda b: f"{b / 1048576:.1f} MiB"
+            held = not sanitized
+            check(rs["peak_rss_sum_bytes"] <= rs["memory_plan_bytes"] or not held,
+                  f"resume: summed peak RSS {mib(rs['peak_rss_sum_bytes'])} within the "
+                  f"{mib(rs['memory_plan_bytes'])} plan")
+            for name in ("reader", "writer"):
+                a, b = s0[name]["peak_rss_bytes"], rs[name]["peak_rss_bytes"]
+                check(b <= a + (1 << 20) or not held,
+                      f"resume: the {name} peaks at {mib(b)}, the uninterrupted run's {mib(a)} (+1 MiB at most)")
 
     # pread and short reads give the same bytes.
     base = shard_bytes(os.path.join(work, "a"))

@@ -412,12 +412,16 @@ void sp_hex128(uint64_t high64, uint64_t low64, char hex[33]) {
 }
 
 int sp_io_xxh128_range(const char *path, int64_t off, int64_t len, char hex[33]) {
+    return sp_io_xxh128_range_chunk(path, off, len, (int64_t)4 << 20, hex);
+}
+
+int sp_io_xxh128_range_chunk(const char *path, int64_t off, int64_t len, int64_t chunk, char hex[33]) {
     int fd;
     int64_t size;
     SP_TRY(sp_io_open_read(path, &fd, &size));
     if (len < 0) len = size - off;
-    enum { CH = 4 << 20 };
-    char *buf = malloc(CH);
+    const int64_t CH = chunk > 0 ? chunk : 1;
+    char *buf = malloc((size_t)CH);
     XXH3_state_t *xs = XXH3_createState();
     int rc = buf && xs ? 0 : sp_fail(SP_EX_SOFTWARE, "out of memory");
     if (!rc && (off < 0 || len < 0 || off + len > size))

@@ -109,9 +109,12 @@ int sp_io_write_atomic(const char *path, const void *buf, int64_t n);
 int sp_path_join(const char *dir, const char *name, char **out);
 
 /* XXH3-128 of len bytes at off in path (len < 0: to the end of the file),
- * read in bounded chunks; 32 lowercase hex digits, high half first (the
- * canonical form), + NUL. A file shorter than off + len: 65. */
+ * read in chunks of 4 MiB (sp_io_xxh128_range) or of `chunk` bytes, the size
+ * of its one buffer (a run's supervisor hashes in chunks its memory plan
+ * counts); 32 lowercase hex digits, high half first (the canonical form),
+ * + NUL. A file shorter than off + len: 65. */
 int sp_io_xxh128_range(const char *path, int64_t off, int64_t len, char hex[33]);
+int sp_io_xxh128_range_chunk(const char *path, int64_t off, int64_t len, int64_t chunk, char hex[33]);
 /* The canonical hex form of an XXH3-128 given as its two halves. */
 void sp_hex128(uint64_t high64, uint64_t low64, char hex[33]);
 

@@ -166,6 +166,7 @@ int sp_plan_reads_after(const job *j, int64_t layer, int survey); /* plan index 
 int sp_plan_memory(job *j);           /* rings, staging, chunk size: after reads and the declaration */
 int64_t sp_plan_total(const job *j);  /* what the summed peak RSS of the four processes will be */
 int64_t sp_plan_process_base_bytes(void);
+int64_t sp_plan_hash_bytes(const job *j); /* the supervisor's hashing buffer, before the fork */
 void sp_plan_print(const job *j, FILE *f);
 
 /* output.c */

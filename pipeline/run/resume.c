@@ -315,7 +315,7 @@ static int verify_complete(job *j, char (*hashes)[33], const char **hp, int n_re
         char *p = sp_job_join(j->mf->output_path, sp_stw_shard_name(j->w, sp_stw_tensor_shard(j->w, i)));
         if (!p) return sp_fail(SP_EX_SOFTWARE, "out of memory");
         char hex[33];
-        int rc = sp_io_xxh128_range(p, sp_stw_tensor_file_offset(j->w, i), sp_stw_tensor_bytes(j->w, i), hex);
+        int rc = sp_io_xxh128_range_chunk(p, sp_stw_tensor_file_offset(j->w, i), sp_stw_tensor_bytes(j->w, i), j->stage_bytes, hex);
         if (rc == SP_EX_NOINPUT)
             rc = sp_fail(SP_EX_DATAERR, "%s: the job is recorded as complete but its shard %s is missing; run "
                                         "`slicepipe run %s --restart` to redo it", j->mf->output_path, p, j->mf->path);
@@ -604,8 +604,8 @@ int sp_resume_open(job *j, int *complete) {
         if (n_done != expect) rc = damaged(j, "the tensor count of the last layer record");
         for (int i = 0; i < n_done && !rc; i++) {
             char hex[33];
-            rc = sp_io_xxh128_range(sp_stw_tensor_path_now(j->w, i), sp_stw_tensor_file_offset(j->w, i), sp_stw_tensor_bytes(j->w, i),
-                            hex);
+            rc = sp_io_xxh128_range_chunk(sp_stw_tensor_path_now(j->w, i), sp_stw_tensor_file_offset(j->w, i),
+                                          sp_stw_tensor_bytes(j->w, i), j->stage_bytes, hex);
             if (!rc && strcmp(hex, hashes[i]) != 0) {
                 char what[512];
                 snprintf(what, sizeof what, "tensor '%s' in %s", sp_stw_tensor_name(j->w, i), sp_stw_tensor_path_now(j->w, i));
@@ -623,13 +623,14 @@ int sp_resume_open(job *j, int *complete) {
                 rc = damaged(j, "the input hashes of the journaled layers");
             if (!rc) {
                 j->resume.spill = strcmp(l.spill, na) ? strdup(j->spill_b) : strdup(j->spill_a);
-                rc = j->resume.spill ? sp_spill_hash_file(j->resume.spill, hex) : sp_fail(SP_EX_SOFTWARE, "out of memory");
+                rc = j->resume.spill ? sp_io_xxh128_range_chunk(j->resume.spill, 0, -1, j->stage_bytes, hex)
+                                     : sp_fail(SP_EX_SOFTWARE, "out of memory");
                 if (rc == SP_EX_NOINPUT || (!rc && strcmp(hex, l.spill_hash))) rc = damaged(j, j->resume.spill);
             }
             if (!rc) {
                 const char *bp = j->basis_path[l.basis_idx & 1];
                 struct stat st;
-                rc = stat(bp, &st) == 0 && st.st_size == j->shape.hidden * j->shape.hidden * 8 ? sp_io_xxh128_range(bp, 0, j->shape.hidden * j->shape.hidden * 8, hex)
+                rc = stat(bp, &st) == 0 && st.st_size == j->shape.hidden * j->shape.hidden * 8 ? sp_io_xxh128_range_chunk(bp, 0, j->shape.hidden * j->shape.hidden * 8, j->stage_bytes, hex)
                                                                          : damaged(j, bp);
                 if (!rc && strcmp(hex, l.basis_hash)) rc = damaged(j, bp);
             }

@@ -39,6 +39,7 @@
  * signal, the watch loop stops the stages as for a failed one and returns 75.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -286,6 +287,14 @@ int sp_stages_run(job *j) {
     int pfd[SP_STAGE_COUNT], alive = 0, rc = 0, failed = -1;
     for (int s = 0; s < SP_STAGE_COUNT; s++) pfd[s] = -1;
     fflush(NULL);
+    /* A stage starts with every page the supervisor's heap holds at the
+     * fork in its RSS, freed blocks that malloc keeps included: a resume's
+     * hashing buffers (resume.c) land on the heap once glibc's dynamic mmap
+     * threshold has grown past their size, and free keeps them, so each
+     * stage counted them again, beyond the plan (docs/pipeline.md §6). Freed
+     * heap pages go back to the kernel first; the stages then inherit only
+     * what the supervisor still uses. */
+    malloc_trim(0);
     for (int s = 0; s < SP_STAGE_COUNT; s++) {
         pid[s] = fork();
         if (pid[s] < 0) {

@@ -11,9 +11,10 @@
  *
  * The memory plan is the sum of what each module that allocates says it
  * will allocate (their *_bytes functions, which their inits use too): the
- * compute stage's buffers, the reader's staging buffer, each ring twice (its
- * pages are resident in both processes that map it), the stats page and a
- * baseline per process. Spill chunks are sized from what the budget leaves.
+ * compute stage's buffers, the reader's staging buffer, the supervisor's
+ * hashing buffer, each ring twice (its pages are resident in both processes
+ * that map it), the stats page and a baseline per process. Spill chunks are
+ * sized from what the budget leaves.
  */
 #include <math.h>
 #include <stdio.h>
@@ -109,10 +110,18 @@ static int64_t layer_raw_bytes(const job *j) {
 
 int64_t sp_plan_process_base_bytes(void) { return (SP_STAGE_COUNT + 1) * PROCESS_BASE_BYTES; }
 
+/* The supervisor hashes before it forks the stages (resume.c): every input
+ * tensor on the first run (and on a resume whose input files were touched);
+ * on a resume the journaled outputs, the spill and the basis. It reads them
+ * in chunks of the reader's staging size, into one buffer its peak RSS holds
+ * on top of its baseline. */
+int64_t sp_plan_hash_bytes(const job *j) { return j->stage_bytes; }
+
 int64_t sp_plan_total(const job *j) {
     return sp_compute_plan_bytes(j) + 2 * sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) +
-           2 * sp_ring_bytes(j->out_slots, j->ring_slot_bytes) + j->stage_bytes + 2 * j->shared_bytes +
-           sp_plan_process_base_bytes() + 2 * j->bk->process_bytes; /* the backend in the supervisor and compute */
+           2 * sp_ring_bytes(j->out_slots, j->ring_slot_bytes) + j->stage_bytes + sp_plan_hash_bytes(j) +
+           2 * j->shared_bytes + sp_plan_process_base_bytes() +
+           2 * j->bk->process_bytes; /* the backend in the supervisor and compute */
 }
 
 int sp_plan_memory(job *j) {
@@ -174,7 +183,8 @@ void sp_plan_print(const job *j, FILE *f) {
             "  calibration %lld windows x %lld tokens = %lld tokens; backend %s (device plan %.1f MiB)\n"
             "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows,\n"
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
-            "    them), reader staging %.1f MiB, 4 processes' baseline %.0f MiB%s\n"
+            "    them), reader staging %.1f MiB, the supervisor's hashing buffer %.1f MiB,\n"
+            "    4 processes' baseline %.0f MiB%s\n"
             "  disk: spill %.1f MiB (%s), output %.1f MiB\n",
             sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0],
             mf->has_params ? "params" : "sparsity", mf->has_params ? mf->params : mf->sparsity, (long long)mf->round_to, (long long)j->shape.layers, sp_dtype_st_name(j->out_dtype),
@@ -184,7 +194,7 @@ void sp_plan_print(const job *j, FILE *f) {
             mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w,
             (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) / 1048576.0,
             (long long)j->ring_slots, (long long)j->out_slots, j->ring_slot_bytes / 1024.0, j->stage_bytes / 1048576.0,
-            sp_plan_process_base_bytes() / 1048576.0, backend_note, spill_bytes / 1048576.0,
+            sp_plan_hash_bytes(j) / 1048576.0, sp_plan_process_base_bytes() / 1048576.0, backend_note, spill_bytes / 1048576.0,
             mf->spill_dtype == SP_DTYPE_BF16 ? "bf16" : "f32", output_bytes(j) / 1048576.0);
     sp_params pd, po;
     sp_params_dense(&j->m, &pd);
