@@ -80,11 +80,10 @@ def main():
             tg.export(ta, d, gg, typ)
             model, wtypes, _ = tg.gguf_model(ta, d, gg)
             r = tg.quant_parity(ta, model, wtypes, gg, toks, T, W, a.draws, timeout=3600)
-            se = r["draws_sd"] * (1 + 1 / a.draws) ** 0.5
-            r.update(model=name, type=typ, windows=W, draws=a.draws, se=se, seconds=time.time() - t0)
+            r.update(model=name, type=typ, windows=W, draws=a.draws, seconds=time.time() - t0)
             rows.append(r)
             print(f"| {name} | {typ} | {r['llama']:.7f} | {r['draws_mean']:.7f} ({r['draws_sd']:.1e}) | "
-                  f"{r['diff']:+.1e} | {se:.1e} | {r['z']:+.2f} | {r['early_median']:.1e}, "
+                  f"{r['diff']:+.1e} | {r['se']:.1e} | {r['z']:+.2f} | {r['early_median']:.1e}, "
                   f"{100 * r['early_within_1e-4']:.0f}% |", flush=True)
     worst = max(abs(r["diff"]) for r in rows)
     print(f"\nworst |llama.cpp − numpy| {worst:.1e}; within 1e-4: "

@@ -623,10 +623,7 @@ def emul_token_nll(model, wtypes, toks, T, W, seed=None):
     mr.MATMUL_HOOK = hook
     try:
         for b0 in range(0, W, 16):
-            z = mr.forward_logits(model, tk[b0:b0 + 16])[:, :-1]
-            mx = z.max(-1, keepdims=True)
-            lse = (mx + np.log(np.exp(z - mx).sum(-1, keepdims=True)))[..., 0]
-            out.append(lse - np.take_along_axis(z, tk[b0:b0 + 16, 1:, None], -1)[..., 0])
+            out.append(mr.nll_tokens(mr.forward_logits(model, tk[b0:b0 + 16]), tk[b0:b0 + 16]))
     finally:
         mr.MATMUL_HOOK = None
     return np.concatenate(out)
@@ -643,7 +640,7 @@ def quant_parity(a, model, wtypes, gg, toks, T, W, draws, timeout=300):
     dr = np.array([emul_token_nll(model, wtypes, toks, T, W, seed=s).mean() for s in range(draws)])
     m, sd = float(dr.mean()), float(dr.std(ddof=1))
     se = sd * math.sqrt(1 + 1 / draws)  # of llama.cpp's one draw against the draws' mean
-    return {"llama": float(lt.mean()), "draws_mean": m, "draws_sd": sd, "diff": float(lt.mean()) - m,
+    return {"llama": float(lt.mean()), "draws_mean": m, "draws_sd": sd, "diff": float(lt.mean()) - m, "se": se,
             "z": (float(lt.mean()) - m) / se if se > 0 else 0.0, "early_median": float(np.median(early)),
             "early_within_1e-4": float(np.mean(early <= 1e-4)), "early_max": float(early.max())}
 

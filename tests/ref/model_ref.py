@@ -752,13 +752,18 @@ def forward_logits(model, toks, act_dtype=np.float64, embed_scale_dtype=None):
     return head(arch, t, x, sliced)
 
 
-def nll_sum(logits, toks):
-    """Sum of the NLL of toks[:, 1:] predicted at positions 0..T-2."""
+def nll_tokens(logits, toks):
+    """The NLL of each of toks[:, 1:] predicted at positions 0..T-2: (B, T-1)."""
     z = logits[:, :-1, :]
     mx = z.max(-1, keepdims=True)
     lse = (mx + np.log(np.exp(z - mx).sum(-1, keepdims=True)))[..., 0]
     tgt = np.take_along_axis(z, toks[:, 1:, None], axis=-1)[..., 0]
-    return float((lse - tgt).sum())
+    return lse - tgt
+
+
+def nll_sum(logits, toks):
+    """Sum of the NLL of toks[:, 1:] predicted at positions 0..T-2."""
+    return float(nll_tokens(logits, toks).sum())
 
 
 def forward_nll(model, tokens, seqlen, windows=None, return_logits=False, batch=16):
