@@ -102,7 +102,13 @@ def rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
-def compare_tensors(label, got, dtypes, ref):
+def frob(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def compare_tensors(label, got, dtypes, ref, tol=TOL_W, err=rel, within="%g·max|ref|"):
+    """The output's tensors against the reference's: the same names, all F32,
+    each within tol by err (rel: of max|ref|; frob: relative Frobenius)."""
     names_ok = check(set(got) == set(ref), "%s: tensor set equals the reference's (%d)%s" % (
         label, len(ref), "" if set(got) == set(ref) else ": extra %s, missing %s"
         % (sorted(set(got) - set(ref))[:4], sorted(set(ref) - set(got))[:4])))
@@ -113,13 +119,13 @@ def compare_tensors(label, got, dtypes, ref):
         if got[k].shape != ref[k].shape:
             bad.append("%s shape %s != %s" % (k, got[k].shape, ref[k].shape))
             continue
-        e = rel(got[k], ref[k])
+        e = err(got[k], ref[k])
         if e > worst:
             worst, wname = e, k
-        if e > TOL_W:
-            bad.append("%s rel %.2e" % (k, e))
-    check(names_ok and not bad, "%s: every tensor within %g·max|ref| (worst %.2e, %s)%s"
-          % (label, TOL_W, worst, wname, ("; " + "; ".join(bad[:6])) if bad else ""))
+        if e > tol:
+            bad.append("%s %.2e" % (k, e))
+    check(names_ok and not bad, "%s: every tensor within %s (worst %.2e, %s)%s"
+          % (label, within % tol, worst, wname, ("; " + "; ".join(bad[:6])) if bad else ""))
     return worst
 
 

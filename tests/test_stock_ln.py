@@ -54,6 +54,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "ref"))
 import model_ref as mr  # noqa: E402
 import stock_ref as st  # noqa: E402
+import test_global_ref as tgr  # noqa: E402  (check, frob, compare_tensors)
 
 # Per tensor, ‖C − R‖_F / ‖R‖_F, the 1e-5. Measured at these settings
 # (slicepipe against the float64 reference): worst 2.2e-7 (opt) and 3.0e-7
@@ -74,24 +75,14 @@ SAME_KEYS = ["model_type", "architectures", "hidden_size", "num_hidden_layers", 
              "max_position_embeddings", "layer_norm_eps", "activation_function", "hidden_act", "partial_rotary_factor",
              "tie_word_embeddings", "do_layer_norm_before", "word_embed_proj_dim"]
 
-FAILS = []
-
-
-def check(ok, msg):
-    print(("ok   " if ok else "FAIL ") + msg, flush=True)
-    if not ok:
-        FAILS.append(msg)
-    return ok
+FAILS = tgr.FAILS  # one list: tgr.compare_tensors reports through tgr.check
+check = tgr.check
 
 
 def run(args, env=None):
     e = {k: v for k, v in os.environ.items() if not k.startswith("SLICEPIPE_")}
     e.update(env or {})
     return subprocess.run(args, capture_output=True, text=True, env=e)
-
-
-def frob(a, b):
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
 def shards(d):
@@ -206,23 +197,7 @@ def case(sp, work, model, fam, score):
 
     # 3. every tensor
     R = ref["tensors"]
-    check(set(got) == set(R), "%s: tensor set equals the reference's (%d)%s" % (
-        label, len(R), "" if set(got) == set(R) else ": extra %s, missing %s"
-        % (sorted(set(got) - set(R))[:4], sorted(set(R) - set(got))[:4])))
-    bad_dt = sorted(n for n, v in dts.items() if v != "F32")
-    check(not bad_dt, "%s: every output tensor is F32%s" % (label, (": " + ", ".join(bad_dt[:4])) if bad_dt else ""))
-    worst, wname, bad = 0.0, None, []
-    for n in sorted(set(got) & set(R)):
-        if got[n].shape != R[n].shape:
-            bad.append("%s shape %s != %s" % (n, got[n].shape, R[n].shape))
-            continue
-        e = frob(got[n], R[n])
-        if e > worst:
-            worst, wname = e, n
-        if e > TOL_W:
-            bad.append("%s %.2e" % (n, e))
-    check(not bad, "%s: every tensor within %g relative Frobenius error (worst %.2e, %s)%s"
-          % (label, TOL_W, worst, wname, ("; " + "; ".join(bad[:6])) if bad else ""))
+    tgr.compare_tensors(label, got, dts, R, TOL_W, tgr.frob, "%g relative Frobenius error")
 
     # 4. NLL
     r = run([sp, "eval", out, "--tokens", ev_path, "--seqlen", str(SEQLEN), "--threads", "1", "--json", "--quiet"])

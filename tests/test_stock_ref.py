@@ -71,10 +71,6 @@ class Skip(Exception):
     pass
 
 
-def frob(a, b):
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
-
-
 def manifest(work, name, model, tokens):
     out = os.path.join(work, name)
     shutil.rmtree(out, ignore_errors=True)
@@ -163,23 +159,7 @@ def case(sp, work, shared, label, calib_name, eval_name):
 
     # 3. every tensor
     R = ref["tensors"]
-    check(set(got) == set(R), "%s: tensor set equals the reference's (%d)%s" % (
-        label, len(R), "" if set(got) == set(R) else ": extra %s, missing %s"
-        % (sorted(set(got) - set(R))[:4], sorted(set(R) - set(got))[:4])))
-    bad_dt = sorted(n for n, v in dts.items() if v != "F32")
-    check(not bad_dt, "%s: every output tensor is F32%s" % (label, (": " + ", ".join(bad_dt[:4])) if bad_dt else ""))
-    worst, wname, bad = 0.0, None, []
-    for n in sorted(set(got) & set(R)):
-        if got[n].shape != R[n].shape:
-            bad.append("%s shape %s != %s" % (n, got[n].shape, R[n].shape))
-            continue
-        e = frob(got[n], R[n])
-        if e > worst:
-            worst, wname = e, n
-        if e > TOL_W:
-            bad.append("%s %.2e" % (n, e))
-    check(not bad, "%s: every tensor within %g relative Frobenius error (worst %.2e, %s)%s"
-          % (label, TOL_W, worst, wname, ("; " + "; ".join(bad[:6])) if bad else ""))
+    tgr.compare_tensors(label, got, dts, R, TOL_W, tgr.frob, "%g relative Frobenius error")
 
     # 4. NLL
     nll_c, cerr = tgr.c_eval(sp, out, eval_path, SEQLEN, NEVAL)
