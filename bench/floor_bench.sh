@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # floor_bench.sh: the compute stage against this machine's floor, and against an in-RAM
-# PyTorch SliceGPT of the same job (project issue 10, item 7 "Where the time goes").
+# PyTorch SliceGPT of the same job (project issue 10, item 7 "Where the time goes"; issue 26:
+# the onednn backend at f32 and bf16 beside the cpu one).
 #
 #   bench/floor_bench.sh [SLICEPIPE_BIN] [WORK_DIR]
 #
@@ -8,20 +9,40 @@
 # (cmake -S . -B build-perf -DCMAKE_BUILD_TYPE=Release -DSLICEPIPE_CUDA=OFF); WORK_DIR to
 # $BENCH_DIR or /tmp; everything goes into WORK_DIR/slicepipe-floor.
 #
-# One run, in this order, so the three figures share the machine's state:
-#   1. bench/kernel_peaks (cc against OpenBLAS/LAPACKE): sgemm, dsyrk, ssyrk, dgemm GFLOP/s at
-#      the job's shapes and one dsyevd of order D, with the job's thread count;
-#   2. slicepipe run of the job (slicing.json: stages.compute_phases);
+# One bench, in this order, so the figures share the machine's state:
+#   1. bench/kernel_peaks (cc against OpenBLAS/LAPACKE, and against oneDNN with -DKP_ONEDNN
+#      where <dnnl.h> and libdnnl link): sgemm, dsyrk, ssyrk, dgemm GFLOP/s at the job's shapes,
+#      one dsyevd of order D, and oneDNN's matmul in f32 and bf16 (onednn_f32, onednn_bf16) at
+#      the dense layer shapes, driven as linalg/onednn.c drives it; all with the job's threads;
+#   2. one slicepipe run of the job per entry of BENCH_RUNS (slicing.json:
+#      stages.compute_phases), each with its own manifest ([resources] backend and precision)
+#      and output folder (manifest-BACKEND-PRECISION.toml, out-BACKEND-PRECISION);
 #   3. bench/torch_slicegpt.py on the same checkpoint and tokens (python3-torch, installed
-#      with apt-get when missing), only its slicing timed.
-# The floor of a phase is its FLOP count (formulas in bench/FLOOR.md and below) divided by the
-# measured peak of the kernel that phase runs on; eigh is the measured dsyevd time times the
-# number of PCAs. spill_io and waits have no FLOPs: their floor is 0.
+#      with apt-get when missing), only its slicing timed, once.
+#
+# OpenBLAS's kernels. kernel_peaks and slicepipe run with OPENBLAS_CORETYPE and
+# OPENBLAS_L2_SIZE removed from the environment (env -u), as a user runs them: both put OpenBLAS
+# on this CPU's best kernels by themselves (linalg/blas_core.h), whatever core the machine
+# presets. PyTorch cannot, so it runs with OPENBLAS_CORETYPE set to the core kernel_peaks' config
+# line names (and OPENBLAS_L2_SIZE removed): the baseline on its best OpenBLAS kernels too. The
+# report records the kernels of all three.
+#
+# The floor of a phase is its FLOP count (formulas in the report, "How the floor is counted")
+# divided by the measured peak of the kernel the phase runs on in that run:
+#   forward          cpu: sgemm. onednn: its linear layers, shortcuts and basis applications
+#                    (bk->sgemm) on oneDNN's matmul at the run's precision, the per-head
+#                    attention products (single-threaded OpenBLAS in the pool) on sgemm;
+#   second_moments   dsyrk (float64-widened 256-row blocks), in both backends;
+#   eigh             the measured dsyevd time times the number of PCAs;
+#   rotations        dgemm (float64), in both;
+#   spill_io, waits  no FLOPs: floor 0.
 #
 # The job (issue 10): synthetic Llama D=1024, 8 layers, FFN 2816, 16 heads, vocab 32000, F32;
 # 64 windows x 512 calibration tokens; sparsity 0.25; 2 threads. Overridable:
 #   BENCH_HIDDEN BENCH_LAYERS BENCH_FFN BENCH_HEADS BENCH_KV_HEADS BENCH_VOCAB BENCH_DTYPE
 #   BENCH_SEQLEN BENCH_NSAMPLES BENCH_SPARSITY BENCH_THREADS BENCH_MEMORY
+#   BENCH_RUNS="cpu:f32"  the slicepipe runs, BACKEND:PRECISION, space-separated, from cpu:f32,
+#                         onednn:f32, onednn:bf16 (e.g. "cpu:f32 onednn:f32 onednn:bf16")
 #   BENCH_TORCH=0        skip the PyTorch baseline
 #   BENCH_RESULTS=PATH   the markdown written (default bench/FLOOR.md, overwritten)
 set -euo pipefail
@@ -46,6 +67,7 @@ SPARSITY=${BENCH_SPARSITY:-0.25}
 THREADS=${BENCH_THREADS:-2}
 MEMORY=${BENCH_MEMORY:-2GB}
 DO_TORCH=${BENCH_TORCH:-1}
+read -r -a RUNS <<<"${BENCH_RUNS:-cpu:f32}"
 RESULTS=${BENCH_RESULTS:-$repo/bench/FLOOR.md}
 TOKENS=$((SEQLEN * NSAMPLES))
 PY=/usr/bin/python3
@@ -53,6 +75,16 @@ PY=/usr/bin/python3
 
 die() { echo "floor_bench: $*" >&2; exit 1; }
 log() { echo "floor_bench: $*" >&2; }
+
+((${#RUNS[@]} > 0)) || die "BENCH_RUNS is empty"
+want_onednn=0
+for r in "${RUNS[@]}"; do
+    case $r in
+    cpu:f32) ;;
+    onednn:f32 | onednn:bf16) want_onednn=1 ;;
+    *) die "BENCH_RUNS: \"$r\" is not one of cpu:f32, onednn:f32, onednn:bf16" ;;
+    esac
+done
 
 # ---------------------------------------------------------------- 0. build
 if [[ ! -x $bin ]]; then
@@ -63,9 +95,18 @@ fi
 [[ -x $bin ]] || die "no slicepipe binary at $bin"
 mkdir -p "$work"
 peaks_bin=$work/kernel_peaks
+# oneDNN's matmul is measured wherever its header and library link (Debian's libdnnl-dev); the
+# onednn runs need it, for their forward's floor.
+peaks_dnn=()
+if printf '#include <dnnl.h>\nint main(void) { return dnnl_version()->major != 2; }\n' |
+    cc -x c -o /dev/null - -ldnnl -lgomp 2>/dev/null; then
+    peaks_dnn=(-DKP_ONEDNN -pthread -ldnnl -lgomp)
+elif ((want_onednn)); then
+    die "BENCH_RUNS has onednn runs, but oneDNN 2.x (libdnnl-dev: <dnnl.h> and libdnnl) does not link here"
+fi
 cc -O2 -std=c11 -Wall -Wextra -I"$repo/linalg" -o "$peaks_bin" "$here/kernel_peaks.c" "$repo/linalg/blas_core.c" \
-    $(pkg-config --cflags --libs openblas lapacke) -lm ||
-    die "cannot build bench/kernel_peaks.c (needs libopenblas-dev, liblapacke-dev, pkg-config)"
+    $(pkg-config --cflags --libs openblas lapacke) "${peaks_dnn[@]}" -lm ||
+    die "cannot build bench/kernel_peaks.c (needs libopenblas-dev, liblapacke-dev, pkg-config; libdnnl-dev for oneDNN)"
 if [[ $DO_TORCH == 1 ]] && ! $PY -c 'import torch, numpy' 2>/dev/null; then
     log "installing python3-torch (Debian)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-numpy >/dev/null 2>&1 ||
@@ -86,7 +127,8 @@ else
     "${synth_cmd[@]}" >&2
     echo "$stamp" >"$model/.bench-stamp"
 fi
-cat >"$work/manifest.toml" <<EOF
+for r in "${RUNS[@]}"; do
+    cat >"$work/manifest-${r/:/-}.toml" <<EOF
 [model]
 path = "model"
 [calibration]
@@ -97,126 +139,180 @@ nsamples = $NSAMPLES
 sparsity = $SPARSITY
 round_to = 8
 [output]
-path = "out"
+path = "out-${r/:/-}"
 [resources]
 memory = "$MEMORY"
 threads = $THREADS
+backend = "${r%%:*}"
+precision = "${r##*:}"
 EOF
+done
 
-# ---------------------------------------------------------------- 2. the run
+# ---------------------------------------------------------------- 2. the runs
 D=$HIDDEN
 d=$($PY -c "import math; d=int(math.floor((1-$SPARSITY)*$D)); print(d - d % 8)")
-load0=$(cut -d' ' -f1-3 /proc/loadavg)
-log "kernel peaks (load $load0)"
-"$peaks_bin" "$D" "$d" "$FFN" "$SEQLEN" "$THREADS" >"$work/peaks.txt"
-load1=$(cut -d' ' -f1-3 /proc/loadavg)
-log "slicepipe run (load $load1)"
-rm -rf "$work/out"
-run_cmd=("$bin" run "$work/manifest.toml" --quiet)
-"${run_cmd[@]}" >"$work/run.txt" 2>&1 || { cat "$work/run.txt" >&2; die "slicepipe run failed"; }
-load2=$(cut -d' ' -f1-3 /proc/loadavg)
+as_user=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE) # the header says why
+loads=("before the kernel peaks: $(cut -d' ' -f1-3 /proc/loadavg)")
+log "kernel peaks"
+"${as_user[@]}" "$peaks_bin" "$D" "$d" "$FFN" "$SEQLEN" "$THREADS" >"$work/peaks.txt"
+for r in "${RUNS[@]}"; do
+    loads+=("before slicepipe $r: $(cut -d' ' -f1-3 /proc/loadavg)")
+    log "slicepipe run $r"
+    rm -rf "$work/out-${r/:/-}"
+    "${as_user[@]}" "$bin" run "$work/manifest-${r/:/-}.toml" --quiet >"$work/run-${r/:/-}.txt" 2>&1 ||
+        { cat "$work/run-${r/:/-}.txt" >&2; die "slicepipe run $r failed"; }
+done
+slicepipe_kernels=$("${as_user[@]}" "$bin" --version | sed -n 's/^kernels: //p')
+torch_core=$(sed -n 's/^config .* core=\([^ ]*\) .*/\1/p' "$work/peaks.txt")
+[[ -n $torch_core ]] || die "no core= in kernel_peaks' config line ($work/peaks.txt)"
 : >"$work/torch.txt"
 if [[ $DO_TORCH == 1 ]]; then
-    log "PyTorch baseline (load $load2)"
-    $PY "$here/torch_slicegpt.py" "$model" "$model/calib.npy" --seqlen "$SEQLEN" --nsamples "$NSAMPLES" \
-        --sparsity "$SPARSITY" --threads "$THREADS" >"$work/torch.txt"
+    loads+=("before PyTorch: $(cut -d' ' -f1-3 /proc/loadavg)")
+    log "PyTorch baseline (OPENBLAS_CORETYPE=$torch_core)"
+    env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE="$torch_core" $PY "$here/torch_slicegpt.py" "$model" "$model/calib.npy" \
+        --seqlen "$SEQLEN" --nsamples "$NSAMPLES" --sparsity "$SPARSITY" --threads "$THREADS" >"$work/torch.txt"
 fi
-load3=$(cut -d' ' -f1-3 /proc/loadavg)
+loads+=("at the end: $(cut -d' ' -f1-3 /proc/loadavg)")
 
-# ---------------------------------------------------------------- 3. the table
+# ---------------------------------------------------------------- 3. the tables
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git -C "$repo" status --porcelain -- linalg pipeline bench 2>/dev/null | grep -q . && echo "+changes" || true)
-$PY - "$work" "$RESULTS" <<PYEOF
-import json, math, sys, platform, os
-work, results = sys.argv[1], sys.argv[2]
-N, T, D, d = $TOKENS, $SEQLEN, $D, $d
-L, F, V, nh, nkv = $LAYERS, $FFN, $VOCAB, $HEADS, $KV_HEADS
+FB_TOKENS=$TOKENS FB_SEQLEN=$SEQLEN FB_D=$D FB_d=$d FB_LAYERS=$LAYERS FB_FFN=$FFN FB_VOCAB=$VOCAB FB_HEADS=$HEADS \
+    FB_KV_HEADS=$KV_HEADS FB_RUNS="${RUNS[*]}" $PY - "$work" <<'PYEOF'
+import json, os, sys
+work = sys.argv[1]
+E = os.environ
+N, T, D, d = int(E["FB_TOKENS"]), int(E["FB_SEQLEN"]), int(E["FB_D"]), int(E["FB_d"])
+L, F, V, nh, nkv = int(E["FB_LAYERS"]), int(E["FB_FFN"]), int(E["FB_VOCAB"]), int(E["FB_HEADS"]), int(E["FB_KV_HEADS"])
+runs = E["FB_RUNS"].split()
 hd = D // nh
 qw, kw = nh * hd, nkv * hd
-peaks, shapes, t_eigh = {}, [], None
+peaks, shapes, notes, configs, t_eigh = {}, [], [], [], None
 for line in open(f"{work}/peaks.txt"):
     f = line.split()
     if f[0] == "peak": peaks[f[1]] = float(f[2])
     elif f[0] == "shape": shapes.append((f[1], f[2], float(f[3])))
     elif f[0] == "time" and f[1] == "dsyevd": t_eigh = float(f[2])
-    elif f[0] == "config": config = " ".join(f[1:])
-sj = json.load(open(f"{work}/out/slicing.json"))
-ph = sj["stages"]["compute"]; phases = sj["stages"]["compute_phases"]
-wall = sj["stages"]["wall_seconds"]
-widths = [(l["d_in"], l["d_mid"], l["d_out"]) for l in sj["layers"]]
-d0 = sj["embed"]["width"]
-
-# FLOPs per phase (see FLOOR.md)
-fwd = 0
-for (din, dmid, dout) in widths:
-    attn = 2*N*D*din + 2*N*din*(qw + 2*kw) + 2*N*(T + 1)*qw + 2*N*qw*D + 2*N*din*D
-    mlp = 2*N*D*dmid + 4*N*dmid*F + 2*N*F*D + 2*N*dmid*D
-    fwd += attn + mlp
-n_pca = 1 + 2*L
-cov = n_pca * N * D * (D + 1)
-rot = 2*V*D*d0 + 2*V*D*widths[-1][2]
-for (din, dmid, dout) in widths:
-    rot += 2*(qw + 2*kw)*D*din + 2*dmid*D*qw + 4*F*D*dmid + 2*dout*D*F + 2*din*dmid*D + 2*dmid*dout*D
-
-cov_kernel = "dsyrk"  # linalg/cpu_blas.c cov_add: 256-row blocks widened to float64 into H
-rows = [
-    ("forward", phases["forward"], fwd, fwd / (peaks["sgemm"] * 1e9), "sgemm"),
-    ("second_moments", phases["second_moments"], cov, cov / (peaks[cov_kernel] * 1e9), cov_kernel),
-    ("eigh", phases["eigh"], None, n_pca * t_eigh, "dsyevd x %d" % n_pca),
-    ("rotations", phases["rotations"], rot, rot / (peaks["dgemm"] * 1e9), "dgemm"),
-    ("spill_io", phases["spill_io"], None, 0.0, "-"),
-    ("waits", phases["waits"], None, 0.0, "-"),
-]
-busy = sum(r[1] for r in rows)
-floor = sum(r[3] for r in rows)
-floor_ssyrk = floor - rows[1][3] + cov / (peaks["ssyrk"] * 1e9)
-torch_s = None
+    elif f[0] == "config": configs.append(" ".join(f[1:]))
+    elif f[0] == "note": notes.append(" ".join(f[1:]))
+torch_s, torch_core, torch_evals = None, None, {}
 for line in open(f"{work}/torch.txt"):
-    if line.startswith("torch_seconds"): torch_s = float(line.split()[1])
-# the baseline computed the same PCAs: its eigenvalues against slicing.json's
-ev_check = []
-for line in open(f"{work}/torch.txt"):
-    if line.startswith("torch_evals"):
-        f = line.split(); key = f[1]; te = [float(x) for x in f[2:]]
+    f = line.split()
+    if f[0] == "torch_seconds": torch_s = float(f[1])
+    elif f[0] == "torch_openblas_core": torch_core = f[1]
+    elif f[0] == "torch_evals": torch_evals[f[1]] = [float(x) for x in f[2:]]
+
+def gfs(k):
+    return f"{peaks[k]:.1f}"
+
+summary, sections = [], []
+for run in runs:
+    backend, prec = run.split(":")
+    sj = json.load(open(f"{work}/out-{run.replace(':', '-')}/slicing.json"))
+    ph = sj["stages"]["compute"]; phases = sj["stages"]["compute_phases"]
+    wall = sj["stages"]["wall_seconds"]
+    widths = [(l["d_in"], l["d_mid"], l["d_out"]) for l in sj["layers"]]
+    d0 = sj["embed"]["width"]
+
+    # FLOPs per phase ("How the floor is counted"); the forward's attention products apart,
+    # since the onednn backend leaves them on OpenBLAS.
+    fwd_lin = fwd_att = 0
+    for (din, dmid, dout) in widths:
+        fwd_lin += 2*N*D*din + 2*N*din*(qw + 2*kw) + 2*N*qw*D + 2*N*din*D
+        fwd_att += 2*N*(T + 1)*qw
+        fwd_lin += 2*N*D*dmid + 4*N*dmid*F + 2*N*F*D + 2*N*dmid*D
+    fwd = fwd_lin + fwd_att
+    n_pca = 1 + 2*L
+    cov = n_pca * N * D * (D + 1)
+    rot = 2*V*D*d0 + 2*V*D*widths[-1][2]
+    for (din, dmid, dout) in widths:
+        rot += 2*(qw + 2*kw)*D*din + 2*dmid*D*qw + 4*F*D*dmid + 2*dout*D*F + 2*din*dmid*D + 2*dmid*dout*D
+
+    if backend == "onednn":
+        lin_k = f"onednn_{prec}"
+        if lin_k not in peaks:
+            sys.exit(f"floor_bench: run {run}: kernel_peaks measured no {lin_k} (its notes: {'; '.join(notes) or 'none'})")
+        fwd_floor = fwd_lin / (peaks[lin_k] * 1e9) + fwd_att / (peaks["sgemm"] * 1e9)
+        fwd_kernel, fwd_rate = f"{lin_k}; attention sgemm", f"{gfs(lin_k)}; {gfs('sgemm')}"
+    else:
+        fwd_floor = fwd / (peaks["sgemm"] * 1e9)
+        fwd_kernel, fwd_rate = "sgemm", gfs("sgemm")
+    # (phase, seconds, GFLOP, kernel, its GFLOP/s, floor seconds)
+    rows = [
+        ("forward", phases["forward"], fwd, fwd_kernel, fwd_rate, fwd_floor),
+        ("second_moments", phases["second_moments"], cov, "dsyrk", gfs("dsyrk"), cov / (peaks["dsyrk"] * 1e9)),
+        ("eigh", phases["eigh"], None, f"dsyevd x {n_pca}", "-", n_pca * t_eigh),
+        ("rotations", phases["rotations"], rot, "dgemm", gfs("dgemm"), rot / (peaks["dgemm"] * 1e9)),
+        ("spill_io", phases["spill_io"], None, "-", "-", 0.0),
+        ("waits", phases["waits"], None, "-", "-", 0.0),
+    ]
+    busy = sum(r[1] for r in rows)
+    floor = sum(r[5] for r in rows)
+    floor_ssyrk = floor - rows[1][5] + cov / (peaks["ssyrk"] * 1e9)
+    ratio = f"{torch_s / wall:.2f}x" if torch_s else "-"
+    summary.append(f"| {run} | {busy:.2f} s | {floor:.2f} s | {busy / floor:.3f}x | {floor / busy * 100:.1f} % "
+                   f"| {wall:.2f} s | {ratio} |")
+
+    out = [f"### {run}: backend \"{backend}\", precision \"{prec}\"", "",
+           "| phase | seconds | GFLOP | kernel | kernel GFLOP/s | floor s | efficiency (floor / seconds) |",
+           "|---|---|---|---|---|---|---|"]
+    for name, s, fl, k, kr, fs in rows:
+        gfl = f"{fl/1e9:.1f}" if fl is not None else "-"
+        eff = f"{fs/s*100:.0f} %" if s > 0 and fs > 0 else "-"
+        out.append(f"| {name} | {s:.2f} | {gfl} | {k} | {kr} | {fs:.2f} | {eff} |")
+    out.append(f"| **compute busy** | **{busy:.2f}** | | | | **{floor:.2f}** | **{floor/busy*100:.1f} %** |")
+    out.append("")
+    out.append(f"- **{run}**: compute busy / floor = {busy:.2f} s / {floor:.2f} s = {busy/floor:.3f}x the floor "
+               f"({floor/busy*100:.1f} % of it); slicepipe wall {wall:.2f} s (slicing.json; compute busy "
+               f"{ph['busy_seconds']:.2f} s); PyTorch / slicepipe wall = {ratio}.")
+    ident = [l.split(None, 1)[1].strip() for l in open(f"{work}/run-{run.replace(':', '-')}.txt")
+             if l.split(None, 1)[:1] == ["backend"]]
+    if ident:
+        out.append(f"- Backend, from the run's summary: {ident[0]}.")
+    if backend == "onednn":
+        out.append(f"- forward: {fwd_lin/1e9:.1f} GFLOP of linear layers, shortcuts and basis applications on {lin_k}, "
+                   f"{fwd_att/1e9:.1f} GFLOP of per-head attention products on sgemm.")
+    out.append(f"- With ssyrk's rate for the second moments (the float32 blocks cov_add used for a while) the floor "
+               f"would be {floor_ssyrk:.2f} s.")
+    # the baseline computed the same PCAs: its eigenvalues against this run's
+    ev = []
+    for key, te in torch_evals.items():
         if key == "embed": se = sj["embed"]["eigenvalues"]
         else:
             li, kind = key[5:].split("."); se = sj["layers"][int(li)][kind]["eigenvalues"]
-        ev_check.append((key, max(abs(a - b) / abs(b) for a, b in zip(te, se))))
+        ev.append(f"{key} {max(abs(a - b) / abs(b) for a, b in zip(te, se)):.1e}")
+    if ev:
+        out.append("- Its eigenvalues against the PyTorch baseline's (largest relative difference of the top 4): "
+                   + ", ".join(ev) + ".")
+    sections.append("\n".join(out))
 
-out = []
-P = out.append
-P("| phase | seconds | GFLOP | kernel | kernel GFLOP/s | floor s | efficiency (floor / seconds) |")
-P("|---|---|---|---|---|---|---|")
-for name, s, fl, fs, k in rows:
-    kr = peaks.get(k.split()[0])
-    gfl = f"{fl/1e9:.1f}" if fl is not None else "-"
-    eff = f"{fs/s*100:.0f} %" if s > 0 and fs > 0 else "-"
-    P(f"| {name} | {s:.2f} | {gfl} | {k} | {kr if kr else '-'} | {fs:.2f} | {eff} |")
-P(f"| **compute busy** | **{busy:.2f}** | | | | **{floor:.2f}** | **{floor/busy*100:.1f} %** |")
-table = "\n".join(out)
-lines = [table, "",
-    f"- compute busy vs floor: {busy:.2f} s / {floor:.2f} s = {busy/floor:.3f}x the floor ({floor/busy*100:.1f} % of it)."
-    f" With ssyrk's rate for the second moments (the float32 blocks cov_add used for a while) the floor would be {floor_ssyrk:.2f} s.",
-    f"- slicepipe run wall time (slicing.json) {wall:.2f} s; compute busy {ph['busy_seconds']:.2f} s."]
+body = ["| run | compute busy | floor | busy / floor | share of the floor | slicepipe wall | PyTorch / slicepipe wall |",
+        "|---|---|---|---|---|---|---|"] + summary + [""]
 if torch_s:
-    lines.append(f"- PyTorch in-RAM baseline (slicing only) {torch_s:.2f} s: PyTorch / slicepipe wall = {torch_s/wall:.2f}x.")
-    lines.append("- The baseline's eigenvalues against slicepipe's (largest relative difference of the top 4): "
-                 + ", ".join(f"{k} {e:.1e}" for k, e in ev_check) + ".")
-lines.append("- kernel shapes (GFLOP/s): " + "; ".join(f"{k} {w} {r}" for k, w, r in shapes) + f"; dsyevd({D}) {t_eigh:.3f} s.")
-lines.append(f"- {config}")
-body = "\n".join(lines)
-print(body)
-with open(f"{work}/table.md", "w") as fh: fh.write(body + "\n")
+    body.append(f"- PyTorch in-RAM baseline (slicing only), run once: {torch_s:.2f} s, on OpenBLAS core "
+                f"{torch_core or 'unknown'}.")
+body.append("- kernel shapes (GFLOP/s): " + "; ".join(f"{k} {w} {r}" for k, w, r in shapes) + f"; dsyevd({D}) {t_eigh:.3f} s.")
+body += [f"- {c}" for c in configs] + [f"- {n}" for n in notes]
+body += [""] + ["\n\n".join(sections)]
+text = "\n".join(body)
+print(text)
+with open(f"{work}/table.md", "w") as fh: fh.write(text + "\n")
 PYEOF
 
+load_text=$(printf '%s; ' "${loads[@]}")
+with_dnn=""
+((${#peaks_dnn[@]} == 0)) || with_dnn=" (built with oneDNN)"
 cat >"$RESULTS" <<EOF
-# slicepipe compute stage against this machine's floor (issue 10, item 7)
+# slicepipe compute stage against this machine's floor (issue 10, item 7; issue 26)
 
-Generated by \`bench/floor_bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); $("$bin" --version), commit $commit$dirty.
+Generated by \`bench/floor_bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); $("$bin" --version | head -1), commit $commit$dirty.
 
-- Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr). Load average (1/5/15 min) before the kernel peaks: $load0; before slicepipe: $load1; before PyTorch: $load2; at the end: $load3. The machine may be shared: compare the ratios, which are measured within this one run.
-- Job: \`slicepipe synth model ${synth_cmd[*]:3}\` (in the work folder), then \`$(basename "$bin") run manifest.toml\` with seqlen $SEQLEN, nsamples $NSAMPLES, sparsity $SPARSITY, threads $THREADS, memory $MEMORY.
-- Kernel peaks: \`kernel_peaks $D $d $FFN $SEQLEN $THREADS\` right before the run; PyTorch: \`torch_slicegpt.py model model/calib.npy --seqlen $SEQLEN --nsamples $NSAMPLES --sparsity $SPARSITY --threads $THREADS\` right after it.
+- Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr). Load average (1/5/15 min) ${load_text%; }. The machine may be shared: compare the ratios, which are measured within this one bench.
+- Job: \`slicepipe synth model ${synth_cmd[*]:3}\` (in the work folder), then \`$(basename "$bin") run manifest-BACKEND-PRECISION.toml\` for each of ${RUNS[*]}, with seqlen $SEQLEN, nsamples $NSAMPLES, sparsity $SPARSITY, threads $THREADS, memory $MEMORY, and [resources] backend and precision set.
+- Kernel peaks: \`kernel_peaks $D $d $FFN $SEQLEN $THREADS\`$with_dnn right before the runs; PyTorch: \`torch_slicegpt.py model model/calib.npy --seqlen $SEQLEN --nsamples $NSAMPLES --sparsity $SPARSITY --threads $THREADS\` right after them.
+- OpenBLAS: kernel_peaks and slicepipe ran with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (\`env -u\`), as a user runs them, and chose their kernels themselves (slicepipe: $slicepipe_kernels). PyTorch ran with OPENBLAS_CORETYPE=$torch_core, the core kernel_peaks' config line names, and OPENBLAS_L2_SIZE unset.
+
+## Summary
 
 $(cat "$work/table.md")
 
@@ -226,25 +322,32 @@ N calibration tokens (W windows of T), D the width, d_in/d_mid/d_out a layer's w
 slicing.json), F the MLP width, qw = heads·head_dim, kw = kv_heads·head_dim, V the vocabulary.
 A FLOP is a multiply or an add (gemm 2·m·n·k).
 
-- **forward** (sgemm), per layer, the products pipeline/slice/compute.c and pipeline/model/layer.c run:
+- **forward**, per layer, the products pipeline/slice/compute.c and pipeline/model/layer.c run:
   - attention pass: X·Q[:, :d_in] 2·N·D·d_in; q/k/v 2·N·d_in·(qw + 2·kw); scores and context
     over the causal half only, 2·(T(T+1)/2)·head_dim per head and window each, that is
     2·N·(T+1)·qw together; W_o (unsliced in the pass) 2·N·qw·D; the shortcut Xr·S 2·N·d_in·D;
   - MLP pass: M·Q[:, :d_mid] 2·N·D·d_mid; gate and up 4·N·d_mid·F; down 2·N·F·D; the
     shortcut 2·N·d_mid·D;
-  - norms, RoPE, softmax, SiLU are not counted (few FLOPs each; they are part of what the
-    measured phase pays above its floor).
+  - at sgemm's peak on the cpu backend. On the onednn backend everything but the scores and
+    context goes through its sgemm, oneDNN's matmul (linalg/onednn.c), so it is counted at
+    onednn_f32's or onednn_bf16's peak, the run's precision; the scores and context stay on
+    single-threaded OpenBLAS calls in the pool and are counted at sgemm's peak;
+  - norms, RoPE, softmax, SiLU (and, at bf16, the rounding of the operands to bf16) are not
+    counted (few FLOPs each; they are part of what the measured phase pays above its floor).
 - **second_moments**: N·D·(D+1) per PCA (the triangle of XᵀX), 1 + 2·L PCAs, at the kernel
-  cov_add uses (dsyrk: 256-row blocks widened to float64, every product exact).
+  cov_add uses in both backends (dsyrk: 256-row blocks widened to float64, every product exact).
 - **eigh**: one dsyevd of order D, measured directly (not a formula: ~(4/3 + 4/3·…)·D³ depends
   on the deflation), times 1 + 2·L.
-- **rotations** (dgemm, float64): embedding 2·V·D·d_0 and head 2·V·D·d_L; per layer the
-  readers q/k/v 2·(qw + 2·kw)·D·d_in, W_o 2·d_mid·D·qw, gate/up 4·F·D·d_mid, down
-  2·d_out·D·F, the two shortcuts 2·d_in·d_mid·D + 2·d_mid·d_out·D.
+- **rotations** (dgemm, float64, in both backends): embedding 2·V·D·d_0 and head 2·V·D·d_L;
+  per layer the readers q/k/v 2·(qw + 2·kw)·D·d_in, W_o 2·d_mid·D·qw, gate/up 4·F·D·d_mid,
+  down 2·d_out·D·F, the two shortcuts 2·d_in·d_mid·D + 2·d_mid·d_out·D.
 - **spill_io**, **waits**: floor 0.
 
 The kernel peak is the best of three ~0.4 s repetitions at the job's shapes (the dense layer
-products for sgemm; a 256-row block into the D×D moment for syrk; 256-row/column rotation
-blocks for dgemm), with the job's thread count.
+products for sgemm and oneDNN; a 256-row block into the D×D moment for syrk; 256-row/column
+rotation blocks for dgemm), with the job's thread count. oneDNN's matmul is driven as
+linalg/onednn.c drives it: C in 256×256 tiles, each computed by a one-thread primitive, the
+tiles split over the job's threads (bench/kernel_peaks.c says what it emulates); at bf16 the
+operands are rounded once, outside the clock.
 EOF
 log "wrote $RESULTS"

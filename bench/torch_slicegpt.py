@@ -15,8 +15,9 @@ re-running attention).
 
 Only the slicing is timed: loading the checkpoint (a plain safetensors parse) and the
 calibration tokens comes before the clock starts; nothing is written. It prints
-`torch_seconds S` and the eigenvalues of a few PCAs so the bench can check it computed the same
-thing as slicepipe (slicing.json's eigenvalues).
+`torch_seconds S`, the OpenBLAS kernels it ran on (`torch_openblas_core`), and the eigenvalues of
+a few PCAs so the bench can check it computed the same thing as slicepipe (slicing.json's
+eigenvalues).
 
 Llama-family only (RMSNorm, SiLU-GLU, rotate-half RoPE, GQA), F32/F16/BF16 inputs.
 """
@@ -82,6 +83,19 @@ def pca(windows_iter, D):
 def rmsn(x, D, eps):
     """x / sqrt(‖x‖²/D + eps), over the ORIGINAL width D."""
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) / D + eps)
+
+
+def openblas_core():
+    """The kernels ("core") of the OpenBLAS this process runs, or None without one: torch does not
+    choose them itself (OpenBLAS picks by CPU model, or OPENBLAS_CORETYPE), so the bench records them."""
+    import ctypes
+    for line in open("/proc/self/maps"):
+        path = line.split()[-1]
+        if os.path.basename(path).startswith("libopenblas"):
+            lib = ctypes.CDLL(path)
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            return lib.openblas_get_corename().decode()
+    return None
 
 
 def main():
@@ -199,6 +213,7 @@ def main():
     secs = time.perf_counter() - t0
     print(f"torch_seconds {secs:.3f}")
     print(f"torch_threads {torch.get_num_threads()} torch {torch.__version__}")
+    print(f"torch_openblas_core {openblas_core() or 'none'}")
     for k in ("embed", "layer0.attn", f"layer{L - 1}.mlp"):
         print(f"torch_evals {k} " + " ".join(f"{x:.10g}" for x in evals_out[k][:4]))
     if a.json:
