@@ -355,7 +355,9 @@ def report(work_dir, results):
     w(f"- Machine: {meta.get('host', '?')}; load average {meta.get('load_start', '?')} at the start, "
       f"{meta.get('load_end', '?')} at the end. The machine is shared: every figure is one run.")
     w(f"- Checkpoint: `{meta.get('synth_cmd', '?')}` (D {src['D']}, {L} layers, FFN {src['F']}, {src['H']}/{src['KV']} heads, "
-      f"vocab {src['V']}, BF16; synth {meta.get('synth_s', '?')} s, outside the cgroup).")
+      f"vocab {src['V']}, BF16; " +
+      ("synth reused from an earlier run of the same shape and version" if meta.get('synth_s') == 'reused'
+       else f"synth {meta.get('synth_s', '?')} s") + ", outside the cgroup).")
     w(f"- Job: per-layer SliceGPT at sparsity {meta['sparsity']}, {meta['nsamples']}×{meta['seqlen']} = {src['N']} calibration "
       f"tokens, `[resources] memory = \"{meta['memory']}\"`, `threads = {meta['threads']}`, output BF16.")
     w(f"- Memory cgroup (v1): `memory.limit_in_bytes` = {meta['limit']} ({meta['limit_bytes']} bytes), a child of the "
