@@ -13,9 +13,15 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define MARK_VAR "SLICEPIPE_OPENBLAS_REEXEC" /* "NEXT:PICKED:USER" across our own exec only */
+#define MARK_VAR "SLICEPIPE_OPENBLAS_REEXEC" /* "SLEEP:NEXT:PICKED:USER" across our own exec only */
 #define KEEP_VAR "SLICEPIPE_KEEP_OPENBLAS_CORE"
 #define CORE_VAR "OPENBLAS_CORETYPE"
+/* OpenBLAS's idle threads spin (sched_yield) for 2^OPENBLAS_THREAD_TIMEOUT
+ * cycles after each threaded call before they sleep: 2^28 by default, about
+ * 0.1 s, so between the threaded GEMMs of a forward they never sleep and take
+ * a core from the pool's workers. 4 is the smallest it takes (blas_core.h). */
+#define SLEEP_VAR "OPENBLAS_THREAD_TIMEOUT"
+#define SLEEP_OURS "4"
 #define NAME_MAX_LEN 48
 
 /* ISA classes: what a core's kernels need, and what a CPU runs. */
@@ -52,6 +58,7 @@ static struct {
     char picked[NAME_MAX_LEN]; /* the core OpenBLAS picked before any re-execution */
     char user[NAME_MAX_LEN];   /* OPENBLAS_CORETYPE as the user set it ("" when unset) */
     int upgraded, kept, stuck; /* re-executed onto a better core; kept by KEEP_VAR; could not change */
+    int sleep_ours;            /* SLEEP_VAR was set by our re-execution (the user had not set it) */
 } st;
 
 /* The CPU's class and its candidate cores, best first. cpuid through the
@@ -92,6 +99,25 @@ static void restore_user_core(void) {
     else unsetenv(CORE_VAR);
 }
 
+/* Re-executes this program with the marker "SLEEP:NEXT:PICKED:USER", SLEEP_VAR
+ * when ours and OPENBLAS_CORETYPE = core (NULL: as it is); returns errno when
+ * the exec failed, with the environment as it was. */
+static int reexec(char **argv, int next, const char *core) {
+    char m[3 * NAME_MAX_LEN + 24];
+    snprintf(m, sizeof m, "%d:%d:%s:%s", st.sleep_ours, next, st.picked, st.user);
+    if (setenv(MARK_VAR, m, 1) == 0 && (!core || setenv(CORE_VAR, core, 1) == 0) &&
+        (!st.sleep_ours || setenv(SLEEP_VAR, SLEEP_OURS, 1) == 0)) {
+        fflush(stdout);
+        fflush(stderr);
+        execv("/proc/self/exe", argv);
+    }
+    int e = errno;
+    unsetenv(MARK_VAR);
+    if (st.sleep_ours) unsetenv(SLEEP_VAR);
+    restore_user_core();
+    return e;
+}
+
 void sp_blas_core_ensure(char **argv) {
     if (st.done) return;
     st.done = 1;
@@ -99,50 +125,48 @@ void sp_blas_core_ensure(char **argv) {
     const char *now = openblas_get_corename();
     int next = 0; /* the next candidate to try */
     const char *mark = getenv(MARK_VAR);
-    if (mark) { /* we re-executed ourselves: "NEXT:PICKED:USER" */
-        char buf[3 * NAME_MAX_LEN];
+    if (mark) { /* we re-executed ourselves: "SLEEP:NEXT:PICKED:USER" */
+        char buf[3 * NAME_MAX_LEN + 24];
         snprintf(buf, sizeof buf, "%s", mark);
-        char *a = strchr(buf, ':'), *b = a ? strchr(a + 1, ':') : NULL;
-        if (a && b) {
-            *a = *b = 0;
-            next = atoi(buf);
+        char *z = strchr(buf, ':'), *a = z ? strchr(z + 1, ':') : NULL, *b = a ? strchr(a + 1, ':') : NULL;
+        if (z && a && b) {
+            *z = *a = *b = 0;
+            st.sleep_ours = atoi(buf) == 1;
+            next = atoi(z + 1);
             snprintf(st.picked, sizeof st.picked, "%s", a + 1);
             snprintf(st.user, sizeof st.user, "%s", b + 1);
         }
         unsetenv(MARK_VAR);
+        if (st.sleep_ours) unsetenv(SLEEP_VAR); /* OpenBLAS read it at load; what this process starts gets the user's */
         if (next < 1 || next > st.ncand) next = st.ncand; /* not ours, or garbled: never exec again */
     } else {
         snprintf(st.picked, sizeof st.picked, "%s", now ? now : "");
         const char *u = getenv(CORE_VAR);
         snprintf(st.user, sizeof st.user, "%s", u ? u : "");
+        st.sleep_ours = getenv(SLEEP_VAR) == NULL; /* a value the user set is theirs */
     }
+    /* The kernels' decision; a process that keeps its core and was not
+     * re-executed yet still is, once, for SLEEP_VAR (a few milliseconds). */
     int cls = class_of(now);
-    if (!st.dynamic) return; /* one core compiled in: OPENBLAS_CORETYPE is not read */
-    if (st.ncand == 0 || cls == CLASS_UNKNOWN || cls == st.cpu_cls) { /* fits (or a core this table does not know) */
+    if (mark && now && strcasecmp(now, st.picked) != 0) st.upgraded = 1;
+    int fits = !st.dynamic /* one core compiled in: OPENBLAS_CORETYPE is not read */ || st.ncand == 0 ||
+               cls == CLASS_UNKNOWN || cls == st.cpu_cls; /* fits (or a core this table does not know) */
+    const char *keep = getenv(KEEP_VAR);
+    if (!fits && keep && keep[0] && strcmp(keep, "0") != 0) st.kept = 1;
+    if (fits || st.kept) {
         /* Silent: stderr holds one clear message when something fails, on
          * machines that preset OPENBLAS_CORETYPE too; --version and the run
-         * summary say what was overridden (sp_blas_core_describe). */
-        if (mark && cls == st.cpu_cls) st.upgraded = 1;
+         * summary say what was overridden (sp_blas_core_describe). A failed
+         * exec for SLEEP_VAR alone costs speed, not correctness: said by
+         * describe. */
+        if (!mark && st.sleep_ours && reexec(argv, st.ncand, NULL)) st.sleep_ours = 0;
         return;
     }
     /* weaker than the CPU (or, set by hand, stronger: it would die of SIGILL) */
-    const char *keep = getenv(KEEP_VAR);
-    if (keep && keep[0] && strcmp(keep, "0") != 0) {
-        st.kept = 1;
-        return;
-    }
     if (next < st.ncand) {
-        char m[3 * NAME_MAX_LEN + 16];
-        snprintf(m, sizeof m, "%d:%s:%s", next + 1, st.picked, st.user);
-        if (setenv(MARK_VAR, m, 1) == 0 && setenv(CORE_VAR, st.cand[next], 1) == 0) {
-            fflush(stdout);
-            fflush(stderr);
-            execv("/proc/self/exe", argv);
-        }
-        int e = errno;
-        unsetenv(MARK_VAR);
-        restore_user_core();
+        int e = reexec(argv, next + 1, st.cand[next]);
         st.stuck = 1;
+        st.sleep_ours = 0;
         fprintf(stderr, "%s: warning: OpenBLAS runs its %s kernels, not this CPU's %s, and re-executing with "
                         "OPENBLAS_CORETYPE=%s failed (%s): its products may run several times slower\n",
                 prog_of(argv), now, class_names[st.cpu_cls], st.cand[next], strerror(e));

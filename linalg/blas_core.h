@@ -44,6 +44,20 @@
  * alone. The core in use is part of the CPU backend's identity, so of the
  * run identity: a resume under other kernels is refused.
  *
+ * Idle threads. After each threaded call OpenBLAS's worker threads spin on
+ * sched_yield for 2^OPENBLAS_THREAD_TIMEOUT cycles (2^28 by default, about
+ * 0.1 s) before they sleep; the forward's threaded GEMMs come closer together
+ * than that, so the workers never slept and took cycles from the pool's
+ * threads (5.8% of a profile in __sched_yield, 11.7% in the hypervisor's
+ * interrupt path, on 2 cores). The variable is read when the library loads,
+ * so where the user has not set it, the process re-executes itself once with
+ * it at 4, the smallest value OpenBLAS takes (workers sleep at once; the next
+ * threaded call wakes them), marked "1" in the marker's first field. The
+ * re-executed process removes it again, so what it starts sees the user's
+ * environment. It changes no bits and is not in the identity; a failed exec
+ * only costs that speed. The same exec carries a kernel change when one is
+ * due (the marker: "SLEEP:NEXT:PICKED:USER").
+ *
  * Plain C against cblas.h and libc only, so that bench/kernel_peaks.c can be
  * compiled with it alone. */
 #ifndef SP_BLAS_CORE_H
