@@ -309,7 +309,6 @@ static void dn_gemm_free(dn_gemm *g) {
  * (g freed on failure). */
 static dnnl_status_t dn_gemm_init(dn_gemm *g, int bf16, int m, int n, int k, int tb, const void *A, const void *B,
                                   float *C) {
-    memset(g, 0, sizeof *g);
     *g = (dn_gemm){.tb = tb, .m = m, .n = n, .k = k, .lda = k, .ldb = tb ? k : n, .ldc = n, .esz = bf16 ? 2 : 4,
                    .A = A, .B = B, .C = C};
     g->tm = (m + DN_TILE - 1) / DN_TILE;

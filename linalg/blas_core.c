@@ -157,8 +157,8 @@ void sp_blas_core_ensure(char **argv) {
         /* Silent: stderr holds one clear message when something fails, on
          * machines that preset OPENBLAS_CORETYPE too; --version and the run
          * summary say what was overridden (sp_blas_core_describe). A failed
-         * exec for SLEEP_VAR alone costs speed, not correctness: said by
-         * describe. */
+         * exec for SLEEP_VAR alone costs speed, not correctness, and is
+         * not said: the workers spin as they always did. */
         if (!mark && st.sleep_ours && reexec(argv, st.ncand, NULL)) st.sleep_ours = 0;
         return;
     }

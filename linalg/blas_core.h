@@ -26,7 +26,9 @@
  * followed by the next candidate. A core of the same class (Haswell for Zen)
  * or one this table does not know (a newer library's) is left as it is.
  *
- *   state diagram (one process image per box):
+ *   state diagram (one process image per box; "run" below also re-executes
+ *   once for OPENBLAS_THREAD_TIMEOUT when the user has not set it, see
+ *   "Idle threads"):
  *     start ──core fits, or unknown, or one core compiled in────► run
  *       │ another class, SLICEPIPE_KEEP_OPENBLAS_CORE=1 ──────────► run (kept)
  *       │ another class: exec with candidate 1 ──► start' ──fits─► run (upgraded)
