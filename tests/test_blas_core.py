@@ -22,6 +22,8 @@ prescott: OPENBLAS_CORETYPE=Prescott, the SSE3 kernels OpenBLAS 0.3.21 falls bac
           environment really reaches OpenBLAS, and the first check could fail).
 
 In both, `slicepipe --version` names the best core with nothing on stderr, and
+(under strace, when it is there) re-executes itself with OPENBLAS_THREAD_TIMEOUT=4
+where the user has not set it and keeps a value the user set; and
 a small `slicepipe run` names it in its summary: the backend line (the backend
 identity, which the run identity hashes) and the kernels line. Exit 0, 1 on a
 failure, 77 skipped.
@@ -78,6 +80,49 @@ def version_core(sp, env):
     return r, (m.group(1) if m else None), (m.group(0) if m else "(no kernels line)")
 
 
+def execs(sp, env, work):
+    """The execve calls of `slicepipe --version` under strace: [(path, {var: value})] for the
+    OPENBLAS_THREAD_TIMEOUT and SLICEPIPE_OPENBLAS_REEXEC each one passed; None without strace."""
+    strace = shutil.which("strace")
+    if not strace:
+        return None
+    os.makedirs(work, exist_ok=True)
+    log = os.path.join(work, "execve.txt")
+    r = subprocess.run([strace, "-f", "-qq", "-v", "-s", "4096", "-e", "trace=execve", "-o", log, sp, "--version"],
+                       capture_output=True, text=True, env=env)
+    if r.returncode != 0 or not os.path.exists(log):
+        return None  # ptrace not permitted here
+    out = []
+    for line in open(log):
+        m = re.search(r'execve\("([^"]*)"', line)
+        if m and "= 0" in line.rsplit(")", 1)[-1]:
+            out.append((m.group(1), dict(re.findall(r'"(OPENBLAS_THREAD_TIMEOUT|SLICEPIPE_OPENBLAS_REEXEC)=([^"]*)"',
+                                                    line))))
+    return out
+
+
+def sleep_checks(sp, env, mode, work):
+    """OpenBLAS's idle threads sleep at once (blas_core.h, "Idle threads"): where the user has not
+    set OPENBLAS_THREAD_TIMEOUT, slicepipe re-executes itself once with it at 4 (the marker's first
+    field 1); a value the user set is passed on as it is, and no exec is made for it."""
+    e = dict(env)
+    e.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    x = execs(sp, e, work)
+    if x is None:
+        print(f"skip {mode}: the idle-thread checks need strace and ptrace (not available here)")
+        return
+    last = x[-1][1] if x else {}
+    check(len(x) >= 2 and last.get("OPENBLAS_THREAD_TIMEOUT") == "4"
+          and last.get("SLICEPIPE_OPENBLAS_REEXEC", "").startswith("1:"),
+          f"{mode}: unset by the user, OPENBLAS_THREAD_TIMEOUT=4 reaches the re-executed process ({x})")
+    e["OPENBLAS_THREAD_TIMEOUT"] = "7"
+    x = execs(sp, e, work)
+    check(all(v.get("OPENBLAS_THREAD_TIMEOUT") == "7" for _, v in x)
+          and all(v.get("SLICEPIPE_OPENBLAS_REEXEC", "0:").startswith("0:") for _, v in x)
+          and (mode != "unset" or len(x) == 1 or x[-1][1].get("SLICEPIPE_OPENBLAS_REEXEC")),
+          f"{mode}: the user's OPENBLAS_THREAD_TIMEOUT=7 is kept, with no exec of its own ({x})")
+
+
 def main():
     if len(sys.argv) != 4 or sys.argv[2] not in ("unset", "prescott"):
         print(__doc__)
@@ -102,6 +147,8 @@ def main():
         k, kcore, kline = version_core(sp, env_for(mode, keep=True))
         check(k.returncode == 0 and kcore == "Prescott" and "SLICEPIPE_KEEP_OPENBLAS_CORE" in kline,
               f"prescott: SLICEPIPE_KEEP_OPENBLAS_CORE=1 keeps Prescott and says so ({kline})")
+
+    sleep_checks(sp, env, mode, work)
 
     # A run names the kernels it used in its summary (the backend identity).
     shutil.rmtree(work, ignore_errors=True)
