@@ -89,7 +89,7 @@ extern "C" {
     X(blas, cublasCreate_v2) X(blas, cublasSetStream_v2) X(blas, cublasSetMathMode)                          \
     X(blas, cublasSetPointerMode_v2) X(blas, cublasGetStatusString) X(blas, cublasGetProperty)               \
     X(blas, cublasSgemm_v2_64) X(blas, cublasSgemmStridedBatched_64) X(blas, cublasDgemm_v2_64)              \
-    X(blas, cublasDsyrk_v2_64) X(solver, cusolverDnCreate) X(solver, cusolverDnSetStream)                   \
+    X(blas, cublasDsyrk_v2_64) X(blas, cublasSgeam_64) X(solver, cusolverDnCreate) X(solver, cusolverDnSetStream)                   \
     X(solver, cusolverDnCreateParams) X(solver, cusolverDnXsyevd_bufferSize) X(solver, cusolverDnXsyevd)    \
     X(solver, cusolverGetProperty)
 #define SP_DECL(lib, fn) static decltype(&::fn) p_##fn;
@@ -1163,6 +1163,17 @@ static void cu_add(const sp_bk *bk, float *y, const float *x, int64_t rows, int6
     LAUNCHED("add");
 }
 
+/* Row-major C (rows, cols) = alpha·A + beta·C is column-major (cols, rows):
+ * cuBLAS's geam with B = C in place (its documented in-place form: ldb ==
+ * ldc, no transpose); with beta 0 it does not read B. */
+static void cu_geadd(const sp_bk *bk, int64_t rows, int64_t cols, float alpha, const float *A, int64_t lda, float beta, float *C,
+                     int64_t ldc) {
+    SP_ASSERT(rows >= 0 && cols >= 0 && lda >= cols && ldc >= cols);
+    if (rows == 0 || cols == 0) return;
+    ctx_need("geadd");
+    BL_DIE("geadd", p_cublasSgeam_64(cx.blas, CUBLAS_OP_N, CUBLAS_OP_N, cols, rows, &alpha, A, lda, &beta, C, ldc, C, ldc));
+}
+
 static void cu_add_bias(const sp_bk *bk, float *y, const float *b, int64_t rows, int64_t n) {
     int64_t total;
     SP_ASSERT(rows >= 0 && n >= 0 && !sp_mul_i64(rows, n, &total));
@@ -1470,6 +1481,7 @@ static const sp_bk cu_table = {
     .zero = cu_zero,
     .sgemm = cu_sgemm,
     .add = cu_add,
+    .geadd = cu_geadd,
     .add_bias = cu_add_bias,
     .norm = cu_norm,
     .rope = cu_rope,

@@ -134,6 +134,11 @@ typedef struct sp_bk {
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
     /* y (rows, n) += x (rows, n), both packed. */
     void (*add)(const struct sp_bk *bk, float *y, const float *x, int64_t rows, int64_t n);
+    /* C (rows, cols) = alpha·A + beta·C, row strides lda and ldc: a strided
+     * copy (alpha 1, beta 0: C is then not read) or difference (alpha −1,
+     * beta 1). The refit's moments join blocks of columns with it. */
+    void (*geadd)(const struct sp_bk *bk, int64_t rows, int64_t cols, float alpha, const float *A, int64_t lda, float beta,
+                  float *C, int64_t ldc);
     /* y (rows, n) += b (n) on every row. */
     void (*add_bias)(const struct sp_bk *bk, float *y, const float *b, int64_t rows, int64_t n);
     /* In place over rows of x (rows, d), d <= D, dividing by D: see sp_bk_norm.

@@ -663,6 +663,7 @@ static const sp_bk cpu_table = {
     .zero = cpu_zero,
     .sgemm = sp_cpu_sgemm,
     .add = cpu_add,
+    .geadd = sp_cpu_geadd,
     .add_bias = cpu_add_bias,
     .norm = cpu_norm,
     .rope = cpu_rope,

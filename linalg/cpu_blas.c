@@ -29,6 +29,22 @@ void sp_cpu_sgemm(const sp_bk *bk, int ta, int tb, int64_t m, int64_t n, int64_t
     sp_cpu_blas_sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* OpenBLAS's cblas_sgeadd (an extension of its CBLAS) runs C = alpha·A +
+ * beta·C column by column of its column-major view: row-major (rows, cols)
+ * with stride ld is column-major (cols, rows). beta 0 must not read C (its
+ * memory may hold anything): OpenBLAS scales by beta through its axpby
+ * kernel, which multiplies a NaN by 0, so C is zeroed first. */
+void sp_cpu_geadd(const sp_bk *bk, int64_t rows, int64_t cols, float alpha, const float *A, int64_t lda, float beta, float *C,
+                  int64_t ldc) {
+    SP_ASSERT(rows >= 0 && cols >= 0 && lda >= cols && ldc >= cols);
+    if (rows == 0 || cols == 0) return;
+    sp_cpu_blas_threads(bk);
+    if (beta == 0.0f)
+        for (int64_t r = 0; r < rows; r++) memset(C + r * ldc, 0, (size_t)cols * sizeof(float));
+    cblas_sgeadd(CblasRowMajor, (blasint)rows, (blasint)cols, alpha, (float *)A, (blasint)lda, beta == 0.0f ? 1.0f : beta, C,
+                 (blasint)ldc);
+}
+
 /* ---- float64: second moments, eigh, rotations ---- */
 
 /* Blocks of cov_rows rows: each block widened to float64 (exact), then

@@ -40,6 +40,9 @@ int sp_cpu_dsyevd_sizes(int64_t D, lapack_int *lwork, lapack_int *liwork);
  * (the pool's single-threaded calls). */
 void sp_cpu_blas_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* C = alpha·A + beta·C on OpenBLAS's geadd (backend.h). */
+void sp_cpu_geadd(const sp_bk *bk, int64_t rows, int64_t cols, float alpha, const float *A, int64_t lda, float beta, float *C,
+                  int64_t ldc);
 void sp_cpu_sgemm(const sp_bk *bk, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A,
                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 int sp_cpu_cov_add(const sp_bk *bk, sp_bk_ws *ws, double *H, int64_t D, const float *X, int64_t rows, int64_t ld,

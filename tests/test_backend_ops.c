@@ -171,6 +171,42 @@ static void test_add(void) {
     free(y), free(x), free(b), free(got), free(ref);
 }
 
+/* geadd: strided copies (beta 0 must not read C: it holds NaN) and
+ * differences, C's padding never written. */
+static void test_geadd(void) {
+    static const struct {
+        int64_t rows, cols, lda, ldc;
+        float alpha, beta;
+    } cs[] = {{1, 1, 1, 1, 1.0f, 0.0f}, {7, 13, 13, 20, 1.0f, 0.0f}, {300, 5, 9, 5, -1.0f, 1.0f}, {33, 64, 70, 96, 0.5f, -2.0f}};
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        const int64_t r = cs[c].rows, n = cs[c].cols, lda = cs[c].lda, ldc = cs[c].ldc;
+        float *A = frand_vec(r * lda, 3), *C = frand_vec(r * ldc, 4), *got = xmalloc(r * ldc * 4), *packed = xmalloc(r * n * 4);
+        double *ref = xmalloc(r * n * 8);
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < ldc; j++)
+                if (j >= n) C[i * ldc + j] = 7.0f;
+                else if (cs[c].beta == 0.0f) C[i * ldc + j] = NAN;
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < n; j++)
+                ref[i * n + j] = cs[c].alpha * (double)A[i * lda + j] + (cs[c].beta != 0.0f ? cs[c].beta * (double)C[i * ldc + j] : 0.0);
+        float *dA = dfrom(A, r * lda * 4), *dC = dfrom(C, r * ldc * 4);
+        bk->geadd(bk, r, n, cs[c].alpha, dA, lda, cs[c].beta, dC, ldc);
+        hfrom(got, dC, r * ldc * 4);
+        int pad_ok = 1;
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < ldc; j++)
+                if (j < n) packed[i * n + j] = got[i * ldc + j];
+                else if (got[i * ldc + j] != 7.0f) pad_ok = 0;
+        char what[96];
+        snprintf(what, sizeof what, "geadd (%lld, %lld) lda %lld ldc %lld alpha %g beta %g", (long long)r, (long long)n,
+                 (long long)lda, (long long)ldc, (double)cs[c].alpha, (double)cs[c].beta);
+        cmp_f32(what, packed, ref, r * n, 1e-6, 1e-6);
+        CHECK(pad_ok, "%s: wrote past cols into the row padding", what);
+        bk->free(bk, dA), bk->free(bk, dC);
+        free(A), free(C), free(got), free(packed), free(ref);
+    }
+}
+
 static void test_norm(void) {
     static const struct {
         enum sp_bk_norm kind;
@@ -1245,6 +1281,7 @@ int main(int argc, char **argv) {
     bk->set_threads(bk, 2, 0);
     test_sgemm();
     test_add();
+    test_geadd();
     test_norm();
     test_rope();
     test_attention();
