@@ -45,4 +45,18 @@ int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int lev
 int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double lam, float *Wd, int64_t rows,
                    const double *mu, float *bias);
 
+/* The refit of SliceGPT's writers to the dense model's signals
+ * (docs/algorithm.md §14). G (n + m, n + m) row-major, its upper triangle
+ * the float64 second moment of joined rows [x | t] over the calibration
+ * tokens (x: a writer's input, n wide; t: its target, m wide): A = XᵀX is
+ * its (n, n) block, B = XᵀT its (n, m) block. P (m, m) a basis, its first k
+ * columns the kept ones. W (m, n) float32 ← P_k·P_kᵀ·Bᵀ·(A + λI)⁻¹, λ =
+ * ridge·mean(diag A): the ridge least-squares map from x to t·P_k, written
+ * back in t's coordinates (a writer (m, n) whose outputs lie in the span of
+ * P_k, so rotating it by P keeps exactly the fit). G's memory is then the
+ * solve's (its contents are lost); beyond it, at most sp_ridge_fit_bytes of
+ * host memory. 0, or 70 with a message. */
+int64_t sp_ridge_fit_bytes(int64_t n, int64_t m, int64_t k);
+int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P, int64_t k, float *W);
+
 #endif

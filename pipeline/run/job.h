@@ -140,6 +140,11 @@ typedef struct job {
     int64_t eval_chunk_bytes;      /* [eval]: the activation chunk budget that fits [resources] memory */
 } job;
 
+/* Rows of one calibration window in the spill files: seqlen, or with
+ * [slicing] refit 2·seqlen, the sliced stream's rows then the dense
+ * model's (docs/algorithm.md §14). */
+static inline int64_t sp_job_window_rows(const job *j) { return j->plan.refit ? 2 * j->shape.seqlen : j->shape.seqlen; }
+
 /* The supervisor's SIGINT/SIGTERM (slice.c installs the handler): while the
  * stages run (sp_stages_in_progress), the handler only records the signal and
  * sp_stages_run stops the stages and returns 75 (the job is resumable);

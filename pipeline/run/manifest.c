@@ -302,6 +302,7 @@ typedef enum key_kind {
     KIND_SPILL_DTYPE, /* "f32" | "bf16" */
     KIND_ENUM,        /* one of the key's names (key_def.names); the field is an int (or an enum), its index */
     KIND_GGUF,        /* "none" (-1) or a GGUF weight type as `slicepipe export --type` takes it (io/formats/gguf.h) */
+    KIND_BOOL,        /* true | false; the field is an int, 1 or 0 */
 } key_kind;
 
 typedef enum table_id { T_MODEL, T_CALIB, T_SLICING, T_OUTPUT, T_RESOURCES, T_EVAL, T_COUNT } table_id;
@@ -348,6 +349,8 @@ static const key_def k_keys[] = {
     {T_SLICING, "split_holdout", KIND_INT, 1, 1 << 24, 0, F(split_holdout), NULL},
     {T_SLICING, "ffn_score", KIND_ENUM, 0, 0, 0, F(ffn_score), k_score_names},
     {T_SLICING, "ffn_ridge", KIND_FRAC1, 0, 0, 0, F(ffn_ridge), NULL},
+    {T_SLICING, "refit", KIND_BOOL, 0, 0, 0, F(refit), NULL},
+    {T_SLICING, "refit_ridge", KIND_FRAC1, 0, 0, 0, F(refit_ridge), NULL},
     {T_OUTPUT, "path", KIND_PATH, 0, 0, 1, F(output_path), NULL},
     {T_OUTPUT, "dtype", KIND_DTYPE, 0, 0, 0, F(output_dtype), NULL},
     {T_OUTPUT, "shard_bytes", KIND_SIZE, 0, 0, 0, F(shard_bytes), NULL},
@@ -584,6 +587,11 @@ static int apply_key(load_state *st, const key_def *kd, val *v) {
         }
         return pfail(p, "[%s] %s: unknown %s '%.32s' (%s)", tname, kd->key, kd->key, v->s, known);
     }
+    case KIND_BOOL:
+        if (v->type != VAL_BOOL)
+            return pfail(p, "[%s] %s: expected true or false, got %s", tname, kd->key, val_type_name(v->type));
+        *(int *)field = v->i != 0;
+        return 0;
     case KIND_GGUF: {
         if (v->type != VAL_STRING)
             return pfail(p, "[%s] %s: expected a string, got %s", tname, kd->key, val_type_name(v->type));
@@ -710,16 +718,24 @@ static int check_slicing(load_state *st) {
                                     "dense model's stored parameters to keep, sparsity the fraction of the width to cut",
                        m->path, pa);
     m->has_params = pa != 0;
-    static const char *const slicegpt_only[] = {"basis", "global_weighting"};
+    static const char *const slicegpt_only[] = {"basis", "global_weighting", "refit", "refit_ridge"};
     static const char *const stock_only[] = {"split", "ffn_score", "ffn_ridge", "split_holdout"};
     const int stock = m->policy == SP_POLICY_STOCK;
     const char *const *keys = stock ? slicegpt_only : stock_only;
-    for (int i = 0; i < (stock ? 2 : 4); i++) {
+    for (int i = 0; i < 4; i++) {
         int line = kl[key_index(T_SLICING, keys[i])];
         if (line)
             return sp_fail(SP_EX_USAGE, "%s:%d: [slicing] %s belongs to policy = \"%s\", and this manifest's policy is \"%s\"",
                            m->path, line, keys[i], stock ? "slicegpt" : "stock", stock ? "stock" : "slicegpt");
     }
+    const int rr = kl[key_index(T_SLICING, "refit_ridge")];
+    if (rr && !m->refit)
+        return sp_fail(SP_EX_USAGE, "%s:%d: [slicing] refit_ridge is the ridge of refit = true (docs/algorithm.md §14); "
+                                    "remove it or set refit = true", m->path, rr);
+    if (m->refit && m->basis == SP_BASIS_GLOBAL)
+        return sp_fail(SP_EX_USAGE, "%s:%d: [slicing] refit = true refits each layer's o_proj and down_proj in its own "
+                                    "bases: it takes basis = \"per-layer\", and this manifest gives basis = \"global\"",
+                       m->path, kl[key_index(T_SLICING, "refit")]);
     const int ho = kl[key_index(T_SLICING, "split_holdout")];
     if (ho && !m->split_auto)
         return sp_fail(SP_EX_USAGE, "%s:%d: [slicing] split_holdout is for split = \"auto\" (the calibration windows held back "
@@ -762,6 +778,7 @@ static int load(load_state *st, const char *path) {
     m->sparsity = 0.25;
     m->round_to = 8;
     m->ffn_ridge = 1e-4;
+    m->refit_ridge = 1e-4;
     m->output_dtype = SP_DTYPE_INVALID;
     m->gguf_type = -1;
     m->spill_dtype = SP_DTYPE_F32;

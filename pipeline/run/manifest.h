@@ -19,6 +19,8 @@
  *                  split_holdout = N                 stock, split = "auto": calibration windows held back to choose
  *                  ffn_score = "energy"              stock: "energy" | "leverage"
  *                  ffn_ridge = 1e-4                  stock: float in (0,1]
+ *                  refit = false                     slicegpt, per-layer: refit o_proj, down_proj to the dense model
+ *                  refit_ridge = 1e-4                with refit: float in (0,1]
  *   [output]       path = "..."                      (required) != model path
  *                  dtype = "bf16"                    "f32"|"f16"|"bf16"; default: the model's
  *                  shard_bytes = "4GB"               size string or int; default 4GB
@@ -110,6 +112,9 @@ typedef struct sp_manifest {
     const struct sp_split_choice *split_choice; /* the final job of an auto split: what was measured (else NULL) */
     sp_ffn_score ffn_score; /* stock: default SP_SCORE_ENERGY */
     double ffn_ridge;       /* stock: (0, 1], default 1e-4: λ = ffn_ridge · mean(diag C) */
+    int refit;              /* slicegpt, per-layer basis: o_proj and down_proj refit by least squares to the dense
+                               model's signals (docs/algorithm.md §14); default 0 */
+    double refit_ridge;     /* with refit: (0, 1], default 1e-4: λ = refit_ridge · mean(diag of the inputs' moment) */
     char *output_path;
     sp_dtype output_dtype;  /* SP_DTYPE_INVALID = the model's dtype */
     int64_t shard_bytes;    /* default 4e9 */

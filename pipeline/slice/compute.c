@@ -107,6 +107,15 @@ typedef struct cstate {
     double *zsum;     /* (F) a down projection with a bias: Zᵀ1, the intermediate's column sums, then its means */
     float *Zh;        /* (COV_ROWS, F) host side of Z for those sums (a backend with memory of its own) */
     float *raw;       /* (SP_ARCH_LAYER_MAX, D) identity: the layer's norm weights (γ, LayerNorm β) as read */
+    /* refit (docs/algorithm.md §14): windows of 2T rows, the sliced stream's then the dense model's */
+    float *xh;        /* (T, D) the sliced half mapped back to D, x·Q[:, :d]·Q[:, :d]ᵀ, backend memory */
+    float *pm;        /* (D, D) Qm[:, :d_mid]·Qm[:, :d_mid]ᵀ: the attention shortcut in D coordinates, backend */
+    float *K;         /* (rows, n + D) a writer's input rows joined with their targets, backend */
+    double *G2;       /* (n + D)² their second moment, backend memory */
+    double *G2h;      /* its host side */
+    int64_t g_rows;   /* tokens accumulated into G2 */
+    int64_t rf_din;   /* the layer's input width */
+    sp_layer_w rw;    /* the dense view with the attention shortcut pm: the sliced attention, refit */
 } cstate;
 
 
@@ -357,6 +366,8 @@ static int emit_norm(cstate *c, int64_t d) {
 typedef struct layer_ctx {
     double *basis[SP_POS_COUNT];
     int64_t width[SP_POS_COUNT];
+    double *scratch; /* (D, D) float64 backend memory for a shortcut's product; NULL: the third position's basis,
+                      * free when each phase is emitted right after its PCA */
 } layer_ctx;
 
 /* A layer's outputs of phase `ph` (arch.h: 0 once the input basis is known,
@@ -379,7 +390,8 @@ static int emit_kept(cstate *c, const layer_ctx *x, int64_t l, int ph) {
         if (o->kind == SP_OUT_SHORTCUT) {
             /* scratch: the basis of the third position, free at this point */
             enum sp_arch_pos third = SP_POS_IN + SP_POS_MID + SP_POS_OUT - o->from - o->pos;
-            shortcut(c, x->basis[o->from], x->width[o->from], x->basis[o->pos], x->width[o->pos], x->basis[third]);
+            shortcut(c, x->basis[o->from], x->width[o->from], x->basis[o->pos], x->width[o->pos],
+                     x->scratch ? x->scratch : x->basis[third]);
             SP_TRY(sp_link_emit_all(&c->io, c->fs, x->width[o->from] * x->width[o->pos]));
             continue;
         }
@@ -682,6 +694,214 @@ static int slice_layer(cstate *c, int64_t l) {
     return next_layer(c, l, spill_hash);
 }
 
+/* ---- refit = true (docs/algorithm.md §14) ----
+ * SliceGPT's per-layer bases and widths, with o_proj and down_proj refit by
+ * ridge least squares to the dense model's signals. Every window of the
+ * spills holds 2T rows: the sliced stream (unrotated, D wide, as §5 stores
+ * it) then the dense model's stream. The passes run the layer's weights as
+ * read (norms with γ) on the sliced rows mapped back to D, x·Q[:, :d]·Q[:, :d]ᵀ,
+ * which computes what the sliced layer computes; nothing is rotated before
+ * the layer's four passes are done:
+ *   1. A → B: M = x̂ + Attn(x̂) (W_o as read) into the PCA; the attention
+ *      context C and the target Md − x̂ into G2; the dense M into B beside
+ *      the sliced input, kept for pass 2.
+ *   2. Qm = PCA(M); W_o ← Qm_d·Qm_dᵀ·(the refit); B → B: the sliced M'
+ *      with the refit W_o and the shortcut Qm_d·Qm_dᵀ, the dense Y.
+ *   3. B → nothing: the MLP's intermediate Z of M' and the target Yd − M'
+ *      into G2, Y = M' + Z·W_downᵀ (as read) into the PCA.
+ *   4. Qn = PCA(Y); W_down ← Qn_d·Qn_dᵀ·(the refit); B → B: Y' = M' +
+ *      MLP(M') with it, the dense Y kept; then every phase is rotated and
+ *      emitted as slice_layer does, the writers by their bases giving the
+ *      refit writers exactly. */
+
+static int refit_fail(cstate *c, const pass_ctx *p, int64_t w, int rc) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", sp_errmsg());
+    return sp_fail(rc, "%s: layer %lld, %s, calibration window %lld: %s; the layer was not committed", c->j->mf->model_path,
+                   (long long)p->layer, p->what, (long long)w, msg);
+}
+
+static void refit_reset(cstate *c, int64_t g) {
+    c->bk->zero(c->bk, c->G2, g * g * 8);
+    c->g_rows = 0;
+}
+
+/* xh (T, D) = x·Q[:, :d]·Q[:, :d]ᵀ through tmp (T, d), Qf and fs as basis_f32(Q, d) left them. */
+static void refit_in(cstate *c, const float *x) {
+    const int64_t T = c->j->shape.seqlen, D = c->j->shape.hidden, d = c->rf_din;
+    apply_qf(c, x, T, d, c->tmp);
+    c->bk->sgemm(c->bk, 0, 0, T, D, d, 1.0f, c->tmp, d, c->fsd, D, 0.0f, c->xh, D);
+}
+
+/* K[:, n:] = a − b for rows (rows, D), then G2 += Kᵀ·K over K (rows, n + D), K[:, :n] already in place. */
+static int refit_join(cstate *c, int64_t n, const float *a, const float *b, int64_t rows, int64_t row0) {
+    const int64_t D = c->j->shape.hidden, g = n + D;
+    c->bk->geadd(c->bk, rows, D, 1.0f, a, D, 0.0f, c->K + n, g);
+    c->bk->geadd(c->bk, rows, D, -1.0f, b, D, 1.0f, c->K + n, g);
+    return c->bk->cov_add(c->bk, c->wsf, c->G2, g, c->K, rows, g, row0);
+}
+
+/* Pass 1: [x | xd] → [x | Md]. */
+static int refit_attn_window(void *ctx, int64_t w, const float *in, float *out) {
+    pass_ctx *p = ctx;
+    cstate *c = p->c;
+    const int64_t T = c->j->shape.seqlen, D = c->j->shape.hidden, n = T * D, Dh = c->j->shape.q_width;
+    int64_t t0 = sp_now_ns();
+    const float *x = sp_bk_put(c->bk, c->xw, in, 2 * n * 4);
+    float *y = sp_bk_out(c->bk, c->yw, out);
+    refit_in(c, x);
+    sp_layer_attn(c->scr, &c->lw, c->xh, T, y); /* M, W_o as read */
+    c->bk->geadd(c->bk, T, Dh, 1.0f, sp_layer_scratch_ctx(c->scr), Dh, 0.0f, c->K, Dh + D);
+    sp_layer_attn(c->scr, &c->lw, x + n, T, y + n); /* the dense model's M */
+    prof(c, SP_PROF_FORWARD, &t0);
+    int rc = refit_join(c, Dh, y + n, c->xh, T, c->g_rows);
+    if (!rc) rc = cov_add(c, y);
+    prof(c, SP_PROF_COV, &t0);
+    if (rc) return refit_fail(c, p, w, rc);
+    c->g_rows += T;
+    c->bk->copy(c->bk, y, x, n * 4); /* pass 2 runs the attention again on the sliced input */
+    sp_bk_get(c->bk, out, y, 2 * n * 4);
+    return 0;
+}
+
+/* Pass 2: [x | Md] → [M' | Yd]. */
+static int refit_mid_window(void *ctx, int64_t w, const float *in, float *out) {
+    pass_ctx *p = ctx;
+    cstate *c = p->c;
+    const int64_t T = c->j->shape.seqlen, n = T * c->j->shape.hidden;
+    (void)w;
+    int64_t t0 = sp_now_ns();
+    const float *x = sp_bk_put(c->bk, c->xw, in, 2 * n * 4);
+    float *y = sp_bk_out(c->bk, c->yw, out);
+    refit_in(c, x);
+    sp_layer_attn(c->scr, &c->rw, c->xh, T, y);
+    sp_layer_mlp(c->scr, &c->lw, x + n, T, y + n);
+    prof(c, SP_PROF_FORWARD, &t0);
+    sp_bk_get(c->bk, out, y, 2 * n * 4);
+    return 0;
+}
+
+/* Pass 3: [M' | Yd] read; Z and Yd − M' into G2, Y = M' + Z·W_downᵀ into H. */
+static int refit_mlp_window(void *ctx, int64_t w, const float *in, float *out) {
+    pass_ctx *p = ctx;
+    cstate *c = p->c;
+    const job *j = c->j;
+    const int64_t T = j->shape.seqlen, D = j->shape.hidden, n = T * D, F = j->shape.ffn;
+    const float *Wd = c->wd[sp_arch_slot_index(j->m.arch, SP_SLOT_DOWN)];
+    (void)out;
+    int64_t t0 = sp_now_ns();
+    const float *x = sp_bk_put(c->bk, c->xw, in, 2 * n * 4);
+    int rc = 0;
+    for (int64_t r0 = 0; r0 < T && !rc; r0 += COV_ROWS) {
+        const int64_t nr = T - r0 < COV_ROWS ? T - r0 : COV_ROWS;
+        sp_layer_mlp_inner(c->scr, &c->lw, x + r0 * D, nr, c->Z);
+        c->bk->geadd(c->bk, nr, D, 1.0f, x + r0 * D, D, 0.0f, c->xh + r0 * D, D);
+        c->bk->sgemm(c->bk, 0, 1, nr, D, F, 1.0f, c->Z, F, Wd, F, 1.0f, c->xh + r0 * D, D);
+        prof(c, SP_PROF_FORWARD, &t0);
+        c->bk->geadd(c->bk, nr, F, 1.0f, c->Z, F, 0.0f, c->K, F + D);
+        rc = refit_join(c, F, x + n + r0 * D, x + r0 * D, nr, c->g_rows + r0);
+        prof(c, SP_PROF_COV, &t0);
+    }
+    if (!rc) rc = cov_add(c, c->xh);
+    prof(c, SP_PROF_COV, &t0);
+    if (rc) return refit_fail(c, p, w, rc);
+    c->g_rows += T;
+    return 0;
+}
+
+/* Pass 4: [M' | Yd] → [Y' | Yd]. */
+static int refit_out_window(void *ctx, int64_t w, const float *in, float *out) {
+    pass_ctx *p = ctx;
+    cstate *c = p->c;
+    const int64_t T = c->j->shape.seqlen, n = T * c->j->shape.hidden;
+    (void)w;
+    int64_t t0 = sp_now_ns();
+    const float *x = sp_bk_put(c->bk, c->xw, in, 2 * n * 4);
+    float *y = sp_bk_out(c->bk, c->yw, out);
+    sp_layer_mlp(c->scr, &c->lw, x, T, y);
+    c->bk->copy(c->bk, y + n, x + n, n * 4);
+    prof(c, SP_PROF_FORWARD, &t0);
+    sp_bk_get(c->bk, out, y, 2 * n * 4);
+    return 0;
+}
+
+/* The writer in tensor slot `slot` (D, n) ← its refit from G2 in the basis Qb
+ * (its first k columns), host and backend memory. */
+static int refit_solve(cstate *c, int64_t l, int64_t n, const double *Qb, int64_t k, int slot, const char *what) {
+    const job *j = c->j;
+    const int64_t D = j->shape.hidden, g = n + D;
+    int64_t t0 = sp_now_ns();
+    double *G = (double *)sp_bk_fetch(c->bk, c->G2h, c->G2, g * g * 8); /* ours: the solve works in it */
+    const double *P = sp_bk_fetch(c->bk, c->Qh, Qb, D * D * 8);
+    int rc = c->g_rows == 0 ? sp_fail(SP_EX_DATAERR, "a refit over zero calibration tokens")
+                            : sp_ridge_fit(G, n, D, j->mf->refit_ridge, P, k, c->lb.t[slot]);
+    prof(c, SP_PROF_EIGH, &t0);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sp_errmsg());
+        return sp_fail(rc, "%s: layer %lld, %s refit: %s", j->mf->model_path, (long long)l, what, msg);
+    }
+    sp_bk_put(c->bk, c->wd[slot], c->lb.t[slot], D * n * 4);
+    return 0;
+}
+
+static int refit_layer(cstate *c, int64_t l) {
+    job *j = c->j;
+    const sp_arch *a = j->m.arch;
+    const int64_t D = j->shape.hidden, F = j->shape.ffn, Dh = j->shape.q_width, T = j->shape.seqlen;
+    const int64_t W = j->shape.tokens / T, wr = sp_job_window_rows(j);
+    const int o = sp_arch_slot_index(a, SP_SLOT_O), down = sp_arch_slot_index(a, SP_SLOT_DOWN);
+    SP_ASSERT(o >= 0 && down >= 0 && !a->parallel);
+    layer_ctx x = {.basis = {c->Q, c->Qm, c->Qn}, .scratch = c->G2}; /* every basis is taken when the phases go out */
+    sp_plan_layer_widths(j, l, x.width);
+    SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
+    SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* B is the file boundary l - 2 named */
+    c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* as read: norms with γ */
+    c->rf_din = x.width[SP_POS_IN];
+    int64_t io = 0;
+    char spill_hash[33];
+    pass_ctx p = {c, NULL, l, "attention-block"};
+
+    phase(c, l, SP_PHASE_ATTN); /* 1 */
+    basis_f32(c, c->Q, c->rf_din);
+    cov_reset(c);
+    refit_reset(c, Dh + D);
+    SP_TRY(sp_stream_windows(c->sa, D, c->sb, D, W, wr, j->chunk_w, c->cin, c->cout, refit_attn_window, &p, &io));
+    phase(c, l, SP_PHASE_PCA);
+    SP_TRY(pca(c, c->Qm, 1 + 2 * (int)l, "attention-output", l));
+    SP_TRY(refit_solve(c, l, Dh, c->Qm, x.width[SP_POS_MID], o, "o_proj"));
+
+    phase(c, l, SP_PHASE_ATTN); /* 2 */
+    basis_f32(c, c->Qm, x.width[SP_POS_MID]); /* pm = Qm_d·Qm_dᵀ, then Qf and fs back to Q */
+    c->bk->sgemm(c->bk, 0, 0, D, D, x.width[SP_POS_MID], 1.0f, c->Qf, x.width[SP_POS_MID], c->fsd, D, 0.0f, c->pm, D);
+    basis_f32(c, c->Q, c->rf_din);
+    c->rw = c->lw;
+    c->rw.shortcut[SP_POS_MID] = c->pm;
+    SP_TRY(sp_stream_windows(c->sb, D, c->sb, D, W, wr, j->chunk_w, c->cin, c->cout, refit_mid_window, &p, &io));
+
+    phase(c, l, SP_PHASE_MLP); /* 3 */
+    p.what = "MLP-block";
+    cov_reset(c);
+    refit_reset(c, F + D);
+    SP_TRY(sp_stream_windows(c->sb, D, NULL, D, W, wr, j->chunk_w, c->cin, c->cout, refit_mlp_window, &p, &io));
+    phase(c, l, SP_PHASE_PCA);
+    SP_TRY(pca(c, c->Qn, 2 + 2 * (int)l, "MLP-output", l));
+    SP_TRY(refit_solve(c, l, F, c->Qn, x.width[SP_POS_OUT], down, "down_proj"));
+
+    phase(c, l, SP_PHASE_MLP); /* 4 */
+    sp_spill_hash_begin(c->sb);
+    SP_TRY(sp_stream_windows(c->sb, D, c->sb, D, W, wr, j->chunk_w, c->cin, c->cout, refit_out_window, &p, &io));
+    sp_spill_hash_end(c->sb, spill_hash);
+    atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
+
+    phase(c, l, SP_PHASE_WRITE);
+    for (int ph = 0; ph < 1 + j->n_pca; ph++) SP_TRY(emit_phase(c, &x, l, ph));
+    double *t = c->Q;
+    c->Q = c->Qn;
+    c->Qn = t;
+    return next_layer(c, l, spill_hash);
+}
+
 /* basis = "global" (docs/algorithm.md §10), between the gather of X₀ (spill
  * A, its second moment already in G) and the rotation of the embedding: the
  * dense model's forward pass over the calibration windows, layer by layer
@@ -728,10 +948,10 @@ static int survey(cstate *c, int64_t from) {
 static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
     cstate *c = ctx;
     (void)w, (void)in;
-    const int64_t n = c->j->shape.seqlen * c->j->shape.hidden;
+    const int64_t n = c->j->shape.seqlen * c->j->shape.hidden, wn = sp_job_window_rows(c->j) * c->j->shape.hidden;
     if (c->j->m.n_pos)
-        for (int64_t i = 0; i < n; i++) x[i] += c->posb[i];
-    return cov_add(c, sp_bk_put(c->bk, c->xw, x, n * 4));
+        for (int64_t i = 0; i < wn; i++) x[i] += c->posb[i % n];
+    return cov_add(c, sp_bk_put(c->bk, c->xw, x, n * 4)); /* the sliced stream's rows (refit: the dense ones follow) */
 }
 
 /* 1. X₀ = Emb[tokens] (+ Pos[p + offset]) into spill A, its second moment
@@ -740,6 +960,7 @@ static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
 static int gather_embed(cstate *c) {
     job *j = c->j;
     const int64_t D = j->shape.hidden, V = j->shape.vocab, T = j->shape.seqlen, W = j->shape.tokens / T, P = j->m.n_pos;
+    const int64_t wr = sp_job_window_rows(j); /* refit: each window's rows twice, the sliced and the dense stream */
     phase(c, 0, SP_PHASE_EMBED);
     /* Counting sort of calibration positions by token id. */
     memset(c->id_start, 0, (size_t)(V + 1) * sizeof(int64_t));
@@ -755,7 +976,8 @@ static int gather_embed(cstate *c) {
         int64_t t0 = sp_now_ns();
         for (int64_t v = r0; v < r0 + nr; v++)
             for (int64_t p = c->id_start[v]; p < c->id_start[v + 1]; p++)
-                SP_TRY(sp_spill_write(c->sa, c->pos[p], 1, D, c->eb + (v - r0) * D));
+                for (int64_t h = 0; h < wr; h += T) /* token i is row i % T of window i / T, in each stream */
+                    SP_TRY(sp_spill_write(c->sa, c->pos[p] / T * wr + h + c->pos[p] % T, 1, D, c->eb + (v - r0) * D));
         prof(c, SP_PROF_SPILL, &t0);
     }
     if (P) { /* the rows of positions 0..T-1, then added to every window */
@@ -770,7 +992,7 @@ static int gather_embed(cstate *c) {
     }
     cov_reset(c);
     int64_t io = 0;
-    SP_TRY(sp_stream_windows(c->sa, D, P ? c->sa : NULL, D, W, T, j->chunk_w, c->cin, c->cin, embed_window, c, &io));
+    SP_TRY(sp_stream_windows(c->sa, D, P ? c->sa : NULL, D, W, wr, j->chunk_w, c->cin, c->cin, embed_window, c, &io));
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
     if (j->plan.survey) {
         memset(c->G, 0, (size_t)(D * D * 8)); /* the sum starts at X₀ */
@@ -876,17 +1098,27 @@ static sp_bk_plan_in ws_plan(const job *j) {
     return (sp_bk_plan_in){.D = j->shape.hidden, .cov_rows = COV_ROWS, .rot_block = BLK, .T = 0, .n_heads = 0};
 }
 
-/* prune_ffn: the workspace of C's updates, F wide. */
-static sp_bk_plan_in ws_plan_ffn(const job *j) {
-    return (sp_bk_plan_in){.D = j->shape.ffn, .cov_rows = COV_ROWS, .no_eigh = 1};
+/* refit: the widest joined rows [input | target], the MLP's or the attention's. */
+static int64_t refit_width(const job *j) {
+    return (j->shape.ffn > j->shape.q_width ? j->shape.ffn : j->shape.q_width) + j->shape.hidden;
 }
 
-/* prune_ffn: the MLP cut's own bytes (host; device: its workspace). */
+/* prune_ffn: the workspace of C's updates, F wide; refit: of G2's, refit_width wide. */
+static sp_bk_plan_in ws_plan_ffn(const job *j) {
+    return (sp_bk_plan_in){.D = j->plan.refit ? refit_width(j) : j->shape.ffn, .cov_rows = COV_ROWS, .no_eigh = 1};
+}
+
+/* prune_ffn and refit: their own bytes beyond buf_specs' (host; device: the workspace). */
 static int64_t ffn_bytes(const job *j, int device) {
-    if (!j->plan.prune_ffn) return 0;
+    if (!j->plan.prune_ffn && !j->plan.refit) return 0;
     sp_bk_plan_in in = ws_plan_ffn(j);
     sp_bk_plan p = j->bk->plan_bytes(j->bk, &in);
     if (device) return p.device_bytes;
+    const int64_t D = j->shape.hidden, F = j->shape.ffn, Dh = j->shape.q_width;
+    if (j->plan.refit) { /* the solves, one at a time */
+        const int64_t fo = sp_ridge_fit_bytes(Dh, D, D), fd = sp_ridge_fit_bytes(F, D, D);
+        return p.host_bytes + (fo > fd ? fo : fd);
+    }
     return p.host_bytes +
            sp_ridge_bytes(j->shape.ffn, j->plan.ffn[0], j->shape.hidden, j->mf->ffn_score == SP_SCORE_LEVERAGE, down_bias(j));
 }
@@ -907,11 +1139,13 @@ enum { BUF_HOST, BUF_BK, BUF_MIRROR, BUF_HOST_MIRROR };
 #define MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_MIRROR}
 #define HOST_MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_HOST_MIRROR}
 
-#define N_BUFS 31
+#define N_BUFS 36
 
 static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
-    const int64_t D = j->shape.hidden, T = j->shape.seqlen, cwT = j->chunk_w * T, F = j->shape.ffn;
-    const int pf = j->plan.prune_ffn;
+    const int64_t D = j->shape.hidden, T = j->shape.seqlen, wr = sp_job_window_rows(j), cwT = j->chunk_w * wr, F = j->shape.ffn;
+    const int pf = j->plan.prune_ffn, rf = j->plan.refit;
+    const int64_t g = rf ? refit_width(j) : 1, Dh = j->shape.q_width;
+    const int64_t k_rows = T * (Dh + D) > COV_ROWS * (F + D) ? T * (Dh + D) : COV_ROWS * (F + D);
     const buf_spec b[] = {
         BUF(cin, cwT * D, 4, "activation chunk"),   BUF(cout, cwT * D, 4, "activation chunk"),
         BK(tmp, T * D, 4, "window buffer"),         BUF(eb, EB * D, 4, "embedding rows"),
@@ -924,15 +1158,18 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         BUF(norm_b, D, 4, "norm"),                  BUF(hb, j->shape.vocab, 4, "head bias"),
         BUF(posb, j->m.n_pos ? T * D : 1, 4, "learned positions"),
         MIRROR(evd, D, 8, "eigenvalues"),           HOST_MIRROR(Qh, D * D, 8, "basis"),
-        MIRROR(xw, T * D, 4, "window buffer"),      MIRROR(yw, T * D, 4, "window buffer"),
+        MIRROR(xw, wr * D, 4, "window buffer"),     MIRROR(yw, wr * D, 4, "window buffer"),
         MIRROR(ebd, EB * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
         MIRROR(normd, D, 4, "norm"),
         BUF(G, j->plan.survey ? D * D : 1, 8, "global second moment"),
         BK(C, pf ? F * F : 1, 8, "MLP second moment"), HOST_MIRROR(Ch, pf ? F * F : 1, 8, "MLP second moment"),
-        BK(Z, pf ? COV_ROWS * F : 1, 4, "MLP intermediate"),  BUF(S, pf ? F : 1, 8, "kept neurons"),
+        BK(Z, pf || rf ? COV_ROWS * F : 1, 4, "MLP intermediate"),  BUF(S, pf ? F : 1, 8, "kept neurons"),
         BUF(raw, j->plan.identity ? SP_ARCH_LAYER_MAX * D : 1, 4, "norm weights"),
         BUF(zsum, down_bias(j) ? F : 1, 8, "MLP intermediate means"),
         HOST_MIRROR(Zh, down_bias(j) ? COV_ROWS * F : 1, 4, "MLP intermediate"),
+        BK(xh, rf ? T * D : 1, 4, "window buffer"),  BK(pm, rf ? D * D : 1, 4, "shortcut"),
+        BK(K, rf ? k_rows : 1, 4, "refit rows"),     BK(G2, g * g, 8, "refit second moment"),
+        HOST_MIRROR(G2h, g * g, 8, "refit second moment"),
     };
     _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
     memcpy(out, b, sizeof b);
@@ -949,7 +1186,7 @@ int64_t sp_compute_plan_bytes(const job *j) {
             total += b[i].n * b[i].sz;
     sp_bk_plan_in in = ws_plan(j);
     return total + sp_link_bytes(j) + sp_layer_buf_bytes(&j->m)          /* the link; one layer, float32 */
-           + 2 * sp_spill_mem_bytes(j->shape.hidden, j->chunk_w * j->shape.seqlen, j->mf->spill_dtype) /* the spills' conversion buffers */
+           + 2 * sp_spill_mem_bytes(j->shape.hidden, j->chunk_w * sp_job_window_rows(j), j->mf->spill_dtype) /* the spills' conversion buffers */
            + j->bk->plan_bytes(j->bk, &in).host_bytes                            /* second moments, eigh, rotations */
            + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev) /* the forward pass */
            + ffn_bytes(j, 0);
@@ -970,7 +1207,8 @@ int64_t sp_compute_plan_device_bytes(const job *j) {
 
 static int alloc_state(cstate *c) {
     job *j = c->j;
-    const int64_t D = j->shape.hidden, T = j->shape.seqlen;
+    const int64_t D = j->shape.hidden, T = j->shape.seqlen, wr = sp_job_window_rows(j);
+    const int64_t rows = j->shape.tokens / T * wr; /* the spills' rows: refit keeps the dense stream beside */
     buf_spec a[N_BUFS];
     const int n = buf_specs(j, a);
     const int shared = c->bk->host_shared;
@@ -995,7 +1233,7 @@ static int alloc_state(cstate *c) {
     }
     sp_bk_plan_in in = ws_plan(j);
     SP_TRY(c->bk->ws_init(c->bk, &in, &c->ws));
-    if (j->plan.prune_ffn) {
+    if (j->plan.prune_ffn || j->plan.refit) {
         sp_bk_plan_in inf = ws_plan_ffn(j);
         SP_TRY(c->bk->ws_init(c->bk, &inf, &c->wsf));
     }
@@ -1004,8 +1242,8 @@ static int alloc_state(cstate *c) {
     const int after_survey = j->resume.layer < -1 && j->resume.survey >= 0;
     if (j->resume.layer >= -1 || after_survey) {
         const char *other = strcmp(j->resume.spill, j->spill_a) == 0 ? j->spill_b : j->spill_a;
-        SP_TRY(sp_spill_open(&c->sa, j->resume.spill, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 1));
-        SP_TRY(sp_spill_open(&c->sb, other, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+        SP_TRY(sp_spill_open(&c->sa, j->resume.spill, rows, D, j->mf->spill_dtype, j->chunk_w * wr, 1));
+        SP_TRY(sp_spill_open(&c->sb, other, rows, D, j->mf->spill_dtype, j->chunk_w * wr, 0));
         memcpy(c->survey_hash, j->resume.spill_hash, 33); /* a survey's last spill */
         if (after_survey) {
             SP_TRY(sp_link_resume_basis(&c->io, c->G));
@@ -1015,8 +1253,8 @@ static int alloc_state(cstate *c) {
             sp_bk_put(c->bk, c->Q, qh, D * D * 8);
         }
     } else {
-        SP_TRY(sp_spill_open(&c->sa, j->spill_a, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 0));
-        SP_TRY(sp_spill_open(&c->sb, j->spill_b, j->shape.tokens, D, j->mf->spill_dtype, j->chunk_w * T, 0));
+        SP_TRY(sp_spill_open(&c->sa, j->spill_a, rows, D, j->mf->spill_dtype, j->chunk_w * wr, 0));
+        SP_TRY(sp_spill_open(&c->sb, j->spill_b, rows, D, j->mf->spill_dtype, j->chunk_w * wr, 0));
     }
     return sp_layer_scratch_init(c->bk, j->m.arch, &j->m.dims, T, D, &c->scr);
 }
@@ -1050,7 +1288,7 @@ int sp_stage_compute(job *j) {
     if (!rc) rc = alloc_state(c);
     if (!rc && j->resume.layer < -1) rc = slice_embed(c, j->resume.survey + 1);
     for (int64_t l = j->resume.layer < -1 ? 0 : j->resume.layer + 1; l < j->shape.layers && !rc; l++)
-        rc = j->plan.prune_ffn ? stock_layer(c, l) : slice_layer(c, l);
+        rc = j->plan.prune_ffn ? stock_layer(c, l) : j->plan.refit ? refit_layer(c, l) : slice_layer(c, l);
     if (!rc) rc = slice_head(c);
     if (!rc) {
         phase(c, j->shape.layers - 1, SP_PHASE_DONE);

@@ -146,7 +146,7 @@ int sp_plan_memory(job *j) {
     if (j->ring_slots < 4) j->ring_slots = 4;
     j->out_slots = 4;
     const int64_t W = j->shape.tokens / j->shape.seqlen;
-    const int64_t per_window = j->shape.seqlen * j->shape.hidden * 2 * (4 + (int64_t)sp_dtype_size(mf->spill_dtype));
+    const int64_t per_window = sp_job_window_rows(j) * j->shape.hidden * 2 * (4 + (int64_t)sp_dtype_size(mf->spill_dtype));
     j->chunk_w = 0;
     int64_t avail = (mf->memory_bytes - sp_plan_total(j)) / 2;
     if (avail > ((int64_t)256 << 20)) avail = (int64_t)256 << 20;
@@ -173,13 +173,14 @@ static int64_t output_bytes(const job *j) {
 void sp_plan_print(const job *j, FILE *f) {
     const sp_manifest *mf = j->mf;
     char b1[4096];
-    int64_t plan = sp_plan_total(j), spill_bytes = 2 * j->shape.tokens * j->shape.hidden * sp_dtype_size(mf->spill_dtype);
+    int64_t plan = sp_plan_total(j), spill_bytes = 2 * (j->shape.tokens / j->shape.seqlen) * sp_job_window_rows(j) * j->shape.hidden *
+                                                     sp_dtype_size(mf->spill_dtype);
     char backend_note[96] = "";
     if (j->bk->process_bytes > 0)
         snprintf(backend_note, sizeof backend_note, ", backend %s's code and caches %.0f MiB", j->bk->name,
                  2 * j->bk->process_bytes / 1048576.0);
     fprintf(f,
-            "plan: %s -> %s\n  %s, D %lld -> d %lld (%s %g, round_to %lld), %lld layers, output %s\n  %s\n"
+            "plan: %s -> %s\n  %s, D %lld -> d %lld (%s %g, round_to %lld), %lld layers, output %s\n  %s%s\n"
             "  calibration %lld windows x %lld tokens = %lld tokens; backend %s (device plan %.1f MiB)\n"
             "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows,\n"
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
@@ -188,7 +189,7 @@ void sp_plan_print(const job *j, FILE *f) {
             "  disk: spill %.1f MiB (%s), output %.1f MiB\n",
             sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0],
             mf->has_params ? "params" : "sparsity", mf->has_params ? mf->params : mf->sparsity, (long long)mf->round_to, (long long)j->shape.layers, sp_dtype_st_name(j->out_dtype),
-            j->plan.policy->about,
+            j->plan.policy->about, j->plan.refit ? "; refit: o_proj and down_proj fit to the dense model's signals, the spills twice as large" : "",
             (long long)mf->calib_nsamples, (long long)j->shape.seqlen, (long long)j->shape.tokens, j->bk->name,
             sp_compute_plan_device_bytes(j) / 1048576.0, plan / 1048576.0,
             mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w,

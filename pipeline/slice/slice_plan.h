@@ -47,6 +47,8 @@ typedef struct sp_slice_plan {
     int identity;      /* no basis at all (width D everywhere): tensors go out as read, norms with their own γ */
     int tied_head;     /* the output keeps the head tied to the embedding (identity only: no head tensor written) */
     int prune_ffn;     /* the MLP's neurons are cut to ffn[l], the down projection refit (docs/algorithm.md §12) */
+    int refit;         /* per-layer SliceGPT with o_proj and down_proj refit to the dense model's signals
+                        * (docs/algorithm.md §14): the spills carry the dense stream beside the sliced one */
     double params_target; /* [slicing] params, or 0 */
     int64_t d_try;     /* with [slicing] params: the uniform width being tried (sp_slice_plan_uniform) */
 } sp_slice_plan;
