@@ -15,9 +15,11 @@ one journaled) and end byte-identical too.
 
 With SPLIT, the job is policy = "stock" at params 0.8 and that split instead:
 split 0 cuts the MLPs alone (no survey: every kill resumes per layer), split
-0.5 the residual width too (a survey, as above).
+0.5 the residual width too (a survey, as above). With "refit" instead of a
+split, it is per-layer SliceGPT at 0.25 with refit = true (docs/algorithm.md
+§14: no survey; the spills carry the dense stream too).
 
-  test_global_resume.py SLICEPIPE SHARED WORK [SPLIT]     (77 when SHARED is absent)
+  test_global_resume.py SLICEPIPE SHARED WORK [SPLIT|refit]     (77 when SHARED is absent)
 """
 import hashlib
 import json
@@ -39,8 +41,9 @@ def digest(out):
 
 def main():
     sp, shared, work = sys.argv[1:4]
-    split = float(sys.argv[4]) if len(sys.argv) > 4 else None  # None: basis = "global"
-    survey = split != 0
+    refit = len(sys.argv) > 4 and sys.argv[4] == "refit"
+    split = float(sys.argv[4]) if len(sys.argv) > 4 and not refit else None  # None: basis = "global" (or refit)
+    survey = split != 0 and not refit
     model = os.path.join(shared, "models", "llama2xs")
     if not os.path.isdir(model):
         print(f"skip: {model} is absent")
@@ -51,7 +54,8 @@ def main():
     mf = os.path.join(work, "global.toml")
     with open(mf, "w") as f:
         f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{calib}"\nseqlen = 128\nnsamples = 16\n'
-                '[slicing]\n' + ('sparsity = 0.25\nbasis = "global"\n' if split is None else
+                '[slicing]\n' + ('sparsity = 0.25\nrefit = true\n' if refit else
+                                  'sparsity = 0.25\nbasis = "global"\n' if split is None else
                                   f'policy = "stock"\nparams = 0.8\nsplit = {split}\n') + f'[output]\npath = "{out}"\n'
                 f'[resources]\nmemory = "1GB"\nthreads = 1\n')
     env = dict(os.environ)
@@ -108,7 +112,7 @@ def main():
     if survey and survey_resumes < 2:
         die(f"only {survey_resumes} resumes went on with the survey: its boundaries are not being journaled")
     if not survey and (survey_resumes or points["compute"] != 7):
-        die(f"split 0 has no survey, yet {survey_resumes} resumes went on with one and compute has "
+        die(f"{'refit' if refit else 'split 0'} has no survey, yet {survey_resumes} resumes went on with one and compute has "
             f"{points['compute']} commit points (the embedding, 5 layers, the head: 7)")
     if survey:
         print(f"ok   {survey_resumes} of them went on with the survey after a survey boundary")
