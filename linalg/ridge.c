@@ -138,36 +138,39 @@ done:
     return rc;
 }
 
-int64_t sp_ridge_fit_bytes(int64_t n, int64_t m, int64_t k) { return (n * m + n * (k > 0 ? k : 1)) * 8; }
+int64_t sp_ridge_fit_bytes(int64_t n, int64_t m, int64_t k) {
+    (void)n, (void)m;
+    return NB * (k > 0 ? k : 1) * 8;
+}
 
 int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P, int64_t k, float *W) {
     const int64_t g = n + m;
-    double *X = NULL, *Y = NULL;
-    int rc = sp_alloc((void **)&X, n * m, 8, "refit solution");
-    if (!rc) rc = sp_alloc((void **)&Y, n * (k > 0 ? k : 1), 8, "refit solution");
-    if (rc) goto done;
-    for (int64_t i = 0; i < n; i++) memcpy(X + i * m, G + i * g + n, (size_t)m * 8); /* B = XᵀT: rows i < n, columns >= n */
-    /* A = XᵀX's upper triangle packed (n, n) into G's start: entry (i, j) is
-     * read from i·g + j >= i·n + j, and every later read lies further on. */
-    double *A = G;
+    /* B = XᵀT (rows i < n, columns >= n: entries before n·g) goes to G's
+     * last n·m entries, which start at g² − n·m = n·g + m² >= n·g: nothing
+     * read later lies there. Then A = XᵀX's upper triangle is packed (n, n)
+     * at G's start: entry (i, j) is read from i·g + j >= i·n + j, and every
+     * later read lies further on. */
+    double *X = G + g * g - n * m, *A = G, *Y = NULL;
+    for (int64_t i = 0; i < n; i++) memcpy(X + i * m, G + i * g + n, (size_t)m * 8);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i; j < n; j++) A[i * n + j] = G[i * g + j];
     const double lam = sp_ridge_lambda(A, n, ridge);
     for (int64_t i = 0; i < n; i++) A[i * n + i] += lam;
     lapack_int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, (lapack_int)m, A, (lapack_int)n, X, (lapack_int)m);
-    if (info) {
-        rc = sp_fail(SP_EX_SOFTWARE, "refit: the inputs' second moment + λI is not positive definite (LAPACK info %d)", (int)info);
-        goto done;
+    if (info)
+        return sp_fail(SP_EX_SOFTWARE, "refit: the inputs' second moment + λI is not positive definite (LAPACK info %d)",
+                       (int)info);
+    SP_TRY(sp_alloc((void **)&Y, NB * (k > 0 ? k : 1), 8, "refit solution"));
+    /* X = (A + λI)⁻¹·B (n, m); NB rows at a time, X ← (X·P_k)·P_kᵀ; W = Xᵀ. */
+    for (int64_t r0 = 0; r0 < n; r0 += NB) {
+        const int64_t nr = n - r0 < NB ? n - r0 : NB;
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)nr, (blasint)k, (blasint)m, 1.0, X + r0 * m,
+                    (blasint)m, P, (blasint)m, 0.0, Y, (blasint)k);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nr, (blasint)m, (blasint)k, 1.0, Y, (blasint)k, P,
+                    (blasint)m, 0.0, X + r0 * m, (blasint)m);
     }
-    /* X = (A + λI)⁻¹·B (n, m); Y = X·P_k (n, k); X ← Y·P_kᵀ (n, m); W = Xᵀ. */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)k, (blasint)m, 1.0, X, (blasint)m, P,
-                (blasint)m, 0.0, Y, (blasint)k);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)m, (blasint)k, 1.0, Y, (blasint)k, P,
-                (blasint)m, 0.0, X, (blasint)m);
     for (int64_t r = 0; r < m; r++)
         for (int64_t c = 0; c < n; c++) W[r * n + c] = (float)X[c * m + r];
-done:
-    free(X);
     free(Y);
-    return rc;
+    return 0;
 }
