@@ -139,38 +139,43 @@ done:
 }
 
 int64_t sp_ridge_fit_bytes(int64_t n, int64_t m, int64_t k) {
-    (void)n, (void)m;
-    return NB * (k > 0 ? k : 1) * 8;
+    (void)n;
+    return NB * (k + m) * 8;
 }
 
 int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P, int64_t k, float *W) {
     const int64_t g = n + m;
-    /* B = XᵀT (rows i < n, columns >= n: entries before n·g) goes to G's
-     * last n·m entries, which start at g² − n·m = n·g + m² >= n·g: nothing
-     * read later lies there. Then A = XᵀX's upper triangle is packed (n, n)
-     * at G's start: entry (i, j) is read from i·g + j >= i·n + j, and every
-     * later read lies further on. */
-    double *X = G + g * g - n * m, *A = G, *Y = NULL;
-    for (int64_t i = 0; i < n; i++) memcpy(X + i * m, G + i * g + n, (size_t)m * 8);
+    /* Bᵀ = (XᵀT)ᵀ (m, n): B's entries (rows i < n, columns >= n) all lie
+     * before n·g, and Bᵀ goes to G's last n·m entries, from g² − n·m = n·g +
+     * m² on. Then A = XᵀX's upper triangle is packed (n, n) at G's start:
+     * entry (i, j) is read from i·g + j >= i·n + j, and every later read
+     * lies further on. Row-major upper is column-major lower, and Bᵀ
+     * row-major is B column-major, so LAPACK solves in place, without the
+     * transposed copies LAPACKE's row-major interface would make. */
+    double *Bt = G + g * g - n * m, *A = G;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < m; c++) Bt[c * n + i] = G[i * g + n + c];
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i; j < n; j++) A[i * n + j] = G[i * g + j];
     const double lam = sp_ridge_lambda(A, n, ridge);
     for (int64_t i = 0; i < n; i++) A[i * n + i] += lam;
-    lapack_int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, (lapack_int)m, A, (lapack_int)n, X, (lapack_int)m);
+    lapack_int info = LAPACKE_dposv(LAPACK_COL_MAJOR, 'L', (lapack_int)n, (lapack_int)m, A, (lapack_int)n, Bt, (lapack_int)n);
     if (info)
         return sp_fail(SP_EX_SOFTWARE, "refit: the inputs' second moment + λI is not positive definite (LAPACK info %d)",
                        (int)info);
-    SP_TRY(sp_alloc((void **)&Y, NB * (k > 0 ? k : 1), 8, "refit solution"));
-    /* X = (A + λI)⁻¹·B (n, m); NB rows at a time, X ← (X·P_k)·P_kᵀ; W = Xᵀ. */
-    for (int64_t r0 = 0; r0 < n; r0 += NB) {
-        const int64_t nr = n - r0 < NB ? n - r0 : NB;
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)nr, (blasint)k, (blasint)m, 1.0, X + r0 * m,
-                    (blasint)m, P, (blasint)m, 0.0, Y, (blasint)k);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nr, (blasint)m, (blasint)k, 1.0, Y, (blasint)k, P,
-                    (blasint)m, 0.0, X + r0 * m, (blasint)m);
+    /* Bt = ((A + λI)⁻¹·B)ᵀ (m, n); W = P_k·(P_kᵀ·Bt), NB columns at a time. */
+    double *Y = NULL;
+    SP_TRY(sp_alloc((void **)&Y, NB * (k + m), 8, "refit solution"));
+    double *Wb = Y + NB * k;
+    for (int64_t c0 = 0; c0 < n; c0 += NB) {
+        const int64_t nc = n - c0 < NB ? n - c0 : NB;
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)k, (blasint)nc, (blasint)m, 1.0, P, (blasint)m,
+                    Bt + c0, (blasint)n, 0.0, Y, (blasint)nc);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)nc, (blasint)k, 1.0, P, (blasint)m, Y,
+                    (blasint)nc, 0.0, Wb, (blasint)nc);
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t c = 0; c < nc; c++) W[r * n + c0 + c] = (float)Wb[r * nc + c];
     }
-    for (int64_t r = 0; r < m; r++)
-        for (int64_t c = 0; c < n; c++) W[r * n + c] = (float)X[c * m + r];
     free(Y);
     return 0;
 }
