@@ -143,7 +143,7 @@ int64_t sp_ridge_fit_bytes(int64_t n, int64_t m, int64_t k) {
     return NB * (k + m) * 8;
 }
 
-int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P, int64_t k, float *W) {
+int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P, int64_t k, float *W, double *work) {
     const int64_t g = n + m;
     /* Bᵀ = (XᵀT)ᵀ (m, n): B's entries (rows i < n, columns >= n) all lie
      * before n·g, and Bᵀ goes to G's last n·m entries, from g² − n·m = n·g +
@@ -164,9 +164,7 @@ int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P,
         return sp_fail(SP_EX_SOFTWARE, "refit: the inputs' second moment + λI is not positive definite (LAPACK info %d)",
                        (int)info);
     /* Bt = ((A + λI)⁻¹·B)ᵀ (m, n); W = P_k·(P_kᵀ·Bt), NB columns at a time. */
-    double *Y = NULL;
-    SP_TRY(sp_alloc((void **)&Y, NB * (k + m), 8, "refit solution"));
-    double *Wb = Y + NB * k;
+    double *Y = work, *Wb = work + NB * k;
     for (int64_t c0 = 0; c0 < n; c0 += NB) {
         const int64_t nc = n - c0 < NB ? n - c0 : NB;
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)k, (blasint)nc, (blasint)m, 1.0, P, (blasint)m,
@@ -176,6 +174,5 @@ int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P,
         for (int64_t r = 0; r < m; r++)
             for (int64_t c = 0; c < nc; c++) W[r * n + c0 + c] = (float)Wb[r * nc + c];
     }
-    free(Y);
     return 0;
 }

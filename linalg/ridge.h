@@ -54,9 +54,10 @@ int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double lam
  * ridge·mean(diag A): the ridge least-squares map from x to t·P_k, written
  * back in t's coordinates (a writer (m, n) whose outputs lie in the span of
  * P_k, so rotating it by P keeps exactly the fit). G's memory is then the
- * solve's (its contents are lost); beyond it, at most sp_ridge_fit_bytes of
- * host memory. 0, or 70 with a message. */
+ * solve's (its contents are lost); beyond it, `work` holds
+ * sp_ridge_fit_bytes (the caller's: a job allocates it once). 0, or 70
+ * with a message. */
 int64_t sp_ridge_fit_bytes(int64_t n, int64_t m, int64_t k);
-int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P, int64_t k, float *W);
+int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P, int64_t k, float *W, double *work);
 
 #endif

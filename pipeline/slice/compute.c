@@ -113,6 +113,7 @@ typedef struct cstate {
     float *K;         /* (rows, n + D) a writer's input rows joined with their targets, backend */
     double *G2;       /* (n + D)² their second moment, backend memory */
     double *G2h;      /* its host side */
+    double *rfw;      /* the refit solve's work (sp_ridge_fit_bytes) */
     int64_t g_rows;   /* tokens accumulated into G2 */
     int64_t rf_din;   /* the layer's input width */
     sp_layer_w rw;    /* the dense view with the attention shortcut pm: the sliced attention, refit */
@@ -834,7 +835,7 @@ static int refit_solve(cstate *c, int64_t l, int64_t n, const double *Qb, int64_
     double *G = (double *)sp_bk_fetch(c->bk, c->G2h, c->G2, g * g * 8); /* ours: the solve works in it */
     const double *P = sp_bk_fetch(c->bk, c->Qh, Qb, D * D * 8);
     int rc = c->g_rows == 0 ? sp_fail(SP_EX_DATAERR, "a refit over zero calibration tokens")
-                            : sp_ridge_fit(G, n, D, j->mf->refit_ridge, P, k, c->lb.t[slot]);
+                            : sp_ridge_fit(G, n, D, j->mf->refit_ridge, P, k, c->lb.t[slot], c->rfw);
     prof(c, SP_PROF_EIGH, &t0);
     if (rc) {
         char msg[1024];
@@ -1114,11 +1115,7 @@ static int64_t ffn_bytes(const job *j, int device) {
     sp_bk_plan_in in = ws_plan_ffn(j);
     sp_bk_plan p = j->bk->plan_bytes(j->bk, &in);
     if (device) return p.device_bytes;
-    const int64_t D = j->shape.hidden, F = j->shape.ffn, Dh = j->shape.q_width;
-    if (j->plan.refit) { /* the solves, one at a time */
-        const int64_t fo = sp_ridge_fit_bytes(Dh, D, D), fd = sp_ridge_fit_bytes(F, D, D);
-        return p.host_bytes + (fo > fd ? fo : fd);
-    }
+    if (j->plan.refit) return p.host_bytes; /* the solves' work is in buf_specs (rfw) */
     return p.host_bytes +
            sp_ridge_bytes(j->shape.ffn, j->plan.ffn[0], j->shape.hidden, j->mf->ffn_score == SP_SCORE_LEVERAGE, down_bias(j));
 }
@@ -1139,7 +1136,7 @@ enum { BUF_HOST, BUF_BK, BUF_MIRROR, BUF_HOST_MIRROR };
 #define MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_MIRROR}
 #define HOST_MIRROR(field, count, size, what) {offsetof(cstate, field), (count), (size), (what), BUF_HOST_MIRROR}
 
-#define N_BUFS 36
+#define N_BUFS 37
 
 static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
     const int64_t D = j->shape.hidden, T = j->shape.seqlen, wr = sp_job_window_rows(j), cwT = j->chunk_w * wr, F = j->shape.ffn;
@@ -1170,6 +1167,7 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         BK(xh, rf ? T * D : 1, 4, "window buffer"),  BK(pm, rf ? D * D : 1, 4, "shortcut"),
         BK(K, rf ? k_rows : 1, 4, "refit rows"),     BK(G2, g * g, 8, "refit second moment"),
         HOST_MIRROR(G2h, g * g, 8, "refit second moment"),
+        BUF(rfw, rf ? sp_ridge_fit_bytes(g - D, D, D) / 8 : 1, 8, "refit solve"),
     };
     _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
     memcpy(out, b, sizeof b);
