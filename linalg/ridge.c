@@ -62,8 +62,10 @@ int sp_ridge_select(double *C, int64_t F, const float *Wd, int64_t rows, int lev
         if (!rc) {
             memcpy(A, C, (size_t)(F * F) * 8);
             for (int64_t i = 0; i < F; i++) A[i * F + i] += lam;
-            lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)F, A, (lapack_int)F);
-            if (!info) info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)F, A, (lapack_int)F);
+            /* Column-major lower is row-major upper: LAPACK works in place
+             * (LAPACKE's row-major interface would copy A, F² float64 more). */
+            lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)F, A, (lapack_int)F);
+            if (!info) info = LAPACKE_dpotri(LAPACK_COL_MAJOR, 'L', (lapack_int)F, A, (lapack_int)F);
             if (info) rc = sp_fail(SP_EX_SOFTWARE, "ridge leverage: C + λI is not positive definite (LAPACK info %d)", (int)info);
             for (int64_t i = 0; i < F && !rc; i++) sc[i] = (scored){1.0 - lam * A[i * F + i], i};
             free(A);
