@@ -8,6 +8,8 @@ quality_bench.sh lists them) and each parameter target — [slicing] params =
 sparsity 0.25, read from its --dry-run) — every policy is run:
 
   slicegpt            per-layer SliceGPT (basis = "per-layer"), the width params picks
+  slicegpt-refit      per-layer SliceGPT with refit = true: its widths, o_proj and down_proj refit to the dense
+                      model's signals (docs/algorithm.md §14)
   slicegpt-global     SliceGPT's one basis (basis = "global")
   stock               policy = "stock", split 0: MLP neurons cut, down projection refit
   stock-split0.5      policy = "stock", split 0.5: half the cut from the residual width
@@ -41,6 +43,7 @@ import numpy as np
 
 POLICIES = {
     "slicegpt": '[slicing]\nparams = {p}\nround_to = 1\nbasis = "per-layer"\n',
+    "slicegpt-refit": '[slicing]\nparams = {p}\nround_to = 1\nbasis = "per-layer"\nrefit = true\n',
     "slicegpt-global": '[slicing]\nparams = {p}\nround_to = 1\nbasis = "global"\n',
     "stock": '[slicing]\npolicy = "stock"\nparams = {p}\nround_to = 1\n',
     "stock-split0.5": '[slicing]\npolicy = "stock"\nparams = {p}\nround_to = 1\nsplit = 0.5\n',
@@ -98,7 +101,7 @@ def s25_params(sp, work, label, model, calib):
 def svg(results, path):
     models = list(results)
     pw, ph, m = 300, 220, 45
-    colors = {"dense": "#000", "slicegpt": "#d62728", "slicegpt-global": "#ff7f0e", "stock": "#1f77b4",
+    colors = {"dense": "#000", "slicegpt": "#d62728", "slicegpt-refit": "#e377c2", "slicegpt-global": "#ff7f0e", "stock": "#1f77b4",
               "stock-split0.5": "#2ca02c", "stock-auto": "#9467bd"}
     W = pw * len(models)
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{ph + 40}" font-family="sans-serif" '

@@ -9,8 +9,9 @@ bisects the smallest [resources] memory the run accepts (to 1 MiB).
 
 Shapes (bf16, untied head, vocab 32000): 7B: D 4096, 32 layers, FFN 11008,
 32/32 heads; 70B: D 8192, 80 layers, FFN 28672, 64/8 heads. Calibration
-128 × 2048 tokens. Jobs: per-layer SliceGPT at sparsity 0.25, one basis at
-0.25, and the stock policy at params 0.8 (split 0 and 0.5).
+128 × 2048 tokens. Jobs: per-layer SliceGPT at sparsity 0.25 (and with
+refit = true), one basis at 0.25, and the stock policy at params 0.8 (split 0
+and 0.5).
 """
 import argparse
 import json
@@ -27,6 +28,7 @@ SHAPES = {
 }
 JOBS = [
     ("SliceGPT per-layer, sparsity 0.25", 'sparsity = 0.25\n'),
+    ("SliceGPT per-layer with refit, sparsity 0.25", 'sparsity = 0.25\nrefit = true\n'),
     ("SliceGPT one basis, sparsity 0.25", 'sparsity = 0.25\nbasis = "global"\n'),
     ("stock, params 0.8, split 0", 'policy = "stock"\nparams = 0.8\n'),
     ("stock, params 0.8, split 0.5", 'policy = "stock"\nparams = 0.8\nsplit = 0.5\n'),
@@ -129,7 +131,7 @@ def main():
                 else:
                     lo = mid
             print(f"| {tag} | {label} | {mib:,.0f} | {hi:,} |", flush=True)
-            if tag == "70B" and label.startswith("SliceGPT per-layer"):
+            if tag == "70B" and label == "SliceGPT per-layer, sparsity 0.25":
                 r = plan(sp, a.work, model, calib, slicing, f"{hi}MiB")
                 sys.stderr.write(f"--- the 70B per-layer plan at memory = {hi}MiB:\n{r.stdout}\n")
 
