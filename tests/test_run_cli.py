@@ -139,12 +139,12 @@ def group_local(sp, work):
 
     # Out of core: a memory budget that forces one-window spill chunks gives the
     # same bytes as a run whose chunks hold every window; the spill is removed.
-    _, o3 = slice_and_eval(sp, work, "det3", model, calib, 64, 16, 0.25, evaltok, 64, '[resources]\nmemory = "27MB"\n')
+    _, o3 = slice_and_eval(sp, work, "det3", model, calib, 64, 16, 0.25, evaltok, 64, '[resources]\nmemory = "27300KB"\n')
     dry = run([sp, "run", os.path.join(work, "det3.toml"), "--dry-run"])
     import re
     mm = re.search(r"chunks of (\d+) windows", dry.stdout)
     check(dry.returncode == 0 and mm and int(mm.group(1)) <= 4,
-          f"a 27MB budget splits the 16 windows into several spill chunks: {mm.group(0) if mm else dry.stdout}")
+          f"a 27300KB budget splits the 16 windows into several spill chunks: {mm.group(0) if mm else dry.stdout}")
     same = True
     for f in files_of(o1):
         if f.endswith(".safetensors"):
