@@ -219,6 +219,7 @@ typedef struct pass_ctx {
     window_fn f;
     int64_t layer;
     const char *what;
+    int step; /* refit: the layer's pass, 1 to 4 (docs/algorithm.md §14) */
 } pass_ctx;
 
 static int pass_window(void *ctx, int64_t w, const float *x, float *y) {
@@ -242,7 +243,7 @@ static int pass_window(void *ctx, int64_t w, const float *x, float *y) {
 
 static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t layer, const char *what) {
     job *j = c->j;
-    pass_ctx p = {c, f, layer, what};
+    pass_ctx p = {c, f, layer, what, 0};
     cov_reset(c);
     int64_t io = 0;
     int rc = sp_stream_windows(in, j->shape.hidden, out, j->shape.hidden, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin, c->cout, pass_window, &p, &io);
@@ -521,7 +522,7 @@ static int prune_mlp(cstate *c, sp_spill *in, int64_t l, int64_t k, int64_t widt
     const int64_t D = j->shape.hidden, F = j->shape.ffn;
     if (k == F) return 0; /* nothing to cut: the MLP stays as it is */
     phase(c, l, SP_PHASE_MLP);
-    pass_ctx p = {c, NULL, l, "MLP intermediate"};
+    pass_ctx p = {c, NULL, l, "MLP intermediate", 0};
     c->bk->zero(c->bk, c->C, F * F * 8);
     c->c_rows = 0;
     const int bias = sp_arch_slot_index(a, SP_SLOT_DOWN_B);
@@ -765,8 +766,8 @@ static int refit_attn_window(void *ctx, int64_t w, const float *in, float *out) 
     return 0;
 }
 
-/* Pass 2: [x | Md] → [M' | Yd]. */
-static int refit_mid_window(void *ctx, int64_t w, const float *in, float *out) {
+/* Pass 2: [x | Md] → [M' | Yd]; pass 4: [M' | Yd] → [Y' | Yd]. */
+static int refit_fwd_window(void *ctx, int64_t w, const float *in, float *out) {
     pass_ctx *p = ctx;
     cstate *c = p->c;
     const int64_t T = c->j->shape.seqlen, n = T * c->j->shape.hidden;
@@ -774,9 +775,14 @@ static int refit_mid_window(void *ctx, int64_t w, const float *in, float *out) {
     int64_t t0 = sp_now_ns();
     const float *x = sp_bk_put(c->bk, c->xw, in, 2 * n * 4);
     float *y = sp_bk_out(c->bk, c->yw, out);
-    refit_in(c, x);
-    sp_layer_attn(c->scr, &c->rw, c->xh, T, y);
-    sp_layer_mlp(c->scr, &c->lw, x + n, T, y + n);
+    if (p->step == 4) {
+        sp_layer_mlp(c->scr, &c->lw, x, T, y);
+        c->bk->copy(c->bk, y + n, x + n, n * 4);
+    } else {
+        refit_in(c, x);
+        sp_layer_attn(c->scr, &c->rw, c->xh, T, y);
+        sp_layer_mlp(c->scr, &c->lw, x + n, T, y + n);
+    }
     prof(c, SP_PROF_FORWARD, &t0);
     sp_bk_get(c->bk, out, y, 2 * n * 4);
     return 0;
@@ -810,21 +816,6 @@ static int refit_mlp_window(void *ctx, int64_t w, const float *in, float *out) {
     return 0;
 }
 
-/* Pass 4: [M' | Yd] → [Y' | Yd]. */
-static int refit_out_window(void *ctx, int64_t w, const float *in, float *out) {
-    pass_ctx *p = ctx;
-    cstate *c = p->c;
-    const int64_t T = c->j->shape.seqlen, n = T * c->j->shape.hidden;
-    (void)w;
-    int64_t t0 = sp_now_ns();
-    const float *x = sp_bk_put(c->bk, c->xw, in, 2 * n * 4);
-    float *y = sp_bk_out(c->bk, c->yw, out);
-    sp_layer_mlp(c->scr, &c->lw, x, T, y);
-    c->bk->copy(c->bk, y + n, x + n, n * 4);
-    prof(c, SP_PROF_FORWARD, &t0);
-    sp_bk_get(c->bk, out, y, 2 * n * 4);
-    return 0;
-}
 
 /* The writer in tensor slot `slot` (D, n) ← its refit from G2 in the basis Qb
  * (its first k columns), host and backend memory. */
@@ -861,7 +852,7 @@ static int refit_layer(cstate *c, int64_t l) {
     c->rf_din = x.width[SP_POS_IN];
     int64_t io = 0;
     char spill_hash[33];
-    pass_ctx p = {c, NULL, l, "attention-block"};
+    pass_ctx p = {c, NULL, l, "attention-block", 1};
 
     phase(c, l, SP_PHASE_ATTN); /* 1 */
     basis_f32(c, c->Q, c->rf_din);
@@ -878,10 +869,12 @@ static int refit_layer(cstate *c, int64_t l) {
     basis_f32(c, c->Q, c->rf_din);
     c->rw = c->lw;
     c->rw.shortcut[SP_POS_MID] = c->pm;
-    SP_TRY(sp_stream_windows(c->sb, D, c->sb, D, W, wr, j->chunk_w, c->cin, c->cout, refit_mid_window, &p, &io));
+    p.step = 2;
+    SP_TRY(sp_stream_windows(c->sb, D, c->sb, D, W, wr, j->chunk_w, c->cin, c->cout, refit_fwd_window, &p, &io));
 
     phase(c, l, SP_PHASE_MLP); /* 3 */
     p.what = "MLP-block";
+    p.step = 3;
     cov_reset(c);
     refit_reset(c, F + D);
     SP_TRY(sp_stream_windows(c->sb, D, NULL, D, W, wr, j->chunk_w, c->cin, c->cout, refit_mlp_window, &p, &io));
@@ -891,7 +884,8 @@ static int refit_layer(cstate *c, int64_t l) {
 
     phase(c, l, SP_PHASE_MLP); /* 4 */
     sp_spill_hash_begin(c->sb);
-    SP_TRY(sp_stream_windows(c->sb, D, c->sb, D, W, wr, j->chunk_w, c->cin, c->cout, refit_out_window, &p, &io));
+    p.step = 4;
+    SP_TRY(sp_stream_windows(c->sb, D, c->sb, D, W, wr, j->chunk_w, c->cin, c->cout, refit_fwd_window, &p, &io));
     sp_spill_hash_end(c->sb, spill_hash);
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
 
