@@ -112,6 +112,13 @@ static const bad_case k_bad[] = {
      "[slicing] split belongs to policy = \"stock\", and this manifest's policy is \"slicegpt\""},
     {HEAD "[slicing]\npolicy = \"slicegpt\"\nffn_score = \"leverage\"\n", 9, "ffn_score belongs to policy = \"stock\""},
     {HEAD "[slicing]\nffn_ridge = 0.01\n", 8, "ffn_ridge belongs to policy = \"stock\""},
+    {HEAD "[slicing]\nrefit = \"yes\"\n", 8, "[slicing] refit: expected true or false, got a string"},
+    {HEAD "[slicing]\nrefit = 1\n", 8, "refit: expected true or false, got an integer"},
+    {HEAD "[slicing]\nrefit = true\nrefit_ridge = 2\n", 9, "refit_ridge = 2 is out of range (0, 1]"},
+    {HEAD "[slicing]\nrefit = false\nrefit_ridge = 1e-3\n", 9, "refit_ridge is the ridge of refit = true"},
+    {HEAD "[slicing]\nbasis = \"global\"\nrefit = true\n", 9, "it takes basis = \"per-layer\""},
+    {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nrefit = true\n", 10,
+     "[slicing] refit belongs to policy = \"slicegpt\", and this manifest's policy is \"stock\""},
     {HEAD "[slicing]\npolicy = \"stock\"\nparams = 0.8\nbasis = \"global\"\n", 10,
      "[slicing] basis belongs to policy = \"slicegpt\", and this manifest's policy is \"stock\""},
     {HEAD "[slicing]\nbasis = \"per-layer\"\npolicy = \"stock\"\nparams = 0.8\n", 8, "basis belongs to policy = \"slicegpt\""},
@@ -383,6 +390,7 @@ static void test_text(void) {
               m.ffn_ridge == 1e-4 && m.sparsity == 0.25,
           "slicing defaults: rc %d policy %d has_params %d split %g score %d ridge %g", rc, (int)m.policy, m.has_params,
           m.split, (int)m.ffn_score, m.ffn_ridge);
+    CHECK(m.refit == 0 && m.refit_ridge == 1e-4, "refit defaults: %d %g", m.refit, m.refit_ridge);
     sp_manifest_free(&m);
     path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\n[slicing]\npolicy = \"stock\"\nparams = 1\n"
                "split = 0.5\nffn_score = \"leverage\"\nffn_ridge = 1e-3\n[output]\npath = \"o\"\n");
@@ -391,6 +399,13 @@ static void test_text(void) {
               m.ffn_score == SP_SCORE_LEVERAGE && m.ffn_ridge == 1e-3,
           "stock keys: rc %d '%s' policy %d has_params %d params %g split %g score %d ridge %g", rc, sp_errmsg(),
           (int)m.policy, m.has_params, m.params, m.split, (int)m.ffn_score, m.ffn_ridge);
+    sp_manifest_free(&m);
+    /* refit: both keys given (their defaults: above) */
+    path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\n[slicing]\nrefit = true\nrefit_ridge = 1e-2\n"
+               "[output]\npath = \"o\"\n");
+    rc = sp_manifest_load(path, &m);
+    CHECK(rc == 0 && m.refit == 1 && m.refit_ridge == 1e-2, "refit keys: rc %d '%s' refit %d ridge %g", rc, sp_errmsg(),
+          m.refit, m.refit_ridge);
     sp_manifest_free(&m);
     /* split = "auto": the hold-out defaults to nsamples / 4, at least 1; split = 1 is the global basis alone */
     path = put("[model]\npath = \"m\"\n[calibration]\ntokens = \"c.npy\"\nnsamples = 3\n[slicing]\npolicy = \"stock\"\n"
