@@ -140,10 +140,7 @@ done:
     return rc;
 }
 
-int64_t sp_ridge_fit_bytes(int64_t n, int64_t m, int64_t k) {
-    (void)n;
-    return NB * (k + m) * 8;
-}
+int64_t sp_ridge_fit_bytes(int64_t m, int64_t k) { return NB * (k + m) * 8; }
 
 int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P, int64_t k, float *W, double *work) {
     const int64_t g = n + m;

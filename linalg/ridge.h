@@ -57,7 +57,7 @@ int sp_ridge_refit(double *C, int64_t F, const int64_t *S, int64_t k, double lam
  * solve's (its contents are lost); beyond it, `work` holds
  * sp_ridge_fit_bytes (the caller's: a job allocates it once). 0, or 70
  * with a message. */
-int64_t sp_ridge_fit_bytes(int64_t n, int64_t m, int64_t k);
+int64_t sp_ridge_fit_bytes(int64_t m, int64_t k);
 int sp_ridge_fit(double *G, int64_t n, int64_t m, double ridge, const double *P, int64_t k, float *W, double *work);
 
 #endif

@@ -722,7 +722,8 @@ static int check_slicing(load_state *st) {
     static const char *const stock_only[] = {"split", "ffn_score", "ffn_ridge", "split_holdout"};
     const int stock = m->policy == SP_POLICY_STOCK;
     const char *const *keys = stock ? slicegpt_only : stock_only;
-    for (int i = 0; i < 4; i++) {
+    const size_t n_keys = stock ? sizeof slicegpt_only / sizeof *slicegpt_only : sizeof stock_only / sizeof *stock_only;
+    for (size_t i = 0; i < n_keys; i++) {
         int line = kl[key_index(T_SLICING, keys[i])];
         if (line)
             return sp_fail(SP_EX_USAGE, "%s:%d: [slicing] %s belongs to policy = \"%s\", and this manifest's policy is \"%s\"",

@@ -825,8 +825,7 @@ static int refit_solve(cstate *c, int64_t l, int64_t n, const double *Qb, int64_
     int64_t t0 = sp_now_ns();
     double *G = (double *)sp_bk_fetch(c->bk, c->G2h, c->G2, g * g * 8); /* ours: the solve works in it */
     const double *P = sp_bk_fetch(c->bk, c->Qh, Qb, D * D * 8);
-    int rc = c->g_rows == 0 ? sp_fail(SP_EX_DATAERR, "a refit over zero calibration tokens")
-                            : sp_ridge_fit(G, n, D, j->mf->refit_ridge, P, k, c->lb.t[slot], c->rfw);
+    int rc = sp_ridge_fit(G, n, D, j->mf->refit_ridge, P, k, c->lb.t[slot], c->rfw);
     prof(c, SP_PROF_EIGH, &t0);
     if (rc) {
         char msg[1024];
@@ -1161,7 +1160,7 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         BK(xh, rf ? T * D : 1, 4, "window buffer"),  BK(pm, rf ? D * D : 1, 4, "shortcut"),
         BK(K, rf ? k_rows : 1, 4, "refit rows"),     BK(G2, g * g, 8, "refit second moment"),
         HOST_MIRROR(G2h, g * g, 8, "refit second moment"),
-        BUF(rfw, rf ? sp_ridge_fit_bytes(g - D, D, D) / 8 : 1, 8, "refit solve"),
+        BUF(rfw, rf ? sp_ridge_fit_bytes(D, D) / 8 : 1, 8, "refit solve"),
     };
     _Static_assert(sizeof b / sizeof b[0] == N_BUFS, "N_BUFS");
     memcpy(out, b, sizeof b);

@@ -180,7 +180,7 @@ void sp_plan_print(const job *j, FILE *f) {
         snprintf(backend_note, sizeof backend_note, ", backend %s's code and caches %.0f MiB", j->bk->name,
                  2 * j->bk->process_bytes / 1048576.0);
     fprintf(f,
-            "plan: %s -> %s\n  %s, D %lld -> d %lld (%s %g, round_to %lld), %lld layers, output %s\n  %s%s\n"
+            "plan: %s -> %s\n  %s, D %lld -> d %lld (%s %g, round_to %lld), %lld layers, output %s\n  %s\n"
             "  calibration %lld windows x %lld tokens = %lld tokens; backend %s (device plan %.1f MiB)\n"
             "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows,\n"
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
@@ -189,7 +189,7 @@ void sp_plan_print(const job *j, FILE *f) {
             "  disk: spill %.1f MiB (%s), output %.1f MiB\n",
             sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0],
             mf->has_params ? "params" : "sparsity", mf->has_params ? mf->params : mf->sparsity, (long long)mf->round_to, (long long)j->shape.layers, sp_dtype_st_name(j->out_dtype),
-            j->plan.policy->about, j->plan.refit ? "; refit: o_proj and down_proj fit to the dense model's signals, the spills twice as large" : "",
+            j->plan.about,
             (long long)mf->calib_nsamples, (long long)j->shape.seqlen, (long long)j->shape.tokens, j->bk->name,
             sp_compute_plan_device_bytes(j) / 1048576.0, plan / 1048576.0,
             mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w,

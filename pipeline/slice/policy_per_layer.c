@@ -34,8 +34,12 @@ static int per_layer_make(const sp_manifest *mf, const sp_model *m, sp_slice_pla
     enum sp_arch_pos pos[2];
     p->shortcuts = 1;
     p->layer_pcas = sp_arch_pca_positions(m->arch, pos);
-    if (mf->refit) SP_TRY(refit_refused(mf, m));
-    p->refit = mf->refit;
+    if (!mf->refit) return 0;
+    SP_TRY(refit_refused(mf, m));
+    p->refit = 1;
+    p->title = "SliceGPT with refit writers (refit = true)";
+    p->about = "basis per-layer (SliceGPT) with o_proj and down_proj refit to the dense model's signals (refit = "
+               "true): shortcut matrices, read by slicepipe eval/generate; the spills twice as large";
     return 0;
 }
 

@@ -125,6 +125,8 @@ static int fit_params(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p
 int sp_slice_plan_make(const sp_manifest *mf, const sp_model *m, sp_slice_plan *p) {
     memset(p, 0, sizeof *p);
     p->policy = sp_slice_policy_of(mf);
+    p->title = p->policy->title;
+    p->about = p->policy->about;
     p->L = m->cfg.n_layers;
     p->D = m->cfg.hidden_size;
     p->params_target = mf->has_params ? mf->params : 0;

@@ -28,6 +28,8 @@ struct cJSON;
 
 typedef struct sp_slice_plan {
     const struct sp_slice_policy *policy;
+    const char *title, *about; /* what the report and --dry-run call this plan: the policy's, or a variant its make
+                                * names (per-layer with refit) */
     int64_t L, D;
     /* The kept residual width at each position of each layer: width[pos][l]
      * (IN: the layer's input, MID: after attention, OUT: its output). The
