@@ -78,16 +78,23 @@ def stored_dtype(d, name):
     return m[name]
 
 
-def manifest(work, name, model, tokens, seqlen, nsamples, sparsity, round_to, weighting):
+def write_manifest(work, name, model, tokens, seqlen, nsamples, slicing):
+    """WORK/NAME.toml: the model, its first NSAMPLES windows of SEQLEN tokens,
+    the [slicing] lines SLICING, F32 output to WORK/NAME (removed first), one
+    thread. -> (manifest path, output dir)."""
     out = os.path.join(work, name)
     shutil.rmtree(out, ignore_errors=True)
     path = os.path.join(work, name + ".toml")
     with open(path, "w") as f:
         f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{tokens}"\nseqlen = {seqlen}\n'
-                f'nsamples = {nsamples}\n[slicing]\nsparsity = {sparsity}\nround_to = {round_to}\n'
-                f'basis = "global"\nglobal_weighting = "{weighting}"\n[output]\npath = "{out}"\ndtype = "f32"\n'
+                f'nsamples = {nsamples}\n[slicing]\n{slicing}[output]\npath = "{out}"\ndtype = "f32"\n'
                 f'[resources]\nthreads = 1\n')
     return path, out
+
+
+def manifest(work, name, model, tokens, seqlen, nsamples, sparsity, round_to, weighting):
+    return write_manifest(work, name, model, tokens, seqlen, nsamples, f'sparsity = {sparsity}\nround_to = {round_to}\n'
+                          f'basis = "global"\nglobal_weighting = "{weighting}"\n')
 
 
 def c_eval(sp, model_dir, tokens, seqlen, windows):

@@ -63,14 +63,7 @@ check = tgr.check
 
 
 def manifest(work, name, model, slicing):
-    out = os.path.join(work, name)
-    shutil.rmtree(out, ignore_errors=True)
-    path = os.path.join(work, name + ".toml")
-    with open(path, "w") as f:
-        f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{model}/calib.npy"\nseqlen = {SEQLEN}\n'
-                f'nsamples = {NCAL}\n[slicing]\n{slicing}\n[output]\npath = "{out}"\ndtype = "f32"\n'
-                f'[resources]\nthreads = 1\n')
-    return path, out
+    return tgr.write_manifest(work, name, model, os.path.join(model, "calib.npy"), SEQLEN, NCAL, slicing + "\n")
 
 
 def synth(sp, work, fam, extra):

@@ -84,15 +84,8 @@ check = tgr.check
 
 
 def manifest(work, name, model, tokens):
-    out = os.path.join(work, name)
-    shutil.rmtree(out, ignore_errors=True)
-    path = os.path.join(work, name + ".toml")
-    with open(path, "w") as f:
-        f.write(f'[model]\npath = "{model}"\n[calibration]\ntokens = "{tokens}"\nseqlen = {SEQLEN}\n'
-                f'nsamples = {NCAL}\n[slicing]\nsparsity = {SPARSITY}\nround_to = {ROUND_TO}\nrefit = true\n'
-                f'refit_ridge = {RIDGE:g}\n[output]\npath = "{out}"\ndtype = "f32"\n'
-                f'[resources]\nthreads = 1\n')
-    return path, out
+    return tgr.write_manifest(work, name, model, tokens, SEQLEN, NCAL, f'sparsity = {SPARSITY}\nround_to = {ROUND_TO}\n'
+                              f'refit = true\nrefit_ridge = {RIDGE:g}\n')
 
 
 def self_checks(shared, calib_path):

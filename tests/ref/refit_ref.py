@@ -127,6 +127,17 @@ def _sq(a):
     return float(np.einsum("ij,ij->", a, a))
 
 
+def _refit_writer(inp, target, Wp, ridge, refit):
+    """One writer's refit (steps 4 and 8): inp (N, n) its input, target (N, k)
+    in the kept basis, Wp (n, k) plain SliceGPT's writer, transposed.
+    -> (Wᵀ (n, k): the ridge solution, or Wp without refit; λ; the
+    calibration-set squared errors of both)."""
+    A = inp.T @ inp
+    lam = ridge * float(np.mean(np.diag(A)))
+    WT = _solve(A, inp.T @ target, lam) if refit else Wp
+    return WT, lam, {"refit": _sq(inp @ WT - target), "plain": _sq(inp @ Wp - target)}
+
+
 def tie_at_cut(w, d, rtol=TIE_RTOL):
     """Eigenvalues w (descending) tie across the cut d (w[d-1] ≈ w[d] within
     rtol·w[0])? -> None, or (r, m): the r eigenvalues above the tied cluster,
@@ -230,13 +241,9 @@ def slice_refit(config, W, calib_win, sparsity, round_to=8, ridge=RIDGE, act_dty
         # 4: the o_proj refit
         H2 = H.reshape(N, Dh).astype(np.float64)
         Ta = (Md - xh).reshape(N, D).astype(np.float64) @ Qmd  # (N, d_mid)
-        A = H2.T @ H2
-        lam = ridge * float(np.mean(np.diag(A)))
-        Wp = Wo.T @ Qmd  # plain SliceGPT's o_proj, transposed (Dh, d_mid)
-        WoT = _solve(A, H2.T @ Ta, lam) if refit else Wp
+        WoT, lam, err = _refit_writer(H2, Ta, Wo.T @ Qmd, ridge, refit)  # plain: Wo.T @ Qmd (Dh, d_mid)
         out[wo + ".weight"] = WoT.T.copy()
-        attn_err.append({"refit": _sq(H2 @ WoT - Ta), "plain": _sq(H2 @ Wp - Ta),
-                         "ref": _sq(Md.reshape(N, D).astype(np.float64) @ Qmd)})
+        attn_err.append(dict(err, ref=_sq(Md.reshape(N, D).astype(np.float64) @ Qmd)))
         del H2, Ta, xh
         # 5: h = xr·S_attn + H·W_o'ᵀ (rotated by Qmd); M' = h·Qmdᵀ
         S_attn = Qi.T @ Qmd  # (d_in, d_mid)
@@ -267,13 +274,9 @@ def slice_refit(config, W, calib_win, sparsity, round_to=8, ridge=RIDGE, act_dty
         # 8: the down_proj refit
         Z2 = Z.reshape(N, Fw).astype(np.float64)
         Tm = (Yd - Mp).reshape(N, D).astype(np.float64) @ Qnd  # (N, d_out)
-        A2 = Z2.T @ Z2
-        lam2 = ridge * float(np.mean(np.diag(A2)))
-        Wdp = Wdn.T @ Qnd  # plain SliceGPT's down_proj, transposed (F, d_out)
-        WdT = _solve(A2, Z2.T @ Tm, lam2) if refit else Wdp
+        WdT, lam2, err = _refit_writer(Z2, Tm, Wdn.T @ Qnd, ridge, refit)  # plain: Wdn.T @ Qnd (F, d_out)
         out[wd + ".weight"] = WdT.T.copy()
-        mlp_err.append({"refit": _sq(Z2 @ WdT - Tm), "plain": _sq(Z2 @ Wdp - Tm),
-                        "ref": _sq(Yd.reshape(N, D).astype(np.float64) @ Qnd)})
+        mlp_err.append(dict(err, ref=_sq(Yd.reshape(N, D).astype(np.float64) @ Qnd)))
         del Z2, Tm, Y
         # 9: Y' = M' + Z·W_down'ᵀ·Qndᵀ
         S_mlp = Qmd.T @ Qnd  # (d_mid, d_out)
