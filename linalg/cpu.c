@@ -45,6 +45,7 @@
 #include "cpu_impl.h"
 #include "error.h"
 
+#define ACT_CHUNK 512   /* elements per expf batch in the activations (on the stack) */
 #define CPU_QBLOCK 128 /* query rows per attention block (forward.c's SP_FWD_QBLOCK) */
 #define CPU_ALIGN 64   /* bytes: each workspace region starts on a cache line */
 #define CPU_ATT_BYTES ((int64_t)8 << 20) /* score buffer budget across a head group */
@@ -489,14 +490,13 @@ static void softmax_rows(const att_ctx *c, int64_t a, int64_t b) {
         int64_t first = window > 0 && a0 + i - window + 1 > k0 ? a0 + i - window + 1 - k0 : 0;
         float m = row[first];
         for (int64_t j = first + 1; j <= last; j++) m = row[j] > m ? row[j] : m;
+        /* below -87, expf underflows (slow errno path in glibc) to under
+         * FLT_MIN: a zero weight is exact to float precision. expf's bits,
+         * vectorized (cpu_exp.c); the sum stays in key order. */
+        for (int64_t j = first; j <= last; j++) row[j] -= m;
+        sp_cpu_expf_n(row + first, last - first + 1, -87.0f);
         float sum = 0.0f;
-        for (int64_t j = first; j <= last; j++) {
-            /* below -87, expf underflows (slow errno path in glibc) to
-             * under FLT_MIN: a zero weight is exact to float precision */
-            float z = row[j] - m;
-            row[j] = z < -87.0f ? 0.0f : expf(z);
-            sum += row[j];
-        }
+        for (int64_t j = first; j <= last; j++) sum += row[j];
         float inv = 1.0f / sum;
         for (int64_t j = first; j <= last; j++) row[j] *= inv;
         for (int64_t j = 0; j < first; j++) row[j] = 0.0f;
@@ -575,11 +575,15 @@ static void act_range(void *p, int64_t i0, int64_t i1) {
     const float *up = c->up;
     switch (c->kind) {
     case SP_BK_ACT_SILU_GLU:
-        for (int64_t i = i0; i < i1; i++) {
-            /* silu(g) · u; for g < -80 silu(g) is below 1e-33 and expf(-g)
-             * would overflow through glibc's slow errno path: clamp it */
-            float g = gate[i];
-            gate[i] = g / (1.0f + expf(g < -80.0f ? 80.0f : -g)) * up[i];
+        /* silu(g) · u; for g < -80 silu(g) is below 1e-33 and expf(-g)
+         * would overflow through glibc's slow errno path: clamp it. expf's
+         * bits, vectorized (cpu_exp.c), ACT_CHUNK elements at a time. */
+        for (int64_t c0 = i0; c0 < i1; c0 += ACT_CHUNK) {
+            const int64_t n = min_i64(ACT_CHUNK, i1 - c0);
+            float e[ACT_CHUNK];
+            for (int64_t k = 0; k < n; k++) e[k] = gate[c0 + k] < -80.0f ? 80.0f : -gate[c0 + k];
+            sp_cpu_expf_n(e, n, -INFINITY);
+            for (int64_t k = 0; k < n; k++) gate[c0 + k] = gate[c0 + k] / (1.0f + e[k]) * up[c0 + k];
         }
         return;
     case SP_BK_ACT_GELU_TANH_GLU:

@@ -36,6 +36,16 @@ void sp_cpu_blas_threads(const sp_bk *bk);
 /* dsyevd's optimal workspace for order D (0, or -1 when the query fails). */
 int sp_cpu_dsyevd_sizes(int64_t D, lapack_int *lwork, lapack_int *liwork);
 
+/* cpu_exp.c: x[i] ← x[i] < lo ? 0 : expf(x[i]) for i < n, each value
+ * bit-identical to glibc's expf (its FMA variant, the one it runs where
+ * AVX2 and FMA are), vectorized with AVX-512F or AVX2+FMA where the CPU has
+ * them. lo = -INFINITY cuts nothing. sp_cpu_expf_kind: what this CPU runs,
+ * 2 AVX-512F, 1 AVX2+FMA, 0 scalar expf; sp_cpu_expf_n_as runs a kind up to
+ * it (tests/test_cpu_exp.c checks each). */
+void sp_cpu_expf_n(float *x, int64_t n, float lo);
+int sp_cpu_expf_kind(void);
+void sp_cpu_expf_n_as(int kind, float *x, int64_t n, float lo);
+
 /* cpu_blas.c: the table's BLAS ops, and sgemm at whatever count OpenBLAS has
  * (the pool's single-threaded calls). */
 void sp_cpu_blas_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,

@@ -51,3 +51,12 @@ target_link_libraries(kernel_peaks PRIVATE PkgConfig::OPENBLAS PkgConfig::LAPACK
 # bench/cov_bench: the CPU backend's cov_add at a job's shape (docs/algorithm.md §3 quotes it).
 add_executable(cov_bench ${CMAKE_SOURCE_DIR}/bench/cov_bench.c)
 target_link_libraries(cov_bench PRIVATE slicepipe_core)
+
+# The CPU backend's vector expf (linalg/cpu_exp.c) equals glibc's expf bit for
+# bit on every float of |x| <= 87 and on the special values; 77 (skip) where
+# the CPU runs the scalar expf only.
+add_executable(test_cpu_exp ${CMAKE_SOURCE_DIR}/tests/test_cpu_exp.c)
+target_link_libraries(test_cpu_exp PRIVATE slicepipe_core)
+target_include_directories(test_cpu_exp PRIVATE ${CMAKE_SOURCE_DIR}/linalg)
+add_test(NAME cpu_exp COMMAND test_cpu_exp)
+set_tests_properties(cpu_exp PROPERTIES LABELS "backend;unit" SKIP_RETURN_CODE 77 TIMEOUT 300)
