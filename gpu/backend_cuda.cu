@@ -1479,6 +1479,7 @@ static const sp_bk cu_table = {
     .to_host = cu_to_host,
     .copy = cu_copy,
     .zero = cu_zero,
+    .hold = NULL, /* nothing derived from B is kept: cuBLAS reads fp32 operands as they are */
     .sgemm = cu_sgemm,
     .add = cu_add,
     .geadd = cu_geadd,

@@ -77,6 +77,7 @@ typedef struct sp_bk_plan_in {
     int64_t T;          /* window length (attention) */
     int64_t n_heads;    /* query heads (attention score workspace) */
     int no_eigh;        /* no eigensolver workspace: second moments of width D only (an MLP's, F wide) */
+    int64_t hold_bytes; /* float32 bytes of the B operands sgemm reads within one hold (below); 0: no hold */
 } sp_bk_plan_in;
 
 typedef struct sp_bk_plan {
@@ -126,6 +127,15 @@ typedef struct sp_bk {
     void (*to_host)(const struct sp_bk *bk, void *dst_host, const void *src, int64_t bytes);
     void (*copy)(const struct sp_bk *bk, void *dst, const void *src, int64_t bytes); /* backend memory to backend memory */
     void (*zero)(const struct sp_bk *bk, void *p, int64_t bytes);
+
+    /* Weights held: hold(bk, 1) promises that, until hold(bk, 0), no memory
+     * that sgemm reads as its B operand is written. A backend may then keep
+     * what it derives from each B (the onednn backend at bf16: the operand
+     * rounded to bf16 once per hold instead of once per call), keyed by the
+     * address and shape, within the hold_bytes its workspace was planned
+     * for; hold(bk, 0) forgets it. The bits are the same with or without a
+     * hold. NULL where a backend derives nothing. */
+    void (*hold)(const struct sp_bk *bk, int on);
 
     /* ---- float32 ---- */
     /* C (m, n) = alpha·op(A)·op(B) + beta·C. op(A) is (m, k): A is (m, k) with

@@ -54,7 +54,13 @@
  * and, at bf16, the bf16 copies of op(A) and op(B) of the largest GEMM (half
  * the float32 bytes of its operands). process_bytes gives the memory plan
  * the library, its code and caches and the scratchpads (ONE_PROCESS_BYTES);
- * the bf16 copies are not in the plan yet.
+ * those per-call bf16 copies are not in the plan yet.
+ *
+ * The hold (backend.h; bf16 only). Between hold(1) and hold(0) each B is
+ * rounded to bf16 at its first product and kept, keyed by (address, rows,
+ * cols, ld), in one buffer of the hold_bytes / 2 that plan_bytes adds and
+ * ws_init sizes (the largest planned); a B that does not fit is rounded per
+ * call. Kept or not, the rounding is the same, so the bits are too.
  *
  * Errors. A primitive oneDNN cannot create or run, or an allocation that
  * fails inside sgemm (which returns nothing), ends the process with 70 and a
@@ -182,6 +188,7 @@ static int dn_load(char *why, int64_t n) {
 #define ONE_CACHE 32      /* primitives kept */
 #define ONE_SLOTS_MAX 64  /* pool threads served (cpu.c's pool has at most 64) */
 #define ONE_ALIGN 64
+#define ONE_HELD_MAX 64   /* B operands one hold keeps (a layer's weights, shortcut and basis: 10 at most) */
 /* What running it adds to a process, for the memory plan (sp_bk.process_bytes):
  * measured on stories260k against the cpu backend, +2.9 MiB in the
  * supervisor (the library) and in the compute stage (the library, its
@@ -221,6 +228,18 @@ typedef struct one_ctx {
     int64_t scratch_cap;
     uint16_t *bfa, *bfb;             /* bf16 copies of op(A), op(B) (bf16 only) */
     int64_t bfa_cap, bfb_cap;        /* elements */
+    /* the hold (bf16 only): B operands rounded once, packed one after another in held */
+    int holding;
+    uint16_t *held;                  /* hold_cap elements, allocated at the first hold that needs it */
+    int64_t hold_cap, hold_used;     /* elements: planned (ws_init's hold_bytes / 4), in use */
+    int nheld;
+    struct one_held {
+        const float *src;
+        int64_t rows, cols, ld;
+        int64_t off;                 /* in held */
+    } heldv[ONE_HELD_MAX];
+    sp_bk_plan (*cpu_plan_bytes)(const sp_bk *bk, const sp_bk_plan_in *in);
+    int (*cpu_ws_init)(const sp_bk *bk, const sp_bk_plan_in *in, sp_bk_ws **out);
     uint64_t tick;
     one_prim cache[ONE_CACHE];
     /* the CPU instance's own entries, which these wrap */
@@ -494,6 +513,34 @@ static void to_bf16(const sp_bk *bk, uint16_t **buf, int64_t *cap, const float *
     sp_cpu_par_for(bk, rows, PAR_GRAIN / (cols > 0 ? cols : 1) + 1, bf_rows, &b);
 }
 
+/* B (rows, cols), row stride ld, rounded to bf16 once per hold: the held
+ * copy, made now if absent and it fits the planned hold_cap; NULL when it
+ * does not (the caller rounds it per call, as without a hold). The same
+ * rounding as to_bf16, so the bits do not depend on the hold. */
+static const uint16_t *held_b(const sp_bk *bk, const float *B, int64_t rows, int64_t cols, int64_t ld) {
+    one_ctx *o = one_of(bk);
+    for (int i = 0; i < o->nheld; i++) {
+        const struct one_held *h = &o->heldv[i];
+        if (h->src == B && h->rows == rows && h->cols == cols && h->ld == ld) return o->held + h->off;
+    }
+    const int64_t need = rows * cols;
+    if (o->nheld == ONE_HELD_MAX || need > o->hold_cap - o->hold_used) return NULL;
+    if (!o->held) o->held = one_alloc(o->hold_cap * 2, "held bf16 weights");
+    struct one_held *h = &o->heldv[o->nheld++];
+    *h = (struct one_held){.src = B, .rows = rows, .cols = cols, .ld = ld, .off = o->hold_used};
+    o->hold_used += need;
+    bf_job b = {.dst = o->held + h->off, .src = B, .cols = cols, .ld = ld};
+    sp_cpu_par_for(bk, rows, PAR_GRAIN / (cols > 0 ? cols : 1) + 1, bf_rows, &b);
+    return o->held + h->off;
+}
+
+static void one_hold(const sp_bk *bk, int on) {
+    one_ctx *o = one_of(bk);
+    o->holding = on && o->bf16;
+    o->nheld = 0;
+    o->hold_used = 0;
+}
+
 typedef struct tile_job {
     one_ctx *o;
     one_prim *p[2][2];  /* [last tile row][last tile column] */
@@ -550,9 +597,13 @@ static void one_sgemm(const sp_bk *bk, int ta, int tb, int64_t m, int64_t n, int
         job.lda = ta ? m : k;
         job.ldb = tb ? k : n;
         to_bf16(bk, &o->bfa, &o->bfa_cap, A, ta ? k : m, job.lda, lda);
-        to_bf16(bk, &o->bfb, &o->bfb_cap, B, tb ? n : k, job.ldb, ldb);
+        const uint16_t *hb = o->holding ? held_b(bk, B, tb ? n : k, job.ldb, ldb) : NULL;
+        if (!hb) {
+            to_bf16(bk, &o->bfb, &o->bfb_cap, B, tb ? n : k, job.ldb, ldb);
+            hb = o->bfb;
+        }
         job.A = (const char *)o->bfa;
-        job.B = (const char *)o->bfb;
+        job.B = (const char *)hb;
         job.esz = 2;
     }
     job.tm = (m + ONE_MB - 1) / ONE_MB;
@@ -576,6 +627,33 @@ static void one_sgemm(const sp_bk *bk, int ta, int tb, int64_t m, int64_t n, int
             job.p[er][ec] = prim_get(o, &key, (int)job.nparts);
         }
     sp_cpu_par_for(bk, job.nparts, 1, tile_parts, &job);
+}
+
+/* ---- the plan: the CPU's workspace, and at bf16 the held copies ---- */
+
+static int64_t held_elems(const one_ctx *o, const sp_bk_plan_in *in) { return o->bf16 ? in->hold_bytes / 4 : 0; }
+
+static sp_bk_plan one_plan_bytes(const sp_bk *bk, const sp_bk_plan_in *in) {
+    const one_ctx *o = one_of(bk);
+    sp_bk_plan p = o->cpu_plan_bytes(bk, in);
+    const int64_t held = held_elems(o, in) * 2;
+    if (p.host_bytes > INT64_MAX - held) p.host_bytes = INT64_MAX;
+    else p.host_bytes += held;
+    return p;
+}
+
+/* The CPU's workspace; the hold's capacity grows to the largest planned
+ * (its buffer is allocated at the first hold that needs it). */
+static int one_ws_init(const sp_bk *bk, const sp_bk_plan_in *in, sp_bk_ws **out) {
+    one_ctx *o = one_of(bk);
+    const int64_t e = held_elems(o, in);
+    if (e > o->hold_cap) {
+        SP_ASSERT(!o->holding);
+        free(o->held);
+        o->held = NULL;
+        o->hold_cap = e;
+    }
+    return o->cpu_ws_init(bk, in, out);
 }
 
 /* ---- lifecycle, threads, identity ---- */
@@ -608,6 +686,7 @@ static void one_release(sp_bk *bk) {
     for (int s = 0; s < o->nscratch; s++) free(o->scratch[s]);
     free(o->bfa);
     free(o->bfb);
+    free(o->held);
     if (o->eng) dn.dnnl_engine_destroy(o->eng);
     free(o);
     cpu_release(bk); /* the pool, bk->ctx and the struct itself */
@@ -641,6 +720,8 @@ static int open_at(int bf16, sp_bk **out) {
     o->cpu_release = bk->release;
     o->cpu_identity = bk->identity;
     o->cpu_set_threads = bk->set_threads;
+    o->cpu_plan_bytes = bk->plan_bytes;
+    o->cpu_ws_init = bk->ws_init;
     bk->name = "onednn";
     bk->precision = bf16 ? "bf16" : "fp32";
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -649,6 +730,9 @@ static int open_at(int bf16, sp_bk **out) {
     bk->identity = one_identity;
     bk->set_threads = one_set_threads;
     bk->sgemm = one_sgemm;
+    bk->hold = one_hold;
+    bk->plan_bytes = one_plan_bytes;
+    bk->ws_init = one_ws_init;
     one_omp_single();
     *out = bk;
     return 0;

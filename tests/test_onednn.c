@@ -15,7 +15,10 @@
  *   (d) where bf16 runs (AVX512-BF16 or AMX): its sgemm within 1e-5 of the
  *       float64 product of the bf16-rounded operands, visibly not float32
  *       (more than 1e-4 from the unrounded product, at most 1e-2), and its
- *       bits independent of the thread count too.
+ *       bits independent of the thread count too;
+ *   (e) at bf16, the hold (backend.h): kept copies give the bits of
+ *       per-call rounding, are what the product reads, are forgotten by the
+ *       next hold, and a B beyond the planned bytes is rounded per call.
  *
  * Exit 0 when every check passes, 1 on a failure, 77 (skip, with a message)
  * when this build has no oneDNN backend or this CPU cannot run it.
@@ -244,6 +247,55 @@ static void test_sgemm(sp_bk *bk, sp_bk *cpu, int bf16) {
     }
 }
 
+/* (e) the hold at bf16 (backend.h): inside a hold each B is rounded once and
+ * kept, so products reading it give the bits they give without a hold; a
+ * B written inside a hold (against the contract) still gives the copy made
+ * at its first use, which shows the copy is used; a new hold forgets it; a
+ * B beyond the planned hold_bytes is rounded per call, with the same bits. */
+static void test_hold(sp_bk *bk) {
+    const gemm_case g = {0, 1, 300, 520, 70, 0, 1.0f, 0.0f}; /* x·Wᵀ, tiles with edges */
+    gemm_data d;
+    data_init(&d, &g);
+    float *B2 = xmalloc((size_t)d.b_n * 4), *Bx = xmalloc((size_t)d.b_n * 4);
+    for (int64_t i = 0; i < d.b_n; i++) B2[i] = (float)(2.0 * urand() - 1.0);
+    memcpy(Bx, d.B, (size_t)d.b_n * 4);
+    float *want = xmalloc((size_t)d.c_n * 4), *want2 = xmalloc((size_t)d.c_n * 4), *C = xmalloc((size_t)d.c_n * 4);
+#define GEMM(Bp, out) bk->sgemm(bk, g.ta, g.tb, g.m, g.n, g.k, g.alpha, d.A, d.lda, (Bp), d.ldb, 0.0f, (out), d.ldc)
+    GEMM(Bx, want);
+    GEMM(B2, want2);
+    /* room for one B only: the second is rounded per call */
+    sp_bk_plan_in in = {.D = 8, .hold_bytes = d.b_n * 4};
+    sp_bk_ws *ws = NULL;
+    CHECK(bk->hold && bk->ws_init(bk, &in, &ws) == 0, "onednn has a hold and a workspace planned for it");
+    if (!bk->hold || !ws) return;
+    bk->hold(bk, 1);
+    GEMM(Bx, C);
+    CHECK(memcmp(C, want, (size_t)d.c_n * 4) == 0, "hold: a B's first product has the bits of no hold");
+    GEMM(Bx, C);
+    CHECK(memcmp(C, want, (size_t)d.c_n * 4) == 0, "hold: its second product (the kept copy) too");
+    GEMM(B2, C);
+    CHECK(memcmp(C, want2, (size_t)d.c_n * 4) == 0, "hold: a B beyond hold_bytes (rounded per call) too");
+    memcpy(Bx, B2, (size_t)d.b_n * 4); /* written inside the hold: the kept copy is still the old B */
+    GEMM(Bx, C);
+    CHECK(memcmp(C, want, (size_t)d.c_n * 4) == 0, "hold: the kept copy is what the product reads");
+    bk->hold(bk, 0);
+    GEMM(Bx, C);
+    CHECK(memcmp(C, want2, (size_t)d.c_n * 4) == 0, "after the hold: B as it is now");
+    bk->hold(bk, 1);
+    GEMM(Bx, C);
+    CHECK(memcmp(C, want2, (size_t)d.c_n * 4) == 0, "a new hold forgets the old copy");
+    bk->hold(bk, 0);
+#undef GEMM
+    printf("  hold: kept copies give the bits of per-call rounding; a new hold forgets them\n");
+    bk->ws_free(bk, ws);
+    free(B2);
+    free(Bx);
+    free(want);
+    free(want2);
+    free(C);
+    data_free(&d);
+}
+
 /* (b): oneDNN runs no OpenMP team: a many-tile product adds the pool's
  * workers to the process and nothing else. */
 static void test_no_omp_threads(sp_bk *bk) {
@@ -341,6 +393,7 @@ int main(void) {
                   "the bf16 identity names bf16 (and the cpu part's fp32): %s", id);
             printf("bf16 products:\n");
             test_sgemm(r, cpu, 1);
+            test_hold(r);
         }
         sp_bk_close(r);
         r = NULL;

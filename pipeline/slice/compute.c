@@ -246,7 +246,9 @@ static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t lay
     pass_ctx p = {c, f, layer, what, 0};
     cov_reset(c);
     int64_t io = 0;
+    if (c->bk->hold) c->bk->hold(c->bk, 1); /* the layer's weights, fsd and Qf stay unchanged through the pass */
     int rc = sp_stream_windows(in, j->shape.hidden, out, j->shape.hidden, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin, c->cout, pass_window, &p, &io);
+    if (c->bk->hold) c->bk->hold(c->bk, 0);
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
     return rc;
 }
@@ -1088,8 +1090,12 @@ static int slice_head(cstate *c) {
     return commit(c, j->shape.layers, 0, no_spill); /* the head is journaled too */
 }
 
+/* hold_bytes: what a pass's sgemms read as B while pass() holds them (the
+ * layer's weights, the shortcut fsd and the basis Qf). */
 static sp_bk_plan_in ws_plan(const job *j) {
-    return (sp_bk_plan_in){.D = j->shape.hidden, .cov_rows = COV_ROWS, .rot_block = BLK, .T = 0, .n_heads = 0};
+    const int64_t D = j->shape.hidden;
+    return (sp_bk_plan_in){.D = D, .cov_rows = COV_ROWS, .rot_block = BLK, .T = 0, .n_heads = 0,
+                           .hold_bytes = sp_layer_buf_bytes(&j->m) + 2 * D * D * 4};
 }
 
 /* refit: the widest joined rows [input | target], the MLP's or the attention's. */
