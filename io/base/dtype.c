@@ -98,61 +98,85 @@ uint16_t sp_f32_to_bf16(float f) {
     return (uint16_t)(x >> 16);
 }
 
-int64_t sp_convert_to_f32(sp_dtype t, const void *src, int64_t n, float *dst) {
-    const unsigned char *s = src;
-    int64_t bad = -1;
-    for (int64_t i = 0; i < n; i++) {
-        float v;
-        switch (t) {
-        case SP_DTYPE_F32: memcpy(&v, s + 4 * i, 4); break;
-        case SP_DTYPE_F64: {
-            double d;
-            memcpy(&d, s + 8 * i, 8);
-            v = (float)d;
-            break;
+/* The first i < n whose element has every exponent bit set (Inf or NaN:
+ * `ones`, 0x7f800000 for F32, 0x7c00 for F16, 0x7f80 for BF16) in buf of
+ * `size`-byte elements (any alignment), or -1. Blocks of SCAN elements are
+ * flagged by an OR the compiler vectorizes; a flagged block is searched. */
+#define SCAN 256
+static int64_t first_ones(const unsigned char *buf, int size, uint32_t ones, int64_t n) {
+    for (int64_t i0 = 0; i0 < n; i0 += SCAN) {
+        const int64_t m = n - i0 < SCAN ? n - i0 : SCAN;
+        const unsigned char *b = buf + i0 * size;
+        uint32_t any = 0;
+        if (size == 4) {
+            for (int64_t i = 0; i < m; i++) {
+                uint32_t u;
+                memcpy(&u, b + 4 * i, 4);
+                any |= (u & ones) == ones;
+            }
+        } else {
+            for (int64_t i = 0; i < m; i++) {
+                uint16_t h;
+                memcpy(&h, b + 2 * i, 2);
+                any |= (uint32_t)((h & ones) == ones);
+            }
         }
-        case SP_DTYPE_F16: {
-            uint16_t h;
-            memcpy(&h, s + 2 * i, 2);
-            v = sp_f16_to_f32(h);
-            break;
+        if (!any) continue;
+        for (int64_t i = 0; i < m; i++) {
+            uint32_t u = 0;
+            memcpy(&u, b + size * i, (size_t)size);
+            if ((u & ones) == ones) return i0 + i;
         }
-        case SP_DTYPE_BF16: {
-            uint16_t h;
-            memcpy(&h, s + 2 * i, 2);
-            v = sp_bf16_to_f32(h);
-            break;
-        }
-        default: v = NAN; break;
-        }
-        if (bad < 0 && !isfinite(v)) bad = i;
-        dst[i] = v;
-    }
-    return bad;
-}
-
-int64_t sp_dtype_first_nonfinite(sp_dtype t, const void *buf, int64_t n) {
-    const unsigned char *b = buf;
-    for (int64_t i = 0; i < n; i++) {
-        if (t == SP_DTYPE_F32) {
-            float f;
-            memcpy(&f, b + 4 * i, 4);
-            if (!isfinite(f)) return i;
-            continue;
-        }
-        uint16_t h;
-        memcpy(&h, b + 2 * i, 2);
-        uint16_t exp = t == SP_DTYPE_F16 ? 0x7c00 : 0x7f80; /* all exponent bits set: Inf or NaN */
-        if ((h & exp) == exp) return i;
     }
     return -1;
 }
 
+int64_t sp_convert_to_f32(sp_dtype t, const void *src, int64_t n, float *dst) {
+    const unsigned char *s = src;
+    switch (t) {
+    case SP_DTYPE_F32: memcpy(dst, s, (size_t)n * 4); break;
+    case SP_DTYPE_F64:
+        for (int64_t i = 0; i < n; i++) {
+            double d;
+            memcpy(&d, s + 8 * i, 8);
+            dst[i] = (float)d;
+        }
+        break;
+    case SP_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = sp_f16_to_f32(h);
+        }
+        break;
+    case SP_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) { /* the high half of a float32 (sp_bf16_to_f32), vectorized */
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            uint32_t u = (uint32_t)h << 16;
+            memcpy(dst + i, &u, 4);
+        }
+        break;
+    default:
+        for (int64_t i = 0; i < n; i++) dst[i] = NAN;
+        break;
+    }
+    return first_ones((const unsigned char *)dst, 4, 0x7f800000u, n);
+}
+
+int64_t sp_dtype_first_nonfinite(sp_dtype t, const void *buf, int64_t n) {
+    if (t == SP_DTYPE_F32) return first_ones(buf, 4, 0x7f800000u, n);
+    return first_ones(buf, 2, t == SP_DTYPE_F16 ? 0x7c00u : 0x7f80u, n); /* all exponent bits set: Inf or NaN */
+}
+
 void sp_convert_from_f32(sp_dtype t, const float *src, int64_t n, void *dst) {
     unsigned char *d = dst;
+    if (t == SP_DTYPE_F32) {
+        memcpy(d, src, (size_t)n * 4);
+        return;
+    }
     for (int64_t i = 0; i < n; i++) {
         switch (t) {
-        case SP_DTYPE_F32: memcpy(d + 4 * i, &src[i], 4); break;
         case SP_DTYPE_F16: {
             uint16_t h = sp_f32_to_f16(src[i]);
             memcpy(d + 2 * i, &h, 2);

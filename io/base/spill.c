@@ -82,6 +82,13 @@ void sp_spill_free(sp_spill *s, int remove_file) {
 
 int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const float *src) {
     SP_ASSERT(row0 >= 0 && n >= 0 && n <= s->max_rows && row0 + n <= s->rows && width <= s->D);
+    if (s->dtype == SP_DTYPE_F32 && width == s->D) { /* the rows as they are: no staging copy */
+        int64_t bytes = n * s->D * 4;
+        SP_TRY(sp_io_pwrite_full(s->fd, src, bytes, row0 * s->D * 4, s->path));
+        if (s->xs) XXH3_128bits_update(s->xs, src, (size_t)bytes);
+        s->written += bytes;
+        return 0;
+    }
     unsigned char *b = s->buf;
     for (int64_t r = 0; r < n; r++) {
         sp_convert_from_f32(s->dtype, src + r * width, width, b + r * s->D * s->esize);
@@ -97,6 +104,15 @@ int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const fl
 int sp_spill_read(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *dst) {
     SP_ASSERT(row0 >= 0 && n >= 0 && n <= s->max_rows && row0 + n <= s->rows && width <= s->D);
     int64_t bytes = n * s->D * s->esize;
+    if (s->dtype == SP_DTYPE_F32 && width == s->D) { /* straight into dst, then checked there */
+        SP_TRY(sp_io_pread_full(s->fd, dst, bytes, row0 * s->D * 4, s->path));
+        s->read += bytes;
+        int64_t bad = sp_dtype_first_nonfinite(SP_DTYPE_F32, dst, n * s->D);
+        if (bad >= 0)
+            return sp_fail(SP_EX_DATAERR, "%s: non-finite activation (NaN or Inf) at token %lld, component %lld", s->path,
+                           (long long)(row0 + bad / s->D), (long long)(bad % s->D));
+        return 0;
+    }
     SP_TRY(sp_io_pread_full(s->fd, s->buf, bytes, row0 * s->D * s->esize, s->path));
     s->read += bytes;
     const unsigned char *b = s->buf;
