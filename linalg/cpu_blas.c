@@ -14,6 +14,8 @@
 #include "cpu_impl.h"
 #include "error.h"
 
+#define EIGH_TB 32 /* the eigenvectors' transpose, in blocks of EIGH_TB × EIGH_TB */
+
 /* ---- float32 ---- */
 
 void sp_cpu_blas_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
@@ -134,38 +136,33 @@ int sp_cpu_eigh(const sp_bk *bk, sp_bk_ws *ws, const double *H, int64_t D, doubl
                                           lwork, ws->iwork, liwork);
     if (info != 0)
         return sp_fail(SP_EX_DATAERR, "eigendecomposition failed (LAPACKE_dsyevd info=%d)", (int)info);
-    /* Rows → columns (in-place transpose), then ascending → descending by
-     * reversing the column order, row by row. */
-    for (int64_t i = 0; i < D; i++)
-        for (int64_t j = i + 1; j < D; j++) {
-            double t = Q[i * D + j];
-            Q[i * D + j] = Q[j * D + i];
-            Q[j * D + i] = t;
-        }
-    for (int64_t i = 0; i < D; i++) {
-        double *row = Q + i * D;
-        for (int64_t a = 0, b = D - 1; a < b; a++, b--) {
-            double t = row[a];
-            row[a] = row[b];
-            row[b] = t;
-        }
-    }
-    for (int64_t j = 0; j < D; j++) evals[j] = ws->w[D - 1 - j];
-    /* Canonical sign: the largest-magnitude component of each column (the
-     * first on ties) is positive. */
-    for (int64_t j = 0; j < D; j++) {
+    /* Eigenvector v (ascending) is row v of Q. Its canonical sign: the
+     * largest-magnitude component (the first on ties) positive, found along
+     * the contiguous row. Then Q ← columns in descending order, Q[i][j] =
+     * ±row D−1−j's component i, transposed in TB×TB blocks through dsyevd's
+     * work array (at least D² doubles: lwork = 1 + 6D + 2D²); every value is
+     * moved or negated, never rounded. */
+    for (int64_t v = 0; v < D; v++) {
+        double *row = Q + v * D, best = -1;
         int64_t arg = 0;
-        double best = -1;
         for (int64_t i = 0; i < D; i++) {
-            double a = fabs(Q[i * D + j]);
+            double a = fabs(row[i]);
             if (a > best) {
                 best = a;
                 arg = i;
             }
         }
-        if (Q[arg * D + j] < 0)
-            for (int64_t i = 0; i < D; i++) Q[i * D + j] = -Q[i * D + j];
+        if (row[arg] < 0)
+            for (int64_t i = 0; i < D; i++) row[i] = -row[i];
     }
+    SP_ASSERT((int64_t)ws->lwork >= D * D);
+    double *t = ws->work;
+    for (int64_t i0 = 0; i0 < D; i0 += EIGH_TB)
+        for (int64_t j0 = 0; j0 < D; j0 += EIGH_TB)
+            for (int64_t i = i0; i < i0 + EIGH_TB && i < D; i++)
+                for (int64_t j = j0; j < j0 + EIGH_TB && j < D; j++) t[i * D + j] = Q[(D - 1 - j) * D + i];
+    memcpy(Q, t, (size_t)(D * D) * sizeof *Q);
+    for (int64_t j = 0; j < D; j++) evals[j] = ws->w[D - 1 - j];
     return 0;
 }
 
