@@ -25,6 +25,7 @@
  * N = 32. T[i] = bits(2^(i/32)) − (i << 47), the doubles nearest 2^(i/32).
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -122,20 +123,21 @@ __attribute__((target("avx2,fma"))) static void expf_avx2(float *x, int64_t n, f
 }
 #endif
 
-/* Which implementation this CPU runs: decided once (the answer cannot change
- * while the process runs; a data race on it writes the same value). */
-static int exp_kind = -1; /* 0 scalar, 1 AVX2+FMA, 2 AVX-512F */
+/* Which implementation this CPU runs: decided at the first call, from any
+ * pool thread (atomic: two threads deciding at once store the same value). */
+static atomic_int exp_kind = -1; /* 0 scalar, 1 AVX2+FMA, 2 AVX-512F */
 
 int sp_cpu_expf_kind(void) {
-    if (exp_kind < 0) {
-        int k = 0;
+    int k = atomic_load_explicit(&exp_kind, memory_order_relaxed);
+    if (k < 0) {
+        k = 0;
 #ifdef EXP_X86
         if (__builtin_cpu_supports("avx512f")) k = 2;
         else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) k = 1;
 #endif
-        exp_kind = k;
+        atomic_store_explicit(&exp_kind, k, memory_order_relaxed);
     }
-    return exp_kind;
+    return k;
 }
 
 void sp_cpu_expf_n_as(int kind, float *x, int64_t n, float lo) {
