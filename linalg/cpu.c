@@ -615,19 +615,45 @@ static void cpu_act(const sp_bk *bk, enum sp_bk_act kind, float *gate, const flo
     sp_cpu_par_for(bk, n, PAR_GRAIN, act_range, &c);
 }
 
-/* sp_fwd_head_nll's per-row loop exactly. */
+/* sp_fwd_head_nll's per-row loop exactly, its rows' maxima and log-sums
+ * computed over the pool (each row whole by one thread, as the loop did), in
+ * groups of NLL_GROUP rows; the sum then runs in row order with the same
+ * operations, so the bits do not depend on the thread count. */
+#define NLL_GROUP 64
+
+typedef struct nll_ctx {
+    const float *logits;
+    int64_t V, t0;
+    float m[NLL_GROUP];
+    double ls[NLL_GROUP];
+} nll_ctx;
+
+static void nll_rows(void *p, int64_t a, int64_t b) {
+    nll_ctx *c = p;
+    for (int64_t i = a; i < b; i++) {
+        const float *row = c->logits + (c->t0 + i) * c->V;
+        float m = row[0];
+        for (int64_t j = 1; j < c->V; j++) m = row[j] > m ? row[j] : m;
+        double se = 0.0;
+        for (int64_t j = 0; j < c->V; j++) se += exp((double)row[j] - (double)m);
+        c->m[i] = m;
+        c->ls[i] = log(se);
+    }
+}
+
 static double cpu_nll(const sp_bk *bk, const float *logits, int64_t T, int64_t V, const int32_t *targets, double acc) {
     SP_ASSERT(V >= 1);
     double nll = acc;
-    for (int64_t t = 0; t < T - 1; t++) {
-        const float *row = logits + t * V;
-        int32_t target = targets[t + 1];
-        SP_ASSERT(target >= 0 && target < V); /* callers validate token ids on load */
-        float m = row[0];
-        for (int64_t j = 1; j < V; j++) m = row[j] > m ? row[j] : m;
-        double se = 0.0;
-        for (int64_t j = 0; j < V; j++) se += exp((double)row[j] - (double)m);
-        nll += (double)m + log(se) - (double)row[target];
+    nll_ctx c = {.logits = logits, .V = V};
+    for (c.t0 = 0; c.t0 < T - 1; c.t0 += NLL_GROUP) {
+        const int64_t n = min_i64(NLL_GROUP, T - 1 - c.t0);
+        sp_cpu_par_for(bk, n, PAR_GRAIN / V + 1, nll_rows, &c);
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t t = c.t0 + i;
+            int32_t target = targets[t + 1];
+            SP_ASSERT(target >= 0 && target < V); /* callers validate token ids on load */
+            nll += (double)c.m[i] + c.ls[i] - (double)logits[t * V + target];
+        }
     }
     return nll;
 }
