@@ -219,7 +219,6 @@ typedef struct pass_ctx {
     window_fn f;
     int64_t layer;
     const char *what;
-    int step; /* refit: the layer's pass, 1 to 4 (docs/algorithm.md §14) */
 } pass_ctx;
 
 static int pass_window(void *ctx, int64_t w, const float *x, float *y) {
@@ -241,16 +240,26 @@ static int pass_window(void *ctx, int64_t w, const float *x, float *y) {
     return 0;
 }
 
-static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t layer, const char *what) {
-    job *j = c->j;
-    pass_ctx p = {c, f, layer, what, 0};
-    cov_reset(c);
+/* A layer pass: every window of `in` (`rows` rows of D each) through fn into
+ * `out` (stream.h), the layer's weights held (backend.h): during a pass
+ * nothing sgemm reads as B changes (the layer's weights, the shortcuts fsd
+ * and pm, the basis Qf; ws_plan's hold_bytes). Its spill time goes to the
+ * profile. */
+static int stream_layer(cstate *c, sp_spill *in, sp_spill *out, int64_t rows, sp_stream_fn fn, void *ctx) {
+    const job *j = c->j;
     int64_t io = 0;
-    if (c->bk->hold) c->bk->hold(c->bk, 1); /* the layer's weights, fsd and Qf stay unchanged through the pass */
-    int rc = sp_stream_windows(in, j->shape.hidden, out, j->shape.hidden, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin, c->cout, pass_window, &p, &io);
+    if (c->bk->hold) c->bk->hold(c->bk, 1);
+    int rc = sp_stream_windows(in, j->shape.hidden, out, j->shape.hidden, j->shape.tokens / j->shape.seqlen, rows,
+                               j->chunk_w, c->cin, c->cout, fn, ctx, &io);
     if (c->bk->hold) c->bk->hold(c->bk, 0);
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
     return rc;
+}
+
+static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t layer, const char *what) {
+    pass_ctx p = {c, f, layer, what};
+    cov_reset(c);
+    return stream_layer(c, in, out, c->j->shape.seqlen, pass_window, &p);
 }
 
 /* A window as the layer reads it: rotated into its input basis (Qf), or as
@@ -524,15 +533,12 @@ static int prune_mlp(cstate *c, sp_spill *in, int64_t l, int64_t k, int64_t widt
     const int64_t D = j->shape.hidden, F = j->shape.ffn;
     if (k == F) return 0; /* nothing to cut: the MLP stays as it is */
     phase(c, l, SP_PHASE_MLP);
-    pass_ctx p = {c, NULL, l, "MLP intermediate", 0};
+    pass_ctx p = {c, NULL, l, "MLP intermediate"};
     c->bk->zero(c->bk, c->C, F * F * 8);
     c->c_rows = 0;
     const int bias = sp_arch_slot_index(a, SP_SLOT_DOWN_B);
     if (bias >= 0) memset(c->zsum, 0, (size_t)F * 8);
-    int64_t io = 0;
-    SP_TRY(sp_stream_windows(in, D, NULL, D, j->shape.tokens / j->shape.seqlen, j->shape.seqlen, j->chunk_w, c->cin,
-                             c->cout, inner_window, &p, &io));
-    atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
+    SP_TRY(stream_layer(c, in, NULL, j->shape.seqlen, inner_window, &p));
     phase(c, l, SP_PHASE_PCA);
     int64_t t0 = sp_now_ns();
     double *Ch = (double *)sp_bk_fetch(c->bk, c->Ch, c->C, F * F * 8); /* ours: select mirrors its triangle */
@@ -768,23 +774,31 @@ static int refit_attn_window(void *ctx, int64_t w, const float *in, float *out) 
     return 0;
 }
 
-/* Pass 2: [x | Md] → [M' | Yd]; pass 4: [M' | Yd] → [Y' | Yd]. */
+/* Pass 2: [x | Md] → [M' | Yd]. */
+static void refit_mid(cstate *c, const float *x, float *y) {
+    const int64_t T = c->j->shape.seqlen, n = T * c->j->shape.hidden;
+    refit_in(c, x);
+    sp_layer_attn(c->scr, &c->rw, c->xh, T, y);
+    sp_layer_mlp(c->scr, &c->lw, x + n, T, y + n);
+}
+
+/* Pass 4: [M' | Yd] → [Y' | Yd]. */
+static void refit_out(cstate *c, const float *x, float *y) {
+    const int64_t T = c->j->shape.seqlen, n = T * c->j->shape.hidden;
+    sp_layer_mlp(c->scr, &c->lw, x, T, y);
+    c->bk->copy(c->bk, y + n, x + n, n * 4);
+}
+
+/* Passes 2 and 4: a window of 2T rows through p->f (refit_mid, refit_out). */
 static int refit_fwd_window(void *ctx, int64_t w, const float *in, float *out) {
     pass_ctx *p = ctx;
     cstate *c = p->c;
-    const int64_t T = c->j->shape.seqlen, n = T * c->j->shape.hidden;
+    const int64_t n = c->j->shape.seqlen * c->j->shape.hidden;
     (void)w;
     int64_t t0 = sp_now_ns();
     const float *x = sp_bk_put(c->bk, c->xw, in, 2 * n * 4);
     float *y = sp_bk_out(c->bk, c->yw, out);
-    if (p->step == 4) {
-        sp_layer_mlp(c->scr, &c->lw, x, T, y);
-        c->bk->copy(c->bk, y + n, x + n, n * 4);
-    } else {
-        refit_in(c, x);
-        sp_layer_attn(c->scr, &c->rw, c->xh, T, y);
-        sp_layer_mlp(c->scr, &c->lw, x + n, T, y + n);
-    }
+    p->f(c, x, y);
     prof(c, SP_PROF_FORWARD, &t0);
     sp_bk_get(c->bk, out, y, 2 * n * 4);
     return 0;
@@ -841,8 +855,7 @@ static int refit_solve(cstate *c, int64_t l, int64_t n, const double *Qb, int64_
 static int refit_layer(cstate *c, int64_t l) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
-    const int64_t D = j->shape.hidden, F = j->shape.ffn, Dh = j->shape.q_width, T = j->shape.seqlen;
-    const int64_t W = j->shape.tokens / T, wr = sp_job_window_rows(j);
+    const int64_t D = j->shape.hidden, F = j->shape.ffn, Dh = j->shape.q_width, wr = sp_job_window_rows(j);
     const int o = sp_arch_slot_index(a, SP_SLOT_O), down = sp_arch_slot_index(a, SP_SLOT_DOWN);
     SP_ASSERT(o >= 0 && down >= 0 && !a->parallel);
     layer_ctx x = {.basis = {c->Q, c->Qm, c->Qn}, .scratch = c->G2}; /* every basis is taken when the phases go out */
@@ -851,15 +864,14 @@ static int refit_layer(cstate *c, int64_t l) {
     SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* B is the file boundary l - 2 named */
     c->lw = sp_layer_view(&j->m, c->wd, NULL, D, D, D, 1); /* as read: norms with γ */
     c->rf_din = x.width[SP_POS_IN];
-    int64_t io = 0;
     char spill_hash[33];
-    pass_ctx p = {c, NULL, l, "attention-block", 1};
+    pass_ctx p = {c, NULL, l, "attention-block"};
 
     phase(c, l, SP_PHASE_ATTN); /* 1 */
     basis_f32(c, c->Q, c->rf_din);
     cov_reset(c);
     refit_reset(c, Dh + D);
-    SP_TRY(sp_stream_windows(c->sa, D, c->sb, D, W, wr, j->chunk_w, c->cin, c->cout, refit_attn_window, &p, &io));
+    SP_TRY(stream_layer(c, c->sa, c->sb, wr, refit_attn_window, &p));
     phase(c, l, SP_PHASE_PCA);
     SP_TRY(pca(c, c->Qm, 1 + 2 * (int)l, "attention-output", l));
     SP_TRY(refit_solve(c, l, Dh, c->Qm, x.width[SP_POS_MID], o, "o_proj"));
@@ -870,25 +882,23 @@ static int refit_layer(cstate *c, int64_t l) {
     basis_f32(c, c->Q, c->rf_din);
     c->rw = c->lw;
     c->rw.shortcut[SP_POS_MID] = c->pm;
-    p.step = 2;
-    SP_TRY(sp_stream_windows(c->sb, D, c->sb, D, W, wr, j->chunk_w, c->cin, c->cout, refit_fwd_window, &p, &io));
+    p.f = refit_mid;
+    SP_TRY(stream_layer(c, c->sb, c->sb, wr, refit_fwd_window, &p));
 
     phase(c, l, SP_PHASE_MLP); /* 3 */
     p.what = "MLP-block";
-    p.step = 3;
     cov_reset(c);
     refit_reset(c, F + D);
-    SP_TRY(sp_stream_windows(c->sb, D, NULL, D, W, wr, j->chunk_w, c->cin, c->cout, refit_mlp_window, &p, &io));
+    SP_TRY(stream_layer(c, c->sb, NULL, wr, refit_mlp_window, &p));
     phase(c, l, SP_PHASE_PCA);
     SP_TRY(pca(c, c->Qn, 2 + 2 * (int)l, "MLP-output", l));
     SP_TRY(refit_solve(c, l, F, c->Qn, x.width[SP_POS_OUT], down, "down_proj"));
 
     phase(c, l, SP_PHASE_MLP); /* 4 */
     sp_spill_hash_begin(c->sb);
-    p.step = 4;
-    SP_TRY(sp_stream_windows(c->sb, D, c->sb, D, W, wr, j->chunk_w, c->cin, c->cout, refit_fwd_window, &p, &io));
+    p.f = refit_out;
+    SP_TRY(stream_layer(c, c->sb, c->sb, wr, refit_fwd_window, &p));
     sp_spill_hash_end(c->sb, spill_hash);
-    atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
 
     phase(c, l, SP_PHASE_WRITE);
     for (int ph = 0; ph < 1 + j->n_pca; ph++) SP_TRY(emit_phase(c, &x, l, ph));
@@ -1090,12 +1100,13 @@ static int slice_head(cstate *c) {
     return commit(c, j->shape.layers, 0, no_spill); /* the head is journaled too */
 }
 
-/* hold_bytes: what a pass's sgemms read as B while pass() holds them (the
- * layer's weights, the shortcut fsd and the basis Qf). */
+/* hold_bytes: what a layer pass's sgemms read as B while stream_layer holds
+ * them: the layer's weights, the shortcut fsd and the basis Qf (refit: and
+ * the attention shortcut pm). */
 static sp_bk_plan_in ws_plan(const job *j) {
     const int64_t D = j->shape.hidden;
     return (sp_bk_plan_in){.D = D, .cov_rows = COV_ROWS, .rot_block = BLK, .T = 0, .n_heads = 0,
-                           .hold_bytes = sp_layer_buf_bytes(&j->m) + 2 * D * D * 4};
+                           .hold_bytes = sp_layer_buf_bytes(&j->m) + (j->plan.refit ? 3 : 2) * D * D * 4};
 }
 
 /* refit: the widest joined rows [input | target], the MLP's or the attention's. */
