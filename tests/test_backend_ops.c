@@ -1159,7 +1159,7 @@ static void test_misc(void) {
 /* The CPU backend's bits and its thread count (docs/determinism.md).
  *
  * The ops whose parallelism is the backend's own pool (norm, rope, act,
- * attention with its per-head sgemms, basis_f32) give the same bits with 1, 2
+ * attention with its per-head sgemms, basis_f32, nll) give the same bits with 1, 2
  * or 3 threads (parts of different sizes), and attention the same bits
  * whatever its head grouping (a workspace planned for 1 head or for all).
  * Sizes are large enough that every op is split.
@@ -1181,9 +1181,11 @@ static void test_threads_bits(void) {
     for (int64_t i = 0; i < D * D; i++) Q[i] = 2.0 * urand() - 1.0;
     for (int64_t i = 0; i < D; i++)
         for (int64_t j2 = i; j2 < D; j2++) Hs[i * D + j2] = (i == j2 ? 4.0 : 0.0) + 0.01 * (2.0 * urand() - 1.0);
-    enum { POOL = 6, BLAS = 6, OUTS = POOL + BLAS };
+    int32_t *tok = xmalloc(T * 4);
+    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)(urand() * (double)F);
+    enum { POOL = 7, BLAS = 6, OUTS = POOL + BLAS };
     void *out[4][OUTS]; /* [run][op]: runs at 1, 2, 3 threads, and 3 again */
-    const int64_t bytes[OUTS] = {T * d * 4,  T * qw * 4, T * F * 4, T * qw * 4, T * qw * 4, D * k * 4,
+    const int64_t bytes[OUTS] = {T * d * 4,  T * qw * 4, T * F * 4, T * qw * 4, T * qw * 4, D * k * 4, 8,
                                  T * F * 4,  D * D * 8,  F * d * 4, D * 96 * 4, D * D * 8,  D * 8};
     static const int threads[4] = {1, 2, 3, 3};
     for (int r = 0; r < 4; r++) {
@@ -1200,27 +1202,28 @@ static void test_threads_bits(void) {
         bk->attention(bk, ws_all, qk, kk, v, T, nh, nh / 2, hd, 0.125f, 0, out[r][3]);
         bk->attention(bk, ws_one, qk, kk, v, T, nh, nh / 2, hd, 0.125f, 0, out[r][4]);
         bk->basis_f32(bk, Q, D, k, out[r][5], NULL);
+        *(double *)out[r][6] = bk->nll(bk, gate0, T, F, tok, 0.0); /* logits (T, F): rows over the pool */
         /* OpenBLAS-threaded */
-        bk->sgemm(bk, 0, 1, T, F, D, 1.0f, X, D, W0, D, 0.0f, out[r][6], F);
+        bk->sgemm(bk, 0, 1, T, F, D, 1.0f, X, D, W0, D, 0.0f, out[r][7], F);
         CHECK(openblas_get_num_threads() == threads[r], "OpenBLAS threads in sgemm after attention: %d, set %d",
               openblas_get_num_threads(), threads[r]);
-        double *H = out[r][7];
-        memset(H, 0, (size_t)bytes[7]);
+        double *H = out[r][8];
+        memset(H, 0, (size_t)bytes[8]);
         CHECK(bk->cov_add(bk, ws_all, H, D, X, T, D, 0) == 0, "cov_add");
         float *W = xmalloc(F * D * 4);
         memcpy(W, W0, (size_t)(F * D * 4));
         bk->rot_rows(bk, ws_all, W, F, D, NULL, Q, d);
-        memcpy(out[r][8], W, (size_t)bytes[8]);
+        memcpy(out[r][9], W, (size_t)bytes[9]);
         memcpy(W, W0, (size_t)(D * 96 * 4));
         bk->rot_cols(bk, ws_all, Q, D, D, W, 96);
-        memcpy(out[r][9], W, (size_t)bytes[9]);
-        CHECK(bk->eigh(bk, ws_all, Hs, D, 0.01, out[r][10], out[r][11]) == 0, "eigh");
+        memcpy(out[r][10], W, (size_t)bytes[10]);
+        CHECK(bk->eigh(bk, ws_all, Hs, D, 0.01, out[r][11], out[r][12]) == 0, "eigh");
         free(W);
         bk->ws_free(bk, ws_all), bk->ws_free(bk, ws_one);
     }
     static const char *names[OUTS] = {"norm",      "rope", "act",     "attention", "attention (1 head per group)",
-                                      "basis_f32", "sgemm", "cov_add", "rot_rows",  "rot_cols",
-                                      "eigh (vectors)", "eigh (values)"};
+                                      "basis_f32", "nll",  "sgemm",   "cov_add",   "rot_rows",
+                                      "rot_cols",  "eigh (vectors)", "eigh (values)"};
     for (int o = 0; o < POOL; o++)
         for (int r = 1; r < 3; r++)
             CHECK(memcmp(out[0][o], out[r][o], (size_t)bytes[o]) == 0, "%s: %d threads differ from 1 thread", names[o],
@@ -1235,16 +1238,16 @@ static void test_threads_bits(void) {
     CHECK(sp_bk_cpu_open(&other) == 0, "a second cpu instance");
     other->set_threads(other, 1, 0);
     bk->set_threads(bk, 3, 0);
-    other->sgemm(other, 0, 1, T, F, D, 1.0f, X, D, W0, D, 0.0f, out[0][6], F);
-    float *again = xmalloc(bytes[6]);
+    other->sgemm(other, 0, 1, T, F, D, 1.0f, X, D, W0, D, 0.0f, out[0][7], F);
+    float *again = xmalloc(bytes[7]);
     bk->sgemm(bk, 0, 1, T, F, D, 1.0f, X, D, W0, D, 0.0f, again, F);
-    CHECK(memcmp(again, out[3][6], (size_t)bytes[6]) == 0, "sgemm at 3 threads after another instance ran at 1");
+    CHECK(memcmp(again, out[3][7], (size_t)bytes[7]) == 0, "sgemm at 3 threads after another instance ran at 1");
     free(again);
     sp_bk_close(other);
     for (int r = 0; r < 4; r++)
         for (int o = 0; o < OUTS; o++) free(out[r][o]);
     free(x0), free(g), free(qk0), free(cs), free(sn), free(gate0), free(up), free(kk), free(v), free(W0), free(X),
-        free(Q), free(Hs);
+        free(Q), free(Hs), free(tok);
     bk->set_threads(bk, 2, 0);
 }
 

@@ -150,11 +150,10 @@ int64_t sp_convert_to_f32(sp_dtype t, const void *src, int64_t n, float *dst) {
         }
         break;
     case SP_DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) { /* the high half of a float32 (sp_bf16_to_f32), vectorized */
+        for (int64_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, s + 2 * i, 2);
-            uint32_t u = (uint32_t)h << 16;
-            memcpy(dst + i, &u, 4);
+            dst[i] = sp_bf16_to_f32(h);
         }
         break;
     default:
