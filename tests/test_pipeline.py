@@ -143,6 +143,34 @@ def main():
                 check(b <= a + (1 << 20) or not held,
                       f"resume: the {name} peaks at {mib(b)}, the uninterrupted run's {mib(a)} (+1 MiB at most)")
 
+    # [resources] activations: the spills held in memory or streamed from
+    # disk give the same bytes, and a job killed with its activations in
+    # memory resumes from the files its boundaries wrote, streaming them.
+    ok0 = os.path.isdir(os.path.join(work, "r0"))
+    plans = {}
+    for mode in ("memory", "disk"):
+        r = subprocess.run([sp, "run", manifest(work, "act-" + mode, 32, "512MiB", f'activations = "{mode}"'), "--dry-run"],
+                           capture_output=True, text=True)
+        plans[mode] = r.stdout
+    check("held in memory too" in plans["memory"] and "; streamed)" in plans["disk"],
+          "the plan says where the activations live (memory: held in memory too; disk: streamed)")
+    r = subprocess.run([sp, "run", manifest(work, "act-disk", 32, "512MiB", 'activations = "disk"'), "--quiet"],
+                       capture_output=True, text=True)
+    check(ok0 and r.returncode == 0 and shard_bytes(os.path.join(work, "act-disk")) == shard_bytes(os.path.join(work, "r0")),
+          f"activations = \"disk\" gives the bytes of the run with them in memory ({r.stderr.strip()[-200:]})")
+    mf = manifest(work, "act-x", 32, "512MiB", 'activations = "memory"')
+    r = subprocess.run([sp, "run", mf, "--quiet"], capture_output=True, text=True, env=dict(os.environ, SLICEPIPE_KILL_AT="writer:3"))
+    mf = manifest(work, "act-x", 32, "512MiB", 'activations = "disk"')
+    r2 = subprocess.run([sp, "run", mf], capture_output=True, text=True)
+    check(ok0 and r.returncode != 0 and r2.returncode == 0 and "resuming after a layer" in r2.stderr
+          and shard_bytes(os.path.join(work, "act-x")) == shard_bytes(os.path.join(work, "r0")),
+          f"killed with its activations in memory (exit {r.returncode}), resumed streaming them from disk "
+          f"(exit {r2.returncode}): byte-identical" + ("" if r2.returncode == 0 else f" ({r2.stderr.strip()[-200:]})"))
+    r = subprocess.run([sp, "run", manifest(work, "act-small", 32, "100MB", 'activations = "memory"'), "--dry-run"],
+                       capture_output=True, text=True)
+    check(r.returncode == 64 and "activations = \"memory\"" in r.stderr and "raise memory" in r.stderr,
+          f"activations = \"memory\" that does not fit the budget: exit 64 naming it ({r.returncode}: {r.stderr.strip()[-200:]})")
+
     # pread and short reads give the same bytes.
     base = shard_bytes(os.path.join(work, "a"))
     r = subprocess.run([sp, "run", manifest(work, "b", 32, "100MB"), "--quiet", "--io=pread"], capture_output=True,

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,12 +42,30 @@ void sp_assert_fail(const char *expr, const char *file, int line) {
     abort();
 }
 
+/* Blocks of BIG_BYTES and more are aligned to 2 MiB and advised to the
+ * kernel as transparent huge pages (where THP is "madvise" or "always"): one
+ * first-touch fault per 2 MiB instead of per 4 KiB. First touches of 4 KiB
+ * pages cost 14 µs each on a virtual machine we measured (512 MiB took 1.8 s
+ * against 0.05 s in huge pages); the big blocks here (activation chunks and
+ * spills, weights, second moments) are touched whole anyway. free() frees
+ * them as any block. */
+#define BIG_BYTES ((int64_t)4 << 20)
+#define HUGE_BYTES ((size_t)2 << 20)
+
+static void *alloc_bytes(int64_t n) {
+    if (n < BIG_BYTES) return malloc(n ? (size_t)n : 1);
+    void *p = NULL;
+    if (posix_memalign(&p, HUGE_BYTES, (size_t)n) != 0) return NULL;
+    (void)madvise(p, (size_t)n / HUGE_BYTES * HUGE_BYTES, MADV_HUGEPAGE); /* advice only: without THP, 4 KiB pages */
+    return p;
+}
+
 int sp_alloc(void **out, int64_t count, int64_t elem_bytes, const char *what) {
     int64_t n;
     *out = NULL;
     if (count < 0 || elem_bytes < 0 || sp_mul_i64(count, elem_bytes, &n))
         return sp_fail(SP_EX_SOFTWARE, "allocation for %s: size overflows", what);
-    void *p = malloc(n ? (size_t)n : 1);
+    void *p = alloc_bytes(n);
     if (!p) return sp_fail(SP_EX_SOFTWARE, "out of memory allocating %lld bytes for %s", (long long)n, what);
     *out = p;
     return 0;
@@ -57,7 +76,8 @@ int sp_calloc(void **out, int64_t count, int64_t elem_bytes, const char *what) {
     *out = NULL;
     if (count < 0 || elem_bytes < 0 || sp_mul_i64(count, elem_bytes, &n))
         return sp_fail(SP_EX_SOFTWARE, "allocation for %s: size overflows", what);
-    void *p = calloc(n ? (size_t)n : 1, 1);
+    void *p = n < BIG_BYTES ? calloc(n ? (size_t)n : 1, 1) : alloc_bytes(n);
+    if (p && n >= BIG_BYTES) memset(p, 0, (size_t)n);
     if (!p) return sp_fail(SP_EX_SOFTWARE, "out of memory allocating %lld bytes for %s", (long long)n, what);
     *out = p;
     return 0;
@@ -79,6 +99,55 @@ int64_t sp_mem_limit_bytes(void) {
             lim = (int64_t)rl.rlim_cur;
     }
     return lim;
+}
+
+/* The first integer after `key` in the small file at path; -1 when absent
+ * (or "max"). */
+static int64_t read_field(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[512];
+    long long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, strlen(key)) == 0) {
+            if (sscanf(line + strlen(key), " %lld", &v) != 1) v = -1;
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* Bytes left below the memory limit of the cgroup at `dir` (v2:
+ * memory.max and memory.current; v1: memory.limit_in_bytes and
+ * memory.usage_in_bytes); -1 without one. */
+static int64_t cgroup_left(const char *dir, int v2) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
+    int64_t max = read_field(path, "");
+    snprintf(path, sizeof path, "%s/%s", dir, v2 ? "memory.current" : "memory.usage_in_bytes");
+    int64_t cur = read_field(path, "");
+    return max > 0 && cur >= 0 ? (max > cur ? max - cur : 0) : -1;
+}
+
+int64_t sp_mem_available_bytes(void) {
+    int64_t best = sp_mem_limit_bytes(), kb = read_field("/proc/meminfo", "MemAvailable:");
+    if (kb >= 0 && kb < INT64_MAX / 1024 && kb * 1024 < best) best = kb * 1024;
+    FILE *f = fopen("/proc/self/cgroup", "r"); /* v2 "0::/path"; v1 "N:memory:/path" */
+    if (!f) return best;
+    char line[512], dir[1024];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        const char *v1 = strstr(line, ":memory:"), *path = NULL;
+        int v2 = strncmp(line, "0::", 3) == 0;
+        if (v2) path = line + 3;
+        else if (v1) path = v1 + 8;
+        if (!path || path[0] != '/') continue;
+        snprintf(dir, sizeof dir, "/sys/fs/cgroup%s%s", v2 ? "" : "/memory", path);
+        int64_t left = cgroup_left(dir, v2);
+        if (left >= 0 && left < best) best = left;
+    }
+    fclose(f);
+    return best;
 }
 
 int64_t sp_peak_rss_bytes(void) {

@@ -64,5 +64,10 @@ int64_t sp_peak_rss_bytes(void);
  * less when an address-space or data limit (ulimit -v, -d) is set. For plans
  * that have no budget of their own to refuse against. */
 int64_t sp_mem_limit_bytes(void);
+/* Memory this process could take now without pushing anything out:
+ * MemAvailable (/proc/meminfo), or less when its cgroup (v2) has less left
+ * below memory.max, or sp_mem_limit_bytes is lower. INT64_MAX when none of
+ * them can be read. For optional uses of memory that only speed things up. */
+int64_t sp_mem_available_bytes(void);
 
 #endif

@@ -1,5 +1,6 @@
 #include "spill.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +21,9 @@ struct sp_spill {
     int esize;
     void *buf; /* (max_rows, D) in dtype */
     int64_t written, read;
-    XXH3_state_t *xs; /* non-NULL while hashing */
+    XXH3_state_t *xs;   /* non-NULL while hashing */
+    unsigned char *img; /* resident: the file's bytes, (rows, D) in dtype; NULL on disk */
+    int64_t dirty0, dirty1; /* resident: rows [dirty0, dirty1) written since the last sync */
 };
 
 void sp_spill_hash_begin(sp_spill *s) {
@@ -37,7 +40,51 @@ void sp_spill_hash_end(sp_spill *s, char hex[33]) {
     s->xs = NULL;
 }
 
-int sp_spill_sync(sp_spill *s) { return sp_io_fsync(s->fd, s->path); }
+int sp_spill_sync(sp_spill *s) {
+    if (s->img && s->dirty1 > s->dirty0) { /* the rows written since the last sync, then the fsync */
+        int64_t row = s->D * s->esize, bytes = (s->dirty1 - s->dirty0) * row;
+        SP_TRY(sp_io_pwrite_full(s->fd, s->img + s->dirty0 * row, bytes, s->dirty0 * row, s->path));
+        s->written += bytes;
+        s->dirty0 = s->dirty1 = 0;
+    }
+    return sp_io_fsync(s->fd, s->path);
+}
+
+int64_t sp_spill_resident_bytes(int64_t rows, int64_t D, sp_dtype dtype) { return rows * D * sp_dtype_size(dtype); }
+
+int sp_spill_make_resident(sp_spill *s) {
+    if (s->img) return 0;
+    const int64_t want = sp_spill_resident_bytes(s->rows, s->D, s->dtype);
+    struct stat st;
+    if (fstat(s->fd, &st) != 0) return sp_fail(SP_EX_IOERR, "%s: %s", s->path, strerror(errno));
+    /* Zeroed, as the file's holes read: a row never written reads as zeros
+     * in both. */
+    void *p;
+    SP_TRY(sp_calloc(&p, want, 1, "resident activations"));
+    int64_t have = st.st_size < want ? (int64_t)st.st_size : want;
+    int rc = have > 0 ? sp_io_pread_full(s->fd, p, have, 0, s->path) : 0;
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    s->img = p;
+    s->dirty0 = s->dirty1 = 0;
+    return 0;
+}
+
+/* A resident write's rows: [row0, row0 + n) joins the rows the next sync writes. */
+static void mark_dirty(sp_spill *s, int64_t row0, int64_t n) {
+    if (n <= 0) return;
+    if (s->dirty1 <= s->dirty0) s->dirty0 = row0, s->dirty1 = row0 + n;
+    if (row0 < s->dirty0) s->dirty0 = row0;
+    if (row0 + n > s->dirty1) s->dirty1 = row0 + n;
+}
+
+float *sp_spill_rows(sp_spill *s, int64_t row0, int64_t n, int64_t width) {
+    SP_ASSERT(row0 >= 0 && n >= 0 && row0 + n <= s->rows && width <= s->D);
+    if (!s->img || s->dtype != SP_DTYPE_F32 || width != s->D) return NULL;
+    return (float *)(void *)(s->img + row0 * s->D * 4);
+}
 const char *sp_spill_path(const sp_spill *s) { return s->path; }
 
 int sp_spill_hash_file(const char *path, char hex[33]) { return sp_io_xxh128_range(path, 0, -1, hex); }
@@ -76,12 +123,27 @@ void sp_spill_free(sp_spill *s, int remove_file) {
     if (remove_file && s->path) unlink(s->path);
     free(s->path);
     free(s->buf);
+    free(s->img);
     if (s->xs) XXH3_freeState(s->xs);
     free(s);
 }
 
 int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const float *src) {
     SP_ASSERT(row0 >= 0 && n >= 0 && n <= s->max_rows && row0 + n <= s->rows && width <= s->D);
+    if (s->img) { /* into memory, as the file would get them; the file at the next sync */
+        unsigned char *d = s->img + row0 * s->D * s->esize;
+        if (s->dtype == SP_DTYPE_F32 && width == s->D) {
+            if ((const void *)src != (void *)d) memcpy(d, src, (size_t)(n * s->D * 4)); /* else filled in place (sp_spill_rows) */
+        } else {
+            for (int64_t r = 0; r < n; r++) {
+                sp_convert_from_f32(s->dtype, src + r * width, width, d + r * s->D * s->esize);
+                if (width < s->D) memset(d + (r * s->D + width) * s->esize, 0, (size_t)((s->D - width) * s->esize));
+            }
+        }
+        if (s->xs) XXH3_128bits_update(s->xs, d, (size_t)(n * s->D * s->esize));
+        mark_dirty(s, row0, n);
+        return 0;
+    }
     if (s->dtype == SP_DTYPE_F32 && width == s->D) { /* the rows as they are: no staging copy */
         int64_t bytes = n * s->D * 4;
         SP_TRY(sp_io_pwrite_full(s->fd, src, bytes, row0 * s->D * 4, s->path));
@@ -101,26 +163,42 @@ int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const fl
     return 0;
 }
 
+static int nonfinite_at(const sp_spill *s, int64_t row0, int64_t bad) {
+    return sp_fail(SP_EX_DATAERR, "%s: non-finite activation (NaN or Inf) at token %lld, component %lld", s->path,
+                   (long long)(row0 + bad / s->D), (long long)(bad % s->D));
+}
+
 int sp_spill_read(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *dst) {
+    return sp_spill_read_at(s, row0, n, width, dst, NULL);
+}
+
+int sp_spill_read_at(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *dst, const float **rows) {
     SP_ASSERT(row0 >= 0 && n >= 0 && n <= s->max_rows && row0 + n <= s->rows && width <= s->D);
     int64_t bytes = n * s->D * s->esize;
-    if (s->dtype == SP_DTYPE_F32 && width == s->D) { /* straight into dst, then checked there */
-        SP_TRY(sp_io_pread_full(s->fd, dst, bytes, row0 * s->D * 4, s->path));
-        s->read += bytes;
-        int64_t bad = sp_dtype_first_nonfinite(SP_DTYPE_F32, dst, n * s->D);
-        if (bad >= 0)
-            return sp_fail(SP_EX_DATAERR, "%s: non-finite activation (NaN or Inf) at token %lld, component %lld", s->path,
-                           (long long)(row0 + bad / s->D), (long long)(bad % s->D));
-        return 0;
+    if (rows) *rows = dst;
+    if (s->dtype == SP_DTYPE_F32 && width == s->D) { /* straight into dst (or used in place), then checked there */
+        const float *at = dst;
+        if (s->img && rows) {
+            at = *rows = (const float *)(const void *)(s->img + row0 * s->D * 4);
+        } else if (s->img) {
+            memcpy(dst, s->img + row0 * s->D * 4, (size_t)bytes);
+        } else {
+            SP_TRY(sp_io_pread_full(s->fd, dst, bytes, row0 * s->D * 4, s->path));
+            s->read += bytes;
+        }
+        int64_t bad = sp_dtype_first_nonfinite(SP_DTYPE_F32, at, n * s->D);
+        return bad >= 0 ? nonfinite_at(s, row0, bad) : 0;
     }
-    SP_TRY(sp_io_pread_full(s->fd, s->buf, bytes, row0 * s->D * s->esize, s->path));
-    s->read += bytes;
     const unsigned char *b = s->buf;
+    if (s->img) {
+        b = s->img + row0 * s->D * s->esize;
+    } else {
+        SP_TRY(sp_io_pread_full(s->fd, s->buf, bytes, row0 * s->D * s->esize, s->path));
+        s->read += bytes;
+    }
     for (int64_t r = 0; r < n; r++) {
         int64_t bad = sp_convert_to_f32(s->dtype, b + r * s->D * s->esize, width, dst + r * width);
-        if (bad >= 0)
-            return sp_fail(SP_EX_DATAERR, "%s: non-finite activation (NaN or Inf) at token %lld, component %lld", s->path,
-                           (long long)(row0 + r), (long long)bad);
+        if (bad >= 0) return nonfinite_at(s, row0 + r, bad);
     }
     return 0;
 }

@@ -12,6 +12,14 @@
  *
  * Memory: one conversion buffer of max_rows × D elements, allocated at open
  * (sp_spill_mem_bytes).
+ *
+ * Resident (sp_spill_make_resident): the whole file's bytes are also held in
+ * memory (sp_spill_resident_bytes). Writes then go to memory only and reads
+ * come from it; sp_spill_sync writes the rows written since the last sync to
+ * the file, then fsyncs, so at every sync the file holds the bytes a spill on
+ * disk would. The hash, the conversions and the non-finite checks are the
+ * same as on disk. A float32 spill read or written at full width can then be
+ * used in place (sp_spill_read_at, sp_spill_rows): no copy at all.
  */
 #ifndef SP_SPILL_H
 #define SP_SPILL_H
@@ -43,9 +51,25 @@ void sp_spill_free(sp_spill *s, int remove_file);
 int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const float *src);
 int sp_spill_read(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *dst);
 
+/* sp_spill_read, except that with `rows` non-NULL a resident float32 spill
+ * read at full width is not copied: *rows points at the rows in memory (valid
+ * until those rows are written). Otherwise the rows go to dst and *rows =
+ * dst. The non-finite check runs either way. */
+int sp_spill_read_at(sp_spill *s, int64_t row0, int64_t n, int64_t width, float *dst, const float **rows);
+/* Rows [row0, row0+n) of a resident float32 spill at full width, for a
+ * caller to fill and then pass to sp_spill_write (which then copies
+ * nothing); NULL when the spill is not resident or not float32, or width < D. */
+float *sp_spill_rows(sp_spill *s, int64_t row0, int64_t n, int64_t width);
+
+/* Holds the spill in memory from now on (see the top): the file's present
+ * bytes are read in first (a resume's kept spill). Returns 0, 70 (out of
+ * memory), 74. */
+int sp_spill_make_resident(sp_spill *s);
+int64_t sp_spill_resident_bytes(int64_t rows, int64_t D, sp_dtype dtype);
+
 /* Bytes sp_spill_open allocates: one conversion buffer of max_rows × D. */
 int64_t sp_spill_mem_bytes(int64_t D, int64_t max_rows, sp_dtype dtype);
-int64_t sp_spill_bytes_written(const sp_spill *s);   /* traffic counters */
+int64_t sp_spill_bytes_written(const sp_spill *s);   /* traffic counters: file bytes only */
 int64_t sp_spill_bytes_read(const sp_spill *s);
 
 #endif

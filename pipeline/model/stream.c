@@ -17,11 +17,20 @@ int sp_stream_windows(sp_spill *in, int64_t w_in, sp_spill *out, int64_t w_out, 
     for (int64_t k0 = 0; k0 < W && !rc; k0 += cw) {
         const int64_t nw = W - k0 < cw ? W - k0 : cw;
         int64_t t0 = now_ns();
-        if (in) rc = sp_spill_read(in, k0 * T, nw * T, w_in, bin);
+        /* Resident spills are used in place (spill.h) where nothing aliases:
+         * not when fn works in place (bin == bout), nor a chunk written over
+         * the rows it reads (in == out). */
+        const float *x = bin;
+        float *y = bout;
+        if (in) rc = sp_spill_read_at(in, k0 * T, nw * T, w_in, bin, bin != bout ? &x : NULL);
+        if (out && out != in && bin != bout) {
+            float *r = sp_spill_rows(out, k0 * T, nw * T, w_out);
+            if (r) y = r;
+        }
         io += now_ns() - t0;
-        for (int64_t k = 0; k < nw && !rc; k++) rc = fn(ctx, k0 + k, bin + k * T * w_in, bout + k * T * w_out);
+        for (int64_t k = 0; k < nw && !rc; k++) rc = fn(ctx, k0 + k, x + k * T * w_in, y + k * T * w_out);
         t0 = now_ns();
-        if (!rc && out) rc = sp_spill_write(out, k0 * T, nw * T, w_out, bout);
+        if (!rc && out) rc = sp_spill_write(out, k0 * T, nw * T, w_out, y);
         io += now_ns() - t0;
     }
     if (io_ns) *io_ns += io;

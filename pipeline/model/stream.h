@@ -7,8 +7,11 @@
  * with its index and its rows in bin and bout (T rows each), then the chunk
  * is written from bout to `out` (width w_out). in == NULL: nothing is read
  * (bin is passed as is); out == NULL: nothing is written; in == out: each
- * chunk is written back over itself. Spill I/O time is added to *io_ns when
- * io_ns != NULL. Returns 0, or the first status of a read, write or fn.
+ * chunk is written back over itself. A resident spill (spill.h) is read and
+ * written in place where it can be: fn may then get rows that are not in bin
+ * or bout, so it must not rely on in == bin or out == bout unless bin ==
+ * bout (in place: fn gets bin for both). Spill I/O time is added to *io_ns
+ * when io_ns != NULL. Returns 0, or the first status of a read, write or fn.
  */
 #ifndef SP_STREAM_H
 #define SP_STREAM_H

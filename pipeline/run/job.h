@@ -108,6 +108,7 @@ typedef struct job {
     sp_run_shape shape;            /* the sizes, named (fixed once the model and manifest are read) */
     sp_slice_plan plan;            /* what is kept, and how (slice_plan.h) */
     int64_t chunk_w;               /* windows per spill chunk */
+    int spill_resident;            /* the two spills held in memory (sp_plan_memory; [resources] activations) */
     char *spill_a, *spill_b;       /* spill file paths */
     /* the plan */
     sp_read_item *reads;           /* (n_reads) in consumption order */

@@ -328,6 +328,7 @@ static const char *const k_basis_names[] = {"per-layer", "global", NULL};
 static const char *const k_weighting_names[] = {"trace", "raw", NULL};
 static const char *const k_gguf_weighting_names[] = {"plain", "calib", NULL}; /* sp_export_weighting */
 static const char *const k_precision_names[] = {"f32", "bf16", NULL};          /* enum sp_bk_prec */
+static const char *const k_activations_names[] = {"auto", "memory", "disk", NULL}; /* enum sp_activations */
 
 #define F(x) offsetof(sp_manifest, x)
 static const key_def k_keys[] = {
@@ -362,6 +363,7 @@ static const key_def k_keys[] = {
     {T_RESOURCES, "backend", KIND_BACKEND, 0, 0, 0, F(backend), NULL},
     {T_RESOURCES, "spill_dtype", KIND_SPILL_DTYPE, 0, 0, 0, F(spill_dtype), NULL},
     {T_RESOURCES, "precision", KIND_ENUM, 0, 0, 0, F(precision), k_precision_names},
+    {T_RESOURCES, "activations", KIND_ENUM, 0, 0, 0, F(activations), k_activations_names},
     {T_EVAL, "tokens", KIND_PATH, 0, 0, 0, F(eval_tokens), NULL},
     {T_EVAL, "text", KIND_PATH, 0, 0, 0, F(eval_text), NULL},
     {T_EVAL, "seqlen", KIND_INT, 2, 1 << 20, 0, F(eval_seqlen), NULL},

@@ -34,6 +34,10 @@
  *                  backend = "auto"                  "auto"|"cpu"|"cuda"|"onednn"
  *                  precision = "f32"                 "f32"|"bf16": what the GEMMs compute in (bf16: the
  *                                                    onednn backend on AVX512-BF16/AMX; linalg/backend.h)
+ *                  activations = "auto"              "auto"|"memory"|"disk": where the calibration activations
+ *                                                    live between passes (auto: in memory when the plan fits
+ *                                                    [resources] memory with them; the spill files are
+ *                                                    written at every layer boundary either way)
  *   [eval]         tokens = "..."                    optional table; if present, exactly one
  *                  text = "..."                      of tokens and text
  *                  seqlen = 2048                     int in [2, 2^20]; default: calibration seqlen
@@ -127,12 +131,17 @@ typedef struct sp_manifest {
     sp_dtype spill_dtype;   /* F32 (default) or BF16 */
     char *backend;          /* "auto" default */
     int precision;          /* enum sp_bk_prec (linalg/backend.h): SP_BK_PREC_F32 (default, 0) or SP_BK_PREC_BF16 */
+    int activations;        /* enum sp_activations: SP_ACT_AUTO (default, 0), SP_ACT_MEMORY or SP_ACT_DISK */
     int has_eval;
     char *eval_tokens;      /* with has_eval, exactly one of eval_tokens and eval_text */
     char *eval_text;
     int64_t eval_seqlen;    /* default calib_seqlen */
     int64_t eval_windows;   /* 0 = all */
 } sp_manifest;
+
+/* [resources] activations (docs/pipeline.md §5): the spills held in memory
+ * (io/base/spill.h, resident) or streamed from disk. */
+enum sp_activations { SP_ACT_AUTO = 0, SP_ACT_MEMORY = 1, SP_ACT_DISK = 2 };
 
 /* Parses and validates. Returns 0 or SP_EX_USAGE (64) / SP_EX_NOINPUT (66,
  * manifest file missing) / SP_EX_IOERR (74, read error). On failure *m is

@@ -1195,6 +1195,9 @@ int64_t sp_compute_plan_bytes(const job *j) {
     sp_bk_plan_in in = ws_plan(j);
     return total + sp_link_bytes(j) + sp_layer_buf_bytes(&j->m)          /* the link; one layer, float32 */
            + 2 * sp_spill_mem_bytes(j->shape.hidden, j->chunk_w * sp_job_window_rows(j), j->mf->spill_dtype) /* the spills' conversion buffers */
+           + (j->spill_resident ? 2 * sp_spill_resident_bytes(j->shape.tokens / j->shape.seqlen * sp_job_window_rows(j),
+                                                               j->shape.hidden, j->mf->spill_dtype)
+                                : 0) /* the spills held in memory ([resources] activations) */
            + j->bk->plan_bytes(j->bk, &in).host_bytes                            /* second moments, eigh, rotations */
            + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev) /* the forward pass */
            + ffn_bytes(j, 0);
@@ -1263,6 +1266,10 @@ static int alloc_state(cstate *c) {
     } else {
         SP_TRY(sp_spill_open(&c->sa, j->spill_a, rows, D, j->mf->spill_dtype, j->chunk_w * wr, 0));
         SP_TRY(sp_spill_open(&c->sb, j->spill_b, rows, D, j->mf->spill_dtype, j->chunk_w * wr, 0));
+    }
+    if (j->spill_resident) { /* a kept spill's bytes are read in */
+        SP_TRY(sp_spill_make_resident(c->sa));
+        SP_TRY(sp_spill_make_resident(c->sb));
     }
     return sp_layer_scratch_init(c->bk, j->m.arch, &j->m.dims, T, D, &c->scr);
 }

@@ -23,6 +23,7 @@
 
 #include "error.h"
 #include "job.h"
+#include "spill.h"
 
 #define SLOT_PAYLOAD_MAX ((int64_t)1 << 20) /* ring slots carry at most 1 MiB */
 #define STAGE_BYTES_MAX ((int64_t)8 << 20)  /* reader staging buffer */
@@ -108,6 +109,12 @@ static int64_t layer_raw_bytes(const job *j) {
     return best;
 }
 
+/* The two spills' bytes, were they held in memory. */
+static int64_t resident_bytes(const job *j) {
+    return 2 * sp_spill_resident_bytes(j->shape.tokens / j->shape.seqlen * sp_job_window_rows(j), j->shape.hidden,
+                                       j->mf->spill_dtype);
+}
+
 int64_t sp_plan_process_base_bytes(void) { return (SP_STAGE_COUNT + 1) * PROCESS_BASE_BYTES; }
 
 /* The supervisor hashes before it forks the stages (resume.c): every input
@@ -153,6 +160,23 @@ int sp_plan_memory(job *j) {
     j->chunk_w = avail / per_window;
     if (j->chunk_w > W) j->chunk_w = W;
     if (j->chunk_w < 1) j->chunk_w = 1;
+    /* [resources] activations: the two spills held in memory (spill.h,
+     * resident) where the whole plan fits the budget with them ("auto"), so
+     * the passes between boundaries touch no file; the files still get every
+     * boundary's rows, so a resume is the same either way. */
+    j->spill_resident = 0;
+    if (mf->activations != SP_ACT_DISK) {
+        const int64_t res = resident_bytes(j), over = sp_plan_total(j) + res - mf->memory_bytes;
+        /* auto also leaves a quarter of what the machine (or the cgroup)
+         * has free now: the budget may be larger than the machine. */
+        const int64_t now = sp_mem_available_bytes();
+        int room = now == INT64_MAX || sp_plan_total(j) + res <= now / 4 * 3;
+        if (over <= 0 && (room || mf->activations == SP_ACT_MEMORY)) j->spill_resident = 1;
+        else if (mf->activations == SP_ACT_MEMORY)
+            return sp_fail(SP_EX_USAGE, "%s: [resources] activations = \"memory\" holds %.1f MiB of activations, %.1f MiB "
+                                        "more than [resources] memory (%.1f MiB) leaves; raise memory, or use \"auto\" or \"disk\"",
+                           mf->path, res / 1048576.0, over / 1048576.0, mf->memory_bytes / 1048576.0);
+    }
     /* A backend with device memory: the device part must fit what is free. */
     int64_t free_dev = j->bk->device_bytes_free ? j->bk->device_bytes_free(j->bk) : -1;
     int64_t need = sp_compute_plan_device_bytes(j);
@@ -186,7 +210,7 @@ void sp_plan_print(const job *j, FILE *f) {
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
             "    them), reader staging %.1f MiB, the supervisor's hashing buffer %.1f MiB,\n"
             "    4 processes' baseline %.0f MiB%s\n"
-            "  disk: spill %.1f MiB (%s), output %.1f MiB\n",
+            "  disk: spill %.1f MiB (%s%s), output %.1f MiB\n",
             sp_path_shown(mf->model_path, b1), mf->output_path, j->m.arch->model_type, (long long)j->shape.hidden, (long long)j->plan.width[SP_POS_IN][0],
             mf->has_params ? "params" : "sparsity", mf->has_params ? mf->params : mf->sparsity, (long long)mf->round_to, (long long)j->shape.layers, sp_dtype_st_name(j->out_dtype),
             j->plan.about,
@@ -196,7 +220,9 @@ void sp_plan_print(const job *j, FILE *f) {
             (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) / 1048576.0,
             (long long)j->ring_slots, (long long)j->out_slots, j->ring_slot_bytes / 1024.0, j->stage_bytes / 1048576.0,
             sp_plan_hash_bytes(j) / 1048576.0, sp_plan_process_base_bytes() / 1048576.0, backend_note, spill_bytes / 1048576.0,
-            mf->spill_dtype == SP_DTYPE_BF16 ? "bf16" : "f32", output_bytes(j) / 1048576.0);
+            mf->spill_dtype == SP_DTYPE_BF16 ? "bf16" : "f32",
+            j->spill_resident ? "; held in memory too, in the compute plan, and written at each layer boundary" : "; streamed",
+            output_bytes(j) / 1048576.0);
     sp_params pd, po;
     sp_params_dense(&j->m, &pd);
     sp_params_plan(&j->m, &j->plan, &po);
