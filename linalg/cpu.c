@@ -478,6 +478,24 @@ typedef struct att_ctx {
     float scale;
 } att_ctx;
 
+/* max(x[0..n)) as the loop m = x[0]; m = x[j] > m ? x[j] : m gives it, in
+ * MAX_LANES lanes that the compiler vectorizes (the loop above is one
+ * dependency chain). The maximum is exact, so only which of +0 and -0 comes
+ * back can differ, and x − m, then expf, gives the same bits for either. A
+ * NaN is never taken, as in the loop; only a NaN x[0] comes back. */
+#define MAX_LANES 16
+static float row_max(const float *x, int64_t n) {
+    float lane[MAX_LANES];
+    for (int l = 0; l < MAX_LANES; l++) lane[l] = x[0];
+    int64_t j = 1;
+    for (; j + MAX_LANES <= n; j += MAX_LANES)
+        for (int l = 0; l < MAX_LANES; l++) lane[l] = x[j + l] > lane[l] ? x[j + l] : lane[l];
+    float m = lane[0];
+    for (int l = 1; l < MAX_LANES; l++) m = lane[l] > m ? lane[l] : m;
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
 /* Softmax of score rows [a, b) of the group (row h·nr + i is head h0 + h,
  * query position a0 + i), masked to keys [first, last]: sp_fwd_attn's row
  * loop. */
@@ -488,8 +506,7 @@ static void softmax_rows(const att_ctx *c, int64_t a, int64_t b) {
         float *row = c->att + x * nk;
         int64_t last = a0 + i - k0; /* causal: keys k0 + first .. k0 + last */
         int64_t first = window > 0 && a0 + i - window + 1 > k0 ? a0 + i - window + 1 - k0 : 0;
-        float m = row[first];
-        for (int64_t j = first + 1; j <= last; j++) m = row[j] > m ? row[j] : m;
+        float m = row_max(row + first, last - first + 1);
         /* below -87, expf underflows (slow errno path in glibc) to under
          * FLT_MIN: a zero weight is exact to float precision. expf's bits,
          * vectorized (cpu_exp.c); the sum stays in key order. */
