@@ -83,7 +83,7 @@ int sp_spill_make_resident(sp_spill *s) {
     if (s->img) return 0;
     const int64_t want = sp_spill_resident_bytes(s->rows, s->D, s->dtype);
     struct stat st;
-    if (fstat(s->fd, &st) != 0) return sp_fail(SP_EX_IOERR, "%s: %s", s->path, strerror(errno));
+    if (fstat(s->fd, &st) != 0) return sp_fail_errno(SP_EX_IOERR, "%s: fstat", s->path);
     /* Zeroed, as the file's holes read: a row never written reads as zeros
      * in both. */
     void *p;
