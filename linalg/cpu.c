@@ -478,11 +478,12 @@ typedef struct att_ctx {
     float scale;
 } att_ctx;
 
-/* max(x[0..n)) as the loop m = x[0]; m = x[j] > m ? x[j] : m gives it, in
- * MAX_LANES lanes that the compiler vectorizes (the loop above is one
- * dependency chain). The maximum is exact, so only which of +0 and -0 comes
- * back can differ, and x − m, then expf, gives the same bits for either. A
- * NaN is never taken, as in the loop; only a NaN x[0] comes back. */
+/* max(x[0..n)) as the loop m = x[0]; m = x[j] > m ? x[j] : m gives it, but
+ * in MAX_LANES independent lanes reduced at the end, where the loop is one
+ * dependency chain. The maximum is exact, so only which of +0 and -0 comes
+ * back can differ, and x − m, then exp (the softmax, the NLL), gives the
+ * same bits for either. A NaN is never taken, as in the loop; only a NaN
+ * x[0] comes back. */
 #define MAX_LANES 16
 static float row_max(const float *x, int64_t n) {
     float lane[MAX_LANES];
@@ -649,8 +650,7 @@ static void nll_rows(void *p, int64_t a, int64_t b) {
     nll_ctx *c = p;
     for (int64_t i = a; i < b; i++) {
         const float *row = c->logits + (c->t0 + i) * c->V;
-        float m = row[0];
-        for (int64_t j = 1; j < c->V; j++) m = row[j] > m ? row[j] : m;
+        float m = row_max(row, c->V);
         double se = 0.0;
         for (int64_t j = 0; j < c->V; j++) se += exp((double)row[j] - (double)m);
         c->m[i] = m;

@@ -65,8 +65,9 @@ int64_t sp_peak_rss_bytes(void);
  * that have no budget of their own to refuse against. */
 int64_t sp_mem_limit_bytes(void);
 /* Memory this process could take now without pushing anything out:
- * MemAvailable (/proc/meminfo), or less when its cgroup (v2) has less left
- * below memory.max, or sp_mem_limit_bytes is lower. INT64_MAX when none of
+ * MemAvailable (/proc/meminfo), or less when its memory cgroup has less left
+ * below its limit (v2 memory.max, v1 memory.limit_in_bytes), or
+ * sp_mem_limit_bytes is lower. INT64_MAX when none of
  * them can be read. For optional uses of memory that only speed things up. */
 int64_t sp_mem_available_bytes(void);
 

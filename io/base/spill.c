@@ -77,11 +77,9 @@ int sp_spill_sync(sp_spill *s) {
     return sp_io_fsync(s->fd, s->path);
 }
 
-int64_t sp_spill_resident_bytes(int64_t rows, int64_t D, sp_dtype dtype) { return rows * D * sp_dtype_size(dtype); }
-
 int sp_spill_make_resident(sp_spill *s) {
     if (s->img) return 0;
-    const int64_t want = sp_spill_resident_bytes(s->rows, s->D, s->dtype);
+    const int64_t want = s->rows * s->D * s->esize;
     struct stat st;
     if (fstat(s->fd, &st) != 0) return sp_fail_errno(SP_EX_IOERR, "%s: fstat", s->path);
     /* Zeroed, as the file's holes read: a row never written reads as zeros
@@ -155,38 +153,33 @@ void sp_spill_free(sp_spill *s, int remove_file) {
     free(s);
 }
 
+/* Rows of width `width` (packed) into dst as the file stores them: in dtype,
+ * each in a slot of D elements, the rest of the slot zero. */
+static void pack_rows(const sp_spill *s, const float *src, int64_t n, int64_t width, unsigned char *dst) {
+    for (int64_t r = 0; r < n; r++) {
+        sp_convert_from_f32(s->dtype, src + r * width, width, dst + r * s->D * s->esize);
+        if (width < s->D) memset(dst + (r * s->D + width) * s->esize, 0, (size_t)((s->D - width) * s->esize));
+    }
+}
+
 int sp_spill_write(sp_spill *s, int64_t row0, int64_t n, int64_t width, const float *src) {
     SP_ASSERT(row0 >= 0 && n >= 0 && n <= s->max_rows && row0 + n <= s->rows && width <= s->D);
-    if (s->img) { /* into memory, as the file would get them; the file at the next sync */
-        unsigned char *d = s->img + row0 * s->D * s->esize;
-        if (s->dtype == SP_DTYPE_F32 && width == s->D) {
-            if ((const void *)src != (void *)d) memcpy(d, src, (size_t)(n * s->D * 4)); /* else filled in place (sp_spill_rows) */
-        } else {
-            for (int64_t r = 0; r < n; r++) {
-                sp_convert_from_f32(s->dtype, src + r * width, width, d + r * s->D * s->esize);
-                if (width < s->D) memset(d + (r * s->D + width) * s->esize, 0, (size_t)((s->D - width) * s->esize));
-            }
-        }
-        if (s->xs) XXH3_128bits_update(s->xs, d, (size_t)(n * s->D * s->esize));
+    const int64_t bytes = n * s->D * s->esize;
+    /* Resident: into memory, as the file would get them (the file at the next
+     * sync). On disk: full-width float32 rows as they are, others through
+     * the conversion buffer. */
+    unsigned char *d = s->img ? s->img + row0 * s->D * s->esize : s->buf;
+    const void *bytes_at = d;
+    if (s->dtype != SP_DTYPE_F32 || width < s->D) pack_rows(s, src, n, width, d);
+    else if (!s->img) bytes_at = src;
+    else if ((const void *)src != (void *)d) memcpy(d, src, (size_t)bytes); /* else filled in place (sp_spill_rows) */
+    if (s->img) {
         mark_dirty(s, row0, n);
-        return 0;
-    }
-    if (s->dtype == SP_DTYPE_F32 && width == s->D) { /* the rows as they are: no staging copy */
-        int64_t bytes = n * s->D * 4;
-        SP_TRY(sp_io_pwrite_full(s->fd, src, bytes, row0 * s->D * 4, s->path));
-        if (s->xs) XXH3_128bits_update(s->xs, src, (size_t)bytes);
+    } else {
+        SP_TRY(sp_io_pwrite_full(s->fd, bytes_at, bytes, row0 * s->D * s->esize, s->path));
         s->written += bytes;
-        return 0;
     }
-    unsigned char *b = s->buf;
-    for (int64_t r = 0; r < n; r++) {
-        sp_convert_from_f32(s->dtype, src + r * width, width, b + r * s->D * s->esize);
-        if (width < s->D) memset(b + (r * s->D + width) * s->esize, 0, (size_t)((s->D - width) * s->esize));
-    }
-    int64_t bytes = n * s->D * s->esize;
-    SP_TRY(sp_io_pwrite_full(s->fd, s->buf, bytes, row0 * s->D * s->esize, s->path));
-    if (s->xs) XXH3_128bits_update(s->xs, s->buf, (size_t)bytes);
-    s->written += bytes;
+    if (s->xs) XXH3_128bits_update(s->xs, bytes_at, (size_t)bytes);
     return 0;
 }
 

@@ -14,7 +14,7 @@
  * (sp_spill_mem_bytes).
  *
  * Resident (sp_spill_make_resident): the whole file's bytes are also held in
- * memory (sp_spill_resident_bytes). Writes then go to memory only and reads
+ * memory (rows × D elements). Writes then go to memory only and reads
  * come from it; sp_spill_sync writes the rows written since the last sync to
  * the file, then fsyncs, so at every sync the file holds the bytes a spill on
  * disk would. The hash, the conversions and the non-finite checks are the
@@ -65,7 +65,6 @@ float *sp_spill_rows(sp_spill *s, int64_t row0, int64_t n, int64_t width);
  * bytes are read in first (a resume's kept spill). Returns 0, 70 (out of
  * memory), 74. */
 int sp_spill_make_resident(sp_spill *s);
-int64_t sp_spill_resident_bytes(int64_t rows, int64_t D, sp_dtype dtype);
 
 /* Bytes sp_spill_open allocates: one conversion buffer of max_rows × D. */
 int64_t sp_spill_mem_bytes(int64_t D, int64_t max_rows, sp_dtype dtype);

@@ -146,6 +146,14 @@ typedef struct job {
  * model's (docs/algorithm.md §14). */
 static inline int64_t sp_job_window_rows(const job *j) { return j->plan.refit ? 2 * j->shape.seqlen : j->shape.seqlen; }
 
+/* Rows of each spill file: every calibration window's. */
+static inline int64_t sp_job_spill_rows(const job *j) { return j->shape.tokens / j->shape.seqlen * sp_job_window_rows(j); }
+
+/* Bytes of the two spill files, on disk or, resident, in memory. */
+static inline int64_t sp_job_spills_bytes(const job *j) {
+    return 2 * sp_job_spill_rows(j) * j->shape.hidden * sp_dtype_size(j->mf->spill_dtype);
+}
+
 /* The supervisor's SIGINT/SIGTERM (slice.c installs the handler): while the
  * stages run (sp_stages_in_progress), the handler only records the signal and
  * sp_stages_run stops the stages and returns 75 (the job is resumable);

@@ -1195,9 +1195,7 @@ int64_t sp_compute_plan_bytes(const job *j) {
     sp_bk_plan_in in = ws_plan(j);
     return total + sp_link_bytes(j) + sp_layer_buf_bytes(&j->m)          /* the link; one layer, float32 */
            + 2 * sp_spill_mem_bytes(j->shape.hidden, j->chunk_w * sp_job_window_rows(j), j->mf->spill_dtype) /* the spills' conversion buffers */
-           + (j->spill_resident ? 2 * sp_spill_resident_bytes(j->shape.tokens / j->shape.seqlen * sp_job_window_rows(j),
-                                                               j->shape.hidden, j->mf->spill_dtype)
-                                : 0) /* the spills held in memory ([resources] activations) */
+           + (j->spill_resident ? sp_job_spills_bytes(j) : 0) /* the spills held in memory ([resources] activations) */
            + j->bk->plan_bytes(j->bk, &in).host_bytes                            /* second moments, eigh, rotations */
            + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev) /* the forward pass */
            + ffn_bytes(j, 0);
@@ -1219,7 +1217,7 @@ int64_t sp_compute_plan_device_bytes(const job *j) {
 static int alloc_state(cstate *c) {
     job *j = c->j;
     const int64_t D = j->shape.hidden, T = j->shape.seqlen, wr = sp_job_window_rows(j);
-    const int64_t rows = j->shape.tokens / T * wr; /* the spills' rows: refit keeps the dense stream beside */
+    const int64_t rows = sp_job_spill_rows(j); /* refit keeps the dense stream beside */
     buf_spec a[N_BUFS];
     const int n = buf_specs(j, a);
     const int shared = c->bk->host_shared;

@@ -23,7 +23,6 @@
 
 #include "error.h"
 #include "job.h"
-#include "spill.h"
 
 #define SLOT_PAYLOAD_MAX ((int64_t)1 << 20) /* ring slots carry at most 1 MiB */
 #define STAGE_BYTES_MAX ((int64_t)8 << 20)  /* reader staging buffer */
@@ -109,12 +108,6 @@ static int64_t layer_raw_bytes(const job *j) {
     return best;
 }
 
-/* The two spills' bytes, were they held in memory. */
-static int64_t resident_bytes(const job *j) {
-    return 2 * sp_spill_resident_bytes(j->shape.tokens / j->shape.seqlen * sp_job_window_rows(j), j->shape.hidden,
-                                       j->mf->spill_dtype);
-}
-
 int64_t sp_plan_process_base_bytes(void) { return (SP_STAGE_COUNT + 1) * PROCESS_BASE_BYTES; }
 
 /* The supervisor hashes before it forks the stages (resume.c): every input
@@ -166,11 +159,11 @@ int sp_plan_memory(job *j) {
      * boundary's rows, so a resume is the same either way. */
     j->spill_resident = 0;
     if (mf->activations != SP_ACT_DISK) {
-        const int64_t res = resident_bytes(j), over = sp_plan_total(j) + res - mf->memory_bytes;
+        const int64_t res = sp_job_spills_bytes(j), with = sp_plan_total(j) + res, over = with - mf->memory_bytes;
         /* auto also leaves a quarter of what the machine (or the cgroup)
          * has free now: the budget may be larger than the machine. */
         const int64_t now = sp_mem_available_bytes();
-        int room = now == INT64_MAX || sp_plan_total(j) + res <= now / 4 * 3;
+        int room = now == INT64_MAX || with <= now / 4 * 3;
         if (over <= 0 && (room || mf->activations == SP_ACT_MEMORY)) j->spill_resident = 1;
         else if (mf->activations == SP_ACT_MEMORY)
             return sp_fail(SP_EX_USAGE, "%s: [resources] activations = \"memory\" holds %.1f MiB of activations, %.1f MiB "
@@ -197,8 +190,7 @@ static int64_t output_bytes(const job *j) {
 void sp_plan_print(const job *j, FILE *f) {
     const sp_manifest *mf = j->mf;
     char b1[4096];
-    int64_t plan = sp_plan_total(j), spill_bytes = 2 * (j->shape.tokens / j->shape.seqlen) * sp_job_window_rows(j) * j->shape.hidden *
-                                                     sp_dtype_size(mf->spill_dtype);
+    int64_t plan = sp_plan_total(j), spill_bytes = sp_job_spills_bytes(j);
     char backend_note[96] = "";
     if (j->bk->process_bytes > 0)
         snprintf(backend_note, sizeof backend_note, ", backend %s's code and caches %.0f MiB", j->bk->name,
