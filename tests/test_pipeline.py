@@ -166,6 +166,30 @@ def main():
           and shard_bytes(os.path.join(work, "act-x")) == shard_bytes(os.path.join(work, "r0")),
           f"killed with its activations in memory (exit {r.returncode}), resumed streaming them from disk "
           f"(exit {r2.returncode}): byte-identical" + ("" if r2.returncode == 0 else f" ({r2.stderr.strip()[-200:]})"))
+    # With the activations in memory a layer's boundary is written and sent
+    # from behind, on a thread of its own, while the next layer computes;
+    # its commit point is on that thread. Killed there, twice, the job
+    # resumes to the same bytes; the time behind the math is reported
+    # apart from the phases, and only in memory.
+    mf = manifest(work, "act-b", 32, "512MiB", 'activations = "memory"')
+    codes = []
+    for at in ("compute:2", "compute:2"):
+        r = subprocess.run([sp, "run", mf, "--quiet"], capture_output=True, text=True, env=dict(os.environ, SLICEPIPE_KILL_AT=at))
+        codes.append(r.returncode)
+    r2 = subprocess.run([sp, "run", mf], capture_output=True, text=True)
+    check(ok0 and all(c != 0 for c in codes) and r2.returncode == 0 and "resuming after a layer" in r2.stderr
+          and shard_bytes(os.path.join(work, "act-b")) == shard_bytes(os.path.join(work, "r0")),
+          f"killed at compute:2, twice, with its boundaries sent from behind (exits {codes}), resumed "
+          f"(exit {r2.returncode}): byte-identical" + ("" if r2.returncode == 0 else f" ({r2.stderr.strip()[-200:]})"))
+    behind = {}
+    for mode in ("memory", "disk"):
+        try:
+            sj = json.load(open(os.path.join(work, "act-b" if mode == "memory" else "act-disk", "slicing.json")))
+            behind[mode] = sj["stages"]["boundaries_behind_seconds"]
+        except (OSError, ValueError, KeyError):
+            behind[mode] = None
+    check(behind["memory"] is not None and behind["memory"] > 0 and behind["disk"] == 0,
+          f"slicing.json's boundaries_behind_seconds: {behind['memory']} in memory, {behind['disk']} on disk (> 0 and 0)")
     r = subprocess.run([sp, "run", manifest(work, "act-small", 32, "100MB", 'activations = "memory"'), "--dry-run"],
                        capture_output=True, text=True)
     check(r.returncode == 64 and "activations = \"memory\"" in r.stderr and "raise memory" in r.stderr,

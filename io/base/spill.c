@@ -114,6 +114,16 @@ const char *sp_spill_path(const sp_spill *s) { return s->path; }
 
 int sp_spill_hash_file(const char *path, char hex[33]) { return sp_io_xxh128_range(path, 0, -1, hex); }
 
+int sp_spill_hash_all(sp_spill *s, char hex[33]) {
+    if (!s->img) {
+        SP_TRY(sp_spill_sync(s));
+        return sp_spill_hash_file(s->path, hex);
+    }
+    XXH128_hash_t h = XXH3_128bits(s->img, (size_t)(s->rows * s->D * s->esize));
+    sp_hex128(h.high64, h.low64, hex);
+    return 0;
+}
+
 int sp_spill_open(sp_spill **out, const char *path, int64_t rows, int64_t D, sp_dtype dtype, int64_t max_rows, int keep) {
     *out = NULL;
     SP_ASSERT(dtype == SP_DTYPE_F32 || dtype == SP_DTYPE_BF16);

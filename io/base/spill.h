@@ -42,6 +42,9 @@ void sp_spill_hash_begin(sp_spill *s);
 void sp_spill_hash_end(sp_spill *s, char hex[33]);
 /* XXH3-128 of a whole spill file, read in bounded chunks. */
 int sp_spill_hash_file(const char *path, char hex[33]);
+/* XXH3-128 of the whole spill as its file holds it after the next sync:
+ * hashed in memory when resident, else sp_spill_hash_file after a sync. */
+int sp_spill_hash_all(sp_spill *s, char hex[33]);
 int sp_spill_sync(sp_spill *s);
 const char *sp_spill_path(const sp_spill *s);
 void sp_spill_free(sp_spill *s, int remove_file);

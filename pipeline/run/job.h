@@ -59,6 +59,7 @@ typedef struct sp_stage_stat {
     _Atomic int32_t phase;                /* compute: enum sp_phase */
     _Atomic int32_t done;                 /* 1 once the stage finished */
     _Atomic int64_t prof_ns[SP_PROF_COUNT]; /* compute: time per phase (wait: rings and the journal) */
+    _Atomic int64_t behind_ns;            /* compute: boundaries sent from behind, on their own thread (not in prof_ns) */
     int32_t rc;                           /* exit status */
     char err[1024];                       /* the message when rc != 0 */
 } sp_stage_stat;

@@ -237,7 +237,8 @@ int sp_report_json(const sp_report *r, char **text_out, int64_t *len_out) {
         cJSON *sup = ok ? cJSON_CreateObject() : NULL;
         ok = ok && jadd(st, "supervisor", sup) && jadd(sup, "peak_rss_bytes", jint(r->supervisor_rss_bytes, 1)) &&
              jadd(st, "peak_rss_sum_bytes", jint(sum, 1)) && jadd(st, "wall_seconds", jnum(r->pipeline_seconds)) &&
-             jadd(st, "memory_plan_bytes", jint(r->memory_plan_bytes, 1));
+             jadd(st, "memory_plan_bytes", jint(r->memory_plan_bytes, 1)) &&
+             jadd(st, "boundaries_behind_seconds", jnum(r->behind_seconds));
         cJSON *ph = ok ? cJSON_CreateObject() : NULL;
         ok = ok && jadd(st, "compute_phases", ph);
         for (int i = 0; ok && i < r->n_phases; i++) ok = jadd(ph, r->phases[i].name, jnum(r->phases[i].seconds));
@@ -750,6 +751,7 @@ int sp_report_write_run(const struct sp_manifest *mf, const struct sp_model *m, 
         r.supervisor_rss_bytes = pipeline->supervisor_rss_bytes, r.pipeline_seconds = pipeline->pipeline_seconds;
         r.memory_plan_bytes = pipeline->memory_plan_bytes;
         r.phases = pipeline->phases, r.n_phases = pipeline->n_phases;
+        r.behind_seconds = pipeline->behind_seconds;
     }
     int rc = sp_report_write(&r, mf->output_path);
     free(layers);

@@ -82,6 +82,7 @@ typedef struct sp_report {
     int64_t memory_plan_bytes;           /* with stages: the plan summed RSS is held to */
     const sp_report_timing *phases;      /* (n_phases) where the compute stage's time went */
     int n_phases;
+    double behind_seconds;               /* with stages: boundaries' file I/O on their own thread, meanwhile (not a phase) */
 } sp_report;
 
 /* sum(eig[0..d)) / sum(eig[0..n)), with compensated summation. NAN if eig is

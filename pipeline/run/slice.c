@@ -222,7 +222,8 @@ static int write_report(const job *j, const sp_eval_result *dense, const sp_eval
     for (int p = 0; p < SP_PROF_COUNT; p++)
         ph[p] = (sp_report_timing){sp_prof_names[p], (double)j->sh->st[SP_STAGE_COMPUTE].prof_ns[p] / 1e9};
     sp_report pipe = {.stages = st, .n_stages = SP_STAGE_COUNT, .supervisor_rss_bytes = sup_rss, .pipeline_seconds = t_slice,
-                      .memory_plan_bytes = sp_plan_total(j), .phases = ph, .n_phases = SP_PROF_COUNT};
+                      .memory_plan_bytes = sp_plan_total(j), .phases = ph, .n_phases = SP_PROF_COUNT,
+                      .behind_seconds = (double)j->sh->st[SP_STAGE_COMPUTE].behind_ns / 1e9};
     return sp_report_write_run(j->mf, &j->m, &j->plan, j->evals, dense, sliced, t_slice, params_after,
                                bytes_after, rss, &pipe, j->n_pca);
 }
@@ -244,6 +245,8 @@ static void print_stages(const job *j, FILE *f) {
     for (int p = 0; p < SP_PROF_COUNT; p++)
         fprintf(f, " %s %.2fs (%.0f%%)%s", sp_prof_names[p], (double)c->prof_ns[p] / 1e9,
                 total > 0 ? 100.0 * (double)c->prof_ns[p] / 1e9 / total : 0.0, p + 1 < SP_PROF_COUNT ? "," : "\n");
+    if (c->behind_ns > 0) /* not a phase: the math ran meanwhile; what it waited for them is spill_io */
+        fprintf(f, "  boundaries written behind the math: %.2f s, on their own thread\n", (double)c->behind_ns / 1e9);
 }
 
 int sp_slice_run(const sp_manifest *mf, const sp_run_opts *o) {

@@ -277,20 +277,22 @@ static void block_window(cstate *c, const float *x, float *y) { /* a parallel bl
 }
 
 /* Boundary `layer` (stage_link.h): the basis in host memory (Q, or after a
- * survey layer the running sum G) and the next input (spill A). */
-static int commit(cstate *c, int64_t layer, int survey, const char spill_hash[33]) {
+ * survey layer the running sum G) and the next input (spill A); `behind`:
+ * sent from behind (sp_link_boundary). */
+static int commit(cstate *c, int64_t layer, int survey, const char spill_hash[33], int behind) {
     const int64_t D = c->j->shape.hidden;
     const double *qh = survey ? c->G : sp_bk_fetch(c->bk, c->Qh, c->Q, D * D * 8);
-    return sp_link_boundary(&c->io, layer, survey, qh, c->sa, spill_hash);
+    return sp_link_boundary(&c->io, layer, survey, qh, c->sa, spill_hash, behind);
 }
 
 /* The end of a layer that wrote its output to spill B: B becomes the next
- * layer's input A, and boundary l is committed with B's hash. */
-static int next_layer(cstate *c, int64_t l, const char spill_hash[33]) {
+ * layer's input A, and boundary l is committed with B's hash (from behind:
+ * see slice_layer). */
+static int next_layer(cstate *c, int64_t l, const char spill_hash[33], int behind) {
     sp_spill *s = c->sa;
     c->sa = c->sb;
     c->sb = s;
-    return commit(c, l, 0, spill_hash);
+    return commit(c, l, 0, spill_hash, behind);
 }
 
 /* Each row of X (rows, n) minus its mean (LayerNorm families: an embedding
@@ -609,7 +611,7 @@ static int stock_layer(cstate *c, int64_t l) {
         sp_spill_hash_end(c->sb, spill_hash);
         phase(c, l, SP_PHASE_WRITE);
         SP_TRY(emit_kept(c, &x, l, -1));
-        return next_layer(c, l, spill_hash);
+        return next_layer(c, l, spill_hash, 0);
     }
     layer_ctx x = {.basis = {c->Q, c->Q, c->Q}};
     sp_plan_layer_widths(j, l, x.width);
@@ -650,7 +652,7 @@ static int stock_layer(cstate *c, int64_t l) {
         rotate_phase(c, &x, 2, &cut);
         SP_TRY(emit_kept(c, &x, l, 2));
     }
-    return next_layer(c, l, spill_hash);
+    return next_layer(c, l, spill_hash, 0);
 }
 
 static int slice_layer(cstate *c, int64_t l) {
@@ -662,19 +664,26 @@ static int slice_layer(cstate *c, int64_t l) {
     sp_plan_layer_widths(j, l, x.width);
     SP_TRY(load_layer(c, l, j->layer_read0[l], SP_PHASE_READ));
 
-    /* 2.1 readers of the layer input: fuse γ, rotate by Q[:, :d_in]. */
+    /* 2.1 readers of the layer input: fuse γ, rotate by Q[:, :d_in]. With
+     * the spills resident, boundary l − 1 may still be in flight
+     * (sp_link_boundary's behind): these go out after the first pass, whose
+     * writes to B stay in memory, so that its files are written meanwhile. */
     phase(c, l, SP_PHASE_WRITE);
-    SP_TRY(emit_phase(c, &x, l, 0));
+    rotate_phase(c, &x, 0, &j->m.cfg);
     enum sp_arch_pos pcas[2];
     const int np = sp_arch_pca_positions(a, pcas);
     if (!j->plan.layer_pcas) { /* one basis (the survey's): nothing to measure, every position is Q */
+        SP_TRY(emit_kept(c, &x, l, 0));
         for (int k = 0; k < np; k++) SP_TRY(emit_phase(c, &x, l, 1 + k));
         SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0)); /* the basis file boundary l - 2 named */
-        return commit(c, l, 0, c->survey_hash);
+        return commit(c, l, 0, c->survey_hash, 0);
     }
 
-    /* B is the file boundary l - 2 named: boundary l - 1 must be journaled. */
-    SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0));
+    /* B is the file boundary l - 2 named: boundary l - 1 must be journaled
+     * before B's file is written. On disk that is the first pass; resident,
+     * B's sync at boundary l, whose thread waits for it. */
+    const int behind = j->spill_resident;
+    if (!behind) SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0));
     enum sp_arch_pos from = SP_POS_IN;
     char spill_hash[33];
     for (int k = 0; k < np; k++) {
@@ -690,6 +699,10 @@ static int slice_layer(cstate *c, int64_t l) {
         SP_TRY(pass(c, k == 0 ? c->sa : c->sb, c->sb, par ? block_window : attn ? attn_window : mlp_window, l,
                     par ? "block" : attn ? "attention-block" : "MLP-block"));
         if (last) sp_spill_hash_end(c->sb, spill_hash);
+        if (k == 0) { /* 2.1's tensors; boundary l − 1 settles first, before any basis changes */
+            phase(c, l, SP_PHASE_WRITE);
+            SP_TRY(emit_kept(c, &x, l, 0));
+        }
         phase(c, l, SP_PHASE_PCA);
         SP_TRY(pca(c, x.basis[to], 1 + np * (int)l + k, par ? "block-output" : attn ? "attention-output" : "MLP-output", l));
         /* 2.3 / 2.5 the writers into `to`, the shortcut into it, its readers. */
@@ -701,7 +714,7 @@ static int slice_layer(cstate *c, int64_t l) {
     double *t = c->Q;
     c->Q = c->Qn;
     c->Qn = t;
-    return next_layer(c, l, spill_hash);
+    return next_layer(c, l, spill_hash, behind);
 }
 
 /* ---- refit = true (docs/algorithm.md §14) ----
@@ -905,7 +918,7 @@ static int refit_layer(cstate *c, int64_t l) {
     double *t = c->Q;
     c->Q = c->Qn;
     c->Qn = t;
-    return next_layer(c, l, spill_hash);
+    return next_layer(c, l, spill_hash, 0);
 }
 
 /* basis = "global" (docs/algorithm.md §10), between the gather of X₀ (spill
@@ -938,7 +951,7 @@ static int survey(cstate *c, int64_t from) {
         sp_spill *t = c->sa;
         c->sa = c->sb;
         c->sb = t;
-        SP_TRY(commit(c, l, 1, c->survey_hash));
+        SP_TRY(commit(c, l, 1, c->survey_hash, 0));
     }
     c->dense_pass = 0;
     phase(c, j->shape.layers - 1, SP_PHASE_SURVEY);
@@ -1054,13 +1067,14 @@ static int slice_embed(cstate *c, int64_t survey_from) {
         SP_TRY(sp_link_emit(&c->io, c->eb, nr * d0));
     }
     if (P) sp_link_emit_end(&c->io);
-    if (survey_basis) return commit(c, -1, 0, c->survey_hash);
+    if (survey_basis) return commit(c, -1, 0, c->survey_hash, 0);
     char spill_hash[33];
     int64_t t0 = sp_now_ns();
-    SP_TRY(sp_spill_sync(c->sa));
-    SP_TRY(sp_spill_hash_file(sp_spill_path(c->sa), spill_hash)); /* the gather wrote A out of order */
+    SP_TRY(sp_spill_hash_all(c->sa, spill_hash)); /* the gather wrote A out of order */
     prof(c, SP_PROF_SPILL, &t0);
-    return commit(c, -1, 0, spill_hash);
+    /* From behind where slice_layer comes next (it settles the boundary
+     * before any basis changes), as its own boundaries are. */
+    return commit(c, -1, 0, spill_hash, j->spill_resident && !j->plan.prune_ffn && !j->plan.refit);
 }
 
 /* 3. W_head ← (W_head·diag γ_final)·Q, and its bias: the head's own plus
@@ -1097,7 +1111,7 @@ static int slice_head(cstate *c) {
     if (sp_output_head_bias(j)) SP_TRY(sp_link_emit_all(&c->io, c->hb, V));
     SP_TRY(sp_link_wait_journaled(&c->io, j->shape.layers - 1, 0)); /* its basis file is the one boundary L - 2 named */
     static const char no_spill[33] = {0};
-    return commit(c, j->shape.layers, 0, no_spill); /* the head is journaled too */
+    return commit(c, j->shape.layers, 0, no_spill, 0); /* the head is journaled too */
 }
 
 /* hold_bytes: what a layer pass's sgemms read as B while stream_layer holds
@@ -1305,9 +1319,9 @@ int sp_stage_compute(job *j) {
     if (!rc) rc = slice_head(c);
     if (!rc) {
         phase(c, j->shape.layers - 1, SP_PHASE_DONE);
-        sp_link_finish(&c->io);
+        rc = sp_link_finish(&c->io);
     }
+    sp_link_free(&c->io); /* first: a boundary still in flight uses a spill */
     free_state(c);
-    sp_link_free(&c->io);
     return rc;
 }

@@ -29,12 +29,16 @@ int sp_link_init(sp_link *k, job *j) {
     return sp_alloc(&k->obuf, j->ob_elems, 4, "output conversion");
 }
 
-void sp_link_finish(sp_link *k) {
+int sp_link_finish(sp_link *k) {
+    SP_TRY(sp_link_settle(k));
     sp_ring_close_write(k->j->oring);
     sp_ring_close_read(k->j->wring);
+    return 0;
 }
 
 void sp_link_free(sp_link *k) {
+    if (k->bg.on) pthread_join(k->bg.th, NULL); /* an error stopped the math: its status no longer matters */
+    k->bg.on = 0;
     free(k->msg);
     free(k->obuf);
     k->msg = NULL;
@@ -89,6 +93,7 @@ int sp_link_pull_whole(sp_link *k, int idx, float *dst) { return sp_link_pull(k,
  * output dtype (F16 overflows past 65504; NaN/Inf from the math) is refused
  * (65) naming the tensor, never written. */
 int sp_link_emit(sp_link *k, const float *src, int64_t n) {
+    SP_TRY(sp_link_settle(k)); /* a boundary in flight goes out before the tensors after it */
     job *j = k->j;
     const int es = sp_dtype_size(j->out_dtype);
     for (int64_t done = 0; n > 0;) {
@@ -128,21 +133,75 @@ int sp_link_emit_all(sp_link *k, const float *src, int64_t n) {
     return 0;
 }
 
-/* Waits until the writer has journaled boundary `layer`. Compute calls it
- * before it overwrites a spill or basis file that the boundary before that
- * one names: from then on the journal no longer points at it. (The files
- * alternate, so without this wait a writer two boundaries behind would leave
- * the last journaled boundary naming a file compute is rewriting.) */
-int sp_link_wait_journaled(sp_link *k, int64_t layer, int survey) {
-    int64_t t0 = sp_now_ns();
+static int wait_journaled(sp_link *k, int64_t layer, int survey) {
     _Atomic int64_t *at = survey ? &k->j->sh->journaled_survey : &k->j->sh->journaled_layer;
     while (atomic_load(at) < layer) {
         if (getppid() == 1) return sp_fail(SP_EX_SOFTWARE, "the supervisor is gone");
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
+    return 0;
+}
+
+/* Waits until the writer has journaled boundary `layer`. Compute calls it
+ * before it overwrites a spill or basis file that the boundary before that
+ * one names: from then on the journal no longer points at it. (The files
+ * alternate, so without this wait a writer two boundaries behind would leave
+ * the last journaled boundary naming a file compute is rewriting.) */
+int sp_link_wait_journaled(sp_link *k, int64_t layer, int survey) {
+    SP_TRY(sp_link_settle(k)); /* a boundary in flight is sent before it can be journaled */
+    int64_t t0 = sp_now_ns();
+    SP_TRY(wait_journaled(k, layer, survey));
     sp_prof_add(k->st, SP_PROF_WAIT, &t0);
     return 0;
+}
+
+/* The boundary's durability: the basis into basis file bi, fsynced, then
+ * the spill's sync. */
+static int boundary_files(sp_link *k, int bi, const double *basis, sp_spill *spill) {
+    const job *j = k->j;
+    const int64_t D = j->shape.hidden;
+    const char *bp = j->basis_path[bi];
+    int fd;
+    SP_TRY(sp_io_create(bp, 0600, &fd)); /* never through a planted link */
+    int rc = sp_io_write_full(fd, basis, D * D * 8, bp);
+    if (!rc) rc = sp_io_fsync(fd, bp);
+    close(fd);
+    SP_TRY(rc);
+    return sp_spill_sync(spill);
+}
+
+static int boundary_send(sp_link *k, int64_t layer, int64_t len) {
+    sp_ring_msg msg = {.type = SP_MSG_BOUNDARY, .id = (uint64_t)(layer + 1), .total_bytes = len};
+    SP_TRY(sp_ring_push(k->j->oring, &msg, k->msg, len, 0));
+    sp_fault_commit_point("compute");
+    return 0;
+}
+
+/* A boundary sent from behind: the wait for the boundary before it, the
+ * files, the message. Its time is behind_ns, not a phase: the math runs
+ * meanwhile; what the caller waits for it is spill_io (sp_link_settle). */
+static void *behind_main(void *arg) {
+    sp_link *k = arg;
+    sp_link_behind *b = &k->bg;
+    int64_t t0 = sp_now_ns();
+    int rc = wait_journaled(k, b->layer - 1, 0);
+    if (!rc) rc = boundary_files(k, b->bi, b->basis, b->spill);
+    if (!rc) rc = boundary_send(k, b->layer, b->len);
+    if (rc) snprintf(b->err, sizeof b->err, "%s", sp_errmsg());
+    b->rc = rc;
+    atomic_fetch_add(&k->st->behind_ns, sp_now_ns() - t0);
+    return NULL;
+}
+
+int sp_link_settle(sp_link *k) {
+    sp_link_behind *b = &k->bg;
+    if (!b->on) return 0;
+    int64_t t0 = sp_now_ns();
+    pthread_join(b->th, NULL);
+    b->on = 0;
+    sp_prof_add(k->st, SP_PROF_SPILL, &t0); /* the math waited for the boundary's durability */
+    return b->rc ? sp_fail(b->rc, "%s", b->err) : 0;
 }
 
 /* Makes the state after `layer` durable and tells the writer (see the top).
@@ -151,21 +210,11 @@ int sp_link_wait_journaled(sp_link *k, int64_t layer, int survey) {
  * previous survey boundary did not name; the last survey boundary's (1)
  * is never the embedding boundary's (0). */
 int sp_link_boundary(sp_link *k, int64_t layer, int survey, const double *basis, sp_spill *spill,
-                     const char spill_hash[33]) {
+                     const char spill_hash[33], int behind) {
+    SP_TRY(sp_link_settle(k));
     job *j = k->j;
     const int64_t D = j->shape.hidden;
     int bi = survey ? (int)((j->shape.layers - layer) & 1) : (int)((layer + 1) & 1);
-    const char *bp = j->basis_path[bi];
-    int64_t t0 = sp_now_ns();
-    int fd;
-    SP_TRY(sp_io_create(bp, 0600, &fd)); /* never through a planted link */
-    const double *qh = basis;
-    int rc = sp_io_write_full(fd, qh, D * D * 8, bp);
-    if (!rc) rc = sp_io_fsync(fd, bp);
-    close(fd);
-    SP_TRY(rc);
-    SP_TRY(sp_spill_sync(spill));
-    sp_prof_add(k->st, SP_PROF_SPILL, &t0); /* the boundary's durability: basis and spill fsynced */
     /* -1: the embedding (one PCA); 0..L-1: a layer (two); L: the head (none). */
     int64_t rows = survey ? 0 : layer < 0 ? 1 : layer < j->shape.layers ? j->plan.layer_pcas : 0,
             first = layer < 0 ? 0 : 1 + j->n_pca * layer;
@@ -173,21 +222,27 @@ int sp_link_boundary(sp_link *k, int64_t layer, int survey, const double *basis,
     const char *sp = strrchr(sp_spill_path(spill), '/');
     snprintf(rec.spill, sizeof rec.spill, "%s", sp ? sp + 1 : sp_spill_path(spill));
     memcpy(rec.spill_hash, spill_hash, 33);
-    XXH128_hash_t bh = XXH3_128bits(qh, (size_t)(D * D * 8));
+    XXH128_hash_t bh = XXH3_128bits(basis, (size_t)(D * D * 8));
     sp_hex128(bh.high64, bh.low64, rec.basis_hash);
     /* The message: the record, then the eigenvalues. */
-    unsigned char *msgbuf = k->msg;
     int64_t len = (int64_t)sizeof rec + rows * D * 8;
     SP_ASSERT(len <= boundary_bytes(j));
-    memcpy(msgbuf, &rec, sizeof rec);
-    if (rows) memcpy(msgbuf + sizeof rec, j->evals + first * D, (size_t)(rows * D * 8));
-    sp_ring_msg msg = {.type = SP_MSG_BOUNDARY, .id = (uint64_t)(layer + 1), .total_bytes = len};
-    t0 = sp_now_ns();
-    rc = sp_ring_push(j->oring, &msg, msgbuf, len, 0);
+    memcpy(k->msg, &rec, sizeof rec);
+    if (rows) memcpy(k->msg + sizeof rec, j->evals + first * D, (size_t)(rows * D * 8));
+    if (behind && !survey && layer >= -1 && layer < j->shape.layers) {
+        k->bg = (sp_link_behind){.layer = layer, .bi = bi, .basis = basis, .spill = spill, .len = len};
+        int e = pthread_create(&k->bg.th, NULL, behind_main, k);
+        if (e == 0) {
+            k->bg.on = 1;
+            return 0;
+        } /* no thread: the boundary is sent here, as without behind */
+    }
+    int64_t t0 = sp_now_ns();
+    SP_TRY(boundary_files(k, bi, basis, spill));
+    sp_prof_add(k->st, SP_PROF_SPILL, &t0); /* the boundary's durability: basis and spill fsynced */
+    int rc = boundary_send(k, layer, len);
     sp_prof_add(k->st, SP_PROF_WAIT, &t0);
-    SP_TRY(rc);
-    sp_fault_commit_point("compute");
-    return 0;
+    return rc;
 }
 
 int sp_link_resume_basis(sp_link *k, double *basis) {
