@@ -499,26 +499,47 @@ static float row_max(const float *x, int64_t n) {
 
 /* Softmax of score rows [a, b) of the group (row h·nr + i is head h0 + h,
  * query position a0 + i), masked to keys [first, last]: sp_fwd_attn's row
- * loop. */
+ * loop, SUM_ROWS rows at a time. Each row's sum is its own chain in key
+ * order, as the row loop's sum = 0; sum += row[j] for j = first..last, but
+ * the rows' chains run side by side, one key at a time across the rows: a
+ * single chain is bound by the add's latency, SUM_ROWS chains by its
+ * throughput. The keys a row masks are zeroed before the sums, and a row's
+ * chain adds them too: adding +0 to a sum of non-negative terms gives that
+ * sum back (0 + 0 = +0), so every sum has the row loop's bits. */
+#define SUM_ROWS 16
 static void softmax_rows(const att_ctx *c, int64_t a, int64_t b) {
     const int64_t a0 = c->a0, k0 = c->k0, nk = c->nk, window = c->window;
-    for (int64_t x = a; x < b; x++) {
-        int64_t i = x % c->nr;
-        float *row = c->att + x * nk;
-        int64_t last = a0 + i - k0; /* causal: keys k0 + first .. k0 + last */
-        int64_t first = window > 0 && a0 + i - window + 1 > k0 ? a0 + i - window + 1 - k0 : 0;
-        float m = row_max(row + first, last - first + 1);
-        /* below -87, expf underflows (slow errno path in glibc) to under
-         * FLT_MIN: a zero weight is exact to float precision. expf's bits,
-         * vectorized (cpu_exp.c); the sum stays in key order. */
-        for (int64_t j = first; j <= last; j++) row[j] -= m;
-        sp_cpu_expf_n(row + first, last - first + 1, -87.0f);
-        float sum = 0.0f;
-        for (int64_t j = first; j <= last; j++) sum += row[j];
-        float inv = 1.0f / sum;
-        for (int64_t j = first; j <= last; j++) row[j] *= inv;
-        for (int64_t j = 0; j < first; j++) row[j] = 0.0f;
-        for (int64_t j = last + 1; j < nk; j++) row[j] = 0.0f;
+    for (int64_t x0 = a; x0 < b; x0 += SUM_ROWS) {
+        const int64_t n = min_i64(SUM_ROWS, b - x0);
+        float *row[SUM_ROWS];
+        int64_t first[SUM_ROWS], last[SUM_ROWS], hi = 0;
+        for (int64_t r = 0; r < n; r++) {
+            int64_t i = (x0 + r) % c->nr;
+            float *w = row[r] = c->att + (x0 + r) * nk;
+            int64_t l = last[r] = a0 + i - k0; /* causal: keys k0 + first .. k0 + last */
+            int64_t f = first[r] = window > 0 && a0 + i - window + 1 > k0 ? a0 + i - window + 1 - k0 : 0;
+            float m = row_max(w + f, l - f + 1);
+            /* below -87, expf underflows (slow errno path in glibc) to under
+             * FLT_MIN: a zero weight is exact to float precision. expf's
+             * bits, vectorized (cpu_exp.c). */
+            for (int64_t j = f; j <= l; j++) w[j] -= m;
+            sp_cpu_expf_n(w + f, l - f + 1, -87.0f);
+            for (int64_t j = 0; j < f; j++) w[j] = 0.0f;
+            for (int64_t j = l + 1; j < nk; j++) w[j] = 0.0f;
+            hi = l + 1 > hi ? l + 1 : hi;
+        }
+        float sum[SUM_ROWS] = {0};
+        if (n == SUM_ROWS) {
+            for (int64_t j = 0; j < hi; j++)
+                for (int r = 0; r < SUM_ROWS; r++) sum[r] += row[r][j];
+        } else {
+            for (int64_t j = 0; j < hi; j++)
+                for (int64_t r = 0; r < n; r++) sum[r] += row[r][j];
+        }
+        for (int64_t r = 0; r < n; r++) {
+            float inv = 1.0f / sum[r], *w = row[r];
+            for (int64_t j = first[r]; j <= last[r]; j++) w[j] *= inv;
+        }
     }
 }
 

@@ -328,6 +328,47 @@ static void ref_attention(const float *q, const float *k, const float *v, int64_
     free(s);
 }
 
+/* The CPU backend's attention in float32 as one loop per row: query blocks
+ * of 128 rows (linalg/cpu.c's CPU_QBLOCK), scores and context by one
+ * single-threaded sgemm per head and block as the backend calls them, and
+ * each row's softmax serially: its maximum, x − m, x < −87 ? 0 : expf(x),
+ * the sum in key order from 0, 1/sum, the masked keys 0. The backend runs
+ * the rows' sums side by side and the maximum in lanes, which must not
+ * change a bit. */
+static void row_loop_attention(const float *q, const float *k, const float *v, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
+                               float scale, int64_t window, float *ctx) {
+    const int64_t qw = nh * hd, kw = nkv * hd, QB = 128;
+    float *att = xmalloc(QB * T * 4);
+    const int nt = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    for (int64_t r0 = 0; r0 < T; r0 += QB) {
+        int64_t r1 = r0 + QB < T ? r0 + QB : T, nr = r1 - r0;
+        int64_t k0 = window > 0 && r0 - window + 1 > 0 ? r0 - window + 1 : 0, nk = r1 - k0;
+        for (int64_t h = 0; h < nh; h++) {
+            int64_t g = h / (nh / nkv);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)nk, (int)hd, scale, q + r0 * qw + h * hd, (int)qw,
+                        k + k0 * kw + g * hd, (int)kw, 0.0f, att, (int)nk);
+            for (int64_t i = 0; i < nr; i++) {
+                float *row = att + i * nk;
+                int64_t last = r0 + i - k0, first = window > 0 && r0 + i - window + 1 > k0 ? r0 + i - window + 1 - k0 : 0;
+                float m = row[first], sum = 0.0f;
+                for (int64_t j = first + 1; j <= last; j++) m = row[j] > m ? row[j] : m;
+                for (int64_t j = first; j <= last; j++) {
+                    float x = row[j] - m;
+                    row[j] = x < -87.0f ? 0.0f : expf(x);
+                }
+                for (int64_t j = first; j <= last; j++) sum += row[j];
+                float inv = 1.0f / sum;
+                for (int64_t j = 0; j < nk; j++) row[j] = j >= first && j <= last ? row[j] * inv : 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)hd, (int)nk, 1.0f, att, (int)nk,
+                        v + k0 * kw + g * hd, (int)kw, 0.0f, ctx + r0 * qw + h * hd, (int)qw);
+        }
+    }
+    openblas_set_num_threads(nt);
+    free(att);
+}
+
 static void test_attention(void) {
     static const struct {
         int64_t T, nh, nkv, hd, window;
@@ -352,6 +393,12 @@ static void test_attention(void) {
         snprintf(what, sizeof what, "attention T %lld heads %lld/%lld hd %lld window %lld", (long long)T, (long long)nh,
                  (long long)nkv, (long long)hd, (long long)cs[c].window);
         cmp_f32(what, got, ref, T * qw, 2e-6, 2e-5);
+        if (is_cpu) {
+            float *loop = xmalloc(T * qw * 4);
+            row_loop_attention(q, k, v, T, nh, nkv, hd, scale, cs[c].window, loop);
+            CHECK(memcmp(loop, got, (size_t)(T * qw) * 4) == 0, "%s: not the bits of the float32 row loop", what);
+            free(loop);
+        }
         if (cs[c].window >= T && is_cpu) { /* a window covering every key is the plain causal op, bit for bit */
             float *plain = xmalloc(T * qw * 4);
             bk->attention(bk, ws, dq, dk, dv, T, nh, nkv, hd, scale, 0, dctx);
