@@ -18,7 +18,8 @@
  * linalg/cpu.c: the layer's x·Wᵀ products at T rows (attention) and 256 rows
  * (MLP chunks), the per-head attention products at a 128-row query block,
  * the basis application, dsyrk/ssyrk of a 256-row block of one window, and
- * the float64 rotations of 256-row/column blocks.
+ * the float64 rotations of sp_bk_rot_block(D)-row/column blocks
+ * (linalg/backend.h).
  *
  * Plain C11 against OpenBLAS (cblas) and LAPACKE, and linalg/blas_core.c:
  * like slicepipe, it first puts OpenBLAS on the best kernels this CPU runs
@@ -51,6 +52,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend.h" /* sp_bk_rot_block: the job's rotation blocks */
 #include "blas_core.h"
 
 #ifdef KP_ONEDNN
@@ -365,12 +367,14 @@ int main(int argc, char **argv) {
            kernels);
 
     const int QB = T < 128 ? T : 128, MR = T < 256 ? T : 256, hd = 64;
+    const int RB = (int)sp_bk_rot_block(D);
+    printf("config blocks: rotation blocks of %d rows or columns (linalg/backend.h)\n", RB);
     int64_t big = (int64_t)F * D; /* the largest operand, elements */
     if ((int64_t)T * F > big) big = (int64_t)T * F;
     if ((int64_t)T * D > big) big = (int64_t)T * D;
     float *fa = xmalloc((size_t)big * 4), *fb = xmalloc((size_t)big * 4), *fc = xmalloc((size_t)big * 4);
-    /* float64 operands: D×D, or 256×D for the rotation blocks when D < 256 */
-    const int64_t dn = (int64_t)(D > 256 ? D : 256) * D;
+    /* float64 operands: D×D, or RB×D for the rotation blocks when D < RB */
+    const int64_t dn = (int64_t)(D > RB ? D : RB) * D;
     double *da = xmalloc((size_t)dn * 8), *db = xmalloc((size_t)dn * 8), *dc = xmalloc((size_t)dn * 8);
     fill_f(fa, big, 1);
     fill_f(fb, big, 2);
@@ -419,9 +423,9 @@ int main(int argc, char **argv) {
         const char *what;
         int m, n, k, ta, tb;
     } dg[] = {
-        {"W(256,D)*Q(D,d)", 256, d, D, 0, 0},
-        {"Q^T(d,D)*W(D,256)", d, 256, D, 1, 0},
-        {"W(256,D)*Q(D,D)", 256, D, D, 0, 0},
+        {"W(RB,D)*Q(D,d)", RB, d, D, 0, 0},
+        {"Q^T(d,D)*W(D,RB)", d, RB, D, 1, 0},
+        {"W(RB,D)*Q(D,D)", RB, D, D, 0, 0},
     };
     double dpeak = 0;
     for (size_t i = 0; i < sizeof dg / sizeof dg[0]; i++) {

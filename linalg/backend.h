@@ -67,6 +67,18 @@ enum sp_bk_rope {
     SP_BK_ROPE_INTERLEAVE, /* pairs (2i, 2i + 1) (GGUF / Meta order) */
 };
 
+/* Rows or columns per float64 rotation block, and embedding/head rows
+ * streamed at a time (the pipeline's, and bench/kernel_peaks'): 2^20 / D
+ * within [256, 1024], so a block is at most 8 MiB up to D = 4096 and 16 MiB
+ * at D = 8192 (256 rows from D = 4096 on). dgemm runs faster on more rows:
+ * on the floor bench's machine Q[:, :d]ᵀ·W (D 1024) took 124 GFLOP/s at
+ * 256 columns and 147.5 at 1024. Every row and column is computed alone,
+ * so the block changes no bit. */
+static inline int64_t sp_bk_rot_block(int64_t D) {
+    int64_t b = ((int64_t)1 << 20) / (D > 0 ? D : 1);
+    return b < 256 ? 256 : b > 1024 ? 1024 : b;
+}
+
 /* What plan_bytes is asked about: the backend's own workspaces for a job of
  * these sizes. The caller's buffers (activations, weights) are not included:
  * they are sized by their own modules and allocated with alloc. */

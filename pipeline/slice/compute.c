@@ -56,16 +56,6 @@
 #include "stage_link.h"
 #include "stream.h"
 
-/* Rows (or columns) rotated at a time, and embedding/head rows streamed at
- * a time: 2^20 / D within [256, 1024], so a float64 rotation block is at
- * most 8 MiB up to D = 4096 and 16 MiB at D = 8192 (256 rows, as before).
- * dgemm runs faster on more rows: on the floor bench's machine Q[:, :d]ᵀ·W
- * (D 1024) took 124 GFLOP/s at 256 columns and 147.5 at 1024. Every row
- * and column is computed alone, so the block changes no bit. */
-static int64_t rot_block(int64_t D) {
-    int64_t b = ((int64_t)1 << 20) / (D > 0 ? D : 1);
-    return b < 256 ? 256 : b > 1024 ? 1024 : b;
-}
 #define COV_ROWS 256 /* rows widened to float64 per second-moment update */
 
 typedef struct cstate {
@@ -78,7 +68,7 @@ typedef struct cstate {
     const sp_bk *bk;  /* the backend: every numeric op */
     float *cin, *cout; /* (chunk_w·T, D) spill chunks */
     float *tmp;       /* (T, D) one window rotated */
-    float *eb;        /* (rot_block(D), D) embedding/head rows */
+    float *eb;        /* (sp_bk_rot_block(D), D) embedding/head rows */
     float *norm;      /* (D) final norm γ */
     float *norm_b;    /* (D) final norm β (LayerNorm families) */
     float *hb;        /* (V) the sliced head's bias */
@@ -95,7 +85,7 @@ typedef struct cstate {
     double *evd;      /* (D) eigenvalues of one PCA */
     double *Qh;       /* (D, D) host copy of Q for the basis file */
     float *xw, *yw;   /* (T, D) one window in, one window out */
-    float *ebd;       /* (rot_block(D), D) mirror of eb */
+    float *ebd;       /* (sp_bk_rot_block(D), D) mirror of eb */
     float *fsd;       /* (D, D) mirror of fs */
     float *normd;     /* (D) mirror of norm */
     float *wd[SP_ARCH_LAYER_MAX]; /* mirrors of lb.t: the layer's tensors */
@@ -987,6 +977,7 @@ static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
 static int gather_embed(cstate *c) {
     job *j = c->j;
     const int64_t D = j->shape.hidden, V = j->shape.vocab, T = j->shape.seqlen, W = j->shape.tokens / T, P = j->m.n_pos;
+    const int64_t ebr = sp_bk_rot_block(D); /* embedding/head rows at a time */
     const int64_t wr = sp_job_window_rows(j); /* refit: each window's rows twice, the sliced and the dense stream */
     phase(c, 0, SP_PHASE_EMBED);
     /* Counting sort of calibration positions by token id. */
@@ -996,8 +987,8 @@ static int gather_embed(cstate *c) {
     for (int64_t i = 0; i < j->shape.tokens; i++) c->pos[c->id_start[j->calib.ids[i]]++] = i;
     for (int64_t v = V; v > 0; v--) c->id_start[v] = c->id_start[v - 1];
     c->id_start[0] = 0;
-    for (int64_t r0 = 0; r0 < V; r0 += rot_block(D)) {
-        int64_t nr = V - r0 < rot_block(D) ? V - r0 : rot_block(D);
+    for (int64_t r0 = 0; r0 < V; r0 += ebr) {
+        int64_t nr = V - r0 < ebr ? V - r0 : ebr;
         SP_TRY(sp_link_pull(&c->io, 0, c->eb, nr * D));
         embed_rows(c, c->eb, nr);
         int64_t t0 = sp_now_ns();
@@ -1009,8 +1000,8 @@ static int gather_embed(cstate *c) {
     }
     if (P) { /* the rows of positions 0..T-1, then added to every window */
         const int64_t off = j->m.arch->pos_offset;
-        for (int64_t r0 = 0; r0 < P; r0 += rot_block(D)) {
-            int64_t nr = P - r0 < rot_block(D) ? P - r0 : rot_block(D);
+        for (int64_t r0 = 0; r0 < P; r0 += ebr) {
+            int64_t nr = P - r0 < ebr ? P - r0 : ebr;
             SP_TRY(sp_link_pull(&c->io, 1, c->eb, nr * D));
             embed_rows(c, c->eb, nr);
             for (int64_t r = r0; r < r0 + nr; r++)
@@ -1033,6 +1024,7 @@ static int gather_embed(cstate *c) {
 static int slice_embed(cstate *c, int64_t survey_from) {
     job *j = c->j;
     const int64_t D = j->shape.hidden, V = j->shape.vocab, d0 = j->plan.width[SP_POS_IN][0], P = j->m.n_pos;
+    const int64_t ebr = sp_bk_rot_block(D); /* embedding/head rows at a time */
     const int survey_basis = j->plan.survey;
     /* reads: embedding, [positions], [the survey's layers], embedding, [positions] (plan.c) */
     if (survey_from == 0) SP_TRY(gather_embed(c));
@@ -1045,8 +1037,8 @@ static int slice_embed(cstate *c, int64_t survey_from) {
     /* A stock model at width d scales its embeddings by its own sqrt(d)
      * (Gemma): the table carries sqrt(D) / that. */
     const float unscale = j->plan.stock && j->m.arch->embed_scale_sqrt_d ? 1.0f / sp_embed_scale(d0, j->out_dtype) : 1.0f;
-    for (int64_t r0 = 0; r0 < V; r0 += rot_block(D)) {
-        int64_t nr = V - r0 < rot_block(D) ? V - r0 : rot_block(D);
+    for (int64_t r0 = 0; r0 < V; r0 += ebr) {
+        int64_t nr = V - r0 < ebr ? V - r0 : ebr;
         SP_TRY(sp_link_pull(&c->io, j->embed_read2, c->eb, nr * D));
         if (j->plan.identity) { /* the table as read */
             SP_TRY(sp_link_emit(&c->io, c->eb, nr * D));
@@ -1061,8 +1053,8 @@ static int slice_embed(cstate *c, int64_t survey_from) {
         SP_TRY(sp_link_emit(&c->io, c->eb, nr * d0));
     }
     sp_link_emit_end(&c->io);
-    for (int64_t r0 = 0; r0 < P; r0 += rot_block(D)) {
-        int64_t nr = P - r0 < rot_block(D) ? P - r0 : rot_block(D);
+    for (int64_t r0 = 0; r0 < P; r0 += ebr) {
+        int64_t nr = P - r0 < ebr ? P - r0 : ebr;
         SP_TRY(sp_link_pull(&c->io, j->embed_read2 + 1, c->eb, nr * D));
         if (j->plan.identity) { /* the table as read */
             SP_TRY(sp_link_emit(&c->io, c->eb, nr * D));
@@ -1091,6 +1083,7 @@ static int slice_head(cstate *c) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
     const int64_t D = j->shape.hidden, V = j->shape.vocab, dl = j->plan.width[SP_POS_OUT][j->shape.layers - 1];
+    const int64_t ebr = sp_bk_rot_block(D); /* embedding/head rows at a time */
     int r = j->layer_read0[j->shape.layers]; /* the final norm [β] [the head's bias], then the head */
     phase(c, j->shape.layers - 1, SP_PHASE_HEAD);
     SP_TRY(sp_link_pull_whole(&c->io, r++, c->norm));
@@ -1102,8 +1095,8 @@ static int slice_head(cstate *c) {
     memset(c->hb, 0, (size_t)V * 4);
     if (j->m.has_head_bias) SP_TRY(sp_link_pull_whole(&c->io, r++, c->hb));
     if (j->plan.stock && !j->plan.identity) SP_TRY(emit_norm(c, dl)); /* the stock final norm */
-    for (int64_t r0 = 0; r0 < V; r0 += rot_block(D)) {
-        int64_t nr = V - r0 < rot_block(D) ? V - r0 : rot_block(D);
+    for (int64_t r0 = 0; r0 < V; r0 += ebr) {
+        int64_t nr = V - r0 < ebr ? V - r0 : ebr;
         SP_TRY(sp_link_pull(&c->io, r, c->eb, nr * D));
         if (j->plan.identity) { /* the head as read; none when it stays tied */
             if (!j->plan.tied_head) SP_TRY(sp_link_emit(&c->io, c->eb, nr * D));
@@ -1127,7 +1120,7 @@ static int slice_head(cstate *c) {
  * the attention shortcut pm). */
 static sp_bk_plan_in ws_plan(const job *j) {
     const int64_t D = j->shape.hidden;
-    return (sp_bk_plan_in){.D = D, .cov_rows = COV_ROWS, .rot_block = rot_block(D), .T = 0, .n_heads = 0,
+    return (sp_bk_plan_in){.D = D, .cov_rows = COV_ROWS, .rot_block = sp_bk_rot_block(D), .T = 0, .n_heads = 0,
                            .hold_bytes = sp_layer_buf_bytes(&j->m) + (j->plan.refit ? 3 : 2) * D * D * 4};
 }
 
@@ -1177,7 +1170,7 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
     const int64_t k_rows = T * (Dh + D) > COV_ROWS * (F + D) ? T * (Dh + D) : COV_ROWS * (F + D);
     const buf_spec b[] = {
         BUF(cin, cwT * D, 4, "activation chunk"),   BUF(cout, cwT * D, 4, "activation chunk"),
-        BK(tmp, T * D, 4, "window buffer"),         BUF(eb, rot_block(D) * D, 4, "embedding rows"),
+        BK(tmp, T * D, 4, "window buffer"),         BUF(eb, sp_bk_rot_block(D) * D, 4, "embedding rows"),
         BUF(norm, D, 4, "norm"),                    BUF(fs, D * D, 4, "shortcut"),
         BK(Qf, D * D, 4, "basis"),                  BK(Q, D * D, 8, "basis"),
         /* Qm, Qn: per-layer bases only; one basis (global, stock) never touches them */
@@ -1188,7 +1181,7 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         BUF(posb, j->m.n_pos ? T * D : 1, 4, "learned positions"),
         MIRROR(evd, D, 8, "eigenvalues"),           HOST_MIRROR(Qh, D * D, 8, "basis"),
         MIRROR(xw, wr * D, 4, "window buffer"),     MIRROR(yw, wr * D, 4, "window buffer"),
-        MIRROR(ebd, rot_block(D) * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
+        MIRROR(ebd, sp_bk_rot_block(D) * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
         MIRROR(normd, D, 4, "norm"),
         BUF(G, j->plan.survey ? D * D : 1, 8, "global second moment"),
         BK(C, pf ? F * F : 1, 8, "MLP second moment"), HOST_MIRROR(Ch, pf ? F * F : 1, 8, "MLP second moment"),
