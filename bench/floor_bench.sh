@@ -337,7 +337,7 @@ A FLOP is a multiply or an add (gemm 2·m·n·k).
 - **second_moments**: N·D·(D+1) per PCA (the triangle of XᵀX), 1 + 2·L PCAs, at the kernel
   cov_add uses in both backends (dsyrk: 256-row blocks widened to float64, every product exact).
 - **eigh**: one dsyevd of order D, measured directly (not a formula: ~(4/3 + 4/3·…)·D³ depends
-  on the deflation), times 1 + 2·L.
+  on the deflation) on one thread and on the job's, the better of the two, times 1 + 2·L.
 - **rotations** (dgemm, float64, in both backends): embedding 2·V·D·d_0 and head 2·V·D·d_L;
   per layer the readers q/k/v 2·(qw + 2·kw)·D·d_in, W_o 2·d_mid·D·qw, gate/up 4·F·D·d_mid,
   down 2·d_out·D·F, the two shortcuts 2·d_in·d_mid·D + 2·d_mid·d_out·D.

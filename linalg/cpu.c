@@ -228,6 +228,10 @@ static void blas_threads(int t) {
 }
 
 void sp_cpu_blas_threads(const sp_bk *bk) { blas_threads(pool_of(bk)->blas); }
+void sp_cpu_blas_threads_most(const sp_bk *bk, int most) {
+    int t = pool_of(bk)->blas;
+    blas_threads(most >= 1 && most < t ? most : t);
+}
 
 static void *pool_main(void *arg) {
     const pool_worker *me = arg;

@@ -106,8 +106,16 @@ int sp_cpu_cov_add(const sp_bk *bk, sp_bk_ws *ws, double *H, int64_t D, const fl
 
 /* sp_eigh_desc exactly, with dsyevd's workspace from ws (LAPACKE_dsyevd
  * queries the same sizes and calls the same _work function). */
+/* dsyevd runs on one thread up to this order. Its tridiagonal reduction
+ * makes one dsymv call per column, and OpenBLAS's workers, which slicepipe
+ * lets sleep at once between calls (blas_core.h), are woken for each: on
+ * the floor bench's machine (2 threads) an order-1024 dsyevd took 0.119 s
+ * on one thread and 0.141 s on two, order 512 0.022 and 0.033 s, order 2048
+ * 0.867 and 0.726 s (its matrix products then pay for the wake-ups). */
+#define EIGH_ONE_THREAD_D 1024
+
 int sp_cpu_eigh(const sp_bk *bk, sp_bk_ws *ws, const double *H, int64_t D, double damp, double *Q, double *evals) {
-    sp_cpu_blas_threads(bk);
+    sp_cpu_blas_threads_most(bk, D <= EIGH_ONE_THREAD_D ? 1 : 0);
     SP_ASSERT(D >= 1 && D <= ws->D);
     for (int64_t i = 0; i < D; i++)
         for (int64_t j = i; j < D; j++)

@@ -33,6 +33,8 @@ typedef void (*sp_cpu_par_fn)(void *ctx, int64_t i0, int64_t i1);
 void sp_cpu_par_for(const sp_bk *bk, int64_t n, int64_t grain, sp_cpu_par_fn fn, void *ctx);
 /* OpenBLAS's (per-process) thread count set to bk's before a BLAS call. */
 void sp_cpu_blas_threads(const sp_bk *bk);
+/* The same, at most `most` threads (the eigensolver's rule, cpu_blas.c). */
+void sp_cpu_blas_threads_most(const sp_bk *bk, int most);
 /* dsyevd's optimal workspace for order D (0, or -1 when the query fails). */
 int sp_cpu_dsyevd_sizes(int64_t D, lapack_int *lwork, lapack_int *liwork);
 
