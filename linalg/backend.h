@@ -73,7 +73,8 @@ enum sp_bk_rope {
  * at D = 8192 (256 rows from D = 4096 on). dgemm runs faster on more rows:
  * on the floor bench's machine Q[:, :d]ᵀ·W (D 1024) took 124 GFLOP/s at
  * 256 columns and 147.5 at 1024. Every row and column is computed alone,
- * so the block changes no bit. */
+ * so the block changes no bit. A run takes it where the extra bytes are at
+ * most 1/32 of its budget, else 256 rows (pipeline/slice/plan.c). */
 static inline int64_t sp_bk_rot_block(int64_t D) {
     int64_t b = ((int64_t)1 << 20) / (D > 0 ? D : 1);
     return b < 256 ? 256 : b > 1024 ? 1024 : b;

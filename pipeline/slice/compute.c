@@ -68,7 +68,7 @@ typedef struct cstate {
     const sp_bk *bk;  /* the backend: every numeric op */
     float *cin, *cout; /* (chunk_w·T, D) spill chunks */
     float *tmp;       /* (T, D) one window rotated */
-    float *eb;        /* (sp_bk_rot_block(D), D) embedding/head rows */
+    float *eb;        /* (rot_block, D) embedding/head rows */
     float *norm;      /* (D) final norm γ */
     float *norm_b;    /* (D) final norm β (LayerNorm families) */
     float *hb;        /* (V) the sliced head's bias */
@@ -85,7 +85,7 @@ typedef struct cstate {
     double *evd;      /* (D) eigenvalues of one PCA */
     double *Qh;       /* (D, D) host copy of Q for the basis file */
     float *xw, *yw;   /* (T, D) one window in, one window out */
-    float *ebd;       /* (sp_bk_rot_block(D), D) mirror of eb */
+    float *ebd;       /* (rot_block, D) mirror of eb */
     float *fsd;       /* (D, D) mirror of fs */
     float *normd;     /* (D) mirror of norm */
     float *wd[SP_ARCH_LAYER_MAX]; /* mirrors of lb.t: the layer's tensors */
@@ -977,7 +977,7 @@ static int embed_window(void *ctx, int64_t w, const float *in, float *x) {
 static int gather_embed(cstate *c) {
     job *j = c->j;
     const int64_t D = j->shape.hidden, V = j->shape.vocab, T = j->shape.seqlen, W = j->shape.tokens / T, P = j->m.n_pos;
-    const int64_t ebr = sp_bk_rot_block(D); /* embedding/head rows at a time */
+    const int64_t ebr = j->rot_block; /* embedding/head rows at a time */
     const int64_t wr = sp_job_window_rows(j); /* refit: each window's rows twice, the sliced and the dense stream */
     phase(c, 0, SP_PHASE_EMBED);
     /* Counting sort of calibration positions by token id. */
@@ -1024,7 +1024,7 @@ static int gather_embed(cstate *c) {
 static int slice_embed(cstate *c, int64_t survey_from) {
     job *j = c->j;
     const int64_t D = j->shape.hidden, V = j->shape.vocab, d0 = j->plan.width[SP_POS_IN][0], P = j->m.n_pos;
-    const int64_t ebr = sp_bk_rot_block(D); /* embedding/head rows at a time */
+    const int64_t ebr = j->rot_block; /* embedding/head rows at a time */
     const int survey_basis = j->plan.survey;
     /* reads: embedding, [positions], [the survey's layers], embedding, [positions] (plan.c) */
     if (survey_from == 0) SP_TRY(gather_embed(c));
@@ -1083,7 +1083,7 @@ static int slice_head(cstate *c) {
     job *j = c->j;
     const sp_arch *a = j->m.arch;
     const int64_t D = j->shape.hidden, V = j->shape.vocab, dl = j->plan.width[SP_POS_OUT][j->shape.layers - 1];
-    const int64_t ebr = sp_bk_rot_block(D); /* embedding/head rows at a time */
+    const int64_t ebr = j->rot_block; /* embedding/head rows at a time */
     int r = j->layer_read0[j->shape.layers]; /* the final norm [β] [the head's bias], then the head */
     phase(c, j->shape.layers - 1, SP_PHASE_HEAD);
     SP_TRY(sp_link_pull_whole(&c->io, r++, c->norm));
@@ -1120,7 +1120,7 @@ static int slice_head(cstate *c) {
  * the attention shortcut pm). */
 static sp_bk_plan_in ws_plan(const job *j) {
     const int64_t D = j->shape.hidden;
-    return (sp_bk_plan_in){.D = D, .cov_rows = COV_ROWS, .rot_block = sp_bk_rot_block(D), .T = 0, .n_heads = 0,
+    return (sp_bk_plan_in){.D = D, .cov_rows = COV_ROWS, .rot_block = j->rot_block, .T = 0, .n_heads = 0,
                            .hold_bytes = sp_layer_buf_bytes(&j->m) + (j->plan.refit ? 3 : 2) * D * D * 4};
 }
 
@@ -1170,7 +1170,7 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
     const int64_t k_rows = T * (Dh + D) > COV_ROWS * (F + D) ? T * (Dh + D) : COV_ROWS * (F + D);
     const buf_spec b[] = {
         BUF(cin, cwT * D, 4, "activation chunk"),   BUF(cout, cwT * D, 4, "activation chunk"),
-        BK(tmp, T * D, 4, "window buffer"),         BUF(eb, sp_bk_rot_block(D) * D, 4, "embedding rows"),
+        BK(tmp, T * D, 4, "window buffer"),         BUF(eb, j->rot_block * D, 4, "embedding rows"),
         BUF(norm, D, 4, "norm"),                    BUF(fs, D * D, 4, "shortcut"),
         BK(Qf, D * D, 4, "basis"),                  BK(Q, D * D, 8, "basis"),
         /* Qm, Qn: per-layer bases only; one basis (global, stock) never touches them */
@@ -1181,7 +1181,7 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         BUF(posb, j->m.n_pos ? T * D : 1, 4, "learned positions"),
         MIRROR(evd, D, 8, "eigenvalues"),           HOST_MIRROR(Qh, D * D, 8, "basis"),
         MIRROR(xw, wr * D, 4, "window buffer"),     MIRROR(yw, wr * D, 4, "window buffer"),
-        MIRROR(ebd, sp_bk_rot_block(D) * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
+        MIRROR(ebd, j->rot_block * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
         MIRROR(normd, D, 4, "norm"),
         BUF(G, j->plan.survey ? D * D : 1, 8, "global second moment"),
         BK(C, pf ? F * F : 1, 8, "MLP second moment"), HOST_MIRROR(Ch, pf ? F * F : 1, 8, "MLP second moment"),

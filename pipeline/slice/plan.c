@@ -145,6 +145,12 @@ int sp_plan_memory(job *j) {
     if (j->stage_bytes < 4096) j->stage_bytes = 4096;
     if (j->ring_slots < 4) j->ring_slots = 4;
     j->out_slots = 4;
+    /* Rotation blocks: sp_bk_rot_block's where the extra bytes are at most
+     * 1/32 of the budget (faster dgemm, the same bits), else 256 rows. */
+    j->rot_block = 256;
+    const int64_t small = sp_plan_total(j);
+    j->rot_block = sp_bk_rot_block(j->shape.hidden);
+    if (sp_plan_total(j) - small > mf->memory_bytes / 32) j->rot_block = 256;
     const int64_t W = j->shape.tokens / j->shape.seqlen;
     const int64_t per_window = sp_job_window_rows(j) * j->shape.hidden * 2 * (4 + (int64_t)sp_dtype_size(mf->spill_dtype));
     j->chunk_w = 0;
