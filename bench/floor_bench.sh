@@ -345,7 +345,7 @@ A FLOP is a multiply or an add (gemm 2·m·n·k).
 
 The kernel peak is the best of three ~0.4 s repetitions at the job's shapes (the dense layer
 products for sgemm and oneDNN; a 256-row block into the D×D moment for syrk; rotation blocks
-of the job's rows or columns for dgemm, `sp_bk_rot_block(D)`, which the config line gives), with
+of the job's rows or columns for dgemm, sp_bk_rot_block(D) in linalg/backend.h, which the config line gives), with
 the job's thread count. oneDNN's matmul is driven as
 linalg/onednn.c drives it: C in 256×256 tiles, each computed by a one-thread primitive, the
 tiles split over the job's threads (bench/kernel_peaks.c says what it emulates); at bf16 the
