@@ -515,7 +515,7 @@ static void softmax_rows(const att_ctx *c, int64_t a, int64_t b) {
     const int64_t a0 = c->a0, k0 = c->k0, nk = c->nk, window = c->window;
     for (int64_t x0 = a; x0 < b; x0 += SUM_ROWS) {
         const int64_t n = min_i64(SUM_ROWS, b - x0);
-        float *row[SUM_ROWS];
+        float *row[SUM_ROWS]; /* rows n.. repeat row 0: their sums are never used */
         int64_t first[SUM_ROWS], last[SUM_ROWS], hi = 0;
         for (int64_t r = 0; r < n; r++) {
             int64_t i = (x0 + r) % c->nr;
@@ -532,14 +532,10 @@ static void softmax_rows(const att_ctx *c, int64_t a, int64_t b) {
             for (int64_t j = l + 1; j < nk; j++) w[j] = 0.0f;
             hi = l + 1 > hi ? l + 1 : hi;
         }
+        for (int64_t r = n; r < SUM_ROWS; r++) row[r] = row[0];
         float sum[SUM_ROWS] = {0};
-        if (n == SUM_ROWS) {
-            for (int64_t j = 0; j < hi; j++)
-                for (int r = 0; r < SUM_ROWS; r++) sum[r] += row[r][j];
-        } else {
-            for (int64_t j = 0; j < hi; j++)
-                for (int64_t r = 0; r < n; r++) sum[r] += row[r][j];
-        }
+        for (int64_t j = 0; j < hi; j++)
+            for (int r = 0; r < SUM_ROWS; r++) sum[r] += row[r][j];
         for (int64_t r = 0; r < n; r++) {
             float inv = 1.0f / sum[r], *w = row[r];
             for (int64_t j = first[r]; j <= last[r]; j++) w[j] *= inv;

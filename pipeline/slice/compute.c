@@ -274,6 +274,11 @@ static void block_window(cstate *c, const float *x, float *y) { /* a parallel bl
     sp_layer_parallel(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y);
 }
 
+/* Whether a layer's boundary (and the embedding's before it) is sent from
+ * behind (sp_link_boundary): with the spills resident, where slice_layer
+ * runs the layers, which settles a boundary before any basis changes. */
+static int boundaries_behind(const job *j) { return j->spill_resident && !j->plan.prune_ffn && !j->plan.refit; }
+
 /* Boundary `layer` (stage_link.h): the basis in host memory (Q, or after a
  * survey layer the running sum G) and the next input (spill A); `behind`:
  * sent from behind (sp_link_boundary). */
@@ -680,7 +685,7 @@ static int slice_layer(cstate *c, int64_t l) {
     /* B is the file boundary l - 2 named: boundary l - 1 must be journaled
      * before B's file is written. On disk that is the first pass; resident,
      * B's sync at boundary l, whose thread waits for it. */
-    const int behind = j->spill_resident;
+    const int behind = boundaries_behind(j);
     if (!behind) SP_TRY(sp_link_wait_journaled(&c->io, l - 1, 0));
     enum sp_arch_pos from = SP_POS_IN;
     char spill_hash[33];
@@ -1072,9 +1077,7 @@ static int slice_embed(cstate *c, int64_t survey_from) {
     int64_t t0 = sp_now_ns();
     SP_TRY(sp_spill_hash_all(c->sa, spill_hash)); /* the gather wrote A out of order */
     prof(c, SP_PROF_SPILL, &t0);
-    /* From behind where slice_layer comes next (it settles the boundary
-     * before any basis changes), as its own boundaries are. */
-    return commit(c, -1, 0, spill_hash, j->spill_resident && !j->plan.prune_ffn && !j->plan.refit);
+    return commit(c, -1, 0, spill_hash, boundaries_behind(j));
 }
 
 /* 3. W_head ← (W_head·diag γ_final)·Q, and its bias: the head's own plus

@@ -156,6 +156,13 @@ int sp_link_wait_journaled(sp_link *k, int64_t layer, int survey) {
     return 0;
 }
 
+/* Before a layer boundary writes its files: the boundary before it
+ * journaled, so that no journaled boundary names them any more. The caller
+ * of a boundary sent in place has waited already (it wrote B's file in its
+ * pass), so there this returns at once; a survey boundary's caller waits on
+ * the survey's own count. */
+static int wait_previous(sp_link *k, int64_t layer, int survey) { return survey ? 0 : wait_journaled(k, layer - 1, 0); }
+
 /* The boundary's durability: the basis into basis file bi, fsynced, then
  * the spill's sync. */
 static int boundary_files(sp_link *k, int bi, const double *basis, sp_spill *spill) {
@@ -185,7 +192,7 @@ static void *behind_main(void *arg) {
     sp_link *k = arg;
     sp_link_behind *b = &k->bg;
     int64_t t0 = sp_now_ns();
-    int rc = wait_journaled(k, b->layer - 1, 0);
+    int rc = wait_previous(k, b->layer, 0);
     if (!rc) rc = boundary_files(k, b->bi, b->basis, b->spill);
     if (!rc) rc = boundary_send(k, b->layer, b->len);
     if (rc) snprintf(b->err, sizeof b->err, "%s", sp_errmsg());
@@ -229,15 +236,17 @@ int sp_link_boundary(sp_link *k, int64_t layer, int survey, const double *basis,
     SP_ASSERT(len <= boundary_bytes(j));
     memcpy(k->msg, &rec, sizeof rec);
     if (rows) memcpy(k->msg + sizeof rec, j->evals + first * D, (size_t)(rows * D * 8));
-    if (behind && !survey && layer >= -1 && layer < j->shape.layers) {
+    SP_ASSERT(!behind || (!survey && layer < j->shape.layers)); /* a layer's or the embedding's */
+    if (behind) {
         k->bg = (sp_link_behind){.layer = layer, .bi = bi, .basis = basis, .spill = spill, .len = len};
-        int e = pthread_create(&k->bg.th, NULL, behind_main, k);
-        if (e == 0) {
+        if (pthread_create(&k->bg.th, NULL, behind_main, k) == 0) {
             k->bg.on = 1;
             return 0;
-        } /* no thread: the boundary is sent here, as without behind */
+        } /* no thread: the boundary is sent here, its wait included */
     }
     int64_t t0 = sp_now_ns();
+    SP_TRY(wait_previous(k, layer, survey));
+    sp_prof_add(k->st, SP_PROF_WAIT, &t0);
     SP_TRY(boundary_files(k, bi, basis, spill));
     sp_prof_add(k->st, SP_PROF_SPILL, &t0); /* the boundary's durability: basis and spill fsynced */
     int rc = boundary_send(k, layer, len);

@@ -84,9 +84,12 @@ int sp_link_emit_all(sp_link *k, const float *src, int64_t n);
  * (Q, or the survey's running sum G) made durable, `spill` (the next input)
  * fsynced, and the record sent with the boundary's eigenvalues.
  *
- * behind != 0 (a layer boundary, the spills resident, docs/pipeline.md §5):
- * the caller goes on at once; a thread waits until boundary layer − 1 is
- * journaled, then writes the files and sends the message. Until it settles
+ * A layer boundary's files are written only once boundary layer − 1 is
+ * journaled (at once where the caller waited before its pass).
+ *
+ * behind != 0 (a layer's or the embedding's boundary, the spills resident,
+ * docs/pipeline.md §5): the caller goes on at once; a thread does that wait,
+ * then writes the files and sends the message. Until it settles
  * the caller must not change `basis` or write `spill`, and must overwrite no
  * file the boundary before it names (a resident spill's writes stay in
  * memory until its sync, which this thread makes). Every other call of this
