@@ -305,10 +305,17 @@ static void ref_layer(const sp_dims *dm, const sp_layer_w *w, const float *xf, i
     free(x), free(xn), free(q), free(k), free(v), free(ctx), free(p), free(hn), free(a);
 }
 
-static void test_random_layer(int64_t T, int sliced) {
-    int64_t D = 40, nh = 6, nkv = 2, hd = 8, F = 56;
+/* A random layer of the family's shapes: D 40, 6 query and 2 kv heads of 8,
+ * MLP 56; sliced: widths 32 → 24 → 40 with shortcuts and weightless norms. */
+#define RL_D 40
+#define RL_NH 6
+#define RL_NKV 2
+#define RL_HD 8
+#define RL_F 56
+
+static sp_layer_w random_layer_w(int sliced) {
+    const int64_t D = RL_D, nh = RL_NH, nkv = RL_NKV, hd = RL_HD, F = RL_F;
     int64_t di = sliced ? 32 : D, dmid = sliced ? 24 : D, dout = sliced ? 40 : D;
-    sp_dims dm = dims_make(D, nh, nkv, hd, F, 1, 1e-5);
     sp_layer_w w;
     memset(&w, 0, sizeof w);
     w.d_in = di, w.d_mid = dmid, w.d_out = dout;
@@ -323,20 +330,36 @@ static void test_random_layer(int64_t T, int sliced) {
     w.slot[SP_SLOT_UP] = rnd(F * dmid, 0.4);
     w.slot[SP_SLOT_DOWN] = rnd(dout * F, 0.3);
     w.shortcut[SP_POS_OUT] = sliced ? rnd(dmid * dout, 0.3) : NULL;
+    return w;
+}
+
+static void random_layer_free(sp_layer_w *w) {
+    for (int i = 0; i < SP_SLOT_COUNT; i++) free((void *)w->slot[i]);
+    for (int i = 0; i < SP_POS_COUNT; i++) free((void *)w->shortcut[i]);
+}
+
+/* Largest error of got against the reference, relative to 1 + |ref|. */
+static double rel_err(const float *got, const double *ref, int64_t n) {
+    double e = 0;
+    for (int64_t i = 0; i < n; i++) e = fmax(e, fabs(got[i] - ref[i]) / (1 + fabs(ref[i])));
+    return e;
+}
+
+static void test_random_layer(int64_t T, int sliced) {
+    sp_dims dm = dims_make(RL_D, RL_NH, RL_NKV, RL_HD, RL_F, 1, 1e-5);
+    sp_layer_w w = random_layer_w(sliced);
+    const int64_t di = w.d_in, dmid = w.d_mid, dout = w.d_out;
     float *x = rnd(T * di, 1.0), *h = malloc((size_t)(T * dmid) * 4), *y = malloc((size_t)(T * dout) * 4);
     double *hr = malloc((size_t)(T * dmid) * 8), *yr = malloc((size_t)(T * dout) * 8);
-    sp_layer_scratch *s = scratch(&dm, T, D);
+    sp_layer_scratch *s = scratch(&dm, T, RL_D);
     sp_layer_attn(s, &w, x, T, h);
     sp_layer_mlp(s, &w, h, T, y);
     ref_layer(&dm, &w, x, T, hr, yr);
-    double eh = 0, ey = 0;
-    for (int64_t i = 0; i < T * dmid; i++) eh = fmax(eh, fabs(h[i] - hr[i]) / (1 + fabs(hr[i])));
-    for (int64_t i = 0; i < T * dout; i++) ey = fmax(ey, fabs(y[i] - yr[i]) / (1 + fabs(yr[i])));
     char what[96];
     snprintf(what, sizeof what, "attn vs naive reference (T %lld, sliced %d)", (long long)T, sliced);
-    CHECK_NEAR(eh, 0, 2e-5, what);
+    CHECK_NEAR(rel_err(h, hr, T * dmid), 0, 2e-5, what);
     snprintf(what, sizeof what, "mlp vs naive reference (T %lld, sliced %d)", (long long)T, sliced);
-    CHECK_NEAR(ey, 0, 2e-5, what);
+    CHECK_NEAR(rel_err(y, yr, T * dout), 0, 2e-5, what);
 
     /* causal: changing the last token's input changes only the last row */
     float *h2 = malloc((size_t)(T * dmid) * 4);
@@ -352,10 +375,53 @@ static void test_random_layer(int64_t T, int sliced) {
         g_fail++;
     }
     sp_layer_scratch_free(s);
-    free((void *)w.slot[SP_SLOT_ATTN_NORM]), free((void *)w.slot[SP_SLOT_Q]), free((void *)w.slot[SP_SLOT_K]), free((void *)w.slot[SP_SLOT_V]), free((void *)w.slot[SP_SLOT_O]);
-    free((void *)w.shortcut[SP_POS_MID]), free((void *)w.slot[SP_SLOT_MLP_NORM]), free((void *)w.slot[SP_SLOT_GATE]), free((void *)w.slot[SP_SLOT_UP]);
-    free((void *)w.slot[SP_SLOT_DOWN]), free((void *)w.shortcut[SP_POS_OUT]);
+    random_layer_free(&w);
     free(x), free(h), free(h2), free(y), free(hr), free(yr);
+}
+
+/* nwin windows in one pass (sp_layer_attn_n, then sp_layer_mlp over all
+ * their rows, the MLP in chunks of several windows' rows): each window is
+ * its own sequence at positions 0..T-1, as the naive reference computes it
+ * window by window. A window that attended to another's keys, or RoPE that
+ * went on counting positions, would miss by far more than the tolerance. */
+static void test_windows(int64_t T, int64_t nwin, int sliced) {
+    sp_dims dm = dims_make(RL_D, RL_NH, RL_NKV, RL_HD, RL_F, 1, 1e-5);
+    sp_layer_w w = random_layer_w(sliced);
+    const int64_t di = w.d_in, dmid = w.d_mid, dout = w.d_out, R = nwin * T;
+    float *x = rnd(R * di, 1.0), *h = malloc((size_t)(R * dmid) * 4), *y = malloc((size_t)(R * dout) * 4);
+    double *hr = malloc((size_t)(T * dmid) * 8), *yr = malloc((size_t)(T * dout) * 8);
+    sp_layer_scratch *s = NULL;
+    if (sp_layer_scratch_init_n(cpu, llama(), &dm, T, nwin, RL_D, &s)) {
+        fprintf(stderr, "scratch init: %s\n", sp_errmsg());
+        exit(1);
+    }
+    sp_layer_attn_n(s, &w, x, nwin, T, h);
+    sp_layer_mlp(s, &w, h, R, y);
+    double eh = 0, ey = 0;
+    for (int64_t k = 0; k < nwin; k++) {
+        ref_layer(&dm, &w, x + k * T * di, T, hr, yr);
+        eh = fmax(eh, rel_err(h + k * T * dmid, hr, T * dmid));
+        ey = fmax(ey, rel_err(y + k * T * dout, yr, T * dout));
+    }
+    char what[96];
+    snprintf(what, sizeof what, "attn of %lld windows of %lld vs naive reference (sliced %d)", (long long)nwin, (long long)T,
+             sliced);
+    CHECK_NEAR(eh, 0, 2e-5, what);
+    snprintf(what, sizeof what, "mlp of %lld windows of %lld vs naive reference (sliced %d)", (long long)nwin, (long long)T,
+             sliced);
+    CHECK_NEAR(ey, 0, 2e-5, what);
+    sp_layer_scratch_free(s);
+    random_layer_free(&w);
+    free(x), free(h), free(y), free(hr), free(yr);
+}
+
+static void test_group(void) {
+    sp_dims small = dims_make(64, 4, 4, 16, 172, 32, 1e-5), big = dims_make(4096, 32, 32, 128, 11008, 32000, 1e-5);
+    CHECK_NEAR(sp_layer_group(&small, 512, 64, 64), 2, 0, "group: 1024 rows of 512-token windows");
+    CHECK_NEAR(sp_layer_group(&small, 256, 64, 3), 3, 0, "group: at most the job's windows");
+    CHECK_NEAR(sp_layer_group(&small, 2048, 64, 64), 1, 0, "group: one window from 1024 tokens");
+    CHECK_NEAR(sp_layer_group(&big, 512, 4096, 64), 1, 0, "group: one window where a second adds over 32 MiB");
+    CHECK_NEAR(sp_layer_group(&big, 128, 4096, 64), 4, 0, "group: halved until the extra rows fit 32 MiB");
 }
 
 /* head over T = 150 rows (crosses the row chunks) vs a naive log-softmax */
@@ -411,6 +477,9 @@ int main(void) {
     test_random_layer(7, 0);
     test_random_layer(300, 1);
     test_random_layer(257, 0);
+    test_windows(7, 3, 0);
+    test_windows(300, 2, 1);
+    test_group();
     test_random_head();
     test_bad_dims();
     printf("test_forward: %d checks, %d failures\n", g_checks, g_fail);

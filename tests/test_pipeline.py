@@ -7,7 +7,8 @@ With --sanitized (an ASan/UBSan build) the RSS figures are printed but not
 held to the budget: shadow memory and the allocator's quarantine inflate them.
 
 - A synthetic model whose checkpoint (~178 MB) is larger than the memory
-  budget (100 MB) is sliced within the budget: the tool's own summed peak RSS
+  budget (125 MB; its layer passes of 8 windows of 128 take 20 MB of it) is
+  sliced within the budget: the tool's own summed peak RSS
   and /proc sampling of every process of the run (VmHWM) both stay under it.
 - The same job at 512 MiB, killed at the writer's second commit point and
   resumed: the plan counts the supervisor's hashing buffer (the staging
@@ -87,26 +88,26 @@ def main():
     check(r.returncode == 0, f"synth ({r.stderr.strip()})")
     ckpt = sum(os.path.getsize(os.path.join(work, "model", f)) for f in os.listdir(os.path.join(work, "model"))
                if f.endswith(".safetensors"))
-    budget = 100_000_000
+    budget = 125_000_000
     check(ckpt > budget, f"checkpoint {ckpt / 1e6:.0f} MB is larger than the {budget / 1e6:.0f} MB budget")
 
     # Under budget, with /proc sampling of every process of the run.
-    p = subprocess.Popen([sp, "run", manifest(work, "a", 32, "100MB"), "--quiet"], stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sp, "run", manifest(work, "a", 32, "125MB"), "--quiet"], stderr=subprocess.PIPE, text=True)
     peak = {}
     while p.poll() is None:
         for pid in [p.pid] + children(p.pid):
             peak[pid] = max(peak.get(pid, 0), hwm(pid))
         time.sleep(0.02)
     err = p.stderr.read()
-    check(p.returncode == 0, f"run under a 100 MB budget exits 0 ({err.strip()[-300:]})")
+    check(p.returncode == 0, f"run under a 125 MB budget exits 0 ({err.strip()[-300:]})")
     if p.returncode == 0:
         st = json.load(open(os.path.join(work, "a", "slicing.json")))["stages"]
         tool = st["peak_rss_sum_bytes"]
-        check(tool <= budget or sanitized, f"{'(sanitized build, not held to the budget) ' if sanitized else ''}tool-reported summed peak RSS {tool / 1e6:.1f} MB <= 100 MB "
+        check(tool <= budget or sanitized, f"{'(sanitized build, not held to the budget) ' if sanitized else ''}tool-reported summed peak RSS {tool / 1e6:.1f} MB <= 125 MB "
                               f"(plan {st['memory_plan_bytes'] / 1e6:.1f} MB)")
         sampled = sum(peak.values())
         check(len(peak) >= 4 and (sampled <= budget or sanitized),
-              f"/proc-sampled summed VmHWM of {len(peak)} processes {sampled / 1e6:.1f} MB <= 100 MB")
+              f"/proc-sampled summed VmHWM of {len(peak)} processes {sampled / 1e6:.1f} MB <= 125 MB")
         check(st["compute"]["busy_seconds"] > 0 and st["reader"]["bytes_read"] >= ckpt * 0.9,
               f"accounting: reader read {st['reader']['bytes_read'] / 1e6:.0f} MB, compute busy "
               f"{st['compute']['busy_seconds']:.2f}s")
@@ -190,26 +191,26 @@ def main():
             behind[mode] = None
     check(behind["memory"] is not None and behind["memory"] > 0 and behind["disk"] == 0,
           f"slicing.json's boundaries_behind_seconds: {behind['memory']} in memory, {behind['disk']} on disk (> 0 and 0)")
-    r = subprocess.run([sp, "run", manifest(work, "act-small", 32, "100MB", 'activations = "memory"'), "--dry-run"],
+    r = subprocess.run([sp, "run", manifest(work, "act-small", 32, "125MB", 'activations = "memory"'), "--dry-run"],
                        capture_output=True, text=True)
     check(r.returncode == 64 and "activations = \"memory\"" in r.stderr and "raise memory" in r.stderr,
           f"activations = \"memory\" that does not fit the budget: exit 64 naming it ({r.returncode}: {r.stderr.strip()[-200:]})")
 
     # pread and short reads give the same bytes.
     base = shard_bytes(os.path.join(work, "a"))
-    r = subprocess.run([sp, "run", manifest(work, "b", 32, "100MB"), "--quiet", "--io=pread"], capture_output=True,
+    r = subprocess.run([sp, "run", manifest(work, "b", 32, "125MB"), "--quiet", "--io=pread"], capture_output=True,
                        text=True)
     check(r.returncode == 0 and shard_bytes(os.path.join(work, "b")) == base, "--io=pread output byte-identical")
     env = dict(os.environ, SLICEPIPE_SHORT_READS="1")
-    r = subprocess.run([sp, "run", manifest(work, "c", 4, "100MB"), "--quiet"], capture_output=True, text=True, env=env)
-    r2 = subprocess.run([sp, "run", manifest(work, "c2", 4, "100MB"), "--quiet"], capture_output=True, text=True)
+    r = subprocess.run([sp, "run", manifest(work, "c", 4, "125MB"), "--quiet"], capture_output=True, text=True, env=env)
+    r2 = subprocess.run([sp, "run", manifest(work, "c2", 4, "125MB"), "--quiet"], capture_output=True, text=True)
     check(r.returncode == 0 and r2.returncode == 0
           and shard_bytes(os.path.join(work, "c")) == shard_bytes(os.path.join(work, "c2")),
           "forced short reads: output byte-identical")
 
     # A stage killed.
     for victim in (1, 0):  # compute, then reader (by fork order)
-        p = subprocess.Popen([sp, "run", manifest(work, f"k{victim}", 128, "100MB"), "--quiet"],
+        p = subprocess.Popen([sp, "run", manifest(work, f"k{victim}", 128, "125MB"), "--quiet"],
                              stderr=subprocess.PIPE, text=True)
         kids = []
         t_end = time.time() + 20
@@ -235,7 +236,7 @@ def main():
               f"{name} killed: supervisor exits {p.returncode} in {dt:.2f}s naming it ({err.strip()[-160:]})")
 
     # The supervisor killed.
-    p = subprocess.Popen([sp, "run", manifest(work, "s", 128, "100MB"), "--quiet"], stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([sp, "run", manifest(work, "s", 128, "125MB"), "--quiet"], stderr=subprocess.DEVNULL)
     kids = []
     t_end = time.time() + 20
     while len(kids) < 3 and time.time() < t_end:

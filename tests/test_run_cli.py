@@ -104,7 +104,7 @@ def group_local(sp, work):
     model_ref.write_random_model(model, seed=7, D=64, L=3, heads=8, kv=4, head_dim=8, ffn=96, vocab=101,
                                  tied=False)
     calib, evaltok = os.path.join(work, "calib.npy"), os.path.join(work, "eval.npy")
-    model_ref.write_tokens(calib, 1, 16 * 64, 101)
+    model_ref.write_tokens(calib, 1, 32 * 64, 101)
     model_ref.write_tokens(evaltok, 2, 8 * 64, 101)
 
     # Invariance: logits of the rotated, unsliced model equal the dense ones.
@@ -121,8 +121,10 @@ def group_local(sp, work):
         check(np.max(np.abs(a)) > 1.0, "logits are non-trivial")
 
     # Determinism.
-    _, o1 = slice_and_eval(sp, work, "det1", model, calib, 64, 16, 0.25, evaltok, 64)
-    _, o2 = slice_and_eval(sp, work, "det2", model, calib, 64, 16, 0.25, evaltok, 64)
+    # 32 windows of 64: layer passes of 16 windows (1024 rows, sp_layer_group),
+    # so spill chunks of 16 or of all 32.
+    _, o1 = slice_and_eval(sp, work, "det1", model, calib, 64, 32, 0.25, evaltok, 64)
+    _, o2 = slice_and_eval(sp, work, "det2", model, calib, 64, 32, 0.25, evaltok, 64)
     same = files_of(o1) == files_of(o2)
     for f in files_of(o1):
         if f in ("slicing.json", "report.html") or not same:
@@ -137,14 +139,16 @@ def group_local(sp, work):
         j.pop("timing", None), j.pop("peak_rss_bytes", None), j.pop("model", None), j.pop("stages", None)
     check(same and j1 == j2, "two runs give byte-identical model files and slicing.json")
 
-    # Out of core: a memory budget that forces one-window spill chunks gives the
-    # same bytes as a run whose chunks hold every window; the spill is removed.
-    _, o3 = slice_and_eval(sp, work, "det3", model, calib, 64, 16, 0.25, evaltok, 64, '[resources]\nmemory = "27300KB"\n')
+    # Out of core: a memory budget that forces spill chunks of one layer pass
+    # (16 windows) gives the same bytes as a run whose chunks hold every
+    # window; the spill is removed.
+    _, o3 = slice_and_eval(sp, work, "det3", model, calib, 64, 32, 0.25, evaltok, 64, '[resources]\nmemory = "31MB"\n')
     dry = run([sp, "run", os.path.join(work, "det3.toml"), "--dry-run"])
     import re
-    mm = re.search(r"chunks of (\d+) windows", dry.stdout)
-    check(dry.returncode == 0 and mm and int(mm.group(1)) <= 4,
-          f"a 27300KB budget splits the 16 windows into several spill chunks: {mm.group(0) if mm else dry.stdout}")
+    mm = re.search(r"chunks of (\d+) windows\s+\(layer passes of (\d+) at a time\)", dry.stdout)
+    check(dry.returncode == 0 and mm and int(mm.group(1)) == 16 and int(mm.group(2)) == 16,
+          f"a 31MB budget splits the 32 windows into two spill chunks of one 16-window pass: "
+          f"{mm.group(0) if mm else dry.stdout}")
     same = True
     for f in files_of(o1):
         if f.endswith(".safetensors"):

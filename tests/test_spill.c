@@ -13,7 +13,9 @@
  *   resident;
  * - the same non-finite message (exit 65, token and component).
  * Then sp_stream_windows through resident and disk pairs, A -> B, B -> B in
- * place and a function working in place in its buffer, gives the same rows.
+ * place and a function working in place in its buffer, gives the same rows;
+ * and sp_stream_groups calls its function on whole groups at multiples of
+ * the group, with the rows one call per window gives.
  */
 #include <math.h>
 #include <stdint.h>
@@ -238,6 +240,58 @@ static void streams(const char *dir) {
     free(x);
 }
 
+/* sp_stream_groups: out = 2·in + window, a group of windows per call; the
+ * calls it made. */
+typedef struct calls {
+    int n;
+    int64_t w0[16], nwin[16];
+} calls;
+
+static int twice_group(void *ctx, int64_t w0, int64_t nwin, const float *in, float *out) {
+    calls *c = ctx;
+    if (c->n < 16) c->w0[c->n] = w0, c->nwin[c->n] = nwin;
+    c->n++;
+    for (int64_t k = 0; k < nwin; k++) twice(NULL, w0 + k, in + k * 8 * D, out + k * 8 * D);
+    return 0;
+}
+
+/* Groups of 3 over 11 windows in chunks of 6: calls at windows 0, 3, 6, 9
+ * of 3, 3, 3 and 2 windows (a chunk's last group never spills into the
+ * next chunk), and the same rows as one call per window. */
+static void grouped(const char *dir) {
+    enum { T = 8, W = 11, CW = 6, G = 3 };
+    sp_spill *a[2] = {0}, *b[2] = {0};
+    float *bin = malloc((size_t)(CW * T * D) * 4), *bout = malloc((size_t)(CW * T * D) * 4), *x = malloc((size_t)(T * D) * 4);
+    for (int m = 0; m < 2; m++) {
+        CHECK(sp_stream_scratch_pair(dir, m ? "group-windows" : "group-groups", ROWS, D, CW * T, &a[m], &b[m]) == 0, "%s",
+              sp_errmsg());
+        if (!a[m] || !b[m]) return;
+        for (int64_t w = 0; w < W; w++) {
+            fill(x, T * D, (uint32_t)(2000 + w));
+            CHECK(sp_spill_write(a[m], w * T, T, D, x) == 0, "%s", sp_errmsg());
+        }
+    }
+    calls c = {0};
+    CHECK(sp_stream_groups(a[0], D, b[0], D, W, T, CW, G, bin, bout, twice_group, &c, NULL) == 0, "%s", sp_errmsg());
+    CHECK(sp_stream_windows(a[1], D, b[1], D, W, T, CW, bin, bout, twice, NULL, NULL) == 0, "%s", sp_errmsg());
+    const int64_t want_w0[4] = {0, 3, 6, 9}, want_n[4] = {3, 3, 3, 2};
+    CHECK(c.n == 4, "groups: %d calls, want 4", c.n);
+    for (int i = 0; i < 4 && i < c.n; i++)
+        CHECK(c.w0[i] == want_w0[i] && c.nwin[i] == want_n[i], "group %d: windows %lld + %lld, want %lld + %lld", i,
+              (long long)c.w0[i], (long long)c.nwin[i], (long long)want_w0[i], (long long)want_n[i]);
+    float *r0 = malloc((size_t)(T * D) * 4), *r1 = malloc((size_t)(T * D) * 4);
+    for (int64_t w = 0; w < W; w++) /* window by window: a read takes at most a chunk */
+        CHECK(sp_spill_read(b[0], w * T, T, D, r0) == 0 && sp_spill_read(b[1], w * T, T, D, r1) == 0 &&
+                  memcmp(r0, r1, (size_t)(T * D) * 4) == 0,
+              "groups: window %lld differs from one call per window", (long long)w);
+    free(r0);
+    free(r1);
+    for (int m = 0; m < 2; m++) sp_spill_free(a[m], 1), sp_spill_free(b[m], 1);
+    free(bin);
+    free(bout);
+    free(x);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: test_spill WORKDIR\n");
@@ -247,6 +301,7 @@ int main(int argc, char **argv) {
     one_dtype(argv[1], SP_DTYPE_F32);
     one_dtype(argv[1], SP_DTYPE_BF16);
     streams(argv[1]);
+    grouped(argv[1]);
     big(argv[1]);
     if (g_fail) fprintf(stderr, "test_spill: %d failures\n", g_fail);
     else printf("test_spill: ok\n");

@@ -6,6 +6,12 @@
  * use the scratch. The MLP and the head are row-independent and run in row
  * chunks, which bounds the (rows, ffn) and (rows, vocab) buffers. Attention
  * runs in the backend, blocked by query rows (backend.h).
+ *
+ * A pass may take several windows at once (sp_layer_group): the linear
+ * layers then run over all their rows in one GEMM each, and only RoPE and
+ * attention go window by window. OpenBLAS runs a GEMM of 1024 rows 5-10 %
+ * faster than two of 512 (its packing and thread start are paid once), at
+ * the floor job's shapes (bench/FLOOR.md).
  */
 #include "layer.h"
 
@@ -15,7 +21,11 @@
 
 #include "error.h"
 
-#define MLP_ROWS 256 /* rows per MLP chunk */
+#define MLP_ROWS_MIN 256                  /* rows per MLP chunk: at least, */
+#define MLP_ROWS_MAX 1024                 /* at most, */
+#define MLP_BYTES ((int64_t)32 << 20)     /* and the most while the gate and up chunks fit this */
+#define GROUP_ROWS 1024                   /* rows a pass's group of windows aims at (sp_layer_group) */
+#define GROUP_BYTES ((int64_t)32 << 20)   /* the most a group's rows may add to the scratch */
 #define HEAD_ROWS 64 /* rows per head (logits) chunk */
 
 struct sp_layer_scratch {
@@ -23,28 +33,53 @@ struct sp_layer_scratch {
     const sp_arch *arch;
     sp_dims dims;
     int64_t T_max, width_max;
+    int64_t rows_max; /* rows of a pass: windows of T_max rows each (sp_layer_scratch_init_n) */
+    int64_t mlp_rows; /* rows per MLP chunk (mlp_rows) */
     sp_bk_ws *ws;     /* the backend's attention workspace */
     float *rope_cos;  /* (T_max, head_dim/2) cos(pos · inv_freq[i]) */
     float *rope_sin;  /* (T_max, head_dim/2) sin(pos · inv_freq[i]) */
-    float *xn;        /* (T_max, width_max) normalized layer / head input */
-    float *q;         /* (T_max, n_heads·head_dim) queries, then RoPE'd */
-    float *k;         /* (T_max, n_kv_heads·head_dim) keys, then RoPE'd */
-    float *v;         /* (T_max, n_kv_heads·head_dim) values */
-    float *ctx;       /* (T_max, n_heads·head_dim) softmax(QKᵀ)·V per head */
-    float *gate;      /* (MLP_ROWS, ffn) act(x·Wgᵀ) ⊙ x·Wuᵀ */
-    float *up;        /* (MLP_ROWS, ffn) x·Wuᵀ */
+    float *xn;        /* (rows_max, width_max) normalized layer / head input */
+    float *q;         /* (rows_max, n_heads·head_dim) queries, then RoPE'd */
+    float *k;         /* (rows_max, n_kv_heads·head_dim) keys, then RoPE'd */
+    float *v;         /* (rows_max, n_kv_heads·head_dim) values */
+    float *ctx;       /* (rows_max, n_heads·head_dim) softmax(QKᵀ)·V per head */
+    float *gate;      /* (mlp_rows, ffn) act(x·Wgᵀ) ⊙ x·Wuᵀ */
+    float *up;        /* (mlp_rows, ffn) x·Wuᵀ */
     float *logits;    /* (HEAD_ROWS, vocab) when the caller keeps no logits */
 };
 
 static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* Rows per MLP chunk, by the MLP's width alone (so the bits of a product do
+ * not depend on anything else): MLP_ROWS_MAX, halved while the gate and up
+ * chunks would take more than MLP_BYTES, down to MLP_ROWS_MIN. Larger
+ * chunks run the gate, up and down GEMMs faster (the file's comment); wide
+ * MLPs (7B and up) are fast at 256 rows already. */
+static int64_t mlp_rows(const sp_dims *d) {
+    int64_t r = MLP_ROWS_MAX;
+    while (r > MLP_ROWS_MIN && 2 * r * d->ffn * 4 > MLP_BYTES) r /= 2;
+    return r;
+}
+
+/* The bytes per row of the buffers that grow with a pass's rows. */
+static int64_t pass_row_bytes(const sp_dims *d, int64_t width_max) {
+    return (width_max + 2 * d->n_heads * d->head_dim + 2 * d->n_kv_heads * d->head_dim) * 4;
+}
+
+int64_t sp_layer_group(const sp_dims *d, int64_t T, int64_t width_max, int64_t W) {
+    int64_t g = T >= 1 && T < GROUP_ROWS ? GROUP_ROWS / T : 1;
+    while (g > 1 && (g - 1) * T * pass_row_bytes(d, width_max) > GROUP_BYTES) g /= 2;
+    return W >= 1 && g > W ? W : g;
+}
+
 /* The scratch buffers, (rows, cols) float32 each: one list for the size and
  * the allocation. */
 enum { B_COS, B_SIN, B_XN, B_Q, B_K, B_V, B_CTX, B_GATE, B_UP, B_LOGITS, B_COUNT };
 
-static void buffer_shapes(const sp_dims *d, int64_t T, int64_t width_max, int64_t rows[B_COUNT], int64_t cols[B_COUNT]) {
+static void buffer_shapes(const sp_dims *d, int64_t T, int64_t R, int64_t width_max, int64_t rows[B_COUNT], int64_t cols[B_COUNT]) {
     const int64_t qw = d->n_heads * d->head_dim, kw = d->n_kv_heads * d->head_dim, half = d->rot_dim / 2;
-    const int64_t r[B_COUNT] = {T, T, T, T, T, T, T, min_i64(T, MLP_ROWS), min_i64(T, MLP_ROWS), min_i64(T, HEAD_ROWS)};
+    const int64_t m = min_i64(R, mlp_rows(d));
+    const int64_t r[B_COUNT] = {T, T, R, R, R, R, R, m, m, min_i64(T, HEAD_ROWS)};
     const int64_t c[B_COUNT] = {half, half, width_max, qw, kw, kw, qw, d->ffn, d->ffn, d->vocab};
     memcpy(rows, r, sizeof r);
     memcpy(cols, c, sizeof c);
@@ -60,11 +95,13 @@ static int dims_ok(const sp_dims *d, int64_t T, int64_t width_max) {
            d->ffn >= 1 && d->vocab >= 1;
 }
 
-int64_t sp_layer_scratch_bytes(const sp_bk *bk, const sp_dims *dims, int64_t T, int64_t width_max, int64_t *device_bytes) {
-    int64_t rows[B_COUNT], cols[B_COUNT], n = 0, host = 0, dev = 0, e;
+int64_t sp_layer_scratch_bytes_n(const sp_bk *bk, const sp_dims *dims, int64_t T, int64_t nwin, int64_t width_max,
+                                  int64_t *device_bytes) {
+    int64_t rows[B_COUNT], cols[B_COUNT], n = 0, host = 0, dev = 0, e, R;
     *device_bytes = 0;
-    if (!dims_ok(dims, T, width_max)) return 0; /* init refuses it with a message */
-    buffer_shapes(dims, T, width_max, rows, cols);
+    if (!dims_ok(dims, T, width_max) || nwin < 1) return 0; /* init refuses it with a message */
+    if (sp_mul_i64(T, nwin, &R)) return INT64_MAX;
+    buffer_shapes(dims, T, R, width_max, rows, cols);
     for (int i = 0; i < B_COUNT; i++) {
         if (sp_mul_i64(rows[i], cols[i], &e) || sp_mul_i64(e, 4, &e) || sp_add_i64(n, e, &n)) return INT64_MAX;
     }
@@ -75,6 +112,10 @@ int64_t sp_layer_scratch_bytes(const sp_bk *bk, const sp_dims *dims, int64_t T, 
     host += 2 * T * (dims->rot_dim / 2) * 4; /* the RoPE tables' host copies, during init */
     *device_bytes = dev + p.device_bytes;
     return host + p.host_bytes;
+}
+
+int64_t sp_layer_scratch_bytes(const sp_bk *bk, const sp_dims *dims, int64_t T, int64_t width_max, int64_t *device_bytes) {
+    return sp_layer_scratch_bytes_n(bk, dims, T, 1, width_max, device_bytes);
 }
 
 void sp_layer_scratch_free(sp_layer_scratch *s) {
@@ -104,8 +145,13 @@ static double rope_inv_freq(const sp_dims *dims, int64_t i) {
 
 int sp_layer_scratch_init(const sp_bk *bk, const sp_arch *arch, const sp_dims *dims, int64_t T, int64_t width_max,
                           sp_layer_scratch **out) {
+    return sp_layer_scratch_init_n(bk, arch, dims, T, 1, width_max, out);
+}
+
+int sp_layer_scratch_init_n(const sp_bk *bk, const sp_arch *arch, const sp_dims *dims, int64_t T, int64_t nwin,
+                            int64_t width_max, sp_layer_scratch **out) {
     *out = NULL;
-    if (!dims_ok(dims, T, width_max))
+    if (!dims_ok(dims, T, width_max) || nwin < 1)
         return sp_fail(SP_EX_DATAERR,
                        "forward: unusable dimensions (T %lld, width %lld, D %lld, heads %lld/%lld, head_dim %lld, "
                        "ffn %lld, vocab %lld)",
@@ -116,7 +162,7 @@ int sp_layer_scratch_init(const sp_bk *bk, const sp_arch *arch, const sp_dims *d
                               !(dims->rope_low_freq_factor > 0) || dims->rope_original_max_pos < 1))
         return sp_fail(SP_EX_DATAERR, "forward: unusable llama3 rope_scaling parameters");
     int64_t dev;
-    if (sp_layer_scratch_bytes(bk, dims, T, width_max, &dev) == INT64_MAX)
+    if (sp_layer_scratch_bytes_n(bk, dims, T, nwin, width_max, &dev) == INT64_MAX)
         return sp_fail(SP_EX_SOFTWARE, "forward scratch: size overflows");
     sp_layer_scratch *s;
     SP_TRY(sp_calloc((void **)&s, 1, (int64_t)sizeof *s, "forward scratch"));
@@ -125,8 +171,10 @@ int sp_layer_scratch_init(const sp_bk *bk, const sp_arch *arch, const sp_dims *d
     s->dims = *dims;
     s->T_max = T;
     s->width_max = width_max;
+    s->rows_max = T * nwin; /* sp_layer_scratch_bytes_n checked the product */
+    s->mlp_rows = min_i64(s->rows_max, mlp_rows(dims));
     int64_t rows[B_COUNT], cols[B_COUNT];
-    buffer_shapes(dims, T, width_max, rows, cols);
+    buffer_shapes(dims, T, s->rows_max, width_max, rows, cols);
     float **p[B_COUNT] = {&s->rope_cos, &s->rope_sin, &s->xn, &s->q, &s->k, &s->v, &s->ctx, &s->gate, &s->up, &s->logits};
     static const char *what[B_COUNT] = {"RoPE cos table", "RoPE sin table", "normalized activations", "queries", "keys",
                                         "values", "attention context", "MLP gate", "MLP up", "logits"};
@@ -189,11 +237,12 @@ static void linear_b(const sp_bk *bk, const float *x, int64_t rows, int64_t k, c
     if (b) bk->add_bias(bk, y, b, rows, n);
 }
 
-/* ctx (T, nh·hd): the attention of xn (T, d_in), before the output projection.
- * kv NULL: one window, positions 0..T-1, keys and values in the scratch.
- * Else the rows are positions pos0..pos0+T-1: their keys and values go into
- * rows pos0.. of the cache and the queries attend to its rows 0..pos0+T-1. */
-static void attention_ctx(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t d_in, int64_t pos0,
+/* ctx (nwin·T, nh·hd): the attention of xn (nwin·T, d_in), before the
+ * output projection. kv NULL: nwin windows of T rows, each at positions
+ * 0..T-1, keys and values in the scratch. Else (nwin 1) the rows are
+ * positions pos0..pos0+T-1: their keys and values go into rows pos0.. of the
+ * cache and the queries attend to its rows 0..pos0+T-1. */
+static void attention_ctx(sp_layer_scratch *s, const sp_layer_w *w, int64_t nwin, int64_t T, int64_t d_in, int64_t pos0,
                           const sp_layer_kv *kv) {
     const sp_bk *bk = s->bk;
     const sp_dims *dims = &s->dims;
@@ -204,42 +253,50 @@ static void attention_ctx(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, i
         wk = wq + qw * d_in;
         wv = wk + kw * d_in;
     }
-    float *k = kv ? kv->k + pos0 * kw : s->k, *v = kv ? kv->v + pos0 * kw : s->v; /* (T, nkv·hd) each */
-    const int64_t half = dims->rot_dim / 2;
-    linear_b(bk, s->xn, T, d_in, wq, w->slot[SP_SLOT_Q_B], qw, s->q); /* (T, nh·hd) */
-    linear_b(bk, s->xn, T, d_in, wk, w->slot[SP_SLOT_K_B], kw, k);    /* (T, nkv·hd) */
-    linear_b(bk, s->xn, T, d_in, wv, w->slot[SP_SLOT_V_B], kw, v);    /* (T, nkv·hd) */
+    SP_ASSERT(nwin >= 1 && (!kv || nwin == 1));
+    float *k = kv ? kv->k + pos0 * kw : s->k, *v = kv ? kv->v + pos0 * kw : s->v; /* (nwin·T, nkv·hd) each */
+    const int64_t half = dims->rot_dim / 2, R = nwin * T;
+    linear_b(bk, s->xn, R, d_in, wq, w->slot[SP_SLOT_Q_B], qw, s->q); /* (R, nh·hd) */
+    linear_b(bk, s->xn, R, d_in, wk, w->slot[SP_SLOT_K_B], kw, k);    /* (R, nkv·hd) */
+    linear_b(bk, s->xn, R, d_in, wv, w->slot[SP_SLOT_V_B], kw, v);    /* (R, nkv·hd) */
     if (w->slot[SP_SLOT_Q_NORM]) /* per-head RMSNorm: rows of head_dim */
-        bk->norm(bk, SP_BK_NORM_RMS, w->slot[SP_SLOT_Q_NORM], NULL, hd, hd, dims->eps, s->q, T * nh);
-    if (w->slot[SP_SLOT_K_NORM]) bk->norm(bk, SP_BK_NORM_RMS, w->slot[SP_SLOT_K_NORM], NULL, hd, hd, dims->eps, k, T * nkv);
-    if (!s->arch->pos_embed) { /* the tables' rows pos0.. are positions pos0.. */
-        const float *cs = s->rope_cos + pos0 * half, *sn = s->rope_sin + pos0 * half;
-        bk->rope(bk, s->arch->rope, s->q, T, qw, nh, hd, dims->rot_dim, cs, sn);
-        bk->rope(bk, s->arch->rope, k, T, kw, nkv, hd, dims->rot_dim, cs, sn);
-    }
+        bk->norm(bk, SP_BK_NORM_RMS, w->slot[SP_SLOT_Q_NORM], NULL, hd, hd, dims->eps, s->q, R * nh);
+    if (w->slot[SP_SLOT_K_NORM]) bk->norm(bk, SP_BK_NORM_RMS, w->slot[SP_SLOT_K_NORM], NULL, hd, hd, dims->eps, k, R * nkv);
     const float scale = (float)(1.0 / sqrt((double)hd));
-    if (kv)
-        bk->attention_cached(bk, s->ws, s->q, T, kv->k, kv->v, pos0 + T, nh, nkv, hd, scale, dims->window, s->ctx);
-    else
-        bk->attention(bk, s->ws, s->q, s->k, s->v, T, nh, nkv, hd, scale, dims->window, s->ctx);
+    for (int64_t i = 0; i < nwin; i++) { /* window i: rows i·T.. */
+        float *qi = s->q + i * T * qw, *ki = k + i * T * kw, *vi = v + i * T * kw, *ci = s->ctx + i * T * qw;
+        if (!s->arch->pos_embed) { /* the tables' rows pos0.. are positions pos0.. */
+            const float *cs = s->rope_cos + pos0 * half, *sn = s->rope_sin + pos0 * half;
+            bk->rope(bk, s->arch->rope, qi, T, qw, nh, hd, dims->rot_dim, cs, sn);
+            bk->rope(bk, s->arch->rope, ki, T, kw, nkv, hd, dims->rot_dim, cs, sn);
+        }
+        if (kv)
+            bk->attention_cached(bk, s->ws, qi, T, kv->k, kv->v, pos0 + T, nh, nkv, hd, scale, dims->window, ci);
+        else
+            bk->attention(bk, s->ws, qi, ki, vi, T, nh, nkv, hd, scale, dims->window, ci);
+    }
 }
 
-static void attn_at(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, int64_t pos0,
+static void attn_at(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t nwin, int64_t T, int64_t pos0,
                     const sp_layer_kv *kv, float *h) {
     const sp_bk *bk = s->bk;
-    int64_t d_in = w->d_in, d_mid = w->d_mid, qw = s->dims.n_heads * s->dims.head_dim;
-    SP_ASSERT(T >= 1 && T <= s->T_max && d_in >= 1 && d_in <= s->width_max && d_mid >= 1);
+    int64_t d_in = w->d_in, d_mid = w->d_mid, qw = s->dims.n_heads * s->dims.head_dim, R = nwin * T;
+    SP_ASSERT(T >= 1 && T <= s->T_max && nwin >= 1 && R <= s->rows_max && d_in >= 1 && d_in <= s->width_max && d_mid >= 1);
     SP_ASSERT(w->shortcut[SP_POS_MID] || d_in == d_mid);
     SP_ASSERT((const float *)h != x);
 
-    normed(s, w->norm, w->slot[SP_SLOT_ATTN_NORM], w->slot[SP_SLOT_ATTN_NORM_B], x, T, d_in);
-    attention_ctx(s, w, T, d_in, pos0, kv);
-    linear_b(bk, s->ctx, T, qw, w->slot[SP_SLOT_O], w->slot[SP_SLOT_O_B], d_mid, h); /* (T, d_mid) */
-    add_shortcut(bk, x, T, d_in, w->shortcut[SP_POS_MID], d_mid, h);
+    normed(s, w->norm, w->slot[SP_SLOT_ATTN_NORM], w->slot[SP_SLOT_ATTN_NORM_B], x, R, d_in);
+    attention_ctx(s, w, nwin, T, d_in, pos0, kv);
+    linear_b(bk, s->ctx, R, qw, w->slot[SP_SLOT_O], w->slot[SP_SLOT_O_B], d_mid, h); /* (R, d_mid) */
+    add_shortcut(bk, x, R, d_in, w->shortcut[SP_POS_MID], d_mid, h);
 }
 
 void sp_layer_attn(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *h) {
-    attn_at(s, w, x, T, 0, NULL, h);
+    attn_at(s, w, x, 1, T, 0, NULL, h);
+}
+
+void sp_layer_attn_n(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t nwin, int64_t T, float *h) {
+    attn_at(s, w, x, nwin, T, 0, NULL, h);
 }
 
 /* y (T, d_out) (+)= MLP(xn), xn (T, d) already normalized; beta 1 accumulates.
@@ -254,8 +311,8 @@ static void mlp_xn(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t 
         wg = w->slot[SP_SLOT_GATE_UP];
         wu = wg + ffn * d;
     }
-    for (int64_t r0 = 0; r0 < T; r0 += MLP_ROWS) {
-        int64_t nr = min_i64(T - r0, MLP_ROWS);
+    for (int64_t r0 = 0; r0 < T; r0 += s->mlp_rows) {
+        int64_t nr = min_i64(T - r0, s->mlp_rows);
         float *g = z ? z + r0 * ffn : s->gate;
         linear_b(bk, s->xn + r0 * d, nr, d, wg, w->slot[SP_SLOT_GATE_B], ffn, g);
         if (wu) linear_b(bk, s->xn + r0 * d, nr, d, wu, w->slot[SP_SLOT_UP_B], ffn, s->up);
@@ -268,7 +325,7 @@ static void mlp_xn(sp_layer_scratch *s, const sp_layer_w *w, int64_t T, int64_t 
 void sp_layer_mlp_inner(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *z) {
     const int par = s->arch->parallel; /* the MLP reads the block's input through its one norm */
     const int64_t d = par ? w->d_in : w->d_mid;
-    SP_ASSERT(T >= 1 && T <= s->T_max && d >= 1 && d <= s->width_max);
+    SP_ASSERT(T >= 1 && T <= s->rows_max && d >= 1 && d <= s->width_max);
     normed(s, w->norm, w->slot[par ? SP_SLOT_ATTN_NORM : SP_SLOT_MLP_NORM], w->slot[par ? SP_SLOT_ATTN_NORM_B : SP_SLOT_MLP_NORM_B],
            h, T, d);
     mlp_xn(s, w, T, d, w->d_out, 0.0f, NULL, z);
@@ -276,7 +333,7 @@ void sp_layer_mlp_inner(sp_layer_scratch *s, const sp_layer_w *w, const float *h
 
 void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int64_t T, float *y) {
     int64_t d_mid = w->d_mid, d_out = w->d_out;
-    SP_ASSERT(T >= 1 && T <= s->T_max && d_mid >= 1 && d_mid <= s->width_max && d_out >= 1);
+    SP_ASSERT(T >= 1 && T <= s->rows_max && d_mid >= 1 && d_mid <= s->width_max && d_out >= 1);
     SP_ASSERT(w->shortcut[SP_POS_OUT] || d_mid == d_out);
     SP_ASSERT((const float *)y != h);
 
@@ -285,23 +342,27 @@ void sp_layer_mlp(sp_layer_scratch *s, const sp_layer_w *w, const float *h, int6
     add_shortcut(s->bk, h, T, d_mid, w->shortcut[SP_POS_OUT], d_out, y);
 }
 
-static void parallel_at(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, int64_t pos0,
+static void parallel_at(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t nwin, int64_t T, int64_t pos0,
                         const sp_layer_kv *kv, float *y) {
     const sp_bk *bk = s->bk;
-    int64_t d_in = w->d_in, d_out = w->d_out, qw = s->dims.n_heads * s->dims.head_dim;
-    SP_ASSERT(T >= 1 && T <= s->T_max && d_in >= 1 && d_in <= s->width_max && d_out >= 1);
+    int64_t d_in = w->d_in, d_out = w->d_out, qw = s->dims.n_heads * s->dims.head_dim, R = nwin * T;
+    SP_ASSERT(T >= 1 && T <= s->T_max && nwin >= 1 && R <= s->rows_max && d_in >= 1 && d_in <= s->width_max && d_out >= 1);
     SP_ASSERT(w->shortcut[SP_POS_OUT] || d_in == d_out);
     SP_ASSERT((const float *)y != x);
 
-    normed(s, w->norm, w->slot[SP_SLOT_ATTN_NORM], w->slot[SP_SLOT_ATTN_NORM_B], x, T, d_in);
-    attention_ctx(s, w, T, d_in, pos0, kv);
-    linear_b(bk, s->ctx, T, qw, w->slot[SP_SLOT_O], w->slot[SP_SLOT_O_B], d_out, y); /* (T, d_out) */
-    mlp_xn(s, w, T, d_in, d_out, 1.0f, y, NULL);
-    add_shortcut(bk, x, T, d_in, w->shortcut[SP_POS_OUT], d_out, y);
+    normed(s, w->norm, w->slot[SP_SLOT_ATTN_NORM], w->slot[SP_SLOT_ATTN_NORM_B], x, R, d_in);
+    attention_ctx(s, w, nwin, T, d_in, pos0, kv);
+    linear_b(bk, s->ctx, R, qw, w->slot[SP_SLOT_O], w->slot[SP_SLOT_O_B], d_out, y); /* (R, d_out) */
+    mlp_xn(s, w, R, d_in, d_out, 1.0f, y, NULL);
+    add_shortcut(bk, x, R, d_in, w->shortcut[SP_POS_OUT], d_out, y);
 }
 
 void sp_layer_parallel(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t T, float *y) {
-    parallel_at(s, w, x, T, 0, NULL, y);
+    parallel_at(s, w, x, 1, T, 0, NULL, y);
+}
+
+void sp_layer_parallel_n(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t nwin, int64_t T, float *y) {
+    parallel_at(s, w, x, nwin, T, 0, NULL, y);
 }
 
 const float *sp_layer_scratch_xn(const sp_layer_scratch *s) { return s->xn; }
@@ -321,10 +382,10 @@ void sp_layer_block_kv(sp_layer_scratch *s, const sp_layer_w *w, const float *x,
                        const sp_layer_kv *kv, float *h, float *y) {
     SP_ASSERT(kv && kv->k && kv->v && pos0 >= 0 && T >= 1 && pos0 + T <= s->T_max);
     if (s->arch->parallel) {
-        parallel_at(s, w, x, T, pos0, kv, y);
+        parallel_at(s, w, x, 1, T, pos0, kv, y);
         return;
     }
-    attn_at(s, w, x, T, pos0, kv, h);
+    attn_at(s, w, x, 1, T, pos0, kv, h);
     sp_layer_mlp(s, w, h, T, y);
 }
 

@@ -56,6 +56,25 @@ int sp_layer_scratch_init(const sp_bk *bk, const sp_arch *arch, const sp_dims *d
                           sp_layer_scratch **out);
 void sp_layer_scratch_free(sp_layer_scratch *s);
 
+/* Passes over several windows at once. A scratch made by
+ * sp_layer_scratch_init_n takes passes of up to nwin windows of T rows each
+ * (sp_layer_attn_n, sp_layer_parallel_n; sp_layer_mlp and
+ * sp_layer_mlp_inner take up to nwin·T rows): the linear layers run over
+ * all the rows in one GEMM each, RoPE and attention window by window.
+ * sp_layer_group gives a job's windows per pass from its shapes alone
+ * (never from the memory budget, so the bits of a product do not depend on
+ * it): about 1024 rows, fewer where the group's extra scratch would exceed
+ * 32 MiB, at most W (the job's windows); 1 from T >= 1024. */
+int64_t sp_layer_group(const sp_dims *dims, int64_t T, int64_t width_max, int64_t W);
+int64_t sp_layer_scratch_bytes_n(const sp_bk *bk, const sp_dims *dims, int64_t T, int64_t nwin, int64_t width_max,
+                                 int64_t *device_bytes);
+int sp_layer_scratch_init_n(const sp_bk *bk, const sp_arch *arch, const sp_dims *dims, int64_t T, int64_t nwin,
+                            int64_t width_max, sp_layer_scratch **out);
+/* sp_layer_attn and sp_layer_parallel over nwin windows x (nwin·T, d_in),
+ * each its own sequence at positions 0..T-1. */
+void sp_layer_attn_n(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t nwin, int64_t T, float *h);
+void sp_layer_parallel_n(sp_layer_scratch *s, const sp_layer_w *w, const float *x, int64_t nwin, int64_t T, float *y);
+
 /* h (T, d_mid) = x·S_attn + Attn(N(x))·Woᵀ + b_o, x (T, d_in). h must not alias x.
  * Attention: q, k, v (fused or not, with their biases), per-head q/k norms,
  * RoPE on the first rot_dim dimensions of each head (none with learned

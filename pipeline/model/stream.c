@@ -9,9 +9,10 @@
 
 static int64_t now_ns(void) { return (int64_t)(sp_now() * 1e9); }
 
-int sp_stream_windows(sp_spill *in, int64_t w_in, sp_spill *out, int64_t w_out, int64_t W, int64_t T, int64_t cw,
-                      float *bin, float *bout, sp_stream_fn fn, void *ctx, int64_t *io_ns) {
-    SP_ASSERT(cw >= 1 && T >= 1 && W >= 0);
+int sp_stream_groups(sp_spill *in, int64_t w_in, sp_spill *out, int64_t w_out, int64_t W, int64_t T, int64_t cw, int64_t group,
+                     float *bin, float *bout, sp_stream_group_fn fn, void *ctx, int64_t *io_ns) {
+    SP_ASSERT(cw >= 1 && T >= 1 && W >= 0 && group >= 1);
+    SP_ASSERT(cw % group == 0 || cw >= W); /* groups start at multiples of group, whatever cw is */
     int64_t io = 0;
     int rc = 0;
     for (int64_t k0 = 0; k0 < W && !rc; k0 += cw) {
@@ -28,13 +29,34 @@ int sp_stream_windows(sp_spill *in, int64_t w_in, sp_spill *out, int64_t w_out, 
             if (r) y = r;
         }
         io += now_ns() - t0;
-        for (int64_t k = 0; k < nw && !rc; k++) rc = fn(ctx, k0 + k, x + k * T * w_in, y + k * T * w_out);
+        for (int64_t k = 0; k < nw && !rc; k += group) {
+            const int64_t g = nw - k < group ? nw - k : group;
+            rc = fn(ctx, k0 + k, g, x + k * T * w_in, y + k * T * w_out);
+        }
         t0 = now_ns();
         if (!rc && out) rc = sp_spill_write(out, k0 * T, nw * T, w_out, y);
         io += now_ns() - t0;
     }
     if (io_ns) *io_ns += io;
     return rc;
+}
+
+/* sp_stream_windows' fn, called by sp_stream_groups one window at a time. */
+typedef struct one_window {
+    sp_stream_fn fn;
+    void *ctx;
+} one_window;
+
+static int each_window(void *ctx, int64_t w0, int64_t nwin, const float *in, float *out) {
+    const one_window *o = ctx;
+    SP_ASSERT(nwin == 1);
+    return o->fn(o->ctx, w0, in, out);
+}
+
+int sp_stream_windows(sp_spill *in, int64_t w_in, sp_spill *out, int64_t w_out, int64_t W, int64_t T, int64_t cw,
+                      float *bin, float *bout, sp_stream_fn fn, void *ctx, int64_t *io_ns) {
+    one_window o = {fn, ctx};
+    return sp_stream_groups(in, w_in, out, w_out, W, T, cw, 1, bin, bout, each_window, &o, io_ns);
 }
 
 int sp_stream_scratch_pair(const char *dir, const char *tag, int64_t rows, int64_t w, int64_t chunk_rows, sp_spill **a,

@@ -25,6 +25,17 @@ typedef int (*sp_stream_fn)(void *ctx, int64_t window, const float *in, float *o
 int sp_stream_windows(sp_spill *in, int64_t w_in, sp_spill *out, int64_t w_out, int64_t W, int64_t T, int64_t cw,
                       float *bin, float *bout, sp_stream_fn fn, void *ctx, int64_t *io_ns);
 
+/* The same loop with fn called once per group of windows: windows
+ * [w0, w0 + nwin) of a chunk, contiguous in its rows, nwin = group except a
+ * chunk's (or the stream's) last, shorter group. Groups start at window
+ * indices that are multiples of group, which needs cw to be a multiple of
+ * group (or cw >= W): which windows share a call is then fixed by group
+ * alone, never by the chunk size (the memory budget). */
+typedef int (*sp_stream_group_fn)(void *ctx, int64_t w0, int64_t nwin, const float *in, float *out);
+
+int sp_stream_groups(sp_spill *in, int64_t w_in, sp_spill *out, int64_t w_out, int64_t W, int64_t T, int64_t cw, int64_t group,
+                     float *bin, float *bout, sp_stream_group_fn fn, void *ctx, int64_t *io_ns);
+
 /* The two scratch spills of an evaluation (eval, eval --task): `rows` rows
  * of width w each, float32, in `dir` (NULL: $TMPDIR, else /tmp) under
  * unpredictable names slicepipe-TAG-<random>-{a,b}.act, created exclusively

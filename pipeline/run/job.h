@@ -108,7 +108,8 @@ typedef struct job {
     sp_dtype out_dtype;
     sp_run_shape shape;            /* the sizes, named (fixed once the model and manifest are read) */
     sp_slice_plan plan;            /* what is kept, and how (slice_plan.h) */
-    int64_t chunk_w;               /* windows per spill chunk */
+    int64_t chunk_w;               /* windows per spill chunk: a multiple of group, or all of them */
+    int64_t group;                 /* windows per call of a layer pass (sp_plan_memory: sp_layer_group) */
     int64_t rot_block;             /* rows or columns per float64 rotation block (sp_plan_memory) */
     int spill_resident;            /* the two spills held in memory (sp_plan_memory; [resources] activations) */
     char *spill_a, *spill_b;       /* spill file paths */

@@ -209,8 +209,9 @@ static void global_fold(cstate *c) {
 }
 
 /* One pass over the calibration windows: in (spill) → f → out (spill) with
- * the second moment of the outputs. `in_place` writes back into the input. */
-typedef void (*window_fn)(cstate *c, const float *x, float *y);
+ * the second moment of the outputs, f taking nwin windows (job.group) at a
+ * time. `in_place` writes back into the input. */
+typedef void (*window_fn)(cstate *c, int64_t nwin, const float *x, float *y);
 
 typedef struct pass_ctx {
     cstate *c;
@@ -219,21 +220,24 @@ typedef struct pass_ctx {
     const char *what;
 } pass_ctx;
 
-static int pass_window(void *ctx, int64_t w, const float *x, float *y) {
+static int pass_window(void *ctx, int64_t w0, int64_t nwin, const float *x, float *y) {
     pass_ctx *p = ctx;
     cstate *c = p->c;
-    const int64_t n = c->j->shape.seqlen * c->j->shape.hidden;
+    const int64_t n = c->j->shape.seqlen * c->j->shape.hidden; /* one window's floats */
+    SP_ASSERT(nwin >= 1 && nwin <= c->j->group);
     int64_t t0 = sp_now_ns();
     float *yd = sp_bk_out(c->bk, c->yw, y);
-    p->f(c, sp_bk_put(c->bk, c->xw, x, n * 4), yd);
+    p->f(c, nwin, sp_bk_put(c->bk, c->xw, x, nwin * n * 4), yd);
     prof(c, SP_PROF_FORWARD, &t0);
-    int rc = cov_add(c, yd);
-    sp_bk_get(c->bk, y, yd, n * 4);
+    int rc = 0;
+    int64_t k = 0;
+    for (; k < nwin && !rc; k++) rc = cov_add(c, yd + k * n); /* window by window, in order */
+    sp_bk_get(c->bk, y, yd, nwin * n * 4);
     if (rc) { /* NaN/Inf: this layer is not committed; the message says where */
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_errmsg());
         return sp_fail(rc, "%s: layer %lld, %s output, calibration window %lld: %s; the layer was not committed",
-                       c->j->mf->model_path, (long long)p->layer, p->what, (long long)w, msg);
+                       c->j->mf->model_path, (long long)p->layer, p->what, (long long)(w0 + k - 1), msg);
     }
     return 0;
 }
@@ -243,12 +247,13 @@ static int pass_window(void *ctx, int64_t w, const float *x, float *y) {
  * nothing sgemm reads as B changes (the layer's weights, the shortcuts fsd
  * and pm, the basis Qf; ws_plan's hold_bytes). Its spill time goes to the
  * profile. */
-static int stream_layer(cstate *c, sp_spill *in, sp_spill *out, int64_t rows, sp_stream_fn fn, void *ctx) {
+static int stream_layer(cstate *c, sp_spill *in, sp_spill *out, int64_t rows, int64_t group, sp_stream_group_fn fn,
+                        void *ctx) {
     const job *j = c->j;
     int64_t io = 0;
     if (c->bk->hold) c->bk->hold(c->bk, 1);
-    int rc = sp_stream_windows(in, j->shape.hidden, out, j->shape.hidden, j->shape.tokens / j->shape.seqlen, rows,
-                               j->chunk_w, c->cin, c->cout, fn, ctx, &io);
+    int rc = sp_stream_groups(in, j->shape.hidden, out, j->shape.hidden, j->shape.tokens / j->shape.seqlen, rows,
+                              j->chunk_w, group, c->cin, c->cout, fn, ctx, &io);
     if (c->bk->hold) c->bk->hold(c->bk, 0);
     atomic_fetch_add(&c->st->prof_ns[SP_PROF_SPILL], io);
     return rc;
@@ -257,21 +262,25 @@ static int stream_layer(cstate *c, sp_spill *in, sp_spill *out, int64_t rows, sp
 static int pass(cstate *c, sp_spill *in, sp_spill *out, window_fn f, int64_t layer, const char *what) {
     pass_ctx p = {c, f, layer, what};
     cov_reset(c);
-    return stream_layer(c, in, out, c->j->shape.seqlen, pass_window, &p);
+    return stream_layer(c, in, out, c->j->shape.seqlen, c->j->group, pass_window, &p);
 }
 
-/* A window as the layer reads it: rotated into its input basis (Qf), or as
- * it is in the survey's dense passes. */
-static const float *layer_in(cstate *c, const float *x) {
+/* nwin windows as the layer reads them: rotated into its input basis (Qf),
+ * or as they are in the survey's dense passes. */
+static const float *layer_in(cstate *c, const float *x, int64_t nwin) {
     if (c->dense_pass) return x;
-    apply_qf(c, x, c->j->shape.seqlen, c->lw.d_in, c->tmp);
+    apply_qf(c, x, nwin * c->j->shape.seqlen, c->lw.d_in, c->tmp);
     return c->tmp;
 }
 
-static void attn_window(cstate *c, const float *x, float *y) { sp_layer_attn(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y); }
-static void mlp_window(cstate *c, const float *x, float *y) { sp_layer_mlp(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y); }
-static void block_window(cstate *c, const float *x, float *y) { /* a parallel block */
-    sp_layer_parallel(c->scr, &c->lw, layer_in(c, x), c->j->shape.seqlen, y);
+static void attn_window(cstate *c, int64_t nwin, const float *x, float *y) {
+    sp_layer_attn_n(c->scr, &c->lw, layer_in(c, x, nwin), nwin, c->j->shape.seqlen, y);
+}
+static void mlp_window(cstate *c, int64_t nwin, const float *x, float *y) {
+    sp_layer_mlp(c->scr, &c->lw, layer_in(c, x, nwin), nwin * c->j->shape.seqlen, y);
+}
+static void block_window(cstate *c, int64_t nwin, const float *x, float *y) { /* a parallel block */
+    sp_layer_parallel_n(c->scr, &c->lw, layer_in(c, x, nwin), nwin, c->j->shape.seqlen, y);
 }
 
 /* Whether a layer's boundary (and the embedding's before it) is sent from
@@ -487,14 +496,15 @@ static int down_bias(const job *j) { return j->plan.prune_ffn && sp_arch_slot_in
 /* One window of the MLP's input (a parallel block's: the layer's input): its
  * intermediate Z into C, and with a down bias its column sums into zsum
  * (float64, row by row in order: the bits do not depend on the chunking). */
-static int inner_window(void *ctx, int64_t w, const float *in, float *out) {
+static int inner_window(void *ctx, int64_t w, int64_t nwin, const float *in, float *out) { /* one window: group 1 */
+    SP_ASSERT(nwin == 1);
     pass_ctx *p = ctx;
     cstate *c = p->c;
     const job *j = c->j;
     const int64_t T = j->shape.seqlen, F = j->shape.ffn;
     (void)out;
     int64_t t0 = sp_now_ns();
-    const float *x = layer_in(c, sp_bk_put(c->bk, c->xw, in, T * j->shape.hidden * 4));
+    const float *x = layer_in(c, sp_bk_put(c->bk, c->xw, in, T * j->shape.hidden * 4), 1);
     const int64_t width = j->m.arch->parallel ? c->lw.d_in : c->lw.d_mid;
     const int sums = down_bias(j);
     int rc = 0;
@@ -543,7 +553,7 @@ static int prune_mlp(cstate *c, sp_spill *in, int64_t l, int64_t k, int64_t widt
     c->c_rows = 0;
     const int bias = sp_arch_slot_index(a, SP_SLOT_DOWN_B);
     if (bias >= 0) memset(c->zsum, 0, (size_t)F * 8);
-    SP_TRY(stream_layer(c, in, NULL, j->shape.seqlen, inner_window, &p));
+    SP_TRY(stream_layer(c, in, NULL, j->shape.seqlen, 1, inner_window, &p));
     phase(c, l, SP_PHASE_PCA);
     int64_t t0 = sp_now_ns();
     double *Ch = (double *)sp_bk_fetch(c->bk, c->Ch, c->C, F * F * 8); /* ours: select mirrors its triangle */
@@ -768,7 +778,8 @@ static int refit_join(cstate *c, int64_t n, const float *a, const float *b, int6
 }
 
 /* Pass 1: [x | xd] → [x | Md]. */
-static int refit_attn_window(void *ctx, int64_t w, const float *in, float *out) {
+static int refit_attn_window(void *ctx, int64_t w, int64_t nwin, const float *in, float *out) { /* one window: group 1 */
+    SP_ASSERT(nwin == 1);
     pass_ctx *p = ctx;
     cstate *c = p->c;
     const int64_t T = c->j->shape.seqlen, D = c->j->shape.hidden, n = T * D, Dh = c->j->shape.q_width;
@@ -791,7 +802,8 @@ static int refit_attn_window(void *ctx, int64_t w, const float *in, float *out) 
 }
 
 /* Pass 2: [x | Md] → [M' | Yd]. */
-static void refit_mid(cstate *c, const float *x, float *y) {
+static void refit_mid(cstate *c, int64_t nwin, const float *x, float *y) {
+    SP_ASSERT(nwin == 1);
     const int64_t T = c->j->shape.seqlen, n = T * c->j->shape.hidden;
     refit_in(c, x);
     sp_layer_attn(c->scr, &c->rw, c->xh, T, y);
@@ -799,14 +811,16 @@ static void refit_mid(cstate *c, const float *x, float *y) {
 }
 
 /* Pass 4: [M' | Yd] → [Y' | Yd]. */
-static void refit_out(cstate *c, const float *x, float *y) {
+static void refit_out(cstate *c, int64_t nwin, const float *x, float *y) {
+    SP_ASSERT(nwin == 1);
     const int64_t T = c->j->shape.seqlen, n = T * c->j->shape.hidden;
     sp_layer_mlp(c->scr, &c->lw, x, T, y);
     c->bk->copy(c->bk, y + n, x + n, n * 4);
 }
 
 /* Passes 2 and 4: a window of 2T rows through p->f (refit_mid, refit_out). */
-static int refit_fwd_window(void *ctx, int64_t w, const float *in, float *out) {
+static int refit_fwd_window(void *ctx, int64_t w, int64_t nwin, const float *in, float *out) { /* one window: group 1 */
+    SP_ASSERT(nwin == 1);
     pass_ctx *p = ctx;
     cstate *c = p->c;
     const int64_t n = c->j->shape.seqlen * c->j->shape.hidden;
@@ -814,14 +828,15 @@ static int refit_fwd_window(void *ctx, int64_t w, const float *in, float *out) {
     int64_t t0 = sp_now_ns();
     const float *x = sp_bk_put(c->bk, c->xw, in, 2 * n * 4);
     float *y = sp_bk_out(c->bk, c->yw, out);
-    p->f(c, x, y);
+    p->f(c, 1, x, y);
     prof(c, SP_PROF_FORWARD, &t0);
     sp_bk_get(c->bk, out, y, 2 * n * 4);
     return 0;
 }
 
 /* Pass 3: [M' | Yd] read; Z and Yd − M' into G2, Y = M' + Z·W_downᵀ into H. */
-static int refit_mlp_window(void *ctx, int64_t w, const float *in, float *out) {
+static int refit_mlp_window(void *ctx, int64_t w, int64_t nwin, const float *in, float *out) { /* one window: group 1 */
+    SP_ASSERT(nwin == 1);
     pass_ctx *p = ctx;
     cstate *c = p->c;
     const job *j = c->j;
@@ -887,7 +902,7 @@ static int refit_layer(cstate *c, int64_t l) {
     basis_f32(c, c->Q, c->rf_din);
     cov_reset(c);
     refit_reset(c, Dh + D);
-    SP_TRY(stream_layer(c, c->sa, c->sb, wr, refit_attn_window, &p));
+    SP_TRY(stream_layer(c, c->sa, c->sb, wr, 1, refit_attn_window, &p));
     phase(c, l, SP_PHASE_PCA);
     SP_TRY(pca(c, c->Qm, 1 + 2 * (int)l, "attention-output", l));
     SP_TRY(refit_solve(c, l, Dh, c->Qm, x.width[SP_POS_MID], o, "o_proj"));
@@ -899,13 +914,13 @@ static int refit_layer(cstate *c, int64_t l) {
     c->rw = c->lw;
     c->rw.shortcut[SP_POS_MID] = c->pm;
     p.f = refit_mid;
-    SP_TRY(stream_layer(c, c->sb, c->sb, wr, refit_fwd_window, &p));
+    SP_TRY(stream_layer(c, c->sb, c->sb, wr, 1, refit_fwd_window, &p));
 
     phase(c, l, SP_PHASE_MLP); /* 3 */
     p.what = "MLP-block";
     cov_reset(c);
     refit_reset(c, F + D);
-    SP_TRY(stream_layer(c, c->sb, NULL, wr, refit_mlp_window, &p));
+    SP_TRY(stream_layer(c, c->sb, NULL, wr, 1, refit_mlp_window, &p));
     phase(c, l, SP_PHASE_PCA);
     SP_TRY(pca(c, c->Qn, 2 + 2 * (int)l, "MLP-output", l));
     SP_TRY(refit_solve(c, l, F, c->Qn, x.width[SP_POS_OUT], down, "down_proj"));
@@ -913,7 +928,7 @@ static int refit_layer(cstate *c, int64_t l) {
     phase(c, l, SP_PHASE_MLP); /* 4 */
     sp_spill_hash_begin(c->sb);
     p.f = refit_out;
-    SP_TRY(stream_layer(c, c->sb, c->sb, wr, refit_fwd_window, &p));
+    SP_TRY(stream_layer(c, c->sb, c->sb, wr, 1, refit_fwd_window, &p));
     sp_spill_hash_end(c->sb, spill_hash);
 
     phase(c, l, SP_PHASE_WRITE);
@@ -1168,12 +1183,13 @@ enum { BUF_HOST, BUF_BK, BUF_MIRROR, BUF_HOST_MIRROR };
 
 static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
     const int64_t D = j->shape.hidden, T = j->shape.seqlen, wr = sp_job_window_rows(j), cwT = j->chunk_w * wr, F = j->shape.ffn;
+    const int64_t gr = j->group * wr; /* a layer pass's rows (refit: group 1) */
     const int pf = j->plan.prune_ffn, rf = j->plan.refit;
     const int64_t g = rf ? refit_width(j) : 1, Dh = j->shape.q_width;
     const int64_t k_rows = T * (Dh + D) > COV_ROWS * (F + D) ? T * (Dh + D) : COV_ROWS * (F + D);
     const buf_spec b[] = {
         BUF(cin, cwT * D, 4, "activation chunk"),   BUF(cout, cwT * D, 4, "activation chunk"),
-        BK(tmp, T * D, 4, "window buffer"),         BUF(eb, j->rot_block * D, 4, "embedding rows"),
+        BK(tmp, j->group * T * D, 4, "window buffer"),         BUF(eb, j->rot_block * D, 4, "embedding rows"),
         BUF(norm, D, 4, "norm"),                    BUF(fs, D * D, 4, "shortcut"),
         BK(Qf, D * D, 4, "basis"),                  BK(Q, D * D, 8, "basis"),
         /* Qm, Qn: per-layer bases only; one basis (global, stock) never touches them */
@@ -1183,7 +1199,7 @@ static int buf_specs(const job *j, buf_spec out[N_BUFS]) {
         BUF(norm_b, D, 4, "norm"),                  BUF(hb, j->shape.vocab, 4, "head bias"),
         BUF(posb, j->m.n_pos ? T * D : 1, 4, "learned positions"),
         MIRROR(evd, D, 8, "eigenvalues"),           HOST_MIRROR(Qh, D * D, 8, "basis"),
-        MIRROR(xw, wr * D, 4, "window buffer"),     MIRROR(yw, wr * D, 4, "window buffer"),
+        MIRROR(xw, gr * D, 4, "window buffer"),     MIRROR(yw, gr * D, 4, "window buffer"),
         MIRROR(ebd, j->rot_block * D, 4, "embedding rows"),   MIRROR(fsd, D * D, 4, "shortcut"),
         MIRROR(normd, D, 4, "norm"),
         BUF(G, j->plan.survey ? D * D : 1, 8, "global second moment"),
@@ -1215,7 +1231,7 @@ int64_t sp_compute_plan_bytes(const job *j) {
            + 2 * sp_spill_mem_bytes(j->shape.hidden, j->chunk_w * sp_job_window_rows(j), j->mf->spill_dtype) /* the spills' conversion buffers */
            + (j->spill_resident ? sp_job_spills_bytes(j) : 0) /* the spills held in memory ([resources] activations) */
            + j->bk->plan_bytes(j->bk, &in).host_bytes                            /* second moments, eigh, rotations */
-           + sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev) /* the forward pass */
+           + sp_layer_scratch_bytes_n(j->bk, &j->m.dims, j->shape.seqlen, j->group, j->shape.hidden, &dev) /* the forward pass */
            + ffn_bytes(j, 0);
 }
 
@@ -1227,7 +1243,7 @@ int64_t sp_compute_plan_device_bytes(const job *j) {
     for (int i = 0; i < n; i++)
         if (b[i].kind == BUF_BK || b[i].kind == BUF_MIRROR) total += b[i].n * b[i].sz;
     sp_bk_plan_in in = ws_plan(j);
-    sp_layer_scratch_bytes(j->bk, &j->m.dims, j->shape.seqlen, j->shape.hidden, &dev);
+    sp_layer_scratch_bytes_n(j->bk, &j->m.dims, j->shape.seqlen, j->group, j->shape.hidden, &dev);
     return total + sp_layer_buf_bytes(&j->m) /* the layer's mirrors */ + j->bk->plan_bytes(j->bk, &in).device_bytes + dev +
            ffn_bytes(j, 1);
 }
@@ -1287,7 +1303,7 @@ static int alloc_state(cstate *c) {
         SP_TRY(sp_spill_make_resident(c->sa));
         SP_TRY(sp_spill_make_resident(c->sb));
     }
-    return sp_layer_scratch_init(c->bk, j->m.arch, &j->m.dims, T, D, &c->scr);
+    return sp_layer_scratch_init_n(c->bk, j->m.arch, &j->m.dims, T, j->group, D, &c->scr);
 }
 
 static void free_state(cstate *c) {

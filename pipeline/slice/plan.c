@@ -127,6 +127,10 @@ int64_t sp_plan_total(const job *j) {
 int sp_plan_memory(job *j) {
     const sp_manifest *mf = j->mf;
     j->shared_bytes = (int64_t)sizeof(sp_shared) + (1 + j->n_pca * j->shape.layers) * j->shape.hidden * 8;
+    const int64_t W = j->shape.tokens / j->shape.seqlen;
+    /* Windows per layer pass: by the shapes alone (the bits of the forward's
+     * GEMMs may depend on their rows); refit's passes take one at a time. */
+    j->group = j->plan.refit ? 1 : sp_layer_group(&j->m.dims, j->shape.seqlen, j->shape.hidden, W);
     /* Buffers no larger than the largest tensor needs, up to their caps. */
     int64_t tmax = 0;
     for (int i = 0; i < j->n_reads; i++)
@@ -151,14 +155,16 @@ int sp_plan_memory(job *j) {
     const int64_t small = sp_plan_total(j);
     j->rot_block = sp_bk_rot_block(j->shape.hidden);
     if (sp_plan_total(j) - small > mf->memory_bytes / 32) j->rot_block = 256;
-    const int64_t W = j->shape.tokens / j->shape.seqlen;
     const int64_t per_window = sp_job_window_rows(j) * j->shape.hidden * 2 * (4 + (int64_t)sp_dtype_size(mf->spill_dtype));
     j->chunk_w = 0;
     int64_t avail = (mf->memory_bytes - sp_plan_total(j)) / 2;
     if (avail > ((int64_t)256 << 20)) avail = (int64_t)256 << 20;
     j->chunk_w = avail / per_window;
     if (j->chunk_w > W) j->chunk_w = W;
-    if (j->chunk_w < 1) j->chunk_w = 1;
+    /* Whole groups (sp_stream_groups): a chunk is a multiple of the group,
+     * at least one, or all the windows. */
+    if (j->chunk_w < W) j->chunk_w -= j->chunk_w % j->group;
+    if (j->chunk_w < j->group) j->chunk_w = j->group;
     /* [resources] activations: the two spills held in memory (spill.h,
      * resident) where the whole plan fits the budget with them ("auto"), so
      * the passes between boundaries touch no file; the files still get every
@@ -204,7 +210,8 @@ void sp_plan_print(const job *j, FILE *f) {
     fprintf(f,
             "plan: %s -> %s\n  %s, D %lld -> d %lld (%s %g, round_to %lld), %lld layers, output %s\n  %s\n"
             "  calibration %lld windows x %lld tokens = %lld tokens; backend %s (device plan %.1f MiB)\n"
-            "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows,\n"
+            "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows\n"
+            "    (layer passes of %lld at a time),\n"
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
             "    them), reader staging %.1f MiB, the supervisor's hashing buffer %.1f MiB,\n"
             "    4 processes' baseline %.0f MiB%s\n"
@@ -214,7 +221,7 @@ void sp_plan_print(const job *j, FILE *f) {
             j->plan.about,
             (long long)mf->calib_nsamples, (long long)j->shape.seqlen, (long long)j->shape.tokens, j->bk->name,
             sp_compute_plan_device_bytes(j) / 1048576.0, plan / 1048576.0,
-            mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w,
+            mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w, (long long)j->group,
             (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) / 1048576.0,
             (long long)j->ring_slots, (long long)j->out_slots, j->ring_slot_bytes / 1024.0, j->stage_bytes / 1048576.0,
             sp_plan_hash_bytes(j) / 1048576.0, sp_plan_process_base_bytes() / 1048576.0, backend_note, spill_bytes / 1048576.0,
