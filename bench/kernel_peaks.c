@@ -15,8 +15,10 @@
  *
  * FLOP counts: gemm 2·m·n·k; syrk k·n·(n+1) (the triangle, multiply and add
  * counted). The shapes (rows, cols) are those of pipeline/model/layer.c and
- * linalg/cpu.c: the layer's x·Wᵀ products at T rows (attention) and 256 rows
- * (MLP chunks), the per-head attention products at a 128-row query block,
+ * linalg/cpu.c: the layer's x·Wᵀ products at ROWS rows (a layer pass: its
+ * windows of T, `slicepipe run --dry-run` prints how many) and MLP_ROWS rows
+ * (its MLP chunks, printed beside), the per-head attention products at a
+ * 128-row query block of a window of T,
  * the basis application, dsyrk/ssyrk of a 256-row block of one window, and
  * the float64 rotations of sp_bk_rot_block(D)-row/column blocks
  * (linalg/backend.h).
@@ -350,13 +352,14 @@ static void to_bf16(uint16_t *dst, const float *src, int64_t n) {
 
 int main(int argc, char **argv) {
     sp_blas_core_ensure(argv); /* before any BLAS call */
-    if (argc < 6 || argc > 7) {
-        fprintf(stderr, "usage: kernel_peaks D d FFN T THREADS [SECONDS]\n");
+    if (argc < 8 || argc > 9) {
+        fprintf(stderr, "usage: kernel_peaks D d FFN T ROWS MLP_ROWS THREADS [SECONDS]\n");
         return 64;
     }
-    const int D = atoi(argv[1]), d = atoi(argv[2]), F = atoi(argv[3]), T = atoi(argv[4]), threads = atoi(argv[5]);
-    if (argc == 7) seconds_per_rep = atof(argv[6]);
-    if (D < 8 || d < 1 || d > D || F < 1 || T < 1 || threads < 1 || !(seconds_per_rep > 0)) {
+    const int D = atoi(argv[1]), d = atoi(argv[2]), F = atoi(argv[3]), T = atoi(argv[4]), R = atoi(argv[5]),
+              MR = atoi(argv[6]), threads = atoi(argv[7]);
+    if (argc == 9) seconds_per_rep = atof(argv[8]);
+    if (D < 8 || d < 1 || d > D || F < 1 || T < 1 || R < T || MR < 1 || MR > R || threads < 1 || !(seconds_per_rep > 0)) {
         fprintf(stderr, "kernel_peaks: bad arguments\n");
         return 64;
     }
@@ -366,12 +369,12 @@ int main(int argc, char **argv) {
     printf("config openblas=%s core=%s threads=%d kernels: %s\n", openblas_get_config(), openblas_get_corename(), threads,
            kernels);
 
-    const int QB = T < 128 ? T : 128, MR = T < 256 ? T : 256, hd = 64;
+    const int QB = T < 128 ? T : 128, hd = 64;
     const int RB = (int)sp_bk_rot_block(D);
     printf("config blocks: rotation blocks of %d rows or columns (linalg/backend.h)\n", RB);
     int64_t big = (int64_t)F * D; /* the largest operand, elements */
-    if ((int64_t)T * F > big) big = (int64_t)T * F;
-    if ((int64_t)T * D > big) big = (int64_t)T * D;
+    if ((int64_t)MR * F > big) big = (int64_t)MR * F;
+    if ((int64_t)R * D > big) big = (int64_t)R * D;
     float *fa = xmalloc((size_t)big * 4), *fb = xmalloc((size_t)big * 4), *fc = xmalloc((size_t)big * 4);
     /* float64 operands: D×D, or RB×D for the rotation blocks when D < RB */
     const int64_t dn = (int64_t)(D > RB ? D : RB) * D;
@@ -387,11 +390,11 @@ int main(int argc, char **argv) {
         const char *what;
         int m, n, k, ta, tb;
     } sg[] = {
-        {"x(T,d)*Wqkv^T(D,d)", T, D, d, 0, 1},
-        {"x(T,D)*Q(D,d)", T, d, D, 0, 0},
-        {"ctx(T,D)*Wo^T(D,D)", T, D, D, 0, 1},
-        {"x(256,d)*Wgate^T(F,d)", MR, F, d, 0, 1},
-        {"g(256,F)*Wdown^T(D,F)", MR, D, F, 0, 1},
+        {"x(R,d)*Wqkv^T(D,d)", R, D, d, 0, 1},
+        {"x(R,D)*Q(D,d)", R, d, D, 0, 0},
+        {"ctx(R,D)*Wo^T(D,D)", R, D, D, 0, 1},
+        {"x(MR,d)*Wgate^T(F,d)", MR, F, d, 0, 1},
+        {"g(MR,F)*Wdown^T(D,F)", MR, D, F, 0, 1},
         {"q(128,hd)*k^T(T,hd)", QB, T, hd, 0, 1},
         {"att(128,T)*v(T,hd)", QB, hd, T, 0, 0},
     };

@@ -145,7 +145,7 @@ def group_local(sp, work):
     _, o3 = slice_and_eval(sp, work, "det3", model, calib, 64, 32, 0.25, evaltok, 64, '[resources]\nmemory = "31MB"\n')
     dry = run([sp, "run", os.path.join(work, "det3.toml"), "--dry-run"])
     import re
-    mm = re.search(r"chunks of (\d+) windows\s+\(layer passes of (\d+) at a time\)", dry.stdout)
+    mm = re.search(r"chunks of (\d+) windows\s+\(layer passes of (\d+) at a time", dry.stdout)
     check(dry.returncode == 0 and mm and int(mm.group(1)) == 16 and int(mm.group(2)) == 16,
           f"a 31MB budget splits the 32 windows into two spill chunks of one 16-window pass: "
           f"{mm.group(0) if mm else dry.stdout}")

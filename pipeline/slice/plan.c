@@ -211,7 +211,7 @@ void sp_plan_print(const job *j, FILE *f) {
             "plan: %s -> %s\n  %s, D %lld -> d %lld (%s %g, round_to %lld), %lld layers, output %s\n  %s\n"
             "  calibration %lld windows x %lld tokens = %lld tokens; backend %s (device plan %.1f MiB)\n"
             "  memory plan %.1f MiB (limit %.1f MiB): compute %.1f MiB with activation chunks of %lld windows\n"
-            "    (layer passes of %lld at a time),\n"
+            "    (layer passes of %lld at a time, MLP chunks of %lld rows),\n"
             "    rings %.1f MiB (weights %lld slots, output %lld, of %.0f KiB; counted twice: both ends map\n"
             "    them), reader staging %.1f MiB, the supervisor's hashing buffer %.1f MiB,\n"
             "    4 processes' baseline %.0f MiB%s\n"
@@ -222,6 +222,8 @@ void sp_plan_print(const job *j, FILE *f) {
             (long long)mf->calib_nsamples, (long long)j->shape.seqlen, (long long)j->shape.tokens, j->bk->name,
             sp_compute_plan_device_bytes(j) / 1048576.0, plan / 1048576.0,
             mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w, (long long)j->group,
+            (long long)(j->group * j->shape.seqlen < sp_layer_mlp_rows(&j->m.dims) ? j->group * j->shape.seqlen
+                                                                                   : sp_layer_mlp_rows(&j->m.dims)),
             (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) / 1048576.0,
             (long long)j->ring_slots, (long long)j->out_slots, j->ring_slot_bytes / 1024.0, j->stage_bytes / 1048576.0,
             sp_plan_hash_bytes(j) / 1048576.0, sp_plan_process_base_bytes() / 1048576.0, backend_note, spill_bytes / 1048576.0,
