@@ -422,6 +422,11 @@ static void test_group(void) {
     CHECK_NEAR(sp_layer_group(&small, 2048, 64, 64), 1, 0, "group: one window from 1024 tokens");
     CHECK_NEAR(sp_layer_group(&big, 512, 4096, 64), 1, 0, "group: one window where a second adds over 32 MiB");
     CHECK_NEAR(sp_layer_group(&big, 128, 4096, 64), 4, 0, "group: halved until the extra rows fit 32 MiB");
+    sp_dims mid = dims_make(2048, 16, 16, 128, 8192, 32000, 1e-5);
+    CHECK_NEAR(sp_layer_mlp_rows(&small, 2048), 1024, 0, "MLP chunks: 1024 rows");
+    CHECK_NEAR(sp_layer_mlp_rows(&small, 300), 300, 0, "MLP chunks: at most the pass's rows");
+    CHECK_NEAR(sp_layer_mlp_rows(&mid, 2048), 512, 0, "MLP chunks: 512 rows at 8192 neurons (gate and up 32 MiB)");
+    CHECK_NEAR(sp_layer_mlp_rows(&big, 2048), 256, 0, "MLP chunks: 256 rows at 11008 neurons");
 }
 
 /* head over T = 150 rows (crosses the row chunks) vs a naive log-softmax */

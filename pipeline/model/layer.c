@@ -35,7 +35,7 @@ struct sp_layer_scratch {
     sp_dims dims;
     int64_t T_max, width_max;
     int64_t rows_max; /* rows of a pass: windows of T_max rows each (sp_layer_scratch_init_n) */
-    int64_t mlp_rows; /* rows per MLP chunk (sp_layer_mlp_rows, at most rows_max) */
+    int64_t mlp_rows; /* rows per MLP chunk (sp_layer_mlp_rows) */
     sp_bk_ws *ws;     /* the backend's attention workspace */
     float *rope_cos;  /* (T_max, head_dim/2) cos(pos · inv_freq[i]) */
     float *rope_sin;  /* (T_max, head_dim/2) sin(pos · inv_freq[i]) */
@@ -53,14 +53,15 @@ static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* Rows per MLP chunk, by the MLP's width alone (so the bits of a product do
  * not depend on anything else): MLP_ROWS_MAX, halved while the gate and up
- * chunks would take more than MLP_BYTES, down to MLP_ROWS_MIN. Larger
+ * chunks would take more than MLP_BYTES, down to MLP_ROWS_MIN; at most the
+ * pass's rows. Larger
  * chunks run the gate, up and down GEMMs faster (the file's comment); the
  * cap keeps a wide MLP's chunks (a 7B's 11008, a 70B's 28672: 256 rows,
  * 22.5 and 58.7 MB) where they were, so its memory plan does not grow. */
-int64_t sp_layer_mlp_rows(const sp_dims *d) {
+int64_t sp_layer_mlp_rows(const sp_dims *d, int64_t rows) {
     int64_t r = MLP_ROWS_MAX;
     while (r > MLP_ROWS_MIN && 2 * r * d->ffn * 4 > MLP_BYTES) r /= 2;
-    return r;
+    return min_i64(r, rows);
 }
 
 /* The bytes per row of the buffers that grow with a pass's rows. */
@@ -80,7 +81,7 @@ enum { B_COS, B_SIN, B_XN, B_Q, B_K, B_V, B_CTX, B_GATE, B_UP, B_LOGITS, B_COUNT
 
 static void buffer_shapes(const sp_dims *d, int64_t T, int64_t R, int64_t width_max, int64_t rows[B_COUNT], int64_t cols[B_COUNT]) {
     const int64_t qw = d->n_heads * d->head_dim, kw = d->n_kv_heads * d->head_dim, half = d->rot_dim / 2;
-    const int64_t m = min_i64(R, sp_layer_mlp_rows(d));
+    const int64_t m = sp_layer_mlp_rows(d, R);
     const int64_t r[B_COUNT] = {T, T, R, R, R, R, R, m, m, min_i64(T, HEAD_ROWS)};
     const int64_t c[B_COUNT] = {half, half, width_max, qw, kw, kw, qw, d->ffn, d->ffn, d->vocab};
     memcpy(rows, r, sizeof r);
@@ -174,7 +175,7 @@ int sp_layer_scratch_init_n(const sp_bk *bk, const sp_arch *arch, const sp_dims 
     s->T_max = T;
     s->width_max = width_max;
     s->rows_max = T * nwin; /* sp_layer_scratch_bytes_n checked the product */
-    s->mlp_rows = min_i64(s->rows_max, sp_layer_mlp_rows(dims));
+    s->mlp_rows = sp_layer_mlp_rows(dims, s->rows_max);
     int64_t rows[B_COUNT], cols[B_COUNT];
     buffer_shapes(dims, T, s->rows_max, width_max, rows, cols);
     float **p[B_COUNT] = {&s->rope_cos, &s->rope_sin, &s->xn, &s->q, &s->k, &s->v, &s->ctx, &s->gate, &s->up, &s->logits};
@@ -265,10 +266,11 @@ static void attention_ctx(sp_layer_scratch *s, const sp_layer_w *w, int64_t nwin
         bk->norm(bk, SP_BK_NORM_RMS, w->slot[SP_SLOT_Q_NORM], NULL, hd, hd, dims->eps, s->q, R * nh);
     if (w->slot[SP_SLOT_K_NORM]) bk->norm(bk, SP_BK_NORM_RMS, w->slot[SP_SLOT_K_NORM], NULL, hd, hd, dims->eps, k, R * nkv);
     const float scale = (float)(1.0 / sqrt((double)hd));
-    for (int64_t i = 0; i < nwin; i++) { /* window i: rows i·T.. */
+    /* The RoPE tables' rows pos0.. are positions pos0.. */
+    const float *cs = s->rope_cos + pos0 * half, *sn = s->rope_sin + pos0 * half;
+    for (int64_t i = 0; i < nwin; i++) { /* window i: rows i·T.., positions pos0.. */
         float *qi = s->q + i * T * qw, *ki = k + i * T * kw, *vi = v + i * T * kw, *ci = s->ctx + i * T * qw;
-        if (!s->arch->pos_embed) { /* the tables' rows pos0.. are positions pos0.. */
-            const float *cs = s->rope_cos + pos0 * half, *sn = s->rope_sin + pos0 * half;
+        if (!s->arch->pos_embed) {
             bk->rope(bk, s->arch->rope, qi, T, qw, nh, hd, dims->rot_dim, cs, sn);
             bk->rope(bk, s->arch->rope, ki, T, kw, nkv, hd, dims->rot_dim, cs, sn);
         }

@@ -66,10 +66,10 @@ void sp_layer_scratch_free(sp_layer_scratch *s);
  * it): about 1024 rows, fewer where the group's extra scratch would exceed
  * 32 MiB, at most W (the job's windows); 1 from T >= 1024. */
 int64_t sp_layer_group(const sp_dims *dims, int64_t T, int64_t width_max, int64_t W);
-/* Rows per MLP chunk of a pass with more rows than that: 1024, halved while
- * the gate and up chunks would exceed 32 MiB, at least 256 (by the MLP's
- * width alone). */
-int64_t sp_layer_mlp_rows(const sp_dims *dims);
+/* Rows per MLP chunk of a pass of up to `rows` rows: 1024, halved while the
+ * gate and up chunks would exceed 32 MiB, at least 256 (by the MLP's width
+ * alone), and at most `rows`. */
+int64_t sp_layer_mlp_rows(const sp_dims *dims, int64_t rows);
 int64_t sp_layer_scratch_bytes_n(const sp_bk *bk, const sp_dims *dims, int64_t T, int64_t nwin, int64_t width_max,
                                  int64_t *device_bytes);
 int sp_layer_scratch_init_n(const sp_bk *bk, const sp_arch *arch, const sp_dims *dims, int64_t T, int64_t nwin,

@@ -222,8 +222,7 @@ void sp_plan_print(const job *j, FILE *f) {
             (long long)mf->calib_nsamples, (long long)j->shape.seqlen, (long long)j->shape.tokens, j->bk->name,
             sp_compute_plan_device_bytes(j) / 1048576.0, plan / 1048576.0,
             mf->memory_bytes / 1048576.0, sp_compute_plan_bytes(j) / 1048576.0, (long long)j->chunk_w, (long long)j->group,
-            (long long)(j->group * j->shape.seqlen < sp_layer_mlp_rows(&j->m.dims) ? j->group * j->shape.seqlen
-                                                                                   : sp_layer_mlp_rows(&j->m.dims)),
+            (long long)sp_layer_mlp_rows(&j->m.dims, j->group * j->shape.seqlen),
             (sp_ring_bytes(j->ring_slots, j->ring_slot_bytes) + sp_ring_bytes(j->out_slots, j->ring_slot_bytes)) / 1048576.0,
             (long long)j->ring_slots, (long long)j->out_slots, j->ring_slot_bytes / 1024.0, j->stage_bytes / 1048576.0,
             sp_plan_hash_bytes(j) / 1048576.0, sp_plan_process_base_bytes() / 1048576.0, backend_note, spill_bytes / 1048576.0,
